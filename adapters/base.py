@@ -1,0 +1,47 @@
+"""The adapter interface: one module per channel, built on the core model and stream API only.
+
+An adapter
+- turns platform messages into ``router.model.Envelope`` and appends them with ``Inbox.append``,
+  confirming a message to its platform only after the append returned;
+- sends the replies of its channel's outbox through ``OutboxConsumer.run(send)``, raising
+  ``PermanentFailure`` / ``TemporaryFailure`` from ``send`` so the outcome is recorded;
+- reports its health (connected, last error, counters) for ``switchboard stats``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+
+from router.inbox import Inbox
+from router.keys import Keys
+from router.outbox import OutboxConsumer
+
+
+@dataclass(frozen=True)
+class AdapterContext:
+    """What the runtime hands an adapter: the append API and a way to consume its outbox."""
+
+    client: aioredis.Redis
+    keys: Keys
+    inbox: Inbox
+    instance: str  # unique name of this process, for consumer names
+
+    def outbox(self, channel: str, **options: Any) -> OutboxConsumer:
+        return OutboxConsumer(self.client, self.keys, channel, f"{channel}-{self.instance}", **options)
+
+
+class Adapter(Protocol):
+    channel: str
+    name: str
+
+    async def start(self) -> None:
+        """Connect and start the inbound and outbound loops; raise a clear error on bad credentials."""
+
+    async def close(self) -> None:
+        """Stop taking new work, finish what is in hand, disconnect."""
+
+    def health(self) -> dict[str, Any]:
+        """A JSON-able status: at least ``connected`` (bool) and ``detail``."""

@@ -1,0 +1,483 @@
+"""``switchboard``: the command line, and the composition root (the only module importing everything).
+
+Commands that need Redis use ``SWITCHBOARD_REDIS__URL`` when set; otherwise the embedded server of
+the data directory — the running ``switchboard run``'s, or one started for the command's duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from router.config import Settings, load_settings
+from router.errors import SwitchboardError
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=None, default=str))
+
+
+def _ago(ms: int) -> str:
+    seconds = max(0.0, time.time() - ms / 1000)
+    if seconds < 90:
+        return f"{seconds:.0f}s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.1f}h"
+
+
+def _with_runtime(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Handler:
+    """Run ``fn(runtime, args)`` against the configured (or embedded) Redis."""
+
+    def handler(args: argparse.Namespace, settings: Settings) -> int:
+        from router.redis import redis_server
+        from router.runtime import Runtime
+
+        async def main(url: str) -> int:
+            async with Runtime(settings, url) as rt:
+                return await fn(rt, args)
+
+        with redis_server(settings.redis_url, settings.redis.data_dir) as url:
+            return asyncio.run(main(url))
+
+    return handler
+
+
+# -- run / worker --------------------------------------------------------------------------------
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    from adapters.sandbox import SandboxAdapter
+    from router.redis import redis_server
+    from router.runtime import Runtime, serve
+
+    async def main(url: str) -> int:
+        async with Runtime(settings, url) as rt:
+            adapters: list[Any] = []
+            if settings.sandbox.enabled and not args.workers_only:
+                adapters.append(SandboxAdapter(rt.adapter_context()))
+            print(
+                f"Switchboard running (redis: {'embedded, data in ' + str(settings.redis.data_dir) if not settings.redis_url else 'configured URL'}; "
+                f"{args.workers} worker(s); adapters: {', '.join(a.name for a in adapters) or 'none'}).\n"
+                'Try, in another terminal:  switchboard send --from alice "my withdrawal has not arrived"\n'
+                "Stop with Ctrl-C.",
+                file=sys.stderr,
+                flush=True,
+            )
+            await serve(rt, adapters, workers=args.workers)
+        return 0
+
+    with redis_server(settings.redis_url, settings.redis.data_dir) as url:
+        return asyncio.run(main(url))
+
+
+# -- sandbox -------------------------------------------------------------------------------------
+async def _send(rt: Any, args: argparse.Namespace) -> int:
+    from adapters.sandbox import envelope
+
+    attrs = dict(kv.split("=", 1) for kv in args.attr)
+    env = envelope(args.sender, args.text, subject=args.subject, attributes=attrs)
+    appended = await rt.inbox.append(env)
+    print(f"sent as {args.sender} (message {env.id}, inbox entry {appended.entry_id})")
+    return 0
+
+
+async def _sandbox_inbox(rt: Any, args: argparse.Namespace) -> int:
+    from adapters.sandbox import user_inbox
+
+    items = await user_inbox(rt.client, rt.keys, args.user)
+    if args.json:
+        _print_json(items)
+        return 0
+    if not items:
+        print(f"no replies for {args.user} yet")
+    for item in items:
+        who = "auto-reply" if item.get("auto") else item.get("author", "")
+        print(f"[{time.strftime('%H:%M:%S', time.localtime(item.get('created_at', 0)))}] {who}: {item['text']}")
+    return 0
+
+
+# -- agents --------------------------------------------------------------------------------------
+def _conv_line(c: Any) -> str:
+    text = c.last_text.replace("\n", " ")
+    return (
+        f"#{c.id:<6} P{c.priority} {c.status:<8} {c.channel:<8} {c.sender_name[:16]:<16} "
+        f"waiting {_ago(c.waiting_ms):>5}  {text[:60]}"
+    )
+
+
+async def _queue(rt: Any, args: argparse.Namespace) -> int:
+    convs = await rt.queues.list(args.group, limit=args.limit)
+    if args.json:
+        _print_json([c.to_dict() for c in convs])
+        return 0
+    [stats] = await rt.queues.stats([args.group])
+    oldest = f", oldest waiting {stats.oldest_wait_s:.0f}s" if stats.oldest_wait_s is not None else ""
+    print(f"queue {args.group}: {stats.depth} waiting{oldest}, {stats.overdue} past SLA")
+    for c in convs:
+        print(_conv_line(c))
+    return 0
+
+
+async def _claim(rt: Any, args: argparse.Namespace) -> int:
+    cid = await rt.conversations.claim(args.group, args.agent, args.conversation or "")
+    if args.json:
+        _print_json({"conversation": cid})
+        return 0 if cid else 1
+    if cid is None:
+        print(
+            f"queue {args.group} is empty"
+            if not args.conversation
+            else f"#{args.conversation} is not waiting in {args.group}"
+        )
+        return 1
+    print(f"claimed #{cid} for {args.agent}")
+    return 0
+
+
+async def _mine(rt: Any, args: argparse.Namespace) -> int:
+    convs = await rt.conversations.of_agent(args.agent)
+    if args.json:
+        _print_json([c.to_dict() for c in convs])
+        return 0
+    for c in convs:
+        print(_conv_line(c))
+    return 0
+
+
+async def _show(rt: Any, args: argparse.Namespace) -> int:
+    conv = await rt.conversations.get(args.conversation)
+    history = await rt.conversations.history(args.conversation)
+    deliveries = await rt.conversations.deliveries(args.conversation)
+    if args.json:
+        _print_json(
+            {
+                "conversation": conv.to_dict(),
+                "history": [h.to_dict() for h in history],
+                "deliveries": deliveries,
+            }
+        )
+        return 0
+    print(
+        f"#{conv.id} {conv.channel}/{conv.account} from {conv.sender_name} — group {conv.group}, P{conv.priority}, "
+        f"{conv.status}{' (' + conv.agent + ')' if conv.agent else ''}, tags {', '.join(conv.tags) or '-'}"
+    )
+    if conv.subject:
+        print(f"subject: {conv.subject}")
+    for h in history:
+        at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(h.at_ms / 1000))
+        d = h.data
+        if h.type == "inbound":
+            dec = d.get("decision", {})
+            rules = ",".join(t["rule"] for t in dec.get("trace", []) if "rule" in t) or "defaults"
+            print(f"{at} <- {d.get('sender', {}).get('name') or d.get('sender', {}).get('id')}: {d.get('text')}")
+            print(f"{'':19}    routed to {dec.get('group')} {dec.get('priority')} by {rules}")
+        elif h.type == "outbound":
+            status = deliveries.get(d.get("id", ""), "")
+            print(f"{at} -> {d.get('author')}: {d.get('text')}  [{status}]")
+        else:
+            print(f"{at} {h.type}: {json.dumps(d, ensure_ascii=False)}")
+    return 0
+
+
+async def _reply(rt: Any, args: argparse.Namespace) -> int:
+    reply_id = await rt.conversations.reply(args.conversation, args.text, args.agent)
+    print(f"reply {reply_id} queued for #{args.conversation}")
+    return 0
+
+
+async def _close(rt: Any, args: argparse.Namespace) -> int:
+    await rt.conversations.close(args.conversation, args.agent)
+    print(f"closed #{args.conversation}")
+    return 0
+
+
+async def _release(rt: Any, args: argparse.Namespace) -> int:
+    await rt.conversations.release(args.conversation, args.agent)
+    print(f"released #{args.conversation}")
+    return 0
+
+
+async def _transfer(rt: Any, args: argparse.Namespace) -> int:
+    groups = set((await _engine(rt)).groups)
+    if args.group not in groups:
+        print(f"unknown group {args.group!r} (groups: {', '.join(sorted(groups))})", file=sys.stderr)
+        return 2
+    await rt.conversations.transfer(args.conversation, args.group, args.agent, args.reason)
+    print(f"transferred #{args.conversation} to {args.group}")
+    return 0
+
+
+async def _priority(rt: Any, args: argparse.Namespace) -> int:
+    from router.conversations import parse_priority
+
+    await rt.conversations.set_priority(args.conversation, parse_priority(args.priority), args.agent)
+    print(f"#{args.conversation} is now {args.priority.upper()}")
+    return 0
+
+
+async def _engine(rt: Any) -> Any:
+    from router.rulestore import EngineHolder
+
+    holder = EngineHolder(rt.rules, rt.settings.rules.file)
+    await holder.refresh()
+    return holder.engine
+
+
+# -- operators -----------------------------------------------------------------------------------
+async def _stats(rt: Any, args: argparse.Namespace) -> int:
+    stats = await rt.stats()
+    if args.json:
+        _print_json(stats)
+        return 0
+    inbox = stats["inbox"]
+    print(
+        f"inbox: {inbox['length']} entries, {inbox['pending']} pending, lag {inbox['lag']}; dead letters: {stats['dead_letters']}"
+    )
+    print("queues:")
+    for group, q in stats["queues"].items():
+        oldest = f"{q['oldest_wait_s']:.0f}s" if q["oldest_wait_s"] is not None else "-"
+        print(f"  {group:<14} depth {q['depth']:<6} oldest {oldest:<8} past SLA {q['overdue']}")
+    print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["counters"].items())))
+    print("health:")
+    for name, record in sorted(stats["health"].items()):
+        print(f"  {name}: {json.dumps(record, ensure_ascii=False)}")
+    if not stats["health"]:
+        print("  no worker or adapter is running")
+    return 0
+
+
+async def _dead(rt: Any, args: argparse.Namespace) -> int:
+    from router.deadletters import DeadLetters
+
+    dead = DeadLetters(rt.client, rt.keys)
+    if args.action == "list":
+        items = await dead.list(args.limit)
+        if args.json:
+            _print_json(items)
+        else:
+            for item in items:
+                print(f"{item['id']}  entry {item['entry']}  attempts {item['attempts']}  {item['reason']}")
+            print(f"{len(items)} dead letter(s)")
+        return 0
+    ids = None if args.all else args.ids
+    if not args.all and not args.ids:
+        print("name dead-letter ids, or --all", file=sys.stderr)
+        return 2
+    if args.action == "retry":
+        n = await dead.retry(ids)
+        print(f"{n} dead letter(s) appended to the inbox again")
+    else:
+        n = await dead.drop(ids)
+        print(f"{n} dead letter(s) dropped")
+    return 0
+
+
+async def _check(rt: Any, args: argparse.Namespace) -> int:
+    stats = await rt.stats()
+    workers = [k for k in stats["health"] if k.startswith("worker:")]
+    print(f"{len(workers)} worker(s) alive")
+    return 0 if workers else 1
+
+
+# -- rules ---------------------------------------------------------------------------------------
+def cmd_rules_offline(args: argparse.Namespace, settings: Settings) -> int:
+    from rules import commands
+
+    if args.action == "validate":
+        return commands.validate(args.file, sys.stdout)
+    if args.action == "eval":
+        return commands.evaluate_samples(args.file, args.samples, args.json, sys.stdout)
+    return commands.schema(sys.stdout)
+
+
+def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
+    from rules import commands
+
+    return commands.route(args.rules, sys.stdin, sys.stdout)
+
+
+async def _rules_published(rt: Any, args: argparse.Namespace) -> int:
+    from rules import RuleSetError
+
+    if args.action == "publish":
+        source = Path(args.file).read_text(encoding="utf-8")
+        try:
+            published = await rt.rules.publish(source, args.author, args.comment, filename=args.file)
+        except RuleSetError as exc:
+            for err in exc.errors:
+                print(err, file=sys.stderr)
+            print("refused: the running rule set stays in force", file=sys.stderr)
+            return 1
+        print(f"published rule set v{published.number} ({published.version}) by {published.author}")
+    elif args.action == "rollback":
+        target = await rt.rules.rollback(args.author, args.to)
+        print(f"rule set v{target.number} ({target.version}) is active again")
+    elif args.action == "history":
+        entries = await rt.rules.log()
+        if args.json:
+            _print_json(entries)
+        for e in [] if args.json else entries:
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(e["at"])))
+            print(f"{at}  {e['action']:<8} v{e['number']} ({e['version']}) by {e['author']}  {e.get('comment', '')}")
+    elif args.action == "diff":
+        print(await rt.rules.diff(args.a, args.b), end="")
+    return 0
+
+
+# -- bench ---------------------------------------------------------------------------------------
+def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.target == "rules":
+        from rules import bench
+
+        return bench.run(args.json, sys.stdout)
+    from router import bench as core_bench
+
+    return core_bench.main(settings, as_json=args.json, messages=args.messages)
+
+
+# -- parser --------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="switchboard", description="Multi-channel support message router.")
+    p.add_argument("--config", type=Path, help="TOML configuration file (default ./switchboard.toml)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=help)
+        sp.set_defaults(handler=handler)
+        return sp
+
+    def json_flag(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--json", action="store_true", help="machine-readable output")
+
+    sp = add("run", cmd_run, "run everything: embedded Redis if needed, workers, adapters")
+    sp.add_argument("--workers", type=int, default=1)
+    sp.set_defaults(workers_only=False)
+    sp = add("worker", cmd_run, "run router workers only")
+    sp.add_argument("--workers", type=int, default=1)
+    sp.set_defaults(workers_only=True)
+
+    sp = add("send", _with_runtime(_send), "write as a sandbox user")
+    sp.add_argument("--from", dest="sender", required=True, metavar="USER")
+    sp.add_argument("--subject")
+    sp.add_argument(
+        "--attr",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="sender attribute, e.g. tier=vip",
+    )
+    sp.add_argument("text")
+    sp = add("sandbox", _with_runtime(_sandbox_inbox), "read the replies a sandbox user received")
+    sp.add_argument("action", choices=["inbox"])
+    sp.add_argument("user")
+    json_flag(sp)
+
+    sp = add("queue", _with_runtime(_queue), "list a group's queue, most urgent first")
+    sp.add_argument("group")
+    sp.add_argument("--limit", type=int, default=50)
+    json_flag(sp)
+    sp = add("claim", _with_runtime(_claim), "claim the head of a group's queue (or one conversation)")
+    sp.add_argument("group")
+    sp.add_argument("--agent", required=True)
+    sp.add_argument("--conversation")
+    json_flag(sp)
+    sp = add("mine", _with_runtime(_mine), "the conversations assigned to an agent")
+    sp.add_argument("--agent", required=True)
+    json_flag(sp)
+    sp = add("show", _with_runtime(_show), "a conversation with its history")
+    sp.add_argument("conversation")
+    json_flag(sp)
+    sp = add("reply", _with_runtime(_reply), "reply on the conversation's channel")
+    sp.add_argument("conversation")
+    sp.add_argument("text")
+    sp.add_argument("--agent", required=True)
+    for name, fn, help in (
+        ("close", _close, "close a conversation"),
+        ("release", _release, "put a claimed conversation back in its queue"),
+    ):
+        sp = add(name, _with_runtime(fn), help)
+        sp.add_argument("conversation")
+        sp.add_argument("--agent", default="operator")
+    sp = add("transfer", _with_runtime(_transfer), "move a conversation to another group's queue")
+    sp.add_argument("conversation")
+    sp.add_argument("group")
+    sp.add_argument("--agent", default="operator")
+    sp.add_argument("--reason", default="")
+    sp = add("priority", _with_runtime(_priority), "change a conversation's priority")
+    sp.add_argument("conversation")
+    sp.add_argument("priority", choices=["P1", "P2", "P3", "P4", "p1", "p2", "p3", "p4"])
+    sp.add_argument("--agent", default="operator")
+
+    sp = add("stats", _with_runtime(_stats), "inbox, queues, dead letters, counters, health")
+    json_flag(sp)
+    add("check", _with_runtime(_check), "exit 0 when a router worker is alive, else 1")
+    sp = add("dead", _with_runtime(_dead), "dead letters: list, retry, drop")
+    sp.add_argument("action", choices=["list", "retry", "drop"])
+    sp.add_argument("ids", nargs="*")
+    sp.add_argument("--all", action="store_true")
+    sp.add_argument("--limit", type=int, default=100)
+    json_flag(sp)
+
+    rules = sub.add_parser("rules", help="validate, evaluate, publish and roll back rule sets")
+    rsub = rules.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = rsub.add_parser("validate", help="check a rule file; every error as FILE:LINE:COL: rule ID: reason")
+    sp.add_argument("file")
+    sp.set_defaults(handler=cmd_rules_offline)
+    sp = rsub.add_parser("eval", help="accuracy of a rule file on labelled samples")
+    sp.add_argument("file", nargs="?")
+    sp.add_argument("--samples", required=True)
+    json_flag(sp)
+    sp.set_defaults(handler=cmd_rules_offline)
+    sp = rsub.add_parser("schema", help="print the rule file's JSON Schema")
+    sp.set_defaults(handler=cmd_rules_offline)
+    sp = rsub.add_parser("publish", help="validate and publish a rule file; workers switch within seconds")
+    sp.add_argument("file")
+    sp.add_argument("--author", required=True)
+    sp.add_argument("--comment", default="")
+    sp.set_defaults(handler=_with_runtime(_rules_published))
+    sp = rsub.add_parser("rollback", help="make an earlier published version active again")
+    sp.add_argument("--to", type=int)
+    sp.add_argument("--author", required=True)
+    sp.set_defaults(handler=_with_runtime(_rules_published))
+    sp = rsub.add_parser("history", help="who published or rolled back what, and when")
+    json_flag(sp)
+    sp.set_defaults(handler=_with_runtime(_rules_published))
+    sp = rsub.add_parser("diff", help="diff of two published versions")
+    sp.add_argument("a", type=int)
+    sp.add_argument("b", type=int)
+    sp.set_defaults(handler=_with_runtime(_rules_published))
+
+    sp = add("route", cmd_route, "route JSON lines from stdin offline (no Redis)")
+    sp.add_argument("--rules")
+
+    sp = add("bench", cmd_bench, "benchmarks: the router end to end (default) or the rules engine")
+    sp.add_argument("target", nargs="?", choices=["router", "rules"], default="router")
+    sp.add_argument("--messages", type=int, default=20_000)
+    json_flag(sp)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings(args.config)
+        from router import logs
+
+        logs.setup(settings.log_level, settings.log_format)
+        return int(args.handler(args, settings))
+    except SwitchboardError as exc:
+        print(f"switchboard: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,148 @@
+"""Configuration in one place: a TOML file, with ``SWITCHBOARD_…`` environment variables over it.
+
+Nested settings use ``__`` in environment names: ``SWITCHBOARD_REDIS__URL``,
+``SWITCHBOARD_WORKER__BATCH``. Secrets (tokens, passwords) are never read from the TOML file:
+they come from the environment or from a file named by a ``…_file`` setting, and are held as
+``SecretStr`` so they never reach a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from router.errors import ConfigError
+
+DEFAULT_CONFIG = Path("switchboard.toml")
+
+
+class RedisSettings(BaseModel):
+    # Empty: Switchboard starts its own redis-server with AOF in data_dir.
+    url: SecretStr = SecretStr("")
+    data_dir: Path = Path("var")
+    # Used only when the embedded server must listen on TCP (e.g. the socket path is too long).
+    connect_timeout_s: float = 5.0
+
+
+class InboxSettings(BaseModel):
+    maxlen: int = Field(1_000_000, ge=1000)
+    # Entries older than this (by stream id) are trimmed too; 0 keeps by length only.
+    max_age_s: int = Field(0, ge=0)
+    max_message_bytes: int = Field(256 * 1024, ge=1024)
+    dedup_ttl_s: int = Field(7 * 86400, ge=60)
+
+
+class WorkerSettings(BaseModel):
+    batch: int = Field(100, ge=1, le=10_000)
+    block_ms: int = Field(1000, ge=1)
+    # A pending entry idle longer than this belongs to a dead worker and is reclaimed.
+    claim_idle_ms: int = Field(30_000, ge=100)
+    max_attempts: int = Field(5, ge=1)
+    heartbeat_s: float = Field(5.0, gt=0)
+    rules_poll_s: float = Field(2.0, gt=0)
+    processes: int = Field(1, ge=1)
+
+
+class ConversationSettings(BaseModel):
+    reopen_window_s: int = Field(7 * 86400, ge=0)
+    # SLA: the time to first answer per priority, which orders each queue after priority.
+    sla_s: dict[str, int] = {"P1": 15 * 60, "P2": 3600, "P3": 4 * 3600, "P4": 24 * 3600}
+
+    @field_validator("sla_s")
+    @classmethod
+    def _all_priorities(cls, v: dict[str, int]) -> dict[str, int]:
+        missing = {"P1", "P2", "P3", "P4"} - v.keys()
+        if missing:
+            raise ValueError(f"missing SLA for {', '.join(sorted(missing))}")
+        return v
+
+
+class RulesSettings(BaseModel):
+    # Empty: the shipped default rule set, unless one was published into Redis.
+    file: Path | None = None
+
+
+class SandboxSettings(BaseModel):
+    enabled: bool = True
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", env_nested_delimiter="__", extra="forbid")
+    # Keys that may never come from the TOML file.
+    SECRET_FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("redis", "url"),)
+
+    prefix: str = "sb:"
+    log_level: str = "INFO"
+    log_format: str = "text"  # or "json"
+    redis: RedisSettings = RedisSettings()
+    inbox: InboxSettings = InboxSettings()
+    worker: WorkerSettings = WorkerSettings()
+    conversations: ConversationSettings = ConversationSettings()
+    rules: RulesSettings = RulesSettings()
+    sandbox: SandboxSettings = SandboxSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init kwargs; the environment must win over it.
+        return env_settings, init_settings
+
+    @property
+    def redis_url(self) -> str:
+        return self.redis.url.get_secret_value()
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (``path``, else ./switchboard.toml when present) and the environment.
+
+    Raises ConfigError with every problem, each naming the setting.
+    """
+    explicit = path is not None
+    path = path or Path(os.environ.get("SWITCHBOARD_CONFIG", DEFAULT_CONFIG))
+    data: dict[str, Any] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+    elif explicit:
+        raise ConfigError(f"{path}: no such configuration file")
+    for section, key in Settings.SECRET_FIELDS:
+        if key in data.get(section, {}):
+            raise ConfigError(
+                f"{path}: [{section}] {key} is a secret: set SWITCHBOARD_{section.upper()}__"
+                f"{key.upper()} in the environment instead"
+            )
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"invalid configuration ({path}): {problems}") from None
+
+
+def read_secret(value: SecretStr | None, file: Path | None, what: str) -> str:
+    """A secret from the environment-provided value or from a file; ConfigError when neither."""
+    if value is not None and value.get_secret_value():
+        return value.get_secret_value()
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read secret file {file}: {exc}") from exc
+    raise ConfigError(f"{what}: not configured (set it in the environment or name a secret file)")

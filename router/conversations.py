@@ -1,0 +1,211 @@
+"""Conversations: reading state and history, and the agents' operations on them.
+
+Every change runs in router/lua/conv.lua, atomically with its history entry and group event.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from router.config import Settings
+from router.errors import NotFound
+from router.keys import Keys
+from router.model import new_id, now
+from router.scripts import Scripts, argv, map_error
+
+STATUSES = ("new", "assigned", "waiting", "closed")
+
+
+def priority_label(prio: int) -> str:
+    return f"P{prio}"
+
+
+def parse_priority(value: str | int) -> int:
+    text = str(value).upper().removeprefix("P")
+    if text not in {"1", "2", "3", "4"}:
+        raise ValueError(f"priority must be P1..P4, not {value!r}")
+    return int(text)
+
+
+@dataclass(frozen=True, slots=True)
+class Conversation:
+    id: str
+    channel: str
+    account: str
+    key: str
+    group: str
+    priority: int
+    status: str
+    agent: str
+    sender_id: str
+    sender_name: str
+    subject: str
+    language: str
+    tags: tuple[str, ...]
+    last_text: str
+    created_ms: int
+    updated_ms: int
+    waiting_ms: int
+    due_ms: int
+    messages: int
+    routed_by: str
+    rules_version: str
+
+    @classmethod
+    def from_hash(cls, data: dict[bytes, bytes]) -> Conversation:
+        d = {k.decode(): v.decode() for k, v in data.items()}
+        tags = json.loads(d.get("tags") or "[]")
+        return cls(
+            id=d["id"],
+            channel=d.get("channel", ""),
+            account=d.get("account", ""),
+            key=d.get("ckey", ""),
+            group=d["group"],
+            priority=int(d["prio"]),
+            status=d["status"],
+            agent=d.get("agent", ""),
+            sender_id=d.get("sender_id", ""),
+            sender_name=d.get("sender_name", ""),
+            subject=d.get("subject", ""),
+            language=d.get("language", ""),
+            # Lua's cjson writes an empty list as {}.
+            tags=tuple(tags) if isinstance(tags, list) else (),
+            last_text=d.get("last_text", ""),
+            created_ms=int(d.get("created_ms", 0)),
+            updated_ms=int(d.get("updated_ms", 0)),
+            waiting_ms=int(d.get("waiting_ms", 0)),
+            due_ms=int(d.get("due_ms", 0)),
+            messages=int(d.get("messages", 0)),
+            routed_by=d.get("routed_by", ""),
+            rules_version=d.get("rules_version", ""),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "channel": self.channel,
+            "account": self.account,
+            "key": self.key,
+            "group": self.group,
+            "priority": priority_label(self.priority),
+            "status": self.status,
+            "agent": self.agent,
+            "sender": {"id": self.sender_id, "name": self.sender_name},
+            "subject": self.subject,
+            "language": self.language,
+            "tags": list(self.tags),
+            "last_text": self.last_text,
+            "created_ms": self.created_ms,
+            "updated_ms": self.updated_ms,
+            "waiting_ms": self.waiting_ms,
+            "due_ms": self.due_ms,
+            "messages": self.messages,
+            "routed_by": self.routed_by,
+            "rules_version": self.rules_version,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    id: str
+    type: str  # inbound, outbound, status, delivery, edit, delete, note
+    at_ms: int
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "type": self.type, "at_ms": self.at_ms, "data": self.data}
+
+
+class Conversations:
+    def __init__(self, client: aioredis.Redis, settings: Settings, scripts: Scripts | None = None) -> None:
+        self.client = client
+        self.keys = Keys(settings.prefix)
+        self.scripts = scripts or Scripts.register(client)
+        self._sla_ms = {int(k[1:]): v * 1000 for k, v in settings.conversations.sla_s.items()}
+
+    async def _op(self, op: str, conv_id: str, **args: Any) -> str:
+        try:
+            result = await self.scripts.conv(
+                args=argv(self.keys.prefix, op, conv_id, json.dumps(args, ensure_ascii=False))
+            )
+        except ResponseError as exc:
+            raise map_error(exc) from None
+        return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def get(self, conv_id: str) -> Conversation:
+        data = await self.client.hgetall(self.keys.conv(conv_id))
+        if not data:
+            raise NotFound(f"conversation {conv_id}")
+        return Conversation.from_hash(data)
+
+    async def get_many(self, ids: list[str]) -> list[Conversation]:
+        pipe = self.client.pipeline(transaction=False)
+        for cid in ids:
+            pipe.hgetall(self.keys.conv(cid))
+        return [Conversation.from_hash(d) for d in await pipe.execute() if d]
+
+    async def history(self, conv_id: str, count: int | None = None) -> list[HistoryEntry]:
+        entries = await self.client.xrange(self.keys.history(conv_id), count=count)
+        out = []
+        for eid, fields in entries:
+            f = {k.decode(): v.decode() for k, v in fields.items()}
+            out.append(HistoryEntry(eid.decode(), f["type"], int(f["at"]), json.loads(f.get("data") or "{}")))
+        return out
+
+    async def deliveries(self, conv_id: str) -> dict[str, str]:
+        data = await self.client.hgetall(self.keys.delivery(conv_id))
+        return {k.decode(): v.decode() for k, v in data.items()}
+
+    async def of_agent(self, agent: str) -> list[Conversation]:
+        ids = sorted((m.decode() for m in await self.client.smembers(self.keys.agent(agent))), key=int)
+        return await self.get_many(ids)
+
+    async def claim(self, group: str, agent: str, conv_id: str = "") -> str | None:
+        """Claim the head of ``group``'s queue (or one conversation in it); None when there is none.
+
+        Atomic: concurrent claims never hand one conversation to two agents.
+        """
+        result = await self._op("claim", conv_id, group=group, by=agent)
+        return result or None
+
+    async def release(self, conv_id: str, by: str) -> None:
+        conv = await self.get(conv_id)
+        await self._op("release", conv_id, by=by, sla_ms=self._sla_ms[conv.priority])
+
+    async def transfer(self, conv_id: str, group: str, by: str, reason: str = "") -> None:
+        conv = await self.get(conv_id)
+        await self._op(
+            "transfer",
+            conv_id,
+            group=group,
+            by=by,
+            reason=reason,
+            sla_ms=self._sla_ms[conv.priority],
+        )
+
+    async def set_priority(self, conv_id: str, priority: int, by: str) -> None:
+        await self._op("priority", conv_id, prio=priority, by=by)
+
+    async def close(self, conv_id: str, by: str) -> None:
+        await self._op("close", conv_id, by=by)
+
+    async def note(self, conv_id: str, by: str, text: str) -> None:
+        await self._op("note", conv_id, by=by, text=text)
+
+    async def reply(self, conv_id: str, text: str, by: str) -> str:
+        """Queue a reply on the conversation's channel; returns the reply id."""
+        if not text.strip():
+            raise ValueError("a reply needs text")
+        reply_id = new_id()
+        item = {"id": reply_id, "text": text, "author": by, "auto": False, "created_at": now()}
+        await self._op("reply", conv_id, by=by, item=item)
+        return reply_id
+
+    async def record_delivery(self, conv_id: str, reply_id: str, status: str, detail: str = "") -> None:
+        """Called by adapters: the reply was delivered, or failed (with the platform's reason)."""
+        await self._op("delivery", conv_id, reply=reply_id, status=status, detail=detail, at=now())

@@ -1,0 +1,118 @@
+"""Every Redis key Switchboard uses, under one configurable prefix.
+
+Layout (prefix ``sb:`` by default):
+
+==============================  ========  ==========================================================
+key                             type      content
+==============================  ========  ==========================================================
+inbox                           stream    envelopes (field ``env``: JSON), consumer group ``routers``
+dead                            stream    dead letters: ``reason``, ``entry``, ``payload``, ``at``
+failures                        hash      inbox entry id -> last processing error (until dead-lettered)
+dedup:{channel}:{account}:{pid} string    inbox entry id of that platform message (TTL)
+seq:conv                        string    last conversation number
+ck:{channel}:{account}:{key}    string    conversation id for a conversation key
+conv:{id}                       hash      the conversation's state
+hist:{id}                       stream    the conversation's history (inbound, outbound, changes)
+queue:{group}                   zset      unassigned open conversations, score priority*1e13+due_ms
+waiting:{group}                 zset      same members, score waiting-since ms (oldest wait)
+agent:{name}                    set       conversations assigned to the agent
+events:{group}                  stream    live events for the group's consoles (capped)
+outbox:{channel}                stream    replies to send (field ``item``), consumer group ``senders``
+delivery:{conv}                 hash      reply id -> delivery status
+sandbox:{user}                  stream    replies delivered to a sandbox user
+stats                           hash      counters (in:{channel}, routed:{channel}, dead, ...)
+health:{kind}:{name}            string    JSON health record with a TTL (workers, adapters)
+rules:active                    string    published rule-set version number
+rules:v:{n}                     hash      a published rule set: source, author, at, version hash
+rules:log                       stream    publish / rollback log
+==============================  ========  ==========================================================
+
+The Lua scripts derive keys from the prefix too (see router/lua/common.lua); they assume one Redis
+(or a managed primary), not a Cluster — see docs/architecture.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+ROUTER_GROUP = "routers"
+SENDER_GROUP = "senders"
+
+
+@dataclass(frozen=True, slots=True)
+class Keys:
+    prefix: str = "sb:"
+
+    @property
+    def inbox(self) -> str:
+        return self.prefix + "inbox"
+
+    @property
+    def dead(self) -> str:
+        return self.prefix + "dead"
+
+    @property
+    def failures(self) -> str:
+        return self.prefix + "failures"
+
+    @property
+    def stats(self) -> str:
+        return self.prefix + "stats"
+
+    @property
+    def conv_seq(self) -> str:
+        return self.prefix + "seq:conv"
+
+    def dedup(self, channel: str, account: str, platform_id: str) -> str:
+        return f"{self.prefix}dedup:{channel}:{account}:{platform_id}"
+
+    def conv_key(self, channel: str, account: str, key: str) -> str:
+        return f"{self.prefix}ck:{channel}:{account}:{key}"
+
+    def conv(self, conv_id: str) -> str:
+        return f"{self.prefix}conv:{conv_id}"
+
+    def history(self, conv_id: str) -> str:
+        return f"{self.prefix}hist:{conv_id}"
+
+    def queue(self, group: str) -> str:
+        return f"{self.prefix}queue:{group}"
+
+    def waiting(self, group: str) -> str:
+        return f"{self.prefix}waiting:{group}"
+
+    def agent(self, name: str) -> str:
+        return f"{self.prefix}agent:{name}"
+
+    def events(self, group: str) -> str:
+        return f"{self.prefix}events:{group}"
+
+    def outbox(self, channel: str) -> str:
+        return f"{self.prefix}outbox:{channel}"
+
+    def delivery(self, conv_id: str) -> str:
+        return f"{self.prefix}delivery:{conv_id}"
+
+    def sandbox(self, user: str) -> str:
+        return f"{self.prefix}sandbox:{user}"
+
+    def health(self, kind: str, name: str) -> str:
+        return f"{self.prefix}health:{kind}:{name}"
+
+    def health_pattern(self) -> str:
+        return f"{self.prefix}health:*"
+
+    @property
+    def rules_active(self) -> str:
+        return self.prefix + "rules:active"
+
+    def rules_version(self, n: int) -> str:
+        return f"{self.prefix}rules:v:{n}"
+
+    @property
+    def rules_log(self) -> str:
+        return self.prefix + "rules:log"
+
+    @property
+    def rules_seq(self) -> str:
+        return self.prefix + "rules:seq"

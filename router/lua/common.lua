@@ -1,0 +1,45 @@
+-- Shared prelude of every Switchboard script (prepended by router/scripts.py).
+-- ARGV[1] = key prefix, ARGV[2] = now in ms. Keys are derived from the prefix as laid out in
+-- router/keys.py; the scripts assume a single Redis primary (see docs/architecture.md).
+local P = ARGV[1]
+local NOW = tonumber(ARGV[2])
+
+local function num(x) return string.format('%.0f', x) end
+
+local function hist(cid, typ, data)
+  redis.call('XADD', P .. 'hist:' .. cid, '*', 'type', typ, 'at', num(NOW), 'data', data)
+end
+
+local function event(group, typ, cid, data)
+  redis.call('XADD', P .. 'events:' .. group, 'MAXLEN', '~', '10000', '*',
+    'type', typ, 'conv', cid, 'at', num(NOW), 'data', data or '{}')
+end
+
+-- Queue order: priority first, then SLA due time (ms); both fit a double exactly.
+local function enqueue(cid, group, prio, due, since)
+  redis.call('ZADD', P .. 'queue:' .. group, num(prio * 1e13 + due), cid)
+  redis.call('ZADD', P .. 'waiting:' .. group, num(since), cid)
+end
+
+local function dequeue(cid, group)
+  redis.call('ZREM', P .. 'queue:' .. group, cid)
+  redis.call('ZREM', P .. 'waiting:' .. group, cid)
+end
+
+local function conv_fields(c, ...)
+  local names = {...}
+  local vals = redis.call('HMGET', c, unpack(names))
+  local out = {}
+  for i, n in ipairs(names) do out[n] = vals[i] end
+  return out
+end
+
+-- An outbox item for the conversation's channel, and its outbound history entry.
+local function send(cid, conv, item)
+  item.conversation = cid
+  local raw = cjson.encode(item)
+  redis.call('XADD', P .. 'outbox:' .. conv.channel, '*', 'item', raw)
+  hist(cid, 'outbound', raw)
+  redis.call('HSET', P .. 'delivery:' .. cid, item.id, 'queued')
+  redis.call('HINCRBY', P .. 'stats', 'out:' .. conv.channel, 1)
+end

@@ -1,0 +1,112 @@
+-- Conversation operations by agents and adapters, each atomic.
+-- ARGV[3] = op, ARGV[4] = conversation id ('' for claim-next), ARGV[5] = JSON arguments.
+-- Errors: 'NOTFOUND …' and 'CONFLICT …' replies, mapped to exceptions by router/conversations.py.
+local op = ARGV[3]
+local cid = ARGV[4]
+local a = cjson.decode(ARGV[5])
+
+if op == 'claim' then
+  local q = P .. 'queue:' .. a.group
+  if cid == '' then
+    local head = redis.call('ZPOPMIN', q)
+    if #head == 0 then return '' end
+    cid = head[1]
+  elseif redis.call('ZREM', q, cid) == 0 then
+    return ''
+  end
+  redis.call('ZREM', P .. 'waiting:' .. a.group, cid)
+  local c = P .. 'conv:' .. cid
+  redis.call('HSET', c, 'status', 'assigned', 'agent', a.by, 'assigned_ms', num(NOW), 'updated_ms', num(NOW))
+  redis.call('SADD', P .. 'agent:' .. a.by, cid)
+  hist(cid, 'status', cjson.encode({status = 'assigned', agent = a.by, by = a.by}))
+  event(a.group, 'claimed', cid, cjson.encode({agent = a.by}))
+  return cid
+end
+
+local c = P .. 'conv:' .. cid
+local cur = conv_fields(c, 'status', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'channel', 'account', 'ckey', 'last_platform_id', 'meta')
+if not cur.status then return redis.error_reply('NOTFOUND conversation ' .. cid) end
+local prio = tonumber(cur.prio)
+
+local function unassign()
+  if cur.agent and cur.agent ~= '' then redis.call('SREM', P .. 'agent:' .. cur.agent, cid) end
+end
+
+local function requeue(group, p)
+  local sla = tonumber(a.sla_ms)
+  local due = math.min(tonumber(cur.due_ms), NOW + sla)
+  enqueue(cid, group, p, due, NOW)
+  redis.call('HSET', c, 'status', 'new', 'agent', '', 'group', group, 'prio', p,
+    'waiting_ms', num(NOW), 'due_ms', num(due), 'updated_ms', num(NOW))
+end
+
+if op == 'delivery' then
+  -- Recording the outcome and acknowledging the outbox entry in one step: a sender that crashes
+  -- after this never sends the reply twice, and one that crashes before it sends it again.
+  if a.entry and a.entry ~= '' and a.status ~= 'retrying' then
+    redis.call('XACK', P .. 'outbox:' .. cur.channel, 'senders', a.entry)
+  end
+  redis.call('HSET', P .. 'delivery:' .. cid, a.reply, a.status)
+  hist(cid, 'delivery', ARGV[5])
+  event(cur.group, 'delivery', cid, ARGV[5])
+  if a.status == 'failed' then redis.call('HINCRBY', P .. 'stats', 'delivery_failed:' .. cur.channel, 1) end
+  return 'ok'
+end
+
+if op == 'note' then
+  hist(cid, 'note', ARGV[5])
+  return 'ok'
+end
+
+if cur.status == 'closed' and op ~= 'reopen' then
+  return redis.error_reply('CONFLICT conversation ' .. cid .. ' is closed')
+end
+
+if op == 'release' then
+  if cur.status == 'new' then return redis.error_reply('CONFLICT conversation ' .. cid .. ' is not assigned') end
+  unassign()
+  requeue(cur.group, prio)
+  hist(cid, 'status', cjson.encode({status = 'new', by = a.by, reason = 'released'}))
+  event(cur.group, 'released', cid, cjson.encode({by = a.by}))
+elseif op == 'transfer' then
+  if cur.status == 'new' then dequeue(cid, cur.group) end
+  unassign()
+  requeue(a.group, prio)
+  hist(cid, 'status', cjson.encode({group = a.group, from = cur.group, by = a.by, reason = a.reason}))
+  event(cur.group, 'moved', cid, cjson.encode({to = a.group, by = a.by}))
+  event(a.group, 'created', cid, cjson.encode({prio = prio, from = cur.group}))
+elseif op == 'priority' then
+  local p = tonumber(a.prio)
+  redis.call('HSET', c, 'prio', p, 'updated_ms', num(NOW))
+  if cur.status == 'new' then
+    local due = tonumber(cur.due_ms)
+    redis.call('ZADD', P .. 'queue:' .. cur.group, num(p * 1e13 + due), cid)
+  end
+  hist(cid, 'status', cjson.encode({prio = p, from = prio, by = a.by}))
+  event(cur.group, 'priority', cid, cjson.encode({prio = p, by = a.by}))
+elseif op == 'close' then
+  if cur.status == 'new' then dequeue(cid, cur.group) end
+  unassign()
+  redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', num(NOW), 'updated_ms', num(NOW))
+  hist(cid, 'status', cjson.encode({status = 'closed', by = a.by}))
+  event(cur.group, 'closed', cid, cjson.encode({by = a.by}))
+elseif op == 'reply' then
+  -- Answering an unclaimed conversation claims it for the agent who answers.
+  if cur.status == 'new' then dequeue(cid, cur.group) end
+  if cur.agent ~= a.by then
+    unassign()
+    redis.call('SADD', P .. 'agent:' .. a.by, cid)
+  end
+  redis.call('HSET', c, 'status', 'waiting', 'agent', a.by, 'updated_ms', num(NOW))
+  local item = a.item
+  item.channel = cur.channel
+  item.account = cur.account
+  item.conversation_key = cur.ckey
+  item.reply_to = cur.last_platform_id
+  item.meta = cjson.decode(cur.meta or '{}')
+  send(cid, cur, item)
+  event(cur.group, 'replied', cid, cjson.encode({by = a.by, reply = item.id}))
+else
+  return redis.error_reply('ERR unknown op ' .. op)
+end
+return 'ok'

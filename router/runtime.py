@@ -1,0 +1,150 @@
+"""The runtime: one Redis client and the services built on it, with a symmetric lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from adapters.base import Adapter, AdapterContext
+from router.config import Settings
+from router.conversations import Conversations
+from router.inbox import Inbox
+from router.keys import Keys
+from router.model import new_id
+from router.queues import Queues
+from router.redis import check_version, connect
+from router.rulestore import RuleStore
+from router.scripts import Scripts
+from router.worker import Worker
+
+log = logging.getLogger("switchboard")
+
+
+class Runtime:
+    """Everything that talks to Redis, built once: ``async with Runtime(settings, url) as rt``."""
+
+    def __init__(self, settings: Settings, url: str) -> None:
+        self.settings = settings
+        self.url = url
+        self.keys = Keys(settings.prefix)
+        self.client: aioredis.Redis = connect(url)
+        self.scripts = Scripts.register(self.client)
+        self.inbox = Inbox(self.client, self.keys, settings.inbox, self.scripts)
+        self.conversations = Conversations(self.client, settings, self.scripts)
+        self.queues = Queues(self.client, self.keys, self.conversations)
+        self.rules = RuleStore(self.client, self.keys)
+        self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+
+    async def __aenter__(self) -> Runtime:
+        await check_version(self.client)
+        await self.inbox.ensure_group()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+
+    def adapter_context(self) -> AdapterContext:
+        return AdapterContext(self.client, self.keys, self.inbox, self.instance)
+
+    async def stats(self) -> dict[str, Any]:
+        """Inbox, queues, dead letters, counters and the health of workers and adapters."""
+        from router.keys import ROUTER_GROUP
+
+        groups = await self.queues.groups_with_queues()
+        qstats = await self.queues.stats(groups)
+        pipe = self.client.pipeline(transaction=False)
+        pipe.xlen(self.keys.inbox)
+        pipe.xlen(self.keys.dead)
+        pipe.hgetall(self.keys.stats)
+        pipe.xinfo_groups(self.keys.inbox)
+        inbox_len, dead_len, counters, groups_info = await pipe.execute()
+        router_group = next((g for g in groups_info if g["name"] in (ROUTER_GROUP, ROUTER_GROUP.encode())), {})
+        health: dict[str, Any] = {}
+        async for key in self.client.scan_iter(match=self.keys.health_pattern(), count=500):
+            raw = await self.client.get(key)
+            if raw:
+                health[key.decode().removeprefix(self.keys.prefix + "health:")] = json.loads(raw)
+        return {
+            "inbox": {
+                "length": inbox_len,
+                "pending": router_group.get("pending", 0),
+                "lag": router_group.get("lag"),
+            },
+            "dead_letters": dead_len,
+            "queues": {
+                q.group: {"depth": q.depth, "oldest_wait_s": q.oldest_wait_s, "overdue": q.overdue} for q in qstats
+            },
+            "counters": {k.decode(): int(v) for k, v in counters.items()},
+            "health": health,
+            "rules": {"active": await self.rules.active_number()},
+        }
+
+
+async def _publish_health(rt: Runtime, adapters: list[Adapter], stopping: asyncio.Event) -> None:
+    while not stopping.is_set():
+        for adapter in adapters:
+            record = {**adapter.health(), "channel": adapter.channel, "at": time.time()}
+            await rt.client.set(
+                rt.keys.health("adapter", f"{adapter.name}@{rt.instance}"),
+                json.dumps(record),
+                ex=15,
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), 5)
+
+
+@contextlib.asynccontextmanager
+async def running_adapters(adapters: list[Adapter]) -> AsyncIterator[list[Adapter]]:
+    """Start adapters in order, close them in reverse order, whatever happens in between."""
+    started: list[Adapter] = []
+    try:
+        for adapter in adapters:
+            await adapter.start()
+            started.append(adapter)
+            log.info("adapter %s started", adapter.name)
+        yield started
+    finally:
+        for adapter in reversed(started):
+            try:
+                await adapter.close()
+            except Exception:
+                log.exception("closing adapter %s failed", adapter.name)
+
+
+async def serve(rt: Runtime, adapters: list[Adapter], workers: int = 1) -> None:
+    """Run router workers and adapters until SIGTERM/SIGINT: workers finish their batch first."""
+    import signal
+
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    pool = [Worker(rt.client, rt.settings) for _ in range(workers)]
+
+    def stop() -> None:
+        stopping.set()
+        for w in pool:
+            w.stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    try:
+        async with running_adapters(adapters) as started:
+            tasks = [asyncio.create_task(w.run(handle_signals=False)) for w in pool]
+            tasks.append(asyncio.create_task(_publish_health(rt, started, stopping)))
+            stopper = asyncio.create_task(stopping.wait())
+            # A crashed worker must bring the process down (and be restarted by its supervisor),
+            # not leave the others running with the signal handlers of a process that looks alive.
+            await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            stop()
+            await asyncio.gather(*tasks)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)

@@ -1,0 +1,49 @@
+"""The Lua scripts, each prefixed with lua/common.lua and registered once per client."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+from router.errors import Conflict, NotFound
+
+
+def _source(name: str) -> str:
+    lua = resources.files("router") / "lua"
+    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True)
+class Scripts:
+    append: AsyncScript
+    route: AsyncScript
+    dead: AsyncScript
+    lookup: AsyncScript
+    conv: AsyncScript
+
+    @classmethod
+    def register(cls, client: aioredis.Redis) -> Scripts:
+        return cls(**{name: client.register_script(_source(name)) for name in cls.__annotations__})
+
+
+def map_error(exc: Exception) -> Exception:
+    """Turn a script's NOTFOUND/CONFLICT error reply into the project's exception."""
+    text = str(exc)
+    if text.startswith("NOTFOUND"):
+        return NotFound(text.removeprefix("NOTFOUND").strip())
+    if text.startswith("CONFLICT"):
+        return Conflict(text.removeprefix("CONFLICT").strip())
+    return exc
+
+
+def argv(prefix: str, *args: Any) -> list[Any]:
+    return [prefix, now_ms(), *args]

@@ -1,0 +1,334 @@
+"""The router worker: consume the inbox through one consumer group, route, write and ack atomically.
+
+One loop per worker:
+
+1. read a batch (XREADGROUP ... ``>``; after a start or a Redis error, first this consumer's own
+   pending entries, ``0``);
+2. look up the state of the batch's conversations (one read-only script call);
+3. evaluate the rules for every message (pure CPU, no I/O);
+4. send one ``route`` script call per message in one pipeline: each writes the conversation, the
+   queue entry, the history, the auto-reply and the group event, and XACKs its entry, atomically.
+   An entry already acknowledged is skipped by the script, so a reclaimed entry that its first
+   worker did finish has no second effect.
+
+Entries that do not parse, are of an unknown envelope version or are too large go straight to the
+dead-letter stream. An entry whose processing raises stays pending; the reclaim pass hands entries
+idle longer than ``claim_idle_ms`` to a live worker, and dead-letters those delivered
+``max_attempts`` times, with the last error as the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from router.config import Settings
+from router.inbox import ensure_group
+from router.keys import ROUTER_GROUP, Keys
+from router.model import ENVELOPE_VERSION, Envelope, decode_envelope, new_id
+from router.redis import TRANSIENT_ERRORS, Backoff
+from router.rulestore import EngineHolder, RuleStore
+from router.scripts import Scripts, argv
+from rules import Decision, MessageIn
+
+log = logging.getLogger("switchboard.worker")
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+def _priority_sla_ms(settings: Settings) -> dict[str, int]:
+    return {label[1:]: seconds * 1000 for label, seconds in settings.conversations.sla_s.items()}
+
+
+class Worker:
+    """One router worker; several (in one or more processes) share the consumer group."""
+
+    def __init__(self, client: aioredis.Redis, settings: Settings, name: str | None = None) -> None:
+        self.client = client
+        self.settings = settings
+        self.keys = Keys(settings.prefix)
+        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+        self.scripts = Scripts.register(client)
+        self.rules = EngineHolder(RuleStore(client, self.keys), settings.rules.file)
+        self.processed = 0
+        self._sla = _priority_sla_ms(settings)
+        self._reopen_ms = settings.conversations.reopen_window_s * 1000
+        self._stopping = asyncio.Event()
+        self._recover = True  # read own pending entries before new ones
+        self._last_reclaim = 0.0
+        self._last_beat = 0.0
+        self._last_rules = 0.0
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Finish the batch in hand, then return from ``run``."""
+        self._stopping.set()
+
+    async def run(self, *, handle_signals: bool = True) -> None:
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        backoff = Backoff()
+        log.info("worker %s started", self.name)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    await self._housekeeping()
+                    await self.step()
+                    backoff.reset()
+                except TRANSIENT_ERRORS as exc:
+                    self._recover = True
+                    delay = backoff.next_delay()
+                    log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), delay)
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    await ensure_group(self.client, self.keys.inbox, ROUTER_GROUP)
+        finally:
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self.client.delete(self.keys.health("worker", self.name))
+            log.info("worker %s stopped after %d messages", self.name, self.processed)
+
+    async def _housekeeping(self) -> None:
+        now = time.monotonic()
+        if now - self._last_beat >= self.settings.worker.heartbeat_s:
+            self._last_beat = now
+            await self._heartbeat()
+        if now - self._last_rules >= self.settings.worker.rules_poll_s:
+            self._last_rules = now
+            await self.rules.refresh()
+        if now - self._last_reclaim >= self.settings.worker.claim_idle_ms / 2000:
+            self._last_reclaim = now
+            await self.reclaim()
+
+    async def _heartbeat(self) -> None:
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "processed": self.processed,
+            "rules": self.rules.engine.version,
+            "at": time.time(),
+        }
+        ttl = max(1, int(self.settings.worker.heartbeat_s * 3))
+        await self.client.set(self.keys.health("worker", self.name), json.dumps(record), ex=ttl)
+
+    # -- the loop ------------------------------------------------------------------------------
+    async def step(self) -> int:
+        """Read and route one batch; returns how many entries it handled."""
+        wcfg = self.settings.worker
+        if self._recover:
+            streams = await self.client.xreadgroup(ROUTER_GROUP, self.name, {self.keys.inbox: "0"}, count=wcfg.batch)
+            entries = streams[0][1] if streams else []
+            if not entries:
+                self._recover = False
+                return 0
+        else:
+            streams = await self.client.xreadgroup(
+                ROUTER_GROUP,
+                self.name,
+                {self.keys.inbox: ">"},
+                count=wcfg.batch,
+                block=wcfg.block_ms,
+            )
+            entries = streams[0][1] if streams else []
+        if entries:
+            await self.process(entries, attempts=1)
+        return len(entries)
+
+    async def process(self, entries: Sequence[Entry], attempts: int) -> None:
+        engine = self.rules.engine
+        parsed: list[tuple[bytes, Envelope]] = []
+        dead: list[tuple[bytes, str]] = []
+        limit = self.settings.inbox.max_message_bytes
+        for entry_id, fields in entries:
+            raw = fields.get(b"env") if fields else None
+            if raw is None:
+                # A pending entry whose data was trimmed, or a foreign writer's entry.
+                dead.append((entry_id, "entry has no 'env' field (trimmed or not an envelope)"))
+                continue
+            if len(raw) > limit:
+                dead.append((entry_id, f"oversize: {len(raw)} bytes > max_message_bytes {limit}"))
+                continue
+            try:
+                env = decode_envelope(raw)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                dead.append((entry_id, f"invalid envelope: {exc}"))
+                continue
+            if env.v != ENVELOPE_VERSION:
+                dead.append(
+                    (
+                        entry_id,
+                        f"unsupported envelope version {env.v} (this worker reads {ENVELOPE_VERSION})",
+                    )
+                )
+                continue
+            parsed.append((entry_id, env))
+
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id, reason in dead:
+            log.warning("dead-lettering %s: %s", entry_id.decode(), reason)
+            await self.scripts.dead(args=argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts), client=pipe)
+        routed: list[bytes] = []
+        failed: dict[bytes, str] = {}
+        if parsed:
+            follow_up = await self._known_conversations([env for _, env in parsed])
+            for (entry_id, env), known in zip(parsed, follow_up, strict=True):
+                try:
+                    decision = engine.evaluate(self._message_in(env, not known))
+                    payload = self._payload(env, decision)
+                except Exception as exc:  # a rule-engine bug must not stop the other messages
+                    log.exception("routing %s failed", entry_id.decode())
+                    failed[entry_id] = f"{type(exc).__name__}: {exc}"
+                    continue
+                await self.scripts.route(args=argv(self.keys.prefix, entry_id, payload), client=pipe)
+                routed.append(entry_id)
+        if failed:
+            pipe.hset(self.keys.failures, mapping={k: v for k, v in failed.items()})
+        results = await pipe.execute(raise_on_error=False)
+        for entry_id, result in zip(routed, results[len(dead) : len(dead) + len(routed)], strict=True):
+            if isinstance(result, Exception):
+                if isinstance(result, TRANSIENT_ERRORS):
+                    raise result
+                log.error("route script failed for %s: %s", entry_id.decode(), result)
+                await self.client.hset(self.keys.failures, entry_id, f"route script: {result}")
+            else:
+                self.processed += 1
+
+    async def _known_conversations(self, envs: Sequence[Envelope]) -> list[bool]:
+        """Whether each message joins an existing conversation (the rules' follow-up state)."""
+        cks = [f"{e.channel}:{e.account}:{e.conversation_key}" for e in envs]
+        states = await self.scripts.lookup(args=argv(self.keys.prefix, *cks))
+        now_ms = time.time() * 1000
+        known: list[bool] = []
+        seen: set[str] = set()
+        for ck, (status, closed_ms) in zip(cks, states, strict=True):
+            open_ = bool(status) and (status != b"closed" or now_ms - float(closed_ms or 0) <= self._reopen_ms)
+            # A second message of the same conversation in one batch is a follow-up too.
+            known.append(open_ or ck in seen)
+            seen.add(ck)
+        return known
+
+    @staticmethod
+    def _message_in(env: Envelope, new_conversation: bool) -> MessageIn:
+        return MessageIn(
+            channel=env.channel,
+            text=env.text,
+            subject=env.subject,
+            account=env.account,
+            sender=env.sender.attributes,
+            language=env.sender.language,
+            new_conversation=new_conversation,
+            received_at=datetime.fromtimestamp(env.received_at, UTC),
+        )
+
+    def _payload(self, env: Envelope, decision: Decision) -> str:
+        d = decision.to_dict()
+        history = {
+            "msg": env.id,
+            "kind": env.kind,
+            "platform_id": env.platform_id,
+            "sender": msgspec.to_builtins(env.sender),
+            "text": decision.text,
+            "subject": decision.subject,
+            "attachments": msgspec.to_builtins(env.attachments),
+            "received_at": env.received_at,
+            "reply_to": env.reply_to,
+            "decision": {k: v for k, v in d.items() if k not in ("text", "subject")},
+        }
+        reply = None
+        if decision.auto_reply:
+            reply = {
+                "id": new_id(),
+                "channel": env.channel,
+                "account": env.account,
+                "conversation_key": env.conversation_key,
+                "text": decision.auto_reply,
+                "author": "auto",
+                "reply_to": env.platform_id,
+                "meta": env.meta,
+                "auto": True,
+                "created_at": time.time(),
+            }
+        fields: dict[str, Any] = {
+            "channel": env.channel,
+            "account": env.account,
+            "ckey": env.conversation_key,
+            "sender_id": env.sender.id,
+            "sender_name": env.sender.name or env.sender.handle or env.sender.id,
+            "language": decision.language or "",
+            "last_msg_id": env.id,
+            "last_platform_id": env.platform_id,
+            "last_text": decision.text[:200],
+            "meta": json.dumps(env.meta, ensure_ascii=False),
+            "rules_version": decision.rules_version,
+            "routed_by": decision.routed_by or "",
+        }
+        if decision.subject:
+            fields["subject"] = decision.subject
+        return json.dumps(
+            {
+                "cg": ROUTER_GROUP,
+                "ck": f"{env.channel}:{env.account}:{env.conversation_key}",
+                "channel": env.channel,
+                "kind": env.kind,
+                "group": decision.group,
+                "prio": decision.priority,
+                "escalate": decision.escalate,
+                "sla": self._sla,
+                "reopen_ms": self._reopen_ms,
+                "tags": list(decision.tags),
+                "hist": json.dumps(history, ensure_ascii=False),
+                "fields": fields,
+                "reply": reply,
+                "scrub": bool(decision.redactions),
+            },
+            ensure_ascii=False,
+        )
+
+    # -- reclaiming ----------------------------------------------------------------------------
+    async def reclaim(self) -> int:
+        """Take over entries idle in dead consumers; dead-letter those tried too often."""
+        wcfg = self.settings.worker
+        pending = await self.client.xpending_range(
+            self.keys.inbox,
+            ROUTER_GROUP,
+            min="-",
+            max="+",
+            count=wcfg.batch,
+            idle=wcfg.claim_idle_ms,
+        )
+        if not pending:
+            return 0
+        exhausted = [p for p in pending if p["times_delivered"] >= wcfg.max_attempts]
+        retry = [p["message_id"] for p in pending if p["times_delivered"] < wcfg.max_attempts]
+        for p in exhausted:
+            await self.scripts.dead(
+                args=argv(self.keys.prefix, p["message_id"], ROUTER_GROUP, "", p["times_delivered"])
+            )
+        if retry:
+            claimed = await self.client.xclaim(self.keys.inbox, ROUTER_GROUP, self.name, wcfg.claim_idle_ms, retry)
+            # XCLAIM returns (id, None) for entries deleted from the stream meanwhile.
+            entries = [(eid, fields or {}) for eid, fields in claimed]
+            if entries:
+                log.info("reclaimed %d pending entries", len(entries))
+                await self.process(entries, attempts=max(p["times_delivered"] for p in pending) + 1)
+        return len(pending)

@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from typing import Any
+
+from router.model import Envelope, Sender, new_id, now
+from router.worker import Worker
+
+
+def message(text: str, *, user: str = "u1", channel: str = "telegram", key: str | None = None, **kw: Any) -> Envelope:
+    msg_id = new_id()
+    return Envelope(
+        id=msg_id,
+        channel=channel,
+        account=kw.pop("account", "bot1"),
+        platform_id=kw.pop("platform_id", msg_id),
+        conversation_key=key or user,
+        sender=Sender(id=user, name=user.title(), attributes=kw.pop("attributes", {})),
+        text=text,
+        received_at=now(),
+        **kw,
+    )
+
+
+async def drain(worker: Worker) -> int:
+    """Route everything in the inbox (own pending entries first)."""
+    total = 0
+    while True:
+        n = await worker.step()
+        total += n
+        if n == 0 and not worker._recover:
+            n = await worker.step()
+            total += n
+            if n == 0:
+                return total

@@ -1,0 +1,131 @@
+"""Claims, releases, transfers, priorities, replies and deliveries against a real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from adapters.sandbox import SandboxAdapter, envelope, user_inbox
+from router.errors import Conflict, NotFound
+from router.runtime import Runtime
+from router.worker import Worker
+from tests.router.helpers import drain, message
+
+
+async def _fill(rt: Runtime, n: int, text: str = "my deposit is missing") -> None:
+    await rt.inbox.append_many([message(text, user=f"user{i}") for i in range(n)])
+    await drain(Worker(rt.client, rt.settings))
+
+
+async def test_fifty_concurrent_claims_never_double_assign(rt: Runtime) -> None:
+    await _fill(rt, 30)
+    results = await asyncio.gather(*(rt.conversations.claim("payments", f"agent{i}") for i in range(50)))
+    claimed = [r for r in results if r is not None]
+    assert len(claimed) == 30 and len(set(claimed)) == 30
+    assert results.count(None) == 20
+    for i, cid in enumerate(results):
+        if cid is not None:
+            assert (await rt.conversations.get(cid)).agent == f"agent{i}"
+
+
+async def test_claim_specific_conversation_only_once(rt: Runtime) -> None:
+    await _fill(rt, 2)
+    target = (await rt.queues.list("payments"))[1].id
+    first, second = await asyncio.gather(
+        rt.conversations.claim("payments", "a", target),
+        rt.conversations.claim("payments", "b", target),
+    )
+    assert sorted([first, second], key=str) == sorted([target, None], key=str)
+
+
+async def test_release_transfer_priority_close(rt: Runtime) -> None:
+    await _fill(rt, 1)
+    cid = await rt.conversations.claim("payments", "agent-a")
+    assert cid is not None
+    await rt.conversations.release(cid, "agent-a")
+    assert [c.id for c in await rt.queues.list("payments")] == [cid]
+    await rt.conversations.transfer(cid, "verification", "agent-a", "needs KYC team")
+    assert await rt.queues.list("payments") == []
+    assert [c.id for c in await rt.queues.list("verification")] == [cid]
+    await rt.conversations.set_priority(cid, 1, "lead")
+    assert (await rt.conversations.get(cid)).priority == 1
+    await rt.conversations.close(cid, "lead")
+    assert await rt.queues.list("verification") == []
+    with pytest.raises(Conflict):
+        await rt.conversations.reply(cid, "hello?", "agent-a")
+    types = [(h.type, h.data.get("by")) for h in await rt.conversations.history(cid)]
+    assert ("status", "lead") in types and types.count(("status", "agent-a")) == 3
+
+
+async def test_unknown_conversation_is_not_found(rt: Runtime) -> None:
+    with pytest.raises(NotFound):
+        await rt.conversations.close("999999", "x")
+
+
+async def test_queue_stats_depth_and_oldest_wait(rt: Runtime) -> None:
+    await _fill(rt, 3)
+    await asyncio.sleep(0.05)
+    [stats] = await rt.queues.stats(["payments"])
+    assert stats.depth == 3 and stats.oldest_wait_s is not None and stats.oldest_wait_s > 0.04
+    assert stats.overdue == 0
+
+
+async def test_group_event_stream_sees_created_and_claimed(rt: Runtime) -> None:
+    await _fill(rt, 1)
+    cid = await rt.conversations.claim("payments", "agent-a")
+    events = [(f[b"type"], f[b"conv"].decode()) for _, f in await rt.client.xrange(rt.keys.events("payments"))]
+    assert events == [(b"created", cid), (b"claimed", cid)]
+
+
+async def test_sandbox_round_trip(rt: Runtime) -> None:
+    adapter = SandboxAdapter(rt.adapter_context())
+    await adapter.start()
+    try:
+        await rt.inbox.append(envelope("alice", "my withdrawal has not arrived"))
+        await drain(Worker(rt.client, rt.settings))
+        [conv] = await rt.queues.list("payments")
+        assert (conv.channel, conv.sender_id) == ("sandbox", "alice")
+        cid = await rt.conversations.claim("payments", "agent-a")
+        reply_id = await rt.conversations.reply(cid or "", "It is on its way: txid 0xabc", "agent-a")
+        for _ in range(100):
+            if (await rt.conversations.deliveries(conv.id)).get(reply_id) == "delivered":
+                break
+            await asyncio.sleep(0.02)
+        [item] = await user_inbox(rt.client, rt.keys, "alice")
+        assert item["text"] == "It is on its way: txid 0xabc" and item["author"] == "agent-a"
+        after = await rt.conversations.get(conv.id)
+        assert after.status == "waiting"
+        kinds = [h.type for h in await rt.conversations.history(conv.id)]
+        assert kinds[-2:] == ["outbound", "delivery"] or kinds[-3:-1] == ["outbound", "delivery"]
+    finally:
+        await adapter.close()
+
+
+async def test_failed_delivery_is_recorded_and_not_retried(rt: Runtime) -> None:
+    from router.model import OutboxItem
+    from router.outbox import OutboxConsumer, PermanentFailure
+
+    await _fill(rt, 1)
+    cid = await rt.conversations.claim("payments", "agent-a")
+    assert cid
+    await rt.conversations.reply(cid, "hi", "agent-a")
+    consumer = OutboxConsumer(rt.client, rt.keys, "telegram", "t1")
+    calls = 0
+
+    async def send(item: OutboxItem) -> str:
+        nonlocal calls
+        calls += 1
+        consumer.stop()
+        raise PermanentFailure("403: bot was blocked by the user")
+
+    await asyncio.wait_for(consumer.run(send), 5)
+    assert calls == 1
+    [status] = (await rt.conversations.deliveries(cid)).values()
+    assert status == "failed"
+    [last] = [h for h in await rt.conversations.history(cid) if h.type == "delivery"]
+    assert "blocked" in last.data["detail"]
+    pending = await rt.client.xpending(rt.keys.outbox("telegram"), "senders")
+    assert pending["pending"] == 0
+    assert json.loads((await rt.client.xrange(rt.keys.outbox("telegram")))[0][1][b"item"])["text"] == "hi"

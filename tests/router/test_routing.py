@@ -1,0 +1,190 @@
+"""The router worker against a real Redis: conversations, queues, history, outbox, dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from router.keys import ROUTER_GROUP
+from router.runtime import Runtime
+from router.worker import Worker
+from tests.router.helpers import drain, message
+
+
+async def test_message_creates_conversation_in_group_queue(rt: Runtime) -> None:
+    await rt.inbox.append(message("My account was hacked, someone withdrew all my BTC!", user="alice"))
+    worker = Worker(rt.client, rt.settings)
+    assert await drain(worker) == 1
+    convs = await rt.queues.list("security")
+    assert [c.sender_id for c in convs] == ["alice"]
+    conv = convs[0]
+    assert conv.priority == 1 and conv.status == "new"
+    history = await rt.conversations.history(conv.id)
+    assert history[0].type == "inbound"
+    assert history[0].data["decision"]["group"] == "security"
+    assert history[0].data["decision"]["trace"], "the decision carries its trace"
+
+
+async def test_follow_up_joins_open_conversation_and_keeps_group_and_agent(rt: Runtime) -> None:
+    worker = Worker(rt.client, rt.settings)
+    await rt.inbox.append(message("my withdrawal has not arrived", user="bob"))
+    await drain(worker)
+    [conv] = await rt.queues.list("payments")
+    assert await rt.conversations.claim("payments", "agent-a") == conv.id
+    # A follow-up about something else stays with the payments agent (sticky).
+    await rt.inbox.append(message("also how do I do KYC?", user="bob"))
+    await drain(worker)
+    after = await rt.conversations.get(conv.id)
+    assert (after.group, after.agent, after.status, after.messages) == (
+        "payments",
+        "agent-a",
+        "assigned",
+        2,
+    )
+    assert [h.type for h in await rt.conversations.history(conv.id)].count("inbound") == 2
+
+
+async def test_duplicate_platform_message_is_appended_once(rt: Runtime) -> None:
+    first = await rt.inbox.append(message("hello", platform_id="42"))
+    again = await rt.inbox.append(message("hello", platform_id="42"))
+    assert not first.duplicate and again.duplicate and again.entry_id == first.entry_id
+    assert await rt.client.xlen(rt.keys.inbox) == 1
+
+
+async def test_closed_conversation_reopens_within_window(rt: Runtime) -> None:
+    worker = Worker(rt.client, rt.settings)
+    await rt.inbox.append(message("deposit missing", user="carol"))
+    await drain(worker)
+    [conv] = await rt.queues.list("payments")
+    await rt.conversations.close(conv.id, "agent-b")
+    assert await rt.queues.list("payments") == []
+    await rt.inbox.append(message("still missing!", user="carol"))
+    await drain(worker)
+    again = await rt.conversations.get(conv.id)
+    assert again.status == "new" and [c.id for c in await rt.queues.list("payments")] == [conv.id]
+
+
+async def test_closed_conversation_outside_window_starts_a_new_one(rt: Runtime) -> None:
+    rt.settings.conversations.reopen_window_s = 0
+    worker = Worker(rt.client, rt.settings)
+    await rt.inbox.append(message("deposit missing", user="dan"))
+    await drain(worker)
+    [conv] = await rt.queues.list("payments")
+    await rt.conversations.close(conv.id, "agent-b")
+    await asyncio.sleep(0.01)
+    await rt.inbox.append(message("deposit missing again", user="dan"))
+    await drain(worker)
+    [new] = await rt.queues.list("payments")
+    assert new.id != conv.id
+
+
+async def test_queue_orders_by_priority_then_due_time(rt: Runtime) -> None:
+    worker = Worker(rt.client, rt.settings)
+    await rt.inbox.append(message("how do I reset my 2FA", user="p2"))
+    await drain(worker)
+    await rt.inbox.append(message("HACKED! unauthorized withdrawal from my account", user="p1"))
+    await drain(worker)
+    order = [c.sender_id for c in await rt.queues.list("security")]
+    assert order.index("p1") < order.index("p2")
+
+
+async def test_invalid_and_oversize_entries_are_dead_lettered_and_worker_continues(
+    rt: Runtime,
+) -> None:
+    await rt.client.xadd(rt.keys.inbox, {"env": b"{not json"})
+    await rt.client.xadd(rt.keys.inbox, {"env": json.dumps({"v": 99, "id": "x"})})
+    await rt.client.xadd(rt.keys.inbox, {"something": "else"})
+    big = message("x" * (rt.settings.inbox.max_message_bytes + 10))
+    await rt.inbox.append(big)
+    await rt.inbox.append(message("my deposit is missing", user="eve"))
+    worker = Worker(rt.client, rt.settings)
+    await drain(worker)
+    dead = await rt.client.xrange(rt.keys.dead)
+    reasons = [f[b"reason"].decode() for _, f in dead]
+    assert len(reasons) == 4
+    assert any(r.startswith("invalid envelope") for r in reasons)
+    assert any("oversize" in r for r in reasons)
+    assert any("no 'env' field" in r for r in reasons)
+    assert sum("invalid envelope" in r or "version" in r for r in reasons) == 2
+    assert [c.sender_id for c in await rt.queues.list("payments")] == ["eve"]
+    pending = await rt.client.xpending(rt.keys.inbox, ROUTER_GROUP)
+    assert pending["pending"] == 0
+
+
+async def test_reclaimed_entry_is_applied_once(rt: Runtime) -> None:
+    """A slow worker that finishes after its entry was reclaimed must not route it twice."""
+    await rt.inbox.append(message("withdrawal stuck", user="frank"))
+    slow = Worker(rt.client, rt.settings, name="slow")
+    fast = Worker(rt.client, rt.settings, name="fast")
+    # The slow worker reads the entry, then stalls before routing it.
+    streams = await rt.client.xreadgroup(ROUTER_GROUP, "slow", {rt.keys.inbox: ">"}, count=10)
+    entries = streams[0][1]
+    await asyncio.sleep(rt.settings.worker.claim_idle_ms / 1000 + 0.1)
+    assert await fast.reclaim() == 1
+    await slow.process(entries, attempts=1)  # it wakes up and tries anyway
+    [conv] = await rt.queues.list("payments")
+    history = await rt.conversations.history(conv.id)
+    assert [h.type for h in history] == ["inbound"]
+    assert fast.processed == 1 and slow.processed == 1  # both ran the script; only one applied
+
+
+async def test_entry_failing_repeatedly_is_dead_lettered_with_reason(rt: Runtime) -> None:
+    rt.settings.worker.max_attempts = 2
+    await rt.inbox.append(message("deposit missing", user="gina"))
+    worker = Worker(rt.client, rt.settings)
+
+    class Broken:
+        version = "broken"
+
+        def evaluate(self, _msg: object) -> object:
+            raise RuntimeError("engine exploded")
+
+    worker.rules.engine = Broken()  # type: ignore[assignment]
+    await drain(worker)
+    assert await rt.client.hget(rt.keys.failures, (await rt.client.xrange(rt.keys.inbox))[0][0])
+    for _ in range(3):
+        await asyncio.sleep(rt.settings.worker.claim_idle_ms / 1000 + 0.05)
+        await worker.reclaim()
+    [(_, fields)] = await rt.client.xrange(rt.keys.dead)
+    assert fields[b"reason"] == b"RuntimeError: engine exploded"
+    assert b"gina" in fields[b"payload"]
+
+
+async def test_secret_is_redacted_everywhere_and_raw_entry_removed(rt: Runtime) -> None:
+    seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
+    await rt.inbox.append(message(f"is this my recovery phrase? {seed}", user="hank"))
+    worker = Worker(rt.client, rt.settings)
+    await drain(worker)
+    [conv] = await rt.queues.list("security")
+    assert "secret-leak" in conv.tags
+    dump = json.dumps([h.to_dict() for h in await rt.conversations.history(conv.id)]) + conv.last_text
+    assert "pluck" not in dump and "jaguar" not in dump
+    assert await rt.client.xlen(rt.keys.inbox) == 0  # the raw envelope is gone
+
+
+async def test_auto_reply_goes_to_outbox_with_the_reply_target(rt: Runtime) -> None:
+    seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
+    msg = message(f"my seed: {seed}", user="ivy", meta={"chat_id": "777"})
+    await rt.inbox.append(msg)
+    await drain(Worker(rt.client, rt.settings))
+    [(_, fields)] = await rt.client.xrange(rt.keys.outbox("telegram"))
+    item = json.loads(fields[b"item"])
+    assert item["auto"] and item["text"].startswith("Never share")
+    assert item["reply_to"] == msg.platform_id and item["meta"] == {"chat_id": "777"}
+    [conv] = await rt.queues.list("security")
+    assert item["conversation"] == conv.id
+    assert [h.type for h in await rt.conversations.history(conv.id)] == ["inbound", "outbound"]
+
+
+async def test_escalating_rule_moves_open_conversation(rt: Runtime) -> None:
+    worker = Worker(rt.client, rt.settings)
+    await rt.inbox.append(message("my deposit is missing", user="jack"))
+    await drain(worker)
+    [conv] = await rt.queues.list("payments")
+    await rt.conversations.claim("payments", "agent-p")
+    await rt.inbox.append(message("this is fraud, someone else did it", user="jack"))
+    await drain(worker)
+    moved = await rt.conversations.get(conv.id)
+    assert (moved.group, moved.priority, moved.status, moved.agent) == ("security", 1, "new", "")
+    assert [c.id for c in await rt.queues.list("security")] == [conv.id]
+    assert conv.id not in await rt.client.smembers(rt.keys.agent("agent-p"))
