@@ -62,8 +62,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             adapters: list[Any] = []
             if settings.sandbox.enabled and not args.workers_only:
                 adapters.append(SandboxAdapter(rt.adapter_context()))
+            where = "configured URL" if settings.redis_url else f"embedded, data in {settings.redis.data_dir}"
             print(
-                f"Switchboard running (redis: {'embedded, data in ' + str(settings.redis.data_dir) if not settings.redis_url else 'configured URL'}; "
+                f"Switchboard running (redis: {where}; "
                 f"{args.workers} worker(s); adapters: {', '.join(a.name for a in adapters) or 'none'}).\n"
                 'Try, in another terminal:  switchboard send --from alice "my withdrawal has not arrived"\n'
                 "Stop with Ctrl-C.",
@@ -113,7 +114,7 @@ def _conv_line(c: Any) -> str:
 
 
 async def _queue(rt: Any, args: argparse.Namespace) -> int:
-    convs = await rt.queues.list(args.group, limit=args.limit)
+    convs = await rt.queues.head(args.group, limit=args.limit)
     if args.json:
         _print_json([c.to_dict() for c in convs])
         return 0
@@ -238,7 +239,8 @@ async def _stats(rt: Any, args: argparse.Namespace) -> int:
         return 0
     inbox = stats["inbox"]
     print(
-        f"inbox: {inbox['length']} entries, {inbox['pending']} pending, lag {inbox['lag']}; dead letters: {stats['dead_letters']}"
+        f"inbox: {inbox['length']} entries, {inbox['pending']} pending, lag {inbox['lag']}; "
+        f"dead letters: {stats['dead_letters']}"
     )
     print("queues:")
     for group, q in stats["queues"].items():
@@ -258,7 +260,7 @@ async def _dead(rt: Any, args: argparse.Namespace) -> int:
 
     dead = DeadLetters(rt.client, rt.keys)
     if args.action == "list":
-        items = await dead.list(args.limit)
+        items = await dead.entries(args.limit)
         if args.json:
             _print_json(items)
         else:
@@ -307,7 +309,7 @@ async def _rules_published(rt: Any, args: argparse.Namespace) -> int:
     from rules import RuleSetError
 
     if args.action == "publish":
-        source = Path(args.file).read_text(encoding="utf-8")
+        source = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
         try:
             published = await rt.rules.publish(source, args.author, args.comment, filename=args.file)
         except RuleSetError as exc:

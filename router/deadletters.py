@@ -14,7 +14,7 @@ class DeadLetters:
         self.client = client
         self.keys = keys
 
-    async def list(self, count: int = 100) -> list[dict[str, Any]]:
+    async def entries(self, count: int = 100) -> list[dict[str, Any]]:
         entries = await self.client.xrange(self.keys.dead, count=count)
         out = []
         for eid, fields in entries:

@@ -25,7 +25,7 @@ class Queues:
         self.keys = keys
         self.conversations = conversations
 
-    async def list(self, group: str, limit: int = 50) -> list[Conversation]:
+    async def head(self, group: str, limit: int = 50) -> list[Conversation]:
         ids = [m.decode() for m in await self.client.zrange(self.keys.queue(group), 0, limit - 1)]
         return await self.conversations.get_many(ids)
 

@@ -67,7 +67,9 @@ class Runtime:
         pipe.hgetall(self.keys.stats)
         pipe.xinfo_groups(self.keys.inbox)
         inbox_len, dead_len, counters, groups_info = await pipe.execute()
-        router_group = next((g for g in groups_info if g["name"] in (ROUTER_GROUP, ROUTER_GROUP.encode())), {})
+        router_group: dict[Any, Any] = next(
+            (g for g in groups_info if g["name"] in (ROUTER_GROUP, ROUTER_GROUP.encode())), {}
+        )
         health: dict[str, Any] = {}
         async for key in self.client.scan_iter(match=self.keys.health_pattern(), count=500):
             raw = await self.client.get(key)

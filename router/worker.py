@@ -48,6 +48,13 @@ log = logging.getLogger("switchboard.worker")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
+_encoder = msgspec.json.Encoder()
+
+
+def _json(value: Any) -> str:
+    # msgspec: ~5x faster than json.dumps on the hot path, and UTF-8 like Redis' cjson expects.
+    return _encoder.encode(value).decode()
+
 
 def _priority_sla_ms(settings: Settings) -> dict[str, int]:
     return {label[1:]: seconds * 1000 for label, seconds in settings.conversations.sla_s.items()}
@@ -278,13 +285,13 @@ class Worker:
             "last_msg_id": env.id,
             "last_platform_id": env.platform_id,
             "last_text": decision.text[:200],
-            "meta": json.dumps(env.meta, ensure_ascii=False),
+            "meta": _json(env.meta),
             "rules_version": decision.rules_version,
             "routed_by": decision.routed_by or "",
         }
         if decision.subject:
             fields["subject"] = decision.subject
-        return json.dumps(
+        return _json(
             {
                 "cg": ROUTER_GROUP,
                 "ck": f"{env.channel}:{env.account}:{env.conversation_key}",
@@ -296,12 +303,11 @@ class Worker:
                 "sla": self._sla,
                 "reopen_ms": self._reopen_ms,
                 "tags": list(decision.tags),
-                "hist": json.dumps(history, ensure_ascii=False),
+                "hist": _json(history),
                 "fields": fields,
                 "reply": reply,
                 "scrub": bool(decision.redactions),
-            },
-            ensure_ascii=False,
+            }
         )
 
     # -- reclaiming ----------------------------------------------------------------------------

@@ -32,7 +32,7 @@ async def test_fifty_concurrent_claims_never_double_assign(rt: Runtime) -> None:
 
 async def test_claim_specific_conversation_only_once(rt: Runtime) -> None:
     await _fill(rt, 2)
-    target = (await rt.queues.list("payments"))[1].id
+    target = (await rt.queues.head("payments"))[1].id
     first, second = await asyncio.gather(
         rt.conversations.claim("payments", "a", target),
         rt.conversations.claim("payments", "b", target),
@@ -45,14 +45,14 @@ async def test_release_transfer_priority_close(rt: Runtime) -> None:
     cid = await rt.conversations.claim("payments", "agent-a")
     assert cid is not None
     await rt.conversations.release(cid, "agent-a")
-    assert [c.id for c in await rt.queues.list("payments")] == [cid]
+    assert [c.id for c in await rt.queues.head("payments")] == [cid]
     await rt.conversations.transfer(cid, "verification", "agent-a", "needs KYC team")
-    assert await rt.queues.list("payments") == []
-    assert [c.id for c in await rt.queues.list("verification")] == [cid]
+    assert await rt.queues.head("payments") == []
+    assert [c.id for c in await rt.queues.head("verification")] == [cid]
     await rt.conversations.set_priority(cid, 1, "lead")
     assert (await rt.conversations.get(cid)).priority == 1
     await rt.conversations.close(cid, "lead")
-    assert await rt.queues.list("verification") == []
+    assert await rt.queues.head("verification") == []
     with pytest.raises(Conflict):
         await rt.conversations.reply(cid, "hello?", "agent-a")
     types = [(h.type, h.data.get("by")) for h in await rt.conversations.history(cid)]
@@ -85,7 +85,7 @@ async def test_sandbox_round_trip(rt: Runtime) -> None:
     try:
         await rt.inbox.append(envelope("alice", "my withdrawal has not arrived"))
         await drain(Worker(rt.client, rt.settings))
-        [conv] = await rt.queues.list("payments")
+        [conv] = await rt.queues.head("payments")
         assert (conv.channel, conv.sender_id) == ("sandbox", "alice")
         cid = await rt.conversations.claim("payments", "agent-a")
         reply_id = await rt.conversations.reply(cid or "", "It is on its way: txid 0xabc", "agent-a")

@@ -15,7 +15,7 @@ async def test_message_creates_conversation_in_group_queue(rt: Runtime) -> None:
     await rt.inbox.append(message("My account was hacked, someone withdrew all my BTC!", user="alice"))
     worker = Worker(rt.client, rt.settings)
     assert await drain(worker) == 1
-    convs = await rt.queues.list("security")
+    convs = await rt.queues.head("security")
     assert [c.sender_id for c in convs] == ["alice"]
     conv = convs[0]
     assert conv.priority == 1 and conv.status == "new"
@@ -29,7 +29,7 @@ async def test_follow_up_joins_open_conversation_and_keeps_group_and_agent(rt: R
     worker = Worker(rt.client, rt.settings)
     await rt.inbox.append(message("my withdrawal has not arrived", user="bob"))
     await drain(worker)
-    [conv] = await rt.queues.list("payments")
+    [conv] = await rt.queues.head("payments")
     assert await rt.conversations.claim("payments", "agent-a") == conv.id
     # A follow-up about something else stays with the payments agent (sticky).
     await rt.inbox.append(message("also how do I do KYC?", user="bob"))
@@ -55,13 +55,13 @@ async def test_closed_conversation_reopens_within_window(rt: Runtime) -> None:
     worker = Worker(rt.client, rt.settings)
     await rt.inbox.append(message("deposit missing", user="carol"))
     await drain(worker)
-    [conv] = await rt.queues.list("payments")
+    [conv] = await rt.queues.head("payments")
     await rt.conversations.close(conv.id, "agent-b")
-    assert await rt.queues.list("payments") == []
+    assert await rt.queues.head("payments") == []
     await rt.inbox.append(message("still missing!", user="carol"))
     await drain(worker)
     again = await rt.conversations.get(conv.id)
-    assert again.status == "new" and [c.id for c in await rt.queues.list("payments")] == [conv.id]
+    assert again.status == "new" and [c.id for c in await rt.queues.head("payments")] == [conv.id]
 
 
 async def test_closed_conversation_outside_window_starts_a_new_one(rt: Runtime) -> None:
@@ -69,12 +69,12 @@ async def test_closed_conversation_outside_window_starts_a_new_one(rt: Runtime) 
     worker = Worker(rt.client, rt.settings)
     await rt.inbox.append(message("deposit missing", user="dan"))
     await drain(worker)
-    [conv] = await rt.queues.list("payments")
+    [conv] = await rt.queues.head("payments")
     await rt.conversations.close(conv.id, "agent-b")
     await asyncio.sleep(0.01)
     await rt.inbox.append(message("deposit missing again", user="dan"))
     await drain(worker)
-    [new] = await rt.queues.list("payments")
+    [new] = await rt.queues.head("payments")
     assert new.id != conv.id
 
 
@@ -84,7 +84,7 @@ async def test_queue_orders_by_priority_then_due_time(rt: Runtime) -> None:
     await drain(worker)
     await rt.inbox.append(message("HACKED! unauthorized withdrawal from my account", user="p1"))
     await drain(worker)
-    order = [c.sender_id for c in await rt.queues.list("security")]
+    order = [c.sender_id for c in await rt.queues.head("security")]
     assert order.index("p1") < order.index("p2")
 
 
@@ -106,7 +106,7 @@ async def test_invalid_and_oversize_entries_are_dead_lettered_and_worker_continu
     assert any("oversize" in r for r in reasons)
     assert any("no 'env' field" in r for r in reasons)
     assert sum("invalid envelope" in r or "version" in r for r in reasons) == 2
-    assert [c.sender_id for c in await rt.queues.list("payments")] == ["eve"]
+    assert [c.sender_id for c in await rt.queues.head("payments")] == ["eve"]
     pending = await rt.client.xpending(rt.keys.inbox, ROUTER_GROUP)
     assert pending["pending"] == 0
 
@@ -122,7 +122,7 @@ async def test_reclaimed_entry_is_applied_once(rt: Runtime) -> None:
     await asyncio.sleep(rt.settings.worker.claim_idle_ms / 1000 + 0.1)
     assert await fast.reclaim() == 1
     await slow.process(entries, attempts=1)  # it wakes up and tries anyway
-    [conv] = await rt.queues.list("payments")
+    [conv] = await rt.queues.head("payments")
     history = await rt.conversations.history(conv.id)
     assert [h.type for h in history] == ["inbound"]
     assert fast.processed == 1 and slow.processed == 1  # both ran the script; only one applied
@@ -155,7 +155,7 @@ async def test_secret_is_redacted_everywhere_and_raw_entry_removed(rt: Runtime) 
     await rt.inbox.append(message(f"is this my recovery phrase? {seed}", user="hank"))
     worker = Worker(rt.client, rt.settings)
     await drain(worker)
-    [conv] = await rt.queues.list("security")
+    [conv] = await rt.queues.head("security")
     assert "secret-leak" in conv.tags
     dump = json.dumps([h.to_dict() for h in await rt.conversations.history(conv.id)]) + conv.last_text
     assert "pluck" not in dump and "jaguar" not in dump
@@ -171,7 +171,7 @@ async def test_auto_reply_goes_to_outbox_with_the_reply_target(rt: Runtime) -> N
     item = json.loads(fields[b"item"])
     assert item["auto"] and item["text"].startswith("Never share")
     assert item["reply_to"] == msg.platform_id and item["meta"] == {"chat_id": "777"}
-    [conv] = await rt.queues.list("security")
+    [conv] = await rt.queues.head("security")
     assert item["conversation"] == conv.id
     assert [h.type for h in await rt.conversations.history(conv.id)] == ["inbound", "outbound"]
 
@@ -180,11 +180,11 @@ async def test_escalating_rule_moves_open_conversation(rt: Runtime) -> None:
     worker = Worker(rt.client, rt.settings)
     await rt.inbox.append(message("my deposit is missing", user="jack"))
     await drain(worker)
-    [conv] = await rt.queues.list("payments")
+    [conv] = await rt.queues.head("payments")
     await rt.conversations.claim("payments", "agent-p")
     await rt.inbox.append(message("this is fraud, someone else did it", user="jack"))
     await drain(worker)
     moved = await rt.conversations.get(conv.id)
     assert (moved.group, moved.priority, moved.status, moved.agent) == ("security", 1, "new", "")
-    assert [c.id for c in await rt.queues.list("security")] == [conv.id]
+    assert [c.id for c in await rt.queues.head("security")] == [conv.id]
     assert conv.id not in await rt.client.smembers(rt.keys.agent("agent-p"))

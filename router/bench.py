@@ -1,0 +1,210 @@
+"""``switchboard bench``: the router end to end against the ceiling of a bare stream move, one run.
+
+On one private redis-server (started here, AOF on, in its own process):
+
+(a) ceiling — a pipelined XREADGROUP → XADD → XACK loop with the worker's batch size and no rules;
+(b) router  — ``Worker.step`` over the same number of messages with the default rules;
+(c) latency — a worker process routing 2,000 msgs/s offered; the time from each inbox append to
+    its conversation's ``created`` event being read by a console-like XREAD watcher.
+
+Machines here are shared and noisy, so the figure that matters is the ratio (b)/(a) of one run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from router.config import Settings
+from router.model import Envelope, Sender, new_id
+from router.redis import EmbeddedRedis, connect
+from router.runtime import Runtime
+from router.worker import Worker
+from rules import Engine
+
+TEXTS = [
+    "我的提现还没到账，已经三个小时了 txid 0x{hex}",
+    "My withdrawal of 0.5 BTC has not arrived yet, txid {hex}",
+    "Мой вывод USDT не пришёл уже 2 часа, помогите",
+    "No me llegó el depósito de USDT por la red TRC20",
+    "Hesabım hacklendi, biri tüm paramı çekti!",
+    "Tài khoản của tôi bị khóa sau khi đổi mật khẩu",
+    "Meu saque está pendente há um dia, o que faço?",
+    "출금이 아직 안 됐어요. 확인 부탁드립니다",
+    "How do I complete KYC level 2? My selfie was rejected",
+    "我的合约仓位被强平了，价格根本没到强平价",
+    "I want a refund, your platform froze during the crash",
+    "What is the fee for withdrawing ETH on Arbitrum?",
+]
+
+
+def corpus(n: int, seed: int = 7, users: int | None = None, account: str = "bench") -> list[Envelope]:
+    rnd = random.Random(seed)
+    out = []
+    for i in range(n):
+        text = rnd.choice(TEXTS).format(hex=f"{rnd.getrandbits(256):064x}")
+        user = f"u{rnd.randrange(users)}" if users else f"u{i}"
+        msg_id = new_id()
+        out.append(
+            Envelope(
+                id=msg_id,
+                channel=rnd.choice(["telegram", "discord", "email"]),
+                account=account,
+                platform_id=msg_id,
+                conversation_key=user,
+                sender=Sender(id=user, name=user),
+                text=text,
+                received_at=time.time(),
+            )
+        )
+    return out
+
+
+async def _fill(rt: Runtime, envs: list[Envelope]) -> None:
+    for i in range(0, len(envs), 1000):
+        await rt.inbox.append_many(envs[i : i + 1000])
+
+
+async def ceiling(rt: Runtime, n: int, batch: int) -> float:
+    """Messages/s of the bare move loop: the upper bound for any worker on this client."""
+    src, dst, group = rt.keys.prefix + "bench:src", rt.keys.prefix + "bench:dst", "bench"
+    payload = json.dumps({"env": "x" * 300})
+    for i in range(0, n, 1000):
+        pipe = rt.client.pipeline(transaction=False)
+        for _ in range(min(1000, n - i)):
+            pipe.xadd(src, {"env": payload})
+        await pipe.execute()
+    await rt.client.xgroup_create(src, group, id="0")
+    moved = 0
+    start = time.perf_counter()
+    while moved < n:
+        streams = await rt.client.xreadgroup(group, "c", {src: ">"}, count=batch)
+        entries = streams[0][1] if streams else []
+        pipe = rt.client.pipeline(transaction=False)
+        for entry_id, fields in entries:
+            pipe.xadd(dst, fields)
+            pipe.xack(src, group, entry_id)
+        await pipe.execute()
+        moved += len(entries)
+    elapsed = time.perf_counter() - start
+    await rt.client.delete(src, dst)
+    return n / elapsed
+
+
+async def router(rt: Runtime, n: int) -> float:
+    await _fill(rt, corpus(n, users=n // 4))
+    worker = Worker(rt.client, rt.settings)
+    await worker.step()  # own pending entries: none; also warms the scripts
+    start = time.perf_counter()
+    while worker.processed < n:
+        await worker.step()
+    return n / (time.perf_counter() - start)
+
+
+async def latency(rt: Runtime, url: str, rate: int, seconds: float) -> dict[str, float]:
+    env = {**os.environ, "SWITCHBOARD_REDIS__URL": url, "SWITCHBOARD_PREFIX": rt.keys.prefix}
+    env["SWITCHBOARD_WORKER__BLOCK_MS"] = "1000"
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "router", "worker", env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    envs = corpus(int(rate * seconds), seed=11, account="latency")  # every message a new conversation
+    appended: dict[str, float] = {}
+    created: dict[str, float] = {}
+    watcher_client = connect(url)
+    try:
+        await asyncio.sleep(1.5)  # worker start-up (imports, rules compile)
+        groups = list(Engine.default().groups)
+        # Not "$": that would skip what a stream got while XREAD was returning for another one.
+        sec, usec = await rt.client.time()
+        ids = {rt.keys.events(g): f"{sec * 1000 + usec // 1000}-0" for g in groups}
+
+        async def watch() -> None:
+            while len(created) < len(envs):
+                streams = await watcher_client.xread(ids, block=500, count=500)
+                seen = time.perf_counter()
+                for stream, entries in streams:
+                    for entry_id, fields in entries:
+                        ids[stream.decode()] = entry_id
+                        if fields[b"type"] == b"created":
+                            created[fields[b"conv"].decode()] = seen
+
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0.1)
+        tick, per_tick = 0.01, max(1, int(rate * 0.01))
+        start = time.perf_counter()
+        for i in range(0, len(envs), per_tick):
+            chunk = envs[i : i + per_tick]
+            for e in chunk:
+                appended[e.id] = time.perf_counter()
+                await rt.inbox.append(e)
+            delay = start + (i // per_tick + 1) * tick - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        offered = len(envs) / (time.perf_counter() - start)
+        await asyncio.wait_for(watcher, 30)
+    finally:
+        worker.terminate()
+        await asyncio.wait_for(worker.wait(), 10)
+        await watcher_client.aclose()
+    pipe = rt.client.pipeline(transaction=False)
+    conv_ids = list(created)
+    for cid in conv_ids:
+        pipe.hget(rt.keys.conv(cid), "last_msg_id")
+    lat = sorted(
+        (created[cid] - appended[msg.decode()]) * 1000
+        for cid, msg in zip(conv_ids, await pipe.execute(), strict=True)
+        if msg and msg.decode() in appended
+    )
+    return {
+        "offered_msgs_per_s": offered,
+        "latency_p50_ms": statistics.median(lat),
+        "latency_p99_ms": lat[int(len(lat) * 0.99) - 1],
+        "latency_max_ms": lat[-1],
+        "latency_samples": len(lat),
+    }
+
+
+async def _main(settings: Settings, messages: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="sb-bench-") as tmp:
+        server = EmbeddedRedis(Path(tmp) / "redis")
+        with server:
+            async with Runtime(settings, server.url) as rt:
+                batch = settings.worker.batch
+                ceil = await ceiling(rt, messages, batch)
+                routed = await router(rt, messages)
+                lat = await latency(rt, server.url, rate=2000, seconds=5)
+    return {
+        "batch": batch,
+        "messages": messages,
+        "ceiling_msgs_per_s": round(ceil),
+        "router_msgs_per_s": round(routed),
+        "ratio": round(routed / ceil, 3),
+        **{k: round(v, 2) if isinstance(v, float) else v for k, v in lat.items()},
+    }
+
+
+def main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.stdout) -> int:
+    settings = settings.model_copy(update={"prefix": "bench:"})
+    result = asyncio.run(_main(settings, messages))
+    if as_json:
+        print(json.dumps(result), file=out)
+        return 0
+    print(f"messages: {result['messages']}, batch {result['batch']}", file=out)
+    print(f"(a) ceiling, bare XREADGROUP→XADD→XACK: {result['ceiling_msgs_per_s']:>8} msgs/s", file=out)
+    print(f"(b) router worker, default rules:        {result['router_msgs_per_s']:>8} msgs/s", file=out)
+    print(f"    ratio (b)/(a): {result['ratio']:.2f}  (target ≥ 0.5)", file=out)
+    print(
+        f"(c) at {result['offered_msgs_per_s']:.0f} msgs/s offered: append→queued p50 {result['latency_p50_ms']} ms, "
+        f"p99 {result['latency_p99_ms']} ms (target ≤ 10), max {result['latency_max_ms']} ms",
+        file=out,
+    )
+    return 0
