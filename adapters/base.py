@@ -32,6 +32,14 @@ class AdapterContext:
     def outbox(self, channel: str, **options: Any) -> OutboxConsumer:
         return OutboxConsumer(self.client, self.keys, channel, f"{channel}-{self.instance}", **options)
 
+    async def cursor_get(self, channel: str, account: str, name: str) -> str | None:
+        """An adapter's durable position (e.g. Telegram's update offset), None when never set."""
+        raw = await self.client.hget(self.keys.cursor(channel, account), name)
+        return raw.decode() if raw is not None else None
+
+    async def cursor_set(self, channel: str, account: str, name: str, value: str) -> None:
+        await self.client.hset(self.keys.cursor(channel, account), name, value)
+
 
 class Adapter(Protocol):
     channel: str

@@ -53,25 +53,29 @@ def _with_runtime(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Ha
 
 # -- run / worker --------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    import adapters
     from adapters.sandbox import SandboxAdapter
     from router.redis import redis_server
     from router.runtime import Runtime, serve
 
     async def main(url: str) -> int:
         async with Runtime(settings, url) as rt:
-            adapters: list[Any] = []
-            if settings.sandbox.enabled and not args.workers_only:
-                adapters.append(SandboxAdapter(rt.adapter_context()))
+            enabled: list[Any] = []
+            if not args.workers_only:
+                if settings.sandbox.enabled:
+                    enabled.append(SandboxAdapter(rt.adapter_context()))
+                sections = {"telegram": settings.telegram, "discord": settings.discord, "email": settings.email}
+                enabled.extend(adapters.build(rt.adapter_context(), sections))
             where = "configured URL" if settings.redis_url else f"embedded, data in {settings.redis.data_dir}"
             print(
                 f"Switchboard running (redis: {where}; "
-                f"{args.workers} worker(s); adapters: {', '.join(a.name for a in adapters) or 'none'}).\n"
+                f"{args.workers} worker(s); adapters: {', '.join(a.name for a in enabled) or 'none'}).\n"
                 'Try, in another terminal:  switchboard send --from alice "my withdrawal has not arrived"\n'
                 "Stop with Ctrl-C.",
                 file=sys.stderr,
                 flush=True,
             )
-            await serve(rt, adapters, workers=args.workers)
+            await serve(rt, enabled, workers=args.workers)
         return 0
 
     with redis_server(settings.redis_url, settings.redis.data_dir) as url:

@@ -75,6 +75,11 @@ class SandboxSettings(BaseModel):
     enabled: bool = True
 
 
+#: Channel adapters' sections: validated by each adapter's own model when it starts, so that the
+#: core does not import adapter code (see adapters/__init__.py).
+AdapterSection = dict[str, Any]
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", env_nested_delimiter="__", extra="forbid")
     # Keys that may never come from the TOML file.
@@ -89,6 +94,9 @@ class Settings(BaseSettings):
     conversations: ConversationSettings = ConversationSettings()
     rules: RulesSettings = RulesSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    telegram: AdapterSection = {}
+    discord: AdapterSection = {}
+    email: AdapterSection = {}
 
     @classmethod
     def settings_customise_sources(

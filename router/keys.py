@@ -22,6 +22,7 @@ delivery:{conv}                 hash      reply id -> delivery status
 sandbox:{user}                  stream    replies delivered to a sandbox user
 stats                           hash      counters (in:{channel}, routed:{channel}, dead, ...)
 health:{kind}:{name}            string    JSON health record with a TTL (workers, adapters)
+cursor:{channel}:{account}      hash      an adapter's durable positions (update offset, UIDs ...)
 rules:active                    string    published rule-set version number
 rules:v:{n}                     hash      a published rule set: source, author, at, version hash
 rules:log                       stream    publish / rollback log
@@ -98,6 +99,9 @@ class Keys:
 
     def health(self, kind: str, name: str) -> str:
         return f"{self.prefix}health:{kind}:{name}"
+
+    def cursor(self, channel: str, account: str) -> str:
+        return f"{self.prefix}cursor:{channel}:{account}"
 
     def health_pattern(self) -> str:
         return f"{self.prefix}health:*"
