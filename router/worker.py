@@ -262,7 +262,8 @@ class Worker:
             "decision": {k: v for k, v in d.items() if k not in ("text", "subject")},
         }
         reply = None
-        if decision.auto_reply:
+        # Never answer an auto-reply, bounce or list mail automatically: two robots would loop.
+        if decision.auto_reply and not env.meta.get("auto_submitted"):
             reply = {
                 "id": new_id(),
                 "channel": env.channel,

@@ -1,0 +1,47 @@
+"""Switchboard's rules engine: a pure library (no Redis, no network).
+
+Public API (see docs/architecture.md and docs/rules.md)::
+
+    from rules import Engine, MessageIn, Decision, Redaction, TraceEntry, RuleSetError, RuleError
+
+The names are imported lazily, so that ``import rules.normalize`` (or the model alone, for the
+JSON Schema) does not load the language detector and the automaton machinery.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rules.evaluate import Engine
+    from rules.model import (
+        Decision,
+        GroupInfo,
+        Hours,
+        MessageIn,
+        Redaction,
+        RuleError,
+        RuleSetError,
+        TraceEntry,
+    )
+
+__all__ = [
+    "Decision",
+    "Engine",
+    "GroupInfo",
+    "Hours",
+    "MessageIn",
+    "Redaction",
+    "RuleError",
+    "RuleSetError",
+    "TraceEntry",
+]
+
+_HOME = {name: "rules.model" for name in __all__} | {"Engine": "rules.evaluate"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module 'rules' has no attribute {name!r}")

@@ -188,3 +188,11 @@ async def test_escalating_rule_moves_open_conversation(rt: Runtime) -> None:
     assert (moved.group, moved.priority, moved.status, moved.agent) == ("security", 1, "new", "")
     assert [c.id for c in await rt.queues.head("security")] == [conv.id]
     assert conv.id not in await rt.client.smembers(rt.keys.agent("agent-p"))
+
+
+async def test_no_auto_reply_to_auto_submitted_messages(rt: Runtime) -> None:
+    seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
+    await rt.inbox.append(message(f"out of office: {seed}", user="bot", meta={"auto_submitted": "1"}))
+    await drain(Worker(rt.client, rt.settings))
+    assert await rt.client.xlen(rt.keys.outbox("telegram")) == 0
+    assert [c.sender_id for c in await rt.queues.head("security")] == ["bot"]

@@ -1,0 +1,426 @@
+"""Offline commands: ``rules validate``, ``route``, ``rules eval``, ``rules schema``.
+
+Each function returns the process exit code and writes to ``out``; ``router/cli.py`` wires them
+to the ``switchboard`` command line. They read files and streams, so they live beside the pure
+library rather than in it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from rules.detectors import SECRET_KINDS
+from rules.evaluate import Engine
+from rules.model import Decision, MessageIn, RuleSetError
+
+__all__ = ["evaluate_samples", "route", "schema", "validate"]
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def validate(path: str, out: TextIO) -> int:
+    """``switchboard rules validate FILE``: 0, or 1 with every error as FILE:LINE:COL: ..."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}:1:1: cannot read the file: {exc}", file=out)
+        return 1
+    try:
+        engine = Engine.from_yaml(text, path)
+    except RuleSetError as exc:
+        for error in exc.errors:
+            print(error, file=out)
+        print(f"{path}: {len(exc.errors)} error(s)", file=out)
+        return 1
+    for warning in engine.warnings:
+        print(warning, file=out)
+    print(
+        f"{path}: ok — {engine.rule_count} rules, {len(engine.groups)} groups, "
+        f"{len(engine.warnings)} warning(s), version {engine.version}",
+        file=out,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- route
+
+
+def _load_engine(rules_path: str | None) -> Engine:
+    return Engine.default() if rules_path is None else Engine.from_file(rules_path)
+
+
+class InputError(ValueError):
+    """A JSON line that is not a usable message."""
+
+
+def message_from_json(obj: Any) -> MessageIn:
+    """Build a ``MessageIn`` from a JSON object in the samples' format (extra fields ignored).
+
+    Fields: ``channel`` and ``text`` (required), ``subject``, ``account``, ``sender`` (attributes;
+    values are taken as text), ``conversation`` (``new`` | ``follow_up``), ``received_at``
+    (ISO 8601), ``language`` (a hint; the samples' ``lang`` is the *expected* answer and is
+    deliberately not read).
+    """
+    if not isinstance(obj, dict):
+        raise InputError("expected a JSON object")
+    channel, text = obj.get("channel"), obj.get("text")
+    if not isinstance(channel, str) or not channel:
+        raise InputError("'channel' must be a non-empty string")
+    if not isinstance(text, str):
+        raise InputError("'text' must be a string")
+    subject = obj.get("subject")
+    if subject is not None and not isinstance(subject, str):
+        raise InputError("'subject' must be a string")
+    account = obj.get("account", "")
+    if not isinstance(account, str):
+        raise InputError("'account' must be a string")
+    sender = obj.get("sender") or {}
+    if not isinstance(sender, dict):
+        raise InputError("'sender' must be an object of attributes")
+    conversation = obj.get("conversation", "new")
+    if conversation not in ("new", "follow_up"):
+        raise InputError("'conversation' must be 'new' or 'follow_up'")
+    language = obj.get("language")
+    if language is not None and not isinstance(language, str):
+        raise InputError("'language' must be a string")
+    received_at = None
+    if obj.get("received_at") is not None:
+        try:
+            received_at = datetime.fromisoformat(str(obj["received_at"]))
+        except ValueError:
+            raise InputError("'received_at' must be an ISO 8601 time") from None
+    return MessageIn(
+        channel=channel,
+        text=text,
+        subject=subject,
+        account=account,
+        sender={str(k): _text(v) for k, v in sender.items()},
+        language=language,
+        new_conversation=conversation == "new",
+        received_at=received_at,
+    )
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def route(rules_path: str | None, inp: TextIO, out: TextIO) -> int:
+    """``switchboard route [--rules FILE]``: one JSON decision line per JSON message line."""
+    try:
+        engine = _load_engine(rules_path)
+    except RuleSetError as exc:
+        _json_line(out, {"error": "invalid rule file", "errors": [str(e) for e in exc.errors]})
+        return 1
+    except OSError as exc:
+        _json_line(out, {"error": f"cannot read the rule file: {exc}"})
+        return 1
+    failed = False
+    for lineno, line in enumerate(inp, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            msg = message_from_json(obj)
+        except (ValueError, InputError) as exc:
+            # The reason only: echoing the line could print a secret the user pasted.
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            _json_line(out, {"error": f"line {lineno}: {reason}", "line": lineno})
+            failed = True
+            continue
+        record = engine.evaluate(msg).to_dict()
+        if "id" in obj:
+            record = {"id": obj["id"], **record}
+        _json_line(out, record)
+    return 1 if failed else 0
+
+
+def _json_line(out: TextIO, obj: Any) -> None:
+    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+# --------------------------------------------------------------------------- eval
+
+
+@dataclass
+class _Sample:
+    id: str
+    expected_groups: tuple[str, ...]
+    expected_priority: str | None
+    expected_tags: tuple[str, ...]
+    note: str
+    message: MessageIn
+    decision: Decision
+
+    @property
+    def group_ok(self) -> bool:
+        return self.decision.group in self.expected_groups
+
+    @property
+    def expected_label(self) -> str:
+        # A sample that accepts several groups counts as the one chosen when it is acceptable.
+        return self.decision.group if self.group_ok else self.expected_groups[0]
+
+    @property
+    def priority_ok(self) -> bool:
+        return self.expected_priority is None or self.expected_priority == self._got_priority
+
+    @property
+    def _got_priority(self) -> str:
+        return f"P{self.decision.priority}"
+
+    @property
+    def tags_ok(self) -> bool:
+        return set(self.expected_tags) <= set(self.decision.tags)
+
+
+@dataclass
+class _Report:
+    samples: list[_Sample] = field(default_factory=list)
+    bad_lines: list[str] = field(default_factory=list)
+
+
+def _read_samples(engine: Engine, path: str) -> _Report:
+    report = _Report()
+    with open(path, encoding="utf-8") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+                msg = message_from_json(obj)
+                expect = obj.get("expect") or {}
+                groups = expect.get("group")
+                if isinstance(groups, str):
+                    groups = [groups]
+                if not isinstance(groups, list) or not groups:
+                    raise InputError("'expect.group' must be a group or a list of groups")
+            except (ValueError, InputError) as exc:
+                reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+                report.bad_lines.append(f"line {lineno}: {reason}")
+                continue
+            report.samples.append(
+                _Sample(
+                    id=str(obj.get("id", f"line-{lineno}")),
+                    expected_groups=tuple(str(g) for g in groups),
+                    expected_priority=expect.get("priority"),
+                    expected_tags=tuple(expect.get("tags") or ()),
+                    note=str(obj.get("note", "")),
+                    message=msg,
+                    decision=engine.evaluate(msg),
+                )
+            )
+    return report
+
+
+_HEX64 = re.compile(r"(?<![0-9a-fA-F])(?:0x)?[0-9a-fA-F]{64}(?![0-9a-fA-F])")
+_B58_KEY = re.compile(r"(?<![1-9A-HJ-NP-Za-km-z])(?:[5KL][1-9A-HJ-NP-Za-km-z]{50,51}|xprv\w{100,})")
+_WORDS = re.compile(r"[A-Za-z]+")
+
+
+def _bip39() -> frozenset[str]:
+    from mnemonic import Mnemonic
+
+    return frozenset(Mnemonic("english").wordlist)
+
+
+def _secrets_in(text: str, wordlist: frozenset[str]) -> Iterator[str]:
+    """Secrets found by an independent, deliberately simple check (not the engine's detectors):
+    runs of 12+ BIP-39 words (shown as 4-word windows), 64-hex strings and base58 keys."""
+    yield from (m.group(0) for m in _HEX64.finditer(text))
+    yield from (m.group(0) for m in _B58_KEY.finditer(text))
+    run: list[str] = []
+    for word in [*(w.group(0).lower() for w in _WORDS.finditer(text)), ""]:
+        if word in wordlist:
+            run.append(word)
+            continue
+        if len(run) >= 12:
+            yield from (" ".join(run[i : i + 4]) for i in range(len(run) - 3))
+        run = []
+
+
+def _secret_check(samples: list[_Sample]) -> dict[str, Any]:
+    wordlist = _bip39()
+    expected = [s for s in samples if "secret-leak" in s.expected_tags]
+    failures: list[dict[str, str]] = []
+    for s in expected:
+        masked = [r for r in s.decision.redactions if r.kind in SECRET_KINDS]
+        flat = " ".join(_WORDS.findall(s.decision.text.lower()))
+        leaked = [
+            secret
+            for secret in _secrets_in(s.message.text, wordlist)
+            if secret in s.decision.text or (" " in secret and secret in flat)
+        ]
+        if not masked:
+            failures.append({"id": s.id, "reason": "no secret redaction"})
+        elif leaked:
+            failures.append({"id": s.id, "reason": f"{len(leaked)} secret fragment(s) remain"})
+    false_positives = [
+        s.id
+        for s in samples
+        if "secret-leak" not in s.expected_tags and any(r.kind in SECRET_KINDS for r in s.decision.redactions)
+    ]
+    return {
+        "expected": len(expected),
+        "redacted": len(expected) - len(failures),
+        "failures": failures,
+        "false_positives": false_positives,
+        "ok": not failures,
+    }
+
+
+def _ratio(num: int, den: int) -> float | None:
+    return round(num / den, 4) if den else None
+
+
+def _summary(engine: Engine, report: _Report) -> dict[str, Any]:
+    samples = report.samples
+    n = len(samples)
+    groups = sorted(set(engine.groups) | {s.expected_label for s in samples} | {s.decision.group for s in samples})
+    confusion: dict[str, Counter[str]] = defaultdict(Counter)
+    for s in samples:
+        confusion[s.expected_label][s.decision.group] += 1
+    per_group = {}
+    for g in groups:
+        tp = confusion[g][g]
+        predicted = sum(confusion[e][g] for e in confusion)
+        support = sum(confusion[g].values())
+        per_group[g] = {
+            "precision": _ratio(tp, predicted),
+            "recall": _ratio(tp, support),
+            "support": support,
+        }
+    p1 = [s for s in samples if s.expected_priority == "P1"]
+
+    def line(s: _Sample) -> dict[str, Any]:
+        return {
+            "id": s.id,
+            "expected": "|".join(s.expected_groups),
+            "got": s.decision.group,
+            "expected_priority": s.expected_priority,
+            "got_priority": f"P{s.decision.priority}",
+            "expected_tags": list(s.expected_tags),
+            "got_tags": list(s.decision.tags),
+            "note": s.note,
+            # The redacted text: a listing must not print a pasted secret either.
+            "text": s.decision.text.replace("\n", " ")[:80],
+        }
+
+    return {
+        "rules_version": engine.version,
+        "samples": n,
+        "bad_lines": report.bad_lines,
+        "group_accuracy": _ratio(sum(s.group_ok for s in samples), n),
+        "priority_accuracy": _ratio(sum(s.priority_ok for s in samples), n),
+        "p1_recall": _ratio(sum(f"P{s.decision.priority}" == "P1" for s in p1), len(p1)),
+        "p1_support": len(p1),
+        "tag_accuracy": _ratio(sum(s.tags_ok for s in samples), n),
+        "secrets": _secret_check(samples),
+        "per_group": per_group,
+        "confusion": {e: dict(sorted(c.items())) for e, c in sorted(confusion.items())},
+        "misrouted": [line(s) for s in samples if not s.group_ok],
+        "priority_misses": [line(s) for s in samples if s.group_ok and not s.priority_ok],
+        "tag_misses": [line(s) for s in samples if s.group_ok and s.priority_ok and not s.tags_ok],
+    }
+
+
+def _pct(value: float | None) -> str:
+    return "   n/a" if value is None else f"{value * 100:5.1f}%"
+
+
+def _print_summary(summary: dict[str, Any], samples: list[_Sample], out: TextIO) -> None:
+    n = summary["samples"]
+
+    def count(attr: str) -> int:
+        return sum(bool(getattr(s, attr)) for s in samples)
+
+    p1 = summary["p1_support"]
+    p1_ok = round((summary["p1_recall"] or 0) * p1)
+    sec = summary["secrets"]
+    print(f"samples: {n}   rules version: {summary['rules_version']}", file=out)
+    print(f"group accuracy:    {_pct(summary['group_accuracy'])} ({count('group_ok')}/{n})", file=out)
+    print(
+        f"priority accuracy: {_pct(summary['priority_accuracy'])} ({count('priority_ok')}/{n})",
+        file=out,
+    )
+    print(f"P1 recall:         {_pct(summary['p1_recall'])} ({p1_ok}/{p1})", file=out)
+    print(f"tag accuracy:      {_pct(summary['tag_accuracy'])} ({count('tags_ok')}/{n})", file=out)
+    print(
+        f"secrets:           {sec['redacted']}/{sec['expected']} redacted, "
+        f"{len(sec['failures'])} failed, {len(sec['false_positives'])} false positive(s)"
+        + ("" if sec["ok"] else "  FAIL: " + ", ".join(f["id"] for f in sec["failures"])),
+        file=out,
+    )
+    print(file=out)
+    print(f"{'group':<14}{'precision':>10}{'recall':>8}{'support':>9}", file=out)
+    for g, row in summary["per_group"].items():
+        print(
+            f"{g:<14}{_pct(row['precision']):>10}{_pct(row['recall']):>8}{row['support']:>9}",
+            file=out,
+        )
+    print(file=out)
+    cols = list(summary["per_group"])
+    print("confusion (rows: expected, columns: got)", file=out)
+    print(f"{'':<14}" + "".join(f"{c[:8]:>9}" for c in cols), file=out)
+    for e in cols:
+        row = summary["confusion"].get(e, {})
+        print(f"{e:<14}" + "".join(f"{row.get(c, 0):>9}" for c in cols), file=out)
+    for title, key in (
+        ("misrouted", "misrouted"),
+        ("priority misses", "priority_misses"),
+        ("tag misses", "tag_misses"),
+    ):
+        rows = summary[key]
+        if not rows:
+            continue
+        print(f"\n{title} ({len(rows)}):", file=out)
+        for r in rows:
+            detail = f"expected {r['expected']} {r['expected_priority']} got {r['got']} {r['got_priority']}"
+            if key == "tag_misses":
+                missing = sorted(set(r["expected_tags"]) - set(r["got_tags"]))
+                detail += f" missing tags {','.join(missing)}"
+            print(f"  {r['id']:<9} {detail} — {r['note']}\n            {r['text']}", file=out)
+    for bad in summary["bad_lines"]:
+        print(f"bad sample {bad}", file=out)
+
+
+def evaluate_samples(rules_path: str | None, samples_path: str, as_json: bool, out: TextIO) -> int:
+    """``switchboard rules eval FILE --samples JSONL [--json]``: how well the rules do."""
+    try:
+        engine = _load_engine(rules_path)
+    except RuleSetError as exc:
+        for error in exc.errors:
+            print(error, file=out)
+        return 1
+    try:
+        report = _read_samples(engine, samples_path)
+    except OSError as exc:
+        print(f"{samples_path}: cannot read: {exc}", file=out)
+        return 1
+    summary = _summary(engine, report)
+    if as_json:
+        _json_line(out, summary)
+    else:
+        _print_summary(summary, report.samples, out)
+    return 1 if report.bad_lines else 0
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def schema(out: TextIO) -> int:
+    """``switchboard rules schema``: print the JSON Schema of the rule file."""
+    from rules.schema import render
+
+    out.write(render())
+    return 0

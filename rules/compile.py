@@ -1,0 +1,658 @@
+"""Compile a validated ``RuleFile`` into a matcher whose per-message cost barely depends on size.
+
+How (the measurements behind it are in ``../shared/PROTOCOL-NOTES.md``, "Rule matching"):
+
+* Every keyword of every rule is normalised (``normalize_keyword``) and put in ONE Aho-Corasick
+  automaton; a message is scanned once per field, so keyword cost follows the text length, not
+  the rule count.
+* Each rule gets a *gate*: a set of keywords of which at least one must be present for the rule to
+  possibly match (derived from the condition tree: ``contains_any`` -> its keywords;
+  ``contains_all`` -> its rarest keyword; ``all`` -> the most selective gated child; ``any`` ->
+  the union when every child is gated; ``not`` -> never gated). Only gated rules whose gate was
+  hit, plus the ungated rules, are evaluated. Picking the *rarest* keyword matters: a specific
+  rule (an error code + a coin + an action) is gated on its error code, not on "usdt", so adding
+  10,000 such rules does not make every USDT message evaluate 500 of them.
+* Conditions are tried cheapest first inside ``all``/``any`` (fields, then time, keywords,
+  regexes, detectors), so regexes and detectors run only when the cheap parts already hold.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+import ahocorasick
+import re2
+
+from rules import detectors
+from rules import model as m
+from rules.model import Hours, Match
+from rules.normalize import is_word_char, normalize_keyword
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+
+# --------------------------------------------------------------------------- regexes
+
+
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print every refused pattern on stderr via absl
+    return options
+
+
+_OPTIONS = _re2_options()
+
+
+@functools.lru_cache(maxsize=8192)
+def compile_regex(pattern: str) -> Any:
+    """Compile with RE2 (linear time: no catastrophic backtracking). Raises ``re2.error``."""
+    return re2.compile(pattern, _OPTIONS)
+
+
+_UNANCHORED = re2._Anchor.UNANCHORED
+_NULL_SPAN = (-1, -1)
+
+
+def search_utf8(regex: Any, text: bytes) -> tuple[int, int] | None:
+    """First match of a compiled pattern in UTF-8 ``text``, as *character* offsets, or None.
+
+    The public ``search(str)`` re-encodes the text for every pattern and builds a match object
+    (~2 µs); a message is encoded once and the RE2 object is called directly (~0.5 µs). Offsets
+    are converted only for a match, which is rare.
+    """
+    start, end = regex._regexp.Match(_UNANCHORED, text, 0, len(text))[0]
+    if start == -1:
+        return None
+    char_start = len(text[:start].decode("utf-8"))
+    return char_start, char_start + len(text[start:end].decode("utf-8"))
+
+
+def regex_error(pattern: str) -> str | None:
+    """Why RE2 refuses ``pattern`` (with what RE2 cannot do, in plain words), or None."""
+    try:
+        compile_regex(pattern)
+    except re2.error as exc:
+        raw = exc.args[0] if exc.args else ""
+        detail = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+        hint = ""
+        if "invalid escape sequence: \\" in detail and detail[-1:].isdigit():
+            hint = " — RE2 (linear-time) does not support backreferences"
+        elif "invalid perl operator: (?=" in detail or "(?!" in detail or "(?<" in detail:
+            hint = " — RE2 (linear-time) does not support lookahead/lookbehind"
+        elif "invalid repetition size" in detail or "bad repetition operator" in detail:
+            hint = " — RE2 refuses repeat counts over 1000"
+        elif "pattern too large" in detail:
+            hint = " — the pattern exceeds RE2's memory budget; split it"
+        return f"invalid regex {pattern!r}: {detail}{hint}"
+    return None
+
+
+# Regex literals as a prefilter: if every match of a pattern must contain one of a few literal
+# strings, the rule can be gated on them through the same automaton (what hyperscan and RE2's
+# FilteredRE2 do). Python's own parser reads the pattern; anything it does not know, or any case
+# folding flag, gives up (ungated), which is always safe: the regex itself still decides.
+_sre: Any = importlib.import_module("re._parser")
+_c: Any = importlib.import_module("re._constants")
+_MIN_FACTOR = 2  # shorter literals hit almost every message: no use as a gate
+_MAX_FACTORS = 64
+
+
+def required_literals(pattern: str) -> frozenset[str] | None:
+    """Literal strings one of which every match of ``pattern`` contains, or None if unknown.
+
+    Under ``(?i)`` the literals are case-folded: the text they are looked for in is already
+    NFKC + casefold()-normalised, so a case-insensitive match there contains the folded literal.
+    """
+    try:
+        parsed = _sre.parse(pattern)
+    except Exception:  # RE2-only syntax (\pL, \x{...}, (?U)...): no prefilter, still correct
+        return None
+    flags = parsed.state.flags
+    if flags & _c.SRE_FLAG_VERBOSE:
+        return None
+    found = _seq(list(parsed), bool(flags & _c.SRE_FLAG_IGNORECASE))
+    if not found or len(found) > _MAX_FACTORS or min(map(len, found)) < _MIN_FACTOR:
+        return None
+    return frozenset(found)
+
+
+def _seq(items: list[tuple[Any, Any]], fold: bool) -> set[str] | None:
+    # A concatenation: every part must match, so any one part's literal set is required;
+    # keep the most selective (longest shortest literal).
+    options: list[set[str]] = []
+    run: list[str] = []
+
+    def flush() -> None:
+        if run:
+            text = "".join(run)
+            options.append({text.casefold() if fold else text})
+            run.clear()
+
+    for op, av in items:
+        if op is _c.LITERAL:
+            run.append(chr(av))
+            continue
+        flush()
+        part = _node(op, av, fold)
+        if part is not None:
+            options.append(part)
+    flush()
+    if not options:
+        return None
+    return max(options, key=lambda o: (min(map(len, o)), -len(o)))
+
+
+def _node(op: Any, av: Any, fold: bool) -> set[str] | None:
+    if op is _c.SUBPATTERN:
+        _group, add_flags, del_flags, sub = av
+        if add_flags & _c.SRE_FLAG_VERBOSE:
+            return None
+        if add_flags & _c.SRE_FLAG_IGNORECASE:
+            fold = True
+        if del_flags & _c.SRE_FLAG_IGNORECASE:
+            fold = False
+        return _seq(list(sub), fold)
+    if op is _c.BRANCH:
+        union: set[str] = set()
+        for branch in av[1]:
+            part = _seq(list(branch), fold)
+            if part is None:
+                return None
+            union |= part
+        return union
+    if op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
+        low, _high, sub = av
+        return _seq(list(sub), fold) if low >= 1 else None
+    return None
+
+
+_ADDRESS_KINDS = ("btc_address", "eth_address", "tron_address")
+
+
+def expand_kinds(kinds: Iterable[str]) -> frozenset[str]:
+    """Replace the ``address`` shorthand by the concrete address kinds the detectors report."""
+    out: set[str] = set()
+    for kind in kinds:
+        if kind == "address" and "address" not in detectors.KINDS:
+            out.update(_ADDRESS_KINDS)
+        else:
+            out.add(kind)
+    return frozenset(out)
+
+
+# --------------------------------------------------------------------------- per-message view
+
+
+class Context(Protocol):
+    """What a condition may ask about the message being evaluated (see rules/evaluate.py)."""
+
+    channel: str
+    account: str
+    sender: Mapping[str, str]
+    language: str | None
+    new_conversation: bool
+    text_hits: dict[int, tuple[int, int]]
+    subject_hits: dict[int, tuple[int, int]]
+
+    def span(self, field: str, start: int, end: int) -> tuple[int, int]: ...
+    def regex(self, regex_id: int, field: str) -> tuple[int, int] | None: ...
+    def found(self, field: str, kinds: frozenset[str]) -> tuple[int, int] | None: ...
+    def now(self) -> datetime: ...
+    def has_subject(self) -> bool: ...
+
+
+# --------------------------------------------------------------------------- condition nodes
+#
+# Each node's match() returns None when the condition does not hold, else the list of matches
+# that explain it (possibly empty). Costs order the children of all/any: lower first.
+
+COST_FIELD, COST_TIME, COST_KEYWORD, COST_REGEX, COST_DETECTOR = 0, 1, 2, 3, 4
+
+
+@dataclass(frozen=True, slots=True)
+class AlwaysC:
+    label: str
+    cost: int = COST_FIELD
+
+    def match(self, ctx: Context) -> list[Match] | None:
+        return [(self.label, None, None, None)]
+
+
+@dataclass(frozen=True, slots=True)
+class FieldC:
+    """channel / account / language / conversation: the message attribute is one of values."""
+
+    label: str
+    field: str
+    values: frozenset[str]
+    cost: int = COST_FIELD
+
+    def match(self, ctx: Context) -> list[Match] | None:
+        if self.field == "conversation":
+            value: str | None = "new" if ctx.new_conversation else "follow_up"
+        else:
+            value = getattr(ctx, self.field)
+        if value in self.values:
+            return [(self.label, self.field, None, None)]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class SenderC:
+    label: str
+    attrs: tuple[tuple[str, frozenset[str]], ...]
+    cost: int = COST_FIELD
+
+    def match(self, ctx: Context) -> list[Match] | None:
+        sender = ctx.sender
+        for attr, values in self.attrs:
+            if sender.get(attr) not in values:
+                return None
+        return [(self.label, f"sender.{a}", None, None) for a, _ in self.attrs]
+
+
+@dataclass(frozen=True, slots=True)
+class KeywordsC:
+    """contains_any / contains_all (subject and text) and the subject_ variants."""
+
+    label: str
+    kw_ids: tuple[int, ...]
+    need_all: bool
+    subject_only: bool
+    cost: int = COST_KEYWORD
+    positions: Mapping[int, int] = field(default_factory=dict)  # keyword id -> index in list
+
+    def _find(self, ctx: Context, i: int, kw: int) -> Match | None:
+        hit = ctx.subject_hits.get(kw)
+        if hit is not None:
+            s, e = ctx.span("subject", *hit)
+            return (f"{self.label}[{i}]", "subject", s, e)
+        if not self.subject_only:
+            hit = ctx.text_hits.get(kw)
+            if hit is not None:
+                s, e = ctx.span("text", *hit)
+                return (f"{self.label}[{i}]", "text", s, e)
+        return None
+
+    def match(self, ctx: Context) -> list[Match] | None:
+        if not self.need_all:
+            # Walk the message's hits (a handful) rather than the rule's keywords (maybe
+            # hundreds); the first hit in text order explains the match.
+            positions = self.positions
+            for name, hits in (("subject", ctx.subject_hits), ("text", ctx.text_hits)):
+                if name == "text" and self.subject_only:
+                    break
+                for kw, (start, end) in hits.items():
+                    i = positions.get(kw)
+                    if i is not None:
+                        s, e = ctx.span(name, start, end)
+                        return [(f"{self.label}[{i}]", name, s, e)]
+            return None
+        out: list[Match] = []
+        for kw in self.kw_ids:
+            found = self._find(ctx, self.positions[kw], kw)
+            if found is None:
+                return None
+            out.append(found)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class RegexC:
+    label: str
+    regex_id: int
+    subject_only: bool
+    cost: int = COST_REGEX
+    factors: tuple[int, ...] = ()  # literal keyword ids, one of which every match contains
+
+    def match(self, ctx: Context) -> list[Match] | None:
+        names = ("subject",) if self.subject_only else ("subject", "text")
+        for name in names:
+            if name == "subject" and not ctx.has_subject():
+                continue
+            hit = ctx.regex(self.regex_id, name)
+            if hit is not None:
+                s, e = ctx.span(name, *hit)
+                return [(self.label, name, s, e)]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class DetectorC:
+    label: str
+    kinds: frozenset[str]
+    cost: int = COST_DETECTOR
+
+    def match(self, ctx: Context) -> list[Match] | None:
+        for name in ("subject", "text"):
+            if name == "subject" and not ctx.has_subject():
+                continue
+            hit = ctx.found(name, self.kinds)
+            if hit is not None:
+                return [(self.label, name, hit[0], hit[1])]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class TimeC:
+    """time windows, and business_hours (hours None = the group works around the clock)."""
+
+    label: str
+    hours: Hours | None
+    cost: int = COST_TIME
+
+    def match(self, ctx: Context) -> list[Match] | None:
+        if self.hours is None or self.hours.contains(ctx.now()):
+            return [(self.label, "received_at", None, None)]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class AllC:
+    label: str
+    children: tuple[Cond, ...]
+    cost: int
+
+    def match(self, ctx: Context) -> list[Match] | None:
+        out: list[Match] = []
+        for child in self.children:
+            found = child.match(ctx)
+            if found is None:
+                return None
+            out.extend(found)
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class AnyC:
+    label: str
+    children: tuple[Cond, ...]
+    cost: int
+
+    def match(self, ctx: Context) -> list[Match] | None:
+        for child in self.children:
+            found = child.match(ctx)
+            if found is not None:
+                return found
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class NotC:
+    label: str
+    child: Cond
+    cost: int
+
+    def match(self, ctx: Context) -> list[Match] | None:
+        if self.child.match(ctx) is None:
+            return [(self.label, None, None, None)]
+        return None
+
+
+Cond = AlwaysC | FieldC | SenderC | KeywordsC | RegexC | DetectorC | TimeC | AllC | AnyC | NotC
+
+
+# --------------------------------------------------------------------------- rules and rule set
+
+
+@dataclass(frozen=True, slots=True)
+class Actions:
+    tags: tuple[str, ...]
+    priority: int | None
+    raise_priority: int | None
+    route: str | None
+    escalate: bool
+    auto_reply: Mapping[str, str] | None
+    redact: frozenset[str]
+    stop: bool
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    index: int
+    id: str
+    cond: Cond
+    then: Actions
+    gate: frozenset[int] | None  # keyword ids, one of which must be present; None = ungated
+
+
+@dataclass(frozen=True, slots=True)
+class Keyword:
+    text: str  # normalised
+    word_edges: bool  # False when neither end is a word character (CJK): plain substring
+
+
+@dataclass(frozen=True)
+class CompiledRules:
+    """Everything evaluation needs, immutable once built."""
+
+    rules: tuple[CompiledRule, ...]
+    keywords: tuple[Keyword, ...]
+    automaton: Any  # ahocorasick.Automaton, or None when no rule has keywords
+    keyword_rules: Mapping[int, tuple[int, ...]]  # keyword id -> indexes of rules gated on it
+    ungated: frozenset[int]
+    regexes: tuple[Any, ...]  # compiled RE2 patterns, by regex id
+    eager_kinds: frozenset[str]  # detector kinds of ungated rules: found in one pass per message
+    groups: Mapping[str, m.GroupInfo]
+    default_group: str
+    default_priority: int
+
+
+class _Builder:
+    def __init__(self, doc: m.RuleFile) -> None:
+        self.doc = doc
+        self.hours = {g.id: (Hours.from_window(g.hours) if g.hours is not None else None) for g in doc.groups}
+        self.kw_ids: dict[tuple[str, bool], int] = {}
+        self.regex_ids: dict[str, int] = {}
+        self._frequency_by_id: list[int] = []
+
+    def keyword(self, text: str, literal: bool = False) -> int:
+        """The id of a rule keyword (normalised, word edges) or of a regex literal (verbatim)."""
+        if literal:
+            key = (text, False)
+        else:
+            norm = normalize_keyword(text)
+            key = (norm, is_word_char(norm[0]) or is_word_char(norm[-1]))
+        return self.kw_ids.setdefault(key, len(self.kw_ids))
+
+    def regex(self, pattern: str) -> int:
+        return self.regex_ids.setdefault(pattern, len(self.regex_ids))
+
+    def condition(self, cond: Any, label: str) -> Cond:
+        def at(key: str) -> str:
+            return f"{label}.{key}" if label else key
+
+        if isinstance(cond, m.Always):
+            return AlwaysC(at("always"))
+        if isinstance(cond, m.Channel):
+            return FieldC(at("channel"), "channel", frozenset(cond.channel))
+        if isinstance(cond, m.Account):
+            return FieldC(at("account"), "account", frozenset(cond.account))
+        if isinstance(cond, m.Language):
+            return FieldC(at("language"), "language", frozenset(cond.language))
+        if isinstance(cond, m.Conversation):
+            return FieldC(at("conversation"), "conversation", frozenset({cond.conversation}))
+        if isinstance(cond, m.Sender):
+            attrs = tuple(sorted((k, frozenset(v)) for k, v in cond.sender.items()))
+            return SenderC(at("sender"), attrs)
+        if isinstance(cond, m.ContainsAny | m.ContainsAll | m.SubjectContainsAny | m.SubjectContainsAll):
+            key, words = next(iter(cond.model_dump().items()))
+            ids = [self.keyword(w) for w in words]
+            # The first position of each keyword in the author's list, for the trace label.
+            positions = {kw: i for i, kw in reversed(list(enumerate(ids)))}
+            return KeywordsC(
+                at(key),
+                tuple(dict.fromkeys(ids)),
+                key.endswith("_all"),
+                key.startswith("subject_"),
+                positions=positions,
+            )
+        if isinstance(cond, m.Regex | m.SubjectRegex):
+            subject = isinstance(cond, m.SubjectRegex)
+            pattern = cond.subject_regex if isinstance(cond, m.SubjectRegex) else cond.regex
+            factors = required_literals(pattern)
+            return RegexC(
+                at("subject_regex" if subject else "regex"),
+                self.regex(pattern),
+                subject,
+                factors=tuple(self.keyword(f, literal=True) for f in sorted(factors or ())),
+            )
+        if isinstance(cond, m.Detector):
+            return DetectorC(at("detector"), expand_kinds(cond.detector))
+        if isinstance(cond, m.Time):
+            return TimeC(at("time"), Hours.from_window(cond.time))
+        if isinstance(cond, m.BusinessHours):
+            return TimeC(at("business_hours"), self.hours[cond.business_hours])
+        if isinstance(cond, m.All):
+            return self.combine(AllC, at("all"), cond.all)
+        if isinstance(cond, m.AnyOf):
+            return self.combine(AnyC, at("any"), cond.any)
+        if isinstance(cond, m.Not):
+            child = self.condition(cond.not_, at("not"))
+            return NotC(at("not"), child, child.cost)
+        raise TypeError(f"unknown condition {cond!r}")  # the model makes this unreachable
+
+    def combine(self, kind: type[AllC] | type[AnyC], label: str, items: Sequence[Any]) -> AllC | AnyC:
+        children = [self.condition(c, f"{label}[{i}]") for i, c in enumerate(items)]
+        # sorted() is stable: equal costs keep the author's order, so evaluation is deterministic.
+        children.sort(key=lambda c: c.cost)
+        return kind(label, tuple(children), max(c.cost for c in children))
+
+    def gate(self, cond: Cond) -> frozenset[int] | None:
+        """Keyword ids at least one of which any message satisfying ``cond`` contains."""
+        if isinstance(cond, RegexC):
+            return frozenset(cond.factors) if cond.factors else None
+        if isinstance(cond, KeywordsC):
+            if cond.need_all:
+                return frozenset({min(cond.kw_ids, key=self._rarity)})
+            return frozenset(cond.kw_ids)
+        if isinstance(cond, AllC):
+            gates = [g for g in (self.gate(c) for c in cond.children) if g is not None]
+            return min(gates, key=lambda g: sum(map(self._rarity, g))) if gates else None
+        if isinstance(cond, AnyC):
+            union: set[int] = set()
+            for child in cond.children:
+                g = self.gate(child)
+                if g is None:
+                    return None
+                union |= g
+            return frozenset(union)
+        return None  # not, and every non-keyword condition, can hold without any keyword
+
+    def _rarity(self, kw_id: int) -> int:
+        return self._frequency_by_id[kw_id]
+
+    def build(self) -> CompiledRules:
+        compiled: list[CompiledRule] = []
+        conds = [self.condition(_as_condition(r.when), "") for r in self.doc.rules]
+        # How many rules use each keyword: gates prefer rare keywords.
+        frequency = [0] * len(self.kw_ids)
+        for cond in conds:
+            for kw in set(_ids(cond)):
+                frequency[kw] += 1
+        self._frequency_by_id = frequency
+        texts = {i: t for t, i in self.kw_ids.items()}
+        keyword_rules: dict[int, list[int]] = {}
+        ungated: set[int] = set()
+        for index, (rule, cond) in enumerate(zip(self.doc.rules, conds, strict=True)):
+            gate = self.gate(cond)
+            if gate is None:
+                ungated.add(index)
+            else:
+                for kw in gate:
+                    keyword_rules.setdefault(kw, []).append(index)
+            compiled.append(CompiledRule(index, rule.id, cond, self.actions(rule.then), gate))
+        keywords = tuple(Keyword(*texts[i]) for i in range(len(texts)))
+        return CompiledRules(
+            rules=tuple(compiled),
+            keywords=keywords,
+            automaton=_automaton(keywords),
+            keyword_rules={k: tuple(v) for k, v in keyword_rules.items()},
+            ungated=frozenset(ungated),
+            eager_kinds=frozenset(
+                k
+                for i in ungated
+                for node in _nodes(compiled[i].cond)
+                if isinstance(node, DetectorC)
+                for k in node.kinds
+            ),
+            regexes=tuple(compile_regex(p) for p in self.regex_ids),
+            groups={
+                g.id: m.GroupInfo(g.id, g.name or g.id, tuple(g.languages), self.hours[g.id]) for g in self.doc.groups
+            },
+            default_group=self.doc.defaults.group,
+            default_priority=_priority(self.doc.defaults.priority),
+        )
+
+    def actions(self, then: m.Then) -> Actions:
+        reply: Mapping[str, str] | None = None
+        if isinstance(then.auto_reply, str):
+            reply = self.doc.templates[then.auto_reply]
+        elif then.auto_reply is not None:
+            reply = then.auto_reply
+        return Actions(
+            tags=tuple(dict.fromkeys(then.tags)),
+            priority=_priority(then.priority) if then.priority is not None else None,
+            raise_priority=then.raise_priority,
+            route=then.route,
+            escalate=then.escalate,
+            auto_reply=reply,
+            redact=expand_kinds(then.redact or ()),
+            stop=then.stop,
+        )
+
+
+def _priority(text: str) -> int:
+    return int(text[1:])
+
+
+def _as_condition(when: Any) -> Any:
+    """``when: [a, b]`` means ``all: [a, b]``."""
+    return m.All(all=when) if isinstance(when, list) else when
+
+
+def _nodes(cond: Cond) -> Iterator[Cond]:
+    yield cond
+    if isinstance(cond, AllC | AnyC):
+        for child in cond.children:
+            yield from _nodes(child)
+    elif isinstance(cond, NotC):
+        yield from _nodes(cond.child)
+
+
+def _ids(cond: Cond) -> Iterator[int]:
+    """Every keyword id a compiled condition refers to."""
+    if isinstance(cond, KeywordsC):
+        yield from cond.kw_ids
+    elif isinstance(cond, RegexC):
+        yield from cond.factors
+    elif isinstance(cond, AllC | AnyC):
+        for child in cond.children:
+            yield from _ids(child)
+    elif isinstance(cond, NotC):
+        yield from _ids(cond.child)
+
+
+def _automaton(keywords: Sequence[Keyword]) -> Any:
+    if not keywords:
+        return None
+    # One automaton entry per distinct text: a rule keyword and a regex literal can be the same
+    # string with different ids (and edge rules), and add_word would keep only the last one.
+    by_text: dict[str, list[tuple[int, bool]]] = {}
+    for kw_id, kw in enumerate(keywords):
+        by_text.setdefault(kw.text, []).append((kw_id, kw.word_edges))
+    automaton = ahocorasick.Automaton()
+    for text, ids in by_text.items():
+        automaton.add_word(text, (len(text), tuple(ids)))
+    automaton.make_automaton()
+    return automaton
+
+
+def compile_rules(doc: m.RuleFile) -> CompiledRules:
+    """Build the matcher for a validated document (see the module docstring)."""
+    return _Builder(doc).build()

@@ -1,0 +1,514 @@
+"""Built-in detectors: transaction hashes, crypto addresses, leaked secrets, e-mail, phone.
+
+All detectors run on the *original* text (offsets are in it) and are pure functions. Addresses and
+keys are validated (base58check, bech32/bech32m, EIP-55), so random-looking strings do not count.
+
+Decisions, with the reasons:
+
+* Only Bitcoin *mainnet* addresses (``1…``/``3…``/``bc1…``) and keys are reported; testnet
+  (``tb1``, ``m``/``n``/``2``) is not a support case. Testnet WIF/``tprv`` keys are still reported as
+  private keys: a secret is a secret.
+* ETH: ``0x`` + 40 hex. All-lower or all-upper hex is accepted unchecked (no checksum encoded);
+  mixed case must pass EIP-55, because mixed case *is* the checksum.
+* 64 hex (with or without ``0x``) is a ``txid`` unless a private-key word appears within
+  ``_KEY_CONTEXT_BEFORE`` characters before it or ``_KEY_CONTEXT_AFTER`` after it, then it is a
+  ``private_key`` (and not also a txid).
+* Seed phrase: a run of >= 12 consecutive BIP-39 English words separated only by spaces,
+  line breaks, commas, numbering (``1.``, ``2)``, ``#3``) or similar punctuation. The BIP-39
+  checksum is *not* required (users mistype, and a mistyped phrase is still a leaked secret), but
+  it is used (a) to pick the exact phrase inside a longer run (``wallet: athlete … around`` is 13
+  list words; the 12-word window with a valid checksum is the phrase) and (b) to rescue a run that
+  the prose filter would reject. Prose filter: a run where more than a third of the words are
+  everyday English words that happen to be on the list (``please check account balance again``)
+  is prose, not a phrase — a random phrase has ~7% such words. On the 220 labelled samples this
+  gives 11/11 secret-leak messages found and 0 false positives (see tests).
+* Phone: international ``+CC …`` (8-15 digits), Chinese mobiles ``1[3-9]x xxxx xxxx`` including
+  masked ``138****6621`` (a masked number is still a phone number for routing, and redacting it
+  again is harmless), trunk-prefixed local numbers with separators (``010-1234-5678``,
+  ``0532 123 45 67``), Russian ``8 (912) 345-67-89`` and North-American ``(555) 123-4567``.
+  Bare digit runs other than Chinese mobiles are *not* phones: they are usually order/UID numbers.
+
+Cost on the 220 labelled samples (2-core box shared with other jobs): 11.9 µs per message for all
+kinds, 8.7 µs for the two secret kinds alone (always run by the engine). The samples are rich in
+hashes and phrases; plain chat text costs less (every detector has a cheap pre-check).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mnemonic import Mnemonic
+
+__all__ = [
+    "KINDS",
+    "SECRET_KINDS",
+    "Finding",
+    "b58check_decode",
+    "b58check_encode",
+    "bech32_decode",
+    "bech32_encode",
+    "detect",
+    "eip55_checksum",
+    "keccak256",
+]
+
+KINDS: tuple[str, ...] = (
+    "txid",
+    "btc_address",
+    "eth_address",
+    "tron_address",
+    "seed_phrase",
+    "private_key",
+    "email",
+    "phone",
+)
+SECRET_KINDS: frozenset[str] = frozenset({"seed_phrase", "private_key"})
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One detected value: its kind and its ``[start, end)`` span in the text passed in."""
+
+    kind: str
+    start: int
+    end: int
+
+
+# --------------------------------------------------------------------------- base58check
+
+_B58_ALPHABET = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+_B58_INDEX = {c: i for i, c in enumerate(_B58_ALPHABET)}
+
+
+def _dsha256(data: bytes) -> bytes:
+    return hashlib.sha256(hashlib.sha256(data).digest()).digest()
+
+
+def b58check_decode(s: str) -> bytes | None:
+    """Decode a base58check string; the payload (version byte included) or None if invalid."""
+    n = 0
+    for c in s:
+        i = _B58_INDEX.get(c)
+        if i is None:
+            return None
+        n = n * 58 + i
+    raw = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    raw = b"\0" * (len(s) - len(s.lstrip("1"))) + raw
+    if len(raw) < 5:
+        return None
+    payload, check = raw[:-4], raw[-4:]
+    return payload if _dsha256(payload)[:4] == check else None
+
+
+def b58check_encode(payload: bytes) -> str:
+    """Encode bytes (version byte included) as base58check."""
+    raw = payload + _dsha256(payload)[:4]
+    n = int.from_bytes(raw, "big")
+    out = []
+    while n:
+        n, r = divmod(n, 58)
+        out.append(_B58_ALPHABET[r])
+    return "1" * (len(raw) - len(raw.lstrip(b"\0"))) + "".join(reversed(out))
+
+
+# --------------------------------------------------------------------------- bech32 (BIP-173/350)
+
+_BECH32_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
+_BECH32_INDEX = {c: i for i, c in enumerate(_BECH32_CHARSET)}
+_BECH32_CONST = 1
+_BECH32M_CONST = 0x2BC830A3
+
+
+def _bech32_polymod(values: list[int]) -> int:
+    gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+    chk = 1
+    for v in values:
+        top = chk >> 25
+        chk = (chk & 0x1FFFFFF) << 5 ^ v
+        for i in range(5):
+            chk ^= gen[i] if (top >> i) & 1 else 0
+    return chk
+
+
+def _hrp_expand(hrp: str) -> list[int]:
+    return [ord(x) >> 5 for x in hrp] + [0] + [ord(x) & 31 for x in hrp]
+
+
+def bech32_decode(s: str) -> tuple[str, list[int], int] | None:
+    """Decode bech32/bech32m: ``(hrp, 5-bit data without checksum, constant)`` or None.
+
+    The constant tells which variant verified: 1 for bech32, 0x2BC830A3 for bech32m.
+    """
+    if s.lower() != s and s.upper() != s:
+        return None
+    if any(ord(c) < 33 or ord(c) > 126 for c in s) or len(s) > 90:
+        return None
+    s = s.lower()
+    pos = s.rfind("1")
+    if pos < 1 or pos + 7 > len(s):
+        return None
+    hrp = s[:pos]
+    try:
+        data = [_BECH32_INDEX[c] for c in s[pos + 1 :]]
+    except KeyError:
+        return None
+    const = _bech32_polymod(_hrp_expand(hrp) + data)
+    if const not in (_BECH32_CONST, _BECH32M_CONST):
+        return None
+    return hrp, data[:-6], const
+
+
+def bech32_encode(hrp: str, data: list[int], const: int = _BECH32_CONST) -> str:
+    """Encode 5-bit ``data`` under ``hrp`` with the bech32 (1) or bech32m constant."""
+    values = _hrp_expand(hrp) + data
+    polymod = _bech32_polymod([*values, 0, 0, 0, 0, 0, 0]) ^ const
+    checksum = [(polymod >> 5 * (5 - i)) & 31 for i in range(6)]
+    return hrp + "1" + "".join(_BECH32_CHARSET[d] for d in data + checksum)
+
+
+def _convertbits(data: list[int], frombits: int, tobits: int, pad: bool) -> list[int] | None:
+    acc = bits = 0
+    out: list[int] = []
+    maxv = (1 << tobits) - 1
+    for value in data:
+        if value < 0 or value >> frombits:
+            return None
+        acc = (acc << frombits) | value
+        bits += frombits
+        while bits >= tobits:
+            bits -= tobits
+            out.append((acc >> bits) & maxv)
+    if pad:
+        if bits:
+            out.append((acc << (tobits - bits)) & maxv)
+    elif bits >= frombits or ((acc << (tobits - bits)) & maxv):
+        return None
+    return out
+
+
+def _valid_segwit(addr: str, hrp: str = "bc") -> bool:
+    dec = bech32_decode(addr)
+    if dec is None or dec[0] != hrp or not dec[1]:
+        return False
+    _, data, const = dec
+    version = data[0]
+    prog = _convertbits(data[1:], 5, 8, False)
+    if prog is None or version > 16 or not 2 <= len(prog) <= 40:
+        return False
+    if version == 0:
+        return const == _BECH32_CONST and len(prog) in (20, 32)
+    return const == _BECH32M_CONST
+
+
+# --------------------------------------------------------------------------- keccak / EIP-55
+
+
+def _rol64(a: int, n: int) -> int:
+    n %= 64
+    return ((a >> (64 - n)) | (a << n)) & 0xFFFFFFFFFFFFFFFF
+
+
+def _keccak_f1600(lanes: list[list[int]]) -> list[list[int]]:
+    # The compact reference permutation from the Keccak team's Python implementation.
+    r = 1
+    for _ in range(24):
+        c = [lanes[x][0] ^ lanes[x][1] ^ lanes[x][2] ^ lanes[x][3] ^ lanes[x][4] for x in range(5)]
+        d = [c[(x + 4) % 5] ^ _rol64(c[(x + 1) % 5], 1) for x in range(5)]
+        lanes = [[lanes[x][y] ^ d[x] for y in range(5)] for x in range(5)]
+        x, y = 1, 0
+        current = lanes[x][y]
+        for t in range(24):
+            x, y = y, (2 * x + 3 * y) % 5
+            current, lanes[x][y] = lanes[x][y], _rol64(current, (t + 1) * (t + 2) // 2)
+        for y in range(5):
+            row = [lanes[x][y] for x in range(5)]
+            for x in range(5):
+                lanes[x][y] = row[x] ^ ((~row[(x + 1) % 5]) & row[(x + 2) % 5])
+        for j in range(7):
+            r = ((r << 1) ^ ((r >> 7) * 0x71)) % 256
+            if r & 2:
+                lanes[0][0] ^= 1 << ((1 << j) - 1)
+    return lanes
+
+
+def keccak256(data: bytes) -> bytes:
+    """Keccak-256 as Ethereum uses it (not NIST SHA3-256, whose padding differs)."""
+    rate = 136
+    padded = bytearray(data)
+    padded.append(0x01)
+    padded.extend(b"\0" * (-len(padded) % rate))
+    padded[-1] |= 0x80
+    lanes = [[0] * 5 for _ in range(5)]
+    for off in range(0, len(padded), rate):
+        block = padded[off : off + rate]
+        for i in range(rate // 8):
+            lanes[i % 5][i // 5] ^= int.from_bytes(block[8 * i : 8 * i + 8], "little")
+        lanes = _keccak_f1600(lanes)
+    return b"".join(lanes[i % 5][i // 5].to_bytes(8, "little") for i in range(4))
+
+
+def eip55_checksum(address: str) -> str:
+    """Return the EIP-55 mixed-case form of a ``0x`` + 40 hex address."""
+    hex40 = address[2:].lower()
+    digest = keccak256(hex40.encode("ascii")).hex()
+    return "0x" + "".join(c.upper() if int(h, 16) >= 8 else c for c, h in zip(hex40, digest, strict=False))
+
+
+def _valid_eth(address: str) -> bool:
+    body = address[2:]
+    if body.islower() or body.isupper() or body.isdigit():
+        return True
+    return eip55_checksum(address) == "0x" + body
+
+
+# --------------------------------------------------------------------------- patterns
+
+# One scan finds every maximal run of >= 14 ASCII letters/digits (the shortest segwit address);
+# hex, base58 and bech32 values are then told apart per run. One cheap scan beats three specific
+# ones (1.8 vs 4.5 µs a message).
+_BLOB_RE = re.compile(r"[0-9A-Za-z]{14,}")
+_HEX_CHARS = frozenset("0123456789abcdefABCDEF")
+_EMAIL_RE = re.compile(
+    r"(?<![A-Za-z0-9._%+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,24}"
+    r"(?![A-Za-z0-9-])"
+)
+_PHONE_RE = re.compile(
+    r"""
+    (?<![0-9A-Za-z+*])
+    (?:
+        \+\d{1,3}[ .\-]?(?:\(\d{1,4}\)[ .\-]?)?\d{1,4}(?:[ .\-]?\d{1,4}){1,5}
+      | 1[3-9]\d[ \-]?[\d*]{4}[ \-]?\d{4}
+      | \(?0\d{1,4}\)?[ \-]\d{2,4}(?:[ \-]\d{2,4}){1,3}
+      | 8[ \-]?\(\d{3}\)[ \-]?\d{3}[ \-]?\d{2}[ \-]?\d{2}
+      | \(\d{3}\)[ \-]?\d{3}[ \-]\d{4}
+      | \d{3}-\d{3}-\d{4}
+    )
+    (?![0-9A-Za-z*])
+    """,
+    re.VERBOSE,
+)
+_DIGIT_RE = re.compile(r"[\d*]")
+# Every phone shape above is made of these characters; the exact pattern only runs where this
+# cheap one matched (1.5 vs 2.6 µs a message).
+_PHONE_HINT_RE = re.compile(r"[+(\d][\d ()*.\-]{7,}\d")
+
+# Words that introduce a raw private key, in the languages our users write. Matched on an
+# NFC-normalised, case-insensitive window around the hex, after a cheaper literal pre-check
+# (3.5 vs 13.6 µs per 64-hex value).
+_KEY_CONTEXT_RE = re.compile(
+    r"private[\s_-]?key|priv[\s_-]?key|secret[\s_-]?key|私[钥鑰]|密[钥鑰]|秘密鍵"
+    r"|приватн\w*\s+ключ|секретн\w*\s+ключ|закрыт\w*\s+ключ"
+    r"|clave\s+privada|chave\s+privada|cl[ée]\s+priv[ée]e|chiave\s+privata|privater?\s+schl[üu]ssel"
+    r"|[öo]zel\s+anahtar|kh[óo]a\s+(?:ri[êe]ng|b[íi]\s*m[ậa]t)|개인\s?키|비밀\s?키",
+    re.IGNORECASE,
+)
+_KEY_HINT_RE = re.compile(r"key|ключ|clav|chav|cl[ée]|chiav|schl|anahtar|kh[óo]a|키|[钥鑰鍵]")
+_KEY_CONTEXT_BEFORE = 200
+_KEY_CONTEXT_AFTER = 80
+
+# Base58check version prefixes of extended private keys (BIP-32 xprv/tprv, BIP-49/84 y/z/Y/Zprv,
+# their testnet u/v/U/Vprv).
+_XPRV_VERSIONS = frozenset(
+    bytes.fromhex(h)
+    for h in (
+        "0488ade4",
+        "04358394",
+        "049d7878",
+        "044a4e28",
+        "04b2430c",
+        "045f18bc",
+        "0295b005",
+        "024285b5",
+        "02aa7a99",
+        "02575048",
+    )
+)
+
+# --------------------------------------------------------------------------- seed phrases
+
+_MNEMO = Mnemonic("english")
+_BIP39: frozenset[str] = frozenset(_MNEMO.wordlist)
+_VALID_LENGTHS = (24, 21, 18, 15, 12)
+_GAP = r"[\s\d,;:.\-–—·•*/|()\[\]#\"'“”‘’，、；：。]{1,12}"
+# A run of >= 12 words of 3-8 letters (every BIP-39 word is 3-8 letters) with phrase-like gaps;
+# the engine scans this in C, so ordinary prose costs almost nothing.
+_RUN_RE = re.compile(rf"(?<![A-Za-z])[A-Za-z]{{3,8}}(?:{_GAP}[A-Za-z]{{3,8}}){{11,}}(?![A-Za-z])")
+_WORD_RE = re.compile(r"[A-Za-z]+")
+# Everyday English words that are also BIP-39 words; prose made of them is not a phrase.
+_EVERYDAY: frozenset[str] = _BIP39 & frozenset(
+    """
+        that have you this they say will one all there what about when make can like time just know
+        people into year good other then now only come over also use two work first way want because
+        any give day again please help account balance check address still where hello thank order
+        price fee deposit after before still today need next last long little own right same tell
+        very why ask call try leave put mean keep let begin seem show hear play run move live
+        believe bring happen write provide sit stand lose pay meet include continue set learn change
+        lead understand watch follow stop create speak read allow add spend grow open walk win offer
+        remember love consider appear buy wait serve die send expect build stay fall cut reach kill
+        remain suggest raise pass sell require report decide pull never always also maybe sure okay
+        wrong correct valid invalid found find lost phone wallet fund money coin token transfer
+        withdraw trade market network system problem issue question answer reason support team
+        """.split()  # noqa: SIM905
+)
+_SECRETS_PRIORITY = 3
+
+
+def _phrase_ok(words: list[str]) -> bool:
+    everyday = sum(1 for w in words if w in _EVERYDAY)
+    return everyday * 3 <= len(words) or _MNEMO.check(" ".join(words))
+
+
+def _seed_phrases(text: str) -> Iterator[tuple[int, int]]:
+    for run in _RUN_RE.finditer(text):
+        tokens = [(m.start(), m.end(), m.group().lower()) for m in _WORD_RE.finditer(run.group())]
+        base = run.start()
+        i = 0
+        while i < len(tokens):
+            if tokens[i][2] not in _BIP39:
+                i += 1
+                continue
+            j = i
+            while j < len(tokens) and tokens[j][2] in _BIP39:
+                j += 1
+            if j - i >= 12:
+                span = _pick_phrase(tokens[i:j])
+                if span is not None:
+                    yield base + span[0], base + span[1]
+            i = j
+
+
+def _pick_phrase(tokens: list[tuple[int, int, str]]) -> tuple[int, int] | None:
+    words = [t[2] for t in tokens]
+    n = len(words)
+    if n not in _VALID_LENGTHS:
+        # Prefer the longest window whose checksum verifies: it is the phrase, the rest is
+        # surrounding text that happens to be on the list ("wallet: athlete …").
+        for size in _VALID_LENGTHS:
+            for k in range(n - size + 1):
+                if _MNEMO.check(" ".join(words[k : k + size])):
+                    return tokens[k][0], tokens[k + size - 1][1]
+    if not _phrase_ok(words):
+        return None
+    return tokens[0][0], tokens[-1][1]
+
+
+# --------------------------------------------------------------------------- detection
+
+_PRIORITY = {
+    "seed_phrase": _SECRETS_PRIORITY,
+    "private_key": _SECRETS_PRIORITY,
+    "txid": 2,
+    "btc_address": 2,
+    "eth_address": 2,
+    "tron_address": 2,
+    "email": 1,
+    "phone": 0,
+}
+_HEX_KINDS = frozenset({"txid", "eth_address", "private_key"})
+_B58_KINDS = frozenset({"btc_address", "tron_address", "private_key"})
+_BLOB_KINDS = _HEX_KINDS | _B58_KINDS
+# A phrase has >= 11 gaps, and every gap holds one of these (cheap pre-check for short messages).
+_SEPARATORS = (" ", "\n", ",", ".", ")", "，", "、")
+
+
+def _key_context(text: str, start: int, end: int) -> bool:
+    window = text[max(0, start - _KEY_CONTEXT_BEFORE) : end + _KEY_CONTEXT_AFTER].lower()
+    if _KEY_HINT_RE.search(window) is None:
+        return False
+    if not window.isascii():
+        window = unicodedata.normalize("NFC", window)
+    return _KEY_CONTEXT_RE.search(window) is not None
+
+
+def _blobs(text: str, want: frozenset[str], out: list[Finding]) -> None:
+    hex_kinds = bool(want & _HEX_KINDS)
+    b58_kinds = bool(want & _B58_KINDS)
+    for m in _BLOB_RE.finditer(text):
+        s = m.group()
+        start, end = m.span()
+        prefixed = s[:2] in ("0x", "0X")
+        body = s[2:] if prefixed else s
+        if len(body) in (40, 64) and _HEX_CHARS.issuperset(body):
+            if not hex_kinds:
+                continue
+            if len(body) == 40:
+                if prefixed and _valid_eth(s):
+                    out.append(Finding("eth_address", start, end))
+            else:
+                secret = _key_context(text, start, end)
+                out.append(Finding("private_key" if secret else "txid", start, end))
+        elif s[:3] in ("bc1", "BC1"):
+            if "btc_address" in want and _valid_segwit(s):
+                out.append(Finding("btc_address", start, end))
+        elif b58_kinds and 25 <= len(s) <= 112:
+            kind = _base58_kind(s)
+            if kind is not None:
+                out.append(Finding(kind, start, end))
+
+
+def _base58_kind(s: str) -> str | None:
+    payload = b58check_decode(s)
+    if payload is None:
+        return None
+    version, n = payload[0], len(payload)
+    if n == 21 and version in (0x00, 0x05) and s[0] in "13":
+        return "btc_address"
+    if n == 21 and version == 0x41 and s[0] == "T" and len(s) == 34:
+        return "tron_address"
+    if version in (0x80, 0xEF) and (n == 33 or (n == 34 and payload[-1] == 0x01)):
+        return "private_key"  # WIF, uncompressed (5…/9…) or compressed (K…/L…/c…)
+    if n == 78 and payload[:4] in _XPRV_VERSIONS:
+        return "private_key"
+    return None
+
+
+def _phones(text: str, out: list[Finding]) -> None:
+    for hint in _PHONE_HINT_RE.finditer(text):
+        # pos/endpos keep the look-behind able to see the character before the hint.
+        for m in _PHONE_RE.finditer(text, hint.start(), min(len(text), hint.end() + 1)):
+            _phone(m.group(), m.start(), m.end(), out)
+
+
+def _phone(s: str, start: int, end: int, out: list[Finding]) -> None:
+    digits = len(_DIGIT_RE.findall(s))
+    if (8 <= digits <= 15) if s.startswith("+") else (9 <= digits <= 12):
+        out.append(Finding("phone", start, end))
+
+
+def _resolve(found: list[Finding]) -> list[Finding]:
+    found.sort(key=lambda f: (f.start, -f.end))
+    kept: list[Finding] = []
+    for f in found:
+        if kept and f.start < kept[-1].end:
+            prev = kept[-1]
+            if (_PRIORITY[f.kind], f.end - f.start) > (_PRIORITY[prev.kind], prev.end - prev.start):
+                kept[-1] = f
+            continue
+        kept.append(f)
+    return kept
+
+
+def detect(text: str, kinds: frozenset[str] | None = None) -> list[Finding]:
+    """Find values of the given kinds (all when None) in ``text``.
+
+    Findings are sorted by start and do not overlap: of two overlapping findings the secret wins,
+    then the longer. A 64-hex string is either a ``private_key`` (a key word is near) or a
+    ``txid``, never both. Unknown kind names are ignored.
+    """
+    want = frozenset(KINDS) if kinds is None else kinds
+    found: list[Finding] = []
+    if want & _BLOB_KINDS:
+        _blobs(text, want, found)
+    if "seed_phrase" in want and sum(text.count(c) for c in _SEPARATORS) >= 11:
+        found.extend(Finding("seed_phrase", a, b) for a, b in _seed_phrases(text))
+    if "email" in want and "@" in text:
+        found.extend(Finding("email", m.start(), m.end()) for m in _EMAIL_RE.finditer(text))
+    if "phone" in want:
+        _phones(text, found)
+    if not found:
+        return found
+    return [f for f in _resolve(found) if f.kind in want]

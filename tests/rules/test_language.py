@@ -1,0 +1,94 @@
+"""Tests for rules.language.LanguageDetector."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rules.language import LanguageDetector
+
+SAMPLES = Path(os.environ.get("SWITCHBOARD_SAMPLES", "/work/shared/samples/messages.jsonl"))
+LANGS = ("zh", "en", "ru", "es", "tr", "vi", "pt", "ko")
+
+
+@pytest.fixture(scope="module")
+def det() -> LanguageDetector:
+    return LanguageDetector(LANGS)
+
+
+@pytest.mark.parametrize(
+    ("text", "lang"),
+    [
+        ("你好", "zh"),
+        ("在吗", "zh"),
+        ("請問什麼是冷錢包？", "zh"),
+        ("withdraw USDT 到 Binance 一直 pending，已经 3 小时了，txid 都没生成，what's going on？", "zh"),
+        ("안녕하세요", "ko"),
+        ("TRC20으로 USDT 1000개 입금했는데 아직 안 들어왔어요.", "ko"),
+        ("Привет! Как купить биткоин, если я новичок?", "ru"),
+        ("Sàn có hỗ trợ tiếng Việt không ạ?", "vi"),
+        ("Uygulama son güncellemeden sonra açılmıyor", "tr"),
+        ("Hola, ¿cuándo van a listar KAS?", "es"),
+        ("Olá, como faço para comprar bitcoin pela primeira vez?", "pt"),
+        ("How do I change the leverage on a position that's already open?", "en"),
+        ("hello?", "en"),
+        ("anyone there", "en"),
+    ],
+)
+def test_examples(det: LanguageDetector, text: str, lang: str) -> None:
+    assert det.detect(text) == lang
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "   ",
+        "123456",
+        "0x2dba45c9afb03b1d9478f3a1ecf5932c1b314d3c",
+        "e54c2c87687142c44ee81d2cb0ff9c5d4261053fe349e7347fceb4da6dfcbd20",
+        "https://t.me/xyz 5000 USDT",
+        "👍👍",
+    ],
+)
+def test_unsure_is_none(det: LanguageDetector, text: str) -> None:
+    assert det.detect(text) is None
+
+
+def test_pasted_seed_phrase_does_not_change_language(det: LanguageDetector) -> None:
+    phrase = "erupt flush sustain script reveal airport current toddler repeat pool rabbit gossip"
+    assert det.detect(f"钱包的助记词是下面这些吗？{phrase}") == "zh"
+    assert det.detect(f"essa é minha frase de recuperação, tá certa? {phrase}") == "pt"
+
+
+def test_chinese_name_in_english_stays_english(det: LanguageDetector) -> None:
+    assert det.detect("Hi, my name is 张伟 and my withdrawal has been pending for two days") == "en"
+
+
+def test_script_language_outside_configured_set() -> None:
+    d = LanguageDetector(["en", "es"])
+    assert d.detect("Привет, помогите пожалуйста") == "ru"
+    assert d.detect("Hola, necesito ayuda con mi retiro por favor") == "es"
+
+
+def test_single_latin_language() -> None:
+    d = LanguageDetector(["zh", "en"])
+    assert d.detect("my deposit has not arrived yet") == "en"
+    assert d.detect("充值没到账") == "zh"
+
+
+def test_no_latin_language() -> None:
+    d = LanguageDetector(["zh", "ko"])
+    assert d.detect("my deposit has not arrived yet") is None
+    assert d.detect("充值没到账") == "zh"
+
+
+def test_samples_accuracy(det: LanguageDetector) -> None:
+    if not SAMPLES.exists():
+        pytest.skip(f"{SAMPLES} not available")
+    rows = [json.loads(x) for x in SAMPLES.read_text(encoding="utf-8").splitlines() if x]
+    wrong = [(r["id"], r["lang"], det.detect(r["text"])) for r in rows if det.detect(r["text"]) != r["lang"]]
+    assert len(wrong) <= len(rows) * 0.05, wrong
