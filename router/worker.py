@@ -28,6 +28,7 @@ import signal
 import socket
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +57,20 @@ def _json(value: Any) -> str:
     return _encoder.encode(value).decode()
 
 
+def _ck(env: Envelope) -> str:
+    return f"{env.channel}:{env.account}:{env.conversation_key}"
+
+
+@dataclass(slots=True)
+class _Batch:
+    """A prepared batch: the pipeline of script calls and what to check in its results."""
+
+    pipe: Any
+    dead: int
+    routed: list[bytes]
+    cks: set[str]
+
+
 def _priority_sla_ms(settings: Settings) -> dict[str, int]:
     return {label[1:]: seconds * 1000 for label, seconds in settings.conversations.sla_s.items()}
 
@@ -75,6 +90,8 @@ class Worker:
         self._reopen_ms = settings.conversations.reopen_window_s * 1000
         self._stopping = asyncio.Event()
         self._recover = True  # read own pending entries before new ones
+        self._inflight: asyncio.Task[None] | None = None
+        self._inflight_cks: set[str] = set()
         self._last_reclaim = 0.0
         self._last_beat = 0.0
         self._last_rules = 0.0
@@ -108,6 +125,8 @@ class Worker:
                         raise
                     await ensure_group(self.client, self.keys.inbox, ROUTER_GROUP)
         finally:
+            with contextlib.suppress(*TRANSIENT_ERRORS):
+                await self.flush()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -154,14 +173,32 @@ class Worker:
                 self.name,
                 {self.keys.inbox: ">"},
                 count=wcfg.batch,
-                block=wcfg.block_ms,
+                # With a batch in flight, do not wait for more: finish that batch first.
+                block=None if self._inflight is not None else wcfg.block_ms,
             )
             entries = streams[0][1] if streams else []
-        if entries:
-            await self.process(entries, attempts=1)
+        # Evaluate this batch while Redis still runs the previous one's scripts, then send it.
+        batch = await self._prepare(entries, attempts=1) if entries else None
+        await self.flush()
+        if batch is not None:
+            self._inflight_cks = batch.cks
+            self._inflight = asyncio.create_task(self._commit(batch))
         return len(entries)
 
+    async def flush(self) -> None:
+        """Wait for the batch in flight (its errors surface here)."""
+        inflight, self._inflight = self._inflight, None
+        if inflight is not None:
+            try:
+                await inflight
+            finally:
+                self._inflight_cks = set()
+
     async def process(self, entries: Sequence[Entry], attempts: int) -> None:
+        """Route ``entries`` now (used for reclaimed entries; the loop pipelines via ``step``)."""
+        await self._commit(await self._prepare(entries, attempts))
+
+    async def _prepare(self, entries: Sequence[Entry], attempts: int) -> _Batch:
         engine = self.rules.engine
         parsed: list[tuple[bytes, Envelope]] = []
         dead: list[tuple[bytes, str]] = []
@@ -210,8 +247,12 @@ class Worker:
                 routed.append(entry_id)
         if failed:
             pipe.hset(self.keys.failures, mapping={k: v for k, v in failed.items()})
-        results = await pipe.execute(raise_on_error=False)
-        for entry_id, result in zip(routed, results[len(dead) : len(dead) + len(routed)], strict=True):
+        return _Batch(pipe, len(dead), routed, {_ck(env) for _, env in parsed})
+
+    async def _commit(self, batch: _Batch) -> None:
+        results = await batch.pipe.execute(raise_on_error=False)
+        routed, dead = batch.routed, batch.dead
+        for entry_id, result in zip(routed, results[dead : dead + len(routed)], strict=True):
             if isinstance(result, Exception):
                 if isinstance(result, TRANSIENT_ERRORS):
                     raise result
@@ -222,11 +263,12 @@ class Worker:
 
     async def _known_conversations(self, envs: Sequence[Envelope]) -> list[bool]:
         """Whether each message joins an existing conversation (the rules' follow-up state)."""
-        cks = [f"{e.channel}:{e.account}:{e.conversation_key}" for e in envs]
+        cks = [_ck(e) for e in envs]
         states = await self.scripts.lookup(args=argv(self.keys.prefix, *cks))
         now_ms = time.time() * 1000
         known: list[bool] = []
-        seen: set[str] = set()
+        # The batch still in flight has not created its conversations yet: its keys are known.
+        seen: set[str] = set(self._inflight_cks)
         for ck, (status, closed_ms) in zip(cks, states, strict=True):
             open_ = bool(status) and (status != b"closed" or now_ms - float(closed_ms or 0) <= self._reopen_ms)
             # A second message of the same conversation in one batch is a follow-up too.
@@ -295,7 +337,7 @@ class Worker:
         return _json(
             {
                 "cg": ROUTER_GROUP,
-                "ck": f"{env.channel}:{env.account}:{env.conversation_key}",
+                "ck": _ck(env),
                 "channel": env.channel,
                 "kind": env.kind,
                 "group": decision.group,

@@ -22,7 +22,7 @@ def message(text: str, *, user: str = "u1", channel: str = "telegram", key: str 
 
 
 async def drain(worker: Worker) -> int:
-    """Route everything in the inbox (own pending entries first)."""
+    """Route everything in the inbox (own pending entries first) and wait for the last batch."""
     total = 0
     while True:
         n = await worker.step()
@@ -31,4 +31,5 @@ async def drain(worker: Worker) -> int:
             n = await worker.step()
             total += n
             if n == 0:
+                await worker.flush()
                 return total

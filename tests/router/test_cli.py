@@ -1,0 +1,95 @@
+"""The README's round trip through the real `switchboard` command against the test Redis."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+
+from tests.conftest import SWITCHBOARD
+
+
+def sb(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*SWITCHBOARD, *args], env=env, capture_output=True, text=True, timeout=60, check=check)
+
+
+def wait_for(predicate: object, seconds: float = 20) -> None:
+    deadline = time.monotonic() + seconds
+    while not predicate():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.1)
+
+
+def test_send_queue_claim_reply_sandbox_inbox(env: dict[str, str]) -> None:
+    run = subprocess.Popen([*SWITCHBOARD, "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        sb(env, "send", "--from", "alice", "my withdrawal has not arrived")
+
+        def queued() -> bool:
+            return len(json.loads(sb(env, "queue", "payments", "--json").stdout)) == 1
+
+        wait_for(queued)
+        [conv] = json.loads(sb(env, "queue", "payments", "--json").stdout)
+        assert conv["sender"]["id"] == "alice" and conv["channel"] == "sandbox"
+        claimed = json.loads(sb(env, "claim", "payments", "--agent", "bob", "--json").stdout)
+        assert claimed == {"conversation": conv["id"]}
+        assert sb(env, "claim", "payments", "--agent", "carol", check=False).returncode == 1  # empty now
+        sb(env, "reply", conv["id"], "It is on its way", "--agent", "bob")
+
+        def delivered() -> bool:
+            return any(
+                i["text"] == "It is on its way"
+                for i in json.loads(sb(env, "sandbox", "inbox", "alice", "--json").stdout)
+            )
+
+        wait_for(delivered)
+        shown = json.loads(sb(env, "show", conv["id"], "--json").stdout)
+        assert [h["type"] for h in shown["history"]][:3] == ["inbound", "status", "outbound"]
+        assert list(shown["deliveries"].values()) == ["delivered"]
+        stats = json.loads(sb(env, "stats", "--json").stdout)
+        assert any(k.startswith("worker:") for k in stats["health"])
+        assert sb(env, "check").returncode == 0
+        sb(env, "close", conv["id"], "--agent", "bob")
+        assert json.loads(sb(env, "show", conv["id"], "--json").stdout)["conversation"]["status"] == "closed"
+    finally:
+        run.send_signal(signal.SIGTERM)
+        _, err = run.communicate(timeout=20)
+    assert run.returncode == 0, err
+
+
+def test_dead_letters_list_retry_drop(env: dict[str, str]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(env["SWITCHBOARD_REDIS__URL"])
+    prefix = env["SWITCHBOARD_PREFIX"]
+    client.xgroup_create(prefix + "inbox", "routers", id="0", mkstream=True)
+    client.xadd(prefix + "inbox", {"env": "{broken"})
+    worker = subprocess.Popen([*SWITCHBOARD, "worker"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: client.xlen(prefix + "dead") == 1)
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(20)
+    [item] = json.loads(sb(env, "dead", "list", "--json").stdout)
+    assert item["reason"].startswith("invalid envelope") and item["payload"] == "{broken"
+    assert "1 dead letter(s) appended" in sb(env, "dead", "retry", item["id"]).stdout
+    assert client.xlen(prefix + "dead") == 0 and client.xlen(prefix + "inbox") == 2
+    client.xadd(prefix + "dead", {"entry": "x", "reason": "r", "payload": "p", "attempts": "1", "at": "0"})
+    assert "1 dead letter(s) dropped" in sb(env, "dead", "drop", "--all").stdout
+    client.close()
+
+
+def test_bad_configuration_is_a_clear_error(env: dict[str, str]) -> None:
+    result = sb({**env, "SWITCHBOARD_WORKER__BATCH": "0"}, "stats", check=False)
+    assert result.returncode == 2
+    assert "worker.batch" in result.stderr and "greater than or equal to 1" in result.stderr
+
+
+def test_secret_in_config_file_is_refused(env: dict[str, str], tmp_path: object) -> None:
+    from pathlib import Path
+
+    config = Path(str(tmp_path)) / "sb.toml"
+    config.write_text('[redis]\nurl = "redis://:hunter2@localhost"\n')
+    result = sb(env, "--config", str(config), "stats", check=False)
+    assert result.returncode == 2 and "is a secret" in result.stderr and "hunter2" not in result.stderr
