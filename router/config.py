@@ -49,7 +49,7 @@ class WorkerSettings(BaseModel):
     max_attempts: int = Field(5, ge=1)
     heartbeat_s: float = Field(5.0, gt=0)
     rules_poll_s: float = Field(2.0, gt=0)
-    processes: int = Field(1, ge=1)
+    trim_every_s: float = Field(60.0, gt=0)
 
 
 class ConversationSettings(BaseModel):

@@ -65,14 +65,6 @@ class Inbox:
         """Create the routers' consumer group (and the stream) if missing."""
         await ensure_group(self._client, self._keys.inbox, ROUTER_GROUP)
 
-    async def trim(self, max_age_s: int) -> int:
-        """Drop entries older than ``max_age_s`` (by stream id); returns how many went."""
-        if max_age_s <= 0:
-            return 0
-        from router.scripts import now_ms
-
-        return int(await self._client.xtrim(self._keys.inbox, minid=now_ms() - max_age_s * 1000, approximate=True))
-
 
 async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> None:
     try:

@@ -71,6 +71,12 @@ class _Batch:
     cks: set[str]
 
 
+def _stream_ms(entry_id: bytes | str) -> int:
+    """The millisecond part of a stream id ('1700000000000-3' -> 1700000000000)."""
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    return int(raw.split("-", 1)[0])
+
+
 def _priority_sla_ms(settings: Settings) -> dict[str, int]:
     return {label[1:]: seconds * 1000 for label, seconds in settings.conversations.sla_s.items()}
 
@@ -95,6 +101,7 @@ class Worker:
         self._last_reclaim = 0.0
         self._last_beat = 0.0
         self._last_rules = 0.0
+        self._last_trim = 0.0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -142,6 +149,9 @@ class Worker:
         if now - self._last_rules >= self.settings.worker.rules_poll_s:
             self._last_rules = now
             await self.rules.refresh()
+        if self.settings.inbox.max_age_s and now - self._last_trim >= self.settings.worker.trim_every_s:
+            self._last_trim = now
+            await self.trim()
         if now - self._last_reclaim >= self.settings.worker.claim_idle_ms / 2000:
             self._last_reclaim = now
             await self.reclaim()
@@ -352,6 +362,16 @@ class Worker:
                 "scrub": bool(decision.redactions),
             }
         )
+
+    async def trim(self) -> None:
+        """Drop inbox entries older than ``max_age_s`` — but never one not yet routed."""
+        cutoff = (int(time.time()) - self.settings.inbox.max_age_s) * 1000
+        pending = await self.client.xpending(self.keys.inbox, ROUTER_GROUP)
+        groups = await self.client.xinfo_groups(self.keys.inbox)
+        bounds = [_stream_ms(g["last-delivered-id"]) + 1 for g in groups if g["name"] in (b"routers", "routers")]
+        if pending["pending"]:
+            bounds.append(_stream_ms(pending["min"]))
+        await self.client.xtrim(self.keys.inbox, minid=min([cutoff, *bounds]), approximate=False)
 
     # -- reclaiming ----------------------------------------------------------------------------
     async def reclaim(self) -> int:

@@ -196,3 +196,18 @@ async def test_no_auto_reply_to_auto_submitted_messages(rt: Runtime) -> None:
     await drain(Worker(rt.client, rt.settings))
     assert await rt.client.xlen(rt.keys.outbox("telegram")) == 0
     assert [c.sender_id for c in await rt.queues.head("security")] == ["bot"]
+
+
+async def test_trim_by_age_never_drops_unrouted_entries(rt: Runtime) -> None:
+    rt.settings.inbox.max_age_s = 1
+    worker = Worker(rt.client, rt.settings)
+    await rt.inbox.append(message("deposit missing", user="old"))
+    await drain(worker)  # routed: may go once old enough
+    await asyncio.sleep(1.1)
+    await rt.inbox.append(message("withdrawal stuck", user="pending1"))
+    await rt.client.xreadgroup(ROUTER_GROUP, "ghost", {rt.keys.inbox: ">"}, count=1)  # pending, not routed
+    await asyncio.sleep(1.1)
+    await rt.inbox.append(message("withdrawal stuck", user="unread"))  # not even delivered
+    await worker.trim()
+    remaining = [json.loads(f[b"env"])["sender"]["id"] for _, f in await rt.client.xrange(rt.keys.inbox)]
+    assert remaining == ["pending1", "unread"]
