@@ -56,10 +56,11 @@ class Inbox:
 
     async def append_many(self, envs: Sequence[Envelope]) -> list[Appended]:
         """Append a burst in one round trip; each envelope is still deduplicated on its own."""
-        pipe = self._client.pipeline(transaction=False)
-        for env in envs:
-            await self._scripts.append(args=self._args(env), client=pipe)
-        return [Appended(_str(entry), not fresh) for fresh, entry in await pipe.execute()]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for env in envs:
+                await self._scripts.append(args=self._args(env), client=pipe)
+            results = await pipe.execute()
+        return [Appended(_str(entry), not fresh) for fresh, entry in results]
 
     async def ensure_group(self) -> None:
         """Create the routers' consumer group (and the stream) if missing."""

@@ -260,7 +260,12 @@ class Worker:
         return _Batch(pipe, len(dead), routed, {_ck(env) for _, env in parsed})
 
     async def _commit(self, batch: _Batch) -> None:
-        results = await batch.pipe.execute(raise_on_error=False)
+        try:
+            results = await batch.pipe.execute(raise_on_error=False)
+        finally:
+            # redis-py keeps the connection of a pipeline whose SCRIPT EXISTS pre-check failed
+            # (e.g. Redis restarting) until reset: give it back to the pool.
+            await batch.pipe.reset()
         routed, dead = batch.routed, batch.dead
         for entry_id, result in zip(routed, results[dead : dead + len(routed)], strict=True):
             if isinstance(result, Exception):
