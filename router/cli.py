@@ -243,7 +243,8 @@ async def _stats(rt: Any, args: argparse.Namespace) -> int:
         return 0
     inbox = stats["inbox"]
     print(
-        f"inbox: {inbox['length']} entries, {inbox['pending']} pending, lag {inbox['lag']}; "
+        f"inbox: {inbox['length']} entries, {inbox['pending']} pending"
+        f"{'' if inbox['lag'] is None else ', lag ' + str(inbox['lag'])}; "
         f"dead letters: {stats['dead_letters']}"
     )
     print("queues:")

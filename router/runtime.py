@@ -18,11 +18,11 @@ from adapters.base import Adapter, AdapterContext
 from router.config import Settings
 from router.conversations import Conversations
 from router.inbox import Inbox
-from router.keys import Keys
+from router.keys import ROUTER_GROUP, Keys
 from router.model import new_id
 from router.queues import Queues
 from router.redis import check_version, connect
-from router.rulestore import RuleStore
+from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
 from router.worker import Worker
 
@@ -57,9 +57,10 @@ class Runtime:
 
     async def stats(self) -> dict[str, Any]:
         """Inbox, queues, dead letters, counters and the health of workers and adapters."""
-        from router.keys import ROUTER_GROUP
-
-        groups = await self.queues.groups_with_queues()
+        holder = EngineHolder(self.rules, self.settings.rules.file)
+        await holder.refresh()
+        # Every group of the rules in force, plus any queue left by groups since removed.
+        groups = sorted(set(holder.engine.groups) | set(await self.queues.groups_with_queues()))
         qstats = await self.queues.stats(groups)
         pipe = self.client.pipeline(transaction=False)
         pipe.xlen(self.keys.inbox)
