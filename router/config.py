@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -75,6 +75,32 @@ class SandboxSettings(BaseModel):
     enabled: bool = True
 
 
+class WebSettings(BaseModel):
+    """The web console and HTTP API (``switchboard web``, and inside ``switchboard run``)."""
+
+    enabled: bool = True  # inside `switchboard run`; `switchboard web` always serves
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    # Secure cookies: set when the console is served behind TLS (a reverse proxy terminating it);
+    # requests that arrive over https get Secure cookies whatever this says.
+    secure_cookies: bool = False
+    # Keys session ids and API tokens before they are stored in Redis. Secrets: environment
+    # (SWITCHBOARD_WEB__SESSION_SECRET) or a file; unset, one is generated and kept in Redis.
+    session_secret: SecretStr | None = None
+    session_secret_file: Path | None = None
+    # The first admin's password (user ``admin``, created on first start); unset, a one-time
+    # password is printed and must be changed at first login.
+    admin_password: SecretStr | None = None
+    admin_password_file: Path | None = None
+    session_ttl_s: int = Field(12 * 3600, ge=60)
+    # Login rate limiting: failures allowed per user name and per client address in the window.
+    login_max_failures: int = Field(5, ge=1)
+    login_max_failures_per_ip: int = Field(30, ge=1)
+    login_window_s: int = Field(300, ge=1)
+    # The dashboard's time series: one sample of counters and depths every sample_s seconds.
+    sample_s: float = Field(15.0, gt=0)
+
+
 #: Channel adapters' sections: validated by each adapter's own model when it starts, so that the
 #: core does not import adapter code (see adapters/__init__.py).
 AdapterSection = dict[str, Any]
@@ -82,8 +108,6 @@ AdapterSection = dict[str, Any]
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", env_nested_delimiter="__", extra="forbid")
-    # Keys that may never come from the TOML file.
-    SECRET_FIELDS: ClassVar[tuple[tuple[str, str], ...]] = (("redis", "url"),)
 
     prefix: str = "sb:"
     log_level: str = "INFO"
@@ -94,6 +118,7 @@ class Settings(BaseSettings):
     conversations: ConversationSettings = ConversationSettings()
     rules: RulesSettings = RulesSettings()
     sandbox: SandboxSettings = SandboxSettings()
+    web: WebSettings = WebSettings()
     telegram: AdapterSection = {}
     discord: AdapterSection = {}
     email: AdapterSection = {}
@@ -130,18 +155,32 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
             raise ConfigError(f"{path}: {exc}") from exc
     elif explicit:
         raise ConfigError(f"{path}: no such configuration file")
-    for section, key in Settings.SECRET_FIELDS:
-        if key in data.get(section, {}):
-            raise ConfigError(
-                f"{path}: [{section}] {key} is a secret: set SWITCHBOARD_{section.upper()}__"
-                f"{key.upper()} in the environment instead"
-            )
+    for where in _secrets_in(data):
+        raise ConfigError(
+            f"{path}: {where} is a secret: set it in the environment (SWITCHBOARD_"
+            f"{where.replace('.', '__').upper()}) or name a file with {where}_file instead"
+        )
     data.update(overrides)
     try:
         return Settings(**data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise ConfigError(f"invalid configuration ({path}): {problems}") from None
+
+
+#: Keys that may never come from the TOML file, at any depth ([telegram.bots.x] token too).
+SECRET_KEYS = frozenset({"token", "password", "secret", "secret_token", "session_secret", "api_key"})
+
+
+def _secrets_in(data: dict[str, Any], path: str = "") -> list[str]:
+    found = []
+    for key, value in data.items():
+        where = f"{path}.{key}" if path else key
+        if isinstance(value, dict):
+            found += _secrets_in(value, where)
+        elif key in SECRET_KEYS or where == "redis.url":
+            found.append(where)
+    return found
 
 
 def read_secret(value: SecretStr | None, file: Path | None, what: str) -> str:

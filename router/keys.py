@@ -26,6 +26,15 @@ cursor:{channel}:{account}      hash      an adapter's durable positions (update
 rules:active                    string    published rule-set version number
 rules:v:{n}                     hash      a published rule set: source, author, at, version hash
 rules:log                       stream    publish / rollback log
+users                           set       web console user names
+user:{name}                     hash      a console user: role, groups (JSON), argon2 hash, token digest
+session:{digest}                string    a console session (JSON: user, csrf token), TTL; keyed digest
+token:{digest}                  string    user name of an API token (keyed digest of the token)
+ratelimit:{kind}:{who}          string    failed-login counter with the window as TTL
+canned                          hash      canned responses: title -> text
+web:secret                      string    generated session secret when none is configured
+samples                         stream    the dashboard's time series (field ``s``: JSON sample), capped
+samples:lock                    string    one sampler per interval across console processes (TTL)
 ==============================  ========  ==========================================================
 
 The Lua scripts derive keys from the prefix too (see router/lua/common.lua); they assume one Redis
@@ -120,3 +129,36 @@ class Keys:
     @property
     def rules_seq(self) -> str:
         return self.prefix + "rules:seq"
+
+    # -- web console (router/console) ---------------------------------------------------------
+    @property
+    def users(self) -> str:
+        return self.prefix + "users"
+
+    def user(self, name: str) -> str:
+        return f"{self.prefix}user:{name}"
+
+    def session(self, digest: str) -> str:
+        return f"{self.prefix}session:{digest}"
+
+    def token(self, digest: str) -> str:
+        return f"{self.prefix}token:{digest}"
+
+    def ratelimit(self, kind: str, who: str) -> str:
+        return f"{self.prefix}ratelimit:{kind}:{who}"
+
+    @property
+    def canned(self) -> str:
+        return self.prefix + "canned"
+
+    @property
+    def web_secret(self) -> str:
+        return self.prefix + "web:secret"
+
+    @property
+    def samples(self) -> str:
+        return self.prefix + "samples"
+
+    @property
+    def samples_lock(self) -> str:
+        return self.prefix + "samples:lock"

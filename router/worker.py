@@ -345,7 +345,6 @@ class Worker:
             "last_text": decision.text[:200],
             "meta": _json(env.meta),
             "rules_version": decision.rules_version,
-            "routed_by": decision.routed_by or "",
         }
         if decision.subject:
             fields["subject"] = decision.subject
@@ -358,6 +357,7 @@ class Worker:
                 "group": decision.group,
                 "prio": decision.priority,
                 "escalate": decision.escalate,
+                "routed_by": decision.routed_by or "",
                 "sla": self._sla,
                 "reopen_ms": self._reopen_ms,
                 "tags": list(decision.tags),

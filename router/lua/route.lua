@@ -21,7 +21,7 @@ local state = 'new'
 local cur
 if cid then
   c = P .. 'conv:' .. cid
-  cur = conv_fields(c, 'status', 'closed_ms', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'tags', 'channel')
+  cur = conv_fields(c, 'status', 'closed_ms', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'tags', 'channel', 'routed_by')
   if not cur.status then
     cid = nil
   elseif cur.status == 'closed' then
@@ -40,7 +40,7 @@ if not cid then
   local due = NOW + sla(d.prio)
   redis.call('HSET', c, 'id', cid, 'group', d.group, 'prio', d.prio, 'status', 'new', 'agent', '',
     'created_ms', num(NOW), 'updated_ms', num(NOW), 'waiting_ms', num(NOW), 'due_ms', num(due),
-    'tags', cjson.encode(d.tags), 'messages', 1)
+    'tags', cjson.encode(d.tags), 'messages', 1, 'routed_by', d.routed_by)
   for k, v in pairs(d.fields) do redis.call('HSET', c, k, v) end
   enqueue(cid, d.group, d.prio, due, NOW)
   hist(cid, 'inbound', d.hist)
@@ -61,7 +61,10 @@ end
 
 local group = cur.group
 local prio = math.min(tonumber(cur.prio), d.prio)
-local moved = d.escalate and d.group ~= group
+-- Sticky, except: a rule escalates, or the group came from the defaults only and a rule now knows
+-- better while nobody has the conversation yet (a "/start" then the real question).
+local placed_by_default = (cur.routed_by or '') == '' and d.routed_by ~= '' and (cur.agent or '') == ''
+local moved = (d.escalate or placed_by_default) and d.group ~= group
 if moved then group = d.group end
 
 local tags = cjson.decode(cur.tags or '[]')
@@ -89,6 +92,7 @@ end
 if cur.status == 'new' then dequeue(cid, cur.group) end
 if status == 'new' then enqueue(cid, group, prio, due, since) end
 
+if moved then redis.call('HSET', c, 'routed_by', d.routed_by) end
 redis.call('HSET', c, 'group', group, 'prio', prio, 'status', status, 'agent', agent,
   'updated_ms', num(NOW), 'waiting_ms', num(since), 'due_ms', num(due), 'tags', cjson.encode(tags))
 redis.call('HINCRBY', c, 'messages', 1)
@@ -98,7 +102,8 @@ if state == 'reopened' then
   hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'reopened'}))
 end
 if moved then
-  hist(cid, 'status', cjson.encode({group = group, from = cur.group, by = 'rules', reason = 'escalated'}))
+  hist(cid, 'status', cjson.encode({group = group, from = cur.group, by = 'rules',
+    reason = d.escalate and 'escalated' or 'routed by ' .. d.routed_by}))
   event(cur.group, 'moved', cid, cjson.encode({to = group}))
 end
 event(group, state == 'reopened' and 'reopened' or 'message', cid, cjson.encode({prio = prio}))

@@ -93,3 +93,13 @@ def test_secret_in_config_file_is_refused(env: dict[str, str], tmp_path: object)
     config.write_text('[redis]\nurl = "redis://:hunter2@localhost"\n')
     result = sb(env, "--config", str(config), "stats", check=False)
     assert result.returncode == 2 and "is a secret" in result.stderr and "hunter2" not in result.stderr
+
+
+def test_nested_secret_in_config_file_is_refused(env: dict[str, str], tmp_path: object) -> None:
+    from pathlib import Path
+
+    config = Path(str(tmp_path)) / "sb.toml"
+    config.write_text('[telegram.bots.main]\ntoken = "123:ABC"\n')
+    result = sb(env, "--config", str(config), "stats", check=False)
+    assert result.returncode == 2 and "telegram.bots.main.token is a secret" in result.stderr
+    assert "123:ABC" not in result.stderr

@@ -211,3 +211,19 @@ async def test_trim_by_age_never_drops_unrouted_entries(rt: Runtime) -> None:
     await worker.trim()
     remaining = [json.loads(f[b"env"])["sender"]["id"] for _, f in await rt.client.xrange(rt.keys.inbox)]
     assert remaining == ["pending1", "unread"]
+
+
+async def test_follow_up_routed_by_a_rule_moves_a_conversation_the_defaults_placed(rt: Runtime) -> None:
+    worker = Worker(rt.client, rt.settings)
+    await rt.inbox.append(message("/start", user="kim"))
+    await drain(worker)
+    [conv] = await rt.queues.head("general")
+    await rt.inbox.append(message("my deposit is missing", user="kim"))
+    await drain(worker)
+    moved = await rt.conversations.get(conv.id)
+    assert (moved.group, moved.priority, moved.routed_by) == ("payments", 2, "payments")
+    assert await rt.queues.head("general") == []
+    # Once a rule placed it, the conversation is sticky again.
+    await rt.inbox.append(message("also 2fa question", user="kim"))
+    await drain(worker)
+    assert (await rt.conversations.get(conv.id)).group == "payments"

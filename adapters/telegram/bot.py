@@ -1,0 +1,381 @@
+"""One bot: its aiogram client, its inbound loop (long polling or webhook), its sends, its health.
+
+No loss, no duplicate: a batch of updates is appended to the inbox first; only then does the
+in-memory offset move past it (so the next getUpdates confirms it to Telegram) and is the offset
+saved as the adapter's cursor (so a restart does not even fetch it again). A crash in between makes
+Telegram send the batch again, and the idempotent append absorbs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections import OrderedDict
+from typing import Any
+
+import aiohttp
+from aiogram import Bot
+from aiogram.client.session.aiohttp import AiohttpSession
+from aiogram.client.telegram import TelegramAPIServer
+from aiogram.exceptions import (
+    AiogramError,
+    TelegramBadRequest,
+    TelegramMigrateToChat,
+    TelegramNotFound,
+    TelegramRetryAfter,
+    TelegramUnauthorizedError,
+)
+from aiogram.types import Message, ReplyParameters, Update
+from pydantic import ValidationError
+
+from adapters.base import AdapterContext
+from adapters.telegram.config import BotSettings
+from adapters.telegram.convert import ALLOWED_UPDATES, CHANNEL, BotIdentity, Ignored, Policy, convert
+from adapters.telegram.outbound import RateLimiter, Target, classify, split_text
+from router.errors import ConfigError, SwitchboardError
+from router.model import Envelope, OutboxItem
+from router.outbox import PermanentFailure
+from router.redis import TRANSIENT_ERRORS, Backoff
+
+log = logging.getLogger("switchboard.telegram")
+
+
+class AttachmentTooLarge(SwitchboardError):
+    """The file is larger than the configured cap (``max_file_bytes``)."""
+
+
+class BotRunner:
+    """One configured bot (one Switchboard account)."""
+
+    def __init__(self, ctx: AdapterContext, settings: BotSettings) -> None:
+        self.ctx = ctx
+        self.name = settings.name
+        self.cfg = settings.config
+        self._token = settings.token
+        session = AiohttpSession(api=TelegramAPIServer.from_base(self.cfg.api_base), timeout=self.cfg.request_timeout_s)
+        self.bot = Bot(settings.token, session=session)
+        self.policy = Policy(frozenset(self.cfg.allowed_chats), self.cfg.private_chats)
+        # A random secret is enough when this process is the only one that calls setWebhook.
+        self.webhook_secret = settings.webhook_secret or secrets.token_urlsafe(32)
+        self.limiter = RateLimiter(self.cfg.global_per_s)
+        self.me: BotIdentity | None = None
+        self.connected = False
+        self.offset: int | None = None
+        self._offset_loaded = False
+        self._webhook_set = False
+        self._webhook_cleared = False
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        # Parts of a split reply already sent, by reply id: a retry resumes instead of repeating.
+        self._progress: OrderedDict[str, int] = OrderedDict()
+        self._unknown_chats: set[int] = set()
+        self.counters = dict.fromkeys(("received", "duplicates", "ignored", "sent", "failed", "rate_limited"), 0)
+        self.last_error = ""
+        self.last_error_at: float | None = None
+        self.last_update_at: float | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def identify(self) -> None:
+        """getMe at start: a refused token is a ConfigError now; an unreachable API is retried later."""
+        try:
+            await self._get_me()
+        except (TelegramUnauthorizedError, TelegramNotFound) as exc:
+            raise ConfigError(
+                f"[telegram] bot {self.name!r}: the Bot API at {self.cfg.api_base} refused the token "
+                f"({exc.message}); check it with @BotFather (/mybots -> API Token)"
+            ) from None
+        except AiogramError as exc:
+            self._fail(f"getMe: {self._describe(exc)}; retrying in the background")
+            log.warning("telegram bot %s: %s", self.name, self.last_error)
+
+    async def start_inbound(self) -> None:
+        """Webhook mode: setWebhook now (a refused URL is a ConfigError). Then start the loop."""
+        if self.cfg.mode == "webhook" and self.me is not None:
+            try:
+                await self._set_webhook()
+            except TelegramBadRequest as exc:
+                raise ConfigError(f"[telegram] bot {self.name!r}: setWebhook refused: {exc.message}") from None
+            except AiogramError as exc:
+                self._fail(f"setWebhook: {self._describe(exc)}; retrying in the background")
+        self._task = asyncio.create_task(self._run(), name=f"telegram-{self.name}")
+
+    async def stop_inbound(self) -> None:
+        """Stop taking updates: cancel the long poll in flight, remove the webhook."""
+        self._stopping.set()
+        if self._task is not None:
+            # wait(), not await: a loop that died (or was cancelled) must not fail the shutdown.
+            await asyncio.wait({self._task})
+            self._task = None
+        if self._webhook_set:
+            try:
+                await self.bot.delete_webhook(drop_pending_updates=False, request_timeout=5)
+                self._webhook_set = False
+            except AiogramError as exc:
+                log.warning("telegram bot %s: deleteWebhook failed: %s", self.name, self._describe(exc))
+
+    async def close(self) -> None:
+        await self.bot.session.close()
+
+    # -- inbound -----------------------------------------------------------------------------
+    async def _run(self) -> None:
+        backoff = Backoff(base=0.5, cap=30.0)
+        while not self._stopping.is_set():
+            try:
+                if self.me is None:
+                    await self._get_me()
+                if self.cfg.mode == "webhook":
+                    if not self._webhook_set:
+                        await self._set_webhook()
+                    await self._stopping.wait()
+                else:
+                    await self._poll(backoff)
+                return
+            except TelegramRetryAfter as exc:
+                self._fail(self._describe(exc))
+                delay = float(exc.retry_after)
+            except TelegramUnauthorizedError as exc:
+                # The token was revoked while running: keep the process up (other channels work),
+                # show it in health, and try again slowly.
+                self._fail(f"token refused ({exc.message}): revoked in @BotFather?")
+                delay = backoff.cap
+            except AiogramError as exc:
+                self._fail(self._describe(exc))
+                delay = backoff.next_delay()
+            except TRANSIENT_ERRORS as exc:
+                self._fail(f"redis: {exc}")
+                delay = backoff.next_delay()
+            except Exception as exc:
+                # A bug must not silently end the bot's inbound loop: log it loudly and carry on.
+                log.exception("telegram bot %s: inbound loop failed", self.name)
+                self._fail(f"{type(exc).__name__}: {exc}")
+                delay = backoff.cap
+            log.warning("telegram bot %s: %s; retrying in %.1fs", self.name, self.last_error, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _poll(self, backoff: Backoff) -> None:
+        if not self._offset_loaded:
+            raw = await self.ctx.cursor_get(CHANNEL, self.name, "offset")
+            self.offset = int(raw) if raw else None
+            self._offset_loaded = True
+        if not self._webhook_cleared:
+            # getUpdates answers 409 while a webhook is set (e.g. after switching modes).
+            await self.bot.delete_webhook(drop_pending_updates=False)
+            self._webhook_cleared = True
+        while not self._stopping.is_set():
+            updates = await self._get_updates()
+            if updates is None:
+                return
+            self.connected = True
+            backoff.reset()
+            if updates:
+                await self._ingest(updates)
+
+    async def _get_updates(self) -> list[Update] | None:
+        """One long poll, abandoned (None) when the adapter stops: nothing of it was confirmed."""
+        poll = asyncio.ensure_future(
+            self.bot.get_updates(
+                offset=self.offset,
+                timeout=self.cfg.poll_timeout_s,
+                allowed_updates=ALLOWED_UPDATES,
+                request_timeout=self.cfg.poll_timeout_s + self.cfg.request_timeout_s,
+            )
+        )
+        stop = asyncio.ensure_future(self._stopping.wait())
+        await asyncio.wait({poll, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not poll.done():
+            poll.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poll
+            return None
+        return poll.result()
+
+    async def _ingest(self, updates: list[Update]) -> None:
+        me = self.me
+        assert me is not None  # _run identifies before polling
+        envelopes: list[Envelope] = []
+        for update in updates:
+            env = self._convert(update, me)
+            if env is not None:
+                envelopes.append(env)
+        if envelopes:
+            results = await self.ctx.inbox.append_many(envelopes)
+            dups = sum(r.duplicate for r in results)
+            self.counters["received"] += len(results) - dups
+            self.counters["duplicates"] += dups
+        # Only now is the batch safe: the next getUpdates confirms it to Telegram.
+        self.offset = max(u.update_id for u in updates) + 1
+        self.last_update_at = time.time()
+        await self.ctx.cursor_set(CHANNEL, self.name, "offset", str(self.offset))
+
+    def _convert(self, update: Update, me: BotIdentity) -> Envelope | None:
+        try:
+            result = convert(update, self.name, me, self.policy)
+        except Exception:
+            # A malformed update must not block every update behind it.
+            log.exception("telegram bot %s: cannot convert update %s; skipped", self.name, update.update_id)
+            self.counters["ignored"] += 1
+            return None
+        if isinstance(result, Ignored):
+            log.debug("telegram bot %s: update %s ignored: %s", self.name, update.update_id, result.reason)
+            self.counters["ignored"] += 1
+            chat = result.unknown_chat
+            if chat is not None and chat not in self._unknown_chats and len(self._unknown_chats) < 1000:
+                self._unknown_chats.add(chat)
+                log.info(
+                    "telegram bot %s: group %s (%s) addressed the bot but is not in allowed_chats; "
+                    "add it there to take its messages",
+                    self.name,
+                    chat,
+                    update.message.chat.title if update.message else "",
+                )
+            return None
+        return result
+
+    async def accept_webhook(self, data: dict[str, Any]) -> int:
+        """One webhook update: 200 once appended (or ignored), 503 to make Telegram send it again."""
+        me = self.me
+        if me is None:
+            return 503
+        try:
+            update = Update.model_validate(data, context={"bot": self.bot})
+        except ValidationError as exc:
+            log.warning("telegram bot %s: unreadable webhook update dropped: %s", self.name, exc)
+            self.counters["ignored"] += 1
+            return 200
+        env = self._convert(update, me)
+        if env is not None:
+            try:
+                result = await self.ctx.inbox.append(env)
+            except TRANSIENT_ERRORS as exc:
+                self._fail(f"redis: {exc}")
+                return 503
+            self.counters["duplicates" if result.duplicate else "received"] += 1
+        self.connected = True
+        self.last_update_at = time.time()
+        return 200
+
+    async def _get_me(self) -> None:
+        user = await self.bot.get_me(request_timeout=self.cfg.request_timeout_s)
+        self.me = BotIdentity(user.id, user.username or "")
+        self.connected = True
+
+    async def _set_webhook(self) -> None:
+        hook = self.cfg.webhook
+        assert hook is not None  # validated with the configuration
+        await self.bot.set_webhook(
+            url=hook.url,
+            secret_token=self.webhook_secret,
+            allowed_updates=ALLOWED_UPDATES,
+            max_connections=hook.max_connections,
+            drop_pending_updates=False,
+        )
+        self._webhook_set = True
+        self.connected = True
+
+    # -- outbound ----------------------------------------------------------------------------
+    async def send(self, item: OutboxItem) -> str:
+        """Send one reply (split when long) as plain text; raise the outbox's failure types."""
+        target = Target.of(item)
+        parts = split_text(item.text)
+        quote = self.cfg.quote == "always" or (self.cfg.quote == "groups" and target.is_group)
+        chat_id = target.chat_id
+        sent: list[int] = []
+        first = self._progress.get(item.id, 0)
+        for index in range(first, len(parts)):
+            reply = None
+            if index == 0 and quote and target.reply_to is not None:
+                # If the user deleted the message, send anyway rather than fail.
+                reply = ReplyParameters(message_id=target.reply_to, allow_sending_without_reply=True)
+            message = await self._send_part(chat_id, target.thread_id, parts[index], reply, item.id)
+            chat_id = message.chat.id  # differs after a group -> supergroup migration
+            sent.append(message.message_id)
+            self._progress[item.id] = index + 1
+            while len(self._progress) > 1000:
+                self._progress.popitem(last=False)
+        self._progress.pop(item.id, None)
+        self.counters["sent"] += 1
+        ids = ",".join(map(str, sent))
+        more = f" ({len(parts)} parts)" if len(parts) > 1 else ""
+        return f"telegram message {chat_id}:{ids}{more}"
+
+    async def _send_part(
+        self, chat_id: int, thread_id: int | None, text: str, reply: ReplyParameters | None, reply_id: str
+    ) -> Message:
+        interval = self.cfg.group_interval_s if chat_id < 0 else self.cfg.chat_interval_s
+        for _ in range(2):
+            await self.limiter.wait(chat_id, interval)
+            try:
+                # No parse_mode: agents' text goes out verbatim, Markdown characters included.
+                return await self.bot.send_message(
+                    chat_id=chat_id,
+                    text=text,
+                    message_thread_id=thread_id,
+                    reply_parameters=reply,
+                )
+            except TelegramMigrateToChat as exc:
+                log.info("telegram chat %s became supergroup %s", chat_id, exc.migrate_to_chat_id)
+                chat_id = exc.migrate_to_chat_id
+            except AiogramError as exc:
+                outcome = classify(exc)
+                if isinstance(exc, TelegramRetryAfter):
+                    self.counters["rate_limited"] += 1
+                    self.limiter.hold(chat_id, float(exc.retry_after))
+                if isinstance(outcome, PermanentFailure):
+                    self.counters["failed"] += 1
+                    self._progress.pop(reply_id, None)
+                self._fail(f"sendMessage to {chat_id}: {outcome}", disconnected=False)
+                raise outcome from None
+        raise PermanentFailure(f"chat {chat_id} migrated more than once")
+
+    async def fetch_file(self, file_id: str, max_bytes: int | None = None) -> bytes:
+        """An attachment's bytes (getFile, then download), refused above the size cap."""
+        cap = min(max_bytes or self.cfg.max_file_bytes, self.cfg.max_file_bytes)
+        try:
+            file = await self.bot.get_file(file_id)
+            if file.file_size is not None and file.file_size > cap:
+                raise AttachmentTooLarge(f"file is {file.file_size} bytes, over the {cap}-byte cap")
+            if not file.file_path:
+                raise SwitchboardError("Telegram gave no download path for this file")
+            url = self.bot.session.api.file_url(self._token, file.file_path)
+            data = bytearray()
+            async for chunk in self.bot.session.stream_content(url, timeout=self.cfg.request_timeout_s):
+                data += chunk
+                if len(data) > cap:
+                    raise AttachmentTooLarge(f"file exceeds the {cap}-byte cap")
+            return bytes(data)
+        except (AiogramError, aiohttp.ClientError, OSError, TimeoutError) as exc:
+            # aiohttp's errors quote the URL, which holds the token.
+            raise SwitchboardError(f"telegram file {file_id}: {self._redact(str(exc))}") from None
+
+    # -- health ------------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        return {
+            "username": self.me.username if self.me else None,
+            "id": self.me.id if self.me else None,
+            "mode": self.cfg.mode,
+            "connected": self.connected,
+            "offset": self.offset,
+            **self.counters,
+            "rate_wait_s": round(self.limiter.waited_s, 3),
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            "last_update_at": self.last_update_at,
+        }
+
+    def _fail(self, error: str, *, disconnected: bool = True) -> None:
+        self.last_error = self._redact(error)
+        self.last_error_at = time.time()
+        # A refused reply (blocked user, closed topic) says nothing about the connection.
+        if disconnected:
+            self.connected = False
+
+    def _describe(self, exc: AiogramError) -> str:
+        return self._redact(f"{type(exc).__name__}: {exc}")
+
+    def _redact(self, text: str) -> str:
+        return text.replace(self._token, "<token>")

@@ -1,0 +1,160 @@
+"""Outbound helpers: where a reply goes, how long text is split, send rates, error mapping."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from aiogram.exceptions import (
+    AiogramError,
+    TelegramAPIError,
+    TelegramBadRequest,
+    TelegramForbiddenError,
+    TelegramRetryAfter,
+)
+
+from router.model import OutboxItem
+from router.outbox import PermanentFailure, TemporaryFailure
+
+#: sendMessage's limit, counted by Telegram in UTF-16 code units.
+MAX_TEXT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The chat, topic and message a reply goes to."""
+
+    chat_id: int
+    thread_id: int | None
+    reply_to: int | None
+
+    @property
+    def is_group(self) -> bool:
+        # Private chats have the user's (positive) id; groups and supergroups negative ids.
+        return self.chat_id < 0
+
+    @classmethod
+    def of(cls, item: OutboxItem) -> Target:
+        """From the meta of the conversation's last inbound message (the conversation key as fallback)."""
+        meta = item.meta
+        key_chat, _, key_thread = item.conversation_key.partition(":")
+        try:
+            chat_id = int(meta.get("chat_id") or key_chat)
+            thread = meta.get("thread_id") or key_thread
+            thread_id = int(thread) if thread else None
+            reply_to = _reply_target(item, chat_id)
+        except ValueError:
+            raise PermanentFailure(f"not a Telegram conversation key: {item.conversation_key!r}") from None
+        return cls(chat_id, thread_id, reply_to)
+
+
+def _reply_target(item: OutboxItem, chat_id: int) -> int | None:
+    if item.meta.get("message_id"):
+        return int(item.meta["message_id"])
+    if item.reply_to:
+        chat, _, rest = item.reply_to.partition(":")
+        message = rest.split(":", 1)[0]
+        if chat == str(chat_id) and message.isdigit():
+            return int(message)
+    return None
+
+
+def utf16_len(text: str) -> int:
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fit(text: str, limit: int) -> int:
+    """How many code points of ``text`` fit in ``limit`` UTF-16 units."""
+    units = 0
+    for i, ch in enumerate(text):
+        units += 2 if ord(ch) > 0xFFFF else 1
+        if units > limit:
+            return i
+    return len(text)
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Split ``text`` into parts of at most ``limit`` UTF-16 units.
+
+    Cuts at the last paragraph break, else line break, else space of each window, provided that
+    keeps at least half a window (no stub parts); a word longer than a window is cut hard. The
+    separator at a cut is dropped; whitespace-only parts are dropped (Telegram refuses them).
+    """
+    parts: list[str] = []
+    rest = text
+    while utf16_len(rest) > limit:
+        cut = max(1, _fit(rest, limit))
+        window = rest[:cut]
+        head, tail = window, rest[cut:]
+        for sep in ("\n\n", "\n", " "):
+            at = window.rfind(sep)
+            if at >= cut // 2:
+                head, tail = window[:at], rest[at + len(sep) :]
+                break
+        parts.append(head.rstrip())
+        rest = tail.lstrip("\n")
+    parts.append(rest)
+    return [p for p in parts if p.strip()]
+
+
+class RateLimiter:
+    """Per-chat spacing and one global rate, so replies stay under Telegram's flood limits.
+
+    Each send reserves its chat's next slot first and only then a global slot, so a chat that
+    must wait (e.g. the third part of a long reply) does not hold up replies to other chats.
+    """
+
+    def __init__(
+        self,
+        global_per_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._spacing = 1.0 / global_per_s
+        self._clock = clock
+        self._sleep = sleep
+        self._next_chat: dict[int, float] = {}
+        self._next_global = 0.0
+        self.waited_s = 0.0
+
+    async def wait(self, chat_id: int, interval: float) -> None:
+        now = self._clock()
+        at = max(now, self._next_chat.get(chat_id, 0.0))
+        self._next_chat[chat_id] = at + interval
+        await self._pause(at - now)
+        now = self._clock()
+        at = max(now, self._next_global)
+        self._next_global = at + self._spacing
+        await self._pause(at - now)
+        if len(self._next_chat) > 10_000:
+            self._next_chat = {c: t for c, t in self._next_chat.items() if t > now}
+
+    def hold(self, chat_id: int, seconds: float) -> None:
+        """Telegram said 429 for this chat: nothing more to it before ``seconds`` passed."""
+        self._next_chat[chat_id] = max(self._next_chat.get(chat_id, 0.0), self._clock() + seconds)
+
+    async def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self.waited_s += seconds
+            await self._sleep(seconds)
+
+
+def classify(exc: AiogramError) -> PermanentFailure | TemporaryFailure:
+    """Map an aiogram error from a send to the outbox's outcome.
+
+    400 (chat not found, topic closed ...) and 403 (user blocked the bot, bot removed from the
+    group) will not get better by retrying; 429, 5xx, network errors, and 401/404/409 (a problem of
+    the bot or the service, not of this reply) are retried with the outbox's backoff.
+    """
+    if isinstance(exc, TelegramRetryAfter):
+        return TemporaryFailure(f"429 Too Many Requests: retry after {exc.retry_after}s", exc.retry_after)
+    if isinstance(exc, TelegramForbiddenError):
+        return PermanentFailure(f"403 {exc.message}")
+    if isinstance(exc, TelegramBadRequest):
+        return PermanentFailure(f"400 {exc.message}")
+    if isinstance(exc, TelegramAPIError):
+        return TemporaryFailure(f"{type(exc).__name__}: {exc.message}")
+    return TemporaryFailure(f"{type(exc).__name__}: {exc}")
