@@ -40,6 +40,15 @@ class AdapterContext:
     async def cursor_set(self, channel: str, account: str, name: str, value: str) -> None:
         await self.client.hset(self.keys.cursor(channel, account), name, value)
 
+    async def cursor_all(self, channel: str, account: str) -> dict[str, str]:
+        """Every durable position of one account, by name."""
+        raw = await self.client.hgetall(self.keys.cursor(channel, account))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def conversation_exists(self, channel: str, account: str, key: str) -> bool:
+        """Whether the router knows a conversation with this key (open or closed)."""
+        return bool(await self.client.exists(self.keys.conv_key(channel, account, key)))
+
 
 class Adapter(Protocol):
     channel: str

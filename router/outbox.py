@@ -55,6 +55,7 @@ class OutboxConsumer:
         max_attempts: int = 8,
         claim_idle_ms: int = 60_000,
         concurrency: int = 8,
+        block_ms: int = 1000,
     ) -> None:
         self.client = client
         self.keys = keys
@@ -62,6 +63,8 @@ class OutboxConsumer:
         self.consumer = consumer
         self.max_attempts = max_attempts
         self.claim_idle_ms = claim_idle_ms
+        # How long one read waits for a reply; also how long stop() may take to be noticed.
+        self.block_ms = block_ms
         self.scripts = Scripts.register(client)
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
@@ -108,7 +111,7 @@ class OutboxConsumer:
                         self.consumer,
                         {stream: start_id},
                         count=50,
-                        block=None if start_id == "0" else 1000,
+                        block=None if start_id == "0" else self.block_ms,
                     )
                     entries = streams[0][1] if streams else []
                     if start_id == "0" and not entries:

@@ -33,6 +33,11 @@ end
 
 local function sla(p) return d.sla[tostring(p)] end
 
+if not cid and d.kind == 'delete' then
+  -- Deleting a message we never routed: nothing to record, and no conversation to start.
+  return {'ignored', '', ''}
+end
+
 if not cid then
   cid = tostring(redis.call('INCR', P .. 'seq:conv'))
   c = P .. 'conv:' .. cid

@@ -1,0 +1,535 @@
+"""The Discord adapter: one bot account, a real discord.py client, the inbox and the outbox.
+
+Inbound: DMs to the bot, messages in the configured support channels and in threads under them.
+Each is appended to the inbox; only then is the channel's cursor moved. After a reconnect that
+could not resume the gateway session (``on_ready`` again), the configured channels, their active
+threads and the recently active DMs are read back from their cursors (``history(after=...)``);
+the inbox's idempotent append absorbs what was seen already.
+
+Outbound: the outbox's replies go to the DM, channel or thread in the reply's metadata, split at
+2,000 characters, with every mention disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import logging
+import math
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+import aiohttp
+import discord
+import redis.exceptions
+
+from adapters.base import AdapterContext
+from adapters.discord_bot import backfill
+from adapters.discord_bot.config import DiscordConfig
+from adapters.discord_bot.convert import CHANNEL, USER_MESSAGE_TYPES, Place, deletion, envelope_of, place_of
+from adapters.discord_bot.cursors import Cursors
+from adapters.discord_bot.outbound import Sender
+from router.errors import ConfigError
+from router.inbox import Appended
+from router.model import Envelope, OutboxItem
+from router.outbox import TemporaryFailure
+
+log = logging.getLogger("switchboard.discord")
+
+#: Errors worth retrying an inbox append for: Redis restarting or unreachable for a moment.
+REDIS_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: Locks that keep each channel's events in order (channels share a lock by id modulo this).
+ORDER_STRIPES = 64
+#: Errors of the network to Discord, for which the client is rebuilt and retried.
+NETWORK = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
+
+
+def intents() -> discord.Intents:
+    """What the bot subscribes to: guilds (channels, threads), guild and DM messages, and their text.
+
+    ``message_content`` is privileged: it must be switched on in the developer portal, or the
+    gateway closes with 4014 (and without it guild messages arrive with empty text).
+    """
+    value = discord.Intents.none()
+    value.guilds = True
+    value.guild_messages = True
+    value.dm_messages = True
+    value.message_content = True
+    return value
+
+
+class _Client(discord.Client):
+    """discord.py's client, forwarding the events Switchboard uses to the adapter."""
+
+    def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
+        super().__init__(**options)
+        self._adapter = adapter
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # discord.py waits 5 s before every IDENTIFY after the first (Discord allows one per 5 s
+        # per bot); configurable so that tests against the emulator need not wait.
+        if not initial:
+            await asyncio.sleep(self._adapter.config.identify_delay_s)
+
+    async def on_ready(self) -> None:
+        self._adapter._on_ready()
+
+    async def on_resumed(self) -> None:
+        await self._adapter._on_resumed()
+
+    async def on_disconnect(self) -> None:
+        self._adapter._on_disconnect()
+
+    async def on_message(self, message: discord.Message) -> None:
+        await self._adapter._on_message(message)
+
+    async def on_raw_message_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        await self._adapter._on_edit(payload)
+
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        await self._adapter._on_delete(payload)
+
+    async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
+        log.exception("discord %s: error in %s", self._adapter.account, event_method)
+        self._adapter.last_error = f"{event_method}: handler failed (see log)"
+
+
+class DiscordAdapter:
+    """One Discord bot (see the module docstring and docs/discord.md)."""
+
+    channel = CHANNEL
+
+    def __init__(self, ctx: AdapterContext, config: DiscordConfig) -> None:
+        self._ctx = ctx
+        self.config = config
+        self.account = config.name
+        self.name = f"discord:{config.name}"
+        self._support = config.support_channels
+        self._outbox = ctx.outbox(CHANNEL)
+        self._cursors = Cursors(ctx, self.account)
+        self._client: _Client | None = None
+        self._sender: Sender | None = None
+        self._runner: asyncio.Task[None] | None = None
+        self._outbox_task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ready = asyncio.Event()
+        self._fatal: ConfigError | None = None
+        self._closing = False
+        self._places: dict[int, Place | None] = {}
+        self._private: dict[tuple[int, int], int] = {}
+        self._backfill_lock = asyncio.Lock()
+        # discord.py runs every event handler as its own task; a lock per channel (striped, so
+        # the number stays bounded) keeps one channel's messages, edits and deletions in order.
+        self._order = [asyncio.Lock() for _ in range(ORDER_STRIPES)]
+        self._backfill_failures = 0
+        # Health counters.
+        self.connected = False
+        self.last_error = ""
+        self.sessions = 0
+        self.resumes = 0
+        self.disconnects = 0
+        self.received = 0
+        self.duplicates = 0
+        self.backfilled = 0
+        self.backfills = 0
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def _new_client(self) -> _Client:
+        client = _Client(
+            self,
+            intents=intents(),
+            guild_ready_timeout=self.config.guild_ready_timeout_s,
+            chunk_guilds_at_startup=False,
+        )
+        self._client = client
+        self._sender = Sender(client)
+        return client
+
+    async def start(self) -> None:
+        """Log in (a refused token is a ConfigError here), connect, wait for READY, start sending.
+
+        When Discord cannot be reached at all, ``start`` does not hold up the rest of Switchboard:
+        it returns at once and the client keeps trying in the background (see ``health()``).
+        """
+        token = self.config.read_token()
+        client = self._new_client()
+        logged_in = False
+        try:
+            await client.login(token)
+            logged_in = True
+        except discord.LoginFailure:
+            await client.close()
+            raise ConfigError(
+                f"[discord] {self.account}: Discord refused the bot token (401 Unauthorized). Copy the token "
+                "from the developer portal (Bot > Reset Token) into SWITCHBOARD_DISCORD__TOKEN or the token_file."
+            ) from None
+        except NETWORK as exc:
+            self.last_error = f"login: {_describe(exc)}"
+            log.warning(
+                "discord %s: cannot reach Discord (%s); retrying in the background", self.account, self.last_error
+            )
+            await client.close()
+        self._runner = asyncio.create_task(self._run(token, logged_in))
+        if logged_in:
+            ready = asyncio.create_task(self._ready.wait())
+            done, _ = await asyncio.wait(
+                {ready, self._runner}, timeout=self.config.ready_timeout_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            ready.cancel()
+            if self._fatal is not None:
+                await self.close()
+                raise self._fatal
+            if not done:
+                log.warning(
+                    "discord %s: no READY after %.0fs; continuing, the client keeps connecting",
+                    self.account,
+                    self.config.ready_timeout_s,
+                )
+        self._outbox_task = asyncio.create_task(self._outbox.run(self._send))
+
+    async def _run(self, token: str, logged_in: bool) -> None:
+        """Keep one client connected; discord.py reconnects by itself, this covers what it gives up on."""
+        delay = 1.0
+        while not self._closing:
+            if not logged_in:
+                # Also the first step after a failed login in start(): wait before trying again.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 60.0)
+            client = self._client if logged_in and self._client is not None else self._new_client()
+            try:
+                if not logged_in:
+                    await client.login(token)
+                    logged_in = True
+                await client.connect(reconnect=True)
+                return
+            except discord.LoginFailure:
+                self._fatal = ConfigError(f"[discord] {self.account}: Discord refused the bot token (401)")
+            except discord.PrivilegedIntentsRequired:
+                self._fatal = ConfigError(
+                    f"[discord] {self.account}: the Message Content intent is not enabled for this bot: "
+                    "developer portal > your application > Bot > Privileged Gateway Intents > Message Content"
+                )
+            except discord.ConnectionClosed as exc:
+                # 4004 (authentication failed), 4010-4013 (bad shard or intents): configuration, not luck.
+                self._fatal = ConfigError(f"[discord] {self.account}: the gateway closed the session: {exc}")
+            except NETWORK as exc:
+                self.last_error = f"connect: {_describe(exc)}"
+                log.warning("discord %s: %s; trying again in %.0fs", self.account, self.last_error, delay)
+                logged_in = False
+                await client.close()
+                continue
+            self.connected = False
+            self.last_error = str(self._fatal)
+            log.error("%s", self._fatal)
+            await client.close()
+            return
+
+    async def close(self) -> None:
+        """Finish the replies in hand, then disconnect."""
+        self._closing = True
+        self._outbox.stop()
+        if self._outbox_task is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._outbox_task
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._client is not None:
+            await self._client.close()
+        if self._runner is not None:
+            # connect() returns once the client is closed; a runner waiting to retry is cancelled.
+            self._runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._runner
+            if self._client is not None:
+                await self._client.close()
+        self.connected = False
+
+    async def _send(self, item: OutboxItem) -> str:
+        if self._sender is None:
+            raise TemporaryFailure("the Discord client is not logged in yet")
+        return await self._sender.send(item)
+
+    def health(self) -> dict[str, Any]:
+        client = self._client
+        user = client.user if client is not None else None
+        latency = client.latency if client is not None and self.connected else math.nan
+        return {
+            "connected": self.connected,
+            "detail": f"bot {user} ({self.account})" if user else f"not logged in ({self.account})",
+            "account": self.account,
+            "sessions": self.sessions,
+            "resumes": self.resumes,
+            "disconnects": self.disconnects,
+            "last_error": self.last_error,
+            "received": self.received,
+            "duplicates": self.duplicates,
+            "backfills": self.backfills,
+            "backfilled": self.backfilled,
+            "latency_ms": round(latency * 1000, 1) if math.isfinite(latency) else None,
+            "sent": self._outbox.sent,
+            "failed": self._outbox.failed,
+        }
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- connection events ---------------------------------------------------------------------------
+    def _on_ready(self) -> None:
+        # A new session (the first, or one that replaced a session that could not be resumed):
+        # whatever happened in between was not replayed, so read it back.
+        self.sessions += 1
+        self.connected = True
+        self._ready.set()
+        self._spawn(self._backfill())
+
+    async def _on_resumed(self) -> None:
+        # Discord replayed the missed events: nothing to read back.
+        self.resumes += 1
+        self.connected = True
+        if not self._backfill_lock.locked():
+            await self._cursors.release()
+
+    def _on_disconnect(self) -> None:
+        if self.connected:
+            self.disconnects += 1
+        self.connected = False
+        self._cursors.hold()
+
+    # -- inbound -------------------------------------------------------------------------------------
+    def _accept(self, message: discord.Message) -> bool:
+        client = self._client
+        if client is None or client.user is None or message.author.id == client.user.id:
+            return False
+        if message.author.bot and self.config.ignore_bots:
+            return False
+        return message.type in USER_MESSAGE_TYPES
+
+    async def _place(self, channel: object) -> Place | None:
+        """The place of a channel, looking it up once when discord.py has no cache for it."""
+        place = place_of(channel, self._support)
+        if place is not None or not isinstance(channel, discord.PartialMessageable):
+            return place
+        if channel.id in self._places:
+            return self._places[channel.id]
+        assert self._client is not None
+        try:
+            fetched = await self._client.fetch_channel(channel.id)
+        except discord.HTTPException as exc:
+            log.info("discord %s: channel %s not readable (%s); ignored", self.account, channel.id, exc)
+            fetched = None
+        place = place_of(fetched, self._support) if fetched is not None else None
+        self._places[channel.id] = place
+        return place
+
+    async def _append(self, env: Envelope) -> Appended | None:
+        """Append with retries over a short Redis outage; None when it could not be appended."""
+        deadline = time.monotonic() + self.config.append_retry_s
+        delay = 0.2
+        while True:
+            try:
+                appended = await self._ctx.inbox.append(env)
+            except REDIS_TRANSIENT as exc:
+                if time.monotonic() + delay > deadline or self._closing:
+                    self.last_error = f"inbox append: {_describe(exc)}"
+                    log.error("discord %s: could not append message %s: %r", self.account, env.platform_id, exc)
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            if appended.duplicate:
+                self.duplicates += 1
+            else:
+                self.received += 1
+            return appended
+
+    async def _conversation_place(self, message: discord.Message, place: Place) -> Place:
+        """In private-thread mode, a message posted directly in a support channel moves to a thread."""
+        if place.kind != "channel" or not self.config.private_threads:
+            return place
+        thread_id = await self._private_thread(message, place)
+        return Place("thread", place.channel_id, place.guild_id, thread_id) if thread_id else place
+
+    async def _private_thread(self, message: discord.Message, place: Place) -> int | None:
+        key = (place.channel_id, message.author.id)
+        name = f"pt:{place.channel_id}:{message.author.id}"
+        if key not in self._private:
+            stored = await self._ctx.cursor_get(CHANNEL, self.account, name)
+            if stored and stored.isdigit():
+                self._private[key] = int(stored)
+        if key in self._private:
+            return self._private[key]
+        assert self._client is not None
+        parent = self._client.get_channel(place.channel_id)
+        if not isinstance(parent, discord.TextChannel):
+            log.warning(
+                "discord %s: support channel %s not in cache; no private thread", self.account, place.channel_id
+            )
+            return None
+        try:
+            thread = await parent.create_thread(
+                name=f"support {message.author.name}"[:100],
+                type=discord.ChannelType.private_thread,
+                invitable=False,
+            )
+            await thread.add_user(message.author)
+        except discord.HTTPException as exc:
+            self.last_error = f"private thread: {exc}"
+            log.warning("discord %s: cannot open a private thread in %s: %s", self.account, place.channel_id, exc)
+            return None
+        self._private[key] = thread.id
+        self._places[thread.id] = Place("thread", place.channel_id, place.guild_id, thread.id)
+        await self._ctx.cursor_set(CHANNEL, self.account, name, str(thread.id))
+        return thread.id
+
+    async def _ingest(self, message: discord.Message, place: Place, *, backfill: bool = False) -> bool:
+        """Append one message of ``place``'s channel, then move that channel's cursor.
+
+        False when the append failed: the cursor then stays before this message until a backfill
+        of the channel succeeds, so later messages cannot move it past the gap.
+        """
+        if not self._accept(message):
+            return True
+        where = await self._conversation_place(message, place)
+        appended = await self._append(envelope_of(message, where, self.account))
+        if appended is None:
+            self._cursors.block(place.target)
+            return False
+        if backfill and not appended.duplicate:
+            self.backfilled += 1
+        await self._cursors.advance(place.target, place, message.id, backfill=backfill)
+        return True
+
+    def _in_order(self, channel_id: int) -> asyncio.Lock:
+        return self._order[channel_id % ORDER_STRIPES]
+
+    async def _on_message(self, message: discord.Message) -> None:
+        if not self._accept(message):
+            return
+        # Taken before the first await, so the handlers of one channel queue in arrival order.
+        async with self._in_order(message.channel.id):
+            place = await self._place(message.channel)
+            if place is not None:
+                await self._ingest(message, place)
+
+    async def _on_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
+        message = payload.message
+        # An update without an edit time is Discord adding an embed preview, not the user editing.
+        if message.edited_at is None or not self._accept(message):
+            return
+        async with self._in_order(message.channel.id):
+            place = await self._place(message.channel)
+            if place is not None:
+                where = await self._conversation_place(message, place)
+                await self._append(envelope_of(message, where, self.account, kind="edit"))
+
+    async def _on_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        async with self._in_order(payload.channel_id):
+            await self._record_delete(payload)
+
+    async def _record_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        cached = payload.cached_message
+        if cached is not None and not self._accept(cached):
+            return
+        assert self._client is not None
+        channel: object = cached.channel if cached is not None else self._client.get_channel(payload.channel_id)
+        if channel is None and payload.guild_id is None:
+            channel = self._client.get_partial_messageable(payload.channel_id)
+            place: Place | None = Place("dm", payload.channel_id)
+        else:
+            place = await self._place(channel) if channel is not None else None
+        if place is None:
+            return
+        author = cached.author.id if cached is not None else 0
+        if place.kind == "channel" and not author:
+            # Without the cached message the author, hence the conversation, is unknown.
+            return
+        if cached is not None:
+            place = await self._conversation_place(cached, place)
+        env = deletion(payload.message_id, author, place, self.account)
+        # A deletion must not start a conversation. A cached message passed the same checks as when
+        # it was taken in, so its conversation exists or is being routed; otherwise ask the router.
+        if cached is not None or await self._ctx.conversation_exists(CHANNEL, self.account, env.conversation_key):
+            await self._append(env)
+
+    # -- backfill ------------------------------------------------------------------------------------
+    async def _backfill(self) -> None:
+        """Read back every served channel from its cursor, oldest first, then release the cursors."""
+        async with self._backfill_lock:
+            self.backfills += 1
+            snap = await self._cursors.snapshot()
+            targets = self._targets(snap.since, snap.last, snap.places)
+            covered: set[int] = set()
+            slots = asyncio.Semaphore(4)
+
+            async def one(place: Place, after: int) -> None:
+                async with slots:
+                    if await self._backfill_one(place, after):
+                        covered.add(place.target)
+
+            await asyncio.gather(*(one(place, after) for place, after in targets))
+            await self._cursors.release(covered)
+            failed = len(targets) - len(covered)
+            if failed and not self._closing:
+                # Those channels' cursors stay put; try them again rather than wait for a new session.
+                self._spawn(self._backfill_later(min(300.0, 15.0 * 2 ** min(self._backfill_failures, 4))))
+                self._backfill_failures += 1
+            else:
+                self._backfill_failures = 0
+            log.info(
+                "discord %s: backfill of %d channel(s) done, %d failed; %d message(s) appended so far",
+                self.account,
+                len(targets),
+                failed,
+                self.backfilled,
+            )
+
+    async def _backfill_later(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        if self.connected:
+            await self._backfill()
+
+    def _targets(self, since: int, last: dict[int, int], places: dict[int, Place]) -> list[tuple[Place, int]]:
+        assert self._client is not None
+        threads = [
+            (thread.id, thread.parent_id, guild_id)
+            for guild_id in self.config.guilds
+            if (guild := self._client.get_guild(guild_id)) is not None
+            for thread in guild.threads
+        ]
+        window = datetime.timedelta(seconds=self.config.backfill_dm_window_s)
+        horizon = discord.utils.time_snowflake(discord.utils.utcnow() - window)
+        return backfill.targets(self._support, threads, since, last, places, horizon)
+
+    async def _backfill_one(self, place: Place, after: int) -> bool:
+        assert self._client is not None
+        channel: discord.abc.Messageable | None = None
+        if self.config.private_threads and place.kind == "channel":
+            cached = self._client.get_channel(place.channel_id)
+            channel = cached if isinstance(cached, discord.TextChannel) else None
+        if channel is None:
+            channel = self._client.get_partial_messageable(place.target, guild_id=place.guild_id)
+        count = 0
+        try:
+            async for message in channel.history(after=discord.Object(after), limit=self.config.backfill_limit):
+                if not await self._ingest(message, place, backfill=True):
+                    return False
+                count += 1
+        except (discord.HTTPException, *NETWORK) as exc:
+            self.last_error = f"backfill of {place.target}: {_describe(exc)}"
+            log.warning("discord %s: %s", self.account, self.last_error)
+            return False
+        if count >= self.config.backfill_limit:
+            # More may be left: keep the channel's live cursor held and read on in a later pass.
+            log.info("discord %s: backfill of %s reached its limit; continuing later", self.account, place.target)
+            return False
+        return True
+
+
+def _describe(exc: BaseException) -> str:
+    """A one-line reason for logs and health (aiohttp's reprs run to several hundred characters)."""
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,108 @@
+"""Durable per-channel positions: the last message id appended from each channel, thread or DM.
+
+Stored in the adapter's cursor hash (``cursor:discord:{account}``):
+
+- ``last:{channel_id}``  the id of the newest message appended from that channel (a snowflake);
+- ``place:{channel_id}`` what the channel is (``Place.encode()``), so a backfill after a restart
+  knows DMs and threads it has no cache for;
+- ``since``              a snowflake of the first connection ever: channels and threads without a
+  ``last`` cursor are backfilled from there, never from the beginning of their history.
+
+While the gateway session is being replaced, cursors are *held*: live messages are appended as
+they come but their ids are only kept in memory, so the backfill still starts from the position
+before the outage. After a channel's backfill the held ids are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import discord
+
+from adapters.base import AdapterContext
+from adapters.discord_bot.convert import CHANNEL, Place
+
+
+@dataclass
+class Snapshot:
+    """The stored cursors at the moment a backfill starts."""
+
+    since: int
+    last: dict[int, int] = field(default_factory=dict)
+    places: dict[int, Place] = field(default_factory=dict)
+
+
+class Cursors:
+    def __init__(self, ctx: AdapterContext, account: str) -> None:
+        self._ctx = ctx
+        self._account = account
+        self._written: dict[int, int] = {}
+        self._placed: set[int] = set()
+        self._pending: dict[int, tuple[Place, int]] = {}
+        # Channels whose cursor must not move until a backfill covered them (a failed backfill or
+        # a message that could not be appended).
+        self._blocked: set[int] = set()
+        self._lock = asyncio.Lock()
+        self.held = True
+
+    async def snapshot(self) -> Snapshot:
+        fields = await self._ctx.cursor_all(CHANNEL, self._account)
+        since = int(fields.get("since") or 0)
+        if not since:
+            since = discord.utils.time_snowflake(discord.utils.utcnow())
+            await self._ctx.cursor_set(CHANNEL, self._account, "since", str(since))
+        snap = Snapshot(since)
+        for name, value in fields.items():
+            kind, _, ident = name.partition(":")
+            if not ident.isdigit():
+                continue
+            if kind == "last" and value.isdigit():
+                snap.last[int(ident)] = int(value)
+            elif kind == "place" and (place := Place.decode(value)) is not None:
+                snap.places[int(ident)] = place
+        return snap
+
+    async def advance(self, channel_id: int, place: Place, message_id: int, *, backfill: bool = False) -> None:
+        """Record ``message_id`` as appended from ``channel_id`` (never moves a cursor back)."""
+        if not backfill and (self.held or channel_id in self._blocked):
+            known = self._pending.get(channel_id)
+            if known is None or known[1] < message_id:
+                self._pending[channel_id] = (place, message_id)
+            return
+        await self._write(channel_id, place, message_id)
+
+    def block(self, channel_id: int) -> None:
+        """Keep ``channel_id``'s cursor where it is until the next backfill of it succeeds."""
+        self._blocked.add(channel_id)
+
+    def hold(self) -> None:
+        self.held = True
+
+    async def release(self, covered: set[int] | None = None) -> None:
+        """Stop holding; write the held positions, except for channels still blocked.
+
+        ``covered``: channels a backfill just covered; they are unblocked first.
+        """
+        self._blocked -= covered or set()
+        self.held = False
+        for channel_id, (place, message_id) in list(self._pending.items()):
+            if channel_id in self._blocked:
+                continue
+            del self._pending[channel_id]
+            await self._write(channel_id, place, message_id)
+
+    async def _write(self, channel_id: int, place: Place, message_id: int) -> None:
+        async with self._lock:
+            known = self._written.get(channel_id)
+            if known is None:
+                raw = await self._ctx.cursor_get(CHANNEL, self._account, f"last:{channel_id}")
+                known = int(raw) if raw and raw.isdigit() else 0
+            if message_id <= known:
+                self._written[channel_id] = known
+                return
+            if channel_id not in self._placed:
+                await self._ctx.cursor_set(CHANNEL, self._account, f"place:{channel_id}", place.encode())
+                self._placed.add(channel_id)
+            await self._ctx.cursor_set(CHANNEL, self._account, f"last:{channel_id}", str(message_id))
+            self._written[channel_id] = message_id

@@ -1,0 +1,153 @@
+"""Sending a reply: where it goes, how a long text is split, and how Discord's errors are recorded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+import discord
+
+from router.model import OutboxItem
+from router.outbox import PermanentFailure, TemporaryFailure
+
+#: Discord's limit for a message's content.
+LIMIT = 2000
+
+#: Discord error codes that mean "never going to work for this recipient".
+CANNOT_DM = 50007  # the user has DMs from server members closed, or blocked the bot
+
+
+def _units(text: str) -> int:
+    # Discord counts like JavaScript does (UTF-16 code units); an emoji outside the BMP counts 2.
+    return len(text.encode("utf-16-le")) // 2
+
+
+def _fit(text: str, limit: int) -> int:
+    """The longest prefix length (in code points) of ``text`` within ``limit`` UTF-16 units."""
+    if _units(text) <= limit:
+        return len(text)
+    used = 0
+    for i, ch in enumerate(text):
+        used += 2 if ord(ch) > 0xFFFF else 1
+        if used > limit:
+            return i
+    return len(text)
+
+
+def split(text: str, limit: int = LIMIT) -> list[str]:
+    """Split ``text`` into parts of at most ``limit`` units, cutting cleanly where possible.
+
+    Preference: a paragraph break, a line break, a space, and only then inside a word. The
+    whitespace a cut falls on is dropped; nothing else is lost or reordered.
+    """
+    parts: list[str] = []
+    rest = text.strip()
+    while rest:
+        end = _fit(rest, limit)
+        if end >= len(rest):
+            parts.append(rest)
+            break
+        window = rest[:end]
+        cut = -1
+        for sep in ("\n\n", "\n", " "):
+            cut = window.rfind(sep)
+            # A cut in the first quarter would leave a tiny part; better cut a word then.
+            if cut > end // 4:
+                break
+            cut = -1
+        if cut == -1:
+            parts.append(window)
+            rest = rest[end:]
+        else:
+            parts.append(window[:cut].rstrip())
+            rest = rest[cut:].lstrip()
+    return parts
+
+
+def target_of(item: OutboxItem) -> int:
+    """The channel to answer in: the thread, else the DM or support channel of the last message."""
+    meta = item.meta
+    target = meta.get("thread_id") or meta.get("channel_id")
+    if not target or not target.isdigit():
+        raise PermanentFailure(f"reply {item.id} has no Discord channel in its metadata ({meta!r})")
+    return int(target)
+
+
+def reference_of(item: OutboxItem) -> discord.MessageReference | None:
+    """Quote the user's last message in guild channels and threads, where several people talk.
+
+    In a DM the quote adds nothing. ``fail_if_not_exists=False``: a message the user deleted must
+    not make the reply fail.
+    """
+    meta = item.meta
+    if not meta.get("guild_id"):
+        return None
+    raw = (item.reply_to or meta.get("message_id") or "").split(":", 1)[0]
+    if not raw.isdigit():
+        return None
+    return discord.MessageReference(
+        message_id=int(raw),
+        channel_id=target_of(item),
+        guild_id=int(meta["guild_id"]),
+        fail_if_not_exists=False,
+    )
+
+
+def failure(exc: BaseException) -> Exception:
+    """Discord's answer as a permanent or temporary failure for the outbox's history."""
+    if isinstance(exc, discord.DiscordServerError):
+        # discord.py already retried 500/502/504/524 itself; the outbox backs off and tries again.
+        return TemporaryFailure(f"discord {exc.status}: {exc.text or 'server error'}")
+    if isinstance(exc, discord.RateLimited):
+        return TemporaryFailure(f"rate limited for {exc.retry_after:.1f}s", exc.retry_after)
+    if isinstance(exc, discord.Forbidden):
+        why = "the user does not accept DMs from the bot" if exc.code == CANNOT_DM else "missing permission"
+        return PermanentFailure(f"discord 403 ({exc.code}): {why}: {exc.text}")
+    if isinstance(exc, discord.NotFound):
+        return PermanentFailure(f"discord 404 ({exc.code}): the channel or thread no longer exists: {exc.text}")
+    if isinstance(exc, discord.HTTPException):
+        if exc.status >= 500 or exc.status == 429:
+            return TemporaryFailure(f"discord {exc.status}: {exc.text}")
+        return PermanentFailure(f"discord {exc.status} ({exc.code}): {exc.text}")
+    if isinstance(exc, aiohttp.ClientError | OSError | asyncio.TimeoutError):
+        return TemporaryFailure(f"network: {exc!r}")
+    return TemporaryFailure(f"{type(exc).__name__}: {exc}")
+
+
+class Sender:
+    """Sends replies through a logged-in client, resuming a split reply where a retry left off."""
+
+    def __init__(self, client: discord.Client) -> None:
+        self._client = client
+        # reply id -> parts already delivered, so a retry does not repeat the first parts.
+        self._progress: dict[str, int] = {}
+
+    async def send(self, item: OutboxItem) -> str:
+        parts = split(item.text)
+        if not parts:
+            raise PermanentFailure("empty reply")
+        target = target_of(item)
+        meta = item.meta
+        channel = self._client.get_partial_messageable(
+            target, guild_id=int(meta["guild_id"]) if meta.get("guild_id") else None
+        )
+        reference = reference_of(item)
+        done = self._progress.get(item.id, 0)
+        ids: list[str] = []
+        try:
+            for index in range(done, len(parts)):
+                # Never ping: agents paste user text, and users may write "@everyone" on purpose.
+                mentions = discord.AllowedMentions.none()
+                if index == 0 and reference is not None:
+                    sent = await channel.send(parts[index], allowed_mentions=mentions, reference=reference)
+                else:
+                    sent = await channel.send(parts[index], allowed_mentions=mentions)
+                ids.append(str(sent.id))
+                self._progress[item.id] = index + 1
+        except Exception as exc:
+            mapped = failure(exc)
+            if isinstance(mapped, PermanentFailure):
+                self._progress.pop(item.id, None)
+            raise mapped from exc
+        self._progress.pop(item.id, None)
+        return f"sent to channel {target} as {len(parts)} message(s): {', '.join(ids)}"

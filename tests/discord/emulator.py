@@ -1,0 +1,438 @@
+"""A local Discord: the REST API over HTTP and the gateway over a websocket, for the real client.
+
+Just enough of Discord for discord.py 2 and the adapter: login (``/users/@me``, the application),
+the gateway (HELLO, heartbeats, IDENTIFY -> READY + GUILD_CREATE, RESUME -> replay + RESUMED or
+INVALID_SESSION, dispatches of MESSAGE_CREATE / MESSAGE_UPDATE / MESSAGE_DELETE / THREAD_CREATE),
+channels, message history with ``after``, sending messages (every body is recorded), private
+threads. Point discord.py at it with ``Emulator.patch(monkeypatch)``.
+
+Faithful where it matters to the adapter: responses are exactly ``application/json`` (discord.py
+fails on ``; charset=utf-8``), message content is blanked without the message-content intent and
+the gateway closes with 4014 when that intent is requested but not enabled, 401 on a bad token,
+history is newest first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import yarl
+from aiohttp import WSMsgType, web
+
+DISCORD_EPOCH_MS = 1_420_070_400_000
+MESSAGE_CONTENT = 1 << 15
+
+Json = dict[str, Any]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    # Exactly "application/json": aiohttp's json_response adds "; charset=utf-8", which discord.py
+    # does not take for JSON (it then fails with "string indices must be integers").
+    return web.Response(body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"})
+
+
+def _error(status: int, code: int, message: str) -> web.Response:
+    return _json({"code": code, "message": message}, status)
+
+
+def _iso(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat()
+
+
+@dataclass
+class Session:
+    """A gateway session: survives its websocket, so that it can be resumed."""
+
+    id: str
+    intents: int
+    seq: int = 0
+    ws: web.WebSocketResponse | None = None
+    backlog: list[Json] = field(default_factory=list)
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+
+class Emulator:
+    def __init__(self, token: str, guilds: dict[int, list[int]], *, message_content_enabled: bool = True) -> None:
+        self.token = token
+        self.message_content_enabled = message_content_enabled
+        self.allow_resume = True
+        self._ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+        self._counter = itertools.count(1)
+        self.bot = self.user("switchboard-bot", bot=True)
+        self.app_id = self.snowflake()
+        self.guilds: dict[int, Json] = {}
+        self.channels: dict[int, Json] = {}
+        self.messages: dict[int, list[Json]] = {}
+        self.thread_members: dict[int, set[int]] = {}
+        for guild_id, channel_ids in guilds.items():
+            self.guilds[guild_id] = {"id": str(guild_id), "name": f"guild {guild_id}"}
+            for channel_id in channel_ids:
+                self.channels[channel_id] = {
+                    "id": str(channel_id),
+                    "type": 0,
+                    "guild_id": str(guild_id),
+                    "name": f"support-{channel_id}",
+                    "position": len(self.channels),
+                    "permission_overwrites": [],
+                    "nsfw": False,
+                    "parent_id": None,
+                    "topic": None,
+                    "rate_limit_per_user": 0,
+                    "last_message_id": None,
+                }
+        #: Every POST to /channels/{id}/messages: {"channel_id": int, "body": the JSON body}.
+        self.sent: list[Json] = []
+        #: Every request, as "METHOD path", for assertions on what the client asked.
+        self.requests: list[str] = []
+        #: channel id -> (status, code, message) to answer the next sends with.
+        self.fail_sends: dict[int, tuple[int, int, str]] = {}
+        self.sessions: dict[str, Session] = {}
+        self.identifies = 0
+        self.resumes = 0
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # -- ids and objects -----------------------------------------------------------------------------
+    def snowflake(self) -> int:
+        """A fresh id, increasing, with a timestamp close to now (as Discord's)."""
+        now = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
+        self._ms = max(self._ms, now)
+        return ((self._ms - DISCORD_EPOCH_MS) << 22) | (next(self._counter) & 0x3FFFFF)
+
+    def user(self, name: str, *, bot: bool = False) -> Json:
+        return {
+            "id": str(self.snowflake()),
+            "username": name,
+            "discriminator": "0",
+            "global_name": name.title(),
+            "avatar": None,
+            "bot": bot,
+        }
+
+    def dm(self, user: Json) -> int:
+        """The DM channel between the bot and ``user`` (created on first use)."""
+        for channel in self.channels.values():
+            if channel["type"] == 1 and channel["recipients"][0]["id"] == user["id"]:
+                return int(channel["id"])
+        channel_id = self.snowflake()
+        self.channels[channel_id] = {"id": str(channel_id), "type": 1, "recipients": [user], "last_message_id": None}
+        return channel_id
+
+    async def create_thread(
+        self, parent_id: int, name: str, *, owner: Json | None = None, private: bool = False
+    ) -> int:
+        """A thread under ``parent_id``, announced with THREAD_CREATE."""
+        parent = self.channels[parent_id]
+        thread_id = self.snowflake()
+        thread = {
+            "id": str(thread_id),
+            "type": 12 if private else 11,
+            "guild_id": parent["guild_id"],
+            "parent_id": str(parent_id),
+            "owner_id": (owner or self.bot)["id"],
+            "name": name,
+            "message_count": 0,
+            "member_count": 1,
+            "rate_limit_per_user": 0,
+            "last_message_id": None,
+            "thread_metadata": {
+                "archived": False,
+                "auto_archive_duration": 1440,
+                "archive_timestamp": _iso(self._ms),
+                "locked": False,
+            },
+        }
+        self.channels[thread_id] = thread
+        await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
+        return thread_id
+
+    def _message(self, channel_id: int, author: Json, content: str, **extra: Any) -> Json:
+        channel = self.channels[channel_id]
+        msg_id = self.snowflake()
+        data: Json = {
+            "id": str(msg_id),
+            "channel_id": str(channel_id),
+            "author": author,
+            "content": content,
+            "timestamp": _iso(self._ms),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+        }
+        if "guild_id" in channel:
+            data["guild_id"] = channel["guild_id"]
+        data.update(extra)
+        self.messages.setdefault(channel_id, []).append(data)
+        channel["last_message_id"] = str(msg_id)
+        return data
+
+    def _visible(self, message: Json, session: Session | None) -> Json:
+        # Without the message-content intent Discord blanks the text of messages not sent to the bot.
+        if session is None or session.intents & MESSAGE_CONTENT or "guild_id" not in message:
+            return message
+        return {**message, "content": "", "attachments": [], "embeds": []}
+
+    async def post(self, channel_id: int, author: Json, content: str, **extra: Any) -> Json:
+        """A user posts a message: stored in the channel's history and dispatched as MESSAGE_CREATE."""
+        message = self._message(channel_id, author, content, **extra)
+        await self.dispatch("MESSAGE_CREATE", message)
+        return message
+
+    async def edit(self, message: Json, content: str) -> Json:
+        message["content"] = content
+        message["edited_timestamp"] = dt.datetime.now(dt.UTC).isoformat()
+        await self.dispatch("MESSAGE_UPDATE", message)
+        return message
+
+    async def delete(self, message: Json) -> None:
+        channel_id = int(message["channel_id"])
+        self.messages[channel_id] = [m for m in self.messages[channel_id] if m["id"] != message["id"]]
+        payload = {"id": message["id"], "channel_id": message["channel_id"]}
+        if "guild_id" in message:
+            payload["guild_id"] = message["guild_id"]
+        await self.dispatch("MESSAGE_DELETE", payload)
+
+    # -- gateway -------------------------------------------------------------------------------------
+    async def dispatch(self, event: str, data: Json) -> None:
+        """Send an event to every live session; a disconnected session keeps it for a RESUME."""
+        for session in list(self.sessions.values()):
+            async with session.lock:
+                session.seq += 1
+                payload = {"op": 0, "t": event, "s": session.seq, "d": self._visible(data, session)}
+                session.backlog.append(payload)
+                if session.ws is not None and not session.ws.closed:
+                    with contextlib.suppress(ConnectionError):
+                        await session.ws.send_str(json.dumps(payload))
+
+    async def drop(self, *, resumable: bool = False) -> None:
+        """Close every gateway websocket (code 4000); ``resumable=False`` forgets the sessions too."""
+        self.allow_resume = resumable
+        sockets = [s.ws for s in self.sessions.values() if s.ws is not None]
+        if not resumable:
+            self.sessions.clear()
+        for ws in sockets:
+            await ws.close(code=4000, message=b"emulator dropped the connection")
+
+    def _guild_create(self, guild_id: int) -> Json:
+        channels = [c for c in self.channels.values() if c.get("guild_id") == str(guild_id)]
+        active = [c for c in channels if c["type"] in (11, 12) and not c["thread_metadata"]["archived"]]
+        return {
+            **self.guilds[guild_id],
+            "unavailable": False,
+            "member_count": 2,
+            "roles": [{"id": str(guild_id), "name": "@everyone", "permissions": "68608", "position": 0}],
+            "members": [],
+            "channels": [c for c in channels if c["type"] not in (11, 12)],
+            "threads": active,
+            "emojis": [],
+            "stickers": [],
+            "features": [],
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+        }
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        session: Session | None = None
+        await ws.send_str(json.dumps({"op": 10, "d": {"heartbeat_interval": 41250}}))
+        async for frame in ws:
+            if frame.type != WSMsgType.TEXT:
+                break
+            msg = json.loads(frame.data)
+            op, data = msg.get("op"), msg.get("d")
+            if op == 1:
+                await ws.send_str(json.dumps({"op": 11}))
+            elif op == 2:
+                if data.get("token") != self.token:
+                    await ws.close(code=4004, message=b"Authentication failed.")
+                    break
+                intents = int(data.get("intents", 0))
+                if intents & MESSAGE_CONTENT and not self.message_content_enabled:
+                    await ws.close(code=4014, message=b"Disallowed intent(s).")
+                    break
+                self.identifies += 1
+                self.allow_resume = True
+                session = Session(uuid.uuid4().hex, intents, ws=ws)
+                await self._identify(session)
+            elif op == 6:
+                session = self.sessions.get(data.get("session_id", ""))
+                if session is None or not self.allow_resume:
+                    await ws.send_str(json.dumps({"op": 9, "d": False}))
+                    continue
+                self.resumes += 1
+                async with session.lock:
+                    session.ws = ws
+                    for payload in session.backlog:
+                        if payload["s"] > int(data.get("seq") or 0):
+                            await ws.send_str(json.dumps(payload))
+                    session.seq += 1
+                    await ws.send_str(json.dumps({"op": 0, "t": "RESUMED", "s": session.seq, "d": {}}))
+        if session is not None and session.ws is ws:
+            session.ws = None
+        return ws
+
+    async def _identify(self, session: Session) -> None:
+        url = f"ws://127.0.0.1:{self.port}/gw"
+        ready = {
+            "v": 10,
+            "user": self.bot,
+            "guilds": [{"id": str(g), "unavailable": True} for g in self.guilds],
+            "session_id": session.id,
+            "resume_gateway_url": url,
+            "application": {"id": str(self.app_id), "flags": 0},
+            "private_channels": [],
+        }
+        async with session.lock:
+            # Registered under the lock: no event can slip between READY and the session's start.
+            self.sessions[session.id] = session
+            for event, data in [("READY", ready)] + [("GUILD_CREATE", self._guild_create(g)) for g in self.guilds]:
+                session.seq += 1
+                payload = {"op": 0, "t": event, "s": session.seq, "d": data}
+                session.backlog.append(payload)
+                assert session.ws is not None
+                await session.ws.send_str(json.dumps(payload))
+
+    # -- REST ----------------------------------------------------------------------------------------
+    @web.middleware
+    async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        self.requests.append(f"{request.method} {request.path}")
+        if request.path.startswith("/api/") and request.headers.get("Authorization") != f"Bot {self.token}":
+            return _error(401, 0, "401: Unauthorized")
+        response: web.StreamResponse = await handler(request)
+        return response
+
+    async def _me(self, request: web.Request) -> web.Response:
+        return _json(self.bot)
+
+    async def _application(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "id": str(self.app_id),
+                "name": "Switchboard",
+                "description": "",
+                "icon": None,
+                "bot_public": False,
+                "bot_require_code_grant": False,
+                "owner": self.user("owner"),
+                "verify_key": "0" * 64,
+                "flags": 1 << 19,  # GATEWAY_MESSAGE_CONTENT_LIMITED
+            }
+        )
+
+    async def _gateway_info(self, request: web.Request) -> web.Response:
+        url = f"ws://127.0.0.1:{self.port}/gw"
+        limits = {"total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}
+        return _json({"url": url, "shards": 1, "session_start_limit": limits})
+
+    def _channel_or_404(self, request: web.Request) -> Json | None:
+        return self.channels.get(int(request.match_info["channel"]))
+
+    async def _get_channel(self, request: web.Request) -> web.Response:
+        channel = self._channel_or_404(request)
+        return _json(channel) if channel else _error(404, 10003, "Unknown Channel")
+
+    async def _history(self, request: web.Request) -> web.Response:
+        channel_id = int(request.match_info["channel"])
+        if channel_id not in self.channels:
+            return _error(404, 10003, "Unknown Channel")
+        limit = min(int(request.query.get("limit", 50)), 100)
+        messages = self.messages.get(channel_id, [])
+        if "after" in request.query:
+            after = int(request.query["after"])
+            # The `limit` messages right after `after`, answered newest first like Discord.
+            page = [m for m in messages if int(m["id"]) > after][:limit]
+        else:
+            before = int(request.query.get("before", 1 << 63))
+            page = [m for m in messages if int(m["id"]) < before][-limit:]
+        return _json([self._visible(m, None) for m in reversed(page)])
+
+    async def _send(self, request: web.Request) -> web.Response:
+        channel_id = int(request.match_info["channel"])
+        if channel_id not in self.channels:
+            return _error(404, 10003, "Unknown Channel")
+        body = await request.json()
+        self.sent.append({"channel_id": channel_id, "body": body})
+        if channel_id in self.fail_sends:
+            status, code, text = self.fail_sends[channel_id]
+            return _error(status, code, text)
+        content = body.get("content") or ""
+        if len(content) > 2000:
+            return _error(400, 50035, "Invalid Form Body: content: Must be 2000 or fewer in length.")
+        extra: Json = {}
+        if body.get("message_reference"):
+            extra = {"type": 19, "message_reference": body["message_reference"]}
+        message = self._message(channel_id, self.bot, content, **extra)
+        await self.dispatch("MESSAGE_CREATE", message)
+        return _json(message)
+
+    async def _start_thread(self, request: web.Request) -> web.Response:
+        channel_id = int(request.match_info["channel"])
+        if channel_id not in self.channels:
+            return _error(404, 10003, "Unknown Channel")
+        body = await request.json()
+        thread_id = await self.create_thread(channel_id, body.get("name", "thread"), private=body.get("type") == 12)
+        return _json(self.channels[thread_id], 201)
+
+    async def _add_thread_member(self, request: web.Request) -> web.Response:
+        thread_id = int(request.match_info["channel"])
+        self.thread_members.setdefault(thread_id, set()).add(int(request.match_info["user"]))
+        return web.Response(status=204)
+
+    # -- lifecycle -----------------------------------------------------------------------------------
+    async def start(self) -> None:
+        app = web.Application(middlewares=[self._auth])
+        api = "/api/v10"
+        app.router.add_get("/gw", self._gateway)
+        app.router.add_get(f"{api}/users/@me", self._me)
+        app.router.add_get(f"{api}/oauth2/applications/@me", self._application)
+        app.router.add_get(f"{api}/gateway", self._gateway_info)
+        app.router.add_get(f"{api}/gateway/bot", self._gateway_info)
+        app.router.add_get(f"{api}/channels/{{channel}}", self._get_channel)
+        app.router.add_get(f"{api}/channels/{{channel}}/messages", self._history)
+        app.router.add_post(f"{api}/channels/{{channel}}/messages", self._send)
+        app.router.add_post(f"{api}/channels/{{channel}}/threads", self._start_thread)
+        app.router.add_put(f"{api}/channels/{{channel}}/thread-members/{{user}}", self._add_thread_member)
+        # shutdown_timeout: do not wait the default 60 s for the client's open websocket.
+        self._runner = web.AppRunner(app, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets  # type: ignore[attr-defined]
+        self.port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+
+    async def close(self) -> None:
+        for session in self.sessions.values():
+            if session.ws is not None:
+                await session.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def patch(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Point discord.py (REST and gateway) at this emulator for the test."""
+        import discord.gateway
+        import discord.http
+
+        monkeypatch.setattr(discord.http.Route, "BASE", f"http://127.0.0.1:{self.port}/api/v10")
+        monkeypatch.setattr(
+            discord.gateway.DiscordWebSocket, "DEFAULT_GATEWAY", yarl.URL(f"ws://127.0.0.1:{self.port}/gw")
+        )

@@ -1,0 +1,125 @@
+"""Inbound through the real discord.py client: DMs, support channels, threads, edits, deletions."""
+
+from __future__ import annotations
+
+import asyncio
+
+from adapters.discord_bot import DiscordAdapter
+from router.runtime import Runtime
+from router.worker import Worker
+from tests.discord.conftest import ACCOUNT, ELSEWHERE, GUILD, SUPPORT, AdapterFactory, conversation_id, wait_inbox
+from tests.discord.emulator import Emulator
+from tests.router.helpers import drain
+
+
+async def test_dm_channel_and_thread_messages_become_their_conversations(
+    rt: Runtime, emu: Emulator, bot: DiscordAdapter
+) -> None:
+    alice, bob, carol = emu.user("alice"), emu.user("bob"), emu.user("carol")
+    dm = emu.dm(alice)
+    thread = await emu.create_thread(SUPPORT, "carol's question", owner=carol)
+    # Not served: another channel of the guild, and the bot's own messages.
+    await emu.post(ELSEWHERE, bob, "my deposit is missing (posted in off-topic)")
+    await emu.post(SUPPORT, emu.bot, "Welcome to support!")
+    m_dm = await emu.post(dm, alice, "my withdrawal has not arrived")
+    m_ch = await emu.post(SUPPORT, bob, "deposit missing since yesterday")
+    m_th = await emu.post(
+        thread,
+        carol,
+        "my 2fa does not work",
+        attachments=[
+            {
+                "id": str(emu.snowflake()),
+                "filename": "screen.png",
+                "size": 12345,
+                "url": "https://cdn.example/screen.png",
+                "proxy_url": "https://media.example/screen.png",
+                "content_type": "image/png",
+            }
+        ],
+    )
+    envs = await wait_inbox(rt, 3)
+    await asyncio.sleep(0.2)  # anything else would have arrived by now
+    envs = await wait_inbox(rt, 3)
+    # One task per event in discord.py: channels may interleave, each channel keeps its order.
+    assert sorted(e.platform_id for e in envs) == sorted([m_dm["id"], m_ch["id"], m_th["id"]])
+    assert {e.account for e in envs} == {ACCOUNT}
+
+    by_key = {e.conversation_key: e for e in envs}
+    assert set(by_key) == {str(dm), f"{SUPPORT}:{bob['id']}", str(thread)}
+    assert by_key[str(dm)].meta == {"channel_id": str(dm), "guild_id": "", "thread_id": "", "message_id": m_dm["id"]}
+    assert by_key[str(thread)].meta == {
+        "channel_id": str(SUPPORT),
+        "guild_id": str(GUILD),
+        "thread_id": str(thread),
+        "message_id": m_th["id"],
+    }
+    [att] = by_key[str(thread)].attachments
+    assert (att.name, att.type, att.size, att.ref) == (
+        "screen.png",
+        "image/png",
+        12345,
+        "https://cdn.example/screen.png",
+    )
+    assert by_key[str(dm)].sender.id == alice["id"] and by_key[str(dm)].sender.handle == "alice"
+
+    await drain(Worker(rt.client, rt.settings))
+    payments = {c.key for c in await rt.queues.head("payments")}
+    security = {c.key for c in await rt.queues.head("security")}
+    assert payments == {str(dm), f"{SUPPORT}:{bob['id']}"}
+    assert security == {str(thread)}
+    # Each channel's cursor is the last message appended from it.
+    for channel, message in ((dm, m_dm), (SUPPORT, m_ch), (thread, m_th)):
+        assert await rt.adapter_context().cursor_get("discord", ACCOUNT, f"last:{channel}") == message["id"]
+    assert bot.health()["connected"] is True and bot.health()["received"] == 3
+
+
+async def test_messages_outside_support_channels_are_ignored(rt: Runtime, emu: Emulator, bot: DiscordAdapter) -> None:
+    bob = emu.user("bob")
+    other_thread = await emu.create_thread(ELSEWHERE, "chit-chat", owner=bob)
+    other_bot = emu.user("other-bot", bot=True)
+    await emu.post(ELSEWHERE, bob, "my deposit is missing")
+    await emu.post(other_thread, bob, "my deposit is missing")
+    await emu.post(SUPPORT, other_bot, "beep")
+    await emu.post(SUPPORT, bob, "this one counts")
+    [env] = await wait_inbox(rt, 1)
+    await asyncio.sleep(0.2)
+    assert [e.text for e in await wait_inbox(rt, 1)] == ["this one counts"]
+    assert env.conversation_key == f"{SUPPORT}:{bob['id']}"
+
+
+async def test_edits_and_deletions_update_the_history(rt: Runtime, emu: Emulator, bot: DiscordAdapter) -> None:
+    alice = emu.user("alice")
+    dm = emu.dm(alice)
+    first = await emu.post(dm, alice, "my withdrawal has not arrived")
+    second = await emu.post(dm, alice, "txid 0xdeadbeef")
+    await wait_inbox(rt, 2)
+    await emu.edit(first, "my withdrawal of 2 BTC has not arrived")
+    await emu.delete(second)
+    envs = await wait_inbox(rt, 4)
+    edit, delete = envs[2], envs[3]
+    assert edit.kind == "edit" and edit.platform_id.startswith(f"{first['id']}:edit:")
+    assert edit.text == "my withdrawal of 2 BTC has not arrived" and edit.conversation_key == str(dm)
+    assert delete.kind == "delete" and delete.platform_id == f"{second['id']}:delete"
+    await drain(Worker(rt.client, rt.settings))
+    cid = await conversation_id(rt, str(dm))
+    kinds = [h.type for h in await rt.conversations.history(cid)]
+    assert kinds == ["inbound", "inbound", "edit", "delete"]
+    conv = await rt.conversations.get(cid)
+    assert conv.messages == 2
+
+
+async def test_private_thread_per_user(rt: Runtime, emu: Emulator, make_bot: AdapterFactory) -> None:
+    await make_bot(private_threads=True)
+    bob = emu.user("bob")
+    await emu.post(SUPPORT, bob, "my deposit is missing")
+    [env] = await wait_inbox(rt, 1)
+    thread = int(env.conversation_key)
+    assert emu.channels[thread]["type"] == 12 and emu.channels[thread]["parent_id"] == str(SUPPORT)
+    assert emu.thread_members[thread] == {int(bob["id"])}
+    # Bob continues in the thread, or writes in the channel again: the same conversation.
+    await emu.post(thread, bob, "any news?")
+    await emu.post(SUPPORT, bob, "hello??")
+    envs = await wait_inbox(rt, 3)
+    assert {e.conversation_key for e in envs} == {str(thread)}
+    assert [c for c in emu.channels.values() if c["type"] == 12] == [emu.channels[thread]]
