@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -94,12 +95,43 @@ def regex_error(pattern: str) -> str | None:
 
 # Regex literals as a prefilter: if every match of a pattern must contain one of a few literal
 # strings, the rule can be gated on them through the same automaton (what hyperscan and RE2's
-# FilteredRE2 do). Python's own parser reads the pattern; anything it does not know, or any case
-# folding flag, gives up (ungated), which is always safe: the regex itself still decides.
+# FilteredRE2 do). Python's own parser reads the pattern (after RE2-only escapes are translated:
+# ``\pL``/``\p{P}`` become a non-literal class, ``\x{4e00}`` the character itself); anything it
+# does not know gives up (ungated), which is always safe: the regex itself still decides.
 _sre: Any = importlib.import_module("re._parser")
 _c: Any = importlib.import_module("re._constants")
 _MIN_FACTOR = 2  # shorter literals hit almost every message: no use as a gate
 _MAX_FACTORS = 64
+#: A regex whose every match contains a run of at least this many ASCII letters/digits (an
+#: address, a hash) is gated on the message having such a run (one cheap scan per message).
+MIN_ALNUM_RUN = 8
+_RE2_ESCAPE = re.compile(r"\\(?:([pP])(?:\{[^}]*\}|.)|x\{([0-9A-Fa-f]{1,6})\}|.)", re.DOTALL)
+
+
+def _python_syntax(pattern: str) -> str:
+    """Translate the RE2-only escapes Python's parser refuses into equivalents for our analysis:
+    a Unicode class becomes ``\\W`` (some class: neither a literal nor ASCII-alphanumeric), a
+    ``\\x{…}`` code point becomes that character. Other escapes are kept as they are."""
+
+    def sub(m: re.Match[str]) -> str:
+        if m.group(1):
+            return r"\W"
+        if m.group(2):
+            return f"\\U{int(m.group(2), 16):08x}"
+        return m.group()
+
+    return _RE2_ESCAPE.sub(sub, pattern)
+
+
+def _parse(pattern: str) -> tuple[list[tuple[Any, Any]], bool] | None:
+    try:
+        parsed = _sre.parse(_python_syntax(pattern))
+    except Exception:  # RE2-only syntax ((?U), \C, ...): no prefilter, still correct
+        return None
+    flags = parsed.state.flags
+    if flags & _c.SRE_FLAG_VERBOSE:
+        return None
+    return list(parsed), bool(flags & _c.SRE_FLAG_IGNORECASE)
 
 
 def required_literals(pattern: str) -> frozenset[str] | None:
@@ -107,44 +139,117 @@ def required_literals(pattern: str) -> frozenset[str] | None:
 
     Under ``(?i)`` the literals are case-folded: the text they are looked for in is already
     NFKC + casefold()-normalised, so a case-insensitive match there contains the folded literal.
+    Short finite alternatives are multiplied out (``被(人|别人)`` -> {``被人``, ``被别人``};
+    ``% ?/`` -> {``%/``, ``% /``}) so that one-character literals still make a useful gate.
     """
-    try:
-        parsed = _sre.parse(pattern)
-    except Exception:  # RE2-only syntax (\pL, \x{...}, (?U)...): no prefilter, still correct
+    parsed = _parse(pattern)
+    if parsed is None:
         return None
-    flags = parsed.state.flags
-    if flags & _c.SRE_FLAG_VERBOSE:
-        return None
-    found = _seq(list(parsed), bool(flags & _c.SRE_FLAG_IGNORECASE))
+    found = _seq(*parsed)
     if not found or len(found) > _MAX_FACTORS or min(map(len, found)) < _MIN_FACTOR:
         return None
     return frozenset(found)
 
 
 def _seq(items: list[tuple[Any, Any]], fold: bool) -> set[str] | None:
-    # A concatenation: every part must match, so any one part's literal set is required;
-    # keep the most selective (longest shortest literal).
+    # A concatenation: every part must match, so any one part's literal set is required; runs
+    # of parts with small finite languages are multiplied out. Keep the most selective set
+    # (longest shortest literal, then fewest).
     options: list[set[str]] = []
-    run: list[str] = []
+    run: set[str] = {""}
 
     def flush() -> None:
-        if run:
-            text = "".join(run)
-            options.append({text.casefold() if fold else text})
-            run.clear()
+        nonlocal run
+        if run != {""}:
+            options.append(run)
+        run = {""}
 
     for op, av in items:
-        if op is _c.LITERAL:
-            run.append(chr(av))
+        exact = _exact(op, av, fold)
+        if exact is not None and len(run) * len(exact) <= _MAX_FACTORS:
+            run = {a + b for a in run for b in exact}
             continue
         flush()
+        if exact is not None:
+            run = exact
+            continue
         part = _node(op, av, fold)
         if part is not None:
             options.append(part)
     flush()
+    options = [o for o in options if "" not in o]
     if not options:
         return None
     return max(options, key=lambda o: (min(map(len, o)), -len(o)))
+
+
+def _exact(op: Any, av: Any, fold: bool) -> set[str] | None:
+    """The whole (small, finite) set of strings a node matches, or None."""
+    if op is _c.LITERAL:
+        return {chr(av).casefold() if fold else chr(av)}
+    if op is _c.AT:
+        return {""}  # zero width
+    if op is _c.IN:
+        chars: set[str] = set()
+        for item_op, item_av in av:
+            if item_op is not _c.LITERAL:
+                return None  # a range, a category, a negation
+            chars.add(chr(item_av).casefold() if fold else chr(item_av))
+        return chars if len(chars) <= 8 else None
+    if op is _c.SUBPATTERN:
+        _group, add_flags, del_flags, sub = av
+        if add_flags & _c.SRE_FLAG_VERBOSE:
+            return None
+        fold = _fold(fold, add_flags, del_flags)
+        return _exact_seq(list(sub), fold)
+    if op is _c.BRANCH:
+        union: set[str] = set()
+        for branch in av[1]:
+            part = _exact_seq(list(branch), fold)
+            if part is None:
+                return None
+            union |= part
+            if len(union) > _MAX_FACTORS:
+                return None
+        return union
+    if op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
+        low, high, sub = av
+        if high > 3:
+            return None
+        inner = _exact_seq(list(sub), fold)
+        if inner is None:
+            return None
+        out: set[str] = set()
+        level = {""}
+        for count in range(high + 1):
+            if count >= low:
+                out |= level
+            if count < high:
+                level = {a + b for a in level for b in inner}
+            if len(out) > _MAX_FACTORS or len(level) > _MAX_FACTORS:
+                return None
+        return out
+    return None
+
+
+def _exact_seq(items: list[tuple[Any, Any]], fold: bool) -> set[str] | None:
+    out = {""}
+    for op, av in items:
+        part = _exact(op, av, fold)
+        if part is None:
+            return None
+        out = {a + b for a in out for b in part}
+        if len(out) > _MAX_FACTORS:
+            return None
+    return out
+
+
+def _fold(fold: bool, add_flags: int, del_flags: int) -> bool:
+    if add_flags & _c.SRE_FLAG_IGNORECASE:
+        return True
+    if del_flags & _c.SRE_FLAG_IGNORECASE:
+        return False
+    return fold
 
 
 def _node(op: Any, av: Any, fold: bool) -> set[str] | None:
@@ -152,11 +257,7 @@ def _node(op: Any, av: Any, fold: bool) -> set[str] | None:
         _group, add_flags, del_flags, sub = av
         if add_flags & _c.SRE_FLAG_VERBOSE:
             return None
-        if add_flags & _c.SRE_FLAG_IGNORECASE:
-            fold = True
-        if del_flags & _c.SRE_FLAG_IGNORECASE:
-            fold = False
-        return _seq(list(sub), fold)
+        return _seq(list(sub), _fold(fold, add_flags, del_flags))
     if op is _c.BRANCH:
         union: set[str] = set()
         for branch in av[1]:
@@ -169,6 +270,81 @@ def _node(op: Any, av: Any, fold: bool) -> set[str] | None:
         low, _high, sub = av
         return _seq(list(sub), fold) if low >= 1 else None
     return None
+
+
+# A second, character-class prefilter: address- and hash-shaped patterns (``[13][1-9a-km-z]{25,34}``)
+# have no literal, but every match is a long run of ASCII letters and digits, which most messages
+# do not contain. RE2 semantics: ``\d`` is [0-9].
+_ALNUM = frozenset("0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def required_alnum_run(pattern: str) -> int:
+    """A length n such that every match of ``pattern`` contains n consecutive ASCII letters or
+    digits (0 when none is known). Case-insensitive patterns give 0: under RE2's case folding
+    ``[a-z]`` also matches the Kelvin sign and the long s."""
+    parsed = _parse(pattern)
+    if parsed is None or parsed[1]:
+        return 0
+    return _run_seq(parsed[0])[1]
+
+
+def _run_seq(items: list[tuple[Any, Any]]) -> tuple[int | None, int]:
+    # (minimum length if every match is made of ASCII letters/digits only else None,
+    #  a run length every match contains)
+    total: int | None = 0
+    best = current = 0
+    for op, av in items:
+        full, inner = _run_node(op, av)
+        if full is not None:
+            current += full
+            if total is not None:
+                total += full
+        else:
+            total = None
+            best = max(best, current, inner)
+            current = 0
+    return total, max(best, current)
+
+
+def _run_node(op: Any, av: Any) -> tuple[int | None, int]:
+    if op is _c.LITERAL:
+        return (1, 1) if chr(av) in _ALNUM else (None, 0)
+    if op is _c.AT:
+        return 0, 0  # zero width: the characters around it are adjacent in the match
+    if op is _c.IN:
+        for item_op, item_av in av:
+            if item_op is _c.LITERAL:
+                ok = chr(item_av) in _ALNUM
+            elif item_op is _c.RANGE:
+                lo, hi = item_av
+                ok = any(ord(a) <= lo and hi <= ord(b) for a, b in ("09", "az", "AZ"))
+            elif item_op is _c.CATEGORY:
+                ok = item_av is _c.CATEGORY_DIGIT
+            else:
+                ok = False  # NEGATE and the rest
+            if not ok:
+                return None, 0
+        return 1, 1
+    if op is _c.SUBPATTERN:
+        _group, add_flags, _del_flags, sub = av
+        if add_flags & (_c.SRE_FLAG_IGNORECASE | _c.SRE_FLAG_VERBOSE):
+            return None, 0
+        return _run_seq(list(sub))
+    if op is _c.BRANCH:
+        fulls: list[int | None] = []
+        inners: list[int] = []
+        for branch in av[1]:
+            full, inner = _run_seq(list(branch))
+            fulls.append(full)
+            inners.append(inner)
+        return (None if None in fulls else min(f for f in fulls if f is not None)), min(inners)
+    if op in (_c.MAX_REPEAT, _c.MIN_REPEAT, _c.POSSESSIVE_REPEAT):
+        low, _high, sub = av
+        full, inner = _run_seq(list(sub))
+        if full is not None:
+            return low * full, low * full
+        return None, inner if low >= 1 else 0
+    return None, 0
 
 
 _ADDRESS_KINDS = ("btc_address", "eth_address", "tron_address")
@@ -309,6 +485,7 @@ class RegexC:
     subject_only: bool
     cost: int = COST_REGEX
     factors: tuple[int, ...] = ()  # literal keyword ids, one of which every match contains
+    min_run: int = 0  # every match contains this many consecutive ASCII letters/digits
 
     def match(self, ctx: Context) -> list[Match] | None:
         names = ("subject",) if self.subject_only else ("subject", "text")
@@ -418,7 +595,7 @@ class CompiledRule:
     id: str
     cond: Cond
     then: Actions
-    gate: frozenset[int] | None  # keyword ids, one of which must be present; None = ungated
+    gate: frozenset[int] | None  # gate ids, one of which must be present; None = ungated
 
 
 @dataclass(frozen=True, slots=True)
@@ -434,13 +611,18 @@ class CompiledRules:
     rules: tuple[CompiledRule, ...]
     keywords: tuple[Keyword, ...]
     automaton: Any  # ahocorasick.Automaton, or None when no rule has keywords
-    keyword_rules: Mapping[int, tuple[int, ...]]  # keyword id -> indexes of rules gated on it
+    keyword_rules: Mapping[int, tuple[int, ...]]  # gate id -> indexes of rules gated on it
     ungated: frozenset[int]
     regexes: tuple[Any, ...]  # compiled RE2 patterns, by regex id
-    eager_kinds: frozenset[str]  # detector kinds of ungated rules: found in one pass per message
+    # Detector kinds found in one pass per message: those of ungated rules and of gates.
+    eager_kinds: frozenset[str]
     groups: Mapping[str, m.GroupInfo]
     default_group: str
     default_priority: int
+    # Gate ids past the keywords: "a detector of this kind found something" ...
+    detector_gates: Mapping[str, int] = field(default_factory=dict)
+    # ... and "the normalised subject or text has a run of >= n ASCII letters/digits" (n, id).
+    run_gates: tuple[tuple[int, int], ...] = ()
 
 
 class _Builder:
@@ -450,6 +632,8 @@ class _Builder:
         self.kw_ids: dict[tuple[str, bool], int] = {}
         self.regex_ids: dict[str, int] = {}
         self._frequency_by_id: list[int] = []
+        # Gates that are not keywords ("detector:txid", "run:26"), numbered after the keywords.
+        self.feature_ids: dict[str, int] = {}
 
     def keyword(self, text: str, literal: bool = False) -> int:
         """The id of a rule keyword (normalised, word edges) or of a regex literal (verbatim)."""
@@ -501,6 +685,7 @@ class _Builder:
                 self.regex(pattern),
                 subject,
                 factors=tuple(self.keyword(f, literal=True) for f in sorted(factors or ())),
+                min_run=0 if factors else required_alnum_run(pattern),
             )
         if isinstance(cond, m.Detector):
             return DetectorC(at("detector"), expand_kinds(cond.detector))
@@ -523,10 +708,21 @@ class _Builder:
         children.sort(key=lambda c: c.cost)
         return kind(label, tuple(children), max(c.cost for c in children))
 
+    def feature(self, name: str) -> int:
+        """The gate id of a non-keyword gate (numbered after every keyword id)."""
+        return self.feature_ids.setdefault(name, len(self.kw_ids) + len(self.feature_ids))
+
     def gate(self, cond: Cond) -> frozenset[int] | None:
-        """Keyword ids at least one of which any message satisfying ``cond`` contains."""
+        """Gate ids at least one of which is present in any message satisfying ``cond``."""
         if isinstance(cond, RegexC):
-            return frozenset(cond.factors) if cond.factors else None
+            if cond.factors:
+                return frozenset(cond.factors)
+            if cond.min_run >= MIN_ALNUM_RUN:
+                return frozenset({self.feature(f"run:{cond.min_run}")})
+            return None
+        if isinstance(cond, DetectorC):
+            # The engine finds these kinds for every message in its first detector pass.
+            return frozenset(self.feature(f"detector:{kind}") for kind in sorted(cond.kinds))
         if isinstance(cond, KeywordsC):
             if cond.need_all:
                 return frozenset({min(cond.kw_ids, key=self._rarity)})
@@ -542,10 +738,13 @@ class _Builder:
                     return None
                 union |= g
             return frozenset(union)
-        return None  # not, and every non-keyword condition, can hold without any keyword
+        return None  # not, and every other condition, can hold without any keyword
 
-    def _rarity(self, kw_id: int) -> int:
-        return self._frequency_by_id[kw_id]
+    def _rarity(self, gate_id: int) -> int:
+        if gate_id < len(self._frequency_by_id):
+            return self._frequency_by_id[gate_id]
+        # A detector finding or a long alphanumeric run: prefer a rare keyword of the same rule.
+        return len(self.doc.rules)
 
     def build(self) -> CompiledRules:
         compiled: list[CompiledRule] = []
@@ -568,19 +767,27 @@ class _Builder:
                     keyword_rules.setdefault(kw, []).append(index)
             compiled.append(CompiledRule(index, rule.id, cond, self.actions(rule.then), gate))
         keywords = tuple(Keyword(*texts[i]) for i in range(len(texts)))
+        # Only the features some rule's gate uses are computed per message.
+        used = {kw for rule in compiled if rule.gate is not None for kw in rule.gate}
+        features = {name: i for name, i in self.feature_ids.items() if i in used}
+        detector_gates = {n[len("detector:") :]: i for n, i in features.items() if n.startswith("detector:")}
+        run_gates = tuple(sorted((int(n[len("run:") :]), i) for n, i in features.items() if n.startswith("run:")))
         return CompiledRules(
             rules=tuple(compiled),
             keywords=keywords,
             automaton=_automaton(keywords),
             keyword_rules={k: tuple(v) for k, v in keyword_rules.items()},
             ungated=frozenset(ungated),
-            eager_kinds=frozenset(
+            eager_kinds=frozenset(detector_gates)
+            | frozenset(
                 k
                 for i in ungated
                 for node in _nodes(compiled[i].cond)
                 if isinstance(node, DetectorC)
                 for k in node.kinds
             ),
+            detector_gates=detector_gates,
+            run_gates=run_gates,
             regexes=tuple(compile_regex(p) for p in self.regex_ids),
             groups={
                 g.id: m.GroupInfo(g.id, g.name or g.id, tuple(g.languages), self.hours[g.id]) for g in self.doc.groups

@@ -13,6 +13,7 @@ import functools
 import gc
 import hashlib
 import logging
+import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from importlib import resources
@@ -20,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rules import detectors
-from rules.compile import CompiledRules, compile_rules, expand_kinds, search_utf8
+from rules.compile import MIN_ALNUM_RUN, CompiledRules, compile_rules, expand_kinds, search_utf8
 from rules.language import LanguageDetector
 from rules.loader import load
 from rules.model import (
@@ -250,6 +251,16 @@ class Engine:
             candidates.update(keyword_rules.get(kw, ()))
         for kw in ctx.subject_hits:
             candidates.update(keyword_rules.get(kw, ()))
+        if c.detector_gates:
+            found_text, found_subject = ctx._found["text"], ctx._found["subject"]
+            for kind, gate_id in c.detector_gates.items():
+                if found_text.get(kind) or found_subject.get(kind):
+                    candidates.update(keyword_rules[gate_id])
+        if c.run_gates:
+            longest = max(_longest_run(ctx._norm["text"].text), _longest_run(ctx._norm["subject"].text))
+            for length, gate_id in c.run_gates:
+                if longest >= length:
+                    candidates.update(keyword_rules[gate_id])
 
         tags: dict[str, None] = {}
         priority: int | None = None
@@ -319,6 +330,14 @@ class Engine:
                 len(decision.redactions),
             )
         return decision
+
+
+_ALNUM_RUN_RE = re.compile(f"[0-9A-Za-z]{{{MIN_ALNUM_RUN},}}")
+
+
+def _longest_run(text: str) -> int:
+    """Length of the longest run of ASCII letters/digits, or 0 if none reaches MIN_ALNUM_RUN."""
+    return max(map(len, _ALNUM_RUN_RE.findall(text)), default=0) if text else 0
 
 
 def _without(text: str, spans: list[detectors.Finding]) -> str:

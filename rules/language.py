@@ -29,7 +29,8 @@ _EMAIL_RE = re.compile(r"[^\s@]+@\S+")
 _HANDLE_RE = re.compile(r"@\w+")
 # Tokens with a digit (TRC20, 2FA, order ids) and long letter+digit runs (hashes, addresses).
 # ASCII only: CJK text is one long \w run, and "我于6月10日" must keep its Han characters.
-_BLOB_RE = re.compile(r"(?<![0-9A-Za-z])(?:[A-Za-z]*\d[0-9A-Za-z]*|[A-Za-z]{20,})")
+# Possessive: a letter is never a digit, so giving letters back could not help (same matches).
+_BLOB_RE = re.compile(r"(?<![0-9A-Za-z])(?:[A-Za-z]*+\d[0-9A-Za-z]*+|[A-Za-z]{20,}+)")
 # Words that appear untranslated in every language of the exchange's users.
 _JARGON = frozenset(
     """
@@ -139,7 +140,13 @@ class _FastText:
         self._codes = codes
 
     def predict(self, text: str) -> str | None:
-        labels, scores = self._model.predict(text.lower(), k=10)
+        text = text.lower()
+        # The model's best label is usually a configured language: asking for it alone is ~40%
+        # cheaper than for the top 10 (same scores, so the same answer); else look further.
+        labels, scores = self._model.predict(text, k=1)
+        if labels and str(labels[0])[9:] in self._codes:
+            return str(labels[0])[9:] if scores[0] >= _MIN_FASTTEXT_SCORE else None
+        labels, scores = self._model.predict(text, k=10)
         for label, score in zip(labels, scores, strict=False):
             code = str(label)[9:]  # "__label__en"
             if code in self._codes:
@@ -200,6 +207,9 @@ class LanguageDetector:
             text = unicodedata.normalize("NFC", text)
         clean = _strip(text)
         words = [w for w in _LATIN_WORD_RE.findall(clean) if w.lower() not in _JARGON]
+        if clean.isascii():
+            # Every script and letter hint below is non-ASCII: straight to the Latin languages.
+            return self._latin_language(words) if words else None
         latin_words = len(words)
         han = len(_HAN_RE.findall(clean))
         if han or _KANA_RE.search(clean) or _HANGUL_RE.search(clean):

@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from rules import Engine, MessageIn
-from rules.compile import AllC, KeywordsC, compile_regex, regex_error, required_literals
+from rules.compile import AllC, KeywordsC, compile_regex, regex_error, required_alnum_run, required_literals
 from rules.normalize import normalize
 
 
@@ -29,13 +29,38 @@ def test_re2_refusals_say_why() -> None:
         ("(?i)ABC", {"abc"}),  # the text is case-folded: so are the literals
         ("a*b", None),  # a literal that may be absent
         (r"\d+%", None),
-        (r"\pL+x", None),  # RE2-only syntax
+        (r"\pL+x", None),  # RE2-only syntax, read as some class: "x" alone is too short
         ("ab?", None),  # one-character literal: useless as a gate
+        ("被(人|别人)[^，]{0,3}(登|转)", {"被人", "被别人"}),  # short alternatives multiplied out
+        (r"\d+% ?/(day|天)", {"%/day", "%/天", "% /day", "% /天"}),
+        (r"kimli[gğk]", {"kimlig", "kimliğ", "kimlik"}),
+        (r"^[\s\p{P}]*(hello|hola)[\pL\pN]{0,3}$", {"hello", "hola"}),  # \p{...} is a class
+        (r"\x{88ab}\x{76d7}", {"被盗"}),
     ],
 )
 def test_required_literals(pattern: str, expected: set[str] | None) -> None:
     got = required_literals(pattern)
     assert (set(got) if got is not None else None) == expected
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (r"\b(bc1[02-9ac-hj-np-z]{25,62}|[13][1-9a-km-z]{25,34}|0x[0-9a-f]{40})\b", 26),
+        (r"tx:\s*[0-9a-f]{64}", 64),
+        (r"order\s*#?\d{6,}", 6),
+        (r"ab\d{3}", 5),
+        ("[a-z0-9]{2,}", 2),
+        ("a*b", 1),
+        (r"(?i)[a-z]{30}", 0),  # RE2's case folding adds the Kelvin sign and the long s
+        (r"[\pL]{30}", 0),  # Unicode letters are not ASCII
+        ("[^ ]{30}", 0),
+        (r"\w{30}", 0),
+        ("(abc)?x", 1),
+    ],
+)
+def test_required_alnum_run(pattern: str, expected: int) -> None:
+    assert required_alnum_run(pattern) == expected
 
 
 @pytest.mark.parametrize(
@@ -45,6 +70,8 @@ def test_required_literals(pattern: str, expected: set[str] | None) -> None:
         ("(12|24) ?(слов|words)", ["12 слов", "24words"]),
         ("usdt(-| )?(trc|erc)20", ["usdt-trc20", "usdt erc20"]),
         ("(?i)ВЗЛОМ|Kredit", ["взлом", "мой kredit"]),
+        ("被(人|别人)[^，]{0,3}(登|转)", ["我被人登了", "被别人转走"]),
+        (r"\d+ ?% ?/ ?(day|天)", ["10%/day", "5 % / 天"]),
     ],
 )
 def test_required_literals_are_sound(pattern: str, matching: list[str]) -> None:
@@ -78,10 +105,23 @@ def test_gates_follow_the_condition_tree(make_engine) -> None:  # type: ignore[n
         "any-mixed": False,
         "any-kw": True,
         "not": False,
-        "det": False,
+        "det": True,  # on "the first detector pass found a txid"
     }
-    assert c.ungated == frozenset({2, 4, 5})
+    assert c.ungated == frozenset({2, 4})
     assert c.eager_kinds == frozenset({"txid"})
+    assert set(c.detector_gates) == {"txid"}
+    assert c.rules[5].gate == frozenset({c.detector_gates["txid"]})
+
+
+def test_address_shaped_regex_is_gated_on_a_long_alphanumeric_run(make_engine) -> None:  # type: ignore[no-untyped-def]
+    c = compiled(
+        make_engine,
+        "  - {id: addr, when: {regex: '\\b(t[1-9a-km-z]{33}|0x[0-9a-f]{40})\\b'}, then: {tags: [x]}}\n"
+        "  - {id: short, when: {regex: '[a-z0-9]{2,}'}, then: {tags: [x]}}\n",
+    )
+    assert c.run_gates == ((34, len(c.keywords)),)
+    assert c.rules[0].gate == frozenset({len(c.keywords)})
+    assert c.ungated == frozenset({1})  # a 2-character run is in nearly every message: no gate
 
 
 def test_all_is_gated_on_its_rarest_keyword(make_engine) -> None:  # type: ignore[no-untyped-def]
@@ -131,8 +171,11 @@ def test_gating_gives_the_same_decisions_as_evaluating_every_rule(make_engine) -
         "  - {id: c, when: {not: {contains_any: [thanks]}}, then: {tags: [c]}}\n"
         "  - {id: d, when: {contains_all: [usdt, trc20]}, then: {tags: [d], stop: true}}\n"
         "  - {id: e, when: {regex: 'e\\d{4}'}, then: {tags: [e]}}\n"
+        "  - {id: f, when: {any: [{detector: address}, {regex: '\\bt[1-9a-km-z]{33}\\b'}]}, then: {tags: [f]}}\n"
+        "  - {id: g, when: {detector: [txid, seed_phrase]}, then: {tags: [g]}}\n"
     )
     engine = make_engine(body)
+    assert engine._c.ungated == frozenset({2, 4})  # `not`, and a one-letter literal
     brute = Engine.__new__(Engine)
     brute.__dict__.update(engine.__dict__)
     brute._c = dataclasses.replace(engine._c, ungated=frozenset(range(len(engine._c.rules))))
@@ -146,6 +189,11 @@ def test_gating_gives_the_same_decisions_as_evaluating_every_rule(make_engine) -
         "verification thanks usdt",
         "nothing",
         "我的usdt提现",
+        "send to TXyz1234567890abcdefghijkmnopqrst please",  # address-shaped, bad checksum
+        "send to TR7NHqjeKQxGTCi8q8ZY4pL8otSzgjLj6t please",  # valid TRON address
+        "tx " + "ab" * 32,
+        "ｔｘ " + "ＡＢ" * 20,  # full width: the run only exists after normalisation
+        "abandon " * 11 + "about",
     ]:
         m = MessageIn(channel="telegram", text=text, language="en")
         assert engine.evaluate(m) == brute.evaluate(m), text
@@ -178,3 +226,26 @@ rules:
         engine = Engine.from_yaml(text, "t.yaml")
         tags = engine.evaluate(MessageIn(channel="telegram", text="Para çekme talebim beklemede")).tags
         assert "rb" in tags and ("ra" in tags or "rz" in tags)
+
+
+def test_default_rules_gating_is_exact_on_the_samples() -> None:
+    # The default set gates all but its greeting and VIP-sender rules; evaluating every rule on
+    # every sample gives the same decisions.
+    import json
+    from pathlib import Path
+
+    from rules.commands import message_from_json
+
+    engine = Engine.default()
+    ungated = {engine._c.rules[i].id for i in engine._c.ungated}
+    assert ungated == {"greeting", "vip-sender"}
+    samples = Path(__file__).resolve().parents[3] / "shared" / "samples" / "messages.jsonl"
+    if not samples.exists():
+        pytest.skip("samples not available")
+    brute = Engine.__new__(Engine)
+    brute.__dict__.update(engine.__dict__)
+    brute._c = dataclasses.replace(engine._c, ungated=frozenset(range(len(engine._c.rules))))
+    for line in samples.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            m = message_from_json(json.loads(line))
+            assert engine.evaluate(m) == brute.evaluate(m)
