@@ -56,7 +56,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import adapters
     from adapters.sandbox import SandboxAdapter
     from router.redis import redis_server
-    from router.runtime import Runtime, serve
+    from router.runtime import Runtime, serve, worker_processes
 
     async def main(url: str) -> int:
         async with Runtime(settings, url) as rt:
@@ -75,10 +75,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-            await serve(rt, enabled, workers=args.workers)
+            await serve(rt, enabled)
         return 0
 
-    with redis_server(settings.redis_url, settings.redis.data_dir) as url:
+    with (
+        redis_server(settings.redis_url, settings.redis.data_dir) as url,
+        # Rules evaluation is CPU-bound: more workers means more processes, not more tasks.
+        worker_processes(args.workers - 1, url, args.config),
+    ):
         return asyncio.run(main(url))
 
 

@@ -7,9 +7,13 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import socket
+import subprocess
+import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -123,10 +127,26 @@ async def running_adapters(adapters: list[Adapter]) -> AsyncIterator[list[Adapte
                 log.exception("closing adapter %s failed", adapter.name)
 
 
+@contextlib.contextmanager
+def worker_processes(n: int, url: str, config: Path | None) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """``n`` extra ``switchboard worker`` processes on the same Redis, stopped (SIGTERM) on exit."""
+    env = {**os.environ, "SWITCHBOARD_REDIS__URL": url}
+    cmd = [sys.executable, "-m", "router", *(["--config", str(config)] if config else []), "worker"]
+    procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
 async def serve(rt: Runtime, adapters: list[Adapter], workers: int = 1) -> None:
     """Run router workers and adapters until SIGTERM/SIGINT: workers finish their batch first."""
-    import signal
-
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     pool = [Worker(rt.client, rt.settings) for _ in range(workers)]

@@ -22,7 +22,9 @@ def wait_for(predicate: object, seconds: float = 20) -> None:
 
 
 def test_send_queue_claim_reply_sandbox_inbox(env: dict[str, str]) -> None:
-    run = subprocess.Popen([*SWITCHBOARD, "run"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [*SWITCHBOARD, "run", "--workers", "2"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
     try:
         sb(env, "send", "--from", "alice", "my withdrawal has not arrived")
 
@@ -47,8 +49,12 @@ def test_send_queue_claim_reply_sandbox_inbox(env: dict[str, str]) -> None:
         shown = json.loads(sb(env, "show", conv["id"], "--json").stdout)
         assert [h["type"] for h in shown["history"]][:3] == ["inbound", "status", "outbound"]
         assert list(shown["deliveries"].values()) == ["delivered"]
-        stats = json.loads(sb(env, "stats", "--json").stdout)
-        assert any(k.startswith("worker:") for k in stats["health"])
+
+        def two_workers() -> bool:
+            health = json.loads(sb(env, "stats", "--json").stdout)["health"]
+            return len({v["pid"] for k, v in health.items() if k.startswith("worker:")}) == 2
+
+        wait_for(two_workers)  # --workers 2: two processes, for two cores
         assert sb(env, "check").returncode == 0
         sb(env, "close", conv["id"], "--agent", "bob")
         assert json.loads(sb(env, "show", conv["id"], "--json").stdout)["conversation"]["status"] == "closed"
