@@ -99,6 +99,8 @@ class WebSettings(BaseModel):
     login_window_s: int = Field(300, ge=1)
     # The dashboard's time series: one sample of counters and depths every sample_s seconds.
     sample_s: float = Field(15.0, gt=0)
+    # Live streams (SSE) open at once; each holds a Redis connection of its own while it waits.
+    max_streams: int = Field(200, ge=1)
 
 
 #: Channel adapters' sections: validated by each adapter's own model when it starts, so that the
@@ -169,7 +171,9 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
 
 #: Keys that may never come from the TOML file, at any depth ([telegram.bots.x] token too).
-SECRET_KEYS = frozenset({"token", "password", "secret", "secret_token", "session_secret", "api_key"})
+SECRET_KEYS = frozenset(
+    {"token", "password", "smtp_password", "secret", "secret_token", "session_secret", "api_key"}
+)
 
 
 def _secrets_in(data: dict[str, Any], path: str = "") -> list[str]:

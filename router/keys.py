@@ -23,6 +23,7 @@ sandbox:{user}                  stream    replies delivered to a sandbox user
 stats                           hash      counters (in:{channel}, routed:{channel}, dead, ...)
 health:{kind}:{name}            string    JSON health record with a TTL (workers, adapters)
 cursor:{channel}:{account}      hash      an adapter's durable positions (update offset, UIDs ...)
+email:mid:{account}:{msgid}     string    e-mail thread index: Message-ID -> "root\nsubject" (TTL)
 rules:active                    string    published rule-set version number
 rules:v:{n}                     hash      a published rule set: source, author, at, version hash
 rules:log                       stream    publish / rollback log
@@ -111,6 +112,9 @@ class Keys:
 
     def cursor(self, channel: str, account: str) -> str:
         return f"{self.prefix}cursor:{channel}:{account}"
+
+    def email_message(self, account: str, message_id: str) -> str:
+        return f"{self.prefix}email:mid:{account}:{message_id}"
 
     def health_pattern(self) -> str:
         return f"{self.prefix}health:*"

@@ -55,7 +55,7 @@ class OutboxConsumer:
         max_attempts: int = 8,
         claim_idle_ms: int = 60_000,
         concurrency: int = 8,
-        block_ms: int = 1000,
+        block_ms: int = 250,
     ) -> None:
         self.client = client
         self.keys = keys

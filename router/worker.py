@@ -43,7 +43,7 @@ from router.model import ENVELOPE_VERSION, Envelope, decode_envelope, new_id
 from router.redis import TRANSIENT_ERRORS, Backoff
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts, argv
-from rules import Decision, MessageIn
+from rules import Decision, MessageIn, redact_secrets
 
 log = logging.getLogger("switchboard.worker")
 
@@ -306,6 +306,9 @@ class Worker:
 
     def _payload(self, env: Envelope, decision: Decision) -> str:
         d = decision.to_dict()
+        # Only the evaluated, redacted text may travel; an adapter's copy of the whole body (e-mail
+        # quotes included) is kept in the history alone, with its secrets masked too.
+        meta = {k: v for k, v in env.meta.items() if k != "full_body"}
         history = {
             "msg": env.id,
             "kind": env.kind,
@@ -318,6 +321,8 @@ class Worker:
             "reply_to": env.reply_to,
             "decision": {k: v for k, v in d.items() if k not in ("text", "subject")},
         }
+        if "full_body" in env.meta:
+            history["full_body"] = redact_secrets(env.meta["full_body"])
         reply = None
         # Never answer an auto-reply, bounce or list mail automatically: two robots would loop.
         if decision.auto_reply and not env.meta.get("auto_submitted"):
@@ -329,7 +334,7 @@ class Worker:
                 "text": decision.auto_reply,
                 "author": "auto",
                 "reply_to": env.platform_id,
-                "meta": env.meta,
+                "meta": meta,
                 "auto": True,
                 "created_at": time.time(),
             }
@@ -343,7 +348,7 @@ class Worker:
             "last_msg_id": env.id,
             "last_platform_id": env.platform_id,
             "last_text": decision.text[:200],
-            "meta": _json(env.meta),
+            "meta": _json(meta),
             "rules_version": decision.rules_version,
         }
         if decision.subject:

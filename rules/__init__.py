@@ -36,9 +36,10 @@ __all__ = [
     "RuleError",
     "RuleSetError",
     "TraceEntry",
+    "redact_secrets",
 ]
 
-_HOME = {name: "rules.model" for name in __all__} | {"Engine": "rules.evaluate"}
+_HOME = {name: "rules.model" for name in __all__} | {"Engine": "rules.evaluate", "redact_secrets": "rules.evaluate"}
 
 
 def __getattr__(name: str) -> Any:

@@ -355,6 +355,12 @@ def _without(text: str, spans: list[detectors.Finding]) -> str:
     return "".join(out)
 
 
+def redact_secrets(text: str) -> str:
+    """``text`` with every seed phrase and private key masked, for text kept beside a decision
+    (e.g. an e-mail's full body, of which only the stripped part was evaluated)."""
+    return _redact(text, detectors.detect(text, detectors.SECRET_KINDS), "text", [])
+
+
 def _redact(text: str, findings: list[detectors.Finding], field: str, out: list[Redaction]) -> str:
     if not findings:
         return text

@@ -227,3 +227,18 @@ async def test_follow_up_routed_by_a_rule_moves_a_conversation_the_defaults_plac
     await rt.inbox.append(message("also 2fa question", user="kim"))
     await drain(worker)
     assert (await rt.conversations.get(conv.id)).group == "payments"
+
+
+async def test_full_body_never_travels_and_is_kept_redacted(rt: Runtime) -> None:
+    seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
+    body = f"my withdrawal is stuck\n\n> earlier you asked for my phrase: {seed}"
+    await rt.inbox.append(message("my withdrawal is stuck", user="lee", meta={"full_body": body, "chat_id": "9"}))
+    await drain(Worker(rt.client, rt.settings))
+    [conv] = await rt.queues.head("payments")
+    [inbound] = await rt.conversations.history(conv.id)
+    assert "[redacted:seed_phrase]" in inbound.data["full_body"] and "jaguar" not in inbound.data["full_body"]
+    stored_meta = await rt.client.hget(rt.keys.conv(conv.id), "meta")
+    assert json.loads(stored_meta) == {"chat_id": "9"}
+    await rt.conversations.reply(conv.id, "checking", "agent")
+    [(_, fields)] = await rt.client.xrange(rt.keys.outbox("telegram"))
+    assert "full_body" not in json.loads(fields[b"item"])["meta"]
