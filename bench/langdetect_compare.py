@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_SAMPLES = Path("/work/shared/samples/messages.jsonl")
+DEFAULT_SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "samples" / "messages.jsonl"
 LANGS = ("zh", "en", "ru", "es", "tr", "vi", "pt", "ko")
 
 # Very short messages (<= 3 words), as users open a chat. Written for this benchmark.

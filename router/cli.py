@@ -66,6 +66,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                     enabled.append(SandboxAdapter(rt.adapter_context()))
                 sections = {"telegram": settings.telegram, "discord": settings.discord, "email": settings.email}
                 enabled.extend(adapters.build(rt.adapter_context(), sections))
+                if settings.web.enabled:
+                    from router.console import ConsoleServer, create_app
+
+                    # The console runs like one more adapter: started after them, closed first.
+                    enabled.append(ConsoleServer(create_app(rt, settings), settings.web.host, settings.web.port))
             where = "configured URL" if settings.redis_url else f"embedded, data in {settings.redis.data_dir}"
             print(
                 f"Switchboard running (redis: {where}; "
@@ -75,6 +80,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 file=sys.stderr,
                 flush=True,
             )
+            if not args.workers_only and settings.web.enabled:
+                print(f"Web console: http://{settings.web.host}:{settings.web.port}/", file=sys.stderr, flush=True)
             await serve(rt, enabled)
         return 0
 
@@ -84,6 +91,65 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         worker_processes(args.workers - 1, url, args.config),
     ):
         return asyncio.run(main(url))
+
+
+def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
+    """The web console and API alone (workers run elsewhere), until SIGTERM/SIGINT."""
+    import signal
+
+    from router.console import ConsoleServer, create_app
+    from router.redis import redis_server
+    from router.runtime import Runtime
+
+    async def main(url: str) -> int:
+        async with Runtime(settings, url) as rt:
+            host, port = args.host or settings.web.host, args.port if args.port is not None else settings.web.port
+            server = ConsoleServer(create_app(rt, settings), host, port)
+            await server.start()
+            print(f"Switchboard web console on {server.url}/ (stop with Ctrl-C)", file=sys.stderr, flush=True)
+            loop = asyncio.get_running_loop()
+            stop = asyncio.Event()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, stop.set)
+            try:
+                stopper = asyncio.create_task(stop.wait())
+                served = asyncio.create_task(server.wait())
+                await asyncio.wait([stopper, served], return_when=asyncio.FIRST_COMPLETED)
+                stopper.cancel()
+            finally:
+                await server.close()
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+        return 0
+
+    with redis_server(settings.redis_url, settings.redis.data_dir) as url:
+        return asyncio.run(main(url))
+
+
+# -- console users -------------------------------------------------------------------------------
+async def _users(rt: Any, args: argparse.Namespace) -> int:
+    from router.console.auth import Users, load_secret
+
+    users = Users(rt.client, rt.keys, await load_secret(rt.client, rt.keys, rt.settings.web))
+    if args.action == "add":
+        password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
+        try:
+            made = await users.add(args.name, args.role, args.group, password)
+        except ValueError as exc:  # a bad name or a short password: the user's input, not a bug
+            print(f"switchboard: {exc}", file=sys.stderr)
+            return 2
+        print(f"added {args.role} {args.name} ({', '.join(args.group) or 'no group'})")
+        if password is None:
+            print(f"one-time password (to be changed at first login): {made}")
+    elif args.action == "list":
+        listed = await users.all()
+        if args.json:
+            _print_json([u.to_dict() for u in listed])
+        for u in [] if args.json else listed:
+            print(f"{u.name:<20} {u.role:<6} {', '.join(u.groups) or '-'}{'  (token)' if u.has_token else ''}")
+    elif args.action == "token":
+        print(await users.issue_token(args.name))
+    return 0
 
 
 # -- sandbox -------------------------------------------------------------------------------------
@@ -373,6 +439,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("worker", cmd_run, "run router workers only")
     sp.add_argument("--workers", type=int, default=1)
     sp.set_defaults(workers_only=True)
+
+    sp = add("web", cmd_web, "the web console and HTTP API alone (default 127.0.0.1:8080)")
+    sp.add_argument("--host")
+    sp.add_argument("--port", type=int)
+
+    users = sub.add_parser("users", help="web console users: add, list, API tokens")
+    usub = users.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = usub.add_parser("add", help="add a console user (prints a one-time password)")
+    sp.add_argument("name")
+    sp.add_argument("--role", choices=["admin", "agent"], default="agent")
+    sp.add_argument("--group", action="append", default=[], metavar="G", help="a group the agent works (repeat)")
+    sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    sp.set_defaults(handler=_with_runtime(_users))
+    sp = usub.add_parser("list", help="console users with their role and groups")
+    json_flag(sp)
+    sp.set_defaults(handler=_with_runtime(_users))
+    sp = usub.add_parser("token", help="issue a new API token for a user (revokes the previous one)")
+    sp.add_argument("name")
+    sp.set_defaults(handler=_with_runtime(_users))
 
     sp = add("send", _with_runtime(_send), "write as a sandbox user")
     sp.add_argument("--from", dest="sender", required=True, metavar="USER")

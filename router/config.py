@@ -171,7 +171,9 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
 
 #: Keys that may never come from the TOML file, at any depth ([telegram.bots.x] token too).
-SECRET_KEYS = frozenset({"token", "password", "smtp_password", "secret", "secret_token", "session_secret", "api_key"})
+SECRET_KEYS = frozenset(
+    {"token", "password", "smtp_password", "admin_password", "secret", "secret_token", "session_secret", "api_key"}
+)
 
 
 def _secrets_in(data: dict[str, Any], path: str = "") -> list[str]:

@@ -83,6 +83,8 @@ def env(redis_proc: RedisProcess, prefix: str) -> dict[str, str]:
         SWITCHBOARD_WORKER__BLOCK_MS="100",
         SWITCHBOARD_WORKER__HEARTBEAT_S="0.5",
         SWITCHBOARD_RULES__FILE=str(ROUTER_RULES),
+        # Port 0: `switchboard run` in tests must not need (or collide on) port 8080.
+        SWITCHBOARD_WEB__PORT="0",
         PYTHONPATH=str(ROOT),
     )
     return e

@@ -27,7 +27,10 @@ from rules.detectors import (
     keccak256,
 )
 
-SAMPLES = Path(os.environ.get("SWITCHBOARD_SAMPLES", "/work/shared/samples/messages.jsonl"))
+# ../shared beside the project (where CI puts it too), unless SWITCHBOARD_SAMPLES says otherwise.
+SAMPLES = Path(
+    os.environ.get("SWITCHBOARD_SAMPLES", Path(__file__).resolve().parents[3] / "shared" / "samples" / "messages.jsonl")
+)
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 BECH32 = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 

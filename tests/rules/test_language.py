@@ -10,7 +10,10 @@ import pytest
 
 from rules.language import LanguageDetector
 
-SAMPLES = Path(os.environ.get("SWITCHBOARD_SAMPLES", "/work/shared/samples/messages.jsonl"))
+# ../shared beside the project (where CI puts it too), unless SWITCHBOARD_SAMPLES says otherwise.
+SAMPLES = Path(
+    os.environ.get("SWITCHBOARD_SAMPLES", Path(__file__).resolve().parents[3] / "shared" / "samples" / "messages.jsonl")
+)
 LANGS = ("zh", "en", "ru", "es", "tr", "vi", "pt", "ko")
 
 

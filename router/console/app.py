@@ -1,0 +1,142 @@
+"""The ASGI application: ``create_app(runtime, settings)``, served by uvicorn (see server.py).
+
+Errors map to status codes in one place: NotFound 404, Conflict 409, Forbidden 403 (CSRF too),
+Unauthorized 401 (pages redirect to the login), RateLimited 429, bad input 400/422. API paths get
+JSON, pages an HTML error page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from router.config import Settings
+from router.errors import Conflict, NotFound
+from router.runtime import Runtime
+from rules import RuleSetError
+
+from . import admin, api, metrics, sse, views
+from .auth import Forbidden, RateLimited, Unauthorized
+from .http import PasswordChangeRequired, SecurityHeaders, is_api
+from .pages import HERE, login_url, make_templates, render
+from .service import Console
+
+log = logging.getLogger("switchboard.console")
+
+
+async def healthz(request: Request) -> Response:
+    """Liveness: the process answers."""
+    return JSONResponse({"ok": True})
+
+
+async def readyz(request: Request) -> Response:
+    """Readiness: Redis answers (the console can serve nothing without it)."""
+    c: Console = request.app.state.console
+    try:
+        await asyncio.wait_for(c.rt.client.ping(), 2)
+    except Exception as exc:  # any failure means "not ready", and says why
+        return JSONResponse({"ok": False, "redis": str(exc) or type(exc).__name__}, status_code=503)
+    return JSONResponse({"ok": True, "redis": "ok"})
+
+
+async def _error(request: Request, status: int, message: str, **extra: object) -> Response:
+    if is_api(request):
+        return JSONResponse({"error": message, **extra}, status_code=status)
+    return await render(request, "error.html", status, status=status, message=message)
+
+
+async def _handle(request: Request, exc: Exception) -> Response:
+    api_call = is_api(request)
+    if isinstance(exc, PasswordChangeRequired) and not api_call:
+        return RedirectResponse("/password", status_code=303)
+    if isinstance(exc, Unauthorized):
+        if not api_call:
+            return RedirectResponse(login_url(request), status_code=303)
+        return await _error(request, 401, str(exc))
+    if isinstance(exc, Forbidden):
+        return await _error(request, 403, str(exc))
+    if isinstance(exc, NotFound):
+        return await _error(request, 404, f"not found: {exc}")
+    if isinstance(exc, Conflict):
+        return await _error(request, 409, str(exc))
+    if isinstance(exc, RateLimited):
+        response = await _error(request, 429, str(exc))
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    if isinstance(exc, api.BodyError):
+        return await _error(request, 422, str(exc), details=exc.errors)
+    if isinstance(exc, RuleSetError):
+        return await _error(request, 422, "the rule set does not validate", errors=[str(e) for e in exc.errors])
+    # ValueError: bad input from the request (form field, query parameter, value).
+    return await _error(request, 400, str(exc).strip("'\""))
+
+
+async def _sampler(console: Console, stopping: asyncio.Event) -> None:
+    """The dashboard's time series: one sample per interval across all console processes."""
+    while not stopping.is_set():
+        try:
+            await console.take_sample()
+        except Exception:  # the dashboard chart is not worth crashing the console for
+            log.warning("taking a dashboard sample failed", exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), console.web.sample_s)
+
+
+def create_app(runtime: Runtime, settings: Settings) -> Starlette:
+    """The console and API over an entered ``Runtime``; its lifespan starts and stops the sampler."""
+    console = Console(runtime, settings)
+    stopping = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await console.start()
+        password = await console.first_admin()
+        if password:
+            # Printed, not logged: log collectors keep lines for longer than this password lives.
+            print(
+                f"\nSwitchboard console: created user 'admin' with the one-time password  {password}\n"
+                "(it must be changed at first login)\n",
+                file=sys.stderr,
+                flush=True,
+            )
+        sampler = asyncio.create_task(_sampler(console, stopping))
+        try:
+            yield
+        finally:
+            stopping.set()
+            await sampler
+            await console.stop()
+
+    routes = [
+        Route("/healthz", healthz),
+        Route("/readyz", readyz),
+        Route("/metrics", metrics.metrics),
+        Route("/api/events", sse.events),
+        *api.routes(),
+        *views.routes(),
+        *admin.routes(),
+        Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+    ]
+    handlers = {
+        exc: _handle for exc in (Unauthorized, Forbidden, NotFound, Conflict, RateLimited, ValueError, RuleSetError)
+    }
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers=handlers,
+        lifespan=lifespan,
+    )
+    app.state.console = console
+    app.state.stopping = stopping
+    app.state.templates = make_templates()
+    return app

@@ -1,0 +1,149 @@
+"""Request plumbing shared by views and API: who is asking, CSRF, cookies, security headers."""
+
+from __future__ import annotations
+
+import hmac
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .auth import CsrfError, Forbidden, Unauthorized, User
+
+if TYPE_CHECKING:
+    from .service import Console
+
+SESSION_COOKIE = "sb_session"
+LOGIN_CSRF_COOKIE = "sb_login_csrf"
+CSRF_HEADER = "x-csrf-token"
+CSRF_FIELD = "csrf"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class PasswordChangeRequired(Forbidden):
+    """The user logs in with a one-time password and must choose their own first."""
+
+
+def console(request: Request) -> Console:
+    c: Console = request.app.state.console
+    return c
+
+
+def is_api(request: Request) -> bool:
+    return request.url.path.startswith("/api/")
+
+
+def client_ip(request: Request) -> str:
+    # The direct peer: behind a reverse proxy, run uvicorn with --forwarded-allow-ips so that
+    # it rewrites the client from X-Forwarded-For before it gets here.
+    return request.client.host if request.client else "unknown"
+
+
+def secure_request(request: Request) -> bool:
+    return bool(console(request).web.secure_cookies) or request.url.scheme == "https"
+
+
+async def authenticate(request: Request) -> User | None:
+    """The user of a Bearer token or of the session cookie (cached on the request)."""
+    if getattr(request.state, "auth_done", False):
+        cached: User | None = request.state.user
+        return cached
+    c = console(request)
+    user: User | None = None
+    request.state.via = None
+    request.state.csrf = ""
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("bearer "):
+        user = await c.users.by_token(auth[7:].strip())
+        if user is not None:
+            request.state.via = "token"
+    elif sid := request.cookies.get(SESSION_COOKIE):
+        session = await c.sessions.get(sid)
+        if session is not None:
+            user = await c.users.get(session.user)
+            if user is not None:
+                request.state.via = "session"
+                request.state.csrf = session.csrf
+    request.state.user = user
+    request.state.auth_done = True
+    return user
+
+
+async def check_csrf(request: Request) -> None:
+    """A cookie-authenticated state change must carry the session's token (header or form field).
+
+    Token-authenticated calls are exempt: a browser never attaches a Bearer token by itself.
+    """
+    if request.method in SAFE_METHODS or request.state.via != "session":
+        return
+    sent = request.headers.get(CSRF_HEADER, "")
+    if not sent and request.headers.get("content-type", "").startswith(
+        ("application/x-www-form-urlencoded", "multipart/form-data")
+    ):
+        form = await request.form()
+        value = form.get(CSRF_FIELD)
+        sent = value if isinstance(value, str) else ""
+    if not sent or not hmac.compare_digest(sent, request.state.csrf):
+        raise CsrfError("missing or wrong CSRF token: reload the page and try again")
+
+
+async def require(request: Request, *, admin: bool = False, allow_must_change: bool = False) -> User:
+    """The authenticated user, after the CSRF check and the role check; raises otherwise."""
+    user = await authenticate(request)
+    if user is None:
+        raise Unauthorized("log in first")
+    await check_csrf(request)
+    if user.must_change and not allow_must_change:
+        raise PasswordChangeRequired("choose your own password first (POST /password or /api/me/password)")
+    if admin and not user.is_admin:
+        raise Forbidden("admins only")
+    return user
+
+
+def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        httponly=True,
+        samesite="lax",
+        secure=secure_request(request),
+        path="/",
+    )
+
+
+CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'; object-src 'none'"
+)
+
+
+class SecurityHeaders:
+    """Pure ASGI middleware (it must not buffer the SSE stream): CSP and friends on every response.
+
+    The CSP allows scripts and styles from our own origin only, so even a message that slipped
+    past escaping could not run inline script or load another origin's.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"content-security-policy", CSP.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"referrer-policy", b"same-origin"),
+                    (b"x-frame-options", b"DENY"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

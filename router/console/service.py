@@ -1,0 +1,400 @@
+"""What the console does, with access checked: shared by the HTML views and the JSON API.
+
+Every method that touches a conversation, a queue or a group takes the acting ``User`` and checks
+it here, server-side, before any read or write: an agent outside a conversation's group gets
+NotFound (its existence is not disclosed), an agent asking for another group's queue or stream gets
+Forbidden, and everything about rules and users needs an admin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import difflib
+import importlib.resources
+import json
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+from adapters.sandbox import envelope, user_inbox
+from router.config import Settings, read_secret
+from router.conversations import Conversation, HistoryEntry, parse_priority
+from router.errors import NotFound
+from router.keys import Keys
+from router.model import decode_envelope
+from router.redis import connect
+from router.rulestore import EngineHolder, Published
+from router.runtime import Runtime
+from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
+
+from .auth import Forbidden, LoginLimiter, Sessions, User, Users, load_secret
+
+DEFAULT_CANNED = {
+    "Greeting": "Hello, thank you for contacting support. I am looking into this for you now.",
+    "Withdrawal check": "Withdrawals are usually confirmed within 30 minutes. Could you send us the "
+    "transaction ID (txid) so we can check its status on the network?",
+    "Secure your account": "Please change your password and reset your 2FA right away, and never share "
+    "your recovery phrase or private key with anyone, including support staff.",
+    "KYC documents": "To finish verification, please upload a clear photo of your ID and a selfie in "
+    "the app under Profile > Verification.",
+    "Closing": "I am glad we could help. If anything else comes up, just reply to this message.",
+}
+
+_CANNED_MARKER = b"\x00edited"
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """The outcome of validating a draft rule set: the engine when it compiles, and every finding."""
+
+    engine: Engine | None
+    errors: list[RuleError]
+
+    @property
+    def ok(self) -> bool:
+        return self.engine is not None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayRow:
+    entry: str
+    channel: str
+    sender: str
+    text: str
+    before: dict[str, Any]
+    after: dict[str, Any]
+    changed: tuple[str, ...]
+
+
+class Console:
+    """The console's services over one Runtime (built by ``create_app``; started by its lifespan)."""
+
+    def __init__(self, rt: Runtime, settings: Settings) -> None:
+        self.rt = rt
+        self.settings = settings
+        self.web = settings.web
+        self.keys: Keys = rt.keys
+        self.holder = EngineHolder(rt.rules, settings.rules.file)
+        self._engine_checked = 0.0
+        # Set by start(): they need the session secret, which may live in Redis.
+        self.users: Users
+        self.sessions: Sessions
+        self.limiter = LoginLimiter(rt.client, rt.keys, settings.web)
+        # Live streams block in XREAD: their own pool, so that they never starve the rest of the
+        # process (workers and adapters share rt.client) of connections.
+        self.stream_client = connect(rt.url, max_connections=settings.web.max_streams + 4)
+        self.open_streams = 0
+
+    async def start(self) -> None:
+        secret = await load_secret(self.rt.client, self.keys, self.web)
+        self.users = Users(self.rt.client, self.keys, secret)
+        self.sessions = Sessions(self.rt.client, self.keys, self.users, self.web.session_ttl_s)
+
+    async def stop(self) -> None:
+        """Release what ``start``/``__init__`` opened (the streams' connection pool)."""
+        await self.stream_client.aclose()
+
+    async def first_admin(self) -> str | None:
+        """Create the first admin when there is no user; the one-time password when generated."""
+        web = self.web
+        configured = None
+        if (web.admin_password and web.admin_password.get_secret_value()) or web.admin_password_file:
+            configured = read_secret(web.admin_password, web.admin_password_file, "web.admin_password")
+        return await self.users.ensure_first_admin(configured)
+
+    # -- groups and engine ---------------------------------------------------------------------
+    async def engine(self) -> Engine:
+        """The rule set in force (refreshed at most once a second)."""
+        now = time.monotonic()
+        if now - self._engine_checked >= 1.0:
+            self._engine_checked = now
+            await self.holder.refresh()
+        return self.holder.engine
+
+    async def all_groups(self) -> list[str]:
+        engine = await self.engine()
+        return sorted(set(engine.groups) | set(await self.rt.queues.groups_with_queues()))
+
+    async def groups_of(self, user: User) -> list[str]:
+        groups = await self.all_groups()
+        if user.is_admin:
+            return groups
+        # An agent's groups, in the rules' order, including a group it has that no rule names yet.
+        return [g for g in groups if g in user.groups] + [g for g in user.groups if g not in groups]
+
+    @staticmethod
+    def require_group(user: User, group: str) -> None:
+        if not user.sees(group):
+            raise Forbidden(f"group {group} is not one of yours")
+
+    @staticmethod
+    def require_admin(user: User) -> None:
+        if not user.is_admin:
+            raise Forbidden("admins only")
+
+    # -- queues and conversations --------------------------------------------------------------
+    async def queue(self, user: User, group: str, limit: int = 100) -> list[Conversation]:
+        self.require_group(user, group)
+        return await self.rt.queues.head(group, limit=limit)
+
+    async def queue_stats(self, user: User) -> dict[str, dict[str, Any]]:
+        groups = await self.groups_of(user)
+        return {
+            q.group: {"depth": q.depth, "oldest_wait_s": q.oldest_wait_s, "overdue": q.overdue}
+            for q in await self.rt.queues.stats(groups)
+        }
+
+    async def mine(self, user: User) -> list[Conversation]:
+        return [c for c in await self.rt.conversations.of_agent(user.name) if user.sees(c.group)]
+
+    async def conversation(self, user: User, conv_id: str) -> Conversation:
+        """The conversation when ``user`` may see it; NotFound otherwise (existence not disclosed)."""
+        if not conv_id.isdigit():
+            raise NotFound(f"conversation {conv_id}")
+        conv = await self.rt.conversations.get(conv_id)
+        if not user.sees(conv.group):
+            raise NotFound(f"conversation {conv_id}")
+        return conv
+
+    async def detail(self, user: User, conv_id: str) -> tuple[Conversation, list[HistoryEntry], dict[str, str]]:
+        conv = await self.conversation(user, conv_id)
+        history = await self.rt.conversations.history(conv_id)
+        deliveries = await self.rt.conversations.deliveries(conv_id)
+        return conv, history, deliveries
+
+    async def claim(self, user: User, group: str, conv_id: str = "") -> str | None:
+        self.require_group(user, group)
+        return await self.rt.conversations.claim(group, user.name, conv_id)
+
+    async def reply(self, user: User, conv_id: str, text: str) -> str:
+        await self.conversation(user, conv_id)
+        return await self.rt.conversations.reply(conv_id, text, user.name)
+
+    async def release(self, user: User, conv_id: str) -> None:
+        await self.conversation(user, conv_id)
+        await self.rt.conversations.release(conv_id, user.name)
+
+    async def transfer(self, user: User, conv_id: str, group: str, reason: str = "") -> None:
+        conv = await self.conversation(user, conv_id)
+        if group not in await self.all_groups():
+            raise ValueError(f"unknown group {group!r}")
+        if group == conv.group:
+            raise ValueError(f"conversation {conv_id} is already in {group}")
+        await self.rt.conversations.transfer(conv_id, group, user.name, reason)
+
+    async def set_priority(self, user: User, conv_id: str, priority: str) -> None:
+        await self.conversation(user, conv_id)
+        await self.rt.conversations.set_priority(conv_id, parse_priority(priority), user.name)
+
+    async def close(self, user: User, conv_id: str) -> None:
+        await self.conversation(user, conv_id)
+        await self.rt.conversations.close(conv_id, user.name)
+
+    async def note(self, user: User, conv_id: str, text: str) -> None:
+        await self.conversation(user, conv_id)
+        if not text.strip():
+            raise ValueError("a note needs text")
+        await self.rt.conversations.note(conv_id, user.name, text)
+
+    # -- canned responses ----------------------------------------------------------------------
+    async def canned(self) -> dict[str, str]:
+        raw = await self.rt.client.hgetall(self.keys.canned)
+        # Until an admin saves one, the built-in examples stand in (the marker field tells an
+        # emptied list from one never edited).
+        if not raw:
+            return dict(DEFAULT_CANNED)
+        return {k.decode(): v.decode() for k, v in raw.items() if k != _CANNED_MARKER}
+
+    async def set_canned(self, user: User, title: str, text: str) -> None:
+        self.require_admin(user)
+        if not title.strip() or not text.strip():
+            raise ValueError("a canned response needs a title and a text")
+        current = await self.canned()
+        current[title.strip()] = text.strip()
+        await self._save_canned(current)
+
+    async def delete_canned(self, user: User, title: str) -> None:
+        self.require_admin(user)
+        current = await self.canned()
+        if current.pop(title, None) is None:
+            raise NotFound(f"canned response {title}")
+        await self._save_canned(current)
+
+    async def _save_canned(self, items: dict[str, str]) -> None:
+        pipe = self.rt.client.pipeline(transaction=True)
+        pipe.delete(self.keys.canned)
+        pipe.hset(self.keys.canned, mapping={_CANNED_MARKER.decode(): "1", **items})
+        await pipe.execute()
+
+    # -- rules ---------------------------------------------------------------------------------
+    async def active_source(self) -> tuple[str, Published | None]:
+        """The source of the rule set in force: published, else the configured file, else the default."""
+        published = await self.rt.rules.active()
+        if published is not None:
+            return published.source, published
+        path = self.settings.rules.file
+        if path is not None:
+            return await asyncio.to_thread(path.read_text, encoding="utf-8"), None
+        default = importlib.resources.files("rules") / "default.yaml"
+        return default.read_text(encoding="utf-8"), None
+
+    @staticmethod
+    async def validate(source: str) -> Validation:
+        try:
+            engine = await asyncio.to_thread(Engine.from_yaml, source, "draft.yaml")
+        except RuleSetError as exc:
+            return Validation(None, exc.errors)
+        return Validation(engine, list(engine.warnings))
+
+    async def try_message(self, source: str | None, message: MessageIn) -> tuple[Decision | None, Validation | None]:
+        """Evaluate one message with the draft (or, without one, the rules in force)."""
+        if source is None:
+            return (await self.engine()).evaluate(message), None
+        checked = await self.validate(source)
+        if checked.engine is None:
+            return None, checked
+        return checked.engine.evaluate(message), checked
+
+    async def replay(self, source: str, count: int) -> tuple[list[ReplayRow], int, Validation]:
+        """Route the last ``count`` inbox messages with the rules in force and with the draft.
+
+        Returns the rows whose decision differs, how many messages were compared, and the draft's
+        validation. Messages with a redacted secret are not in the inbox any more (the worker
+        deletes their raw entry), so they are not replayed — by design.
+        """
+        checked = await self.validate(source)
+        if checked.engine is None:
+            return [], 0, checked
+        current = await self.engine()
+        entries = await self.rt.client.xrevrange(self.keys.inbox, count=max(1, min(count, 5000)))
+        rows: list[ReplayRow] = []
+        compared = 0
+        for entry_id, fields in entries:
+            raw = fields.get(b"env")
+            if raw is None:
+                continue
+            try:
+                env = decode_envelope(raw)
+            except Exception:  # a malformed entry is the dead-letter stream's business, not replay's
+                continue
+            msg = MessageIn(
+                channel=env.channel,
+                text=env.text,
+                subject=env.subject,
+                account=env.account,
+                sender=env.sender.attributes,
+                language=env.sender.language,
+                received_at=None,
+            )
+            before, after = current.evaluate(msg), checked.engine.evaluate(msg)
+            compared += 1
+            changed = tuple(
+                name
+                for name, a, b in (
+                    ("group", before.group, after.group),
+                    ("priority", before.priority, after.priority),
+                    ("tags", before.tags, after.tags),
+                    ("auto_reply", before.auto_reply, after.auto_reply),
+                    ("routed_by", before.routed_by, after.routed_by),
+                )
+                if a != b
+            )
+            if changed:
+                rows.append(
+                    ReplayRow(
+                        entry=entry_id.decode(),
+                        channel=env.channel,
+                        sender=env.sender.name or env.sender.id,
+                        # Shown to an admin: the draft's redaction applies, like in history.
+                        text=after.text,
+                        before=_summary(before),
+                        after=_summary(after),
+                        changed=changed,
+                    )
+                )
+        return rows, compared, checked
+
+    async def publish(self, user: User, source: str, comment: str = "") -> Published:
+        self.require_admin(user)
+        published = await self.rt.rules.publish(source, user.name, comment, filename="draft.yaml")
+        self._engine_checked = 0.0
+        return published
+
+    async def rollback(self, user: User, to: int | None) -> Published:
+        self.require_admin(user)
+        target = await self.rt.rules.rollback(user.name, to)
+        self._engine_checked = 0.0
+        return target
+
+    async def rules_history(self) -> list[dict[str, str]]:
+        return await self.rt.rules.log(100)
+
+    async def diff_against_active(self, source: str) -> str:
+        current, _ = await self.active_source()
+        return "".join(
+            difflib.unified_diff(
+                current.splitlines(keepends=True), source.splitlines(keepends=True), "in force", "draft"
+            )
+        )
+
+    # -- sandbox -------------------------------------------------------------------------------
+    async def sandbox_send(self, user: str, text: str, attributes: dict[str, str] | None = None) -> str:
+        if not user.strip() or not text.strip():
+            raise ValueError("a sandbox message needs a user and a text")
+        env = envelope(user.strip(), text, attributes=attributes or {})
+        appended = await self.rt.inbox.append(env)
+        return appended.entry_id
+
+    async def sandbox_inbox(self, user: str) -> list[dict[str, Any]]:
+        return await user_inbox(self.rt.client, self.keys, user)
+
+    # -- dashboard -----------------------------------------------------------------------------
+    async def top_tags(self, last: int = 500, top: int = 12) -> list[tuple[str, int]]:
+        """The most frequent tags over the last ``last`` conversations created."""
+        raw = await self.rt.client.get(self.keys.conv_seq)
+        newest = int(raw or 0)
+        pipe = self.rt.client.pipeline(transaction=False)
+        for cid in range(newest, max(0, newest - last), -1):
+            pipe.hget(self.keys.conv(str(cid)), "tags")
+        counts: Counter[str] = Counter()
+        for tags in await pipe.execute():
+            if tags:
+                value = json.loads(tags)
+                if isinstance(value, list):
+                    counts.update(t for t in value if not t.startswith("lang:"))
+        return counts.most_common(top)
+
+    async def samples(self, count: int = 240) -> list[dict[str, Any]]:
+        entries = await self.rt.client.xrevrange(self.keys.samples, count=count)
+        return [json.loads(fields[b"s"]) for _, fields in reversed(entries)]
+
+    async def take_sample(self) -> bool:
+        """Append one sample of depths and counters, unless another console did in this interval."""
+        interval = max(1, int(self.web.sample_s))
+        if not await self.rt.client.set(self.keys.samples_lock, "1", ex=interval, nx=True):
+            return False
+        groups = await self.all_groups()
+        qstats = await self.rt.queues.stats(groups)
+        counters = {k.decode(): int(v) for k, v in (await self.rt.client.hgetall(self.keys.stats)).items()}
+        sample = {
+            "at": time.time(),
+            "depth": {q.group: q.depth for q in qstats},
+            "overdue": {q.group: q.overdue for q in qstats},
+            "in": sum(v for k, v in counters.items() if k.startswith("in:")),
+            "out": sum(v for k, v in counters.items() if k.startswith("out:")),
+            "routed": sum(v for k, v in counters.items() if k.startswith("routed:")),
+        }
+        # A day at the default interval; approximate trimming keeps XADD O(1).
+        await self.rt.client.xadd(self.keys.samples, {"s": json.dumps(sample)}, maxlen=6000, approximate=True)
+        return True
+
+
+def _summary(decision: Decision) -> dict[str, Any]:
+    return {
+        "group": decision.group,
+        "priority": f"P{decision.priority}",
+        "tags": list(decision.tags),
+        "auto_reply": decision.auto_reply,
+        "routed_by": decision.routed_by,
+    }

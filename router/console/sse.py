@@ -1,0 +1,118 @@
+"""Live updates: the group event streams (``events:{group}``) as Server-Sent Events.
+
+``GET /api/events?group=A&group=B`` (default: every group of the caller). Access is checked when
+the stream opens — an agent asking for another group gets 403 — and again every few seconds while
+it runs, so a stream ends soon after its user loses the group, is deleted, or logs out.
+
+Each SSE ``id`` is the position in every stream (``group=entry&…``): a browser that reconnects
+sends it back as ``Last-Event-ID`` and misses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl, urlencode
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from .auth import Forbidden, User
+from .http import authenticate, console, require
+from .service import Console
+
+BLOCK_MS = 1000  # short, so that a closing server or a revoked user ends the stream quickly
+RECHECK_S = 5.0
+KEEPALIVE_S = 15.0
+
+
+def _positions(request: Request, groups: list[str]) -> dict[str, str]:
+    last = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or ""
+    known = dict(parse_qsl(last))
+    return {g: known[g] for g in groups if g in known}
+
+
+async def _still_allowed(request: Request, user: User, groups: list[str]) -> bool:
+    # Re-read the session/token and the user: logout, deletion or a group change take effect.
+    request.state.auth_done = False
+    current = await authenticate(request)
+    return current is not None and current.name == user.name and all(current.sees(g) for g in groups)
+
+
+async def events(request: Request) -> Response:
+    """The SSE endpoint (see the module docstring)."""
+    user = await require(request)
+    c = console(request)
+    asked = request.query_params.getlist("group")
+    groups = asked or await c.groups_of(user)
+    for g in groups:
+        if not user.sees(g):
+            raise Forbidden(f"group {g} is not one of yours")
+    keys = {c.keys.events(g): g for g in groups}
+    start = _positions(request, groups)
+    # Streams are read from now on, unless the browser tells where it was.
+    for key, g in keys.items():
+        if g not in start:
+            last = await c.rt.client.xrevrange(key, count=1)
+            start[g] = last[0][0].decode() if last else "0-0"
+    stopping: asyncio.Event = request.app.state.stopping
+    if c.open_streams >= c.web.max_streams:
+        return Response("too many live streams; retry later", status_code=503, headers={"Retry-After": "5"})
+
+    async def stream() -> AsyncIterator[str]:
+        c.open_streams += 1
+        try:
+            async for chunk in _events(c, request, user, groups, keys, start, stopping):
+                yield chunk
+        finally:
+            c.open_streams -= 1
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _events(
+    c: Console,
+    request: Request,
+    user: User,
+    groups: list[str],
+    keys: dict[str, str],
+    start: dict[str, str],
+    stopping: asyncio.Event,
+) -> AsyncIterator[str]:
+    """The stream's body: events from ``start`` on, until the server stops or access is lost."""
+    pos = dict(start)
+    checked = sent = time.monotonic()
+    yield "retry: 2000\n\n"
+    while not stopping.is_set():
+        if time.monotonic() - checked >= RECHECK_S:
+            checked = time.monotonic()
+            if not await _still_allowed(request, user, groups):
+                yield "event: revoked\ndata: {}\n\n"
+                return
+        if not keys:
+            await asyncio.sleep(BLOCK_MS / 1000)
+            continue
+        reply = await c.stream_client.xread({k: pos[g] for k, g in keys.items()}, block=BLOCK_MS, count=100)
+        for key, entries in reply or []:
+            group = keys[key.decode()]
+            for entry_id, fields in entries:
+                pos[group] = entry_id.decode()
+                f = {k.decode(): v.decode() for k, v in fields.items()}
+                data = {
+                    "group": group,
+                    "type": f.get("type", ""),
+                    "conv": f.get("conv", ""),
+                    "at": int(f.get("at") or 0),
+                    "data": json.loads(f.get("data") or "{}"),
+                }
+                yield f"id: {urlencode(pos)}\nevent: update\ndata: {json.dumps(data)}\n\n"
+                sent = time.monotonic()
+        if time.monotonic() - sent >= KEEPALIVE_S:
+            sent = time.monotonic()
+            yield ": keepalive\n\n"

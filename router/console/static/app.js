@@ -1,0 +1,99 @@
+// Switchboard console: a little vanilla JS on top of server-rendered pages (no build step).
+// Live areas re-fetch their server-rendered (and so escaped) fragment when the group's event
+// stream says something changed; nothing here builds HTML from message text.
+(function () {
+  "use strict";
+
+  function liveArea(el) {
+    const groups = (el.dataset.liveGroups || "").split(",").filter(Boolean);
+    const conv = el.dataset.liveConv || "";
+    const indicator = document.querySelector("[data-live-indicator]");
+    let timer = null;
+    const refresh = function () {
+      clearTimeout(timer);
+      timer = setTimeout(async function () {
+        const response = await fetch(el.dataset.liveUrl, { credentials: "same-origin" });
+        if (response.ok) {
+          el.innerHTML = await response.text();
+          el.dispatchEvent(new CustomEvent("sb:updated", { bubbles: true }));
+        }
+      }, 120);
+    };
+    const query = groups.map(function (g) { return "group=" + encodeURIComponent(g); }).join("&");
+    const source = new EventSource("/api/events?" + query);
+    source.addEventListener("open", function () { if (indicator) indicator.dataset.state = "on"; });
+    source.addEventListener("error", function () { if (indicator) indicator.dataset.state = "off"; });
+    source.addEventListener("update", function (event) {
+      const data = JSON.parse(event.data);
+      if (!conv || data.conv === conv) refresh();
+    });
+    source.addEventListener("revoked", function () { source.close(); });
+  }
+
+  function pollArea(el) {
+    setInterval(async function () {
+      const response = await fetch(el.dataset.pollUrl, { credentials: "same-origin" });
+      if (response.ok) {
+        const html = await response.text();
+        if (html !== el.dataset.last) { el.innerHTML = html; el.dataset.last = html; }
+      }
+    }, 1000);
+  }
+
+  function editor(box) {
+    const area = box.querySelector("textarea");
+    const gutter = box.querySelector(".gutter");
+    const errors = new Set((box.dataset.errorLines || "").split(",").filter(Boolean).map(Number));
+    const draw = function () {
+      const count = area.value.split("\n").length;
+      const out = [];
+      for (let i = 1; i <= count; i++) out.push(errors.has(i) ? "● " + i : String(i));
+      gutter.textContent = out.join("\n");
+      gutter.scrollTop = area.scrollTop;
+    };
+    area.addEventListener("input", draw);
+    area.addEventListener("scroll", function () { gutter.scrollTop = area.scrollTop; });
+    area.addEventListener("keydown", function (event) {
+      if (event.key === "Tab" && !event.shiftKey) {
+        event.preventDefault();
+        area.setRangeText("  ", area.selectionStart, area.selectionEnd, "end");
+        draw();
+      }
+    });
+    draw();
+  }
+
+  function gotoLine(n) {
+    const area = document.getElementById("source");
+    if (!area) return;
+    const lines = area.value.split("\n");
+    let pos = 0;
+    for (let i = 0; i < n - 1 && i < lines.length; i++) pos += lines[i].length + 1;
+    area.focus();
+    area.setSelectionRange(pos, pos + (lines[n - 1] || "").length);
+    const lineHeight = area.scrollHeight / Math.max(1, lines.length);
+    area.scrollTop = Math.max(0, (n - 5) * lineHeight);
+  }
+
+  document.addEventListener("click", function (event) {
+    const target = event.target.closest("[data-goto-line]");
+    if (target) { event.preventDefault(); gotoLine(Number(target.dataset.gotoLine)); }
+    const confirmer = event.target.closest("[data-confirm]");
+    if (confirmer && !window.confirm(confirmer.dataset.confirm)) event.preventDefault();
+  });
+
+  document.addEventListener("change", function (event) {
+    const select = event.target.closest("select[data-canned-for]");
+    if (!select || !select.value) return;
+    const area = document.getElementById(select.dataset.cannedFor);
+    area.value = area.value ? area.value + "\n" + select.value : select.value;
+    select.selectedIndex = 0;
+    area.focus();
+  });
+
+  document.querySelectorAll("[data-live-url]").forEach(liveArea);
+  document.querySelectorAll("[data-poll-url]").forEach(pollArea);
+  document.querySelectorAll(".editor").forEach(editor);
+  const refresher = document.querySelector("[data-refresh-s]");
+  if (refresher) setTimeout(function () { window.location.reload(); }, Number(refresher.dataset.refreshS) * 1000);
+})();

@@ -1,0 +1,280 @@
+"""HTML pages for everyone: login, password, queues, conversations, sandbox simulator.
+
+Forms post with the session's CSRF token (hidden field ``csrf``); every handler starts with
+``require`` and goes through the Console service, which checks the user's groups.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+from starlette.datastructures import FormData
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from router.conversations import HistoryEntry
+
+from .auth import RateLimited
+from .http import LOGIN_CSRF_COOKIE, SESSION_COOKIE, authenticate, client_ip, console, require, set_cookie
+from .pages import redirect, render
+
+
+def _field(form: FormData, name: str, default: str = "") -> str:
+    value = form.get(name, default)
+    return value if isinstance(value, str) else default
+
+
+def _safe_next(target: str) -> str:
+    # Only a local path: never an open redirect to another site after login.
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not target.startswith("/") or target.startswith("//"):
+        return "/"
+    return target
+
+
+# -- login / logout / password -------------------------------------------------------------------
+async def login_page(request: Request) -> Response:
+    if await authenticate(request) is not None:
+        return RedirectResponse("/", status_code=303)
+    token = secrets.token_urlsafe(24)
+    response = await render(request, "login.html", login_csrf=token, next=request.query_params.get("next", "/"))
+    set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
+    return response
+
+
+async def login(request: Request) -> Response:
+    form = await request.form()
+    name = _field(form, "name").strip().lower()
+    password = _field(form, "password")
+    nxt = _safe_next(_field(form, "next", "/"))
+    # Login CSRF (double submit): a foreign page cannot log a victim into the attacker's account.
+    sent, expected = _field(form, "csrf"), request.cookies.get(LOGIN_CSRF_COOKIE, "")
+    if not sent or not expected or not hmac.compare_digest(sent, expected):
+        return await _login_again(request, "Your login form expired: please try again.", 403, name, nxt)
+    c = console(request)
+    ip = client_ip(request)
+    try:
+        await c.limiter.check(name, ip)
+    except RateLimited as exc:
+        response = await _login_again(request, str(exc).capitalize() + ".", 429, name, nxt)
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response
+    user = await c.users.verify(name, password)
+    if user is None:
+        await c.limiter.failed(name, ip)
+        return await _login_again(request, "Wrong user name or password.", 401, name, nxt)
+    await c.limiter.succeeded(name)
+    sid, _ = await c.sessions.create(user.name)
+    response = RedirectResponse("/password" if user.must_change else nxt, status_code=303)
+    set_cookie(request, response, SESSION_COOKIE, sid, max_age=c.web.session_ttl_s)
+    response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
+    return response
+
+
+async def _login_again(request: Request, error: str, status: int, name: str, nxt: str) -> Response:
+    token = secrets.token_urlsafe(24)
+    response = await render(request, "login.html", status, login_csrf=token, next=nxt, error=error, name=name)
+    set_cookie(request, response, LOGIN_CSRF_COOKIE, token, max_age=3600)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    await require(request, allow_must_change=True)
+    sid = request.cookies.get(SESSION_COOKIE, "")
+    await console(request).sessions.delete(sid)
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def password_page(request: Request) -> Response:
+    user = await require(request, allow_must_change=True)
+    return await render(request, "password.html", forced=user.must_change)
+
+
+async def password(request: Request) -> Response:
+    user = await require(request, allow_must_change=True)
+    form = await request.form()
+    c = console(request)
+    new = _field(form, "new")
+    error = ""
+    if await c.users.verify(user.name, _field(form, "current")) is None:
+        error = "The current password is wrong."
+    elif new != _field(form, "confirm"):
+        error = "The two new passwords differ."
+    else:
+        try:
+            await c.users.set_password(user.name, new)
+        except ValueError as exc:
+            error = str(exc).capitalize() + "."
+    if error:
+        return await render(request, "password.html", 400, forced=user.must_change, error=error)
+    return redirect(request, "/", "Password changed.")
+
+
+# -- queues --------------------------------------------------------------------------------------
+async def home(request: Request) -> Response:
+    user = await require(request)
+    return RedirectResponse("/admin/dashboard" if user.is_admin else "/queues", status_code=303)
+
+
+async def queues(request: Request) -> Response:
+    user = await require(request)
+    c = console(request)
+    groups = await c.groups_of(user)
+    selected = request.query_params.get("group") or (groups[0] if groups else "")
+    convs = await c.queue(user, selected) if selected else []
+    return await render(
+        request,
+        "queues.html",
+        groups=groups,
+        selected=selected,
+        stats=await c.queue_stats(user),
+        convs=convs,
+        mine=await c.mine(user),
+    )
+
+
+async def queue_rows(request: Request) -> Response:
+    """The queue table's rows alone, re-fetched by the page on live events."""
+    user = await require(request)
+    c = console(request)
+    group = request.path_params["group"]
+    return await render(
+        request,
+        "_queue_rows.html",
+        convs=await c.queue(user, group),
+        selected=group,
+        stats=await c.queue_stats(user),
+        mine=await c.mine(user),
+    )
+
+
+async def claim(request: Request) -> Response:
+    user = await require(request)
+    form = await request.form()
+    group = request.path_params["group"]
+    cid = await console(request).claim(user, group, _field(form, "conversation"))
+    if cid is None:
+        return redirect(request, f"/queues?group={group}", "Nothing to claim: someone was faster.", "warn")
+    return redirect(request, f"/conversations/{cid}", f"Conversation #{cid} is yours.")
+
+
+# -- a conversation ------------------------------------------------------------------------------
+def timeline(history: list[HistoryEntry], deliveries: dict[str, str]) -> list[dict[str, Any]]:
+    """History entries shaped for the template; delivery entries fold into their reply."""
+    details: dict[str, str] = {}
+    for h in history:
+        if h.type == "delivery":
+            details[str(h.data.get("reply", ""))] = str(h.data.get("detail", ""))
+    out = []
+    for h in history:
+        if h.type == "delivery":
+            continue
+        item: dict[str, Any] = {"type": h.type, "at_ms": h.at_ms, "data": h.data}
+        if h.type == "outbound":
+            rid = str(h.data.get("id", ""))
+            item["status"] = deliveries.get(rid, "queued")
+            item["detail"] = details.get(rid, "")
+        out.append(item)
+    return out
+
+
+async def _conversation_context(request: Request) -> dict[str, Any]:
+    user = await require(request)
+    c = console(request)
+    conv, history, deliveries = await c.detail(user, request.path_params["conv_id"])
+    inbound = [h for h in history if h.type == "inbound"]
+    last_decision = inbound[-1].data.get("decision", {}) if inbound else {}
+    attachments = [a for h in inbound for a in h.data.get("attachments", [])]
+    return {
+        "conv": conv,
+        "timeline": timeline(history, deliveries),
+        "decision": last_decision,
+        "attachments": attachments,
+        "groups": await c.all_groups(),
+        "canned": await c.canned(),
+    }
+
+
+async def conversation(request: Request) -> Response:
+    return await render(request, "conversation.html", **await _conversation_context(request))
+
+
+async def conversation_timeline(request: Request) -> Response:
+    return await render(request, "_timeline.html", **await _conversation_context(request))
+
+
+async def conversation_action(request: Request) -> Response:
+    user = await require(request)
+    form = await request.form()
+    c = console(request)
+    cid = request.path_params["conv_id"]
+    action = request.path_params["action"]
+    here = f"/conversations/{cid}"
+    if action == "reply":
+        await c.reply(user, cid, _field(form, "text"))
+        return redirect(request, here, "Reply queued.")
+    if action == "note":
+        await c.note(user, cid, _field(form, "text"))
+        return redirect(request, here, "Note added.")
+    if action == "release":
+        await c.release(user, cid)
+        return redirect(request, "/queues", f"#{cid} is back in its queue.")
+    if action == "transfer":
+        group = _field(form, "group")
+        await c.transfer(user, cid, group, _field(form, "reason"))
+        return redirect(request, "/queues", f"#{cid} moved to {group}.")
+    if action == "priority":
+        await c.set_priority(user, cid, _field(form, "priority"))
+        return redirect(request, here, "Priority changed.")
+    if action == "close":
+        await c.close(user, cid)
+        return redirect(request, "/queues", f"#{cid} closed.")
+    return Response("no such action", status_code=404)
+
+
+# -- sandbox simulator ---------------------------------------------------------------------------
+async def sandbox(request: Request) -> Response:
+    await require(request, admin=True)
+    who = request.query_params.get("user", "alice")
+    return await render(request, "sandbox.html", who=who, replies=await console(request).sandbox_inbox(who))
+
+
+async def sandbox_replies(request: Request) -> Response:
+    await require(request, admin=True)
+    who = request.query_params.get("user", "alice")
+    return await render(request, "_sandbox_replies.html", who=who, replies=await console(request).sandbox_inbox(who))
+
+
+async def sandbox_send(request: Request) -> Response:
+    await require(request, admin=True)
+    form = await request.form()
+    who = _field(form, "user", "alice").strip() or "alice"
+    attrs = dict(kv.split("=", 1) for kv in _field(form, "attributes").split() if "=" in kv)
+    await console(request).sandbox_send(who, _field(form, "text"), attrs)
+    return redirect(request, f"/sandbox?user={who}", "Sent. It is routed within a second.")
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        Route("/", home),
+        Route("/login", login_page, methods=["GET"]),
+        Route("/login", login, methods=["POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/password", password_page, methods=["GET"]),
+        Route("/password", password, methods=["POST"]),
+        Route("/queues", queues),
+        Route("/queues/{group}/rows", queue_rows),
+        Route("/queues/{group}/claim", claim, methods=["POST"]),
+        Route("/conversations/{conv_id}", conversation),
+        Route("/conversations/{conv_id}/timeline", conversation_timeline),
+        Route("/conversations/{conv_id}/{action}", conversation_action, methods=["POST"]),
+        Route("/sandbox", sandbox, methods=["GET"]),
+        Route("/sandbox", sandbox_send, methods=["POST"]),
+        Route("/sandbox/replies", sandbox_replies),
+    ]
