@@ -7,6 +7,7 @@ stays in force. Workers poll the active version number and swap engines without 
 from __future__ import annotations
 
 import difflib
+import gc
 import json
 import logging
 import time
@@ -147,8 +148,21 @@ class EngineHolder:
             self._number = number
             return False
         self.engine, self._number = engine, number
+        settle_heap()
         log.info("now routing with rule set %s (%s)", number, engine.version)
         return True
+
+
+def settle_heap() -> None:
+    """Move the long-lived objects (the compiled engine: ~70k of them) out of the collector's view.
+
+    A full collection over them takes ~20 ms, which showed as the p99 of routing latency; frozen,
+    they are never scanned again. Called after an engine is built; the previous engine is released
+    by unfreezing, collecting once, then freezing again.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def dumps(value: object) -> str:

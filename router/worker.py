@@ -41,7 +41,7 @@ from router.inbox import ensure_group
 from router.keys import ROUTER_GROUP, Keys
 from router.model import ENVELOPE_VERSION, Envelope, decode_envelope, new_id
 from router.redis import TRANSIENT_ERRORS, Backoff
-from router.rulestore import EngineHolder, RuleStore
+from router.rulestore import EngineHolder, RuleStore, settle_heap
 from router.scripts import Scripts, argv
 from rules import Decision, MessageIn, redact_secrets
 
@@ -114,6 +114,7 @@ class Worker:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         backoff = Backoff()
+        settle_heap()
         log.info("worker %s started", self.name)
         try:
             while not self._stopping.is_set():
@@ -244,6 +245,8 @@ class Worker:
         routed: list[bytes] = []
         failed: dict[bytes, str] = {}
         if parsed:
+            # This round trip is also where the previous batch's commit gets to send its pipeline
+            # (measured: skipping it when no rule needs the state made the worker slower).
             follow_up = await self._known_conversations([env for _, env in parsed])
             for (entry_id, env), known in zip(parsed, follow_up, strict=True):
                 try:
