@@ -141,7 +141,8 @@ async def latency(rt: Runtime, url: str, rate: int, seconds: float) -> dict[str,
         settle_heap()  # the measuring process's own collector pauses must not count as latency
         watcher = asyncio.create_task(watch())
         await asyncio.sleep(0.1)
-        tick, per_tick = 0.01, max(1, int(rate * 0.01))
+        tick = 0.002  # small ticks: an even offered rate, not 10 ms bursts
+        per_tick = max(1, int(rate * tick))
         start = time.perf_counter()
         for i in range(0, len(envs), per_tick):
             chunk = envs[i : i + per_tick]
