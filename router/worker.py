@@ -77,6 +77,20 @@ def _stream_ms(entry_id: bytes | str) -> int:
     return int(raw.split("-", 1)[0])
 
 
+def message_in(env: Envelope, *, new_conversation: bool = True) -> MessageIn:
+    """What the rules see of an envelope (also used by the console's replay)."""
+    return MessageIn(
+        channel=env.channel,
+        text=env.text,
+        subject=env.subject,
+        account=env.account,
+        sender=env.sender.attributes,
+        language=env.sender.language,
+        new_conversation=new_conversation,
+        received_at=datetime.fromtimestamp(env.received_at, UTC),
+    )
+
+
 def _priority_sla_ms(settings: Settings) -> dict[str, int]:
     return {label[1:]: seconds * 1000 for label, seconds in settings.conversations.sla_s.items()}
 
@@ -250,7 +264,7 @@ class Worker:
             follow_up = await self._known_conversations([env for _, env in parsed])
             for (entry_id, env), known in zip(parsed, follow_up, strict=True):
                 try:
-                    decision = engine.evaluate(self._message_in(env, not known))
+                    decision = engine.evaluate(message_in(env, new_conversation=not known))
                     payload = self._payload(env, decision)
                 except Exception as exc:  # a rule-engine bug must not stop the other messages
                     log.exception("routing %s failed", entry_id.decode())
@@ -293,19 +307,6 @@ class Worker:
             known.append(open_ or ck in seen)
             seen.add(ck)
         return known
-
-    @staticmethod
-    def _message_in(env: Envelope, new_conversation: bool) -> MessageIn:
-        return MessageIn(
-            channel=env.channel,
-            text=env.text,
-            subject=env.subject,
-            account=env.account,
-            sender=env.sender.attributes,
-            language=env.sender.language,
-            new_conversation=new_conversation,
-            received_at=datetime.fromtimestamp(env.received_at, UTC),
-        )
 
     def _payload(self, env: Envelope, decision: Decision) -> str:
         d = decision.to_dict()

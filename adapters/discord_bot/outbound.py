@@ -7,6 +7,7 @@ import asyncio
 import aiohttp
 import discord
 
+from adapters.text import split_text
 from router.model import OutboxItem
 from router.outbox import PermanentFailure, TemporaryFailure
 
@@ -17,51 +18,10 @@ LIMIT = 2000
 CANNOT_DM = 50007  # the user has DMs from server members closed, or blocked the bot
 
 
-def _units(text: str) -> int:
-    # Discord counts like JavaScript does (UTF-16 code units); an emoji outside the BMP counts 2.
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _fit(text: str, limit: int) -> int:
-    """The longest prefix length (in code points) of ``text`` within ``limit`` UTF-16 units."""
-    if _units(text) <= limit:
-        return len(text)
-    used = 0
-    for i, ch in enumerate(text):
-        used += 2 if ord(ch) > 0xFFFF else 1
-        if used > limit:
-            return i
-    return len(text)
-
-
 def split(text: str, limit: int = LIMIT) -> list[str]:
-    """Split ``text`` into parts of at most ``limit`` units, cutting cleanly where possible.
-
-    Preference: a paragraph break, a line break, a space, and only then inside a word. The
-    whitespace a cut falls on is dropped; nothing else is lost or reordered.
-    """
-    parts: list[str] = []
-    rest = text.strip()
-    while rest:
-        end = _fit(rest, limit)
-        if end >= len(rest):
-            parts.append(rest)
-            break
-        window = rest[:end]
-        cut = -1
-        for sep in ("\n\n", "\n", " "):
-            cut = window.rfind(sep)
-            # A cut in the first quarter would leave a tiny part; better cut a word then.
-            if cut > end // 4:
-                break
-            cut = -1
-        if cut == -1:
-            parts.append(window)
-            rest = rest[end:]
-        else:
-            parts.append(window[:cut].rstrip())
-            rest = rest[cut:].lstrip()
-    return parts
+    """Split ``text`` into parts of at most ``limit`` units, cutting cleanly where possible
+    (Discord counts UTF-16 units like JavaScript; see adapters.text.split_text)."""
+    return split_text(text.strip(), limit)
 
 
 def target_of(item: OutboxItem) -> int:

@@ -15,6 +15,7 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
 )
 
+from adapters.text import split_text as _split
 from router.model import OutboxItem
 from router.outbox import PermanentFailure, TemporaryFailure
 
@@ -61,42 +62,9 @@ def _reply_target(item: OutboxItem, chat_id: int) -> int | None:
     return None
 
 
-def utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _fit(text: str, limit: int) -> int:
-    """How many code points of ``text`` fit in ``limit`` UTF-16 units."""
-    units = 0
-    for i, ch in enumerate(text):
-        units += 2 if ord(ch) > 0xFFFF else 1
-        if units > limit:
-            return i
-    return len(text)
-
-
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Split ``text`` into parts of at most ``limit`` UTF-16 units.
-
-    Cuts at the last paragraph break, else line break, else space of each window, provided that
-    keeps at least half a window (no stub parts); a word longer than a window is cut hard. The
-    separator at a cut is dropped; whitespace-only parts are dropped (Telegram refuses them).
-    """
-    parts: list[str] = []
-    rest = text
-    while utf16_len(rest) > limit:
-        cut = max(1, _fit(rest, limit))
-        window = rest[:cut]
-        head, tail = window, rest[cut:]
-        for sep in ("\n\n", "\n", " "):
-            at = window.rfind(sep)
-            if at >= cut // 2:
-                head, tail = window[:at], rest[at + len(sep) :]
-                break
-        parts.append(head.rstrip())
-        rest = tail.lstrip("\n")
-    parts.append(rest)
-    return [p for p in parts if p.strip()]
+    """Split ``text`` into parts of at most ``limit`` UTF-16 units (see adapters.text.split_text)."""
+    return _split(text, limit)
 
 
 class RateLimiter:

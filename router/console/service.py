@@ -26,6 +26,7 @@ from router.model import decode_envelope
 from router.redis import connect
 from router.rulestore import EngineHolder, Published
 from router.runtime import Runtime
+from router.worker import message_in
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
 
 from .auth import Forbidden, LoginLimiter, Sessions, User, Users, load_secret
@@ -278,15 +279,8 @@ class Console:
                 env = decode_envelope(raw)
             except Exception:  # a malformed entry is the dead-letter stream's business, not replay's
                 continue
-            msg = MessageIn(
-                channel=env.channel,
-                text=env.text,
-                subject=env.subject,
-                account=env.account,
-                sender=env.sender.attributes,
-                language=env.sender.language,
-                received_at=None,
-            )
+            # At its own receipt time: a draft's time windows judge the message as it came in.
+            msg = message_in(env)
             before, after = current.evaluate(msg), checked.engine.evaluate(msg)
             compared += 1
             changed = tuple(

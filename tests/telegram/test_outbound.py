@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from adapters.telegram.outbound import utf16_len
+from adapters.text import utf16_len
 from router.runtime import Runtime
 from tests.telegram.conftest import (
     ACCOUNT,

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiogram.exceptions import TelegramForbiddenError, TelegramRetryAfter, TelegramServerError
 from aiogram.methods import SendMessage
 
-from adapters.telegram.outbound import RateLimiter, Target, classify, split_text, utf16_len
+from adapters.telegram.outbound import RateLimiter, Target, classify, split_text
+from adapters.text import utf16_len
 from router.model import OutboxItem
 from router.outbox import PermanentFailure, TemporaryFailure
 
