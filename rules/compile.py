@@ -850,9 +850,13 @@ def _automaton(keywords: Sequence[Keyword]) -> Any:
         return None
     # One automaton entry per distinct text: a rule keyword and a regex literal can be the same
     # string with different ids (and edge rules), and add_word would keep only the last one.
-    by_text: dict[str, list[tuple[int, bool]]] = {}
+    # Each entry: (keyword id, check the left edge, check the right edge). An edge is checked
+    # only when the keyword's own character on that side is a word character.
+    by_text: dict[str, list[tuple[int, bool, bool]]] = {}
     for kw_id, kw in enumerate(keywords):
-        by_text.setdefault(kw.text, []).append((kw_id, kw.word_edges))
+        left = kw.word_edges and is_word_char(kw.text[0])
+        right = kw.word_edges and is_word_char(kw.text[-1])
+        by_text.setdefault(kw.text, []).append((kw_id, left, right))
     automaton = ahocorasick.Automaton()
     for text, ids in by_text.items():
         automaton.add_word(text, (len(text), tuple(ids)))

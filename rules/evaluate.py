@@ -32,7 +32,7 @@ from rules.model import (
     RuleError,
     TraceEntry,
 )
-from rules.normalize import Normalized, has_word_edges, normalize
+from rules.normalize import Normalized, is_word_char, normalize
 
 _log = logging.getLogger("switchboard.rules")
 
@@ -40,6 +40,7 @@ _log = logging.getLogger("switchboard.rules")
 DEFAULT_LANGUAGES: tuple[str, ...] = ("zh", "en", "ru", "es", "tr", "vi", "pt", "ko")
 SECRET_TAG = "secret-leak"
 _EMPTY = Normalized("", None)
+_ASCII_WORD = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
 @functools.lru_cache(maxsize=8)
@@ -119,11 +120,15 @@ class _Message:
         return [f for k in kinds for f in cache.get(k, ())]
 
     def found(self, field: str, kinds: frozenset[str]) -> tuple[int, int] | None:
-        hits = self.findings(field, kinds)
-        if not hits:
-            return None
-        first = min(hits, key=lambda f: (f.start, f.end))
-        return first.start, first.end
+        cache = self._found[field]
+        if not cache.keys() >= kinds:
+            self.findings(field, kinds)  # fills the cache for every kind asked
+        first: tuple[int, int] | None = None
+        for kind in kinds:
+            for f in cache[kind]:
+                if first is None or (f.start, f.end) < first:
+                    first = f.start, f.end
+        return first
 
     def now(self) -> datetime:
         if self._now is None:
@@ -224,11 +229,23 @@ class Engine:
         automaton = self._c.automaton
         if automaton is None or not text:
             return hits
+        n = len(text)
+        # has_word_edges() inlined: the matched text is the keyword, so whether its first/last
+        # character is a word character was decided at build time (``left``/``right``); only the
+        # neighbours are looked at here, and a keyword already recorded is skipped first.
         for end, (length, ids) in automaton.iter(text):
-            start = end - length + 1
-            for kw_id, edges in ids:
-                if kw_id in hits or (edges and not has_word_edges(text, start, end + 1)):
+            for kw_id, left, right in ids:
+                if kw_id in hits:
                     continue
+                start = end - length + 1
+                if left and start > 0:
+                    ch = text[start - 1]
+                    if ch in _ASCII_WORD or (not ch.isascii() and is_word_char(ch)):
+                        continue
+                if right and end + 1 < n:
+                    ch = text[end + 1]
+                    if ch in _ASCII_WORD or (not ch.isascii() and is_word_char(ch)):
+                        continue
                 hits[kw_id] = (start, end + 1)
         return hits
 
@@ -241,9 +258,13 @@ class Engine:
         ctx.text_hits = self._scan(ctx._norm["text"].text)
         ctx.subject_hits = self._scan(ctx._norm["subject"].text)
 
-        secrets = {f: [x for x in ctx.findings(f, self._eager) if x.kind in _SECRET_KINDS] for f in ("text", "subject")}
+        # One detector pass per field: the secrets, and the kinds of detector gates.
+        eager_text = ctx.findings("text", self._eager)
+        eager_subject = ctx.findings("subject", self._eager) if msg.subject else []
+        secret_text = [x for x in eager_text if x.kind in _SECRET_KINDS]
+        secret_subject = [x for x in eager_subject if x.kind in _SECRET_KINDS]
         if ctx.language is None:
-            ctx.language = self._detector.detect(_without(msg.text, secrets["text"]))
+            ctx.language = self._detector.detect(_without(msg.text, secret_text))
 
         candidates = set(c.ungated)
         keyword_rules = c.keyword_rules
@@ -251,7 +272,7 @@ class Engine:
             candidates.update(keyword_rules.get(kw, ()))
         for kw in ctx.subject_hits:
             candidates.update(keyword_rules.get(kw, ()))
-        if c.detector_gates:
+        if c.detector_gates and (eager_text or eager_subject):
             found_text, found_subject = ctx._found["text"], ctx._found["subject"]
             for kind, gate_id in c.detector_gates.items():
                 if found_text.get(kind) or found_subject.get(kind):
@@ -292,7 +313,7 @@ class Engine:
             if then.stop:
                 break
 
-        if secrets["text"] or secrets["subject"]:
+        if secret_text or secret_subject:
             tags[SECRET_TAG] = None
         if ctx.language:
             tags[f"lang:{ctx.language}"] = None

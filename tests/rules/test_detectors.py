@@ -386,3 +386,32 @@ def test_samples_txids_found() -> None:
         assert isinstance(expect, dict)
         if "txid" in expect.get("tags", []):
             assert any(f.kind == "txid" for f in detect(str(row["text"]))), row["id"]
+
+
+def test_table_driven_bech32_polymod_matches_the_reference() -> None:
+    import random
+
+    from rules import detectors
+
+    def reference(values: list[int]) -> int:
+        gen = (0x3B6A57B2, 0x26508E6D, 0x1EA119FA, 0x3D4233DD, 0x2A1462B3)
+        chk = 1
+        for v in values:
+            top = chk >> 25
+            chk = (chk & 0x1FFFFFF) << 5 ^ v
+            for i in range(5):
+                chk ^= gen[i] if (top >> i) & 1 else 0
+        return chk
+
+    rng = random.Random(7)
+    for _ in range(300):
+        values = [rng.randrange(32) for _ in range(rng.randrange(1, 90))]
+        assert detectors._bech32_polymod(values) == reference(values)
+
+
+def test_separator_precheck_counts_every_separator() -> None:
+    from rules import detectors
+
+    for text in ["a b c", "a,b.c)d\ne，f、g " * 2, " " * 11, " " * 10 + ",", "x" * 20]:
+        want = sum(text.count(c) for c in detectors._SEPARATORS) >= 11
+        assert detectors._enough_separators(text) == want

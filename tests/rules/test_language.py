@@ -95,3 +95,22 @@ def test_samples_accuracy(det: LanguageDetector) -> None:
     rows = [json.loads(x) for x in SAMPLES.read_text(encoding="utf-8").splitlines() if x]
     wrong = [(r["id"], r["lang"], det.detect(r["text"])) for r in rows if det.detect(r["text"]) != r["lang"]]
     assert len(wrong) <= len(rows) * 0.05, wrong
+
+
+def test_script_class_table_agrees_with_the_script_regexes() -> None:
+    """The one-pass translate table classifies every character exactly as the regexes do."""
+    import rules.language as lang
+
+    classes = [
+        (lang._HAN_RE, "H"),
+        (lang._KANA_RE, "K"),
+        (lang._HANGUL_RE, "G"),
+        (lang._UKRAINIAN_RE, "U"),
+        (lang._CYRILLIC_RE, "C"),
+        *((rx, lang._SCRIPT_CLASS[code]) for rx, code in lang._SCRIPTS),
+        *((rx, lang._HINT_CLASS[code]) for rx, code in lang._LATIN_HINTS),
+    ]
+    for cp in [*range(0x3000), *range(0x3000, 0x40000, 7), 0x1EA0, 0x1EF9, 0x1F00, 0x3FFFF]:
+        ch = chr(cp)
+        want = next((cls for rx, cls in classes if rx.match(ch)), " ")
+        assert lang._CLASS_TABLE[cp] == want, hex(cp)
