@@ -230,7 +230,6 @@ def test_bench_small_run_json() -> None:
     assert "default_msgs_per_s" in r
 
 
-@pytest.mark.skipif(not (ROOT / "router" / "cli.py").exists(), reason="router/cli.py not yet written")
 def test_cli_rules_validate(rule_file: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "router", "rules", "validate", str(rule_file)],
