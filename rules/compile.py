@@ -73,6 +73,77 @@ def search_utf8(regex: Any, text: bytes) -> tuple[int, int] | None:
     return char_start, char_start + len(text[start:end].decode("utf-8"))
 
 
+# "^" + optional leading separators + an alternation of plain words, e.g. the greeting rule's
+# ``^[\s\p{P}\p{S}]*(hi|hello|你好)…``: a match starts at offset 0 with a separator or one of
+# the words, so text starting with any other *letter* cannot match and RE2 need not run.
+_WORD = r"[^()\[\]\\.*+?{}|^$]+"  # a plain word: no metacharacter
+_LEADING_WORDS = re.compile(rf"\^(?:\[(?:\\s|\\p\{{[PSZ]\}}|\\pP|\\pS|\\pZ)+\]\*)?\(({_WORD}(?:\|{_WORD})*)\)")
+
+
+_ASCII_ALNUM = frozenset("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+def _protected(ch: str) -> bool:
+    """Letters that are in none of RE2's ``\\s``, ``\\p{P}``, ``\\p{S}``, ``\\p{Z}`` (in every
+    Unicode version): ASCII letters and digits, basic Cyrillic, CJK ideographs, Hangul syllables."""
+    o = ord(ch)
+    return (
+        (48 <= o <= 57 or 65 <= o <= 90 or 97 <= o <= 122)
+        or 0x410 <= o <= 0x44F
+        or 0x4E00 <= o <= 0x9FFF
+        or 0xAC00 <= o <= 0xD7A3
+    )
+
+
+def leading_words(pattern: str) -> tuple[str, ...] | None:
+    """For a pattern of the form ``^[separators]*(word|word|…)…`` (no flags), its words; None for
+    any other pattern. See ``lead_excludes``."""
+    m = _LEADING_WORDS.match(pattern)
+    if m is None or _top_level_bar(pattern):
+        return None
+    words = m.group(1).split("|")
+    if not all(words):
+        return None
+    return tuple(sorted(set(words)))
+
+
+def _top_level_bar(pattern: str) -> bool:
+    """Whether ``pattern`` has a ``|`` outside every group (then ``^`` binds one branch only)."""
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        ch = pattern[i]
+        if ch == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = ch != "]"
+        elif ch == "[":
+            in_class = True
+            if pattern[i + 1 : i + 2] == "]":
+                i += 1  # a leading "]" is a literal
+        elif ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        elif ch == "|" and depth == 0:
+            return True
+        i += 1
+    return False
+
+
+def lead_excludes(words: tuple[str, ...], text: str) -> bool:
+    """True if ``text`` cannot match a pattern whose ``leading_words`` are ``words``.
+
+    ``^`` is the start of the text (no ``(?m)``). A ``_protected`` first character is no
+    separator, so the separators match nothing and one of the words must start at offset 0.
+    """
+    if not text:
+        return True  # every word is non-empty, so the empty text cannot match
+    first = text[0]
+    protected = first in _ASCII_ALNUM if first < "\x80" else _protected(first)
+    return protected and not text.startswith(words)
+
+
 def regex_error(pattern: str) -> str | None:
     """Why RE2 refuses ``pattern`` (with what RE2 cannot do, in plain words), or None."""
     try:
@@ -460,14 +531,18 @@ class KeywordsC:
             # Walk the message's hits (a handful) rather than the rule's keywords (maybe
             # hundreds); the first hit in text order explains the match.
             positions = self.positions
-            for name, hits in (("subject", ctx.subject_hits), ("text", ctx.text_hits)):
-                if name == "text" and self.subject_only:
-                    break
-                for kw, (start, end) in hits.items():
+            if ctx.subject_hits:
+                for kw, (start, end) in ctx.subject_hits.items():
                     i = positions.get(kw)
                     if i is not None:
-                        s, e = ctx.span(name, start, end)
-                        return [(f"{self.label}[{i}]", name, s, e)]
+                        s, e = ctx.span("subject", start, end)
+                        return [(f"{self.label}[{i}]", "subject", s, e)]
+            if not self.subject_only:
+                for kw, (start, end) in ctx.text_hits.items():
+                    i = positions.get(kw)
+                    if i is not None:
+                        s, e = ctx.span("text", start, end)
+                        return [(f"{self.label}[{i}]", "text", s, e)]
             return None
         out: list[Match] = []
         for kw in self.kw_ids:
@@ -623,6 +698,9 @@ class CompiledRules:
     detector_gates: Mapping[str, int] = field(default_factory=dict)
     # ... and "the normalised subject or text has a run of >= n ASCII letters/digits" (n, id).
     run_gates: tuple[tuple[int, int], ...] = ()
+    # By regex id: for a pattern that can only match with one of a few words at the start of the
+    # text, those words (see ``leading_words``), else None.
+    regex_leads: tuple[tuple[str, ...] | None, ...] = ()
 
 
 class _Builder:
@@ -789,6 +867,7 @@ class _Builder:
             detector_gates=detector_gates,
             run_gates=run_gates,
             regexes=tuple(compile_regex(p) for p in self.regex_ids),
+            regex_leads=tuple(leading_words(p) for p in self.regex_ids),
             groups={
                 g.id: m.GroupInfo(g.id, g.name or g.id, tuple(g.languages), self.hours[g.id]) for g in self.doc.groups
             },

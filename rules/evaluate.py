@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from rules import detectors
-from rules.compile import MIN_ALNUM_RUN, CompiledRules, compile_rules, expand_kinds, search_utf8
+from rules.compile import (
+    MIN_ALNUM_RUN,
+    CompiledRules,
+    compile_rules,
+    expand_kinds,
+    lead_excludes,
+    search_utf8,
+)
 from rules.language import LanguageDetector
 from rules.loader import load
 from rules.model import (
@@ -57,6 +64,7 @@ class _Message:
 
     __slots__ = (
         "_found",
+        "_leads",
         "_norm",
         "_now",
         "_orig",
@@ -73,7 +81,7 @@ class _Message:
         "text_hits",
     )
 
-    def __init__(self, msg: MessageIn, regexes: tuple[Any, ...]) -> None:
+    def __init__(self, msg: MessageIn, regexes: tuple[Any, ...], leads: tuple[tuple[str, ...] | None, ...]) -> None:
         self.channel = msg.channel
         self.account = msg.account
         self.sender: Mapping[str, str] = msg.sender
@@ -84,6 +92,7 @@ class _Message:
         self._orig = {"text": msg.text, "subject": msg.subject or ""}
         self._norm: dict[str, Normalized] = {}
         self._regexes = regexes
+        self._leads = leads
         self._regex_cache: dict[tuple[int, str], tuple[int, int] | None] = {}
         self._utf8: dict[str, bytes] = {}
         self._found: dict[str, dict[str, list[detectors.Finding]]] = {"text": {}, "subject": {}}
@@ -100,6 +109,10 @@ class _Message:
         key = (regex_id, field)
         if key in self._regex_cache:
             return self._regex_cache[key]
+        leads = self._leads[regex_id] if self._leads else None
+        if leads is not None and lead_excludes(leads, self._norm[field].text):
+            self._regex_cache[key] = None
+            return None
         encoded = self._utf8.get(field)
         if encoded is None:
             encoded = self._utf8[field] = self._norm[field].text.encode("utf-8")
@@ -109,15 +122,16 @@ class _Message:
 
     def findings(self, field: str, kinds: frozenset[str]) -> list[detectors.Finding]:
         cache = self._found[field]
-        missing = [k for k in kinds if k not in cache]
+        # On the first (eager) pass nothing is known yet: every kind is missing.
+        missing = kinds.difference(cache) if cache else kinds
         if missing:
             for kind in missing:
                 cache[kind] = []
             text = self._orig[field]
             if text:
-                for finding in detectors.detect(text, frozenset(missing)):
-                    cache.setdefault(finding.kind, []).append(finding)
-        return [f for k in kinds for f in cache.get(k, ())]
+                for finding in detectors.detect(text, missing):
+                    cache[finding.kind].append(finding)
+        return [f for k in kinds for f in cache[k]]
 
     def found(self, field: str, kinds: frozenset[str]) -> tuple[int, int] | None:
         cache = self._found[field]
@@ -163,6 +177,12 @@ class Engine:
         self._detector = _language_detector(self._languages)
         # Found in one detector pass at the start: the secrets, and what ungated rules ask for.
         self._eager = compiled.eager_kinds | _SECRET_KINDS
+        # A run gate (n, id) holds when the normalised subject or text has a run of >= n ASCII
+        # letters/digits (runs shorter than MIN_ALNUM_RUN do not count; n <= 0 always holds):
+        # one search that stops at the first such run, rather than measuring every run.
+        self._run_gates = tuple(
+            (_run_re(max(n, MIN_ALNUM_RUN)) if n > 0 else None, gate_id) for n, gate_id in compiled.run_gates
+        )
 
     # ------------------------------------------------------------------ construction
 
@@ -252,7 +272,7 @@ class Engine:
     def evaluate(self, msg: MessageIn) -> Decision:
         """Classify one message: tags, priority, group, auto-reply, redactions and trace."""
         c = self._c
-        ctx = _Message(msg, c.regexes)
+        ctx = _Message(msg, c.regexes, c.regex_leads)
         ctx._norm["text"] = normalize(msg.text)
         ctx._norm["subject"] = normalize(msg.subject) if msg.subject else _EMPTY
         ctx.text_hits = self._scan(ctx._norm["text"].text)
@@ -277,10 +297,10 @@ class Engine:
             for kind, gate_id in c.detector_gates.items():
                 if found_text.get(kind) or found_subject.get(kind):
                     candidates.update(keyword_rules[gate_id])
-        if c.run_gates:
-            longest = max(_longest_run(ctx._norm["text"].text), _longest_run(ctx._norm["subject"].text))
-            for length, gate_id in c.run_gates:
-                if longest >= length:
+        if self._run_gates:
+            texts = (ctx._norm["text"].text, ctx._norm["subject"].text)
+            for run, gate_id in self._run_gates:
+                if run is None or any(run.search(t) for t in texts if t):
                     candidates.update(keyword_rules[gate_id])
 
         tags: dict[str, None] = {}
@@ -326,19 +346,19 @@ class Engine:
             if msg.subject is not None
             else None
         )
-        decision = Decision(
-            group=group if group is not None else c.default_group,
-            priority=priority if priority is not None else c.default_priority,
-            tags=tuple(tags),
-            language=ctx.language,
-            text=text,
-            subject=subject,
-            redactions=tuple(redactions),
-            auto_reply=_choose_reply(reply, ctx.language),
-            escalate=escalate,
-            routed_by=routed_by,
-            trace=tuple(trace),
-            rules_version=self._version,
+        decision = Decision(  # positional (cheaper than keywords), in the field order
+            group if group is not None else c.default_group,  # group
+            priority if priority is not None else c.default_priority,  # priority
+            tuple(tags),  # tags
+            ctx.language,  # language
+            text,  # text
+            subject,  # subject
+            tuple(redactions),  # redactions
+            _choose_reply(reply, ctx.language),  # auto_reply
+            escalate,  # escalate
+            routed_by,  # routed_by
+            tuple(trace),  # trace
+            self._version,  # rules_version
         )
         if _log.isEnabledFor(logging.DEBUG):
             # Ids, counts and positions only: message text never reaches the logs.
@@ -353,12 +373,10 @@ class Engine:
         return decision
 
 
-_ALNUM_RUN_RE = re.compile(f"[0-9A-Za-z]{{{MIN_ALNUM_RUN},}}")
-
-
-def _longest_run(text: str) -> int:
-    """Length of the longest run of ASCII letters/digits, or 0 if none reaches MIN_ALNUM_RUN."""
-    return max(map(len, _ALNUM_RUN_RE.findall(text)), default=0) if text else 0
+@functools.lru_cache(maxsize=64)
+def _run_re(n: int) -> re.Pattern[str]:
+    """Finds a run of at least ``n`` ASCII letters/digits (keyed on the rule set's lengths only)."""
+    return re.compile(f"[0-9A-Za-z]{{{n}}}")
 
 
 def _without(text: str, spans: list[detectors.Finding]) -> str:

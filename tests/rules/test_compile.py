@@ -7,7 +7,17 @@ import dataclasses
 import pytest
 
 from rules import Engine, MessageIn
-from rules.compile import AllC, KeywordsC, compile_regex, regex_error, required_alnum_run, required_literals
+from rules.compile import (
+    AllC,
+    KeywordsC,
+    compile_regex,
+    lead_excludes,
+    leading_words,
+    regex_error,
+    required_alnum_run,
+    required_literals,
+    search_utf8,
+)
 from rules.normalize import normalize
 
 
@@ -249,3 +259,72 @@ def test_default_rules_gating_is_exact_on_the_samples() -> None:
         if line.strip():
             m = message_from_json(json.loads(line))
             assert engine.evaluate(m) == brute.evaluate(m)
+
+
+_GREETING = (
+    r"^[\s\p{P}\p{S}]*(hi|hello|你好|привет|안녕|buenos días)([\s\p{P}\p{S}]+[\pL\pN]{1,10}){0,3}[\s\p{P}\p{S}]*$"
+)
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        (_GREETING, ("buenos días", "hello", "hi", "привет", "你好", "안녕")),
+        (r"^(yo|hey)\b", ("hey", "yo")),
+        (r"^(hi|yo)|foo", None),  # "^" binds the first branch only
+        (r"^[\pL]*(hi)", None),  # leading letters: not only separators
+        (r"^(h.i)", None),  # not a plain word
+        (r"^(hi|)x", None),  # an empty word
+        (r"(?m)^(hi)", None),  # flags: "^" may be a line start
+        (r"(hi)", None),  # not anchored
+    ],
+)
+def test_leading_words(pattern: str, expected: tuple[str, ...] | None) -> None:
+    assert leading_words(pattern) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "hi",
+        "hi there",
+        "hello, anyone",
+        "  !! 你好",
+        "你好 在吗",
+        "привет всем",
+        "안녕",
+        "buenos días",
+        "buenos",
+        "hilfe bitte",
+        "help me",
+        "my withdrawal is stuck",
+        "我的提现没到",
+        "вывод не пришёл",
+        "출금이 안 돼요",
+        "¡hola",
+        "١٢ hi",
+        "ａｂｃ",
+        "é hi",
+        "123 hi",
+        "\u3000hi",
+        "…hi",
+    ],
+)
+def test_lead_exclusion_never_hides_a_match(text: str) -> None:
+    words = leading_words(_GREETING)
+    assert words is not None
+    text = normalize(text).text
+    matched = search_utf8(compile_regex(_GREETING), text.encode("utf-8")) is not None
+    if lead_excludes(words, text):
+        assert not matched
+
+
+def test_lead_exclusion_skips_ordinary_messages() -> None:
+    words = leading_words(_GREETING)
+    assert words is not None
+    assert lead_excludes(words, "my withdrawal is stuck")
+    assert lead_excludes(words, "我的提现没到")
+    assert not lead_excludes(words, "hi there")  # starts with a word: RE2 decides
+    assert not lead_excludes(words, "!! help")  # starts with a separator: RE2 decides
+    assert not lead_excludes(words, "é")  # not a letter known to be no separator: RE2 decides
