@@ -62,12 +62,18 @@ def prefix() -> str:
 
 
 @pytest.fixture
-def settings(redis_proc: RedisProcess, prefix: str, tmp_path: Path) -> Settings:
+def rules_file() -> Path:
+    """The rule set the test's workers route with; a test package overrides it with its own."""
+    return ROUTER_RULES
+
+
+@pytest.fixture
+def settings(redis_proc: RedisProcess, prefix: str, tmp_path: Path, rules_file: Path) -> Settings:
     return load_settings(
         None,
         prefix=prefix,
         redis={"data_dir": str(tmp_path / "var")},
-        rules={"file": str(ROUTER_RULES)},
+        rules={"file": str(rules_file)},
         worker={"block_ms": 50, "claim_idle_ms": 500, "heartbeat_s": 0.5, "rules_poll_s": 0.2},
     )
 

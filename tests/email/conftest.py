@@ -26,9 +26,8 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
-from router.config import Settings, load_settings
 from router.model import Envelope, decode_envelope, new_id
-from tests.conftest import RedisProcess, free_port
+from tests.conftest import free_port
 
 HERE = Path(__file__).resolve().parent
 EMAIL_RULES = HERE / "rules.yaml"
@@ -38,15 +37,9 @@ MAILBOX_ADDRESS = "support@exchange.test"
 
 
 @pytest.fixture
-def settings(redis_proc: RedisProcess, prefix: str, tmp_path: Path) -> Settings:
+def rules_file() -> Path:
     # The e-mail tests' own small rule set: it has an auto-reply rule to check loop protection.
-    return load_settings(
-        None,
-        prefix=prefix,
-        redis={"data_dir": str(tmp_path / "var")},
-        rules={"file": str(EMAIL_RULES)},
-        worker={"block_ms": 50, "claim_idle_ms": 500, "heartbeat_s": 0.5, "rules_poll_s": 0.2},
-    )
+    return EMAIL_RULES
 
 
 # -- IMAP ----------------------------------------------------------------------------------------
