@@ -7,8 +7,6 @@ conversations are delivered to the stream ``sandbox:alice``, read by ``switchboa
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 from typing import Any
 
@@ -51,7 +49,6 @@ class SandboxAdapter:
     def __init__(self, ctx: AdapterContext) -> None:
         self._ctx = ctx
         self._outbox = ctx.outbox(CHANNEL)
-        self._task: asyncio.Task[None] | None = None
 
     async def _send(self, item: OutboxItem) -> str:
         user = item.meta.get("user") or item.conversation_key
@@ -59,18 +56,14 @@ class SandboxAdapter:
         return f"delivered to sandbox user {user}"
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._outbox.run(self._send))
+        self._outbox.start(self._send)
 
     async def close(self) -> None:
-        self._outbox.stop()
-        if self._task:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._outbox.close()
 
     def health(self) -> dict[str, Any]:
-        running = self._task is not None and not self._task.done()
         return {
-            "connected": running,
+            "connected": self._outbox.running,
             "detail": "local",
             "sent": self._outbox.sent,
             "failed": self._outbox.failed,

@@ -69,11 +69,33 @@ class OutboxConsumer:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._task: asyncio.Task[None] | None = None
         self.sent = 0
         self.failed = 0
 
     def stop(self) -> None:
         self._stopping.set()
+
+    def start(self, send: SendFn) -> None:
+        """Consume in a task of its own until ``close()`` (the outbound half of an adapter)."""
+        self._task = asyncio.create_task(self.run(send), name=f"outbox-{self.channel}")
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def close(self, grace: float | None = None) -> None:
+        """Stop reading and wait for the sends in hand; after ``grace`` seconds they are cancelled
+        (a cancelled reply stays pending in the stream and is sent again after a reclaim)."""
+        self.stop()
+        task, self._task = self._task, None
+        if task is None:
+            return
+        done, _ = await asyncio.wait({task}, timeout=grace)
+        if not done:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def record(self, item: OutboxItem, status: str, detail: str = "", entry: str = "") -> None:
         payload = {

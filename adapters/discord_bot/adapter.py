@@ -112,7 +112,6 @@ class DiscordAdapter:
         self._client: _Client | None = None
         self._sender: Sender | None = None
         self._runner: asyncio.Task[None] | None = None
-        self._outbox_task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
         self._fatal: ConfigError | None = None
@@ -187,7 +186,7 @@ class DiscordAdapter:
                     self.account,
                     self.config.ready_timeout_s,
                 )
-        self._outbox_task = asyncio.create_task(self._outbox.run(self._send))
+        self._outbox.start(self._send)
 
     async def _run(self, token: str, logged_in: bool) -> None:
         """Keep one client connected; discord.py reconnects by itself, this covers what it gives up on."""
@@ -229,10 +228,7 @@ class DiscordAdapter:
     async def close(self) -> None:
         """Finish the replies in hand, then disconnect."""
         self._closing = True
-        self._outbox.stop()
-        if self._outbox_task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._outbox_task
+        await self._outbox.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

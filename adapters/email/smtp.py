@@ -18,8 +18,6 @@ PermanentFailure (recorded on the conversation).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import html
 import logging
 import ssl
@@ -141,7 +139,6 @@ class EmailSender:
         self._ctx = ctx
         self._mailboxes = mailboxes
         self._outbox = ctx.outbox(CHANNEL, **outbox_options)
-        self._task: asyncio.Task[None] | None = None
         self.last_error = ""
 
     async def send(self, item: OutboxItem) -> str:
@@ -181,18 +178,14 @@ class EmailSender:
         return f"{message_id} accepted by {cfg.smtp_host}: {response}"[:500]
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._outbox.run(self.send), name=self.name)
+        self._outbox.start(self.send)
 
     async def close(self) -> None:
-        self._outbox.stop()
-        if self._task is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await self._outbox.close()
 
     def health(self) -> dict[str, Any]:
-        running = self._task is not None and not self._task.done()
         return {
-            "connected": running,
+            "connected": self._outbox.running,
             "detail": f"{len(self._mailboxes)} mailbox(es)"
             + (f"; last error: {self.last_error}" if self.last_error else ""),
             "sent": self._outbox.sent,

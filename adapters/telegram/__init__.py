@@ -7,8 +7,6 @@ through the bot named by its ``account``. See docs/telegram.md for setup.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -45,7 +43,6 @@ class TelegramAdapter:
         self._outbox = ctx.outbox(CHANNEL)
         self._grace = shutdown_grace_s
         self._servers: dict[tuple[str, int], WebhookServer] = {}
-        self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """getMe for every bot (a refused token raises ConfigError), then inbound and outbound."""
@@ -62,7 +59,7 @@ class TelegramAdapter:
                 await server.start()
             for runner in self.bots.values():
                 await runner.start_inbound()
-            self._task = asyncio.create_task(self._outbox.run(self._send), name="telegram-outbox")
+            self._outbox.start(self._send)
         except BaseException:
             # The runtime closes only adapters that started: leave no session or socket behind.
             await self.close()
@@ -74,15 +71,8 @@ class TelegramAdapter:
             await runner.stop_inbound()
         for server in self._servers.values():
             await server.close()
-        if self._task is not None:
-            self._outbox.stop()
-            done, _ = await asyncio.wait({self._task}, timeout=self._grace)
-            if not done:
-                # A send waiting out a long 429 stays pending in the stream and is reclaimed.
-                self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        # A send waiting out a long 429 past the grace time stays pending and is reclaimed.
+        await self._outbox.close(self._grace)
         for runner in self.bots.values():
             await runner.close()
 
@@ -101,7 +91,7 @@ class TelegramAdapter:
 
     def health(self) -> dict[str, Any]:
         bots = {name: runner.health() for name, runner in self.bots.items()}
-        running = self._task is not None and not self._task.done()
+        running = self._outbox.running
         connected = running and all(b["connected"] for b in bots.values())
         detail = ", ".join(
             f"@{b['username'] or name} {b['mode']}{'' if b['connected'] else ' (disconnected)'}"
