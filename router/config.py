@@ -29,8 +29,6 @@ class RedisSettings(BaseModel):
     # Empty: Switchboard starts its own redis-server with AOF in data_dir.
     url: SecretStr = SecretStr("")
     data_dir: Path = Path("var")
-    # Used only when the embedded server must listen on TCP (e.g. the socket path is too long).
-    connect_timeout_s: float = 5.0
 
 
 class InboxSettings(BaseModel):

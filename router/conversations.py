@@ -18,8 +18,6 @@ from router.keys import Keys
 from router.model import new_id, now
 from router.scripts import Scripts, argv, map_error
 
-STATUSES = ("new", "assigned", "waiting", "closed")
-
 
 def priority_label(prio: int) -> str:
     return f"P{prio}"
@@ -205,7 +203,3 @@ class Conversations:
         item = {"id": reply_id, "text": text, "author": by, "auto": False, "created_at": now()}
         await self._op("reply", conv_id, by=by, item=item)
         return reply_id
-
-    async def record_delivery(self, conv_id: str, reply_id: str, status: str, detail: str = "") -> None:
-        """Called by adapters: the reply was delivered, or failed (with the platform's reason)."""
-        await self._op("delivery", conv_id, reply=reply_id, status=status, detail=detail, at=now())

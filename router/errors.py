@@ -15,10 +15,6 @@ class RedisUnavailable(SwitchboardError):
     """No Redis server could be reached or started."""
 
 
-class EnvelopeError(SwitchboardError):
-    """An inbox entry is not a message envelope this version understands."""
-
-
 class NotFound(SwitchboardError):
     """A conversation, group or entry does not exist."""
 

@@ -74,9 +74,6 @@ class Keys:
     def conv_seq(self) -> str:
         return self.prefix + "seq:conv"
 
-    def dedup(self, channel: str, account: str, platform_id: str) -> str:
-        return f"{self.prefix}dedup:{channel}:{account}:{platform_id}"
-
     def conv_key(self, channel: str, account: str, key: str) -> str:
         return f"{self.prefix}ck:{channel}:{account}:{key}"
 

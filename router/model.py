@@ -78,9 +78,6 @@ class OutboxItem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     created_at: float = 0.0
 
 
-DeliveryStatus = Literal["delivered", "failed", "retrying"]
-
-
 def new_id() -> str:
     """A sortable unique id (ULID) for envelopes and replies."""
     return str(ULID())

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import gc
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -131,7 +130,6 @@ class EngineHolder:
 
     def __init__(self, store: RuleStore, file: Path | None) -> None:
         self._store = store
-        self._file = file
         self._number: int | None = None
         self.engine: Engine = Engine.from_file(file) if file else Engine.default()
 
@@ -163,7 +161,3 @@ def settle_heap() -> None:
     gc.unfreeze()
     gc.collect()
     gc.freeze()
-
-
-def dumps(value: object) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
