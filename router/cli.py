@@ -280,7 +280,7 @@ async def _release(rt: Any, args: argparse.Namespace) -> int:
 
 
 async def _transfer(rt: Any, args: argparse.Namespace) -> int:
-    groups = set((await _engine(rt)).groups)
+    groups = set((await rt.engine()).groups)
     if args.group not in groups:
         print(f"unknown group {args.group!r} (groups: {', '.join(sorted(groups))})", file=sys.stderr)
         return 2
@@ -295,14 +295,6 @@ async def _priority(rt: Any, args: argparse.Namespace) -> int:
     await rt.conversations.set_priority(args.conversation, parse_priority(args.priority), args.agent)
     print(f"#{args.conversation} is now {args.priority.upper()}")
     return 0
-
-
-async def _engine(rt: Any) -> Any:
-    from router.rulestore import EngineHolder
-
-    holder = EngineHolder(rt.rules, rt.settings.rules.file)
-    await holder.refresh()
-    return holder.engine
 
 
 # -- operators -----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from router.redis import check_version, connect
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
 from router.worker import Worker
+from rules import Engine
 
 log = logging.getLogger("switchboard")
 
@@ -47,6 +48,8 @@ class Runtime:
         self.queues = Queues(self.client, self.keys, self.conversations)
         self.rules = RuleStore(self.client, self.keys)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+        self._engines: EngineHolder | None = None
+        self._engine_checked = 0.0
 
     async def __aenter__(self) -> Runtime:
         await check_version(self.client)
@@ -56,15 +59,24 @@ class Runtime:
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
 
+    async def engine(self, *, fresh: bool = False) -> Engine:
+        """The rule set in force (published, else the configured file or the default): compiled once
+        per version, its version checked at most once a second (``fresh``: now, e.g. after a publish)."""
+        if self._engines is None:
+            self._engines = EngineHolder(self.rules, self.settings.rules.file)
+        now = time.monotonic()
+        if fresh or now - self._engine_checked >= 1.0:
+            self._engine_checked = now
+            await self._engines.refresh()
+        return self._engines.engine
+
     def adapter_context(self) -> AdapterContext:
         return AdapterContext(self.client, self.keys, self.inbox, self.instance)
 
     async def stats(self) -> dict[str, Any]:
         """Inbox, queues, dead letters, counters and the health of workers and adapters."""
-        holder = EngineHolder(self.rules, self.settings.rules.file)
-        await holder.refresh()
         # Every group of the rules in force, plus any queue left by groups since removed.
-        groups = sorted(set(holder.engine.groups) | set(await self.queues.groups_with_queues()))
+        groups = sorted(set((await self.engine()).groups) | set(await self.queues.groups_with_queues()))
         qstats = await self.queues.stats(groups)
         pipe = self.client.pipeline(transaction=False)
         pipe.xlen(self.keys.inbox)

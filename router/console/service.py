@@ -24,7 +24,7 @@ from router.errors import NotFound
 from router.keys import Keys
 from router.model import decode_envelope
 from router.redis import connect
-from router.rulestore import EngineHolder, Published
+from router.rulestore import Published
 from router.runtime import Runtime
 from router.worker import message_in
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
@@ -76,8 +76,6 @@ class Console:
         self.settings = settings
         self.web = settings.web
         self.keys: Keys = rt.keys
-        self.holder = EngineHolder(rt.rules, settings.rules.file)
-        self._engine_checked = 0.0
         # Set by start(): they need the session secret, which may live in Redis.
         self.users: Users
         self.sessions: Sessions
@@ -106,12 +104,8 @@ class Console:
 
     # -- groups and engine ---------------------------------------------------------------------
     async def engine(self) -> Engine:
-        """The rule set in force (refreshed at most once a second)."""
-        now = time.monotonic()
-        if now - self._engine_checked >= 1.0:
-            self._engine_checked = now
-            await self.holder.refresh()
-        return self.holder.engine
+        """The rule set in force (see Runtime.engine)."""
+        return await self.rt.engine()
 
     async def all_groups(self) -> list[str]:
         engine = await self.engine()
@@ -312,13 +306,13 @@ class Console:
     async def publish(self, user: User, source: str, comment: str = "") -> Published:
         self.require_admin(user)
         published = await self.rt.rules.publish(source, user.name, comment, filename="draft.yaml")
-        self._engine_checked = 0.0
+        await self.rt.engine(fresh=True)
         return published
 
     async def rollback(self, user: User, to: int | None) -> Published:
         self.require_admin(user)
         target = await self.rt.rules.rollback(user.name, to)
-        self._engine_checked = 0.0
+        await self.rt.engine(fresh=True)
         return target
 
     async def rules_history(self) -> list[dict[str, str]]:
