@@ -2,7 +2,9 @@
 
 A router worker and the sandbox adapter run as tasks in the test's loop, so a message typed in the
 simulator is routed, shows up live in the agent's queue, and the agent's reply is delivered back to
-the simulator. Screenshots of the main pages go to docs/screenshots/ (for the README).
+the simulator. Screenshots of the main pages go to a temporary folder, or — to refresh the README's —
+to the folder named by SWITCHBOARD_SCREENSHOTS (``SWITCHBOARD_SCREENSHOTS=docs/screenshots make unit``),
+so that a test run does not rewrite tracked files.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -21,7 +24,8 @@ from router.worker import Worker
 from tests.console.conftest import PASSWORD, Served, eventually
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
+SHOTS = Path(os.environ.get("SWITCHBOARD_SCREENSHOTS") or tempfile.mkdtemp(prefix="sb-screenshots-"))
+SHOTS.mkdir(parents=True, exist_ok=True)
 ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -83,7 +87,6 @@ async def logged_in(browser: Browser, served: Served, name: str) -> AsyncIterato
 
 
 async def shot(page: Page, name: str) -> None:
-    SHOTS.mkdir(parents=True, exist_ok=True)
     await page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
 
 
