@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-import ahocorasick
+import ahocorasick_rs
 import re2
 
 from rules import detectors
@@ -43,6 +43,9 @@ if TYPE_CHECKING:
 def _re2_options() -> Any:
     options = re2.Options()
     options.log_errors = False  # RE2 would print every refused pattern on stderr via absl
+    # Only the whole match's span is ever read: without capture groups RE2 can find it with its
+    # DFAs instead of the slower NFA (same spans on every benchmark message).
+    options.never_capture = True
     return options
 
 
@@ -685,7 +688,7 @@ class CompiledRules:
 
     rules: tuple[CompiledRule, ...]
     keywords: tuple[Keyword, ...]
-    automaton: Any  # ahocorasick.Automaton, or None when no rule has keywords
+    scanner: Scanner | None  # None when no rule has keywords
     keyword_rules: Mapping[int, tuple[int, ...]]  # gate id -> indexes of rules gated on it
     ungated: frozenset[int]
     regexes: tuple[Any, ...]  # compiled RE2 patterns, by regex id
@@ -853,7 +856,7 @@ class _Builder:
         return CompiledRules(
             rules=tuple(compiled),
             keywords=keywords,
-            automaton=_automaton(keywords),
+            scanner=Scanner.build(keywords),
             keyword_rules={k: tuple(v) for k, v in keyword_rules.items()},
             ungated=frozenset(ungated),
             eager_kinds=frozenset(detector_gates)
@@ -924,23 +927,31 @@ def _ids(cond: Cond) -> Iterator[int]:
         yield from _ids(cond.child)
 
 
-def _automaton(keywords: Sequence[Keyword]) -> Any:
-    if not keywords:
-        return None
-    # One automaton entry per distinct text: a rule keyword and a regex literal can be the same
-    # string with different ids (and edge rules), and add_word would keep only the last one.
-    # Each entry: (keyword id, check the left edge, check the right edge). An edge is checked
-    # only when the keyword's own character on that side is a word character.
-    by_text: dict[str, list[tuple[int, bool, bool]]] = {}
-    for kw_id, kw in enumerate(keywords):
-        left = kw.word_edges and is_word_char(kw.text[0])
-        right = kw.word_edges and is_word_char(kw.text[-1])
-        by_text.setdefault(kw.text, []).append((kw_id, left, right))
-    automaton = ahocorasick.Automaton()
-    for text, ids in by_text.items():
-        automaton.add_word(text, (len(text), tuple(ids)))
-    automaton.make_automaton()
-    return automaton
+@dataclass(frozen=True, slots=True)
+class Scanner:
+    """Every keyword in one Aho-Corasick automaton (ahocorasick-rs: the whole scan is one call
+    that returns every overlapping match, in text order, longest first at the same end).
+
+    ``entries[i]`` lists, for the automaton's pattern ``i``, each keyword with that text as
+    (keyword id, check the left edge, check the right edge). An edge is checked only when the
+    keyword's own character on that side is a word character.
+    """
+
+    automaton: ahocorasick_rs.AhoCorasick
+    entries: tuple[tuple[tuple[int, bool, bool], ...], ...]
+
+    @classmethod
+    def build(cls, keywords: Sequence[Keyword]) -> Scanner | None:
+        if not keywords:
+            return None
+        # One pattern per distinct text: a rule keyword and a regex literal can be the same
+        # string with different ids (and edge rules).
+        by_text: dict[str, list[tuple[int, bool, bool]]] = {}
+        for kw_id, kw in enumerate(keywords):
+            left = kw.word_edges and is_word_char(kw.text[0])
+            right = kw.word_edges and is_word_char(kw.text[-1])
+            by_text.setdefault(kw.text, []).append((kw_id, left, right))
+        return cls(ahocorasick_rs.AhoCorasick(list(by_text)), tuple(map(tuple, by_text.values())))
 
 
 def compile_rules(doc: m.RuleFile) -> CompiledRules:

@@ -40,8 +40,8 @@ import hashlib
 import re
 import unicodedata
 from collections.abc import Iterator
-from dataclasses import dataclass
 
+import msgspec
 from mnemonic import Mnemonic
 
 __all__ = [
@@ -70,8 +70,7 @@ KINDS: tuple[str, ...] = (
 SECRET_KINDS: frozenset[str] = frozenset({"seed_phrase", "private_key"})
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
+class Finding(msgspec.Struct, frozen=True, gc=False):
     """One detected value: its kind and its ``[start, end)`` span in the text passed in."""
 
     kind: str

@@ -246,27 +246,27 @@ class Engine:
 
     def _scan(self, text: str) -> dict[int, tuple[int, int]]:
         hits: dict[int, tuple[int, int]] = {}
-        automaton = self._c.automaton
-        if automaton is None or not text:
+        scanner = self._c.scanner
+        if scanner is None or not text:
             return hits
+        entries = scanner.entries
         n = len(text)
         # has_word_edges() inlined: the matched text is the keyword, so whether its first/last
         # character is a word character was decided at build time (``left``/``right``); only the
         # neighbours are looked at here, and a keyword already recorded is skipped first.
-        for end, (length, ids) in automaton.iter(text):
-            for kw_id, left, right in ids:
+        for pattern, start, end in scanner.automaton.find_matches_as_indexes(text, overlapping=True):
+            for kw_id, left, right in entries[pattern]:
                 if kw_id in hits:
                     continue
-                start = end - length + 1
                 if left and start > 0:
                     ch = text[start - 1]
                     if ch in _ASCII_WORD or (not ch.isascii() and is_word_char(ch)):
                         continue
-                if right and end + 1 < n:
-                    ch = text[end + 1]
+                if right and end < n:
+                    ch = text[end]
                     if ch in _ASCII_WORD or (not ch.isascii() and is_word_char(ch)):
                         continue
-                hits[kw_id] = (start, end + 1)
+                hits[kw_id] = (start, end)
         return hits
 
     def evaluate(self, msg: MessageIn) -> Decision:
@@ -284,7 +284,7 @@ class Engine:
         secret_text = [x for x in eager_text if x.kind in _SECRET_KINDS]
         secret_subject = [x for x in eager_subject if x.kind in _SECRET_KINDS]
         if ctx.language is None:
-            ctx.language = self._detector.detect(_without(msg.text, secret_text))
+            ctx.language = self._detector.detect(_without(msg.text, secret_text), secrets_removed=True)
 
         candidates = set(c.ungated)
         keyword_rules = c.keyword_rules
@@ -300,7 +300,7 @@ class Engine:
         if self._run_gates:
             texts = (ctx._norm["text"].text, ctx._norm["subject"].text)
             for run, gate_id in self._run_gates:
-                if run is None or any(run.search(t) for t in texts if t):
+                if run is None or (texts[0] and run.search(texts[0])) or (texts[1] and run.search(texts[1])):
                     candidates.update(keyword_rules[gate_id])
 
         tags: dict[str, None] = {}

@@ -46,6 +46,7 @@ _KANA_RE = re.compile(r"[\u3040-\u30ff\u31f0-\u31ff]")
 _HANGUL_RE = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
 _CYRILLIC_RE = re.compile(r"[\u0400-\u04ff]+")
 _LATIN_WORD_RE = re.compile(r"[A-Za-z\u00c0-\u024f\u1e00-\u1eff]+")
+_RUN_RE = re.compile(r"[0-9A-Za-z\u00c0-\u024f\u1e00-\u1eff]+")  # Latin letters and ASCII digits
 
 # Scripts that name one language: (regex, code). Cyrillic is handled apart (ru vs uk).
 _SCRIPTS: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -200,29 +201,44 @@ def _backend(name: str, codes: frozenset[str]) -> Any:
         return det
 
 
-def _strip(text: str) -> tuple[str, list[str] | None]:
-    """Remove what carries no language: URLs, addresses, numbers, seed phrases.
+def _words(text: str) -> list[str]:
+    """The Latin words of ``text`` once blobs (``_BLOB_RE``) are taken out.
 
-    Also returns the Latin words of the result when they were found on the way (else None).
+    A blob is a whole run of ASCII letters and digits (the look-behind and the possessive
+    quantifiers make it so) that holds a digit or is 20+ letters long. So each run of Latin
+    letters and digits that is pure ASCII is either a blob or one word; only a run mixing in
+    accented letters needs the regexes. One findall and a loop: ~3x cheaper than substituting
+    blobs over the whole text and then finding the words (same words).
+    """
+    words: list[str] = []
+    for run in _RUN_RE.findall(text):
+        if run.isascii():
+            if len(run) < 20 and run.isalpha():
+                words.append(run)
+        else:
+            words += _LATIN_WORD_RE.findall(_BLOB_RE.sub(" ", run))
+    return words
+
+
+def _strip(text: str, phrases: bool) -> tuple[str, list[str]]:
+    """Remove what carries no language: URLs, e-mail addresses and handles, then (when
+    ``phrases``) seed phrases. Returns the text left and its Latin words (blobs not counted).
     """
     if "://" in text or "www." in text or "t.me/" in text:
         text = _URL_RE.sub(" ", text)
     if "@" in text:
         text = _HANDLE_RE.sub(" ", _EMAIL_RE.sub(" ", text))
-    text = _BLOB_RE.sub(" ", text)
+    words = _words(text)
     # A pasted English seed phrase only misleads when the rest is another language, so the
     # (relatively costly) phrase search runs only for non-ASCII text with enough Latin words.
-    if text.isascii():
-        return text, None
-    words = _LATIN_WORD_RE.findall(text)
-    if len(words) < 12:
+    if not phrases or len(words) < 12 or text.isascii():
         return text, words
     found = _detect_values(text, _SEED)
     if not found:
         return text, words
     for f in reversed(found):
         text = text[: f.start] + " " + text[f.end :]
-    return text, None
+    return text, _words(text)
 
 
 class LanguageDetector:
@@ -236,8 +252,11 @@ class LanguageDetector:
         # Built eagerly so the first message does not pay the model load.
         self._stat = _backend(_DEFAULT_BACKEND, self._latin) if self._latin else None
 
-    def detect(self, text: str) -> str | None:
+    def detect(self, text: str, *, secrets_removed: bool = False) -> str | None:
         """ISO 639-1 code (lower case) of ``text``, or None when unsure.
+
+        ``secrets_removed``: the caller already blanked seed phrases (the engine has found them
+        before), so the detector need not look for them again.
 
         None for text without language (only numbers, hashes, addresses, URLs) and for Latin text
         the statistical model does not decide with confidence (often one or two words).
@@ -246,16 +265,17 @@ class LanguageDetector:
         if not text:
             return None
         if text.isascii():
-            clean, _ = _strip(text)
             # Every script and letter hint below is non-ASCII: straight to the Latin languages.
-            # ASCII lower() keeps the words (and the model lower-cases its input anyway).
-            words = [w for w in _LATIN_WORD_RE.findall(clean.lower()) if w not in _JARGON]
+            _, words = _strip(text, phrases=False)
+            words = [w for w in words if w.lower() not in _JARGON]
             return self._latin_language(words) if words else None
-        clean, found = _strip(unicodedata.normalize("NFC", text))
-        words = [w for w in (_LATIN_WORD_RE.findall(clean) if found is None else found) if w.lower() not in _JARGON]
+        clean, words = _strip(unicodedata.normalize("NFC", text), phrases=not secrets_removed)
+        words = [w for w in words if w.lower() not in _JARGON]
         if clean.isascii():
             return self._latin_language(words) if words else None
         latin_words = len(words)
+        # Blobs are ASCII, which has no script class: the classes of ``clean`` with blobs still
+        # in are the same letters in the same runs as without them.
         classes = clean.translate(_CLASS_TABLE)
         han = classes.count("H")
         kana = classes.count("K")

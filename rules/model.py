@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+import msgspec
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -567,22 +568,20 @@ class GroupInfo:
     hours: Hours | None
 
 
-@dataclass(frozen=True, slots=True)
-class MessageIn:
+class MessageIn(msgspec.Struct, frozen=True, gc=False):
     """One message to classify; everything the engine may look at."""
 
     channel: str
     text: str
     subject: str | None = None
     account: str = ""
-    sender: Mapping[str, str] = field(default_factory=dict)
+    sender: Mapping[str, str] = msgspec.field(default_factory=dict)
     language: str | None = None
     new_conversation: bool = True
     received_at: datetime | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Redaction:
+class Redaction(msgspec.Struct, frozen=True, gc=False):
     """A masked span: offsets in the original field; never the secret itself."""
 
     field: str
@@ -606,8 +605,7 @@ class Redaction:
 Match = tuple[str, str | None, int | None, int | None]
 
 
-@dataclass(frozen=True, slots=True)
-class TraceEntry:
+class TraceEntry(msgspec.Struct, frozen=True, gc=False):
     """A rule that matched and why."""
 
     rule_id: str
@@ -620,8 +618,7 @@ class TraceEntry:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True, gc=False):
     """The outcome of evaluating one message (see docs/architecture.md)."""
 
     group: str
