@@ -205,17 +205,18 @@ def _words(text: str) -> list[str]:
     """The Latin words of ``text`` once blobs (``_BLOB_RE``) are taken out.
 
     A blob is a whole run of ASCII letters and digits (the look-behind and the possessive
-    quantifiers make it so) that holds a digit or is 20+ letters long. So each run of Latin
-    letters and digits that is pure ASCII is either a blob or one word; only a run mixing in
-    accented letters needs the regexes. One findall and a loop: ~3x cheaper than substituting
-    blobs over the whole text and then finding the words (same words).
+    quantifiers make it so) that holds a digit or is 20+ letters long. So a run of Latin
+    letters and digits that is all letters and shorter than 20 is one word, one that is pure
+    ASCII otherwise is a blob; only the rest (accented letters with digits, or long) needs the
+    regexes (``isalpha`` is false for the × and ÷ inside the Latin range: they take that path).
+    One findall and a loop: cheaper than substituting blobs over the whole text and then finding
+    the words (2.9 vs 3.4 µs a benchmark message; the same words).
     """
     words: list[str] = []
     for run in _RUN_RE.findall(text):
-        if run.isascii():
-            if len(run) < 20 and run.isalpha():
-                words.append(run)
-        else:
+        if len(run) < 20 and run.isalpha():  # no digit, too short to hold a long blob: a word
+            words.append(run)
+        elif not run.isascii():  # (an ASCII run that is not a word is a blob)
             words += _LATIN_WORD_RE.findall(_BLOB_RE.sub(" ", run))
     return words
 

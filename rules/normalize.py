@@ -102,6 +102,9 @@ _CONTINUATION, _EXPANDING = _scan_unicode()
 # raise IndexError, which translate() treats as "unchanged"; nothing past U+2FFFF needs mapping.
 _TABLE_SIZE = 0x30000
 _T2S_TABLE: list[int] = [_T2S.get(cp, cp) for cp in range(_TABLE_SIZE)]
+# Every character the table changes is in these blocks (a test checks it): CJK brackets, CJK
+# ideographs and extension A, half-width brackets, the supplementary ideographic planes.
+_T2S_KEYS_RE = re.compile("[\u300c-\u300f\u3400-\u9fff\uff62\uff63\U00020000-\U0003ffff]")
 # Marks for the slow path: \x01 expands, \x02 may attach to the previous character.
 _MARK_TABLE = "".join(
     "\x02" if chr(cp) in _CONTINUATION else "\x01" if chr(cp) in _EXPANDING else "\x00" for cp in range(_TABLE_SIZE)
@@ -169,7 +172,11 @@ def normalize(text: str) -> Normalized:
     # The quick check is ~0.1 µs and true for most messages, which then skip NFKC entirely.
     nfkc_normal = unicodedata.is_normalized("NFKC", text)
     nf = text if nfkc_normal else unicodedata.normalize("NFKC", text)
-    out = nf.casefold().translate(_T2S_TABLE)
+    out = nf.casefold()
+    # Only Han (and 「」『』) convert: most non-ASCII messages (Korean, Cyrillic, accented Latin)
+    # skip the per-character table lookup for one scan of a character class.
+    if _T2S_KEYS_RE.search(out) is not None:
+        out = out.translate(_T2S_TABLE)
     # Equal length means 1:1 unless something composed while something else expanded, which
     # needs a character that attaches to its predecessor (and NFKC-normal text composes nothing).
     if len(out) == len(text) and (nfkc_normal or _CONTINUATION.isdisjoint(text)):

@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.normalize import (
+    _T2S,
+    _T2S_KEYS_RE,
     Normalized,
     _transform,
     has_word_edges,
@@ -97,6 +99,14 @@ def test_offsets_property(original: str) -> None:
 def test_matches_reference_transform(original: str) -> None:
     expected = unicodedata.normalize("NFKC", original).casefold()
     assert len(normalize(original).text) == len(expected)
+
+
+def test_t2s_gate_covers_every_converted_character() -> None:
+    # normalize() skips the T->S table when this class finds nothing: it must hold every key.
+    missed = [hex(cp) for cp in _T2S if _T2S_KEYS_RE.search(chr(cp)) is None]
+    assert missed == []
+    assert normalize("臺灣帳戶").text == "台湾账户"
+    assert normalize("Ｐривет 안녕").text == "pривет 안녕"
 
 
 def test_is_word_char() -> None:
