@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from rules import language as lang
 from rules.language import LanguageDetector
 
 # ../shared beside the project (where CI puts it too), unless SWITCHBOARD_SAMPLES says otherwise.
@@ -114,3 +115,34 @@ def test_script_class_table_agrees_with_the_script_regexes() -> None:
         ch = chr(cp)
         want = next((cls for rx, cls in classes if rx.match(ch)), " ")
         assert lang._CLASS_TABLE[cp] == want, hex(cp)
+
+
+def _vote(text: str) -> str | None:
+    return lang._vote(text.split())
+
+
+def test_function_word_vote() -> None:
+    # Two or more words of one language, two more than of any other: decided without the model.
+    assert _vote("mi retiro sigue pendiente desde ayer") == "es"
+    assert _vote("meu saque ainda não caiu") == "pt"
+    # One word, or a tie between two languages, is left to the model.
+    assert _vote("retiro pendiente") == "es"
+    assert _vote("the retiro") is None
+    assert _vote("the my retiro pendiente") is None
+    # A word on two lists counts for neither ("para" is Spanish and Portuguese).
+    assert "para" not in lang._WORD_LANGUAGE
+
+
+def test_vote_guards_other_latin_languages(det: LanguageDetector) -> None:
+    # French shares "de"/"la"/"en" with Spanish; its own words stop a vote for Spanish.
+    assert _vote("je ne reçois pas mon retrait depuis hier") != "es"
+    assert _vote("mon retrait est toujours en attente") == "fr"
+    # fr is not configured here: the model picks among the configured languages instead.
+    assert det.detect("mon retrait est toujours en attente depuis hier") != "fr"
+
+
+def test_vote_only_when_every_latin_language_has_a_list() -> None:
+    # Polish has no list: "i" and "to" would vote English, so the model decides.
+    assert LanguageDetector(["en", "pl"])._vote is False
+    assert LanguageDetector(["zh", "en", "es", "pt"])._vote is True
+    assert LanguageDetector(["en", "pl"]).detect("to jest mój portfel i nie mogę wypłacić środków") == "pl"
