@@ -783,8 +783,12 @@ class _Builder:
             return NotC(at("not"), child, child.cost)
         raise TypeError(f"unknown condition {cond!r}")  # the model makes this unreachable
 
-    def combine(self, kind: type[AllC] | type[AnyC], label: str, items: Sequence[Any]) -> AllC | AnyC:
+    def combine(self, kind: type[AllC] | type[AnyC], label: str, items: Sequence[Any]) -> Cond:
         children = [self.condition(c, f"{label}[{i}]") for i, c in enumerate(items)]
+        if len(children) == 1:
+            # all/any of one condition is that condition: the same matches (its labels already
+            # carry the path), one call less per evaluation.
+            return children[0]
         # sorted() is stable: equal costs keep the author's order, so evaluation is deterministic.
         children.sort(key=lambda c: c.cost)
         return kind(label, tuple(children), max(c.cost for c in children))

@@ -57,12 +57,14 @@ def _language_detector(languages: tuple[str, ...]) -> LanguageDetector:
 
 
 _SECRET_KINDS = expand_kinds(detectors.SECRET_KINDS)
+_NOTHING: frozenset[str] = frozenset()
 
 
 class _Message:
     """The per-message view conditions read (implements ``rules.compile.Context``)."""
 
     __slots__ = (
+        "_checked",
         "_found",
         "_leads",
         "_norm",
@@ -95,6 +97,8 @@ class _Message:
         self._leads = leads
         self._regex_cache: dict[tuple[int, str], tuple[int, int] | None] = {}
         self._utf8: dict[str, bytes] = {}
+        # Per field: the kinds looked for so far, and what was found by kind (found kinds only).
+        self._checked: dict[str, frozenset[str]] = {"text": _NOTHING, "subject": _NOTHING}
         self._found: dict[str, dict[str, list[detectors.Finding]]] = {"text": {}, "subject": {}}
         self.text_hits: dict[int, tuple[int, int]] = {}
         self.subject_hits: dict[int, tuple[int, int]] = {}
@@ -121,27 +125,23 @@ class _Message:
         return span
 
     def findings(self, field: str, kinds: frozenset[str]) -> list[detectors.Finding]:
-        cache = self._found[field]
-        # On the first (eager) pass nothing is known yet: every kind is missing.
-        missing = kinds.difference(cache) if cache else kinds
-        if missing:
-            for kind in missing:
-                cache[kind] = []
+        checked = self._checked[field]
+        if not kinds <= checked:
+            missing = kinds - checked
+            self._checked[field] = checked | missing
             text = self._orig[field]
             if text:
+                found = self._found[field]
                 for finding in detectors.detect(text, missing):
-                    cache[finding.kind].append(finding)
-        return [f for k in kinds for f in cache[k]]
+                    found.setdefault(finding.kind, []).append(finding)
+        found = self._found[field]
+        return [f for k in kinds if k in found for f in found[k]] if found else []
 
     def found(self, field: str, kinds: frozenset[str]) -> tuple[int, int] | None:
-        cache = self._found[field]
-        if not cache.keys() >= kinds:
-            self.findings(field, kinds)  # fills the cache for every kind asked
         first: tuple[int, int] | None = None
-        for kind in kinds:
-            for f in cache[kind]:
-                if first is None or (f.start, f.end) < first:
-                    first = f.start, f.end
+        for f in self.findings(field, kinds):
+            if first is None or (f.start, f.end) < first:
+                first = f.start, f.end
         return first
 
     def now(self) -> datetime:
