@@ -61,13 +61,21 @@ def _ck(env: Envelope) -> str:
     return f"{env.channel}:{env.account}:{env.conversation_key}"
 
 
+# Messages per route script call. One call per message costs Redis a script invocation and the
+# client a command to pack and a reply to parse per message; one call per batch makes the next
+# batch's state lookup wait for the whole batch, so the worker could no longer evaluate while
+# Redis writes. A few calls per batch keep both.
+SCRIPT_CHUNK = 10
+
+
 @dataclass(slots=True)
 class _Batch:
-    """A prepared batch: the pipeline of script calls and what to check in its results."""
+    """A prepared batch: the pipeline of its dead letters, failures and route script calls (one
+    per ``SCRIPT_CHUNK`` messages), and what to check in its results."""
 
     pipe: Any
     dead: int
-    routed: list[bytes]
+    chunks: list[list[bytes]]  # the entry ids of each route call, in order
     cks: set[str]
 
 
@@ -256,25 +264,33 @@ class Worker:
         for entry_id, reason in dead:
             log.warning("dead-lettering %s: %s", entry_id.decode(), reason)
             await self.scripts.dead(args=argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts), client=pipe)
-        routed: list[bytes] = []
+        chunks: list[list[bytes]] = []
+        args: list[Any] = []
         failed: dict[bytes, str] = {}
         if parsed:
-            # This round trip is also where the previous batch's commit gets to send its pipeline
-            # (measured: skipping it when no rule needs the state made the worker slower).
+            # This round trip is also where the previous batch's commit gets to send its script
+            # calls (measured: skipping it when no rule needs the state made the worker slower).
             follow_up = await self._known_conversations([env for _, env in parsed])
             for (entry_id, env), known in zip(parsed, follow_up, strict=True):
                 try:
                     decision = engine.evaluate(message_in(env, new_conversation=not known))
-                    payload = self._payload(env, decision)
+                    payload, history = self._payload(env, decision, retry=attempts > 1)
                 except Exception as exc:  # a rule-engine bug must not stop the other messages
                     log.exception("routing %s failed", entry_id.decode())
                     failed[entry_id] = f"{type(exc).__name__}: {exc}"
                     continue
-                await self.scripts.route(args=argv(self.keys.prefix, entry_id, payload), client=pipe)
-                routed.append(entry_id)
+                if not chunks or len(chunks[-1]) == SCRIPT_CHUNK:
+                    if args:
+                        await self.scripts.route(args=argv(self.keys.prefix, *args), client=pipe)
+                    chunks.append([])
+                    args = []
+                chunks[-1].append(entry_id)
+                args += (entry_id, payload, history)
+        if args:
+            await self.scripts.route(args=argv(self.keys.prefix, *args), client=pipe)
         if failed:
             pipe.hset(self.keys.failures, mapping={k: v for k, v in failed.items()})
-        return _Batch(pipe, len(dead), routed, {_ck(env) for _, env in parsed})
+        return _Batch(pipe, len(dead), chunks, {_ck(env) for _, env in parsed})
 
     async def _commit(self, batch: _Batch) -> None:
         try:
@@ -283,15 +299,21 @@ class Worker:
             # redis-py keeps the connection of a pipeline whose SCRIPT EXISTS pre-check failed
             # (e.g. Redis restarting) until reset: give it back to the pool.
             await batch.pipe.reset()
-        routed, dead = batch.routed, batch.dead
-        for entry_id, result in zip(routed, results[dead : dead + len(routed)], strict=True):
+        failures: dict[bytes, str] = {}
+        for chunk, result in zip(batch.chunks, results[batch.dead : batch.dead + len(batch.chunks)], strict=True):
             if isinstance(result, Exception):
                 if isinstance(result, TRANSIENT_ERRORS):
                     raise result
-                log.error("route script failed for %s: %s", entry_id.decode(), result)
-                await self.client.hset(self.keys.failures, entry_id, f"route script: {result}")
-            else:
-                self.processed += 1
+                log.error("route script failed for %d entries from %s: %s", len(chunk), chunk[0].decode(), result)
+                failures.update((entry_id, f"route script: {result}") for entry_id in chunk)
+                continue
+            for entry_id, (state, detail, *_) in zip(chunk, result, strict=True):
+                if state == b"err":  # the script dead-lettered it, with this reason
+                    log.error("routing %s failed in Redis, dead-lettered: %s", entry_id.decode(), detail.decode())
+                else:
+                    self.processed += 1
+        if failures:
+            await self.client.hset(self.keys.failures, mapping=failures)
 
     async def _known_conversations(self, envs: Sequence[Envelope]) -> list[bool]:
         """Whether each message joins an existing conversation (the rules' follow-up state)."""
@@ -308,7 +330,8 @@ class Worker:
             seen.add(ck)
         return known
 
-    def _payload(self, env: Envelope, decision: Decision) -> str:
+    def _payload(self, env: Envelope, decision: Decision, *, retry: bool) -> tuple[str, str]:
+        """The route script's payload for one message, and its history entry (stored as is)."""
         d = decision.to_dict()
         # Only the evaluated, redacted text may travel; an adapter's copy of the whole body (e-mail
         # quotes included) is kept in the history alone, with its secrets masked too.
@@ -357,25 +380,24 @@ class Worker:
         }
         if decision.subject:
             fields["subject"] = decision.subject
-        return _json(
-            {
-                "cg": ROUTER_GROUP,
-                "ck": _ck(env),
-                "channel": env.channel,
-                "kind": env.kind,
-                "group": decision.group,
-                "prio": decision.priority,
-                "escalate": decision.escalate,
-                "routed_by": decision.routed_by or "",
-                "sla": self._sla,
-                "reopen_ms": self._reopen_ms,
-                "tags": list(decision.tags),
-                "hist": _json(history),
-                "fields": fields,
-                "reply": reply,
-                "scrub": bool(decision.redactions),
-            }
-        )
+        payload = {
+            "cg": ROUTER_GROUP,
+            "ck": _ck(env),
+            "channel": env.channel,
+            "kind": env.kind,
+            "group": decision.group,
+            "prio": decision.priority,
+            "escalate": decision.escalate,
+            "routed_by": decision.routed_by or "",
+            "sla": self._sla,
+            "reopen_ms": self._reopen_ms,
+            "tags": list(decision.tags),
+            "fields": fields,
+            "reply": reply,
+            "scrub": bool(decision.redactions),
+            "retry": retry,
+        }
+        return _json(payload), _json(history)
 
     async def trim(self) -> None:
         """Drop inbox entries older than ``max_age_s`` — but never one not yet routed."""

@@ -43,3 +43,17 @@ local function send(cid, conv, item)
   redis.call('HSET', P .. 'delivery:' .. cid, item.id, 'queued')
   redis.call('HINCRBY', P .. 'stats', 'out:' .. conv.channel, 1)
 end
+
+-- Copy an inbox entry to the dead-letter stream with its reason; the caller has acknowledged it.
+local function dead_letter(entry, reason, attempts)
+  local found = redis.call('XRANGE', P .. 'inbox', entry, entry)
+  local payload = ''
+  if #found > 0 then
+    local f = found[1][2]
+    for i = 1, #f, 2 do if f[i] == 'env' then payload = f[i + 1] end end
+  end
+  redis.call('XADD', P .. 'dead', '*', 'entry', entry, 'reason', reason, 'payload', payload,
+    'attempts', attempts, 'at', num(NOW))
+  redis.call('HDEL', P .. 'failures', entry)
+  redis.call('HINCRBY', P .. 'stats', 'dead', 1)
+end

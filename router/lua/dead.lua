@@ -8,14 +8,5 @@ local reason = ARGV[5]
 if reason == '' then
   reason = redis.call('HGET', P .. 'failures', entry) or ('failed ' .. ARGV[6] .. ' times')
 end
-local found = redis.call('XRANGE', P .. 'inbox', entry, entry)
-local payload = ''
-if #found > 0 then
-  local f = found[1][2]
-  for i = 1, #f, 2 do if f[i] == 'env' then payload = f[i + 1] end end
-end
-redis.call('XADD', P .. 'dead', '*', 'entry', entry, 'reason', reason, 'payload', payload,
-  'attempts', ARGV[6], 'at', num(NOW))
-redis.call('HDEL', P .. 'failures', entry)
-redis.call('HINCRBY', P .. 'stats', 'dead', 1)
+dead_letter(entry, reason, ARGV[6])
 return 1

@@ -3,8 +3,12 @@
 local out = {}
 for i = 3, #ARGV do
   local cid = redis.call('GET', P .. 'ck:' .. ARGV[i])
-  if cid then
-    out[#out + 1] = redis.call('HMGET', P .. 'conv:' .. cid, 'status', 'closed_ms')
+  -- A conversation key that cannot be read (corrupt state) reads as new; the route script then
+  -- dead-letters that message alone.
+  local ok, state = false, nil
+  if cid then ok, state = pcall(redis.call, 'HMGET', P .. 'conv:' .. cid, 'status', 'closed_ms') end
+  if ok then
+    out[#out + 1] = state
   else
     out[#out + 1] = {false, false}
   end

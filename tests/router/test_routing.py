@@ -150,6 +150,23 @@ async def test_entry_failing_repeatedly_is_dead_lettered_with_reason(rt: Runtime
     assert b"gina" in fields[b"payload"]
 
 
+async def test_a_message_failing_in_the_route_script_is_dead_lettered_and_its_batch_routed(rt: Runtime) -> None:
+    # Corrupt state for one conversation key: its conversation "hash" is a string, so the
+    # script's HMGET fails with WRONGTYPE for that message only.
+    await rt.client.set(rt.keys.prefix + "ck:telegram:bot1:broken", "999")
+    await rt.client.set(rt.keys.prefix + "conv:999", "not a hash")
+    for user in ("ok1", "broken", "ok2"):
+        await rt.inbox.append(message("my deposit is missing", user=user, key=user))
+    worker = Worker(rt.client, rt.settings)
+    await drain(worker)
+    assert sorted(c.sender_id for c in await rt.queues.head("payments")) == ["ok1", "ok2"]
+    [(_, fields)] = await rt.client.xrange(rt.keys.dead)
+    assert fields[b"reason"].startswith(b"route script: WRONGTYPE")
+    assert b"broken" in fields[b"payload"]
+    pending = await rt.client.xpending(rt.keys.inbox, ROUTER_GROUP)
+    assert pending["pending"] == 0
+
+
 async def test_secret_is_redacted_everywhere_and_raw_entry_removed(rt: Runtime) -> None:
     seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
     await rt.inbox.append(message(f"is this my recovery phrase? {seed}", user="hank"))
