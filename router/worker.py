@@ -366,9 +366,6 @@ class Worker:
                 "created_at": time.time(),
             }
         fields: dict[str, Any] = {
-            "channel": env.channel,
-            "account": env.account,
-            "ckey": env.conversation_key,
             "sender_id": env.sender.id,
             "sender_name": env.sender.name or env.sender.handle or env.sender.id,
             "language": decision.language or "",
@@ -393,6 +390,8 @@ class Worker:
             "reopen_ms": self._reopen_ms,
             "tags": list(decision.tags),
             "fields": fields,
+            # Parts of the conversation key itself: set when the conversation is created.
+            "fixed": {"channel": env.channel, "account": env.account, "ckey": env.conversation_key},
             "reply": reply,
             "scrub": bool(decision.redactions),
             "retry": retry,

@@ -2,12 +2,15 @@
 -- happen together (the whole script is atomic, and a message that fails leaves the others be).
 -- ARGV[3..] = triples (inbox entry id, JSON payload, history JSON) built by router/worker.py;
 -- the payload has cg, ck, channel, kind, group, prio, escalate, routed_by, sla{"1".."4"},
--- reopen_ms, tags[], fields{...} (conversation fields to set), reply (outbox item or null),
+-- reopen_ms, tags[], fields{...} (conversation fields to set), fixed{...} (fields a conversation
+-- key never changes: set when it is created), reply (outbox item or null),
 -- scrub and retry. The history entry travels apart: Lua stores it without decoding it.
 -- Returns per message {state, conversation id, group}; state 'dup' when the entry was already
 -- acknowledged (a reclaimed entry that its first worker did finish), which makes the effect
 -- exactly-once; {'err', reason} when its routing raised (the entry is then dead-lettered).
 local NOWS = num(NOW)
+
+local routed = {}  -- messages routed per channel in this call: one HINCRBY each at the end
 
 local function flat(t, out)
   for k, v in pairs(t) do
@@ -23,7 +26,7 @@ local function route(entry, d, hist_raw)
   end
   -- The raw envelope of a message with a secret must not outlive its routing in clear.
   if d.scrub then redis.call('XDEL', P .. 'inbox', entry) end
-  redis.call('HINCRBY', P .. 'stats', 'routed:' .. d.channel, 1)
+  routed[d.channel] = (routed[d.channel] or 0) + 1
   if d.retry then redis.call('HDEL', P .. 'failures', entry) end
 
   local ckk = P .. 'ck:' .. d.ck
@@ -55,14 +58,14 @@ local function route(entry, d, hist_raw)
     c = P .. 'conv:' .. cid
     redis.call('SET', ckk, cid)
     local due = NOW + sla(d.prio)
-    redis.call('HSET', c, unpack(flat(d.fields, {'id', cid, 'group', d.group, 'prio', d.prio, 'status', 'new',
+    redis.call('HSET', c, unpack(flat(d.fixed, flat(d.fields, {'id', cid, 'group', d.group, 'prio', d.prio, 'status', 'new',
       'agent', '', 'created_ms', NOWS, 'updated_ms', NOWS, 'waiting_ms', NOWS, 'due_ms', num(due),
-      'tags', cjson.encode(d.tags), 'messages', 1, 'routed_by', d.routed_by})))
+      'tags', cjson.encode(d.tags), 'messages', 1, 'routed_by', d.routed_by}))))
     enqueue(cid, d.group, d.prio, due, NOW)
     hist(cid, 'inbound', hist_raw)
     event(d.group, 'created', cid, cjson.encode({prio = d.prio}))
     if d.reply ~= cjson.null then
-      send(cid, {channel = d.fields.channel}, d.reply)
+      send(cid, {channel = d.channel}, d.reply)
     end
     return {'new', cid, d.group}
   end
@@ -105,7 +108,8 @@ local function route(entry, d, hist_raw)
     status = 'new'
     due = math.min(due, since + sla(prio))
   end
-  if cur.status == 'new' then dequeue(cid, cur.group) end
+  -- ZADD moves a member already queued: only leaving the queue (or this group's) needs ZREM.
+  if cur.status == 'new' and (status ~= 'new' or group ~= cur.group) then dequeue(cid, cur.group) end
   if status == 'new' then enqueue(cid, group, prio, due, since) end
 
   local set = {'group', group, 'prio', prio, 'status', status, 'agent', agent, 'updated_ms', NOWS,
@@ -144,4 +148,5 @@ for i = 3, #ARGV, 3 do
     out[#out + 1] = {'err', reason}
   end
 end
+for channel, n in pairs(routed) do redis.call('HINCRBY', P .. 'stats', 'routed:' .. channel, n) end
 return out
