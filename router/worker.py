@@ -330,7 +330,7 @@ class Worker:
             seen.add(ck)
         return known
 
-    def _payload(self, env: Envelope, decision: Decision, *, retry: bool) -> tuple[str, str]:
+    def _payload(self, env: Envelope, decision: Decision, *, retry: bool) -> tuple[bytes, bytes]:
         """The route script's payload for one message, and its history entry (stored as is)."""
         d = decision.to_dict()
         # Only the evaluated, redacted text may travel; an adapter's copy of the whole body (e-mail
@@ -396,7 +396,8 @@ class Worker:
             "scrub": bool(decision.redactions),
             "retry": retry,
         }
-        return _json(payload), _json(history)
+        # Bytes, as Redis takes them: no decode here and re-encode in redis-py.
+        return _encoder.encode(payload), _encoder.encode(history)
 
     async def trim(self) -> None:
         """Drop inbox entries older than ``max_age_s`` — but never one not yet routed."""
