@@ -34,7 +34,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.exceptions import NoScriptError, ResponseError
 
 from router.config import Settings
 from router.inbox import ensure_group
@@ -70,12 +70,12 @@ SCRIPT_CHUNK = 10
 
 @dataclass(slots=True)
 class _Batch:
-    """A prepared batch: the pipeline of its dead letters, failures and route script calls (one
-    per ``SCRIPT_CHUNK`` messages), and what to check in its results."""
+    """A prepared batch: the pipeline of its dead letters and failures (usually empty), its
+    route script calls (one per ``SCRIPT_CHUNK`` messages: entry ids and arguments), and the
+    conversation keys it touches."""
 
     pipe: Any
-    dead: int
-    chunks: list[list[bytes]]  # the entry ids of each route call, in order
+    calls: list[tuple[list[bytes], list[Any]]]
     cks: set[str]
 
 
@@ -264,8 +264,7 @@ class Worker:
         for entry_id, reason in dead:
             log.warning("dead-lettering %s: %s", entry_id.decode(), reason)
             await self.scripts.dead(args=argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts), client=pipe)
-        chunks: list[list[bytes]] = []
-        args: list[Any] = []
+        calls: list[tuple[list[bytes], list[Any]]] = []
         failed: dict[bytes, str] = {}
         if parsed:
             # This round trip is also where the previous batch's commit gets to send its script
@@ -279,41 +278,56 @@ class Worker:
                     log.exception("routing %s failed", entry_id.decode())
                     failed[entry_id] = f"{type(exc).__name__}: {exc}"
                     continue
-                if not chunks or len(chunks[-1]) == SCRIPT_CHUNK:
-                    if args:
-                        await self.scripts.route(args=argv(self.keys.prefix, *args), client=pipe)
-                    chunks.append([])
-                    args = []
-                chunks[-1].append(entry_id)
-                args += (entry_id, payload, history)
-        if args:
-            await self.scripts.route(args=argv(self.keys.prefix, *args), client=pipe)
+                if not calls or len(calls[-1][0]) == SCRIPT_CHUNK:
+                    calls.append(([], argv(self.keys.prefix)))
+                calls[-1][0].append(entry_id)
+                calls[-1][1].extend((entry_id, payload, history))
         if failed:
             pipe.hset(self.keys.failures, mapping={k: v for k, v in failed.items()})
-        return _Batch(pipe, len(dead), chunks, {_ck(env) for _, env in parsed})
+        return _Batch(pipe, calls, {_ck(env) for _, env in parsed})
 
     async def _commit(self, batch: _Batch) -> None:
-        try:
-            results = await batch.pipe.execute(raise_on_error=False)
-        finally:
-            # redis-py keeps the connection of a pipeline whose SCRIPT EXISTS pre-check failed
-            # (e.g. Redis restarting) until reset: give it back to the pool.
-            await batch.pipe.reset()
-        failures: dict[bytes, str] = {}
-        for chunk, result in zip(batch.chunks, results[batch.dead : batch.dead + len(batch.chunks)], strict=True):
-            if isinstance(result, Exception):
-                if isinstance(result, TRANSIENT_ERRORS):
-                    raise result
-                log.error("route script failed for %d entries from %s: %s", len(chunk), chunk[0].decode(), result)
-                failures.update((entry_id, f"route script: {result}") for entry_id in chunk)
-                continue
-            for entry_id, (state, detail, *_) in zip(chunk, result, strict=True):
-                if state == b"err":  # the script dead-lettered it, with this reason
-                    log.error("routing %s failed in Redis, dead-lettered: %s", entry_id.decode(), detail.decode())
-                else:
-                    self.processed += 1
-        if failures:
-            await self.client.hset(self.keys.failures, mapping=failures)
+        if batch.pipe.command_stack:
+            try:
+                await batch.pipe.execute()
+            finally:
+                # redis-py keeps the connection of a pipeline whose SCRIPT EXISTS pre-check failed
+                # (e.g. Redis restarting) until reset: give it back to the pool.
+                await batch.pipe.reset()
+        calls = batch.calls
+        script = self.scripts.route
+        while calls:
+            # EVALSHA in a plain pipeline: redis-py's script pipeline would first ask SCRIPT EXISTS,
+            # a round trip per batch on the latency path. A restarted Redis has lost the script:
+            # load it and run those calls again (a call that did run acknowledged its entries, so a
+            # second run of it changes nothing).
+            pipe = self.client.pipeline(transaction=False)
+            for _, args in calls:
+                pipe.evalsha(script.sha, 0, *args)
+            results = await pipe.execute(raise_on_error=False)
+            missing = [call for call, result in zip(calls, results, strict=True) if isinstance(result, NoScriptError)]
+            if missing:
+                await self.client.script_load(script.script)
+            for (entry_ids, _), result in zip(calls, results, strict=True):
+                if not isinstance(result, NoScriptError):
+                    await self._check(entry_ids, result)
+            calls = missing
+
+    async def _check(self, entry_ids: list[bytes], result: Any) -> None:
+        """Count a route call's routed messages; log and record what failed."""
+        if isinstance(result, Exception):
+            if isinstance(result, TRANSIENT_ERRORS):
+                raise result
+            log.error("route script failed for %d entries from %s: %s", len(entry_ids), entry_ids[0].decode(), result)
+            await self.client.hset(
+                self.keys.failures, mapping={entry_id: f"route script: {result}" for entry_id in entry_ids}
+            )
+            return
+        for entry_id, (state, detail, *_) in zip(entry_ids, result, strict=True):
+            if state == b"err":  # the script dead-lettered it, with this reason
+                log.error("routing %s failed in Redis, dead-lettered: %s", entry_id.decode(), detail.decode())
+            else:
+                self.processed += 1
 
     async def _known_conversations(self, envs: Sequence[Envelope]) -> list[bool]:
         """Whether each message joins an existing conversation (the rules' follow-up state)."""

@@ -167,6 +167,18 @@ async def test_a_message_failing_in_the_route_script_is_dead_lettered_and_its_ba
     assert pending["pending"] == 0
 
 
+async def test_route_script_is_loaded_again_when_redis_lost_it(rt: Runtime) -> None:
+    worker = Worker(rt.client, rt.settings)
+    await rt.inbox.append(message("my deposit is missing", user="first"))
+    await drain(worker)
+    await rt.client.script_flush()  # what a restarted Redis without the script cache looks like
+    for user in ("second", "third"):
+        await rt.inbox.append(message("my deposit is missing", user=user))
+    await drain(worker)
+    assert sorted(c.sender_id for c in await rt.queues.head("payments")) == ["first", "second", "third"]
+    assert worker.processed == 3
+
+
 async def test_secret_is_redacted_everywhere_and_raw_entry_removed(rt: Runtime) -> None:
     seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
     await rt.inbox.append(message(f"is this my recovery phrase? {seed}", user="hank"))
