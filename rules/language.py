@@ -296,10 +296,10 @@ def _strip(text: str, phrases: bool) -> tuple[str, list[str]]:
 
 
 def _vote(words: list[str]) -> str | None:
-    """The language of ``_FUNCTION_WORDS`` that ``words`` clearly belong to, or None."""
+    """The language of ``_FUNCTION_WORDS`` that ``words`` (lower case) clearly belong to, or None."""
     votes: dict[str, int] = {}
     for word in words:
-        code = _WORD_LANGUAGE.get(word.lower())
+        code = _WORD_LANGUAGE.get(word)
         if code is not None:
             votes[code] = votes.get(code, 0) + 1
     if not votes:
@@ -337,10 +337,12 @@ class LanguageDetector:
         if text.isascii():
             # Every script and letter hint below is non-ASCII: straight to the Latin languages.
             _, words = _strip(text, phrases=False)
-            words = [w for w in words if w.lower() not in _JARGON]
+            words = [w for w in map(str.lower, words) if w not in _JARGON]
             return self._latin_language(words) if words else None
         clean, words = _strip(unicodedata.normalize("NFC", text), phrases=not secrets_removed)
-        words = [w for w in words if w.lower() not in _JARGON]
+        # Lower-cased once here: the jargon list, the short words, the vote and the model all
+        # compare lower case.
+        words = [w for w in map(str.lower, words) if w not in _JARGON]
         if clean.isascii():
             return self._latin_language(words) if words else None
         latin_words = len(words)
@@ -374,7 +376,7 @@ class LanguageDetector:
 
     def _latin_language(self, words: list[str]) -> str | None:
         if len(words) <= 3:
-            short = {_SHORT_WORDS[w] for w in map(str.lower, words) if w in _SHORT_WORDS}
+            short = {_SHORT_WORDS[w] for w in words if w in _SHORT_WORDS}
             if len(short) == 1:
                 code = short.pop()
                 if code in self._latin:
