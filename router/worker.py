@@ -354,10 +354,10 @@ class Worker:
             "msg": env.id,
             "kind": env.kind,
             "platform_id": env.platform_id,
-            "sender": msgspec.to_builtins(env.sender),
+            "sender": env.sender,  # structs: msgspec encodes them as it would their dicts
             "text": decision.text,
             "subject": decision.subject,
-            "attachments": msgspec.to_builtins(env.attachments),
+            "attachments": env.attachments,
             "received_at": env.received_at,
             "reply_to": env.reply_to,
             "decision": {k: v for k, v in d.items() if k not in ("text", "subject")},
