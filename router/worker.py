@@ -267,9 +267,12 @@ class Worker:
         calls: list[tuple[list[bytes], list[Any]]] = []
         failed: dict[bytes, str] = {}
         if parsed:
-            # This round trip is also where the previous batch's commit gets to send its script
-            # calls (measured: skipping it when no rule needs the state made the worker slower).
-            follow_up = await self._known_conversations([env for _, env in parsed])
+            # The state lookup is a round trip per batch, on the latency path: only when a rule
+            # asks whether the conversation is new (the default rules do not).
+            if engine.reads_conversation_state:
+                follow_up = await self._known_conversations([env for _, env in parsed])
+            else:
+                follow_up = [False] * len(parsed)
             for (entry_id, env), known in zip(parsed, follow_up, strict=True):
                 try:
                     decision = engine.evaluate(message_in(env, new_conversation=not known))

@@ -867,7 +867,7 @@ class _Builder:
             | frozenset(
                 k
                 for i in ungated
-                for node in _nodes(compiled[i].cond)
+                for node in iter_nodes(compiled[i].cond)
                 if isinstance(node, DetectorC)
                 for k in node.kinds
             ),
@@ -909,13 +909,14 @@ def _as_condition(when: Any) -> Any:
     return m.All(all=when) if isinstance(when, list) else when
 
 
-def _nodes(cond: Cond) -> Iterator[Cond]:
+def iter_nodes(cond: Cond) -> Iterator[Cond]:
+    """A condition and every condition inside it."""
     yield cond
     if isinstance(cond, AllC | AnyC):
         for child in cond.children:
-            yield from _nodes(child)
+            yield from iter_nodes(child)
     elif isinstance(cond, NotC):
-        yield from _nodes(cond.child)
+        yield from iter_nodes(cond.child)
 
 
 def _ids(cond: Cond) -> Iterator[int]:

@@ -24,8 +24,10 @@ from rules import detectors
 from rules.compile import (
     MIN_ALNUM_RUN,
     CompiledRules,
+    FieldC,
     compile_rules,
     expand_kinds,
+    iter_nodes,
     lead_excludes,
     search_utf8,
 )
@@ -175,6 +177,11 @@ class Engine:
         served = sorted({lang for g in compiled.groups.values() for lang in g.languages})
         self._languages = tuple(served) or DEFAULT_LANGUAGES
         self._detector = _language_detector(self._languages)
+        self._reads_conversation = any(
+            isinstance(node, FieldC) and node.field == "conversation"
+            for rule in compiled.rules
+            for node in iter_nodes(rule.cond)
+        )
         # Found in one detector pass at the start: the secrets, and what ungated rules ask for.
         self._eager = compiled.eager_kinds | _SECRET_KINDS
         # A run gate (n, id) holds when the normalised subject or text has a run of >= n ASCII
@@ -236,6 +243,12 @@ class Engine:
     @property
     def rule_count(self) -> int:
         return len(self._c.rules)
+
+    @property
+    def reads_conversation_state(self) -> bool:
+        """Whether any rule has a ``conversation`` (new / follow-up) condition: a caller that
+        must look the state up can skip that when none has."""
+        return self._reads_conversation
 
     @property
     def languages(self) -> tuple[str, ...]:

@@ -69,7 +69,14 @@ async def test_sigkilled_worker_loses_and_duplicates_nothing(rt: Runtime, env: d
         os.kill(a.pid, signal.SIGKILL)
         a.wait()
         killed_at = await _routed(rt)
+        before = set(await rt.client.keys(rt.keys.health("worker", "*")))
         a = _spawn_worker(env)
+        # The restarted worker must be up (its heartbeat written) before the run may end: a
+        # SIGTERM while it is still importing would kill it before it handles signals.
+        deadline = time.monotonic() + 60
+        while not set(await rt.client.keys(rt.keys.health("worker", "*"))) - before:
+            assert time.monotonic() < deadline, "the restarted worker never started"
+            await asyncio.sleep(0.05)
         await _wait_routed(rt, TOTAL, seconds=120)
     finally:
         for p in (a, b):

@@ -135,6 +135,7 @@ async def test_entry_failing_repeatedly_is_dead_lettered_with_reason(rt: Runtime
 
     class Broken:
         version = "broken"
+        reads_conversation_state = False
 
         def evaluate(self, _msg: object) -> object:
             raise RuntimeError("engine exploded")
@@ -177,6 +178,32 @@ async def test_route_script_is_loaded_again_when_redis_lost_it(rt: Runtime) -> N
     await drain(worker)
     assert sorted(c.sender_id for c in await rt.queues.head("payments")) == ["first", "second", "third"]
     assert worker.processed == 3
+
+
+async def test_conversation_state_is_looked_up_only_for_rules_that_read_it(rt: Runtime) -> None:
+    from rules import Engine
+
+    worker = Worker(rt.client, rt.settings)
+    assert not worker.rules.engine.reads_conversation_state  # tests/router/rules.yaml
+    worker.rules.engine = Engine.from_yaml(
+        """
+version: 1
+groups: [{id: general}]
+defaults: {group: general, priority: P3}
+rules:
+  - id: again
+    when: {conversation: follow_up}
+    then: {tags: [follow-up]}
+"""
+    )
+    assert worker.rules.engine.reads_conversation_state
+    await rt.inbox.append(message("hello", user="ivy"))
+    await drain(worker)
+    await rt.inbox.append(message("anyone?", user="ivy"))
+    await drain(worker)
+    [conv] = await rt.queues.head("general")
+    inbound = [h.data["decision"]["tags"] for h in await rt.conversations.history(conv.id) if h.type == "inbound"]
+    assert ["follow-up" in tags for tags in inbound] == [False, True]
 
 
 async def test_secret_is_redacted_everywhere_and_raw_entry_removed(rt: Runtime) -> None:
