@@ -102,14 +102,23 @@ async def ceiling(rt: Runtime, n: int, batch: int) -> float:
     return n / elapsed
 
 
-async def router(rt: Runtime, n: int) -> float:
+async def _redis_cpu(rt: Runtime) -> float:
+    info = await rt.client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+async def router(rt: Runtime, n: int) -> tuple[float, float, float]:
+    """Messages/s of the worker, and its CPU and Redis's per message (µs)."""
     await _fill(rt, corpus(n, users=n // 4))
     worker = Worker(rt.client, rt.settings)
     await worker.step()  # own pending entries: none; also warms the scripts
+    redis_start, cpu_start = await _redis_cpu(rt), time.process_time()
     start = time.perf_counter()
     while worker.processed < n:
         await worker.step()
-    return n / (time.perf_counter() - start)
+    elapsed = time.perf_counter() - start
+    cpu, redis_cpu = time.process_time() - cpu_start, await _redis_cpu(rt) - redis_start
+    return n / elapsed, cpu / n * 1e6, redis_cpu / n * 1e6
 
 
 async def latency(rt: Runtime, url: str, rate: int, seconds: float) -> dict[str, float]:
@@ -191,7 +200,7 @@ async def _main(settings: Settings, messages: int) -> dict[str, Any]:
             async with Runtime(settings, server.url) as rt:
                 batch = settings.worker.batch
                 ceil = await ceiling(rt, messages, batch)
-                routed = await router(rt, messages)
+                routed, worker_us, redis_us = await router(rt, messages)
                 lat = await latency(rt, server.url, rate=2000, seconds=5)
     return {
         "batch": batch,
@@ -199,6 +208,8 @@ async def _main(settings: Settings, messages: int) -> dict[str, Any]:
         "ceiling_msgs_per_s": round(ceil),
         "router_msgs_per_s": round(routed),
         "ratio": round(routed / ceil, 3),
+        "worker_cpu_us_per_msg": round(worker_us, 1),
+        "redis_cpu_us_per_msg": round(redis_us, 1),
         **{k: round(v, 2) if isinstance(v, float) else v for k, v in lat.items()},
     }
 
@@ -213,6 +224,11 @@ def main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.std
     print(f"(a) ceiling, bare XREADGROUP→XADD→XACK: {result['ceiling_msgs_per_s']:>8} msgs/s", file=out)
     print(f"(b) router worker, default rules:        {result['router_msgs_per_s']:>8} msgs/s", file=out)
     print(f"    ratio (b)/(a): {result['ratio']:.2f}  (target ≥ 0.5)", file=out)
+    print(
+        f"    per message: worker CPU {result['worker_cpu_us_per_msg']} µs, "
+        f"Redis CPU {result['redis_cpu_us_per_msg']} µs",
+        file=out,
+    )
     print(
         f"(c) at {result['offered_msgs_per_s']:.0f} msgs/s offered: append→queued p50 {result['latency_p50_ms']} ms, "
         f"p99 {result['latency_p99_ms']} ms (target ≤ 10), max {result['latency_max_ms']} ms",

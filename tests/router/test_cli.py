@@ -109,3 +109,14 @@ def test_nested_secret_in_config_file_is_refused(env: dict[str, str], tmp_path: 
     result = sb(env, "--config", str(config), "stats", check=False)
     assert result.returncode == 2 and "telegram.bots.main.token is a secret" in result.stderr
     assert "123:ABC" not in result.stderr
+
+
+def test_bench_json_has_the_figures_of_one_run(env: dict[str, str]) -> None:
+    # A short run (its own Redis): the figures exist and are consistent, not that they are fast.
+    out = sb(env, "bench", "--json", "--messages", "500")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    for key in ("ceiling_msgs_per_s", "router_msgs_per_s", "offered_msgs_per_s", "latency_p50_ms", "latency_p99_ms"):
+        assert result[key] > 0, key
+    assert abs(result["ratio"] - result["router_msgs_per_s"] / result["ceiling_msgs_per_s"]) < 0.01
+    assert result["latency_p50_ms"] <= result["latency_p99_ms"] <= result["latency_max_ms"]
+    assert result["worker_cpu_us_per_msg"] > 0 and result["redis_cpu_us_per_msg"] > 0
