@@ -48,6 +48,9 @@ class WorkerSettings(BaseModel):
     heartbeat_s: float = Field(5.0, gt=0)
     rules_poll_s: float = Field(2.0, gt=0)
     trim_every_s: float = Field(60.0, gt=0)
+    # A consumer with nothing pending, idle this long, is removed from the group (each worker
+    # process is a new consumer; a live one that was only quiet is re-added by its next read).
+    forget_consumer_s: float = Field(3600.0, gt=0)
 
 
 class ConversationSettings(BaseModel):

@@ -29,6 +29,7 @@ class Scripts:
     dead: AsyncScript
     lookup: AsyncScript
     conv: AsyncScript
+    forget: AsyncScript
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

@@ -178,6 +178,7 @@ class Worker:
         if now - self._last_reclaim >= self.settings.worker.claim_idle_ms / 2000:
             self._last_reclaim = now
             await self.reclaim()
+            await self.forget_consumers()
 
     async def _heartbeat(self) -> None:
         record = {
@@ -427,6 +428,23 @@ class Worker:
         await self.client.xtrim(self.keys.inbox, minid=min([cutoff, *bounds]), approximate=False)
 
     # -- reclaiming ----------------------------------------------------------------------------
+    async def forget_consumers(self) -> list[str]:
+        """Remove the group's consumers that have nothing pending and have been idle longer than
+        ``forget_consumer_s`` (workers that exited or died; their entries were reclaimed)."""
+        limit_ms = self.settings.worker.forget_consumer_s * 1000
+        gone: list[str] = []
+        for consumer in await self.client.xinfo_consumers(self.keys.inbox, ROUTER_GROUP):
+            raw = consumer["name"]
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if name == self.name or consumer["pending"] or consumer["idle"] <= limit_ms:
+                continue
+            # The script checks "nothing pending" again, atomically with the removal.
+            if await self.scripts.forget(args=argv(self.keys.prefix, ROUTER_GROUP, name)):
+                gone.append(name)
+        if gone:
+            log.info("removed %d idle consumers from the group: %s", len(gone), ", ".join(gone))
+        return gone
+
     async def reclaim(self) -> int:
         """Take over entries idle in dead consumers; dead-letter those tried too often."""
         wcfg = self.settings.worker

@@ -206,6 +206,24 @@ rules:
     assert ["follow-up" in tags for tags in inbound] == [False, True]
 
 
+async def test_idle_consumers_with_nothing_pending_are_forgotten(rt: Runtime) -> None:
+    rt.settings.worker.forget_consumer_s = 0.2
+    for user in ("p", "q"):
+        await rt.inbox.append(message("my deposit is missing", user=user))
+    # "gone" routed its entry and exited; "stuck" died holding one (left for reclaim).
+    gone = Worker(rt.client, rt.settings, name="gone")
+    await rt.client.xreadgroup(ROUTER_GROUP, "stuck", {rt.keys.inbox: ">"}, count=1)
+    await drain(gone)
+    await asyncio.sleep(0.3)
+    live = Worker(rt.client, rt.settings, name="live")
+    await drain(live)  # joins the group, nothing to do
+    assert await live.forget_consumers() == ["gone"]
+    names = {c["name"] for c in await rt.client.xinfo_consumers(rt.keys.inbox, ROUTER_GROUP)}
+    assert names == {b"stuck", b"live"}
+    # The script re-checks "nothing pending" itself: a consumer that holds an entry stays.
+    assert await live.scripts.forget(args=[rt.keys.prefix, 0, ROUTER_GROUP, "stuck"]) == 0
+
+
 async def test_secret_is_redacted_everywhere_and_raw_entry_removed(rt: Runtime) -> None:
     seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
     await rt.inbox.append(message(f"is this my recovery phrase? {seed}", user="hank"))
