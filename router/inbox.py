@@ -11,7 +11,7 @@ from redis.exceptions import ResponseError
 from router.config import InboxSettings
 from router.keys import ROUTER_GROUP, Keys
 from router.model import Envelope, encode
-from router.scripts import Scripts, argv
+from router.scripts import Scripts, argv, run_many
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,10 +56,10 @@ class Inbox:
 
     async def append_many(self, envs: Sequence[Envelope]) -> list[Appended]:
         """Append a burst in one round trip; each envelope is still deduplicated on its own."""
-        async with self._client.pipeline(transaction=False) as pipe:
-            for env in envs:
-                await self._scripts.append(args=self._args(env), client=pipe)
-            results = await pipe.execute()
+        results = await run_many(self._client, self._scripts.append, [self._args(env) for env in envs])
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
         return [Appended(_str(entry), not fresh) for fresh, entry in results]
 
     async def ensure_group(self) -> None:

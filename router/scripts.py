@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from router.errors import Conflict, NotFound
 
@@ -48,3 +50,27 @@ def map_error(exc: Exception) -> Exception:
 
 def argv(prefix: str, *args: Any) -> list[Any]:
     return [prefix, now_ms(), *args]
+
+
+async def run_many(client: aioredis.Redis, script: AsyncScript, calls: Sequence[list[Any]]) -> list[Any]:
+    """Run ``script`` once per argument list, pipelined in one round trip; a failed call's result
+    is its exception.
+
+    EVALSHA in a plain pipeline: redis-py's script pipelines first ask SCRIPT EXISTS, a second
+    round trip on every burst. A Redis that lost its script cache (a restart) answers NOSCRIPT
+    without running the call: the script is loaded and those calls are sent again.
+    """
+    results: list[Any] = [None] * len(calls)
+    todo = list(range(len(calls)))
+    while todo:
+        pipe = client.pipeline(transaction=False)
+        for i in todo:
+            pipe.evalsha(script.sha, 0, *calls[i])
+        answers = await pipe.execute(raise_on_error=False)
+        lost = [i for i, answer in zip(todo, answers, strict=True) if isinstance(answer, NoScriptError)]
+        for i, answer in zip(todo, answers, strict=True):
+            results[i] = answer
+        if lost:
+            await client.script_load(script.script)
+        todo = lost
+    return results

@@ -34,7 +34,7 @@ from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import ResponseError
 
 from router.config import Settings
 from router.inbox import ensure_group
@@ -42,7 +42,7 @@ from router.keys import ROUTER_GROUP, Keys
 from router.model import ENVELOPE_VERSION, Envelope, decode_envelope, new_id
 from router.redis import TRANSIENT_ERRORS, Backoff
 from router.rulestore import EngineHolder, RuleStore, settle_heap
-from router.scripts import Scripts, argv
+from router.scripts import Scripts, argv, run_many
 from rules import Decision, MessageIn, redact_secrets
 
 log = logging.getLogger("switchboard.worker")
@@ -298,24 +298,9 @@ class Worker:
                 # redis-py keeps the connection of a pipeline whose SCRIPT EXISTS pre-check failed
                 # (e.g. Redis restarting) until reset: give it back to the pool.
                 await batch.pipe.reset()
-        calls = batch.calls
-        script = self.scripts.route
-        while calls:
-            # EVALSHA in a plain pipeline: redis-py's script pipeline would first ask SCRIPT EXISTS,
-            # a round trip per batch on the latency path. A restarted Redis has lost the script:
-            # load it and run those calls again (a call that did run acknowledged its entries, so a
-            # second run of it changes nothing).
-            pipe = self.client.pipeline(transaction=False)
-            for _, args in calls:
-                pipe.evalsha(script.sha, 0, *args)
-            results = await pipe.execute(raise_on_error=False)
-            missing = [call for call, result in zip(calls, results, strict=True) if isinstance(result, NoScriptError)]
-            if missing:
-                await self.client.script_load(script.script)
-            for (entry_ids, _), result in zip(calls, results, strict=True):
-                if not isinstance(result, NoScriptError):
-                    await self._check(entry_ids, result)
-            calls = missing
+        results = await run_many(self.client, self.scripts.route, [args for _, args in batch.calls])
+        for (entry_ids, _), result in zip(batch.calls, results, strict=True):
+            await self._check(entry_ids, result)
 
     async def _check(self, entry_ids: list[bytes], result: Any) -> None:
         """Count a route call's routed messages; log and record what failed."""
