@@ -57,9 +57,6 @@ class Inbox:
     async def append_many(self, envs: Sequence[Envelope]) -> list[Appended]:
         """Append a burst in one round trip; each envelope is still deduplicated on its own."""
         results = await run_many(self._client, self._scripts.append, [self._args(env) for env in envs])
-        for result in results:
-            if isinstance(result, Exception):
-                raise result
         return [Appended(_str(entry), not fresh) for fresh, entry in results]
 
     async def ensure_group(self) -> None:

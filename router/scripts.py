@@ -52,9 +52,11 @@ def argv(prefix: str, *args: Any) -> list[Any]:
     return [prefix, now_ms(), *args]
 
 
-async def run_many(client: aioredis.Redis, script: AsyncScript, calls: Sequence[list[Any]]) -> list[Any]:
-    """Run ``script`` once per argument list, pipelined in one round trip; a failed call's result
-    is its exception.
+async def run_many(
+    client: aioredis.Redis, script: AsyncScript, calls: Sequence[list[Any]], *, raise_on_error: bool = True
+) -> list[Any]:
+    """Run ``script`` once per argument list, pipelined in one round trip. A failed call raises
+    (after every call ran), or with ``raise_on_error=False`` its result is its exception.
 
     EVALSHA in a plain pipeline: redis-py's script pipelines first ask SCRIPT EXISTS, a second
     round trip on every burst. A Redis that lost its script cache (a restart) answers NOSCRIPT
@@ -73,4 +75,8 @@ async def run_many(client: aioredis.Redis, script: AsyncScript, calls: Sequence[
         if lost:
             await client.script_load(script.script)
         todo = lost
+    if raise_on_error:
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
     return results

@@ -70,11 +70,12 @@ SCRIPT_CHUNK = 10
 
 @dataclass(slots=True)
 class _Batch:
-    """A prepared batch: the pipeline of its dead letters and failures (usually empty), its
+    """A prepared batch: its dead-letter script calls and failed entries (usually none), its
     route script calls (one per ``SCRIPT_CHUNK`` messages: entry ids and arguments), and the
     conversation keys it touches."""
 
-    pipe: Any
+    dead: list[list[Any]]
+    failed: dict[bytes, str]
     calls: list[tuple[list[bytes], list[Any]]]
     cks: set[str]
 
@@ -261,10 +262,8 @@ class Worker:
                 continue
             parsed.append((entry_id, env))
 
-        pipe = self.client.pipeline(transaction=False)
         for entry_id, reason in dead:
             log.warning("dead-lettering %s: %s", entry_id.decode(), reason)
-            await self.scripts.dead(args=argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts), client=pipe)
         calls: list[tuple[list[bytes], list[Any]]] = []
         failed: dict[bytes, str] = {}
         if parsed:
@@ -286,19 +285,16 @@ class Worker:
                     calls.append(([], argv(self.keys.prefix)))
                 calls[-1][0].append(entry_id)
                 calls[-1][1].extend((entry_id, payload, history))
-        if failed:
-            pipe.hset(self.keys.failures, mapping={k: v for k, v in failed.items()})
-        return _Batch(pipe, calls, {_ck(env) for _, env in parsed})
+        dead_calls = [argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts) for entry_id, reason in dead]
+        return _Batch(dead_calls, failed, calls, {_ck(env) for _, env in parsed})
 
     async def _commit(self, batch: _Batch) -> None:
-        if batch.pipe.command_stack:
-            try:
-                await batch.pipe.execute()
-            finally:
-                # redis-py keeps the connection of a pipeline whose SCRIPT EXISTS pre-check failed
-                # (e.g. Redis restarting) until reset: give it back to the pool.
-                await batch.pipe.reset()
-        results = await run_many(self.client, self.scripts.route, [args for _, args in batch.calls])
+        await run_many(self.client, self.scripts.dead, batch.dead)
+        if batch.failed:
+            await self.client.hset(self.keys.failures, mapping=batch.failed)
+        results = await run_many(
+            self.client, self.scripts.route, [args for _, args in batch.calls], raise_on_error=False
+        )
         for (entry_ids, _), result in zip(batch.calls, results, strict=True):
             await self._check(entry_ids, result)
 
@@ -445,10 +441,11 @@ class Worker:
             return 0
         exhausted = [p for p in pending if p["times_delivered"] >= wcfg.max_attempts]
         retry = [p["message_id"] for p in pending if p["times_delivered"] < wcfg.max_attempts]
-        for p in exhausted:
-            await self.scripts.dead(
-                args=argv(self.keys.prefix, p["message_id"], ROUTER_GROUP, "", p["times_delivered"])
-            )
+        await run_many(
+            self.client,
+            self.scripts.dead,
+            [argv(self.keys.prefix, p["message_id"], ROUTER_GROUP, "", p["times_delivered"]) for p in exhausted],
+        )
         if retry:
             claimed = await self.client.xclaim(self.keys.inbox, ROUTER_GROUP, self.name, wcfg.claim_idle_ms, retry)
             # XCLAIM returns (id, None) for entries deleted from the stream meanwhile.

@@ -135,7 +135,10 @@ end
 
 local out = {}
 for i = 3, #ARGV, 3 do
-  local ok, res = pcall(function() return route(ARGV[i], cjson.decode(ARGV[i + 1]), ARGV[i + 2]) end)
+  local entry = ARGV[i]
+  local decoded, d = pcall(cjson.decode, ARGV[i + 1])
+  local ok, res = decoded, d
+  if decoded then ok, res = pcall(route, entry, d, ARGV[i + 2]) end
   if ok then
     out[#out + 1] = res
   else
@@ -143,8 +146,8 @@ for i = 3, #ARGV, 3 do
     -- The entry may be acknowledged already (its XACK runs first): it goes to the dead letters,
     -- where it can be retried, rather than nowhere.
     local reason = 'route script: ' .. (type(res) == 'table' and tostring(res.err) or tostring(res))
-    pcall(dead_letter, ARGV[i], reason, 1)
-    pcall(function() redis.call('XACK', P .. 'inbox', cjson.decode(ARGV[i + 1]).cg, ARGV[i]) end)
+    pcall(dead_letter, entry, reason, 1)
+    if decoded then pcall(redis.call, 'XACK', P .. 'inbox', d.cg, entry) end
     out[#out + 1] = {'err', reason}
   end
 end
