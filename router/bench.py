@@ -8,12 +8,18 @@ On one private redis-server (started here, AOF on, in its own process):
     its conversation's ``created`` event being read by a console-like XREAD watcher.
 
 Machines here are shared and noisy, so the figure that matters is the ratio (b)/(a) of one run.
+Each phase runs in a "window": the AOF is rewritten first and automatic rewrites are paused
+inside it (appends and the fsync every second go on). A rewrite is a fork that takes a whole core
+for a second or two; left automatic, it falls inside whichever phase crosses Redis' size trigger
+(the router's, as it writes the most), which says more about the bench's volume than about the
+code. The AOF bytes each phase appends per message are printed instead.
 ``SB_BENCH_SERIES=1`` also prints the latency per 250 messages over time (spikes vs a steady level).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -22,6 +28,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -76,8 +84,54 @@ async def _fill(rt: Runtime, envs: list[Envelope]) -> None:
         await rt.inbox.append_many(envs[i : i + 1000])
 
 
-async def ceiling(rt: Runtime, n: int, batch: int) -> float:
-    """Messages/s of the bare move loop: the upper bound for any worker on this client."""
+@dataclass
+class Measured:
+    """What one measured phase took: wall time, this process's CPU and Redis's, and the bytes
+    Redis appended to its AOF."""
+
+    seconds: float = 0.0
+    cpu_s: float = 0.0
+    redis_cpu_s: float = 0.0
+    aof_bytes: int = 0
+
+
+async def _redis_state(rt: Runtime) -> tuple[float, int]:
+    """Redis's CPU seconds so far and its AOF size."""
+    cpu, persistence = await rt.client.info("cpu"), await rt.client.info("persistence")
+    return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), int(persistence["aof_current_size"])
+
+
+async def _aof_rewrite_done(rt: Runtime) -> None:
+    while True:
+        info = await rt.client.info("persistence")
+        if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+            return
+        await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def measured(rt: Runtime) -> AsyncIterator[Measured]:
+    """A measured phase: the AOF rewritten before it, no automatic rewrite inside it."""
+    await _aof_rewrite_done(rt)  # one may have started by itself since the last phase
+    await rt.client.bgrewriteaof()
+    await _aof_rewrite_done(rt)
+    setting = "auto-aof-rewrite-percentage"
+    previous = (await rt.client.config_get(setting))[setting]
+    await rt.client.config_set(setting, 0)
+    m = Measured()
+    try:
+        redis_cpu, aof = await _redis_state(rt)
+        cpu, start = time.process_time(), time.perf_counter()
+        yield m
+        m.seconds, m.cpu_s = time.perf_counter() - start, time.process_time() - cpu
+        redis_cpu_end, aof_end = await _redis_state(rt)
+        m.redis_cpu_s, m.aof_bytes = redis_cpu_end - redis_cpu, aof_end - aof
+    finally:
+        await rt.client.config_set(setting, previous)
+
+
+async def ceiling(rt: Runtime, n: int, batch: int) -> Measured:
+    """The bare move loop: the upper bound for any worker on this client."""
     src, dst, group = rt.keys.prefix + "bench:src", rt.keys.prefix + "bench:dst", "bench"
     payload = json.dumps({"env": "x" * 300})
     for i in range(0, n, 1000):
@@ -87,38 +141,29 @@ async def ceiling(rt: Runtime, n: int, batch: int) -> float:
         await pipe.execute()
     await rt.client.xgroup_create(src, group, id="0")
     moved = 0
-    start = time.perf_counter()
-    while moved < n:
-        streams = await rt.client.xreadgroup(group, "c", {src: ">"}, count=batch)
-        entries = streams[0][1] if streams else []
-        pipe = rt.client.pipeline(transaction=False)
-        for entry_id, fields in entries:
-            pipe.xadd(dst, fields)
-            pipe.xack(src, group, entry_id)
-        await pipe.execute()
-        moved += len(entries)
-    elapsed = time.perf_counter() - start
+    async with measured(rt) as m:
+        while moved < n:
+            streams = await rt.client.xreadgroup(group, "c", {src: ">"}, count=batch)
+            entries = streams[0][1] if streams else []
+            pipe = rt.client.pipeline(transaction=False)
+            for entry_id, fields in entries:
+                pipe.xadd(dst, fields)
+                pipe.xack(src, group, entry_id)
+            await pipe.execute()
+            moved += len(entries)
     await rt.client.delete(src, dst)
-    return n / elapsed
+    return m
 
 
-async def _redis_cpu(rt: Runtime) -> float:
-    info = await rt.client.info("cpu")
-    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
-
-
-async def router(rt: Runtime, n: int) -> tuple[float, float, float]:
-    """Messages/s of the worker, and its CPU and Redis's per message (µs)."""
+async def router(rt: Runtime, n: int) -> Measured:
+    """The router worker over ``n`` messages of ``n / 4`` users."""
     await _fill(rt, corpus(n, users=n // 4))
     worker = Worker(rt.client, rt.settings)
     await worker.step()  # own pending entries: none; also warms the scripts
-    redis_start, cpu_start = await _redis_cpu(rt), time.process_time()
-    start = time.perf_counter()
-    while worker.processed < n:
-        await worker.step()
-    elapsed = time.perf_counter() - start
-    cpu, redis_cpu = time.process_time() - cpu_start, await _redis_cpu(rt) - redis_start
-    return n / elapsed, cpu / n * 1e6, redis_cpu / n * 1e6
+    async with measured(rt) as m:
+        while worker.processed < n:
+            await worker.step()
+    return m
 
 
 async def latency(rt: Runtime, url: str, rate: int, seconds: float) -> dict[str, float]:
@@ -200,16 +245,20 @@ async def _main(settings: Settings, messages: int) -> dict[str, Any]:
             async with Runtime(settings, server.url) as rt:
                 batch = settings.worker.batch
                 ceil = await ceiling(rt, messages, batch)
-                routed, worker_us, redis_us = await router(rt, messages)
-                lat = await latency(rt, server.url, rate=2000, seconds=5)
+                routed = await router(rt, messages)
+                async with measured(rt):
+                    lat = await latency(rt, server.url, rate=2000, seconds=5)
     return {
         "batch": batch,
         "messages": messages,
-        "ceiling_msgs_per_s": round(ceil),
-        "router_msgs_per_s": round(routed),
-        "ratio": round(routed / ceil, 3),
-        "worker_cpu_us_per_msg": round(worker_us, 1),
-        "redis_cpu_us_per_msg": round(redis_us, 1),
+        "ceiling_msgs_per_s": round(messages / ceil.seconds),
+        "router_msgs_per_s": round(messages / routed.seconds),
+        "ratio": round(ceil.seconds / routed.seconds, 3),
+        "worker_cpu_us_per_msg": round(routed.cpu_s / messages * 1e6, 1),
+        "redis_cpu_us_per_msg": round(routed.redis_cpu_s / messages * 1e6, 1),
+        "ceiling_redis_cpu_us_per_msg": round(ceil.redis_cpu_s / messages * 1e6, 1),
+        "ceiling_aof_bytes_per_msg": round(ceil.aof_bytes / messages),
+        "router_aof_bytes_per_msg": round(routed.aof_bytes / messages),
         **{k: round(v, 2) if isinstance(v, float) else v for k, v in lat.items()},
     }
 
@@ -226,7 +275,8 @@ def main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.std
     print(f"    ratio (b)/(a): {result['ratio']:.2f}  (target ≥ 0.5)", file=out)
     print(
         f"    per message: worker CPU {result['worker_cpu_us_per_msg']} µs, "
-        f"Redis CPU {result['redis_cpu_us_per_msg']} µs",
+        f"Redis CPU {result['redis_cpu_us_per_msg']} µs (ceiling: {result['ceiling_redis_cpu_us_per_msg']} µs), "
+        f"AOF {result['router_aof_bytes_per_msg']} B (ceiling: {result['ceiling_aof_bytes_per_msg']} B)",
         file=out,
     )
     print(

@@ -6,8 +6,9 @@ One loop per worker:
    pending entries, ``0``);
 2. look up the state of the batch's conversations (one read-only script call);
 3. evaluate the rules for every message (pure CPU, no I/O);
-4. send one ``route`` script call per message in one pipeline: each writes the conversation, the
-   queue entry, the history, the auto-reply and the group event, and XACKs its entry, atomically.
+4. send the batch's ``route`` script calls (``SCRIPT_CHUNK`` messages each) in one pipeline: for
+   each message the script writes the conversation, the queue entry, the history, the auto-reply
+   and the group event, and XACKs its entry, atomically.
    An entry already acknowledged is skipped by the script, so a reclaimed entry that its first
    worker did finish has no second effect.
 
@@ -100,8 +101,47 @@ def message_in(env: Envelope, *, new_conversation: bool = True) -> MessageIn:
     )
 
 
-def _priority_sla_ms(settings: Settings) -> dict[str, int]:
-    return {label[1:]: seconds * 1000 for label, seconds in settings.conversations.sla_s.items()}
+def _inbound_record(env: Envelope, decision: Decision, full_body: str | None, *, auto_reply_sent: bool) -> bytes:
+    """The history entry of an inbound message. Empty and null parts are left out (readers take
+    them as absent), and so is an auto-reply that was sent: its outbound entry follows."""
+    d: dict[str, Any] = {
+        "group": decision.group,
+        "priority": f"P{decision.priority}",
+        "tags": decision.tags,
+        "language": decision.language,
+        "escalate": decision.escalate,
+        "routed_by": decision.routed_by,
+        "trace": [t.to_dict() for t in decision.trace],
+        "rules_version": decision.rules_version,
+    }
+    if decision.redactions:
+        d["redactions"] = [r.to_dict() for r in decision.redactions]
+    if decision.auto_reply and not auto_reply_sent:
+        d["auto_reply"] = decision.auto_reply
+    record: dict[str, Any] = {
+        "msg": env.id,
+        "kind": env.kind,
+        "platform_id": env.platform_id,
+        "sender": env.sender,  # structs: msgspec encodes them as it would their dicts
+        "text": decision.text,
+        "received_at": env.received_at,
+        "decision": d,
+    }
+    if decision.subject:
+        record["subject"] = decision.subject
+    if env.attachments:
+        record["attachments"] = env.attachments
+    if env.reply_to:
+        record["reply_to"] = env.reply_to
+    if full_body is not None:
+        record["full_body"] = redact_secrets(full_body)
+    return _encoder.encode(record)
+
+
+def _shared_argument(settings: Settings) -> bytes:
+    """What every message of a route script call shares (its ARGV[3])."""
+    sla = {label[1:]: seconds * 1000 for label, seconds in settings.conversations.sla_s.items()}
+    return _encoder.encode({"cg": ROUTER_GROUP, "sla": sla, "reopen_ms": settings.conversations.reopen_window_s * 1000})
 
 
 class Worker:
@@ -115,7 +155,7 @@ class Worker:
         self.scripts = Scripts.register(client)
         self.rules = EngineHolder(RuleStore(client, self.keys), settings.rules.file)
         self.processed = 0
-        self._sla = _priority_sla_ms(settings)
+        self._shared = _shared_argument(settings)
         self._reopen_ms = settings.conversations.reopen_window_s * 1000
         self._stopping = asyncio.Event()
         self._recover = True  # read own pending entries before new ones
@@ -276,15 +316,15 @@ class Worker:
             for (entry_id, env), known in zip(parsed, follow_up, strict=True):
                 try:
                     decision = engine.evaluate(message_in(env, new_conversation=not known))
-                    payload, history = self._payload(env, decision, retry=attempts > 1)
+                    args = self._payload(env, decision, retry=attempts > 1)
                 except Exception as exc:  # a rule-engine bug must not stop the other messages
                     log.exception("routing %s failed", entry_id.decode())
                     failed[entry_id] = f"{type(exc).__name__}: {exc}"
                     continue
                 if not calls or len(calls[-1][0]) == SCRIPT_CHUNK:
-                    calls.append(([], argv(self.keys.prefix)))
+                    calls.append(([], argv(self.keys.prefix, self._shared)))
                 calls[-1][0].append(entry_id)
-                calls[-1][1].extend((entry_id, payload, history))
+                calls[-1][1].extend((entry_id, *args))
         dead_calls = [argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts) for entry_id, reason in dead]
         return _Batch(dead_calls, failed, calls, {_ck(env) for _, env in parsed})
 
@@ -329,74 +369,76 @@ class Worker:
             seen.add(ck)
         return known
 
-    def _payload(self, env: Envelope, decision: Decision, *, retry: bool) -> tuple[bytes, bytes]:
-        """The route script's payload for one message, and its history entry (stored as is)."""
-        d = decision.to_dict()
+    def _payload(self, env: Envelope, decision: Decision, *, retry: bool) -> tuple[bytes, bytes, bytes]:
+        """The route script's arguments for one message: its payload, its history entry and its
+        auto-reply's outbox item (``b""`` for none), the last two stored as they are."""
+        full_body = env.meta.get("full_body")
         # Only the evaluated, redacted text may travel; an adapter's copy of the whole body (e-mail
         # quotes included) is kept in the history alone, with its secrets masked too.
-        meta = {k: v for k, v in env.meta.items() if k != "full_body"}
-        history = {
-            "msg": env.id,
-            "kind": env.kind,
-            "platform_id": env.platform_id,
-            "sender": env.sender,  # structs: msgspec encodes them as it would their dicts
-            "text": decision.text,
-            "subject": decision.subject,
-            "attachments": env.attachments,
-            "received_at": env.received_at,
-            "reply_to": env.reply_to,
-            "decision": {k: v for k, v in d.items() if k not in ("text", "subject")},
-        }
-        if "full_body" in env.meta:
-            history["full_body"] = redact_secrets(env.meta["full_body"])
-        reply = None
+        meta = {k: v for k, v in env.meta.items() if k != "full_body"} if full_body is not None else env.meta
+        reply = b""
+        reply_id = None
         # Never answer an auto-reply, bounce or list mail automatically: two robots would loop.
         if decision.auto_reply and not env.meta.get("auto_submitted"):
-            reply = {
-                "id": new_id(),
-                "channel": env.channel,
-                "account": env.account,
-                "conversation_key": env.conversation_key,
-                "text": decision.auto_reply,
-                "author": "auto",
-                "reply_to": env.platform_id,
-                "meta": meta,
-                "auto": True,
-                "created_at": time.time(),
-            }
-        fields: dict[str, Any] = {
-            "sender_id": env.sender.id,
-            "sender_name": env.sender.name or env.sender.handle or env.sender.id,
-            "language": decision.language or "",
-            "last_msg_id": env.id,
-            "last_platform_id": env.platform_id,
-            "last_text": decision.text[:200],
-            "meta": _json(meta),
-            "rules_version": decision.rules_version,
-        }
+            reply_id = new_id()
+            # Without its conversation id: the script, which knows it, puts it first.
+            reply = _encoder.encode(
+                {
+                    "id": reply_id,
+                    "channel": env.channel,
+                    "account": env.account,
+                    "conversation_key": env.conversation_key,
+                    "text": decision.auto_reply,
+                    "author": "auto",
+                    "reply_to": env.platform_id,
+                    "meta": meta,
+                    "auto": True,
+                    "created_at": time.time(),
+                }
+            )
+        history = _inbound_record(env, decision, full_body, auto_reply_sent=reply_id is not None)
+        fields = [
+            "sender_id",
+            env.sender.id,
+            "sender_name",
+            env.sender.name or env.sender.handle or env.sender.id,
+            "language",
+            decision.language or "",
+            "last_msg_id",
+            env.id,
+            "last_platform_id",
+            env.platform_id,
+            "last_text",
+            decision.text[:200],
+            "meta",
+            _json(meta) if meta else "{}",
+            "rules_version",
+            decision.rules_version,
+        ]
         if decision.subject:
-            fields["subject"] = decision.subject
-        payload = {
-            "cg": ROUTER_GROUP,
+            fields += ("subject", decision.subject)
+        payload: dict[str, Any] = {
             "ck": _ck(env),
             "channel": env.channel,
             "kind": env.kind,
             "group": decision.group,
             "prio": decision.priority,
-            "escalate": decision.escalate,
             "routed_by": decision.routed_by or "",
-            "sla": self._sla,
-            "reopen_ms": self._reopen_ms,
-            "tags": list(decision.tags),
+            "tags": decision.tags,
             "fields": fields,
             # Parts of the conversation key itself: set when the conversation is created.
-            "fixed": {"channel": env.channel, "account": env.account, "ckey": env.conversation_key},
-            "reply": reply,
-            "scrub": bool(decision.redactions),
-            "retry": retry,
+            "fixed": ("channel", env.channel, "account", env.account, "ckey", env.conversation_key),
         }
+        if reply_id is not None:
+            payload["reply_id"] = reply_id
+        if decision.escalate:
+            payload["escalate"] = True
+        if decision.redactions:
+            payload["scrub"] = True
+        if retry:
+            payload["retry"] = True
         # Bytes, as Redis takes them: no decode here and re-encode in redis-py.
-        return _encoder.encode(payload), _encoder.encode(history)
+        return _encoder.encode(payload), history, reply
 
     async def trim(self) -> None:
         """Drop inbox entries older than ``max_age_s`` — but never one not yet routed."""

@@ -3,16 +3,17 @@
 -- router/keys.py; the scripts assume a single Redis primary (see docs/architecture.md).
 local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
+local NOWS = ARGV[2]  -- whole milliseconds, as router/scripts.py sends them
 
 local function num(x) return string.format('%.0f', x) end
 
 local function hist(cid, typ, data)
-  redis.call('XADD', P .. 'hist:' .. cid, '*', 'type', typ, 'at', num(NOW), 'data', data)
+  redis.call('XADD', P .. 'hist:' .. cid, '*', 'type', typ, 'at', NOWS, 'data', data)
 end
 
 local function event(group, typ, cid, data)
   redis.call('XADD', P .. 'events:' .. group, 'MAXLEN', '~', '10000', '*',
-    'type', typ, 'conv', cid, 'at', num(NOW), 'data', data or '{}')
+    'type', typ, 'conv', cid, 'at', NOWS, 'data', data or '{}')
 end
 
 -- Queue order: priority first, then SLA due time (ms); both fit a double exactly.
@@ -34,14 +35,12 @@ local function conv_fields(c, ...)
   return out
 end
 
--- An outbox item for the conversation's channel, and its outbound history entry.
-local function send(cid, conv, item)
-  item.conversation = cid
-  local raw = cjson.encode(item)
-  redis.call('XADD', P .. 'outbox:' .. conv.channel, '*', 'item', raw)
+-- An outbox item (JSON, its conversation id included) on its channel's outbox, with its
+-- outbound history entry and delivery record; the caller counts it in the stats.
+local function send(cid, channel, id, raw)
+  redis.call('XADD', P .. 'outbox:' .. channel, '*', 'item', raw)
   hist(cid, 'outbound', raw)
-  redis.call('HSET', P .. 'delivery:' .. cid, item.id, 'queued')
-  redis.call('HINCRBY', P .. 'stats', 'out:' .. conv.channel, 1)
+  redis.call('HSET', P .. 'delivery:' .. cid, id, 'queued')
 end
 
 -- Copy an inbox entry to the dead-letter stream with its reason; the caller has acknowledged it.
@@ -53,7 +52,7 @@ local function dead_letter(entry, reason, attempts)
     for i = 1, #f, 2 do if f[i] == 'env' then payload = f[i + 1] end end
   end
   redis.call('XADD', P .. 'dead', '*', 'entry', entry, 'reason', reason, 'payload', payload,
-    'attempts', attempts, 'at', num(NOW))
+    'attempts', attempts, 'at', NOWS)
   redis.call('HDEL', P .. 'failures', entry)
   redis.call('HINCRBY', P .. 'stats', 'dead', 1)
 end

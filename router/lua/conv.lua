@@ -16,7 +16,7 @@ if op == 'claim' then
   end
   redis.call('ZREM', P .. 'waiting:' .. a.group, cid)
   local c = P .. 'conv:' .. cid
-  redis.call('HSET', c, 'status', 'assigned', 'agent', a.by, 'assigned_ms', num(NOW), 'updated_ms', num(NOW))
+  redis.call('HSET', c, 'status', 'assigned', 'agent', a.by, 'assigned_ms', NOWS, 'updated_ms', NOWS)
   redis.call('SADD', P .. 'agent:' .. a.by, cid)
   hist(cid, 'status', cjson.encode({status = 'assigned', agent = a.by, by = a.by}))
   event(a.group, 'claimed', cid, cjson.encode({agent = a.by}))
@@ -37,7 +37,7 @@ local function requeue(group, p)
   local due = math.min(tonumber(cur.due_ms), NOW + sla)
   enqueue(cid, group, p, due, NOW)
   redis.call('HSET', c, 'status', 'new', 'agent', '', 'group', group, 'prio', p,
-    'waiting_ms', num(NOW), 'due_ms', num(due), 'updated_ms', num(NOW))
+    'waiting_ms', NOWS, 'due_ms', num(due), 'updated_ms', NOWS)
 end
 
 if op == 'delivery' then
@@ -77,7 +77,7 @@ elseif op == 'transfer' then
   event(a.group, 'created', cid, cjson.encode({prio = prio, from = cur.group}))
 elseif op == 'priority' then
   local p = tonumber(a.prio)
-  redis.call('HSET', c, 'prio', p, 'updated_ms', num(NOW))
+  redis.call('HSET', c, 'prio', p, 'updated_ms', NOWS)
   if cur.status == 'new' then
     local due = tonumber(cur.due_ms)
     redis.call('ZADD', P .. 'queue:' .. cur.group, num(p * 1e13 + due), cid)
@@ -87,7 +87,7 @@ elseif op == 'priority' then
 elseif op == 'close' then
   if cur.status == 'new' then dequeue(cid, cur.group) end
   unassign()
-  redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', num(NOW), 'updated_ms', num(NOW))
+  redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', NOWS, 'updated_ms', NOWS)
   hist(cid, 'status', cjson.encode({status = 'closed', by = a.by}))
   event(cur.group, 'closed', cid, cjson.encode({by = a.by}))
 elseif op == 'reply' then
@@ -97,14 +97,16 @@ elseif op == 'reply' then
     unassign()
     redis.call('SADD', P .. 'agent:' .. a.by, cid)
   end
-  redis.call('HSET', c, 'status', 'waiting', 'agent', a.by, 'updated_ms', num(NOW))
+  redis.call('HSET', c, 'status', 'waiting', 'agent', a.by, 'updated_ms', NOWS)
   local item = a.item
   item.channel = cur.channel
   item.account = cur.account
   item.conversation_key = cur.ckey
   item.reply_to = cur.last_platform_id
   item.meta = cjson.decode(cur.meta or '{}')
-  send(cid, cur, item)
+  item.conversation = cid
+  send(cid, cur.channel, item.id, cjson.encode(item))
+  redis.call('HINCRBY', P .. 'stats', 'out:' .. cur.channel, 1)
   event(cur.group, 'replied', cid, cjson.encode({by = a.by, reply = item.id}))
 else
   return redis.error_reply('ERR unknown op ' .. op)

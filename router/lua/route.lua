@@ -1,32 +1,41 @@
 -- Apply a batch of routing decisions; each message's writes and the XACK of its inbox entry
 -- happen together (the whole script is atomic, and a message that fails leaves the others be).
--- ARGV[3..] = triples (inbox entry id, JSON payload, history JSON) built by router/worker.py;
--- the payload has cg, ck, channel, kind, group, prio, escalate, routed_by, sla{"1".."4"},
--- reopen_ms, tags[], fields{...} (conversation fields to set), fixed{...} (fields a conversation
--- key never changes: set when it is created), reply (outbox item or null),
--- scrub and retry. The history entry travels apart: Lua stores it without decoding it.
+-- ARGV[3] = JSON of what every message of the call shares: cg (the consumer group), sla
+-- {"1".."4": ms} and reopen_ms. ARGV[4..] = quads (inbox entry id, JSON payload, history entry,
+-- outbox item or '') built by router/worker.py. The payload has ck, channel, kind, group, prio,
+-- routed_by, tags[], fields[name, value, ...] (conversation fields to set), fixed[name, value,
+-- ...] (fields a conversation key never changes: set when it is created), reply_id with an
+-- outbox item, and escalate, scrub and retry only when true. The history entry and the outbox
+-- item are stored without decoding them; the item's conversation id is prepended here.
 -- Returns per message {state, conversation id, group}; state 'dup' when the entry was already
 -- acknowledged (a reclaimed entry that its first worker did finish), which makes the effect
 -- exactly-once; {'err', reason} when its routing raised (the entry is then dead-lettered).
-local NOWS = num(NOW)
+local shared = cjson.decode(ARGV[3])
+local CG = shared.cg
+local REOPEN_MS = shared.reopen_ms
+local SLA = {}
+for p, ms in pairs(shared.sla) do SLA[tonumber(p)] = ms end
 
-local routed = {}  -- messages routed per channel in this call: one HINCRBY each at the end
+-- Per channel, messages routed and auto-replies sent in this call: one HINCRBY each at the end.
+local routed, sent = {}, {}
 
-local function flat(t, out)
-  for k, v in pairs(t) do
-    out[#out + 1] = k
-    out[#out + 1] = v
-  end
-  return out
+local function extend(t, list)
+  local n = #t
+  for i = 1, #list do t[n + i] = list[i] end
+  return t
 end
 
-local function route(entry, d, hist_raw)
-  if redis.call('XACK', P .. 'inbox', d.cg, entry) == 0 then
+local function count(t, key)
+  t[key] = (t[key] or 0) + 1
+end
+
+local function route(entry, d, hist_raw, reply)
+  if redis.call('XACK', P .. 'inbox', CG, entry) == 0 then
     return {'dup', '', ''}
   end
   -- The raw envelope of a message with a secret must not outlive its routing in clear.
   if d.scrub then redis.call('XDEL', P .. 'inbox', entry) end
-  routed[d.channel] = (routed[d.channel] or 0) + 1
+  count(routed, d.channel)
   if d.retry then redis.call('HDEL', P .. 'failures', entry) end
 
   local ckk = P .. 'ck:' .. d.ck
@@ -36,17 +45,16 @@ local function route(entry, d, hist_raw)
   local cur
   if cid then
     c = P .. 'conv:' .. cid
-    cur = conv_fields(c, 'status', 'closed_ms', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'tags', 'channel', 'routed_by')
+    cur = conv_fields(c, 'status', 'closed_ms', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'tags',
+      'routed_by', 'messages')
     if not cur.status then
       cid = nil
     elseif cur.status == 'closed' then
-      if NOW - tonumber(cur.closed_ms or '0') <= d.reopen_ms then state = 'reopened' else cid = nil end
+      if NOW - tonumber(cur.closed_ms or '0') <= REOPEN_MS then state = 'reopened' else cid = nil end
     else
       state = 'follow_up'
     end
   end
-
-  local function sla(p) return d.sla[tostring(p)] end
 
   if not cid and d.kind == 'delete' then
     -- Deleting a message we never routed: nothing to record, and no conversation to start.
@@ -57,15 +65,16 @@ local function route(entry, d, hist_raw)
     cid = tostring(redis.call('INCR', P .. 'seq:conv'))
     c = P .. 'conv:' .. cid
     redis.call('SET', ckk, cid)
-    local due = NOW + sla(d.prio)
-    redis.call('HSET', c, unpack(flat(d.fixed, flat(d.fields, {'id', cid, 'group', d.group, 'prio', d.prio, 'status', 'new',
+    local due = NOW + SLA[d.prio]
+    redis.call('HSET', c, unpack(extend(extend({'id', cid, 'group', d.group, 'prio', d.prio, 'status', 'new',
       'agent', '', 'created_ms', NOWS, 'updated_ms', NOWS, 'waiting_ms', NOWS, 'due_ms', num(due),
-      'tags', cjson.encode(d.tags), 'messages', 1, 'routed_by', d.routed_by}))))
+      'tags', cjson.encode(d.tags), 'messages', 1, 'routed_by', d.routed_by}, d.fields), d.fixed)))
     enqueue(cid, d.group, d.prio, due, NOW)
     hist(cid, 'inbound', hist_raw)
-    event(d.group, 'created', cid, cjson.encode({prio = d.prio}))
-    if d.reply ~= cjson.null then
-      send(cid, {channel = d.channel}, d.reply)
+    event(d.group, 'created', cid, '{"prio":' .. d.prio .. '}')
+    if reply ~= '' then
+      send(cid, d.channel, d.reply_id, '{"conversation":"' .. cid .. '",' .. string.sub(reply, 2))
+      count(sent, d.channel)
     end
     return {'new', cid, d.group}
   end
@@ -88,8 +97,15 @@ local function route(entry, d, hist_raw)
 
   local tags = cjson.decode(cur.tags or '[]')
   local seen = {}
+  local new_tags = false
   for _, t in ipairs(tags) do seen[t] = true end
-  for _, t in ipairs(d.tags) do if not seen[t] then table.insert(tags, t); seen[t] = true end end
+  for _, t in ipairs(d.tags) do
+    if not seen[t] then
+      table.insert(tags, t)
+      seen[t] = true
+      new_tags = true
+    end
+  end
 
   local agent = cur.agent or ''
   local status = cur.status
@@ -101,25 +117,33 @@ local function route(entry, d, hist_raw)
     agent = ''
     status = 'new'
     since = NOW
-    due = NOW + sla(prio)
+    due = NOW + SLA[prio]
   elseif agent ~= '' then
     status = 'assigned'  -- the user answered: the agent keeps it
   else
     status = 'new'
-    due = math.min(due, since + sla(prio))
+    due = math.min(due, since + SLA[prio])
   end
-  -- ZADD moves a member already queued: only leaving the queue (or this group's) needs ZREM.
-  if cur.status == 'new' and (status ~= 'new' or group ~= cur.group) then dequeue(cid, cur.group) end
-  if status == 'new' then enqueue(cid, group, prio, due, since) end
+  -- ZADD moves a member already queued: only leaving the queue (or this group's) needs ZREM, and
+  -- a conversation waiting where it was, as urgent and as late as it was, needs neither.
+  local stays = cur.status == 'new' and group == cur.group
+  if cur.status == 'new' and not (status == 'new' and stays) then dequeue(cid, cur.group) end
+  if status == 'new' and not (stays and prio == tonumber(cur.prio) and due == tonumber(cur.due_ms)
+      and since == tonumber(cur.waiting_ms)) then
+    enqueue(cid, group, prio, due, since)
+  end
 
   local set = {'group', group, 'prio', prio, 'status', status, 'agent', agent, 'updated_ms', NOWS,
-    'waiting_ms', num(since), 'due_ms', num(due), 'tags', cjson.encode(tags)}
+    'waiting_ms', num(since), 'due_ms', num(due), 'messages', (tonumber(cur.messages) or 0) + 1}
+  if new_tags then
+    set[#set + 1] = 'tags'
+    set[#set + 1] = cjson.encode(tags)
+  end
   if moved then
     set[#set + 1] = 'routed_by'
     set[#set + 1] = d.routed_by
   end
-  redis.call('HSET', c, unpack(flat(d.fields, set)))
-  redis.call('HINCRBY', c, 'messages', 1)
+  redis.call('HSET', c, unpack(extend(set, d.fields)))
   hist(cid, 'inbound', hist_raw)
   if state == 'reopened' then
     hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'reopened'}))
@@ -129,16 +153,16 @@ local function route(entry, d, hist_raw)
       reason = d.escalate and 'escalated' or 'routed by ' .. d.routed_by}))
     event(cur.group, 'moved', cid, cjson.encode({to = group}))
   end
-  event(group, state == 'reopened' and 'reopened' or 'message', cid, cjson.encode({prio = prio}))
+  event(group, state == 'reopened' and 'reopened' or 'message', cid, '{"prio":' .. prio .. '}')
   return {state, cid, group}
 end
 
 local out = {}
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 4 do
   local entry = ARGV[i]
   local decoded, d = pcall(cjson.decode, ARGV[i + 1])
   local ok, res = decoded, d
-  if decoded then ok, res = pcall(route, entry, d, ARGV[i + 2]) end
+  if decoded then ok, res = pcall(route, entry, d, ARGV[i + 2], ARGV[i + 3]) end
   if ok then
     out[#out + 1] = res
   else
@@ -147,9 +171,10 @@ for i = 3, #ARGV, 3 do
     -- where it can be retried, rather than nowhere.
     local reason = 'route script: ' .. (type(res) == 'table' and tostring(res.err) or tostring(res))
     pcall(dead_letter, entry, reason, 1)
-    if decoded then pcall(redis.call, 'XACK', P .. 'inbox', d.cg, entry) end
+    pcall(redis.call, 'XACK', P .. 'inbox', CG, entry)
     out[#out + 1] = {'err', reason}
   end
 end
 for channel, n in pairs(routed) do redis.call('HINCRBY', P .. 'stats', 'routed:' .. channel, n) end
+for channel, n in pairs(sent) do redis.call('HINCRBY', P .. 'stats', 'out:' .. channel, n) end
 return out

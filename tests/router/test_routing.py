@@ -6,6 +6,7 @@ import asyncio
 import json
 
 from router.keys import ROUTER_GROUP
+from router.model import decode_outbox
 from router.runtime import Runtime
 from router.worker import Worker
 from tests.router.helpers import drain, message
@@ -86,6 +87,44 @@ async def test_queue_orders_by_priority_then_due_time(rt: Runtime) -> None:
     await drain(worker)
     order = [c.sender_id for c in await rt.queues.head("security")]
     assert order.index("p1") < order.index("p2")
+
+
+async def test_follow_ups_keep_or_move_the_queue_place_as_their_priority_says(rt: Runtime) -> None:
+    worker = Worker(rt.client, rt.settings)
+    for user in ("q1", "q2"):
+        await rt.inbox.append(message("how do I reset my 2FA", user=user))
+        await drain(worker)
+    first, second = await rt.queues.head("security")
+    assert (first.sender_id, second.sender_id) == ("q1", "q2")
+    place = (
+        await rt.client.zscore(rt.keys.queue("security"), second.id),
+        await rt.client.zscore(rt.keys.waiting("security"), second.id),
+    )
+    # No rule matches (P3 by default): it stays P2, where it was, as long waiting as it was.
+    await rt.inbox.append(message("hello? anyone there", user="q2"))
+    await drain(worker)
+    assert [c.sender_id for c in await rt.queues.head("security")] == ["q1", "q2"]
+    assert (
+        await rt.client.zscore(rt.keys.queue("security"), second.id),
+        await rt.client.zscore(rt.keys.waiting("security"), second.id),
+    ) == place
+    # P1 now: ahead of the older P2.
+    await rt.inbox.append(message("HACKED! unauthorized withdrawal", user="q2"))
+    await drain(worker)
+    assert [c.sender_id for c in await rt.queues.head("security")] == ["q2", "q1"]
+    conv = await rt.conversations.get(second.id)
+    assert (conv.priority, conv.messages, conv.tags.count("security")) == (1, 3, 1)
+
+
+async def test_routed_and_auto_reply_counters_add_up_per_channel(rt: Runtime) -> None:
+    seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
+    for i in range(3):
+        await rt.inbox.append(message(f"my seed: {seed}", user=f"s{i}"))  # each gets an auto-reply
+    await rt.inbox.append(message("my deposit is missing", user="d1", channel="discord"))
+    await drain(Worker(rt.client, rt.settings))
+    counters = await rt.client.hgetall(rt.keys.stats)
+    assert (counters[b"routed:telegram"], counters[b"routed:discord"], counters[b"out:telegram"]) == (b"3", b"1", b"3")
+    assert b"out:discord" not in counters
 
 
 async def test_invalid_and_oversize_entries_are_dead_lettered_and_worker_continues(
@@ -247,7 +286,13 @@ async def test_auto_reply_goes_to_outbox_with_the_reply_target(rt: Runtime) -> N
     assert item["reply_to"] == msg.platform_id and item["meta"] == {"chat_id": "777"}
     [conv] = await rt.queues.head("security")
     assert item["conversation"] == conv.id
-    assert [h.type for h in await rt.conversations.history(conv.id)] == ["inbound", "outbound"]
+    assert decode_outbox(fields[b"item"]).conversation == conv.id  # as the channel's adapter reads it
+    inbound, outbound = await rt.conversations.history(conv.id)
+    assert (inbound.type, outbound.type) == ("inbound", "outbound")
+    assert outbound.data == item
+    # The inbound entry leaves out what is empty, and the auto-reply its outbound entry records.
+    assert "auto_reply" not in inbound.data["decision"]
+    assert not {"subject", "attachments", "reply_to"} & set(inbound.data)
 
 
 async def test_escalating_rule_moves_open_conversation(rt: Runtime) -> None:
@@ -269,7 +314,11 @@ async def test_no_auto_reply_to_auto_submitted_messages(rt: Runtime) -> None:
     await rt.inbox.append(message(f"out of office: {seed}", user="bot", meta={"auto_submitted": "1"}))
     await drain(Worker(rt.client, rt.settings))
     assert await rt.client.xlen(rt.keys.outbox("telegram")) == 0
-    assert [c.sender_id for c in await rt.queues.head("security")] == ["bot"]
+    [conv] = await rt.queues.head("security")
+    assert conv.sender_id == "bot"
+    # The history still says which reply the rules chose, since none was sent.
+    [inbound] = await rt.conversations.history(conv.id)
+    assert inbound.data["decision"]["auto_reply"].startswith("Never share")
 
 
 async def test_trim_by_age_never_drops_unrouted_entries(rt: Runtime) -> None:
