@@ -7,12 +7,14 @@ On one private redis-server (started here, AOF on, in its own process):
 (c) latency — a worker process routing 2,000 msgs/s offered; the time from each inbox append to
     its conversation's ``created`` event being read by a console-like XREAD watcher.
 
-Machines here are shared and noisy, so the figure that matters is the ratio (b)/(a) of one run.
-Each phase runs in a "window": the AOF is rewritten first and automatic rewrites are paused
-inside it (appends and the fsync every second go on). A rewrite is a fork that takes a whole core
-for a second or two; left automatic, it falls inside whichever phase crosses Redis' size trigger
-(the router's, as it writes the most), which says more about the bench's volume than about the
-code. The AOF bytes each phase appends per message are printed instead.
+Machines here are shared and noisy, so the figure that matters is the ratio (b)/(a) of one run,
+and (a) and (b) take turns (``ROUNDS`` each, a share of the messages per turn) so that a burst of
+load from elsewhere falls on both rather than on whichever ran then.
+Automatic AOF rewrites are paused while (a)/(b) and (c) run, after a rewrite just before each
+(appends and the fsync every second go on). A rewrite is a fork that takes a whole core for a
+second or two; left automatic, it falls inside whichever phase crosses Redis' size trigger (the
+router's, as it writes the most), which says more about the bench's volume than about the code.
+The AOF bytes each side appends per message are printed instead.
 ``SB_BENCH_SERIES=1`` also prints the latency per 250 messages over time (spikes vs a steady level).
 """
 
@@ -84,21 +86,41 @@ async def _fill(rt: Runtime, envs: list[Envelope]) -> None:
         await rt.inbox.append_many(envs[i : i + 1000])
 
 
+ROUNDS = 5
+
+
 @dataclass
 class Measured:
-    """What one measured phase took: wall time, this process's CPU and Redis's, and the bytes
-    Redis appended to its AOF."""
+    """What one side took, summed over its turns: wall time, this process's CPU and Redis's,
+    the bytes Redis appended to its AOF, and the messages it moved."""
 
     seconds: float = 0.0
     cpu_s: float = 0.0
     redis_cpu_s: float = 0.0
     aof_bytes: int = 0
+    messages: int = 0
+
+    def per_msg_us(self, value: float) -> float:
+        return round(value / self.messages * 1e6, 1)
 
 
 async def _redis_state(rt: Runtime) -> tuple[float, int]:
     """Redis's CPU seconds so far and its AOF size."""
     cpu, persistence = await rt.client.info("cpu"), await rt.client.info("persistence")
     return float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]), int(persistence["aof_current_size"])
+
+
+@contextlib.asynccontextmanager
+async def measure(rt: Runtime, into: Measured) -> AsyncIterator[None]:
+    """Add the block's wall time, CPU (here and in Redis) and AOF growth to ``into``."""
+    redis_cpu, aof = await _redis_state(rt)
+    cpu, start = time.process_time(), time.perf_counter()
+    yield
+    into.seconds += time.perf_counter() - start
+    into.cpu_s += time.process_time() - cpu
+    redis_cpu_end, aof_end = await _redis_state(rt)
+    into.redis_cpu_s += redis_cpu_end - redis_cpu
+    into.aof_bytes += aof_end - aof
 
 
 async def _aof_rewrite_done(rt: Runtime) -> None:
@@ -110,60 +132,76 @@ async def _aof_rewrite_done(rt: Runtime) -> None:
 
 
 @contextlib.asynccontextmanager
-async def measured(rt: Runtime) -> AsyncIterator[Measured]:
-    """A measured phase: the AOF rewritten before it, no automatic rewrite inside it."""
-    await _aof_rewrite_done(rt)  # one may have started by itself since the last phase
+async def no_aof_rewrite(rt: Runtime) -> AsyncIterator[None]:
+    """The AOF rewritten now, and no automatic rewrite until the block ends."""
+    await _aof_rewrite_done(rt)  # one may have started by itself
     await rt.client.bgrewriteaof()
     await _aof_rewrite_done(rt)
     setting = "auto-aof-rewrite-percentage"
     previous = (await rt.client.config_get(setting))[setting]
     await rt.client.config_set(setting, 0)
-    m = Measured()
     try:
-        redis_cpu, aof = await _redis_state(rt)
-        cpu, start = time.process_time(), time.perf_counter()
-        yield m
-        m.seconds, m.cpu_s = time.perf_counter() - start, time.process_time() - cpu
-        redis_cpu_end, aof_end = await _redis_state(rt)
-        m.redis_cpu_s, m.aof_bytes = redis_cpu_end - redis_cpu, aof_end - aof
+        yield
     finally:
         await rt.client.config_set(setting, previous)
 
 
-async def ceiling(rt: Runtime, n: int, batch: int) -> Measured:
-    """The bare move loop: the upper bound for any worker on this client."""
-    src, dst, group = rt.keys.prefix + "bench:src", rt.keys.prefix + "bench:dst", "bench"
-    payload = json.dumps({"env": "x" * 300})
-    for i in range(0, n, 1000):
-        pipe = rt.client.pipeline(transaction=False)
-        for _ in range(min(1000, n - i)):
-            pipe.xadd(src, {"env": payload})
-        await pipe.execute()
-    await rt.client.xgroup_create(src, group, id="0")
-    moved = 0
-    async with measured(rt) as m:
+class Ceiling:
+    """The bare move loop over its own stream: the upper bound for any worker on this client."""
+
+    def __init__(self, rt: Runtime, batch: int) -> None:
+        self.rt, self.batch = rt, batch
+        self.src, self.dst = rt.keys.prefix + "bench:src", rt.keys.prefix + "bench:dst"
+
+    async def fill(self, n: int) -> None:
+        payload = json.dumps({"env": "x" * 300})
+        for i in range(0, n, 1000):
+            pipe = self.rt.client.pipeline(transaction=False)
+            for _ in range(min(1000, n - i)):
+                pipe.xadd(self.src, {"env": payload})
+            await pipe.execute()
+        await self.rt.client.xgroup_create(self.src, "bench", id="0")
+
+    async def move(self, n: int) -> int:
+        client, moved = self.rt.client, 0
         while moved < n:
-            streams = await rt.client.xreadgroup(group, "c", {src: ">"}, count=batch)
+            streams = await client.xreadgroup("bench", "c", {self.src: ">"}, count=self.batch)
             entries = streams[0][1] if streams else []
-            pipe = rt.client.pipeline(transaction=False)
+            pipe = client.pipeline(transaction=False)
             for entry_id, fields in entries:
-                pipe.xadd(dst, fields)
-                pipe.xack(src, group, entry_id)
+                pipe.xadd(self.dst, fields)
+                pipe.xack(self.src, "bench", entry_id)
             await pipe.execute()
             moved += len(entries)
-    await rt.client.delete(src, dst)
-    return m
+        return moved
+
+    async def close(self) -> None:
+        await self.rt.client.delete(self.src, self.dst)
 
 
-async def router(rt: Runtime, n: int) -> Measured:
-    """The router worker over ``n`` messages of ``n / 4`` users."""
+async def ceiling_and_router(rt: Runtime, n: int, batch: int) -> tuple[Measured, Measured]:
+    """(a) and (b) over ``n`` messages each (the router's from ``n / 4`` users), taking turns."""
+    ceiling = Ceiling(rt, batch)
+    await ceiling.fill(n)
     await _fill(rt, corpus(n, users=n // 4))
     worker = Worker(rt.client, rt.settings)
     await worker.step()  # own pending entries: none; also warms the scripts
-    async with measured(rt) as m:
-        while worker.processed < n:
-            await worker.step()
-    return m
+    settle_heap()
+    a, b = Measured(), Measured()
+    share = -(-n // ROUNDS)
+    async with no_aof_rewrite(rt):
+        for turn in range(ROUNDS):
+            todo = min(share, n - turn * share)
+            async with measure(rt, a):
+                a.messages += await ceiling.move(todo)
+            async with measure(rt, b):
+                routed = 0
+                while routed < todo:
+                    routed += await worker.step()
+                await worker.flush()  # the turn ends with its last batch written
+            b.messages += routed
+    await ceiling.close()
+    return a, b
 
 
 async def latency(rt: Runtime, url: str, rate: int, seconds: float) -> dict[str, float]:
@@ -244,21 +282,23 @@ async def _main(settings: Settings, messages: int) -> dict[str, Any]:
         with server:
             async with Runtime(settings, server.url) as rt:
                 batch = settings.worker.batch
-                ceil = await ceiling(rt, messages, batch)
-                routed = await router(rt, messages)
-                async with measured(rt):
+                a, b = await ceiling_and_router(rt, messages, batch)
+                async with no_aof_rewrite(rt):
                     lat = await latency(rt, server.url, rate=2000, seconds=5)
+    ceiling_rate, router_rate = a.messages / a.seconds, b.messages / b.seconds
     return {
         "batch": batch,
         "messages": messages,
-        "ceiling_msgs_per_s": round(messages / ceil.seconds),
-        "router_msgs_per_s": round(messages / routed.seconds),
-        "ratio": round(ceil.seconds / routed.seconds, 3),
-        "worker_cpu_us_per_msg": round(routed.cpu_s / messages * 1e6, 1),
-        "redis_cpu_us_per_msg": round(routed.redis_cpu_s / messages * 1e6, 1),
-        "ceiling_redis_cpu_us_per_msg": round(ceil.redis_cpu_s / messages * 1e6, 1),
-        "ceiling_aof_bytes_per_msg": round(ceil.aof_bytes / messages),
-        "router_aof_bytes_per_msg": round(routed.aof_bytes / messages),
+        "rounds": ROUNDS,
+        "ceiling_msgs_per_s": round(ceiling_rate),
+        "router_msgs_per_s": round(router_rate),
+        "ratio": round(router_rate / ceiling_rate, 3),
+        "worker_cpu_us_per_msg": b.per_msg_us(b.cpu_s),
+        "redis_cpu_us_per_msg": b.per_msg_us(b.redis_cpu_s),
+        "ceiling_client_cpu_us_per_msg": a.per_msg_us(a.cpu_s),
+        "ceiling_redis_cpu_us_per_msg": a.per_msg_us(a.redis_cpu_s),
+        "ceiling_aof_bytes_per_msg": round(a.aof_bytes / a.messages),
+        "router_aof_bytes_per_msg": round(b.aof_bytes / b.messages),
         **{k: round(v, 2) if isinstance(v, float) else v for k, v in lat.items()},
     }
 
@@ -269,13 +309,15 @@ def main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.std
     if as_json:
         print(json.dumps(result), file=out)
         return 0
-    print(f"messages: {result['messages']}, batch {result['batch']}", file=out)
+    print(f"messages: {result['messages']}, batch {result['batch']}, (a) and (b) in {ROUNDS} turns each", file=out)
     print(f"(a) ceiling, bare XREADGROUP→XADD→XACK: {result['ceiling_msgs_per_s']:>8} msgs/s", file=out)
     print(f"(b) router worker, default rules:        {result['router_msgs_per_s']:>8} msgs/s", file=out)
     print(f"    ratio (b)/(a): {result['ratio']:.2f}  (target ≥ 0.5)", file=out)
     print(
         f"    per message: worker CPU {result['worker_cpu_us_per_msg']} µs, "
-        f"Redis CPU {result['redis_cpu_us_per_msg']} µs (ceiling: {result['ceiling_redis_cpu_us_per_msg']} µs), "
+        f"Redis CPU {result['redis_cpu_us_per_msg']} µs "
+        f"(ceiling: client {result['ceiling_client_cpu_us_per_msg']} µs, "
+        f"Redis {result['ceiling_redis_cpu_us_per_msg']} µs), "
         f"AOF {result['router_aof_bytes_per_msg']} B (ceiling: {result['ceiling_aof_bytes_per_msg']} B)",
         file=out,
     )

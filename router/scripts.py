@@ -10,7 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from router.errors import Conflict, NotFound
 
@@ -58,17 +58,16 @@ async def run_many(
     """Run ``script`` once per argument list, pipelined in one round trip. A failed call raises
     (after every call ran), or with ``raise_on_error=False`` its result is its exception.
 
-    EVALSHA in a plain pipeline: redis-py's script pipelines first ask SCRIPT EXISTS, a second
-    round trip on every burst. A Redis that lost its script cache (a restart) answers NOSCRIPT
-    without running the call: the script is loaded and those calls are sent again.
+    EVALSHA calls written at once on one connection, not through a redis-py pipeline: its script
+    pipelines first ask SCRIPT EXISTS, a second round trip on every burst, and packing the
+    worker's calls (~400 arguments each) took it 3 µs a message against 1 here. A Redis that lost
+    its script cache (a restart) answers NOSCRIPT without running the call: the script is loaded
+    and those calls are sent again.
     """
     results: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
     while todo:
-        pipe = client.pipeline(transaction=False)
-        for i in todo:
-            pipe.evalsha(script.sha, 0, *calls[i])
-        answers = await pipe.execute(raise_on_error=False)
+        answers = await _exchange(client, _pack_evalsha(script.sha, [calls[i] for i in todo]), len(todo))
         lost = [i for i, answer in zip(todo, answers, strict=True) if isinstance(answer, NoScriptError)]
         for i, answer in zip(todo, answers, strict=True):
             results[i] = answer
@@ -80,3 +79,49 @@ async def run_many(
             if isinstance(result, Exception):
                 raise result
     return results
+
+
+def _bulk(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int):
+        return b"%d" % value
+    raise TypeError(f"a script argument must be bytes, str or int, not {type(value).__name__}")
+
+
+def _pack_evalsha(sha: str, calls: Sequence[list[Any]]) -> bytes:
+    """The RESP of one ``EVALSHA sha 0 *args`` per call."""
+    head = b"$7\r\nEVALSHA\r\n$40\r\n" + sha.encode() + b"\r\n$1\r\n0\r\n"
+    parts: list[bytes] = []
+    for args in calls:
+        parts += (b"*%d\r\n" % (len(args) + 3), head)
+        for value in map(_bulk, args):
+            parts += (b"$%d\r\n" % len(value), value, b"\r\n")
+    return b"".join(parts)
+
+
+async def _exchange(client: aioredis.Redis, packed: bytes, replies: int) -> list[Any]:
+    """Send ``packed`` commands on a pooled connection and read their ``replies``; an error reply
+    is returned as its exception. A lost connection is retried as redis-py retries a command."""
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+
+    async def once() -> list[Any]:
+        await conn.send_packed_command(packed)
+        answers: list[Any] = []
+        for _ in range(replies):
+            try:
+                answers.append(await conn.read_response())
+            except ResponseError as exc:
+                answers.append(exc)
+        return answers
+
+    # A read or write that fails or is cancelled closes the connection (redis-py), so one with
+    # replies left unread never goes back to the pool open.
+    try:
+        answers: list[Any] = await conn.retry.call_with_retry(once, lambda _error: conn.disconnect())
+        return answers
+    finally:
+        await pool.release(conn)

@@ -63,10 +63,10 @@ def _ck(env: Envelope) -> str:
 
 
 # Messages per route script call. One call per message costs Redis a script invocation and the
-# client a command to pack and a reply to parse per message; one call per batch makes the next
-# batch's state lookup wait for the whole batch, so the worker could no longer evaluate while
-# Redis writes. A few calls per batch keep both.
-SCRIPT_CHUNK = 10
+# client a command to pack and a reply to parse per message; one call per batch holds Redis (and
+# the next batch's reads) for the whole batch, ~5 ms. 25 measured ~10% faster than 10 and no
+# slower than 50 or 100 (three interleaved runs of 10,000 messages), and a call stays near 1 ms.
+SCRIPT_CHUNK = 25
 
 
 @dataclass(slots=True)

@@ -133,16 +133,16 @@ local function route(entry, d, hist_raw, reply)
     enqueue(cid, group, prio, due, since)
   end
 
-  local set = {'group', group, 'prio', prio, 'status', status, 'agent', agent, 'updated_ms', NOWS,
-    'waiting_ms', num(since), 'due_ms', num(due), 'messages', (tonumber(cur.messages) or 0) + 1}
-  if new_tags then
-    set[#set + 1] = 'tags'
-    set[#set + 1] = cjson.encode(tags)
-  end
-  if moved then
-    set[#set + 1] = 'routed_by'
-    set[#set + 1] = d.routed_by
-  end
+  -- Only what changed: a follow-up usually leaves the place in the queue as it was.
+  local set = {'updated_ms', NOWS, 'messages', (tonumber(cur.messages) or 0) + 1}
+  if group ~= cur.group then extend(set, {'group', group}) end
+  if prio ~= tonumber(cur.prio) then extend(set, {'prio', prio}) end
+  if status ~= cur.status then extend(set, {'status', status}) end
+  if agent ~= (cur.agent or '') then extend(set, {'agent', agent}) end
+  if since ~= tonumber(cur.waiting_ms) then extend(set, {'waiting_ms', num(since)}) end
+  if due ~= tonumber(cur.due_ms) then extend(set, {'due_ms', num(due)}) end
+  if new_tags then extend(set, {'tags', cjson.encode(tags)}) end
+  if moved then extend(set, {'routed_by', d.routed_by}) end
   redis.call('HSET', c, unpack(extend(set, d.fields)))
   hist(cid, 'inbound', hist_raw)
   if state == 'reopened' then

@@ -120,3 +120,5 @@ def test_bench_json_has_the_figures_of_one_run(env: dict[str, str]) -> None:
     assert abs(result["ratio"] - result["router_msgs_per_s"] / result["ceiling_msgs_per_s"]) < 0.01
     assert result["latency_p50_ms"] <= result["latency_p99_ms"] <= result["latency_max_ms"]
     assert result["worker_cpu_us_per_msg"] > 0 and result["redis_cpu_us_per_msg"] > 0
+    # Both sides' AOF appends were measured (no rewrite inside): routing writes more than a move.
+    assert result["router_aof_bytes_per_msg"] > result["ceiling_aof_bytes_per_msg"] > 0
