@@ -102,25 +102,28 @@ def message_in(env: Envelope, *, new_conversation: bool = True) -> MessageIn:
 
 
 def _inbound_record(env: Envelope, decision: Decision, full_body: str | None, *, auto_reply_sent: bool) -> bytes:
-    """The history entry of an inbound message. Empty and null parts are left out (readers take
-    them as absent), and so is an auto-reply that was sent: its outbound entry follows."""
+    """The history entry of an inbound message (its kind is the entry's type). Empty, null and
+    false parts are left out (readers take them as absent), and so is an auto-reply that was
+    sent: its outbound entry follows."""
     d: dict[str, Any] = {
         "group": decision.group,
         "priority": f"P{decision.priority}",
         "tags": decision.tags,
-        "language": decision.language,
-        "escalate": decision.escalate,
-        "routed_by": decision.routed_by,
         "trace": [t.to_dict() for t in decision.trace],
         "rules_version": decision.rules_version,
     }
+    if decision.language:
+        d["language"] = decision.language
+    if decision.routed_by:
+        d["routed_by"] = decision.routed_by
+    if decision.escalate:
+        d["escalate"] = True
     if decision.redactions:
         d["redactions"] = [r.to_dict() for r in decision.redactions]
     if decision.auto_reply and not auto_reply_sent:
         d["auto_reply"] = decision.auto_reply
     record: dict[str, Any] = {
         "msg": env.id,
-        "kind": env.kind,
         "platform_id": env.platform_id,
         "sender": env.sender,  # structs: msgspec encodes them as it would their dicts
         "text": decision.text,
@@ -397,46 +400,36 @@ class Worker:
                 }
             )
         history = _inbound_record(env, decision, full_body, auto_reply_sent=reply_id is not None)
-        fields = [
-            "sender_id",
+        # The conversation fields every message sets, in route.lua's FIELDS order.
+        values = [
             env.sender.id,
-            "sender_name",
             env.sender.name or env.sender.handle or env.sender.id,
-            "language",
             decision.language or "",
-            "last_msg_id",
             env.id,
-            "last_platform_id",
             env.platform_id,
-            "last_text",
             decision.text[:200],
-            "meta",
             _json(meta) if meta else "{}",
-            "rules_version",
             decision.rules_version,
         ]
         if decision.subject:
-            fields += ("subject", decision.subject)
-        payload: dict[str, Any] = {
-            "ck": _ck(env),
-            "channel": env.channel,
-            "kind": env.kind,
-            "group": decision.group,
-            "prio": decision.priority,
-            "routed_by": decision.routed_by or "",
-            "tags": decision.tags,
-            "fields": fields,
-            # Parts of the conversation key itself: set when the conversation is created.
-            "fixed": ("channel", env.channel, "account", env.account, "ckey", env.conversation_key),
-        }
-        if reply_id is not None:
-            payload["reply_id"] = reply_id
-        if decision.escalate:
-            payload["escalate"] = True
-        if decision.redactions:
-            payload["scrub"] = True
-        if retry:
-            payload["retry"] = True
+            values.append(decision.subject)
+        # Positional, as route.lua unpacks it.
+        payload = (
+            _ck(env),
+            env.channel,
+            env.kind,
+            decision.group,
+            decision.priority,
+            decision.routed_by or "",
+            decision.escalate,
+            bool(decision.redactions),  # scrub: the raw inbox entry goes
+            retry,
+            reply_id or "",
+            decision.tags,
+            values,
+            env.account,
+            env.conversation_key,
+        )
         # Bytes, as Redis takes them: no decode here and re-encode in redis-py.
         return _encoder.encode(payload), history, reply
 

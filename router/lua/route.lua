@@ -1,12 +1,13 @@
 -- Apply a batch of routing decisions; each message's writes and the XACK of its inbox entry
 -- happen together (the whole script is atomic, and a message that fails leaves the others be).
 -- ARGV[3] = JSON of what every message of the call shares: cg (the consumer group), sla
--- {"1".."4": ms} and reopen_ms. ARGV[4..] = quads (inbox entry id, JSON payload, history entry,
--- outbox item or '') built by router/worker.py. The payload has ck, channel, kind, group, prio,
--- routed_by, tags[], fields[name, value, ...] (conversation fields to set), fixed[name, value,
--- ...] (fields a conversation key never changes: set when it is created), reply_id with an
--- outbox item, and escalate, scrub and retry only when true. The history entry and the outbox
--- item are stored without decoding them; the item's conversation id is prepended here.
+-- {"1".."4": ms} and reopen_ms. ARGV[4..] = quads (inbox entry id, payload, history entry, outbox
+-- item or '') built by router/worker.py. The payload is a JSON array, positional because a
+-- message's routing decodes nothing else (keys would double the tokens to parse):
+--   [ck, channel, kind, group, prio, routed_by, escalate, scrub, retry, reply_id or '', tags[],
+--    values[] (of FIELDS, in order: the conversation fields every message sets), account, ckey]
+-- The history entry and the outbox item are stored without decoding them; the item's
+-- conversation id is prepended here.
 -- Returns per message {state, conversation id, group}; state 'dup' when the entry was already
 -- acknowledged (a reclaimed entry that its first worker did finish), which makes the effect
 -- exactly-once; {'err', reason} when its routing raised (the entry is then dead-lettered).
@@ -15,6 +16,8 @@ local CG = shared.cg
 local REOPEN_MS = shared.reopen_ms
 local SLA = {}
 for p, ms in pairs(shared.sla) do SLA[tonumber(p)] = ms end
+local FIELDS = {'sender_id', 'sender_name', 'language', 'last_msg_id', 'last_platform_id', 'last_text', 'meta',
+  'rules_version', 'subject'}
 
 -- Per channel, messages routed and auto-replies sent in this call: one HINCRBY each at the end.
 local routed, sent = {}, {}
@@ -25,20 +28,32 @@ local function extend(t, list)
   return t
 end
 
+-- t with the FIELDS and their values appended, as HSET takes them.
+local function fields(t, values)
+  local n = #t
+  for i = 1, #values do
+    t[n + 2 * i - 1] = FIELDS[i]
+    t[n + 2 * i] = values[i]
+  end
+  return t
+end
+
 local function count(t, key)
   t[key] = (t[key] or 0) + 1
 end
 
-local function route(entry, d, hist_raw, reply)
+local function route(entry, payload, hist_raw, reply)
+  local ck, channel, kind, to_group, to_prio, routed_by, escalate, scrub, retry, reply_id, to_tags, values,
+    account, ckey = unpack(payload)
   if redis.call('XACK', P .. 'inbox', CG, entry) == 0 then
     return {'dup', '', ''}
   end
   -- The raw envelope of a message with a secret must not outlive its routing in clear.
-  if d.scrub then redis.call('XDEL', P .. 'inbox', entry) end
-  count(routed, d.channel)
-  if d.retry then redis.call('HDEL', P .. 'failures', entry) end
+  if scrub then redis.call('XDEL', P .. 'inbox', entry) end
+  count(routed, channel)
+  if retry then redis.call('HDEL', P .. 'failures', entry) end
 
-  local ckk = P .. 'ck:' .. d.ck
+  local ckk = P .. 'ck:' .. ck
   local cid = redis.call('GET', ckk)
   local c
   local state = 'new'
@@ -56,7 +71,7 @@ local function route(entry, d, hist_raw, reply)
     end
   end
 
-  if not cid and d.kind == 'delete' then
+  if not cid and kind == 'delete' then
     -- Deleting a message we never routed: nothing to record, and no conversation to start.
     return {'ignored', '', ''}
   end
@@ -65,45 +80,46 @@ local function route(entry, d, hist_raw, reply)
     cid = tostring(redis.call('INCR', P .. 'seq:conv'))
     c = P .. 'conv:' .. cid
     redis.call('SET', ckk, cid)
-    local due = NOW + SLA[d.prio]
-    redis.call('HSET', c, unpack(extend(extend({'id', cid, 'group', d.group, 'prio', d.prio, 'status', 'new',
+    local due = NOW + SLA[to_prio]
+    redis.call('HSET', c, unpack(fields({'id', cid, 'group', to_group, 'prio', to_prio, 'status', 'new',
       'agent', '', 'created_ms', NOWS, 'updated_ms', NOWS, 'waiting_ms', NOWS, 'due_ms', num(due),
-      'tags', cjson.encode(d.tags), 'messages', 1, 'routed_by', d.routed_by}, d.fields), d.fixed)))
-    enqueue(cid, d.group, d.prio, due, NOW)
+      'tags', cjson.encode(to_tags), 'messages', 1, 'routed_by', routed_by,
+      'channel', channel, 'account', account, 'ckey', ckey}, values)))
+    enqueue(cid, to_group, to_prio, due, NOW)
     hist(cid, 'inbound', hist_raw)
-    event(d.group, 'created', cid, '{"prio":' .. d.prio .. '}')
+    event(to_group, 'created', cid, '{"prio":' .. to_prio .. '}')
     if reply ~= '' then
-      send(cid, d.channel, d.reply_id, '{"conversation":"' .. cid .. '",' .. string.sub(reply, 2))
-      count(sent, d.channel)
+      send(cid, channel, reply_id, '{"conversation":"' .. cid .. '",' .. string.sub(reply, 2))
+      count(sent, channel)
     end
-    return {'new', cid, d.group}
+    return {'new', cid, to_group}
   end
 
-  if d.kind ~= 'message' then
+  if kind ~= 'message' then
     -- Edits and deletions update the history only; they never requeue a conversation.
-    hist(cid, d.kind, hist_raw)
+    hist(cid, kind, hist_raw)
     redis.call('HSET', c, 'updated_ms', NOWS)
-    event(cur.group, d.kind, cid)
-    return {d.kind, cid, cur.group}
+    event(cur.group, kind, cid)
+    return {kind, cid, cur.group}
   end
 
   local group = cur.group
-  local prio = math.min(tonumber(cur.prio), d.prio)
+  local prio = math.min(tonumber(cur.prio), to_prio)
   -- Sticky, except: a rule escalates, or the group came from the defaults only and a rule now
   -- knows better while nobody has the conversation yet (a "/start" then the real question).
-  local placed_by_default = (cur.routed_by or '') == '' and d.routed_by ~= '' and (cur.agent or '') == ''
-  local moved = (d.escalate or placed_by_default) and d.group ~= group
-  if moved then group = d.group end
+  local placed_by_default = (cur.routed_by or '') == '' and routed_by ~= '' and (cur.agent or '') == ''
+  local moved = (escalate or placed_by_default) and to_group ~= group
+  if moved then group = to_group end
 
   local tags = cjson.decode(cur.tags or '[]')
   local seen = {}
-  local new_tags = false
+  local tagged = false
   for _, t in ipairs(tags) do seen[t] = true end
-  for _, t in ipairs(d.tags) do
+  for _, t in ipairs(to_tags) do
     if not seen[t] then
       table.insert(tags, t)
       seen[t] = true
-      new_tags = true
+      tagged = true
     end
   end
 
@@ -141,16 +157,16 @@ local function route(entry, d, hist_raw, reply)
   if agent ~= (cur.agent or '') then extend(set, {'agent', agent}) end
   if since ~= tonumber(cur.waiting_ms) then extend(set, {'waiting_ms', num(since)}) end
   if due ~= tonumber(cur.due_ms) then extend(set, {'due_ms', num(due)}) end
-  if new_tags then extend(set, {'tags', cjson.encode(tags)}) end
-  if moved then extend(set, {'routed_by', d.routed_by}) end
-  redis.call('HSET', c, unpack(extend(set, d.fields)))
+  if tagged then extend(set, {'tags', cjson.encode(tags)}) end
+  if moved then extend(set, {'routed_by', routed_by}) end
+  redis.call('HSET', c, unpack(fields(set, values)))
   hist(cid, 'inbound', hist_raw)
   if state == 'reopened' then
     hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'reopened'}))
   end
   if moved then
     hist(cid, 'status', cjson.encode({group = group, from = cur.group, by = 'rules',
-      reason = d.escalate and 'escalated' or 'routed by ' .. d.routed_by}))
+      reason = escalate and 'escalated' or 'routed by ' .. routed_by}))
     event(cur.group, 'moved', cid, cjson.encode({to = group}))
   end
   event(group, state == 'reopened' and 'reopened' or 'message', cid, '{"prio":' .. prio .. '}')
