@@ -437,8 +437,14 @@ _BLOB_KINDS = _HEX_KINDS | _B58_KINDS
 _SEPARATORS = (" ", "\n", ",", ".", ")", "，", "、")
 
 
+# The shortest text ``_RUN_RE`` can match: 12 words of 3 letters and their 11 gaps.
+_MIN_PHRASE_CHARS = 12 * 3 + 11
+
+
 def _enough_separators(text: str) -> bool:
     """At least 11 characters of ``_SEPARATORS`` (a phrase's gaps); spaces alone usually decide."""
+    if len(text) < _MIN_PHRASE_CHARS:
+        return False
     count = text.count(" ")
     if count >= 11:
         return True

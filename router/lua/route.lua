@@ -22,10 +22,10 @@ local FIELDS = {'sender_id', 'sender_name', 'language', 'last_msg_id', 'last_pla
 -- Per channel, messages routed and auto-replies sent in this call: one HINCRBY each at the end.
 local routed, sent = {}, {}
 
-local function extend(t, list)
-  local n = #t
-  for i = 1, #list do t[n + i] = list[i] end
-  return t
+-- A field and its value appended to HSET arguments.
+local function put(t, name, value)
+  t[#t + 1] = name
+  t[#t + 1] = value
 end
 
 -- t with the FIELDS and their values appended, as HSET takes them.
@@ -151,14 +151,14 @@ local function route(entry, payload, hist_raw, reply)
 
   -- Only what changed: a follow-up usually leaves the place in the queue as it was.
   local set = {'updated_ms', NOWS, 'messages', (tonumber(cur.messages) or 0) + 1}
-  if group ~= cur.group then extend(set, {'group', group}) end
-  if prio ~= tonumber(cur.prio) then extend(set, {'prio', prio}) end
-  if status ~= cur.status then extend(set, {'status', status}) end
-  if agent ~= (cur.agent or '') then extend(set, {'agent', agent}) end
-  if since ~= tonumber(cur.waiting_ms) then extend(set, {'waiting_ms', num(since)}) end
-  if due ~= tonumber(cur.due_ms) then extend(set, {'due_ms', num(due)}) end
-  if tagged then extend(set, {'tags', cjson.encode(tags)}) end
-  if moved then extend(set, {'routed_by', routed_by}) end
+  if group ~= cur.group then put(set, 'group', group) end
+  if prio ~= tonumber(cur.prio) then put(set, 'prio', prio) end
+  if status ~= cur.status then put(set, 'status', status) end
+  if agent ~= (cur.agent or '') then put(set, 'agent', agent) end
+  if since ~= tonumber(cur.waiting_ms) then put(set, 'waiting_ms', num(since)) end
+  if due ~= tonumber(cur.due_ms) then put(set, 'due_ms', num(due)) end
+  if tagged then put(set, 'tags', cjson.encode(tags)) end
+  if moved then put(set, 'routed_by', routed_by) end
   redis.call('HSET', c, unpack(fields(set, values)))
   hist(cid, 'inbound', hist_raw)
   if state == 'reopened' then
