@@ -351,11 +351,10 @@ class Worker:
                 self.keys.failures, mapping={entry_id: f"route script: {result}" for entry_id in entry_ids}
             )
             return
-        for entry_id, (state, detail, *_) in zip(entry_ids, result, strict=True):
-            if state == b"err":  # the script dead-lettered it, with this reason
-                log.error("routing %s failed in Redis, dead-lettered: %s", entry_id.decode(), detail.decode())
-            else:
-                self.processed += 1
+        done, *failed = result
+        self.processed += done
+        for entry_id, reason in zip(failed[::2], failed[1::2], strict=True):  # dead-lettered by the script
+            log.error("routing %s failed in Redis, dead-lettered: %s", entry_id.decode(), reason.decode())
 
     async def _known_conversations(self, envs: Sequence[Envelope]) -> list[bool]:
         """Whether each message joins an existing conversation (the rules' follow-up state)."""

@@ -8,9 +8,9 @@
 --    values[] (of FIELDS, in order: the conversation fields every message sets), account, ckey]
 -- The history entry and the outbox item are stored without decoding them; the item's
 -- conversation id is prepended here.
--- Returns per message {state, conversation id, group}; state 'dup' when the entry was already
--- acknowledged (a reclaimed entry that its first worker did finish), which makes the effect
--- exactly-once; {'err', reason} when its routing raised (the entry is then dead-lettered).
+-- A message whose entry was acknowledged already (a reclaimed entry that its first worker did
+-- finish) has no effect: that makes the effect exactly-once. Returns {n, entry, reason, ...}: n
+-- messages done, then each message whose routing raised (it is dead-lettered) with the reason.
 local shared = cjson.decode(ARGV[3])
 local CG = shared.cg
 local REOPEN_MS = shared.reopen_ms
@@ -46,7 +46,7 @@ local function route(entry, payload, hist_raw, reply)
   local ck, channel, kind, to_group, to_prio, routed_by, escalate, scrub, retry, reply_id, to_tags, values,
     account, ckey = unpack(payload)
   if redis.call('XACK', P .. 'inbox', CG, entry) == 0 then
-    return {'dup', '', ''}
+    return
   end
   -- The raw envelope of a message with a secret must not outlive its routing in clear.
   if scrub then redis.call('XDEL', P .. 'inbox', entry) end
@@ -73,7 +73,7 @@ local function route(entry, payload, hist_raw, reply)
 
   if not cid and kind == 'delete' then
     -- Deleting a message we never routed: nothing to record, and no conversation to start.
-    return {'ignored', '', ''}
+    return
   end
 
   if not cid then
@@ -92,7 +92,7 @@ local function route(entry, payload, hist_raw, reply)
       send(cid, channel, reply_id, '{"conversation":"' .. cid .. '",' .. string.sub(reply, 2))
       count(sent, channel)
     end
-    return {'new', cid, to_group}
+    return
   end
 
   if kind ~= 'message' then
@@ -100,7 +100,7 @@ local function route(entry, payload, hist_raw, reply)
     hist(cid, kind, hist_raw)
     redis.call('HSET', c, 'updated_ms', NOWS)
     event(cur.group, kind, cid)
-    return {kind, cid, cur.group}
+    return
   end
 
   local group = cur.group
@@ -170,17 +170,16 @@ local function route(entry, payload, hist_raw, reply)
     event(cur.group, 'moved', cid, cjson.encode({to = group}))
   end
   event(group, state == 'reopened' and 'reopened' or 'message', cid, '{"prio":' .. prio .. '}')
-  return {state, cid, group}
 end
 
-local out = {}
+local out = {0}
 for i = 4, #ARGV, 4 do
   local entry = ARGV[i]
   local decoded, d = pcall(cjson.decode, ARGV[i + 1])
   local ok, res = decoded, d
   if decoded then ok, res = pcall(route, entry, d, ARGV[i + 2], ARGV[i + 3]) end
   if ok then
-    out[#out + 1] = res
+    out[1] = out[1] + 1
   else
     -- redis.call raises a table ({err = ...}) for a command error, a string for a Lua error.
     -- The entry may be acknowledged already (its XACK runs first): it goes to the dead letters,
@@ -188,7 +187,8 @@ for i = 4, #ARGV, 4 do
     local reason = 'route script: ' .. (type(res) == 'table' and tostring(res.err) or tostring(res))
     pcall(dead_letter, entry, reason, 1)
     pcall(redis.call, 'XACK', P .. 'inbox', CG, entry)
-    out[#out + 1] = {'err', reason}
+    out[#out + 1] = entry
+    out[#out + 1] = reason
   end
 end
 for channel, n in pairs(routed) do redis.call('HINCRBY', P .. 'stats', 'routed:' .. channel, n) end
