@@ -3,14 +3,19 @@
 One loop per worker:
 
 1. read a batch (XREADGROUP ... ``>``; after a start or a Redis error, first this consumer's own
-   pending entries, ``0``);
-2. look up the state of the batch's conversations (one read-only script call);
-3. evaluate the rules for every message (pure CPU, no I/O);
-4. send the batch's ``route`` script calls (``SCRIPT_CHUNK`` messages each) in one pipeline: for
-   each message the script writes the conversation, the queue entry, the history, the auto-reply
-   and the group event, and XACKs its entry, atomically.
+   pending entries, ``0``), and ask for the next one at once (read ahead, answered while this
+   one is evaluated);
+2. look up the state of the batch's conversations (one read-only script call), when a rule reads it;
+3. evaluate the rules for every message (pure CPU, no I/O), while Redis still writes the previous
+   batch;
+4. send the batch's ``route`` script calls (``SCRIPT_CHUNK`` messages each) at once: for each
+   message the script writes the conversation, the queue entry, the history, the auto-reply and
+   the group event, and XACKs its entry, atomically.
    An entry already acknowledged is skipped by the script, so a reclaimed entry that its first
    worker did finish has no second effect.
+
+Stopping finishes the batch in flight and the one read ahead. After a Redis error the batch read
+ahead is dropped: recovery reads it again with the rest of this consumer's pending entries.
 
 Entries that do not parse, are of an unknown envelope version or are too large go straight to the
 dead-letter stream. An entry whose processing raises stays pending; the reclaim pass hands entries
@@ -164,6 +169,7 @@ class Worker:
         self._recover = True  # read own pending entries before new ones
         self._inflight: asyncio.Task[None] | None = None
         self._inflight_cks: set[str] = set()
+        self._next: asyncio.Task[list[Entry]] | None = None
         self._last_reclaim = 0.0
         self._last_beat = 0.0
         self._last_rules = 0.0
@@ -190,6 +196,7 @@ class Worker:
                     backoff.reset()
                 except TRANSIENT_ERRORS as exc:
                     self._recover = True
+                    await self._drop_next()
                     delay = backoff.next_delay()
                     log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
                     with contextlib.suppress(TimeoutError):
@@ -201,6 +208,7 @@ class Worker:
         finally:
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.flush()
+                await self._finish_next()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
@@ -245,23 +253,51 @@ class Worker:
             if not entries:
                 self._recover = False
                 return 0
+        elif self._next is not None:
+            next_read, self._next = self._next, None
+            entries = await next_read
         else:
-            streams = await self.client.xreadgroup(
-                ROUTER_GROUP,
-                self.name,
-                {self.keys.inbox: ">"},
-                count=wcfg.batch,
-                # With a batch in flight, do not wait for more: finish that batch first.
-                block=None if self._inflight is not None else wcfg.block_ms,
-            )
-            entries = streams[0][1] if streams else []
+            # With a batch in flight, do not wait for more: finish that batch first.
+            entries = await self._read(block=self._inflight is None)
+        if entries:
+            # Ask for the next batch now (sent before the CPU-bound evaluation below): Redis
+            # answers between the scripts it runs, and the next step finds it read. Waiting for
+            # it then cost ~14% of the time at full load.
+            self._next = asyncio.create_task(self._read(block=False))
+            await asyncio.sleep(0)
         # Evaluate this batch while Redis still runs the previous one's scripts, then send it.
         batch = await self._prepare(entries, attempts=1) if entries else None
         await self.flush()
         if batch is not None:
             self._inflight_cks = batch.cks
             self._inflight = asyncio.create_task(self._commit(batch))
+            await asyncio.sleep(0)  # its scripts go out now, not after the next evaluation
         return len(entries)
+
+    async def _finish_next(self) -> None:
+        """Route the batch read ahead, if any: it is in hand (pending for this consumer)."""
+        next_read, self._next = self._next, None
+        if next_read is not None and (entries := await next_read):
+            await self.process(entries, attempts=1)
+
+    async def _drop_next(self) -> None:
+        """Forget the batch read ahead: recovery reads it again, from this consumer's pending."""
+        next_read, self._next = self._next, None
+        if next_read is not None:
+            next_read.cancel()
+            await asyncio.wait([next_read])
+            if not next_read.cancelled():
+                next_read.exception()  # retrieved: a failed read ahead is no news
+
+    async def _read(self, *, block: bool) -> list[Entry]:
+        streams = await self.client.xreadgroup(
+            ROUTER_GROUP,
+            self.name,
+            {self.keys.inbox: ">"},
+            count=self.settings.worker.batch,
+            block=self.settings.worker.block_ms if block else None,
+        )
+        return streams[0][1] if streams else []
 
     async def flush(self) -> None:
         """Wait for the batch in flight (its errors surface here)."""

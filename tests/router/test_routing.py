@@ -89,6 +89,25 @@ async def test_queue_orders_by_priority_then_due_time(rt: Runtime) -> None:
     assert order.index("p1") < order.index("p2")
 
 
+async def test_stopping_routes_the_batch_in_flight_and_the_one_read_ahead(rt: Runtime) -> None:
+    small = rt.settings.model_copy(update={"worker": rt.settings.worker.model_copy(update={"batch": 20})})
+    await rt.inbox.append_many([message(f"deposit {i} missing", user=f"st{i}") for i in range(400)])
+    worker = Worker(rt.client, small)
+    running = asyncio.create_task(worker.run(handle_signals=False))
+    for _ in range(5000):  # until its first batch is routed
+        if worker.processed:
+            break
+        await asyncio.sleep(0.001)
+    worker.stop()
+    await running
+    # Every entry it read was routed before it returned: none is left pending on it...
+    assert (await rt.client.xpending(rt.keys.inbox, ROUTER_GROUP))["pending"] == 0
+    routed = int(await rt.client.hget(rt.keys.stats, "routed:telegram") or 0)
+    assert routed == worker.processed
+    # ... and it stopped early: the rest waits in the stream for the other workers.
+    assert 0 < worker.processed < 400
+
+
 async def test_follow_ups_keep_or_move_the_queue_place_as_their_priority_says(rt: Runtime) -> None:
     worker = Worker(rt.client, rt.settings)
     for user in ("q1", "q2"):
