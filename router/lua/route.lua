@@ -103,8 +103,10 @@ local function route(entry, payload, hist_raw, reply)
     return
   end
 
+  -- The queue place as stored, to compare with the new one.
+  local was_prio, was_due, was_since = tonumber(cur.prio), tonumber(cur.due_ms), tonumber(cur.waiting_ms)
   local group = cur.group
-  local prio = math.min(tonumber(cur.prio), to_prio)
+  local prio = math.min(was_prio, to_prio)
   -- Sticky, except: a rule escalates, or the group came from the defaults only and a rule now
   -- knows better while nobody has the conversation yet (a "/start" then the real question).
   local placed_by_default = (cur.routed_by or '') == '' and routed_by ~= '' and (cur.agent or '') == ''
@@ -125,8 +127,8 @@ local function route(entry, payload, hist_raw, reply)
 
   local agent = cur.agent or ''
   local status = cur.status
-  local due = tonumber(cur.due_ms)
-  local since = tonumber(cur.waiting_ms)
+  local due = was_due
+  local since = was_since
   if state == 'reopened' or (moved and agent ~= '') then
     -- A reopened or escalated conversation goes back to a queue, with a fresh SLA.
     if agent ~= '' then redis.call('SREM', P .. 'agent:' .. agent, cid) end
@@ -144,19 +146,18 @@ local function route(entry, payload, hist_raw, reply)
   -- a conversation waiting where it was, as urgent and as late as it was, needs neither.
   local stays = cur.status == 'new' and group == cur.group
   if cur.status == 'new' and not (status == 'new' and stays) then dequeue(cid, cur.group) end
-  if status == 'new' and not (stays and prio == tonumber(cur.prio) and due == tonumber(cur.due_ms)
-      and since == tonumber(cur.waiting_ms)) then
+  if status == 'new' and not (stays and prio == was_prio and due == was_due and since == was_since) then
     enqueue(cid, group, prio, due, since)
   end
 
   -- Only what changed: a follow-up usually leaves the place in the queue as it was.
   local set = {'updated_ms', NOWS, 'messages', (tonumber(cur.messages) or 0) + 1}
   if group ~= cur.group then put(set, 'group', group) end
-  if prio ~= tonumber(cur.prio) then put(set, 'prio', prio) end
+  if prio ~= was_prio then put(set, 'prio', prio) end
   if status ~= cur.status then put(set, 'status', status) end
   if agent ~= (cur.agent or '') then put(set, 'agent', agent) end
-  if since ~= tonumber(cur.waiting_ms) then put(set, 'waiting_ms', num(since)) end
-  if due ~= tonumber(cur.due_ms) then put(set, 'due_ms', num(due)) end
+  if since ~= was_since then put(set, 'waiting_ms', num(since)) end
+  if due ~= was_due then put(set, 'due_ms', num(due)) end
   if tagged then put(set, 'tags', cjson.encode(tags)) end
   if moved then put(set, 'routed_by', routed_by) end
   redis.call('HSET', c, unpack(fields(set, values)))
