@@ -158,11 +158,12 @@ _FUNCTION_WORDS: dict[str, str] = {
     "nl": """het een niet ik mijn met voor op dank hallo nog rekening opname sinds maar ook erg
         niets waarom hoe waar""",
 }
+_LIST_WORDS = {code: frozenset(text.split()) for code, text in _FUNCTION_WORDS.items()}
 _WORD_LANGUAGE: dict[str, str] = {
     word: code
-    for code, text in _FUNCTION_WORDS.items()
-    for word in text.split()
-    if sum(word in other.split() for other in _FUNCTION_WORDS.values()) == 1
+    for code, words in _LIST_WORDS.items()
+    for word in words
+    if sum(word in other for other in _LIST_WORDS.values()) == 1
 }
 _VOTE_MIN, _VOTE_MARGIN = 2, 2
 
