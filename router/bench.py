@@ -185,7 +185,7 @@ async def ceiling_and_router(rt: Runtime, n: int, batch: int) -> tuple[Measured,
     await ceiling.fill(n)
     await _fill(rt, corpus(n, users=n // 4))
     worker = Worker(rt.client, rt.settings)
-    await worker.step()  # own pending entries: none; also warms the scripts
+    await worker.step()  # leaves recovery: this new consumer has no pending entries
     settle_heap()
     a, b = Measured(), Measured()
     share = -(-n // ROUNDS)
