@@ -5,15 +5,20 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit bench clean
+.PHONY: install run test lint typecheck unit bench clean lock test-latest
 
-$(STAMP): pyproject.toml
+# Every install (run, test, CI) takes the exact versions and hashes of requirements.lock, so a
+# new release of a dependency never changes behaviour under a green history. `make lock` renews
+# the lock on purpose; `make test-latest` (not in CI) runs the suite on the newest releases.
+LOCK := requirements.lock
+
+$(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "Switchboard needs Python 3.11 or newer (found: $$($(PYTHON) --version))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
 		{ echo "could not create a virtual environment: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@# The console's browser tests drive Debian's Chromium (never a downloaded browser build).
 	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
@@ -41,5 +46,21 @@ bench: $(STAMP)
 	$(BIN)/switchboard bench
 	$(BIN)/switchboard bench rules
 
+# The lock covers Python 3.11 and newer on every platform (markers), the build backend included.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml deploy/build-requirements.in --extra dev --universal \
+		--python-version 3.11 --generate-hashes --quiet -o $(LOCK)
+
+LATEST := .venv-latest
+test-latest:
+	rm -rf $(LATEST)
+	$(PYTHON) -m venv $(LATEST)
+	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
+	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[dev]'
+	@echo "newest versions (compare with $(LOCK)):"; $(LATEST)/bin/python -m pip freeze --exclude-editable
+	$(LATEST)/bin/ruff check router adapters rules tests bench
+	$(LATEST)/bin/mypy
+	$(LATEST)/bin/python -m pytest
+
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache *.egg-info

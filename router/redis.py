@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -165,12 +167,20 @@ class EmbeddedRedis:
 
 
 def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
-    """An asyncio client; bytes in and out (payloads are decoded by msgspec, not by redis-py)."""
+    """An asyncio client; bytes in and out (payloads are decoded by msgspec, not by redis-py).
+
+    The client never sends a command again by itself (redis-py 6+ retries connection errors three
+    times by default): a command whose reply was lost may have run, and sent again it would run
+    twice. Every caller's loop backs off and decides for itself, and the writes a caller may
+    repeat are idempotent (dedup keys, acknowledged-entry checks, request ids).
+    """
     return aioredis.Redis.from_url(
         url,
         max_connections=max_connections,
         socket_connect_timeout=5,
         health_check_interval=30,
+        retry=Retry(NoBackoff(), 0),
+        retry_on_error=[],
     )
 
 

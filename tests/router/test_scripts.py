@@ -11,6 +11,7 @@ from router.redis import connect
 from router.runtime import Runtime
 from router.scripts import run_many
 from tests.conftest import RedisProcess
+from tests.cutproxy import cut_proxy
 
 ECHO = "if ARGV[1] == 'fail' then return redis.error_reply('ERR asked to fail') end return {ARGV[1], #ARGV}"
 
@@ -35,7 +36,7 @@ async def test_a_failed_call_is_its_exception_and_the_others_still_run(rt: Runti
     assert await rt.client.echo(b"next") == b"next"
 
 
-async def test_a_pooled_connection_killed_meanwhile_fails_once_then_is_replaced(
+async def test_a_pooled_connection_killed_meanwhile_is_replaced_before_the_next_call(
     rt: Runtime, redis_proc: RedisProcess
 ) -> None:
     script = rt.client.register_script(ECHO)
@@ -45,11 +46,30 @@ async def test_a_pooled_connection_killed_meanwhile_fails_once_then_is_replaced(
         assert await other.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes") >= 1
     finally:
         await other.aclose()
-    # As any redis-py command on this client (no retries configured): the error surfaces, and
-    # the callers back off and retry (the worker, the adapters).
-    with pytest.raises(ConnectionError):
-        await run_many(rt.client, script, [["lost"]])
+    # Nothing was sent on it: the pool finds it closed when it is taken and connects anew.
     assert await run_many(rt.client, script, [["again"]]) == [[b"again", 1]]
+
+
+COUNT = "return redis.call('INCR', ARGV[1])"
+
+
+async def test_a_lost_reply_fails_once_and_the_call_is_never_sent_again(rt: Runtime, redis_proc: RedisProcess) -> None:
+    key = rt.keys.prefix + "runs"
+    async with cut_proxy(redis_proc.url) as proxy:
+        client = connect(proxy.url)
+        try:
+            script = client.register_script(COUNT)
+            await run_many(client, script, [[key]])
+            proxy.cut_next_reply()
+            # The script ran, its reply was lost: the caller hears of it once, and the client
+            # did not send it again behind the caller's back (redis-py's default would, 3 times).
+            with pytest.raises(ConnectionError):
+                await run_many(client, script, [[key]])
+            assert proxy.cuts == 1
+            assert int(await rt.client.get(key)) == 2
+            assert await run_many(client, script, [[key]]) == [3]
+        finally:
+            await client.aclose()
 
 
 async def test_a_call_cancelled_while_redis_runs_it_leaves_no_reply_behind(rt: Runtime) -> None:
