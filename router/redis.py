@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import random
@@ -61,14 +62,17 @@ def find_redis_server() -> str:
 class EmbeddedRedis:
     """A private redis-server on a unix socket in ``data_dir``, with AOF persistence.
 
-    Started by ``start()`` and stopped by ``close()`` (SIGTERM, so the AOF is flushed). A second
-    Switchboard process from the same directory finds the running server through the pid file and
-    the socket and uses it instead of starting another.
+    Started by ``start()`` and stopped by ``close()`` (SIGTERM, so the AOF is flushed). Which
+    server serves the directory is asked of the server itself (``serving_pid``), never taken from
+    the pid file or the socket file alone: both outlive a ``kill -9``, and the pid may be reused
+    by another process after a reboot. ``redis_server`` decides who owns (and so stops) it.
     """
 
     data_dir: Path
     port: int = 0  # 0: unix socket only
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    # A server started by a Switchboard process that died (an orphan), taken over by this one.
+    adopted_pid: int | None = field(default=None, init=False)
 
     @property
     def socket_path(self) -> Path:
@@ -84,14 +88,43 @@ class EmbeddedRedis:
             return f"redis://127.0.0.1:{self.port}/0"
         return f"unix://{self.socket_path}?db=0"
 
-    def running_elsewhere(self) -> bool:
-        """True when another process already serves this data directory."""
+    @property
+    def lock_path(self) -> Path:
+        return self.data_dir.resolve() / "switchboard.lock"
+
+    def serving_pid(self) -> int | None:
+        """The pid of the redis-server that answers for this data directory (its ``dir`` is this
+        directory), or None when none does."""
+        import redis as syncredis
+
+        client = syncredis.Redis.from_url(self.url, socket_timeout=2, socket_connect_timeout=1)
         try:
-            pid = int(self.pid_path.read_text().strip())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
-            return False
-        return self.socket_path.exists() or bool(self.port)
+            served = client.config_get("dir").get("dir", b"")
+            if Path(os.fsdecode(served)).resolve() != self.data_dir.resolve():
+                return None
+            return int(client.info("server")["process_id"])
+        except (syncredis.RedisError, OSError, ValueError, KeyError):
+            return None
+        finally:
+            client.close()
+
+    def remove_stale_files(self) -> None:
+        """Remove the socket and pid files of a server that no longer answers (killed, or a
+        reboot), saying so: redis-server would refuse the socket path, and the pid may be taken."""
+        for path in (self.socket_path, self.pid_path):
+            if path.exists():
+                stale = path.read_text(errors="replace").strip() if path == self.pid_path else ""
+                path.unlink(missing_ok=True)
+                log.warning("removed stale %s%s (its server is gone)", path, f" (pid {stale})" if stale else "")
+
+    def adopt(self, pid: int) -> None:
+        """Take over a server whose Switchboard process died: this process stops it on close."""
+        self.adopted_pid = pid
+        log.warning(
+            "adopted the embedded redis-server (pid %d) left running by a Switchboard process that is gone; "
+            "it is stopped when this process exits",
+            pid,
+        )
 
     def start(self, timeout: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -147,6 +180,8 @@ class EmbeddedRedis:
         raise RedisUnavailable(f"redis-server did not answer within {timeout}s")
 
     def close(self, timeout: float = 10.0) -> None:
+        if self.adopted_pid is not None:
+            self._shutdown_adopted(timeout)
         proc, self.process = self.process, None
         if proc is None or proc.poll() is not None:
             return
@@ -157,6 +192,20 @@ class EmbeddedRedis:
             proc.kill()
             proc.wait()
         log.info("embedded redis-server stopped")
+
+    def _shutdown_adopted(self, timeout: float) -> None:
+        """SHUTDOWN (the AOF is flushed) a server that is not our child, and wait until it is gone."""
+        import redis as syncredis
+
+        pid, self.adopted_pid = self.adopted_pid, None
+        client = syncredis.Redis.from_url(self.url, socket_timeout=timeout)
+        with contextlib.suppress(syncredis.ConnectionError, OSError):
+            client.shutdown()  # the server closes the connection as it exits
+        client.close()
+        deadline = time.monotonic() + timeout
+        while self.serving_pid() == pid and time.monotonic() < deadline:
+            time.sleep(0.05)
+        log.info("adopted embedded redis-server (pid %s) stopped", pid)
 
     def __enter__(self) -> EmbeddedRedis:
         self.start()
@@ -200,11 +249,34 @@ def redis_server(url: str, data_dir: Path) -> Iterator[str]:
         yield url
         return
     embedded = EmbeddedRedis(data_dir)
-    if embedded.running_elsewhere():
-        yield embedded.url
-        return
-    with embedded:
-        yield embedded.url
+    embedded.data_dir.mkdir(parents=True, exist_ok=True)
+    # The process holding the lock owns the server: it started (or adopted) it and stops it. The
+    # lock goes with the process, whatever kills it; children do not inherit it (close-on-exec).
+    with embedded.lock_path.open("a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            # Another Switchboard process owns it (and may be starting it right now).
+            deadline = time.monotonic() + 10
+            while embedded.serving_pid() is None:
+                if time.monotonic() > deadline:
+                    raise RedisUnavailable(
+                        f"another Switchboard process holds {embedded.lock_path} but no redis-server answers on "
+                        f"{embedded.socket_path}"
+                    ) from None
+                time.sleep(0.05)
+            yield embedded.url
+            return
+        pid = embedded.serving_pid()
+        if pid is not None:
+            embedded.adopt(pid)
+        else:
+            embedded.remove_stale_files()
+            embedded.start()
+        try:
+            yield embedded.url
+        finally:
+            embedded.close()
 
 
 class Backoff:
