@@ -340,8 +340,10 @@ async def _dead(rt: Any, args: argparse.Namespace) -> int:
         print("name dead-letter ids, or --all", file=sys.stderr)
         return 2
     if args.action == "retry":
-        n = await dead.retry(ids)
-        print(f"{n} dead letter(s) appended to the inbox again")
+        result = await dead.retry(ids)
+        for dead_id, why in result.skipped:
+            print(f"skipped {dead_id}: {why}")
+        print(f"{result.retried} dead letter(s) appended to the inbox again, {len(result.skipped)} skipped")
     else:
         n = await dead.drop(ids)
         print(f"{n} dead letter(s) dropped")

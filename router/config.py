@@ -44,8 +44,13 @@ class WorkerSettings(BaseModel):
     block_ms: int = Field(1000, ge=1)
     # A pending entry idle longer than this belongs to a dead worker and is reclaimed.
     claim_idle_ms: int = Field(30_000, ge=100)
+    # The entries of a consumer without a live heartbeat (a dead worker) are taken over once idle
+    # this long: above 0 so that two workers taking over at once do not both deliver an entry.
+    claim_dead_idle_ms: int = Field(1000, ge=1)
     max_attempts: int = Field(5, ge=1)
-    heartbeat_s: float = Field(5.0, gt=0)
+    # The heartbeat key lives 3 heartbeats: a killed worker's entries wait that long, plus up to
+    # one heartbeat (the other workers look for dead ones as often) and claim_dead_idle_ms.
+    heartbeat_s: float = Field(1.0, gt=0)
     rules_poll_s: float = Field(2.0, gt=0)
     trim_every_s: float = Field(60.0, gt=0)
     # A consumer with nothing pending, idle this long, is removed from the group (each worker

@@ -119,6 +119,34 @@ class HistoryEntry:
         return {"id": self.id, "type": self.type, "at_ms": self.at_ms, "data": self.data}
 
 
+def _arrival(entry: HistoryEntry) -> tuple[int, int] | None:
+    """The inbox entry id of a message's record (inbound, edit, delete) as a sortable pair."""
+    raw = entry.data.get("entry") if entry.type in {"inbound", "edit", "delete"} else None
+    if not isinstance(raw, str):
+        return None  # not a message, or written before records carried their entry id
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def arrival_order(history: list[HistoryEntry]) -> list[HistoryEntry]:
+    """``history`` (in write order) with each message routed after a message of the conversation
+    that arrived later — its worker died holding it, another routed the later one, then took it
+    over — moved to just before the first such message. Everything else keeps its place."""
+    out: list[HistoryEntry] = []
+    arrivals: list[tuple[int, int] | None] = []
+    latest: tuple[int, int] | None = None
+    for entry in history:
+        arrival = _arrival(entry)
+        place = len(out)
+        if arrival is not None and latest is not None and arrival < latest:
+            place = next(i for i, a in enumerate(arrivals) if a is not None and a > arrival)
+        out.insert(place, entry)
+        arrivals.insert(place, arrival)
+        if arrival is not None and (latest is None or arrival > latest):
+            latest = arrival
+    return out
+
+
 class Conversations:
     def __init__(self, client: aioredis.Redis, settings: Settings, scripts: Scripts | None = None) -> None:
         self.client = client
@@ -148,12 +176,13 @@ class Conversations:
         return [Conversation.from_hash(d) for d in await pipe.execute() if d]
 
     async def history(self, conv_id: str, count: int | None = None) -> list[HistoryEntry]:
+        """The conversation's history, inbound messages in arrival order (``arrival_order``)."""
         entries = await self.client.xrange(self.keys.history(conv_id), count=count)
         out = []
         for eid, fields in entries:
             f = {k.decode(): v.decode() for k, v in fields.items()}
             out.append(HistoryEntry(eid.decode(), f["type"], int(f["at"]), json.loads(f.get("data") or "{}")))
-        return out
+        return arrival_order(out)
 
     async def deliveries(self, conv_id: str) -> dict[str, str]:
         data = await self.client.hgetall(self.keys.delivery(conv_id))

@@ -1,12 +1,37 @@
-"""The dead-letter stream: what could not be routed, with the reason; retry or drop."""
+"""The dead-letter stream: what could not be routed, with the reason; retry or drop.
+
+A dead letter keeps every field of its inbox entry (router/lua/common.lua ``dead_letter``): the
+envelope as ``payload``, any other field as ``field:<name>``.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
 from router.keys import Keys
+
+Entry = tuple[bytes, dict[bytes, bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryResult:
+    """What ``retry`` appended to the inbox again, and what it left here, each with the reason."""
+
+    retried: int
+    skipped: list[tuple[str, str]]
+
+
+def _unretriable(fields: dict[bytes, bytes]) -> str | None:
+    """Why a dead letter cannot go back to the inbox, or None when it can."""
+    if fields.get(b"payload"):
+        return None
+    foreign = sorted(k.decode(errors="replace").removeprefix("field:") for k in fields if k.startswith(b"field:"))
+    if foreign:
+        return f"not an envelope (fields: {', '.join(foreign)}); kept as it was: fix its writer, then drop it"
+    return "nothing kept: the entry had left the inbox (trimmed) when it was dead-lettered"
 
 
 class DeadLetters:
@@ -22,7 +47,7 @@ class DeadLetters:
             out.append({"id": eid.decode(), **f})
         return out
 
-    async def _select(self, ids: list[str] | None) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    async def _select(self, ids: list[str] | None) -> list[Entry]:
         if ids is None:
             return list(await self.client.xrange(self.keys.dead))
         out = []
@@ -30,19 +55,24 @@ class DeadLetters:
             out.extend(await self.client.xrange(self.keys.dead, i, i))
         return out
 
-    async def retry(self, ids: list[str] | None) -> int:
-        """Append each dead letter's payload to the inbox again (a fresh entry) and remove it here."""
-        n = 0
+    async def retry(self, ids: list[str] | None) -> RetryResult:
+        """Append each dead letter's envelope to the inbox again (a fresh entry, which names the
+        first inbox entry of the message in ``retry_of``) and remove it here. A dead letter without
+        an envelope stays, and the result says why."""
+        retried = 0
+        skipped: list[tuple[str, str]] = []
         for eid, fields in await self._select(ids):
-            payload = fields.get(b"payload", b"")
-            if not payload:
+            why = _unretriable(fields)
+            if why is not None:
+                skipped.append((eid.decode(), why))
                 continue
+            first = fields.get(b"retry_of") or fields.get(b"entry", b"")
             pipe = self.client.pipeline(transaction=True)
-            pipe.xadd(self.keys.inbox, {"env": payload})
+            pipe.xadd(self.keys.inbox, {"env": fields[b"payload"], "retry_of": first})
             pipe.xdel(self.keys.dead, eid)
             await pipe.execute()
-            n += 1
-        return n
+            retried += 1
+        return RetryResult(retried, skipped)
 
     async def drop(self, ids: list[str] | None) -> int:
         selected = await self._select(ids)

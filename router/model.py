@@ -8,11 +8,23 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
 ENVELOPE_VERSION = 1
+
+# Bounds checked when an envelope is decoded from the inbox (not when one is built in Python): an
+# entry outside them is refused at parse, to the dead-letter stream, instead of raising later (a
+# received_at of 1e20 overflows datetime in the rules step) and being retried max_attempts times.
+# The lengths are generous (a long e-mail From name must not cost its message): they bound what a
+# writer's bug can put in a history, the entry's size being bounded by inbox.max_message_bytes.
+#: An identifier: never empty (an e-mail Message-ID thread root fits).
+Ident = Annotated[str, msgspec.Meta(min_length=1, max_length=4096)]
+#: A label (display name, handle, language, attribute, attachment name or type).
+Label = Annotated[str, msgspec.Meta(max_length=4096)]
+#: Unix seconds from 1970 to 2100-01-01 (an e-mail's Date header may be old, never negative).
+Timestamp = Annotated[float, msgspec.Meta(ge=0, le=4_102_444_800)]
 
 MessageKind = Literal["message", "edit", "delete"]
 
@@ -20,21 +32,21 @@ MessageKind = Literal["message", "edit", "delete"]
 class Sender(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Who wrote the message, as the platform names them."""
 
-    id: str
-    name: str = ""
-    handle: str = ""
-    language: str | None = None
+    id: Ident
+    name: Label = ""
+    handle: Label = ""
+    language: Label | None = None
     # Caller-supplied attributes for rules, e.g. {"tier": "vip"}.
-    attributes: dict[str, str] = {}
+    attributes: Annotated[dict[Label, Label], msgspec.Meta(max_length=64)] = {}
 
 
 class Attachment(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Attachment metadata only: the bytes stay on the platform or in a store, never in a stream."""
 
-    name: str = ""
-    type: str = ""
-    size: int | None = None
-    ref: str = ""
+    name: Label = ""
+    type: Label = ""
+    size: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    ref: Annotated[str, msgspec.Meta(max_length=4096)] = ""
 
 
 class Envelope(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -46,17 +58,17 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """
 
     v: int = ENVELOPE_VERSION
-    id: str
-    channel: str
-    account: str = "default"
-    platform_id: str
-    conversation_key: str
+    id: Ident
+    channel: Ident
+    account: Ident = "default"
+    platform_id: Ident
+    conversation_key: Ident
     sender: Sender
-    text: str = ""
+    text: str = ""  # bounded by inbox.max_message_bytes, checked before decoding
     subject: str | None = None
-    attachments: tuple[Attachment, ...] = ()
-    received_at: float  # unix seconds
-    reply_to: str | None = None
+    attachments: Annotated[tuple[Attachment, ...], msgspec.Meta(max_length=256)] = ()
+    received_at: Timestamp  # unix seconds
+    reply_to: Label | None = None
     kind: MessageKind = "message"
     meta: dict[str, str] = {}
 

@@ -2,9 +2,11 @@
 
 One loop per worker:
 
-1. read a batch (XREADGROUP ... ``>``; after a start or a Redis error, first this consumer's own
-   pending entries, ``0``), and ask for the next one at once (read ahead, answered while this
-   one is evaluated);
+1. read a batch (XREADGROUP ... ``>``), and ask for the next one at once (read ahead, answered
+   while this one is evaluated). After a start or a Redis error, first this consumer's own pending
+   entries, oldest first, with XPENDING and XRANGE: re-reading them with XREADGROUP would count
+   one more delivery of each, and an entry delivered ``max_attempts`` times is dead-lettered. No
+   read ahead then: it would leave new entries pending behind the recovery;
 2. look up the state of the batch's conversations (one read-only script call), when a rule reads it;
 3. evaluate the rules for every message (pure CPU, no I/O), while Redis still writes the previous
    batch;
@@ -17,10 +19,13 @@ One loop per worker:
 Stopping finishes the batch in flight and the one read ahead. After a Redis error the batch read
 ahead is dropped: recovery reads it again with the rest of this consumer's pending entries.
 
-Entries that do not parse, are of an unknown envelope version or are too large go straight to the
-dead-letter stream. An entry whose processing raises stays pending; the reclaim pass hands entries
-idle longer than ``claim_idle_ms`` to a live worker, and dead-letters those delivered
-``max_attempts`` times, with the last error as the reason.
+Entries that do not parse or validate (router/model.py), are of an unknown envelope version or
+are too large go straight to the dead-letter stream. An entry whose processing raises stays
+pending; the reclaim pass hands entries idle longer than ``claim_idle_ms`` to a live worker, and
+dead-letters those delivered ``max_attempts`` times, with the last error as the reason. The
+entries of a consumer whose heartbeat key has expired (a dead worker) are taken over sooner, once
+idle ``claim_dead_idle_ms``: should that worker be alive after all, the route script's XACK makes
+whichever of the two routes an entry second do nothing.
 """
 
 from __future__ import annotations
@@ -106,10 +111,13 @@ def message_in(env: Envelope, *, new_conversation: bool = True) -> MessageIn:
     )
 
 
-def _inbound_record(env: Envelope, decision: Decision, full_body: str | None, *, auto_reply_sent: bool) -> bytes:
+def _inbound_record(
+    entry_id: bytes, env: Envelope, decision: Decision, full_body: str | None, *, auto_reply_sent: bool
+) -> bytes:
     """The history entry of an inbound message (its kind is the entry's type). Empty, null and
     false parts are left out (readers take them as absent), and so is an auto-reply that was
-    sent: its outbound entry follows."""
+    sent: its outbound entry follows. ``entry`` (the inbox entry id) is the message's arrival:
+    readers order inbound messages by it (router/conversations.py)."""
     d: dict[str, Any] = {
         "group": decision.group,
         "priority": f"P{decision.priority}",
@@ -129,6 +137,7 @@ def _inbound_record(env: Envelope, decision: Decision, full_body: str | None, *,
         d["auto_reply"] = decision.auto_reply
     record: dict[str, Any] = {
         "msg": env.id,
+        "entry": entry_id.decode(),
         "platform_id": env.platform_id,
         "sender": env.sender,  # structs: msgspec encodes them as it would their dicts
         "text": decision.text,
@@ -167,6 +176,7 @@ class Worker:
         self._reopen_ms = settings.conversations.reopen_window_s * 1000
         self._stopping = asyncio.Event()
         self._recover = True  # read own pending entries before new ones
+        self._recover_after = "-"  # the last own pending entry read while recovering
         self._inflight: asyncio.Task[None] | None = None
         self._inflight_cks: set[str] = set()
         self._next: asyncio.Task[list[Entry]] | None = None
@@ -195,7 +205,7 @@ class Worker:
                     await self.step()
                     backoff.reset()
                 except TRANSIENT_ERRORS as exc:
-                    self._recover = True
+                    self._recover, self._recover_after = True, "-"
                     await self._drop_next()
                     delay = backoff.next_delay()
                     log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
@@ -221,6 +231,7 @@ class Worker:
         if now - self._last_beat >= self.settings.worker.heartbeat_s:
             self._last_beat = now
             await self._heartbeat()
+            await self.take_over()
         if now - self._last_rules >= self.settings.worker.rules_poll_s:
             self._last_rules = now
             await self.rules.refresh()
@@ -247,9 +258,9 @@ class Worker:
     async def step(self) -> int:
         """Read and route one batch; returns how many entries it handled."""
         if self._recover:
-            entries = await self._read(after="0")
+            entries = await self._read_own()
             if not entries:
-                self._recover = False
+                self._recover, self._recover_after = False, "-"
                 return 0
         elif self._next is not None:
             next_read, self._next = self._next, None
@@ -257,7 +268,7 @@ class Worker:
         else:
             # With a batch in flight, do not wait for more: finish that batch first.
             entries = await self._read(block=self._inflight is None)
-        if entries:
+        if entries and not self._recover:
             # Ask for the next batch now (sent before the CPU-bound evaluation below): Redis
             # answers between the scripts it runs, and the next step finds it read. Waiting for
             # it then cost ~14% of the time at full load.
@@ -287,16 +298,44 @@ class Worker:
             if not next_read.cancelled():
                 next_read.exception()  # retrieved: a failed read ahead is no news
 
-    async def _read(self, *, after: str = ">", block: bool = False) -> list[Entry]:
-        """A batch of new entries (``>``), or of this consumer's pending ones after an id."""
+    async def _read(self, *, block: bool = False) -> list[Entry]:
+        """A batch of new entries."""
         streams = await self.client.xreadgroup(
             ROUTER_GROUP,
             self.name,
-            {self.keys.inbox: after},
+            {self.keys.inbox: ">"},
             count=self.settings.worker.batch,
             block=self.settings.worker.block_ms if block else None,
         )
         return streams[0][1] if streams else []
+
+    async def _read_own(self) -> list[Entry]:
+        """The next batch of this consumer's pending entries, after those read since recovery
+        began (the previous batch may still be in flight), without delivering them again."""
+        if self._recover_after == "-":
+            # Join the group now, as XREADGROUP ">" does only once it delivers something: a quiet
+            # worker is a consumer too (forget_consumers tells it from one that left).
+            await self.client.xgroup_createconsumer(self.keys.inbox, ROUTER_GROUP, self.name)
+        pending = await self.client.xpending_range(
+            self.keys.inbox,
+            ROUTER_GROUP,
+            min=self._recover_after,
+            max="+",
+            count=self.settings.worker.batch,
+            consumername=self.name,
+        )
+        if not pending:
+            return []
+        self._recover_after = "(" + pending[-1]["message_id"].decode()
+        return await self._entries([p["message_id"] for p in pending])
+
+    async def _entries(self, ids: Sequence[bytes]) -> list[Entry]:
+        """The inbox entries of ``ids``; one gone from the stream (trimmed) has no fields."""
+        pipe = self.client.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(self.keys.inbox, entry_id, entry_id)
+        found = await pipe.execute()
+        return [(entry_id, got[0][1] if got else {}) for entry_id, got in zip(ids, found, strict=True)]
 
     async def flush(self) -> None:
         """Wait for the batch in flight (its errors surface here)."""
@@ -354,7 +393,7 @@ class Worker:
             for (entry_id, env), known in zip(parsed, follow_up, strict=True):
                 try:
                     decision = engine.evaluate(message_in(env, new_conversation=not known))
-                    args = self._payload(env, decision, retry=attempts > 1)
+                    args = self._payload(entry_id, env, decision, retry=attempts > 1)
                 except Exception as exc:  # a rule-engine bug must not stop the other messages
                     log.exception("routing %s failed", entry_id.decode())
                     failed[entry_id] = f"{type(exc).__name__}: {exc}"
@@ -406,7 +445,9 @@ class Worker:
             seen.add(ck)
         return known
 
-    def _payload(self, env: Envelope, decision: Decision, *, retry: bool) -> tuple[bytes, bytes, bytes]:
+    def _payload(
+        self, entry_id: bytes, env: Envelope, decision: Decision, *, retry: bool
+    ) -> tuple[bytes, bytes, bytes]:
         """The route script's arguments for one message: its payload, its history entry and its
         auto-reply's outbox item (``b""`` for none), the last two stored as they are."""
         full_body = env.meta.get("full_body")
@@ -433,7 +474,7 @@ class Worker:
                     "created_at": time.time(),
                 }
             )
-        history = _inbound_record(env, decision, full_body, auto_reply_sent=reply_id is not None)
+        history = _inbound_record(entry_id, env, decision, full_body, auto_reply_sent=reply_id is not None)
         # The conversation fields every message sets, in route.lua's FIELDS order.
         values = [
             env.sender.id,
@@ -496,30 +537,76 @@ class Worker:
         return gone
 
     async def reclaim(self) -> int:
-        """Take over entries idle in dead consumers; dead-letter those tried too often."""
+        """Take over entries idle ``claim_idle_ms`` in any consumer (a dead worker, or a live one
+        whose routing of them raised); dead-letter those tried too often. Returns how many
+        entries were claimed or dead-lettered."""
         wcfg = self.settings.worker
         pending = await self.client.xpending_range(
-            self.keys.inbox,
-            ROUTER_GROUP,
-            min="-",
-            max="+",
-            count=wcfg.batch,
-            idle=wcfg.claim_idle_ms,
+            self.keys.inbox, ROUTER_GROUP, min="-", max="+", count=wcfg.batch, idle=wcfg.claim_idle_ms
         )
+        if self._recover:
+            # Its own entries, idle while Redis was away, are being recovered: claiming them would
+            # count one more delivery of each for nothing.
+            me = self.name.encode()
+            pending = [p for p in pending if p["consumer"] != me]
+        return await self._claim(pending, wcfg.claim_idle_ms)
+
+    async def take_over(self) -> int:
+        """Take over the entries of consumers whose heartbeat key is gone (dead workers) once idle
+        ``claim_dead_idle_ms``, rather than ``claim_idle_ms``. Returns how many entries were
+        claimed or dead-lettered."""
+        wcfg = self.settings.worker
+        holders = []
+        for consumer in await self.client.xinfo_consumers(self.keys.inbox, ROUTER_GROUP):
+            raw = consumer["name"]
+            name = raw.decode() if isinstance(raw, bytes) else str(raw)
+            if consumer["pending"] and name != self.name:
+                holders.append(name)
+        if not holders:
+            return 0
+        pipe = self.client.pipeline(transaction=False)
+        for name in holders:
+            pipe.exists(self.keys.health("worker", name))
+        alive = await pipe.execute()
+        taken = 0
+        for name in (name for name, live in zip(holders, alive, strict=True) if not live):
+            while True:
+                pending = await self.client.xpending_range(
+                    self.keys.inbox,
+                    ROUTER_GROUP,
+                    min="-",
+                    max="+",
+                    count=wcfg.batch,
+                    idle=wcfg.claim_dead_idle_ms,
+                    consumername=name,
+                )
+                if pending:
+                    log.info("taking over %d entries of %s (no heartbeat)", len(pending), name)
+                taken += await self._claim(pending, wcfg.claim_dead_idle_ms)
+                if len(pending) < wcfg.batch:
+                    break
+        return taken
+
+    async def _claim(self, pending: Sequence[dict[str, Any]], min_idle_ms: int) -> int:
+        """Dead-letter the ``pending`` entries delivered ``max_attempts`` times; claim and route
+        the others. XCLAIM's own idle test (``min_idle_ms``) makes a second worker claiming the
+        same entries at once get none of them: each is delivered once more, not twice."""
         if not pending:
             return 0
+        wcfg = self.settings.worker
         exhausted = [p for p in pending if p["times_delivered"] >= wcfg.max_attempts]
         retry = [p["message_id"] for p in pending if p["times_delivered"] < wcfg.max_attempts]
-        await run_many(
+        dead = await run_many(
             self.client,
             self.scripts.dead,
             [argv(self.keys.prefix, p["message_id"], ROUTER_GROUP, "", p["times_delivered"]) for p in exhausted],
         )
+        entries: list[Entry] = []
         if retry:
-            claimed = await self.client.xclaim(self.keys.inbox, ROUTER_GROUP, self.name, wcfg.claim_idle_ms, retry)
+            claimed = await self.client.xclaim(self.keys.inbox, ROUTER_GROUP, self.name, min_idle_ms, retry)
             # XCLAIM returns (id, None) for entries deleted from the stream meanwhile.
             entries = [(eid, fields or {}) for eid, fields in claimed]
             if entries:
                 log.info("reclaimed %d pending entries", len(entries))
                 await self.process(entries, attempts=max(p["times_delivered"] for p in pending) + 1)
-        return len(pending)
+        return int(sum(dead)) + len(entries)

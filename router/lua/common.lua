@@ -44,15 +44,27 @@ local function send(cid, channel, id, raw)
 end
 
 -- Copy an inbox entry to the dead-letter stream with its reason; the caller has acknowledged it.
+-- Every field of the entry is kept, byte for byte: 'env' as 'payload', any other (a foreign
+-- writer's entry) as 'field:<name>'. 'dead' counts messages: one that `dead retry` sent back
+-- ('retry_of') and that fails again was counted the first time.
 local function dead_letter(entry, reason, attempts)
   local found = redis.call('XRANGE', P .. 'inbox', entry, entry)
-  local payload = ''
+  local out = {'entry', entry, 'reason', reason, 'payload', '', 'attempts', attempts, 'at', NOWS}
+  local again = false
   if #found > 0 then
     local f = found[1][2]
-    for i = 1, #f, 2 do if f[i] == 'env' then payload = f[i + 1] end end
+    for i = 1, #f, 2 do
+      local name = f[i]
+      if name == 'env' and out[6] == '' then
+        out[6] = f[i + 1]
+      else
+        if name == 'retry_of' then again = true else name = 'field:' .. name end
+        out[#out + 1] = name
+        out[#out + 1] = f[i + 1]
+      end
+    end
   end
-  redis.call('XADD', P .. 'dead', '*', 'entry', entry, 'reason', reason, 'payload', payload,
-    'attempts', attempts, 'at', NOWS)
+  redis.call('XADD', P .. 'dead', '*', unpack(out))
   redis.call('HDEL', P .. 'failures', entry)
-  redis.call('HINCRBY', P .. 'stats', 'dead', 1)
+  if not again then redis.call('HINCRBY', P .. 'stats', 'dead', 1) end
 end

@@ -81,6 +81,10 @@ def test_dead_letters_list_retry_drop(env: dict[str, str]) -> None:
     assert item["reason"].startswith("invalid envelope") and item["payload"] == "{broken"
     assert "1 dead letter(s) appended" in sb(env, "dead", "retry", item["id"]).stdout
     assert client.xlen(prefix + "dead") == 0 and client.xlen(prefix + "inbox") == 2
+    odd = client.xadd(prefix + "dead", {"entry": "y", "reason": "r", "payload": "", "field:x": "1"}).decode()
+    out = sb(env, "dead", "retry", "--all").stdout
+    assert f"skipped {odd}: not an envelope (fields: x)" in out and "0 dead letter(s) appended" in out
+    client.xdel(prefix + "dead", odd)
     client.xadd(prefix + "dead", {"entry": "x", "reason": "r", "payload": "p", "attempts": "1", "at": "0"})
     assert "1 dead letter(s) dropped" in sb(env, "dead", "drop", "--all").stdout
     client.close()

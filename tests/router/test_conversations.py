@@ -8,6 +8,7 @@ import json
 import pytest
 
 from adapters.sandbox import SandboxAdapter, envelope, user_inbox
+from router.conversations import HistoryEntry, arrival_order
 from router.errors import Conflict, NotFound
 from router.runtime import Runtime
 from router.worker import Worker
@@ -129,3 +130,23 @@ async def test_failed_delivery_is_recorded_and_not_retried(rt: Runtime) -> None:
     pending = await rt.client.xpending(rt.keys.outbox("telegram"), "senders")
     assert pending["pending"] == 0
     assert json.loads((await rt.client.xrange(rt.keys.outbox("telegram")))[0][1][b"item"])["text"] == "hi"
+
+
+def test_history_reads_inbound_messages_in_arrival_order() -> None:
+    def rec(hid: str, typ: str, entry: str | None = None) -> HistoryEntry:
+        return HistoryEntry(hid, typ, 0, {"entry": entry} if entry else {})
+
+    # Written: m2, its reply, m3, then m1 (held by a dead worker) and its edit; m0 predates
+    # entry ids in records and stays where it was written.
+    written = [
+        rec("1-0", "inbound"),
+        rec("5-0", "inbound", "20-0"),
+        rec("6-0", "outbound"),
+        rec("7-0", "inbound", "30-0"),
+        rec("8-0", "inbound", "10-5"),
+        rec("9-0", "edit", "25-0"),
+        rec("9-1", "status"),
+    ]
+    assert [h.id for h in arrival_order(written)] == ["1-0", "8-0", "5-0", "6-0", "9-0", "7-0", "9-1"]
+    in_order = [rec("1-0", "inbound", "1-0"), rec("2-0", "status"), rec("3-0", "inbound", "2-0")]
+    assert arrival_order(in_order) == in_order

@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import json
 
+import msgspec
+
+from router.deadletters import DeadLetters
 from router.keys import ROUTER_GROUP
-from router.model import decode_outbox
+from router.model import Attachment, Sender, decode_outbox, encode
 from router.runtime import Runtime
 from router.worker import Worker
 from tests.router.helpers import drain, message
@@ -384,3 +387,49 @@ async def test_full_body_never_travels_and_is_kept_redacted(rt: Runtime) -> None
     await rt.conversations.reply(conv.id, "checking", "agent")
     [(_, fields)] = await rt.client.xrange(rt.keys.outbox("telegram"))
     assert "full_body" not in json.loads(fields[b"item"])["meta"]
+
+
+async def test_poison_envelopes_are_refused_at_parse_and_never_retried(rt: Runtime) -> None:
+    """Issue 12, finding 9: received_at=1e20 raised OverflowError in the rules step, and the entry
+    was retried for ~150 s (max_attempts reclaims) before it was dead-lettered."""
+    ok = message("my deposit is missing", user="pat")
+    poison = {
+        "received_at": msgspec.structs.replace(ok, received_at=1e20),
+        "id": msgspec.structs.replace(ok, id=""),
+        "sender.id": msgspec.structs.replace(ok, sender=Sender(id="")),
+        "attachments[0].size": msgspec.structs.replace(ok, attachments=(Attachment(size=-1),)),
+    }
+    for env in poison.values():
+        await rt.client.xadd(rt.keys.inbox, {"env": encode(env)})
+    await rt.inbox.append(ok)
+    await drain(Worker(rt.client, rt.settings))
+    reasons = [f[b"reason"].decode() for _, f in await rt.client.xrange(rt.keys.dead)]
+    assert len(reasons) == len(poison)
+    for field, reason in zip(poison, reasons, strict=True):
+        assert reason.startswith("invalid envelope") and reason.endswith(f"`$.{field}`"), reason
+    assert (await rt.client.xpending(rt.keys.inbox, ROUTER_GROUP))["pending"] == 0
+    assert await rt.client.hlen(rt.keys.failures) == 0
+    assert [c.sender_id for c in await rt.queues.head("payments")] == ["pat"]
+
+
+async def test_dead_letters_keep_every_field_and_count_each_message_once(rt: Runtime) -> None:
+    """Issue 12, finding 9: a foreign entry was kept with an empty payload, `dead retry` skipped it
+    without a word, and a retried message that failed again was counted again (42 for 24)."""
+    foreign = await rt.client.xadd(rt.keys.inbox, {"something": "else", "raw": b"\xff\x00"})
+    await rt.client.xadd(rt.keys.inbox, {"env": b"{broken"})
+    worker = Worker(rt.client, rt.settings)
+    await drain(worker)
+    [(odd_id, odd), (_, bad)] = await rt.client.xrange(rt.keys.dead)
+    assert (odd[b"entry"], odd[b"field:something"], odd[b"field:raw"]) == (foreign, b"else", b"\xff\x00")
+    assert bad[b"payload"] == b"{broken"
+    dead = DeadLetters(rt.client, rt.keys)
+    for _ in range(2):  # retried, dead-lettered again, retried again
+        result = await dead.retry(None)
+        assert result.retried == 1
+        assert [(i, why.split(";")[0]) for i, why in result.skipped] == [
+            (odd_id.decode(), "not an envelope (fields: raw, something)")
+        ]
+        await drain(worker)
+    [_, (_, again)] = await rt.client.xrange(rt.keys.dead)
+    assert again[b"payload"] == b"{broken" and again[b"retry_of"] == bad[b"entry"]
+    assert await rt.client.hget(rt.keys.stats, "dead") == b"2", "two messages, however often retried"
