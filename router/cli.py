@@ -303,12 +303,12 @@ async def _stats(rt: Any, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(stats)
         return 0
-    inbox = stats["inbox"]
-    print(
-        f"inbox: {inbox['length']} entries, {inbox['pending']} pending"
-        f"{'' if inbox['lag'] is None else ', lag ' + str(inbox['lag'])}; "
-        f"dead letters: {stats['dead_letters']}"
-    )
+    print(f"inbox: {_flight(stats['inbox'])}; dead letters: {stats['dead_letters']}")
+    for channel, box in stats["outbox"].items():
+        print(f"outbox {channel}: {box['depth']} to send, {_flight(box)}")
+    mem = stats["redis"]
+    limit = f" of {mem['maxmemory']} ({mem['memory_ratio']:.0%})" if mem["maxmemory"] else " (no maxmemory)"
+    print(f"redis memory: {mem['used_memory']} bytes{limit}")
     print("queues:")
     for group, q in stats["queues"].items():
         oldest = f"{q['oldest_wait_s']:.0f}s" if q["oldest_wait_s"] is not None else "-"
@@ -319,7 +319,14 @@ async def _stats(rt: Any, args: argparse.Namespace) -> int:
         print(f"  {name}: {json.dumps(record, ensure_ascii=False)}")
     if not stats["health"]:
         print("  no worker or adapter is running")
+    for alert in stats["alerts"]:
+        print(f"ALERT {alert}")
     return 0
+
+
+def _flight(s: dict[str, Any]) -> str:
+    oldest = "" if s["oldest_pending_s"] is None else f", oldest pending {s['oldest_pending_s']:.0f}s"
+    return f"{s['length']} entries, lag {s['lag']}, {s['pending']} pending{oldest}"
 
 
 async def _dead(rt: Any, args: argparse.Namespace) -> int:
@@ -354,7 +361,10 @@ async def _check(rt: Any, args: argparse.Namespace) -> int:
     stats = await rt.stats()
     workers = [k for k in stats["health"] if k.startswith("worker:")]
     print(f"{len(workers)} worker(s) alive")
-    return 0 if workers else 1
+    reasons = ([] if workers else ["no live router worker"]) + stats["alerts"]
+    for reason in reasons:
+        print(f"FAIL {reason}", file=sys.stderr)
+    return 1 if reasons else 0
 
 
 # -- rules ---------------------------------------------------------------------------------------
@@ -507,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("stats", _with_runtime(_stats), "inbox, queues, dead letters, counters, health")
     json_flag(sp)
-    add("check", _with_runtime(_check), "exit 0 when a router worker is alive, else 1")
+    add("check", _with_runtime(_check), "exit 1, naming why, when no worker is alive or an [alerts] limit is passed")
     sp = add("dead", _with_runtime(_dead), "dead letters: list, retry, drop")
     sp.add_argument("action", choices=["list", "retry", "drop"])
     sp.add_argument("ids", nargs="*")

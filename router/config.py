@@ -109,6 +109,19 @@ class WebSettings(BaseModel):
     max_streams: int = Field(200, ge=1)
 
 
+class AlertSettings(BaseModel):
+    """Thresholds above which ``switchboard check`` fails, naming the reason (docs/operations.md)."""
+
+    # Inbox entries no router worker has read yet.
+    inbox_lag: int = Field(1000, ge=0)
+    # Age (since appended) of the oldest entry read but not acknowledged, inbox or outbox.
+    pending_age_s: float = Field(300.0, gt=0)
+    # Replies of one channel not yet sent and recorded.
+    outbox_depth: int = Field(500, ge=0)
+    # Redis used_memory / maxmemory (not checked when maxmemory is 0, i.e. unlimited).
+    memory_ratio: float = Field(0.8, gt=0, le=1)
+
+
 #: Channel adapters' sections: validated by each adapter's own model when it starts, so that the
 #: core does not import adapter code (see adapters/__init__.py).
 AdapterSection = dict[str, Any]
@@ -127,6 +140,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     sandbox: SandboxSettings = SandboxSettings()
     web: WebSettings = WebSettings()
+    alerts: AlertSettings = AlertSettings()
     telegram: AdapterSection = {}
     discord: AdapterSection = {}
     email: AdapterSection = {}

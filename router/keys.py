@@ -17,7 +17,7 @@ queue:{group}                   zset      unassigned open conversations, score p
 waiting:{group}                 zset      same members, score waiting-since ms (oldest wait)
 agent:{name}                    set       conversations assigned to the agent
 events:{group}                  stream    live events for the group's consoles (capped)
-outbox:{channel}                stream    replies to send (field ``item``), consumer group ``senders``
+outbox:{channel}                stream    replies in flight (``item``), group ``senders``; deleted once recorded
 delivery:{conv}                 hash      reply id -> delivery status
 sandbox:{user}                  stream    replies delivered to a sandbox user
 stats                           hash      counters (in:{channel}, routed:{channel}, dead, ...)

@@ -4,7 +4,14 @@ Each channel has one outbox stream and one consumer group (``senders``). ``Outbo
 reads replies, hands each to the adapter's ``send`` and records delivered or failed in the
 conversation's history while acknowledging the entry in the same atomic step. Temporary errors are
 retried with backoff; ``PermanentFailure`` (user blocked the bot, DMs closed, 5xx SMTP reply) is
-recorded at once. Replies left pending by a crashed sender are reclaimed.
+recorded at once. Recording a final outcome deletes the entry: the stream holds only what is in flight.
+
+Replies left pending by a crashed sender (idle longer than ``claim_idle_ms``) are reclaimed and sent
+by a live one. Before each attempt a sender checks, atomically (lua/lease.lua), that the reply has
+no recorded outcome yet and that the entry is still its own, and resets the entry's idle time: a
+sender waiting between retries keeps its reply, and one whose reply was taken over, or sent and
+recorded by another, does not send it again. What remains is the window of one send call longer
+than ``claim_idle_ms``: the reply may then go out twice (at least once, never lost); it is recorded once.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ class OutboxConsumer:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._in_hand: set[str] = set()  # entry ids being sent here: never reclaimed from ourselves
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
         self.failed = 0
@@ -127,7 +135,7 @@ class OutboxConsumer:
             while not self._stopping.is_set():
                 try:
                     if start_id == ">":
-                        await self._reclaim(stream)
+                        await self._reclaim(stream, send)
                     streams = await self.client.xreadgroup(
                         SENDER_GROUP,
                         self.consumer,
@@ -136,13 +144,11 @@ class OutboxConsumer:
                         block=None if start_id == "0" else self.block_ms,
                     )
                     entries = streams[0][1] if streams else []
-                    if start_id == "0" and not entries:
+                    # Our own pending entries are read again until each one is in hand: then new ones.
+                    if start_id == "0" and all(e.decode() in self._in_hand for e, _ in entries):
                         start_id = ">"
                     for entry_id, fields in entries:
-                        await self._slots.acquire()
-                        task = asyncio.create_task(self._deliver(entry_id.decode(), fields, send))
-                        self._tasks.add(task)
-                        task.add_done_callback(self._tasks.discard)
+                        await self._spawn(entry_id.decode(), fields, send)
                     backoff.reset()
                 except TRANSIENT_ERRORS as exc:
                     delay = backoff.next_delay()
@@ -158,32 +164,71 @@ class OutboxConsumer:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _reclaim(self, stream: str) -> None:
+    async def _reclaim(self, stream: str, send: SendFn) -> None:
+        """Take over and send the replies another sender read and left idle (it died)."""
         claimed = await self.client.xautoclaim(stream, SENDER_GROUP, self.consumer, self.claim_idle_ms, "0-0", count=50)
-        for entry_id, fields in claimed[1]:
-            if fields:
-                await self._slots.acquire()
-                task = asyncio.create_task(self._deliver(entry_id.decode(), fields, None))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+        for raw_id, fields in claimed[1]:
+            entry_id = raw_id.decode()
+            if entry_id not in self._in_hand:  # else a slow send of ours, not a dead sender's
+                log.info("outbox %s: reclaimed entry %s left by a stopped sender", self.channel, entry_id)
+            await self._spawn(entry_id, fields or {}, send)
 
-    async def _deliver(self, entry_id: str, fields: dict[bytes, bytes], send: SendFn | None) -> None:
+    async def _spawn(self, entry_id: str, fields: dict[bytes, bytes], send: SendFn) -> None:
+        """Deliver in a task of its own, unless this consumer has the entry in hand already (its
+        pending entries are read again until none is left, and a slow send may look idle)."""
+        if entry_id in self._in_hand:
+            return
+        await self._slots.acquire()
+        self._in_hand.add(entry_id)
+        task = asyncio.create_task(self._deliver(entry_id, fields, send))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _deliver(self, entry_id: str, fields: dict[bytes, bytes], send: SendFn) -> None:
         try:
             try:
                 item = decode_outbox(fields[b"item"])
             except (KeyError, msgspec.ValidationError, msgspec.DecodeError) as exc:
+                # Also an entry deleted while pending (Redis returns it without fields).
                 log.error("outbox %s: unreadable entry %s (%s); acknowledged", self.channel, entry_id, exc)
-                await self.client.xack(self.keys.outbox(self.channel), SENDER_GROUP, entry_id)
-                return
-            if send is None:
+                stream = self.keys.outbox(self.channel)
+                async with self.client.pipeline(transaction=True) as pipe:
+                    await pipe.xack(stream, SENDER_GROUP, entry_id).xdel(stream, entry_id).execute()
                 return
             await self._attempts(entry_id, item, send)
         finally:
+            self._in_hand.discard(entry_id)
             self._slots.release()
+
+    async def _lease(self, entry_id: str, item: OutboxItem) -> bool:
+        """True when this consumer may send the reply now (see lua/lease.lua); its claim is renewed."""
+        answer = await self.scripts.lease(
+            args=argv(self.keys.prefix, self.channel, entry_id, self.consumer, item.conversation, item.id)
+        )
+        verdict = answer.decode() if isinstance(answer, bytes) else str(answer)
+        if verdict == "done":
+            log.info("reply %s on %s: outcome already recorded; acknowledged, not sent", item.id, self.channel)
+        elif verdict == "lost":
+            log.info("reply %s on %s: taken over by another sender", item.id, self.channel)
+        return verdict == "ok"
+
+    async def _wait(self, entry_id: str, item: OutboxItem, delay: float) -> bool:
+        """Sleep ``delay`` seconds before a retry, renewing the claim so that no other sender
+        reclaims the reply meanwhile; False when it was taken over or recorded in between."""
+        loop = asyncio.get_running_loop()
+        until, renew_s = loop.time() + delay, self.claim_idle_ms / 3000
+        while until - loop.time() > renew_s:
+            await asyncio.sleep(renew_s)
+            if not await self._lease(entry_id, item):
+                return False
+        await asyncio.sleep(max(0.0, until - loop.time()))
+        return True
 
     async def _attempts(self, entry_id: str, item: OutboxItem, send: SendFn) -> None:
         backoff = Backoff(base=0.5, cap=60.0)
         for attempt in range(1, self.max_attempts + 1):
+            if not await self._lease(entry_id, item):
+                return
             try:
                 detail = await send(item)
             except PermanentFailure as exc:
@@ -207,7 +252,8 @@ class OutboxConsumer:
                     delay,
                 )
                 await self.record(item, "retrying", f"attempt {attempt}: {reason}")
-                await asyncio.sleep(delay)
+                if not await self._wait(entry_id, item, delay):
+                    return
                 continue
             self.sent += 1
             await self.record(item, "delivered", detail or "", entry_id)

@@ -19,10 +19,11 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from adapters.base import Adapter, AdapterContext
+from router.backlog import alerts, read_backlog
 from router.config import Settings
 from router.conversations import Conversations
 from router.inbox import Inbox
-from router.keys import ROUTER_GROUP, Keys
+from router.keys import Keys
 from router.model import new_id
 from router.queues import Queues
 from router.redis import check_version, connect
@@ -74,30 +75,24 @@ class Runtime:
         return AdapterContext(self.client, self.keys, self.inbox, self.instance)
 
     async def stats(self) -> dict[str, Any]:
-        """Inbox, queues, dead letters, counters and the health of workers and adapters."""
+        """Inbox, outboxes, Redis memory, alerts, queues, dead letters, counters and the health of
+        workers and adapters."""
         # Every group of the rules in force, plus any queue left by groups since removed.
         groups = sorted(set((await self.engine()).groups) | set(await self.queues.groups_with_queues()))
         qstats = await self.queues.stats(groups)
         pipe = self.client.pipeline(transaction=False)
-        pipe.xlen(self.keys.inbox)
         pipe.xlen(self.keys.dead)
         pipe.hgetall(self.keys.stats)
-        pipe.xinfo_groups(self.keys.inbox)
-        inbox_len, dead_len, counters, groups_info = await pipe.execute()
-        router_group: dict[Any, Any] = next(
-            (g for g in groups_info if g["name"] in (ROUTER_GROUP, ROUTER_GROUP.encode())), {}
-        )
+        dead_len, counters = await pipe.execute()
+        flight = await read_backlog(self.client, self.keys, self.scripts)
         health: dict[str, Any] = {}
         async for key in self.client.scan_iter(match=self.keys.health_pattern(), count=500):
             raw = await self.client.get(key)
             if raw:
                 health[key.decode().removeprefix(self.keys.prefix + "health:")] = json.loads(raw)
         return {
-            "inbox": {
-                "length": inbox_len,
-                "pending": router_group.get("pending", 0),
-                "lag": router_group.get("lag"),
-            },
+            **flight.as_dict(),
+            "alerts": alerts(flight, self.settings.alerts),
             "dead_letters": dead_len,
             "queues": {
                 q.group: {"depth": q.depth, "oldest_wait_s": q.oldest_wait_s, "overdue": q.overdue} for q in qstats

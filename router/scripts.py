@@ -32,6 +32,8 @@ class Scripts:
     lookup: AsyncScript
     conv: AsyncScript
     forget: AsyncScript
+    lease: AsyncScript
+    backlog: AsyncScript
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

@@ -226,19 +226,20 @@ async def canned_save(request: Request) -> Response:
 
 # -- dashboard -----------------------------------------------------------------------------------
 def chart(samples: list[dict[str, Any]], width: int = 760, height: int = 180) -> dict[str, Any]:
-    """Polylines for an inline SVG: total queued, and in/out per minute between samples."""
+    """Polylines for an inline SVG: total queued, replies to send, and in/out per minute."""
     pad = 30
     if len(samples) < 2:
         return {"width": width, "height": height, "series": [], "ticks": [], "empty": True}
     t0, t1 = samples[0]["at"], samples[-1]["at"]
     span = max(1.0, t1 - t0)
     queued = [(s["at"], float(sum(s["depth"].values()))) for s in samples]
+    outbox = [(s["at"], float(s.get("outbox", 0))) for s in samples]  # older samples lack it
     rates: dict[str, list[tuple[float, float]]] = {"in": [], "out": []}
     for a, b in itertools.pairwise(samples):
         dt = max(1.0, b["at"] - a["at"]) / 60
         for k in rates:
             rates[k].append((b["at"], max(0.0, (b[k] - a[k]) / dt)))
-    top = max([1.0] + [v for _, v in queued] + [v for r in rates.values() for _, v in r])
+    top = max([1.0] + [v for _, v in queued + outbox] + [v for r in rates.values() for _, v in r])
 
     def points(series: list[tuple[float, float]]) -> str:
         return " ".join(
@@ -254,6 +255,7 @@ def chart(samples: list[dict[str, Any]], width: int = 760, height: int = 180) ->
         "pad": pad,
         "series": [
             {"name": "queued (all groups)", "cls": "s-queued", "points": points(queued)},
+            {"name": "replies to send", "cls": "s-outbox", "points": points(outbox)},
             {"name": "in / min", "cls": "s-in", "points": points(rates["in"])},
             {"name": "out / min", "cls": "s-out", "points": points(rates["out"])},
         ],

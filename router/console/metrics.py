@@ -21,6 +21,8 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import Response
 
+from router.backlog import Backlog, read_backlog
+
 from .http import console
 from .service import Console
 
@@ -73,9 +75,9 @@ async def collect(c: Console) -> list[Metric]:
     client = c.rt.client
     pipe = client.pipeline(transaction=False)
     pipe.hgetall(c.keys.stats)
-    pipe.xlen(c.keys.inbox)
     pipe.xlen(c.keys.dead)
-    raw_counters, inbox_len, dead_len = await pipe.execute()
+    raw_counters, dead_len = await pipe.execute()
+    flight = await read_backlog(client, c.keys, c.rt.scripts)
     counters = {k.decode(): int(v) for k, v in raw_counters.items()}
     qstats = await c.rt.queues.stats(groups)
     workers = 0
@@ -114,7 +116,7 @@ async def collect(c: Console) -> list[Metric]:
         )
     )
     families.append(GaugeMetricFamily("switchboard_dead_letters", "Entries in the dead-letter stream", value=dead_len))
-    families.append(GaugeMetricFamily("switchboard_inbox_length", "Entries in the inbox stream", value=inbox_len))
+    families += _in_flight(flight)
     families.append(
         GaugeMetricFamily("switchboard_workers_alive", "Router workers with a live heartbeat", value=workers)
     )
@@ -132,6 +134,35 @@ async def collect(c: Console) -> list[Metric]:
         lat.add_metric(["1"], ordered[-1])
     families.append(lat)
     return families
+
+
+def _in_flight(flight: Backlog) -> list[Metric]:
+    """Inbox and outboxes (see router/backlog.py) and Redis memory."""
+    inbox = flight.inbox
+    families: list[Metric] = [
+        GaugeMetricFamily("switchboard_inbox_length", "Entries in the inbox stream", value=inbox.length),
+        GaugeMetricFamily("switchboard_inbox_lag", "Inbox entries no router worker has read yet", value=inbox.lag),
+        GaugeMetricFamily("switchboard_inbox_pending", "Inbox entries read, not acknowledged", value=inbox.pending),
+        GaugeMetricFamily(
+            "switchboard_inbox_oldest_pending_seconds",
+            "Age of the oldest inbox entry read and not acknowledged (0: none)",
+            value=inbox.oldest_pending_s or 0.0,
+        ),
+        GaugeMetricFamily("switchboard_redis_used_memory_bytes", "Redis used_memory", value=flight.used_memory),
+        GaugeMetricFamily("switchboard_redis_maxmemory_bytes", "Redis maxmemory (0: no limit)", value=flight.maxmemory),
+    ]
+    depth = GaugeMetricFamily("switchboard_outbox_depth", "Replies not sent and recorded yet", labels=["channel"])
+    pending = GaugeMetricFamily("switchboard_outbox_pending", "Replies a sender has in hand", labels=["channel"])
+    oldest = GaugeMetricFamily(
+        "switchboard_outbox_oldest_pending_seconds",
+        "Age of the oldest reply read by a sender and not recorded (0: none)",
+        labels=["channel"],
+    )
+    for channel, box in flight.outboxes.items():
+        depth.add_metric([channel], box.depth)
+        pending.add_metric([channel], box.pending)
+        oldest.add_metric([channel], box.oldest_pending_s or 0.0)
+    return [*families, depth, pending, oldest]
 
 
 async def metrics(request: Request) -> Response:

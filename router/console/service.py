@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.sandbox import envelope, user_inbox
+from router.backlog import read_backlog
 from router.config import Settings, read_secret
 from router.conversations import Conversation, HistoryEntry, parse_priority
 from router.errors import NotFound
@@ -365,10 +366,13 @@ class Console:
         groups = await self.all_groups()
         qstats = await self.rt.queues.stats(groups)
         counters = {k.decode(): int(v) for k, v in (await self.rt.client.hgetall(self.keys.stats)).items()}
+        flight = await read_backlog(self.rt.client, self.keys, self.rt.scripts)
         sample = {
             "at": time.time(),
             "depth": {q.group: q.depth for q in qstats},
             "overdue": {q.group: q.overdue for q in qstats},
+            "lag": flight.inbox.lag,
+            "outbox": sum(box.depth for box in flight.outboxes.values()),
             "in": sum(v for k, v in counters.items() if k.startswith("in:")),
             "out": sum(v for k, v in counters.items() if k.startswith("out:")),
             "routed": sum(v for k, v in counters.items() if k.startswith("routed:")),

@@ -42,10 +42,16 @@ end
 
 if op == 'delivery' then
   -- Recording the outcome and acknowledging the outbox entry in one step: a sender that crashes
-  -- after this never sends the reply twice, and one that crashes before it sends it again.
+  -- after this never sends the reply twice, and one that crashes before it sends it again. The
+  -- acknowledged entry is deleted, so the outbox holds only the replies still in flight.
   if a.entry and a.entry ~= '' and a.status ~= 'retrying' then
     redis.call('XACK', P .. 'outbox:' .. cur.channel, 'senders', a.entry)
+    redis.call('XDEL', P .. 'outbox:' .. cur.channel, a.entry)
   end
+  -- The first outcome recorded stands: a reply that a reclaiming sender and a slow one both sent
+  -- is recorded once.
+  local was = redis.call('HGET', P .. 'delivery:' .. cid, a.reply)
+  if was == 'delivered' or was == 'failed' then return 'recorded' end
   redis.call('HSET', P .. 'delivery:' .. cid, a.reply, a.status)
   hist(cid, 'delivery', ARGV[5])
   event(cur.group, 'delivery', cid, ARGV[5])
