@@ -32,6 +32,7 @@ class Scripts:
     lookup: AsyncScript
     conv: AsyncScript
     forget: AsyncScript
+    retention: AsyncScript
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

@@ -1,0 +1,140 @@
+"""Retention: delete from Redis what is past its keeping time, in bounded batches.
+
+Redis holds what is in flight; without an archive (docs/architecture.md), what is no longer in
+flight is kept for a configurable time and then deleted (docs/operations.md, "Retention"):
+
+- closed conversations — state, history, delivery records, conversation-key mapping — some days
+  after closing, through the ``closed`` index (id -> closed at) that the close op fills and a
+  reopen empties (router/lua/retention.lua does the deleting, atomically per batch);
+- dead letters older than a number of days or beyond a count;
+- failure records (``failures``) of inbox entries that are no longer pending: routed by a retry
+  that did not clear them, or acknowledged elsewhere. A pending entry's record is kept.
+
+Each worker calls ``tick()`` from its housekeeping; a lock (SET NX PX, one interval long) lets one
+worker sweep per interval. ``sweep(now_ms)`` takes the time as an argument: tests pass a clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from router.config import Settings
+from router.keys import ROUTER_GROUP, Keys
+from router.scripts import Scripts, argv, now_ms
+
+log = logging.getLogger("switchboard.retention")
+
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True, slots=True)
+class SweepResult:
+    conversations: int = 0
+    dead_letters: int = 0
+    failures: int = 0
+
+
+def _entry_key(entry_id: bytes) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition(b"-")
+    return int(ms), int(seq or 0)
+
+
+class Retention:
+    def __init__(self, client: aioredis.Redis, settings: Settings, name: str, scripts: Scripts | None = None) -> None:
+        self.client = client
+        self.settings = settings.retention
+        self.keys = Keys(settings.prefix)
+        self.name = name
+        self.scripts = scripts or Scripts.register(client)
+        self._reopen_window_s = settings.conversations.reopen_window_s
+        self._last = float("-inf")
+        self._warned = False
+
+    def warn_once(self) -> None:
+        """Say loudly, once, that closed conversations' history is deleted (there is no archive)."""
+        if self._warned:
+            return
+        self._warned = True
+        days = self.settings.closed_conversation_days
+        if not days:
+            log.warning(
+                "retention: closed conversations are kept in Redis for ever "
+                "(retention.closed_conversation_days = 0): Redis memory grows with every conversation"
+            )
+            return
+        log.warning(
+            "retention: the history of closed conversations is DELETED %g days after closing, because no "
+            "archive is configured (retention.closed_conversation_days)",
+            days,
+        )
+        if days * 86400 < self._reopen_window_s:
+            log.warning(
+                "retention: closed conversations are deleted before conversations.reopen_window_s ends: "
+                "a message after %g days starts a new conversation instead of reopening",
+                days,
+            )
+
+    async def tick(self) -> SweepResult | None:
+        """Sweep when this worker's interval is up and no other worker swept in this interval."""
+        self.warn_once()
+        now = time.monotonic()
+        if now - self._last < self.settings.sweep_every_s:
+            return None
+        self._last = now
+        interval_ms = int(self.settings.sweep_every_s * 1000)
+        if not await self.client.set(self.keys.retention_lock, self.name, px=interval_ms, nx=True):
+            return None
+        return await self.sweep(now_ms())
+
+    async def sweep(self, now: int) -> SweepResult:
+        """Delete everything past its retention at ``now`` (ms since the epoch)."""
+        result = SweepResult(
+            conversations=await self._conversations(now),
+            dead_letters=await self._dead_letters(now),
+            failures=await self._failures(),
+        )
+        if result != SweepResult():
+            log.info(
+                "retention: deleted %d closed conversations, %d dead letters, %d failure records",
+                result.conversations,
+                result.dead_letters,
+                result.failures,
+            )
+        return result
+
+    async def _conversations(self, now: int) -> int:
+        days = self.settings.closed_conversation_days
+        if not days:
+            return 0
+        cutoff = now - int(days * DAY_MS)
+        total = 0
+        while True:
+            deleted, examined = await self.scripts.retention(args=argv(self.keys.prefix, cutoff, self.settings.batch))
+            total += int(deleted)
+            if int(examined) < self.settings.batch:
+                return total
+
+    async def _dead_letters(self, now: int) -> int:
+        trimmed = 0
+        if self.settings.dead_letter_days:
+            cutoff = max(0, now - int(self.settings.dead_letter_days * DAY_MS))
+            trimmed += int(await self.client.xtrim(self.keys.dead, minid=cutoff, approximate=False))
+        trimmed += int(await self.client.xtrim(self.keys.dead, maxlen=self.settings.dead_letter_max, approximate=False))
+        return trimmed
+
+    async def _failures(self) -> int:
+        """Drop failure records older than the oldest pending inbox entry (all, when none is
+        pending): an entry older than that is no longer pending, and its record says nothing."""
+        pending = await self.client.xpending(self.keys.inbox, ROUTER_GROUP)
+        oldest = _entry_key(pending["min"]) if pending["pending"] else None
+        stale: list[bytes] = []
+        async for entry_id, _ in self.client.hscan_iter(self.keys.failures, count=self.settings.batch):
+            if oldest is None or _entry_key(entry_id) < oldest:
+                stale.append(entry_id)
+        for i in range(0, len(stale), self.settings.batch):
+            await self.client.hdel(self.keys.failures, *stale[i : i + self.settings.batch])
+        return len(stale)
