@@ -15,6 +15,7 @@ conv:{id}                       hash      the conversation's state
 hist:{id}                       stream    the conversation's history (inbound, outbound, changes), capped
 closed                          zset      closed conversation id -> closed at (ms): the retention index
 retention:lock                  string    one retention sweep per interval across workers (TTL)
+retention:backfill              string    SCAN cursor indexing conversations closed before ``closed``; "done"
 queue:{group}                   zset      unassigned open conversations, score priority*1e13+due_ms
 waiting:{group}                 zset      same members, score waiting-since ms (oldest wait)
 agent:{name}                    set       conversations assigned to the agent
@@ -94,6 +95,10 @@ class Keys:
     @property
     def retention_lock(self) -> str:
         return self.prefix + "retention:lock"
+
+    @property
+    def retention_backfill(self) -> str:
+        return self.prefix + "retention:backfill"
 
     def queue(self, group: str) -> str:
         return f"{self.prefix}queue:{group}"

@@ -7,6 +7,8 @@ flight is kept for a configurable time and then deleted (docs/operations.md, "Re
   after closing, through the ``closed`` index (id -> closed at) that the close op fills and a
   reopen empties (router/lua/retention.lua does the deleting, atomically per batch);
 - dead letters older than a number of days or beyond a count;
+- conversations closed before the index existed (an upgrade) are indexed first, by a SCAN whose
+  cursor is kept in Redis (``retention:backfill``), a bounded number of keys per sweep, once;
 - failure records (``failures``) of inbox entries that are no longer pending: routed by a retry
   that did not clear them, or acknowledged elsewhere. A pending entry's record is kept.
 
@@ -29,6 +31,9 @@ from router.scripts import Scripts, argv, now_ms
 log = logging.getLogger("switchboard.retention")
 
 DAY_MS = 86_400_000
+#: Keys examined per sweep by the backfill SCAN, in units of ``retention.batch``.
+BACKFILL_BATCHES = 100
+DONE = b"done"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,7 @@ class Retention:
 
     async def sweep(self, now: int) -> SweepResult:
         """Delete everything past its retention at ``now`` (ms since the epoch)."""
+        await self._backfill()
         result = SweepResult(
             conversations=await self._conversations(now),
             dead_letters=await self._dead_letters(now),
@@ -105,6 +111,34 @@ class Retention:
                 result.failures,
             )
         return result
+
+    async def _backfill(self) -> None:
+        """Index the closed conversations that the ``closed`` index does not know (those closed
+        before it existed), walking the keyspace once across sweeps."""
+        cursor_raw = await self.client.get(self.keys.retention_backfill)
+        if cursor_raw == DONE or not self.settings.closed_conversation_days:
+            return
+        cursor, examined = int(cursor_raw or 0), 0
+        match = self.keys.conv("*")
+        while examined < BACKFILL_BATCHES * self.settings.batch:
+            cursor, found = await self.client.scan(cursor, match=match, count=self.settings.batch)
+            examined += self.settings.batch
+            pipe = self.client.pipeline(transaction=False)
+            for key in found:
+                pipe.hmget(key, "status", "closed_ms")
+            closed = {
+                key.decode().removeprefix(self.keys.conv("")): int(closed_ms)
+                for key, (status, closed_ms) in zip(found, await pipe.execute(), strict=True)
+                if status == b"closed" and closed_ms
+            }
+            if closed:
+                # NX: a conversation indexed by its close meanwhile keeps that entry.
+                await self.client.zadd(self.keys.closed, closed, nx=True)
+            if cursor == 0:
+                await self.client.set(self.keys.retention_backfill, DONE)
+                log.info("retention: closed conversations indexed")
+                return
+        await self.client.set(self.keys.retention_backfill, cursor)
 
     async def _conversations(self, now: int) -> int:
         days = self.settings.closed_conversation_days

@@ -205,3 +205,18 @@ async def test_worker_housekeeping_sweeps_once_per_interval_across_workers(
     second.retention._last = float("-inf")
     assert (await second.retention.tick()) is not None
     assert not await rt.client.exists(rt.keys.conv(ids["kate"]))
+
+
+async def test_conversations_closed_before_the_index_existed_are_deleted_too(rt: Runtime) -> None:
+    ids = await _route(rt, "liam", "mia")
+    await rt.conversations.close(ids["liam"], "agent-a")
+    await rt.client.delete(rt.keys.closed)  # as the close op of an earlier version left it
+    sweeper = retention(rt, batch=50)
+    deleted = 0
+    for _ in range(1000):  # the test Redis holds every test's keys: the walk may take sweeps
+        deleted += (await sweeper.sweep(now_ms() + LATER)).conversations
+        if await rt.client.get(rt.keys.retention_backfill) == b"done":
+            break
+    assert deleted == 1
+    assert not await rt.client.exists(rt.keys.conv(ids["liam"]))
+    assert (await rt.conversations.get(ids["mia"])).status == "new"
