@@ -124,9 +124,9 @@ async def _main(settings: Settings, minutes: float, rate: int, users: int, sampl
             async with Runtime(settings, server.url) as rt:
                 env = {**os.environ, **soak_env(), "SWITCHBOARD_REDIS__URL": server.url}
                 env["SWITCHBOARD_PREFIX"] = rt.keys.prefix
-                quiet = subprocess.DEVNULL
+                # Its log (the retention warning, each sweep) goes to stderr with the samples.
                 worker = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "router", "worker", env=env, stdout=quiet, stderr=quiet
+                    sys.executable, "-m", "router", "worker", env=env, stdout=subprocess.DEVNULL
                 )
                 stop = asyncio.Event()
                 try:

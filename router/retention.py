@@ -97,6 +97,7 @@ class Retention:
 
     async def sweep(self, now: int) -> SweepResult:
         """Delete everything past its retention at ``now`` (ms since the epoch)."""
+        started = time.perf_counter()
         await self._backfill()
         result = SweepResult(
             conversations=await self._conversations(now),
@@ -105,10 +106,11 @@ class Retention:
         )
         if result != SweepResult():
             log.info(
-                "retention: deleted %d closed conversations, %d dead letters, %d failure records",
+                "retention: deleted %d closed conversations, %d dead letters, %d failure records in %.0f ms",
                 result.conversations,
                 result.dead_letters,
                 result.failures,
+                (time.perf_counter() - started) * 1000,
             )
         return result
 

@@ -194,6 +194,7 @@ async def test_worker_housekeeping_sweeps_once_per_interval_across_workers(
     with caplog.at_level(logging.WARNING, logger="switchboard.retention"):
         await first._housekeeping()
     assert "DELETED" in caplog.text and "no archive is configured" in caplog.text
+    assert "starts a new conversation instead of reopening" in caplog.text  # 1 ms < the 7-day window
     assert not await rt.client.exists(rt.keys.conv(ids["jack"]))
 
     await rt.conversations.close(ids["kate"], "agent-a")
