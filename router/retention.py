@@ -13,14 +13,17 @@ flight is kept for a configurable time and then deleted (docs/operations.md, "Re
   that did not clear them, or acknowledged elsewhere. A pending entry's record is kept.
 
 Each worker calls ``tick()`` from its housekeeping; a lock (SET NX PX, one interval long) lets one
-worker sweep per interval. ``sweep(now_ms)`` takes the time as an argument: tests pass a clock.
+worker sweep per interval, a slice of ~20 ms per call, so that routing goes on between slices.
+``sweep(now_ms)`` takes the time as an argument: tests pass a clock.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
@@ -31,6 +34,8 @@ from router.scripts import Scripts, argv, now_ms
 log = logging.getLogger("switchboard.retention")
 
 DAY_MS = 86_400_000
+#: How long one ``tick`` may sweep before the worker routes its next batch.
+TICK_BUDGET_S = 0.02
 #: Keys examined per sweep by the backfill SCAN, in units of ``retention.batch``.
 BACKFILL_BATCHES = 100
 DONE = b"done"
@@ -41,6 +46,22 @@ class SweepResult:
     conversations: int = 0
     dead_letters: int = 0
     failures: int = 0
+
+    def __add__(self, other: SweepResult) -> SweepResult:
+        return SweepResult(
+            self.conversations + other.conversations,
+            self.dead_letters + other.dead_letters,
+            self.failures + other.failures,
+        )
+
+
+@dataclass(slots=True)
+class _Run:
+    """A sweep under way: its remaining steps and what it deleted so far."""
+
+    steps: AsyncIterator[SweepResult]
+    total: SweepResult = field(default_factory=SweepResult)
+    started: float = field(default_factory=time.perf_counter)
 
 
 def _entry_key(entry_id: bytes) -> tuple[int, int]:
@@ -58,6 +79,7 @@ class Retention:
         self._reopen_window_s = settings.conversations.reopen_window_s
         self._last = float("-inf")
         self._warned = False
+        self._running: _Run | None = None
 
     def warn_once(self) -> None:
         """Say loudly, once, that closed conversations' history is deleted (there is no archive)."""
@@ -83,42 +105,72 @@ class Retention:
                 days,
             )
 
-    async def tick(self) -> SweepResult | None:
-        """Sweep when this worker's interval is up and no other worker swept in this interval."""
+    @property
+    def sweeping(self) -> bool:
+        """Whether a sweep started by ``tick`` has slices left."""
+        return self._running is not None
+
+    async def tick(self) -> None:
+        """A slice of the sweep: at least one Redis call, at most ~``TICK_BUDGET_S`` of them, so
+        that the worker calling this between batches routes on while a large sweep goes on. A sweep
+        starts when this worker's interval is up and no other worker swept in this interval."""
         self.warn_once()
-        now = time.monotonic()
-        if now - self._last < self.settings.sweep_every_s:
-            return None
-        self._last = now
-        interval_ms = int(self.settings.sweep_every_s * 1000)
-        if not await self.client.set(self.keys.retention_lock, self.name, px=interval_ms, nx=True):
-            return None
-        return await self.sweep(now_ms())
+        if self._running is None:
+            now = time.monotonic()
+            if now - self._last < self.settings.sweep_every_s:
+                return
+            self._last = now
+            interval_ms = int(self.settings.sweep_every_s * 1000)
+            if not await self.client.set(self.keys.retention_lock, self.name, px=interval_ms, nx=True):
+                return
+            self._running = _Run(self._steps(now_ms()))
+        if await self._advance(self._running, TICK_BUDGET_S):
+            self._running = None
 
     async def sweep(self, now: int) -> SweepResult:
-        """Delete everything past its retention at ``now`` (ms since the epoch)."""
-        started = time.perf_counter()
-        await self._backfill()
-        result = SweepResult(
-            conversations=await self._conversations(now),
-            dead_letters=await self._dead_letters(now),
-            failures=await self._failures(),
-        )
-        if result != SweepResult():
-            log.info(
-                "retention: deleted %d closed conversations, %d dead letters, %d failure records in %.0f ms",
-                result.conversations,
-                result.dead_letters,
-                result.failures,
-                (time.perf_counter() - started) * 1000,
-            )
-        return result
+        """Delete everything past its retention at ``now`` (ms since the epoch), in one go."""
+        run = _Run(self._steps(now))
+        await self._advance(run, math.inf)
+        return run.total
 
-    async def _backfill(self) -> None:
+    async def _advance(self, run: _Run, budget_s: float) -> bool:
+        """Run ``run``'s steps for ``budget_s``; True when it is finished (and reported)."""
+        deadline = time.perf_counter() + budget_s
+        async for step in run.steps:
+            run.total += step
+            if time.perf_counter() >= deadline:
+                return False
+        if run.total != SweepResult():
+            log.info(
+                "retention: deleted %d closed conversations, %d dead letters, %d failure records in %.2f s",
+                run.total.conversations,
+                run.total.dead_letters,
+                run.total.failures,
+                time.perf_counter() - run.started,
+            )
+        return True
+
+    async def _steps(self, now: int) -> AsyncIterator[SweepResult]:
+        """The sweep, one Redis call (or pipeline) per step, each step's deletions yielded."""
+        if self.settings.closed_conversation_days:
+            async for _ in self._backfill():
+                yield SweepResult()
+            cutoff = now - int(self.settings.closed_conversation_days * DAY_MS)
+            while True:
+                deleted, examined = await self.scripts.retention(
+                    args=argv(self.keys.prefix, cutoff, self.settings.batch)
+                )
+                yield SweepResult(conversations=int(deleted))
+                if int(examined) < self.settings.batch:
+                    break
+        yield SweepResult(dead_letters=await self._dead_letters(now))
+        yield SweepResult(failures=await self._failures())
+
+    async def _backfill(self) -> AsyncIterator[None]:
         """Index the closed conversations that the ``closed`` index does not know (those closed
-        before it existed), walking the keyspace once across sweeps."""
+        before it existed), walking the keyspace once across sweeps; a step per SCAN call."""
         cursor_raw = await self.client.get(self.keys.retention_backfill)
-        if cursor_raw == DONE or not self.settings.closed_conversation_days:
+        if cursor_raw == DONE:
             return
         cursor, examined = int(cursor_raw or 0), 0
         match = self.keys.conv("*")
@@ -140,19 +192,8 @@ class Retention:
                 await self.client.set(self.keys.retention_backfill, DONE)
                 log.info("retention: closed conversations indexed")
                 return
-        await self.client.set(self.keys.retention_backfill, cursor)
-
-    async def _conversations(self, now: int) -> int:
-        days = self.settings.closed_conversation_days
-        if not days:
-            return 0
-        cutoff = now - int(days * DAY_MS)
-        total = 0
-        while True:
-            deleted, examined = await self.scripts.retention(args=argv(self.keys.prefix, cutoff, self.settings.batch))
-            total += int(deleted)
-            if int(examined) < self.settings.batch:
-                return total
+            await self.client.set(self.keys.retention_backfill, cursor)
+            yield
 
     async def _dead_letters(self, now: int) -> int:
         trimmed = 0

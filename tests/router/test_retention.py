@@ -193,6 +193,8 @@ async def test_worker_housekeeping_sweeps_once_per_interval_across_workers(
     first, second = Worker(rt.client, settings), Worker(rt.client, settings)
     with caplog.at_level(logging.WARNING, logger="switchboard.retention"):
         await first._housekeeping()
+    while first.retention.sweeping:  # a slice per call
+        await first._housekeeping()
     assert "DELETED" in caplog.text and "no archive is configured" in caplog.text
     assert "starts a new conversation instead of reopening" in caplog.text  # 1 ms < the 7-day window
     assert not await rt.client.exists(rt.keys.conv(ids["jack"]))
@@ -200,11 +202,15 @@ async def test_worker_housekeeping_sweeps_once_per_interval_across_workers(
     await rt.conversations.close(ids["kate"], "agent-a")
     await asyncio.sleep(0.01)
     await second._housekeeping()  # the first worker holds this interval
+    assert not second.retention.sweeping
     assert await rt.client.exists(rt.keys.conv(ids["kate"]))
-    await rt.client.delete(rt.keys.retention_lock)  # the interval is over
-    assert await second.retention.tick() is None  # ticked already in this interval
+    await rt.client.delete(rt.keys.retention_lock)  # as when the interval is over ...
+    await second._housekeeping()
+    assert not second.retention.sweeping  # ... but this worker's own interval is not
     second.retention._last = float("-inf")
-    assert (await second.retention.tick()) is not None
+    await second._housekeeping()
+    while second.retention.sweeping:
+        await second._housekeeping()
     assert not await rt.client.exists(rt.keys.conv(ids["kate"]))
 
 
@@ -221,3 +227,24 @@ async def test_conversations_closed_before_the_index_existed_are_deleted_too(rt:
     assert deleted == 1
     assert not await rt.client.exists(rt.keys.conv(ids["liam"]))
     assert (await rt.conversations.get(ids["mia"])).status == "new"
+
+
+async def test_a_tick_sweeps_a_slice_and_the_next_ticks_go_on(rt: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = await _route(rt, *[f"user{i}" for i in range(5)])
+    for cid in ids.values():
+        await rt.conversations.close(cid, "agent-a")
+    await rt.client.set(rt.keys.retention_backfill, "done")
+    monkeypatch.setattr("router.retention.TICK_BUDGET_S", 0.0)  # one Redis step per tick
+    sweeper = retention(rt, closed_conversation_days=1 / DAY_MS, batch=2)
+    await asyncio.sleep(0.01)
+
+    async def left() -> int:
+        return sum([bool(await rt.client.exists(rt.keys.conv(cid))) for cid in ids.values()])
+
+    await sweeper.tick()
+    assert sweeper.sweeping and await left() == 3
+    await sweeper.tick()
+    assert sweeper.sweeping and await left() == 1
+    while sweeper.sweeping:
+        await sweeper.tick()
+    assert await left() == 0
