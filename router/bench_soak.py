@@ -5,7 +5,7 @@ On one private redis-server (started here, AOF on), for ``--minutes`` at ``--rat
 - a ``switchboard worker`` process routes with the default rules, and sweeps (its housekeeping);
 - this process appends messages from ``--users`` senders (each writes about every users/rate
   seconds, so some conversations are reopened and most are new), in 10 ms ticks;
-- a simulated agent closes every queued conversation twice a second (claim and close in one);
+- a simulated agent closes every queued conversation twice a second;
 - retention is turned down so that the steady state comes within minutes: closed conversations
   kept 60 s, reopen window 30 s, dedup 60 s, inbox ~20,000 entries, a sweep every 5 s.
 
