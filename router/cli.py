@@ -418,6 +418,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from rules import bench
 
         return bench.run(args.json, sys.stdout)
+    if args.target == "soak":
+        from router import bench_soak
+
+        return bench_soak.main(settings, args.json, args.minutes, args.rate, args.users)
     from router import bench as core_bench
 
     return core_bench.main(settings, as_json=args.json, messages=args.messages)
@@ -558,8 +562,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rules")
 
     sp = add("bench", cmd_bench, "benchmarks: the router end to end (default) or the rules engine")
-    sp.add_argument("target", nargs="?", choices=["router", "rules"], default="router")
+    sp.add_argument("target", nargs="?", choices=["router", "rules", "soak"], default="router")
     sp.add_argument("--messages", type=int, default=20_000)
+    sp.add_argument("--minutes", type=float, default=10.0, help="soak: how long")
+    sp.add_argument("--rate", type=int, default=1000, help="soak: messages per second offered")
+    sp.add_argument("--users", type=int, default=60_000, help="soak: distinct senders")
     json_flag(sp)
     return p
 

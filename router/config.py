@@ -72,6 +72,21 @@ class ConversationSettings(BaseModel):
         return v
 
 
+class RetentionSettings(BaseModel):
+    """How long Redis keeps what is no longer in flight (router/retention.py; docs/operations.md)."""
+
+    # Closed conversations (state, history, delivery records, conversation-key mapping) are
+    # deleted this long after closing: there is no archive yet. 0 keeps them for ever.
+    closed_conversation_days: float = Field(30.0, ge=0)
+    # Dead letters older than this, or beyond the newest dead_letter_max, are dropped.
+    dead_letter_days: float = Field(30.0, ge=0)
+    dead_letter_max: int = Field(100_000, ge=1)
+    # One sweep per interval across all workers (a lock); each script call deletes at most batch
+    # conversations (~5 ms of Redis at 100: Redis serves nobody else meanwhile).
+    sweep_every_s: float = Field(60.0, gt=0)
+    batch: int = Field(100, ge=1, le=10_000)
+
+
 class RulesSettings(BaseModel):
     # Empty: the shipped default rule set, unless one was published into Redis.
     file: Path | None = None
@@ -137,6 +152,7 @@ class Settings(BaseSettings):
     inbox: InboxSettings = InboxSettings()
     worker: WorkerSettings = WorkerSettings()
     conversations: ConversationSettings = ConversationSettings()
+    retention: RetentionSettings = RetentionSettings()
     rules: RulesSettings = RulesSettings()
     sandbox: SandboxSettings = SandboxSettings()
     web: WebSettings = WebSettings()

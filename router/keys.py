@@ -12,7 +12,10 @@ dedup:{channel}:{account}:{pid} string    inbox entry id of that platform messag
 seq:conv                        string    last conversation number
 ck:{channel}:{account}:{key}    string    conversation id for a conversation key
 conv:{id}                       hash      the conversation's state
-hist:{id}                       stream    the conversation's history (inbound, outbound, changes)
+hist:{id}                       stream    the conversation's history (inbound, outbound, changes), capped
+closed                          zset      closed conversation id -> closed at (ms): the retention index
+retention:lock                  string    one retention sweep per interval across workers (TTL)
+retention:backfill              string    SCAN cursor indexing conversations closed before ``closed``; "done"
 queue:{group}                   zset      unassigned open conversations, score priority*1e13+due_ms
 waiting:{group}                 zset      same members, score waiting-since ms (oldest wait)
 agent:{name}                    set       conversations assigned to the agent
@@ -37,6 +40,8 @@ web:secret                      string    generated session secret when none is 
 samples                         stream    the dashboard's time series (field ``s``: JSON sample), capped
 samples:lock                    string    one sampler per interval across console processes (TTL)
 ==============================  ========  ==========================================================
+
+How long each key is kept (retention): docs/operations.md, "Retention".
 
 The Lua scripts derive keys from the prefix too (see router/lua/common.lua); they assume one Redis
 (or a managed primary), not a Cluster — see docs/architecture.md.
@@ -82,6 +87,18 @@ class Keys:
 
     def history(self, conv_id: str) -> str:
         return f"{self.prefix}hist:{conv_id}"
+
+    @property
+    def closed(self) -> str:
+        return self.prefix + "closed"
+
+    @property
+    def retention_lock(self) -> str:
+        return self.prefix + "retention:lock"
+
+    @property
+    def retention_backfill(self) -> str:
+        return self.prefix + "retention:backfill"
 
     def queue(self, group: str) -> str:
         return f"{self.prefix}queue:{group}"

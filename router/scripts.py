@@ -34,6 +34,7 @@ class Scripts:
     forget: AsyncScript
     lease: AsyncScript
     backlog: AsyncScript
+    retention: AsyncScript
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

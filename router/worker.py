@@ -52,6 +52,7 @@ from router.inbox import ensure_group
 from router.keys import ROUTER_GROUP, Keys
 from router.model import ENVELOPE_VERSION, Envelope, decode_envelope, new_id
 from router.redis import TRANSIENT_ERRORS, Backoff
+from router.retention import Retention
 from router.rulestore import EngineHolder, RuleStore, settle_heap
 from router.scripts import Scripts, argv, run_many
 from rules import Decision, MessageIn, redact_secrets
@@ -171,6 +172,7 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self.scripts = Scripts.register(client)
         self.rules = EngineHolder(RuleStore(client, self.keys), settings.rules.file)
+        self.retention = Retention(client, settings, self.name, self.scripts)
         self.processed = 0
         self._shared = _shared_argument(settings)
         self._reopen_ms = settings.conversations.reopen_window_s * 1000
@@ -242,6 +244,7 @@ class Worker:
             self._last_reclaim = now
             await self.reclaim()
             await self.forget_consumers()
+        await self.retention.tick()
 
     async def _heartbeat(self) -> None:
         record = {

@@ -7,8 +7,12 @@ local NOWS = ARGV[2]  -- whole milliseconds, as router/scripts.py sends them
 
 local function num(x) return string.format('%.0f', x) end
 
+-- A conversation's history keeps its newest ~HIST_MAXLEN entries (the head is trimmed): a bound
+-- for a runaway conversation (a bot answering a bot), far above any human one.
+local HIST_MAXLEN = '10000'
+
 local function hist(cid, typ, data)
-  redis.call('XADD', P .. 'hist:' .. cid, '*', 'type', typ, 'at', NOWS, 'data', data)
+  redis.call('XADD', P .. 'hist:' .. cid, 'MAXLEN', '~', HIST_MAXLEN, '*', 'type', typ, 'at', NOWS, 'data', data)
 end
 
 local function event(group, typ, cid, data)

@@ -94,6 +94,7 @@ elseif op == 'close' then
   if cur.status == 'new' then dequeue(cid, cur.group) end
   unassign()
   redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', NOWS, 'updated_ms', NOWS)
+  redis.call('ZADD', P .. 'closed', NOWS, cid)  -- the retention sweep's index (router/retention.py)
   hist(cid, 'status', cjson.encode({status = 'closed', by = a.by}))
   event(cur.group, 'closed', cid, cjson.encode({by = a.by}))
 elseif op == 'reply' then

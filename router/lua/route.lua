@@ -164,6 +164,7 @@ local function route(entry, payload, hist_raw, reply)
   hist(cid, 'inbound', hist_raw)
   if state == 'reopened' then
     hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'reopened'}))
+    redis.call('ZREM', P .. 'closed', cid)
   end
   if moved then
     hist(cid, 'status', cjson.encode({group = group, from = cur.group, by = 'rules',
