@@ -1,0 +1,149 @@
+"""Worker processes of `switchboard run --workers N` under supervision: real processes, real Redis.
+
+Each test reads the worker processes from their own heartbeats (``health:worker:*``, with their
+pid), so it would run against an unsupervised `run` as well — and fail there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.conftest import SWITCHBOARD
+from tests.router.test_cli import sb, wait_for
+
+
+@pytest.fixture
+def client(env: dict[str, str]) -> Iterator[redis.Redis]:
+    c = redis.Redis.from_url(env["SWITCHBOARD_REDIS__URL"])
+    yield c
+    c.close()
+
+
+def _records(client: redis.Redis, prefix: str, kind: str) -> list[dict[str, object]]:
+    found = []
+    for key in client.scan_iter(match=f"{prefix}health:{kind}:*"):
+        raw = client.get(key)
+        if raw:
+            found.append(json.loads(raw))
+    return found
+
+
+def _worker_pids(client: redis.Redis, prefix: str, parent: int) -> set[int]:
+    """The pids of the live worker processes other than ``parent`` (its own in-process worker)."""
+    return {int(str(r["pid"])) for r in _records(client, prefix, "worker")} - {parent}
+
+
+def _alive(pid: int) -> bool:
+    """True while ``pid`` runs (a zombie nobody reaped yet counts as gone: it runs nothing)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _run(env: dict[str, str], workers: int, **settings: str) -> subprocess.Popen[str]:
+    env = {**env, "SWITCHBOARD_WORKER__HEARTBEAT_S": "0.3", "SWITCHBOARD_WEB__ENABLED": "false", **settings}
+    return subprocess.Popen(
+        [*SWITCHBOARD, "run", "--workers", str(workers)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _stop(run: subprocess.Popen[str], children: set[int]) -> str:
+    """Stop ``run`` (SIGTERM) and return its stderr; kill what it left behind so no test leaks."""
+    if run.poll() is None:
+        run.send_signal(signal.SIGTERM)
+    _, err = run.communicate(timeout=60)
+    for pid in children:
+        if _alive(pid):
+            os.kill(pid, signal.SIGKILL)
+    return err
+
+
+def test_sigkilled_worker_process_is_restarted(env: dict[str, str], client: redis.Redis) -> None:
+    prefix = env["SWITCHBOARD_PREFIX"]
+    run = _run(env, 2, SWITCHBOARD_WORKER__RESTART_BACKOFF_S="0.05")
+    seen: set[int] = set()
+    try:
+        wait_for(lambda: len(_worker_pids(client, prefix, run.pid)) == 1, 60)
+        [first] = seen = _worker_pids(client, prefix, run.pid)
+        os.kill(first, signal.SIGKILL)
+
+        # A new worker process beats: restarted with a new pid.
+        wait_for(lambda: bool(_worker_pids(client, prefix, run.pid) - {first}), 60)
+        [second] = _worker_pids(client, prefix, run.pid) - {first}
+        seen.add(second)
+        assert not Path(f"/proc/{first}").exists()  # reaped by the supervisor, not left a zombie
+        [record] = _records(client, prefix, "supervisor")
+        assert record["expected"] == 1 and record["restarts"] == 1
+        assert record["children"] == {
+            "worker-1": {
+                "pid": second,
+                "alive": True,
+                "restarts": 1,
+                "last_exit": "killed by SIGKILL",
+                "since": record["children"]["worker-1"]["since"],  # type: ignore[index]
+            }
+        }
+        wait_for(lambda: sb(env, "check", check=False).returncode == 0, 30)
+    finally:
+        err = _stop(run, seen)
+    assert run.returncode == 0, err
+    assert "worker process worker-1" in err and "died (killed by SIGKILL)" in err and "restart #1" in err
+    assert not _records(client, prefix, "supervisor")  # a clean stop removes the record
+
+
+def test_check_fails_naming_a_missing_worker_process(env: dict[str, str], client: redis.Redis) -> None:
+    prefix = env["SWITCHBOARD_PREFIX"]
+    # A long restart delay: the killed worker process stays missing while `check` looks.
+    run = _run(env, 3, SWITCHBOARD_WORKER__RESTART_BACKOFF_S="120")
+    children: set[int] = set()
+    try:
+        wait_for(lambda: len(_worker_pids(client, prefix, run.pid)) == 2, 60)
+        children = _worker_pids(client, prefix, run.pid)
+        wait_for(lambda: sb(env, "check", check=False).returncode == 0, 30)
+        victim = min(children)
+        os.kill(victim, signal.SIGKILL)
+
+        def failing() -> bool:
+            return sb(env, "check", check=False).returncode == 1
+
+        wait_for(failing, 30)
+        out = sb(env, "check", check=False).stdout
+        [missing] = [line for line in out.splitlines() if line.startswith("missing: ")]
+        assert "killed by SIGKILL" in missing and "0 restart(s)" in missing
+        [record] = _records(client, prefix, "supervisor")
+        assert record["expected"] == 2 and record["alive"] == 1
+        [name] = [n for n, c in record["children"].items() if c["pid"] == victim]  # type: ignore[attr-defined]
+        assert missing.startswith(f"missing: {name} of ")
+    finally:
+        _stop(run, children)
+
+
+def test_sigkilled_parent_leaves_no_worker_process(env: dict[str, str], client: redis.Redis) -> None:
+    prefix = env["SWITCHBOARD_PREFIX"]
+    run = _run(env, 3)
+    children: set[int] = set()
+    try:
+        wait_for(lambda: len(_worker_pids(client, prefix, run.pid)) == 2, 60)
+        children = _worker_pids(client, prefix, run.pid)
+        run.kill()
+        run.wait(10)
+        wait_for(lambda: not any(_alive(pid) for pid in children), 15)
+        # Its record outlives it (TTL), but the children it names have no heartbeat: `check` fails.
+        result = sb(env, "check", check=False)
+        assert result.returncode == 1, result.stdout
+    finally:
+        _stop(run, children)
