@@ -26,7 +26,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,6 +116,7 @@ class Supervisor:
         client: aioredis.Redis,
         health_key: str,
         health_every_s: float,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.argv = list(argv)
         self.env = dict(env)
@@ -124,6 +125,7 @@ class Supervisor:
         self.client = client
         self.health_key = health_key
         self.health_every_s = health_every_s
+        self.clock = clock  # how long a child ran, for the backoff reset
         self.slots = [_Slot(f"{kind}-{i + 1}") for i in range(count)]
         self._changed = asyncio.Event()
         self._pipe: tuple[int, int] | None = None
@@ -169,11 +171,12 @@ class Supervisor:
     async def _keep(self, slot: _Slot, stopping: asyncio.Event) -> None:
         backoff = Backoff(self.policy.backoff_s, self.policy.backoff_cap_s)
         while True:
-            started = time.monotonic()
+            started = self.clock()
             code = await self._run_once(slot, stopping)
+            ran = self.clock() - started
             if stopping.is_set():
                 return
-            if time.monotonic() - started >= self.policy.reset_after_s:
+            if ran >= self.policy.reset_after_s:
                 backoff.reset()
             delay = backoff.next_delay()
             log.error(
@@ -182,7 +185,7 @@ class Supervisor:
                 slot.name,
                 slot.pid,
                 _exit_status(code),
-                time.monotonic() - started,
+                ran,
                 slot.restarts + 1,
                 delay,
             )

@@ -6,16 +6,23 @@ pid), so it would run against an unsupervised `run` as well — and fail there.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import os
+import re
 import signal
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
 
+from router.runtime import Runtime
+from router.supervisor import RestartPolicy, Supervisor
 from tests.conftest import SWITCHBOARD
 from tests.router.test_cli import sb, wait_for
 
@@ -65,11 +72,11 @@ def _stop(run: subprocess.Popen[str], children: set[int]) -> str:
     """Stop ``run`` (SIGTERM) and return its stderr; kill what it left behind so no test leaks."""
     if run.poll() is None:
         run.send_signal(signal.SIGTERM)
-    _, err = run.communicate(timeout=60)
-    for pid in children:
+        run.wait(60)
+    for pid in children:  # before reading: a child left running would hold the stderr pipe open
         if _alive(pid):
             os.kill(pid, signal.SIGKILL)
-    return err
+    return run.communicate(timeout=60)[1]
 
 
 def test_sigkilled_worker_process_is_restarted(env: dict[str, str], client: redis.Redis) -> None:
@@ -147,3 +154,56 @@ def test_sigkilled_parent_leaves_no_worker_process(env: dict[str, str], client: 
         assert result.returncode == 1, result.stdout
     finally:
         _stop(run, children)
+
+
+class SteppingClock:
+    """A clock that moves ``step`` seconds at each reading: every child seems to run ``step``."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+async def _restart_delays(rt: Runtime, caplog: pytest.LogCaptureFixture, ran_s: float) -> list[float]:
+    """The delays before the first six restarts of a child that always fails at once."""
+    policy = RestartPolicy(backoff_s=0.01, backoff_cap_s=100.0, reset_after_s=60.0, stop_timeout_s=5.0)
+    supervisor = Supervisor(
+        [sys.executable, "-c", "raise SystemExit(3)"],
+        os.environ,
+        1,
+        policy,
+        kind="test",
+        client=rt.client,
+        health_key=rt.keys.health("supervisor", "test"),
+        health_every_s=0.2,
+        clock=SteppingClock(ran_s),
+    )
+    stopping = asyncio.Event()
+    with caplog.at_level(logging.ERROR, logger="switchboard.supervisor"):
+        running = asyncio.create_task(supervisor.run(stopping))
+        deadline = time.monotonic() + 60
+        while supervisor.slots[0].restarts < 6:  # it never gives up
+            assert time.monotonic() < deadline and not running.done()
+            await asyncio.sleep(0.02)
+        stopping.set()
+        await running
+    assert await rt.client.get(rt.keys.health("supervisor", "test")) is None
+    found = [re.search(r"\(exit code 3\).*restart #(\d+) in ([\d.]+)s$", r.getMessage()) for r in caplog.records]
+    delays = {int(m[1]): float(m[2]) for m in found if m}
+    return [delays[n] for n in range(1, 7)]
+
+
+async def test_restart_delay_doubles_while_a_child_keeps_dying(rt: Runtime, caplog: pytest.LogCaptureFixture) -> None:
+    delays = await _restart_delays(rt, caplog, ran_s=0.0)
+    # Jittered (x0.5-1) exponential: the sixth waits at least 0.01 * 2**5 * 0.5 s.
+    assert delays[5] >= 0.16 and all(d <= 0.01 * 2**n + 0.005 for n, d in enumerate(delays)), delays
+
+
+async def test_restart_delay_resets_after_a_child_ran_long_enough(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    delays = await _restart_delays(rt, caplog, ran_s=61.0)
+    assert all(d <= 0.01 for d in delays), delays
