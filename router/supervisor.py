@@ -216,10 +216,9 @@ class Supervisor:
         self._changed.set()
         log.info("%s process %s started (pid %d)", self.kind, slot.name, proc.pid)
         exited = asyncio.ensure_future(proc.wait())
+        stopper = asyncio.ensure_future(stopping.wait())
         try:
-            stopper = asyncio.ensure_future(stopping.wait())
             await asyncio.wait({exited, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
             if not exited.done():
                 proc.terminate()
                 try:
@@ -229,6 +228,7 @@ class Supervisor:
                     proc.kill()
             code = await exited
         finally:
+            stopper.cancel()
             if proc.returncode is None:  # cancelled: never leave a child behind
                 proc.kill()
         slot.alive, slot.last_exit, slot.since = False, _exit_status(code), time.time()

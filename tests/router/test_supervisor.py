@@ -48,6 +48,12 @@ def _worker_pids(client: redis.Redis, prefix: str, parent: int) -> set[int]:
     return {int(str(r["pid"])) for r in _records(client, prefix, "worker")} - {parent}
 
 
+def _children(client: redis.Redis, prefix: str, run: subprocess.Popen[str], n: int) -> set[int]:
+    """The pids of ``run``'s ``n`` worker processes, once each has beaten."""
+    wait_for(lambda: len(_worker_pids(client, prefix, run.pid)) == n, 60)
+    return _worker_pids(client, prefix, run.pid)
+
+
 def _alive(pid: int) -> bool:
     """True while ``pid`` runs (a zombie nobody reaped yet counts as gone: it runs nothing)."""
     try:
@@ -84,8 +90,7 @@ def test_sigkilled_worker_process_is_restarted(env: dict[str, str], client: redi
     run = _run(env, 2, SWITCHBOARD_WORKER__RESTART_BACKOFF_S="0.05")
     seen: set[int] = set()
     try:
-        wait_for(lambda: len(_worker_pids(client, prefix, run.pid)) == 1, 60)
-        [first] = seen = _worker_pids(client, prefix, run.pid)
+        [first] = seen = _children(client, prefix, run, 1)
         os.kill(first, signal.SIGKILL)
 
         # A new worker process beats: restarted with a new pid.
@@ -118,8 +123,7 @@ def test_check_fails_naming_a_missing_worker_process(env: dict[str, str], client
     run = _run(env, 3, SWITCHBOARD_WORKER__RESTART_BACKOFF_S="120")
     children: set[int] = set()
     try:
-        wait_for(lambda: len(_worker_pids(client, prefix, run.pid)) == 2, 60)
-        children = _worker_pids(client, prefix, run.pid)
+        children = _children(client, prefix, run, 2)
         wait_for(lambda: sb(env, "check", check=False).returncode == 0, 30)
         victim = min(children)
         os.kill(victim, signal.SIGKILL)
@@ -144,8 +148,7 @@ def test_sigkilled_parent_leaves_no_worker_process(env: dict[str, str], client: 
     run = _run(env, 3)
     children: set[int] = set()
     try:
-        wait_for(lambda: len(_worker_pids(client, prefix, run.pid)) == 2, 60)
-        children = _worker_pids(client, prefix, run.pid)
+        children = _children(client, prefix, run, 2)
         run.kill()
         run.wait(10)
         wait_for(lambda: not any(_alive(pid) for pid in children), 15)
