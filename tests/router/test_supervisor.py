@@ -159,6 +159,12 @@ def test_sigkilled_parent_leaves_no_worker_process(env: dict[str, str], client: 
         _stop(run, children)
 
 
+def test_worker_process_whose_parent_is_already_gone_exits(env: dict[str, str]) -> None:
+    # Its parent died between the fork and the prctl: no signal would ever come (pid 1 is not ours).
+    result = sb(env, "worker", "--supervised-by", "1:0", check=False)
+    assert result.returncode == 1 and "parent process 1 is gone before this one started" in result.stderr
+
+
 class SteppingClock:
     """A clock that moves ``step`` seconds at each reading: every child seems to run ``step``."""
 
