@@ -58,6 +58,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     from router.redis import redis_server
     from router.runtime import Runtime, serve, worker_processes
 
+    if args.supervised_by:
+        from router.supervisor import watch_parent
+
+        watch_parent(args.supervised_by, settings.worker.stop_timeout_s)
+
     async def main(url: str) -> int:
         async with Runtime(settings, url) as rt:
             enabled: list[Any] = []
@@ -82,14 +87,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             )
             if not args.workers_only and settings.web.enabled:
                 print(f"Web console: http://{settings.web.host}:{settings.web.port}/", file=sys.stderr, flush=True)
-            await serve(rt, enabled)
+            # Rules evaluation is CPU-bound: more workers means more processes, not more tasks.
+            processes = worker_processes(rt, args.workers - 1, args.config) if args.workers > 1 else None
+            await serve(rt, enabled, processes=processes)
         return 0
 
-    with (
-        redis_server(settings.redis_url, settings.redis.data_dir) as url,
-        # Rules evaluation is CPU-bound: more workers means more processes, not more tasks.
-        worker_processes(args.workers - 1, url, args.config),
-    ):
+    with redis_server(settings.redis_url, settings.redis.data_dir) as url:
         return asyncio.run(main(url))
 
 
@@ -358,13 +361,16 @@ async def _dead(rt: Any, args: argparse.Namespace) -> int:
 
 
 async def _check(rt: Any, args: argparse.Namespace) -> int:
+    from router.supervisor import missing
+
     stats = await rt.stats()
     workers = [k for k in stats["health"] if k.startswith("worker:")]
     print(f"{len(workers)} worker(s) alive")
-    reasons = ([] if workers else ["no live router worker"]) + stats["alerts"]
-    for reason in reasons:
+    # Fewer supervised worker processes alive than expected fails too, naming each one missing.
+    reasons = ([] if workers else ["no live router worker"]) + [f"missing: {line}" for line in missing(stats["health"])]
+    for reason in reasons + stats["alerts"]:
         print(f"FAIL {reason}", file=sys.stderr)
-    return 1 if reasons else 0
+    return 1 if reasons or stats["alerts"] else 0
 
 
 # -- rules ---------------------------------------------------------------------------------------
@@ -443,9 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("run", cmd_run, "run everything: embedded Redis if needed, workers, adapters")
     sp.add_argument("--workers", type=int, default=1)
-    sp.set_defaults(workers_only=False)
+    sp.set_defaults(workers_only=False, supervised_by=None)
     sp = add("worker", cmd_run, "run router workers only")
     sp.add_argument("--workers", type=int, default=1)
+    # Given by a supervising `run` to its worker processes (router/supervisor.py: watch_parent).
+    sp.add_argument("--supervised-by", metavar="PID:FD", help=argparse.SUPPRESS)
     sp.set_defaults(workers_only=True)
 
     sp = add("web", cmd_web, "the web console and HTTP API alone (default 127.0.0.1:8080)")
@@ -521,7 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("stats", _with_runtime(_stats), "inbox, queues, dead letters, counters, health")
     json_flag(sp)
-    add("check", _with_runtime(_check), "exit 1, naming why, when no worker is alive or an [alerts] limit is passed")
+    add(
+        "check",
+        _with_runtime(_check),
+        "exit 1, naming why, when no worker is alive, a supervised one is missing or an [alerts] limit is passed",
+    )
     sp = add("dead", _with_runtime(_dead), "dead letters: list, retry, drop")
     sp.add_argument("action", choices=["list", "retry", "drop"])
     sp.add_argument("ids", nargs="*")

@@ -56,6 +56,13 @@ class WorkerSettings(BaseModel):
     # A consumer with nothing pending, idle this long, is removed from the group (each worker
     # process is a new consumer; a live one that was only quiet is re-added by its next read).
     forget_consumer_s: float = Field(3600.0, gt=0)
+    # The worker processes of `run --workers N` are restarted when they die, after a jittered delay
+    # doubling from restart_backoff_s up to restart_backoff_cap_s (never giving up), back to the
+    # shortest once a process had run restart_reset_s; stop_timeout_s: from SIGTERM to SIGKILL.
+    restart_backoff_s: float = Field(1.0, gt=0)
+    restart_backoff_cap_s: float = Field(60.0, gt=0)
+    restart_reset_s: float = Field(60.0, gt=0)
+    stop_timeout_s: float = Field(30.0, gt=0)
 
 
 class ConversationSettings(BaseModel):

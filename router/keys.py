@@ -24,7 +24,7 @@ outbox:{channel}                stream    replies in flight (``item``), group ``
 delivery:{conv}                 hash      reply id -> delivery status
 sandbox:{user}                  stream    replies delivered to a sandbox user
 stats                           hash      counters (in:{channel}, routed:{channel}, dead, ...)
-health:{kind}:{name}            string    JSON health record with a TTL (workers, adapters)
+health:{kind}:{name}            string    JSON health record with a TTL (worker, adapter, supervisor)
 cursor:{channel}:{account}      hash      an adapter's durable positions (update offset, UIDs ...)
 email:mid:{account}:{msgid}     string    e-mail thread index: Message-ID -> "root\nsubject" (TTL)
 rules:active                    string    published rule-set version number

@@ -9,10 +9,9 @@ import logging
 import os
 import signal
 import socket
-import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,7 @@ from router.queues import Queues
 from router.redis import check_version, connect
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
+from router.supervisor import RestartPolicy, Supervisor
 from router.worker import Worker
 from rules import Engine
 
@@ -134,26 +134,25 @@ async def running_adapters(adapters: list[Adapter]) -> AsyncIterator[list[Adapte
                 log.exception("closing adapter %s failed", adapter.name)
 
 
-@contextlib.contextmanager
-def worker_processes(n: int, url: str, config: Path | None) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """``n`` extra ``switchboard worker`` processes on the same Redis, stopped (SIGTERM) on exit."""
-    env = {**os.environ, "SWITCHBOARD_REDIS__URL": url}
+def worker_processes(rt: Runtime, n: int, config: Path | None) -> Supervisor:
+    """``n`` extra ``switchboard worker`` processes on the same Redis, supervised (``serve`` runs them)."""
+    env = {**os.environ, "SWITCHBOARD_REDIS__URL": rt.url}
     cmd = [sys.executable, "-m", "router", *(["--config", str(config)] if config else []), "worker"]
-    procs = [subprocess.Popen(cmd, env=env) for _ in range(n)]
-    try:
-        yield procs
-    finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                p.kill()
+    return Supervisor(
+        cmd,
+        env,
+        n,
+        RestartPolicy.of(rt.settings.worker),
+        kind="worker",
+        client=rt.client,
+        health_key=rt.keys.health("supervisor", rt.instance),
+        health_every_s=rt.settings.worker.heartbeat_s,
+    )
 
 
-async def serve(rt: Runtime, adapters: list[Adapter], workers: int = 1) -> None:
-    """Run router workers and adapters until SIGTERM/SIGINT: workers finish their batch first."""
+async def serve(rt: Runtime, adapters: list[Adapter], workers: int = 1, processes: Supervisor | None = None) -> None:
+    """Run router workers, adapters and supervised ``processes`` until SIGTERM/SIGINT: workers
+    finish their batch first."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     pool = [Worker(rt.client, rt.settings) for _ in range(workers)]
@@ -169,6 +168,8 @@ async def serve(rt: Runtime, adapters: list[Adapter], workers: int = 1) -> None:
         async with running_adapters(adapters) as started:
             tasks = [asyncio.create_task(w.run(handle_signals=False)) for w in pool]
             tasks.append(asyncio.create_task(_publish_health(rt, started, stopping)))
+            if processes is not None:
+                tasks.append(asyncio.create_task(processes.run(stopping)))
             stopper = asyncio.create_task(stopping.wait())
             # A crashed worker must bring the process down (and be restarted by its supervisor),
             # not leave the others running with the signal handlers of a process that looks alive.
