@@ -1,6 +1,9 @@
 """Conversations: reading state and history, and the agents' operations on them.
 
 Every change runs in router/lua/conv.lua, atomically with its history entry and group event.
+Each write takes an optional ``request_id`` (one is made when absent): the write is safe to send
+twice, and a reply lost with its connection is recovered by sending it once more with the same id
+(router/requests.py).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from router.config import Settings
 from router.errors import NotFound
 from router.keys import Keys
 from router.model import new_id, now
+from router.requests import REQUEST_TTL_MS, retry_once
 from router.scripts import Scripts, argv, map_error
 
 
@@ -152,16 +156,29 @@ class Conversations:
         self.client = client
         self.keys = Keys(settings.prefix)
         self.scripts = scripts or Scripts.register(client)
-        self._sla_ms = {int(k[1:]): v * 1000 for k, v in settings.conversations.sla_s.items()}
+        # By priority number: the script picks the SLA of the priority the conversation has then.
+        self._sla_ms = {k[1:]: v * 1000 for k, v in settings.conversations.sla_s.items()}
 
-    async def _op(self, op: str, conv_id: str, **args: Any) -> str:
+    async def _op(self, op: str, conv_id: str, request_id: str = "", **args: Any) -> str:
         try:
             result = await self.scripts.conv(
-                args=argv(self.keys.prefix, op, conv_id, json.dumps(args, ensure_ascii=False))
+                args=argv(
+                    self.keys.prefix,
+                    op,
+                    conv_id,
+                    json.dumps(args, ensure_ascii=False),
+                    request_id,
+                    REQUEST_TTL_MS,
+                )
             )
         except ResponseError as exc:
             raise map_error(exc) from None
         return result.decode() if isinstance(result, bytes) else str(result)
+
+    async def _write(self, op: str, conv_id: str, request_id: str | None, **args: Any) -> str:
+        """``op`` keyed by ``request_id`` (made when None), sent once more on a lost connection."""
+        rid = request_id or new_id()
+        return await retry_once(lambda: self._op(op, conv_id, rid, **args), rid)
 
     async def get(self, conv_id: str) -> Conversation:
         data = await self.client.hgetall(self.keys.conv(conv_id))
@@ -192,43 +209,36 @@ class Conversations:
         ids = sorted((m.decode() for m in await self.client.smembers(self.keys.agent(agent))), key=int)
         return await self.get_many(ids)
 
-    async def claim(self, group: str, agent: str, conv_id: str = "") -> str | None:
+    async def claim(self, group: str, agent: str, conv_id: str = "", request_id: str | None = None) -> str | None:
         """Claim the head of ``group``'s queue (or one conversation in it); None when there is none.
 
-        Atomic: concurrent claims never hand one conversation to two agents.
+        Atomic: concurrent claims never hand one conversation to two agents; a claim sent again
+        with its request id returns the conversation it claimed the first time.
         """
-        result = await self._op("claim", conv_id, group=group, by=agent)
+        result = await self._write("claim", conv_id, request_id, group=group, by=agent)
         return result or None
 
-    async def release(self, conv_id: str, by: str) -> None:
-        conv = await self.get(conv_id)
-        await self._op("release", conv_id, by=by, sla_ms=self._sla_ms[conv.priority])
+    async def release(self, conv_id: str, by: str, request_id: str | None = None) -> None:
+        await self._write("release", conv_id, request_id, by=by, sla_ms=self._sla_ms)
 
-    async def transfer(self, conv_id: str, group: str, by: str, reason: str = "") -> None:
-        conv = await self.get(conv_id)
-        await self._op(
-            "transfer",
-            conv_id,
-            group=group,
-            by=by,
-            reason=reason,
-            sla_ms=self._sla_ms[conv.priority],
-        )
+    async def transfer(
+        self, conv_id: str, group: str, by: str, reason: str = "", request_id: str | None = None
+    ) -> None:
+        await self._write("transfer", conv_id, request_id, group=group, by=by, reason=reason, sla_ms=self._sla_ms)
 
-    async def set_priority(self, conv_id: str, priority: int, by: str) -> None:
-        await self._op("priority", conv_id, prio=priority, by=by)
+    async def set_priority(self, conv_id: str, priority: int, by: str, request_id: str | None = None) -> None:
+        await self._write("priority", conv_id, request_id, prio=priority, by=by)
 
-    async def close(self, conv_id: str, by: str) -> None:
-        await self._op("close", conv_id, by=by)
+    async def close(self, conv_id: str, by: str, request_id: str | None = None) -> None:
+        await self._write("close", conv_id, request_id, by=by)
 
-    async def note(self, conv_id: str, by: str, text: str) -> None:
-        await self._op("note", conv_id, by=by, text=text)
+    async def note(self, conv_id: str, by: str, text: str, request_id: str | None = None) -> None:
+        await self._write("note", conv_id, request_id, by=by, text=text)
 
-    async def reply(self, conv_id: str, text: str, by: str) -> str:
-        """Queue a reply on the conversation's channel; returns the reply id."""
+    async def reply(self, conv_id: str, text: str, by: str, request_id: str | None = None) -> str:
+        """Queue a reply on the conversation's channel; returns the reply id (one outbox item and
+        one history entry however often it is sent with the same request id)."""
         if not text.strip():
             raise ValueError("a reply needs text")
-        reply_id = new_id()
-        item = {"id": reply_id, "text": text, "author": by, "auto": False, "created_at": now()}
-        await self._op("reply", conv_id, by=by, item=item)
-        return reply_id
+        item = {"id": new_id(), "text": text, "author": by, "auto": False, "created_at": now()}
+        return await self._write("reply", conv_id, request_id, by=by, item=item)

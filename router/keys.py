@@ -30,6 +30,8 @@ email:mid:{account}:{msgid}     string    e-mail thread index: Message-ID -> "ro
 rules:active                    string    published rule-set version number
 rules:v:{n}                     hash      a published rule set: source, author, at, version hash
 rules:log                       stream    publish / rollback log
+req:{id}                        string    a write's result under its request id (TTL 1 day), see
+                                          router/requests.py
 users                           set       web console user names
 user:{name}                     hash      a console user: role, groups (JSON), argon2 hash, token digest
 session:{digest}                string    a console session (JSON: user, csrf token), TTL; keyed digest
@@ -147,6 +149,9 @@ class Keys:
     @property
     def rules_seq(self) -> str:
         return self.prefix + "rules:seq"
+
+    def request(self, request_id: str) -> str:
+        return f"{self.prefix}req:{request_id}"
 
     # -- web console (router/console) ---------------------------------------------------------
     @property

@@ -2,6 +2,8 @@
 
 A rule set is compiled before it is stored, so a bad file is refused and the running version
 stays in force. Workers poll the active version number and swap engines without a restart.
+Publish and rollback take a request id and are safe to send twice (router/requests.py): a repeat
+returns the version the first one made active, and makes no second version or log entry.
 """
 
 from __future__ import annotations
@@ -10,13 +12,18 @@ import difflib
 import gc
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import WatchError
 
 from router.errors import NotFound
 from router.keys import Keys
+from router.model import new_id
+from router.requests import REQUEST_TTL_MS, retry_once
 from rules import Engine
 
 log = logging.getLogger("switchboard.rules")
@@ -52,62 +59,104 @@ class RuleStore:
         number = await self.active_number()
         return await self.get(number) if number is not None else None
 
-    async def publish(self, source: str, author: str, comment: str = "", filename: str = "<rules>") -> Published:
+    async def publish(
+        self,
+        source: str,
+        author: str,
+        comment: str = "",
+        filename: str = "<rules>",
+        request_id: str | None = None,
+    ) -> Published:
         """Validate (raises RuleSetError with every error) and make ``source`` the active rule set."""
         engine = Engine.from_yaml(source, filename)
-        number = int(await self._client.incr(self._keys.rules_seq))
         at = time.time()
-        pipe = self._client.pipeline(transaction=True)
-        pipe.hset(
-            self._keys.rules_version(number),
-            mapping={
-                "source": source,
-                "author": author,
-                "at": at,
-                "version": engine.version,
-                "comment": comment,
-            },
-        )
-        pipe.set(self._keys.rules_active, number)
-        pipe.xadd(
-            self._keys.rules_log,
-            {
-                "action": "publish",
-                "number": number,
-                "version": engine.version,
-                "author": author,
-                "at": at,
-                "comment": comment,
-            },
-        )
-        await pipe.execute()
-        log.info("rule set %s (%s) published by %s", number, engine.version, author)
-        return Published(number, engine.version, author, at, comment, source)
 
-    async def rollback(self, author: str, to: int | None = None) -> Published:
+        async def stage(pipe: Pipeline) -> int:
+            # Numbered inside the transaction, not by INCR before it: a run that does not commit
+            # leaves no gap, and rollback's "the version before" stays number - 1.
+            number = int(await pipe.get(self._keys.rules_seq) or 0) + 1
+            pipe.multi()
+            pipe.set(self._keys.rules_seq, number)
+            pipe.hset(
+                self._keys.rules_version(number),
+                mapping={"source": source, "author": author, "at": at, "version": engine.version, "comment": comment},
+            )
+            pipe.set(self._keys.rules_active, number)
+            pipe.xadd(
+                self._keys.rules_log,
+                {
+                    "action": "publish",
+                    "number": number,
+                    "version": engine.version,
+                    "author": author,
+                    "at": at,
+                    "comment": comment,
+                },
+            )
+            return number
+
+        number = await self._once(request_id, stage)
+        published = await retry_once(lambda: self.get(number), str(number))
+        log.info("rule set %s (%s) published by %s", number, published.version, author)
+        return published
+
+    async def rollback(self, author: str, to: int | None = None, request_id: str | None = None) -> Published:
         """Make an earlier version active again (the one before the active one by default)."""
-        current = await self.active_number()
-        if to is None:
-            if current is None or current <= 1:
-                raise NotFound("no earlier rule set version to roll back to")
-            to = current - 1
-        target = await self.get(to)
-        at = time.time()
-        pipe = self._client.pipeline(transaction=True)
-        pipe.set(self._keys.rules_active, to)
-        pipe.xadd(
-            self._keys.rules_log,
-            {
-                "action": "rollback",
-                "number": to,
-                "version": target.version,
-                "author": author,
-                "at": at,
-                "comment": f"from {current}",
-            },
-        )
-        await pipe.execute()
-        return target
+
+        async def stage(pipe: Pipeline) -> int:
+            raw = await pipe.get(self._keys.rules_active)
+            current = int(raw) if raw else None
+            target = to
+            if target is None:
+                if current is None or current <= 1:
+                    raise NotFound("no earlier rule set version to roll back to")
+                target = current - 1
+            version = await pipe.hget(self._keys.rules_version(target), "version")
+            if version is None:
+                raise NotFound(f"rule set version {target}")
+            pipe.multi()
+            pipe.set(self._keys.rules_active, target)
+            pipe.xadd(
+                self._keys.rules_log,
+                {
+                    "action": "rollback",
+                    "number": target,
+                    "version": version.decode(),
+                    "author": author,
+                    "at": time.time(),
+                    "comment": f"from {current}",
+                },
+            )
+            return target
+
+        number = await self._once(request_id, stage)
+        return await retry_once(lambda: self.get(number), str(number))
+
+    async def _once(self, request_id: str | None, stage: Callable[[Pipeline], Awaitable[int]]) -> int:
+        """Run ``stage`` (reads, then ``multi()`` and the writes; returns the version number) in one
+        transaction with the record of ``request_id``, made when None; a repeat returns the first
+        run's number and writes nothing. Sent once more, with the same id, on a lost connection."""
+        rid = request_id or new_id()
+        key = self._keys.request(rid)
+
+        async def attempt() -> int:
+            async with self._client.pipeline(transaction=True) as pipe:
+                while True:
+                    # The active version and the sequence watched too: a publish or rollback
+                    # between the reads and EXEC makes this one read again, not write stale data.
+                    await pipe.watch(key, self._keys.rules_active, self._keys.rules_seq)
+                    done = await pipe.get(key)
+                    if done is not None:
+                        return int(done)
+                    number = await stage(pipe)
+                    pipe.set(key, number, px=REQUEST_TTL_MS)
+                    try:
+                        await pipe.execute()
+                    except WatchError:
+                        continue
+                    return number
+
+        return await retry_once(attempt, rid)
 
     async def log(self, count: int = 50) -> list[dict[str, str]]:
         entries = await self._client.xrevrange(self._keys.rules_log, count=count)

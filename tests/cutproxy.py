@@ -2,7 +2,9 @@
 
 ``cut_next_reply()`` arms it: the next bytes Redis sends back are dropped and that client's
 connection is closed, so the command has run in Redis but its caller never hears so — the case
-in which a client that resends on connection errors runs a write twice.
+in which a client that resends on connection errors runs a write twice. With ``command`` (e.g.
+``b"EVALSHA"``, ``b"EXEC"``) the reply lost is the one to the next request holding those bytes,
+so the reads a call makes before its write get through.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ class CutProxy:
         parsed = urlparse(target_url)
         self._target = (parsed.hostname or "127.0.0.1", parsed.port or 6379)
         self._cut = 0
+        self._cut_on: list[bytes] = []
         self.cuts = 0
         self._server: asyncio.Server | None = None
         self._pipes: set[asyncio.Task[None]] = set()
@@ -28,8 +31,11 @@ class CutProxy:
         port = self._server.sockets[0].getsockname()[1]
         return f"redis://127.0.0.1:{port}/0"
 
-    def cut_next_reply(self, times: int = 1) -> None:
-        self._cut += times
+    def cut_next_reply(self, times: int = 1, *, command: bytes | None = None) -> None:
+        if command is None:
+            self._cut += times
+        else:
+            self._cut_on += [command] * times
 
     async def start(self) -> None:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -48,6 +54,9 @@ class CutProxy:
 
         async def upstream() -> None:
             while data := await reader.read(65536):
+                if self._cut_on and self._cut_on[0] in data:
+                    self._cut_on.pop(0)
+                    self._cut += 1
                 up_writer.write(data)
                 await up_writer.drain()
 

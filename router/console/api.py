@@ -19,6 +19,7 @@ from starlette.routing import BaseRoute, Route
 
 from rules import MessageIn
 
+from .auth import User
 from .http import console, require
 from .service import ReplayRow
 
@@ -151,6 +152,17 @@ def ok(**values: Any) -> JSONResponse:
     return JSONResponse({"ok": True, **values})
 
 
+def idempotency(request: Request, user: User) -> str | None:
+    """The request id of a client's ``Idempotency-Key`` header (its retry of a write changes nothing
+    twice, router/requests.py), scoped to the caller and the endpoint; None without the header."""
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not 0 < len(key) <= 200:
+        raise ValueError("an Idempotency-Key has 1 to 200 characters")
+    return f"api:{user.name}:{request.url.path}:{key}"
+
+
 # -- me ------------------------------------------------------------------------------------------
 @endpoint("GET", "/api/me", "The authenticated user, with the CSRF token of a cookie session")
 async def me(request: Request) -> Response:
@@ -191,7 +203,9 @@ async def queue(request: Request) -> Response:
 async def claim(request: Request) -> Response:
     user = await require(request)
     data = await body(request, ClaimIn)
-    cid = await console(request).claim(user, request.path_params["group"], data.conversation)
+    cid = await console(request).claim(
+        user, request.path_params["group"], data.conversation, idempotency(request, user)
+    )
     return JSONResponse({"conversation": cid}, status_code=200 if cid else 409)
 
 
@@ -226,7 +240,7 @@ async def conversation(request: Request) -> Response:
 async def reply(request: Request) -> Response:
     user = await require(request)
     data = await body(request, TextIn)
-    reply_id = await console(request).reply(user, request.path_params["conv_id"], data.text)
+    reply_id = await console(request).reply(user, request.path_params["conv_id"], data.text, idempotency(request, user))
     return JSONResponse({"reply": reply_id, "status": "queued"}, status_code=202)
 
 
@@ -236,7 +250,7 @@ async def reply(request: Request) -> Response:
 async def note(request: Request) -> Response:
     user = await require(request)
     data = await body(request, TextIn)
-    await console(request).note(user, request.path_params["conv_id"], data.text)
+    await console(request).note(user, request.path_params["conv_id"], data.text, idempotency(request, user))
     return ok()
 
 
@@ -245,7 +259,7 @@ async def note(request: Request) -> Response:
 )
 async def release(request: Request) -> Response:
     user = await require(request)
-    await console(request).release(user, request.path_params["conv_id"])
+    await console(request).release(user, request.path_params["conv_id"], idempotency(request, user))
     return ok()
 
 
@@ -259,7 +273,9 @@ async def release(request: Request) -> Response:
 async def transfer(request: Request) -> Response:
     user = await require(request)
     data = await body(request, TransferIn)
-    await console(request).transfer(user, request.path_params["conv_id"], data.group, data.reason)
+    await console(request).transfer(
+        user, request.path_params["conv_id"], data.group, data.reason, idempotency(request, user)
+    )
     return ok()
 
 
@@ -273,14 +289,14 @@ async def transfer(request: Request) -> Response:
 async def priority(request: Request) -> Response:
     user = await require(request)
     data = await body(request, PriorityIn)
-    await console(request).set_priority(user, request.path_params["conv_id"], data.priority)
+    await console(request).set_priority(user, request.path_params["conv_id"], data.priority, idempotency(request, user))
     return ok()
 
 
 @endpoint("POST", "/api/conversations/{conv_id}/close", "Close the conversation", tag="conversations")
 async def close(request: Request) -> Response:
     user = await require(request)
-    await console(request).close(user, request.path_params["conv_id"])
+    await console(request).close(user, request.path_params["conv_id"], idempotency(request, user))
     return ok()
 
 
@@ -393,7 +409,7 @@ async def rules_replay(request: Request) -> Response:
 async def rules_publish(request: Request) -> Response:
     user = await require(request, admin=True)
     data = await body(request, PublishIn)
-    published = await console(request).publish(user, data.source, data.comment)
+    published = await console(request).publish(user, data.source, data.comment, idempotency(request, user))
     return JSONResponse(
         {"number": published.number, "version": published.version, "author": published.author, "at": published.at},
         status_code=201,
@@ -441,7 +457,7 @@ async def rules_diff(request: Request) -> Response:
 async def rules_rollback(request: Request) -> Response:
     user = await require(request, admin=True)
     data = await body(request, RollbackIn)
-    target = await console(request).rollback(user, data.to)
+    target = await console(request).rollback(user, data.to, idempotency(request, user))
     return JSONResponse({"number": target.number, "version": target.version})
 
 

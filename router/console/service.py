@@ -159,39 +159,44 @@ class Console:
         deliveries = await self.rt.conversations.deliveries(conv_id)
         return conv, history, deliveries
 
-    async def claim(self, user: User, group: str, conv_id: str = "") -> str | None:
+    # The writes take the request id of a client's retry (the API's Idempotency-Key), see
+    # router/requests.py: sent again with it, a write returns its first result and changes nothing.
+    async def claim(self, user: User, group: str, conv_id: str = "", request_id: str | None = None) -> str | None:
         self.require_group(user, group)
-        return await self.rt.conversations.claim(group, user.name, conv_id)
+        return await self.rt.conversations.claim(group, user.name, conv_id, request_id)
 
-    async def reply(self, user: User, conv_id: str, text: str) -> str:
+    async def reply(self, user: User, conv_id: str, text: str, request_id: str | None = None) -> str:
         await self.conversation(user, conv_id)
-        return await self.rt.conversations.reply(conv_id, text, user.name)
+        return await self.rt.conversations.reply(conv_id, text, user.name, request_id)
 
-    async def release(self, user: User, conv_id: str) -> None:
+    async def release(self, user: User, conv_id: str, request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
-        await self.rt.conversations.release(conv_id, user.name)
+        await self.rt.conversations.release(conv_id, user.name, request_id)
 
-    async def transfer(self, user: User, conv_id: str, group: str, reason: str = "") -> None:
+    async def transfer(
+        self, user: User, conv_id: str, group: str, reason: str = "", request_id: str | None = None
+    ) -> None:
         conv = await self.conversation(user, conv_id)
         if group not in await self.all_groups():
             raise ValueError(f"unknown group {group!r}")
-        if group == conv.group:
+        # A retry of a transfer that ran finds the conversation in the group already: no error.
+        if group == conv.group and not (request_id and await self.rt.client.exists(self.keys.request(request_id))):
             raise ValueError(f"conversation {conv_id} is already in {group}")
-        await self.rt.conversations.transfer(conv_id, group, user.name, reason)
+        await self.rt.conversations.transfer(conv_id, group, user.name, reason, request_id)
 
-    async def set_priority(self, user: User, conv_id: str, priority: str) -> None:
+    async def set_priority(self, user: User, conv_id: str, priority: str, request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
-        await self.rt.conversations.set_priority(conv_id, parse_priority(priority), user.name)
+        await self.rt.conversations.set_priority(conv_id, parse_priority(priority), user.name, request_id)
 
-    async def close(self, user: User, conv_id: str) -> None:
+    async def close(self, user: User, conv_id: str, request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
-        await self.rt.conversations.close(conv_id, user.name)
+        await self.rt.conversations.close(conv_id, user.name, request_id)
 
-    async def note(self, user: User, conv_id: str, text: str) -> None:
+    async def note(self, user: User, conv_id: str, text: str, request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
         if not text.strip():
             raise ValueError("a note needs text")
-        await self.rt.conversations.note(conv_id, user.name, text)
+        await self.rt.conversations.note(conv_id, user.name, text, request_id)
 
     # -- canned responses ----------------------------------------------------------------------
     async def canned(self) -> dict[str, str]:
@@ -304,15 +309,15 @@ class Console:
                 )
         return rows, compared, checked
 
-    async def publish(self, user: User, source: str, comment: str = "") -> Published:
+    async def publish(self, user: User, source: str, comment: str = "", request_id: str | None = None) -> Published:
         self.require_admin(user)
-        published = await self.rt.rules.publish(source, user.name, comment, filename="draft.yaml")
+        published = await self.rt.rules.publish(source, user.name, comment, "draft.yaml", request_id)
         await self.rt.engine(fresh=True)
         return published
 
-    async def rollback(self, user: User, to: int | None) -> Published:
+    async def rollback(self, user: User, to: int | None, request_id: str | None = None) -> Published:
         self.require_admin(user)
-        target = await self.rt.rules.rollback(user.name, to)
+        target = await self.rt.rules.rollback(user.name, to, request_id)
         await self.rt.engine(fresh=True)
         return target
 

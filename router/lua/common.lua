@@ -76,3 +76,17 @@ local function dead_letter(entry, reason, attempts)
   redis.call('HDEL', P .. 'failures', entry)
   if not again then redis.call('HINCRBY', P .. 'stats', 'dead', 1) end
 end
+
+-- Request ids (router/requests.py): the result a write recorded under its id, or nil; and
+-- recording it, with the effect, so a repeat of the same request returns it without a second one.
+local function request_done(rid)
+  if rid == nil or rid == '' then return nil end
+  local done = redis.call('GET', P .. 'req:' .. rid)
+  if done then return done end
+  return nil
+end
+
+local function request_record(rid, ttl_ms, result)
+  if rid ~= nil and rid ~= '' then redis.call('SET', P .. 'req:' .. rid, result, 'PX', ttl_ms) end
+  return result
+end

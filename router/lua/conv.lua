@@ -1,18 +1,25 @@
 -- Conversation operations by agents and adapters, each atomic.
--- ARGV[3] = op, ARGV[4] = conversation id ('' for claim-next), ARGV[5] = JSON arguments.
+-- ARGV[3] = op, ARGV[4] = conversation id ('' for claim-next), ARGV[5] = JSON arguments,
+-- ARGV[6] = request id ('' for none), ARGV[7] = its record's TTL in ms: an op sent again with its
+-- request id returns the first result and changes nothing (router/requests.py). Error replies are
+-- not recorded: they changed nothing, so a repeat may run.
 -- Errors: 'NOTFOUND …' and 'CONFLICT …' replies, mapped to exceptions by router/conversations.py.
 local op = ARGV[3]
 local cid = ARGV[4]
 local a = cjson.decode(ARGV[5])
+local RID = ARGV[6]
+local done = request_done(RID)
+if done then return done end
+local function finish(result) return request_record(RID, ARGV[7], result) end
 
 if op == 'claim' then
   local q = P .. 'queue:' .. a.group
   if cid == '' then
     local head = redis.call('ZPOPMIN', q)
-    if #head == 0 then return '' end
+    if #head == 0 then return finish('') end
     cid = head[1]
   elseif redis.call('ZREM', q, cid) == 0 then
-    return ''
+    return finish('')
   end
   redis.call('ZREM', P .. 'waiting:' .. a.group, cid)
   local c = P .. 'conv:' .. cid
@@ -20,7 +27,7 @@ if op == 'claim' then
   redis.call('SADD', P .. 'agent:' .. a.by, cid)
   hist(cid, 'status', cjson.encode({status = 'assigned', agent = a.by, by = a.by}))
   event(a.group, 'claimed', cid, cjson.encode({agent = a.by}))
-  return cid
+  return finish(cid)
 end
 
 local c = P .. 'conv:' .. cid
@@ -33,7 +40,7 @@ local function unassign()
 end
 
 local function requeue(group, p)
-  local sla = tonumber(a.sla_ms)
+  local sla = tonumber(a.sla_ms[cur.prio])  -- the SLA (ms) of each priority, by its number
   local due = math.min(tonumber(cur.due_ms), NOW + sla)
   enqueue(cid, group, p, due, NOW)
   redis.call('HSET', c, 'status', 'new', 'agent', '', 'group', group, 'prio', p,
@@ -61,7 +68,7 @@ end
 
 if op == 'note' then
   hist(cid, 'note', ARGV[5])
-  return 'ok'
+  return finish('ok')
 end
 
 if cur.status == 'closed' and op ~= 'reopen' then
@@ -115,7 +122,8 @@ elseif op == 'reply' then
   send(cid, cur.channel, item.id, cjson.encode(item))
   redis.call('HINCRBY', P .. 'stats', 'out:' .. cur.channel, 1)
   event(cur.group, 'replied', cid, cjson.encode({by = a.by, reply = item.id}))
+  return finish(item.id)  -- a repeat answers with the first reply's id
 else
   return redis.error_reply('ERR unknown op ' .. op)
 end
-return 'ok'
+return finish('ok')

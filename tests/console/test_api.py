@@ -464,3 +464,31 @@ def test_users_commands(env: dict[str, str]) -> None:
 async def test_unknown_paths(served: Served, path: str) -> None:
     async with served.api() as anon:
         assert (await anon.get(path)).status_code == 404
+
+
+async def test_a_client_retry_with_the_same_idempotency_key_changes_nothing_twice(served: Served) -> None:
+    token = await served.user("ann", "agent", ("payments", "verification"))
+    first = await served.route("my deposit is missing", user="a")
+    second = await served.route("my withdrawal has not arrived", user="b")
+    async with served.api(token) as api:
+
+        async def twice(path: str, key: str, payload: dict[str, object]) -> list[httpx.Response]:
+            headers = {"Idempotency-Key": key}
+            return [await api.post(path, json=payload, headers=headers) for _ in range(2)]
+
+        claims = await twice("/api/groups/payments/claim", "k1", {})
+        assert [r.json()["conversation"] for r in claims] == [first, first]
+        replies = await twice(f"/api/conversations/{first}/reply", "k2", {"text": "On it"})
+        assert replies[0].json()["reply"] == replies[1].json()["reply"]
+        moves = await twice(f"/api/conversations/{first}/transfer", "k3", {"group": "verification"})
+        assert [r.status_code for r in moves] == [200, 200]
+        # Another key is another request: the next conversation, and a transfer refused as a no-op.
+        again = await api.post("/api/groups/payments/claim", json={}, headers={"Idempotency-Key": "k4"})
+        assert again.json()["conversation"] == second
+        refused = await api.post(
+            f"/api/conversations/{first}/transfer", json={"group": "verification"}, headers={"Idempotency-Key": "k5"}
+        )
+        assert refused.status_code == 400
+    outbound = [h for h in await served.rt.conversations.history(first) if h.type == "outbound"]
+    assert len(outbound) == 1
+    assert len([h for h in await served.rt.conversations.history(first) if h.data.get("group")]) == 1
