@@ -45,7 +45,7 @@ def _with_runtime(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Ha
             async with Runtime(settings, url) as rt:
                 return await fn(rt, args)
 
-        with redis_server(settings.redis_url, settings.redis.data_dir) as url:
+        with redis_server(settings) as url:
             return asyncio.run(main(url))
 
     return handler
@@ -86,7 +86,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         return 0
 
     with (
-        redis_server(settings.redis_url, settings.redis.data_dir) as url,
+        redis_server(settings) as url,
         # Rules evaluation is CPU-bound: more workers means more processes, not more tasks.
         worker_processes(args.workers - 1, url, args.config),
     ):
@@ -122,7 +122,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
                     loop.remove_signal_handler(sig)
         return 0
 
-    with redis_server(settings.redis_url, settings.redis.data_dir) as url:
+    with redis_server(settings) as url:
         return asyncio.run(main(url))
 
 

@@ -22,6 +22,8 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from router.config import Settings
+from router.durability import appendfsync
 from router.errors import RedisUnavailable
 
 log = logging.getLogger("switchboard.redis")
@@ -68,6 +70,10 @@ class EmbeddedRedis:
 
     data_dir: Path
     port: int = 0  # 0: unix socket only
+    # "always" when inbox.durability is "durable" (router/durability.py): fsync before each reply.
+    appendfsync: str = "everysec"
+    # Beyond it, writes are refused (noeviction): an append raises RedisFull, nothing is evicted.
+    maxmemory: str = "0"
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
 
     @property
@@ -103,7 +109,9 @@ class EmbeddedRedis:
             "bind 127.0.0.1",
             "protected-mode yes",
             "appendonly yes",
-            "appendfsync everysec",
+            f"appendfsync {self.appendfsync}",
+            f"maxmemory {self.maxmemory}",
+            "maxmemory-policy noeviction",
             'save ""',
             f"pidfile {self.pid_path}",
             "daemonize no",
@@ -194,12 +202,16 @@ async def check_version(client: aioredis.Redis) -> str:
 
 
 @contextlib.contextmanager
-def redis_server(url: str, data_dir: Path) -> Iterator[str]:
-    """Yield the URL to use: ``url`` when configured, else an embedded server's (started if needed)."""
-    if url:
-        yield url
+def redis_server(settings: Settings) -> Iterator[str]:
+    """Yield the URL to use: the configured one, else an embedded server's (started if needed)."""
+    if settings.redis_url:
+        yield settings.redis_url
         return
-    embedded = EmbeddedRedis(data_dir)
+    embedded = EmbeddedRedis(
+        settings.redis.data_dir,
+        appendfsync=appendfsync(settings.inbox),
+        maxmemory=settings.redis.embedded_maxmemory,
+    )
     if embedded.running_elsewhere():
         yield embedded.url
         return

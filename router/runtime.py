@@ -53,7 +53,7 @@ class Runtime:
 
     async def __aenter__(self) -> Runtime:
         await check_version(self.client)
-        await self.inbox.ensure_group()
+        await self.inbox.start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
