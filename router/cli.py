@@ -408,7 +408,9 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         return bench.run(args.json, sys.stdout)
     from router import bench as core_bench
 
-    return core_bench.main(settings, as_json=args.json, messages=args.messages)
+    if args.target == "append":
+        return core_bench.append_main(settings, as_json=args.json, messages=args.messages or 4_000)
+    return core_bench.main(settings, as_json=args.json, messages=args.messages or 20_000)
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -545,9 +547,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("route", cmd_route, "route JSON lines from stdin offline (no Redis)")
     sp.add_argument("--rules")
 
-    sp = add("bench", cmd_bench, "benchmarks: the router end to end (default) or the rules engine")
-    sp.add_argument("target", nargs="?", choices=["router", "rules"], default="router")
-    sp.add_argument("--messages", type=int, default=20_000)
+    sp = add("bench", cmd_bench, "benchmarks: the router end to end (default), the rules engine, inbox appends")
+    sp.add_argument("target", nargs="?", choices=["router", "rules", "append"], default="router")
+    sp.add_argument("--messages", type=int, help="messages per run (router 20,000; append 4,000 per mode)")
     json_flag(sp)
     return p
 
