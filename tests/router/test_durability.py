@@ -23,7 +23,7 @@ import pytest
 
 from router.config import Settings
 from router.durability import appendfsync
-from router.errors import ConfigError
+from router.errors import ConfigError, NotDurable
 from router.model import Envelope
 from router.redis import EmbeddedRedis
 from router.runtime import Runtime
@@ -93,9 +93,9 @@ async def power_loss(tmp_path: Path, settings: Settings, durability: str, second
 
 async def test_durable_appends_survive_a_power_loss(tmp_path: Path, settings: Settings) -> None:
     drill = await power_loss(tmp_path, settings, "durable")
-    assert drill.fsync == "always"
     assert len(drill.confirmed) > 100
     assert drill.missing == 0
+    assert drill.fsync == "always"
 
 
 async def test_fast_appends_lose_at_most_the_last_second_on_a_power_loss(tmp_path: Path, settings: Settings) -> None:
@@ -116,3 +116,18 @@ async def test_durable_refuses_to_start_on_a_server_that_cannot_give_it(tmp_path
     ):
         async with Runtime(settings, server.url):
             pass
+
+
+async def test_an_append_not_on_enough_replicas_is_refused_and_so_is_its_retry(rt: Runtime) -> None:
+    rt.settings.inbox.replicas = 1  # the test server has none
+    rt.settings.inbox.wait_timeout_ms = 50
+    await rt.inbox.start()
+    env = message("my deposit is missing", user="r1")
+    with pytest.raises(NotDurable, match=r"reached 0 of inbox\.replicas 1 replicas within 50 ms"):
+        await rt.inbox.append(env)
+    # Written but not replicated: the adapter's retry is a duplicate, and must not pass either.
+    with pytest.raises(NotDurable):
+        await rt.inbox.append(env)
+    rt.settings.inbox.replicas = 0
+    await rt.inbox.start()
+    assert (await rt.inbox.append(env)).duplicate
