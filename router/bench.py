@@ -36,7 +36,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
@@ -310,9 +310,14 @@ async def _main(settings: Settings, messages: int) -> dict[str, Any]:
     }
 
 
+def _run(
+    bench: Callable[[Settings, int], Coroutine[Any, Any, dict[str, Any]]], settings: Settings, messages: int
+) -> dict[str, Any]:
+    return asyncio.run(bench(settings.model_copy(update={"prefix": "bench:"}), messages))
+
+
 def main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.stdout) -> int:
-    settings = settings.model_copy(update={"prefix": "bench:"})
-    result = asyncio.run(_main(settings, messages))
+    result = _run(_main, settings, messages)
     if as_json:
         print(json.dumps(result), file=out)
         return 0
@@ -378,8 +383,7 @@ async def _append_main(settings: Settings, messages: int) -> dict[str, Any]:
 
 def append_main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.stdout) -> int:
     """``switchboard bench append``: appends per second with each durability, in one run."""
-    settings = settings.model_copy(update={"prefix": "bench:"})
-    result = asyncio.run(_append_main(settings, messages))
+    result = _run(_append_main, settings, messages)
     if as_json:
         print(json.dumps(result), file=out)
         return 0
