@@ -87,25 +87,17 @@ class Inbox:
         calls = [self._args(env) for env in envs]
         then = wait.command if wait is not None else ()
         results = await run_many(self._client, self._scripts.append, calls, raise_on_error=False, then=then)
-        if wait is not None:
-            wait_reply = results.pop()
-        out: list[Appended] = []
-        refused: list[Exception] = []
-        for result in results:
-            if isinstance(result, Exception):
-                refused.append(await self._refusal(result))
-            elif result[0] == -1:
-                refused.append(InboxFull(_str(result[1])))
-            else:
-                out.append(Appended(_str(result[1]), result[0] == 0))
-        if refused:
-            first = refused[0]
-            if isinstance(first, AppendRefused):
-                log.warning("inbox append refused for %d of %d messages: %s", len(refused), len(envs), first)
-            raise first
+        wait_reply = results.pop() if wait is not None else None
+        failed = [r for r in results if isinstance(r, Exception) or r[0] == -1]
+        if failed:
+            first = failed[0]
+            exc = await self._refusal(first) if isinstance(first, Exception) else InboxFull(_str(first[1]))
+            if isinstance(exc, AppendRefused):
+                log.warning("inbox append refused for %d of %d messages: %s", len(failed), len(envs), exc)
+            raise exc
         if wait is not None:
             wait.check(wait_reply)
-        return out
+        return [Appended(_str(entry), status == 0) for status, entry in results]
 
     async def _refusal(self, exc: Exception) -> Exception:
         """A script's error as the refusal it is (Redis out of memory), else as it came."""
@@ -117,8 +109,8 @@ class Inbox:
             limit = "?"
         return RedisFull(
             f"Redis is out of memory (maxmemory {_str(limit)} bytes, policy noeviction): appends are "
-            "refused until the workers drain the inbox or maxmemory is raised (redis.embedded_maxmemory "
-            f"for the embedded server); {exc}"
+            "refused until memory is freed or maxmemory is raised (redis.embedded_maxmemory for the "
+            f"embedded server); {exc}"
         )
 
     async def ensure_group(self) -> None:
