@@ -1,4 +1,5 @@
-"""``switchboard bench``: the router end to end against the ceiling of a bare stream move, one run.
+"""``switchboard bench``: the router end to end against the ceiling of a bare stream move, one run;
+``switchboard bench append``: the append rate with each ``inbox.durability``.
 
 On one private redis-server (started here, AOF on, in its own process):
 
@@ -16,6 +17,11 @@ second or two; left automatic, it falls inside whichever phase crosses Redis' si
 router's, as it writes the most), which says more about the bench's volume than about the code.
 The AOF bytes each side appends per message are printed instead.
 ``SB_BENCH_SERIES=1`` also prints the latency per 250 messages over time (spikes vs a steady level).
+
+``bench append`` starts two private servers, one per durability (``fast``: appendfsync everysec,
+``durable``: always — or WAITAOF where the server has it), and appends the same number of messages
+to each, taking turns as above: one at a time (an adapter confirming each message, as a webhook
+does) and in bursts of 100 (a poll's batch). The figures that matter are the ratios durable/fast.
 """
 
 from __future__ import annotations
@@ -30,12 +36,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from router.config import Settings
+from router.durability import appendfsync
 from router.model import Envelope, Sender, new_id
 from router.redis import EmbeddedRedis, connect
 from router.rulestore import settle_heap
@@ -303,9 +310,14 @@ async def _main(settings: Settings, messages: int) -> dict[str, Any]:
     }
 
 
+def _run(
+    bench: Callable[[Settings, int], Coroutine[Any, Any, dict[str, Any]]], settings: Settings, messages: int
+) -> dict[str, Any]:
+    return asyncio.run(bench(settings.model_copy(update={"prefix": "bench:"}), messages))
+
+
 def main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.stdout) -> int:
-    settings = settings.model_copy(update={"prefix": "bench:"})
-    result = asyncio.run(_main(settings, messages))
+    result = _run(_main, settings, messages)
     if as_json:
         print(json.dumps(result), file=out)
         return 0
@@ -326,4 +338,60 @@ def main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.std
         f"p99 {result['latency_p99_ms']} ms (target ≤ 10), max {result['latency_max_ms']} ms",
         file=out,
     )
+    return 0
+
+
+APPEND_BURST = 100
+
+
+async def _append_turn(rt: Runtime, envs: list[Envelope], burst: int, into: Measured) -> None:
+    async with measure(rt, into):
+        for i in range(0, len(envs), burst):
+            await rt.inbox.append_many(envs[i : i + burst])
+    into.messages += len(envs)
+
+
+async def _append_main(settings: Settings, messages: int) -> dict[str, Any]:
+    modes = ("fast", "durable")
+    result: dict[str, Any] = {"messages": messages, "rounds": ROUNDS, "burst": APPEND_BURST}
+    single = {mode: Measured() for mode in modes}
+    bursts = {mode: Measured() for mode in modes}
+    with tempfile.TemporaryDirectory(prefix="sb-bench-") as tmp, contextlib.ExitStack() as servers:
+        async with contextlib.AsyncExitStack() as stack:
+            runtimes: dict[str, Runtime] = {}
+            for mode in modes:
+                mode_settings = settings.model_copy(deep=True)
+                mode_settings.inbox.durability = mode  # type: ignore[assignment]
+                server = EmbeddedRedis(Path(tmp) / mode, appendfsync=appendfsync(mode_settings.inbox))
+                servers.enter_context(server)
+                runtimes[mode] = await stack.enter_async_context(Runtime(mode_settings, server.url))
+            share = -(-messages // ROUNDS)
+            for turn in range(ROUNDS):
+                todo = min(share, messages - turn * share)
+                for mode in modes:
+                    rt = runtimes[mode]
+                    await _append_turn(rt, corpus(todo, seed=turn, account=f"one{turn}"), 1, single[mode])
+                    await _append_turn(rt, corpus(todo, seed=turn, account=f"burst{turn}"), APPEND_BURST, bursts[mode])
+            result["redis_version"] = (await runtimes["fast"].client.info("server"))["redis_version"]
+    for kind, measured in (("single", single), ("burst", bursts)):
+        rates = {mode: measured[mode].messages / measured[mode].seconds for mode in modes}
+        result[f"{kind}_fast_msgs_per_s"] = round(rates["fast"])
+        result[f"{kind}_durable_msgs_per_s"] = round(rates["durable"])
+        result[f"{kind}_ratio"] = round(rates["durable"] / rates["fast"], 3)
+    return result
+
+
+def append_main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.stdout) -> int:
+    """``switchboard bench append``: appends per second with each durability, in one run."""
+    result = _run(_append_main, settings, messages)
+    if as_json:
+        print(json.dumps(result), file=out)
+        return 0
+    print(f"appends: {messages} per mode and kind, in {ROUNDS} turns each (Redis {result['redis_version']})", file=out)
+    for kind, label in (("single", "one at a time"), ("burst", f"bursts of {APPEND_BURST}")):
+        print(
+            f"{label:>16}: fast {result[f'{kind}_fast_msgs_per_s']:>7} msgs/s, durable "
+            f"{result[f'{kind}_durable_msgs_per_s']:>7} msgs/s, durable/fast {result[f'{kind}_ratio']:.2f}",
+            file=out,
+        )
     return 0

@@ -45,7 +45,7 @@ def _with_runtime(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Ha
             async with Runtime(settings, url) as rt:
                 return await fn(rt, args)
 
-        with redis_server(settings.redis_url, settings.redis.data_dir) as url:
+        with redis_server(settings) as url:
             return asyncio.run(main(url))
 
     return handler
@@ -92,7 +92,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             await serve(rt, enabled, processes=processes)
         return 0
 
-    with redis_server(settings.redis_url, settings.redis.data_dir) as url:
+    with redis_server(settings) as url:
         return asyncio.run(main(url))
 
 
@@ -125,7 +125,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
                     loop.remove_signal_handler(sig)
         return 0
 
-    with redis_server(settings.redis_url, settings.redis.data_dir) as url:
+    with redis_server(settings) as url:
         return asyncio.run(main(url))
 
 
@@ -430,7 +430,9 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         return bench_soak.main(settings, args.json, args.minutes, args.rate, args.users)
     from router import bench as core_bench
 
-    return core_bench.main(settings, as_json=args.json, messages=args.messages)
+    if args.target == "append":
+        return core_bench.append_main(settings, as_json=args.json, messages=args.messages or 4_000)
+    return core_bench.main(settings, as_json=args.json, messages=args.messages or 20_000)
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -573,9 +575,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp = add("route", cmd_route, "route JSON lines from stdin offline (no Redis)")
     sp.add_argument("--rules")
 
-    sp = add("bench", cmd_bench, "benchmarks: the router end to end (default) or the rules engine")
-    sp.add_argument("target", nargs="?", choices=["router", "rules", "soak"], default="router")
-    sp.add_argument("--messages", type=int, default=20_000)
+    sp = add("bench", cmd_bench, "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak")
+    sp.add_argument("target", nargs="?", choices=["router", "rules", "append", "soak"], default="router")
+    sp.add_argument("--messages", type=int, help="messages per run (router 20,000; append 4,000 per mode)")
     sp.add_argument("--minutes", type=float, default=10.0, help="soak: how long")
     sp.add_argument("--rate", type=int, default=1000, help="soak: messages per second offered")
     sp.add_argument("--users", type=int, default=60_000, help="soak: distinct senders")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
@@ -29,14 +29,28 @@ class RedisSettings(BaseModel):
     # Empty: Switchboard starts its own redis-server with AOF in data_dir.
     url: SecretStr = SecretStr("")
     data_dir: Path = Path("var")
+    # The embedded server's memory limit (policy noeviction: writes are refused beyond it, appends
+    # raise RedisFull and adapters retry later; nothing is ever evicted). "0": no limit.
+    embedded_maxmemory: str = "2gb"
 
 
 class InboxSettings(BaseModel):
+    # The inbox's cap. Routed entries beyond it are trimmed (oldest first); entries not routed yet
+    # never are: at the cap with none routed, appends are refused (InboxFull) and retried later.
     maxlen: int = Field(1_000_000, ge=1000)
     # Entries older than this (by stream id) are trimmed too; 0 keeps by length only.
     max_age_s: int = Field(0, ge=0)
     max_message_bytes: int = Field(256 * 1024, ge=1024)
     dedup_ttl_s: int = Field(7 * 86400, ge=60)
+    # What an append's acknowledgement means (README, "Durability"): "fast", written to Redis and
+    # its AOF within ~1 s (a power loss can lose up to ~1 s of confirmed messages); "durable", on
+    # disk before it returns (WAITAOF on Redis >= 7.2, else the server must run appendfsync always,
+    # which the embedded server then does).
+    durability: Literal["fast", "durable"] = "fast"
+    # Replicas each append must reach (WAIT; with "durable" and WAITAOF, on their disk) before it
+    # returns; 0 for a single server.
+    replicas: int = Field(0, ge=0)
+    wait_timeout_ms: int = Field(2000, ge=1)
 
 
 class WorkerSettings(BaseModel):

@@ -21,3 +21,21 @@ class NotFound(SwitchboardError):
 
 class Conflict(SwitchboardError):
     """The operation does not fit the current state (e.g. replying to a closed conversation)."""
+
+
+class AppendRefused(SwitchboardError):
+    """An inbox append was refused or not confirmed: the adapter must not confirm the message to
+    its platform, and tries again later (the append is idempotent)."""
+
+
+class InboxFull(AppendRefused):
+    """The inbox is at ``inbox.maxlen`` and its oldest entry is not routed yet (workers behind or
+    stopped): nothing unrouted is ever trimmed to make room."""
+
+
+class RedisFull(AppendRefused):
+    """Redis is out of memory (``maxmemory`` with the ``noeviction`` policy) and refuses writes."""
+
+
+class NotDurable(AppendRefused):
+    """The append was written but not confirmed on disk or on ``inbox.replicas`` replicas in time."""

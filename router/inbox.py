@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from router import durability
 from router.config import InboxSettings
+from router.errors import AppendRefused, InboxFull, RedisFull
 from router.keys import ROUTER_GROUP, Keys
 from router.model import Envelope, encode
 from router.scripts import Scripts, argv, run_many
+
+log = logging.getLogger("switchboard.inbox")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,8 +29,14 @@ class Inbox:
     """Appends envelopes to the inbox stream.
 
     An adapter confirms a message to its platform (update offset, IMAP cursor ...) only after
-    ``append`` returned: the append is durable in Redis and a second append of the same platform
-    message returns the first entry's id with ``duplicate=True`` instead of adding it again.
+    ``append`` returned: the append is in Redis (on disk, with ``inbox.durability = "durable"``)
+    and a second append of the same platform message returns the first entry's id with
+    ``duplicate=True`` instead of adding it again.
+
+    An append that cannot be kept raises an ``AppendRefused`` — ``InboxFull`` (at ``inbox.maxlen``
+    and nothing routed to trim), ``RedisFull`` (Redis out of memory), ``NotDurable`` — and the
+    adapter confirms nothing and tries again later. Nothing unrouted is ever trimmed, so the
+    dedup key of an append that returned always names a message that is in the inbox or routed.
     """
 
     def __init__(
@@ -39,6 +50,15 @@ class Inbox:
         self._keys = keys
         self._settings = settings
         self._scripts = scripts or Scripts.register(client)
+        self._wait: durability.Wait | None = None  # learnt from the server at start
+        self._started = False
+
+    async def start(self) -> None:
+        """Create the routers' group and learn how this server makes an append durable (a
+        ConfigError when it cannot give ``inbox.durability``)."""
+        await self.ensure_group()
+        self._wait = await durability.plan(self._client, self._settings)
+        self._started = True
 
     def _args(self, env: Envelope) -> list[object]:
         return argv(
@@ -48,16 +68,50 @@ class Inbox:
             self._settings.maxlen,
             encode(env),
             env.channel,
+            ROUTER_GROUP,
         )
 
     async def append(self, env: Envelope) -> Appended:
-        fresh, entry = await self._scripts.append(args=self._args(env))
-        return Appended(_str(entry), not fresh)
+        [appended] = await self.append_many([env])
+        return appended
 
     async def append_many(self, envs: Sequence[Envelope]) -> list[Appended]:
-        """Append a burst in one round trip; each envelope is still deduplicated on its own."""
-        results = await run_many(self._client, self._scripts.append, [self._args(env) for env in envs])
-        return [Appended(_str(entry), not fresh) for fresh, entry in results]
+        """Append a burst in one round trip; each envelope is still deduplicated on its own.
+
+        Raises ``AppendRefused`` when any of them was refused (after every one was tried: those
+        appended are deduplicated when the burst is sent again) or the burst was not made durable.
+        """
+        if not self._started:
+            await self.start()
+        wait = self._wait
+        calls = [self._args(env) for env in envs]
+        then = wait.command if wait is not None else ()
+        results = await run_many(self._client, self._scripts.append, calls, raise_on_error=False, then=then)
+        wait_reply = results.pop() if wait is not None else None
+        failed = [r for r in results if isinstance(r, Exception) or r[0] == -1]
+        if failed:
+            first = failed[0]
+            exc = await self._refusal(first) if isinstance(first, Exception) else InboxFull(_str(first[1]))
+            if isinstance(exc, AppendRefused):
+                log.warning("inbox append refused for %d of %d messages: %s", len(failed), len(envs), exc)
+            raise exc
+        if wait is not None:
+            wait.check(wait_reply)
+        return [Appended(_str(entry), status == 0) for status, entry in results]
+
+    async def _refusal(self, exc: Exception) -> Exception:
+        """A script's error as the refusal it is (Redis out of memory), else as it came."""
+        if "OOM" not in str(exc):
+            return exc
+        try:
+            limit = (await self._client.config_get("maxmemory")).get("maxmemory", "?")
+        except ResponseError:  # managed services may refuse CONFIG
+            limit = "?"
+        return RedisFull(
+            f"Redis is out of memory (maxmemory {_str(limit)} bytes, policy noeviction): appends are "
+            "refused until memory is freed or maxmemory is raised (redis.embedded_maxmemory for the "
+            f"embedded server); {exc}"
+        )
 
     async def ensure_group(self) -> None:
         """Create the routers' consumer group (and the stream) if missing."""

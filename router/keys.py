@@ -23,7 +23,7 @@ events:{group}                  stream    live events for the group's consoles (
 outbox:{channel}                stream    replies in flight (``item``), group ``senders``; deleted once recorded
 delivery:{conv}                 hash      reply id -> delivery status
 sandbox:{user}                  stream    replies delivered to a sandbox user
-stats                           hash      counters (in:{channel}, routed:{channel}, dead, ...)
+stats                           hash      counters (in:, dup:, refused:, routed:{channel}, dead, ...)
 health:{kind}:{name}            string    JSON health record with a TTL (worker, adapter, supervisor)
 cursor:{channel}:{account}      hash      an adapter's durable positions (update offset, UIDs ...)
 email:mid:{account}:{msgid}     string    e-mail thread index: Message-ID -> "root\nsubject" (TTL)

@@ -23,6 +23,8 @@ from redis.exceptions import BusyLoadingError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from router.config import Settings
+from router.durability import appendfsync
 from router.errors import RedisUnavailable
 
 log = logging.getLogger("switchboard.redis")
@@ -70,6 +72,10 @@ class EmbeddedRedis:
 
     data_dir: Path
     port: int = 0  # 0: unix socket only
+    # "always" when inbox.durability is "durable" (router/durability.py): fsync before each reply.
+    appendfsync: str = "everysec"
+    # Beyond it, writes are refused (noeviction): an append raises RedisFull, nothing is evicted.
+    maxmemory: str = "0"
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     # A server started by a Switchboard process that died (an orphan), taken over by this one.
     adopted_pid: int | None = field(default=None, init=False)
@@ -118,8 +124,18 @@ class EmbeddedRedis:
                 log.warning("removed stale %s%s (its server is gone)", path, f" (pid {stale})" if stale else "")
 
     def adopt(self, pid: int) -> None:
-        """Take over a server whose Switchboard process died: this process stops it on close."""
+        """Take over a server whose Switchboard process died: this process stops it on close, and
+        its durability and memory limit become this process's settings."""
+        import redis as syncredis
+
         self.adopted_pid = pid
+        client = syncredis.Redis.from_url(self.url, socket_timeout=5)
+        try:
+            client.config_set("appendfsync", self.appendfsync)
+            client.config_set("maxmemory", self.maxmemory)
+            client.config_set("maxmemory-policy", "noeviction")
+        finally:
+            client.close()
         log.warning(
             "adopted the embedded redis-server (pid %d) left running by a Switchboard process that is gone; "
             "it is stopped when this process exits",
@@ -136,7 +152,9 @@ class EmbeddedRedis:
             "bind 127.0.0.1",
             "protected-mode yes",
             "appendonly yes",
-            "appendfsync everysec",
+            f"appendfsync {self.appendfsync}",
+            f"maxmemory {self.maxmemory}",
+            "maxmemory-policy noeviction",
             'save ""',
             f"pidfile {self.pid_path}",
             "daemonize no",
@@ -243,12 +261,16 @@ async def check_version(client: aioredis.Redis) -> str:
 
 
 @contextlib.contextmanager
-def redis_server(url: str, data_dir: Path) -> Iterator[str]:
-    """Yield the URL to use: ``url`` when configured, else an embedded server's (started if needed)."""
-    if url:
-        yield url
+def redis_server(settings: Settings) -> Iterator[str]:
+    """Yield the URL to use: the configured one, else an embedded server's (started if needed)."""
+    if settings.redis_url:
+        yield settings.redis_url
         return
-    embedded = EmbeddedRedis(data_dir)
+    embedded = EmbeddedRedis(
+        settings.redis.data_dir,
+        appendfsync=appendfsync(settings.inbox),
+        maxmemory=settings.redis.embedded_maxmemory,
+    )
     embedded.data_dir.mkdir(parents=True, exist_ok=True)
     # The process holding the lock owns the server: it started (or adopted) it and stops it. The
     # lock goes with the process, whatever kills it; children do not inherit it (close-on-exec).

@@ -53,8 +53,12 @@ class Runtime:
         self._engine_checked = 0.0
 
     async def __aenter__(self) -> Runtime:
-        await check_version(self.client)
-        await self.inbox.ensure_group()
+        try:
+            await check_version(self.client)
+            await self.inbox.start()
+        except BaseException:
+            await self.client.aclose()  # __aexit__ does not run when entering fails
+            raise
         return self
 
     async def __aexit__(self, *exc: object) -> None:

@@ -56,10 +56,17 @@ def argv(prefix: str, *args: Any) -> list[Any]:
 
 
 async def run_many(
-    client: aioredis.Redis, script: AsyncScript, calls: Sequence[list[Any]], *, raise_on_error: bool = True
+    client: aioredis.Redis,
+    script: AsyncScript,
+    calls: Sequence[list[Any]],
+    *,
+    raise_on_error: bool = True,
+    then: Sequence[Any] = (),
 ) -> list[Any]:
     """Run ``script`` once per argument list, pipelined in one round trip. A failed call raises
     (after every call ran), or with ``raise_on_error=False`` its result is its exception.
+    ``then``: one more command sent after the calls on the same connection (WAIT and WAITAOF wait
+    for that connection's writes); its reply (or exception) is the last result.
 
     EVALSHA calls written at once on one connection, not through a redis-py pipeline: its script
     pipelines first ask SCRIPT EXISTS, a second round trip on every burst, and packing the
@@ -69,14 +76,19 @@ async def run_many(
     """
     results: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
+    last: list[Any] = []
     while todo:
-        answers = await _exchange(client, _pack_evalsha(script.sha, [calls[i] for i in todo]), len(todo))
+        packed = _pack_evalsha(script.sha, [calls[i] for i in todo]) + (_pack(then) if then else b"")
+        answers = await _exchange(client, packed, len(todo) + bool(then))
+        last = answers[len(todo) :]
+        answers = answers[: len(todo)]
         lost = [i for i, answer in zip(todo, answers, strict=True) if isinstance(answer, NoScriptError)]
         for i, answer in zip(todo, answers, strict=True):
             results[i] = answer
         if lost:
             await client.script_load(script.script)
         todo = lost
+    results += last
     if raise_on_error:
         for result in results:
             if isinstance(result, Exception):
@@ -94,14 +106,26 @@ def _bulk(value: Any) -> bytes:
     raise TypeError(f"a script argument must be bytes, str or int, not {type(value).__name__}")
 
 
+def _bulks(parts: list[bytes], values: Sequence[Any]) -> None:
+    """Add ``values`` to ``parts`` as RESP bulk strings."""
+    for value in map(_bulk, values):
+        parts += (b"$%d\r\n" % len(value), value, b"\r\n")
+
+
+def _pack(command: Sequence[Any]) -> bytes:
+    """The RESP of one command."""
+    parts = [b"*%d\r\n" % len(command)]
+    _bulks(parts, command)
+    return b"".join(parts)
+
+
 def _pack_evalsha(sha: str, calls: Sequence[list[Any]]) -> bytes:
     """The RESP of one ``EVALSHA sha 0 *args`` per call."""
     head = b"$7\r\nEVALSHA\r\n$40\r\n" + sha.encode() + b"\r\n$1\r\n0\r\n"
     parts: list[bytes] = []
     for args in calls:
         parts += (b"*%d\r\n" % (len(args) + 3), head)
-        for value in map(_bulk, args):
-            parts += (b"$%d\r\n" % len(value), value, b"\r\n")
+        _bulks(parts, args)
     return b"".join(parts)
 
 

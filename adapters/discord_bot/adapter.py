@@ -31,7 +31,7 @@ from adapters.discord_bot.config import DiscordConfig
 from adapters.discord_bot.convert import CHANNEL, USER_MESSAGE_TYPES, Place, deletion, envelope_of, place_of
 from adapters.discord_bot.cursors import Cursors
 from adapters.discord_bot.outbound import Sender
-from router.errors import ConfigError
+from router.errors import AppendRefused, ConfigError
 from router.inbox import Appended
 from router.model import Envelope, OutboxItem
 from router.outbox import TemporaryFailure
@@ -123,6 +123,7 @@ class DiscordAdapter:
         # the number stays bounded) keeps one channel's messages, edits and deletions in order.
         self._order = [asyncio.Lock() for _ in range(ORDER_STRIPES)]
         self._backfill_failures = 0
+        self._backfill_due = False  # a backfill is scheduled (channels left behind by a failure)
         # Health counters.
         self.connected = False
         self.last_error = ""
@@ -323,13 +324,14 @@ class DiscordAdapter:
         return place
 
     async def _append(self, env: Envelope) -> Appended | None:
-        """Append with retries over a short Redis outage; None when it could not be appended."""
+        """Append with retries over a short Redis outage or a full inbox; None when it could not
+        be appended."""
         deadline = time.monotonic() + self.config.append_retry_s
         delay = 0.2
         while True:
             try:
                 appended = await self._ctx.inbox.append(env)
-            except REDIS_TRANSIENT as exc:
+            except (*REDIS_TRANSIENT, AppendRefused) as exc:
                 if time.monotonic() + delay > deadline or self._closing:
                     self.last_error = f"inbox append: {_describe(exc)}"
                     log.error("discord %s: could not append message %s: %r", self.account, env.platform_id, exc)
@@ -409,8 +411,8 @@ class DiscordAdapter:
         # Taken before the first await, so the handlers of one channel queue in arrival order.
         async with self._in_order(message.channel.id):
             place = await self._place(message.channel)
-            if place is not None:
-                await self._ingest(message, place)
+            if place is not None and not await self._ingest(message, place):
+                self._backfill_soon()
 
     async def _on_edit(self, payload: discord.RawMessageUpdateEvent) -> None:
         message = payload.message
@@ -472,7 +474,7 @@ class DiscordAdapter:
             failed = len(targets) - len(covered)
             if failed and not self._closing:
                 # Those channels' cursors stay put; try them again rather than wait for a new session.
-                self._spawn(self._backfill_later(min(300.0, 15.0 * 2 ** min(self._backfill_failures, 4))))
+                self._backfill_soon()
                 self._backfill_failures += 1
             else:
                 self._backfill_failures = 0
@@ -486,8 +488,16 @@ class DiscordAdapter:
 
     async def _backfill_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
+        self._backfill_due = False
         if self.connected:
             await self._backfill()
+
+    def _backfill_soon(self) -> None:
+        """Read the channels back after a backoff, for messages that could not be appended (their
+        channel's cursor is blocked) — once, however many failed meanwhile."""
+        if not self._backfill_due and not self._closing:
+            self._backfill_due = True
+            self._spawn(self._backfill_later(min(300.0, 15.0 * 2 ** min(self._backfill_failures, 4))))
 
     def _targets(self, since: int, last: dict[int, int], places: dict[int, Place]) -> list[tuple[Place, int]]:
         assert self._client is not None

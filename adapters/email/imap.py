@@ -36,7 +36,7 @@ from adapters.base import AdapterContext
 from adapters.email.config import MailboxConfig
 from adapters.email.mime import ParsedMail, parse
 from adapters.email.threads import ThreadIndex
-from router.errors import ConfigError
+from router.errors import AppendRefused, ConfigError
 from router.model import Attachment, Envelope, Sender, new_id, now
 from router.redis import TRANSIENT_ERRORS
 
@@ -62,6 +62,7 @@ RECOVERABLE: tuple[type[BaseException], ...] = (
     OSError,
     ssl.SSLError,
     *TRANSIENT_ERRORS,
+    AppendRefused,  # the inbox is full or Redis out of memory: the cursor stays, taken again later
 )
 
 

@@ -35,7 +35,7 @@ from adapters.base import AdapterContext
 from adapters.telegram.config import BotSettings
 from adapters.telegram.convert import ALLOWED_UPDATES, CHANNEL, BotIdentity, Ignored, Policy, convert
 from adapters.telegram.outbound import RateLimiter, Target, classify, split_text
-from router.errors import ConfigError, SwitchboardError
+from router.errors import AppendRefused, ConfigError, SwitchboardError
 from router.model import Envelope, OutboxItem
 from router.outbox import PermanentFailure
 from router.redis import TRANSIENT_ERRORS, Backoff
@@ -147,6 +147,11 @@ class BotRunner:
             except TRANSIENT_ERRORS as exc:
                 self._fail(f"redis: {exc}")
                 delay = backoff.next_delay()
+            except AppendRefused as exc:
+                # The inbox is full or Redis out of memory: the batch is not confirmed to Telegram
+                # (the offset stays), and is taken again after the backoff.
+                self._fail(f"inbox: {exc}", disconnected=False)
+                delay = backoff.next_delay()
             except Exception as exc:
                 # A bug must not silently end the bot's inbound loop: log it loudly and carry on.
                 log.exception("telegram bot %s: inbound loop failed", self.name)
@@ -170,9 +175,9 @@ class BotRunner:
             if updates is None:
                 return
             self.connected = True
-            backoff.reset()
             if updates:
                 await self._ingest(updates)
+            backoff.reset()  # only once the batch is in the inbox: refused appends back off
 
     async def _get_updates(self) -> list[Update] | None:
         """One long poll, abandoned (None) when the adapter stops: nothing of it was confirmed."""
@@ -253,6 +258,10 @@ class BotRunner:
                 result = await self.ctx.inbox.append(env)
             except TRANSIENT_ERRORS as exc:
                 self._fail(f"redis: {exc}")
+                return 503
+            except AppendRefused as exc:  # Telegram sends the update again later
+                self._fail(f"inbox: {exc}", disconnected=False)
+                log.warning("telegram bot %s: webhook update %s refused: %s", self.name, update.update_id, exc)
                 return 503
             self.counters["duplicates" if result.duplicate else "received"] += 1
         self.connected = True

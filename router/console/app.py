@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from router.config import Settings
-from router.errors import Conflict, NotFound
+from router.errors import AppendRefused, Conflict, NotFound
 from router.runtime import Runtime
 from rules import RuleSetError
 
@@ -69,6 +69,10 @@ async def _handle(request: Request, exc: Exception) -> Response:
         return await _error(request, 404, f"not found: {exc}")
     if isinstance(exc, Conflict):
         return await _error(request, 409, str(exc))
+    if isinstance(exc, AppendRefused):  # the inbox is full or Redis out of memory: try again later
+        response = await _error(request, 503, str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
     if isinstance(exc, RateLimited):
         response = await _error(request, 429, str(exc))
         response.headers["Retry-After"] = str(exc.retry_after)
@@ -128,7 +132,8 @@ def create_app(runtime: Runtime, settings: Settings) -> Starlette:
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     handlers = {
-        exc: _handle for exc in (Unauthorized, Forbidden, NotFound, Conflict, RateLimited, ValueError, RuleSetError)
+        exc: _handle
+        for exc in (Unauthorized, Forbidden, NotFound, Conflict, RateLimited, ValueError, RuleSetError, AppendRefused)
     }
     app = Starlette(
         routes=routes,

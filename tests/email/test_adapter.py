@@ -6,6 +6,7 @@ import asyncio
 import base64
 import email
 import email.policy
+import logging
 from email.message import EmailMessage
 from typing import Any, cast
 
@@ -30,7 +31,7 @@ from tests.email.conftest import (
     inbox_envelopes,
     wait_until,
 )
-from tests.router.helpers import drain
+from tests.router.helpers import drain, message
 
 
 def mail(
@@ -379,6 +380,24 @@ async def test_connection_cut_during_idle_loses_and_doubles_nothing(
         envs = await envelopes(rt, 4)
     assert [e.platform_id for e in envs][-1] == "<m4@c.test>" and len(envs) == 4
     assert again.received == 1 and again.duplicates == 0
+
+
+async def test_a_full_inbox_leaves_the_cursor_and_the_mail_is_taken_later(
+    rt: Runtime, mailbox: MailFolder, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "switchboard")
+    rt.settings.inbox.maxlen = 1000
+    await rt.inbox.append_many([message(f"deposit {i} missing", user=f"f{i}") for i in range(1000)])
+    await mailbox.deliver(mail("one", "my withdrawal has not arrived", msgid="<full1@c.test>"))
+    reader, sender = adapters_of(rt, email_section(mailbox, None))
+    async with running_adapters([reader, sender]):
+        await wait_until(lambda: _truthy("InboxFull: inbox full" in caplog.text), 5, "a refusal")
+        assert "reconnecting in" in caplog.text
+        assert reader.last_uid == 0  # the cursor stays before the refused mail
+        await drain(Worker(rt.client, rt.settings))  # routed entries make room
+        await reader.caught_up.wait()
+    [env] = [e for e in await inbox_envelopes(rt.client, rt.keys.inbox) if e.channel == "email"]
+    assert env.platform_id == "<full1@c.test>" and reader.received == 1 and reader.duplicates == 0
 
 
 async def test_uidvalidity_change_rereads_without_duplicates(rt: Runtime, mailbox: MailFolder) -> None:

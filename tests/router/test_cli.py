@@ -7,6 +7,8 @@ import signal
 import subprocess
 import time
 
+import pytest
+
 from tests.conftest import SWITCHBOARD
 
 
@@ -88,6 +90,31 @@ def test_dead_letters_list_retry_drop(env: dict[str, str]) -> None:
     client.xadd(prefix + "dead", {"entry": "x", "reason": "r", "payload": "p", "attempts": "1", "at": "0"})
     assert "1 dead letter(s) dropped" in sb(env, "dead", "drop", "--all").stdout
     client.close()
+
+
+def test_send_to_a_full_inbox_says_so_and_exits_non_zero(env: dict[str, str]) -> None:
+    import redis
+
+    client = redis.Redis.from_url(env["SWITCHBOARD_REDIS__URL"])
+    prefix = env["SWITCHBOARD_PREFIX"]
+    client.xgroup_create(prefix + "inbox", "routers", id="0", mkstream=True)
+    pipe = client.pipeline(transaction=False)
+    for _ in range(1000):
+        pipe.xadd(prefix + "inbox", {"env": "{}"})
+    pipe.execute()
+    result = sb({**env, "SWITCHBOARD_INBOX__MAXLEN": "1000"}, "send", "--from", "alice", "hello", check=False)
+    assert result.returncode == 2
+    assert "switchboard: inbox full: 1000 entries (inbox.maxlen 1000)" in result.stderr
+    assert client.xlen(prefix + "inbox") == 1000
+    client.close()
+
+
+def test_bench_append_json_has_both_durabilities(env: dict[str, str]) -> None:
+    out = json.loads(sb(env, "bench", "append", "--json", "--messages", "100").stdout)
+    for kind in ("single", "burst"):
+        fast, durable = out[f"{kind}_fast_msgs_per_s"], out[f"{kind}_durable_msgs_per_s"]
+        assert fast > 0 and durable > 0
+        assert out[f"{kind}_ratio"] == pytest.approx(durable / fast, rel=0.01)
 
 
 def test_bad_configuration_is_a_clear_error(env: dict[str, str]) -> None:

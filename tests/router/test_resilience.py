@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -20,7 +19,7 @@ from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
 from router.worker import Worker
 from tests.conftest import SWITCHBOARD, RedisProcess
-from tests.router.helpers import drain, message
+from tests.router.helpers import drain, inbound_ids, message
 
 T = TypeVar("T")
 
@@ -43,22 +42,6 @@ async def _wait_routed(rt: Runtime, n: int, seconds: float) -> None:
             done = await _routed(rt)
         except TRANSIENT_ERRORS:  # the pool's connections to a restarted server fail once each
             continue
-
-
-async def _inbound_ids(rt: Runtime) -> Counter[str]:
-    """Every inbound message id over every conversation's history."""
-    import json
-
-    seen: Counter[str] = Counter()
-    keys = [k async for k in rt.client.scan_iter(match=rt.keys.history("*"), count=1000)]
-    pipe = rt.client.pipeline(transaction=False)
-    for k in keys:
-        pipe.xrange(k)
-    for entries in await pipe.execute():
-        for _, fields in entries:
-            if fields[b"type"] == b"inbound":
-                seen[json.loads(fields[b"data"])["msg"]] += 1
-    return seen
 
 
 def _spawn_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -91,7 +74,7 @@ async def test_sigkilled_worker_loses_and_duplicates_nothing(rt: Runtime, env: d
             p.wait(timeout=20)
     assert killed_at < TOTAL, "the kill must land mid-run"
     assert a.returncode == 0 and b.returncode == 0  # SIGTERM: finish the batch and exit cleanly
-    seen = await _inbound_ids(rt)
+    seen = await inbound_ids(rt)
     assert set(seen) == {m.id for m in msgs}
     assert max(seen.values()) == 1, "no message is in any history twice"
     assert await _routed(rt) == TOTAL
@@ -123,7 +106,7 @@ async def test_worker_survives_redis_restart(rt: Runtime, redis_proc: RedisProce
     await _wait_routed(rt, 600, seconds=60)
     worker.stop()
     await asyncio.wait_for(task, 10)
-    seen = await _inbound_ids(rt)
+    seen = await inbound_ids(rt)
     assert set(seen) == {m.id for m in first + second} and max(seen.values()) == 1
     # Collect the connections the restart broke now, under this test's warning filter.
     gc.collect()
@@ -177,7 +160,7 @@ async def test_recovery_after_redis_restart_delivers_no_healthy_entry_twice(
     assert routed_then < total, "the restart must land mid-run"
     assert most == 1, f"an entry that never failed was delivered {most} times"
     assert await rt.client.xlen(rt.keys.dead) == 0
-    seen = await _inbound_ids(rt)
+    seen = await inbound_ids(rt)
     assert set(seen) == {m.id for m in msgs} and max(seen.values()) == 1
     gc.collect()
 

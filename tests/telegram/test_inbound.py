@@ -10,6 +10,7 @@ import pytest
 from adapters.base import AdapterContext
 from router.model import Envelope, decode_envelope
 from router.runtime import Runtime
+from tests.router.helpers import message
 from tests.telegram.conftest import (
     ACCOUNT,
     FORUM,
@@ -198,3 +199,24 @@ async def test_crash_after_append_before_confirming_is_absorbed(
     await consumed(rt, update)
     assert [m.text for m in await inbox(rt)] == ["are you there?"]
     assert restarted.health()["bots"][ACCOUNT]["duplicates"] == 1
+
+
+async def test_a_full_inbox_is_not_confirmed_to_telegram_and_is_taken_later(
+    rt: Runtime, emu: Emulator, make_adapter: MakeAdapter, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "switchboard.telegram")
+    rt.settings.inbox.maxlen = 1000
+    await rt.inbox.append_many([message(f"deposit {i} missing", user=f"f{i}") for i in range(1000)])
+    update = emu.push_message(emu.chat(777), "my withdrawal has not arrived")
+    adapter = await make_adapter()
+    await until(lambda: "inbox full" in adapter.health()["bots"][ACCOUNT]["last_error"], what="a refusal")
+    assert await cursor(rt) is None  # not confirmed: getUpdates will hand the update again
+    assert "inbox: inbox full" in caplog.text and "retrying in" in caplog.text
+    await route(rt)  # the workers catch up: routed entries make room
+    want = str(update["update_id"] + 1)
+
+    async def taken() -> bool:
+        return await cursor(rt) == want
+
+    await until(taken, within=20, what="the update taken after the refusal")
+    assert [m.text for m in await inbox(rt)][-1] == "my withdrawal has not arrived"
