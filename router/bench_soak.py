@@ -6,14 +6,14 @@ On one private redis-server (started here, AOF on), for ``--minutes`` at ``--rat
 - this process appends messages from ``--users`` senders (each writes about every users/rate
   seconds, so some conversations are reopened and most are new), in 10 ms ticks;
 - a simulated agent closes every queued conversation twice a second;
+- a sender per channel (the real ``OutboxConsumer``) hands every reply to a platform that takes it
+  at once, so the outbox is drained and trimmed as in production;
 - retention is turned down so that the steady state comes within minutes: closed conversations
   kept 60 s, reopen window 30 s, dedup 60 s, inbox ~20,000 entries, a sweep every 5 s.
 
 Every ``--sample-s`` seconds it records Redis ``used_memory``, the messages routed, the keys, the
-closed conversations awaiting deletion and the bytes held by the outbox streams (no sender runs
-here, and trimming the outbox once delivered is not retention's job: it is reported apart).
-Levelling off: the slope (bytes/s) of ``used_memory`` minus the outbox over the last third of the
-run against the first third.
+closed conversations awaiting deletion and the bytes held by the outbox streams. Levelling off:
+the slope (bytes/s) of ``used_memory`` over the last third of the run against the first third.
 """
 
 from __future__ import annotations
@@ -31,6 +31,8 @@ from typing import Any, TextIO
 
 from router.bench import corpus
 from router.config import Settings
+from router.model import OutboxItem
+from router.outbox import OutboxConsumer
 from router.redis import EmbeddedRedis
 from router.runtime import Runtime
 from router.scripts import argv, run_many
@@ -96,6 +98,11 @@ async def _agent(rt: Runtime, groups: list[str], stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), 0.5)
 
 
+async def _accept(item: OutboxItem) -> str | None:
+    """The platform: it takes every reply at once."""
+    return None
+
+
 async def _sample(rt: Runtime, t: float) -> dict[str, Any]:
     memory = await rt.client.info("memory")
     pipe = rt.client.pipeline(transaction=False)
@@ -129,6 +136,9 @@ async def _main(settings: Settings, minutes: float, rate: int, users: int, sampl
                     sys.executable, "-m", "router", "worker", env=env, stdout=subprocess.DEVNULL
                 )
                 stop = asyncio.Event()
+                senders = [OutboxConsumer(rt.client, rt.keys, channel, "soak-sender") for channel in CHANNELS]
+                for sender in senders:
+                    sender.start(_accept)
                 try:
                     await asyncio.sleep(1.5)  # worker start-up
                     curve = [await _sample(rt, 0.0)]
@@ -144,13 +154,14 @@ async def _main(settings: Settings, minutes: float, rate: int, users: int, sampl
                     await agent
                 finally:
                     stop.set()
+                    await asyncio.gather(*(sender.close(5) for sender in senders))
                     worker.terminate()
                     await asyncio.wait_for(worker.wait(), 30)
     return _summary(curve, sent, seconds, rate, users)
 
 
 def _summary(curve: list[dict[str, Any]], sent: int, seconds: float, rate: int, users: int) -> dict[str, Any]:
-    net = [(s["t"], float(s["used_memory"] - s["outbox_bytes"])) for s in curve]
+    net = [(s["t"], float(s["used_memory"])) for s in curve]
     third = max(2, len(net) // 3)
     first, last = _slope(net[:third]), _slope(net[-third:])
     elapsed = curve[-1]["t"] or 1.0
