@@ -218,6 +218,7 @@ class Worker:
                         raise
                     await ensure_group(self.client, self.keys.inbox, ROUTER_GROUP)
         finally:
+            await self.retention.close()
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.flush()
                 await self._finish_next()
