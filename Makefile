@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit bench clean lock test-latest
+.PHONY: install run test lint typecheck unit bench clean lock test-latest test-discord-floor
 
 # Every install (run, test, CI) takes the exact versions and hashes of requirements.lock, so a
 # new release of a dependency never changes behaviour under a green history. `make lock` renews
@@ -40,7 +40,7 @@ typecheck: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/python -m pytest
 
-test: lint typecheck unit
+test: lint typecheck unit test-discord-floor
 
 bench: $(STAMP)
 	$(BIN)/switchboard bench
@@ -62,5 +62,20 @@ test-latest:
 	$(LATEST)/bin/mypy
 	$(LATEST)/bin/python -m pytest
 
+# The Discord adapter's tests on the oldest discord.py that pyproject.toml allows (its floor): the
+# lock pins the newest, so an API newer than the floor would otherwise pass unnoticed. The floor's
+# venv holds discord.py alone and sees the locked environment behind it (a site dir appended by a
+# .pth file), so it costs a few seconds, not a second full install; CI runs it as part of `make test`.
+FLOOR := .venv-discord-floor
+DISCORD_FLOOR = $(shell sed -n 's/^ *discord = \["discord\.py>=\([0-9.]*\)"\]/\1/p' pyproject.toml)
+test-discord-floor: $(STAMP)
+	rm -rf $(FLOOR)
+	$(PYTHON) -m venv --without-pip $(FLOOR)
+	$(BIN)/python -m pip install --quiet --no-deps --target "$$(echo $(FLOOR)/lib/python3*/site-packages)" 'discord.py==$(DISCORD_FLOOR)'
+	echo "import site; site.addsitedir('$(abspath $(VENV))/lib/$$(basename $$(echo $(FLOOR)/lib/python3*))/site-packages')" \
+		> "$$(echo $(FLOOR)/lib/python3*/site-packages)/zz-locked-env.pth"
+	$(FLOOR)/bin/python -c 'import discord; print("discord.py", discord.__version__, "(floor)")'
+	$(FLOOR)/bin/python -m pytest -q -p no:randomly -p no:cacheprovider tests/discord
+
 clean:
-	rm -rf $(VENV) $(LATEST) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(LATEST) $(FLOOR) .pytest_cache .mypy_cache .ruff_cache *.egg-info
