@@ -21,6 +21,8 @@ from adapters.base import Adapter, AdapterContext
 from router.backlog import alerts, read_backlog
 from router.config import Settings
 from router.conversations import Conversations
+from router.errors import ConfigError
+from router.health import dead_adapters
 from router.inbox import Inbox
 from router.keys import Keys
 from router.model import new_id
@@ -51,6 +53,9 @@ class Runtime:
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
         self._engine_checked = 0.0
+        #: Why an adapter asked the whole process to stop (``serve`` stops on the first).
+        self.stop_reasons: list[str] = []
+        self.stop_asked = asyncio.Event()
 
     async def __aenter__(self) -> Runtime:
         try:
@@ -76,7 +81,11 @@ class Runtime:
         return self._engines.engine
 
     def adapter_context(self) -> AdapterContext:
-        return AdapterContext(self.client, self.keys, self.inbox, self.instance)
+        return AdapterContext(self.client, self.keys, self.inbox, self.instance, self._stop_all)
+
+    def _stop_all(self, reason: str) -> None:
+        self.stop_reasons.append(reason)
+        self.stop_asked.set()
 
     async def stats(self) -> dict[str, Any]:
         """Inbox, outboxes, Redis memory, alerts, queues, dead letters, counters and the health of
@@ -96,7 +105,7 @@ class Runtime:
                 health[key.decode().removeprefix(self.keys.prefix + "health:")] = json.loads(raw)
         return {
             **flight.as_dict(),
-            "alerts": alerts(flight, self.settings.alerts),
+            "alerts": alerts(flight, self.settings.alerts) + dead_adapters(health),
             "dead_letters": dead_len,
             "queues": {
                 q.group: {"depth": q.depth, "oldest_wait_s": q.oldest_wait_s, "overdue": q.overdue} for q in qstats
@@ -107,15 +116,16 @@ class Runtime:
         }
 
 
+async def publish_health(rt: Runtime, adapters: list[Adapter]) -> None:
+    """Write each adapter's health record (TTL 15 s, renewed every 5 s by ``serve``)."""
+    for adapter in adapters:
+        record = {**adapter.health(), "channel": adapter.channel, "at": time.time()}
+        await rt.client.set(rt.keys.health("adapter", f"{adapter.name}@{rt.instance}"), json.dumps(record), ex=15)
+
+
 async def _publish_health(rt: Runtime, adapters: list[Adapter], stopping: asyncio.Event) -> None:
     while not stopping.is_set():
-        for adapter in adapters:
-            record = {**adapter.health(), "channel": adapter.channel, "at": time.time()}
-            await rt.client.set(
-                rt.keys.health("adapter", f"{adapter.name}@{rt.instance}"),
-                json.dumps(record),
-                ex=15,
-            )
+        await publish_health(rt, adapters)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), 5)
 
@@ -155,8 +165,9 @@ def worker_processes(rt: Runtime, n: int, config: Path | None) -> Supervisor:
 
 
 async def serve(rt: Runtime, adapters: list[Adapter], workers: int = 1, processes: Supervisor | None = None) -> None:
-    """Run router workers, adapters and supervised ``processes`` until SIGTERM/SIGINT: workers
-    finish their batch first."""
+    """Run router workers, adapters and supervised ``processes`` until SIGTERM/SIGINT, or until an
+    adapter asks the process to stop (``AdapterContext.stop_all``: then ConfigError with its reason
+    once everything stopped): workers finish their batch first."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
     pool = [Worker(rt.client, rt.settings) for _ in range(workers)]
@@ -175,11 +186,15 @@ async def serve(rt: Runtime, adapters: list[Adapter], workers: int = 1, processe
             if processes is not None:
                 tasks.append(asyncio.create_task(processes.run(stopping)))
             stopper = asyncio.create_task(stopping.wait())
+            asked = asyncio.create_task(rt.stop_asked.wait())
             # A crashed worker must bring the process down (and be restarted by its supervisor),
             # not leave the others running with the signal handlers of a process that looks alive.
-            await asyncio.wait([*tasks, stopper], return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait([*tasks, stopper, asked], return_when=asyncio.FIRST_COMPLETED)
+            asked.cancel()
             stop()
             await asyncio.gather(*tasks)
     finally:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(sig)
+    if rt.stop_reasons:
+        raise ConfigError(rt.stop_reasons[0])

@@ -6,7 +6,8 @@ see docs/discord.md for the bot setup and the configuration keys.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from adapters.base import Adapter, AdapterContext
@@ -18,7 +19,9 @@ from adapters.discord_bot.outbound import split
 __all__ = ["CHANNEL", "DiscordAdapter", "DiscordConfig", "from_config", "intents", "parse_config", "split"]
 
 
-def from_config(ctx: AdapterContext, section: Mapping[str, Any]) -> list[Adapter]:
+def from_config(
+    ctx: AdapterContext, section: Mapping[str, Any], clock: Callable[[], float] = time.time
+) -> list[Adapter]:
     """The Discord adapter the section configures; none when it is empty or ``enabled = false``.
 
     Raises ConfigError for an invalid section or a missing token (the token itself is checked
@@ -37,4 +40,4 @@ def from_config(ctx: AdapterContext, section: Mapping[str, Any]) -> list[Adapter
         logging.getLogger("switchboard.discord").info(
             "[discord] %s: no support channels configured; only DMs are taken in", config.name
         )
-    return [DiscordAdapter(ctx, config)]
+    return [DiscordAdapter(ctx, config, clock)]

@@ -18,7 +18,7 @@ import datetime
 import logging
 import math
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -30,6 +30,7 @@ from adapters.discord_bot import backfill
 from adapters.discord_bot.config import DiscordConfig
 from adapters.discord_bot.convert import CHANNEL, USER_MESSAGE_TYPES, Place, deletion, envelope_of, place_of
 from adapters.discord_bot.cursors import Cursors
+from adapters.discord_bot.fatal import reason_of
 from adapters.discord_bot.outbound import Sender
 from router.errors import AppendRefused, ConfigError
 from router.inbox import Appended
@@ -42,6 +43,8 @@ log = logging.getLogger("switchboard.discord")
 REDIS_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 #: Locks that keep each channel's events in order (channels share a lock by id modulo this).
 ORDER_STRIPES = 64
+#: Messages per history request (Discord's maximum).
+PAGE = 100
 #: Errors of the network to Discord, for which the client is rebuilt and retried.
 NETWORK = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
@@ -101,9 +104,10 @@ class DiscordAdapter:
 
     channel = CHANNEL
 
-    def __init__(self, ctx: AdapterContext, config: DiscordConfig) -> None:
+    def __init__(self, ctx: AdapterContext, config: DiscordConfig, clock: Callable[[], float] = time.time) -> None:
         self._ctx = ctx
         self.config = config
+        self._clock = clock
         self.account = config.name
         self.name = f"discord:{config.name}"
         self._support = config.support_channels
@@ -114,7 +118,7 @@ class DiscordAdapter:
         self._runner: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
-        self._fatal: ConfigError | None = None
+        self._started = False  # start() returned: a fatal close is no longer start()'s to raise
         self._closing = False
         self._places: dict[int, Place | None] = {}
         self._private: dict[tuple[int, int], int] = {}
@@ -124,6 +128,7 @@ class DiscordAdapter:
         self._order = [asyncio.Lock() for _ in range(ORDER_STRIPES)]
         self._backfill_failures = 0
         self._backfill_due = False  # a backfill is scheduled (channels left behind by a failure)
+        self._budget = backfill.Budget(config.backfill_requests_per_pass, config.backfill_requests_per_10min, clock)
         # Health counters.
         self.connected = False
         self.last_error = ""
@@ -134,6 +139,8 @@ class DiscordAdapter:
         self.duplicates = 0
         self.backfilled = 0
         self.backfills = 0
+        self.fatal = ""  # why the adapter stopped for good, once it did
+        self.fatal_at: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def _new_client(self) -> _Client:
@@ -142,6 +149,10 @@ class DiscordAdapter:
             intents=intents(),
             guild_ready_timeout=self.config.guild_ready_timeout_s,
             chunk_guilds_at_startup=False,
+            # One rate-limit strategy: discord.py waits out short 429s itself; a longer one raises
+            # RateLimited at once, so the outbox retries after `retry_after` instead of a send
+            # holding its slot through five full waits.
+            max_ratelimit_timeout=self.config.max_ratelimit_wait_s,
         )
         self._client = client
         self._sender = Sender(client)
@@ -159,12 +170,9 @@ class DiscordAdapter:
         try:
             await client.login(token)
             logged_in = True
-        except discord.LoginFailure:
+        except discord.LoginFailure as exc:
             await client.close()
-            raise ConfigError(
-                f"[discord] {self.account}: Discord refused the bot token (401 Unauthorized). Copy the token "
-                "from the developer portal (Bot > Reset Token) into SWITCHBOARD_DISCORD__TOKEN or the token_file."
-            ) from None
+            raise ConfigError(f"[discord] {self.account}: {reason_of(exc)}") from None
         except NETWORK as exc:
             self.last_error = f"login: {_describe(exc)}"
             log.warning(
@@ -178,9 +186,9 @@ class DiscordAdapter:
                 {ready, self._runner}, timeout=self.config.ready_timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
             ready.cancel()
-            if self._fatal is not None:
+            if self.fatal:
                 await self.close()
-                raise self._fatal
+                raise ConfigError(self.fatal)
             if not done:
                 log.warning(
                     "discord %s: no READY after %.0fs; continuing, the client keeps connecting",
@@ -188,6 +196,7 @@ class DiscordAdapter:
                     self.config.ready_timeout_s,
                 )
         self._outbox.start(self._send)
+        self._started = True
 
     async def _run(self, token: str, logged_in: bool) -> None:
         """Keep one client connected; discord.py reconnects by itself, this covers what it gives up on."""
@@ -204,32 +213,45 @@ class DiscordAdapter:
                     logged_in = True
                 await client.connect(reconnect=True)
                 return
-            except discord.LoginFailure:
-                self._fatal = ConfigError(f"[discord] {self.account}: Discord refused the bot token (401)")
-            except discord.PrivilegedIntentsRequired:
-                self._fatal = ConfigError(
-                    f"[discord] {self.account}: the Message Content intent is not enabled for this bot: "
-                    "developer portal > your application > Bot > Privileged Gateway Intents > Message Content"
-                )
-            except discord.ConnectionClosed as exc:
-                # 4004 (authentication failed), 4010-4013 (bad shard or intents): configuration, not luck.
-                self._fatal = ConfigError(f"[discord] {self.account}: the gateway closed the session: {exc}")
+            except (discord.LoginFailure, discord.PrivilegedIntentsRequired, discord.ConnectionClosed) as exc:
+                # 401, 4004 (token reset), 4010-4014 (shards, intents): configuration, not luck;
+                # at start-up or an hour later alike.
+                await client.close()
+                self._die(reason_of(exc) or _describe(exc))
+                return
             except NETWORK as exc:
                 self.last_error = f"connect: {_describe(exc)}"
                 log.warning("discord %s: %s; trying again in %.0fs", self.account, self.last_error, delay)
                 logged_in = False
                 await client.close()
                 continue
-            self.connected = False
-            self.last_error = str(self._fatal)
-            log.error("%s", self._fatal)
-            await client.close()
+
+    def _die(self, reason: str) -> None:
+        """Stop for good, loudly: in ``health()`` (``switchboard check`` fails on it), in the log, and
+        the whole process too when ``stop_on_fatal`` (start-up raises it from ``start()`` anyway)."""
+        self.fatal = f"[discord] {self.account}: {reason}"
+        self.fatal_at = self._clock()
+        self.connected = False
+        self.last_error = self.fatal
+        # Replies wait in the outbox for the restart rather than fail against a closed client.
+        self._outbox.stop()
+        if not self._started:
             return
+        stop = self.config.stop_on_fatal
+        log.error(
+            "%s. The Discord adapter has stopped; %s",
+            self.fatal,
+            "stopping Switchboard ([discord] stop_on_fatal = true)"
+            if stop
+            else "Switchboard keeps running without it ([discord] stop_on_fatal = false) and `switchboard check` fails",
+        )
+        if stop:
+            self._ctx.stop_all(self.fatal)
 
     async def close(self) -> None:
         """Finish the replies in hand, then disconnect."""
         self._closing = True
-        await self._outbox.close()
+        await self._outbox.close(self.config.close_grace_s)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -253,9 +275,12 @@ class DiscordAdapter:
         client = self._client
         user = client.user if client is not None else None
         latency = client.latency if client is not None and self.connected else math.nan
+        detail = f"bot {user} ({self.account})" if user else f"not logged in ({self.account})"
         return {
             "connected": self.connected,
-            "detail": f"bot {user} ({self.account})" if user else f"not logged in ({self.account})",
+            "detail": f"STOPPED: {self.fatal}" if self.fatal else detail,
+            "fatal": self.fatal,
+            "fatal_at": self.fatal_at,
             "account": self.account,
             "sessions": self.sessions,
             "resumes": self.resumes,
@@ -265,6 +290,7 @@ class DiscordAdapter:
             "duplicates": self.duplicates,
             "backfills": self.backfills,
             "backfilled": self.backfilled,
+            "backfill_requests": self._budget.requests,
             "latency_ms": round(latency * 1000, 1) if math.isfinite(latency) else None,
             "sent": self._outbox.sent,
             "failed": self._outbox.failed,
@@ -455,12 +481,20 @@ class DiscordAdapter:
             await self._append(env)
 
     # -- backfill ------------------------------------------------------------------------------------
-    async def _backfill(self) -> None:
-        """Read back every served channel from its cursor, oldest first, then release the cursors."""
+    async def _backfill(self, only: set[int] | None = None) -> None:
+        """Read back the served channels from their cursors (``only``: these channel ids), within
+        the request budget (adapters/discord_bot/backfill.py), then release the cursors.
+
+        Channels not covered (a failure, or no budget left) keep their cursor held and are read by
+        a later pass, when the 10-minute window has room again.
+        """
         async with self._backfill_lock:
             self.backfills += 1
             snap = await self._cursors.snapshot()
-            targets = self._targets(snap.since, snap.last, snap.places)
+            targets = await self._targets(snap.since, snap.last, snap.places)
+            if only is not None:
+                targets = [(place, after) for place, after in targets if place.target in only]
+            self._budget.new_pass()
             covered: set[int] = set()
             slots = asyncio.Semaphore(4)
 
@@ -469,20 +503,25 @@ class DiscordAdapter:
                     if await self._backfill_one(place, after):
                         covered.add(place.target)
 
+            # Semaphore waiters are served in order: the most recent conversations go first.
             await asyncio.gather(*(one(place, after) for place, after in targets))
+            left = {place.target for place, _ in targets} - covered
+            for channel_id in left:
+                self._cursors.block(channel_id)
             await self._cursors.release(covered)
-            failed = len(targets) - len(covered)
-            if failed and not self._closing:
-                # Those channels' cursors stay put; try them again rather than wait for a new session.
+            if left and not self._closing:
                 self._backfill_soon()
                 self._backfill_failures += 1
             else:
                 self._backfill_failures = 0
             log.info(
-                "discord %s: backfill of %d channel(s) done, %d failed; %d message(s) appended so far",
+                "discord %s: backfill of %d channel(s): %d done, %d left for a later pass; "
+                "%d history request(s) so far, %d message(s) appended so far",
                 self.account,
                 len(targets),
-                failed,
+                len(covered),
+                len(left),
+                self._budget.requests,
                 self.backfilled,
             )
 
@@ -490,16 +529,18 @@ class DiscordAdapter:
         await asyncio.sleep(delay)
         self._backfill_due = False
         if self.connected:
-            await self._backfill()
+            await self._backfill(self._cursors.blocked)
 
     def _backfill_soon(self) -> None:
-        """Read the channels back after a backoff, for messages that could not be appended (their
-        channel's cursor is blocked) — once, however many failed meanwhile."""
+        """Read the channels whose cursor is blocked again (messages that could not be appended,
+        or a pass that ran out of budget) after a backoff, no sooner than the budget's window
+        allows — once, however many are waiting."""
         if not self._backfill_due and not self._closing:
             self._backfill_due = True
-            self._spawn(self._backfill_later(min(300.0, 15.0 * 2 ** min(self._backfill_failures, 4))))
+            backoff = min(300.0, 15.0 * 2 ** min(self._backfill_failures, 4))
+            self._spawn(self._backfill_later(max(backoff, self._budget.window_free_in())))
 
-    def _targets(self, since: int, last: dict[int, int], places: dict[int, Place]) -> list[tuple[Place, int]]:
+    async def _targets(self, since: int, last: dict[int, int], places: dict[int, Place]) -> list[tuple[Place, int]]:
         assert self._client is not None
         threads = [
             (thread.id, thread.parent_id, guild_id)
@@ -509,9 +550,13 @@ class DiscordAdapter:
         ]
         window = datetime.timedelta(seconds=self.config.backfill_dm_window_s)
         horizon = discord.utils.time_snowflake(discord.utils.utcnow() - window)
-        return backfill.targets(self._support, threads, since, last, places, horizon)
+        found = backfill.targets(self._support, threads, since, last, places, horizon)
+        keys = [str(place.target) for place, _ in found if place.kind != "channel"]
+        return backfill.worth_reading(found, await self._ctx.conversation_states(CHANNEL, self.account, keys))
 
     async def _backfill_one(self, place: Place, after: int) -> bool:
+        """Read ``place`` from ``after`` one page (one request from the budget) at a time; True
+        when it is read to its end."""
         assert self._client is not None
         channel: discord.abc.Messageable | None = None
         if self.config.private_threads and place.kind == "channel":
@@ -521,19 +566,26 @@ class DiscordAdapter:
             channel = self._client.get_partial_messageable(place.target, guild_id=place.guild_id)
         count = 0
         try:
-            async for message in channel.history(after=discord.Object(after), limit=self.config.backfill_limit):
-                if not await self._ingest(message, place, backfill=True):
+            while self._budget.take():
+                # One request: up to PAGE messages after `after`, oldest first.
+                page = [m async for m in channel.history(after=discord.Object(after), limit=PAGE, oldest_first=True)]
+                for message in page:
+                    if not await self._ingest(message, place, backfill=True):
+                        return False
+                    after = message.id
+                count += len(page)
+                if len(page) < PAGE:
+                    return True
+                if count >= self.config.backfill_limit:
+                    # More may be left: keep the channel's live cursor held and read on in a later pass.
+                    log.info(
+                        "discord %s: backfill of %s reached its limit; continuing later", self.account, place.target
+                    )
                     return False
-                count += 1
         except (discord.HTTPException, *NETWORK) as exc:
             self.last_error = f"backfill of {place.target}: {_describe(exc)}"
             log.warning("discord %s: %s", self.account, self.last_error)
-            return False
-        if count >= self.config.backfill_limit:
-            # More may be left: keep the channel's live cursor held and read on in a later pass.
-            log.info("discord %s: backfill of %s reached its limit; continuing later", self.account, place.target)
-            return False
-        return True
+        return False
 
 
 def _describe(exc: BaseException) -> str:

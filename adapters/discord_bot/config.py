@@ -57,6 +57,19 @@ class DiscordConfig(BaseModel):
     backfill_dm_window_s: int = Field(14 * 86400, ge=0)
     #: At most this many messages are backfilled per channel, thread or DM after one disconnect.
     backfill_limit: int = Field(1000, ge=1)
+    #: History requests one backfill pass (a new session, or a later pass continuing it) may make.
+    backfill_requests_per_pass: int = Field(100, ge=1)
+    #: History requests all passes together may make in any 10 minutes (see docs/discord.md).
+    backfill_requests_per_10min: int = Field(600, ge=1)
+    #: discord.py waits out a 429 up to this long inside the request (30 s is its minimum); a longer
+    #: wait fails the send at once and the outbox retries it after ``retry_after``.
+    max_ratelimit_wait_s: float = Field(30.0, ge=30)
+    #: A fatal gateway close after start-up (token reset, intent revoked) stops the whole process;
+    #: ``false`` leaves the others running with this adapter dead (``switchboard check`` fails).
+    stop_on_fatal: bool = True
+    #: On shutdown, replies still being sent (or waiting to retry) get this long before they are
+    #: cancelled; they stay in the outbox and are sent after the restart.
+    close_grace_s: float = Field(10.0, ge=0)
     #: Redis outage tolerance for one inbound message before it is left to the next backfill.
     append_retry_s: float = Field(30.0, ge=0)
 

@@ -76,6 +76,11 @@ class Cursors:
         """Keep ``channel_id``'s cursor where it is until the next backfill of it succeeds."""
         self._blocked.add(channel_id)
 
+    @property
+    def blocked(self) -> set[int]:
+        """The channels waiting for a backfill to cover them."""
+        return set(self._blocked)
+
     def hold(self) -> None:
         self.held = True
 
