@@ -101,6 +101,9 @@ class OutboxConsumer:
             return
         done, _ = await asyncio.wait({task}, timeout=grace)
         if not done:
+            # The sends first: the reader's `finally` waits for them (one may sleep out a retry_after).
+            for send in list(self._tasks):
+                send.cancel()
             task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task

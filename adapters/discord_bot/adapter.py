@@ -26,7 +26,7 @@ import discord
 import redis.exceptions
 
 from adapters.base import AdapterContext
-from adapters.discord_bot import backfill
+from adapters.discord_bot import backfill, notices
 from adapters.discord_bot.config import DiscordConfig
 from adapters.discord_bot.convert import CHANNEL, USER_MESSAGE_TYPES, Place, deletion, envelope_of, place_of
 from adapters.discord_bot.cursors import Cursors
@@ -36,6 +36,7 @@ from router.errors import AppendRefused, ConfigError
 from router.inbox import Appended
 from router.model import Envelope, OutboxItem
 from router.outbox import TemporaryFailure
+from rules.detectors import SECRET_KINDS, detect
 
 log = logging.getLogger("switchboard.discord")
 
@@ -122,6 +123,8 @@ class DiscordAdapter:
         self._closing = False
         self._places: dict[int, Place | None] = {}
         self._private: dict[tuple[int, int], int] = {}
+        self._unpublished: set[int] = set()  # messages the bot deleted: not the user's deletions
+        self._fresh_threads: set[int] = set()  # private threads opened here, not yet told why
         self._backfill_lock = asyncio.Lock()
         # discord.py runs every event handler as its own task; a lock per channel (striped, so
         # the number stays bounded) keeps one channel's messages, edits and deletions in order.
@@ -139,6 +142,7 @@ class DiscordAdapter:
         self.duplicates = 0
         self.backfilled = 0
         self.backfills = 0
+        self.left_public = 0  # private-thread mode: messages the bot could not remove from the channel
         self.fatal = ""  # why the adapter stopped for good, once it did
         self.fatal_at: float | None = None
 
@@ -291,6 +295,7 @@ class DiscordAdapter:
             "backfills": self.backfills,
             "backfilled": self.backfilled,
             "backfill_requests": self._budget.requests,
+            "left_public": self.left_public,
             "latency_ms": round(latency * 1000, 1) if math.isfinite(latency) else None,
             "sent": self._outbox.sent,
             "failed": self._outbox.failed,
@@ -406,6 +411,7 @@ class DiscordAdapter:
             log.warning("discord %s: cannot open a private thread in %s: %s", self.account, place.channel_id, exc)
             return None
         self._private[key] = thread.id
+        self._fresh_threads.add(thread.id)
         self._places[thread.id] = Place("thread", place.channel_id, place.guild_id, thread.id)
         await self._ctx.cursor_set(CHANNEL, self.account, name, str(thread.id))
         return thread.id
@@ -425,8 +431,58 @@ class DiscordAdapter:
             return False
         if backfill and not appended.duplicate:
             self.backfilled += 1
+        if where.kind == "thread" and place.kind == "channel" and not appended.duplicate:
+            await self._unpublish(message, where)
         await self._cursors.advance(place.target, place, message.id, backfill=backfill)
         return True
+
+    async def _unpublish(self, message: discord.Message, thread: Place) -> None:
+        """Private-thread mode: the message went to the user's private thread; remove the public
+        copy from the support channel (everyone there can read it: a pasted recovery phrase too).
+
+        Without Manage Messages the bot tells the user to delete it, and when it holds a secret
+        alerts the moderators (``alert_channel``) and the log.
+        """
+        assert self._client is not None and thread.thread_id is not None
+        where = self._client.get_partial_messageable(thread.thread_id, guild_id=thread.guild_id)
+        self._unpublished.add(message.id)
+        try:
+            await message.delete()
+        except discord.NotFound:
+            return  # the user deleted it first
+        except discord.HTTPException as exc:
+            self._unpublished.discard(message.id)
+            await self._left_public(message, where, exc)
+            return
+        if thread.thread_id in self._fresh_threads:
+            self._fresh_threads.discard(thread.thread_id)
+            await self._say(where, notices.MOVED.format(channel=message.channel.id))
+
+    async def _left_public(self, message: discord.Message, thread: discord.PartialMessageable, exc: Exception) -> None:
+        self.left_public += 1
+        kinds = sorted({f.kind for f in detect(message.content, SECRET_KINDS)})
+        channel = message.channel.id
+        log.warning(
+            "discord %s: cannot delete message %s from support channel %s (%s): it stays public%s",
+            self.account,
+            message.id,
+            channel,
+            _describe(exc),
+            f" and looks like it holds a {' and a '.join(kinds)}" if kinds else "",
+        )
+        await self._say(thread, notices.STILL_PUBLIC.format(channel=channel) + (notices.SECRET if kinds else ""))
+        if kinds and self.config.alert_channel is not None:
+            alert = self._client.get_partial_messageable(self.config.alert_channel) if self._client else None
+            if alert is not None:
+                what = " and a ".join(k.replace("_", " ") for k in kinds)
+                await self._say(alert, notices.ALERT.format(what=what, author=message.author.id, url=message.jump_url))
+
+    async def _say(self, channel: discord.PartialMessageable, text: str) -> None:
+        """A notice from the bot itself (not an agent's reply: no outbox, no history)."""
+        try:
+            await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
+        except discord.HTTPException as exc:
+            log.warning("discord %s: cannot post a notice in %s: %s", self.account, channel.id, _describe(exc))
 
     def _in_order(self, channel_id: int) -> asyncio.Lock:
         return self._order[channel_id % ORDER_STRIPES]
@@ -456,6 +512,9 @@ class DiscordAdapter:
             await self._record_delete(payload)
 
     async def _record_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        if payload.message_id in self._unpublished:
+            self._unpublished.discard(payload.message_id)
+            return  # moved to the user's private thread by the bot, not deleted by the user
         cached = payload.cached_message
         if cached is not None and not self._accept(cached):
             return

@@ -43,8 +43,11 @@ class DiscordConfig(BaseModel):
     token_file: Path | None = None
     #: guild id -> the support channel ids in it (messages there and in their threads are taken in).
     guilds: dict[int, list[int]] = {}
-    #: Open a private thread per user for messages posted directly in a support channel.
+    #: Open a private thread per user for messages posted directly in a support channel (the public
+    #: message is then deleted: the bot needs Manage Messages there).
     private_threads: bool = False
+    #: A channel for moderators: told when a message holding a secret stays public (see docs/discord.md).
+    alert_channel: int | None = None
     #: Other bots' messages are ignored by default: two bots answering each other would loop.
     ignore_bots: bool = True
     #: How long ``start()`` waits for the first READY before carrying on (the client keeps trying).
@@ -72,6 +75,11 @@ class DiscordConfig(BaseModel):
     close_grace_s: float = Field(10.0, ge=0)
     #: Redis outage tolerance for one inbound message before it is left to the next backfill.
     append_retry_s: float = Field(30.0, ge=0)
+
+    @field_validator("alert_channel", mode="before")
+    @classmethod
+    def _alert_channel(cls, value: Any) -> int | None:
+        return None if value in (None, "") else _snowflake(value)
 
     @field_validator("guilds", mode="before")
     @classmethod

@@ -96,9 +96,32 @@ def sender_of(author: discord.User | discord.Member) -> Sender:
 
 
 def attachments_of(message: discord.Message) -> tuple[Attachment, ...]:
+    """The message's attachments and those of the messages it forwards. ``ref`` names the
+    attachment by channel, message and attachment id (``attachment_ref``), not by its CDN url:
+    Discord signs those urls for about a day, so a fresh one is fetched when an agent opens it."""
+    found = [(message.id, a) for a in message.attachments]
+    found += [(message.id, a) for snapshot in message.message_snapshots for a in snapshot.attachments]
     return tuple(
-        Attachment(name=a.filename, type=a.content_type or "", size=a.size, ref=a.url) for a in message.attachments
+        Attachment(
+            name=a.filename,
+            type=a.content_type or "",
+            size=a.size,
+            ref=attachment_ref(message.channel.id, message_id, a.id),
+        )
+        for message_id, a in found
     )
+
+
+def attachment_ref(channel_id: int, message_id: int, attachment_id: int) -> str:
+    return f"{channel_id}/{message_id}/{attachment_id}"
+
+
+def text_of(message: discord.Message) -> str:
+    """The text to route: the message's own, else (a forwarded message has none) the text of the
+    messages it forwards."""
+    if message.content:
+        return message.content
+    return "\n\n".join(snapshot.content for snapshot in message.message_snapshots if snapshot.content)
 
 
 def envelope_of(
@@ -115,7 +138,9 @@ def envelope_of(
         stamp = message.edited_at.isoformat() if message.edited_at else "unknown"
         platform_id = f"{message.id}:edit:{stamp}"
     ref = message.reference
-    reply_to = str(ref.message_id) if ref is not None and ref.message_id else None
+    # A forward's reference points at the original message, elsewhere: it is not a reply.
+    replying = ref is not None and ref.message_id and ref.type == discord.MessageReferenceType.reply
+    reply_to = str(ref.message_id) if replying and ref is not None else None
     return Envelope(
         id=new_id(),
         channel=CHANNEL,
@@ -123,7 +148,7 @@ def envelope_of(
         platform_id=platform_id,
         conversation_key=place.conversation_key(message.author.id),
         sender=sender_of(message.author),
-        text=message.content,
+        text=text_of(message),
         attachments=attachments_of(message),
         received_at=message.created_at.timestamp() if kind == "message" else now(),
         reply_to=reply_to,

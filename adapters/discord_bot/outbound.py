@@ -14,8 +14,20 @@ from router.outbox import PermanentFailure, TemporaryFailure
 #: Discord's limit for a message's content.
 LIMIT = 2000
 
-#: Discord error codes that mean "never going to work for this recipient".
-CANNOT_DM = 50007  # the user has DMs from server members closed, or blocked the bot
+#: Discord error codes that mean "never going to work here", with what the agent can do about it
+#: (the reason lands in the conversation's history as the reply's failed delivery).
+CANNOT_DM = 50007
+PERMANENT = {
+    CANNOT_DM: "the user does not accept DMs from the bot (DMs from server members closed, or the bot blocked)",
+    10003: "the channel or thread was deleted: the user cannot be answered there any more; reach them by DM",
+    50001: "the bot has no access to this channel or thread any more (removed from the private thread, or "
+    "the channel's permissions changed): add it back, then send the reply again",
+    50013: "the bot lacks a permission here (Send Messages, Send Messages in Threads): grant it, then send "
+    "the reply again",
+    50083: "the thread is archived and locked by a moderator, so the bot cannot post in it: unlock it in "
+    "Discord (Manage Threads), then send the reply again, or reach the user by DM",
+    160002: "the bot lacks Read Message History here, which a reply quoting the user's message needs",
+}
 
 
 def split(text: str, limit: int = LIMIT) -> list[str]:
@@ -60,9 +72,10 @@ def failure(exc: BaseException) -> Exception:
         return TemporaryFailure(f"discord {exc.status}: {exc.text or 'server error'}")
     if isinstance(exc, discord.RateLimited):
         return TemporaryFailure(f"rate limited for {exc.retry_after:.1f}s", exc.retry_after)
+    if isinstance(exc, discord.HTTPException) and exc.code in PERMANENT:
+        return PermanentFailure(f"discord {exc.status} ({exc.code}): {PERMANENT[exc.code]} [{exc.text}]")
     if isinstance(exc, discord.Forbidden):
-        why = "the user does not accept DMs from the bot" if exc.code == CANNOT_DM else "missing permission"
-        return PermanentFailure(f"discord 403 ({exc.code}): {why}: {exc.text}")
+        return PermanentFailure(f"discord 403 ({exc.code}): missing permission: {exc.text}")
     if isinstance(exc, discord.NotFound):
         return PermanentFailure(f"discord 404 ({exc.code}): the channel or thread no longer exists: {exc.text}")
     if isinstance(exc, discord.HTTPException):

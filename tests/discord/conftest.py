@@ -48,13 +48,26 @@ def section() -> dict[str, Any]:
 AdapterFactory = Callable[..., Awaitable[DiscordAdapter]]
 
 
+class FakeClock:
+    """Wall time that moves only when the test says so (``adapter.clock``)."""
+
+    def __init__(self, now: float = 1_800_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
 async def make_bot(rt: Runtime, emu: Emulator, section: dict[str, Any]) -> AsyncIterator[AdapterFactory]:
     """Build and start adapters (overriding section keys); all are closed at the end of the test."""
     started: list[DiscordAdapter] = []
 
-    async def make(**overrides: Any) -> DiscordAdapter:
-        [adapter] = from_config(rt.adapter_context(), {**section, **overrides})
+    async def make(clock: Callable[[], float] = time.time, **overrides: Any) -> DiscordAdapter:
+        [adapter] = from_config(rt.adapter_context(), {**section, **overrides}, clock)
         assert isinstance(adapter, DiscordAdapter)
         await adapter.start()
         started.append(adapter)

@@ -94,6 +94,13 @@ class Emulator:
         self.requests: list[str] = []
         #: channel id -> (status, code, message) to answer the next sends with.
         self.fail_sends: dict[int, tuple[int, int, str]] = {}
+        #: channel id -> retry_after (s): sends there are answered 429 as Discord's rate limiter does.
+        self.rate_limit_sends: dict[int, float] = {}
+        self._dms: dict[str, int] = {}  # user id -> DM channel id
+        #: Whether the bot has Manage Messages (may delete other users' messages).
+        self.manage_messages = True
+        #: Every message the bot deleted (DELETE /channels/{id}/messages/{id}), as (channel id, message id).
+        self.deleted: list[tuple[int, int]] = []
         self.sessions: dict[str, Session] = {}
         self.identifies = 0
         self.resumes = 0
@@ -119,11 +126,11 @@ class Emulator:
 
     def dm(self, user: Json) -> int:
         """The DM channel between the bot and ``user`` (created on first use)."""
-        for channel in self.channels.values():
-            if channel["type"] == 1 and channel["recipients"][0]["id"] == user["id"]:
-                return int(channel["id"])
+        if user["id"] in self._dms:
+            return self._dms[user["id"]]
         channel_id = self.snowflake()
         self.channels[channel_id] = {"id": str(channel_id), "type": 1, "recipients": [user], "last_message_id": None}
+        self._dms[user["id"]] = channel_id
         return channel_id
 
     async def create_thread(
@@ -154,7 +161,8 @@ class Emulator:
         await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return thread_id
 
-    def _message(self, channel_id: int, author: Json, content: str, **extra: Any) -> Json:
+    def store(self, channel_id: int, author: Json, content: str, **extra: Any) -> Json:
+        """A message kept in the channel's history without an event (posted while nobody listened)."""
         channel = self.channels[channel_id]
         msg_id = self.snowflake()
         data: Json = {
@@ -189,7 +197,7 @@ class Emulator:
 
     async def post(self, channel_id: int, author: Json, content: str, **extra: Any) -> Json:
         """A user posts a message: stored in the channel's history and dispatched as MESSAGE_CREATE."""
-        message = self._message(channel_id, author, content, **extra)
+        message = self.store(channel_id, author, content, **extra)
         await self.dispatch("MESSAGE_CREATE", message)
         return message
 
@@ -227,6 +235,28 @@ class Emulator:
             self.sessions.clear()
         for ws in sockets:
             await ws.close(code=4000, message=b"emulator dropped the connection")
+
+    async def close_gateway(self, code: int, reason: str) -> None:
+        """Discord ending every session for good: 4004 after a token reset (the old token is then
+        refused), 4014 after the Message Content intent was switched off (refused from now on)."""
+        if code == 4004:
+            self.token = "reset-" + self.token
+        if code == 4014:
+            self.message_content_enabled = False
+        sockets = [s.ws for s in self.sessions.values() if s.ws is not None]
+        self.sessions.clear()
+        for ws in sockets:
+            await ws.close(code=code, message=reason.encode())
+
+    async def lock_thread(self, thread_id: int) -> None:
+        """A moderator archives and locks the thread: only Manage Threads may post there again."""
+        thread = self.channels[thread_id]
+        thread["thread_metadata"] = {**thread["thread_metadata"], "archived": True, "locked": True}
+        await self.dispatch("THREAD_UPDATE", thread)
+
+    def history_requests(self) -> list[int]:
+        """The channels whose history was requested, one entry per request, in order."""
+        return [int(r.split("/")[4]) for r in self.requests if r.startswith("GET ") and r.endswith("/messages")]
 
     def _guild_create(self, guild_id: int) -> Json:
         channels = [c for c in self.channels.values() if c.get("guild_id") == str(guild_id)]
@@ -371,18 +401,37 @@ class Emulator:
             return _error(404, 10003, "Unknown Channel")
         body = await request.json()
         self.sent.append({"channel_id": channel_id, "body": body})
+        if self.channels[channel_id].get("thread_metadata", {}).get("locked"):
+            return _error(400, 50083, "Cannot execute action on an archived thread")
         if channel_id in self.fail_sends:
             status, code, text = self.fail_sends[channel_id]
             return _error(status, code, text)
+        if channel_id in self.rate_limit_sends:
+            retry_after = self.rate_limit_sends[channel_id]
+            body = {"message": "You are being rate limited.", "retry_after": retry_after, "global": False}
+            # discord.py takes a 429 without `Via` for a Cloudflare ban, not a rate limit.
+            headers = {"Content-Type": "application/json", "Via": "1.1 google", "Retry-After": str(int(retry_after))}
+            return web.Response(body=json.dumps(body).encode(), status=429, headers=headers)
         content = body.get("content") or ""
         if len(content) > 2000:
             return _error(400, 50035, "Invalid Form Body: content: Must be 2000 or fewer in length.")
         extra: Json = {}
         if body.get("message_reference"):
             extra = {"type": 19, "message_reference": body["message_reference"]}
-        message = self._message(channel_id, self.bot, content, **extra)
+        message = self.store(channel_id, self.bot, content, **extra)
         await self.dispatch("MESSAGE_CREATE", message)
         return _json(message)
+
+    async def _delete_message(self, request: web.Request) -> web.Response:
+        channel_id, message_id = int(request.match_info["channel"]), request.match_info["message"]
+        found = [m for m in self.messages.get(channel_id, []) if m["id"] == message_id]
+        if not found:
+            return _error(404, 10008, "Unknown Message")
+        if found[0]["author"]["id"] != self.bot["id"] and not self.manage_messages:
+            return _error(403, 50013, "Missing Permissions")
+        self.deleted.append((channel_id, int(message_id)))
+        await self.delete(found[0])
+        return web.Response(status=204)
 
     async def _start_thread(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel"])
@@ -409,6 +458,7 @@ class Emulator:
         app.router.add_get(f"{api}/channels/{{channel}}", self._get_channel)
         app.router.add_get(f"{api}/channels/{{channel}}/messages", self._history)
         app.router.add_post(f"{api}/channels/{{channel}}/messages", self._send)
+        app.router.add_delete(f"{api}/channels/{{channel}}/messages/{{message}}", self._delete_message)
         app.router.add_post(f"{api}/channels/{{channel}}/threads", self._start_thread)
         app.router.add_put(f"{api}/channels/{{channel}}/thread-members/{{user}}", self._add_thread_member)
         # shutdown_timeout: do not wait the default 60 s for the client's open websocket.

@@ -138,7 +138,8 @@ def test_backfill_targets() -> None:
         places={20: dm_recent, 21: dm_old, 31: other_thread},
         horizon=50,
     )
-    assert found == [(Place("channel", 10, 1), 100), (Place("thread", 10, 1, 30), 5), (dm_recent, 200)]
+    # Support channels first, then by recency (the newest of cursor and channel id).
+    assert found == [(Place("channel", 10, 1), 100), (dm_recent, 200), (Place("thread", 10, 1, 30), 5)]
 
 
 async def test_restart_reads_back_what_was_posted_while_stopped(

@@ -3,11 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from adapters.discord_bot import DiscordAdapter
 from router.runtime import Runtime
 from router.worker import Worker
-from tests.discord.conftest import ACCOUNT, ELSEWHERE, GUILD, SUPPORT, AdapterFactory, conversation_id, wait_inbox
+from tests.discord.conftest import (
+    ACCOUNT,
+    ELSEWHERE,
+    GUILD,
+    SUPPORT,
+    AdapterFactory,
+    conversation_id,
+    eventually,
+    inbox,
+    wait_inbox,
+)
 from tests.discord.emulator import Emulator
 from tests.router.helpers import drain
 
@@ -55,11 +66,13 @@ async def test_dm_channel_and_thread_messages_become_their_conversations(
         "message_id": m_th["id"],
     }
     [att] = by_key[str(thread)].attachments
+    # The ref names the attachment by ids (its CDN url expires): adapters.discord_bot.attachment_url.
+    attachment_id = m_th["attachments"][0]["id"]
     assert (att.name, att.type, att.size, att.ref) == (
         "screen.png",
         "image/png",
         12345,
-        "https://cdn.example/screen.png",
+        f"{thread}/{m_th['id']}/{attachment_id}",
     )
     assert by_key[str(dm)].sender.id == alice["id"] and by_key[str(dm)].sender.handle == "alice"
 
@@ -123,3 +136,46 @@ async def test_private_thread_per_user(rt: Runtime, emu: Emulator, make_bot: Ada
     envs = await wait_inbox(rt, 3)
     assert {e.conversation_key for e in envs} == {str(thread)}
     assert [c for c in emu.channels.values() if c["type"] == 12] == [emu.channels[thread]]
+
+
+SEED = "abandon ability able about above absent absorb abstract absurd abuse access accident"
+
+
+async def test_private_thread_mode_removes_the_public_message(
+    rt: Runtime, emu: Emulator, make_bot: AdapterFactory
+) -> None:
+    bot = await make_bot(private_threads=True)
+    bob = emu.user("bob")
+    public = await emu.post(SUPPORT, bob, f"my wallet is empty, my words are {SEED}")
+    [env] = await wait_inbox(rt, 1)
+    thread = int(env.conversation_key)
+    # Checked at Discord's REST: the bot deleted the public copy, and told bob why in his thread.
+    await eventually(lambda: _has(emu.deleted, (SUPPORT, int(public["id"]))), 5, "the public message deleted")
+    assert [m["id"] for m in emu.messages[SUPPORT]] == []
+    await eventually(lambda: _has([s["channel_id"] for s in emu.sent], thread), 5, "a notice in the thread")
+    assert "moved to this private thread" in emu.sent[-1]["body"]["content"]
+    await asyncio.sleep(0.2)
+    # The bot's own deletion is not recorded as the user deleting a message.
+    assert [e.kind for e in await inbox(rt)] == ["message"] and bot.health()["left_public"] == 0
+
+
+async def test_without_manage_messages_the_user_is_told_and_moderators_alerted_for_a_secret(
+    rt: Runtime, emu: Emulator, make_bot: AdapterFactory
+) -> None:
+    emu.manage_messages = False
+    await make_bot(private_threads=True, alert_channel=str(ELSEWHERE))
+    bob = emu.user("bob")
+    public = await emu.post(SUPPORT, bob, f"my words are {SEED}")
+    [env] = await wait_inbox(rt, 1)
+    thread = int(env.conversation_key)
+    await eventually(lambda: _has([s["channel_id"] for s in emu.sent], ELSEWHERE), 5, "the moderators' alert")
+    [told] = [s["body"]["content"] for s in emu.sent if s["channel_id"] == thread]
+    assert "still visible to everyone" in told and "recovery phrase" in told
+    [alert] = [s["body"] for s in emu.sent if s["channel_id"] == ELSEWHERE]
+    assert public["id"] in alert["content"] and "seed phrase" in alert["content"]
+    assert alert["allowed_mentions"] == {"parse": []} and SEED not in alert["content"]
+    assert emu.deleted == []
+
+
+async def _has(items: list[Any], item: Any) -> bool:
+    return item in items

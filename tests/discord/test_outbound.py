@@ -5,7 +5,7 @@ from __future__ import annotations
 from adapters.discord_bot import DiscordAdapter, split
 from router.runtime import Runtime
 from router.worker import Worker
-from tests.discord.conftest import SUPPORT, conversation_id, eventually, wait_inbox
+from tests.discord.conftest import SUPPORT, AdapterFactory, conversation_id, eventually, wait_inbox
 from tests.discord.emulator import Emulator
 from tests.router.helpers import drain
 
@@ -106,3 +106,38 @@ async def test_server_errors_are_retried(rt: Runtime, emu: Emulator, bot: Discor
     del emu.fail_sends[dm]
     await _delivery(rt, cid, reply_id, "delivered")
     assert [s["body"]["content"] for s in emu.sent][-1] == "Fixed!"
+
+
+async def test_a_long_rate_limit_goes_back_to_the_outbox_instead_of_holding_a_send_slot(
+    rt: Runtime, emu: Emulator, make_bot: AdapterFactory
+) -> None:
+    await make_bot(close_grace_s=0.2)
+    alice = emu.user("alice")
+    dm = emu.dm(alice)
+    await emu.post(dm, alice, "my withdrawal has not arrived")
+    await wait_inbox(rt, 1)
+    await drain(Worker(rt.client, rt.settings))
+    cid = await conversation_id(rt, str(dm))
+    emu.rate_limit_sends[dm] = 600.0
+    reply_id = await rt.conversations.reply(cid, "Fixed!", "agent-a")
+    # discord.py alone would sleep 600 s, five times, inside the send: the outbox would hear nothing.
+    await _delivery(rt, cid, reply_id, "retrying")
+    [entry] = [h for h in await rt.conversations.history(cid) if h.type == "delivery"]
+    assert "rate limited for 600.0s" in entry.data["detail"]
+    assert len(emu.sent) == 1  # one request: the retry is the outbox's, after retry_after
+
+
+async def test_a_reply_to_a_locked_thread_fails_explaining_why(rt: Runtime, emu: Emulator, bot: DiscordAdapter) -> None:
+    carol = emu.user("carol")
+    thread = await emu.create_thread(SUPPORT, "carol", owner=carol)
+    await emu.post(thread, carol, "my deposit is missing")
+    await wait_inbox(rt, 1)
+    await drain(Worker(rt.client, rt.settings))
+    cid = await conversation_id(rt, str(thread))
+    await emu.lock_thread(thread)
+    reply_id = await rt.conversations.reply(cid, "Found it!", "agent-a")
+    await _delivery(rt, cid, reply_id, "failed")
+    [entry] = [h for h in await rt.conversations.history(cid) if h.type == "delivery"]
+    # What the agent reads in the conversation: why, and what to do.
+    assert "locked by a moderator" in entry.data["detail"] and "unlock it" in entry.data["detail"]
+    assert len(emu.sent) == 1  # permanent: not retried
