@@ -32,7 +32,7 @@ from adapters.discord_bot.convert import CHANNEL, USER_MESSAGE_TYPES, Place, del
 from adapters.discord_bot.cursors import Cursors
 from adapters.discord_bot.fatal import reason_of
 from adapters.discord_bot.outbound import Sender
-from router.errors import AppendRefused, ConfigError
+from router.errors import AppendRefused, ConfigError, NotFound, SwitchboardError
 from router.inbox import Appended
 from router.model import Envelope, OutboxItem
 from router.outbox import TemporaryFailure
@@ -274,6 +274,42 @@ class DiscordAdapter:
         if self._sender is None:
             raise TemporaryFailure("the Discord client is not logged in yet")
         return await self._sender.send(item)
+
+    async def attachment_url(self, ref: str) -> str:
+        """A freshly signed CDN url for the attachment ``ref`` (``Attachment.ref``: channel, message
+        and attachment ids). Discord signs attachment urls for about a day, so the url stored when
+        the message came in is dead by the time an agent opens an older conversation: the message
+        is fetched again (one request) for a current one."""
+        return (await self._attachment(ref)).url
+
+    async def fetch_attachment(self, account: str, ref: str, max_bytes: int | None = None) -> bytes:
+        """An attachment's bytes, for an agent who asked for it (over a fresh url)."""
+        if account != self.account:
+            raise NotFound(f"discord bot {account!r}")
+        attachment = await self._attachment(ref)
+        if max_bytes is not None and attachment.size > max_bytes:
+            raise SwitchboardError(f"attachment is {attachment.size} bytes, over the {max_bytes}-byte cap")
+        try:
+            return await attachment.read()
+        except (discord.HTTPException, *NETWORK) as exc:
+            raise SwitchboardError(f"discord attachment {ref}: {_describe(exc)}") from None
+
+    async def _attachment(self, ref: str) -> discord.Attachment:
+        ids = ref.split("/")
+        if self._client is None or len(ids) != 3 or not all(part.isdigit() for part in ids):
+            raise NotFound(f"discord attachment {ref!r}")
+        channel_id, message_id, attachment_id = (int(part) for part in ids)
+        try:
+            message = await self._client.get_partial_messageable(channel_id).fetch_message(message_id)
+        except discord.NotFound:
+            raise NotFound(f"discord attachment {ref}: the message was deleted") from None
+        except (discord.HTTPException, *NETWORK) as exc:
+            raise SwitchboardError(f"discord attachment {ref}: {_describe(exc)}") from None
+        found = [*message.attachments, *(a for snap in message.message_snapshots for a in snap.attachments)]
+        for attachment in found:
+            if attachment.id == attachment_id:
+                return attachment
+        raise NotFound(f"discord attachment {ref}: no longer on the message")
 
     def health(self) -> dict[str, Any]:
         client = self._client

@@ -19,6 +19,7 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -101,6 +102,10 @@ class Emulator:
         self.manage_messages = True
         #: Every message the bot deleted (DELETE /channels/{id}/messages/{id}), as (channel id, message id).
         self.deleted: list[tuple[int, int]] = []
+        #: Attachment id -> its bytes, served by the CDN route while the url's signature is valid.
+        self.files: dict[int, bytes] = {}
+        #: Added to the wall clock for CDN url expiry (``ex``): +25 h makes every url signed now stale.
+        self.time_shift = 0.0
         self.sessions: dict[str, Session] = {}
         self.identifies = 0
         self.resumes = 0
@@ -161,6 +166,28 @@ class Emulator:
         await self.dispatch("THREAD_CREATE", {**thread, "newly_created": True})
         return thread_id
 
+    def attachment(self, filename: str, data: bytes, content_type: str = "application/octet-stream") -> Json:
+        """An attachment to pass to ``post(..., attachments=[...])``; its url is signed when posted."""
+        attachment_id = self.snowflake()
+        self.files[attachment_id] = data
+        return {"id": str(attachment_id), "filename": filename, "size": len(data), "content_type": content_type}
+
+    def _signed(self, message: Json) -> Json:
+        """The message with its attachments' CDN urls signed for 24 h from now, as Discord does."""
+        expires = int(time.time() + self.time_shift + 86400)
+        base = f"http://127.0.0.1:{self.port}/cdn/attachments/{message['channel_id']}"
+
+        def sign(attachments: list[Json]) -> list[Json]:
+            urls = [f"{base}/{a['id']}/{a['filename']}?ex={expires:x}&hm=sig" for a in attachments]
+            return [{**a, "url": url, "proxy_url": url} for a, url in zip(attachments, urls, strict=True)]
+
+        snapshots = [
+            {"message": {**s["message"], "attachments": sign(s["message"]["attachments"])}}
+            for s in message.get("message_snapshots", [])
+        ]
+        signed = {**message, "attachments": sign(message["attachments"])}
+        return {**signed, "message_snapshots": snapshots} if snapshots else signed
+
     def store(self, channel_id: int, author: Json, content: str, **extra: Any) -> Json:
         """A message kept in the channel's history without an event (posted while nobody listened)."""
         channel = self.channels[channel_id]
@@ -198,13 +225,13 @@ class Emulator:
     async def post(self, channel_id: int, author: Json, content: str, **extra: Any) -> Json:
         """A user posts a message: stored in the channel's history and dispatched as MESSAGE_CREATE."""
         message = self.store(channel_id, author, content, **extra)
-        await self.dispatch("MESSAGE_CREATE", message)
-        return message
+        await self.dispatch("MESSAGE_CREATE", self._signed(message))
+        return self._signed(message)
 
     async def edit(self, message: Json, content: str) -> Json:
         message["content"] = content
         message["edited_timestamp"] = dt.datetime.now(dt.UTC).isoformat()
-        await self.dispatch("MESSAGE_UPDATE", message)
+        await self.dispatch("MESSAGE_UPDATE", self._signed(message))
         return message
 
     async def delete(self, message: Json) -> None:
@@ -393,7 +420,7 @@ class Emulator:
         else:
             before = int(request.query.get("before", 1 << 63))
             page = [m for m in messages if int(m["id"]) < before][-limit:]
-        return _json([self._visible(m, None) for m in reversed(page)])
+        return _json([self._signed(m) for m in reversed(page)])
 
     async def _send(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel"])
@@ -421,6 +448,17 @@ class Emulator:
         message = self.store(channel_id, self.bot, content, **extra)
         await self.dispatch("MESSAGE_CREATE", message)
         return _json(message)
+
+    async def _get_message(self, request: web.Request) -> web.Response:
+        channel_id, message_id = int(request.match_info["channel"]), request.match_info["message"]
+        found = [m for m in self.messages.get(channel_id, []) if m["id"] == message_id]
+        return _json(self._signed(found[0])) if found else _error(404, 10008, "Unknown Message")
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        data = self.files.get(int(request.match_info["attachment"]))
+        if data is None or int(request.query.get("ex", "0"), 16) < time.time() + self.time_shift:
+            return web.Response(status=404, text="This content is no longer available.")
+        return web.Response(body=data, headers={"Content-Type": "application/octet-stream"})
 
     async def _delete_message(self, request: web.Request) -> web.Response:
         channel_id, message_id = int(request.match_info["channel"]), request.match_info["message"]
@@ -458,7 +496,9 @@ class Emulator:
         app.router.add_get(f"{api}/channels/{{channel}}", self._get_channel)
         app.router.add_get(f"{api}/channels/{{channel}}/messages", self._history)
         app.router.add_post(f"{api}/channels/{{channel}}/messages", self._send)
+        app.router.add_get(f"{api}/channels/{{channel}}/messages/{{message}}", self._get_message)
         app.router.add_delete(f"{api}/channels/{{channel}}/messages/{{message}}", self._delete_message)
+        app.router.add_get("/cdn/attachments/{channel}/{attachment}/{filename}", self._cdn)
         app.router.add_post(f"{api}/channels/{{channel}}/threads", self._start_thread)
         app.router.add_put(f"{api}/channels/{{channel}}/thread-members/{{user}}", self._add_thread_member)
         # shutdown_timeout: do not wait the default 60 s for the client's open websocket.

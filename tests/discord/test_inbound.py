@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import aiohttp
+
 from adapters.discord_bot import DiscordAdapter
 from router.runtime import Runtime
 from router.worker import Worker
@@ -179,3 +181,41 @@ async def test_without_manage_messages_the_user_is_told_and_moderators_alerted_f
 
 async def _has(items: list[Any], item: Any) -> bool:
     return item in items
+
+
+async def test_forwarded_message_is_routed_with_the_forwarded_text(
+    rt: Runtime, emu: Emulator, bot: DiscordAdapter
+) -> None:
+    alice = emu.user("alice")
+    dm = emu.dm(alice)
+    original = {"type": 0, "content": "Withdrawal of 0.5 BTC stuck", "embeds": [], "attachments": []}
+    snapshot = {**original, "timestamp": "2026-12-01T10:00:00+00:00", "edited_timestamp": None, "flags": 0}
+    forward = await emu.post(
+        dm,
+        alice,
+        "",  # a forward has no text of its own
+        message_reference={"type": 1, "message_id": str(emu.snowflake()), "channel_id": str(SUPPORT)},
+        message_snapshots=[{"message": snapshot}],
+    )
+    [env] = await wait_inbox(rt, 1)
+    assert env.platform_id == forward["id"] and env.text == "Withdrawal of 0.5 BTC stuck"
+    assert env.reply_to is None  # the forwarded message is elsewhere: not a reply in this conversation
+    await drain(Worker(rt.client, rt.settings))
+    assert {c.key for c in await rt.queues.head("payments")} == {str(dm)}
+
+
+async def test_attachment_urls_are_fetched_fresh_when_opened(rt: Runtime, emu: Emulator, bot: DiscordAdapter) -> None:
+    alice = emu.user("alice")
+    dm = emu.dm(alice)
+    shot = emu.attachment("receipt.png", b"\x89PNG receipt", "image/png")
+    posted = await emu.post(dm, alice, "here is the receipt", attachments=[shot])
+    [env] = await wait_inbox(rt, 1)
+    [att] = env.attachments
+    stale = posted["attachments"][0]["url"]
+    emu.time_shift = 25 * 3600  # a day later, when an agent opens the conversation: the url has expired
+    async with aiohttp.ClientSession() as http, http.get(stale) as expired:
+        assert expired.status == 404
+    fresh = await bot.attachment_url(att.ref)
+    assert fresh != stale and fresh.split("?")[0] == stale.split("?")[0]
+    assert await bot.fetch_attachment(ACCOUNT, att.ref) == b"\x89PNG receipt"
+    assert f"GET /api/v10/channels/{dm}/messages/{posted['id']}" in emu.requests  # the message, fetched again
