@@ -534,7 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(
         "check",
         _with_runtime(_check),
-        "exit 1, naming why, when no worker is alive, a supervised one is missing or an [alerts] limit is passed",
+        "exit 1, naming why, when no worker is alive, a supervised one is missing, an adapter stopped for good "
+        "(e.g. a Discord token reset) or an [alerts] limit is passed",
     )
     sp = add("dead", _with_runtime(_dead), "dead letters: list, retry, drop")
     sp.add_argument("action", choices=["list", "retry", "drop"])

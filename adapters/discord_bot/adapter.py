@@ -486,7 +486,7 @@ class DiscordAdapter:
             await message.delete()
         except discord.NotFound:
             return  # the user deleted it first
-        except discord.HTTPException as exc:
+        except (discord.HTTPException, *NETWORK) as exc:
             self._unpublished.discard(message.id)
             await self._left_public(message, where, exc)
             return
@@ -517,7 +517,7 @@ class DiscordAdapter:
         """A notice from the bot itself (not an agent's reply: no outbox, no history)."""
         try:
             await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
-        except discord.HTTPException as exc:
+        except (discord.HTTPException, *NETWORK) as exc:
             log.warning("discord %s: cannot post a notice in %s: %s", self.account, channel.id, _describe(exc))
 
     def _in_order(self, channel_id: int) -> asyncio.Lock:
