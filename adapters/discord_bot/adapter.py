@@ -645,7 +645,8 @@ class DiscordAdapter:
         ]
         window = datetime.timedelta(seconds=self.config.backfill_dm_window_s)
         horizon = discord.utils.time_snowflake(discord.utils.utcnow() - window)
-        found = backfill.targets(self._support, threads, since, last, places, horizon)
+        forums = {cid for cid in self._support if isinstance(self._client.get_channel(cid), discord.ForumChannel)}
+        found = backfill.targets(self._support, threads, since, last, places, horizon, forums)
         keys = [str(place.target) for place, _ in found if place.kind != "channel"]
         return backfill.worth_reading(found, await self._ctx.conversation_states(CHANNEL, self.account, keys))
 

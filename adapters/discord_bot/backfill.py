@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 
 from adapters.discord_bot.convert import Place
 
@@ -26,11 +26,14 @@ def targets(
     last: Mapping[int, int],
     places: Mapping[int, Place],
     horizon: int,
+    forums: Collection[int] = (),
 ) -> list[tuple[Place, int]]:
     """The channels to backfill, each with the message id to read after: the support channels
     first, then threads and DMs most recently active first.
 
-    - every support channel (``support``: channel id -> guild id), from its cursor, else ``since``;
+    - every support channel (``support``: channel id -> guild id), from its cursor, else ``since``,
+      except ``forums``: a forum channel has no messages of its own (reading it is refused), its
+      posts are threads;
     - the active threads under them (``threads``: (thread id, parent id, guild id) from the guild
       cache), likewise — a thread opened during the outage has no cursor and is read from ``since``;
     - the DMs and threads (archived ones too) with a cursor newer than ``horizon``: discord.py has
@@ -39,7 +42,7 @@ def targets(
     Recency is the newest of the cursor and the channel's own id (a thread opened during the
     outage is recent although it has no cursor).
     """
-    channels = [(Place("channel", cid, gid), last.get(cid, since)) for cid, gid in support.items()]
+    channels = [(Place("channel", cid, gid), last.get(cid, since)) for cid, gid in support.items() if cid not in forums]
     others: dict[int, tuple[Place, int]] = {}
     for thread_id, parent_id, guild_id in threads:
         if parent_id in support:

@@ -281,6 +281,27 @@ class Emulator:
         thread["thread_metadata"] = {**thread["thread_metadata"], "archived": True, "locked": True}
         await self.dispatch("THREAD_UPDATE", thread)
 
+    def forum(self, guild_id: int) -> int:
+        """A forum channel in the guild: no messages of its own, every post is a thread under it."""
+        channel_id = self.snowflake()
+        self.channels[channel_id] = {
+            "id": str(channel_id),
+            "type": 15,
+            "guild_id": str(guild_id),
+            "name": f"forum-{channel_id}",
+            "position": len(self.channels),
+            "permission_overwrites": [],
+            "nsfw": False,
+            "parent_id": None,
+            "topic": None,
+            "rate_limit_per_user": 0,
+            "last_message_id": None,
+            "available_tags": [],
+            "default_reaction_emoji": None,
+            "flags": 0,
+        }
+        return channel_id
+
     def history_requests(self) -> list[int]:
         """The channels whose history was requested, one entry per request, in order."""
         return [int(r.split("/")[4]) for r in self.requests if r.startswith("GET ") and r.endswith("/messages")]
@@ -411,6 +432,8 @@ class Emulator:
         channel_id = int(request.match_info["channel"])
         if channel_id not in self.channels:
             return _error(404, 10003, "Unknown Channel")
+        if self.channels[channel_id]["type"] == 15:
+            return _error(400, 50024, "Cannot execute action on this channel type")
         limit = min(int(request.query.get("limit", 50)), 100)
         messages = self.messages.get(channel_id, [])
         if "after" in request.query:

@@ -157,3 +157,27 @@ async def test_restart_reads_back_what_was_posted_while_stopped(
     envs = await wait_inbox(rt, 4)
     assert [e.platform_id for e in envs[2:]] in (missed, missed[::-1])
     assert second.health()["backfilled"] == 2
+
+
+async def test_a_forum_support_channel_is_served_through_its_posts(
+    rt: Runtime, emu: Emulator, make_bot: AdapterFactory
+) -> None:
+    from tests.discord.conftest import GUILD
+
+    forum = emu.forum(GUILD)
+    bot = await make_bot(private_threads=True, guilds={str(GUILD): [str(SUPPORT), str(forum)]})
+    bob = emu.user("bob")
+    post = await emu.create_thread(forum, "withdrawal stuck", owner=bob)
+    await emu.post(post, bob, "my withdrawal is stuck")
+    [env] = await wait_inbox(rt, 1)
+    assert env.conversation_key == str(post)  # a forum post is the user's thread: its conversation
+    await emu.drop(resumable=False)
+    await eventually(lambda: _ready_again(bot), 10, "a new session")
+
+    async def backfilled() -> bool:
+        return bot.health()["backfills"] >= 2 and not bot._backfill_lock.locked()
+
+    await eventually(backfilled, 10, "the backfill")
+    # The forum itself holds no messages: its posts are read, it is not (Discord refuses that with 50024).
+    assert forum not in emu.history_requests() and post in emu.history_requests()
+    assert bot.health()["last_error"] == ""
