@@ -17,6 +17,7 @@ def test_a_repeated_error_is_logged_once_per_interval_with_a_count() -> None:
     log = logging.getLogger("switchboard.test_throttle")
     log.addHandler(handler)
     log.propagate = False
+    log.setLevel(logging.INFO)
     try:
         for i in range(10_000):
             try:
