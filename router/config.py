@@ -144,9 +144,10 @@ class WebSettings(BaseModel):
     # Live streams (SSE) open at once; each holds a Redis connection of its own while it waits.
     max_streams: int = Field(200, ge=1)
     max_streams_per_user: int = Field(8, ge=1)
-    # Availability (docs/security.md, "Console availability"). Open connections at most: beyond,
-    # the oldest one still sending its request is closed to make room (else the new one is).
-    max_connections: int = Field(1000, ge=8)
+    # Availability (docs/security.md, "Console availability"). Open connections at most (the
+    # process raises its open-files limit to this + 512 when the hard limit allows): beyond, the
+    # oldest one still sending its request is closed to make room (else the new one is).
+    max_connections: int = Field(10_000, ge=8)
     # A request's headers and body must arrive within this; an idle kept-alive connection closes
     # after keep_alive_s.
     request_timeout_s: float = Field(10.0, gt=0)

@@ -13,10 +13,10 @@ So the console serves h11 through ``guarded_protocol``, a subclass that:
   on a kept-alive connection): headers *and* body must have arrived by then (``request_timeout``);
   a request still arriving is closed (with a 408 when its headers were read), a request whose body
   arrived is never interrupted, however long the app takes (live streams);
-- keeps at most ``max_connections`` open: one more closes the oldest connection that is still
-  sending a request or idles between two, so that a flood of slow clients makes room for a new
-  client instead of locking it out; when every connection is busy with a request, the new one is
-  closed.
+- keeps at most ``max_connections`` open: one more closes the oldest connection that sent part
+  of a request and stopped (a client sends its headers at once), else the oldest one that sent
+  nothing for a second (or idles between two requests), so that a flood of slow clients makes
+  room for a new client instead of locking it out; when there is none, the new one is closed.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 _ARRIVING = (h11.IDLE, h11.SEND_BODY)
+GRACE_S = 1.0
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -37,12 +38,15 @@ class GuardedH11Protocol(H11Protocol):
     max_connections: int
     request_timeout: float
     # Connections that may be waiting for a request, oldest first (entries are re-checked when
-    # taken: one whose request arrived since is skipped, so upkeep stays O(1) a connection).
+    # taken: one whose request arrived since is skipped, so upkeep stays O(1) a connection), and
+    # those of them that sent part of a request.
     waiting: OrderedDict[GuardedH11Protocol, None]
+    partial: OrderedDict[GuardedH11Protocol, None]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._deadline: asyncio.TimerHandle | None = None
+        self._since = 0.0  # when the current request began to be awaited
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -62,21 +66,41 @@ class GuardedH11Protocol(H11Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self.waiting.pop(self, None)
+        self.partial.pop(self, None)
         super().connection_lost(exc)
 
     def _arriving(self) -> bool:
         busy = self.cycle is not None and (self.cycle.response_started and not self.cycle.response_complete)
         return self.conn.their_state in _ARRIVING and not busy and not self.transport.is_closing()
 
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        if self._arriving() and self not in self.partial:
+            self.partial[self] = None
+
     def _oldest_arriving(self) -> GuardedH11Protocol | None:
+        # First one that sent part of a request and stopped: a client sends its headers at once.
+        while self.partial:
+            proto, _ = self.partial.popitem(last=False)
+            if proto is not self and proto._arriving():
+                return proto
+        # Else one that had time to send its request: asyncio accepts connections in batches (up
+        # to the backlog) before any of them is read, and a client whose request is in the socket
+        # buffer must not be taken for a slow one.
+        grace = min(GRACE_S, self.request_timeout / 2)
         while self.waiting:
-            proto, _ = self.waiting.popitem(last=False)
+            proto = next(iter(self.waiting))
+            if proto is not self and proto._arriving() and self.loop.time() - proto._since < grace:
+                return None  # the oldest is still young: so are the others
+            del self.waiting[proto]
             if proto is not self and proto._arriving():
                 return proto
         return None
 
     def _arm(self) -> None:
         self._disarm()
+        self.partial.pop(self, None)
+        self._since = self.loop.time()
         self._deadline = self.loop.call_later(self.request_timeout, self._timed_out)
         self.waiting[self] = None
         self.waiting.move_to_end(self)
@@ -107,5 +131,10 @@ def guarded_protocol(max_connections: int, request_timeout: float) -> type[Guard
     return type(
         "GuardedH11",
         (GuardedH11Protocol,),
-        {"max_connections": max_connections, "request_timeout": request_timeout, "waiting": OrderedDict()},
+        {
+            "max_connections": max_connections,
+            "request_timeout": request_timeout,
+            "waiting": OrderedDict(),
+            "partial": OrderedDict(),
+        },
     )
