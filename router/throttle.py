@@ -3,7 +3,8 @@
 A failure that repeats on every request or connection (out of file descriptors, Redis gone) would
 otherwise write a traceback per occurrence — 300 MB in 50 s under a connection flood — and fill
 the disk the rest of the system needs. The first occurrence is logged in full; the next ones within
-``interval_s`` are counted, and the first one after it says how many were left out.
+``interval_s`` are counted, and the first one after it says how many were left out. Messages are
+compared as written (logger, level and text), not by template.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ class Throttle(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno < logging.WARNING:
             return True
-        # By message template: the same failure with another connection id or error text is the same.
-        key = (record.name, record.levelno, str(record.msg))
+        # By the message as written: two different messages from one template (two stale files
+        # removed) both get through, a failure repeated word for word does not.
+        key = (record.name, record.levelno, record.getMessage())
         now = self.clock()
         last = self._seen.get(key)
         if last is not None and now - last[0] < self.interval_s:
@@ -41,6 +43,5 @@ class Throttle(logging.Filter):
             self._seen.clear()  # bounded memory; at worst a few repeats get through
         self._seen[key] = (now, 0)
         if last is not None and last[1]:
-            # Appended to the format string, so that lazy % arguments still apply.
-            record.msg = f"{record.msg} [{last[1]} more like this in the last {now - last[0]:.0f} s]"
+            record.msg, record.args = f"{key[2]} [{last[1]} more like this in the last {now - last[0]:.0f} s]", None
         return True
