@@ -424,10 +424,14 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from rules import bench
 
         return bench.run(args.json, sys.stdout)
+    if args.target == "console":
+        from router import bench_console
+
+        return bench_console.main(settings, args.json, args.rate, (args.minutes or 1 / 6) * 60, args.slow, args.scrapes)
     if args.target == "soak":
         from router import bench_soak
 
-        return bench_soak.main(settings, args.json, args.minutes, args.rate, args.users)
+        return bench_soak.main(settings, args.json, args.minutes or 10.0, args.rate, args.users)
     from router import bench as core_bench
 
     if args.target == "append":
@@ -577,11 +581,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rules")
 
     sp = add("bench", cmd_bench, "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak")
-    sp.add_argument("target", nargs="?", choices=["router", "rules", "append", "soak"], default="router")
+    sp.add_argument("target", nargs="?", choices=["router", "rules", "append", "soak", "console"], default="router")
     sp.add_argument("--messages", type=int, help="messages per run (router 20,000; append 4,000 per mode)")
-    sp.add_argument("--minutes", type=float, default=10.0, help="soak: how long")
-    sp.add_argument("--rate", type=int, default=1000, help="soak: messages per second offered")
+    sp.add_argument("--minutes", type=float, help="soak: how long (10); console: each phase (1/6)")
+    sp.add_argument("--rate", type=int, default=1000, help="soak, console: messages per second offered")
     sp.add_argument("--users", type=int, default=60_000, help="soak: distinct senders")
+    sp.add_argument("--slow", type=int, default=5000, help="console: slow connections held")
+    sp.add_argument("--scrapes", type=int, default=500, help="console: parallel /metrics requests")
     json_flag(sp)
     return p
 

@@ -143,6 +143,27 @@ class WebSettings(BaseModel):
     sample_s: float = Field(15.0, gt=0)
     # Live streams (SSE) open at once; each holds a Redis connection of its own while it waits.
     max_streams: int = Field(200, ge=1)
+    max_streams_per_user: int = Field(8, ge=1)
+    # Availability (docs/security.md, "Console availability"). Open connections at most (the
+    # process raises its open-files limit to this + 512 when the hard limit allows): beyond, the
+    # oldest one still sending its request is closed to make room (else the new one is).
+    max_connections: int = Field(10_000, ge=8)
+    # A request's headers and body must arrive within this; an idle kept-alive connection closes
+    # after keep_alive_s.
+    request_timeout_s: float = Field(10.0, gt=0)
+    keep_alive_s: int = Field(5, ge=1)
+    # The console's own Redis pool (workers and adapters keep theirs): a request waits up to
+    # redis_wait_s for a free connection instead of failing.
+    redis_connections: int = Field(32, ge=2)
+    redis_wait_s: float = Field(5.0, gt=0)
+    # /metrics: with a token, scrapers send "Authorization: Bearer <token>"; without, only
+    # loopback clients are answered. Secret: environment or file.
+    metrics_token: SecretStr | None = None
+    metrics_token_file: Path | None = None
+    metrics_cache_s: float = Field(1.0, ge=0)
+    # Rule drafts are validated in a child process with these limits (address space, wall time).
+    draft_memory_mb: int = Field(512, ge=64)
+    draft_timeout_s: float = Field(10.0, gt=0)
 
 
 class AlertSettings(BaseModel):
@@ -229,7 +250,17 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
 
 #: Keys that may never come from the TOML file, at any depth ([telegram.bots.x] token too).
 SECRET_KEYS = frozenset(
-    {"token", "password", "smtp_password", "admin_password", "secret", "secret_token", "session_secret", "api_key"}
+    {
+        "token",
+        "password",
+        "smtp_password",
+        "admin_password",
+        "secret",
+        "secret_token",
+        "session_secret",
+        "api_key",
+        "metrics_token",
+    }
 )
 
 

@@ -233,22 +233,27 @@ class EmbeddedRedis:
         self.close()
 
 
-def connect(url: str, *, max_connections: int = 64) -> aioredis.Redis:
+def connect(url: str, *, max_connections: int = 64, wait_s: float | None = None) -> aioredis.Redis:
     """An asyncio client; bytes in and out (payloads are decoded by msgspec, not by redis-py).
 
     The client never sends a command again by itself (redis-py 6+ retries connection errors three
     times by default): a command whose reply was lost may have run, and sent again it would run
     twice. Every caller's loop backs off and decides for itself, and the writes a caller may
     repeat are idempotent (dedup keys, acknowledged-entry checks, request ids).
+
+    With ``wait_s``, a command finding every connection in use waits that long for one
+    (BlockingConnectionPool) instead of failing at once with MaxConnectionsError.
     """
-    return aioredis.Redis.from_url(
-        url,
-        max_connections=max_connections,
-        socket_connect_timeout=5,
-        health_check_interval=30,
-        retry=Retry(NoBackoff(), 0),
-        retry_on_error=[],
-    )
+    options: dict[str, object] = {
+        "max_connections": max_connections,
+        "socket_connect_timeout": 5,
+        "health_check_interval": 30,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_error": [],
+    }
+    if wait_s is None:
+        return aioredis.Redis.from_url(url, **options)
+    return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, timeout=wait_s, **options))
 
 
 async def check_version(client: aioredis.Redis) -> str:

@@ -40,11 +40,11 @@ log = logging.getLogger("switchboard")
 class Runtime:
     """Everything that talks to Redis, built once: ``async with Runtime(settings, url) as rt``."""
 
-    def __init__(self, settings: Settings, url: str) -> None:
+    def __init__(self, settings: Settings, url: str, *, max_connections: int = 64, wait_s: float | None = None) -> None:
         self.settings = settings
         self.url = url
         self.keys = Keys(settings.prefix)
-        self.client: aioredis.Redis = connect(url)
+        self.client: aioredis.Redis = connect(url, max_connections=max_connections, wait_s=wait_s)
         self.scripts = Scripts.register(self.client)
         self.inbox = Inbox(self.client, self.keys, settings.inbox, self.scripts)
         self.conversations = Conversations(self.client, settings, self.scripts)
@@ -68,6 +68,13 @@ class Runtime:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
+
+    def for_console(self) -> Runtime:
+        """A runtime on the same Redis with a pool of its own (``web.redis_connections``), whose
+        commands wait up to ``web.redis_wait_s`` for a free connection: a burst of console
+        requests queues for its own connections, and never takes the workers' and adapters'."""
+        web = self.settings.web
+        return Runtime(self.settings, self.url, max_connections=web.redis_connections, wait_s=web.redis_wait_s)
 
     async def engine(self, *, fresh: bool = False) -> Engine:
         """The rule set in force (published, else the configured file or the default): compiled once

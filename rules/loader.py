@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from rules import detectors
-from rules.compile import regex_error
+from rules.compile import MAX_RULE_PATTERN_CHARS, MAX_RULESET_PATTERN_CHARS, regex_error
 from rules.model import (
     LEAF_KEYS,
     Always,
@@ -110,6 +110,9 @@ def load(text: str, filename: str = "<rules>") -> Loaded:
         raise RuleSetError([RuleError(filename, line, col, None, reason)]) from None
     except yaml.YAMLError as exc:
         raise RuleSetError([RuleError(filename, 1, 1, None, f"invalid YAML: {exc}")]) from None
+    except _TooLarge as exc:
+        mark = exc.node.start_mark
+        raise RuleSetError([RuleError(filename, mark.line + 1, mark.column + 1, None, exc.reason)]) from None
 
     positions = Positions(root)
     errors: list[RuleError] = []
@@ -119,6 +122,7 @@ def load(text: str, filename: str = "<rules>") -> Loaded:
 
     errors.extend(_duplicate_keys(root, data, filename))
     errors.extend(_duplicate_ids(data, positions, filename))
+    errors.extend(_pattern_budget(data, positions, filename))
     document: RuleFile | None = None
     try:
         document = RuleFile.model_validate(data, context={"rules": _context(data)})
@@ -133,10 +137,60 @@ def load(text: str, filename: str = "<rules>") -> Loaded:
 _STR = "tag:yaml.org,2002:str"
 
 
+#: A rule file is a tree; aliases make it a graph that validation walks as a tree again. Nodes
+#: that aliases add once expanded, at most (a few shared keyword lists are fine; 763 bytes of
+#: nested aliases expanding to billions of nodes took 13.5 s and 1.15 GB before this limit).
+MAX_ALIAS_NODES = 50_000
+#: Nesting depth at most (the shipped rule set: 11; all/any/not nest a few levels).
+MAX_DEPTH = 64
+
+
+class _TooLarge(Exception):
+    def __init__(self, node: yaml.Node, reason: str) -> None:
+        super().__init__(reason)
+        self.node = node
+        self.reason = reason
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """How many nodes the document has with every alias expanded (memoised: linear in the source).
+    Raises _TooLarge for a recursive alias or nesting beyond MAX_DEPTH."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+
+    def size(node: yaml.Node, depth: int) -> int:
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        if id(node) in open_:
+            raise _TooLarge(node, "a YAML alias refers to a node that contains it")
+        if depth > MAX_DEPTH:
+            raise _TooLarge(node, f"the YAML is nested more than {MAX_DEPTH} levels deep")
+        total = 1
+        if isinstance(node, yaml.SequenceNode | yaml.MappingNode):
+            open_.add(id(node))
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for kv in node.value for n in kv]
+            total += sum(size(child, depth + 1) for child in children)
+            open_.discard(id(node))
+        sizes[id(node)] = total
+        return total
+
+    expanded = size(root, 0)
+    if expanded - len(sizes) > MAX_ALIAS_NODES:
+        raise _TooLarge(
+            root,
+            f"the YAML aliases expand to {expanded - len(sizes):,} more nodes (at most {MAX_ALIAS_NODES:,}): "
+            "write the shared parts out or share less",
+        )
+    return expanded
+
+
 def _parse_yaml(text: str) -> tuple[yaml.Node | None, Any]:
     loader = _Loader(text)
     try:
         root = loader.get_single_node()
+        if root is not None:
+            _expanded_size(root)  # before anything walks the tree as a tree
         data = _construct(loader, root, {}) if root is not None else None
     finally:
         loader.dispose()
@@ -176,6 +230,39 @@ def _context(data: dict[str, Any]) -> ValidationContext:
         compile_regex=regex_error,
         normalize_keyword=normalize_keyword,
     )
+
+
+def _patterns(value: Any) -> Iterator[str]:
+    """Every regex source in a rule's raw data, however deeply its conditions nest."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if key in ("regex", "subject_regex") and isinstance(item, str):
+                yield item
+            else:
+                yield from _patterns(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _patterns(item)
+
+
+def _pattern_budget(data: dict[str, Any], positions: Positions, filename: str) -> list[RuleError]:
+    """Regex source per rule and per rule set within the limits of rules/compile.py (a single
+    pattern's limit is checked with the pattern, by regex_error)."""
+    rules = data.get("rules")
+    errors: list[RuleError] = []
+    total = 0
+    for i, rule in enumerate(rules if isinstance(rules, list) else ()):
+        size = sum(map(len, _patterns(rule)))
+        total += size
+        line, col = positions.locate(("rules", i))
+        if size > MAX_RULE_PATTERN_CHARS:
+            reason = f"its regexes have {size:,} characters: at most {MAX_RULE_PATTERN_CHARS:,} per rule"
+            errors.append(RuleError(filename, line, col, _rule_id(data, ("rules", i)), reason))
+        elif total > MAX_RULESET_PATTERN_CHARS:
+            reason = f"the rule set's regexes reach {total:,} characters here: at most {MAX_RULESET_PATTERN_CHARS:,}"
+            errors.append(RuleError(filename, line, col, _rule_id(data, ("rules", i)), reason))
+            break
+    return errors
 
 
 def _rule_id(data: dict[str, Any], path: Sequence[int | str]) -> str | None:

@@ -115,7 +115,15 @@ class BodyError(ValueError):
         self.errors = errors
 
 
+class UnsupportedMediaType(ValueError):
+    """A JSON endpoint was sent another content type (415): a form post must not reach the body
+    parser after the CSRF check read it as a form."""
+
+
 async def body(request: Request, model: type[M]) -> M:
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        raise UnsupportedMediaType(f"send application/json, not {kind}")
     try:
         raw = await request.body()
         return model.model_validate_json(raw or b"{}")

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
@@ -77,6 +77,10 @@ async def _handle(request: Request, exc: Exception) -> Response:
         response = await _error(request, 429, str(exc))
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
+    if isinstance(exc, ClientDisconnect):  # gone mid-body (or cut at the request deadline): nobody to answer
+        return Response(status_code=400)
+    if isinstance(exc, api.UnsupportedMediaType):
+        return await _error(request, 415, str(exc))
     if isinstance(exc, api.BodyError):
         return await _error(request, 422, str(exc), details=exc.errors)
     if isinstance(exc, RuleSetError):
@@ -133,7 +137,17 @@ def create_app(runtime: Runtime, settings: Settings) -> Starlette:
     ]
     handlers = {
         exc: _handle
-        for exc in (Unauthorized, Forbidden, NotFound, Conflict, RateLimited, ValueError, RuleSetError, AppendRefused)
+        for exc in (
+            Unauthorized,
+            Forbidden,
+            NotFound,
+            Conflict,
+            RateLimited,
+            ValueError,
+            RuleSetError,
+            AppendRefused,
+            ClientDisconnect,
+        )
     }
     app = Starlette(
         routes=routes,

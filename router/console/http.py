@@ -123,7 +123,10 @@ class SecurityHeaders:
     """Pure ASGI middleware (it must not buffer the SSE stream): CSP and friends on every response.
 
     The CSP allows scripts and styles from our own origin only, so even a message that slipped
-    past escaping could not run inline script or load another origin's.
+    past escaping could not run inline script or load another origin's. Everything but the static
+    files is ``Cache-Control: no-store`` (unless the response set its own): pages and API answers
+    carry tokens, one-time passwords and customers' messages, which no browser or proxy cache
+    should keep.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -134,9 +137,13 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
 
+        cacheable = scope["path"].startswith("/static/")
+
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
+                if not cacheable and not any(name.lower() == b"cache-control" for name, _ in headers):
+                    headers.append((b"cache-control", b"no-store"))
                 headers += [
                     (b"content-security-policy", CSP.encode()),
                     (b"x-content-type-options", b"nosniff"),

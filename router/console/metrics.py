@@ -11,19 +11,24 @@ route script wrote it (the history entry's time).
 
 from __future__ import annotations
 
+import asyncio
+import hmac
+import ipaddress
 import json
 import statistics
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from router.backlog import Backlog, read_backlog
+from router.config import read_secret
 
-from .http import console
+from .http import client_ip, console
 from .service import Console
 
 LATENCY_SAMPLE = 20  # recent routed messages per group
@@ -165,8 +170,64 @@ def _in_flight(flight: Backlog) -> list[Metric]:
     return [*families, depth, pending, oldest]
 
 
+class Scrapes:
+    """Who may scrape, and the last exposition, shared by the scrapes of the next ``cache_s``.
+
+    A scrape costs a dozen Redis round trips and a SCAN; 500 scrapers at once (or one looping)
+    must cost one collection per interval, not 500 — the ones arriving during a collection wait
+    for it instead of starting their own.
+    """
+
+    def __init__(self, c: Console, clock: Callable[[], float] = time.monotonic) -> None:
+        web = c.web
+        configured = (web.metrics_token and web.metrics_token.get_secret_value()) or web.metrics_token_file
+        self.token = read_secret(web.metrics_token, web.metrics_token_file, "web.metrics_token") if configured else ""
+        self.cache_s = web.metrics_cache_s
+        self.clock = clock
+        self._console = c
+        self._lock = asyncio.Lock()
+        self._body = b""
+        self._at = -float("inf")
+
+    def refusal(self, request: Request) -> Response | None:
+        """With a token: the scraper's Bearer token; without: a loopback client only (None: allowed).
+        Plain text, for a scraper: not the console's login redirect."""
+        if self.token:
+            sent = request.headers.get("authorization", "")
+            if sent.lower().startswith("bearer ") and hmac.compare_digest(
+                sent[7:].strip().encode(), self.token.encode()
+            ):
+                return None
+            return PlainTextResponse(
+                "/metrics needs the metrics token (Authorization: Bearer ...)\n",
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            loopback = ipaddress.ip_address(client_ip(request)).is_loopback
+        except ValueError:
+            loopback = False
+        if loopback:
+            return None
+        return PlainTextResponse("/metrics answers loopback clients only unless web.metrics_token is set\n", 403)
+
+    async def exposition(self) -> bytes:
+        async with self._lock:
+            if self.clock() - self._at >= self.cache_s:
+                registry = CollectorRegistry(auto_describe=False)
+                registry.register(_Snapshot(await collect(self._console)))
+                self._body = generate_latest(registry)
+                self._at = self.clock()
+            return self._body
+
+
 async def metrics(request: Request) -> Response:
-    """Prometheus text exposition. Public like /healthz: serve the console on loopback or filter it."""
-    registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Snapshot(await collect(console(request))))
-    return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    """Prometheus text exposition, for the metrics token or loopback clients (see ``Scrapes``)."""
+    state = request.app.state
+    if getattr(state, "scrapes", None) is None:
+        state.scrapes = Scrapes(console(request))
+    scrapes: Scrapes = state.scrapes
+    refused = scrapes.refusal(request)
+    if refused is not None:
+        return refused
+    return Response(await scrapes.exposition(), media_type=CONTENT_TYPE_LATEST)

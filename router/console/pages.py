@@ -56,8 +56,20 @@ def _seconds(value: float | None) -> str:
     return _ago(time.time() * 1000 - value * 1000)
 
 
+# Bidirectional controls (embeddings, overrides, isolates, marks): in a customer's text or file
+# name they reorder what is shown — "invoice\u202efdp.exe" reads as "invoiceexe.pdf".
+_BIDI = {code: f"[U+{code:04X}]" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
+
+
+def neutralise_bidi(value: Any) -> Any:
+    """Every value a template prints, with bidi controls shown as ``[U+202E]`` instead of applied
+    (Jinja's ``finalize``: no template can forget it)."""
+    return value.translate(_BIDI) if isinstance(value, str) else value
+
+
 def make_templates() -> Jinja2Templates:
     env = jinja2.Environment(
+        finalize=neutralise_bidi,
         loader=jinja2.FileSystemLoader(HERE / "templates"),
         autoescape=jinja2.select_autoescape(["html", "xml", "svg"], default=True),
         undefined=jinja2.StrictUndefined,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import resource
 import socket
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +19,10 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 
+from router.config import WebSettings
 from router.errors import SwitchboardError
+
+from .guard import guarded_protocol
 
 log = logging.getLogger("switchboard.console")
 
@@ -62,8 +66,14 @@ class ConsoleServer:
         sock.set_inheritable(True)
         self.port = sock.getsockname()[1]
         self._sock = sock
+        web: WebSettings = self.app.state.console.web
+        _raise_fd_limit(web.max_connections)
         config = uvicorn.Config(
             self.app,
+            # The connection cap and the request deadline (router/console/guard.py); uvicorn's
+            # limit_concurrency would answer 503 to a new client while slow ones hold every slot.
+            http=guarded_protocol(web.max_connections, web.request_timeout_s),
+            timeout_keep_alive=web.keep_alive_s,
             lifespan="on",
             log_config=None,  # logging is configured by the CLI only
             access_log=False,
@@ -98,3 +108,24 @@ class ConsoleServer:
     def health(self) -> dict[str, Any]:
         running = self._task is not None and not self._task.done()
         return {"connected": running, "detail": self.url}
+
+
+# Descriptors beyond the connections: Redis pools, the draft validator's pipes, logs, the embedded
+# server's files.
+FD_MARGIN = 512
+
+
+def _raise_fd_limit(max_connections: int) -> None:
+    """Raise this process's soft descriptor limit to what the connection cap needs (up to the hard
+    limit), and say so when even that is too low: running out is what takes the process down."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max_connections + FD_MARGIN
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+        if new < want:
+            log.warning(
+                "open files limited to %d: lower web.max_connections to %d or raise the limit (ulimit -n)",
+                new,
+                max(8, new - FD_MARGIN),
+            )

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.sandbox import envelope, user_inbox
+from router import drafts
 from router.backlog import read_backlog
 from router.config import Settings, read_secret
 from router.conversations import Conversation, HistoryEntry, parse_priority
@@ -73,20 +74,23 @@ class Console:
     """The console's services over one Runtime (built by ``create_app``; started by its lifespan)."""
 
     def __init__(self, rt: Runtime, settings: Settings) -> None:
-        self.rt = rt
+        # Its own pool on the same Redis (entered by start), see Runtime.for_console.
+        self.rt = rt.for_console()
         self.settings = settings
         self.web = settings.web
         self.keys: Keys = rt.keys
         # Set by start(): they need the session secret, which may live in Redis.
         self.users: Users
         self.sessions: Sessions
-        self.limiter = LoginLimiter(rt.client, rt.keys, settings.web)
+        self.limiter = LoginLimiter(self.rt.client, rt.keys, settings.web)
         # Live streams block in XREAD: their own pool, so that they never starve the rest of the
         # process (workers and adapters share rt.client) of connections.
         self.stream_client = connect(rt.url, max_connections=settings.web.max_streams + 4)
         self.open_streams = 0
+        self.streams_of: Counter[str] = Counter()  # user name -> live streams open
 
     async def start(self) -> None:
+        await self.rt.__aenter__()
         secret = await load_secret(self.rt.client, self.keys, self.web)
         self.users = Users(self.rt.client, self.keys, secret)
         self.sessions = Sessions(self.rt.client, self.keys, self.users, self.web.session_ttl_s)
@@ -94,6 +98,7 @@ class Console:
     async def stop(self) -> None:
         """Release what ``start``/``__init__`` opened (the streams' connection pool)."""
         await self.stream_client.aclose()
+        await self.rt.__aexit__(None, None, None)
 
     async def first_admin(self) -> str | None:
         """Create the first admin when there is no user; the one-time password when generated."""
@@ -240,8 +245,12 @@ class Console:
         default = importlib.resources.files("rules") / "default.yaml"
         return default.read_text(encoding="utf-8"), None
 
-    @staticmethod
-    async def validate(source: str) -> Validation:
+    async def validate(self, source: str) -> Validation:
+        """Compile a draft: first in a child process with memory and time limits (router/drafts.py),
+        then, when it compiled there, here, for its engine."""
+        errors, _ = await drafts.check(source, self.web.draft_memory_mb, self.web.draft_timeout_s)
+        if errors:
+            return Validation(None, errors)
         try:
             engine = await asyncio.to_thread(Engine.from_yaml, source, "draft.yaml")
         except RuleSetError as exc:
@@ -311,6 +320,9 @@ class Console:
 
     async def publish(self, user: User, source: str, comment: str = "", request_id: str | None = None) -> Published:
         self.require_admin(user)
+        errors, _ = await drafts.check(source, self.web.draft_memory_mb, self.web.draft_timeout_s)
+        if errors:
+            raise RuleSetError(errors)
         published = await self.rt.rules.publish(source, user.name, comment, "draft.yaml", request_id)
         await self.rt.engine(fresh=True)
         return published

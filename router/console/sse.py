@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 from urllib.parse import parse_qsl, urlencode
 
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
@@ -60,19 +61,36 @@ async def events(request: Request) -> Response:
     stopping: asyncio.Event = request.app.state.stopping
     if c.open_streams >= c.web.max_streams:
         return Response("too many live streams; retry later", status_code=503, headers={"Retry-After": "5"})
+    if c.streams_of[user.name] >= c.web.max_streams_per_user:
+        # One user (or one leaked token) must not take every slot from the others.
+        return Response("too many live streams of yours; close one", status_code=429, headers={"Retry-After": "5"})
+    # Taken now, with no await since the checks: requests arriving together each see the others'.
+    c.open_streams += 1
+    c.streams_of[user.name] += 1
+    held = True
+
+    def release() -> None:
+        nonlocal held
+        if held:
+            held = False
+            c.open_streams -= 1
+            c.streams_of[user.name] -= 1
+            if not c.streams_of[user.name]:
+                del c.streams_of[user.name]
 
     async def stream() -> AsyncIterator[str]:
-        c.open_streams += 1
         try:
             async for chunk in _events(c, request, user, groups, keys, start, stopping):
                 yield chunk
         finally:
-            c.open_streams -= 1
+            release()
 
     return StreamingResponse(
         stream(),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+        # Also when the stream never started (the client left first); release is idempotent.
+        background=BackgroundTask(release),
     )
 
 
