@@ -157,7 +157,12 @@ class Users:
     """Console users in Redis (``users`` set, ``user:{name}`` hashes, ``token:{digest}``)."""
 
     def __init__(
-        self, client: aioredis.Redis, keys: Keys, secret: bytes, web: WebSettings, clock: Callable[[], float] = time.time
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        secret: bytes,
+        web: WebSettings,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._client = client
         # One-time passwords and tokens expire by this clock (tests move it instead of waiting).
