@@ -133,7 +133,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 async def _users(rt: Any, args: argparse.Namespace) -> int:
     from router.console.auth import Users, load_secret
 
-    users = Users(rt.client, rt.keys, await load_secret(rt.client, rt.keys, rt.settings.web))
+    users = Users(rt.client, rt.keys, await load_secret(rt.client, rt.keys, rt.settings.web), rt.settings.web)
     if args.action == "add":
         password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
         try:

@@ -135,10 +135,29 @@ class WebSettings(BaseModel):
     admin_password: SecretStr | None = None
     admin_password_file: Path | None = None
     session_ttl_s: int = Field(12 * 3600, ge=60)
-    # Login rate limiting: failures allowed per user name and per client address in the window.
+    # Login (and password form) attempts, counted before the password is checked: per user name
+    # and client address (hard limit in the window), per address, and per user name from any
+    # address a slow-down: past login_max_failures, each attempt waits twice as long as the last,
+    # up to login_max_delay_s (so nobody can lock an account for everyone). docs/security.md.
     login_max_failures: int = Field(5, ge=1)
     login_max_failures_per_ip: int = Field(30, ge=1)
     login_window_s: int = Field(300, ge=1)
+    login_max_delay_s: int = Field(60, ge=1)
+    # Addresses of reverse proxies whose X-Forwarded-For names the client (uvicorn's
+    # forwarded_allow_ips); empty: the peer address is the client, headers are ignored.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # Password checks (argon2) at once, and how many may wait for one before the rest get 429.
+    password_checks: int = Field(4, ge=1)
+    password_checks_waiting: int = Field(64, ge=0)
+    # One-time passwords (generated, or set by an admin) expire after this.
+    otp_ttl_s: int = Field(24 * 3600, ge=60)
+    # zxcvbn score (0-4) a password that users choose themselves must reach.
+    password_min_score: int = Field(2, ge=0, le=4)
+    # API tokens expire after this (0 = never); a token also ends when its user's password,
+    # role or groups change.
+    token_ttl_s: int = Field(90 * 86400, ge=0)
+    # The audit log (logins, failures, user, token and rule changes) keeps about this many entries.
+    audit_max: int = Field(100_000, ge=100)
     # The dashboard's time series: one sample of counters and depths every sample_s seconds.
     sample_s: float = Field(15.0, gt=0)
     # Live streams (SSE) open at once; each holds a Redis connection of its own while it waits.

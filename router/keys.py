@@ -171,6 +171,10 @@ class Keys:
         return f"{self.prefix}ratelimit:{kind}:{who}"
 
     @property
+    def audit(self) -> str:
+        return self.prefix + "audit"
+
+    @property
     def canned(self) -> str:
         return self.prefix + "canned"
 

@@ -15,8 +15,8 @@ from starlette.routing import BaseRoute, Route
 from router.errors import SwitchboardError
 from rules import MessageIn, RuleError, RuleSetError
 
-from .auth import Role
-from .http import console, require
+from .auth import SCOPES, Role
+from .http import audited, console, require
 from .pages import redirect, render
 from .service import Validation
 
@@ -184,6 +184,7 @@ async def users_add(request: Request) -> Response:
         [g for g in groups if isinstance(g, str)],
         _field(form, "password") or None,
     )
+    await audited(request, "user.add", name, _field(form, "role", "agent"))
     shown = {"what": f"One-time password for {name}", "secret": password} if not _field(form, "password") else None
     return await users_page(request, created=shown)
 
@@ -196,19 +197,28 @@ async def user_action(request: Request) -> Response:
     action = request.path_params["action"]
     if action == "update":
         groups = [g for g in form.getlist("groups") if isinstance(g, str)]
-        await users.update(name, role=_role(_field(form, "role", "agent")), groups=groups)
+        updated = await users.update(name, role=_role(_field(form, "role", "agent")), groups=groups)
+        await audited(request, "user.update", name, f"{updated.role} {','.join(updated.groups)}")
         return redirect(request, "/admin/users", f"{name} updated.")
     if action == "password":
         one_time = secrets.token_urlsafe(12)
         await users.set_password(name, one_time, must_change=True)
+        await audited(request, "user.password_reset", name)
         return await users_page(request, created={"what": f"One-time password for {name}", "secret": one_time})
     if action == "token":
-        token = await users.issue_token(name)
+        scope = _field(form, "scope", "reply")
+        token = await users.issue_token(name, scope if scope in SCOPES else "reply")
+        await audited(request, "token.issue", name, scope)
         return await users_page(request, created={"what": f"API token for {name} (shown once)", "secret": token})
+    if action == "revoke":
+        await users.revoke_token(name)
+        await audited(request, "token.revoke", name)
+        return redirect(request, "/admin/users", f"{name}'s API token revoked.")
     if action == "delete":
         if name == user.name:
             raise ValueError("you cannot delete yourself")
         await users.delete(name)
+        await audited(request, "user.delete", name)
         return redirect(request, "/admin/users", f"{name} deleted.")
     return Response("no such action", status_code=404)
 
@@ -222,6 +232,13 @@ async def canned_save(request: Request) -> Response:
         return redirect(request, "/admin/users#canned", "Canned response deleted.")
     await c.set_canned(user, _field(form, "title"), _field(form, "text"))
     return redirect(request, "/admin/users#canned", "Canned response saved.")
+
+
+async def audit_page(request: Request) -> Response:
+    await require(request, admin=True)
+    before = request.query_params.get("before") or None
+    entries = await console(request).audit.recent(200, before)
+    return await render(request, "audit.html", entries=entries)
 
 
 # -- dashboard -----------------------------------------------------------------------------------
@@ -299,4 +316,5 @@ def routes() -> list[BaseRoute]:
         Route("/admin/users/{name}/{action}", user_action, methods=["POST"]),
         Route("/admin/canned", canned_save, methods=["POST"]),
         Route("/admin/dashboard", dashboard),
+        Route("/admin/audit", audit_page),
     ]

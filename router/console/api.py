@@ -20,7 +20,7 @@ from starlette.routing import BaseRoute, Route
 from rules import MessageIn
 
 from .auth import User
-from .http import console, require
+from .http import audited, change_own_password, console, fresh_session, require
 from .service import ReplayRow
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -89,6 +89,11 @@ class UserPatch(_Body):
     role: Literal["admin", "agent"] | None = None
     groups: list[str] | None = None
     password: str | None = Field(None, description="a new password the user must change at next login")
+
+
+class TokenIn(_Body):
+    scope: Literal["read", "reply", "admin"] = "reply"
+    ttl_days: int | None = Field(None, ge=0, le=3650, description="omitted: web.token_ttl_s; 0: never expires")
 
 
 class PasswordIn(_Body):
@@ -182,11 +187,11 @@ async def me(request: Request) -> Response:
 async def change_password(request: Request) -> Response:
     user = await require(request, allow_must_change=True)
     data = await body(request, PasswordIn)
-    c = console(request)
-    if await c.users.verify(user.name, data.current) is None:
-        raise ValueError("the current password is wrong")
-    await c.users.set_password(user.name, data.new)
-    return ok()
+    await change_own_password(request, user, data.current, data.new)
+    response = ok()
+    if request.state.via == "session":
+        await fresh_session(request, response, user.name)
+    return response
 
 
 # -- queues and conversations --------------------------------------------------------------------
@@ -481,6 +486,7 @@ async def users_add(request: Request) -> Response:
     await require(request, admin=True)
     data = await body(request, UserIn)
     password = await console(request).users.add(data.name, data.role, data.groups, data.password)
+    await audited(request, "user.add", data.name, data.role)
     return JSONResponse({"name": data.name, "password": None if data.password else password}, status_code=201)
 
 
@@ -497,8 +503,10 @@ async def users_patch(request: Request) -> Response:
     users = console(request).users
     name = request.path_params["name"]
     user = await users.update(name, role=data.role, groups=data.groups)
+    await audited(request, "user.update", name, f"{user.role} {','.join(user.groups)}")
     if data.password is not None:
         await users.set_password(name, data.password, must_change=True)
+        await audited(request, "user.password_reset", name)
     return JSONResponse(user.to_dict())
 
 
@@ -508,15 +516,40 @@ async def users_delete(request: Request) -> Response:
     if request.path_params["name"] == user.name:
         raise ValueError("you cannot delete yourself")
     await console(request).users.delete(request.path_params["name"])
+    await audited(request, "user.delete", request.path_params["name"])
     return ok()
 
 
-@endpoint("POST", "/api/users/{name}/token", "Issue a new API token for the user (revokes the old)", admin=True)
+@endpoint(
+    "POST",
+    "/api/users/{name}/token",
+    "Issue a new API token (scope, expiry) for the user; revokes the old",
+    body=TokenIn,
+    admin=True,
+)
 async def users_token(request: Request) -> Response:
     await require(request, admin=True)
-    return JSONResponse(
-        {"token": await console(request).users.issue_token(request.path_params["name"])}, status_code=201
-    )
+    data = await body(request, TokenIn)
+    name = request.path_params["name"]
+    ttl = None if data.ttl_days is None else data.ttl_days * 86400
+    token = await console(request).users.issue_token(name, data.scope, ttl)
+    await audited(request, "token.issue", name, data.scope)
+    return JSONResponse({"token": token, "scope": data.scope}, status_code=201)
+
+
+@endpoint("DELETE", "/api/users/{name}/token", "Revoke the user's API token", admin=True)
+async def users_token_revoke(request: Request) -> Response:
+    await require(request, admin=True)
+    await console(request).users.revoke_token(request.path_params["name"])
+    await audited(request, "token.revoke", request.path_params["name"])
+    return ok()
+
+
+@endpoint("GET", "/api/audit", "The audit log, newest first (?before=<id> pages back)", admin=True, tag="users")
+async def audit_log(request: Request) -> Response:
+    await require(request, admin=True)
+    entries = await console(request).audit.recent(200, request.query_params.get("before") or None)
+    return JSONResponse([e.to_dict() for e in entries])
 
 
 # -- dashboard and sandbox -----------------------------------------------------------------------

@@ -6,9 +6,19 @@
   of it (HMAC with the session secret), so reading Redis does not let anyone log in. Each session
   has its own CSRF token, required on every state-changing request that a cookie authenticates.
 - API tokens (``Authorization: Bearer sbt_…``) are for scripts: no ambient credential, so no CSRF;
-  stored as a keyed digest too, one token per user (issuing a new one revokes the old).
-- Failed logins are counted per user name and per client address in a window; past the limit the
-  login answers 429 without checking the password, so guessing costs the attacker the window.
+  stored as a keyed digest too, one token per user (issuing a new one revokes the old), with a
+  scope (read < reply < admin) and an expiry.
+- Every user has a *generation*, a random value renewed whenever their password is set or reset,
+  their role or groups change, or they are deleted (a re-created name gets a new one). Sessions and
+  tokens carry the generation they were issued under and stop working when it changes, which
+  also ends open event streams (they re-authenticate every few seconds).
+- Login attempts are counted *before* the password is checked (one Lua script, lua/login.lua), per
+  (user, address) and per address with a hard limit in a window, and per user with a growing
+  delay (a slow-down, not a lock: guessing from many addresses gets slower and slower, while the
+  real user from their own address is never locked out by someone else's failures beyond it).
+  Password checks run a few at a time; a flood beyond that is answered 429, not queued.
+- One-time passwords (generated, or set by an admin) expire after ``web.otp_ttl_s`` and cannot be
+  chosen as the new password; new passwords must pass zxcvbn's strength estimate.
 """
 
 from __future__ import annotations
@@ -17,15 +27,19 @@ import asyncio
 import hashlib
 import hmac
 import json
+import math
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, Literal
 
 import redis.asyncio as aioredis
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
+from zxcvbn import zxcvbn
 
 from router.config import WebSettings, read_secret
 from router.errors import Conflict, NotFound, SwitchboardError
@@ -33,6 +47,9 @@ from router.keys import Keys
 
 Role = Literal["admin", "agent"]
 ROLES: tuple[Role, ...] = ("admin", "agent")
+Scope = Literal["read", "reply", "admin"]
+#: Each scope includes the ones before it: read = GET only; reply = what an agent does; admin = all.
+SCOPES: tuple[Scope, ...] = ("read", "reply", "admin")
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,31}$")
 MIN_PASSWORD = 8
 TOKEN_PREFIX = "sbt_"
@@ -52,11 +69,15 @@ class CsrfError(Forbidden):
 
 
 class RateLimited(SwitchboardError):
-    """Too many failed logins; ``retry_after`` seconds until the window ends."""
+    """Too many login attempts (or password checks at once); ``retry_after`` seconds to wait."""
 
-    def __init__(self, retry_after: int) -> None:
-        super().__init__(f"too many failed logins; try again in {retry_after}s")
+    def __init__(self, retry_after: int, what: str = "too many failed logins") -> None:
+        super().__init__(f"{what}; try again in {retry_after}s")
         self.retry_after = retry_after
+
+
+class PasswordExpired(Unauthorized):
+    """The right one-time password, but past its lifetime: an admin must set a new one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +90,10 @@ class User:
     must_change: bool = False
     created: float = 0.0
     has_token: bool = False
+    # Renewed on every credential or permission change; sessions and tokens carry it (module doc).
+    gen: str = ""
+    # Set on a request authenticated by an API token: what that token may do.
+    scope: Scope = "admin"
 
     @property
     def is_admin(self) -> bool:
@@ -94,9 +119,20 @@ def check_name(name: str) -> str:
     return name
 
 
-def check_password(password: str) -> str:
+def check_password(password: str, name: str = "", min_score: int = 0) -> str:
+    """Length always; with ``min_score``, zxcvbn's estimate (0-4) knowing the user's name.
+
+    zxcvbn (Dropbox's estimator) knows the common-password lists, names, keyboard walks, dates and
+    l33t substitutions, which a hand-written blocklist would not; 2 = "somewhat guessable",
+    enough against online guessing through the rate limiter, 3 for offline attacks on the hashes.
+    """
     if len(password) < MIN_PASSWORD:
         raise ValueError(f"a password needs at least {MIN_PASSWORD} characters")
+    if min_score:
+        result = zxcvbn(password[:128], user_inputs=[name, "switchboard", "support", "exchange"])
+        if int(result["score"]) < min_score:
+            hint = result["feedback"].get("warning") or "add more words or characters"
+            raise ValueError(f"this password is too easy to guess ({hint.rstrip('.')}); choose a longer one")
     return password
 
 
@@ -120,11 +156,28 @@ async def load_secret(client: aioredis.Redis, keys: Keys, web: WebSettings) -> b
 class Users:
     """Console users in Redis (``users`` set, ``user:{name}`` hashes, ``token:{digest}``)."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, secret: bytes) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        secret: bytes,
+        web: WebSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._client = client
+        # One-time passwords and tokens expire by this clock (tests move it instead of waiting).
+        self.clock = clock
         self._keys = keys
         self._secret = secret
         self._hasher = PasswordHasher()
+        self._otp_ttl = web.otp_ttl_s
+        self._min_score = web.password_min_score
+        self._token_ttl = web.token_ttl_s
+        # argon2 costs ~50 ms of CPU and memory per check: a few at a time, and a flood beyond
+        # what can wait is refused (429) instead of piling up threads and Redis connections.
+        self._checks = asyncio.Semaphore(web.password_checks)
+        self._waiting = 0
+        self._max_waiting = web.password_checks_waiting
 
     def digest(self, value: str) -> str:
         return hmac.new(self._secret, value.encode(), hashlib.sha256).hexdigest()
@@ -140,6 +193,7 @@ class Users:
             must_change=d.get("must_change") == "1",
             created=float(d.get("created") or 0),
             has_token=bool(d.get("token")),
+            gen=d.get("gen", ""),
         )
 
     async def get(self, name: str) -> User | None:
@@ -159,8 +213,25 @@ class Users:
             pipe.hgetall(self._keys.user(name))
         return [self._from_hash(d) for d in await pipe.execute() if d]
 
+    async def _argon2(self, fn: Any, *args: str) -> Any:
+        if self._waiting >= self._max_waiting:
+            raise RateLimited(1, "too many password checks at once")
+        self._waiting += 1
+        try:
+            async with self._checks:
+                return await asyncio.to_thread(fn, *args)
+        finally:
+            self._waiting -= 1
+
     async def _hash(self, password: str) -> str:
-        return await asyncio.to_thread(self._hasher.hash, password)
+        return str(await self._argon2(self._hasher.hash, password))
+
+    def _revoke(self, pipe: Any, name: str, token: bytes | None) -> None:
+        """In ``pipe``: a new generation (ends sessions and streams) and the API token deleted."""
+        pipe.hset(self._keys.user(name), "gen", secrets.token_hex(8))
+        if token:
+            pipe.delete(self._keys.token(token.decode()))
+            pipe.hdel(self._keys.user(name), "token")
 
     async def add(
         self,
@@ -179,14 +250,17 @@ class Users:
         if role not in ROLES:
             raise ValueError(f"role must be one of {', '.join(ROLES)}")
         generated = password is None
-        password = secrets.token_urlsafe(12) if password is None else check_password(password)
+        password = secrets.token_urlsafe(12) if password is None else check_password(password, name)
+        one_time = generated if must_change is None else must_change
         fields = {
             "name": name,
             "role": role,
             "groups": json.dumps(list(_clean_groups(groups))),
             "pw": await self._hash(password),
-            "created": str(time.time()),
-            "must_change": "1" if (generated if must_change is None else must_change) else "0",
+            "created": str(self.clock()),
+            "must_change": "1" if one_time else "0",
+            "otp_until": str(self.clock() + self._otp_ttl) if one_time else "0",
+            "gen": secrets.token_hex(8),
         }
         # HSETNX on the name field makes creation race-free: two consoles starting at once
         # (or two admins adding the same name) create the user once.
@@ -207,60 +281,121 @@ class Users:
             fields["role"] = role
         if groups is not None:
             fields["groups"] = json.dumps(list(_clean_groups(groups)))
+        before = await self.require(name)
         if fields:
-            await self._client.hset(self._keys.user(name), mapping=fields)
+            pipe = self._client.pipeline(transaction=True)
+            pipe.hset(self._keys.user(name), mapping=fields)
+            after_groups = _clean_groups(groups) if groups is not None else before.groups
+            if (role or before.role) != before.role or after_groups != before.groups:
+                self._revoke(pipe, name, await self._client.hget(self._keys.user(name), "token"))
+            await pipe.execute()
         return await self.require(name)
 
     async def set_password(self, name: str, password: str, *, must_change: bool = False) -> None:
+        """Set (``must_change``: as a one-time password, by an admin) and revoke sessions and token.
+
+        A user choosing their own may not keep the current (one-time) password, and the new one must
+        pass the strength check; an admin's one-time password is generated or long enough.
+        """
         await self.require(name)
-        check_password(password)
-        await self._client.hset(
-            self._keys.user(name),
-            mapping={"pw": await self._hash(password), "must_change": "1" if must_change else "0"},
+        check_password(password, name, 0 if must_change else self._min_score)
+        key = self._keys.user(name)
+        current = await self._client.hget(key, "pw")
+        if not must_change and current and await self._matches(current.decode(), password):
+            raise ValueError("choose a new password, not the current one")
+        pipe = self._client.pipeline(transaction=True)
+        pipe.hset(
+            key,
+            mapping={
+                "pw": await self._hash(password),
+                "must_change": "1" if must_change else "0",
+                "otp_until": str(self.clock() + self._otp_ttl) if must_change else "0",
+            },
         )
+        self._revoke(pipe, name, await self._client.hget(key, "token"))
+        await pipe.execute()
 
     async def delete(self, name: str) -> None:
         user = await self.require(name)
         token = await self._client.hget(self._keys.user(name), "token")
         pipe = self._client.pipeline(transaction=True)
+        # The hash goes, and with it the generation: a name re-created later gets a new one, so
+        # sessions of the deleted user never become sessions of the new one.
         pipe.delete(self._keys.user(user.name))
         pipe.srem(self._keys.users, user.name)
         if token:
             pipe.delete(self._keys.token(token.decode()))
         await pipe.execute()
 
-    async def verify(self, name: str, password: str) -> User | None:
-        """The user when ``password`` is theirs, else None (also for unknown names)."""
-        stored = await self._client.hget(self._keys.user(name), "pw") if NAME_RE.match(name) else None
-        if not stored:
-            # Hash anyway, so that a wrong name costs as long as a wrong password.
-            await asyncio.to_thread(self._hasher.hash, password)
-            return None
+    async def _matches(self, stored: str, password: str) -> bool:
         try:
-            await asyncio.to_thread(self._hasher.verify, stored.decode(), password)
+            await self._argon2(self._hasher.verify, stored, password)
         except (VerifyMismatchError, VerificationError, InvalidHashError):
+            return False
+        return True
+
+    async def verify(self, name: str, password: str) -> User | None:
+        """The user when ``password`` is theirs, else None (also for unknown names).
+
+        Raises PasswordExpired for a right one-time password past its lifetime (said only after
+        the password was checked, so it tells an attacker nothing).
+        """
+        key = self._keys.user(name)
+        stored = await self._client.hmget(key, "pw", "must_change", "otp_until") if NAME_RE.match(name) else None
+        if not stored or not stored[0]:
+            # Hash anyway, so that a wrong name costs as long as a wrong password.
+            await self._hash(password)
             return None
+        if not await self._matches(stored[0].decode(), password):
+            return None
+        if stored[1] == b"1" and 0 < float(stored[2] or 0) < self.clock():
+            raise PasswordExpired("this one-time password has expired: ask an admin for a new one")
         return await self.get(name)
 
-    async def issue_token(self, name: str) -> str:
-        """A new API token for ``name``; the previous one stops working."""
-        await self.require(name)
+    async def issue_token(self, name: str, scope: Scope = "admin", ttl_s: int | None = None) -> str:
+        """A new API token for ``name`` with ``scope`` (capped by the role); the previous one stops.
+
+        Expires after ``ttl_s`` (default ``web.token_ttl_s``; 0 = never) or when the user's
+        generation changes (password, role, groups, deletion).
+        """
+        user = await self.require(name)
+        if scope not in SCOPES:
+            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+        if scope == "admin" and not user.is_admin:
+            scope = "reply"
+        ttl = self._token_ttl if ttl_s is None else ttl_s
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
         digest = self.digest(token)
+        record = json.dumps({"user": name, "gen": user.gen, "scope": scope, "until": self.clock() + ttl if ttl else 0})
         old = await self._client.hget(self._keys.user(name), "token")
         pipe = self._client.pipeline(transaction=True)
         if old:
             pipe.delete(self._keys.token(old.decode()))
-        pipe.set(self._keys.token(digest), name)
+        pipe.set(self._keys.token(digest), record, ex=ttl or None)
         pipe.hset(self._keys.user(name), "token", digest)
         await pipe.execute()
         return token
 
+    async def revoke_token(self, name: str) -> None:
+        token = await self._client.hget(self._keys.user(name), "token")
+        pipe = self._client.pipeline(transaction=True)
+        if token:
+            pipe.delete(self._keys.token(token.decode()))
+        pipe.hdel(self._keys.user(name), "token")
+        await pipe.execute()
+
     async def by_token(self, token: str) -> User | None:
-        if not token.startswith(TOKEN_PREFIX):
+        if not token.startswith(TOKEN_PREFIX) or len(token) > 128:
             return None
-        name = await self._client.get(self._keys.token(self.digest(token)))
-        return await self.get(name.decode()) if name else None
+        raw = await self._client.get(self._keys.token(self.digest(token)))
+        if not raw:
+            return None
+        record = json.loads(raw)
+        user = await self.get(record["user"])
+        if user is None or user.gen != record.get("gen") or 0 < float(record.get("until") or 0) < self.clock():
+            return None
+        scope: Scope = record.get("scope", "admin")
+        return User(user.name, user.role, user.groups, user.must_change, user.created, True, user.gen, scope)
 
     async def count(self) -> int:
         return int(await self._client.scard(self._keys.users))
@@ -285,6 +420,7 @@ class Session:
     user: str
     csrf: str
     created: float
+    gen: str = ""
 
 
 class Sessions:
@@ -296,63 +432,71 @@ class Sessions:
         self._users = users
         self._ttl = ttl_s
 
-    async def create(self, user: str) -> tuple[str, Session]:
+    async def create(self, user: User) -> tuple[str, Session]:
         sid = secrets.token_urlsafe(32)
-        session = Session(user, secrets.token_urlsafe(32), time.time())
-        record = json.dumps({"user": session.user, "csrf": session.csrf, "created": session.created})
+        session = Session(user.name, secrets.token_urlsafe(32), time.time(), user.gen)
+        record = json.dumps(
+            {"user": session.user, "csrf": session.csrf, "created": session.created, "gen": session.gen}
+        )
         await self._client.set(self._keys.session(self._users.digest(sid)), record, ex=self._ttl)
         return sid, session
 
-    async def get(self, sid: str) -> Session | None:
+    async def get(self, sid: str) -> tuple[Session, User] | None:
+        """The session and its user, or None when unknown, expired or of an older generation."""
         if not sid or len(sid) > 128:
             return None
         raw = await self._client.get(self._keys.session(self._users.digest(sid)))
         if not raw:
             return None
         d = json.loads(raw)
-        return Session(d["user"], d["csrf"], float(d["created"]))
+        session = Session(d["user"], d["csrf"], float(d["created"]), d.get("gen", ""))
+        user = await self._users.get(session.user)
+        if user is None or user.gen != session.gen:
+            await self.delete(sid)
+            return None
+        return session, user
 
     async def delete(self, sid: str) -> None:
         await self._client.delete(self._keys.session(self._users.digest(sid)))
 
 
 class LoginLimiter:
-    """Counts failed logins per user name and per client address in a fixed window."""
+    """Login and password-form attempts, counted before the check (see the module docstring)."""
 
     def __init__(self, client: aioredis.Redis, keys: Keys, web: WebSettings) -> None:
         self._client = client
         self._keys = keys
-        self._per_user = web.login_max_failures
-        self._per_ip = web.login_max_failures_per_ip
-        self._window = web.login_window_s
+        self._web = web
+        self._script = client.register_script((resources.files("router") / "lua" / "login.lua").read_text())
 
-    def _targets(self, name: str, ip: str) -> list[tuple[str, int]]:
+    def _keys_for(self, name: str, ip: str) -> list[str]:
+        who = name[:64]
         return [
-            (self._keys.ratelimit("login-user", name[:64]), self._per_user),
-            (self._keys.ratelimit("login-ip", ip), self._per_ip),
+            self._keys.ratelimit("login-pair", f"{who}|{ip}"),
+            self._keys.ratelimit("login-ip", ip),
+            self._keys.ratelimit("login-user", who),
         ]
 
-    async def check(self, name: str, ip: str) -> None:
-        """Raise RateLimited when either counter is at its limit."""
-        pipe = self._client.pipeline(transaction=False)
-        targets = self._targets(name, ip)
-        for key, _ in targets:
-            pipe.get(key)
-            pipe.ttl(key)
-        raw = await pipe.execute()
-        for i, (_, limit) in enumerate(targets):
-            count, ttl = raw[2 * i], raw[2 * i + 1]
-            if count is not None and int(count) >= limit:
-                raise RateLimited(max(1, int(ttl)))
+    async def attempt(self, name: str, ip: str) -> None:
+        """Count one attempt; raise RateLimited (nothing checked) when over a limit or too early."""
+        web = self._web
+        wait_ms = int(
+            await self._script(
+                keys=self._keys_for(name, ip),
+                args=[
+                    int(time.time() * 1000),
+                    web.login_window_s * 1000,
+                    web.login_max_failures,
+                    web.login_max_failures_per_ip,
+                    web.login_max_failures,
+                    web.login_max_delay_s * 1000,
+                ],
+            )
+        )
+        if wait_ms:
+            raise RateLimited(max(1, math.ceil(wait_ms / 1000)))
 
-    async def failed(self, name: str, ip: str) -> None:
-        pipe = self._client.pipeline(transaction=True)
-        for key, _ in self._targets(name, ip):
-            # SET NX starts the window at the first failure; INCR keeps the TTL, so later failures
-            # do not extend it (EXPIRE … NX would need Redis 7, and we support 6.2).
-            pipe.set(key, 0, ex=self._window, nx=True)
-            pipe.incr(key)
-        await pipe.execute()
-
-    async def succeeded(self, name: str) -> None:
-        await self._client.delete(self._keys.ratelimit("login-user", name[:64]))
+    async def succeeded(self, name: str, ip: str) -> None:
+        """The password was right: this user's counters start again (the address's keeps counting)."""
+        pair, _, user = self._keys_for(name, ip)
+        await self._client.delete(pair, user)

@@ -35,9 +35,20 @@ def is_api(request: Request) -> bool:
 
 
 def client_ip(request: Request) -> str:
-    # The direct peer: behind a reverse proxy, run uvicorn with --forwarded-allow-ips so that
-    # it rewrites the client from X-Forwarded-For before it gets here.
-    return request.client.host if request.client else "unknown"
+    """The client's address: the peer, or behind ``web.trusted_proxies`` the forwarded one.
+
+    X-Forwarded-For is read from the right: the last address that is not a trusted proxy is the
+    first one no trusted party vouches for (anything left of it the client could have written).
+    """
+    peer = request.client.host if request.client else "unknown"
+    trusted = console(request).web.trusted_proxies
+    if peer not in trusted:
+        return peer
+    hops = [h.strip() for h in ",".join(request.headers.getlist("x-forwarded-for")).split(",") if h.strip()]
+    for hop in reversed(hops):
+        if hop not in trusted:
+            return hop[:64]
+    return peer
 
 
 def secure_request(request: Request) -> bool:
@@ -59,12 +70,11 @@ async def authenticate(request: Request) -> User | None:
         if user is not None:
             request.state.via = "token"
     elif sid := request.cookies.get(SESSION_COOKIE):
-        session = await c.sessions.get(sid)
-        if session is not None:
-            user = await c.users.get(session.user)
-            if user is not None:
-                request.state.via = "session"
-                request.state.csrf = session.csrf
+        found = await c.sessions.get(sid)
+        if found is not None:
+            session, user = found
+            request.state.via = "session"
+            request.state.csrf = session.csrf
     request.state.user = user
     request.state.auth_done = True
     return user
@@ -98,7 +108,49 @@ async def require(request: Request, *, admin: bool = False, allow_must_change: b
         raise PasswordChangeRequired("choose your own password first (POST /password or /api/me/password)")
     if admin and not user.is_admin:
         raise Forbidden("admins only")
+    if request.state.via == "token":
+        _check_scope(request, user, admin)
     return user
+
+
+def _check_scope(request: Request, user: User, admin: bool) -> None:
+    # A token's scope narrows what its user may do: read = look only; reply = an agent's work;
+    # admin = everything the (admin) user may do.
+    if user.scope == "read" and request.method not in SAFE_METHODS:
+        raise Forbidden("this API token may only read (scope read)")
+    if admin and user.scope != "admin":
+        raise Forbidden(f"this API token's scope ({user.scope}) does not include admin actions")
+
+
+async def change_own_password(request: Request, user: User, current: str, new: str, confirm: str | None = None) -> None:
+    """Check the current password (through the login limiter: a stolen session cannot guess it
+    faster than a login could), then set the new one, which ends every session and the token."""
+    c = console(request)
+    ip = client_ip(request)
+    await c.limiter.attempt(user.name, ip)
+    if await c.users.verify(user.name, current) is None:
+        await c.audit.record("password.change", actor=user.name, target=user.name, ip=ip, ok=False, detail="wrong")
+        raise ValueError("the current password is wrong")
+    await c.limiter.succeeded(user.name, ip)
+    if confirm is not None and new != confirm:
+        raise ValueError("the two new passwords differ")
+    await c.users.set_password(user.name, new)
+    await c.audit.record("password.change", actor=user.name, target=user.name, ip=ip)
+
+
+async def audited(request: Request, action: str, target: str, detail: str = "") -> None:
+    """An audit record of an authenticated admin action (router/console/audit.py)."""
+    user: User | None = getattr(request.state, "user", None)
+    await console(request).audit.record(
+        action, actor=user.name if user else "", target=target, ip=client_ip(request), detail=detail
+    )
+
+
+async def fresh_session(request: Request, response: Response, name: str) -> None:
+    """A new session cookie for ``name`` (after a change that ended their sessions, this one too)."""
+    c = console(request)
+    sid, _ = await c.sessions.create(await c.users.require(name))
+    set_cookie(request, response, SESSION_COOKIE, sid, max_age=c.web.session_ttl_s)
 
 
 def set_cookie(request: Request, response: Response, name: str, value: str, max_age: int | None) -> None:

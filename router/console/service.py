@@ -31,6 +31,7 @@ from router.runtime import Runtime
 from router.worker import message_in
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
 
+from .audit import Audit
 from .auth import Forbidden, LoginLimiter, Sessions, User, Users, load_secret
 
 DEFAULT_CANNED = {
@@ -83,6 +84,7 @@ class Console:
         self.users: Users
         self.sessions: Sessions
         self.limiter = LoginLimiter(self.rt.client, rt.keys, settings.web)
+        self.audit = Audit(self.rt.client, rt.keys, settings.web.audit_max)
         # Live streams block in XREAD: their own pool, so that they never starve the rest of the
         # process (workers and adapters share rt.client) of connections.
         self.stream_client = connect(rt.url, max_connections=settings.web.max_streams + 4)
@@ -92,7 +94,7 @@ class Console:
     async def start(self) -> None:
         await self.rt.__aenter__()
         secret = await load_secret(self.rt.client, self.keys, self.web)
-        self.users = Users(self.rt.client, self.keys, secret)
+        self.users = Users(self.rt.client, self.keys, secret, self.web)
         self.sessions = Sessions(self.rt.client, self.keys, self.users, self.web.session_ttl_s)
 
     async def stop(self) -> None:
@@ -325,12 +327,14 @@ class Console:
             raise RuleSetError(errors)
         published = await self.rt.rules.publish(source, user.name, comment, "draft.yaml", request_id)
         await self.rt.engine(fresh=True)
+        await self.audit.record("rules.publish", actor=user.name, target=f"version {published.version}")
         return published
 
     async def rollback(self, user: User, to: int | None, request_id: str | None = None) -> Published:
         self.require_admin(user)
         target = await self.rt.rules.rollback(user.name, to, request_id)
         await self.rt.engine(fresh=True)
+        await self.audit.record("rules.rollback", actor=user.name, target=f"version {target.version}")
         return target
 
     async def rules_history(self) -> list[dict[str, str]]:

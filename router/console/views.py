@@ -18,8 +18,18 @@ from starlette.routing import BaseRoute, Route
 
 from router.conversations import HistoryEntry
 
-from .auth import RateLimited
-from .http import LOGIN_CSRF_COOKIE, SESSION_COOKIE, authenticate, client_ip, console, require, set_cookie
+from .auth import PasswordExpired, RateLimited
+from .http import (
+    LOGIN_CSRF_COOKIE,
+    SESSION_COOKIE,
+    authenticate,
+    change_own_password,
+    client_ip,
+    console,
+    fresh_session,
+    require,
+    set_cookie,
+)
 from .pages import redirect, render
 
 
@@ -58,17 +68,22 @@ async def login(request: Request) -> Response:
     c = console(request)
     ip = client_ip(request)
     try:
-        await c.limiter.check(name, ip)
+        await c.limiter.attempt(name, ip)
+        user = await c.users.verify(name, password)
     except RateLimited as exc:
+        await c.audit.record("login", actor=name, ip=ip, ok=False, detail="rate limited")
         response = await _login_again(request, str(exc).capitalize() + ".", 429, name, nxt)
         response.headers["Retry-After"] = str(exc.retry_after)
         return response
-    user = await c.users.verify(name, password)
+    except PasswordExpired as exc:
+        await c.audit.record("login", actor=name, ip=ip, ok=False, detail="one-time password expired")
+        return await _login_again(request, str(exc).capitalize() + ".", 401, name, nxt)
     if user is None:
-        await c.limiter.failed(name, ip)
+        await c.audit.record("login", actor=name, ip=ip, ok=False, detail="wrong user name or password")
         return await _login_again(request, "Wrong user name or password.", 401, name, nxt)
-    await c.limiter.succeeded(name)
-    sid, _ = await c.sessions.create(user.name)
+    await c.limiter.succeeded(name, ip)
+    await c.audit.record("login", actor=user.name, ip=ip)
+    sid, _ = await c.sessions.create(user)
     response = RedirectResponse("/password" if user.must_change else nxt, status_code=303)
     set_cookie(request, response, SESSION_COOKIE, sid, max_age=c.web.session_ttl_s)
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/")
@@ -99,21 +114,16 @@ async def password_page(request: Request) -> Response:
 async def password(request: Request) -> Response:
     user = await require(request, allow_must_change=True)
     form = await request.form()
-    c = console(request)
-    new = _field(form, "new")
     error = ""
-    if await c.users.verify(user.name, _field(form, "current")) is None:
-        error = "The current password is wrong."
-    elif new != _field(form, "confirm"):
-        error = "The two new passwords differ."
-    else:
-        try:
-            await c.users.set_password(user.name, new)
-        except ValueError as exc:
-            error = str(exc).capitalize() + "."
+    try:
+        await change_own_password(request, user, _field(form, "current"), _field(form, "new"), _field(form, "confirm"))
+    except (RateLimited, ValueError) as exc:
+        error = str(exc).capitalize() + "."
     if error:
         return await render(request, "password.html", 400, forced=user.must_change, error=error)
-    return redirect(request, "/", "Password changed.")
+    response = redirect(request, "/", "Password changed.")
+    await fresh_session(request, response, user.name)
+    return response
 
 
 # -- queues --------------------------------------------------------------------------------------
