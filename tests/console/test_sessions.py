@@ -46,7 +46,7 @@ async def _login(url: str, name: str, password: str, forwarded_for: str | None =
 
 async def test_parallel_guesses_check_no_more_passwords_than_the_limit(served: Served) -> None:
     await served.user("ann", "agent", ("payments",))
-    forms = [await _login_form(served.url) for _ in range(40)]
+    forms = await asyncio.gather(*(_login_form(served.url) for _ in range(40)))
     try:
         posts = [
             c.post("/login", data={"name": "ann", "password": f"guess {i}", "csrf": t})
@@ -64,7 +64,7 @@ async def test_parallel_guesses_check_no_more_passwords_than_the_limit(served: S
 
 
 async def test_a_flood_of_logins_gets_no_server_error(served: Served) -> None:
-    forms = [await _login_form(served.url) for _ in range(200)]
+    forms = await asyncio.gather(*(_login_form(served.url) for _ in range(200)))
     try:
         posts = [
             c.post("/login", data={"name": f"u{i % 7}", "password": "x" * 12, "csrf": t})
