@@ -360,6 +360,23 @@ async def _dead(rt: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _outbox(rt: Any, args: argparse.Namespace) -> int:
+    from router.outbox import failed_replies, retry_failed
+
+    failed = await failed_replies(rt.client, rt.keys, channel=args.channel, conversation=args.conversation)
+    queued = await retry_failed(rt.client, rt.keys, failed, args.by) if args.action == "retry" else 0
+    if args.json:
+        _print_json({"failed": [f.to_dict() for f in failed], "queued": queued})
+        return 0
+    for f in failed:
+        print(f"#{f.conversation:<6} {f.channel:<8} reply {f.reply}  {f.reason}")
+    if args.action == "retry":
+        print(f"{queued} failed reply(ies) queued to be sent again")
+    else:
+        print(f"{len(failed)} failed reply(ies); send them again with: switchboard outbox retry")
+    return 0
+
+
 async def _check(rt: Any, args: argparse.Namespace) -> int:
     from router.supervisor import missing
 
@@ -541,6 +558,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("ids", nargs="*")
     sp.add_argument("--all", action="store_true")
     sp.add_argument("--limit", type=int, default=100)
+    json_flag(sp)
+
+    sp = add("outbox", _with_runtime(_outbox), "failed replies: list them, or send them again after a fix")
+    sp.add_argument("action", choices=["list", "retry"])
+    sp.add_argument("--channel", help="only the replies on this channel (e.g. email)")
+    sp.add_argument("--conversation", help="only this conversation's replies")
+    sp.add_argument("--by", default="operator", help="who sends them again (recorded in the history)")
     json_flag(sp)
 
     rules = sub.add_parser("rules", help="validate, evaluate, publish and roll back rule sets")
