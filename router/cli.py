@@ -192,14 +192,26 @@ def _conv_line(c: Any) -> str:
 
 async def _queue(rt: Any, args: argparse.Namespace) -> int:
     convs = await rt.queues.head(args.group, limit=args.limit)
-    if args.json:
-        _print_json([c.to_dict() for c in convs])
-        return 0
     [stats] = await rt.queues.stats([args.group])
+    # The list is cut at --limit: say so, in both forms, so that no one reads it as the whole queue.
+    truncated = stats.depth > len(convs)
+    if args.json:
+        _print_json(
+            {
+                "group": args.group,
+                "depth": stats.depth,
+                "shown": len(convs),
+                "truncated": truncated,
+                "conversations": [c.to_dict() for c in convs],
+            }
+        )
+        return 0
     oldest = f", oldest waiting {stats.oldest_wait_s:.0f}s" if stats.oldest_wait_s is not None else ""
     print(f"queue {args.group}: {stats.depth} waiting{oldest}, {stats.overdue} past SLA")
     for c in convs:
         print(_conv_line(c))
+    if truncated:
+        print(f"showing {len(convs)} of {stats.depth} (the most urgent first; more with --limit N)")
     return 0
 
 
@@ -255,6 +267,9 @@ async def _show(rt: Any, args: argparse.Namespace) -> int:
             dec = d.get("decision", {})
             rules = ",".join(t["rule"] for t in dec.get("trace", []) if "rule" in t) or "defaults"
             print(f"{at} <- {d.get('sender', {}).get('name') or d.get('sender', {}).get('id')}: {d.get('text')}")
+            for a in d.get("attachments", []):
+                size = f", {a['size']} bytes" if a.get("size") is not None else ""
+                print(f"{'':19}    attachment: {a.get('name')} ({a.get('type')}{size})")
             print(f"{'':19}    routed to {dec.get('group')} {dec.get('priority')} by {rules}")
         elif h.type == "outbound":
             status = deliveries.get(d.get("id", ""), "")
@@ -512,7 +527,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("queue", _with_runtime(_queue), "list a group's queue, most urgent first")
     sp.add_argument("group")
-    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--limit", type=int, default=50, help="list at most N conversations (default 50)")
     json_flag(sp)
     sp = add("claim", _with_runtime(_claim), "claim the head of a group's queue (or one conversation)")
     sp.add_argument("group")

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -108,16 +109,19 @@ class Runtime:
 
 
 async def _publish_health(rt: Runtime, adapters: list[Adapter], stopping: asyncio.Event) -> None:
+    # As often as the workers' heartbeat (1 s by default): `stats` reads these records, and one
+    # written every 5 s showed "received: 0" well after the messages were routed.
+    every_s = rt.settings.worker.heartbeat_s
     while not stopping.is_set():
         for adapter in adapters:
             record = {**adapter.health(), "channel": adapter.channel, "at": time.time()}
             await rt.client.set(
                 rt.keys.health("adapter", f"{adapter.name}@{rt.instance}"),
                 json.dumps(record),
-                ex=15,
+                ex=max(15, math.ceil(3 * every_s)),
             )
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), 5)
+            await asyncio.wait_for(stopping.wait(), every_s)
 
 
 @contextlib.asynccontextmanager

@@ -1,7 +1,9 @@
-"""Issue 21: our own mail coming back into the inbox, SMTP relays without AUTH, names in ``To:``."""
+"""Issue 21: our own mail coming back into the inbox, SMTP relays without AUTH, names in ``To:``,
+the reader's health in `stats`."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 from email.message import EmailMessage
@@ -12,7 +14,7 @@ from adapters.email.config import parse_config
 from adapters.email.smtp import build_reply
 from router.errors import ConfigError
 from router.outbox import PermanentFailure
-from router.runtime import Runtime, running_adapters
+from router.runtime import Runtime, _publish_health, running_adapters
 from router.worker import Worker
 from tests.email.conftest import MAILBOX_ADDRESS, MailFolder, SmtpServer, email_section, wait_until
 from tests.email.test_adapter import _item, adapters_of, delivered, envelopes, mail
@@ -109,3 +111,25 @@ def test_reply_to_carries_the_display_name_rfc2047_encoded() -> None:
     # Our own address is never a reply address, whatever an earlier message left in the conversation.
     with pytest.raises(PermanentFailure, match="own address"):
         build_reply(_item(meta={"from": "Support@Exchange.test", "subject": "x"}), cfg)
+
+
+async def test_stats_shows_the_readers_count_within_a_heartbeat(rt: Runtime, mailbox: MailFolder) -> None:
+    """`stats` 5 s after 5 messages were routed said "received: 0": the record was written every 5 s."""
+    reader, sender = adapters_of(rt, email_section(mailbox, None))
+    stopping = asyncio.Event()
+    async with running_adapters([reader, sender]):
+        publisher = asyncio.create_task(_publish_health(rt, [reader], stopping))
+        name = f"adapter:{reader.name}@{rt.instance}"
+
+        async def reported(received: int) -> bool:
+            record = (await rt.stats())["health"].get(name)
+            return record is not None and record["received"] == received
+
+        await wait_until(lambda: reported(0), 5, "the first health record")
+        for i in range(5):
+            await mailbox.deliver(mail(f"Deposit {i}", "My deposit is missing."))
+        await wait_until(lambda: _now(reader.received == 5), 10, "the reader to take the 5 messages")
+        # Within two heartbeats (0.5 s in the tests' settings), not 5 s later.
+        await wait_until(lambda: reported(5), 2 * rt.settings.worker.heartbeat_s + 0.5, "stats to show them")
+        stopping.set()
+        await publisher
