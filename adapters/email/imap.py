@@ -520,7 +520,17 @@ class MailboxReader:
         self.mode = "catching up"
         last = await self._cursor(conn)
         self.last_uid = last
-        uids = await conn.search_uids(last + 1)
+        first = last + 1
+        # Until a search finds nothing new: mail that arrives while a batch is fetched is announced
+        # (EXISTS) in the responses to those commands, not to the IDLE that follows, which would
+        # then wait up to idle_renew_s for it.
+        while uids := await conn.search_uids(first):
+            last = await self._take(conn, uids, last)
+            first = max(last, uids[-1]) + 1
+        self.caught_up.set()
+
+    async def _take(self, conn: _Connection, uids: list[int], last: int) -> int:
+        """Fetch and append ``uids`` in batches, moving the cursor after each; the new last UID."""
         for start in range(0, len(uids), self.cfg.fetch_batch):
             chunk = uids[start : start + self.cfg.fetch_batch]
             fetched = sorted(await conn.fetch(chunk, self.cfg.max_fetch_bytes), key=lambda f: f.uid)
@@ -538,7 +548,7 @@ class MailboxReader:
             self.duplicates += dupes
             self.received += len(results) - dupes
             log.info("%s: took in %d message(s) up to UID %d", self.name, len(results) - dupes, last)
-        self.caught_up.set()
+        return last
 
     async def _envelope(self, uidvalidity: int, fetched: Fetched) -> Envelope | None:
         """The envelope of one fetched message; None for a copy of our own mail (dropped)."""

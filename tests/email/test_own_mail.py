@@ -115,21 +115,38 @@ def test_reply_to_carries_the_display_name_rfc2047_encoded() -> None:
 
 async def test_stats_shows_the_readers_count_within_a_heartbeat(rt: Runtime, mailbox: MailFolder) -> None:
     """`stats` 5 s after 5 messages were routed said "received: 0": the record was written every 5 s."""
+    for i in range(5):
+        await mailbox.deliver(mail(f"Deposit {i}", "My deposit is missing."))
     reader, sender = adapters_of(rt, email_section(mailbox, None))
     stopping = asyncio.Event()
-    async with running_adapters([reader, sender]):
-        publisher = asyncio.create_task(_publish_health(rt, [reader], stopping))
-        name = f"adapter:{reader.name}@{rt.instance}"
+    # Publishing before the reader starts: the first record says 0, the reader then takes the 5
+    # (backfill_all) in its first catch-up, and the next records must say so.
+    publisher = asyncio.create_task(_publish_health(rt, [reader], stopping))
+    name = f"adapter:{reader.name}@{rt.instance}"
 
-        async def reported(received: int) -> bool:
-            record = (await rt.stats())["health"].get(name)
-            return record is not None and record["received"] == received
+    async def reported(received: int) -> bool:
+        record = (await rt.stats())["health"].get(name)
+        return record is not None and record["received"] == received
 
+    try:
         await wait_until(lambda: reported(0), 5, "the first health record")
-        for i in range(5):
-            await mailbox.deliver(mail(f"Deposit {i}", "My deposit is missing."))
-        await wait_until(lambda: _now(reader.received == 5), 10, "the reader to take the 5 messages")
-        # Within two heartbeats (0.5 s in the tests' settings), not 5 s later.
-        await wait_until(lambda: reported(5), 2 * rt.settings.worker.heartbeat_s + 0.5, "stats to show them")
+        async with running_adapters([reader, sender]):
+            await wait_until(lambda: _now(reader.received == 5), 10, "the reader to take the 5 messages")
+            # Within two heartbeats (0.5 s in the tests' settings), not 5 s later.
+            await wait_until(lambda: reported(5), 2 * rt.settings.worker.heartbeat_s + 0.5, "stats to show them")
+    finally:
         stopping.set()
         await publisher
+
+
+async def test_mail_arriving_during_a_catch_up_does_not_wait_for_the_idle_renewal(
+    rt: Runtime, mailbox: MailFolder
+) -> None:
+    """Found while testing issue 21: mail delivered while a batch was fetched waited for the next
+    IDLE renewal (5 min by default), its EXISTS having gone to the FETCH's response."""
+    reader, sender = adapters_of(rt, email_section(mailbox, None, idle_renew_s=300))
+    async with running_adapters([reader, sender]):
+        await wait_until(lambda: _now(reader.mode == "idle"), 5, "IDLE")
+        for i in range(30):
+            await mailbox.deliver(mail(f"Deposit {i}", "My deposit is missing."))
+        await wait_until(lambda: _now(reader.received == 30), 10, "all 30 messages")
