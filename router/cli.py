@@ -192,14 +192,26 @@ def _conv_line(c: Any) -> str:
 
 async def _queue(rt: Any, args: argparse.Namespace) -> int:
     convs = await rt.queues.head(args.group, limit=args.limit)
-    if args.json:
-        _print_json([c.to_dict() for c in convs])
-        return 0
     [stats] = await rt.queues.stats([args.group])
+    # The list is cut at --limit: say so, in both forms, so that no one reads it as the whole queue.
+    truncated = stats.depth > len(convs)
+    if args.json:
+        _print_json(
+            {
+                "group": args.group,
+                "depth": stats.depth,
+                "shown": len(convs),
+                "truncated": truncated,
+                "conversations": [c.to_dict() for c in convs],
+            }
+        )
+        return 0
     oldest = f", oldest waiting {stats.oldest_wait_s:.0f}s" if stats.oldest_wait_s is not None else ""
     print(f"queue {args.group}: {stats.depth} waiting{oldest}, {stats.overdue} past SLA")
     for c in convs:
         print(_conv_line(c))
+    if truncated:
+        print(f"showing {len(convs)} of {stats.depth} (the most urgent first; more with --limit N)")
     return 0
 
 
@@ -255,6 +267,9 @@ async def _show(rt: Any, args: argparse.Namespace) -> int:
             dec = d.get("decision", {})
             rules = ",".join(t["rule"] for t in dec.get("trace", []) if "rule" in t) or "defaults"
             print(f"{at} <- {d.get('sender', {}).get('name') or d.get('sender', {}).get('id')}: {d.get('text')}")
+            for a in d.get("attachments", []):
+                size = f", {a['size']} bytes" if a.get("size") is not None else ""
+                print(f"{'':19}    attachment: {a.get('name')} ({a.get('type')}{size})")
             print(f"{'':19}    routed to {dec.get('group')} {dec.get('priority')} by {rules}")
         elif h.type == "outbound":
             status = deliveries.get(d.get("id", ""), "")
@@ -357,6 +372,23 @@ async def _dead(rt: Any, args: argparse.Namespace) -> int:
     else:
         n = await dead.drop(ids)
         print(f"{n} dead letter(s) dropped")
+    return 0
+
+
+async def _outbox(rt: Any, args: argparse.Namespace) -> int:
+    from router.outbox import failed_replies, retry_failed
+
+    failed = await failed_replies(rt.client, rt.keys, channel=args.channel, conversation=args.conversation)
+    queued = await retry_failed(rt.client, rt.keys, failed, args.by) if args.action == "retry" else 0
+    if args.json:
+        _print_json({"failed": [f.to_dict() for f in failed], "queued": queued})
+        return 0
+    for f in failed:
+        print(f"#{f.conversation:<6} {f.channel:<8} reply {f.reply}  {f.reason}")
+    if args.action == "retry":
+        print(f"{queued} failed reply(ies) queued to be sent again")
+    else:
+        print(f"{len(failed)} failed reply(ies); send them again with: switchboard outbox retry")
     return 0
 
 
@@ -499,7 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("queue", _with_runtime(_queue), "list a group's queue, most urgent first")
     sp.add_argument("group")
-    sp.add_argument("--limit", type=int, default=50)
+    sp.add_argument("--limit", type=int, default=50, help="list at most N conversations (default 50)")
     json_flag(sp)
     sp = add("claim", _with_runtime(_claim), "claim the head of a group's queue (or one conversation)")
     sp.add_argument("group")
@@ -546,6 +578,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("ids", nargs="*")
     sp.add_argument("--all", action="store_true")
     sp.add_argument("--limit", type=int, default=100)
+    json_flag(sp)
+
+    sp = add("outbox", _with_runtime(_outbox), "failed replies: list them, or send them again after a fix")
+    sp.add_argument("action", choices=["list", "retry"])
+    sp.add_argument("--channel", help="only the replies on this channel (e.g. email)")
+    sp.add_argument("--conversation", help="only this conversation's replies")
+    sp.add_argument("--by", default="operator", help="who sends them again (recorded in the history)")
     json_flag(sp)
 
     rules = sub.add_parser("rules", help="validate, evaluate, publish and roll back rule sets")

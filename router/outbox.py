@@ -12,6 +12,12 @@ no recorded outcome yet and that the entry is still its own, and resets the entr
 sender waiting between retries keeps its reply, and one whose reply was taken over, or sent and
 recorded by another, does not send it again. What remains is the window of one send call longer
 than ``claim_idle_ms``: the reply may then go out twice (at least once, never lost); it is recorded once.
+
+A failed reply stays failed until an admin sends it again (``retry_failed``, `switchboard outbox
+retry`): after a configuration fix (SMTP settings, a bot token) the replies that failed because of
+it go out as first written, with their ids (an e-mail keeps its Message-ID). What is failed is read
+from the conversations' delivery records (``delivery:{conv}``, reply id -> status) and the reply
+itself from the conversation's history, where it was written when queued: no second copy to keep.
 """
 
 from __future__ import annotations
@@ -21,6 +27,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 import msgspec
 import redis.asyncio as aioredis
@@ -46,6 +53,81 @@ class TemporaryFailure(SwitchboardError):
     def __init__(self, reason: str, retry_after: float | None = None) -> None:
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+@dataclass(frozen=True, slots=True)
+class FailedReply:
+    """A reply whose recorded outcome is ``failed``, with the reason recorded with it."""
+
+    conversation: str
+    reply: str
+    channel: str
+    reason: str
+    item: str  # the outbox item as first queued (JSON)
+
+    def to_dict(self) -> dict[str, str]:
+        return {"conversation": self.conversation, "reply": self.reply, "channel": self.channel, "reason": self.reason}
+
+
+async def failed_replies(
+    client: aioredis.Redis, keys: Keys, *, channel: str | None = None, conversation: str | None = None
+) -> list[FailedReply]:
+    """The failed replies of one conversation, or of every conversation (a SCAN of the delivery
+    records: an admin's occasional command), optionally only those on ``channel``."""
+    if conversation is not None:
+        convs = [conversation]
+    else:
+        pattern, start = keys.delivery("*"), len(keys.delivery(""))
+        convs = sorted({k.decode()[start:] async for k in client.scan_iter(match=pattern, count=1000)}, key=_conv_order)
+    out: list[FailedReply] = []
+    for cid in convs:
+        records = await client.hgetall(keys.delivery(cid))
+        failed = {k.decode() for k, v in records.items() if v == b"failed"}
+        if failed:
+            out.extend(await _from_history(client, keys, cid, failed, channel))
+    return out
+
+
+def _conv_order(cid: str) -> tuple[int, str]:
+    return (int(cid), "") if cid.isdigit() else (0, cid)
+
+
+async def _from_history(
+    client: aioredis.Redis, keys: Keys, cid: str, failed: set[str], channel: str | None
+) -> list[FailedReply]:
+    items: dict[str, tuple[str, str]] = {}
+    reasons: dict[str, str] = {}
+    for _, fields in await client.xrange(keys.history(cid)):
+        kind, data = fields.get(b"type"), fields.get(b"data") or b"{}"
+        if kind == b"outbound":
+            found = json.loads(data)
+            if found.get("id") in failed:
+                items[found["id"]] = (found.get("channel", ""), data.decode())
+        elif kind == b"delivery":
+            record = json.loads(data)
+            if record.get("reply") in failed and record.get("status") == "failed":
+                reasons[record["reply"]] = record.get("detail", "")
+    return [
+        FailedReply(cid, reply, chan, reasons.get(reply, ""), raw)
+        for reply, (chan, raw) in items.items()
+        if channel is None or chan == channel
+    ]
+
+
+async def retry_failed(client: aioredis.Redis, keys: Keys, replies: list[FailedReply], by: str) -> int:
+    """Queue each failed reply on its channel's outbox again; how many were (one already retried
+    by someone else, or recorded otherwise meanwhile, is skipped)."""
+    scripts = Scripts.register(client)
+    queued = 0
+    for failed in replies:
+        entry = {"reply": failed.reply, "status": "queued", "detail": f"sent again by {by}", "by": by, "at": now()}
+        answer = await scripts.requeue(
+            args=argv(keys.prefix, failed.conversation, failed.reply, failed.channel, failed.item, json.dumps(entry))
+        )
+        if (answer.decode() if isinstance(answer, bytes) else str(answer)) == "ok":
+            queued += 1
+            log.info("reply %s of #%s on %s queued again by %s", failed.reply, failed.conversation, failed.channel, by)
+    return queued
 
 
 SendFn = Callable[[OutboxItem], Awaitable[str | None]]

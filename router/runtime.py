@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import signal
 import socket
@@ -124,17 +125,21 @@ class Runtime:
 
 
 async def publish_health(rt: Runtime, adapters: list[Adapter]) -> None:
-    """Write each adapter's health record (TTL 15 s, renewed every 5 s by ``serve``)."""
+    """Write each adapter's health record (renewed every ``worker.heartbeat_s`` by ``serve``)."""
+    ttl = max(15, math.ceil(3 * rt.settings.worker.heartbeat_s))
     for adapter in adapters:
         record = {**adapter.health(), "channel": adapter.channel, "at": time.time()}
-        await rt.client.set(rt.keys.health("adapter", f"{adapter.name}@{rt.instance}"), json.dumps(record), ex=15)
+        await rt.client.set(rt.keys.health("adapter", f"{adapter.name}@{rt.instance}"), json.dumps(record), ex=ttl)
 
 
 async def _publish_health(rt: Runtime, adapters: list[Adapter], stopping: asyncio.Event) -> None:
+    # As often as the workers' heartbeat (1 s by default): `stats` reads these records, and one
+    # written every 5 s showed "received: 0" well after the messages were routed.
+    every_s = rt.settings.worker.heartbeat_s
     while not stopping.is_set():
         await publish_health(rt, adapters)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), 5)
+            await asyncio.wait_for(stopping.wait(), every_s)
 
 
 @contextlib.asynccontextmanager

@@ -35,6 +35,7 @@ class Scripts:
     lease: AsyncScript
     backlog: AsyncScript
     retention: AsyncScript
+    requeue: AsyncScript
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

@@ -200,7 +200,9 @@ class Engine:
             loaded = load(text, filename)
             compiled = compile_rules(loaded.document)
         version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
-        _log.info(
+        # DEBUG: every CLI command that loads the rules compiles them (a line on each); the rule
+        # set workers route with is logged by router/rulestore.py.
+        _log.debug(
             "compiled %d rules (%d keywords, %d regexes) from %s, version %s",
             len(compiled.rules),
             len(compiled.keywords),

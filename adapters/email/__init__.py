@@ -30,7 +30,8 @@ def from_config(ctx: AdapterContext, section: Mapping[str, Any]) -> list[Adapter
             continue
         password = box.read_password()
         readers.append(MailboxReader(ctx, box, password))
-        smtp_password = box.read_smtp_password() if box.smtp_host and box.smtp_auth else ""
+        # "auto" reads the password too: whether to log in is decided by what the server offers.
+        smtp_password = box.read_smtp_password() if box.smtp_host and box.smtp_auth is not False else ""
         threads = ThreadIndex(ctx.client, ctx.keys, box.name, box.thread_ttl_days * 86400)
         outgoing[box.name] = Outgoing(box, smtp_password, threads)
     if not readers:

@@ -80,8 +80,15 @@ class MailboxConfig(BaseModel):
     smtp_password: SecretStr | None = None
     smtp_password_file: Path | None = None
     smtp_password_env: str = ""
-    #: Log in to the SMTP server (off only for a trusted relay that accepts the host's mail as is).
-    smtp_auth: bool = True
+    #: Log in to the SMTP server: "auto" logs in when the server offers AUTH (a hosted mailbox) and
+    #: sends without when it does not (a local relay on port 25); true requires AUTH, false never
+    #: logs in. With "auto", explicit SMTP credentials (smtp_user / smtp_password*) and a server
+    #: that offers no AUTH stop the start with an error naming the setting.
+    smtp_auth: bool | Literal["auto"] = "auto"
+    #: Other addresses this mailbox sends or receives as (aliases, the SMTP login if different):
+    #: mail from any of them, or carrying a Message-ID we generated, is our own copy, never a
+    #: customer's message, and none of them is ever used as a reply address.
+    aliases: list[str] = []
 
     #: Plain-text IMAP/SMTP is refused except on loopback unless this is set (local relays only).
     allow_insecure: bool = False
@@ -149,6 +156,17 @@ class MailboxConfig(BaseModel):
     @property
     def smtp_login(self) -> str:
         return self.smtp_user or self.login
+
+    @property
+    def smtp_credentials_explicit(self) -> bool:
+        """Whether SMTP credentials were set for SMTP itself (not inherited from the IMAP login)."""
+        return bool(self.smtp_user or self.smtp_password or self.smtp_password_env or self.smtp_password_file)
+
+    @property
+    def own_addresses(self) -> frozenset[str]:
+        """Every address that is this mailbox itself (lower case)."""
+        candidates = [self.address, self.login, self.smtp_login, *self.aliases]
+        return frozenset(a.strip().lower() for a in candidates if "@" in a)
 
     @property
     def domain(self) -> str:

@@ -35,6 +35,7 @@ import aioimaplib
 from adapters.base import AdapterContext
 from adapters.email.config import MailboxConfig
 from adapters.email.mime import ParsedMail, parse
+from adapters.email.own import own_copy_reason
 from adapters.email.threads import ThreadIndex
 from router.errors import AppendRefused, ConfigError
 from router.model import Attachment, Envelope, Sender, new_id, now
@@ -150,6 +151,8 @@ def build_envelope(
         # What a reply's References must start with: the message's own References, or its parent.
         "references": " ".join(mail.references or mail.in_reply_to),
         "from": mail.from_addr,
+        # Display names, for the To of replies ("Alice Customer <alice@…>", not the bare address).
+        "from_name": mail.from_name,
         "to": mail.to,
         "subject": mail.subject,
         "folder": cfg.folder,
@@ -157,6 +160,7 @@ def build_envelope(
     }
     if mail.reply_to and mail.reply_to.lower() != mail.from_addr.lower():
         meta["reply_to"] = mail.reply_to
+        meta["reply_to_name"] = mail.reply_to_name
     if mail.cc:
         meta["cc"] = mail.cc
     if mail.auto_reason:
@@ -384,6 +388,8 @@ class MailboxReader:
         self.mode = "starting"
         self.received = 0
         self.duplicates = 0
+        #: Copies of our own replies seen in the folder and left out of the inbox (adapters/email/own.py).
+        self.own_copies = 0
         self.reconnects = 0
         self.last_uid = 0
         self.last_error = ""
@@ -425,6 +431,7 @@ class MailboxReader:
             "mode": self.mode,
             "received": self.received,
             "duplicates": self.duplicates,
+            "own_copies": self.own_copies,
             "reconnects": self.reconnects,
             "last_uid": self.last_uid,
         }
@@ -513,15 +520,27 @@ class MailboxReader:
         self.mode = "catching up"
         last = await self._cursor(conn)
         self.last_uid = last
-        uids = await conn.search_uids(last + 1)
+        first = last + 1
+        # Until a search finds nothing new: mail that arrives while a batch is fetched is announced
+        # (EXISTS) in the responses to those commands, not to the IDLE that follows, which would
+        # then wait up to idle_renew_s for it.
+        while uids := await conn.search_uids(first):
+            last = await self._take(conn, uids, last)
+            first = max(last, uids[-1]) + 1
+        self.caught_up.set()
+
+    async def _take(self, conn: _Connection, uids: list[int], last: int) -> int:
+        """Fetch and append ``uids`` in batches, moving the cursor after each; the new last UID."""
         for start in range(0, len(uids), self.cfg.fetch_batch):
             chunk = uids[start : start + self.cfg.fetch_batch]
             fetched = sorted(await conn.fetch(chunk, self.cfg.max_fetch_bytes), key=lambda f: f.uid)
             fetched = [f for f in fetched if f.uid > last]
             if not fetched:
                 continue
-            envelopes = [await self._envelope(conn.uidvalidity, f) for f in fetched]
-            results = await self._ctx.inbox.append_many(envelopes)
+            taken = [await self._envelope(conn.uidvalidity, f) for f in fetched]
+            envelopes = [env for env in taken if env is not None]
+            self.own_copies += len(taken) - len(envelopes)
+            results = await self._ctx.inbox.append_many(envelopes) if envelopes else []
             # The cursor moves only now that the messages are durable in the inbox.
             last = fetched[-1].uid
             await self._set_cursor(conn.uidvalidity, last)
@@ -529,14 +548,20 @@ class MailboxReader:
             self.duplicates += dupes
             self.received += len(results) - dupes
             log.info("%s: took in %d message(s) up to UID %d", self.name, len(results) - dupes, last)
-        self.caught_up.set()
+        return last
 
-    async def _envelope(self, uidvalidity: int, fetched: Fetched) -> Envelope:
+    async def _envelope(self, uidvalidity: int, fetched: Fetched) -> Envelope | None:
+        """The envelope of one fetched message; None for a copy of our own mail (dropped)."""
         try:
             mail = parse(fetched.raw)
         except Exception as exc:  # the stdlib parser is lenient; anything it raises is a bug worth a stub
             log.exception("%s: UID %d could not be parsed", self.name, fetched.uid)
             return _unparseable(self.cfg, uidvalidity, fetched.uid, exc)
+        own = own_copy_reason(mail, self.cfg)
+        if own is not None:
+            # Our reply is in the conversation already (outbound, with its delivery record).
+            log.info("%s: UID %d is our own mail (%s): not taken in", self.name, fetched.uid, own)
+            return None
         key, _ = await self._threads.resolve(
             own_id=mail.message_id,
             fallback_id=f"{uidvalidity}:{fetched.uid}",

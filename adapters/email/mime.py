@@ -296,6 +296,7 @@ class ParsedMail:
     auto_reason: str | None
     attachments: list[Part] = field(default_factory=list)
     defects: list[str] = field(default_factory=list)
+    reply_to_name: str = ""
 
 
 def _addresses(msg: Message, name: str) -> list[tuple[str, str]]:
@@ -432,4 +433,5 @@ def parse(raw: bytes) -> ParsedMail:
         auto_reason=auto_submitted_reason(msg, from_addr),
         attachments=attachments,
         defects=[type(d).__name__ for d in msg.defects],
+        reply_to_name=reply_to[0][0] if reply_to else "",
     )

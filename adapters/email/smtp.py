@@ -33,7 +33,9 @@ from adapters.base import AdapterContext
 from adapters.email.config import MailboxConfig
 from adapters.email.imap import CHANNEL, tls_context
 from adapters.email.mime import REPLY_PREFIX, normalize_subject, parse_msg_id, parse_msg_ids
+from adapters.email.own import is_own_address, message_id_for
 from adapters.email.threads import ThreadIndex
+from router.errors import ConfigError
 from router.model import OutboxItem
 from router.outbox import PermanentFailure, TemporaryFailure
 
@@ -68,22 +70,25 @@ def html_alternative(text: str) -> str:
     return f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>\n{body}\n</body></html>\n'
 
 
-def message_id_for(item: OutboxItem, domain: str) -> str:
-    return f"<sb.{item.id.lower()}@{domain}>"
-
-
 def build_reply(item: OutboxItem, cfg: MailboxConfig) -> EmailMessage:
     """The e-mail for one outbox item; PermanentFailure when it has no one to go to."""
     meta = item.meta
-    recipient = meta.get("reply_to") or meta.get("from") or ""
+    if meta.get("reply_to"):
+        recipient, name = meta["reply_to"], meta.get("reply_to_name", "")
+    else:
+        recipient, name = meta.get("from", ""), meta.get("from_name", "")
     if "@" not in recipient:
         raise PermanentFailure("no recipient address on the conversation (the inbound message had no From)")
+    if is_own_address(recipient, cfg):
+        # A copy of our own mail taken in before own copies were recognised (adapters/email/own.py).
+        raise PermanentFailure(f"not sent: {recipient} is this mailbox's own address, not the customer's")
     msg = EmailMessage()
-    msg["From"] = Address(display_name=cfg.display_name, addr_spec=cfg.address) if cfg.display_name else cfg.address
-    msg["To"] = recipient
+    # Address objects: the policy encodes non-ASCII display names as RFC 2047 encoded words.
+    msg["From"] = Address(display_name=cfg.display_name, addr_spec=cfg.address)
+    msg["To"] = _address(name, recipient)
     msg["Subject"] = reply_subject(meta.get("subject", ""))
     msg["Date"] = formatdate(usegmt=True)
-    msg["Message-ID"] = message_id_for(item, cfg.domain)
+    msg["Message-ID"] = message_id_for(item.id, cfg.domain)
     parent = parse_msg_id(meta.get("message_id")) or parse_msg_id(item.reply_to or "")
     if parent:
         msg["In-Reply-To"] = parent
@@ -97,6 +102,13 @@ def build_reply(item: OutboxItem, cfg: MailboxConfig) -> EmailMessage:
     msg.set_content(item.text)
     msg.add_alternative(html_alternative(item.text), subtype="html")
     return msg
+
+
+def _address(name: str, addr: str) -> Address | str:
+    try:
+        return Address(display_name=name, addr_spec=addr)
+    except (ValueError, IndexError):  # an address the header model cannot take: as it came
+        return addr
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +141,59 @@ def _classify(exc: BaseException, host: str) -> Exception:
     return PermanentFailure(f"{host}: {type(exc).__name__}: {exc}")
 
 
+class SmtpSettingError(Exception):
+    """The SMTP server does not offer what the mailbox's settings require (a configuration error)."""
+
+
+def login_needed(cfg: MailboxConfig, password: str, offers_auth: bool) -> bool:
+    """Whether to log in to a server that offers AUTH (``offers_auth``) or not, per ``smtp_auth``.
+
+    SmtpSettingError when the settings and the server disagree: AUTH required (``smtp_auth =
+    true``, or "auto" with SMTP credentials of its own) and not offered.
+    """
+    where = f"[email] {cfg.name}: {cfg.smtp_host}:{cfg.smtp_port_}"
+    if cfg.smtp_auth is False:
+        return False
+    if offers_auth:
+        if not password:
+            raise SmtpSettingError(f"{where} requires AUTH: set smtp_password (or password) for {cfg.smtp_login!r}")
+        return True
+    if cfg.smtp_auth is True or cfg.smtp_credentials_explicit:
+        setting = "smtp_auth = true" if cfg.smtp_auth is True else "smtp_user / smtp_password"
+        tls = " (some offer it only after STARTTLS: try smtp_tls = 'starttls')" if cfg.smtp_tls == "none" else ""
+        raise SmtpSettingError(
+            f"{where} does not offer AUTH{tls}, but {setting} is set; for a relay that accepts this "
+            "host's mail without a login, remove it (smtp_auth = 'auto', the default) or set smtp_auth = false"
+        )
+    return False
+
+
+def _client(cfg: MailboxConfig) -> aiosmtplib.SMTP:
+    """A connection (used as ``async with``) that has said EHLO, through STARTTLS when configured."""
+    return _Smtp(
+        hostname=cfg.smtp_host,
+        port=cfg.smtp_port_,
+        use_tls=cfg.smtp_tls == "implicit",
+        start_tls=cfg.smtp_tls == "starttls",
+        tls_context=tls_context(cfg) if cfg.smtp_tls != "none" else None,
+        validate_certs=cfg.tls_verify,
+        timeout=cfg.timeout_s,
+    )
+
+
+class _Smtp(aiosmtplib.SMTP):
+    async def __aenter__(self) -> _Smtp:
+        await super().__aenter__()
+        # Without STARTTLS aiosmtplib says EHLO only when it first needs to: the AUTH test needs it now.
+        try:
+            if self.is_ehlo_or_helo_needed:
+                await self.ehlo()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+
 class EmailSender:
     """The outbound half of the channel: one Adapter (``email-out``) for all mailboxes."""
 
@@ -157,18 +222,13 @@ class EmailSender:
         # Before sending: the customer's answer may arrive before this call returns.
         await out.threads.remember(message_id, item.conversation_key, normalize_subject(item.meta.get("subject", "")))
         try:
-            _errors, response = await aiosmtplib.send(
-                msg,
-                hostname=cfg.smtp_host,
-                port=cfg.smtp_port_,
-                username=cfg.smtp_login if out.password else None,
-                password=out.password or None,
-                use_tls=cfg.smtp_tls == "implicit",
-                start_tls=cfg.smtp_tls == "starttls",
-                tls_context=tls_context(cfg) if cfg.smtp_tls != "none" else None,
-                validate_certs=cfg.tls_verify,
-                timeout=cfg.timeout_s,
-            )
+            async with _client(cfg) as smtp:
+                if login_needed(cfg, out.password, smtp.supports_extension("auth")):
+                    await smtp.login(cfg.smtp_login, out.password)
+                _errors, response = await smtp.send_message(msg)
+        except SmtpSettingError as exc:
+            self.last_error = str(exc)
+            raise PermanentFailure(str(exc)) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
             failure = _classify(exc, cfg.smtp_host)
             self.last_error = str(failure)
@@ -178,7 +238,26 @@ class EmailSender:
         return f"{message_id} accepted by {cfg.smtp_host}: {response}"[:500]
 
     async def start(self) -> None:
+        """Check each mailbox's SMTP server against its settings, then consume the outbox.
+
+        A server that does not offer what the settings ask (AUTH) is a ConfigError here, at the
+        start, naming the setting to change; a server that is down only delays the replies.
+        """
+        for out in self._mailboxes.values():
+            if out.cfg.smtp_host:
+                await self._probe(out)
         self._outbox.start(self.send)
+
+    async def _probe(self, out: Outgoing) -> None:
+        cfg = out.cfg
+        try:
+            async with _client(cfg) as smtp:
+                login_needed(cfg, out.password, smtp.supports_extension("auth"))
+        except SmtpSettingError as exc:
+            raise ConfigError(str(exc)) from None
+        except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
+            self.last_error = str(_classify(exc, cfg.smtp_host))
+            log.warning("%s: SMTP server not checked at start (%s); replies wait for it", cfg.name, self.last_error)
 
     async def close(self) -> None:
         await self._outbox.close()

@@ -17,6 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from router.conversations import HistoryEntry
+from router.outbox import failed_replies, retry_failed
 
 from .auth import PasswordExpired, RateLimited
 from .http import (
@@ -245,6 +246,13 @@ async def conversation_action(request: Request) -> Response:
     if action == "close":
         await c.close(user, cid)
         return redirect(request, "/queues", f"#{cid} closed.")
+    if action == "retry-failed":
+        # `switchboard outbox retry --conversation ID` from the page, after a fix (admins only).
+        c.require_admin(user)
+        await c.conversation(user, cid)
+        failed = await failed_replies(c.rt.client, c.keys, conversation=cid)
+        queued = await retry_failed(c.rt.client, c.keys, failed, user.name)
+        return redirect(request, here, f"{queued} failed reply(ies) queued to be sent again.")
     return Response("no such action", status_code=404)
 
 

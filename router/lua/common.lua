@@ -39,16 +39,21 @@ local function conv_fields(c, ...)
   return out
 end
 
--- An outbox item (JSON, its conversation id included) on its channel's outbox, with its
--- outbound history entry and delivery record; the caller counts it in the stats.
-local function send(cid, channel, id, raw)
+-- An outbox item (JSON, its conversation id included) on its channel's outbox with its delivery
+-- record 'queued' (outbox_add: also a failed reply sent again, lua/requeue.lua); send() adds the
+-- outbound history entry; the caller counts it in the stats.
+local function outbox_add(cid, channel, id, raw)
   local box = P .. 'outbox:' .. channel
   -- The senders' group from the first reply on, so that depth and lag show before an adapter
   -- starts (the outbox stream is never removed: delivered entries are deleted, not the stream).
   if redis.call('EXISTS', box) == 0 then redis.call('XGROUP', 'CREATE', box, 'senders', '0', 'MKSTREAM') end
   redis.call('XADD', box, '*', 'item', raw)
-  hist(cid, 'outbound', raw)
   redis.call('HSET', P .. 'delivery:' .. cid, id, 'queued')
+end
+
+local function send(cid, channel, id, raw)
+  outbox_add(cid, channel, id, raw)
+  hist(cid, 'outbound', raw)
 end
 
 -- Copy an inbox entry to the dead-letter stream with its reason; the caller has acknowledged it.

@@ -275,6 +275,16 @@ def smtp_server() -> Iterator[SmtpServer]:
     controller.stop()
 
 
+@pytest.fixture
+def smtp_relay() -> Iterator[SmtpServer]:
+    """An SMTP server that offers no AUTH at all, like Postfix on localhost:25 for local senders."""
+    recorder = SmtpRecorder()
+    controller = Controller(recorder, hostname="127.0.0.1", port=free_port(), ready_timeout=5)
+    controller.start()
+    yield SmtpServer(controller.port, recorder)
+    controller.stop()
+
+
 # -- helpers -------------------------------------------------------------------------------------
 
 

@@ -31,10 +31,10 @@ def test_send_queue_claim_reply_sandbox_inbox(env: dict[str, str]) -> None:
         sb(env, "send", "--from", "alice", "my withdrawal has not arrived")
 
         def queued() -> bool:
-            return len(json.loads(sb(env, "queue", "payments", "--json").stdout)) == 1
+            return len(json.loads(sb(env, "queue", "payments", "--json").stdout)["conversations"]) == 1
 
         wait_for(queued)
-        [conv] = json.loads(sb(env, "queue", "payments", "--json").stdout)
+        [conv] = json.loads(sb(env, "queue", "payments", "--json").stdout)["conversations"]
         assert conv["sender"]["id"] == "alice" and conv["channel"] == "sandbox"
         claimed = json.loads(sb(env, "claim", "payments", "--agent", "bob", "--json").stdout)
         assert claimed == {"conversation": conv["id"]}

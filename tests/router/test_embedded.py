@@ -83,7 +83,7 @@ def test_a_restart_right_after_kill_9_of_switchboard_and_its_redis_starts_cleanl
     try:
         assert up(local_env, server, not_pid=redis_pid) != redis_pid
         sb(local_env, "send", "--from", "alice", "my withdrawal has not arrived")
-        wait_for(lambda: len(json.loads(sb(local_env, "queue", "payments", "--json").stdout)) == 1)
+        wait_for(lambda: len(json.loads(sb(local_env, "queue", "payments", "--json").stdout)["conversations"]) == 1)
     finally:
         err = stop(second)
     assert "removed stale" in err
