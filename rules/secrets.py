@@ -1,0 +1,395 @@
+"""Seed phrases and raw private keys, found through the disguises used to slip them past a filter.
+
+Detection runs on a *skeleton* of the text, never on the text as typed (issue 13):
+
+* Every character is decomposed (NFKD: full-width ``ａｂｃ`` and mathematical letters become ASCII,
+  NBSP and U+3000 become spaces, accents come off as combining marks); combining marks (Mn, Me),
+  format characters (Cf: zero-width space/joiners, word joiner, BOM, soft hyphen, bidi controls,
+  tag characters) and the invisible Hangul fillers are removed; C1 controls too.
+* Look-alike letters are folded to Latin by ``_LOOKALIKE``: the Cyrillic, Greek, Armenian and
+  IPA/Latin-extended letters that Unicode's confusables list (UTS #39) maps to one Latin letter
+  *and* that look the same in common fonts (Cyrillic ``а е о р с у х і ј ѕ һ ԁ ԛ ԝ ӏ к ү``, the
+  Latin-shaped capitals of Cyrillic and Greek, Greek ``α ε ι κ ν ο ρ υ χ γ``, Armenian ``օ ս հ ո``,
+  ``ı ȷ ɡ ɑ ɩ``). Why a small table and not the whole confusables file (6,000+ entries, or a
+  new dependency): secrets are ASCII (BIP-39 English words, hex, base58), so only look-alikes of
+  ASCII letters matter, and these are the ones keyboards and homoglyph tools produce.
+* Any other letter of a space-separated script becomes ``\\x01`` (it glues to a Latin run, so a
+  Latin fragment of a Cyrillic word is not a word); letters of scripts written without spaces (CJK,
+  kana, Hangul, Thai...) are kept and separate words like punctuation does. Case is kept (base58
+  is case-sensitive); words and hex are matched on the skeleton lower-cased.
+
+Each character is transformed on its own (one ``str.translate`` over a table built at import), so
+the skeleton's positions map back to the original exactly; findings are returned in original
+offsets (``Normalized.span_to_original`` of rules.normalize), and redaction masks what was typed,
+disguise included.
+
+Seed phrases: a run of >= 12 words of BIP-39's English list, separated by *any* run of characters
+that are not letters (spaces of any kind and length, tab, ``- / | ; : _ +``, emoji, backticks,
+numbering, CJK text). Every 12-word window of the run is checked, and the union of the windows
+that look like a phrase is masked, so two phrases in one run, phrases of 12-24 words and runs
+longer than 24 are masked whole. A window looks like a phrase unless more than 4 of its 12 words
+are everyday English words that happen to be on the list (``please check account balance``: a
+random phrase has ~7% such words); a window failing that is still a phrase if a 12-24-word
+sequence starting there passes the BIP-39 checksum. A masked stretch is trimmed by up to 4
+everyday words at either end when what remains is a whole phrase with a valid checksum (so
+``import my wallet: <12 words>`` masks the 12 words, not ``wallet``). The checksum is *not*
+required: a mistyped phrase is still a leaked secret.
+
+64 hex digits (the same length as a private key, a txid and a block hash) — the policy:
+
+1. Split into chunks of >= 4 hex digits (at most 3 separator characters between chunks, e.g.
+   4x16 or 2x32) that join to exactly 64, with >= 16 digits and >= 8 letters (a random key has
+   ~40 and ~24; English ``face bead`` has no digits) and not two UUIDs: ``private_key``. Nobody
+   splits a txid to send it to support; people split keys to get them past a filter.
+2. Otherwise the label nearest before the hex (``_LABEL_BEFORE`` characters) decides: a tx label
+   (``txid``, ``tx``, ``hash``, ``transaction``, an explorer ``/tx/`` URL, ``交易哈希``, ``хеш``...)
+   makes it a ``txid``; a key label (``pk:``, ``key``, ``secret``, ``priv``, ``wif``, ``私钥``,
+   ``ключ``...) a ``private_key``. Agents need txids to trace withdrawals, so a labelled txid stays.
+3. Unlabelled: a key word anywhere in the message makes it a ``private_key``; else tx context
+   anywhere in the message (the tx labels, deposit/withdrawal words, an explorer name; and for
+   ``0x``-prefixed hex, an ETH-like chain name) makes it a ``txid``.
+4. No context at all: ``private_key``. A bare 64-hex is as likely a key as a txid, and masking a
+   txid costs an agent one question, while leaving a key costs the user the wallet.
+
+A key sent *labelled* as a txid (``txid: <key>``) is a txid by this policy: nothing in the text
+tells them apart. Longer hex runs (signatures, 128-hex seeds) are neither.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import re
+import unicodedata
+from collections.abc import Iterator
+from itertools import repeat
+
+from mnemonic import Mnemonic
+
+from rules.normalize import Normalized, normalize
+
+__all__ = ["Skeleton", "hex_keys", "phrase_checksum_ok", "seed_phrases", "skeleton"]
+
+# --------------------------------------------------------------------------- skeleton
+
+_LOOKALIKE: dict[str, str] = {
+    # Cyrillic lower case that looks Latin in common fonts.
+    **dict(zip("аеорсухіјѕһԁԛԝӏкү", "aeopcyxijshdqwlky", strict=True)),
+    # Cyrillic and Greek capitals shaped like Latin capitals.
+    **dict(zip("АВЕЅІЈКМНОРСТХУԌԚԜ", "ABESIJKMHOPCTXYGQW", strict=True)),
+    **dict(zip("ΑΒΕΖΗΙΚΜΝΟΡΤΥΧ", "ABEZHIKMNOPTYX", strict=True)),
+    # Greek lower case.
+    **dict(zip("αεικνορυχγ", "aeikvopuxy", strict=True)),
+    # Armenian and Latin-extended/IPA letters.
+    **dict(zip("օսհոıȷɡɑɩ", "ouhnijgai", strict=True)),
+}
+# Letters that draw nothing (category Lo, so not caught as format characters).
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0")
+_GLUE = "\x01"
+# Scripts written without spaces between words: their letters separate Latin words.
+_NO_SPACE = (
+    (0x0E00, 0x0FFF),
+    (0x1000, 0x109F),
+    (0x1100, 0x11FF),
+    (0x1780, 0x17FF),
+    (0x2E80, 0x2FDF),
+    (0x3005, 0x3007),
+    (0x3021, 0x303C),
+    (0x3040, 0x31FF),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xA000, 0xA4CF),
+    (0xAC00, 0xD7FF),
+    (0xF900, 0xFAFF),
+    (0xFF66, 0xFFDC),
+    (0x1B000, 0x1B2FF),
+    (0x20000, 0x3FFFF),
+)
+_NO_SPACE_STARTS = tuple(r[0] for r in _NO_SPACE)
+
+
+def _no_space(cp: int) -> bool:
+    i = bisect.bisect_right(_NO_SPACE_STARTS, cp) - 1
+    return i >= 0 and cp <= _NO_SPACE[i][1]
+
+
+def _fold(ch: str) -> str:
+    """The skeleton of one character (see the module docstring)."""
+    if ch in _INVISIBLE:
+        return ""
+    out = []
+    for c in unicodedata.normalize("NFKD", ch):
+        c = _LOOKALIKE.get(c, c)
+        if c.isascii():
+            out.append(c)
+            continue
+        cat = unicodedata.category(c)
+        if cat in ("Mn", "Me", "Cf", "Cc"):
+            continue
+        if cat[0] == "L" or cat == "Mc":
+            out.append(c if _no_space(ord(c)) else _GLUE)
+        else:
+            out.append(c)
+    return "".join(out)
+
+
+# Planes 0 and 1 in a list for str.translate (an int: unchanged; a str: the replacement, "" to
+# delete). Beyond it (CJK extension B.., tag characters) the slow path folds per character.
+_TABLE_SIZE = 0x20000
+
+
+def _build_table() -> list[int | str]:
+    table: list[int | str] = list(range(_TABLE_SIZE))
+    for cp in range(0x80, _TABLE_SIZE):
+        ch = chr(cp)
+        folded = _fold(ch)
+        if folded != ch:
+            table[cp] = folded
+    return table
+
+
+_TABLE = _build_table()
+_PAST_TABLE = chr(_TABLE_SIZE - 1)
+
+
+class Skeleton:
+    """The skeleton of a text (``text``, case kept; ``lower``) and the way back to the original."""
+
+    __slots__ = ("_norm", "lower", "original", "text")
+
+    def __init__(self, original: str) -> None:
+        self.original = original
+        if original.isascii():
+            text = original
+        elif max(original) <= _PAST_TABLE:
+            text = original.translate(_TABLE)
+        else:
+            text = "".join(_fold(c) if ord(c) >= _TABLE_SIZE else c for c in original.translate(_TABLE))
+        self.text = text
+        # Every letter left is ASCII, \x01 or uncased (no-space scripts), so this is 1:1.
+        self.lower = text.lower()
+        self._norm: Normalized | None = None
+
+    def span(self, start: int, end: int) -> tuple[int, int]:
+        """``[start, end)`` of the skeleton as the span of the original characters it came from."""
+        if self.text is self.original:
+            return start, end
+        if self._norm is None:
+            # Built only when something was found: a Python loop over the original's characters.
+            offsets: list[int] = []
+            for i, ch in enumerate(self.original):
+                cp = ord(ch)
+                entry = _TABLE[cp] if cp < _TABLE_SIZE else _fold(ch)
+                offsets.extend(repeat(i, 1 if isinstance(entry, int) else len(entry)))
+            offsets.append(len(self.original))
+            self._norm = Normalized(self.text, tuple(offsets))
+        return self._norm.span_to_original(start, end)
+
+
+def skeleton(text: str) -> Skeleton:
+    """The skeleton of ``text`` (see the module docstring)."""
+    return Skeleton(text)
+
+
+# --------------------------------------------------------------------------- seed phrases
+
+_MNEMO = Mnemonic("english")
+_INDEX: dict[str, int] = {w: i for i, w in enumerate(_MNEMO.wordlist)}
+_VALID_LENGTHS = (12, 15, 18, 21, 24)
+_WINDOW = 12
+_MAX_EVERYDAY = 4  # of 12: more is prose
+_MAX_TRIM = 4
+# A run of >= 12 words of 3-8 letters (every BIP-39 word is 3-8 letters) separated by anything
+# but letters; scanned in C, so prose (1-2 and 9+ letter words, other scripts) costs little. The
+# quantifiers are possessive: a word is a whole letter run and a gap a whole non-letter run, so
+# backtracking into them could never succeed, and a failed attempt ends at once.
+_RUN_RE = re.compile(r"(?<![a-z\x01])[a-z]{3,8}+(?:[^a-z\x01]++[a-z]{3,8}+){11,}+(?![a-z\x01])")
+_WORD_RE = re.compile(r"[a-z]+")
+# Everyday English words that are also BIP-39 words; prose made of them is not a phrase.
+_EVERYDAY: frozenset[str] = frozenset(_INDEX) & frozenset(
+    """
+        that have you this they say will one all there what about when make can like time just know
+        people into year good other then now only come over also use two work first way want because
+        any give day again please help account balance check address still where hello thank order
+        price fee deposit after before still today need next last long little own right same tell
+        very why ask call try leave put mean keep let begin seem show hear play run move live
+        believe bring happen write provide sit stand lose pay meet include continue set learn change
+        lead understand watch follow stop create speak read allow add spend grow open walk win offer
+        remember love consider appear buy wait serve die send expect build stay fall cut reach kill
+        remain suggest raise pass sell require report decide pull never always also maybe sure okay
+        wrong correct valid invalid found find lost phone wallet fund money coin token transfer
+        withdraw trade market network system problem issue question answer reason support team
+        """.split()  # noqa: SIM905
+)
+# The shortest run: 12 words of 3 letters and 11 one-character gaps.
+_MIN_PHRASE_CHARS = 12 * 3 + 11
+
+
+def phrase_checksum_ok(words: list[str]) -> bool:
+    """True when ``words`` (BIP-39 English list words) are a phrase with a valid checksum."""
+    n = len(words)
+    if n not in _VALID_LENGTHS:
+        return False
+    bits = 0
+    for w in words:
+        bits = bits << 11 | _INDEX[w]
+    cs_bits = n // 3
+    entropy = (bits >> cs_bits).to_bytes((n * 11 - cs_bits) // 8, "big")
+    return hashlib.sha256(entropy).digest()[0] >> (8 - cs_bits) == bits & ((1 << cs_bits) - 1)
+
+
+def _window_is_phrase(words: list[str], k: int) -> bool:
+    if sum(1 for w in words[k : k + _WINDOW] if w in _EVERYDAY) <= _MAX_EVERYDAY:
+        return True
+    return any(phrase_checksum_ok(words[k : k + size]) for size in _VALID_LENGTHS if k + size <= len(words))
+
+
+def _trim(words: list[str], a: int, b: int) -> tuple[int, int]:
+    """``[a, b)`` without everyday words at its ends when a whole checksummed phrase remains."""
+    best: tuple[int, int, int] | None = None
+    for la in range(_MAX_TRIM + 1):
+        if la and words[a + la - 1] not in _EVERYDAY:
+            break
+        for lb in range(_MAX_TRIM + 1):
+            if lb and words[b - lb] not in _EVERYDAY:
+                break
+            if (la or lb) and phrase_checksum_ok(words[a + la : b - lb]) and (best is None or la + lb < best[0]):
+                best = (la + lb, a + la, b - lb)
+    return (a, b) if best is None else (best[1], best[2])
+
+
+def _phrase_words(words: list[str]) -> Iterator[tuple[int, int]]:
+    """Word ranges ``[a, b)`` to mask in a run of >= 12 list words."""
+    n = len(words)
+    masked = [False] * n
+    for k in range(n - _WINDOW + 1):
+        if _window_is_phrase(words, k):
+            masked[k : k + _WINDOW] = [True] * _WINDOW
+    i = 0
+    while i < n:
+        if not masked[i]:
+            i += 1
+            continue
+        j = i
+        while j < n and masked[j]:
+            j += 1
+        yield _trim(words, i, j)
+        i = j
+
+
+def seed_phrases(low: str) -> Iterator[tuple[int, int]]:
+    """Spans of seed phrases in a lower-cased skeleton."""
+    if len(low) < _MIN_PHRASE_CHARS:
+        return
+    for run in _RUN_RE.finditer(low):
+        tokens = [(m.start(), m.end(), m.group()) for m in _WORD_RE.finditer(run.group())]
+        base = run.start()
+        i = 0
+        while i < len(tokens):
+            if tokens[i][2] not in _INDEX:
+                i += 1
+                continue
+            j = i
+            while j < len(tokens) and tokens[j][2] in _INDEX:
+                j += 1
+            if j - i >= _WINDOW:
+                seg = tokens[i:j]
+                for a, b in _phrase_words([t[2] for t in seg]):
+                    yield base + seg[a][0], base + seg[b - 1][1]
+            i = j
+
+
+# --------------------------------------------------------------------------- 64 hex
+
+_HEX64_RE = re.compile(r"(?<![0-9a-f])(?:0x)?[0-9a-f]{64}(?![0-9a-f])")
+_CHUNKS_RE = re.compile(r"(?<![0-9a-z])[0-9a-f]{4,}(?:[^0-9a-z\x01]{1,3}[0-9a-f]{4,}){1,15}(?![0-9a-z])")
+_CHUNK_RE = re.compile(r"[0-9a-f]+")
+_SIXTEEN_DIGITS_RE = re.compile(r"(?:[^0-9]*+[0-9]){16}")
+_UUID_SHAPE = (8, 4, 4, 4, 12)
+_LABEL_BEFORE = 48
+# Matched on rules.normalize output (NFKC, case-folded, Traditional -> Simplified Chinese).
+_TX_WORDS = (
+    r"txid|txhash|tx\s*(?:id|hash)|\btxn?\b|\bhash\b|transaction|/tx/|交易|哈希|хеш|хэш|транзакц"
+    r"|트랜잭션|해시|işlem|giao\s+dịch|transacci|transaç"
+)
+_KEY_WORDS = (
+    r"\bpk\b|\bkeys?\b|privkey|privatekey|secretkey|secret|\bpriv|\bwif\b|私钥|密钥|秘钥|秘密鍵|ключ"
+    r"|clave|chave|\bcl[ée]\b|chiave|schl[üu]ssel|anahtar|kh[óo]a|키"
+)
+_LABEL_RE = re.compile(rf"(?P<tx>{_TX_WORDS})|(?P<key>{_KEY_WORDS})")
+_KEY_ANY_RE = re.compile(_KEY_WORDS)
+_TX_ANY_RE = re.compile(
+    rf"{_TX_WORDS}|deposit|withdraw|transfer|credited|explorer|etherscan|tronscan|bscscan"
+    r"|blockchair|mempool|blockstream|充值|充币|提现|提币|转账|到账|入金|出金|입금|출금|депозит|вывод|перевод"
+    r"|yatır|retiro|depósito|saque"
+)
+_ETH_RE = re.compile(r"\beth\b|ethereum|erc-?20|\bbsc\b|bep-?20|polygon|arbitrum|optimism|\bbase\b|usdt|usdc")
+# A mask written by an earlier pass is not key context ("[redacted:private_key]").
+_MASK_RE = re.compile(r"\[redacted:[a-z_]+\]")
+
+
+class _Context:
+    """The message's normalised text, built on first need (only when 64 hex is present)."""
+
+    __slots__ = ("_text", "original")
+
+    def __init__(self, original: str) -> None:
+        self.original = original
+        self._text: str | None = None
+
+    def text(self) -> str:
+        if self._text is None:
+            self._text = _MASK_RE.sub(" ", normalize(self.original).text)
+        return self._text
+
+
+def _hex_kind(ctx: _Context, orig_start: int, prefixed: bool) -> str:
+    before = normalize(ctx.original[max(0, orig_start - _LABEL_BEFORE) : orig_start]).text
+    label = None
+    for m in _LABEL_RE.finditer(_MASK_RE.sub(" ", before)):
+        label = m.lastgroup
+    if label is not None:
+        return "txid" if label == "tx" else "private_key"
+    text = ctx.text()
+    if _KEY_ANY_RE.search(text):
+        return "private_key"
+    if _TX_ANY_RE.search(text) or (prefixed and _ETH_RE.search(text)):
+        return "txid"
+    return "private_key"
+
+
+def _split_key(chunks: list[str]) -> bool:
+    joined = "".join(chunks)
+    digits = sum(c.isdigit() for c in joined)
+    if digits < 16 or len(joined) - digits < 8:
+        return False
+    lengths = tuple(len(c) for c in chunks)
+    return not (len(chunks) == 10 and lengths[:5] == _UUID_SHAPE and lengths[5:] == _UUID_SHAPE)
+
+
+def _split_keys(low: str) -> Iterator[tuple[int, int]]:
+    if _SIXTEEN_DIGITS_RE.match(low) is None:
+        return
+    for seq in _CHUNKS_RE.finditer(low):
+        chunks = list(_CHUNK_RE.finditer(seq.group()))
+        base = seq.start()
+        for i in range(len(chunks)):
+            total = 0
+            for j in range(i, len(chunks)):
+                total += chunks[j].end() - chunks[j].start()
+                if total >= 64:
+                    if total == 64 and j > i and _split_key([c.group() for c in chunks[i : j + 1]]):
+                        yield base + chunks[i].start(), base + chunks[j].end()
+                    break
+
+
+def hex_keys(sk: Skeleton) -> Iterator[tuple[str, int, int]]:
+    """``(kind, start, end)`` in the original for every 64-hex value: ``txid`` or ``private_key``."""
+    low = sk.lower
+    ctx = _Context(sk.original)
+    for m in _HEX64_RE.finditer(low):
+        start, end = sk.span(m.start(), m.end())
+        yield _hex_kind(ctx, start, m.group().startswith("0x")), start, end
+    for a, b in _split_keys(low):
+        start, end = sk.span(a, b)
+        yield "private_key", start, end
