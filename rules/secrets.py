@@ -25,15 +25,15 @@ disguise included.
 
 Seed phrases: a run of >= 12 words of BIP-39's English list, separated by *any* run of characters
 that are not letters (spaces of any kind and length, tab, ``- / | ; : _ +``, emoji, backticks,
-numbering, CJK text). Every 12-word window of the run is checked, and the union of the windows
-that look like a phrase is masked, so two phrases in one run, phrases of 12-24 words and runs
-longer than 24 are masked whole. A window looks like a phrase unless more than 4 of its 12 words
-are everyday English words that happen to be on the list (``please check account balance``: a
-random phrase has ~7% such words); a window failing that is still a phrase if a 12-24-word
-sequence starting there passes the BIP-39 checksum. A masked stretch is trimmed by up to 4
-everyday words at either end when what remains is a whole phrase with a valid checksum (so
-``import my wallet: <12 words>`` masks the 12 words, not ``wallet``). The checksum is *not*
-required: a mistyped phrase is still a leaked secret.
+numbering, CJK text). Every 12-word window of the run is checked: the run is a phrase if one
+window is not prose — more than 4 of its 12 words being everyday English words that happen to be
+on the list (``please check account balance``) is prose; a random phrase has ~7% such words — or,
+failing that, if a 12-24-word stretch of it passes the BIP-39 checksum. A run that is a phrase
+is masked whole, so two phrases in one run, phrases of 12-24 words and runs longer than 24 are
+all masked (masking only the phrase-like windows would leave in clear a phrase's tail that is full
+of everyday words). Up to 3 everyday words at either end stay when what remains is a whole phrase
+with a valid checksum (``import my wallet: <12 words>`` masks the 12 words, not ``wallet``). The
+checksum is *not* required: a mistyped phrase is still a leaked secret.
 
 64 hex digits (the same length as a private key, a txid and a block hash) — the policy:
 
@@ -198,7 +198,7 @@ _INDEX: dict[str, int] = {w: i for i, w in enumerate(_MNEMO.wordlist)}
 _VALID_LENGTHS = (12, 15, 18, 21, 24)
 _WINDOW = 12
 _MAX_EVERYDAY = 4  # of 12: more is prose
-_MAX_TRIM = 4
+_MAX_TRIM = 3
 # A run of >= 12 words of 3-8 letters (every BIP-39 word is 3-8 letters) separated by anything
 # but letters; scanned in C, so prose (1-2 and 9+ letter words, other scripts) costs little. The
 # quantifiers are possessive: a word is a whole letter run and a gap a whole non-letter run, so
@@ -238,43 +238,29 @@ def phrase_checksum_ok(words: list[str]) -> bool:
     return hashlib.sha256(entropy).digest()[0] >> (8 - cs_bits) == bits & ((1 << cs_bits) - 1)
 
 
-def _window_is_phrase(words: list[str], k: int) -> bool:
-    if sum(1 for w in words[k : k + _WINDOW] if w in _EVERYDAY) <= _MAX_EVERYDAY:
+def _is_phrase(words: list[str]) -> bool:
+    """A run of list words is a phrase when one 12-word window is not prose, or checksums."""
+    everyday = [w in _EVERYDAY for w in words]
+    if any(sum(everyday[k : k + _WINDOW]) <= _MAX_EVERYDAY for k in range(len(words) - _WINDOW + 1)):
         return True
-    return any(phrase_checksum_ok(words[k : k + size]) for size in _VALID_LENGTHS if k + size <= len(words))
+    return any(phrase_checksum_ok(words[k : k + size]) for size in _VALID_LENGTHS for k in range(len(words) - size + 1))
 
 
-def _trim(words: list[str], a: int, b: int) -> tuple[int, int]:
-    """``[a, b)`` without everyday words at its ends when a whole checksummed phrase remains."""
+def _trim(words: list[str]) -> tuple[int, int]:
+    """The run without everyday words at its ends when a whole checksummed phrase remains."""
+    n = len(words)
+    if phrase_checksum_ok(words):
+        return 0, n
     best: tuple[int, int, int] | None = None
     for la in range(_MAX_TRIM + 1):
-        if la and words[a + la - 1] not in _EVERYDAY:
+        if la and words[la - 1] not in _EVERYDAY:
             break
         for lb in range(_MAX_TRIM + 1):
-            if lb and words[b - lb] not in _EVERYDAY:
+            if lb and words[n - lb] not in _EVERYDAY:
                 break
-            if (la or lb) and phrase_checksum_ok(words[a + la : b - lb]) and (best is None or la + lb < best[0]):
-                best = (la + lb, a + la, b - lb)
-    return (a, b) if best is None else (best[1], best[2])
-
-
-def _phrase_words(words: list[str]) -> Iterator[tuple[int, int]]:
-    """Word ranges ``[a, b)`` to mask in a run of >= 12 list words."""
-    n = len(words)
-    masked = [False] * n
-    for k in range(n - _WINDOW + 1):
-        if _window_is_phrase(words, k):
-            masked[k : k + _WINDOW] = [True] * _WINDOW
-    i = 0
-    while i < n:
-        if not masked[i]:
-            i += 1
-            continue
-        j = i
-        while j < n and masked[j]:
-            j += 1
-        yield _trim(words, i, j)
-        i = j
+            if (best is None or la + lb < best[0]) and phrase_checksum_ok(words[la : n - lb]):
+                best = (la + lb, la, n - lb)
+    return (0, n) if best is None else (best[1], best[2])
 
 
 def seed_phrases(low: str) -> Iterator[tuple[int, int]]:
@@ -293,9 +279,10 @@ def seed_phrases(low: str) -> Iterator[tuple[int, int]]:
             while j < len(tokens) and tokens[j][2] in _INDEX:
                 j += 1
             if j - i >= _WINDOW:
-                seg = tokens[i:j]
-                for a, b in _phrase_words([t[2] for t in seg]):
-                    yield base + seg[a][0], base + seg[b - 1][1]
+                words = [t[2] for t in tokens[i:j]]
+                if _is_phrase(words):
+                    a, b = _trim(words)
+                    yield base + tokens[i + a][0], base + tokens[i + b - 1][1]
             i = j
 
 
