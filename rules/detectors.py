@@ -349,11 +349,14 @@ _B58_KINDS = frozenset({"btc_address", "tron_address", "private_key"})
 _BLOB_KINDS = _B58_KINDS | {"eth_address"}
 
 
-def _blobs(text: str, want: frozenset[str], out: list[Finding]) -> None:
+def _blobs(text: str, want: frozenset[str], out: list[Finding]) -> int:
+    """Addresses and base58 keys found in ``text``; returns the longest alphanumeric run."""
     b58_kinds = bool(want & _B58_KINDS)
+    longest = 0
     for m in _BLOB_RE.finditer(text):
         s = m.group()
         start, end = m.span()
+        longest = max(longest, end - start)
         prefixed = s[:2] in ("0x", "0X")
         body = s[2:] if prefixed else s
         if len(body) in (40, 64) and _HEX_CHARS.issuperset(body):
@@ -367,6 +370,7 @@ def _blobs(text: str, want: frozenset[str], out: list[Finding]) -> None:
             kind = _base58_kind(s)
             if kind is not None:
                 out.append(Finding(kind, start, end))
+    return longest
 
 
 # Not cached, unlike the address checks: this one also recognises private keys (WIF, xprv), and
@@ -427,15 +431,14 @@ def detect(text: str, kinds: frozenset[str] | None = None) -> list[Finding]:
     if want & (_BLOB_KINDS | _HEX64_KINDS | {"seed_phrase"}):
         sk = secrets.skeleton(text)
         in_skeleton: list[Finding] = []
-        if want & _BLOB_KINDS:
-            _blobs(sk.text, want, in_skeleton)
+        longest = _blobs(sk.text, want, in_skeleton)
         if "seed_phrase" in want:
             in_skeleton.extend(Finding("seed_phrase", a, b) for a, b in secrets.seed_phrases(sk.lower))
         for f in in_skeleton:
             start, end = sk.span(f.start, f.end)
             found.append(Finding(f.kind, start, end))
         if want & _HEX64_KINDS:
-            found.extend(Finding(kind, a, b) for kind, a, b in secrets.hex_keys(sk))
+            found.extend(Finding(kind, a, b) for kind, a, b in secrets.hex_keys(sk, whole=longest >= 64))
     if "email" in want and "@" in text:
         found.extend(Finding("email", m.start(), m.end()) for m in _EMAIL_RE.finditer(text))
     if "phone" in want:
