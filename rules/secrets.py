@@ -13,10 +13,11 @@ Detection runs on a *skeleton* of the text, never on the text as typed (issue 13
   ``ı ȷ ɡ ɑ ɩ``). Why a small table and not the whole confusables file (6,000+ entries, or a
   new dependency): secrets are ASCII (BIP-39 English words, hex, base58), so only look-alikes of
   ASCII letters matter, and these are the ones keyboards and homoglyph tools produce.
-* Any other letter of a space-separated script becomes ``\\x01`` (it glues to a Latin run, so a
-  Latin fragment of a Cyrillic word is not a word); letters of scripts written without spaces (CJK,
-  kana, Hangul, Thai...) are kept and separate words like punctuation does. Case is kept (base58
-  is case-sensitive); words and hex are matched on the skeleton lower-cased.
+* Other letters are kept. One of a space-separated script (Cyrillic, accented Latin without a
+  decomposition...) glues to a Latin run, so a Latin fragment of a Cyrillic word is not a word;
+  letters of scripts written without spaces (CJK, kana, Hangul, Thai...) separate words as
+  punctuation does. Case is kept (base58 is case-sensitive); words and hex are matched on the
+  skeleton lower-cased.
 
 Each character is transformed on its own (one ``str.translate`` over a table built at import), so
 the skeleton's positions map back to the original exactly; findings are returned in original
@@ -79,9 +80,9 @@ _LOOKALIKE: dict[str, str] = {
     # Armenian and Latin-extended/IPA letters.
     **dict(zip("օսհոıȷɡɑɩ", "ouhnijgai", strict=True)),
 }
+_DROPPED = frozenset({"Mn", "Me", "Cf", "Cc"})
 # Letters that draw nothing (category Lo, so not caught as format characters).
 _INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0")
-_GLUE = "\x01"
 # Scripts written without spaces between words: their letters separate Latin words.
 _NO_SPACE = (
     (0x0E00, 0x0FFF),
@@ -118,15 +119,7 @@ def _fold(ch: str) -> str:
     out = []
     for c in unicodedata.normalize("NFKD", ch):
         c = _LOOKALIKE.get(c, c)
-        if c.isascii():
-            out.append(c)
-            continue
-        cat = unicodedata.category(c)
-        if cat in ("Mn", "Me", "Cf", "Cc"):
-            continue
-        if cat[0] == "L" or cat == "Mc":
-            out.append(c if _no_space(ord(c)) else _GLUE)
-        else:
+        if c.isascii() or unicodedata.category(c) not in _DROPPED:
             out.append(c)
     return "".join(out)
 
@@ -149,6 +142,43 @@ def _build_table() -> list[int | str]:
 _TABLE = _build_table()
 
 
+def _char_class(cps: list[int]) -> str:
+    ranges: list[list[int]] = []
+    for cp in cps:
+        if ranges and ranges[-1][1] == cp - 1:
+            ranges[-1][1] = cp
+        else:
+            ranges.append([cp, cp])
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
+
+
+# Letters of space-separated scripts other than ASCII (Cyrillic, Greek, accented Latin, Arabic,
+# Indic...): a Latin run touching one is a fragment of a longer word, not a word. Plane 0 only, so
+# the regex engine tests a class with a bitmap (a class reaching past U+FFFF is tested range by
+# range: 30 vs 1 µs a message); letters beyond are rare and count as separators.
+_LETTERS = "a-z" + _char_class(
+    [
+        cp
+        for cp in range(0x80, 0x10000)
+        if (unicodedata.category(chr(cp))[0] == "L" or unicodedata.category(chr(cp)) == "Mc") and not _no_space(cp)
+    ]
+)
+# Characters whose skeleton differs in a way detection can see: one that folds to an ASCII letter
+# or digit, or disappears. A text with none (most Chinese and Korean text, and Cyrillic without
+# look-alikes) is its own skeleton: no translate, positions as they are. Anything past U+FFFF
+# (emoji, mathematical letters, tag characters) takes the translate path.
+_SEEN_FOLD_RE = re.compile(
+    "["
+    + _char_class(
+        [
+            cp
+            for cp in range(0x80, 0x10000)
+            if isinstance(_TABLE[cp], str) and (_TABLE[cp] == "" or re.search("[0-9A-Za-z]", str(_TABLE[cp])))
+        ]
+    )
+    + "]|[\U00010000-\U0010ffff]"
+)
+
 # Marks for the way back: "\x01" for a character whose skeleton is not exactly one character
 # (deleted or expanded). A translate and a one-character class beat a class of the 2,961 such
 # characters, which the regex engine tests range by range (30 vs 1 µs a message).
@@ -165,14 +195,15 @@ class Skeleton:
 
     def __init__(self, original: str) -> None:
         self.original = original
-        if original.isascii():
+        if original.isascii() or _SEEN_FOLD_RE.search(original) is None:
             text = original
         else:
             text = original.translate(_TABLE)
             if _PAST_TABLE_RE.search(text) is not None:
                 text = "".join(_fold(c) if ord(c) >= _TABLE_SIZE else c for c in text)
         self.text = text
-        # Every letter left is ASCII, \x01 or uncased (no-space scripts), so this is 1:1.
+        # 1:1: the one character lower() expands, U+0130, is folded to "I" (it sends a text to
+        # the translate path).
         self.lower = text.lower()
         self._breaks: tuple[list[int], list[int], list[int]] | None = None
 
@@ -236,7 +267,9 @@ _MAX_TRIM = 3
 # quantifiers are possessive: a word is a whole letter run and a gap a whole non-letter run, so
 # backtracking into them could never succeed, and a failed attempt ends at once.
 # It starts with a letter class, not a look-behind, so the engine skips ahead to letters.
-_RUN_RE = re.compile(r"[a-z](?<![a-z\x01][a-z])[a-z]{2,7}+(?:[^a-z\x01]++[a-z]{3,8}+){11,}+(?![a-z\x01])")
+_RUN_RE = re.compile(
+    rf"[a-z](?<![{_LETTERS}][a-z])[a-z]{{2,7}}+(?:[^{_LETTERS}]++[a-z]{{3,8}}+){{11,}}+(?![{_LETTERS}])"
+)
 _WORD_RE = re.compile(r"[a-z]+")
 # Everyday English words that are also BIP-39 words; prose made of them is not a phrase.
 _EVERYDAY: frozenset[str] = frozenset(_INDEX) & frozenset(
@@ -325,7 +358,7 @@ def seed_phrases(low: str) -> Iterator[tuple[int, int]]:
 # right after a hex digit is the tail of a longer run, and is dropped by hex_keys.
 _HEX64_RE = re.compile(r"[0-9a-f]{64}(?![0-9a-f])")
 _HEX_DIGITS = frozenset("0123456789abcdef")
-_CHUNKS_RE = re.compile(r"(?<![0-9a-z])[0-9a-f]{4,}(?:[^0-9a-z\x01]{1,3}[0-9a-f]{4,}){1,15}(?![0-9a-z])")
+_CHUNKS_RE = re.compile(rf"(?<![0-9a-z])[0-9a-f]{{4,}}(?:[^0-9{_LETTERS}]{{1,3}}[0-9a-f]{{4,}}){{1,15}}(?![0-9a-z])")
 _CHUNK_RE = re.compile(r"[0-9a-f]+")
 _SIXTEEN_DIGITS_RE = re.compile(r"(?:[^0-9]*+[0-9]){16}")
 _UUID_SHAPE = (8, 4, 4, 4, 12)

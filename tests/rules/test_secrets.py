@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from mnemonic import Mnemonic
 
 from rules.detectors import detect
@@ -46,3 +48,30 @@ def test_checksum_matches_the_reference() -> None:
     mnemo = Mnemonic("english")
     for words in (PHRASE.split(), [*PHRASE.split()[:11], "zoo"], [*["abandon"] * 11, "about"], ["zoo"] * 24):
         assert phrase_checksum_ok(words) == mnemo.check(" ".join(words)), words
+
+
+# Kept, deleted (zero-width, tag, Hangul filler), expanded (ligature), folded (full-width,
+# Cyrillic, NBSP), decomposed (precomposed and combining accents), past the table (U+20000).
+_PIECES = st.sampled_from(
+    (
+        *("a", "Z", " ", "\u200b", "\ufb01", "\uff41", "\u0430", "中", "ё", "\U000e0041"),
+        *("\u00e9", "e\u0301", "한", "🔥\ufe0f", "\U00020000", "\u00a0", "\u3164"),
+    )
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(_PIECES, max_size=30))
+def test_every_skeleton_character_maps_back_to_the_one_it_came_from(pieces: list[str]) -> None:
+    text = "".join(pieces)
+    sk = skeleton(text)
+    previous = 0
+    for p in range(len(sk.text)):
+        a, b = sk.span(p, p + 1)
+        assert b == a + 1 and a >= previous
+        # The character alone, as it is (fast path) or folded (a zero-width space forces the
+        # translate path): the text took one of the two.
+        assert sk.text[p] in text[a] + skeleton(text[a] + "\u200b").text
+        previous = a
+    if sk.text:
+        assert sk.span(0, len(sk.text))[1] <= len(text)
