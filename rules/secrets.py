@@ -262,6 +262,7 @@ _VALID_LENGTHS = (12, 15, 18, 21, 24)
 _WINDOW = 12
 _MAX_EVERYDAY = 4  # of 12: more is prose
 _MAX_TRIM = 3
+_MAX_RESCUE = 48  # words: two 24-word phrases
 # A run of >= 12 words of 3-8 letters (every BIP-39 word is 3-8 letters) separated by anything
 # but letters; scanned in C, so prose (1-2 and 9+ letter words, other scripts) costs little. The
 # quantifiers are possessive: a word is a whole letter run and a gap a whole non-letter run, so
@@ -307,8 +308,16 @@ def phrase_checksum_ok(words: list[str]) -> bool:
 def _is_phrase(words: list[str]) -> bool:
     """A run of list words is a phrase when one 12-word window is not prose, or checksums."""
     everyday = [w in _EVERYDAY for w in words]
-    if any(sum(everyday[k : k + _WINDOW]) <= _MAX_EVERYDAY for k in range(len(words) - _WINDOW + 1)):
+    count = sum(everyday[:_WINDOW])
+    if count <= _MAX_EVERYDAY:
         return True
+    for k in range(_WINDOW, len(words)):  # the window sliding by one word
+        count += everyday[k] - everyday[k - _WINDOW]
+        if count <= _MAX_EVERYDAY:
+            return True
+    # A long run of everyday words is prose; the bound keeps a hostile 100 KB of them linear.
+    if len(words) > _MAX_RESCUE:
+        return False
     return any(phrase_checksum_ok(words[k : k + size]) for size in _VALID_LENGTHS for k in range(len(words) - size + 1))
 
 
@@ -354,11 +363,13 @@ def seed_phrases(low: str) -> Iterator[tuple[int, int]]:
 
 # --------------------------------------------------------------------------- 64 hex
 
-# No look-behind in front (it stops the engine skipping ahead; 1.8 vs 4.4 µs a message): a match
-# right after a hex digit is the tail of a longer run, and is dropped by hex_keys.
-_HEX64_RE = re.compile(r"[0-9a-f]{64}(?![0-9a-f])")
-_HEX_DIGITS = frozenset("0123456789abcdef")
-_CHUNKS_RE = re.compile(rf"(?<![0-9a-z])[0-9a-f]{{4,}}(?:[^0-9{_LETTERS}]{{1,3}}[0-9a-f]{{4,}}){{1,15}}(?![0-9a-z])")
+# A whole run of hex digits, 64 or more (hex_keys keeps exactly 64). It starts with a character
+# class, so the engine skips ahead (a leading look-behind does not: 1.8 vs 4.4 µs a message), and
+# the look-behind after it ends an attempt inside a run at once: linear even on 100 KB of hex.
+_HEX64_RE = re.compile(r"[0-9a-f](?<![0-9a-f][0-9a-f])[0-9a-f]{63,}+")
+_CHUNKS_RE = re.compile(
+    rf"(?<![0-9a-z])[0-9a-f]{{4,}}+(?:[^0-9{_LETTERS}]{{1,3}}+[0-9a-f]{{4,}}+){{1,15}}+(?![0-9a-z])"
+)
 _CHUNK_RE = re.compile(r"[0-9a-f]+")
 _SIXTEEN_DIGITS_RE = re.compile(r"(?:[^0-9]*+[0-9]){16}")
 _UUID_SHAPE = (8, 4, 4, 4, 12)
@@ -443,7 +454,7 @@ def hex_keys(sk: Skeleton, whole: bool = True) -> Iterator[tuple[str, int, int]]
     context: list[str] = []  # the message lower-cased, on first need
     for m in _HEX64_RE.finditer(low) if whole else ():
         a = m.start()
-        if a and low[a - 1] in _HEX_DIGITS:
+        if m.end() - a != 64:
             continue
         prefixed = low[a - 2 : a] == "0x"
         start, end = sk.span(a - 2 if prefixed else a, m.end())
