@@ -272,6 +272,9 @@ _RUN_RE = re.compile(
     rf"[a-z](?<![{_LETTERS}][a-z])[a-z]{{2,7}}+(?:[^{_LETTERS}]++[a-z]{{3,8}}+){{11,}}+(?![{_LETTERS}])"
 )
 _WORD_RE = re.compile(r"[a-z]+")
+# Pre-check: 12 words of 3+ ASCII letters anywhere, shorter words skipped (1.2 vs 2.3 µs for
+# _RUN_RE on a bench message; 275 of 2,220 bench and sample messages pass). Possessive: linear.
+_TWELVE_WORDS_RE = re.compile(r"(?:[^a-z]*+(?:[a-z]{1,2}+(?![a-z])[^a-z]*+)*+[a-z]{3,}+){12}")
 # Everyday English words that are also BIP-39 words; prose made of them is not a phrase.
 _EVERYDAY: frozenset[str] = frozenset(_INDEX) & frozenset(
     """
@@ -340,7 +343,7 @@ def _trim(words: list[str]) -> tuple[int, int]:
 
 def seed_phrases(low: str) -> Iterator[tuple[int, int]]:
     """Spans of seed phrases in a lower-cased skeleton."""
-    if len(low) < _MIN_PHRASE_CHARS:
+    if len(low) < _MIN_PHRASE_CHARS or _TWELVE_WORDS_RE.match(low) is None:
         return
     for run in _RUN_RE.finditer(low):
         tokens = [(m.start(), m.end(), m.group()) for m in _WORD_RE.finditer(run.group())]
