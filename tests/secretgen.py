@@ -105,6 +105,12 @@ class Secret:
     phrases: tuple[tuple[str, ...], ...] = ()
     keys: tuple[str, ...] = ()
 
+    @property
+    def fragments(self) -> tuple[str, ...]:
+        """Every phrase word and key, in order (check them with the ``*_survivors`` helpers: a
+        single list word such as ``wallet`` may rightly stay in the surrounding text)."""
+        return tuple(w for p in self.phrases for w in p) + self.keys
+
 
 # ------------------------------------------------------------------ character-level disguises
 
