@@ -25,13 +25,14 @@ Decisions, with the reasons:
   ``0532 123 45 67``), Russian ``8 (912) 345-67-89`` and North-American ``(555) 123-4567``.
   Bare digit runs other than Chinese mobiles are *not* phones: they are usually order/UID numbers.
 
-Cost (2-core box shared with other jobs, the tree before issue 13 measured in the same run): on
-the 220 labelled samples 21 vs 12 µs per message for all kinds, 16 vs 8.4 µs for the two secret
-kinds alone (always run by the engine); on the ``switchboard bench rules`` corpus 15.5 vs 6.4 µs.
-The difference is the skeleton (a translate for text with look-alikes or accents, ~2-3 µs) and
-scans that no longer stop at the first unusual separator; a whole engine evaluation costs
-1.13-1.20x what it did (82 vs 73 µs a message with the default rules). Plain chat text stays
-cheap: every scan has a pre-check (12 words of 3+ letters, an alphanumeric run of 64, 16 digits).
+Cost (2-core box shared with other jobs, the tree before issue 13 measured in the same run, best
+of 3 interleaved runs): on the 220 labelled samples 19.4 vs 11.8 µs per message for all kinds,
+15.6 vs 8.5 µs for the two secret kinds alone (always run by the engine); on the
+``switchboard bench rules`` corpus 14.5 vs 6.3 µs. The difference is the skeleton (a translate for
+text with look-alikes or accents, ~2-3 µs) and scans that no longer stop at the first unusual
+separator; a whole engine evaluation costs 1.15-1.30x what it did (82 vs 70 µs a message with the
+default rules). Plain chat text stays cheap: every scan has a pre-check (12 words of 3+ letters, an
+alphanumeric run of 64, 16 digits).
 """
 
 from __future__ import annotations
