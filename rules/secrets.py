@@ -65,6 +65,8 @@ from collections.abc import Iterator
 
 from mnemonic import Mnemonic
 
+from rules.normalize import is_word_char
+
 __all__ = ["Skeleton", "hex_keys", "phrase_checksum_ok", "seed_phrases", "skeleton"]
 
 # --------------------------------------------------------------------------- skeleton
@@ -81,41 +83,17 @@ _LOOKALIKE: dict[str, str] = {
     **dict(zip("օսհոıȷɡɑɩ", "ouhnijgai", strict=True)),
 }
 _DROPPED = frozenset({"Mn", "Me", "Cf", "Cc"})
+_LETTER_CATS = frozenset({"Lu", "Ll", "Lt", "Lm", "Lo", "Mc"})
 # Letters that draw nothing (category Lo, so not caught as format characters).
 _INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0")
-# Scripts written without spaces between words: their letters separate Latin words.
-_NO_SPACE = (
-    (0x0E00, 0x0FFF),
-    (0x1000, 0x109F),
-    (0x1100, 0x11FF),
-    (0x1780, 0x17FF),
-    (0x2E80, 0x2FDF),
-    (0x3005, 0x3007),
-    (0x3021, 0x303C),
-    (0x3040, 0x31FF),
-    (0x3400, 0x4DBF),
-    (0x4E00, 0x9FFF),
-    (0xA000, 0xA4CF),
-    (0xAC00, 0xD7FF),
-    (0xF900, 0xFAFF),
-    (0xFF66, 0xFFDC),
-    (0x1B000, 0x1B2FF),
-    (0x20000, 0x3FFFF),
-)
-_NO_SPACE_STARTS = tuple(r[0] for r in _NO_SPACE)
-
-
-def _no_space(cp: int) -> bool:
-    i = bisect.bisect_right(_NO_SPACE_STARTS, cp) - 1
-    return i >= 0 and cp <= _NO_SPACE[i][1]
 
 
 def _fold(ch: str) -> str:
     """The skeleton of one character (see the module docstring)."""
     if ch in _INVISIBLE:
         return ""
-    if _no_space(ord(ch)) and unicodedata.category(ch)[0] == "L":
-        return ch  # NFKD would split a Hangul syllable into jamo, for nothing
+    if unicodedata.category(ch)[0] == "L" and not is_word_char(ch):
+        return ch  # a no-space script (NFKD would split a Hangul syllable into jamo, for nothing)
     out = []
     for c in unicodedata.normalize("NFKD", ch):
         c = _LOOKALIKE.get(c, c)
@@ -157,11 +135,7 @@ def _char_class(cps: list[int]) -> str:
 # the regex engine tests a class with a bitmap (a class reaching past U+FFFF is tested range by
 # range: 30 vs 1 µs a message); letters beyond are rare and count as separators.
 _LETTERS = "a-z" + _char_class(
-    [
-        cp
-        for cp in range(0x80, 0x10000)
-        if (unicodedata.category(chr(cp))[0] == "L" or unicodedata.category(chr(cp)) == "Mc") and not _no_space(cp)
-    ]
+    [cp for cp in range(0x80, 0x10000) if unicodedata.category(chr(cp))[:2] in _LETTER_CATS and is_word_char(chr(cp))]
 )
 # Characters whose skeleton differs in a way detection can see: one that folds to an ASCII letter
 # or digit, or disappears. A text with none (most Chinese and Korean text, and Cyrillic without
