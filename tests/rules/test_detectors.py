@@ -407,15 +407,3 @@ def test_table_driven_bech32_polymod_matches_the_reference() -> None:
     for _ in range(300):
         values = [rng.randrange(32) for _ in range(rng.randrange(1, 90))]
         assert detectors._bech32_polymod(values) == reference(values)
-
-
-def test_separator_precheck_counts_every_separator() -> None:
-    from rules import detectors
-
-    pad = "x" * 47  # long enough to hold the shortest phrase: only the separators decide
-    for text in ["a b c", "a,b.c)d\ne，f、g " * 2, " " * 11, " " * 10 + ",", "x" * 20]:
-        want = sum(text.count(c) for c in detectors._SEPARATORS) >= 11
-        assert detectors._enough_separators(text + pad) == want
-    # Shorter than 12 three-letter words and 11 gaps: no phrase fits, whatever the separators.
-    assert not detectors._enough_separators(" " * 46)
-    assert detectors._enough_separators(" " * 47)
