@@ -405,6 +405,19 @@ async def _check(rt: Any, args: argparse.Namespace) -> int:
     return 1 if reasons or stats["alerts"] else 0
 
 
+async def _scrub(rt: Any, args: argparse.Namespace) -> int:
+    from router.scrub import rewrite_aof
+
+    done = await rewrite_aof(rt.client)
+    if not done.aof_enabled:
+        print("this Redis keeps no AOF: nothing to rewrite")
+    else:
+        print(f"AOF rewritten in {done.seconds:.1f}s: the files now hold the data as it is, nothing older")
+    if done.rdb_saves:
+        print("this Redis also writes RDB snapshots: older ones (and backups) may still hold old data")
+    return 0
+
+
 # -- rules ---------------------------------------------------------------------------------------
 def cmd_rules_offline(args: argparse.Namespace, settings: Settings) -> int:
     from rules import commands
@@ -573,6 +586,7 @@ def build_parser() -> argparse.ArgumentParser:
         "exit 1, naming why, when no worker is alive, a supervised one is missing, an adapter stopped for good "
         "(e.g. a Discord token reset) or an [alerts] limit is passed",
     )
+    add("scrub", _with_runtime(_scrub), "rewrite Redis's AOF so that deleted or old data leaves the disk")
     sp = add("dead", _with_runtime(_dead), "dead letters: list, retry, drop")
     sp.add_argument("action", choices=["list", "retry", "drop"])
     sp.add_argument("ids", nargs="*")

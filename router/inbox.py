@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
@@ -15,6 +17,7 @@ from router.errors import AppendRefused, InboxFull, RedisFull
 from router.keys import ROUTER_GROUP, Keys
 from router.model import Envelope, encode
 from router.scripts import Scripts, argv, run_many
+from rules import redact_secrets
 
 log = logging.getLogger("switchboard.inbox")
 
@@ -66,7 +69,7 @@ class Inbox:
             f"{env.channel}:{env.account}:{env.platform_id}",
             self._settings.dedup_ttl_s,
             self._settings.maxlen,
-            encode(env),
+            encode(scrubbed(env)),
             env.channel,
             ROUTER_GROUP,
         )
@@ -116,6 +119,40 @@ class Inbox:
     async def ensure_group(self) -> None:
         """Create the routers' consumer group (and the stream) if missing."""
         await ensure_group(self._client, self._keys.inbox, ROUTER_GROUP)
+
+
+_IDENTIFIER = re.compile(r"(^|_)ids?$|references|reply_to")
+
+
+def scrubbed(env: Envelope) -> Envelope:
+    """``env`` with every seed phrase and private key masked in each field a person wrote.
+
+    Done before the first write: what reaches Redis, and so its AOF and RDB files, never holds a
+    pasted secret in clear (docs/security.md). The rules still see that one was there: they read
+    the ``[redacted:KIND]`` marker as a finding of that kind (rules/detectors.py). Platform ids
+    and the ``meta`` entries that are identifiers (``*id``, references) are left alone: masking
+    a 64-hex Message-ID would break the thread; the rest of ``meta`` (an e-mail's subject, the
+    whole body, names) is masked like the text.
+    """
+    sender = env.sender
+    name, handle = redact_secrets(sender.name), redact_secrets(sender.handle)
+    changes: dict[str, object] = {}
+    if (text := redact_secrets(env.text)) != env.text:
+        changes["text"] = text
+    if env.subject and (subject := redact_secrets(env.subject)) != env.subject:
+        changes["subject"] = subject
+    if name != sender.name or handle != sender.handle:
+        changes["sender"] = msgspec.structs.replace(sender, name=name, handle=handle)
+    if env.attachments:
+        names = [redact_secrets(a.name) for a in env.attachments]
+        if any(n != a.name for n, a in zip(names, env.attachments, strict=True)):
+            changes["attachments"] = tuple(
+                msgspec.structs.replace(a, name=n) for n, a in zip(names, env.attachments, strict=True)
+            )
+    meta = {k: v if _IDENTIFIER.search(k) else redact_secrets(v) for k, v in env.meta.items()}
+    if meta != env.meta:
+        changes["meta"] = meta
+    return msgspec.structs.replace(env, **changes) if changes else env
 
 
 async def ensure_group(client: aioredis.Redis, stream: str, group: str) -> None:

@@ -60,6 +60,19 @@ def find_redis_server() -> str:
     )
 
 
+def private(data_dir: Path) -> None:
+    """Make ``data_dir`` and everything in it this user's only (0700 / 0600).
+
+    The AOF holds every message, the console's users' password hashes and, unless configured
+    elsewhere, its signing secret: nobody else on the machine has to read it (docs/security.md).
+    Files written before this existed (0644 under the usual umask) are tightened too.
+    """
+    data_dir.chmod(0o700)
+    for path in data_dir.rglob("*"):
+        with contextlib.suppress(OSError):  # a file that went away meanwhile
+            path.chmod(0o700 if path.is_dir() else 0o600)
+
+
 @dataclass
 class EmbeddedRedis:
     """A private redis-server on a unix socket in ``data_dir``, with AOF persistence.
@@ -144,6 +157,7 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        private(self.data_dir)
         if len(str(self.socket_path)) > 100 and not self.port:
             raise RedisUnavailable(f"data directory path too long for a unix socket: {self.socket_path}")
         conf = [
@@ -165,16 +179,19 @@ class EmbeddedRedis:
             conf += [f"unixsocket {self.socket_path}", "unixsocketperm 700"]
         conf_path = self.data_dir / "redis.conf"
         conf_path.write_text("\n".join(conf) + "\n")
+        conf_path.chmod(0o600)
         binary = find_redis_server()
         # Errors before redis opens its log file (a bad config line) go to stderr: keep them.
         stderr_path = self.data_dir / "redis.stderr"
         with stderr_path.open("wb") as stderr:
+            stderr_path.chmod(0o600)
             self.process = subprocess.Popen(
                 [binary, str(conf_path.resolve())],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
                 start_new_session=True,  # Ctrl-C in a terminal must not kill it before we flush
+                umask=0o077,  # its AOF, RDB and log: readable by this user only
             )
         deadline = time.monotonic() + timeout
         import redis as syncredis
@@ -277,6 +294,7 @@ def redis_server(settings: Settings) -> Iterator[str]:
         maxmemory=settings.redis.embedded_maxmemory,
     )
     embedded.data_dir.mkdir(parents=True, exist_ok=True)
+    private(embedded.data_dir)
     # The process holding the lock owns the server: it started (or adopted) it and stops it. The
     # lock goes with the process, whatever kills it; children do not inherit it (close-on-exec).
     with embedded.lock_path.open("a") as lock:

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 
 from adapters.email.mime import normalize_subject
 from router.keys import Keys
+from rules import redact_secrets
 
 
 def related(thread_subject: str, subject: str) -> bool:
@@ -75,7 +76,8 @@ class ThreadIndex:
         ``own_id`` is the message's Message-ID ("" if it has none), ``fallback_id`` the id used
         when it has none. The message itself is recorded under its own id with the result.
         """
-        norm = normalize_subject(subject)
+        # Masked, as everything stored (docs/security.md): a subject can hold a pasted secret too.
+        norm = redact_secrets(normalize_subject(subject))
         # The message it answers first, then the rest of its ancestry, nearest first.
         parents = list(dict.fromkeys([*in_reply_to, *reversed(references)]))
         parents = [p for p in parents if p != own_id]

@@ -173,3 +173,11 @@ def test_two_uuids_are_not_a_split_key() -> None:
 )
 def test_everyday_text_is_untouched(text: str) -> None:
     assert redact_secrets(text) == text
+
+
+def test_a_phrase_followed_by_a_long_word_is_found() -> None:
+    # A word of 9+ letters right after the phrase ("immediately", or two words glued by a mail
+    # client's header folding) once ended the run's match as a whole: nothing was masked.
+    phrase = "wrap sea donkey grit potato video bomb public lawn gym salmon song"
+    for tail in (" immediately", " roadcactus knock", ", please help immediately"):
+        assert redact_secrets(phrase + tail).startswith("[redacted:seed_phrase]"), tail
