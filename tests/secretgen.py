@@ -37,6 +37,7 @@ __all__ = [
     "phrase_survivors",
     "reveal",
     "secrets",
+    "split",
 ]
 
 _MNEMO = Mnemonic("english")
@@ -104,6 +105,8 @@ class Secret:
     evasion: str
     phrases: tuple[tuple[str, ...], ...] = ()
     keys: tuple[str, ...] = ()
+    #: A phrase sent in pieces: these consecutive messages of one conversation (``text`` joins them).
+    messages: tuple[str, ...] = ()
 
     @property
     def fragments(self) -> tuple[str, ...]:
@@ -246,6 +249,31 @@ def generate(n: int, seed: int) -> list[Secret]:
             out.append(_phrase_secret(PHRASE_EVASIONS[(i // 2) % len(PHRASE_EVASIONS)], rng))
         else:
             out.append(_key_secret(KEY_EVASIONS[(i // 2) % len(KEY_EVASIONS)], rng))
+    return out
+
+
+#: How :func:`split` cuts a 12-word phrase: the words of each message, and the text around them.
+SPLITS: tuple[tuple[int, ...], ...] = ((6, 6), (4, 4, 4), (7, 5), (3, 9), (9, 3), (2, 10), (6, 3, 3))
+
+
+def split(seed: int) -> list[Secret]:
+    """A phrase sent in pieces over consecutive messages, one :class:`Secret` per cut of ``SPLITS``.
+
+    The first piece ends a message that starts with prose, the last starts one that ends with prose,
+    pieces between are whole messages (docs/security.md: what a piece must look like to be masked).
+    """
+    rng = random.Random(seed)
+    out = []
+    for cut in SPLITS:
+        words = _phrase(rng, 128)
+        pieces, at = [], 0
+        for n in cut:
+            pieces.append(" ".join(words[at : at + n]))
+            at += n
+        pieces[0] = rng.choice(("ok here are my words ", "первые слова: ", "前六个是 ")) + pieces[0]
+        pieces[-1] += rng.choice((" is that right?", " 对吗", ""))
+        name = "+".join(map(str, cut))
+        out.append(Secret("\n".join(pieces), f"phrase/split {name}", phrases=(words,), messages=tuple(pieces)))
     return out
 
 

@@ -1,6 +1,7 @@
 """Issue 13's at-rest check: 50 disguised secrets sent through the sandbox, Telegram and e-mail
-adapters leave no trace in the Redis data directory (AOF, RDB, logs), the stored history, the
-dead letters or the log records; and the directory is private to its owner.
+adapters, and phrases sent in pieces over consecutive messages, leave no trace in the Redis data
+directory (AOF, RDB, logs), the stored history, the dead letters, the log records or any page and
+API response of the console; and the directory is private to its owner.
 
 The test has a Redis of its own (not the session's), so that its data directory holds only what
 this test wrote and the files are checked exactly as the server left them: no rewrite first.
@@ -8,6 +9,7 @@ this test wrote and the files are checked exactly as the server left them: no re
 
 from __future__ import annotations
 
+import contextlib
 import re
 import stat
 from collections.abc import AsyncIterator, Iterator
@@ -20,14 +22,17 @@ from router.deadletters import DeadLetters
 from router.runtime import Runtime, running_adapters
 from router.worker import Worker
 from tests.conftest import ROUTER_RULES, RedisProcess
+from tests.console.conftest import PASSWORD, Served, served, web_settings  # noqa: F401 (fixtures)
 from tests.email.conftest import MailFolder, SmtpServer, email_section
 from tests.email.test_adapter import adapters_of, envelopes, mail
 from tests.router.helpers import drain
-from tests.secretgen import Secret, generate, reveal
+from tests.secretgen import Secret, generate, reveal, split
 from tests.telegram.conftest import MakeAdapter, consumed, emu, make_adapter  # noqa: F401 (fixtures)
 from tests.telegram.emulator import Emulator
 
-SECRETS = generate(50, seed=13)
+GENERATED = generate(50, seed=13)
+PIECES = split(seed=13)  # each sent as consecutive sandbox messages of one user
+SECRETS = GENERATED + PIECES
 _WORD = re.compile(r"[a-z]+")
 
 
@@ -76,9 +81,12 @@ async def all_routed(
     mailbox: MailFolder,
     smtp_server: SmtpServer,
 ) -> AsyncIterator[Runtime]:
-    sandbox, telegram, mailed = SECRETS[:17], SECRETS[17:34], SECRETS[34:]
+    sandbox, telegram, mailed = GENERATED[:17], GENERATED[17:34], GENERATED[34:]
     for i, s in enumerate(sandbox):
         await rt.inbox.append(envelope(f"sandbox-{i}", s.text, subject=s.text))
+    for i, s in enumerate(PIECES):
+        for piece in s.messages:
+            await rt.inbox.append(envelope(f"pieces-{i}", piece))
     last = None
     for i, s in enumerate(telegram):
         # In the text, and in the display name the platform shows (a phrase pasted as a name).
@@ -91,7 +99,7 @@ async def all_routed(
         await mailbox.deliver(mail("help " + " ".join(s.text.split()), s.text))
     reader, sender = adapters_of(rt, email_section(mailbox, smtp_server))
     async with running_adapters([reader, sender]):
-        await envelopes(rt, len(SECRETS), limit=30)
+        await envelopes(rt, len(GENERATED) + sum(len(s.messages) for s in PIECES), limit=30)
         await drain(Worker(rt.client, rt.settings))
     yield rt
 
@@ -109,6 +117,31 @@ async def test_no_secret_reaches_redis_files_history_dead_letters_or_logs(
     found += leaks(SECRETS, "dead letters", repr(dead))
     found += leaks(SECRETS, "log records", "\n".join(r.getMessage() for r in caplog.records))
     assert not found, found
+
+
+@pytest.mark.usefixtures("all_routed")
+async def test_no_secret_in_any_console_page_or_api_response(served: Served) -> None:  # noqa: F811
+    api = served.api(await served.user("auditor", "admin"))
+    browser, _csrf = await served.browser_session("admin")
+    found: list[str] = []
+    async with api, contextlib.aclosing(browser):
+        responses = [await api.get("/api/stats"), await browser.get("/queues"), await browser.get("/admin/dashboard")]
+        groups = (await api.get("/api/groups")).json()["groups"]
+        assert groups
+        for name in groups:
+            responses += [await api.get(f"/api/groups/{name}/queue"), await browser.get(f"/queues/{name}/rows")]
+        for cid in range(1, len(SECRETS) + 1):
+            responses += [
+                await api.get(f"/api/conversations/{cid}"),
+                await browser.get(f"/conversations/{cid}"),
+                await browser.get(f"/conversations/{cid}/timeline"),
+            ]
+    for r in responses:
+        assert r.status_code == 200, (r.url, r.status_code)
+        found += leaks(SECRETS, str(r.url.path), r.text)
+    assert not found, found
+    shown = "".join(r.text for r in responses)
+    assert shown.count("[redacted:seed_phrase]") >= len(PIECES)  # the pages did show the messages
 
 
 def _files_leak(data_dir: Path) -> list[str]:

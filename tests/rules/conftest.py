@@ -2,35 +2,15 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-import types
-from collections.abc import Iterable
+import os
 from pathlib import Path
 
 import pytest
 
-_RULES = Path(__file__).resolve().parents[2] / "rules"
-
-if importlib.util.find_spec("rules.language") is None:  # pragma: no cover - until it lands
-    # Throwaway stand-in while rules/language.py is being written by another helper.
-    stub = types.ModuleType("rules.language")
-
-    class LanguageDetector:
-        def __init__(self, languages: Iterable[str]) -> None:
-            self.languages = tuple(languages)
-
-        def detect(self, text: str) -> str | None:
-            if any("\u4e00" <= ch <= "\u9fff" for ch in text):
-                return "zh" if "zh" in self.languages else None
-            if any("\u0400" <= ch <= "\u04ff" for ch in text):
-                return "ru" if "ru" in self.languages else None
-            if any("\uac00" <= ch <= "\ud7a3" for ch in text):
-                return "ko" if "ko" in self.languages else None
-            return "en" if len(text.split()) >= 3 and "en" in self.languages else None
-
-    stub.LanguageDetector = LanguageDetector  # type: ignore[attr-defined]
-    sys.modules["rules.language"] = stub
+# ../shared beside the project (where CI puts it too), unless SWITCHBOARD_SAMPLES says otherwise.
+SAMPLES = Path(
+    os.environ.get("SWITCHBOARD_SAMPLES", Path(__file__).resolve().parents[3] / "shared" / "samples" / "messages.jsonl")
+)
 
 
 BASE = """\

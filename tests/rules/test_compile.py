@@ -20,6 +20,8 @@ from rules.compile import (
 )
 from rules.normalize import normalize
 
+from .conftest import SAMPLES
+
 
 def test_re2_refusals_say_why() -> None:
     assert "backreferences" in (regex_error(r"(a)\1") or "")
@@ -242,14 +244,13 @@ def test_default_rules_gating_is_exact_on_the_samples() -> None:
     # The default set gates all but its greeting and VIP-sender rules; evaluating every rule on
     # every sample gives the same decisions.
     import json
-    from pathlib import Path
 
     from rules.commands import message_from_json
 
     engine = Engine.default()
     ungated = {engine._c.rules[i].id for i in engine._c.ungated}
     assert ungated == {"greeting", "vip-sender"}
-    samples = Path(__file__).resolve().parents[3] / "shared" / "samples" / "messages.jsonl"
+    samples = SAMPLES
     if not samples.exists():
         pytest.skip("samples not available")
     brute = Engine.__new__(Engine)

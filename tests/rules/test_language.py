@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 
 from rules import language as lang
 from rules.language import LanguageDetector
 
-# ../shared beside the project (where CI puts it too), unless SWITCHBOARD_SAMPLES says otherwise.
-SAMPLES = Path(
-    os.environ.get("SWITCHBOARD_SAMPLES", Path(__file__).resolve().parents[3] / "shared" / "samples" / "messages.jsonl")
-)
+from .conftest import SAMPLES
+
 LANGS = ("zh", "en", "ru", "es", "tr", "vi", "pt", "ko")
 
 

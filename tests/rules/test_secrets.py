@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from mnemonic import Mnemonic
 
+from rules import redact_secrets
+from rules.bench import corpus
 from rules.detectors import detect
-from rules.secrets import phrase_checksum_ok, skeleton
+from rules.secrets import _RUN_RE, phrase_checksum_ok, skeleton
+from tests.rules.conftest import SAMPLES
 from tests.rules.test_secret_evasions import PHRASE, PHRASE_DISGUISES
+from tests.secretgen import Secret, phrase_survivors, split
 
 
 def test_mask_covers_the_original_span_of_a_disguised_phrase() -> None:
@@ -75,3 +83,42 @@ def test_every_skeleton_character_maps_back_to_the_one_it_came_from(pieces: list
         previous = a
     if sk.text:
         assert sk.span(0, len(sk.text))[1] <= len(text)
+
+
+@pytest.mark.parametrize("secret", split(seed=13), ids=lambda s: s.evasion)
+def test_a_phrase_sent_in_pieces_is_masked_piece_by_piece(secret: Secret) -> None:
+    # Each message is masked on its own, as the inbox does on append; afterwards no 4 consecutive
+    # words of the phrase remain in clear in any message, nor across two consecutive ones.
+    outputs = [redact_secrets(m) for m in secret.messages]
+    assert "[redacted:seed_phrase]" in "".join(outputs)
+    for a, b in itertools.pairwise(["", *outputs]):
+        assert not phrase_survivors(secret, f"{a}\n{b}"), (a, b)
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("my first words: absorb abstract absurd abuse", "my first words: [redacted:seed_phrase]"),
+        ("absorb abstract absurd abuse, then?", "[redacted:seed_phrase], then?"),  # "then": everyday
+        ("帮我看 absorb abstract absurd abuse 谢谢", "帮我看 [redacted:seed_phrase] 谢谢"),
+        ("absorb abstract absurd", "[redacted:seed_phrase]"),  # a whole message of 3
+        ("absorb abstract about absurd abuse", "[redacted:seed_phrase]"),  # 1 everyday word in 5
+        ("absorb abstract absurd about", "absorb abstract absurd about"),  # 3 and everyday: not whole
+        ("crazy pump today", "crazy pump today"),  # 3 with an everyday word: a sentence
+        ("my withdrawal is still pending since today", "my withdrawal is still pending since today"),
+        ("gas fee very high", "gas fee very high"),  # 2 everyday words in 4
+        ("I wrote abandon ability able about in my notes", "I wrote abandon ability able about in my notes"),
+    ],
+)
+def test_pieces_at_the_edges(text: str, masked: str) -> None:
+    assert redact_secrets(text) == masked
+
+
+def test_no_piece_is_found_in_the_sample_and_bench_traffic() -> None:
+    # The rule for pieces must not mask what people write: of 5,220 messages, none holding a
+    # whole phrase (no run of 12 list words) has a seed-phrase finding.
+    texts = [json.loads(line)["text"] for line in SAMPLES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts += [m.text for m in corpus(5000, seed=7)]
+    pieces = [t for t in texts if detect(t, frozenset({"seed_phrase"})) and not _RUN_RE.search(skeleton(t).lower)]
+    assert len(texts) == 5220
+    assert pieces == []
