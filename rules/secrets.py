@@ -360,13 +360,19 @@ _EDGE_CHARS = _MAX_RESCUE * 9  # the longest run worth looking at from each end
 _EDGE_WORD_RE = re.compile(rf"[{_LETTERS}]+")
 _LAST_WORD_CHARS = 64  # the last word, with the punctuation, emoji or CJK text after it
 _FIRST_WORD_RE = re.compile(rf"[^{_LETTERS}]*+([{_LETTERS}]+)")
+_GAP_LETTER_RE = re.compile(r"[^\W\d_]")  # a letter of any script
 
 
-def _edge_run(words: list[re.Match[str]]) -> tuple[int, int]:
+def _edge_run(low: str, words: list[re.Match[str]]) -> tuple[int, int]:
     """``[lo, hi)`` of ``words`` (from the edge inwards): the list words, less the everyday ones at
-    either end of them (``please <4 words> thanks``)."""
+    either end of them (``please <4 words> thanks``). Words with text of another script between
+    them are prose, not a piece (``我的 withdrawal 被 reject 了，reason 写的 risk control``)."""
     hi = 0
     while hi < len(words) and words[hi].group() in _INDEX:
+        if hi:
+            a, b = sorted((words[hi - 1], words[hi]), key=lambda m: m.start())
+            if _GAP_LETTER_RE.search(low, a.end(), b.start()):
+                break
         hi += 1
     lo = 0
     while lo < hi and words[lo].group() in _EVERYDAY:
@@ -391,7 +397,7 @@ def _fragments(low: str) -> Iterator[tuple[int, int]]:
     first = _EDGE_WORD_RE.search(low)
     if first is not None and first.group() in _INDEX:
         head = list(_EDGE_WORD_RE.finditer(low, first.start(), _EDGE_CHARS))
-        lo, hi = _edge_run(head)
+        lo, hi = _edge_run(low, head)
         whole = lo == 0 and hi == len(head) and len(low) <= _EDGE_CHARS
         if _piece([m.group() for m in head[lo:hi]], whole):
             yield head[lo].start(), head[hi - 1].end()
@@ -405,7 +411,7 @@ def _fragments(low: str) -> Iterator[tuple[int, int]]:
     tail = list(_EDGE_WORD_RE.finditer(low, base))[::-1]
     if base and tail[-1].start() == base:
         tail.pop()  # cut by the window: not a word
-    lo, hi = _edge_run(tail)
+    lo, hi = _edge_run(low, tail)
     if _piece([m.group() for m in tail[lo:hi]], False):
         yield tail[hi - 1].start(), tail[lo].end()
 

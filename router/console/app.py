@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sys
 from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
@@ -108,14 +107,12 @@ def create_app(runtime: Runtime, settings: Settings) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         await console.start()
-        password = await console.first_admin()
-        if password:
-            # Printed, not logged: log collectors keep lines for longer than this password lives.
-            print(
-                f"\nSwitchboard console: created user 'admin' with the one-time password  {password}\n"
-                "(it must be changed at first login)\n",
-                file=sys.stderr,
-                flush=True,
+        if where := await console.first_admin():
+            log.warning(
+                "created console user 'admin'; its one-time password is in %s (readable by this account "
+                "only, valid for %d h, to be changed at first login)",
+                where,
+                console.web.otp_ttl_s // 3600,
             )
         sampler = asyncio.create_task(_sampler(console, stopping))
         try:

@@ -12,9 +12,11 @@ import asyncio
 import difflib
 import importlib.resources
 import json
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from adapters.sandbox import envelope, user_inbox
@@ -32,7 +34,7 @@ from router.worker import message_in
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
 
 from .audit import Audit
-from .auth import Forbidden, LoginLimiter, Sessions, User, Users, load_secret
+from .auth import FIRST_ADMIN, Forbidden, LoginLimiter, Sessions, User, Users, load_secret
 
 DEFAULT_CANNED = {
     "Greeting": "Hello, thank you for contacting support. I am looking into this for you now.",
@@ -71,6 +73,9 @@ class ReplayRow:
     changed: tuple[str, ...]
 
 
+FIRST_ADMIN_FILE = "first-admin-password"
+
+
 class Console:
     """The console's services over one Runtime (built by ``create_app``; started by its lifespan)."""
 
@@ -102,13 +107,35 @@ class Console:
         await self.stream_client.aclose()
         await self.rt.__aexit__(None, None, None)
 
-    async def first_admin(self) -> str | None:
-        """Create the first admin when there is no user; the one-time password when generated."""
+    @property
+    def first_admin_file(self) -> Path:
+        return self.settings.redis.data_dir / FIRST_ADMIN_FILE
+
+    async def first_admin(self) -> Path | None:
+        """Create the first admin when there is no user; where its one-time password is, when generated.
+
+        The password goes to ``first_admin_file`` (0600 in the 0700 data directory), never to the
+        terminal or the log: process output is collected and kept by supervisors and log shippers
+        for longer than the password lives. The file is removed at a later start once the admin has
+        chosen a password (or is gone).
+        """
         web = self.web
         configured = None
         if (web.admin_password and web.admin_password.get_secret_value()) or web.admin_password_file:
             configured = read_secret(web.admin_password, web.admin_password_file, "web.admin_password")
-        return await self.users.ensure_first_admin(configured)
+        made = await self.users.ensure_first_admin(configured)
+        path = self.first_admin_file
+        if made is None:
+            admin = await self.users.get(FIRST_ADMIN)
+            if admin is None or not admin.must_change:
+                path.unlink(missing_ok=True)
+            return None
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # a file left with wider rights by hand
+        with os.fdopen(fd, "w") as out:
+            out.write(made + "\n")
+        return path
 
     # -- groups and engine ---------------------------------------------------------------------
     async def engine(self) -> Engine:

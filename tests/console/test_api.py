@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 import subprocess
 
 import httpx
@@ -101,9 +102,13 @@ async def test_first_admin_gets_a_one_time_password_that_must_be_changed(served:
     assert await served.console.users.verify("admin", PASSWORD) is not None
     await served.console.users.delete("admin")
     served.console.web = served.console.web.model_copy(update={"admin_password": None})
-    password = await served.console.first_admin()
-    assert password and len(password) >= 12
+    where = await served.console.first_admin()
+    # In a file only its owner reads, not on the terminal or in the log (issue 13).
+    assert where is not None and stat.S_IMODE(where.stat().st_mode) == 0o600
+    password = where.read_text().strip()
+    assert len(password) >= 12
     assert await served.console.first_admin() is None  # only once
+    assert where.exists()  # until the admin has chosen a password
     client, csrf = await served.browser_session("admin", password)
     assert (await client.get("/queues")).headers["location"] == "/password"
     assert (await client.get("/api/groups")).status_code == 403
@@ -113,6 +118,8 @@ async def test_first_admin_gets_a_one_time_password_that_must_be_changed(served:
     assert r.status_code == 200
     assert (await client.get("/api/groups")).status_code == 200
     await client.aclose()
+    assert await served.console.first_admin() is None
+    assert not where.exists()  # the next start removes it
 
 
 async def test_logout_ends_the_session(served: Served) -> None:

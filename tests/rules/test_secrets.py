@@ -107,6 +107,11 @@ def test_a_phrase_sent_in_pieces_is_masked_piece_by_piece(secret: Secret) -> Non
         ("crazy pump today", "crazy pump today"),  # 3 with an everyday word: a sentence
         ("my withdrawal is still pending since today", "my withdrawal is still pending since today"),
         ("gas fee very high", "gas fee very high"),  # 2 everyday words in 4
+        # Chinese between the words: prose in two languages, not a piece.
+        (
+            "我的 withdrawal 被 reject 了，reason 写的 risk control，钱还卡着",
+            "我的 withdrawal 被 reject 了，reason 写的 risk control，钱还卡着",
+        ),
         ("I wrote abandon ability able about in my notes", "I wrote abandon ability able about in my notes"),
     ],
 )
