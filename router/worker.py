@@ -501,7 +501,6 @@ class Worker:
             decision.priority,
             decision.routed_by or "",
             decision.escalate,
-            bool(decision.redactions),  # scrub: the raw inbox entry goes
             retry,
             reply_id or "",
             decision.tags,

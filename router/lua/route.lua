@@ -4,7 +4,7 @@
 -- {"1".."4": ms} and reopen_ms. ARGV[4..] = quads (inbox entry id, payload, history entry, outbox
 -- item or '') built by router/worker.py. The payload is a JSON array, positional because a
 -- message's routing decodes nothing else (keys would double the tokens to parse):
---   [ck, channel, kind, group, prio, routed_by, escalate, scrub, retry, reply_id or '', tags[],
+--   [ck, channel, kind, group, prio, routed_by, escalate, retry, reply_id or '', tags[],
 --    values[] (of FIELDS, in order: the conversation fields every message sets), account, ckey]
 -- The history entry and the outbox item are stored without decoding them; the item's
 -- conversation id is prepended here.
@@ -43,13 +43,11 @@ local function count(t, key)
 end
 
 local function route(entry, payload, hist_raw, reply)
-  local ck, channel, kind, to_group, to_prio, routed_by, escalate, scrub, retry, reply_id, to_tags, values,
+  local ck, channel, kind, to_group, to_prio, routed_by, escalate, retry, reply_id, to_tags, values,
     account, ckey = unpack(payload)
   if redis.call('XACK', P .. 'inbox', CG, entry) == 0 then
     return
   end
-  -- The raw envelope of a message with a secret must not outlive its routing in clear.
-  if scrub then redis.call('XDEL', P .. 'inbox', entry) end
   count(routed, channel)
   if retry then redis.call('HDEL', P .. 'failures', entry) end
 
