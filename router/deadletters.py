@@ -1,7 +1,9 @@
 """The dead-letter stream: what could not be routed, with the reason; retry or drop.
 
 A dead letter keeps every field of its inbox entry (router/lua/common.lua ``dead_letter``): the
-envelope as ``payload``, any other field as ``field:<name>``.
+envelope as ``payload``, any other field as ``field:<name>``. A payload written before secrets were
+masked on append (or by a writer that bypassed ``Inbox.append``) may hold one in clear: listing and
+retrying mask it (``masked``), so neither prints it nor writes it back to the inbox.
 """
 
 from __future__ import annotations
@@ -11,7 +13,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from router.inbox import scrubbed
 from router.keys import Keys
+from router.model import decode_envelope, encode
+from rules import redact_secrets
 
 Entry = tuple[bytes, dict[bytes, bytes]]
 
@@ -22,6 +27,19 @@ class RetryResult:
 
     retried: int
     skipped: list[tuple[str, str]]
+
+
+def masked(payload: bytes) -> bytes:
+    """``payload`` with every seed phrase and key masked: as an envelope when it is one (each
+    field a person wrote, as on append), else as text."""
+    try:
+        env = decode_envelope(payload)
+    except ValueError:  # msgspec's DecodeError and ValidationError: not an envelope
+        text = payload.decode("utf-8", "surrogateescape")
+        clean = redact_secrets(text)
+        return payload if clean == text else clean.encode("utf-8", "surrogateescape")
+    clean_env = scrubbed(env)
+    return payload if clean_env is env else encode(clean_env)
 
 
 def _unretriable(fields: dict[bytes, bytes]) -> str | None:
@@ -43,6 +61,8 @@ class DeadLetters:
         entries = await self.client.xrange(self.keys.dead, count=count)
         out = []
         for eid, fields in entries:
+            if fields.get(b"payload"):
+                fields[b"payload"] = masked(fields[b"payload"])
             f = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
             out.append({"id": eid.decode(), **f})
         return out
@@ -68,7 +88,7 @@ class DeadLetters:
                 continue
             first = fields.get(b"retry_of") or fields.get(b"entry", b"")
             pipe = self.client.pipeline(transaction=True)
-            pipe.xadd(self.keys.inbox, {"env": fields[b"payload"], "retry_of": first})
+            pipe.xadd(self.keys.inbox, {"env": masked(fields[b"payload"]), "retry_of": first})
             pipe.xdel(self.keys.dead, eid)
             await pipe.execute()
             retried += 1

@@ -9,7 +9,7 @@ import msgspec
 
 from router.deadletters import DeadLetters
 from router.keys import ROUTER_GROUP
-from router.model import Attachment, Sender, decode_outbox, encode
+from router.model import Attachment, Sender, decode_envelope, decode_outbox, encode
 from router.runtime import Runtime
 from router.worker import Worker
 from tests.router.helpers import drain, message
@@ -435,3 +435,26 @@ async def test_dead_letters_keep_every_field_and_count_each_message_once(rt: Run
     [_, (_, again)] = await rt.client.xrange(rt.keys.dead)
     assert again[b"payload"] == b"{broken" and again[b"retry_of"] == bad[b"entry"]
     assert await rt.client.hget(rt.keys.stats, "dead") == b"2", "two messages, however often retried"
+
+
+async def test_dead_letters_written_in_clear_are_masked_when_listed_and_retried(rt: Runtime) -> None:
+    """Issue 13: a dead letter from before masking on append (or from a writer that bypassed
+    ``Inbox.append``) held a seed phrase in clear; ``dead list`` printed it and ``dead retry``
+    wrote it back to the inbox as it was."""
+    seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
+    clear = msgspec.structs.replace(message(f"my words {seed}", user="old"), received_at=1e20)  # invalid
+    await rt.client.xadd(rt.keys.inbox, {"env": encode(clear)})
+    await rt.client.xadd(rt.keys.inbox, {"env": f"{{broken {seed}".encode()})
+    limit = rt.settings.inbox.max_message_bytes
+    oversize = message(f"{seed} " + "x" * limit, user="big", subject=f"words: {seed}")  # a valid envelope
+    await rt.client.xadd(rt.keys.inbox, {"env": encode(oversize)})
+    worker = Worker(rt.client, rt.settings)
+    await drain(worker)
+    dead = DeadLetters(rt.client, rt.keys)
+    listed = json.dumps(await dead.entries())
+    assert "jaguar" not in listed and listed.count("[redacted:seed_phrase]") == 4
+    assert (await dead.retry(None)).retried == 3
+    retried = [f[b"env"] for _, f in await rt.client.xrange(rt.keys.inbox) if b"retry_of" in f]
+    assert len(retried) == 3 and not any(b"jaguar" in r for r in retried)
+    assert json.loads(retried[0])["text"] == "my words [redacted:seed_phrase]"
+    assert decode_envelope(retried[2]).subject == "words: [redacted:seed_phrase]"
