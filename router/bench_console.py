@@ -5,11 +5,16 @@ settings as configured); a worker process routes ``--rate`` messages a second (r
 latency run: append → the conversation's ``created`` event, p50/p99), measured twice in the same
 run: alone (baseline), then while one attacker process holds ``--slow`` connections that never
 finish their headers (reopening each one the server closes), another sends ``--scrapes`` parallel
-``GET /metrics`` in a loop, and a prober here asks ``/healthz`` every 100 ms (a new connection
-each time, like a load balancer). The machine's cores are shared by all of them: the p99 ratio
-is what the attack costs routing on the same host. Reported: both p99s and
-their ratio, the /healthz answers, the /metrics status codes (a 500 is a failure), the slow
-connections the server closed.
+``GET /metrics`` in a loop, and a prober process asks ``/healthz`` every 100 ms (a new connection
+each time, like a load balancer), then alone again. The machine's cores are shared by all of them:
+the p99 ratio (attacked / the mean of the two runs alone) is what the attack costs routing on the
+same host, and the two runs alone say how much p99 moves with no attack at all (``noise_ratio``).
+Every helper runs in a process of its own: a prober in the measuring process delayed the
+measurement itself (p99 x2 with no attack). ``--isolate`` confines the console, the attackers and
+the prober to the last CPU and routing (Redis, worker, measurement) to the others, as a deployment
+that gives ``switchboard web`` its own CPU budget would (docs/security.md). Reported: the p99s and
+ratios, the /healthz answers, the /metrics status codes (a 500 is a failure), the slow connections
+the server closed.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -86,28 +92,51 @@ def attack_main(url: str, slow: int, scrapes: int, seconds: float) -> None:
     print(json.dumps(asyncio.run(_attack(url, slow, scrapes, seconds))))
 
 
-async def _probe(url: str, stop: asyncio.Event) -> Counter[str]:
+async def _probe(url: str, seconds: float) -> dict[str, Any]:
     seen: Counter[str] = Counter()
+    stop = time.monotonic() + seconds
     # A new connection per probe, like a load balancer's health check.
     limits = httpx.Limits(max_keepalive_connections=0)
     async with httpx.AsyncClient(base_url=url, timeout=5, limits=limits) as client:
-        while not stop.is_set():
+        while time.monotonic() < stop:
             try:
                 seen[str((await client.get("/healthz")).status_code)] += 1
             except httpx.HTTPError as exc:
                 seen[type(exc).__name__] += 1
             await asyncio.sleep(0.1)
-    return seen
+    return {"healthz": dict(seen)}
 
 
-async def _console_process(settings: Settings, url: str) -> tuple[asyncio.subprocess.Process, str]:
+def probe_main(url: str, seconds: float) -> None:
+    """The prober process: /healthz every 100 ms for ``seconds``."""
+    print(json.dumps(asyncio.run(_probe(url, seconds))))
+
+
+def _pin(cpus: set[int] | None) -> Callable[[], None] | None:
+    """A ``preexec_fn`` that confines a child process to ``cpus`` (None: anywhere)."""
+    if cpus is None:
+        return None
+    return lambda: os.sched_setaffinity(0, cpus)
+
+
+async def _console_process(
+    settings: Settings, url: str, cpus: set[int] | None
+) -> tuple[asyncio.subprocess.Process, str]:
     """``switchboard web`` on a free loopback port, on the bench's Redis; up when /healthz answers."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     env = {**os.environ, "SWITCHBOARD_REDIS__URL": url, "SWITCHBOARD_PREFIX": settings.prefix}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "router", "web", "--port", str(port), env=env, stdin=subprocess.DEVNULL
+        sys.executable,
+        "-m",
+        "router",
+        "web",
+        "--port",
+        str(port),
+        env=env,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=_pin(cpus),
     )
     base = f"http://127.0.0.1:{port}"
     async with httpx.AsyncClient(base_url=base, timeout=2) as client:
@@ -120,57 +149,83 @@ async def _console_process(settings: Settings, url: str) -> tuple[asyncio.subpro
     raise RuntimeError("the console process did not start")
 
 
-async def _attacker(url: str, slow: int, scrapes: int, seconds: float) -> asyncio.subprocess.Process:
+async def _helper(call: str, *args: object, cpus: set[int] | None) -> asyncio.subprocess.Process:
+    """A process running ``router.bench_console.<call>(*args)``; it prints its result as JSON."""
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
-        "import sys; from router.bench_console import attack_main; "
-        "attack_main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4]))",
-        url,
-        str(slow),
-        str(scrapes),
-        str(seconds),
+        f"import sys, json; from router.bench_console import {call}; {call}(*json.loads(sys.argv[1]))",
+        json.dumps(args),
         stdout=asyncio.subprocess.PIPE,
+        preexec_fn=_pin(cpus),
     )
 
 
-async def _main(settings: Settings, rate: int, seconds: float, slow: int, scrapes: int) -> dict[str, Any]:
+async def _result(proc: asyncio.subprocess.Process) -> dict[str, Any]:
+    out: dict[str, Any] = json.loads((await proc.communicate())[0] or b"{}")
+    return out
+
+
+async def _main(
+    settings: Settings, rate: int, seconds: float, slow: int, scrapes: int, isolate: bool
+) -> dict[str, Any]:
+    cpus = sorted(os.sched_getaffinity(0))
+    if isolate and len(cpus) < 2:
+        raise SystemExit("switchboard bench console --isolate: needs 2 CPUs or more")
+    web_cpus = {cpus[-1]} if isolate else None
+    if isolate:  # this process, and so Redis and the worker it starts, on the others
+        os.sched_setaffinity(0, set(cpus[:-1]))
     with tempfile.TemporaryDirectory(prefix="sb-bench-console-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis:
         # A key prefix per phase: the latency run appends the same messages each time, and they
         # must open new conversations again.
-        phases = [settings.model_copy(update={"prefix": f"bench:{name}:"}) for name in ("console", "alone", "attacked")]
-        console, url = await _console_process(phases[0], redis.url)
+        names = ("console", "alone", "attacked", "after")
+        phases = {name: settings.model_copy(update={"prefix": f"bench:{name}:"}) for name in names}
+        console, url = await _console_process(phases["console"], redis.url, web_cpus)
+        p99: dict[str, float] = {}
+        p50: dict[str, float] = {}
+
+        async def measure(name: str) -> None:
+            async with Runtime(phases[name], redis.url) as rt:
+                result = await latency(rt, redis.url, rate, seconds)
+            p99[name], p50[name] = result["latency_p99_ms"], result["latency_p50_ms"]
+
         try:
-            async with Runtime(phases[1], redis.url) as alone:
-                baseline = await latency(alone, redis.url, rate, seconds)
+            await measure("alone")
             # The slow connections and the scrapers each in a process of their own, so that
-            # neither starves the other's event loop.
-            attackers = [await _attacker(url, n, m, seconds + 4) for n, m in ((slow, 0), (0, scrapes))]
+            # neither starves the other's event loop; the latency run starts its worker and waits
+            # 1.5 s for it: the attack runs from before that until after the last message.
+            attackers = [
+                await _helper("attack_main", url, n, m, seconds + 6, cpus=web_cpus)
+                for n, m in ((slow, 0), (0, scrapes))
+            ]
+            prober = await _helper("probe_main", url, seconds + 4, cpus=web_cpus)
             await asyncio.sleep(2)  # the slow connections pile up before routing is measured
-            stop = asyncio.Event()
-            prober = asyncio.create_task(_probe(url, stop))
-            async with Runtime(phases[2], redis.url) as under_attack:
-                attacked = await latency(under_attack, redis.url, rate, seconds)
-            stop.set()
-            healthz = await prober
-            outs = [json.loads((await a.communicate())[0] or b"{}") for a in attackers]
+            await measure("attacked")
+            outs = [await _result(a) for a in (*attackers, prober)]
+            await measure("after")
         finally:
             console.terminate()
             await console.wait()
     metrics_status = outs[1].get("metrics_status", {})
+    healthz = outs[2].get("healthz", {})
+    alone = (p99["alone"] + p99["after"]) / 2
     return {
         "rate_msgs_per_s": rate,
+        "isolated": isolate,
         "seconds": seconds,
         "slow_connections": slow,
         "parallel_scrapes": scrapes,
         "max_connections": settings.web.max_connections,
         "request_timeout_s": settings.web.request_timeout_s,
-        "baseline_p99_ms": round(baseline["latency_p99_ms"], 2),
-        "attacked_p99_ms": round(attacked["latency_p99_ms"], 2),
-        "p99_ratio": round(attacked["latency_p99_ms"] / baseline["latency_p99_ms"], 2),
-        "baseline_p50_ms": round(baseline["latency_p50_ms"], 2),
-        "attacked_p50_ms": round(attacked["latency_p50_ms"], 2),
-        "healthz": dict(healthz),
+        "baseline_p99_ms": round(p99["alone"], 2),
+        "attacked_p99_ms": round(p99["attacked"], 2),
+        "after_p99_ms": round(p99["after"], 2),
+        "p99_ratio": round(p99["attacked"] / alone, 2),
+        "noise_ratio": round(max(p99["alone"], p99["after"]) / min(p99["alone"], p99["after"]), 2),
+        "baseline_p50_ms": round(p50["alone"], 2),
+        "attacked_p50_ms": round(p50["attacked"], 2),
+        "after_p50_ms": round(p50["after"], 2),
+        "healthz": healthz,
         "healthz_green": set(healthz) == {"200"},
         "metrics_status": metrics_status,
         "metrics_500": metrics_status.get("500", 0),
@@ -179,9 +234,16 @@ async def _main(settings: Settings, rate: int, seconds: float, slow: int, scrape
 
 
 def main(
-    settings: Settings, as_json: bool, rate: int, seconds: float, slow: int, scrapes: int, out: TextIO = sys.stdout
+    settings: Settings,
+    as_json: bool,
+    rate: int,
+    seconds: float,
+    slow: int,
+    scrapes: int,
+    isolate: bool = False,
+    out: TextIO = sys.stdout,
 ) -> int:
-    result = asyncio.run(_main(settings, rate, seconds, slow, scrapes))
+    result = asyncio.run(_main(settings, rate, seconds, slow, scrapes, isolate))
     if as_json:
         print(json.dumps(result), file=out)
     else:

@@ -472,7 +472,8 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.target == "console":
         from router import bench_console
 
-        return bench_console.main(settings, args.json, args.rate, (args.minutes or 1 / 6) * 60, args.slow, args.scrapes)
+        seconds = (args.minutes or 1 / 6) * 60
+        return bench_console.main(settings, args.json, args.rate, seconds, args.slow, args.scrapes, args.isolate)
     if args.target == "soak":
         from router import bench_soak
 
@@ -641,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--users", type=int, default=60_000, help="soak: distinct senders")
     sp.add_argument("--slow", type=int, default=5000, help="console: slow connections held")
     sp.add_argument("--scrapes", type=int, default=500, help="console: parallel /metrics requests")
+    sp.add_argument(
+        "--isolate", action="store_true", help="console: the console and its attackers on one CPU, routing on the rest"
+    )
     json_flag(sp)
     return p
 
