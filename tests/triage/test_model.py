@@ -1,0 +1,93 @@
+"""The triage model's tokens, loading (and refusing) a model directory, and the combining policy.
+
+``tiny-model/`` is a real model pair, trained by ``tests/triage/test_train.py``'s command on 120
+corpus messages (dim 8, 5 epochs): small enough to keep in the repository, real enough to load.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rules.intent import FORMAT, IntentModel, ModelError, Policy, Prediction, combine, tokens
+
+TINY = Path(__file__).resolve().parent / "tiny-model"
+
+
+def test_tokens_split_chinese_characters_and_hide_values() -> None:
+    line = tokens("我的USDT提现 0x" + "ab" * 32 + " 还没到账!! 1,500.5 [redacted:seed_phrase]", "Re: 提现")
+    assert line == "re : 提 现 我 的 usdt 提 现 _hex_ 还 没 到 账 ! ! _num_ _secret_"
+
+
+def test_tokens_fold_width_case_and_hide_addresses() -> None:
+    assert tokens("ＨＥＬＬＯ mail me at a.b@x.io or see https://x.io/t?q=1") == "hello mail me at _email_ or see _url_"
+
+
+def test_a_model_directory_loads_and_predicts_calibrated_probabilities() -> None:
+    model = IntentModel.load(TINY)
+    p = model.predict("my withdrawal has not arrived", "help")
+    assert set(p.group) == set(model.meta["group"]["labels"]) and set(p.priority) == {"P1", "P2", "P3", "P4"}
+    assert abs(sum(p.group.values()) - 1) < 1e-6 and abs(sum(p.priority.values()) - 1) < 1e-6
+
+
+def _copy(tmp_path: Path) -> Path:
+    d = tmp_path / "model"
+    shutil.copytree(TINY, d)
+    return d
+
+
+def test_an_unknown_format_is_refused(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    meta = json.loads((d / "triage.json").read_text())
+    (d / "triage.json").write_text(json.dumps({**meta, "format": FORMAT + 1}))
+    with pytest.raises(ModelError, match="format 2, this version reads 1"):
+        IntentModel.load(d)
+
+
+def test_a_corrupt_or_missing_model_file_is_refused(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    (d / "group.ftz").write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelError, match="the group model cannot be loaded"):
+        IntentModel.load(d)
+    (d / "group.ftz").unlink()
+    with pytest.raises(ModelError, match="the group model cannot be loaded"):
+        IntentModel.load(d)
+    with pytest.raises(ModelError, match=r"no readable triage\.json"):
+        IntentModel.load(tmp_path / "nowhere")
+
+
+def test_labels_that_differ_from_the_metadata_are_refused(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    meta = json.loads((d / "triage.json").read_text())
+    meta["group"]["labels"] = ["general", "security"]
+    (d / "triage.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match="labels"):
+        IntentModel.load(d)
+
+
+def _prediction(group: str, p_group: float, priority: str, p_priority: float, p1: float = 0.0) -> Prediction:
+    groups = {group: p_group, "other": (1 - p_group) / 2, "else": (1 - p_group) / 2}
+    priorities = {priority: p_priority, "P1": max(p1, p_priority if priority == "P1" else 0.0)}
+    return Prediction(groups, priorities)
+
+
+@pytest.mark.parametrize(
+    ("routed", "prioritised", "prediction", "expected"),
+    [
+        # No rule routed: the model routes when confident enough, and sets the priority.
+        (False, False, _prediction("payments", 0.8, "P2", 0.7), ("payments", 2)),
+        (False, False, _prediction("payments", 0.4, "P2", 0.4), ("general", 3)),
+        # A rule routed and set P2: the model changes neither, not even to a lower priority.
+        (True, True, _prediction("trading", 0.99, "P4", 0.99), ("general", 3)),
+        # ... but raises any message to P1 when P(P1) is high enough.
+        (True, True, _prediction("trading", 0.99, "P4", 0.3, p1=0.9), ("general", 1)),
+    ],
+)
+def test_the_policy_routes_where_no_rule_did_and_only_raises_to_p1(
+    routed: bool, prioritised: bool, prediction: Prediction, expected: tuple[str, int]
+) -> None:
+    policy = Policy(route_min=0.5, priority_min=0.5, p1_min=0.6)
+    assert combine("general", 3, routed, prioritised, prediction, policy) == expected

@@ -1,0 +1,62 @@
+"""Training is deterministic for a seed, and the models it writes load at run time.
+
+The trainer runs in ``.venv-train`` (``make model``; ``make test`` builds it): fasttext-wheel and
+the runtime's fasttext-predict install the same module, so it is a process of its own here too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from rules.intent import IntentModel
+
+ROOT = Path(__file__).resolve().parents[2]
+TRAIN_PYTHON = ROOT / ".venv-train" / "bin" / "python"
+# The tiny-model/ fixture's settings: a few seconds, a few dozen KB.
+TINY = {"dim": 8, "epoch": 5, "bucket": 2000, "wordNgrams": 1}
+
+
+def train(out: Path, corpus: list[Path], seed: int = 1) -> None:
+    if not TRAIN_PYTHON.exists():
+        if os.environ.get("CI"):
+            pytest.fail(f"{TRAIN_PYTHON} is missing: `make test` builds it (make .venv-train/.installed-stamp)")
+        pytest.skip("no .venv-train: run `make .venv-train/.installed-stamp`")
+    args = [str(TRAIN_PYTHON), "-m", "triage.train", "--out", str(out), "--seed", str(seed)]
+    args += ["--params", json.dumps({"group": TINY, "priority": TINY})]
+    for path in corpus:
+        args += ["--corpus", str(path)]
+    subprocess.run(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
+    d = tmp_path_factory.mktemp("corpus")
+    out = []
+    for part in ("TEN", "TZH"):
+        lines = (ROOT / "triage" / "corpus" / "train" / f"{part}.jsonl").read_text(encoding="utf-8").splitlines()
+        path = d / f"{part}.jsonl"
+        path.write_text("\n".join(lines[:60]) + "\n", encoding="utf-8")
+        out.append(path)
+    return out
+
+
+def test_training_is_deterministic_for_a_seed(tmp_path: Path, corpus: list[Path]) -> None:
+    train(tmp_path / "a", corpus)
+    train(tmp_path / "b", corpus)
+    train(tmp_path / "c", corpus, seed=2)
+    for name in ("group.ftz", "priority.ftz", "triage.json"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    assert (tmp_path / "a" / "group.ftz").read_bytes() != (tmp_path / "c" / "group.ftz").read_bytes()
+    meta = json.loads((tmp_path / "a" / "triage.json").read_text())
+    assert meta["messages"] == 120 and meta["group"]["params"]["dim"] == 8
+    # What the trainer wrote, the runtime's predictor reads (the fixture is this same output).
+    model = IntentModel.load(tmp_path / "a")
+    assert set(model.predict("提现还没到账").priority) == {"P1", "P2", "P3", "P4"}
+    assert (tmp_path / "a" / "group.ftz").read_bytes() == (
+        Path(__file__).parent / "tiny-model" / "group.ftz"
+    ).read_bytes()

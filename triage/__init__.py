@@ -1,0 +1,1 @@
+"""Triage: the labelled corpus and the training of the triage models (issue 15)."""
