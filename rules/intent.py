@@ -45,9 +45,13 @@ def tokens(text: str, subject: str | None = None) -> str:
     """The tokens of a message (its subject first), space-separated, on one line."""
     raw = f"{subject}\n{text}" if subject else text
     low = unicodedata.normalize("NFKC", raw).lower()
-    low = _SECRET_RE.sub(" _secret_ ", low)
-    low = _URL_RE.sub(" _url_ ", low)
-    low = _EMAIL_RE.sub(" _email_ ", low)
+    # Each pattern only where its cheap sign is (the e-mail pattern alone costs 7 µs a message).
+    if "[redacted:" in low:
+        low = _SECRET_RE.sub(" _secret_ ", low)
+    if "http" in low or "www." in low:
+        low = _URL_RE.sub(" _url_ ", low)
+    if "@" in low:
+        low = _EMAIL_RE.sub(" _email_ ", low)
     low = _HEX_RE.sub(" _hex_ ", low)
     low = _NUM_RE.sub(" _num_ ", low)
     low = _NO_SPACE_RE.sub(r" \1 ", low)
