@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FORMAT", "IntentModel", "ModelError", "Policy", "Prediction", "combine", "tokens"]
+__all__ = ["FORMAT", "IntentModel", "ModelError", "Policy", "Prediction", "calibrated", "combine", "tokens"]
 
 FORMAT = 1  # of triage.json, as triage/train.py writes it
 TASKS = ("group", "priority")
@@ -58,6 +58,15 @@ def tokens(text: str, subject: str | None = None) -> str:
     return " ".join(_TOKEN_RE.findall(low))
 
 
+def calibrated(probs: dict[str, float], temperature: float) -> dict[str, float]:
+    """Softmax probabilities re-tempered: p_i^(1/T), normalised. The temperature is the one
+    triage/train.py fitted on out-of-fold predictions, so that 0.9 means right about 9 times in 10;
+    training fits it with this same function."""
+    scaled = {k: math.exp(math.log(max(p, 1e-9)) / temperature) for k, p in probs.items()}
+    total = sum(scaled.values())
+    return {k: v / total for k, v in scaled.items()}
+
+
 class ModelError(ValueError):
     """A model directory that cannot be used: missing or corrupt files, an unknown format."""
 
@@ -83,14 +92,8 @@ class _Task:
 
     def predict(self, line: str) -> dict[str, float]:
         labels, probs = self.model.predict(line, k=len(self.labels), threshold=0.0)
-        # Re-tempered softmax (p^(1/T), normalised): the temperature triage/train.py fitted on
-        # out-of-fold predictions, so that 0.9 means right about 9 times in 10.
-        scaled = {
-            str(lab)[9:]: math.exp(math.log(max(float(p), 1e-9)) / self.temperature)
-            for lab, p in zip(labels, probs, strict=True)
-        }
-        total = sum(scaled.values())
-        return {k: v / total for k, v in scaled.items()}
+        raw = {str(label)[9:]: float(p) for label, p in zip(labels, probs, strict=True)}  # "__label__P1"
+        return calibrated(raw, self.temperature)
 
 
 class IntentModel:

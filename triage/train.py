@@ -33,7 +33,7 @@ from typing import Any
 
 import fasttext  # fasttext-wheel: the trainer (see the module docstring)
 
-from rules.intent import tokens
+from rules.intent import calibrated, tokens
 
 ROOT = Path(__file__).resolve().parent
 CORPUS = ROOT / "corpus"
@@ -100,13 +100,6 @@ def probabilities(model: Any, row: dict[str, Any]) -> dict[str, float]:
     # model.f.predict: the bound C++ call (FastText.predict trips over NumPy 2's copy rules).
     pairs = model.f.predict(tokens(row["text"], row.get("subject")), -1, 0.0, "strict")
     return {label.removeprefix("__label__"): float(p) for p, label in pairs}
-
-
-def calibrated(probs: dict[str, float], temperature: float) -> dict[str, float]:
-    """Softmax probabilities re-tempered: p_i^(1/T), normalised."""
-    scaled = {k: math.exp(math.log(max(p, 1e-9)) / temperature) for k, p in probs.items()}
-    total = sum(scaled.values())
-    return {k: v / total for k, v in scaled.items()}
 
 
 def folds(rows: Sequence[dict[str, Any]], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
