@@ -263,8 +263,17 @@ def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
     try:
         return Settings(**data)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"invalid configuration ({path}): {problems}") from None
+        raise config_error(exc, f"configuration ({path})") from None
+
+
+def config_error(exc: ValidationError, what: str, *, loc_prefix: str = "") -> ConfigError:
+    """The one way a pydantic error becomes a ``ConfigError``: ``invalid {what}: loc: message; …``,
+    each location prefixed with ``loc_prefix`` (a channel's section, say ``email.``)."""
+    problems = "; ".join(
+        f"{loc_prefix}{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+    return ConfigError(f"invalid {what}: {problems}")
 
 
 #: Keys that may never come from the TOML file, at any depth ([telegram.bots.x] token too).

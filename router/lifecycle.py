@@ -1,0 +1,134 @@
+"""Lifecycles: the ``Service`` protocol, the one retry loop every long-running task uses, and the
+one place that installs signal handlers.
+
+Every piece that runs for the life of the process (workers, adapters, the console, samplers) is a
+``Service``: ``start`` connects and starts its tasks, ``close`` stops taking work, finishes what is
+in hand and disconnects, ``health`` says how it is doing. ``running`` starts services in order and
+closes them in reverse order whatever happens; ``keep_running`` repeats a step with a jittered,
+stoppable backoff after failures; ``signals_stop`` turns SIGTERM/SIGINT into a stop request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
+
+log = logging.getLogger("switchboard")
+
+S = TypeVar("S", bound="Service")
+
+
+class Service(Protocol):
+    """Something that runs for the life of the process."""
+
+    name: str
+
+    async def start(self) -> None:
+        """Connect and start the loops; raise a clear error on bad configuration or credentials."""
+
+    async def close(self) -> None:
+        """Stop taking new work, finish what is in hand, disconnect."""
+
+    def health(self) -> dict[str, Any]:
+        """A JSON-able status: at least ``connected`` (bool) and ``detail``."""
+
+
+@contextlib.asynccontextmanager
+async def running(services: Sequence[S]) -> AsyncIterator[list[S]]:
+    """Start services in order, close them in reverse order, whatever happens in between."""
+    started: list[S] = []
+    try:
+        for service in services:
+            await service.start()
+            started.append(service)
+            log.info("%s started", service.name)
+        yield started
+    finally:
+        for service in reversed(started):
+            try:
+                await service.close()
+            except Exception:
+                log.exception("closing %s failed", service.name)
+
+
+class Backoff:
+    """Jittered exponential delays (``base`` doubling up to ``cap``), back to ``base`` on ``reset``."""
+
+    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * 2**self.attempt)
+        self.attempt += 1
+        return float(delay * random.uniform(0.5, 1.0))
+
+
+async def wait_or_stop(stopping: asyncio.Event, delay: float) -> bool:
+    """Wait ``delay`` seconds, or less if ``stopping`` is set meanwhile; True when stopping."""
+    # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the event is
+    # set, and the cancelled loop would go on waiting and restarting.
+    if not stopping.is_set():
+        waiter = asyncio.ensure_future(stopping.wait())
+        try:
+            await asyncio.wait({waiter}, timeout=delay)
+        finally:
+            waiter.cancel()
+    return stopping.is_set()
+
+
+async def keep_running(
+    step: Callable[[], Awaitable[bool | None]],
+    stopping: asyncio.Event,
+    *,
+    what: str,
+    retry_on: tuple[type[BaseException], ...],
+    backoff: Backoff | None = None,
+    on_error: Callable[[BaseException], Awaitable[float | None]] | None = None,
+) -> None:
+    """Run ``step`` again and again until ``stopping`` is set or it returns True.
+
+    An error of ``retry_on`` is logged (``what`` names the loop) and followed by a jittered wait
+    that ``stopping`` cuts short; each step that succeeds resets the backoff. ``on_error`` runs
+    first: it may clean up, record the error in health, re-raise what is not to be retried, and
+    choose the delay (None: the backoff's next one)."""
+    backoff = backoff or Backoff()
+    while not stopping.is_set():
+        try:
+            if await step():
+                return
+        except retry_on as exc:
+            delay = await on_error(exc) if on_error is not None else None
+            if delay is None:
+                delay = backoff.next_delay()
+            log.warning("%s: %s; retrying in %.2fs", what, str(exc) or type(exc).__name__, delay)
+            if await wait_or_stop(stopping, delay):
+                return
+        else:
+            backoff.reset()
+
+
+@contextlib.contextmanager
+def signals_stop(stop: Callable[[], None], *, enabled: bool = True) -> Iterator[None]:
+    """SIGTERM and SIGINT call ``stop`` while inside; ``enabled=False`` (embedded in a host that
+    owns its signals, or in tests) leaves the handlers alone."""
+    if not enabled:
+        yield
+        return
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop)
+    try:
+        yield
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
