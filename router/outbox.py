@@ -36,8 +36,9 @@ from redis.exceptions import ResponseError
 from router.errors import SwitchboardError
 from router.inbox import ensure_group
 from router.keys import SENDER_GROUP, Keys
+from router.lifecycle import Backoff
 from router.model import OutboxItem, decode_outbox, now
-from router.redis import TRANSIENT_ERRORS, Backoff
+from router.redis import TRANSIENT_ERRORS
 from router.scripts import Scripts, argv, map_error
 
 log = logging.getLogger("switchboard.outbox")

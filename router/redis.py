@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import fcntl
 import logging
 import os
-import random
 import shutil
 import signal
 import subprocess
@@ -322,23 +320,3 @@ def redis_server(settings: Settings) -> Iterator[str]:
             yield embedded.url
         finally:
             embedded.close()
-
-
-class Backoff:
-    """Jittered exponential backoff that resets once the connection recovers."""
-
-    def __init__(self, base: float = 0.1, cap: float = 5.0) -> None:
-        self.base = base
-        self.cap = cap
-        self.attempt = 0
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-    def next_delay(self) -> float:
-        delay = min(self.cap, self.base * 2**self.attempt)
-        self.attempt += 1
-        return float(delay * random.uniform(0.5, 1.0))
-
-    async def sleep(self) -> None:
-        await asyncio.sleep(self.next_delay())

@@ -33,24 +33,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from router.config import WorkerSettings
-from router.redis import TRANSIENT_ERRORS, Backoff
+from router.lifecycle import Backoff, wait_or_stop
+from router.redis import TRANSIENT_ERRORS
 
 log = logging.getLogger("switchboard.supervisor")
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
-
-
-async def wait_or_stop(stopping: asyncio.Event, delay: float) -> bool:
-    """Wait ``delay`` seconds, or less if ``stopping`` is set meanwhile; True when stopping."""
-    # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the event is
-    # set, and the cancelled loop would go on waiting and restarting.
-    if not stopping.is_set():
-        waiter = asyncio.ensure_future(stopping.wait())
-        try:
-            await asyncio.wait({waiter}, timeout=delay)
-        finally:
-            waiter.cancel()
-    return stopping.is_set()
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,8 +50,9 @@ from redis.exceptions import ResponseError
 from router.config import Settings
 from router.inbox import ensure_group
 from router.keys import ROUTER_GROUP, Keys
+from router.lifecycle import Backoff
 from router.model import ENVELOPE_VERSION, Envelope, decode_envelope, new_id
-from router.redis import TRANSIENT_ERRORS, Backoff
+from router.redis import TRANSIENT_ERRORS
 from router.retention import Retention
 from router.rulestore import EngineHolder, RuleStore, settle_heap
 from router.scripts import Scripts, argv, run_many

@@ -36,9 +36,10 @@ from adapters.telegram.config import BotSettings
 from adapters.telegram.convert import ALLOWED_UPDATES, CHANNEL, BotIdentity, Ignored, Policy, convert
 from adapters.telegram.outbound import RateLimiter, Target, classify, split_text
 from router.errors import AppendRefused, ConfigError, SwitchboardError
+from router.lifecycle import Backoff
 from router.model import Envelope, OutboxItem
 from router.outbox import PermanentFailure
-from router.redis import TRANSIENT_ERRORS, Backoff
+from router.redis import TRANSIENT_ERRORS
 
 log = logging.getLogger("switchboard.telegram")
 
