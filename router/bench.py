@@ -191,7 +191,7 @@ async def ceiling_and_router(rt: Runtime, n: int, batch: int) -> tuple[Measured,
     ceiling = Ceiling(rt, batch)
     await ceiling.fill(n)
     await _fill(rt, corpus(n, users=n // 4))
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await worker.step()  # leaves recovery: this new consumer has no pending entries
     settle_heap()
     a, b = Measured(), Measured()

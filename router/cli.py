@@ -56,10 +56,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import adapters
     from adapters.sandbox import SandboxAdapter
     from router.redis import redis_server
-    from router.runtime import Runtime, serve, worker_processes
+    from router.runtime import Runtime
+    from router.supervisor import serve, worker_processes
 
     if args.supervised_by:
-        from router.supervisor import watch_parent
+        from router.processes import watch_parent
 
         watch_parent(args.supervised_by, settings.worker.stop_timeout_s)
 
@@ -74,7 +75,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 if settings.web.enabled:
                     from router.console import ConsoleServer, create_app
 
-                    # The console runs like one more adapter: started after them, closed first.
+                    # The console is one more service: started after the adapters, closed first.
                     enabled.append(ConsoleServer(create_app(rt, settings), settings.web.host, settings.web.port))
             where = "configured URL" if settings.redis_url else f"embedded, data in {settings.redis.data_dir}"
             print(
@@ -98,31 +99,23 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     """The web console and API alone (workers run elsewhere), until SIGTERM/SIGINT."""
-    import signal
-
     from router.console import ConsoleServer, create_app
     from router.redis import redis_server
     from router.runtime import Runtime
+    from router.supervisor import serve
 
     async def main(url: str) -> int:
         async with Runtime(settings, url) as rt:
             host, port = args.host or settings.web.host, args.port if args.port is not None else settings.web.port
             server = ConsoleServer(create_app(rt, settings), host, port)
-            await server.start()
-            print(f"Switchboard web console on {server.url}/ (stop with Ctrl-C)", file=sys.stderr, flush=True)
-            loop = asyncio.get_running_loop()
-            stop = asyncio.Event()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, stop.set)
-            try:
-                stopper = asyncio.create_task(stop.wait())
-                served = asyncio.create_task(server.wait())
-                await asyncio.wait([stopper, served], return_when=asyncio.FIRST_COMPLETED)
-                stopper.cancel()
-            finally:
-                await server.close()
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
+            await serve(
+                rt,
+                [server],
+                workers=0,
+                announce=lambda: print(
+                    f"Switchboard web console on {server.url}/ (stop with Ctrl-C)", file=sys.stderr, flush=True
+                ),
+            )
         return 0
 
     with redis_server(settings) as url:
@@ -393,7 +386,7 @@ async def _outbox(rt: Any, args: argparse.Namespace) -> int:
 
 
 async def _check(rt: Any, args: argparse.Namespace) -> int:
-    from router.supervisor import missing
+    from router.processes import missing
 
     stats = await rt.stats()
     workers = [k for k in stats["health"] if k.startswith("worker:")]
@@ -504,7 +497,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(workers_only=False, supervised_by=None)
     sp = add("worker", cmd_run, "run router workers only")
     sp.add_argument("--workers", type=int, default=1)
-    # Given by a supervising `run` to its worker processes (router/supervisor.py: watch_parent).
+    # Given by a supervising `run` to its worker processes (router/processes.py: watch_parent).
     sp.add_argument("--supervised-by", metavar="PID:FD", help=argparse.SUPPRESS)
     sp.set_defaults(workers_only=True)
 

@@ -36,7 +36,7 @@ from redis.exceptions import ResponseError
 from router.errors import SwitchboardError
 from router.inbox import ensure_group
 from router.keys import SENDER_GROUP, Keys
-from router.lifecycle import Backoff
+from router.lifecycle import Backoff, keep_running
 from router.model import OutboxItem, decode_outbox, now
 from router.redis import TRANSIENT_ERRORS
 from router.scripts import Scripts, argv, map_error
@@ -215,37 +215,31 @@ class OutboxConsumer:
         """Consume until ``stop()``; in-flight sends are awaited before returning."""
         stream = self.keys.outbox(self.channel)
         await ensure_group(self.client, stream, SENDER_GROUP)
-        backoff = Backoff()
-        start_id = "0"  # first our own pending entries (a restart after a crash), then new ones
+        # First our own pending entries (a restart after a crash), then new ones.
+        start_id = "0"
+
+        async def turn() -> None:
+            nonlocal start_id
+            if start_id == ">":
+                await self._reclaim(stream, send)
+            streams = await self.client.xreadgroup(
+                SENDER_GROUP,
+                self.consumer,
+                {stream: start_id},
+                count=50,
+                block=None if start_id == "0" else self.block_ms,
+            )
+            entries = streams[0][1] if streams else []
+            # Our own pending entries are read again until each one is in hand: then new ones.
+            if start_id == "0" and all(e.decode() in self._in_hand for e, _ in entries):
+                start_id = ">"
+            for entry_id, fields in entries:
+                await self._spawn(entry_id.decode(), fields, send)
+
         try:
-            while not self._stopping.is_set():
-                try:
-                    if start_id == ">":
-                        await self._reclaim(stream, send)
-                    streams = await self.client.xreadgroup(
-                        SENDER_GROUP,
-                        self.consumer,
-                        {stream: start_id},
-                        count=50,
-                        block=None if start_id == "0" else self.block_ms,
-                    )
-                    entries = streams[0][1] if streams else []
-                    # Our own pending entries are read again until each one is in hand: then new ones.
-                    if start_id == "0" and all(e.decode() in self._in_hand for e, _ in entries):
-                        start_id = ">"
-                    for entry_id, fields in entries:
-                        await self._spawn(entry_id.decode(), fields, send)
-                    backoff.reset()
-                except TRANSIENT_ERRORS as exc:
-                    delay = backoff.next_delay()
-                    log.warning(
-                        "outbox %s: redis unavailable (%s); retrying in %.2fs",
-                        self.channel,
-                        exc,
-                        delay,
-                    )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), delay)
+            await keep_running(
+                turn, self._stopping, what=f"outbox {self.channel}: redis unavailable", retry_on=TRANSIENT_ERRORS
+            )
         finally:
             if self._tasks:
                 await asyncio.gather(*self._tasks, return_exceptions=True)

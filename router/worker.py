@@ -35,7 +35,6 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import socket
 import time
 from collections.abc import Sequence
@@ -44,18 +43,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from router.config import Settings
 from router.inbox import ensure_group
-from router.keys import ROUTER_GROUP, Keys
-from router.lifecycle import Backoff
+from router.keys import ROUTER_GROUP
+from router.lifecycle import keep_running
 from router.model import ENVELOPE_VERSION, Envelope, decode_envelope, new_id
 from router.redis import TRANSIENT_ERRORS
 from router.retention import Retention
-from router.rulestore import EngineHolder, RuleStore, settle_heap
-from router.scripts import Scripts, argv, run_many
+from router.rulestore import settle_heap
+from router.runtime import Runtime
+from router.scripts import argv, run_many
 from rules import Decision, MessageIn, redact_secrets
 
 log = logging.getLogger("switchboard.worker")
@@ -166,17 +165,19 @@ def _shared_argument(settings: Settings) -> bytes:
 class Worker:
     """One router worker; several (in one or more processes) share the consumer group."""
 
-    def __init__(self, client: aioredis.Redis, settings: Settings, name: str | None = None) -> None:
-        self.client = client
-        self.settings = settings
-        self.keys = Keys(settings.prefix)
+    def __init__(self, rt: Runtime, name: str | None = None, *, settings: Settings | None = None) -> None:
+        """A worker on ``rt``'s client, scripts and rule set; ``settings`` other than the runtime's
+        (tests: a smaller batch, say) on the same key prefix."""
+        self.client = rt.client
+        self.settings = settings or rt.settings
+        self.keys = rt.keys
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
-        self.scripts = Scripts.register(client)
-        self.rules = EngineHolder(RuleStore(client, self.keys), settings.rules.file)
-        self.retention = Retention(client, settings, self.name, self.scripts)
+        self.scripts = rt.scripts
+        self.rules = rt.engines
+        self.retention = Retention(self.client, self.settings, self.name, self.scripts)
         self.processed = 0
-        self._shared = _shared_argument(settings)
-        self._reopen_ms = settings.conversations.reopen_window_s * 1000
+        self._shared = _shared_argument(self.settings)
+        self._reopen_ms = self.settings.conversations.reopen_window_s * 1000
         self._stopping = asyncio.Event()
         self._recover = True  # read own pending entries before new ones
         self._recover_after = "-"  # the last own pending entry read while recovering
@@ -193,42 +194,41 @@ class Worker:
         """Finish the batch in hand, then return from ``run``."""
         self._stopping.set()
 
-    async def run(self, *, handle_signals: bool = True) -> None:
-        loop = asyncio.get_running_loop()
-        if handle_signals:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, self.stop)
-        backoff = Backoff()
+    async def run(self) -> None:
+        """Route until ``stop()``; Redis errors are waited out (``keep_running``), and the entries
+        in hand then are recovered from this consumer's pending ones."""
         settle_heap()
         log.info("worker %s started", self.name)
         try:
-            while not self._stopping.is_set():
-                try:
-                    await self._housekeeping()
-                    await self.step()
-                    backoff.reset()
-                except TRANSIENT_ERRORS as exc:
-                    self._recover, self._recover_after = True, "-"
-                    await self._drop_next()
-                    delay = backoff.next_delay()
-                    log.warning("redis unavailable (%s); retrying in %.2fs", exc, delay)
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), delay)
-                except ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
-                        raise
-                    await ensure_group(self.client, self.keys.inbox, ROUTER_GROUP)
+            await keep_running(
+                self._turn,
+                self._stopping,
+                what=f"worker {self.name}: redis unavailable",
+                retry_on=TRANSIENT_ERRORS,
+                on_error=self._lost_redis,
+            )
         finally:
             await self.retention.close()
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.flush()
                 await self._finish_next()
-            if handle_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(sig)
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.client.delete(self.keys.health("worker", self.name))
             log.info("worker %s stopped after %d messages", self.name, self.processed)
+
+    async def _turn(self) -> None:
+        try:
+            await self._housekeeping()
+            await self.step()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await ensure_group(self.client, self.keys.inbox, ROUTER_GROUP)
+
+    async def _lost_redis(self, exc: BaseException) -> None:
+        # What was read ahead is dropped: recovery reads it again from this consumer's pending.
+        self._recover, self._recover_after = True, "-"
+        await self._drop_next()
 
     async def _housekeeping(self) -> None:
         now = time.monotonic()

@@ -75,7 +75,7 @@ class Served:
         """Append a message and route it; returns the conversation id."""
         env = message(text, user=user, channel=channel, **kw)
         await self.rt.inbox.append(env)
-        worker = Worker(self.rt.client, self.rt.settings)
+        worker = Worker(self.rt)
         from tests.router.helpers import drain
 
         await drain(worker)

@@ -58,10 +58,10 @@ async def browser() -> AsyncIterator[Browser]:
 @pytest.fixture
 async def running(served: Served) -> AsyncIterator[Served]:
     """A router worker and the sandbox adapter next to the console, like `switchboard run`."""
-    worker = Worker(served.rt.client, served.rt.settings)
+    worker = Worker(served.rt)
     sandbox = SandboxAdapter(served.rt.adapter_context())
     await sandbox.start()
-    task = asyncio.create_task(worker.run(handle_signals=False))
+    task = asyncio.create_task(worker.run())
     try:
         yield served
     finally:

@@ -119,7 +119,7 @@ async def test_reconnect_without_resume_backfills_every_missed_message_once(
     assert health["sessions"] == 2 and health["disconnects"] >= 1 and health["connected"] is True
     assert health["backfills"] == 2 and health["backfilled"] >= 6
 
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     counts = {}
     for key in (str(dm), f"{SUPPORT}:{bob['id']}", str(thread)):
         counts[key] = (await rt.conversations.get(await conversation_id(rt, key))).messages

@@ -12,7 +12,8 @@ import pytest
 from adapters.discord_bot import DiscordAdapter, from_config
 from router import cli
 from router.errors import ConfigError
-from router.runtime import Runtime, publish_health, serve
+from router.runtime import Runtime
+from router.supervisor import publish_health, serve
 from router.worker import Worker
 from tests.discord.conftest import AdapterFactory, FakeClock, eventually
 from tests.discord.emulator import Emulator
@@ -35,7 +36,7 @@ async def test_intent_revoked_an_hour_after_start_stops_the_adapter_and_fails_ch
     started_at = clock.now
     bot = await make_bot(clock=clock, stop_on_fatal=False)
     assert bot.connected
-    await Worker(rt.client, rt.settings)._heartbeat()  # a live worker: only the adapter can fail `check`
+    await Worker(rt)._heartbeat()  # a live worker: only the adapter can fail `check`
     await publish_health(rt, [bot])
     assert await cli._check(rt, argparse.Namespace()) == 0
 

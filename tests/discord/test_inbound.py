@@ -78,7 +78,7 @@ async def test_dm_channel_and_thread_messages_become_their_conversations(
     )
     assert by_key[str(dm)].sender.id == alice["id"] and by_key[str(dm)].sender.handle == "alice"
 
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     payments = {c.key for c in await rt.queues.head("payments")}
     security = {c.key for c in await rt.queues.head("security")}
     assert payments == {str(dm), f"{SUPPORT}:{bob['id']}"}
@@ -116,7 +116,7 @@ async def test_edits_and_deletions_update_the_history(rt: Runtime, emu: Emulator
     assert edit.kind == "edit" and edit.platform_id.startswith(f"{first['id']}:edit:")
     assert edit.text == "my withdrawal of 2 BTC has not arrived" and edit.conversation_key == str(dm)
     assert delete.kind == "delete" and delete.platform_id == f"{second['id']}:delete"
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     cid = await conversation_id(rt, str(dm))
     kinds = [h.type for h in await rt.conversations.history(cid)]
     assert kinds == ["inbound", "inbound", "edit", "delete"]
@@ -200,7 +200,7 @@ async def test_forwarded_message_is_routed_with_the_forwarded_text(
     [env] = await wait_inbox(rt, 1)
     assert env.platform_id == forward["id"] and env.text == "Withdrawal of 0.5 BTC stuck"
     assert env.reply_to is None  # the forwarded message is elsewhere: not a reply in this conversation
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     assert {c.key for c in await rt.queues.head("payments")} == {str(dm)}
 
 

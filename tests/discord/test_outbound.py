@@ -27,7 +27,7 @@ async def test_replies_reach_the_right_channel_with_mentions_disabled(
     m_ch = await emu.post(SUPPORT, bob, "deposit missing")
     m_th = await emu.post(thread, carol, "deposit missing too")
     await wait_inbox(rt, 3)
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
 
     text = "Hi @everyone and @here, <@123456789012345678> and <@&223456789012345678>: fixed."
     for key, target in ((str(dm), dm), (f"{SUPPORT}:{bob['id']}", SUPPORT), (str(thread), thread)):
@@ -53,7 +53,7 @@ async def test_long_reply_is_split_cleanly(rt: Runtime, emu: Emulator, bot: Disc
     dm = emu.dm(alice)
     await emu.post(dm, alice, "my withdrawal has not arrived")
     await wait_inbox(rt, 1)
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     cid = await conversation_id(rt, str(dm))
     paragraphs = [f"Step {i}: " + " ".join(f"word{i}-{j}" for j in range(120)) for i in range(5)]
     text = "\n\n".join(paragraphs)
@@ -83,7 +83,7 @@ async def test_closed_dms_are_recorded_as_failed(rt: Runtime, emu: Emulator, bot
     dm = emu.dm(alice)
     await emu.post(dm, alice, "my withdrawal has not arrived")
     await wait_inbox(rt, 1)
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     cid = await conversation_id(rt, str(dm))
     emu.fail_sends[dm] = (403, 50007, "Cannot send messages to this user")
     reply_id = await rt.conversations.reply(cid, "Fixed!", "agent-a")
@@ -98,7 +98,7 @@ async def test_server_errors_are_retried(rt: Runtime, emu: Emulator, bot: Discor
     dm = emu.dm(alice)
     await emu.post(dm, alice, "my withdrawal has not arrived")
     await wait_inbox(rt, 1)
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     cid = await conversation_id(rt, str(dm))
     emu.fail_sends[dm] = (503, 0, "Service Unavailable")
     reply_id = await rt.conversations.reply(cid, "Fixed!", "agent-a")
@@ -116,7 +116,7 @@ async def test_a_long_rate_limit_goes_back_to_the_outbox_instead_of_holding_a_se
     dm = emu.dm(alice)
     await emu.post(dm, alice, "my withdrawal has not arrived")
     await wait_inbox(rt, 1)
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     cid = await conversation_id(rt, str(dm))
     emu.rate_limit_sends[dm] = 600.0
     reply_id = await rt.conversations.reply(cid, "Fixed!", "agent-a")
@@ -132,7 +132,7 @@ async def test_a_reply_to_a_locked_thread_fails_explaining_why(rt: Runtime, emu:
     thread = await emu.create_thread(SUPPORT, "carol", owner=carol)
     await emu.post(thread, carol, "my deposit is missing")
     await wait_inbox(rt, 1)
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     cid = await conversation_id(rt, str(thread))
     await emu.lock_thread(thread)
     reply_id = await rt.conversations.reply(cid, "Found it!", "agent-a")

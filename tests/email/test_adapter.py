@@ -16,9 +16,10 @@ from adapters.email import EmailSender, MailboxReader, from_config
 from adapters.email.config import parse_config
 from adapters.email.imap import _Connection
 from router.errors import ConfigError
+from router.lifecycle import running
 from router.model import Envelope, OutboxItem, new_id
 from router.outbox import PermanentFailure, TemporaryFailure
-from router.runtime import Runtime, running_adapters
+from router.runtime import Runtime
 from router.worker import Worker
 from tests.email.conftest import (
     IMAP_PASSWORD,
@@ -100,7 +101,7 @@ async def test_plain_message_becomes_an_envelope_and_a_conversation(rt: Runtime,
         mail("Withdrawal stuck", "My withdrawal of 0.5 BTC is pending since yesterday.", msgid="<p1@c.test>")
     )
     reader, sender = adapters_of(rt, email_section(mailbox, None))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         [env] = await envelopes(rt, 1)
     assert (env.channel, env.account, env.platform_id, env.conversation_key) == (
         "email",
@@ -118,7 +119,7 @@ async def test_plain_message_becomes_an_envelope_and_a_conversation(rt: Runtime,
     assert env.meta["message_id"] == "<p1@c.test>" and env.meta["from"] == "alice@customer.test"
     assert env.meta["to"] == MAILBOX_ADDRESS and env.meta["subject"] == "Withdrawal stuck"
     assert "auto_submitted" not in env.meta and "full_body" not in env.meta
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     [conv] = await rt.queues.head("payments")
     assert (conv.channel, conv.account, conv.key, conv.subject) == (
         "email",
@@ -146,7 +147,7 @@ async def test_html_only_message_is_converted_to_text(rt: Runtime, mailbox: Mail
     )
     await mailbox.deliver(msg.as_bytes())
     reader, sender = adapters_of(rt, email_section(mailbox, None))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         [env] = await envelopes(rt, 1)
     assert "My deposit of 100 USDT is missing." in env.text
     assert "sent at 10:00" in env.text and "abc123" in env.text
@@ -190,13 +191,13 @@ async def test_chinese_charsets_and_encoded_subjects(rt: Runtime, mailbox: MailF
         )
     )
     reader, sender = adapters_of(rt, email_section(mailbox, None))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         envs = {e.platform_id: e for e in await envelopes(rt, 3)}
     assert (envs["<gbk@c.test>"].subject, envs["<gbk@c.test>"].text) == ("提现未到账", gbk_text)
     assert (envs["<big5@c.test>"].subject, envs["<big5@c.test>"].text) == ("入金問題", big5_text)
     assert (envs["<jp@c.test>"].subject, envs["<jp@c.test>"].text) == ("出金について", jp_text)
     assert envs["<gbk@c.test>"].sender.name == "王小明"
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     payments = {c.key for c in await rt.queues.head("payments")}
     assert {"<gbk@c.test>", "<big5@c.test>"} <= payments
 
@@ -223,13 +224,13 @@ async def test_quoted_reply_routes_only_the_new_text(rt: Runtime, mailbox: MailF
         )
     )
     reader, sender = adapters_of(rt, email_section(mailbox, None))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         en, zh, outlook = await envelopes(rt, 3)
     assert en.text == "Thanks, but the withdrawal is still not there."
     assert zh.text == "还是没有到账。"
     assert outlook.text == "Any news?"
     assert "seed phrase" in en.meta["full_body"]
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     assert await rt.queues.head("security") == []
 
 
@@ -244,7 +245,7 @@ async def test_attachment_is_recorded_as_metadata_only(rt: Runtime, mailbox: Mai
     msg.add_attachment(pdf, maintype="application", subtype="pdf", filename="passport 护照.pdf")
     await mailbox.deliver(msg.as_bytes())
     reader, sender = adapters_of(rt, email_section(mailbox, None))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         [env] = await envelopes(rt, 1)
     [att] = env.attachments
     assert (att.name, att.type, att.size) == ("passport 护照.pdf", "application/pdf", len(pdf))
@@ -258,14 +259,14 @@ async def test_reply_joins_its_conversation_and_new_subject_starts_another(
     rt: Runtime, mailbox: MailFolder, smtp_server: SmtpServer
 ) -> None:
     reader, sender = adapters_of(rt, email_section(mailbox, smtp_server, idle_renew_s=5))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         await reader.caught_up.wait()
         await mailbox.deliver(mail("Withdrawal stuck", "Where is my withdrawal?", msgid="<root@c.test>"))
         await envelopes(rt, 1)
         # The customer adds something, answering their own mail with In-Reply-To only.
         await mailbox.deliver(mail("Re: Withdrawal stuck", "It was 0.5 BTC.", in_reply_to="<root@c.test>"))
         await envelopes(rt, 2)
-        await drain(Worker(rt.client, rt.settings))
+        await drain(Worker(rt))
         [conv] = await rt.queues.head("payments")
         assert conv.messages == 2
 
@@ -287,7 +288,7 @@ async def test_reply_joins_its_conversation_and_new_subject_starts_another(
     assert [e.conversation_key for e in envs[:3]] == ["<root@c.test>"] * 3
     assert envs[3].conversation_key == envs[3].platform_id
     assert envs[4].conversation_key == envs[4].platform_id
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     after = await rt.conversations.get(cid)
     assert after.messages == 3
     assert after.status == "assigned"  # the customer answered; the agent keeps it
@@ -324,9 +325,9 @@ async def test_auto_replies_and_bounces_are_flagged_and_never_answered(
         await mailbox.deliver(raw)
 
     reader, sender = adapters_of(rt, email_section(mailbox, smtp_server))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         envs = await envelopes(rt, 4)
-        await drain(Worker(rt.client, rt.settings))
+        await drain(Worker(rt))
         await wait_until(lambda: _truthy(len(smtp_server.recorder.messages) >= 1), 10, "the auto-reply")
         await asyncio.sleep(0.3)  # time for a wrong second reply to show up
     flagged = envs[:3]
@@ -355,7 +356,7 @@ async def test_connection_cut_during_idle_loses_and_doubles_nothing(
 ) -> None:
     section = email_section(mailbox, None, port=proxy.port, idle_renew_s=30)
     reader, sender = adapters_of(rt, section)
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         await reader.caught_up.wait()
         await wait_until(lambda: _truthy(reader.mode == "idle"), 5, "IDLE")
         await mailbox.deliver(mail("one", "first message", msgid="<m1@c.test>"))
@@ -375,7 +376,7 @@ async def test_connection_cut_during_idle_loses_and_doubles_nothing(
     # A restart with the same cursor takes in only what is new.
     await mailbox.deliver(mail("four", "fourth message", msgid="<m4@c.test>"))
     again, sender2 = adapters_of(rt, section)
-    async with running_adapters([again, sender2]):
+    async with running([again, sender2]):
         await again.caught_up.wait()
         envs = await envelopes(rt, 4)
     assert [e.platform_id for e in envs][-1] == "<m4@c.test>" and len(envs) == 4
@@ -390,11 +391,11 @@ async def test_a_full_inbox_leaves_the_cursor_and_the_mail_is_taken_later(
     await rt.inbox.append_many([message(f"deposit {i} missing", user=f"f{i}") for i in range(1000)])
     await mailbox.deliver(mail("one", "my withdrawal has not arrived", msgid="<full1@c.test>"))
     reader, sender = adapters_of(rt, email_section(mailbox, None))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         await wait_until(lambda: _truthy("InboxFull: inbox full" in caplog.text), 5, "a refusal")
         assert "reconnecting in" in caplog.text
         assert reader.last_uid == 0  # the cursor stays before the refused mail
-        await drain(Worker(rt.client, rt.settings))  # routed entries make room
+        await drain(Worker(rt))  # routed entries make room
         await reader.caught_up.wait()
     [env] = [e for e in await inbox_envelopes(rt.client, rt.keys.inbox) if e.channel == "email"]
     assert env.platform_id == "<full1@c.test>" and reader.received == 1 and reader.duplicates == 0
@@ -404,14 +405,14 @@ async def test_uidvalidity_change_rereads_without_duplicates(rt: Runtime, mailbo
     section = email_section(mailbox, None)
     await mailbox.deliver(mail("one", "first", msgid="<v1@c.test>"))
     reader, sender = adapters_of(rt, section)
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         await envelopes(rt, 1)
     # The folder is rebuilt (new UIDVALIDITY) with the old message in it and a new one.
     await mailbox.recreate()
     await mailbox.deliver(mail("one", "first", msgid="<v1@c.test>"))
     await mailbox.deliver(mail("two", "second", msgid="<v2@c.test>"))
     again, sender2 = adapters_of(rt, section)
-    async with running_adapters([again, sender2]):
+    async with running([again, sender2]):
         envs = await envelopes(rt, 2)
         await again.caught_up.wait()
     assert [e.platform_id for e in envs] == ["<v1@c.test>", "<v2@c.test>"]
@@ -436,9 +437,9 @@ async def test_agent_reply_reaches_smtp_with_threading_headers(
         )
     )
     reader, sender = adapters_of(rt, email_section(mailbox, smtp_server))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         await envelopes(rt, 1)
-        await drain(Worker(rt.client, rt.settings))
+        await drain(Worker(rt))
         cid = await rt.conversations.claim("payments", "agent-a")
         assert cid
         reply_id = await rt.conversations.reply(cid, "It was sent today.\n\nTXID: 0xabc <check>", "agent-a")
@@ -533,7 +534,7 @@ async def test_starttls_with_a_private_ca(rt: Runtime, mailbox: MailFolder, pyma
     finally:
         await conn.logout()
     reader, sender = adapters_of(rt, section)
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         [env] = await envelopes(rt, 1)
     assert env.platform_id == "<tls@c.test>"
     # Without the CA the self-signed certificate is refused, and start() says so without crashing.
@@ -547,7 +548,7 @@ async def test_starttls_with_a_private_ca(rt: Runtime, mailbox: MailFolder, pyma
 
 async def test_polling_when_idle_is_off(rt: Runtime, mailbox: MailFolder) -> None:
     reader, sender = adapters_of(rt, email_section(mailbox, None, idle=False, poll_interval_s=0.2))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         await reader.caught_up.wait()
         await mailbox.deliver(mail("polled", "found by polling", msgid="<poll@c.test>"))
         [env] = await envelopes(rt, 1, limit=5)

@@ -19,7 +19,8 @@ import pytest
 
 from adapters.sandbox import envelope
 from router.deadletters import DeadLetters
-from router.runtime import Runtime, running_adapters
+from router.lifecycle import running
+from router.runtime import Runtime
 from router.worker import Worker
 from tests.conftest import ROUTER_RULES, RedisProcess
 from tests.console.conftest import PASSWORD, Served, served, web_settings  # noqa: F401 (fixtures)
@@ -98,9 +99,9 @@ async def all_routed(
         # The subject too (on one line: a header cannot hold the line breaks some disguises use).
         await mailbox.deliver(mail("help " + " ".join(s.text.split()), s.text))
     reader, sender = adapters_of(rt, email_section(mailbox, smtp_server))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         await envelopes(rt, len(GENERATED) + sum(len(s.messages) for s in PIECES), limit=30)
-        await drain(Worker(rt.client, rt.settings))
+        await drain(Worker(rt))
     yield rt
 
 

@@ -13,8 +13,10 @@ import pytest
 from adapters.email.config import parse_config
 from adapters.email.smtp import build_reply
 from router.errors import ConfigError
+from router.lifecycle import running
 from router.outbox import PermanentFailure
-from router.runtime import Runtime, _publish_health, running_adapters
+from router.runtime import Runtime
+from router.supervisor import _publish_health
 from router.worker import Worker
 from tests.email.conftest import MAILBOX_ADDRESS, MailFolder, SmtpServer, email_section, wait_until
 from tests.email.test_adapter import _item, adapters_of, delivered, envelopes, mail
@@ -31,9 +33,9 @@ async def test_own_auto_reply_redelivered_changes_neither_sender_nor_reply_addre
 ) -> None:
     await mailbox.deliver(mail("My ticket status?", "What is my ticket status?", msgid="<t1@customer.test>"))
     reader, sender = adapters_of(rt, email_section(mailbox, smtp_server))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         await envelopes(rt, 1)
-        await drain(Worker(rt.client, rt.settings))
+        await drain(Worker(rt))
         await wait_until(lambda: _now(len(smtp_server.recorder.messages) == 1), 10, "the auto-reply")
         [auto] = smtp_server.recorder.messages
         # The copy comes back: once as it was sent (copy to self), once through a list that
@@ -44,7 +46,7 @@ async def test_own_auto_reply_redelivered_changes_neither_sender_nor_reply_addre
         relayed.replace_header("From", "Support via the list <support-list@lists.test>")
         await mailbox.deliver(relayed.as_bytes())
         await wait_until(lambda: _now(reader.last_uid >= 3), 10, "the copies to be read")
-        await drain(Worker(rt.client, rt.settings))
+        await drain(Worker(rt))
 
         [conv] = await rt.queues.head("general")
         assert conv.sender_name == "Alice Customer"
@@ -71,9 +73,9 @@ async def test_smtp_server_without_auth_works_with_the_defaults(
 ) -> None:
     await mailbox.deliver(mail("Withdrawal stuck", "My withdrawal is stuck.", msgid="<r1@customer.test>"))
     reader, sender = adapters_of(rt, _relay_section(mailbox, smtp_relay))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         await envelopes(rt, 1)
-        await drain(Worker(rt.client, rt.settings))
+        await drain(Worker(rt))
         cid = await rt.conversations.claim("payments", "agent-a")
         assert cid
         reply_id = await rt.conversations.reply(cid, "It was sent today.", "agent-a")
@@ -130,7 +132,7 @@ async def test_stats_shows_the_readers_count_within_a_heartbeat(rt: Runtime, mai
 
     try:
         await wait_until(lambda: reported(0), 5, "the first health record")
-        async with running_adapters([reader, sender]):
+        async with running([reader, sender]):
             await wait_until(lambda: _now(reader.received == 5), 10, "the reader to take the 5 messages")
             # Within two heartbeats (0.5 s in the tests' settings), not 5 s later.
             await wait_until(lambda: reported(5), 2 * rt.settings.worker.heartbeat_s + 0.5, "stats to show them")
@@ -145,7 +147,7 @@ async def test_mail_arriving_during_a_catch_up_does_not_wait_for_the_idle_renewa
     """Found while testing issue 21: mail delivered while a batch was fetched waited for the next
     IDLE renewal (5 min by default), its EXISTS having gone to the FETCH's response."""
     reader, sender = adapters_of(rt, email_section(mailbox, None, idle_renew_s=300))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         await wait_until(lambda: _now(reader.mode == "idle"), 5, "IDLE")
         for i in range(30):
             await mailbox.deliver(mail(f"Deposit {i}", "My deposit is missing."))

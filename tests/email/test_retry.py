@@ -8,7 +8,8 @@ import email.policy
 import json
 import subprocess
 
-from router.runtime import Runtime, running_adapters
+from router.lifecycle import running
+from router.runtime import Runtime
 from router.worker import Worker
 from tests.conftest import SWITCHBOARD
 from tests.email.conftest import MailFolder, SmtpServer, email_section
@@ -30,9 +31,9 @@ async def test_failed_auto_reply_and_reply_are_sent_again_after_the_fix(
     await mailbox.deliver(mail("My ticket status?", "What is my ticket status?", msgid="<f1@customer.test>"))
     # The mistake: a wrong SMTP password (535, a permanent failure).
     reader, sender = adapters_of(rt, email_section(mailbox, smtp_server, smtp_password="wrong"))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         await envelopes(rt, 1)
-        await drain(Worker(rt.client, rt.settings))
+        await drain(Worker(rt))
         [conv] = await rt.queues.head("general")
         [auto_id] = list(await rt.conversations.deliveries(conv.id))
         await delivered(rt, conv.id, auto_id, "failed")
@@ -50,7 +51,7 @@ async def test_failed_auto_reply_and_reply_are_sent_again_after_the_fix(
 
     # The fix (the right password), then the admin's retry.
     reader, sender = adapters_of(rt, email_section(mailbox, smtp_server))
-    async with running_adapters([reader, sender]):
+    async with running([reader, sender]):
         out = await _switchboard(env, "outbox", "retry", "--conversation", conv.id, "--by", "admin")
         assert "2 failed reply(ies) queued to be sent again" in out
         await delivered(rt, conv.id, auto_id)

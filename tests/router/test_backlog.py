@@ -27,7 +27,7 @@ async def _unread(rt: Runtime, n: int) -> None:
 
 async def _replies(rt: Runtime, n: int) -> None:
     await _unread(rt, n)
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     for i in range(n):
         cid = await rt.conversations.claim("payments", "agent-a")
         assert cid is not None
@@ -51,7 +51,7 @@ async def test_inbox_lag_and_pending_are_counted_on_redis_6_2(rt: Runtime) -> No
     await rt.client.xreadgroup(ROUTER_GROUP, "worker-1", {rt.keys.inbox: ">"}, count=2)
     inbox = (await rt.stats())["inbox"]
     assert (inbox["length"], inbox["lag"], inbox["pending"], inbox["depth"]) == (5, 3, 2, 5)
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     await rt.client.xack(rt.keys.inbox, ROUTER_GROUP, *[e for e, _ in await rt.client.xrange(rt.keys.inbox)])
     inbox = (await rt.stats())["inbox"]
     assert (inbox["lag"], inbox["pending"], inbox["oldest_pending_s"]) == (0, 0, None)
@@ -140,7 +140,7 @@ async def test_alert_on_redis_memory(rt: Runtime, maxmemory: int) -> None:
 
 
 async def test_check_fails_naming_the_reason(rt: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
-    await Worker(rt.client, rt.settings)._heartbeat()  # a live worker, as its loop announces it
+    await Worker(rt)._heartbeat()  # a live worker, as its loop announces it
     await _replies(rt, 2)
     assert await cli._check(rt, argparse.Namespace()) == 0
     _alerts_with(rt, outbox_depth=1)

@@ -20,7 +20,7 @@ from tests.router.test_config import EXAMPLE
 
 async def _three_in_payments(rt: Runtime) -> None:
     await rt.inbox.append_many([message(f"deposit {i} is missing", user=f"u{i}") for i in range(3)])
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
 
 
 async def test_queue_says_when_the_list_is_cut(rt: Runtime, capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,7 +44,7 @@ async def test_show_mentions_attachments(rt: Runtime, capsys: pytest.CaptureFixt
         Attachment(name="x.png", type="image/png"),
     )
     await rt.inbox.append(message("my deposit is missing, receipt attached", attachments=files))
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     [conv] = await rt.queues.head("payments")
     await cli._show(rt, argparse.Namespace(conversation=conv.id, json=False))
     out = capsys.readouterr().out

@@ -16,7 +16,7 @@ from tests.router.helpers import drain, message
 
 async def _fill(rt: Runtime, n: int, text: str = "my deposit is missing") -> None:
     await rt.inbox.append_many([message(text, user=f"user{i}") for i in range(n)])
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
 
 
 async def test_fifty_concurrent_claims_never_double_assign(rt: Runtime) -> None:
@@ -84,7 +84,7 @@ async def test_sandbox_round_trip(rt: Runtime) -> None:
     await adapter.start()
     try:
         await rt.inbox.append(envelope("alice", "my withdrawal has not arrived"))
-        await drain(Worker(rt.client, rt.settings))
+        await drain(Worker(rt))
         [conv] = await rt.queues.head("payments")
         assert (conv.channel, conv.sender_id) == ("sandbox", "alice")
         cid = await rt.conversations.claim("payments", "agent-a")

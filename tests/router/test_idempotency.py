@@ -65,7 +65,7 @@ async def proxied(rt: Runtime, redis_proc: RedisProcess) -> AsyncIterator[Proxie
 
 async def _queued(rt: Runtime, n: int) -> list[str]:
     await rt.inbox.append_many([message("my deposit is missing", user=f"user{i}") for i in range(n)])
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     return [c.id for c in await rt.queues.head("payments")]
 
 

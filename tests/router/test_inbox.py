@@ -45,7 +45,7 @@ async def test_backlog_above_the_cap_is_refused_not_trimmed_unrouted(rt: Runtime
     assert int(await rt.client.hget(rt.keys.stats, "refused:telegram") or 0) == 4000
     assert await _dedup_keys(rt, refused) == 0  # the platform's redelivery is not mistaken for a duplicate
 
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await drain(worker)
     # The platform sends the refused messages again, with workers running: each gets in once room is made.
     todo = refused

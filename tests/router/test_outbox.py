@@ -34,7 +34,7 @@ class Sends:
 async def _replies(rt: Runtime, n: int) -> list[tuple[str, str]]:
     """``n`` agent replies queued on the outbox, as (conversation, reply id)."""
     await rt.inbox.append_many([message("my deposit is missing", user=f"user{i}") for i in range(n)])
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     out = []
     for i in range(n):
         cid = await rt.conversations.claim("payments", "agent-a")

@@ -89,8 +89,8 @@ async def test_sigkilled_worker_loses_and_duplicates_nothing(rt: Runtime, env: d
 # redis-py warns about the connections the server closed under it; that is the point of the test.
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 async def test_worker_survives_redis_restart(rt: Runtime, redis_proc: RedisProcess) -> None:
-    worker = Worker(rt.client, rt.settings)
-    task = asyncio.create_task(worker.run(handle_signals=False))
+    worker = Worker(rt)
+    task = asyncio.create_task(worker.run())
     first = [message("withdrawal stuck", user=f"r{i}") for i in range(300)]
     await rt.inbox.append_many(first)
     await _wait_routed(rt, 300, seconds=30)
@@ -147,8 +147,8 @@ async def test_recovery_after_redis_restart_delivers_no_healthy_entry_twice(
             await asyncio.sleep(0.005)
 
     watcher = asyncio.create_task(watch())
-    worker = Worker(rt.client, rt.settings)
-    task = asyncio.create_task(worker.run(handle_signals=False))
+    worker = Worker(rt)
+    task = asyncio.create_task(worker.run())
     await _wait_routed(rt, 500, seconds=60)
     await asyncio.to_thread(redis_proc.restart)  # mid-run; AOF keeps the pending entries
     routed_then = await _retrying(lambda: _routed(rt))
@@ -181,7 +181,7 @@ async def test_dead_workers_entries_are_taken_over_once_without_waiting_claim_id
         pending = await rt.client.xpending_range(rt.keys.inbox, ROUTER_GROUP, "-", "+", 100, consumername=consumer)
         return [p["times_delivered"] for p in pending]
 
-    first = Worker(rt.client, rt.settings, name="first")
+    first = Worker(rt, name="first")
     await first._housekeeping()  # its first heartbeat, and the look for dead workers' entries
     assert await held("dead") == [], "the dead worker's entries were taken over"
     assert await held("slow") == [1] * 10, "a live worker's entries are left to it"
@@ -190,7 +190,7 @@ async def test_dead_workers_entries_are_taken_over_once_without_waiting_claim_id
     # Two workers taking over the same dead worker's entries at once: each entry is claimed once.
     await rt.client.delete(rt.keys.health("worker", "slow"))
     await asyncio.sleep(0.1)
-    second = Worker(rt.client, rt.settings, name="second")
+    second = Worker(rt, name="second")
     taken = await asyncio.gather(first.take_over(), second.take_over())
     assert sum(taken) == 10 and await held("slow") == []
     assert int(await rt.client.hget(rt.keys.stats, "routed:telegram") or 0) == 20
@@ -205,7 +205,7 @@ async def test_history_keeps_arrival_order_when_a_dead_workers_message_is_routed
     await rt.client.xreadgroup(ROUTER_GROUP, "dead", {rt.keys.inbox: ">"}, count=1)  # dies holding it
     later = message("hello? anyone there?", user="olga")
     await rt.inbox.append(later)
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await drain(worker)  # routes the later message first
     [conv] = await rt.queues.head("general")
     await rt.conversations.reply(conv.id, "checking", "agent")  # in answer to the later one

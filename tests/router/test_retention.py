@@ -33,7 +33,7 @@ def retention(rt: Runtime, name: str = "sweeper", **overrides: Any) -> Retention
 async def _route(rt: Runtime, *users: str) -> dict[str, str]:
     """Route one message per user; returns each user's conversation id."""
     await rt.inbox.append_many([message("my deposit is missing", user=u) for u in users])
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     ids = {}
     for u in users:
         raw = await rt.client.get(rt.keys.conv_key("telegram", "bot1", u))
@@ -134,7 +134,7 @@ async def test_zero_days_keeps_closed_conversations(rt: Runtime) -> None:
 async def _dead_letters(rt: Runtime, n: int) -> None:
     for i in range(n):
         await rt.client.xadd(rt.keys.inbox, {"env": f"not an envelope {i}"})
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     assert await rt.client.xlen(rt.keys.dead) == n
 
 
@@ -190,7 +190,7 @@ async def test_worker_housekeeping_sweeps_once_per_interval_across_workers(
     # 1 ms: the conversation closed above is past it.
     fast = rt.settings.retention.model_copy(update={"closed_conversation_days": 1 / DAY_MS, "sweep_every_s": 60})
     settings = rt.settings.model_copy(update={"retention": fast})
-    first, second = Worker(rt.client, settings), Worker(rt.client, settings)
+    first, second = Worker(rt, settings=settings), Worker(rt, settings=settings)
     with caplog.at_level(logging.WARNING, logger="switchboard.retention"):
         await first._housekeeping()
     await first.retention.finish()

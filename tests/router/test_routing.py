@@ -17,7 +17,7 @@ from tests.router.helpers import drain, message
 
 async def test_message_creates_conversation_in_group_queue(rt: Runtime) -> None:
     await rt.inbox.append(message("My account was hacked, someone withdrew all my BTC!", user="alice"))
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     assert await drain(worker) == 1
     convs = await rt.queues.head("security")
     assert [c.sender_id for c in convs] == ["alice"]
@@ -30,7 +30,7 @@ async def test_message_creates_conversation_in_group_queue(rt: Runtime) -> None:
 
 
 async def test_follow_up_joins_open_conversation_and_keeps_group_and_agent(rt: Runtime) -> None:
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await rt.inbox.append(message("my withdrawal has not arrived", user="bob"))
     await drain(worker)
     [conv] = await rt.queues.head("payments")
@@ -56,7 +56,7 @@ async def test_duplicate_platform_message_is_appended_once(rt: Runtime) -> None:
 
 
 async def test_closed_conversation_reopens_within_window(rt: Runtime) -> None:
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await rt.inbox.append(message("deposit missing", user="carol"))
     await drain(worker)
     [conv] = await rt.queues.head("payments")
@@ -70,7 +70,7 @@ async def test_closed_conversation_reopens_within_window(rt: Runtime) -> None:
 
 async def test_closed_conversation_outside_window_starts_a_new_one(rt: Runtime) -> None:
     rt.settings.conversations.reopen_window_s = 0
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await rt.inbox.append(message("deposit missing", user="dan"))
     await drain(worker)
     [conv] = await rt.queues.head("payments")
@@ -83,7 +83,7 @@ async def test_closed_conversation_outside_window_starts_a_new_one(rt: Runtime) 
 
 
 async def test_queue_orders_by_priority_then_due_time(rt: Runtime) -> None:
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await rt.inbox.append(message("how do I reset my 2FA", user="p2"))
     await drain(worker)
     await rt.inbox.append(message("HACKED! unauthorized withdrawal from my account", user="p1"))
@@ -95,8 +95,8 @@ async def test_queue_orders_by_priority_then_due_time(rt: Runtime) -> None:
 async def test_stopping_routes_the_batch_in_flight_and_the_one_read_ahead(rt: Runtime) -> None:
     small = rt.settings.model_copy(update={"worker": rt.settings.worker.model_copy(update={"batch": 20})})
     await rt.inbox.append_many([message(f"deposit {i} missing", user=f"st{i}") for i in range(400)])
-    worker = Worker(rt.client, small)
-    running = asyncio.create_task(worker.run(handle_signals=False))
+    worker = Worker(rt, settings=small)
+    running = asyncio.create_task(worker.run())
     for _ in range(5000):  # until its first batch is routed
         if worker.processed:
             break
@@ -112,7 +112,7 @@ async def test_stopping_routes_the_batch_in_flight_and_the_one_read_ahead(rt: Ru
 
 
 async def test_follow_ups_keep_or_move_the_queue_place_as_their_priority_says(rt: Runtime) -> None:
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     for user in ("q1", "q2"):
         await rt.inbox.append(message("how do I reset my 2FA", user=user))
         await drain(worker)
@@ -143,7 +143,7 @@ async def test_routed_and_auto_reply_counters_add_up_per_channel(rt: Runtime) ->
     for i in range(3):
         await rt.inbox.append(message(f"my seed: {seed}", user=f"s{i}"))  # each gets an auto-reply
     await rt.inbox.append(message("my deposit is missing", user="d1", channel="discord"))
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     counters = await rt.client.hgetall(rt.keys.stats)
     assert (counters[b"routed:telegram"], counters[b"routed:discord"], counters[b"out:telegram"]) == (b"3", b"1", b"3")
     assert b"out:discord" not in counters
@@ -158,7 +158,7 @@ async def test_invalid_and_oversize_entries_are_dead_lettered_and_worker_continu
     big = message("x" * (rt.settings.inbox.max_message_bytes + 10))
     await rt.inbox.append(big)
     await rt.inbox.append(message("my deposit is missing", user="eve"))
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await drain(worker)
     dead = await rt.client.xrange(rt.keys.dead)
     reasons = [f[b"reason"].decode() for _, f in dead]
@@ -175,8 +175,8 @@ async def test_invalid_and_oversize_entries_are_dead_lettered_and_worker_continu
 async def test_reclaimed_entry_is_applied_once(rt: Runtime) -> None:
     """A slow worker that finishes after its entry was reclaimed must not route it twice."""
     await rt.inbox.append(message("withdrawal stuck", user="frank"))
-    slow = Worker(rt.client, rt.settings, name="slow")
-    fast = Worker(rt.client, rt.settings, name="fast")
+    slow = Worker(rt, name="slow")
+    fast = Worker(rt, name="fast")
     # The slow worker reads the entry, then stalls before routing it.
     streams = await rt.client.xreadgroup(ROUTER_GROUP, "slow", {rt.keys.inbox: ">"}, count=10)
     entries = streams[0][1]
@@ -192,7 +192,7 @@ async def test_reclaimed_entry_is_applied_once(rt: Runtime) -> None:
 async def test_entry_failing_repeatedly_is_dead_lettered_with_reason(rt: Runtime) -> None:
     rt.settings.worker.max_attempts = 2
     await rt.inbox.append(message("deposit missing", user="gina"))
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
 
     class Broken:
         version = "broken"
@@ -219,7 +219,7 @@ async def test_a_message_failing_in_the_route_script_is_dead_lettered_and_its_ba
     await rt.client.set(rt.keys.prefix + "conv:999", "not a hash")
     for user in ("ok1", "broken", "ok2"):
         await rt.inbox.append(message("my deposit is missing", user=user, key=user))
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await drain(worker)
     assert sorted(c.sender_id for c in await rt.queues.head("payments")) == ["ok1", "ok2"]
     [(_, fields)] = await rt.client.xrange(rt.keys.dead)
@@ -230,7 +230,7 @@ async def test_a_message_failing_in_the_route_script_is_dead_lettered_and_its_ba
 
 
 async def test_route_script_is_loaded_again_when_redis_lost_it(rt: Runtime) -> None:
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await rt.inbox.append(message("my deposit is missing", user="first"))
     await drain(worker)
     await rt.client.script_flush()  # what a restarted Redis without the script cache looks like
@@ -244,7 +244,7 @@ async def test_route_script_is_loaded_again_when_redis_lost_it(rt: Runtime) -> N
 async def test_conversation_state_is_looked_up_only_for_rules_that_read_it(rt: Runtime) -> None:
     from rules import Engine
 
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     assert not worker.rules.engine.reads_conversation_state  # tests/router/rules.yaml
     worker.rules.engine = Engine.from_yaml(
         """
@@ -272,11 +272,11 @@ async def test_idle_consumers_with_nothing_pending_are_forgotten(rt: Runtime) ->
     for user in ("p", "q"):
         await rt.inbox.append(message("my deposit is missing", user=user))
     # "gone" routed its entry and exited; "stuck" died holding one (left for reclaim).
-    gone = Worker(rt.client, rt.settings, name="gone")
+    gone = Worker(rt, name="gone")
     await rt.client.xreadgroup(ROUTER_GROUP, "stuck", {rt.keys.inbox: ">"}, count=1)
     await drain(gone)
     await asyncio.sleep(0.3)
-    live = Worker(rt.client, rt.settings, name="live")
+    live = Worker(rt, name="live")
     await drain(live)  # joins the group, nothing to do
     assert await live.forget_consumers() == ["gone"]
     names = {c["name"] for c in await rt.client.xinfo_consumers(rt.keys.inbox, ROUTER_GROUP)}
@@ -288,7 +288,7 @@ async def test_idle_consumers_with_nothing_pending_are_forgotten(rt: Runtime) ->
 async def test_secret_is_redacted_everywhere_and_the_inbox_entry_kept_masked(rt: Runtime) -> None:
     seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
     await rt.inbox.append(message(f"is this my recovery phrase? {seed}", user="hank"))
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await drain(worker)
     [conv] = await rt.queues.head("security")
     assert "secret-leak" in conv.tags
@@ -303,7 +303,7 @@ async def test_auto_reply_goes_to_outbox_with_the_reply_target(rt: Runtime) -> N
     seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
     msg = message(f"my seed: {seed}", user="ivy", meta={"chat_id": "777"})
     await rt.inbox.append(msg)
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     [(_, fields)] = await rt.client.xrange(rt.keys.outbox("telegram"))
     item = json.loads(fields[b"item"])
     assert item["auto"] and item["text"].startswith("Never share")
@@ -320,7 +320,7 @@ async def test_auto_reply_goes_to_outbox_with_the_reply_target(rt: Runtime) -> N
 
 
 async def test_escalating_rule_moves_open_conversation(rt: Runtime) -> None:
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await rt.inbox.append(message("my deposit is missing", user="jack"))
     await drain(worker)
     [conv] = await rt.queues.head("payments")
@@ -336,7 +336,7 @@ async def test_escalating_rule_moves_open_conversation(rt: Runtime) -> None:
 async def test_no_auto_reply_to_auto_submitted_messages(rt: Runtime) -> None:
     seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
     await rt.inbox.append(message(f"out of office: {seed}", user="bot", meta={"auto_submitted": "1"}))
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     assert await rt.client.xlen(rt.keys.outbox("telegram")) == 0
     [conv] = await rt.queues.head("security")
     assert conv.sender_id == "bot"
@@ -347,7 +347,7 @@ async def test_no_auto_reply_to_auto_submitted_messages(rt: Runtime) -> None:
 
 async def test_trim_by_age_never_drops_unrouted_entries(rt: Runtime) -> None:
     rt.settings.inbox.max_age_s = 1
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await rt.inbox.append(message("deposit missing", user="old"))
     await drain(worker)  # routed: may go once old enough
     await asyncio.sleep(1.1)
@@ -361,7 +361,7 @@ async def test_trim_by_age_never_drops_unrouted_entries(rt: Runtime) -> None:
 
 
 async def test_follow_up_routed_by_a_rule_moves_a_conversation_the_defaults_placed(rt: Runtime) -> None:
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await rt.inbox.append(message("/start", user="kim"))
     await drain(worker)
     [conv] = await rt.queues.head("general")
@@ -380,7 +380,7 @@ async def test_full_body_never_travels_and_is_kept_redacted(rt: Runtime) -> None
     seed = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
     body = f"my withdrawal is stuck\n\n> earlier you asked for my phrase: {seed}"
     await rt.inbox.append(message("my withdrawal is stuck", user="lee", meta={"full_body": body, "chat_id": "9"}))
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     [conv] = await rt.queues.head("payments")
     [inbound] = await rt.conversations.history(conv.id)
     assert "[redacted:seed_phrase]" in inbound.data["full_body"] and "jaguar" not in inbound.data["full_body"]
@@ -404,7 +404,7 @@ async def test_poison_envelopes_are_refused_at_parse_and_never_retried(rt: Runti
     for env in poison.values():
         await rt.client.xadd(rt.keys.inbox, {"env": encode(env)})
     await rt.inbox.append(ok)
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
     reasons = [f[b"reason"].decode() for _, f in await rt.client.xrange(rt.keys.dead)]
     assert len(reasons) == len(poison)
     for field, reason in zip(poison, reasons, strict=True):
@@ -419,7 +419,7 @@ async def test_dead_letters_keep_every_field_and_count_each_message_once(rt: Run
     without a word, and a retried message that failed again was counted again (42 for 24)."""
     foreign = await rt.client.xadd(rt.keys.inbox, {"something": "else", "raw": b"\xff\x00"})
     await rt.client.xadd(rt.keys.inbox, {"env": b"{broken"})
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await drain(worker)
     [(odd_id, odd), (_, bad)] = await rt.client.xrange(rt.keys.dead)
     assert (odd[b"entry"], odd[b"field:something"], odd[b"field:raw"]) == (foreign, b"else", b"\xff\x00")
@@ -448,7 +448,7 @@ async def test_dead_letters_written_in_clear_are_masked_when_listed_and_retried(
     limit = rt.settings.inbox.max_message_bytes
     oversize = message(f"{seed} " + "x" * limit, user="big", subject=f"words: {seed}")  # a valid envelope
     await rt.client.xadd(rt.keys.inbox, {"env": encode(oversize)})
-    worker = Worker(rt.client, rt.settings)
+    worker = Worker(rt)
     await drain(worker)
     dead = DeadLetters(rt.client, rt.keys)
     listed = json.dumps(await dead.entries())

@@ -104,7 +104,7 @@ async def route(rt: Runtime, rules: Path | None = None) -> int:
     settings = rt.settings
     if rules is not None:
         settings = settings.model_copy(update={"rules": RulesSettings(file=rules)})
-    return await drain(Worker(rt.client, settings))
+    return await drain(Worker(rt, settings=settings))
 
 
 async def conversation_id(rt: Runtime, key: str) -> str | None:

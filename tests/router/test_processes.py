@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import redis
 
+from router.processes import ProcessSupervisor, RestartPolicy
 from router.runtime import Runtime
-from router.supervisor import RestartPolicy, Supervisor
 from tests.conftest import SWITCHBOARD
 from tests.router.test_cli import sb, wait_for
 
@@ -179,7 +179,7 @@ class SteppingClock:
 async def _restart_delays(rt: Runtime, caplog: pytest.LogCaptureFixture, ran_s: float) -> list[float]:
     """The delays before the first six restarts of a child that always fails at once."""
     policy = RestartPolicy(backoff_s=0.01, backoff_cap_s=100.0, reset_after_s=60.0, stop_timeout_s=5.0)
-    supervisor = Supervisor(
+    supervisor = ProcessSupervisor(
         [sys.executable, "-c", "raise SystemExit(3)"],
         os.environ,
         1,
