@@ -1,4 +1,4 @@
-"""The Lua scripts, each prefixed with lua/common.lua and registered once per client."""
+"""The Lua scripts, each prefixed with the consumer-group names and lua/common.lua, registered once per client."""
 
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError, ResponseError
 
 from router.errors import Conflict, NotFound
+from router.keys import ROUTER_GROUP, SENDER_GROUP
 
 
 def _source(name: str) -> str:
     lua = resources.files("router") / "lua"
-    return (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
+    # The consumer-group names, from router/keys.py: defined once, for Python and Lua alike.
+    groups = f"local ROUTER_GROUP, SENDER_GROUP = '{ROUTER_GROUP}', '{SENDER_GROUP}'\n"
+    return groups + (lua / "common.lua").read_text() + "\n" + (lua / f"{name}.lua").read_text()
 
 
 def now_ms() -> int:

@@ -39,7 +39,6 @@ import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -52,26 +51,14 @@ from router.lifecycle import keep_running
 from router.model import ENVELOPE_VERSION, Envelope, decode_envelope, new_id
 from router.redis import TRANSIENT_ERRORS
 from router.retention import Retention
+from router.routing import conversation_ref, message_in, route_arguments, shared_argument
 from router.rulestore import settle_heap
 from router.runtime import Runtime
 from router.scripts import argv, run_many
-from rules import Decision, MessageIn, redact_secrets
 
 log = logging.getLogger("switchboard.worker")
 
 Entry = tuple[bytes, dict[bytes, bytes]]
-
-_encoder = msgspec.json.Encoder()
-
-
-def _json(value: Any) -> str:
-    # msgspec: ~5x faster than json.dumps on the hot path, and UTF-8 like Redis' cjson expects.
-    return _encoder.encode(value).decode()
-
-
-def _ck(env: Envelope) -> str:
-    return f"{env.channel}:{env.account}:{env.conversation_key}"
-
 
 # Messages per route script call. One call per message costs Redis a script invocation and the
 # client a command to pack and a reply to parse per message; one call per batch holds Redis (and
@@ -98,70 +85,6 @@ def _stream_ms(entry_id: bytes | str) -> int:
     return int(raw.split("-", 1)[0])
 
 
-def message_in(env: Envelope, *, new_conversation: bool = True) -> MessageIn:
-    """What the rules see of an envelope (also used by the console's replay)."""
-    return MessageIn(
-        channel=env.channel,
-        text=env.text,
-        subject=env.subject,
-        account=env.account,
-        sender=env.sender.attributes,
-        language=env.sender.language,
-        new_conversation=new_conversation,
-        received_at=datetime.fromtimestamp(env.received_at, UTC),
-    )
-
-
-def _inbound_record(
-    entry_id: bytes, env: Envelope, decision: Decision, full_body: str | None, *, auto_reply_sent: bool
-) -> bytes:
-    """The history entry of an inbound message (its kind is the entry's type). Empty, null and
-    false parts are left out (readers take them as absent), and so is an auto-reply that was
-    sent: its outbound entry follows. ``entry`` (the inbox entry id) is the message's arrival:
-    readers order inbound messages by it (router/conversations.py)."""
-    d: dict[str, Any] = {
-        "group": decision.group,
-        "priority": f"P{decision.priority}",
-        "tags": decision.tags,
-        "trace": [t.to_dict() for t in decision.trace],
-        "rules_version": decision.rules_version,
-    }
-    if decision.language:
-        d["language"] = decision.language
-    if decision.routed_by:
-        d["routed_by"] = decision.routed_by
-    if decision.escalate:
-        d["escalate"] = True
-    if decision.redactions:
-        d["redactions"] = [r.to_dict() for r in decision.redactions]
-    if decision.auto_reply and not auto_reply_sent:
-        d["auto_reply"] = decision.auto_reply
-    record: dict[str, Any] = {
-        "msg": env.id,
-        "entry": entry_id.decode(),
-        "platform_id": env.platform_id,
-        "sender": env.sender,  # structs: msgspec encodes them as it would their dicts
-        "text": decision.text,
-        "received_at": env.received_at,
-        "decision": d,
-    }
-    if decision.subject:
-        record["subject"] = decision.subject
-    if env.attachments:
-        record["attachments"] = env.attachments
-    if env.reply_to:
-        record["reply_to"] = env.reply_to
-    if full_body is not None:
-        record["full_body"] = redact_secrets(full_body)
-    return _encoder.encode(record)
-
-
-def _shared_argument(settings: Settings) -> bytes:
-    """What every message of a route script call shares (its ARGV[3])."""
-    sla = {label[1:]: seconds * 1000 for label, seconds in settings.conversations.sla_s.items()}
-    return _encoder.encode({"cg": ROUTER_GROUP, "sla": sla, "reopen_ms": settings.conversations.reopen_window_s * 1000})
-
-
 class Worker:
     """One router worker; several (in one or more processes) share the consumer group."""
 
@@ -176,7 +99,7 @@ class Worker:
         self.rules = rt.engines
         self.retention = Retention(self.client, self.settings, self.name, self.scripts)
         self.processed = 0
-        self._shared = _shared_argument(self.settings)
+        self._shared = shared_argument(self.settings)
         self._reopen_ms = self.settings.conversations.reopen_window_s * 1000
         self._stopping = asyncio.Event()
         self._recover = True  # read own pending entries before new ones
@@ -398,7 +321,7 @@ class Worker:
             for (entry_id, env), known in zip(parsed, follow_up, strict=True):
                 try:
                     decision = engine.evaluate(message_in(env, new_conversation=not known))
-                    args = self._payload(entry_id, env, decision, retry=attempts > 1)
+                    args = route_arguments(entry_id, env, decision, retry=attempts > 1)
                 except Exception as exc:  # a rule-engine bug must not stop the other messages
                     log.exception("routing %s failed", entry_id.decode())
                     failed[entry_id] = f"{type(exc).__name__}: {exc}"
@@ -408,7 +331,7 @@ class Worker:
                 calls[-1][0].append(entry_id)
                 calls[-1][1].extend((entry_id, *args))
         dead_calls = [argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts) for entry_id, reason in dead]
-        return _Batch(dead_calls, failed, calls, {_ck(env) for _, env in parsed})
+        return _Batch(dead_calls, failed, calls, {conversation_ref(env) for _, env in parsed})
 
     async def _commit(self, batch: _Batch) -> None:
         await run_many(self.client, self.scripts.dead, batch.dead)
@@ -437,7 +360,7 @@ class Worker:
 
     async def _known_conversations(self, envs: Sequence[Envelope]) -> list[bool]:
         """Whether each message joins an existing conversation (the rules' follow-up state)."""
-        cks = [_ck(e) for e in envs]
+        cks = [conversation_ref(e) for e in envs]
         states = await self.scripts.lookup(args=argv(self.keys.prefix, *cks))
         now_ms = time.time() * 1000
         known: list[bool] = []
@@ -450,74 +373,14 @@ class Worker:
             seen.add(ck)
         return known
 
-    def _payload(
-        self, entry_id: bytes, env: Envelope, decision: Decision, *, retry: bool
-    ) -> tuple[bytes, bytes, bytes]:
-        """The route script's arguments for one message: its payload, its history entry and its
-        auto-reply's outbox item (``b""`` for none), the last two stored as they are."""
-        full_body = env.meta.get("full_body")
-        # Only the evaluated, redacted text may travel; an adapter's copy of the whole body (e-mail
-        # quotes included) is kept in the history alone, with its secrets masked too.
-        meta = {k: v for k, v in env.meta.items() if k != "full_body"} if full_body is not None else env.meta
-        reply = b""
-        reply_id = None
-        # Never answer an auto-reply, bounce or list mail automatically: two robots would loop.
-        if decision.auto_reply and not env.meta.get("auto_submitted"):
-            reply_id = new_id()
-            # Without its conversation id: the script, which knows it, puts it first.
-            reply = _encoder.encode(
-                {
-                    "id": reply_id,
-                    "channel": env.channel,
-                    "account": env.account,
-                    "conversation_key": env.conversation_key,
-                    "text": decision.auto_reply,
-                    "author": "auto",
-                    "reply_to": env.platform_id,
-                    "meta": meta,
-                    "auto": True,
-                    "created_at": time.time(),
-                }
-            )
-        history = _inbound_record(entry_id, env, decision, full_body, auto_reply_sent=reply_id is not None)
-        # The conversation fields every message sets, in route.lua's FIELDS order.
-        values = [
-            env.sender.id,
-            env.sender.name or env.sender.handle or env.sender.id,
-            decision.language or "",
-            env.id,
-            env.platform_id,
-            decision.text[:200],
-            _json(meta) if meta else "{}",
-            decision.rules_version,
-        ]
-        if decision.subject:
-            values.append(decision.subject)
-        # Positional, as route.lua unpacks it.
-        payload = (
-            _ck(env),
-            env.channel,
-            env.kind,
-            decision.group,
-            decision.priority,
-            decision.routed_by or "",
-            decision.escalate,
-            retry,
-            reply_id or "",
-            decision.tags,
-            values,
-            env.account,
-            env.conversation_key,
-        )
-        # Bytes, as Redis takes them: no decode here and re-encode in redis-py.
-        return _encoder.encode(payload), history, reply
-
     async def trim(self) -> None:
         """Drop inbox entries older than ``max_age_s`` — but never one not yet routed."""
         cutoff = (int(time.time()) - self.settings.inbox.max_age_s) * 1000
         pending = await self.client.xpending(self.keys.inbox, ROUTER_GROUP)
         groups = await self.client.xinfo_groups(self.keys.inbox)
-        bounds = [_stream_ms(g["last-delivered-id"]) + 1 for g in groups if g["name"] in (b"routers", "routers")]
+        bounds = [
+            _stream_ms(g["last-delivered-id"]) + 1 for g in groups if g["name"] in (ROUTER_GROUP.encode(), ROUTER_GROUP)
+        ]
         if pending["pending"]:
             bounds.append(_stream_ms(pending["min"]))
         await self.client.xtrim(self.keys.inbox, minid=min([cutoff, *bounds]), approximate=False)

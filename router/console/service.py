@@ -28,9 +28,9 @@ from router.errors import NotFound
 from router.keys import Keys
 from router.model import decode_envelope
 from router.redis import connect
+from router.routing import message_in
 from router.rulestore import Published
 from router.runtime import Runtime
-from router.worker import message_in
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
 
 from .audit import Audit

@@ -1,4 +1,5 @@
--- Shared prelude of every Switchboard script (prepended by router/scripts.py).
+-- Shared prelude of every Switchboard script (prepended by router/scripts.py, after the
+-- consumer-group names ROUTER_GROUP and SENDER_GROUP of router/keys.py).
 -- ARGV[1] = key prefix, ARGV[2] = now in ms. Keys are derived from the prefix as laid out in
 -- router/keys.py; the scripts assume a single Redis primary (see docs/architecture.md).
 local P = ARGV[1]
@@ -46,7 +47,7 @@ local function outbox_add(cid, channel, id, raw)
   local box = P .. 'outbox:' .. channel
   -- The senders' group from the first reply on, so that depth and lag show before an adapter
   -- starts (the outbox stream is never removed: delivered entries are deleted, not the stream).
-  if redis.call('EXISTS', box) == 0 then redis.call('XGROUP', 'CREATE', box, 'senders', '0', 'MKSTREAM') end
+  if redis.call('EXISTS', box) == 0 then redis.call('XGROUP', 'CREATE', box, SENDER_GROUP, '0', 'MKSTREAM') end
   redis.call('XADD', box, '*', 'item', raw)
   redis.call('HSET', P .. 'delivery:' .. cid, id, 'queued')
 end

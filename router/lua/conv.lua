@@ -52,7 +52,7 @@ if op == 'delivery' then
   -- after this never sends the reply twice, and one that crashes before it sends it again. The
   -- acknowledged entry is deleted, so the outbox holds only the replies still in flight.
   if a.entry and a.entry ~= '' and a.status ~= 'retrying' then
-    redis.call('XACK', P .. 'outbox:' .. cur.channel, 'senders', a.entry)
+    redis.call('XACK', P .. 'outbox:' .. cur.channel, SENDER_GROUP, a.entry)
     redis.call('XDEL', P .. 'outbox:' .. cur.channel, a.entry)
   end
   -- The first outcome recorded stands: a reply that a reclaiming sender and a slow one both sent

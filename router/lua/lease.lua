@@ -8,11 +8,11 @@ local box = P .. 'outbox:' .. ARGV[3]
 local entry = ARGV[4]
 local status = redis.call('HGET', P .. 'delivery:' .. ARGV[6], ARGV[7])
 if status == 'delivered' or status == 'failed' then
-  redis.call('XACK', box, 'senders', entry)
+  redis.call('XACK', box, SENDER_GROUP, entry)
   redis.call('XDEL', box, entry)
   return 'done'
 end
-local pending = redis.call('XPENDING', box, 'senders', entry, entry, 1)
+local pending = redis.call('XPENDING', box, SENDER_GROUP, entry, entry, 1)
 if #pending == 0 or pending[1][2] ~= ARGV[5] then return 'lost' end
-redis.call('XCLAIM', box, 'senders', ARGV[5], 0, entry, 'JUSTID')
+redis.call('XCLAIM', box, SENDER_GROUP, ARGV[5], 0, entry, 'JUSTID')
 return 'ok'

@@ -1,8 +1,8 @@
 -- Apply a batch of routing decisions; each message's writes and the XACK of its inbox entry
 -- happen together (the whole script is atomic, and a message that fails leaves the others be).
--- ARGV[3] = JSON of what every message of the call shares: cg (the consumer group), sla
--- {"1".."4": ms} and reopen_ms. ARGV[4..] = quads (inbox entry id, payload, history entry, outbox
--- item or '') built by router/worker.py. The payload is a JSON array, positional because a
+-- ARGV[3] = JSON of what every message of the call shares: sla {"1".."4": ms} and reopen_ms.
+-- ARGV[4..] = quads (inbox entry id, payload, history entry, outbox item or '') encoded by
+-- router/routing.py. The payload is a JSON array, positional because a
 -- message's routing decodes nothing else (keys would double the tokens to parse):
 --   [ck, channel, kind, group, prio, routed_by, escalate, retry, reply_id or '', tags[],
 --    values[] (of FIELDS, in order: the conversation fields every message sets), account, ckey]
@@ -12,7 +12,6 @@
 -- finish) has no effect: that makes the effect exactly-once. Returns {n, entry, reason, ...}: n
 -- messages done, then each message whose routing raised (it is dead-lettered) with the reason.
 local shared = cjson.decode(ARGV[3])
-local CG = shared.cg
 local REOPEN_MS = shared.reopen_ms
 local SLA = {}
 for p, ms in pairs(shared.sla) do SLA[tonumber(p)] = ms end
@@ -45,7 +44,7 @@ end
 local function route(entry, payload, hist_raw, reply)
   local ck, channel, kind, to_group, to_prio, routed_by, escalate, retry, reply_id, to_tags, values,
     account, ckey = unpack(payload)
-  if redis.call('XACK', P .. 'inbox', CG, entry) == 0 then
+  if redis.call('XACK', P .. 'inbox', ROUTER_GROUP, entry) == 0 then
     return
   end
   count(routed, channel)
@@ -186,7 +185,7 @@ for i = 4, #ARGV, 4 do
     -- where it can be retried, rather than nowhere.
     local reason = 'route script: ' .. (type(res) == 'table' and tostring(res.err) or tostring(res))
     pcall(dead_letter, entry, reason, 1)
-    pcall(redis.call, 'XACK', P .. 'inbox', CG, entry)
+    pcall(redis.call, 'XACK', P .. 'inbox', ROUTER_GROUP, entry)
     out[#out + 1] = entry
     out[#out + 1] = reason
   end
