@@ -457,6 +457,19 @@ async def _rules_published(rt: Any, args: argparse.Namespace) -> int:
 
 
 # -- bench ---------------------------------------------------------------------------------------
+async def _model_export(rt: Any, args: argparse.Namespace) -> int:
+    from router.labels import Labels
+
+    examples = await Labels(rt.client, rt.keys).examples()
+    lines = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
+    if args.out is None:
+        sys.stdout.write(lines)
+    else:
+        args.out.write_text(lines, encoding="utf-8")
+        print(f"{len(examples)} labelled message(s) written to {args.out}", file=sys.stderr)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.target == "rules":
         from rules import bench
@@ -623,6 +636,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("a", type=int)
     sp.add_argument("b", type=int)
     sp.set_defaults(handler=_with_runtime(_rules_published))
+
+    model = sub.add_parser("model", help="the triage model's training data")
+    msub = model.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = msub.add_parser("export", help="agents' corrections (transfers, priority changes) as corpus JSON lines")
+    sp.add_argument("--out", type=Path, help="write to this file (default: standard output)")
+    sp.set_defaults(handler=_with_runtime(_model_export))
 
     sp = add("route", cmd_route, "route JSON lines from stdin offline (no Redis)")
     sp.add_argument("--rules")

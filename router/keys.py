@@ -23,6 +23,9 @@ events:{group}                  stream    live events for the group's consoles (
 outbox:{channel}                stream    replies in flight (``item``), group ``senders``; deleted once recorded
 delivery:{conv}                 hash      reply id -> delivery status
 sandbox:{user}                  stream    replies delivered to a sandbox user
+labels                          stream    agents' corrections (transfer, priority change): the routed message
+                                          as its history stores it, the group and priority it has now;
+                                          capped ~100,000 (router/labels.py)
 stats                           hash      counters (in:, dup:, refused:, routed:{channel}, dead, ...)
 health:{kind}:{name}            string    JSON health record with a TTL (worker, adapter, supervisor)
 cursor:{channel}:{account}      hash      an adapter's durable positions (update offset, UIDs ...)
@@ -122,6 +125,10 @@ class Keys:
 
     def sandbox(self, user: str) -> str:
         return f"{self.prefix}sandbox:{user}"
+
+    @property
+    def labels(self) -> str:
+        return self.prefix + "labels"
 
     def health(self, kind: str, name: str) -> str:
         return f"{self.prefix}health:{kind}:{name}"

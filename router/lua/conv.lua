@@ -39,6 +39,23 @@ local function unassign()
   if cur.agent and cur.agent ~= '' then redis.call('SREM', P .. 'agent:' .. cur.agent, cid) end
 end
 
+-- An agent's correction is a label on the message the rules routed: the conversation's latest
+-- inbound message, as its history stores it (secrets already masked), with the group and priority
+-- it has now. `switchboard model export` writes them out for training (issue 15); the stream is
+-- capped, and outlives the conversation's own history.
+local LABELS_MAXLEN = '100000'
+local function label(kind, group, p)
+  local recent = redis.call('XREVRANGE', P .. 'hist:' .. cid, '+', '-', 'COUNT', 200)
+  for _, e in ipairs(recent) do
+    local f = e[2]  -- type, <type>, at, <ms>, data, <json>
+    if f[2] == 'inbound' then
+      redis.call('XADD', P .. 'labels', 'MAXLEN', '~', LABELS_MAXLEN, '*', 'kind', kind, 'conv', cid,
+        'channel', cur.channel, 'group', group, 'prio', p, 'by', a.by, 'message', f[6])
+      return
+    end
+  end
+end
+
 local function requeue(group, p)
   local sla = tonumber(a.sla_ms[cur.prio])  -- the SLA (ms) of each priority, by its number
   local due = math.min(tonumber(cur.due_ms), NOW + sla)
@@ -86,6 +103,7 @@ elseif op == 'transfer' then
   unassign()
   requeue(a.group, prio)
   hist(cid, 'status', cjson.encode({group = a.group, from = cur.group, by = a.by, reason = a.reason}))
+  label('transfer', a.group, prio)
   event(cur.group, 'moved', cid, cjson.encode({to = a.group, by = a.by}))
   event(a.group, 'created', cid, cjson.encode({prio = prio, from = cur.group}))
 elseif op == 'priority' then
@@ -96,6 +114,7 @@ elseif op == 'priority' then
     redis.call('ZADD', P .. 'queue:' .. cur.group, num(p * 1e13 + due), cid)
   end
   hist(cid, 'status', cjson.encode({prio = p, from = prio, by = a.by}))
+  label('priority', cur.group, p)
   event(cur.group, 'priority', cid, cjson.encode({prio = p, by = a.by}))
 elseif op == 'close' then
   if cur.status == 'new' then dequeue(cid, cur.group) end

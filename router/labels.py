@@ -1,0 +1,86 @@
+"""Agents' corrections as training labels (issue 15).
+
+Every transfer to another group and every priority change an agent or admin makes (console, API or
+CLI: they all go through ``Conversations``) is recorded by ``lua/conv.lua``, in the same atomic step,
+on the ``labels`` stream: the conversation's latest inbound message as its history stores it (the
+rules' decision included, secrets already masked) and the group and priority the conversation has
+after the change. ``Labels.examples`` turns the stream into training examples in the corpus format
+of ``triage/corpus/`` (one per message: its latest correction wins), which
+``switchboard model export`` writes as JSON lines.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from router.keys import Keys
+
+
+@dataclass(frozen=True, slots=True)
+class Correction:
+    """One recorded correction: which change, on which message, by whom, and the labels after it."""
+
+    entry: str  # the labels stream's id (its time is the correction's)
+    kind: str  # "transfer" or "priority"
+    conversation: str
+    channel: str
+    group: str
+    priority: int
+    by: str
+    message: dict[str, Any]  # the inbound history record
+
+    def example(self) -> dict[str, Any]:
+        """The corrected message as a corpus example (``triage/corpus/`` format)."""
+        decision = self.message.get("decision", {})
+        example: dict[str, Any] = {
+            "id": f"agent-{self.message.get('msg') or self.entry}",
+            "channel": self.channel,
+            "lang": decision.get("language") or "",
+            "text": self.message.get("text", ""),
+            "expect": {"group": self.group, "priority": f"P{self.priority}"},
+            "note": f"{self.kind} by {self.by}; routed {decision.get('group')} {decision.get('priority')}",
+        }
+        if self.message.get("subject"):
+            example["subject"] = self.message["subject"]
+        return example
+
+
+class Labels:
+    """The ``labels`` stream, read oldest first."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+        self._client = client
+        self._keys = keys
+
+    async def corrections(self, *, batch: int = 1000) -> AsyncIterator[Correction]:
+        after = "-"
+        while True:
+            entries = await self._client.xrange(self._keys.labels, min=after, max="+", count=batch)
+            for raw_id, fields in entries:
+                f = {k.decode(): v.decode() for k, v in fields.items()}
+                yield Correction(
+                    entry=raw_id.decode(),
+                    kind=f["kind"],
+                    conversation=f["conv"],
+                    channel=f["channel"],
+                    group=f["group"],
+                    priority=int(f["prio"]),
+                    by=f["by"],
+                    message=json.loads(f["message"]),
+                )
+            if len(entries) < batch:
+                return
+            after = "(" + entries[-1][0].decode()
+
+    async def examples(self) -> list[dict[str, Any]]:
+        """One example per corrected message, with its latest labels, in the order of first correction."""
+        latest: dict[str, dict[str, Any]] = {}
+        async for correction in self.corrections():
+            example = correction.example()
+            latest[example["id"]] = example  # a dict keeps the first insertion's place
+        return list(latest.values())

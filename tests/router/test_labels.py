@@ -1,0 +1,68 @@
+"""Agents' corrections become training labels (router/labels.py, lua/conv.lua), secrets masked."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from router.labels import Labels
+from router.runtime import Runtime
+from router.worker import Worker
+from tests.conftest import SWITCHBOARD
+from tests.router.helpers import drain, message
+from tests.secretgen import generate
+
+
+async def test_transfer_and_priority_change_label_the_routed_message(rt: Runtime) -> None:
+    leak = generate(1, seed=7)[0]
+    await rt.inbox.append_many(
+        [
+            message("my withdrawal has not arrived", user="u1"),
+            message(f"someone logged in from another country, here is my wallet: {leak.text}", user="u2"),
+            message("what is the trading fee", user="u3"),
+        ]
+    )
+    await drain(Worker(rt))
+    convs = {c.sender_id: c for group in ("payments", "security", "general") for c in await rt.queues.head(group)}
+    assert set(convs) == {"u1", "u2", "u3"}, convs
+
+    # u1: moved to trading, then raised; u2: raised to P1; u3: untouched (no label).
+    await rt.conversations.transfer(convs["u1"].id, "trading", by="alice")
+    await rt.conversations.set_priority(convs["u1"].id, 2, by="bob")
+    await rt.conversations.set_priority(convs["u2"].id, 1, by="alice")
+
+    corrections = [c async for c in Labels(rt.client, rt.keys).corrections()]
+    assert [(c.kind, c.by, c.group, c.priority) for c in corrections] == [
+        ("transfer", "alice", "trading", convs["u1"].priority),
+        ("priority", "bob", "trading", 2),
+        ("priority", "alice", convs["u2"].group, 1),
+    ]
+    examples = await Labels(rt.client, rt.keys).examples()
+    assert [(e["text"][:13], e["expect"]) for e in examples] == [
+        ("my withdrawal", {"group": "trading", "priority": "P2"}),  # its latest correction wins
+        ("someone logge", {"group": convs["u2"].group, "priority": "P1"}),
+    ]
+    assert examples[0]["note"].startswith("priority by bob; routed payments")
+    # What the model may learn from never holds a secret: the history's masked text is what is labelled.
+    for fragment in leak.keys + tuple(w for p in leak.phrases for w in p[:3]):
+        assert fragment not in json.dumps(examples, ensure_ascii=False)
+    assert "[redacted:" in examples[1]["text"]
+
+
+async def test_model_export_writes_the_examples(rt: Runtime, env: dict[str, str], tmp_path: Path) -> None:
+    await rt.inbox.append_many([message("my deposit is missing", user="u9")])
+    await drain(Worker(rt))
+    conv = (await rt.queues.head("payments"))[0]
+    await rt.conversations.transfer(conv.id, "verification", by="carol", reason="KYC hold")
+    out = tmp_path / "labels.jsonl"
+    proc = await asyncio.create_subprocess_exec(
+        *SWITCHBOARD, "model", "export", "--out", str(out), env=env, stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    assert "1 labelled message(s) written" in err.decode()
+    [line] = out.read_text(encoding="utf-8").splitlines()
+    example = json.loads(line)
+    assert example["expect"] == {"group": "verification", "priority": f"P{conv.priority}"}
+    assert example["text"] == "my deposit is missing" and example["channel"] == "telegram"
