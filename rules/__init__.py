@@ -4,8 +4,14 @@ Public API (see docs/architecture.md and docs/rules.md)::
 
     from rules import Engine, MessageIn, Decision, Redaction, TraceEntry, RuleSetError, RuleError
 
-The names are imported lazily, so that ``import rules.normalize`` (or the model alone, for the
+The names are imported lazily, so that ``import rules.normalize`` (or the document alone, for the
 JSON Schema) does not load the language detector and the automaton machinery.
+
+Modules, one concept each: ``document`` (the YAML schema an admin writes), ``loader`` (YAML text
+-> validated document, errors with line and column), ``regex`` (RE2 patterns and their limits),
+``prefilter`` (what a regex's matches must contain), ``conditions`` (the compiled condition
+nodes), ``compile`` (document -> compiled rule set), ``evaluate`` (the engine), ``model`` (the
+values it takes and gives), ``normalize``, ``detectors``, ``secrets``, ``language``, ``intent``.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rules.evaluate import Engine
+    from rules.evaluate import Engine, redact_secrets
     from rules.model import (
         Decision,
         GroupInfo,

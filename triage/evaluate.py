@@ -43,7 +43,7 @@ def report_of(engine: Engine, paths: Sequence[Path]) -> _Report:
 def rule_set_priority(engine: Engine, s: _Sample) -> bool:
     """Whether a rule, not the rule set's default, gave the priority (an approximation: a rule
     that set the default priority itself counts as the default)."""
-    return s.decision.routed_by is not None or s.decision.priority != engine._c.default_priority
+    return s.decision.routed_by is not None or s.decision.priority != engine.default_priority
 
 
 def decided(s: _Sample, group: str, priority: int) -> _Sample:
