@@ -237,7 +237,7 @@ def test_default_rules_gating_is_exact_on_the_samples() -> None:
     # every sample gives the same decisions.
     import json
 
-    from rules.commands import message_from_json
+    from router.rules_samples import message_from_json
 
     engine = Engine.default()
     ungated = {engine._compiled.rules[i].id for i in engine._compiled.ungated}
