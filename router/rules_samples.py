@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
-from rules import Decision, Engine, MessageIn
-from rules.detectors import SECRET_KINDS
+from rules import SECRET_KINDS, Decision, Engine, MessageIn
 
 __all__ = ["InputError", "Report", "Sample", "message_from_json", "print_summary", "read_samples", "summarize"]
 

@@ -3,6 +3,7 @@
 Public API (see docs/architecture.md and docs/rules.md)::
 
     from rules import Engine, MessageIn, Decision, Redaction, TraceEntry, RuleSetError, RuleError
+    from rules import redact_secrets, detect, SECRET_KINDS  # the built-in detectors, for text kept aside
 
 The names are imported lazily, so that ``import rules.normalize`` (or the document alone, for the
 JSON Schema) does not load the language detector and the automaton machinery.
@@ -20,6 +21,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from rules.detectors import SECRET_KINDS, detect
     from rules.evaluate import Engine, redact_secrets
     from rules.model import (
         Decision,
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "SECRET_KINDS",
     "Decision",
     "Engine",
     "GroupInfo",
@@ -42,10 +45,16 @@ __all__ = [
     "RuleError",
     "RuleSetError",
     "TraceEntry",
+    "detect",
     "redact_secrets",
 ]
 
-_HOME = {name: "rules.model" for name in __all__} | {"Engine": "rules.evaluate", "redact_secrets": "rules.evaluate"}
+_HOME = {name: "rules.model" for name in __all__} | {
+    "Engine": "rules.evaluate",
+    "redact_secrets": "rules.evaluate",
+    "SECRET_KINDS": "rules.detectors",
+    "detect": "rules.detectors",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -63,7 +63,7 @@ class ValidationContext:
     normalize_keyword: Callable[[str], str]
 
 
-def _ctx(info: ValidationInfo) -> ValidationContext | None:
+def _validation_context(info: ValidationInfo) -> ValidationContext | None:
     ctx = info.context
     if isinstance(ctx, dict):
         value = ctx.get("rules")
@@ -71,7 +71,7 @@ def _ctx(info: ValidationInfo) -> ValidationContext | None:
     return None
 
 
-def _err(error_type: str, message: str, **values: Any) -> PydanticCustomError:
+def _error(error_type: str, message: str, **values: Any) -> PydanticCustomError:
     # Formatted here (not by pydantic) so that braces in a value, e.g. a{1001}, stay literal.
     return PydanticCustomError(error_type, message.format(**values))
 
@@ -81,7 +81,7 @@ def _err(error_type: str, message: str, **values: Any) -> PydanticCustomError:
 
 def _check_priority(value: Any) -> Any:
     if value not in PRIORITIES:
-        raise _err("priority", "bad priority {value!r}: expected P1, P2, P3 or P4", value=value)
+        raise _error("priority", "bad priority {value!r}: expected P1, P2, P3 or P4", value=value)
     return value
 
 
@@ -98,7 +98,7 @@ def _sexagesimal_to_time(value: Any) -> Any:
     if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 24 * 60:
         return f"{value // 60:02d}:{value % 60:02d}"
     if isinstance(value, str) and not _TIME_RE.match(value):
-        raise _err("time_format", "bad time {value!r}: expected HH:MM (24-hour)", value=value)
+        raise _error("time_format", "bad time {value!r}: expected HH:MM (24-hour)", value=value)
     return value
 
 
@@ -157,13 +157,13 @@ class Window(_Strict):
         try:
             ZoneInfo(value)
         except (ZoneInfoNotFoundError, ValueError):
-            raise _err("time_zone", "invalid time zone {value!r}", value=value) from None
+            raise _error("time_zone", "invalid time zone {value!r}", value=value) from None
         return value
 
     @model_validator(mode="after")
     def _non_empty(self) -> Window:
         if self.start == self.end:
-            raise _err("time_window", "empty time window: from equals to")
+            raise _error("time_window", "empty time window: from equals to")
         return self
 
 
@@ -180,9 +180,9 @@ class Group(_Strict):
 
 
 def _known_group(value: str, info: ValidationInfo) -> str:
-    ctx = _ctx(info)
+    ctx = _validation_context(info)
     if ctx is not None and value not in ctx.groups:
-        raise _err("unknown_group", "unknown group {value!r}", value=value)
+        raise _error("unknown_group", "unknown group {value!r}", value=value)
     return value
 
 
@@ -199,11 +199,11 @@ class Defaults(_Strict):
 
 
 def _keywords_ok(value: list[str], info: ValidationInfo) -> list[str]:
-    ctx = _ctx(info)
+    ctx = _validation_context(info)
     for i, kw in enumerate(value):
         normalized = ctx.normalize_keyword(kw) if ctx is not None else kw.strip()
         if not normalized.strip():
-            raise _err("empty_keyword", "empty keyword (item {index})", index=i)
+            raise _error("empty_keyword", "empty keyword (item {index})", index=i)
     return value
 
 
@@ -224,41 +224,41 @@ class Account(_Strict):
 
 class ContainsAny(_Strict):
     contains_any: Keywords
-    _kw = field_validator("contains_any")(_keywords_ok)
+    _check_keywords = field_validator("contains_any")(_keywords_ok)
 
 
 class ContainsAll(_Strict):
     contains_all: Keywords
-    _kw = field_validator("contains_all")(_keywords_ok)
+    _check_keywords = field_validator("contains_all")(_keywords_ok)
 
 
 class SubjectContainsAny(_Strict):
     subject_contains_any: Keywords
-    _kw = field_validator("subject_contains_any")(_keywords_ok)
+    _check_keywords = field_validator("subject_contains_any")(_keywords_ok)
 
 
 class SubjectContainsAll(_Strict):
     subject_contains_all: Keywords
-    _kw = field_validator("subject_contains_all")(_keywords_ok)
+    _check_keywords = field_validator("subject_contains_all")(_keywords_ok)
 
 
 def _regex_ok(value: str, info: ValidationInfo) -> str:
-    ctx = _ctx(info)
+    ctx = _validation_context(info)
     if ctx is not None:
         reason = ctx.compile_regex(value)
         if reason is not None:
-            raise _err("invalid_regex", "{reason}", reason=reason)
+            raise _error("invalid_regex", "{reason}", reason=reason)
     return value
 
 
 class Regex(_Strict):
     regex: NonEmptyStr
-    _re = field_validator("regex")(_regex_ok)
+    _check_regex = field_validator("regex")(_regex_ok)
 
 
 class SubjectRegex(_Strict):
     subject_regex: NonEmptyStr
-    _re = field_validator("subject_regex")(_regex_ok)
+    _check_regex = field_validator("subject_regex")(_regex_ok)
 
 
 class Language(_Strict):
@@ -286,12 +286,12 @@ DetectorKind = Annotated[str, WithJsonSchema({"type": "string", "enum": list(DOC
 
 
 def _kinds_ok(value: list[str], info: ValidationInfo) -> list[str]:
-    ctx = _ctx(info)
+    ctx = _validation_context(info)
     if ctx is not None:
         for kind in value:
             if kind not in ctx.detector_kinds:
                 known = ", ".join(sorted(ctx.detector_kinds))
-                raise _err(
+                raise _error(
                     "unknown_detector",
                     "unknown detector kind {kind!r} (known: {known})",
                     kind=kind,
@@ -321,7 +321,7 @@ DetectorKinds = Annotated[
 
 class Detector(_Strict):
     detector: DetectorKinds
-    _k = field_validator("detector")(_kinds_ok)
+    _check_kinds = field_validator("detector")(_kinds_ok)
 
 
 class All(_Strict):
@@ -363,23 +363,23 @@ def _condition_shape(value: Any) -> Any:
     if isinstance(value, BaseModel):
         return value
     if not isinstance(value, dict):
-        raise _err("condition_type", "a condition is a mapping with one key, not {t}", t=_tn(value))
+        raise _error("condition_type", "a condition is a mapping with one key, not {t}", t=_type_name(value))
     if not value:
-        raise _err("empty_condition", "empty condition")
+        raise _error("empty_condition", "empty condition")
     if len(value) > 1:
         keys = ", ".join(str(k) for k in value)
-        raise _err(
+        raise _error(
             "condition_keys",
             "a condition has exactly one key, found {keys} (combine them with all: [...])",
             keys=keys,
         )
     (key,) = value
     if key not in LEAF_KEYS:
-        raise _err("unknown_condition", "unknown condition {key!r}", key=key)
+        raise _error("unknown_condition", "unknown condition {key!r}", key=key)
     return value
 
 
-def _tn(value: Any) -> str:
+def _type_name(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
@@ -425,7 +425,7 @@ def _when_tag(value: Any) -> str:
 
 def _when_shape(value: Any) -> Any:
     if value is None or (isinstance(value, list | dict) and not value):
-        raise _err("empty_condition", "empty condition")
+        raise _error("empty_condition", "empty condition")
     return value
 
 
@@ -463,17 +463,17 @@ class Then(_Strict):
     @field_validator("auto_reply")
     @classmethod
     def _template_exists(cls, value: Any, info: ValidationInfo) -> Any:
-        ctx = _ctx(info)
+        ctx = _validation_context(info)
         if ctx is not None and isinstance(value, str) and value not in ctx.templates:
-            raise _err("unknown_template", "unknown template {value!r}", value=value)
+            raise _error("unknown_template", "unknown template {value!r}", value=value)
         return value
 
     @model_validator(mode="after")
     def _coherent(self) -> Then:
         if self.priority is not None and self.raise_priority is not None:
-            raise _err("priority_conflict", "priority and raise_priority are exclusive")
+            raise _error("priority_conflict", "priority and raise_priority are exclusive")
         if self.escalate and self.route is None:
-            raise _err("escalate_without_route", "escalate needs route (the group to move to)")
+            raise _error("escalate_without_route", "escalate needs route (the group to move to)")
         return self
 
 
