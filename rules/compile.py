@@ -53,6 +53,9 @@ from rules.regex import compile_regex
 
 @dataclass(frozen=True, slots=True)
 class Actions:
+    """A rule's ``then``, resolved: priorities as numbers, a template name as its texts, the
+    ``address`` shorthand as the detector kinds."""
+
     tags: tuple[str, ...]
     priority: int | None
     raise_priority: int | None
@@ -65,6 +68,8 @@ class Actions:
 
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
+    """One rule as the engine evaluates it."""
+
     index: int
     id: str
     condition: ConditionNode
@@ -74,6 +79,8 @@ class CompiledRule:
 
 @dataclass(frozen=True, slots=True)
 class Keyword:
+    """One entry of the automaton: a rule keyword or a regex literal (see ``_Builder.keyword``)."""
+
     text: str  # normalised
     word_edges: bool  # False when neither end is a word character (CJK): plain substring
 
@@ -103,6 +110,8 @@ class CompiledRules:
 
 
 class _Builder:
+    """Numbers keywords, regexes and gates across the whole document while it builds each rule."""
+
     def __init__(self, doc: document.RuleFile) -> None:
         self.doc = doc
         self.hours = {g.id: (hours_of(g.hours) if g.hours is not None else None) for g in doc.groups}
