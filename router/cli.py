@@ -413,19 +413,19 @@ async def _scrub(rt: Any, args: argparse.Namespace) -> int:
 
 # -- rules ---------------------------------------------------------------------------------------
 def cmd_rules_offline(args: argparse.Namespace, settings: Settings) -> int:
-    from rules import commands
+    from router import rules_cli
 
     if args.action == "validate":
-        return commands.validate(args.file, sys.stdout)
+        return rules_cli.validate(args.file, sys.stdout)
     if args.action == "eval":
-        return commands.evaluate_samples(args.file, args.samples, args.json, sys.stdout)
-    return commands.schema(sys.stdout)
+        return rules_cli.evaluate_samples(args.file, args.samples, args.json, sys.stdout)
+    return rules_cli.schema(sys.stdout)
 
 
 def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
-    from rules import commands
+    from router import rules_cli
 
-    return commands.route(args.rules, sys.stdin, sys.stdout)
+    return rules_cli.route(args.rules, sys.stdin, sys.stdout)
 
 
 async def _rules_published(rt: Any, args: argparse.Namespace) -> int:
@@ -472,9 +472,9 @@ async def _model_export(rt: Any, args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.target == "rules":
-        from rules import bench
+        from router import bench_rules
 
-        return bench.run(args.json, sys.stdout)
+        return bench_rules.run(args.json, sys.stdout)
     if args.target == "console":
         from router import bench_console
 

@@ -2,7 +2,7 @@
 
 A draft is untrusted input to an expensive compiler: nested YAML aliases (763 bytes took 13.5 s
 and 1.15 GB inside the routing process, one level more 6 GB), huge regex alternations. The loader
-refuses what it can recognise (rules/loader.py: node and alias limits; rules/compile.py: pattern
+refuses what it can recognise (rules/loader.py: node and alias limits; rules/regex.py: pattern
 size limits); this is the backstop for what nobody foresaw: the child runs with an address-space
 limit (RLIMIT_AS) and a CPU limit, the parent kills it at the wall-time limit, and either way the
 draft is refused with the reason while the console and the workers beside it run on.

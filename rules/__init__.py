@@ -3,9 +3,16 @@
 Public API (see docs/architecture.md and docs/rules.md)::
 
     from rules import Engine, MessageIn, Decision, Redaction, TraceEntry, RuleSetError, RuleError
+    from rules import redact_secrets, detect, SECRET_KINDS  # the built-in detectors, for text kept aside
 
-The names are imported lazily, so that ``import rules.normalize`` (or the model alone, for the
+The names are imported lazily, so that ``import rules.normalize`` (or the document alone, for the
 JSON Schema) does not load the language detector and the automaton machinery.
+
+Modules, one concept each: ``document`` (the YAML schema an admin writes), ``loader`` (YAML text
+-> validated document, errors with line and column), ``regex`` (RE2 patterns and their limits),
+``prefilter`` (what a regex's matches must contain), ``conditions`` (the compiled condition
+nodes), ``compile`` (document -> compiled rule set), ``evaluate`` (the engine), ``model`` (the
+values it takes and gives), ``normalize``, ``detectors``, ``secrets``, ``language``, ``intent``.
 """
 
 from __future__ import annotations
@@ -14,7 +21,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from rules.evaluate import Engine
+    from rules.detectors import SECRET_KINDS, detect
+    from rules.evaluate import Engine, redact_secrets
     from rules.model import (
         Decision,
         GroupInfo,
@@ -27,6 +35,7 @@ if TYPE_CHECKING:
     )
 
 __all__ = [
+    "SECRET_KINDS",
     "Decision",
     "Engine",
     "GroupInfo",
@@ -36,10 +45,16 @@ __all__ = [
     "RuleError",
     "RuleSetError",
     "TraceEntry",
+    "detect",
     "redact_secrets",
 ]
 
-_HOME = {name: "rules.model" for name in __all__} | {"Engine": "rules.evaluate", "redact_secrets": "rules.evaluate"}
+_HOME = {name: "rules.model" for name in __all__} | {
+    "Engine": "rules.evaluate",
+    "redact_secrets": "rules.evaluate",
+    "SECRET_KINDS": "rules.detectors",
+    "detect": "rules.detectors",
+}
 
 
 def __getattr__(name: str) -> Any:

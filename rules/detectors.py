@@ -40,7 +40,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 import msgspec
 
@@ -458,3 +458,17 @@ def detect(text: str, kinds: frozenset[str] | None = None) -> list[Finding]:
     if not found:
         return found
     return [f for f in _resolve(found) if f.kind in want]
+
+
+_ADDRESS_KINDS = ("btc_address", "eth_address", "tron_address")
+
+
+def expand_kinds(kinds: Iterable[str]) -> frozenset[str]:
+    """Replace the ``address`` shorthand by the concrete address kinds the detectors report."""
+    out: set[str] = set()
+    for kind in kinds:
+        if kind == "address" and "address" not in KINDS:
+            out.update(_ADDRESS_KINDS)
+        else:
+            out.add(kind)
+    return frozenset(out)

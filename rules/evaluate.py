@@ -21,16 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from rules import detectors
-from rules.compile import (
-    MIN_ALNUM_RUN,
-    CompiledRules,
-    FieldC,
-    compile_rules,
-    expand_kinds,
-    iter_nodes,
-    lead_excludes,
-    search_utf8,
-)
+from rules.compile import CompiledRules, compile_rules
+from rules.conditions import FieldNode, iter_nodes
 from rules.language import LanguageDetector
 from rules.loader import load
 from rules.model import (
@@ -42,6 +34,8 @@ from rules.model import (
     TraceEntry,
 )
 from rules.normalize import Normalized, is_word_char, normalize
+from rules.prefilter import MIN_ALNUM_RUN, lead_excludes
+from rules.regex import search_utf8
 
 _log = logging.getLogger("switchboard.rules")
 
@@ -58,12 +52,12 @@ def _language_detector(languages: tuple[str, ...]) -> LanguageDetector:
     return LanguageDetector(languages)
 
 
-_SECRET_KINDS = expand_kinds(detectors.SECRET_KINDS)
+_SECRET_KINDS = detectors.expand_kinds(detectors.SECRET_KINDS)
 _NOTHING: frozenset[str] = frozenset()
 
 
 class _Message:
-    """The per-message view conditions read (implements ``rules.compile.Context``)."""
+    """The per-message view conditions read (implements ``rules.conditions.Context``)."""
 
     __slots__ = (
         "_checked",
@@ -171,16 +165,16 @@ class Engine:
     """A compiled, immutable rule set. Build with ``from_yaml``/``from_file``/``default``."""
 
     def __init__(self, compiled: CompiledRules, version: str, warnings: tuple[RuleError, ...]):
-        self._c = compiled
+        self._compiled = compiled
         self._version = version
         self._warnings = warnings
         served = sorted({lang for g in compiled.groups.values() for lang in g.languages})
         self._languages = tuple(served) or DEFAULT_LANGUAGES
         self._detector = _language_detector(self._languages)
         self._reads_conversation = any(
-            isinstance(node, FieldC) and node.field == "conversation"
+            isinstance(node, FieldNode) and node.field == "conversation"
             for rule in compiled.rules
-            for node in iter_nodes(rule.cond)
+            for node in iter_nodes(rule.condition)
         )
         # Found in one detector pass at the start: the secrets, and what ungated rules ask for.
         self._eager = compiled.eager_kinds | _SECRET_KINDS
@@ -232,11 +226,16 @@ class Engine:
 
     @property
     def groups(self) -> Mapping[str, GroupInfo]:
-        return self._c.groups
+        return self._compiled.groups
 
     @property
     def default_group(self) -> str:
-        return self._c.default_group
+        return self._compiled.default_group
+
+    @property
+    def default_priority(self) -> int:
+        """The priority (1-4) a message gets when no rule sets one."""
+        return self._compiled.default_priority
 
     @property
     def warnings(self) -> tuple[RuleError, ...]:
@@ -244,7 +243,7 @@ class Engine:
 
     @property
     def rule_count(self) -> int:
-        return len(self._c.rules)
+        return len(self._compiled.rules)
 
     @property
     def reads_conversation_state(self) -> bool:
@@ -261,7 +260,7 @@ class Engine:
 
     def _scan(self, text: str) -> dict[int, tuple[int, int]]:
         hits: dict[int, tuple[int, int]] = {}
-        scanner = self._c.scanner
+        scanner = self._compiled.scanner
         if scanner is None or not text:
             return hits
         entries = scanner.entries
@@ -286,8 +285,8 @@ class Engine:
 
     def evaluate(self, msg: MessageIn) -> Decision:
         """Classify one message: tags, priority, group, auto-reply, redactions and trace."""
-        c = self._c
-        ctx = _Message(msg, c.regexes, c.regex_leads)
+        compiled = self._compiled
+        ctx = _Message(msg, compiled.regexes, compiled.regex_leads)
         ctx._norm["text"] = normalize(msg.text)
         ctx._norm["subject"] = normalize(msg.subject) if msg.subject else _EMPTY
         ctx.text_hits = self._scan(ctx._norm["text"].text)
@@ -301,15 +300,15 @@ class Engine:
         if ctx.language is None:
             ctx.language = self._detector.detect(_without(msg.text, secret_text), secrets_removed=True)
 
-        candidates = set(c.ungated)
-        keyword_rules = c.keyword_rules
+        candidates = set(compiled.ungated)
+        keyword_rules = compiled.keyword_rules
         for kw in ctx.text_hits:
             candidates.update(keyword_rules.get(kw, ()))
         for kw in ctx.subject_hits:
             candidates.update(keyword_rules.get(kw, ()))
-        if c.detector_gates and (eager_text or eager_subject):
+        if compiled.detector_gates and (eager_text or eager_subject):
             found_text, found_subject = ctx._found["text"], ctx._found["subject"]
-            for kind, gate_id in c.detector_gates.items():
+            for kind, gate_id in compiled.detector_gates.items():
                 if found_text.get(kind) or found_subject.get(kind):
                     candidates.update(keyword_rules[gate_id])
         if self._run_gates:
@@ -327,8 +326,8 @@ class Engine:
         redact: set[str] = set()
         trace: list[TraceEntry] = []
         for index in sorted(candidates):
-            rule = c.rules[index]
-            matches = rule.cond.match(ctx)
+            rule = compiled.rules[index]
+            matches = rule.condition.match(ctx)
             if matches is None:
                 continue
             trace.append(TraceEntry(rule.id, tuple(matches)))
@@ -338,7 +337,7 @@ class Engine:
             if then.priority is not None:
                 priority = then.priority if priority is None else min(priority, then.priority)
             if then.raise_priority is not None:
-                base = priority if priority is not None else c.default_priority
+                base = priority if priority is not None else compiled.default_priority
                 priority = max(1, base - then.raise_priority)
             if then.route is not None and group is None:
                 group, routed_by, escalate = then.route, rule.id, then.escalate
@@ -362,8 +361,8 @@ class Engine:
             else None
         )
         decision = Decision(  # positional (cheaper than keywords), in the field order
-            group if group is not None else c.default_group,  # group
-            priority if priority is not None else c.default_priority,  # priority
+            group if group is not None else compiled.default_group,  # group
+            priority if priority is not None else compiled.default_priority,  # priority
             tuple(tags),  # tags
             ctx.language,  # language
             text,  # text

@@ -19,20 +19,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from rules import detectors
-from rules.compile import MAX_RULE_PATTERN_CHARS, MAX_RULESET_PATTERN_CHARS, regex_error
-from rules.model import (
-    LEAF_KEYS,
-    Always,
-    Condition,
-    RuleError,
-    RuleFile,
-    RuleSetError,
-    ValidationContext,
-    When,
-)
-from rules.model import All as AllCond
+from rules import detectors, document
+from rules.document import LEAF_KEYS, Always, Condition, RuleFile, ValidationContext, When
+from rules.model import RuleError, RuleSetError
 from rules.normalize import normalize_keyword
+from rules.regex import MAX_RULE_PATTERN_CHARS, MAX_RULESET_PATTERN_CHARS, regex_error
 
 # libyaml keeps marks too and is ~10x faster on a 10,000-rule file.
 _Base: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -246,7 +237,7 @@ def _patterns(value: Any) -> Iterator[str]:
 
 
 def _pattern_budget(data: dict[str, Any], positions: Positions, filename: str) -> list[RuleError]:
-    """Regex source per rule and per rule set within the limits of rules/compile.py (a single
+    """Regex source per rule and per rule set within the limits of rules/regex.py (a single
     pattern's limit is checked with the pattern, by regex_error)."""
     rules = data.get("rules")
     errors: list[RuleError] = []
@@ -327,16 +318,14 @@ def _convert(exc: ValidationError, data: dict[str, Any], positions: Positions, f
 
 def _fields_at(path: Sequence[int | str], data: Any) -> Sequence[str]:
     """Field names allowed where an unknown field was found (for a did-you-mean hint)."""
-    from rules import model
-
     names: dict[str, type[BaseModel]] = {
-        "": model.RuleFile,
-        "groups": model.Group,
-        "defaults": model.Defaults,
-        "rules": model.Rule,
-        "then": model.Then,
-        "hours": model.Window,
-        "time": model.Window,
+        "": document.RuleFile,
+        "groups": document.Group,
+        "defaults": document.Defaults,
+        "rules": document.Rule,
+        "then": document.Then,
+        "hours": document.Window,
+        "time": document.Window,
     }
     last = next((p for p in reversed(path) if isinstance(p, str)), "")
     cls: type[BaseModel] | None = names.get(last) or LEAF_KEYS.get(last)
@@ -414,7 +403,7 @@ def is_unconditional(when: When | Condition) -> bool:
     """True for ``always: true`` alone (or a list / ``all`` of nothing else)."""
     if isinstance(when, list):
         return all(is_unconditional(c) for c in when)
-    if isinstance(when, AllCond):
+    if isinstance(when, document.All):
         return all(is_unconditional(c) for c in when.all)
     return isinstance(when, Always)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from rules.model import RuleFile
+from rules.document import RuleFile
 
 SCHEMA_ID = "https://switchboard.dev/schemas/rules-v1.json"
 

@@ -21,8 +21,8 @@ from typing import Any
 
 import msgspec
 
+from router.rules_samples import Report, Sample, print_summary, read_samples, summarize
 from rules import Engine
-from rules.commands import _print_summary, _read_samples, _Report, _Sample, _summary
 from rules.intent import IntentModel, Policy, Prediction, combine
 
 ROOT = Path(__file__).resolve().parent
@@ -31,34 +31,34 @@ THRESHOLDS = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 P1_THRESHOLDS = (0.2, 0.3, 0.4, 0.5, 0.6, 0.7)
 
 
-def report_of(engine: Engine, paths: Sequence[Path]) -> _Report:
-    report = _Report()
+def report_of(engine: Engine, paths: Sequence[Path]) -> Report:
+    report = Report()
     for path in paths:
-        part = _read_samples(engine, str(path))
+        part = read_samples(engine, str(path))
         report.samples += part.samples
         report.bad_lines += part.bad_lines
     return report
 
 
-def rule_set_priority(engine: Engine, s: _Sample) -> bool:
+def rule_set_priority(engine: Engine, s: Sample) -> bool:
     """Whether a rule, not the rule set's default, gave the priority (an approximation: a rule
     that set the default priority itself counts as the default)."""
-    return s.decision.routed_by is not None or s.decision.priority != engine._c.default_priority
+    return s.decision.routed_by is not None or s.decision.priority != engine.default_priority
 
 
-def decided(s: _Sample, group: str, priority: int) -> _Sample:
+def decided(s: Sample, group: str, priority: int) -> Sample:
     return dataclasses.replace(s, decision=msgspec.structs.replace(s.decision, group=group, priority=priority))
 
 
-def model_alone(report: _Report, predictions: Sequence[Prediction]) -> _Report:
+def model_alone(report: Report, predictions: Sequence[Prediction]) -> Report:
     samples = [
         decided(s, Prediction.top(p.group)[0], int(Prediction.top(p.priority)[0][1:]))
         for s, p in zip(report.samples, predictions, strict=True)
     ]
-    return _Report(samples, report.bad_lines)
+    return Report(samples, report.bad_lines)
 
 
-def both(engine: Engine, report: _Report, predictions: Sequence[Prediction], policy: Policy) -> _Report:
+def both(engine: Engine, report: Report, predictions: Sequence[Prediction], policy: Policy) -> Report:
     samples = []
     for s, p in zip(report.samples, predictions, strict=True):
         routed = s.decision.routed_by is not None
@@ -66,10 +66,10 @@ def both(engine: Engine, report: _Report, predictions: Sequence[Prediction], pol
             s.decision.group, s.decision.priority, routed, rule_set_priority(engine, s), p, policy
         )
         samples.append(decided(s, group, priority))
-    return _Report(samples, report.bad_lines)
+    return Report(samples, report.bad_lines)
 
 
-def score(samples: Sequence[_Sample]) -> tuple[float, ...] | None:
+def score(samples: Sequence[Sample]) -> tuple[float, ...] | None:
     """What a policy is chosen for: P1 recall first (an account takeover left at P3 costs a user
     their funds), then group plus priority accuracy; None when more than 5% of P4 messages are
     raised to P1 (issue 15's bound)."""
@@ -81,7 +81,7 @@ def score(samples: Sequence[_Sample]) -> tuple[float, ...] | None:
     return (round(recall, 2), sum(s.group_ok for s in samples) + sum(s.priority_ok for s in samples))
 
 
-def choose_policy(engine: Engine, train: _Report, oof: dict[str, Prediction]) -> Policy:
+def choose_policy(engine: Engine, train: Report, oof: dict[str, Prediction]) -> Policy:
     predictions = [oof[s.id] for s in train.samples]
     best: tuple[tuple[float, ...], Policy] | None = None
     for route, prio, p1 in itertools.product(THRESHOLDS, THRESHOLDS, P1_THRESHOLDS):
@@ -93,11 +93,11 @@ def choose_policy(engine: Engine, train: _Report, oof: dict[str, Prediction]) ->
     return best[1]
 
 
-def _headline(title: str, engine: Engine, report: _Report, out: io.TextIOBase | Any) -> dict[str, Any]:
-    summary = _summary(engine, report)
+def _headline(title: str, engine: Engine, report: Report, out: io.TextIOBase | Any) -> dict[str, Any]:
+    summary = summarize(engine, report)
     print(f"\n== {title}", file=out)
     buf = io.StringIO()
-    _print_summary({**summary, "misrouted": [], "priority_misses": [], "tag_misses": []}, report.samples, buf)
+    print_summary({**summary, "misrouted": [], "priority_misses": [], "tag_misses": []}, report.samples, buf)
     print(
         "\n".join(line for line in buf.getvalue().splitlines() if not line.startswith(("tag accuracy", "secrets"))),
         file=out,

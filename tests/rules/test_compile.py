@@ -7,18 +7,10 @@ import dataclasses
 import pytest
 
 from rules import Engine, MessageIn
-from rules.compile import (
-    AllC,
-    KeywordsC,
-    compile_regex,
-    lead_excludes,
-    leading_words,
-    regex_error,
-    required_alnum_run,
-    required_literals,
-    search_utf8,
-)
+from rules.conditions import AllNode, KeywordsNode
 from rules.normalize import normalize
+from rules.prefilter import lead_excludes, leading_words, required_alnum_run, required_literals
+from rules.regex import compile_regex, regex_error, search_utf8
 
 from .conftest import SAMPLES
 
@@ -97,7 +89,7 @@ def test_required_literals_are_sound(pattern: str, matching: list[str]) -> None:
 
 
 def compiled(make_engine, body: str):  # type: ignore[no-untyped-def]
-    return make_engine(body)._c
+    return make_engine(body)._compiled
 
 
 def test_gates_follow_the_condition_tree(make_engine) -> None:  # type: ignore[no-untyped-def]
@@ -159,9 +151,9 @@ def test_cheap_conditions_are_tried_first(make_engine) -> None:  # type: ignore[
         "  - {id: r, when: [{regex: 'x+y'}, {detector: email}, {contains_any: [z]},"
         " {channel: t}], then: {tags: [x]}}\n",
     )
-    cond = c.rules[0].cond
-    assert isinstance(cond, AllC)
-    assert [type(ch).__name__ for ch in cond.children] == ["FieldC", "KeywordsC", "RegexC", "DetectorC"]
+    cond = c.rules[0].condition
+    assert isinstance(cond, AllNode)
+    assert [type(ch).__name__ for ch in cond.children] == ["FieldNode", "KeywordsNode", "RegexNode", "DetectorNode"]
 
 
 def test_keywords_are_shared_and_normalised(make_engine) -> None:  # type: ignore[no-untyped-def]
@@ -172,8 +164,8 @@ def test_keywords_are_shared_and_normalised(make_engine) -> None:  # type: ignor
     )
     assert sorted(k.text for k in c.keywords) == sorted(["usdt", "提现"])
     assert {k.text: k.word_edges for k in c.keywords} == {"usdt": True, "提现": False}
-    kw = c.rules[1].cond
-    assert isinstance(kw, KeywordsC) and len(kw.kw_ids) == 1
+    kw = c.rules[1].condition
+    assert isinstance(kw, KeywordsNode) and len(kw.keyword_ids) == 1
 
 
 def test_gating_gives_the_same_decisions_as_evaluating_every_rule(make_engine) -> None:  # type: ignore[no-untyped-def]
@@ -187,10 +179,10 @@ def test_gating_gives_the_same_decisions_as_evaluating_every_rule(make_engine) -
         "  - {id: g, when: {detector: [txid, seed_phrase]}, then: {tags: [g]}}\n"
     )
     engine = make_engine(body)
-    assert engine._c.ungated == frozenset({2, 4})  # `not`, and a one-letter literal
+    assert engine._compiled.ungated == frozenset({2, 4})  # `not`, and a one-letter literal
     brute = Engine.__new__(Engine)
     brute.__dict__.update(engine.__dict__)
-    brute._c = dataclasses.replace(engine._c, ungated=frozenset(range(len(engine._c.rules))))
+    brute._compiled = dataclasses.replace(engine._compiled, ungated=frozenset(range(len(engine._compiled.rules))))
     for text in [
         "usdt withdraw",
         "USDT trc20 提现",
@@ -245,17 +237,17 @@ def test_default_rules_gating_is_exact_on_the_samples() -> None:
     # every sample gives the same decisions.
     import json
 
-    from rules.commands import message_from_json
+    from router.rules_samples import message_from_json
 
     engine = Engine.default()
-    ungated = {engine._c.rules[i].id for i in engine._c.ungated}
+    ungated = {engine._compiled.rules[i].id for i in engine._compiled.ungated}
     assert ungated == {"greeting", "vip-sender"}
     samples = SAMPLES
     if not samples.exists():
         pytest.skip("samples not available")
     brute = Engine.__new__(Engine)
     brute.__dict__.update(engine.__dict__)
-    brute._c = dataclasses.replace(engine._c, ungated=frozenset(range(len(engine._c.rules))))
+    brute._compiled = dataclasses.replace(engine._compiled, ungated=frozenset(range(len(engine._compiled.rules))))
     for line in samples.read_text(encoding="utf-8").splitlines():
         if line.strip():
             m = message_from_json(json.loads(line))

@@ -1,7 +1,7 @@
 """Issue 13, finding 10: hostile rule drafts are refused with a reason before they cost anything.
 
 YAML alias bombs, recursive aliases and deep nesting (rules/loader.py), and regex sizes per
-pattern, per rule and per rule set (rules/compile.py); the shipped rule set stays within them.
+pattern, per rule and per rule set (rules/regex.py); the shipped rule set stays within them.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import importlib.resources
 import pytest
 
 from rules import Engine, MessageIn, RuleSetError
-from rules.compile import MAX_PATTERN_CHARS, MAX_RULE_PATTERN_CHARS, MAX_RULESET_PATTERN_CHARS
+from rules.regex import MAX_PATTERN_CHARS, MAX_RULE_PATTERN_CHARS, MAX_RULESET_PATTERN_CHARS
 
 HEAD = "version: 1\ngroups:\n  - id: general\ndefaults: {group: general, priority: P3}\n"
 

@@ -112,7 +112,7 @@ def test_deterministic(message: MessageIn) -> None:
 def test_keyword_gating_never_changes_a_decision(message: MessageIn) -> None:
     brute = Engine.__new__(Engine)
     brute.__dict__.update(ENGINE.__dict__)
-    brute._c = dataclasses.replace(ENGINE._c, ungated=frozenset(range(len(ENGINE._c.rules))))
+    brute._compiled = dataclasses.replace(ENGINE._compiled, ungated=frozenset(range(len(ENGINE._compiled.rules))))
     assert ENGINE.evaluate(message) == brute.evaluate(message)
 
 

@@ -11,8 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from mnemonic import Mnemonic
 
+from router.bench_rules import corpus
 from rules import redact_secrets
-from rules.bench import corpus
 from rules.detectors import detect
 from rules.secrets import _RUN_RE, phrase_checksum_ok, skeleton
 from tests.rules.conftest import SAMPLES

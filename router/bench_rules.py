@@ -24,8 +24,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-from rules.evaluate import Engine
-from rules.model import MessageIn
+from rules import Engine, MessageIn
 
 SIZES = (10, 100, 1000, 10000)
 COINS = ("usdt", "btc", "eth", "trx", "sol", "bnb", "xrp", "doge")

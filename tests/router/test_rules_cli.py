@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rules import bench, commands
-
-from .conftest import rules_yaml
+from router import bench_rules, rules_cli
+from tests.rules.conftest import rules_yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SEED = "athlete mechanic twin pluck cousin physical route trend jaguar pet already around"
@@ -35,7 +34,7 @@ def rule_file(tmp_path: Path) -> Path:
 
 def test_validate_ok(rule_file: Path) -> None:
     out = io.StringIO()
-    assert commands.validate(str(rule_file), out) == 0
+    assert rules_cli.validate(str(rule_file), out) == 0
     assert "ok — 2 rules" in out.getvalue()
 
 
@@ -48,7 +47,7 @@ def test_validate_prints_every_error(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     out = io.StringIO()
-    assert commands.validate(str(path), out) == 1
+    assert rules_cli.validate(str(path), out) == 1
     lines = out.getvalue().splitlines()
     errors = [ln for ln in lines if ln.startswith(f"{path}:") and ": rule a: " in ln]
     assert len(errors) == 4, lines  # regex, route, duplicate id, empty condition
@@ -65,13 +64,13 @@ def test_validate_prints_warnings(tmp_path: Path) -> None:
         encoding="utf-8",
     )
     out = io.StringIO()
-    assert commands.validate(str(path), out) == 0
+    assert rules_cli.validate(str(path), out) == 0
     assert ": rule dead: warning: never fires" in out.getvalue()
 
 
 def test_validate_missing_file(tmp_path: Path) -> None:
     out = io.StringIO()
-    assert commands.validate(str(tmp_path / "nope.yaml"), out) == 1
+    assert rules_cli.validate(str(tmp_path / "nope.yaml"), out) == 1
 
 
 def test_route_json_lines(rule_file: Path) -> None:
@@ -94,7 +93,7 @@ def test_route_json_lines(rule_file: Path) -> None:
         + "\n"
     )
     out = io.StringIO()
-    assert commands.route(str(rule_file), inp, out) == 1  # some lines failed
+    assert rules_cli.route(str(rule_file), inp, out) == 1  # some lines failed
     rows = [json.loads(ln) for ln in out.getvalue().splitlines()]
     assert len(rows) == 4
     assert rows[0]["id"] == "m1" and rows[0]["group"] == "payments" and rows[0]["priority"] == "P2"
@@ -110,7 +109,7 @@ def test_route_json_lines(rule_file: Path) -> None:
 def test_route_default_rules() -> None:
     out = io.StringIO()
     inp = io.StringIO(json.dumps({"channel": "telegram", "text": "hello"}) + "\n")
-    assert commands.route(None, inp, out) == 0
+    assert rules_cli.route(None, inp, out) == 0
     assert json.loads(out.getvalue())["group"]
 
 
@@ -118,7 +117,7 @@ def test_route_bad_rules(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("version: 1\n", encoding="utf-8")
     out = io.StringIO()
-    assert commands.route(str(path), io.StringIO(""), out) == 1
+    assert rules_cli.route(str(path), io.StringIO(""), out) == 1
     assert json.loads(out.getvalue())["error"] == "invalid rule file"
 
 
@@ -168,7 +167,7 @@ def samples(tmp_path: Path) -> Path:
 
 def test_eval_json(rule_file: Path, samples: Path) -> None:
     out = io.StringIO()
-    assert commands.evaluate_samples(str(rule_file), str(samples), True, out) == 0
+    assert rules_cli.evaluate_samples(str(rule_file), str(samples), True, out) == 0
     report = json.loads(out.getvalue())
     assert report["samples"] == 5
     assert report["group_accuracy"] == 0.8
@@ -188,7 +187,7 @@ def test_eval_json(rule_file: Path, samples: Path) -> None:
 
 def test_eval_text(rule_file: Path, samples: Path) -> None:
     out = io.StringIO()
-    assert commands.evaluate_samples(str(rule_file), str(samples), False, out) == 0
+    assert rules_cli.evaluate_samples(str(rule_file), str(samples), False, out) == 0
     text = out.getvalue()
     assert "group accuracy:" in text and "80.0%" in text
     assert "misrouted (1):" in text and "s5" in text
@@ -209,19 +208,19 @@ def test_secret_check_fails_when_a_secret_is_not_redacted(rule_file: Path, tmp_p
         + "\n"
     )
     out = io.StringIO()
-    commands.evaluate_samples(str(rule_file), str(path), True, out)
+    rules_cli.evaluate_samples(str(rule_file), str(path), True, out)
     assert json.loads(out.getvalue())["secrets"]["ok"] is False
 
 
 def test_schema_command() -> None:
     out = io.StringIO()
-    assert commands.schema(out) == 0
+    assert rules_cli.schema(out) == 0
     assert json.loads(out.getvalue())["title"] == "Switchboard rule file"
 
 
 def test_bench_small_run_json() -> None:
     out = io.StringIO()
-    assert bench.run(True, out, messages=300) == 0
+    assert bench_rules.run(True, out, messages=300) == 0
     r = json.loads(out.getvalue())
     for key in ("msgs_per_s", "naive_msgs_per_s", "avg_rules_matched", "build_s"):
         assert set(r[key]) == {"10", "100", "1000", "10000"}

@@ -1,8 +1,10 @@
-"""Offline commands: ``rules validate``, ``route``, ``rules eval``, ``rules schema``.
+"""Labelled sample messages: their JSON-lines format, and how well a rule set routes them.
 
-Each function returns the process exit code and writes to ``out``; ``router/cli.py`` wires them
-to the ``switchboard`` command line. They read files and streams, so they live beside the pure
-library rather than in it.
+A sample is a message in the format ``switchboard route`` reads, plus what a person expects
+(``expect: {group, priority, tags}``). ``read_samples`` evaluates each one; ``summarize`` scores
+the whole (accuracy, P1 recall, per-group precision and recall, the confusion table, and whether
+every pasted secret was masked); ``print_summary`` prints that table. Used by ``switchboard rules
+eval`` (router/rules_cli.py) and by the triage evaluation (triage/evaluate.py).
 """
 
 from __future__ import annotations
@@ -13,48 +15,11 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Any, TextIO
 
-from rules.detectors import SECRET_KINDS
-from rules.evaluate import Engine
-from rules.model import Decision, MessageIn, RuleSetError
+from rules import SECRET_KINDS, Decision, Engine, MessageIn
 
-__all__ = ["evaluate_samples", "route", "schema", "validate"]
-
-
-# --------------------------------------------------------------------------- validate
-
-
-def validate(path: str, out: TextIO) -> int:
-    """``switchboard rules validate FILE``: 0, or 1 with every error as FILE:LINE:COL: ..."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        print(f"{path}:1:1: cannot read the file: {exc}", file=out)
-        return 1
-    try:
-        engine = Engine.from_yaml(text, path)
-    except RuleSetError as exc:
-        for error in exc.errors:
-            print(error, file=out)
-        print(f"{path}: {len(exc.errors)} error(s)", file=out)
-        return 1
-    for warning in engine.warnings:
-        print(warning, file=out)
-    print(
-        f"{path}: ok — {engine.rule_count} rules, {len(engine.groups)} groups, "
-        f"{len(engine.warnings)} warning(s), version {engine.version}",
-        file=out,
-    )
-    return 0
-
-
-# --------------------------------------------------------------------------- route
-
-
-def _load_engine(rules_path: str | None) -> Engine:
-    return Engine.default() if rules_path is None else Engine.from_file(rules_path)
+__all__ = ["InputError", "Report", "Sample", "message_from_json", "print_summary", "read_samples", "summarize"]
 
 
 class InputError(ValueError):
@@ -115,45 +80,8 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def route(rules_path: str | None, inp: TextIO, out: TextIO) -> int:
-    """``switchboard route [--rules FILE]``: one JSON decision line per JSON message line."""
-    try:
-        engine = _load_engine(rules_path)
-    except RuleSetError as exc:
-        _json_line(out, {"error": "invalid rule file", "errors": [str(e) for e in exc.errors]})
-        return 1
-    except OSError as exc:
-        _json_line(out, {"error": f"cannot read the rule file: {exc}"})
-        return 1
-    failed = False
-    for lineno, line in enumerate(inp, 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            msg = message_from_json(obj)
-        except (ValueError, InputError) as exc:
-            # The reason only: echoing the line could print a secret the user pasted.
-            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-            _json_line(out, {"error": f"line {lineno}: {reason}", "line": lineno})
-            failed = True
-            continue
-        record = engine.evaluate(msg).to_dict()
-        if "id" in obj:
-            record = {"id": obj["id"], **record}
-        _json_line(out, record)
-    return 1 if failed else 0
-
-
-def _json_line(out: TextIO, obj: Any) -> None:
-    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
-
-
-# --------------------------------------------------------------------------- eval
-
-
 @dataclass
-class _Sample:
+class Sample:
     id: str
     expected_groups: tuple[str, ...]
     expected_priority: str | None
@@ -185,13 +113,13 @@ class _Sample:
 
 
 @dataclass
-class _Report:
-    samples: list[_Sample] = field(default_factory=list)
+class Report:
+    samples: list[Sample] = field(default_factory=list)
     bad_lines: list[str] = field(default_factory=list)
 
 
-def _read_samples(engine: Engine, path: str) -> _Report:
-    report = _Report()
+def read_samples(engine: Engine, path: str) -> Report:
+    report = Report()
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -210,7 +138,7 @@ def _read_samples(engine: Engine, path: str) -> _Report:
                 report.bad_lines.append(f"line {lineno}: {reason}")
                 continue
             report.samples.append(
-                _Sample(
+                Sample(
                     id=str(obj.get("id", f"line-{lineno}")),
                     expected_groups=tuple(str(g) for g in groups),
                     expected_priority=expect.get("priority"),
@@ -249,7 +177,7 @@ def _secrets_in(text: str, wordlist: frozenset[str]) -> Iterator[str]:
         run = []
 
 
-def _secret_check(samples: list[_Sample]) -> dict[str, Any]:
+def _secret_check(samples: list[Sample]) -> dict[str, Any]:
     wordlist = _bip39()
     expected = [s for s in samples if "secret-leak" in s.expected_tags]
     failures: list[dict[str, str]] = []
@@ -283,7 +211,7 @@ def _ratio(num: int, den: int) -> float | None:
     return round(num / den, 4) if den else None
 
 
-def _summary(engine: Engine, report: _Report) -> dict[str, Any]:
+def summarize(engine: Engine, report: Report) -> dict[str, Any]:
     samples = report.samples
     n = len(samples)
     groups = sorted(set(engine.groups) | {s.expected_label for s in samples} | {s.decision.group for s in samples})
@@ -302,7 +230,7 @@ def _summary(engine: Engine, report: _Report) -> dict[str, Any]:
         }
     p1 = [s for s in samples if s.expected_priority == "P1"]
 
-    def line(s: _Sample) -> dict[str, Any]:
+    def line(s: Sample) -> dict[str, Any]:
         return {
             "id": s.id,
             "expected": "|".join(s.expected_groups),
@@ -338,7 +266,7 @@ def _pct(value: float | None) -> str:
     return "   n/a" if value is None else f"{value * 100:5.1f}%"
 
 
-def _print_summary(summary: dict[str, Any], samples: list[_Sample], out: TextIO) -> None:
+def print_summary(summary: dict[str, Any], samples: list[Sample], out: TextIO) -> None:
     n = summary["samples"]
 
     def count(attr: str) -> int:
@@ -392,35 +320,3 @@ def _print_summary(summary: dict[str, Any], samples: list[_Sample], out: TextIO)
             print(f"  {r['id']:<9} {detail} — {r['note']}\n            {r['text']}", file=out)
     for bad in summary["bad_lines"]:
         print(f"bad sample {bad}", file=out)
-
-
-def evaluate_samples(rules_path: str | None, samples_path: str, as_json: bool, out: TextIO) -> int:
-    """``switchboard rules eval FILE --samples JSONL [--json]``: how well the rules do."""
-    try:
-        engine = _load_engine(rules_path)
-    except RuleSetError as exc:
-        for error in exc.errors:
-            print(error, file=out)
-        return 1
-    try:
-        report = _read_samples(engine, samples_path)
-    except OSError as exc:
-        print(f"{samples_path}: cannot read: {exc}", file=out)
-        return 1
-    summary = _summary(engine, report)
-    if as_json:
-        _json_line(out, summary)
-    else:
-        _print_summary(summary, report.samples, out)
-    return 1 if report.bad_lines else 0
-
-
-# --------------------------------------------------------------------------- schema
-
-
-def schema(out: TextIO) -> int:
-    """``switchboard rules schema``: print the JSON Schema of the rule file."""
-    from rules.schema import render
-
-    out.write(render())
-    return 0

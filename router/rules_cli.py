@@ -1,0 +1,117 @@
+"""``switchboard rules validate``, ``route``, ``rules eval``, ``rules schema``: the offline commands.
+
+Each function returns the process exit code and writes to ``out``; ``router/cli.py`` wires them
+to the ``switchboard`` command line. They read files and streams, so they live outside the pure
+``rules`` library.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, TextIO
+
+from router.rules_samples import InputError, message_from_json, print_summary, read_samples, summarize
+from rules import Engine, RuleSetError
+
+__all__ = ["evaluate_samples", "route", "schema", "validate"]
+
+
+# --------------------------------------------------------------------------- validate
+
+
+def validate(path: str, out: TextIO) -> int:
+    """``switchboard rules validate FILE``: 0, or 1 with every error as FILE:LINE:COL: ..."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        print(f"{path}:1:1: cannot read the file: {exc}", file=out)
+        return 1
+    try:
+        engine = Engine.from_yaml(text, path)
+    except RuleSetError as exc:
+        for error in exc.errors:
+            print(error, file=out)
+        print(f"{path}: {len(exc.errors)} error(s)", file=out)
+        return 1
+    for warning in engine.warnings:
+        print(warning, file=out)
+    print(
+        f"{path}: ok — {engine.rule_count} rules, {len(engine.groups)} groups, "
+        f"{len(engine.warnings)} warning(s), version {engine.version}",
+        file=out,
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------- route
+
+
+def _load_engine(rules_path: str | None) -> Engine:
+    return Engine.default() if rules_path is None else Engine.from_file(rules_path)
+
+
+def route(rules_path: str | None, inp: TextIO, out: TextIO) -> int:
+    """``switchboard route [--rules FILE]``: one JSON decision line per JSON message line."""
+    try:
+        engine = _load_engine(rules_path)
+    except RuleSetError as exc:
+        _json_line(out, {"error": "invalid rule file", "errors": [str(e) for e in exc.errors]})
+        return 1
+    except OSError as exc:
+        _json_line(out, {"error": f"cannot read the rule file: {exc}"})
+        return 1
+    failed = False
+    for lineno, line in enumerate(inp, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+            msg = message_from_json(obj)
+        except (ValueError, InputError) as exc:
+            # The reason only: echoing the line could print a secret the user pasted.
+            reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
+            _json_line(out, {"error": f"line {lineno}: {reason}", "line": lineno})
+            failed = True
+            continue
+        record = engine.evaluate(msg).to_dict()
+        if "id" in obj:
+            record = {"id": obj["id"], **record}
+        _json_line(out, record)
+    return 1 if failed else 0
+
+
+def _json_line(out: TextIO, obj: Any) -> None:
+    out.write(json.dumps(obj, ensure_ascii=False) + "\n")
+
+
+def evaluate_samples(rules_path: str | None, samples_path: str, as_json: bool, out: TextIO) -> int:
+    """``switchboard rules eval FILE --samples JSONL [--json]``: how well the rules do."""
+    try:
+        engine = _load_engine(rules_path)
+    except RuleSetError as exc:
+        for error in exc.errors:
+            print(error, file=out)
+        return 1
+    try:
+        report = read_samples(engine, samples_path)
+    except OSError as exc:
+        print(f"{samples_path}: cannot read: {exc}", file=out)
+        return 1
+    summary = summarize(engine, report)
+    if as_json:
+        _json_line(out, summary)
+    else:
+        print_summary(summary, report.samples, out)
+    return 1 if report.bad_lines else 0
+
+
+# --------------------------------------------------------------------------- schema
+
+
+def schema(out: TextIO) -> int:
+    """``switchboard rules schema``: print the JSON Schema of the rule file."""
+    from rules.schema import render
+
+    out.write(render())
+    return 0
