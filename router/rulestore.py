@@ -189,10 +189,21 @@ class RuleStore:
 class EngineHolder:
     """The engine a worker uses now: the published one if any, else the configured file or default."""
 
-    def __init__(self, store: RuleStore, file: Path | None) -> None:
+    def __init__(self, store: RuleStore, file: Path | None, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._number: int | None = None
+        self._clock = clock
+        self._checked: float | None = None
         self.engine: Engine = Engine.from_file(file) if file else Engine.default()
+
+    async def current(self, *, fresh: bool = False) -> Engine:
+        """The engine in force, its version checked at most once a second (``fresh``: now, e.g.
+        after a publish): for readers that ask per request (the console, the CLI)."""
+        now = self._clock()
+        if fresh or self._checked is None or now - self._checked >= 1.0:
+            self._checked = now
+            await self.refresh()
+        return self.engine
 
     async def refresh(self) -> bool:
         """Swap in the active published version when it changed; a broken one is logged and skipped."""

@@ -10,7 +10,6 @@ import json
 import logging
 import os
 import socket
-import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -47,7 +46,6 @@ class Runtime:
         self.rules = RuleStore(self.client, self.keys)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
-        self._engine_checked = 0.0
         #: Why an adapter asked the whole process to stop (``serve`` stops on the first).
         self.stop_reasons: list[str] = []
         self.stop_asked = asyncio.Event()
@@ -80,13 +78,8 @@ class Runtime:
         return self._engines
 
     async def engine(self, *, fresh: bool = False) -> Engine:
-        """The rule set in force (published, else the configured file or the default): compiled once
-        per version, its version checked at most once a second (``fresh``: now, e.g. after a publish)."""
-        now = time.monotonic()
-        if fresh or now - self._engine_checked >= 1.0:
-            self._engine_checked = now
-            await self.engines.refresh()
-        return self.engines.engine
+        """The rule set in force (published, else the configured file or the default)."""
+        return await self.engines.current(fresh=fresh)
 
     def adapter_context(self) -> AdapterContext:
         return AdapterContext(self.client, self.keys, self.inbox, self.instance, self._stop_all)
