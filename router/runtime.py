@@ -18,8 +18,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from adapters.base import Adapter, AdapterContext
+from adapters.base import Adapter
 from router.backlog import alerts, read_backlog
+from router.channel import ChannelContext
 from router.config import Settings
 from router.conversations import Conversations
 from router.errors import ConfigError
@@ -88,8 +89,8 @@ class Runtime:
             await self._engines.refresh()
         return self._engines.engine
 
-    def adapter_context(self) -> AdapterContext:
-        return AdapterContext(self.client, self.keys, self.inbox, self.instance, self._stop_all)
+    def adapter_context(self) -> ChannelContext:
+        return ChannelContext(self.client, self.keys, self.inbox, self.instance, self._stop_all)
 
     def _stop_all(self, reason: str) -> None:
         self.stop_reasons.append(reason)
@@ -178,7 +179,7 @@ def worker_processes(rt: Runtime, n: int, config: Path | None) -> Supervisor:
 
 async def serve(rt: Runtime, adapters: list[Adapter], workers: int = 1, processes: Supervisor | None = None) -> None:
     """Run router workers, adapters and supervised ``processes`` until SIGTERM/SIGINT, or until an
-    adapter asks the process to stop (``AdapterContext.stop_all``: then ConfigError with its reason
+    adapter asks the process to stop (``ChannelContext.stop_all``: then ConfigError with its reason
     once everything stopped): workers finish their batch first."""
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()

@@ -128,7 +128,7 @@ async def test_reconnect_without_resume_backfills_every_missed_message_once(
 
 
 async def _ready_again(bot: DiscordAdapter) -> bool:
-    return bot.health()["sessions"] >= 2 and bot.connected
+    return bot.health()["sessions"] >= 2 and bot.state.connected
 
 
 def test_backfill_targets() -> None:

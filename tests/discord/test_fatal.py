@@ -34,7 +34,7 @@ async def test_intent_revoked_an_hour_after_start_stops_the_adapter_and_fails_ch
     clock = FakeClock()
     started_at = clock.now
     bot = await make_bot(clock=clock, stop_on_fatal=False)
-    assert bot.connected
+    assert bot.state.connected
     await Worker(rt.client, rt.settings)._heartbeat()  # a live worker: only the adapter can fail `check`
     await publish_health(rt, [bot])
     assert await cli._check(rt, argparse.Namespace()) == 0
@@ -68,7 +68,7 @@ async def test_token_reset_after_start_stops_the_whole_process(
     serving = asyncio.create_task(serve(rt, [adapter]))
 
     async def connected() -> bool:
-        return adapter.connected
+        return adapter.state.connected
 
     await eventually(connected, 10, "the adapter to connect")
     await emu.close_gateway(4004, "Authentication failed.")
