@@ -214,7 +214,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     web: WebSettings = WebSettings()
     alerts: AlertSettings = AlertSettings()
-    sandbox: AdapterSection = {"enabled": True}
+    sandbox: AdapterSection = {}
     telegram: AdapterSection = {}
     discord: AdapterSection = {}
     email: AdapterSection = {}

@@ -173,10 +173,9 @@ class DiscordAdapter:
         """
         token = self.config.read_token()
         client = self._new_client()
-        logged_in = False
         try:
             await client.login(token)
-            logged_in = True
+            self._logged_in = True
         except discord.LoginFailure as exc:
             await client.close()
             raise ConfigError(f"[discord] {self.account}: {reason_of(exc)}") from None
@@ -186,8 +185,8 @@ class DiscordAdapter:
                 "discord %s: cannot reach Discord (%s); retrying in the background", self.account, self.state.last_error
             )
             await client.close()
-        self._runner = asyncio.create_task(self._run(token, logged_in))
-        if logged_in:
+        self._runner = asyncio.create_task(self._run(token))
+        if self._logged_in:
             ready = asyncio.create_task(self._ready.wait())
             done, _ = await asyncio.wait(
                 {ready, self._runner}, timeout=self.config.ready_timeout_s, return_when=asyncio.FIRST_COMPLETED
@@ -205,11 +204,10 @@ class DiscordAdapter:
         self._outbox.start(self._send)
         self._started = True
 
-    async def _run(self, token: str, logged_in: bool) -> None:
+    async def _run(self, token: str) -> None:
         """Keep one client connected; discord.py reconnects by itself, this covers what it gives up on."""
-        self._logged_in = logged_in
         # After a failed login in start(): wait before trying again.
-        if not logged_in and await wait_or_stop(self._closing, self._backoff.next_delay()):
+        if not self._logged_in and await wait_or_stop(self._closing, self._backoff.next_delay()):
             return
         await keep_running(
             lambda: self._connect(token),

@@ -75,8 +75,9 @@ async def test_sandbox_users_send_and_refuse_an_empty_message(rt: Runtime) -> No
 
 def test_sandbox_is_configured_like_any_channel(rt: Runtime) -> None:
     ctx: ChannelContext = rt.adapter_context()
-    [adapter] = adapters.build(ctx, {"sandbox": Settings().sandbox})
-    assert isinstance(adapter, SandboxAdapter)
+    for sections in ({}, {"sandbox": Settings().sandbox}, {"sandbox": {"enabled": True}}):
+        [adapter] = adapters.build(ctx, sections)  # on by default, an empty [sandbox] table too
+        assert isinstance(adapter, SandboxAdapter)
     assert adapters.build(ctx, {"sandbox": {"enabled": False}}) == []
     assert from_config(ctx, {"enabled": "false"}) == []  # as the environment gives it
     with pytest.raises(ConfigError, match=r"invalid \[sandbox\] configuration: sandbox.colour: Extra inputs"):
