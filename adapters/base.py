@@ -1,83 +1,81 @@
-"""The adapter interface: one module per channel, built on the core model and stream API only.
+"""What every channel adapter shares: the ``Adapter`` service and its health state.
 
 An adapter
-- turns platform messages into ``router.model.Envelope`` and appends them with ``Inbox.append``,
+- turns platform messages into ``Envelope`` and appends them with ``ChannelContext.append``,
   confirming a message to its platform only after the append returned;
-- sends the replies of its channel's outbox through ``OutboxConsumer.run(send)``, raising
-  ``PermanentFailure`` / ``TemporaryFailure`` from ``send`` so the outcome is recorded;
-- reports its health (connected, last error, counters) for ``switchboard stats``; an adapter that
-  stopped for good after start-up (credentials revoked, say) puts the reason in ``fatal``, which
-  ``switchboard check`` fails on, and calls ``AdapterContext.stop_all`` when the process should stop.
+- sends the replies of its channel's outbox through ``ChannelContext.outbox(channel)``, raising
+  ``PermanentFailure`` / ``TemporaryFailure`` from its send function so the outcome is recorded;
+- runs its long-running loops with ``keep_running`` (router.channel), the one retry loop;
+- reports its health (a ``Health``) for ``switchboard stats``; an adapter that stopped for good
+  after start-up (credentials revoked, say) says why with ``Health.stop_for_good``, which
+  ``switchboard check`` fails on, and calls ``ChannelContext.stop_all`` when the process should stop.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import redis.asyncio as aioredis
-
-from router.inbox import Inbox
-from router.keys import Keys
-from router.outbox import OutboxConsumer
+from router.channel import OutboxConsumer, Service
 
 
-@dataclass(frozen=True)
-class AdapterContext:
-    """What the runtime hands an adapter: the append API and a way to consume its outbox."""
+class Adapter(Service, Protocol):
+    """A ``Service`` of one channel (``channel`` is the channel its messages carry)."""
 
-    client: aioredis.Redis
-    keys: Keys
-    inbox: Inbox
-    instance: str  # unique name of this process, for consumer names
-    #: Stop the whole process with this reason (``serve`` then exits non-zero); default: do nothing.
-    stop_all: Callable[[str], None] = lambda reason: None
-
-    def outbox(self, channel: str, **options: Any) -> OutboxConsumer:
-        return OutboxConsumer(self.client, self.keys, channel, f"{channel}-{self.instance}", **options)
-
-    async def cursor_get(self, channel: str, account: str, name: str) -> str | None:
-        """An adapter's durable position (e.g. Telegram's update offset), None when never set."""
-        raw = await self.client.hget(self.keys.cursor(channel, account), name)
-        return raw.decode() if raw is not None else None
-
-    async def cursor_set(self, channel: str, account: str, name: str, value: str) -> None:
-        await self.client.hset(self.keys.cursor(channel, account), name, value)
-
-    async def cursor_all(self, channel: str, account: str) -> dict[str, str]:
-        """Every durable position of one account, by name."""
-        raw = await self.client.hgetall(self.keys.cursor(channel, account))
-        return {k.decode(): v.decode() for k, v in raw.items()}
-
-    async def conversation_states(self, channel: str, account: str, keys: list[str]) -> dict[str, str]:
-        """The status (``waiting``, ``assigned``, ``closed`` ...) of each key's conversation, for
-        the keys that have one; two pipelined round trips however many keys."""
-        pipe = self.client.pipeline(transaction=False)
-        for key in keys:
-            pipe.get(self.keys.conv_key(channel, account, key))
-        ids = await pipe.execute()
-        known = [(key, raw.decode()) for key, raw in zip(keys, ids, strict=True) if raw is not None]
-        for _, conv_id in known:
-            pipe.hget(self.keys.conv(conv_id), "status")
-        statuses = await pipe.execute()
-        return {key: status.decode() for (key, _), status in zip(known, statuses, strict=True) if status is not None}
-
-    async def conversation_exists(self, channel: str, account: str, key: str) -> bool:
-        """Whether the router knows a conversation with this key (open or closed)."""
-        return bool(await self.client.exists(self.keys.conv_key(channel, account, key)))
-
-
-class Adapter(Protocol):
     channel: str
-    name: str
 
-    async def start(self) -> None:
-        """Connect and start the inbound and outbound loops; raise a clear error on bad credentials."""
 
-    async def close(self) -> None:
-        """Stop taking new work, finish what is in hand, disconnect."""
+@dataclass
+class Health:
+    """The health state of one adapter (or of one bot or mailbox inside it)."""
 
-    def health(self) -> dict[str, Any]:
-        """A JSON-able status: at least ``connected`` (bool) and ``detail``; ``fatal`` (the reason)
-        and ``fatal_at`` (epoch seconds) once the adapter stopped for good."""
+    connected: bool = False
+    #: One line for people: what it is connected to, or what it is doing.
+    detail: str = ""
+    last_error: str = ""
+    last_error_at: float | None = None
+    #: Why the adapter stopped for good, once it did (``switchboard check`` fails on it).
+    fatal: str = ""
+    fatal_at: float | None = None
+    counters: Counter[str] = field(default_factory=Counter)
+    clock: Callable[[], float] = time.time
+
+    @classmethod
+    def counting(cls, names: Iterable[str], **fields: Any) -> Health:
+        """A state whose counters ``names`` show in the record from the start, at 0."""
+        return cls(counters=Counter(dict.fromkeys(names, 0)), **fields)
+
+    def error(self, text: str, *, disconnected: bool = True) -> None:
+        """Record an error; one that says nothing about the connection (a refused reply, a full
+        inbox) keeps ``connected`` as it is."""
+        self.last_error = text
+        self.last_error_at = self.clock()
+        if disconnected:
+            self.connected = False
+
+    def stop_for_good(self, reason: str) -> None:
+        self.fatal = reason
+        self.fatal_at = self.clock()
+        self.error(reason)
+
+    def count_outbox(self, outbox: OutboxConsumer) -> Health:
+        """Take the replies ``outbox`` sent and failed into the counters (``sent``, ``failed``)."""
+        self.counters["sent"] = outbox.sent
+        self.counters["failed"] = outbox.failed
+        return self
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON-able record: ``connected``, ``detail`` (``STOPPED: …`` once fatal), the last
+        error, ``fatal`` and ``fatal_at`` (empty until the adapter stopped for good), the counters."""
+        return {
+            "connected": self.connected,
+            "detail": f"STOPPED: {self.fatal}" if self.fatal else self.detail,
+            "fatal": self.fatal,
+            "fatal_at": self.fatal_at,
+            "last_error": self.last_error,
+            "last_error_at": self.last_error_at,
+            **self.counters,
+        }

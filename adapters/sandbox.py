@@ -1,22 +1,41 @@
 """The sandbox channel: a local channel to try Switchboard without any bot token.
 
 ``switchboard send --from alice TEXT`` appends a message as user ``alice``; replies to sandbox
-conversations are delivered to the stream ``sandbox:alice``, read by ``switchboard sandbox inbox``
-(and by the web console's simulator).
+conversations are delivered to the log ``alice`` of the channel's store (Redis key
+``{prefix}sandbox:alice``), read by ``switchboard sandbox inbox`` and by the web console's
+simulator through ``SandboxUsers``. Enabled by ``[sandbox] enabled`` (on by default).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-import redis.asyncio as aioredis
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from adapters.base import AdapterContext
-from router.keys import Keys
-from router.model import Envelope, OutboxItem, Sender, encode, new_id, now
+from adapters.base import Adapter, Health
+from router.channel import ChannelContext, Envelope, OutboxItem, Sender, config_error, encode, new_id, now
 
 CHANNEL = "sandbox"
+#: Replies kept per sandbox user (the oldest are trimmed), and how many ``inbox`` returns.
+INBOX_CAP = 1000
+INBOX_READ = 100
+
+
+class SandboxConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+
+
+def from_config(ctx: ChannelContext, section: Mapping[str, Any]) -> list[Adapter]:
+    """The sandbox adapter, unless ``[sandbox] enabled = false``."""
+    try:
+        config = SandboxConfig.model_validate(dict(section))
+    except ValidationError as exc:
+        raise config_error(exc, "[sandbox] configuration", loc_prefix="sandbox.") from None
+    return [SandboxAdapter(ctx)] if config.enabled else []
 
 
 def envelope(user: str, text: str, *, subject: str | None = None, attributes: dict[str, str] | None = None) -> Envelope:
@@ -36,23 +55,40 @@ def envelope(user: str, text: str, *, subject: str | None = None, attributes: di
     )
 
 
-async def user_inbox(client: aioredis.Redis, keys: Keys, user: str, count: int = 100) -> list[dict[str, Any]]:
-    """The replies delivered to a sandbox user, oldest first."""
-    entries = await client.xrange(keys.sandbox(user), count=count)
-    return [json.loads(fields[b"item"]) for _, fields in entries]
+class SandboxUsers:
+    """Writing as a sandbox user and reading what they received: what the web console's simulator
+    and the CLI are given."""
+
+    def __init__(self, ctx: ChannelContext) -> None:
+        self._ctx = ctx
+        self._store = ctx.store(CHANNEL)
+
+    async def send(self, user: str, text: str, attributes: dict[str, str] | None = None) -> str:
+        """Append a sandbox message as ``user``; the inbox entry id. ValueError without a user or a text."""
+        if not user.strip() or not text.strip():
+            raise ValueError("a sandbox message needs a user and a text")
+        appended = await self._ctx.append(envelope(user.strip(), text, attributes=attributes or {}))
+        return appended.entry_id
+
+    async def inbox(self, user: str) -> list[dict[str, Any]]:
+        """The replies delivered to ``user``, oldest first (the first ``INBOX_READ`` kept)."""
+        return [json.loads(record) for record in await self._store.log_read(user, INBOX_READ)]
 
 
 class SandboxAdapter:
+    """Delivers the sandbox outbox's replies to each user's log."""
+
     channel = CHANNEL
     name = "sandbox"
 
-    def __init__(self, ctx: AdapterContext) -> None:
-        self._ctx = ctx
+    def __init__(self, ctx: ChannelContext) -> None:
+        self._store = ctx.store(CHANNEL)
         self._outbox = ctx.outbox(CHANNEL)
+        self.state = Health(detail="local")
 
     async def _send(self, item: OutboxItem) -> str:
         user = item.meta.get("user") or item.conversation_key
-        await self._ctx.client.xadd(self._ctx.keys.sandbox(user), {"item": encode(item)}, maxlen=1000, approximate=True)
+        await self._store.log_append(user, encode(item).decode(), cap=INBOX_CAP)
         return f"delivered to sandbox user {user}"
 
     async def start(self) -> None:
@@ -62,9 +98,5 @@ class SandboxAdapter:
         await self._outbox.close()
 
     def health(self) -> dict[str, Any]:
-        return {
-            "connected": self._outbox.running,
-            "detail": "local",
-            "sent": self._outbox.sent,
-            "failed": self._outbox.failed,
-        }
+        self.state.connected = self._outbox.running
+        return self.state.count_outbox(self._outbox).as_dict()

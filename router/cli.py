@@ -54,7 +54,6 @@ def _with_runtime(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Ha
 # -- run / worker --------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import adapters
-    from adapters.sandbox import SandboxAdapter
     from router.redis import redis_server
     from router.runtime import Runtime
     from router.supervisor import serve, worker_processes
@@ -68,10 +67,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         async with Runtime(settings, url) as rt:
             enabled: list[Any] = []
             if not args.workers_only:
-                if settings.sandbox.enabled:
-                    enabled.append(SandboxAdapter(rt.adapter_context()))
-                sections = {"telegram": settings.telegram, "discord": settings.discord, "email": settings.email}
-                enabled.extend(adapters.build(rt.adapter_context(), sections))
+                sections = {name: getattr(settings, name) for name in adapters.CHANNELS}
+                enabled.extend(adapters.build(rt.channel_context(), sections))
                 if settings.web.enabled:
                     from router.console import ConsoleServer, create_app
 
@@ -160,9 +157,9 @@ async def _send(rt: Any, args: argparse.Namespace) -> int:
 
 
 async def _sandbox_inbox(rt: Any, args: argparse.Namespace) -> int:
-    from adapters.sandbox import user_inbox
+    from adapters.sandbox import SandboxUsers
 
-    items = await user_inbox(rt.client, rt.keys, args.user)
+    items = await SandboxUsers(rt.channel_context()).inbox(args.user)
     if args.json:
         _print_json(items)
         return 0

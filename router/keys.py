@@ -22,14 +22,16 @@ agent:{name}                    set       conversations assigned to the agent
 events:{group}                  stream    live events for the group's consoles (capped)
 outbox:{channel}                stream    replies in flight (``item``), group ``senders``; deleted once recorded
 delivery:{conv}                 hash      reply id -> delivery status
-sandbox:{user}                  stream    replies delivered to a sandbox user
 labels                          stream    agents' corrections (transfer, priority change): the routed message
                                           as its history stores it, the group and priority it has now;
                                           capped ~100,000 (router/labels.py)
 stats                           hash      counters (in:, dup:, refused:, routed:{channel}, dead, ...)
 health:{kind}:{name}            string    JSON health record with a TTL (worker, adapter, supervisor)
 cursor:{channel}:{account}      hash      an adapter's durable positions (update offset, UIDs ...)
-email:mid:{account}:{msgid}     string    e-mail thread index: Message-ID -> "root\nsubject" (TTL)
+{channel}:…                     any       a channel's private data: its ``ChannelContext.store``
+                                          (router/channel.py), e.g. ``sandbox:{user}`` (stream:
+                                          replies delivered to a sandbox user), ``email:mid:
+                                          {account}:{msgid}`` (e-mail thread index, TTL)
 rules:active                    string    published rule-set version number
 rules:v:{n}                     hash      a published rule set: source, author, at, version hash
 rules:log                       stream    publish / rollback log
@@ -123,9 +125,6 @@ class Keys:
     def delivery(self, conv_id: str) -> str:
         return f"{self.prefix}delivery:{conv_id}"
 
-    def sandbox(self, user: str) -> str:
-        return f"{self.prefix}sandbox:{user}"
-
     @property
     def labels(self) -> str:
         return self.prefix + "labels"
@@ -135,9 +134,6 @@ class Keys:
 
     def cursor(self, channel: str, account: str) -> str:
         return f"{self.prefix}cursor:{channel}:{account}"
-
-    def email_message(self, account: str, message_id: str) -> str:
-        return f"{self.prefix}email:mid:{account}:{message_id}"
 
     def health_pattern(self) -> str:
         return f"{self.prefix}health:*"

@@ -56,6 +56,19 @@ async def running(services: Sequence[S]) -> AsyncIterator[list[S]]:
                 log.exception("closing %s failed", service.name)
 
 
+class StopRequest:
+    """A service's request that the whole process stop (a revoked token, say), with its reason:
+    ``serve`` stops everything on the first and exits with it."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+        self.asked = asyncio.Event()
+
+    def __call__(self, reason: str) -> None:
+        self.reasons.append(reason)
+        self.asked.set()
+
+
 class Backoff:
     """Jittered exponential delays (``base`` doubling up to ``cap``), back to ``base`` on ``reset``."""
 
@@ -94,13 +107,15 @@ async def keep_running(
     retry_on: tuple[type[BaseException], ...],
     backoff: Backoff | None = None,
     on_error: Callable[[BaseException], Awaitable[float | None]] | None = None,
+    describe: Callable[[BaseException], str] | None = None,
 ) -> None:
     """Run ``step`` again and again until ``stopping`` is set or it returns True.
 
     An error of ``retry_on`` is logged (``what`` names the loop) and followed by a jittered wait
     that ``stopping`` cuts short; each step that succeeds resets the backoff. ``on_error`` runs
     first: it may clean up, record the error in health, re-raise what is not to be retried, and
-    choose the delay (None: the backoff's next one)."""
+    choose the delay (None: the backoff's next one). ``describe`` words the error for the log
+    (default: its text), e.g. without the token a platform's error quotes."""
     backoff = backoff or Backoff()
     while not stopping.is_set():
         try:
@@ -110,7 +125,8 @@ async def keep_running(
             delay = await on_error(exc) if on_error is not None else None
             if delay is None:
                 delay = backoff.next_delay()
-            log.warning("%s: %s; retrying in %.2fs", what, str(exc) or type(exc).__name__, delay)
+            text = describe(exc) if describe is not None else str(exc) or type(exc).__name__
+            log.warning("%s: %s; retrying in %.2fs", what, text, delay)
             if await wait_or_stop(stopping, delay):
                 return
         else:

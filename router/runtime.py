@@ -5,7 +5,6 @@ the CLI's commands, the channel context); serving it is router/supervisor.py's j
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -14,13 +13,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from adapters.base import AdapterContext
 from router.backlog import alerts, read_backlog
+from router.channel import ChannelContext
 from router.config import Settings
 from router.conversations import Conversations
 from router.health import dead_adapters
 from router.inbox import Inbox
 from router.keys import Keys
+from router.lifecycle import StopRequest
 from router.model import new_id
 from router.queues import Queues
 from router.redis import check_version, connect
@@ -46,9 +46,8 @@ class Runtime:
         self.rules = RuleStore(self.client, self.keys)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
-        #: Why an adapter asked the whole process to stop (``serve`` stops on the first).
-        self.stop_reasons: list[str] = []
-        self.stop_asked = asyncio.Event()
+        #: Services call it to stop the whole process (``serve`` stops on the first reason).
+        self.stop_request = StopRequest()
 
     async def __aenter__(self) -> Runtime:
         try:
@@ -81,12 +80,8 @@ class Runtime:
         """The rule set in force (published, else the configured file or the default)."""
         return await self.engines.current(fresh=fresh)
 
-    def adapter_context(self) -> AdapterContext:
-        return AdapterContext(self.client, self.keys, self.inbox, self.instance, self._stop_all)
-
-    def _stop_all(self, reason: str) -> None:
-        self.stop_reasons.append(reason)
-        self.stop_asked.set()
+    def channel_context(self) -> ChannelContext:
+        return ChannelContext(self.client, self.keys, self.inbox, self.instance, self.stop_request)
 
     async def stats(self) -> dict[str, Any]:
         """Inbox, outboxes, Redis memory, alerts, queues, dead letters, counters and the health of

@@ -5,7 +5,7 @@ SIGTERM/SIGINT handlers (``router.lifecycle.signals_stop``; not when embedded), 
 in order (the adapters, then the console) and closes them in reverse order, runs the router
 workers as tasks and the supervised worker processes (``router.processes``), and publishes every
 service's health record each heartbeat. It stops on a signal, when a service asks the whole process
-to stop (``Runtime.stop_all``: a revoked token, say), or when a worker task crashes — a crashed
+to stop (``Runtime.stop_request``: a revoked token, say), or when a worker task crashes — a crashed
 worker must bring the process down (to be restarted by its supervisor), not leave the others
 running in a process that looks alive.
 """
@@ -28,18 +28,16 @@ from router.runtime import Runtime
 from router.worker import Worker
 
 
-def _health_kind(service: Service) -> str:
-    # Channel adapters' records are ``adapter:…`` (``switchboard check`` fails on a fatal one);
-    # other services (the console) are ``service:…``.
-    return "adapter" if getattr(service, "channel", None) else "service"
-
-
 async def publish_health(rt: Runtime, services: Sequence[Service]) -> None:
-    """Write each service's health record, with a TTL of three heartbeats (at least 15 s)."""
+    """Write each service's health record, with a TTL of three heartbeats (at least 15 s).
+
+    A channel adapter's record is ``adapter:{name}@{instance}`` and names its channel
+    (``switchboard check`` fails on a fatal one); another service's (the console) is ``service:…``."""
     ttl = max(15, math.ceil(3 * rt.settings.worker.heartbeat_s))
     for service in services:
-        record = {**service.health(), "at": time.time()}
-        key = rt.keys.health(_health_kind(service), f"{service.name}@{rt.instance}")
+        channel = getattr(service, "channel", None)
+        record = {**service.health(), **({"channel": channel} if channel else {}), "at": time.time()}
+        key = rt.keys.health("adapter" if channel else "service", f"{service.name}@{rt.instance}")
         await rt.client.set(key, json.dumps(record), ex=ttl)
 
 
@@ -98,10 +96,10 @@ async def serve(
             if processes is not None:
                 tasks.append(asyncio.create_task(processes.run(stopping)))
             stopper = asyncio.create_task(stopping.wait())
-            asked = asyncio.create_task(rt.stop_asked.wait())
+            asked = asyncio.create_task(rt.stop_request.asked.wait())
             await asyncio.wait([*tasks, stopper, asked], return_when=asyncio.FIRST_COMPLETED)
             asked.cancel()
             stop()
             await asyncio.gather(*tasks)
-    if rt.stop_reasons:
-        raise ConfigError(rt.stop_reasons[0])
+    if rt.stop_request.reasons:
+        raise ConfigError(rt.stop_request.reasons[0])

@@ -52,7 +52,7 @@ from router.model import ENVELOPE_VERSION, Envelope, decode_envelope, new_id
 from router.redis import TRANSIENT_ERRORS
 from router.retention import Retention
 from router.routing import conversation_ref, message_in, route_arguments, shared_argument
-from router.rulestore import settle_heap
+from router.rulestore import EngineHolder, settle_heap
 from router.runtime import Runtime
 from router.scripts import argv, run_many
 
@@ -96,7 +96,8 @@ class Worker:
         self.keys = rt.keys
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self.scripts = rt.scripts
-        self.rules = rt.engines
+        # Settings of its own may name another rule file: then an engine of its own too.
+        self.rules = rt.engines if settings is None else EngineHolder(rt.rules, self.settings.rules.file)
         self.retention = Retention(self.client, self.settings, self.name, self.scripts)
         self.processed = 0
         self._shared = shared_argument(self.settings)

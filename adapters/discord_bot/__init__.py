@@ -10,17 +10,18 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from adapters.base import Adapter, AdapterContext
+from adapters.base import Adapter
 from adapters.discord_bot.adapter import DiscordAdapter, intents
 from adapters.discord_bot.config import DiscordConfig, parse_config
 from adapters.discord_bot.convert import CHANNEL
 from adapters.discord_bot.outbound import split
+from router.channel import ChannelContext
 
 __all__ = ["CHANNEL", "DiscordAdapter", "DiscordConfig", "from_config", "intents", "parse_config", "split"]
 
 
 def from_config(
-    ctx: AdapterContext, section: Mapping[str, Any], clock: Callable[[], float] = time.time
+    ctx: ChannelContext, section: Mapping[str, Any], clock: Callable[[], float] = time.time
 ) -> list[Adapter]:
     """The Discord adapter the section configures; none when it is empty or ``enabled = false``.
 

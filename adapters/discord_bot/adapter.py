@@ -23,25 +23,36 @@ from typing import Any
 
 import aiohttp
 import discord
-import redis.exceptions
 
-from adapters.base import AdapterContext
+from adapters.base import Health
 from adapters.discord_bot import backfill, notices
 from adapters.discord_bot.config import DiscordConfig
 from adapters.discord_bot.convert import CHANNEL, USER_MESSAGE_TYPES, Place, deletion, envelope_of, place_of
 from adapters.discord_bot.cursors import Cursors
 from adapters.discord_bot.fatal import reason_of
 from adapters.discord_bot.outbound import Sender
-from router.errors import AppendRefused, ConfigError, NotFound, SwitchboardError
-from router.inbox import Appended
-from router.model import Envelope, OutboxItem
-from router.outbox import TemporaryFailure
+from router.channel import (
+    TRANSIENT_ERRORS,
+    Appended,
+    AppendRefused,
+    Backoff,
+    ChannelContext,
+    ConfigError,
+    Envelope,
+    NotFound,
+    OutboxItem,
+    SwitchboardError,
+    TemporaryFailure,
+    keep_running,
+    wait_or_stop,
+)
 from rules.detectors import SECRET_KINDS, detect
 
 log = logging.getLogger("switchboard.discord")
 
-#: Errors worth retrying an inbox append for: Redis restarting or unreachable for a moment.
-REDIS_TRANSIENT = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
+#: The figures the adapter counts (in its health record); ``left_public``: in private-thread mode,
+#: messages the bot could not remove from the channel.
+COUNTERS = ("sessions", "resumes", "disconnects", "received", "duplicates", "backfills", "backfilled", "left_public")
 #: Locks that keep each channel's events in order (channels share a lock by id modulo this).
 ORDER_STRIPES = 64
 #: Messages per history request (Discord's maximum).
@@ -97,7 +108,7 @@ class _Client(discord.Client):
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         log.exception("discord %s: error in %s", self._adapter.account, event_method)
-        self._adapter.last_error = f"{event_method}: handler failed (see log)"
+        self._adapter.state.error(f"{event_method}: handler failed (see log)", disconnected=False)
 
 
 class DiscordAdapter:
@@ -105,7 +116,7 @@ class DiscordAdapter:
 
     channel = CHANNEL
 
-    def __init__(self, ctx: AdapterContext, config: DiscordConfig, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, ctx: ChannelContext, config: DiscordConfig, clock: Callable[[], float] = time.time) -> None:
         self._ctx = ctx
         self.config = config
         self._clock = clock
@@ -120,7 +131,10 @@ class DiscordAdapter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ready = asyncio.Event()
         self._started = False  # start() returned: a fatal close is no longer start()'s to raise
-        self._closing = False
+        self._closing = asyncio.Event()
+        self._logged_in = False
+        # Between attempts to reach Discord when discord.py gave up (its own reconnects aside).
+        self._backoff = Backoff(base=1.0, cap=60.0)
         self._places: dict[int, Place | None] = {}
         self._private: dict[tuple[int, int], int] = {}
         self._unpublished: set[int] = set()  # messages the bot deleted: not the user's deletions
@@ -133,18 +147,7 @@ class DiscordAdapter:
         self._backfill_due = False  # a backfill is scheduled (channels left behind by a failure)
         self._budget = backfill.Budget(config.backfill_requests_per_pass, config.backfill_requests_per_10min, clock)
         # Health counters.
-        self.connected = False
-        self.last_error = ""
-        self.sessions = 0
-        self.resumes = 0
-        self.disconnects = 0
-        self.received = 0
-        self.duplicates = 0
-        self.backfilled = 0
-        self.backfills = 0
-        self.left_public = 0  # private-thread mode: messages the bot could not remove from the channel
-        self.fatal = ""  # why the adapter stopped for good, once it did
-        self.fatal_at: float | None = None
+        self.state = Health.counting(COUNTERS, clock=clock)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def _new_client(self) -> _Client:
@@ -170,29 +173,28 @@ class DiscordAdapter:
         """
         token = self.config.read_token()
         client = self._new_client()
-        logged_in = False
         try:
             await client.login(token)
-            logged_in = True
+            self._logged_in = True
         except discord.LoginFailure as exc:
             await client.close()
             raise ConfigError(f"[discord] {self.account}: {reason_of(exc)}") from None
         except NETWORK as exc:
-            self.last_error = f"login: {_describe(exc)}"
+            self.state.error(f"login: {_describe(exc)}", disconnected=False)
             log.warning(
-                "discord %s: cannot reach Discord (%s); retrying in the background", self.account, self.last_error
+                "discord %s: cannot reach Discord (%s); retrying in the background", self.account, self.state.last_error
             )
             await client.close()
-        self._runner = asyncio.create_task(self._run(token, logged_in))
-        if logged_in:
+        self._runner = asyncio.create_task(self._run(token))
+        if self._logged_in:
             ready = asyncio.create_task(self._ready.wait())
             done, _ = await asyncio.wait(
                 {ready, self._runner}, timeout=self.config.ready_timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
             ready.cancel()
-            if self.fatal:
+            if self.state.fatal:
                 await self.close()
-                raise ConfigError(self.fatal)
+                raise ConfigError(self.state.fatal)
             if not done:
                 log.warning(
                     "discord %s: no READY after %.0fs; continuing, the client keeps connecting",
@@ -202,41 +204,47 @@ class DiscordAdapter:
         self._outbox.start(self._send)
         self._started = True
 
-    async def _run(self, token: str, logged_in: bool) -> None:
+    async def _run(self, token: str) -> None:
         """Keep one client connected; discord.py reconnects by itself, this covers what it gives up on."""
-        delay = 1.0
-        while not self._closing:
-            if not logged_in:
-                # Also the first step after a failed login in start(): wait before trying again.
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 60.0)
-            client = self._client if logged_in and self._client is not None else self._new_client()
-            try:
-                if not logged_in:
-                    await client.login(token)
-                    logged_in = True
-                await client.connect(reconnect=True)
-                return
-            except (discord.LoginFailure, discord.PrivilegedIntentsRequired, discord.ConnectionClosed) as exc:
-                # 401, 4004 (token reset), 4010-4014 (shards, intents): configuration, not luck;
-                # at start-up or an hour later alike.
-                await client.close()
-                self._die(reason_of(exc) or _describe(exc))
-                return
-            except NETWORK as exc:
-                self.last_error = f"connect: {_describe(exc)}"
-                log.warning("discord %s: %s; trying again in %.0fs", self.account, self.last_error, delay)
-                logged_in = False
-                await client.close()
-                continue
+        # After a failed login in start(): wait before trying again.
+        if not self._logged_in and await wait_or_stop(self._closing, self._backoff.next_delay()):
+            return
+        await keep_running(
+            lambda: self._connect(token),
+            self._closing,
+            what=f"discord {self.account}",
+            retry_on=NETWORK,
+            backoff=self._backoff,
+            on_error=self._connect_failed,
+            describe=lambda exc: self.state.last_error,
+        )
+
+    async def _connect(self, token: str) -> bool:
+        """Log in if need be and stay connected until the client is closed or gives up."""
+        client = self._client if self._logged_in and self._client is not None else self._new_client()
+        try:
+            if not self._logged_in:
+                await client.login(token)
+                self._logged_in = True
+            await client.connect(reconnect=True)
+        except (discord.LoginFailure, discord.PrivilegedIntentsRequired, discord.ConnectionClosed) as exc:
+            # 401, 4004 (token reset), 4010-4014 (shards, intents): configuration, not luck;
+            # at start-up or an hour later alike.
+            await client.close()
+            self._die(reason_of(exc) or _describe(exc))
+        except NETWORK:
+            self._logged_in = False
+            await client.close()
+            raise
+        return True
+
+    async def _connect_failed(self, exc: BaseException) -> None:
+        self.state.error(f"connect: {_describe(exc)}", disconnected=False)
 
     def _die(self, reason: str) -> None:
         """Stop for good, loudly: in ``health()`` (``switchboard check`` fails on it), in the log, and
         the whole process too when ``stop_on_fatal`` (start-up raises it from ``start()`` anyway)."""
-        self.fatal = f"[discord] {self.account}: {reason}"
-        self.fatal_at = self._clock()
-        self.connected = False
-        self.last_error = self.fatal
+        self.state.stop_for_good(f"[discord] {self.account}: {reason}")
         # Replies wait in the outbox for the restart rather than fail against a closed client.
         self._outbox.stop()
         if not self._started:
@@ -244,17 +252,17 @@ class DiscordAdapter:
         stop = self.config.stop_on_fatal
         log.error(
             "%s. The Discord adapter has stopped; %s",
-            self.fatal,
+            self.state.fatal,
             "stopping Switchboard ([discord] stop_on_fatal = true)"
             if stop
             else "Switchboard keeps running without it ([discord] stop_on_fatal = false) and `switchboard check` fails",
         )
         if stop:
-            self._ctx.stop_all(self.fatal)
+            self._ctx.stop_all(self.state.fatal)
 
     async def close(self) -> None:
         """Finish the replies in hand, then disconnect."""
-        self._closing = True
+        self._closing.set()
         await self._outbox.close(self.config.close_grace_s)
         for task in list(self._tasks):
             task.cancel()
@@ -268,7 +276,7 @@ class DiscordAdapter:
                 await self._runner
             if self._client is not None:
                 await self._client.close()
-        self.connected = False
+        self.state.connected = False
 
     async def _send(self, item: OutboxItem) -> str:
         if self._sender is None:
@@ -314,27 +322,13 @@ class DiscordAdapter:
     def health(self) -> dict[str, Any]:
         client = self._client
         user = client.user if client is not None else None
-        latency = client.latency if client is not None and self.connected else math.nan
-        detail = f"bot {user} ({self.account})" if user else f"not logged in ({self.account})"
+        latency = client.latency if client is not None and self.state.connected else math.nan
+        self.state.detail = f"bot {user} ({self.account})" if user else f"not logged in ({self.account})"
         return {
-            "connected": self.connected,
-            "detail": f"STOPPED: {self.fatal}" if self.fatal else detail,
-            "fatal": self.fatal,
-            "fatal_at": self.fatal_at,
+            **self.state.count_outbox(self._outbox).as_dict(),
             "account": self.account,
-            "sessions": self.sessions,
-            "resumes": self.resumes,
-            "disconnects": self.disconnects,
-            "last_error": self.last_error,
-            "received": self.received,
-            "duplicates": self.duplicates,
-            "backfills": self.backfills,
-            "backfilled": self.backfilled,
             "backfill_requests": self._budget.requests,
-            "left_public": self.left_public,
             "latency_ms": round(latency * 1000, 1) if math.isfinite(latency) else None,
-            "sent": self._outbox.sent,
-            "failed": self._outbox.failed,
         }
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -346,22 +340,22 @@ class DiscordAdapter:
     def _on_ready(self) -> None:
         # A new session (the first, or one that replaced a session that could not be resumed):
         # whatever happened in between was not replayed, so read it back.
-        self.sessions += 1
-        self.connected = True
+        self.state.counters["sessions"] += 1
+        self.state.connected = True
         self._ready.set()
         self._spawn(self._backfill())
 
     async def _on_resumed(self) -> None:
         # Discord replayed the missed events: nothing to read back.
-        self.resumes += 1
-        self.connected = True
+        self.state.counters["resumes"] += 1
+        self.state.connected = True
         if not self._backfill_lock.locked():
             await self._cursors.release()
 
     def _on_disconnect(self) -> None:
-        if self.connected:
-            self.disconnects += 1
-        self.connected = False
+        if self.state.connected:
+            self.state.counters["disconnects"] += 1
+        self.state.connected = False
         self._cursors.hold()
 
     # -- inbound -------------------------------------------------------------------------------------
@@ -397,19 +391,19 @@ class DiscordAdapter:
         delay = 0.2
         while True:
             try:
-                appended = await self._ctx.inbox.append(env)
-            except (*REDIS_TRANSIENT, AppendRefused) as exc:
-                if time.monotonic() + delay > deadline or self._closing:
-                    self.last_error = f"inbox append: {_describe(exc)}"
+                appended = await self._ctx.append(env)
+            except (*TRANSIENT_ERRORS, AppendRefused) as exc:
+                if time.monotonic() + delay > deadline or self._closing.is_set():
+                    self.state.error(f"inbox append: {_describe(exc)}", disconnected=False)
                     log.error("discord %s: could not append message %s: %r", self.account, env.platform_id, exc)
                     return None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
             if appended.duplicate:
-                self.duplicates += 1
+                self.state.counters["duplicates"] += 1
             else:
-                self.received += 1
+                self.state.counters["received"] += 1
             return appended
 
     async def _conversation_place(self, message: discord.Message, place: Place) -> Place:
@@ -443,7 +437,7 @@ class DiscordAdapter:
             )
             await thread.add_user(message.author)
         except discord.HTTPException as exc:
-            self.last_error = f"private thread: {exc}"
+            self.state.error(f"private thread: {exc}", disconnected=False)
             log.warning("discord %s: cannot open a private thread in %s: %s", self.account, place.channel_id, exc)
             return None
         self._private[key] = thread.id
@@ -466,7 +460,7 @@ class DiscordAdapter:
             self._cursors.block(place.target)
             return False
         if backfill and not appended.duplicate:
-            self.backfilled += 1
+            self.state.counters["backfilled"] += 1
         if where.kind == "thread" and place.kind == "channel" and not appended.duplicate:
             await self._unpublish(message, where)
         await self._cursors.advance(place.target, place, message.id, backfill=backfill)
@@ -495,7 +489,7 @@ class DiscordAdapter:
             await self._say(where, notices.MOVED.format(channel=message.channel.id))
 
     async def _left_public(self, message: discord.Message, thread: discord.PartialMessageable, exc: Exception) -> None:
-        self.left_public += 1
+        self.state.counters["left_public"] += 1
         kinds = sorted({f.kind for f in detect(message.content, SECRET_KINDS)})
         channel = message.channel.id
         log.warning(
@@ -584,7 +578,7 @@ class DiscordAdapter:
         a later pass, when the 10-minute window has room again.
         """
         async with self._backfill_lock:
-            self.backfills += 1
+            self.state.counters["backfills"] += 1
             snap = await self._cursors.snapshot()
             targets = await self._targets(snap.since, snap.last, snap.places)
             if only is not None:
@@ -604,7 +598,7 @@ class DiscordAdapter:
             for channel_id in left:
                 self._cursors.block(channel_id)
             await self._cursors.release(covered)
-            if left and not self._closing:
+            if left and not self._closing.is_set():
                 self._backfill_soon()
                 self._backfill_failures += 1
             else:
@@ -617,20 +611,20 @@ class DiscordAdapter:
                 len(covered),
                 len(left),
                 self._budget.requests,
-                self.backfilled,
+                self.state.counters["backfilled"],
             )
 
     async def _backfill_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
         self._backfill_due = False
-        if self.connected:
+        if self.state.connected:
             await self._backfill(self._cursors.blocked)
 
     def _backfill_soon(self) -> None:
         """Read the channels whose cursor is blocked again (messages that could not be appended,
         or a pass that ran out of budget) after a backoff, no sooner than the budget's window
         allows — once, however many are waiting."""
-        if not self._backfill_due and not self._closing:
+        if not self._backfill_due and not self._closing.is_set():
             self._backfill_due = True
             backoff = min(300.0, 15.0 * 2 ** min(self._backfill_failures, 4))
             self._spawn(self._backfill_later(max(backoff, self._budget.window_free_in())))
@@ -679,8 +673,8 @@ class DiscordAdapter:
                     )
                     return False
         except (discord.HTTPException, *NETWORK) as exc:
-            self.last_error = f"backfill of {place.target}: {_describe(exc)}"
-            log.warning("discord %s: %s", self.account, self.last_error)
+            self.state.error(f"backfill of {place.target}: {_describe(exc)}", disconnected=False)
+            log.warning("discord %s: %s", self.account, self.state.last_error)
         return False
 
 

@@ -12,8 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from router.config import read_secret
-from router.errors import ConfigError
+from router.channel import ConfigError, config_error, read_secret
 
 
 def _snowflake(value: Any) -> int:
@@ -108,5 +107,4 @@ def parse_config(section: Mapping[str, Any]) -> DiscordConfig:
     try:
         return DiscordConfig.model_validate(dict(section))
     except ValidationError as exc:
-        problems = "; ".join(f"discord.{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
-        raise ConfigError(f"invalid [discord] configuration: {problems}") from None
+        raise config_error(exc, "[discord] configuration", loc_prefix="discord.") from None

@@ -12,7 +12,7 @@ from typing import Literal
 
 import discord
 
-from router.model import Attachment, Envelope, MessageKind, Sender, new_id, now
+from router.channel import Attachment, Envelope, MessageKind, Sender, new_id, now
 
 CHANNEL = "discord"
 

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 
 import discord
 
-from adapters.base import AdapterContext
 from adapters.discord_bot.convert import CHANNEL, Place
+from router.channel import ChannelContext
 
 
 @dataclass
@@ -34,7 +34,7 @@ class Snapshot:
 
 
 class Cursors:
-    def __init__(self, ctx: AdapterContext, account: str) -> None:
+    def __init__(self, ctx: ChannelContext, account: str) -> None:
         self._ctx = ctx
         self._account = account
         self._written: dict[int, int] = {}

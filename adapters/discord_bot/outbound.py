@@ -8,8 +8,7 @@ import aiohttp
 import discord
 
 from adapters.text import split_text
-from router.model import OutboxItem
-from router.outbox import PermanentFailure, TemporaryFailure
+from router.channel import OutboxItem, PermanentFailure, TemporaryFailure
 
 #: Discord's limit for a message's content.
 LIMIT = 2000

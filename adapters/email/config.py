@@ -25,8 +25,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
-from router.config import read_secret
-from router.errors import ConfigError
+from router.channel import ConfigError, config_error, read_secret
 
 TlsMode = Literal["implicit", "starttls", "none"]
 
@@ -228,8 +227,4 @@ def parse_config(section: Mapping[str, Any]) -> EmailConfig:
     try:
         return EmailConfig.model_validate(dict(section))
     except ValidationError as exc:
-        problems = "; ".join(
-            f"email.{'.'.join(str(p) for p in err['loc'])}: {err['msg'].removeprefix('Value error, ')}"
-            for err in exc.errors()
-        )
-        raise ConfigError(f"invalid [email] configuration: {problems}") from None
+        raise config_error(exc, "[email] configuration", loc_prefix="email.") from None

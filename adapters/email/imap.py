@@ -32,14 +32,24 @@ from typing import Any, TypeVar
 
 import aioimaplib
 
-from adapters.base import AdapterContext
+from adapters.base import Health
 from adapters.email.config import MailboxConfig
 from adapters.email.mime import ParsedMail, parse
 from adapters.email.own import own_copy_reason
 from adapters.email.threads import ThreadIndex
-from router.errors import AppendRefused, ConfigError
-from router.model import Attachment, Envelope, Sender, new_id, now
-from router.redis import TRANSIENT_ERRORS
+from router.channel import (
+    TRANSIENT_ERRORS,
+    AppendRefused,
+    Attachment,
+    Backoff,
+    ChannelContext,
+    ConfigError,
+    Envelope,
+    Sender,
+    keep_running,
+    new_id,
+    now,
+)
 
 log = logging.getLogger("switchboard.email")
 
@@ -375,24 +385,21 @@ class MailboxReader:
 
     channel = CHANNEL
 
-    def __init__(self, ctx: AdapterContext, cfg: MailboxConfig, password: str) -> None:
+    def __init__(self, ctx: ChannelContext, cfg: MailboxConfig, password: str) -> None:
         self.name = f"email:{cfg.name}"
         self.cfg = cfg
         self._ctx = ctx
         self._password = password
-        self._threads = ThreadIndex(ctx.client, ctx.keys, cfg.name, cfg.thread_ttl_days * 86400)
+        self._threads = ThreadIndex(ctx, cfg.name, cfg.thread_ttl_days * 86400)
         self._conn: _Connection | None = None
         self._stopping = asyncio.Event()
+        self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
         self._task: asyncio.Task[None] | None = None
         self._cursor_name = f"uid:{cfg.folder}"
         self.mode = "starting"
-        self.received = 0
-        self.duplicates = 0
-        #: Copies of our own replies seen in the folder and left out of the inbox (adapters/email/own.py).
-        self.own_copies = 0
-        self.reconnects = 0
+        #: ``own_copies``: our own replies seen in the folder and left out of the inbox (own.py).
+        self.state = Health.counting(("received", "duplicates", "own_copies", "reconnects"))
         self.last_uid = 0
-        self.last_error = ""
         #: Set after each catch-up (tests and health use it to know the reader is up to date).
         self.caught_up = asyncio.Event()
 
@@ -423,22 +430,14 @@ class MailboxReader:
             self._conn = None
 
     def health(self) -> dict[str, Any]:
-        connected = self._conn is not None and not self._conn.lost.is_set()
-        return {
-            "connected": connected,
-            "detail": f"{self.mode} on {self.cfg.folder}"
-            + (f"; last error: {self.last_error}" if self.last_error else ""),
-            "mode": self.mode,
-            "received": self.received,
-            "duplicates": self.duplicates,
-            "own_copies": self.own_copies,
-            "reconnects": self.reconnects,
-            "last_uid": self.last_uid,
-        }
+        self.state.connected = self._conn is not None and not self._conn.lost.is_set()
+        error = self.state.last_error
+        self.state.detail = f"{self.mode} on {self.cfg.folder}" + (f"; last error: {error}" if error else "")
+        return {**self.state.as_dict(), "mode": self.mode, "last_uid": self.last_uid}
 
     # -- the loop ------------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}"
+        self.state.error(f"{type(exc).__name__}: {exc}")
         if self._conn is not None:
             self._conn.drop()
             self._conn = None
@@ -452,33 +451,38 @@ class MailboxReader:
             conn.drop()
             raise
         self._conn = conn
-        self.last_error = ""
+        self.state.last_error = ""
         log.info("%s: connected to %s, folder %s", self.name, self.cfg.imap_host, self.cfg.folder)
         return conn
 
     async def _run(self) -> None:
-        delay = self.cfg.reconnect_min_s
-        while not self._stopping.is_set():
-            try:
-                conn = self._conn or await self._connect()
-                await self._catch_up(conn)
-                delay = self.cfg.reconnect_min_s
-                await self._wait_for_news(conn)
-            except AuthFailed as exc:
-                self._fail(exc)
-                log.error("%s: %s", self.name, exc)
-                # A password change is not fixed by hammering the server (and may lock the account).
-                delay = self.cfg.reconnect_max_s
-            except RECOVERABLE as exc:
-                self._fail(exc)
-                log.warning("%s: %s; reconnecting in %.1fs", self.name, self.last_error, delay)
-            else:
-                continue
-            self.mode = "reconnecting"
-            self.reconnects += 1
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            delay = min(delay * 2, self.cfg.reconnect_max_s)
+        await keep_running(
+            self._serve,
+            self._stopping,
+            what=self.name,
+            retry_on=RECOVERABLE,
+            backoff=self._backoff,
+            on_error=self._reconnect_after,
+            describe=lambda exc: self.state.last_error,
+        )
+
+    async def _serve(self) -> None:
+        """Connect if need be, take in what is new, wait for news (IDLE or a poll)."""
+        conn = self._conn or await self._connect()
+        await self._catch_up(conn)
+        self._backoff.reset()  # the connection works: a later failure waits the shortest time again
+        await self._wait_for_news(conn)
+
+    async def _reconnect_after(self, exc: BaseException) -> float | None:
+        """Drop the connection; the wait before reconnecting (None: the backoff's next one)."""
+        self._fail(exc)
+        self.mode = "reconnecting"
+        self.state.counters["reconnects"] += 1
+        if isinstance(exc, AuthFailed):
+            log.error("%s: %s", self.name, exc)
+            # A password change is not fixed by hammering the server (and may lock the account).
+            return self.cfg.reconnect_max_s
+        return None
 
     async def _cursor(self, conn: _Connection) -> int:
         """The last UID taken in; sets the cursor on the first start and on a UIDVALIDITY change."""
@@ -539,14 +543,14 @@ class MailboxReader:
                 continue
             taken = [await self._envelope(conn.uidvalidity, f) for f in fetched]
             envelopes = [env for env in taken if env is not None]
-            self.own_copies += len(taken) - len(envelopes)
-            results = await self._ctx.inbox.append_many(envelopes) if envelopes else []
+            self.state.counters["own_copies"] += len(taken) - len(envelopes)
+            results = await self._ctx.append_many(envelopes) if envelopes else []
             # The cursor moves only now that the messages are durable in the inbox.
             last = fetched[-1].uid
             await self._set_cursor(conn.uidvalidity, last)
             dupes = sum(r.duplicate for r in results)
-            self.duplicates += dupes
-            self.received += len(results) - dupes
+            self.state.counters["duplicates"] += dupes
+            self.state.counters["received"] += len(results) - dupes
             log.info("%s: took in %d message(s) up to UID %d", self.name, len(results) - dupes, last)
         return last
 
@@ -591,7 +595,7 @@ class MailboxReader:
             except aioimaplib.Abort as exc:
                 # The server advertised IDLE and then refused it: poll on this connection.
                 log.warning("%s: IDLE refused (%s); polling every %.0fs", self.name, exc, self.cfg.poll_interval_s)
-                self.last_error = f"IDLE refused: {exc}"
+                self.state.error(f"IDLE refused: {exc}", disconnected=False)
         self.mode = "polling"
         stop = asyncio.ensure_future(self._stopping.wait())
         lost = asyncio.ensure_future(conn.lost.wait())

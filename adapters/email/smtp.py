@@ -29,15 +29,13 @@ from typing import Any
 
 import aiosmtplib
 
-from adapters.base import AdapterContext
+from adapters.base import Health
 from adapters.email.config import MailboxConfig
 from adapters.email.imap import CHANNEL, tls_context
 from adapters.email.mime import REPLY_PREFIX, normalize_subject, parse_msg_id, parse_msg_ids
 from adapters.email.own import is_own_address, message_id_for
 from adapters.email.threads import ThreadIndex
-from router.errors import ConfigError
-from router.model import OutboxItem
-from router.outbox import PermanentFailure, TemporaryFailure
+from router.channel import ChannelContext, ConfigError, OutboxItem, PermanentFailure, TemporaryFailure
 
 log = logging.getLogger("switchboard.email")
 
@@ -200,11 +198,11 @@ class EmailSender:
     channel = CHANNEL
     name = "email-out"
 
-    def __init__(self, ctx: AdapterContext, mailboxes: dict[str, Outgoing], **outbox_options: Any) -> None:
+    def __init__(self, ctx: ChannelContext, mailboxes: dict[str, Outgoing], **outbox_options: Any) -> None:
         self._ctx = ctx
         self._mailboxes = mailboxes
         self._outbox = ctx.outbox(CHANNEL, **outbox_options)
-        self.last_error = ""
+        self.state = Health()
 
     async def send(self, item: OutboxItem) -> str:
         """Send one reply; returns the detail recorded as delivered (server answer, Message-ID)."""
@@ -227,13 +225,13 @@ class EmailSender:
                     await smtp.login(cfg.smtp_login, out.password)
                 _errors, response = await smtp.send_message(msg)
         except SmtpSettingError as exc:
-            self.last_error = str(exc)
+            self.state.error(str(exc), disconnected=False)
             raise PermanentFailure(str(exc)) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
             failure = _classify(exc, cfg.smtp_host)
-            self.last_error = str(failure)
+            self.state.error(str(failure), disconnected=False)
             raise failure from exc
-        self.last_error = ""
+        self.state.last_error = ""
         log.info("%s: reply %s sent as %s", cfg.name, item.id, message_id)
         return f"{message_id} accepted by {cfg.smtp_host}: {response}"[:500]
 
@@ -256,17 +254,16 @@ class EmailSender:
         except SmtpSettingError as exc:
             raise ConfigError(str(exc)) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
-            self.last_error = str(_classify(exc, cfg.smtp_host))
-            log.warning("%s: SMTP server not checked at start (%s); replies wait for it", cfg.name, self.last_error)
+            self.state.error(str(_classify(exc, cfg.smtp_host)), disconnected=False)
+            log.warning(
+                "%s: SMTP server not checked at start (%s); replies wait for it", cfg.name, self.state.last_error
+            )
 
     async def close(self) -> None:
         await self._outbox.close()
 
     def health(self) -> dict[str, Any]:
-        return {
-            "connected": self._outbox.running,
-            "detail": f"{len(self._mailboxes)} mailbox(es)"
-            + (f"; last error: {self.last_error}" if self.last_error else ""),
-            "sent": self._outbox.sent,
-            "failed": self._outbox.failed,
-        }
+        error = self.state.last_error
+        self.state.connected = self._outbox.running
+        self.state.detail = f"{len(self._mailboxes)} mailbox(es)" + (f"; last error: {error}" if error else "")
+        return self.state.count_outbox(self._outbox).as_dict()

@@ -8,17 +8,19 @@ In-Reply-To, else its own Message-ID. That alone breaks in two common cases, whi
 - a client that sends In-Reply-To without References (or a cut References): the parent's entry
   gives the root even though the headers do not name it.
 
-Key (one string per Message-ID, so each expires on its own — Redis 6.2 has no per-field TTL):
-``{prefix}email:mid:{account}:{message-id}`` -> ``"{root}\\n{normalised thread subject}"``.
+Kept in the channel's store (``ctx.store("email")``), one string per Message-ID so that each
+expires on its own (Redis 6.2 has no per-field TTL): ``mid:{account}:{message-id}`` ->
+``"{root}\\n{normalised thread subject}"`` (Redis key ``{prefix}email:mid:{account}:{message-id}``).
 """
 
 from __future__ import annotations
 
-import redis.asyncio as aioredis
-
 from adapters.email.mime import normalize_subject
-from router.keys import Keys
+from router.channel import ChannelContext
 from rules import redact_secrets
+
+#: The channel's store namespace (Redis keys ``{prefix}email:…``).
+STORE = "email"
 
 
 def related(thread_subject: str, subject: str) -> bool:
@@ -35,23 +37,20 @@ def related(thread_subject: str, subject: str) -> bool:
 class ThreadIndex:
     """Message-ID -> (thread root, thread subject) for one mailbox (account)."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys, account: str, ttl_s: int) -> None:
-        self._client = client
-        self._keys = keys
+    def __init__(self, ctx: ChannelContext, account: str, ttl_s: int) -> None:
+        self._store = ctx.store(STORE)
         self._account = account
         self._ttl_s = ttl_s
 
-    def key(self, message_id: str) -> str:
-        return self._keys.email_message(self._account, message_id)
+    def _key(self, message_id: str) -> str:
+        return f"mid:{self._account}:{message_id}"
 
     async def lookup(self, message_ids: list[str]) -> tuple[str, str] | None:
         """The (root, subject) of the first of ``message_ids`` that is known, or None."""
         if not message_ids:
             return None
-        values = await self._client.mget([self.key(mid) for mid in message_ids])
-        for raw in values:
-            if raw is not None:
-                text = raw.decode() if isinstance(raw, bytes) else str(raw)
+        for text in await self._store.get_many([self._key(mid) for mid in message_ids]):
+            if text is not None:
                 root, _, subject = text.partition("\n")
                 return root, subject
         return None
@@ -59,7 +58,7 @@ class ThreadIndex:
     async def remember(self, message_id: str, root: str, subject: str) -> None:
         """Record that ``message_id`` belongs to the thread ``root`` about ``subject`` (normalised)."""
         if message_id:
-            await self._client.set(self.key(message_id), f"{root}\n{subject}", ex=self._ttl_s)
+            await self._store.set(self._key(message_id), f"{root}\n{subject}", ttl_s=self._ttl_s)
 
     async def resolve(
         self,

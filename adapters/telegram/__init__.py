@@ -11,22 +11,20 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.base import Adapter, AdapterContext
+from adapters.base import Adapter, Health
 from adapters.telegram.bot import AttachmentTooLarge, BotRunner
 from adapters.telegram.config import BotSettings, parse_section
 from adapters.telegram.convert import CHANNEL
 from adapters.telegram.outbound import split_text
 from adapters.telegram.webhook import WebhookServer
-from router.errors import NotFound
-from router.model import OutboxItem
-from router.outbox import PermanentFailure
+from router.channel import ChannelContext, NotFound, OutboxItem, PermanentFailure
 
 __all__ = ["AttachmentTooLarge", "BotRunner", "TelegramAdapter", "from_config", "split_text"]
 
 log = logging.getLogger("switchboard.telegram")
 
 
-def from_config(ctx: AdapterContext, section: Mapping[str, Any]) -> list[Adapter]:
+def from_config(ctx: ChannelContext, section: Mapping[str, Any]) -> list[Adapter]:
     """The adapter for the ``[telegram]`` section; raises ConfigError on a bad section."""
     bots = parse_section(section)
     return [TelegramAdapter(ctx, bots)] if bots else []
@@ -38,7 +36,7 @@ class TelegramAdapter:
     channel = CHANNEL
     name = CHANNEL
 
-    def __init__(self, ctx: AdapterContext, bots: list[BotSettings], *, shutdown_grace_s: float = 5.0) -> None:
+    def __init__(self, ctx: ChannelContext, bots: list[BotSettings], *, shutdown_grace_s: float = 5.0) -> None:
         self.bots = {b.name: BotRunner(ctx, b) for b in bots}
         self._outbox = ctx.outbox(CHANNEL)
         self._grace = shutdown_grace_s
@@ -98,11 +96,5 @@ class TelegramAdapter:
             for name, b in bots.items()
         )
         errors = [f"{name}: {b['last_error']}" for name, b in bots.items() if b["last_error"]]
-        return {
-            "connected": connected,
-            "detail": detail,
-            "sent": self._outbox.sent,
-            "failed": self._outbox.failed,
-            "last_error": "; ".join(errors),
-            "bots": bots,
-        }
+        state = Health(connected=connected, detail=detail, last_error="; ".join(errors))
+        return {**state.count_outbox(self._outbox).as_dict(), "bots": bots}

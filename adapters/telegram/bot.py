@@ -31,17 +31,27 @@ from aiogram.exceptions import (
 from aiogram.types import Message, ReplyParameters, Update
 from pydantic import ValidationError
 
-from adapters.base import AdapterContext
+from adapters.base import Health
 from adapters.telegram.config import BotSettings
 from adapters.telegram.convert import ALLOWED_UPDATES, CHANNEL, BotIdentity, Ignored, Policy, convert
 from adapters.telegram.outbound import RateLimiter, Target, classify, split_text
-from router.errors import AppendRefused, ConfigError, SwitchboardError
-from router.lifecycle import Backoff
-from router.model import Envelope, OutboxItem
-from router.outbox import PermanentFailure
-from router.redis import TRANSIENT_ERRORS
+from router.channel import (
+    TRANSIENT_ERRORS,
+    AppendRefused,
+    Backoff,
+    ChannelContext,
+    ConfigError,
+    Envelope,
+    OutboxItem,
+    PermanentFailure,
+    SwitchboardError,
+    keep_running,
+)
 
 log = logging.getLogger("switchboard.telegram")
+
+#: The figures each bot counts (in its health record).
+COUNTERS = ("received", "duplicates", "ignored", "sent", "failed", "rate_limited")
 
 
 class AttachmentTooLarge(SwitchboardError):
@@ -51,7 +61,7 @@ class AttachmentTooLarge(SwitchboardError):
 class BotRunner:
     """One configured bot (one Switchboard account)."""
 
-    def __init__(self, ctx: AdapterContext, settings: BotSettings) -> None:
+    def __init__(self, ctx: ChannelContext, settings: BotSettings) -> None:
         self.ctx = ctx
         self.name = settings.name
         self.cfg = settings.config
@@ -63,19 +73,17 @@ class BotRunner:
         self.webhook_secret = settings.webhook_secret or secrets.token_urlsafe(32)
         self.limiter = RateLimiter(self.cfg.global_per_s)
         self.me: BotIdentity | None = None
-        self.connected = False
+        self.state = Health.counting(COUNTERS)
         self.offset: int | None = None
         self._offset_loaded = False
         self._webhook_set = False
         self._webhook_cleared = False
         self._stopping = asyncio.Event()
+        self._backoff = Backoff(base=0.5, cap=30.0)
         self._task: asyncio.Task[None] | None = None
         # Parts of a split reply already sent, by reply id: a retry resumes instead of repeating.
         self._progress: OrderedDict[str, int] = OrderedDict()
         self._unknown_chats: set[int] = set()
-        self.counters = dict.fromkeys(("received", "duplicates", "ignored", "sent", "failed", "rate_limited"), 0)
-        self.last_error = ""
-        self.last_error_at: float | None = None
         self.last_update_at: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -90,7 +98,7 @@ class BotRunner:
             ) from None
         except AiogramError as exc:
             self._fail(f"getMe: {self._describe(exc)}; retrying in the background")
-            log.warning("telegram bot %s: %s", self.name, self.last_error)
+            log.warning("telegram bot %s: %s", self.name, self.state.last_error)
 
     async def start_inbound(self) -> None:
         """Webhook mode: setWebhook now (a refused URL is a ConfigError). Then start the loop."""
@@ -122,47 +130,54 @@ class BotRunner:
 
     # -- inbound -----------------------------------------------------------------------------
     async def _run(self) -> None:
-        backoff = Backoff(base=0.5, cap=30.0)
-        while not self._stopping.is_set():
-            try:
-                if self.me is None:
-                    await self._get_me()
-                if self.cfg.mode == "webhook":
-                    if not self._webhook_set:
-                        await self._set_webhook()
-                    await self._stopping.wait()
-                else:
-                    await self._poll(backoff)
-                return
-            except TelegramRetryAfter as exc:
-                self._fail(self._describe(exc))
-                delay = float(exc.retry_after)
-            except TelegramUnauthorizedError as exc:
-                # The token was revoked while running: keep the process up (other channels work),
-                # show it in health, and try again slowly.
-                self._fail(f"token refused ({exc.message}): revoked in @BotFather?")
-                delay = backoff.cap
-            except AiogramError as exc:
-                self._fail(self._describe(exc))
-                delay = backoff.next_delay()
-            except TRANSIENT_ERRORS as exc:
-                self._fail(f"redis: {exc}")
-                delay = backoff.next_delay()
-            except AppendRefused as exc:
-                # The inbox is full or Redis out of memory: the batch is not confirmed to Telegram
-                # (the offset stays), and is taken again after the backoff.
-                self._fail(f"inbox: {exc}", disconnected=False)
-                delay = backoff.next_delay()
-            except Exception as exc:
-                # A bug must not silently end the bot's inbound loop: log it loudly and carry on.
-                log.exception("telegram bot %s: inbound loop failed", self.name)
-                self._fail(f"{type(exc).__name__}: {exc}")
-                delay = backoff.cap
-            log.warning("telegram bot %s: %s; retrying in %.1fs", self.name, self.last_error, delay)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+        await keep_running(
+            self._inbound,
+            self._stopping,
+            what=f"telegram bot {self.name}",
+            # Every error: a bug must not silently end the bot's inbound loop.
+            retry_on=(Exception,),
+            backoff=self._backoff,
+            on_error=self._inbound_failed,
+            describe=lambda exc: self.state.last_error,  # redacted: aiohttp's errors may quote the token
+        )
 
-    async def _poll(self, backoff: Backoff) -> None:
+    async def _inbound(self) -> bool:
+        """Identify, then poll (or serve the webhook) until the adapter stops."""
+        if self.me is None:
+            await self._get_me()
+        if self.cfg.mode == "webhook":
+            if not self._webhook_set:
+                await self._set_webhook()
+            await self._stopping.wait()
+        else:
+            await self._poll()
+        return True
+
+    async def _inbound_failed(self, exc: BaseException) -> float | None:
+        """Record why the inbound loop failed; the wait before the next try (None: the backoff's)."""
+        if isinstance(exc, TelegramRetryAfter):
+            self._fail(self._describe(exc))
+            return float(exc.retry_after)
+        if isinstance(exc, TelegramUnauthorizedError):
+            # The token was revoked while running: keep the process up (other channels work),
+            # show it in health, and try again slowly.
+            self._fail(f"token refused ({exc.message}): revoked in @BotFather?")
+            return self._backoff.cap
+        if isinstance(exc, AiogramError):
+            self._fail(self._describe(exc))
+        elif isinstance(exc, TRANSIENT_ERRORS):
+            self._fail(f"redis: {exc}")
+        elif isinstance(exc, AppendRefused):
+            # The inbox is full or Redis out of memory: the batch is not confirmed to Telegram
+            # (the offset stays), and is taken again after the backoff.
+            self._fail(f"inbox: {exc}", disconnected=False)
+        else:
+            log.exception("telegram bot %s: inbound loop failed", self.name)
+            self._fail(f"{type(exc).__name__}: {exc}")
+            return self._backoff.cap
+        return None
+
+    async def _poll(self) -> None:
         if not self._offset_loaded:
             raw = await self.ctx.cursor_get(CHANNEL, self.name, "offset")
             self.offset = int(raw) if raw else None
@@ -175,10 +190,10 @@ class BotRunner:
             updates = await self._get_updates()
             if updates is None:
                 return
-            self.connected = True
+            self.state.connected = True
             if updates:
                 await self._ingest(updates)
-            backoff.reset()  # only once the batch is in the inbox: refused appends back off
+            self._backoff.reset()  # only once the batch is in the inbox: refused appends back off
 
     async def _get_updates(self) -> list[Update] | None:
         """One long poll, abandoned (None) when the adapter stops: nothing of it was confirmed."""
@@ -209,10 +224,10 @@ class BotRunner:
             if env is not None:
                 envelopes.append(env)
         if envelopes:
-            results = await self.ctx.inbox.append_many(envelopes)
+            results = await self.ctx.append_many(envelopes)
             dups = sum(r.duplicate for r in results)
-            self.counters["received"] += len(results) - dups
-            self.counters["duplicates"] += dups
+            self.state.counters["received"] += len(results) - dups
+            self.state.counters["duplicates"] += dups
         # Only now is the batch safe: the next getUpdates confirms it to Telegram.
         self.offset = max(u.update_id for u in updates) + 1
         self.last_update_at = time.time()
@@ -224,11 +239,11 @@ class BotRunner:
         except Exception:
             # A malformed update must not block every update behind it.
             log.exception("telegram bot %s: cannot convert update %s; skipped", self.name, update.update_id)
-            self.counters["ignored"] += 1
+            self.state.counters["ignored"] += 1
             return None
         if isinstance(result, Ignored):
             log.debug("telegram bot %s: update %s ignored: %s", self.name, update.update_id, result.reason)
-            self.counters["ignored"] += 1
+            self.state.counters["ignored"] += 1
             chat = result.unknown_chat
             if chat is not None and chat not in self._unknown_chats and len(self._unknown_chats) < 1000:
                 self._unknown_chats.add(chat)
@@ -251,12 +266,12 @@ class BotRunner:
             update = Update.model_validate(data, context={"bot": self.bot})
         except ValidationError as exc:
             log.warning("telegram bot %s: unreadable webhook update dropped: %s", self.name, exc)
-            self.counters["ignored"] += 1
+            self.state.counters["ignored"] += 1
             return 200
         env = self._convert(update, me)
         if env is not None:
             try:
-                result = await self.ctx.inbox.append(env)
+                result = await self.ctx.append(env)
             except TRANSIENT_ERRORS as exc:
                 self._fail(f"redis: {exc}")
                 return 503
@@ -264,15 +279,15 @@ class BotRunner:
                 self._fail(f"inbox: {exc}", disconnected=False)
                 log.warning("telegram bot %s: webhook update %s refused: %s", self.name, update.update_id, exc)
                 return 503
-            self.counters["duplicates" if result.duplicate else "received"] += 1
-        self.connected = True
+            self.state.counters["duplicates" if result.duplicate else "received"] += 1
+        self.state.connected = True
         self.last_update_at = time.time()
         return 200
 
     async def _get_me(self) -> None:
         user = await self.bot.get_me(request_timeout=self.cfg.request_timeout_s)
         self.me = BotIdentity(user.id, user.username or "")
-        self.connected = True
+        self.state.connected = True
 
     async def _set_webhook(self) -> None:
         hook = self.cfg.webhook
@@ -285,7 +300,7 @@ class BotRunner:
             drop_pending_updates=False,
         )
         self._webhook_set = True
-        self.connected = True
+        self.state.connected = True
 
     # -- outbound ----------------------------------------------------------------------------
     async def send(self, item: OutboxItem) -> str:
@@ -308,7 +323,7 @@ class BotRunner:
             while len(self._progress) > 1000:
                 self._progress.popitem(last=False)
         self._progress.pop(item.id, None)
-        self.counters["sent"] += 1
+        self.state.counters["sent"] += 1
         ids = ",".join(map(str, sent))
         more = f" ({len(parts)} parts)" if len(parts) > 1 else ""
         return f"telegram message {chat_id}:{ids}{more}"
@@ -333,10 +348,10 @@ class BotRunner:
             except AiogramError as exc:
                 outcome = classify(exc)
                 if isinstance(exc, TelegramRetryAfter):
-                    self.counters["rate_limited"] += 1
+                    self.state.counters["rate_limited"] += 1
                     self.limiter.hold(chat_id, float(exc.retry_after))
                 if isinstance(outcome, PermanentFailure):
-                    self.counters["failed"] += 1
+                    self.state.counters["failed"] += 1
                     self._progress.pop(reply_id, None)
                 self._fail(f"sendMessage to {chat_id}: {outcome}", disconnected=False)
                 raise outcome from None
@@ -365,24 +380,18 @@ class BotRunner:
     # -- health ------------------------------------------------------------------------------
     def health(self) -> dict[str, Any]:
         return {
+            **self.state.as_dict(),
             "username": self.me.username if self.me else None,
             "id": self.me.id if self.me else None,
             "mode": self.cfg.mode,
-            "connected": self.connected,
             "offset": self.offset,
-            **self.counters,
             "rate_wait_s": round(self.limiter.waited_s, 3),
-            "last_error": self.last_error,
-            "last_error_at": self.last_error_at,
             "last_update_at": self.last_update_at,
         }
 
     def _fail(self, error: str, *, disconnected: bool = True) -> None:
-        self.last_error = self._redact(error)
-        self.last_error_at = time.time()
         # A refused reply (blocked user, closed topic) says nothing about the connection.
-        if disconnected:
-            self.connected = False
+        self.state.error(self._redact(error), disconnected=disconnected)
 
     def _describe(self, exc: AiogramError) -> str:
         return self._redact(f"{type(exc).__name__}: {exc}")

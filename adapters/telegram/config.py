@@ -28,8 +28,7 @@ from urllib.parse import urlparse
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
-from router.config import read_secret
-from router.errors import ConfigError
+from router.channel import ConfigError, config_error, read_secret
 
 PRODUCTION_API = "https://api.telegram.org"
 _NAME = re.compile(r"^[a-z0-9_]{1,64}$")
@@ -144,7 +143,7 @@ def parse_section(section: Mapping[str, Any]) -> list[BotSettings]:
     try:
         top = TelegramSection.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_problems(exc, "telegram")) from None
+        raise config_error(exc, "[telegram] configuration") from None
     if not top.enabled:
         return []
     bots: dict[str, dict[str, Any]] = {}
@@ -171,7 +170,7 @@ def parse_section(section: Mapping[str, Any]) -> list[BotSettings]:
         try:
             cfg = BotConfig.model_validate({**defaults, **options})
         except ValidationError as exc:
-            raise ConfigError(_problems(exc, label)) from None
+            raise config_error(exc, f"[{label}] configuration") from None
         token = read_secret(cfg.token, cfg.token_file, f"{where} token")
         if not _TOKEN.match(token):
             raise ConfigError(f"{where} token: not a bot token (expected digits:letters, as @BotFather gives it)")
@@ -204,8 +203,3 @@ def _check_webhook_routes(bots: list[BotSettings]) -> None:
                 f"{hook.host}:{hook.port}{hook.local_path}; give each its own path"
             )
         seen[route] = bot.name
-
-
-def _problems(exc: ValidationError, where: str) -> str:
-    items = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    return f"invalid [{where}] configuration: {items}"

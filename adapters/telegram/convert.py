@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiogram.types import Message, MessageEntity, Update
 
-from router.model import Attachment, Envelope, Sender, new_id
+from router.channel import Attachment, Envelope, Sender, new_id
 
 CHANNEL = "telegram"
 #: The update types the adapter asks for (getUpdates / setWebhook ``allowed_updates``).

@@ -16,8 +16,7 @@ from aiogram.exceptions import (
 )
 
 from adapters.text import split_text as _split
-from router.model import OutboxItem
-from router.outbox import PermanentFailure, TemporaryFailure
+from router.channel import OutboxItem, PermanentFailure, TemporaryFailure
 
 #: sendMessage's limit, counted by Telegram in UTF-16 code units.
 MAX_TEXT = 4096

@@ -1,4 +1,5 @@
-"""The adapter's own HTTP server for webhook mode (the web console does not exist yet).
+"""The adapter's own HTTP server for webhook mode, apart from the web console: it listens on the
+``[webhook]`` table's host and port, where Telegram must reach it, and serves nothing else there.
 
 Telegram sends every webhook request with the secret given to setWebhook in the
 ``X-Telegram-Bot-Api-Secret-Token`` header; a request without it (or with another) is refused
@@ -14,7 +15,7 @@ from typing import Any
 
 from aiohttp import web
 
-from router.errors import ConfigError
+from router.channel import ConfigError
 
 SECRET_HEADER = "X-Telegram-Bot-Api-Secret-Token"
 Accept = Callable[[dict[str, Any]], Awaitable[int]]

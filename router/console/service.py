@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.sandbox import envelope, user_inbox
+from adapters.sandbox import SandboxUsers
 from router import drafts
 from router.backlog import read_backlog
 from router.config import Settings, read_secret
@@ -377,14 +377,10 @@ class Console:
 
     # -- sandbox -------------------------------------------------------------------------------
     async def sandbox_send(self, user: str, text: str, attributes: dict[str, str] | None = None) -> str:
-        if not user.strip() or not text.strip():
-            raise ValueError("a sandbox message needs a user and a text")
-        env = envelope(user.strip(), text, attributes=attributes or {})
-        appended = await self.rt.inbox.append(env)
-        return appended.entry_id
+        return await SandboxUsers(self.rt.channel_context()).send(user, text, attributes)
 
     async def sandbox_inbox(self, user: str) -> list[dict[str, Any]]:
-        return await user_inbox(self.rt.client, self.keys, user)
+        return await SandboxUsers(self.rt.channel_context()).inbox(user)
 
     # -- dashboard -----------------------------------------------------------------------------
     async def top_tags(self, last: int = 500, top: int = 12) -> list[tuple[str, int]]:

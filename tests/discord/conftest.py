@@ -67,7 +67,7 @@ async def make_bot(rt: Runtime, emu: Emulator, section: dict[str, Any]) -> Async
     started: list[DiscordAdapter] = []
 
     async def make(clock: Callable[[], float] = time.time, **overrides: Any) -> DiscordAdapter:
-        [adapter] = from_config(rt.adapter_context(), {**section, **overrides}, clock)
+        [adapter] = from_config(rt.channel_context(), {**section, **overrides}, clock)
         assert isinstance(adapter, DiscordAdapter)
         await adapter.start()
         started.append(adapter)

@@ -35,7 +35,7 @@ async def _seed_dm_users(rt: Runtime, emu: Emulator, n: int) -> list[int]:
 
 async def _pass_done(bot: DiscordAdapter, passes: int) -> None:
     async def done() -> bool:
-        return bot.backfills >= passes and not bot._backfill_lock.locked() and bot.connected
+        return bot.state.counters["backfills"] >= passes and not bot._backfill_lock.locked() and bot.state.connected
 
     await eventually(done, 30, f"backfill pass {passes}")
 

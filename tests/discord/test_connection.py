@@ -48,16 +48,16 @@ def test_intents_include_message_content() -> None:
 )
 def test_bad_sections_are_config_errors(rt: Runtime, section: dict[str, Any], problem: str) -> None:
     with pytest.raises(ConfigError, match=problem):
-        from_config(rt.adapter_context(), section)
+        from_config(rt.channel_context(), section)
 
 
 def test_env_style_section(rt: Runtime, tmp_path: Any) -> None:
     token_file = tmp_path / "token"
     token_file.write_text("Bot abc.def\n")
-    [adapter] = from_config(rt.adapter_context(), {"token_file": str(token_file), "guilds": {"1": "2, 3"}})
+    [adapter] = from_config(rt.channel_context(), {"token_file": str(token_file), "guilds": {"1": "2, 3"}})
     assert isinstance(adapter, DiscordAdapter)
     assert adapter.config.support_channels == {2: 1, 3: 1} and adapter.config.read_token() == "abc.def"
-    assert from_config(rt.adapter_context(), {"enabled": False, "token": "x"}) == []
+    assert from_config(rt.channel_context(), {"enabled": False, "token": "x"}) == []
 
 
 async def test_resumed_session_replays_without_backfill(rt: Runtime, emu: Emulator, bot: DiscordAdapter) -> None:
@@ -128,7 +128,7 @@ async def test_reconnect_without_resume_backfills_every_missed_message_once(
 
 
 async def _ready_again(bot: DiscordAdapter) -> bool:
-    return bot.health()["sessions"] >= 2 and bot.connected
+    return bot.health()["sessions"] >= 2 and bot.state.connected
 
 
 def test_backfill_targets() -> None:

@@ -35,7 +35,7 @@ async def test_intent_revoked_an_hour_after_start_stops_the_adapter_and_fails_ch
     clock = FakeClock()
     started_at = clock.now
     bot = await make_bot(clock=clock, stop_on_fatal=False)
-    assert bot.connected
+    assert bot.state.connected
     await Worker(rt)._heartbeat()  # a live worker: only the adapter can fail `check`
     await publish_health(rt, [bot])
     assert await cli._check(rt, argparse.Namespace()) == 0
@@ -58,18 +58,18 @@ async def test_intent_revoked_an_hour_after_start_stops_the_adapter_and_fails_ch
     assert health["detail"].startswith("STOPPED: ")
     [error] = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "switchboard.discord"]
     assert "(4014)" in error.getMessage() and "stop_on_fatal = false" in error.getMessage()
-    assert rt.stop_reasons == []  # stop_on_fatal = false: the rest of Switchboard runs on
+    assert rt.stop_request.reasons == []  # stop_on_fatal = false: the rest of Switchboard runs on
 
 
 async def test_token_reset_after_start_stops_the_whole_process(
     rt: Runtime, emu: Emulator, section: dict[str, Any]
 ) -> None:
-    [adapter] = from_config(rt.adapter_context(), section)  # stop_on_fatal: the default, true
+    [adapter] = from_config(rt.channel_context(), section)  # stop_on_fatal: the default, true
     assert isinstance(adapter, DiscordAdapter)
     serving = asyncio.create_task(serve(rt, [adapter]))
 
     async def connected() -> bool:
-        return adapter.connected
+        return adapter.state.connected
 
     await eventually(connected, 10, "the adapter to connect")
     await emu.close_gateway(4004, "Authentication failed.")

@@ -85,7 +85,7 @@ async def test_dm_channel_and_thread_messages_become_their_conversations(
     assert security == {str(thread)}
     # Each channel's cursor is the last message appended from it.
     for channel, message in ((dm, m_dm), (SUPPORT, m_ch), (thread, m_th)):
-        assert await rt.adapter_context().cursor_get("discord", ACCOUNT, f"last:{channel}") == message["id"]
+        assert await rt.channel_context().cursor_get("discord", ACCOUNT, f"last:{channel}") == message["id"]
     assert bot.health()["connected"] is True and bot.health()["received"] == 3
 
 

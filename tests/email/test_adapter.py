@@ -82,7 +82,7 @@ async def envelopes(rt: Runtime, n: int, limit: float = 10.0) -> list[Envelope]:
 
 
 def adapters_of(rt: Runtime, section: dict[str, Any]) -> tuple[MailboxReader, EmailSender]:
-    reader, sender = from_config(rt.adapter_context(), section)
+    reader, sender = from_config(rt.channel_context(), section)
     return cast(MailboxReader, reader), cast(EmailSender, sender)
 
 
@@ -127,7 +127,7 @@ async def test_plain_message_becomes_an_envelope_and_a_conversation(rt: Runtime,
         "<p1@c.test>",
         "Withdrawal stuck",
     )
-    cursor = await rt.adapter_context().cursor_get("email", "support", f"uid:{mailbox.folder}")
+    cursor = await rt.channel_context().cursor_get("email", "support", f"uid:{mailbox.folder}")
     assert cursor is not None and int(cursor.split(":")[1]) == reader.last_uid > 0
 
 
@@ -368,10 +368,10 @@ async def test_connection_cut_during_idle_loses_and_doubles_nothing(
         await mailbox.deliver(mail("three", "third message", msgid="<m3@c.test>"))
         envs = await envelopes(rt, 3, limit=10)
         await wait_until(lambda: _truthy(reader.mode == "idle"), 5, "IDLE after reconnecting")
-        assert reader.reconnects >= 1 and proxy.accepted >= 2
+        assert reader.state.counters["reconnects"] >= 1 and proxy.accepted >= 2
         assert reader.health()["connected"] is True
     assert [e.platform_id for e in envs] == ["<m1@c.test>", "<m2@c.test>", "<m3@c.test>"]
-    assert reader.duplicates == 0
+    assert reader.state.counters["duplicates"] == 0
 
     # A restart with the same cursor takes in only what is new.
     await mailbox.deliver(mail("four", "fourth message", msgid="<m4@c.test>"))
@@ -380,7 +380,7 @@ async def test_connection_cut_during_idle_loses_and_doubles_nothing(
         await again.caught_up.wait()
         envs = await envelopes(rt, 4)
     assert [e.platform_id for e in envs][-1] == "<m4@c.test>" and len(envs) == 4
-    assert again.received == 1 and again.duplicates == 0
+    assert again.state.counters["received"] == 1 and again.state.counters["duplicates"] == 0
 
 
 async def test_a_full_inbox_leaves_the_cursor_and_the_mail_is_taken_later(
@@ -393,12 +393,16 @@ async def test_a_full_inbox_leaves_the_cursor_and_the_mail_is_taken_later(
     reader, sender = adapters_of(rt, email_section(mailbox, None))
     async with running([reader, sender]):
         await wait_until(lambda: _truthy("InboxFull: inbox full" in caplog.text), 5, "a refusal")
-        assert "reconnecting in" in caplog.text
+        assert "retrying in" in caplog.text
         assert reader.last_uid == 0  # the cursor stays before the refused mail
         await drain(Worker(rt))  # routed entries make room
         await reader.caught_up.wait()
     [env] = [e for e in await inbox_envelopes(rt.client, rt.keys.inbox) if e.channel == "email"]
-    assert env.platform_id == "<full1@c.test>" and reader.received == 1 and reader.duplicates == 0
+    assert (
+        env.platform_id == "<full1@c.test>"
+        and reader.state.counters["received"] == 1
+        and reader.state.counters["duplicates"] == 0
+    )
 
 
 async def test_uidvalidity_change_rereads_without_duplicates(rt: Runtime, mailbox: MailFolder) -> None:
@@ -416,7 +420,7 @@ async def test_uidvalidity_change_rereads_without_duplicates(rt: Runtime, mailbo
         envs = await envelopes(rt, 2)
         await again.caught_up.wait()
     assert [e.platform_id for e in envs] == ["<v1@c.test>", "<v2@c.test>"]
-    assert (again.received, again.duplicates) == (1, 1)
+    assert (again.state.counters["received"], again.state.counters["duplicates"]) == (1, 1)
 
 
 # -- outbound ------------------------------------------------------------------------------------
@@ -516,7 +520,7 @@ async def test_server_down_at_start_is_retried_in_background(rt: Runtime, mailbo
     reader, _ = adapters_of(rt, email_section(mailbox, None, port=1))
     await reader.start()
     try:
-        assert reader.health()["connected"] is False and reader.last_error
+        assert reader.health()["connected"] is False and reader.state.last_error
     finally:
         await reader.close()
 
@@ -541,7 +545,7 @@ async def test_starttls_with_a_private_ca(rt: Runtime, mailbox: MailFolder, pyma
     untrusted, _ = adapters_of(rt, email_section(mailbox, None, port=port, imap_tls="starttls", folder="INBOX"))
     await untrusted.start()
     try:
-        assert "CERTIFICATE_VERIFY_FAILED" in untrusted.last_error
+        assert "CERTIFICATE_VERIFY_FAILED" in untrusted.state.last_error
     finally:
         await untrusted.close()
 

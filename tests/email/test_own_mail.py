@@ -133,7 +133,9 @@ async def test_stats_shows_the_readers_count_within_a_heartbeat(rt: Runtime, mai
     try:
         await wait_until(lambda: reported(0), 5, "the first health record")
         async with running([reader, sender]):
-            await wait_until(lambda: _now(reader.received == 5), 10, "the reader to take the 5 messages")
+            await wait_until(
+                lambda: _now(reader.state.counters["received"] == 5), 10, "the reader to take the 5 messages"
+            )
             # Within two heartbeats (0.5 s in the tests' settings), not 5 s later.
             await wait_until(lambda: reported(5), 2 * rt.settings.worker.heartbeat_s + 0.5, "stats to show them")
     finally:
@@ -151,4 +153,4 @@ async def test_mail_arriving_during_a_catch_up_does_not_wait_for_the_idle_renewa
         await wait_until(lambda: _now(reader.mode == "idle"), 5, "IDLE")
         for i in range(30):
             await mailbox.deliver(mail(f"Deposit {i}", "My deposit is missing."))
-        await wait_until(lambda: _now(reader.received == 30), 10, "all 30 messages")
+        await wait_until(lambda: _now(reader.state.counters["received"] == 30), 10, "all 30 messages")

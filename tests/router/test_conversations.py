@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from adapters.sandbox import SandboxAdapter, envelope, user_inbox
+from adapters.sandbox import SandboxAdapter, SandboxUsers, envelope
 from router.conversations import HistoryEntry, arrival_order
 from router.errors import Conflict, NotFound
 from router.runtime import Runtime
@@ -80,7 +80,7 @@ async def test_group_event_stream_sees_created_and_claimed(rt: Runtime) -> None:
 
 
 async def test_sandbox_round_trip(rt: Runtime) -> None:
-    adapter = SandboxAdapter(rt.adapter_context())
+    adapter = SandboxAdapter(rt.channel_context())
     await adapter.start()
     try:
         await rt.inbox.append(envelope("alice", "my withdrawal has not arrived"))
@@ -93,7 +93,7 @@ async def test_sandbox_round_trip(rt: Runtime) -> None:
             if (await rt.conversations.deliveries(conv.id)).get(reply_id) == "delivered":
                 break
             await asyncio.sleep(0.02)
-        [item] = await user_inbox(rt.client, rt.keys, "alice")
+        [item] = await SandboxUsers(rt.channel_context()).inbox("alice")
         assert item["text"] == "It is on its way: txid 0xabc" and item["author"] == "agent-a"
         after = await rt.conversations.get(conv.id)
         assert after.status == "waiting"

@@ -10,8 +10,8 @@ from typing import Any, Protocol
 
 import pytest
 
-from adapters.base import AdapterContext
 from adapters.telegram import TelegramAdapter, from_config
+from router.channel import ChannelContext
 from router.config import RulesSettings
 from router.runtime import Runtime
 from router.worker import Worker
@@ -26,7 +26,7 @@ RULES = Path(__file__).with_name("rules.yaml")
 
 
 class MakeAdapter(Protocol):
-    async def __call__(self, ctx: AdapterContext | None = None, **bot: Any) -> TelegramAdapter: ...
+    async def __call__(self, ctx: ChannelContext | None = None, **bot: Any) -> TelegramAdapter: ...
 
 
 def section(emu: Emulator, **bot: Any) -> dict[str, Any]:
@@ -56,8 +56,8 @@ async def emu() -> AsyncIterator[Emulator]:
 async def make_adapter(rt: Runtime, emu: Emulator) -> AsyncIterator[MakeAdapter]:
     started: list[TelegramAdapter] = []
 
-    async def make(ctx: AdapterContext | None = None, **bot: Any) -> TelegramAdapter:
-        [adapter] = from_config(ctx or rt.adapter_context(), section(emu, **bot))
+    async def make(ctx: ChannelContext | None = None, **bot: Any) -> TelegramAdapter:
+        [adapter] = from_config(ctx or rt.channel_context(), section(emu, **bot))
         assert isinstance(adapter, TelegramAdapter)
         # Short grace: a test that leaves a 429 wait in flight must not hang its teardown.
         adapter._grace = 1.0
@@ -85,7 +85,7 @@ async def until(predicate: Callable[[], Awaitable[bool] | bool], within: float =
 
 
 async def cursor(rt: Runtime) -> str | None:
-    return await rt.adapter_context().cursor_get("telegram", ACCOUNT, "offset")
+    return await rt.channel_context().cursor_get("telegram", ACCOUNT, "offset")
 
 
 async def consumed(rt: Runtime, update: dict[str, Any]) -> None:

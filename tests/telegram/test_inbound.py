@@ -7,7 +7,7 @@ import logging
 
 import pytest
 
-from adapters.base import AdapterContext
+from router.channel import ChannelContext
 from router.model import Envelope, decode_envelope
 from router.runtime import Runtime
 from tests.router.helpers import message
@@ -175,7 +175,7 @@ async def _appended(rt: Runtime) -> bool:
     return bool(await rt.client.xlen(rt.keys.inbox))
 
 
-class _DiesBeforeSavingOffset(AdapterContext):
+class _DiesBeforeSavingOffset(ChannelContext):
     """A process killed after the inbox append, before it saved the offset or polled again."""
 
     async def cursor_set(self, channel: str, account: str, name: str, value: str) -> None:
@@ -185,9 +185,8 @@ class _DiesBeforeSavingOffset(AdapterContext):
 async def test_crash_after_append_before_confirming_is_absorbed(
     rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
 ) -> None:
-    ctx = rt.adapter_context()
     update = emu.push_message(emu.chat(777), "are you there?")
-    dying = await make_adapter(_DiesBeforeSavingOffset(ctx.client, ctx.keys, ctx.inbox, ctx.instance))
+    dying = await make_adapter(_DiesBeforeSavingOffset(rt.client, rt.keys, rt.inbox, rt.instance))
     await until(lambda: _appended(rt), what="the append")
     task = dying.bots[ACCOUNT]._task
     assert task is not None

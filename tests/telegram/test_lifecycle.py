@@ -19,7 +19,7 @@ from tests.telegram.emulator import BOT_USERNAME, Emulator
 
 async def test_bad_token_fails_clearly_at_start(rt: Runtime, emu: Emulator) -> None:
     cfg = section(emu, token="999:revoked-token")
-    [adapter] = from_config(rt.adapter_context(), cfg)
+    [adapter] = from_config(rt.channel_context(), cfg)
     with pytest.raises(ConfigError, match=r"bot 'supportbot'.*refused the token \(Unauthorized\).*@BotFather"):
         await adapter.start()
     assert emu.methods() == ["getMe"]  # no polling, no retry loop
@@ -36,12 +36,12 @@ async def test_bad_token_fails_clearly_at_start(rt: Runtime, emu: Emulator) -> N
         ({"bots": {"a": {"token": "1:x"}, "b": {"token": "1:x"}}}, "same token"),
         ({"bots": {"a": {"token_file": "/nonexistent/token"}}}, "cannot read secret file"),
         ({"bots": {"a": {"tokn": "1:x"}}}, "tokn: Extra inputs are not permitted"),
-        ({"token": "1:x", "api_base": "api.telegram.org"}, "api_base: Value error, must be an absolute"),
+        ({"token": "1:x", "api_base": "api.telegram.org"}, "api_base: must be an absolute"),
     ],
 )
 def test_configuration_errors_name_the_setting(rt: Runtime, raw: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
-        from_config(rt.adapter_context(), raw)
+        from_config(rt.channel_context(), raw)
 
 
 def test_env_and_toml_tables_merge_and_token_file_is_read(rt: Runtime, tmp_path: Path) -> None:
@@ -51,15 +51,15 @@ def test_env_and_toml_tables_merge_and_token_file_is_read(rt: Runtime, tmp_path:
         "chat_interval_s": 2.0,  # top level: a default for every bot
         "bots": {"SupportBot": {"allowed_chats": [-100]}, "supportbot": {"token_file": str(secret)}},
     }
-    [adapter] = from_config(rt.adapter_context(), raw)
+    [adapter] = from_config(rt.channel_context(), raw)
     assert isinstance(adapter, TelegramAdapter)
     runner = adapter.bots["supportbot"]
     assert runner.cfg.allowed_chats == [-100] and runner.cfg.chat_interval_s == 2.0
     assert runner.bot.token == "42:from-a-file"
-    assert from_config(rt.adapter_context(), {"enabled": False, "token": "1:x"}) == []
+    assert from_config(rt.channel_context(), {"enabled": False, "token": "1:x"}) == []
     # Lists from the environment arrive as text.
     for text in ("[-1001, -1002]", "-1001,-1002", "-1001 -1002"):
-        [env_adapter] = from_config(rt.adapter_context(), {"token": "1:x", "allowed_chats": text})
+        [env_adapter] = from_config(rt.channel_context(), {"token": "1:x", "allowed_chats": text})
         assert isinstance(env_adapter, TelegramAdapter)
         assert env_adapter.bots["default"].cfg.allowed_chats == [-1001, -1002]
 

@@ -1,0 +1,175 @@
+"""The public API for channel modules: the only ``router`` module that ``adapters/`` imports.
+
+A channel module (``adapters/<channel>``) exposes ``from_config(ctx, section) -> list[Adapter]``
+and reaches the core only through the ``ChannelContext`` it is given and the names re-exported
+here (the envelope model, the errors, the outbox's failure types, the retry loop). It never holds
+the Redis client nor builds a key: its own data goes in its namespaced ``ChannelStore``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from router.config import config_error, read_secret
+from router.errors import AppendRefused, ConfigError, NotFound, SwitchboardError
+from router.inbox import Appended, Inbox
+from router.keys import Keys
+from router.lifecycle import Backoff, Service, keep_running, wait_or_stop
+from router.model import Attachment, Envelope, MessageKind, OutboxItem, Sender, encode, new_id, now
+from router.outbox import OutboxConsumer, PermanentFailure, TemporaryFailure
+from router.redis import TRANSIENT_ERRORS
+
+__all__ = [
+    "TRANSIENT_ERRORS",
+    "AppendRefused",
+    "Appended",
+    "Attachment",
+    "Backoff",
+    "ChannelContext",
+    "ChannelStore",
+    "ConfigError",
+    "Envelope",
+    "MessageKind",
+    "NotFound",
+    "OutboxConsumer",
+    "OutboxItem",
+    "PermanentFailure",
+    "Sender",
+    "Service",
+    "SwitchboardError",
+    "TemporaryFailure",
+    "config_error",
+    "encode",
+    "keep_running",
+    "new_id",
+    "now",
+    "read_secret",
+    "wait_or_stop",
+]
+
+#: A store namespace is one key segment: a channel's name (``email``, ``sandbox`` ...).
+_NAMESPACE = re.compile(r"[a-z][a-z0-9_]*")
+
+
+class ChannelStore:
+    """A channel's private data in Redis: strings with an optional TTL, and capped logs.
+
+    Every key lives under ``{prefix}{namespace}:``, so ``store("email").set("mid:support:<id>", …)``
+    is the Redis key ``{prefix}email:mid:support:<id>`` (the key layout is in router/keys.py).
+    """
+
+    #: The field a log entry's record is kept in (``sandbox:{user}`` streams predate the store).
+    LOG_FIELD = "item"
+
+    def __init__(self, client: aioredis.Redis, prefix: str, namespace: str) -> None:
+        if not _NAMESPACE.fullmatch(namespace):
+            raise ValueError(f"store namespace {namespace!r}: one segment of a-z, 0-9 and _")
+        self._client = client
+        self._prefix = f"{prefix}{namespace}:"
+
+    def _key(self, key: str) -> str:
+        return self._prefix + key
+
+    async def get(self, key: str) -> str | None:
+        raw = await self._client.get(self._key(key))
+        return raw.decode() if raw is not None else None
+
+    async def get_many(self, keys: Sequence[str]) -> list[str | None]:
+        """The values of ``keys`` in one round trip, None where a key is unset."""
+        if not keys:
+            return []
+        values = await self._client.mget([self._key(k) for k in keys])
+        return [v.decode() if v is not None else None for v in values]
+
+    async def set(self, key: str, value: str, *, ttl_s: int | None = None) -> None:
+        """Set ``key``; with ``ttl_s`` it expires that many seconds later."""
+        await self._client.set(self._key(key), value, ex=ttl_s)
+
+    async def delete(self, key: str) -> None:
+        await self._client.delete(self._key(key))
+
+    async def log_append(self, key: str, record: str, *, cap: int) -> None:
+        """Add ``record`` at the end of the log ``key``, which keeps about its last ``cap`` records."""
+        await self._client.xadd(self._key(key), {self.LOG_FIELD: record}, maxlen=cap, approximate=True)
+
+    async def log_read(self, key: str, count: int = 100) -> list[str]:
+        """The first ``count`` records of the log ``key``, oldest first."""
+        entries = await self._client.xrange(self._key(key), count=count)
+        return [fields[self.LOG_FIELD.encode()].decode() for _, fields in entries]
+
+
+class ChannelContext:
+    """What the runtime hands a channel module, and all it hands it.
+
+    - ``append`` / ``append_many``: the inbox append (idempotent on the platform message id);
+      confirm a message to its platform only after it returned.
+    - ``outbox(channel)``: the consumer of the channel's outbox stream.
+    - ``cursor_get`` / ``cursor_set`` / ``cursor_all``: durable positions (update offset, UIDs ...).
+    - ``store(namespace)``: a namespaced key-value store for the channel's private data.
+    - ``conversation_states`` / ``conversation_exists``: what the router knows of conversations.
+    - ``instance`` (this process's unique name) and ``stop_all(reason)`` (stop the process).
+    Health is not pushed: the runtime reads each adapter's ``health()`` and publishes it.
+    """
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        inbox: Inbox,
+        instance: str,
+        stop_all: Callable[[str], None] = lambda reason: None,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._inbox = inbox
+        #: Unique name of this process, for consumer names.
+        self.instance = instance
+        #: Stop the whole process with this reason (``serve`` then exits non-zero).
+        self.stop_all = stop_all
+
+    async def append(self, env: Envelope) -> Appended:
+        return await self._inbox.append(env)
+
+    async def append_many(self, envs: Sequence[Envelope]) -> list[Appended]:
+        """A burst in one round trip; raises ``AppendRefused`` when any was refused."""
+        return await self._inbox.append_many(envs)
+
+    def outbox(self, channel: str, **options: Any) -> OutboxConsumer:
+        return OutboxConsumer(self._client, self._keys, channel, f"{channel}-{self.instance}", **options)
+
+    def store(self, namespace: str) -> ChannelStore:
+        return ChannelStore(self._client, self._keys.prefix, namespace)
+
+    async def cursor_get(self, channel: str, account: str, name: str) -> str | None:
+        """An adapter's durable position (e.g. Telegram's update offset), None when never set."""
+        raw = await self._client.hget(self._keys.cursor(channel, account), name)
+        return raw.decode() if raw is not None else None
+
+    async def cursor_set(self, channel: str, account: str, name: str, value: str) -> None:
+        await self._client.hset(self._keys.cursor(channel, account), name, value)
+
+    async def cursor_all(self, channel: str, account: str) -> dict[str, str]:
+        """Every durable position of one account, by name."""
+        raw = await self._client.hgetall(self._keys.cursor(channel, account))
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def conversation_states(self, channel: str, account: str, keys: list[str]) -> dict[str, str]:
+        """The status (``waiting``, ``assigned``, ``closed`` ...) of each key's conversation, for
+        the keys that have one; two pipelined round trips however many keys."""
+        pipe = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipe.get(self._keys.conv_key(channel, account, key))
+        ids = await pipe.execute()
+        known = [(key, raw.decode()) for key, raw in zip(keys, ids, strict=True) if raw is not None]
+        for _, conv_id in known:
+            pipe.hget(self._keys.conv(conv_id), "status")
+        statuses = await pipe.execute()
+        return {key: status.decode() for (key, _), status in zip(known, statuses, strict=True) if status is not None}
+
+    async def conversation_exists(self, channel: str, account: str, key: str) -> bool:
+        """Whether the router knows a conversation with this key (open or closed)."""
+        return bool(await self._client.exists(self._keys.conv_key(channel, account, key)))
