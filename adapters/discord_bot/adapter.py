@@ -46,7 +46,7 @@ from router.channel import (
     keep_running,
     wait_or_stop,
 )
-from rules.detectors import SECRET_KINDS, detect
+from rules import SECRET_KINDS, detect
 
 log = logging.getLogger("switchboard.discord")
 
