@@ -34,6 +34,25 @@ def _ago(ms: int) -> str:
     return f"{seconds / 3600:.1f}h"
 
 
+class SandboxSimulator:
+    """The console's ``router.simulator.SandboxPort`` over adapters/sandbox.py (until the sandbox
+    channel module provides one)."""
+
+    def __init__(self, rt: Any) -> None:
+        self.rt = rt
+
+    async def send(self, user: str, text: str, attributes: dict[str, str] | None = None) -> str:
+        from adapters.sandbox import envelope
+
+        appended = await self.rt.inbox.append(envelope(user, text, attributes=attributes or {}))
+        return str(appended.entry_id)
+
+    async def inbox(self, user: str) -> list[dict[str, Any]]:
+        from adapters.sandbox import user_inbox
+
+        return await user_inbox(self.rt.client, self.rt.keys, user)
+
+
 def _with_runtime(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Handler:
     """Run ``fn(runtime, args)`` against the configured (or embedded) Redis."""
 
@@ -75,7 +94,8 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                     from router.console import ConsoleServer, create_app
 
                     # The console runs like one more adapter: started after them, closed first.
-                    enabled.append(ConsoleServer(create_app(rt, settings), settings.web.host, settings.web.port))
+                    app = create_app(rt, settings, SandboxSimulator(rt))
+                    enabled.append(ConsoleServer(app, settings.web.host, settings.web.port))
             where = "configured URL" if settings.redis_url else f"embedded, data in {settings.redis.data_dir}"
             print(
                 f"Switchboard running (redis: {where}; "
@@ -107,7 +127,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     async def main(url: str) -> int:
         async with Runtime(settings, url) as rt:
             host, port = args.host or settings.web.host, args.port if args.port is not None else settings.web.port
-            server = ConsoleServer(create_app(rt, settings), host, port)
+            server = ConsoleServer(create_app(rt, settings, SandboxSimulator(rt)), host, port)
             await server.start()
             print(f"Switchboard web console on {server.url}/ (stop with Ctrl-C)", file=sys.stderr, flush=True)
             loop = asyncio.get_running_loop()
@@ -131,7 +151,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 
 # -- console users -------------------------------------------------------------------------------
 async def _users(rt: Any, args: argparse.Namespace) -> int:
-    from router.console.auth import Users, load_secret
+    from router.accounts import Users, load_secret
 
     users = Users(rt.client, rt.keys, await load_secret(rt.client, rt.keys, rt.settings.web), rt.settings.web)
     if args.action == "add":
@@ -317,7 +337,7 @@ async def _priority(rt: Any, args: argparse.Namespace) -> int:
 
 # -- operators -----------------------------------------------------------------------------------
 async def _stats(rt: Any, args: argparse.Namespace) -> int:
-    stats = await rt.stats()
+    stats = await rt.stats.read()
     if args.json:
         _print_json(stats)
         return 0
@@ -395,7 +415,7 @@ async def _outbox(rt: Any, args: argparse.Namespace) -> int:
 async def _check(rt: Any, args: argparse.Namespace) -> int:
     from router.supervisor import missing
 
-    stats = await rt.stats()
+    stats = await rt.stats.read()
     workers = [k for k in stats["health"] if k.startswith("worker:")]
     print(f"{len(workers)} worker(s) alive")
     # Fewer supervised worker processes alive than expected fails too, naming each one missing.

@@ -14,16 +14,13 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import redis.asyncio as aioredis
 
 from adapters.base import Adapter, AdapterContext
-from router.backlog import alerts, read_backlog
 from router.config import Settings
 from router.conversations import Conversations
 from router.errors import ConfigError
-from router.health import dead_adapters
 from router.inbox import Inbox
 from router.keys import Keys
 from router.model import new_id
@@ -31,6 +28,7 @@ from router.queues import Queues
 from router.redis import check_version, connect
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
+from router.stats import StatsReader
 from router.supervisor import RestartPolicy, Supervisor
 from router.worker import Worker
 from rules import Engine
@@ -51,6 +49,7 @@ class Runtime:
         self.conversations = Conversations(self.client, settings, self.scripts)
         self.queues = Queues(self.client, self.keys, self.conversations)
         self.rules = RuleStore(self.client, self.keys)
+        self.stats = StatsReader(self.client, self.keys, self.scripts, self.queues, self.rules, self.engine, settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
         self._engine_checked = 0.0
@@ -95,40 +94,13 @@ class Runtime:
         self.stop_reasons.append(reason)
         self.stop_asked.set()
 
-    async def stats(self) -> dict[str, Any]:
-        """Inbox, outboxes, Redis memory, alerts, queues, dead letters, counters and the health of
-        workers and adapters."""
-        # Every group of the rules in force, plus any queue left by groups since removed.
-        groups = sorted(set((await self.engine()).groups) | set(await self.queues.groups_with_queues()))
-        qstats = await self.queues.stats(groups)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xlen(self.keys.dead)
-        pipe.hgetall(self.keys.stats)
-        dead_len, counters = await pipe.execute()
-        flight = await read_backlog(self.client, self.keys, self.scripts)
-        health: dict[str, Any] = {}
-        async for key in self.client.scan_iter(match=self.keys.health_pattern(), count=500):
-            raw = await self.client.get(key)
-            if raw:
-                health[key.decode().removeprefix(self.keys.prefix + "health:")] = json.loads(raw)
-        return {
-            **flight.as_dict(),
-            "alerts": alerts(flight, self.settings.alerts) + dead_adapters(health),
-            "dead_letters": dead_len,
-            "queues": {
-                q.group: {"depth": q.depth, "oldest_wait_s": q.oldest_wait_s, "overdue": q.overdue} for q in qstats
-            },
-            "counters": {k.decode(): int(v) for k, v in counters.items()},
-            "health": health,
-            "rules": {"active": await self.rules.active_number()},
-        }
-
 
 async def publish_health(rt: Runtime, adapters: list[Adapter]) -> None:
     """Write each adapter's health record (renewed every ``worker.heartbeat_s`` by ``serve``)."""
     ttl = max(15, math.ceil(3 * rt.settings.worker.heartbeat_s))
     for adapter in adapters:
-        record = {**adapter.health(), "channel": adapter.channel, "at": time.time()}
+        # The console is a plain service: no channel.
+        record = {**adapter.health(), "channel": getattr(adapter, "channel", None), "at": time.time()}
         await rt.client.set(rt.keys.health("adapter", f"{adapter.name}@{rt.instance}"), json.dumps(record), ex=ttl)
 
 

@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from router.accounts import SCOPES, Role
 from router.errors import SwitchboardError
 from rules import MessageIn, RuleError, RuleSetError
 
-from .auth import SCOPES, Role
 from .http import audited, console, require
 from .pages import redirect, render
 from .service import Validation
@@ -127,12 +127,12 @@ async def history_page(request: Request) -> Response:
     await require(request, admin=True)
     c = console(request)
     history = await c.rules_history()
-    active = await c.rt.rules.active_number()
+    active = await c.office.rules.active_number()
     diff = ""
     shown = request.query_params.get("diff", "")
     if shown.isdigit() and int(shown) > 1:
         try:
-            diff = await c.rt.rules.diff(int(shown) - 1, int(shown))
+            diff = await c.office.rules.diff(int(shown) - 1, int(shown))
         except SwitchboardError as exc:
             diff = str(exc)
     return await render(request, "rules_history.html", history=history, active=active, diff=diff, shown=shown)
@@ -283,14 +283,14 @@ def chart(samples: list[dict[str, Any]], width: int = 760, height: int = 180) ->
 async def dashboard(request: Request) -> Response:
     await require(request, admin=True)
     c = console(request)
-    stats = await c.rt.stats()
-    samples = await c.samples()
+    stats = await c.dashboard()
+    samples = stats["samples"]
     rates = {"in": 0.0, "out": 0.0}
     if len(samples) >= 2:
         a, b = samples[max(0, len(samples) - 5)], samples[-1]
         minutes = max(1.0, b["at"] - a["at"]) / 60
         rates = {k: (b[k] - a[k]) / minutes for k in rates}
-    tags = await c.top_tags()
+    tags = stats["top_tags"]
     return await render(
         request,
         "dashboard.html",

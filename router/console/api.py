@@ -17,9 +17,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from router.accounts import User
 from rules import MessageIn
 
-from .auth import User
 from .http import audited, change_own_password, console, fresh_session, require
 from .service import ReplayRow
 
@@ -438,7 +438,7 @@ async def rules_history(request: Request) -> Response:
 @endpoint("GET", "/api/rules/versions/{number:int}", "One published version with its source", admin=True)
 async def rules_version(request: Request) -> Response:
     await require(request, admin=True)
-    p = await console(request).rt.rules.get(request.path_params["number"])
+    p = await console(request).office.rules.get(request.path_params["number"])
     return JSONResponse(
         {
             "number": p.number,
@@ -457,7 +457,7 @@ async def rules_diff(request: Request) -> Response:
     a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
     if not (a.isdigit() and b.isdigit()):
         raise ValueError("name two published versions: ?a=N&b=M")
-    return JSONResponse({"diff": await console(request).rt.rules.diff(int(a), int(b))})
+    return JSONResponse({"diff": await console(request).office.rules.diff(int(a), int(b))})
 
 
 @endpoint(
@@ -556,11 +556,7 @@ async def audit_log(request: Request) -> Response:
 @endpoint("GET", "/api/stats", "Queues, counters, health, top tags and the time series", admin=True, tag="dashboard")
 async def stats(request: Request) -> Response:
     await require(request, admin=True)
-    c = console(request)
-    data = await c.rt.stats()
-    data["top_tags"] = await c.top_tags()
-    data["samples"] = await c.samples()
-    return JSONResponse(data)
+    return JSONResponse(await console(request).dashboard())
 
 
 @endpoint("POST", "/api/sandbox/messages", "Write as a sandbox user", body=SandboxIn, admin=True, tag="sandbox")

@@ -19,13 +19,15 @@ from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from router.accounts import Forbidden, RateLimited, Unauthorized
 from router.config import Settings
 from router.errors import AppendRefused, Conflict, NotFound
+from router.lifecycle import keep_running, wait_or_stop
 from router.runtime import Runtime
+from router.simulator import SandboxPort
 from rules import RuleSetError
 
 from . import admin, api, metrics, sse, views
-from .auth import Forbidden, RateLimited, Unauthorized
 from .http import PasswordChangeRequired, SecurityHeaders, is_api
 from .pages import HERE, login_url, make_templates, render
 from .service import Console
@@ -42,7 +44,7 @@ async def readyz(request: Request) -> Response:
     """Readiness: Redis answers (the console can serve nothing without it)."""
     c: Console = request.app.state.console
     try:
-        await asyncio.wait_for(c.rt.client.ping(), 2)
+        await asyncio.wait_for(c.office.ping(), 2)
     except Exception as exc:  # any failure means "not ready", and says why
         return JSONResponse({"ok": False, "redis": str(exc) or type(exc).__name__}, status_code=503)
     return JSONResponse({"ok": True, "redis": "ok"})
@@ -90,18 +92,19 @@ async def _handle(request: Request, exc: Exception) -> Response:
 
 async def _sampler(console: Console, stopping: asyncio.Event) -> None:
     """The dashboard's time series: one sample per interval across all console processes."""
-    while not stopping.is_set():
-        try:
-            await console.take_sample()
-        except Exception:  # the dashboard chart is not worth crashing the console for
-            log.warning("taking a dashboard sample failed", exc_info=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), console.web.sample_s)
+
+    async def step() -> None:
+        await console.take_sample()
+        await wait_or_stop(stopping, console.web.sample_s)
+
+    # The dashboard chart is not worth crashing the console for: any failure is retried.
+    await keep_running(step, stopping, what="taking a dashboard sample", retry_on=(Exception,))
 
 
-def create_app(runtime: Runtime, settings: Settings) -> Starlette:
-    """The console and API over an entered ``Runtime``; its lifespan starts and stops the sampler."""
-    console = Console(runtime, settings)
+def create_app(runtime: Runtime, settings: Settings, sandbox: SandboxPort | None = None) -> Starlette:
+    """The console and API over an entered ``Runtime``; its lifespan starts and stops the sampler.
+    ``sandbox``: the sandbox channel behind the simulator (None: the simulator answers 404)."""
+    console = Console(runtime, settings, sandbox)
     stopping = asyncio.Event()
 
     @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .auth import CsrfError, Forbidden, Unauthorized, User
+from router.accounts import CsrfError, Forbidden, Unauthorized, User
 
 if TYPE_CHECKING:
     from .service import Console
@@ -139,7 +139,7 @@ async def change_own_password(request: Request, user: User, current: str, new: s
 
 
 async def audited(request: Request, action: str, target: str, detail: str = "") -> None:
-    """An audit record of an authenticated admin action (router/console/audit.py)."""
+    """An audit record of an authenticated admin action (router/audit.py)."""
     user: User | None = getattr(request.state, "user", None)
     await console(request).audit.record(
         action, actor=user.name if user else "", target=target, ip=client_ip(request), detail=detail

@@ -16,10 +16,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from router.accounts import PasswordExpired, RateLimited
 from router.conversations import HistoryEntry
-from router.outbox import failed_replies, retry_failed
 
-from .auth import PasswordExpired, RateLimited
 from .http import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -248,10 +247,7 @@ async def conversation_action(request: Request) -> Response:
         return redirect(request, "/queues", f"#{cid} closed.")
     if action == "retry-failed":
         # `switchboard outbox retry --conversation ID` from the page, after a fix (admins only).
-        c.require_admin(user)
-        await c.conversation(user, cid)
-        failed = await failed_replies(c.rt.client, c.keys, conversation=cid)
-        queued = await retry_failed(c.rt.client, c.keys, failed, user.name)
+        queued = await c.retry_failed(user, cid)
         return redirect(request, here, f"{queued} failed reply(ies) queued to be sent again.")
     return Response("no such action", status_code=404)
 
