@@ -13,7 +13,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from router.accounts import SCOPES, Role
-from router.errors import SwitchboardError
+from router.errors import BadRequest, SwitchboardError
 from rules import MessageIn, RuleError, RuleSetError
 
 from .http import audited, console, require
@@ -88,7 +88,10 @@ async def rules_action(request: Request) -> Response:
     subject, sender = _field(form, "subject"), _field(form, "sender")
     new = _field(form, "new_conversation") == "on"
     try_form = {"channel": channel, "text": text, "subject": subject, "sender": sender, "new": new}
-    count = int(_field(form, "count", "100") or 100)
+    raw_count = _field(form, "count", "100") or "100"
+    if not raw_count.isdigit():
+        raise BadRequest("the number of messages to replay is a whole number")
+    count = int(raw_count)
     extra: dict[str, Any] = {
         "checked": checked,
         "try_form": try_form,
@@ -132,7 +135,7 @@ async def history_page(request: Request) -> Response:
     shown = request.query_params.get("diff", "")
     if shown.isdigit() and int(shown) > 1:
         try:
-            diff = await c.office.rules.diff(int(shown) - 1, int(shown))
+            diff = await c.rule_versions_diff(int(shown) - 1, int(shown))
         except SwitchboardError as exc:
             diff = str(exc)
     return await render(request, "rules_history.html", history=history, active=active, diff=diff, shown=shown)
@@ -169,7 +172,7 @@ async def users_page(request: Request, created: dict[str, str] | None = None) ->
 
 def _role(value: str) -> Role:
     if value not in ("admin", "agent"):
-        raise ValueError("role must be admin or agent")
+        raise BadRequest("role must be admin or agent")
     return "admin" if value == "admin" else "agent"
 
 
@@ -216,7 +219,7 @@ async def user_action(request: Request) -> Response:
         return redirect(request, "/admin/users", f"{name}'s API token revoked.")
     if action == "delete":
         if name == user.name:
-            raise ValueError("you cannot delete yourself")
+            raise BadRequest("you cannot delete yourself")
         await users.delete(name)
         await audited(request, "user.delete", name)
         return redirect(request, "/admin/users", f"{name} deleted.")

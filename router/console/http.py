@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from router.accounts import CsrfError, Forbidden, Unauthorized, User
+from router.errors import BadRequest
 
 if TYPE_CHECKING:
     from .service import Console
@@ -130,10 +131,10 @@ async def change_own_password(request: Request, user: User, current: str, new: s
     await c.limiter.attempt(user.name, ip)
     if await c.users.verify(user.name, current) is None:
         await c.audit.record("password.change", actor=user.name, target=user.name, ip=ip, ok=False, detail="wrong")
-        raise ValueError("the current password is wrong")
+        raise BadRequest("the current password is wrong")
     await c.limiter.succeeded(user.name, ip)
     if confirm is not None and new != confirm:
-        raise ValueError("the two new passwords differ")
+        raise BadRequest("the two new passwords differ")
     await c.users.set_password(user.name, new)
     await c.audit.record("password.change", actor=user.name, target=user.name, ip=ip)
 

@@ -23,7 +23,7 @@ from router.audit import Audit
 from router.backoffice import Backoffice
 from router.config import Settings, read_secret
 from router.conversations import Conversation, HistoryEntry, parse_priority
-from router.errors import NotFound
+from router.errors import BadRequest, NotFound
 from router.keys import Keys
 from router.model import decode_envelope
 from router.rulestore import Published
@@ -190,10 +190,10 @@ class Console:
     ) -> None:
         conv = await self.conversation(user, conv_id)
         if group not in await self.all_groups():
-            raise ValueError(f"unknown group {group!r}")
+            raise BadRequest(f"unknown group {group!r}")
         # A retry of a transfer that ran finds the conversation in the group already: no error.
         if group == conv.group and not (request_id and await self.office.request_seen(request_id)):
-            raise ValueError(f"conversation {conv_id} is already in {group}")
+            raise BadRequest(f"conversation {conv_id} is already in {group}")
         await self.office.conversations.transfer(conv_id, group, user.name, reason, request_id)
 
     async def set_priority(self, user: User, conv_id: str, priority: str, request_id: str | None = None) -> None:
@@ -207,7 +207,7 @@ class Console:
     async def note(self, user: User, conv_id: str, text: str, request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
         if not text.strip():
-            raise ValueError("a note needs text")
+            raise BadRequest("a note needs text")
         await self.office.conversations.note(conv_id, user.name, text, request_id)
 
     # -- canned responses ----------------------------------------------------------------------
@@ -217,7 +217,7 @@ class Console:
     async def set_canned(self, user: User, title: str, text: str) -> None:
         self.require_admin(user)
         if not title.strip() or not text.strip():
-            raise ValueError("a canned response needs a title and a text")
+            raise BadRequest("a canned response needs a title and a text")
         await self.office.canned.put(title.strip(), text.strip())
 
     async def delete_canned(self, user: User, title: str) -> None:
@@ -325,6 +325,12 @@ class Console:
     async def rules_history(self) -> list[dict[str, str]]:
         return await self.office.rules.log(100)
 
+    async def rule_version(self, number: int) -> Published:
+        return await self.office.rules.get(number)
+
+    async def rule_versions_diff(self, a: int, b: int) -> str:
+        return await self.office.rules.diff(a, b)
+
     async def diff_against_active(self, source: str) -> str:
         current, _ = await self.active_source()
         return "".join(
@@ -348,7 +354,7 @@ class Console:
 
     async def sandbox_send(self, user: str, text: str, attributes: dict[str, str] | None = None) -> str:
         if not user.strip() or not text.strip():
-            raise ValueError("a sandbox message needs a user and a text")
+            raise BadRequest("a sandbox message needs a user and a text")
         return await self._simulator().send(user.strip(), text, attributes or {})
 
     async def sandbox_inbox(self, user: str) -> list[dict[str, Any]]:

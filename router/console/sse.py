@@ -22,7 +22,7 @@ from starlette.responses import Response, StreamingResponse
 
 from router.accounts import Forbidden, User
 
-from .http import authenticate, console, require
+from .http import authenticate, console
 from .service import Console
 
 BLOCK_MS = 1000  # short, so that a closing server or a revoked user ends the stream quickly
@@ -43,9 +43,8 @@ async def _still_allowed(request: Request, user: User, groups: list[str]) -> boo
     return current is not None and current.name == user.name and all(current.sees(g) for g in groups)
 
 
-async def events(request: Request) -> Response:
-    """The SSE endpoint (see the module docstring)."""
-    user = await require(request)
+async def events(request: Request, user: User) -> Response:
+    """The SSE endpoint for an authenticated ``user`` (see the module docstring)."""
     c = console(request)
     asked = request.query_params.getlist("group")
     groups = asked or await c.groups_of(user)

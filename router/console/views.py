@@ -18,6 +18,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.accounts import PasswordExpired, RateLimited
 from router.conversations import HistoryEntry
+from router.errors import BadRequest
 
 from .http import (
     LOGIN_CSRF_COOKIE,
@@ -117,7 +118,7 @@ async def password(request: Request) -> Response:
     error = ""
     try:
         await change_own_password(request, user, _field(form, "current"), _field(form, "new"), _field(form, "confirm"))
-    except (RateLimited, ValueError) as exc:
+    except (RateLimited, BadRequest) as exc:
         error = str(exc).capitalize() + "."
     if error:
         return await render(request, "password.html", 400, forced=user.must_change, error=error)
