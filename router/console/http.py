@@ -12,6 +12,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from router.accounts import CsrfError, Forbidden, Unauthorized, User
 from router.errors import BadRequest
 
+from .access import require_admin
+
 if TYPE_CHECKING:
     from .service import Console
 
@@ -107,8 +109,8 @@ async def require(request: Request, *, admin: bool = False, allow_must_change: b
     await check_csrf(request)
     if user.must_change and not allow_must_change:
         raise PasswordChangeRequired("choose your own password first (POST /password or /api/me/password)")
-    if admin and not user.is_admin:
-        raise Forbidden("admins only")
+    if admin:
+        require_admin(user)
     if request.state.via == "token":
         _check_scope(request, user, admin)
     return user

@@ -1,5 +1,8 @@
 """What the console does, with access checked: shared by the HTML views and the JSON API.
 
+It reaches Redis only through ``router.backoffice.Backoffice`` (stores and readers outside the
+console package), and the sandbox only through the ``SandboxPort`` it is given.
+
 Every method that touches a conversation, a queue or a group takes the acting ``User`` and checks
 it here, server-side, before any read or write: an agent outside a conversation's group gets
 NotFound (its existence is not disclosed), an agent asking for another group's queue or stream gets
@@ -18,13 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from router import drafts
-from router.accounts import FIRST_ADMIN, Forbidden, LoginLimiter, Sessions, User, Users
+from router.accounts import FIRST_ADMIN, LoginLimiter, Sessions, User, Users
 from router.audit import Audit
 from router.backoffice import Backoffice
 from router.config import Settings, read_secret
 from router.conversations import Conversation, HistoryEntry, parse_priority
 from router.errors import BadRequest, NotFound
-from router.keys import Keys
 from router.model import decode_envelope
 from router.rulestore import Published
 from router.runtime import Runtime
@@ -32,6 +34,8 @@ from router.simulator import SandboxPort
 from router.stats import StatsReader, queue_dict
 from router.worker import message_in
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
+
+from .access import require_admin, require_group
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,7 +71,6 @@ class Console:
         self.office = Backoffice(rt, settings.web)
         self.settings = settings
         self.web = settings.web
-        self.keys: Keys = rt.keys
         self.stats: StatsReader = self.office.stats
         self.limiter: LoginLimiter = self.office.limiter
         self.audit: Audit = self.office.audit
@@ -135,19 +138,9 @@ class Console:
         # An agent's groups, in the rules' order, including a group it has that no rule names yet.
         return [g for g in groups if g in user.groups] + [g for g in user.groups if g not in groups]
 
-    @staticmethod
-    def require_group(user: User, group: str) -> None:
-        if not user.sees(group):
-            raise Forbidden(f"group {group} is not one of yours")
-
-    @staticmethod
-    def require_admin(user: User) -> None:
-        if not user.is_admin:
-            raise Forbidden("admins only")
-
     # -- queues and conversations --------------------------------------------------------------
     async def queue(self, user: User, group: str, limit: int = 100) -> list[Conversation]:
-        self.require_group(user, group)
+        require_group(user, group)
         return await self.office.queues.head(group, limit=limit)
 
     async def queue_stats(self, user: User) -> dict[str, dict[str, Any]]:
@@ -174,7 +167,7 @@ class Console:
     # The writes take the request id of a client's retry (the API's Idempotency-Key), see
     # router/requests.py: sent again with it, a write returns its first result and changes nothing.
     async def claim(self, user: User, group: str, conv_id: str = "", request_id: str | None = None) -> str | None:
-        self.require_group(user, group)
+        require_group(user, group)
         return await self.office.conversations.claim(group, user.name, conv_id, request_id)
 
     async def reply(self, user: User, conv_id: str, text: str, request_id: str | None = None) -> str:
@@ -215,13 +208,13 @@ class Console:
         return await self.office.canned.all()
 
     async def set_canned(self, user: User, title: str, text: str) -> None:
-        self.require_admin(user)
+        require_admin(user)
         if not title.strip() or not text.strip():
             raise BadRequest("a canned response needs a title and a text")
         await self.office.canned.put(title.strip(), text.strip())
 
     async def delete_canned(self, user: User, title: str) -> None:
-        self.require_admin(user)
+        require_admin(user)
         await self.office.canned.delete(title)
 
     # -- rules ---------------------------------------------------------------------------------
@@ -306,7 +299,7 @@ class Console:
         return rows, compared, checked
 
     async def publish(self, user: User, source: str, comment: str = "", request_id: str | None = None) -> Published:
-        self.require_admin(user)
+        require_admin(user)
         errors, _ = await drafts.check(source, self.web.draft_memory_mb, self.web.draft_timeout_s)
         if errors:
             raise RuleSetError(errors)
@@ -316,7 +309,7 @@ class Console:
         return published
 
     async def rollback(self, user: User, to: int | None, request_id: str | None = None) -> Published:
-        self.require_admin(user)
+        require_admin(user)
         target = await self.office.rules.rollback(user.name, to, request_id)
         await self.office.engine(fresh=True)
         await self.audit.record("rules.rollback", actor=user.name, target=f"version {target.version}")
@@ -342,7 +335,7 @@ class Console:
     # -- failed deliveries ---------------------------------------------------------------------
     async def retry_failed(self, user: User, conv_id: str) -> int:
         """Queue the conversation's failed replies again (``switchboard outbox retry --conversation``)."""
-        self.require_admin(user)
+        require_admin(user)
         await self.conversation(user, conv_id)
         return await self.office.retry_failed(await self.office.failed_replies(conv_id), user.name)
 

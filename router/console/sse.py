@@ -20,8 +20,9 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from router.accounts import Forbidden, User
+from router.accounts import User
 
+from .access import require_group
 from .http import authenticate, console
 from .service import Console
 
@@ -49,8 +50,7 @@ async def events(request: Request, user: User) -> Response:
     asked = request.query_params.getlist("group")
     groups = asked or await c.groups_of(user)
     for g in groups:
-        if not user.sees(g):
-            raise Forbidden(f"group {g} is not one of yours")
+        require_group(user, g)
     start = _positions(request, groups)
     # Streams are read from now on, unless the browser tells where it was.
     start.update(await c.office.events.ends([g for g in groups if g not in start]))
