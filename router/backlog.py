@@ -1,7 +1,7 @@
 """What is in flight, and for how long: the inbox, each channel's outbox, Redis memory, and alerts.
 
 The one read behind every place that shows it — ``switchboard stats`` and ``check``
-(``Runtime.stats``), the dashboard's samples and ``/metrics`` — so that they agree. Per stream:
+(``router.stats.StatsReader``), the dashboard's samples and ``/metrics`` — so that they agree. Per stream:
 its length, the lag (entries the consumer group has not read yet; Redis 6.2 does not report it, so
 lua/backlog.lua counts it, up to ``LAG_COUNT_CAP``), the pending entries (read, not acknowledged)
 and the age of the oldest pending one since it was appended. An outbox's depth is lag + pending:

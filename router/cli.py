@@ -70,10 +70,17 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 sections = {name: getattr(settings, name) for name in adapters.CHANNELS}
                 enabled.extend(adapters.build(rt.channel_context(), sections))
                 if settings.web.enabled:
+                    from adapters.sandbox import SandboxUsers
                     from router.console import ConsoleServer, create_app
 
                     # The console is one more service: started after the adapters, closed first.
-                    enabled.append(ConsoleServer(create_app(rt, settings), settings.web.host, settings.web.port))
+                    enabled.append(
+                        ConsoleServer(
+                            create_app(rt, settings, SandboxUsers(rt.channel_context())),
+                            settings.web.host,
+                            settings.web.port,
+                        )
+                    )
             where = "configured URL" if settings.redis_url else f"embedded, data in {settings.redis.data_dir}"
             print(
                 f"Switchboard running (redis: {where}; "
@@ -96,6 +103,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     """The web console and API alone (workers run elsewhere), until SIGTERM/SIGINT."""
+    from adapters.sandbox import SandboxUsers
     from router.console import ConsoleServer, create_app
     from router.redis import redis_server
     from router.runtime import Runtime
@@ -104,7 +112,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     async def main(url: str) -> int:
         async with Runtime(settings, url) as rt:
             host, port = args.host or settings.web.host, args.port if args.port is not None else settings.web.port
-            server = ConsoleServer(create_app(rt, settings), host, port)
+            server = ConsoleServer(create_app(rt, settings, SandboxUsers(rt.channel_context())), host, port)
             await serve(
                 rt,
                 [server],
@@ -121,7 +129,7 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
 
 # -- console users -------------------------------------------------------------------------------
 async def _users(rt: Any, args: argparse.Namespace) -> int:
-    from router.console.auth import Users, load_secret
+    from router.accounts import Users, load_secret
 
     users = Users(rt.client, rt.keys, await load_secret(rt.client, rt.keys, rt.settings.web), rt.settings.web)
     if args.action == "add":
@@ -307,7 +315,7 @@ async def _priority(rt: Any, args: argparse.Namespace) -> int:
 
 # -- operators -----------------------------------------------------------------------------------
 async def _stats(rt: Any, args: argparse.Namespace) -> int:
-    stats = await rt.stats()
+    stats = await rt.stats.read()
     if args.json:
         _print_json(stats)
         return 0
@@ -385,7 +393,7 @@ async def _outbox(rt: Any, args: argparse.Namespace) -> int:
 async def _check(rt: Any, args: argparse.Namespace) -> int:
     from router.processes import missing
 
-    stats = await rt.stats()
+    stats = await rt.stats.read()
     workers = [k for k in stats["health"] if k.startswith("worker:")]
     print(f"{len(workers)} worker(s) alive")
     # Fewer supervised worker processes alive than expected fails too, naming each one missing.

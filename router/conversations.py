@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from router.config import Settings
-from router.errors import NotFound
+from router.errors import BadRequest, NotFound
 from router.keys import Keys
 from router.model import new_id, now
 from router.requests import REQUEST_TTL_MS, retry_once
@@ -30,7 +30,7 @@ def priority_label(prio: int) -> str:
 def parse_priority(value: str | int) -> int:
     text = str(value).upper().removeprefix("P")
     if text not in {"1", "2", "3", "4"}:
-        raise ValueError(f"priority must be P1..P4, not {value!r}")
+        raise BadRequest(f"priority must be P1..P4, not {value!r}")
     return int(text)
 
 
@@ -239,6 +239,6 @@ class Conversations:
         """Queue a reply on the conversation's channel; returns the reply id (one outbox item and
         one history entry however often it is sent with the same request id)."""
         if not text.strip():
-            raise ValueError("a reply needs text")
+            raise BadRequest("a reply needs text")
         item = {"id": new_id(), "text": text, "author": by, "auto": False, "created_at": now()}
         return await self._write("reply", conv_id, request_id, by=by, item=item)

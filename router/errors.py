@@ -15,6 +15,12 @@ class RedisUnavailable(SwitchboardError):
     """No Redis server could be reached or started."""
 
 
+class BadRequest(SwitchboardError, ValueError):
+    """The caller's input is wrong (a name, a password, a value): 400 in the console and API. A
+    ValueError too, for callers that catch bad input as one (the CLI); a ValueError that is not a
+    BadRequest is a bug, and the console answers it 500."""
+
+
 class NotFound(SwitchboardError):
     """A conversation, group or entry does not exist."""
 

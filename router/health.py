@@ -8,7 +8,7 @@ from typing import Any
 
 
 def dead_adapters(health: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """One alert line per adapter whose record carries a ``fatal`` reason (``Runtime.stats()["health"]``).
+    """One alert line per adapter whose record carries a ``fatal`` reason (``StatsReader.read()["health"]``).
 
     A disconnected adapter that keeps reconnecting is not dead; one that gave up (its token was
     reset, an intent revoked) is, and stays so until it is reconfigured and restarted.

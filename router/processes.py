@@ -237,7 +237,7 @@ class ProcessSupervisor:
 
 def missing(health: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """The supervised children that should be alive and are not, one line each, from the records of
-    ``Runtime.stats()["health"]``: a child is alive when its supervisor says so and a heartbeat of
+    ``StatsReader.read()["health"]`` (router/stats.py): a child is alive when its supervisor says so and a heartbeat of
     its kind carries its host and pid (a supervisor killed outright leaves its record until the TTL
     ends, while its children, stopped by ``watch_parent``, remove their heartbeats)."""
     found = []

@@ -5,19 +5,15 @@ the CLI's commands, the channel context); serving it is router/supervisor.py's j
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import socket
-from typing import Any
 
 import redis.asyncio as aioredis
 
-from router.backlog import alerts, read_backlog
 from router.channel import ChannelContext
 from router.config import Settings
 from router.conversations import Conversations
-from router.health import dead_adapters
 from router.inbox import Inbox
 from router.keys import Keys
 from router.lifecycle import StopRequest
@@ -26,6 +22,7 @@ from router.queues import Queues
 from router.redis import check_version, connect
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
+from router.stats import StatsReader
 from rules import Engine
 
 log = logging.getLogger("switchboard")
@@ -44,6 +41,7 @@ class Runtime:
         self.conversations = Conversations(self.client, settings, self.scripts)
         self.queues = Queues(self.client, self.keys, self.conversations)
         self.rules = RuleStore(self.client, self.keys)
+        self.stats = StatsReader(self.client, self.keys, self.scripts, self.queues, self.rules, self.engine, settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
         #: Services call it to stop the whole process (``serve`` stops on the first reason).
@@ -82,31 +80,3 @@ class Runtime:
 
     def channel_context(self) -> ChannelContext:
         return ChannelContext(self.client, self.keys, self.inbox, self.instance, self.stop_request)
-
-    async def stats(self) -> dict[str, Any]:
-        """Inbox, outboxes, Redis memory, alerts, queues, dead letters, counters and the health of
-        workers and adapters."""
-        # Every group of the rules in force, plus any queue left by groups since removed.
-        groups = sorted(set((await self.engine()).groups) | set(await self.queues.groups_with_queues()))
-        qstats = await self.queues.stats(groups)
-        pipe = self.client.pipeline(transaction=False)
-        pipe.xlen(self.keys.dead)
-        pipe.hgetall(self.keys.stats)
-        dead_len, counters = await pipe.execute()
-        flight = await read_backlog(self.client, self.keys, self.scripts)
-        health: dict[str, Any] = {}
-        async for key in self.client.scan_iter(match=self.keys.health_pattern(), count=500):
-            raw = await self.client.get(key)
-            if raw:
-                health[key.decode().removeprefix(self.keys.prefix + "health:")] = json.loads(raw)
-        return {
-            **flight.as_dict(),
-            "alerts": alerts(flight, self.settings.alerts) + dead_adapters(health),
-            "dead_letters": dead_len,
-            "queues": {
-                q.group: {"depth": q.depth, "oldest_wait_s": q.oldest_wait_s, "overdue": q.overdue} for q in qstats
-            },
-            "counters": {k.decode(): int(v) for k, v in counters.items()},
-            "health": health,
-            "rules": {"active": await self.rules.active_number()},
-        }

@@ -12,10 +12,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from router.errors import SwitchboardError
+from router.accounts import SCOPES, Role
+from router.errors import BadRequest, SwitchboardError
 from rules import MessageIn, RuleError, RuleSetError
 
-from .auth import SCOPES, Role
 from .http import audited, console, require
 from .pages import redirect, render
 from .service import Validation
@@ -88,7 +88,10 @@ async def rules_action(request: Request) -> Response:
     subject, sender = _field(form, "subject"), _field(form, "sender")
     new = _field(form, "new_conversation") == "on"
     try_form = {"channel": channel, "text": text, "subject": subject, "sender": sender, "new": new}
-    count = int(_field(form, "count", "100") or 100)
+    raw_count = _field(form, "count", "100") or "100"
+    if not raw_count.isdigit():
+        raise BadRequest("the number of messages to replay is a whole number")
+    count = int(raw_count)
     extra: dict[str, Any] = {
         "checked": checked,
         "try_form": try_form,
@@ -127,12 +130,12 @@ async def history_page(request: Request) -> Response:
     await require(request, admin=True)
     c = console(request)
     history = await c.rules_history()
-    active = await c.rt.rules.active_number()
+    active = await c.office.rules.active_number()
     diff = ""
     shown = request.query_params.get("diff", "")
     if shown.isdigit() and int(shown) > 1:
         try:
-            diff = await c.rt.rules.diff(int(shown) - 1, int(shown))
+            diff = await c.rule_versions_diff(int(shown) - 1, int(shown))
         except SwitchboardError as exc:
             diff = str(exc)
     return await render(request, "rules_history.html", history=history, active=active, diff=diff, shown=shown)
@@ -169,7 +172,7 @@ async def users_page(request: Request, created: dict[str, str] | None = None) ->
 
 def _role(value: str) -> Role:
     if value not in ("admin", "agent"):
-        raise ValueError("role must be admin or agent")
+        raise BadRequest("role must be admin or agent")
     return "admin" if value == "admin" else "agent"
 
 
@@ -216,7 +219,7 @@ async def user_action(request: Request) -> Response:
         return redirect(request, "/admin/users", f"{name}'s API token revoked.")
     if action == "delete":
         if name == user.name:
-            raise ValueError("you cannot delete yourself")
+            raise BadRequest("you cannot delete yourself")
         await users.delete(name)
         await audited(request, "user.delete", name)
         return redirect(request, "/admin/users", f"{name} deleted.")
@@ -283,14 +286,14 @@ def chart(samples: list[dict[str, Any]], width: int = 760, height: int = 180) ->
 async def dashboard(request: Request) -> Response:
     await require(request, admin=True)
     c = console(request)
-    stats = await c.rt.stats()
-    samples = await c.samples()
+    stats = await c.dashboard()
+    samples = stats["samples"]
     rates = {"in": 0.0, "out": 0.0}
     if len(samples) >= 2:
         a, b = samples[max(0, len(samples) - 5)], samples[-1]
         minutes = max(1.0, b["at"] - a["at"]) / 60
         rates = {k: (b[k] - a[k]) / minutes for k in rates}
-    tags = await c.top_tags()
+    tags = stats["top_tags"]
     return await render(
         request,
         "dashboard.html",

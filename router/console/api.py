@@ -1,30 +1,31 @@
-"""The JSON API under ``/api``, for the console's own scripts and for automation (Bearer tokens).
+"""The JSON API under ``/api`` (FastAPI), for the console's own scripts and for automation (Bearer tokens).
 
-Every endpoint is declared once with ``@endpoint``: the declaration builds both the route and the
-OpenAPI description served at ``/api/openapi.json``. Request bodies are pydantic models (the
-untrusted boundary); access is checked by ``require`` (authentication, CSRF for cookie sessions,
-role) and by the Console service (groups).
+Each handler declares what it takes, and FastAPI generates the OpenAPI description from that
+(served at ``/api/openapi.json``): its body model (the untrusted boundary, pydantic), and its
+caller — ``Caller`` (any authenticated user), ``Admin`` (admins only) or ``Me`` (also a user who
+must still change a one-time password). These dependencies are the one check of authentication,
+CSRF for cookie sessions, token scope and role (``require``); groups are checked by the Console
+service. Errors map to status codes in router/console/app.py: ``BadRequest`` 400, a body that does
+not validate 422 (``{"error", "details"}``), a body that is not JSON 415, a bug 500.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError
+from fastapi import APIRouter, Body, Depends
+from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from router.accounts import User
+from router.errors import BadRequest
 from rules import MessageIn
 
-from .auth import User
-from .http import audited, change_own_password, console, fresh_session, require
-from .service import ReplayRow
-
-Handler = Callable[[Request], Awaitable[Response]]
-M = TypeVar("M", bound=BaseModel)
+from . import sse
+from .http import SESSION_COOKIE, audited, change_own_password, console, fresh_session, require
+from .service import Console, ReplayRow
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -112,53 +113,32 @@ class CannedIn(_Body):
     text: str = Field(min_length=1, max_length=5000)
 
 
-class BodyError(ValueError):
-    """The request body is not what the endpoint takes; ``errors`` as pydantic reports them."""
-
-    def __init__(self, errors: list[dict[str, Any]]) -> None:
-        super().__init__("invalid request body")
-        self.errors = errors
-
-
-class UnsupportedMediaType(ValueError):
-    """A JSON endpoint was sent another content type (415): a form post must not reach the body
-    parser after the CSRF check read it as a form."""
+# -- who is asking -------------------------------------------------------------------------------
+# Declared for the OpenAPI description (its security schemes); ``require`` reads the credentials.
+_bearer = HTTPBearer(auto_error=False, description="switchboard users token NAME")
+_cookie = APIKeyCookie(name=SESSION_COOKIE, auto_error=False)
+_Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+_SessionCookie = Annotated[str | None, Depends(_cookie)]
 
 
-async def body(request: Request, model: type[M]) -> M:
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if kind and kind != "application/json" and not kind.endswith("+json"):
-        raise UnsupportedMediaType(f"send application/json, not {kind}")
-    try:
-        raw = await request.body()
-        return model.model_validate_json(raw or b"{}")
-    except ValidationError as exc:
-        raise BodyError([{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in exc.errors()]) from None
+async def _caller(request: Request, _token: _Credentials, _session: _SessionCookie) -> User:
+    return await require(request)
 
 
-# -- declaration ---------------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    method: str
-    path: str
-    handler: Handler
-    summary: str
-    body: type[BaseModel] | None
-    admin: bool
-    tag: str
+async def _admin(request: Request, _token: _Credentials, _session: _SessionCookie) -> User:
+    return await require(request, admin=True)
 
 
-ENDPOINTS: list[Endpoint] = []
+async def _self(request: Request, _token: _Credentials, _session: _SessionCookie) -> User:
+    return await require(request, allow_must_change=True)
 
 
-def endpoint(
-    method: str, path: str, summary: str, *, body: type[BaseModel] | None = None, admin: bool = False, tag: str = ""
-) -> Callable[[Handler], Handler]:
-    def register(fn: Handler) -> Handler:
-        ENDPOINTS.append(Endpoint(method, path, fn, summary, body, admin, tag or path.split("/")[2]))
-        return fn
+Caller = Annotated[User, Depends(_caller)]
+Admin = Annotated[User, Depends(_admin)]
+Me = Annotated[User, Depends(_self)]
+Service = Annotated[Console, Depends(console)]
 
-    return register
+router = APIRouter(prefix="/api")
 
 
 def ok(**values: Any) -> JSONResponse:
@@ -172,21 +152,18 @@ def idempotency(request: Request, user: User) -> str | None:
     if key is None:
         return None
     if not 0 < len(key) <= 200:
-        raise ValueError("an Idempotency-Key has 1 to 200 characters")
+        raise BadRequest("an Idempotency-Key has 1 to 200 characters")
     return f"api:{user.name}:{request.url.path}:{key}"
 
 
 # -- me ------------------------------------------------------------------------------------------
-@endpoint("GET", "/api/me", "The authenticated user, with the CSRF token of a cookie session")
-async def me(request: Request) -> Response:
-    user = await require(request, allow_must_change=True)
+@router.get("/me", tags=["me"], summary="The authenticated user, with the CSRF token of a cookie session")
+async def me(request: Request, user: Me) -> Response:
     return JSONResponse({**user.to_dict(), "csrf": request.state.csrf or None})
 
 
-@endpoint("POST", "/api/me/password", "Change one's own password", body=PasswordIn)
-async def change_password(request: Request) -> Response:
-    user = await require(request, allow_must_change=True)
-    data = await body(request, PasswordIn)
+@router.post("/me/password", tags=["me"], summary="Change one's own password")
+async def change_password(request: Request, user: Me, data: PasswordIn) -> Response:
     await change_own_password(request, user, data.current, data.new)
     response = ok()
     if request.state.via == "session":
@@ -195,135 +172,100 @@ async def change_password(request: Request) -> Response:
 
 
 # -- queues and conversations --------------------------------------------------------------------
-@endpoint("GET", "/api/groups", "The caller's groups with depth, oldest wait and SLA breaches", tag="queues")
-async def groups(request: Request) -> Response:
-    user = await require(request)
-    return JSONResponse({"groups": await console(request).queue_stats(user)})
+@router.get("/groups", tags=["queues"], summary="The caller's groups with depth, oldest wait and SLA breaches")
+async def groups(user: Caller, c: Service) -> Response:
+    return JSONResponse({"groups": await c.queue_stats(user)})
 
 
-@endpoint("GET", "/api/groups/{group}/queue", "A group's queue, by priority then SLA due time", tag="queues")
-async def queue(request: Request) -> Response:
-    user = await require(request)
+@router.get("/groups/{group}/queue", tags=["queues"], summary="A group's queue, by priority then SLA due time")
+async def queue(request: Request, group: str, user: Caller, c: Service) -> Response:
     raw = request.query_params.get("limit", "100")
     limit = min(500, max(1, int(raw))) if raw.isdigit() else 100
-    convs = await console(request).queue(user, request.path_params["group"], limit)
-    return JSONResponse({"conversations": [c.to_dict() for c in convs]})
+    convs = await c.queue(user, group, limit)
+    return JSONResponse({"conversations": [conv.to_dict() for conv in convs]})
 
 
-@endpoint(
-    "POST", "/api/groups/{group}/claim", "Claim the head of the queue, or one conversation", body=ClaimIn, tag="queues"
-)
-async def claim(request: Request) -> Response:
-    user = await require(request)
-    data = await body(request, ClaimIn)
-    cid = await console(request).claim(
-        user, request.path_params["group"], data.conversation, idempotency(request, user)
-    )
+@router.post("/groups/{group}/claim", tags=["queues"], summary="Claim the head of the queue, or one conversation")
+async def claim(
+    request: Request, group: str, user: Caller, c: Service, data: Annotated[ClaimIn, Body(default_factory=ClaimIn)]
+) -> Response:
+    cid = await c.claim(user, group, data.conversation, idempotency(request, user))
     return JSONResponse({"conversation": cid}, status_code=200 if cid else 409)
 
 
-@endpoint("GET", "/api/mine", "Conversations assigned to the caller", tag="queues")
-async def mine(request: Request) -> Response:
-    user = await require(request)
-    return JSONResponse({"conversations": [c.to_dict() for c in await console(request).mine(user)]})
+@router.get("/mine", tags=["queues"], summary="Conversations assigned to the caller")
+async def mine(user: Caller, c: Service) -> Response:
+    return JSONResponse({"conversations": [conv.to_dict() for conv in await c.mine(user)]})
 
 
-@endpoint(
-    "GET", "/api/conversations/{conv_id}", "A conversation with its history and delivery states", tag="conversations"
+@router.get(
+    "/events",
+    tags=["queues"],
+    summary="Live events of the caller's groups (Server-Sent Events; ?group=G repeatable)",
+    response_class=StreamingResponse,
 )
-async def conversation(request: Request) -> Response:
-    user = await require(request)
-    conv, history, deliveries = await console(request).detail(user, request.path_params["conv_id"])
+async def events(request: Request, user: Caller) -> Response:
+    return await sse.events(request, user)
+
+
+@router.get(
+    "/conversations/{conv_id}",
+    tags=["conversations"],
+    summary="A conversation with its history and delivery states",
+)
+async def conversation(conv_id: str, user: Caller, c: Service) -> Response:
+    conv, history, deliveries = await c.detail(user, conv_id)
     return JSONResponse(
-        {
-            "conversation": conv.to_dict(),
-            "history": [h.to_dict() for h in history],
-            "deliveries": deliveries,
-        }
+        {"conversation": conv.to_dict(), "history": [h.to_dict() for h in history], "deliveries": deliveries}
     )
 
 
-@endpoint(
-    "POST",
-    "/api/conversations/{conv_id}/reply",
-    "Reply on the conversation's channel",
-    body=TextIn,
-    tag="conversations",
-)
-async def reply(request: Request) -> Response:
-    user = await require(request)
-    data = await body(request, TextIn)
-    reply_id = await console(request).reply(user, request.path_params["conv_id"], data.text, idempotency(request, user))
+@router.post("/conversations/{conv_id}/reply", tags=["conversations"], summary="Reply on the conversation's channel")
+async def reply(request: Request, conv_id: str, user: Caller, c: Service, data: TextIn) -> Response:
+    reply_id = await c.reply(user, conv_id, data.text, idempotency(request, user))
     return JSONResponse({"reply": reply_id, "status": "queued"}, status_code=202)
 
 
-@endpoint(
-    "POST", "/api/conversations/{conv_id}/note", "Add an internal note (never sent)", body=TextIn, tag="conversations"
+@router.post("/conversations/{conv_id}/note", tags=["conversations"], summary="Add an internal note (never sent)")
+async def note(request: Request, conv_id: str, user: Caller, c: Service, data: TextIn) -> Response:
+    await c.note(user, conv_id, data.text, idempotency(request, user))
+    return ok()
+
+
+@router.post(
+    "/conversations/{conv_id}/release", tags=["conversations"], summary="Put a claimed conversation back in its queue"
 )
-async def note(request: Request) -> Response:
-    user = await require(request)
-    data = await body(request, TextIn)
-    await console(request).note(user, request.path_params["conv_id"], data.text, idempotency(request, user))
+async def release(request: Request, conv_id: str, user: Caller, c: Service) -> Response:
+    await c.release(user, conv_id, idempotency(request, user))
     return ok()
 
 
-@endpoint(
-    "POST", "/api/conversations/{conv_id}/release", "Put a claimed conversation back in its queue", tag="conversations"
-)
-async def release(request: Request) -> Response:
-    user = await require(request)
-    await console(request).release(user, request.path_params["conv_id"], idempotency(request, user))
+@router.post("/conversations/{conv_id}/transfer", tags=["conversations"], summary="Move to another group's queue")
+async def transfer(request: Request, conv_id: str, user: Caller, c: Service, data: TransferIn) -> Response:
+    await c.transfer(user, conv_id, data.group, data.reason, idempotency(request, user))
     return ok()
 
 
-@endpoint(
-    "POST",
-    "/api/conversations/{conv_id}/transfer",
-    "Move to another group's queue",
-    body=TransferIn,
-    tag="conversations",
-)
-async def transfer(request: Request) -> Response:
-    user = await require(request)
-    data = await body(request, TransferIn)
-    await console(request).transfer(
-        user, request.path_params["conv_id"], data.group, data.reason, idempotency(request, user)
-    )
+@router.post("/conversations/{conv_id}/priority", tags=["conversations"], summary="Change the priority (P1..P4)")
+async def priority(request: Request, conv_id: str, user: Caller, c: Service, data: PriorityIn) -> Response:
+    await c.set_priority(user, conv_id, data.priority, idempotency(request, user))
     return ok()
 
 
-@endpoint(
-    "POST",
-    "/api/conversations/{conv_id}/priority",
-    "Change the priority (P1..P4)",
-    body=PriorityIn,
-    tag="conversations",
-)
-async def priority(request: Request) -> Response:
-    user = await require(request)
-    data = await body(request, PriorityIn)
-    await console(request).set_priority(user, request.path_params["conv_id"], data.priority, idempotency(request, user))
+@router.post("/conversations/{conv_id}/close", tags=["conversations"], summary="Close the conversation")
+async def close(request: Request, conv_id: str, user: Caller, c: Service) -> Response:
+    await c.close(user, conv_id, idempotency(request, user))
     return ok()
 
 
-@endpoint("POST", "/api/conversations/{conv_id}/close", "Close the conversation", tag="conversations")
-async def close(request: Request) -> Response:
-    user = await require(request)
-    await console(request).close(user, request.path_params["conv_id"], idempotency(request, user))
-    return ok()
+@router.get("/canned", tags=["conversations"], summary="Canned responses for the reply box")
+async def canned(user: Caller, c: Service) -> Response:
+    return JSONResponse({"canned": await c.canned()})
 
 
-@endpoint("GET", "/api/canned", "Canned responses for the reply box", tag="conversations")
-async def canned(request: Request) -> Response:
-    await require(request)
-    return JSONResponse({"canned": await console(request).canned()})
-
-
-@endpoint("POST", "/api/canned", "Add or replace a canned response", body=CannedIn, admin=True, tag="admin")
-async def canned_set(request: Request) -> Response:
-    user = await require(request, admin=True)
-    data = await body(request, CannedIn)
-    await console(request).set_canned(user, data.title, data.text)
+@router.post("/canned", tags=["admin"], summary="Add or replace a canned response")
+async def canned_set(user: Admin, c: Service, data: CannedIn) -> Response:
+    await c.set_canned(user, data.title, data.text)
     return ok()
 
 
@@ -335,11 +277,10 @@ def _errors(errors: list[Any]) -> list[dict[str, Any]]:
     ]
 
 
-@endpoint("GET", "/api/rules", "The rule set in force: source, published version", admin=True)
-async def rules_active(request: Request) -> Response:
-    await require(request, admin=True)
-    source, published = await console(request).active_source()
-    engine = await console(request).engine()
+@router.get("/rules", tags=["rules"], summary="The rule set in force: source, published version")
+async def rules_active(user: Admin, c: Service) -> Response:
+    source, published = await c.active_source()
+    engine = await c.engine()
     return JSONResponse(
         {
             "source": source,
@@ -357,21 +298,15 @@ async def rules_active(request: Request) -> Response:
     )
 
 
-@endpoint(
-    "POST", "/api/rules/validate", "Validate a draft: every error with line and column", body=SourceIn, admin=True
-)
-async def rules_validate(request: Request) -> Response:
-    await require(request, admin=True)
-    data = await body(request, SourceIn)
-    checked = await console(request).validate(data.source)
+@router.post("/rules/validate", tags=["rules"], summary="Validate a draft: every error with line and column")
+async def rules_validate(user: Admin, c: Service, data: SourceIn) -> Response:
+    checked = await c.validate(data.source)
     version = checked.engine.version if checked.engine else None
     return JSONResponse({"valid": checked.ok, "version": version, "errors": _errors(checked.errors)})
 
 
-@endpoint("POST", "/api/rules/try", "Route one message with the draft (or the rules in force)", body=TryIn, admin=True)
-async def rules_try(request: Request) -> Response:
-    await require(request, admin=True)
-    data = await body(request, TryIn)
+@router.post("/rules/try", tags=["rules"], summary="Route one message with the draft (or the rules in force)")
+async def rules_try(user: Admin, c: Service, data: TryIn) -> Response:
     msg = MessageIn(
         channel=data.channel,
         text=data.text,
@@ -381,7 +316,7 @@ async def rules_try(request: Request) -> Response:
         language=data.language,
         new_conversation=data.new_conversation,
     )
-    decision, checked = await console(request).try_message(data.source, msg)
+    decision, checked = await c.try_message(data.source, msg)
     if decision is None:
         assert checked is not None
         return JSONResponse({"valid": False, "errors": _errors(checked.errors)}, status_code=422)
@@ -400,45 +335,31 @@ def _row(r: ReplayRow) -> dict[str, Any]:
     }
 
 
-@endpoint(
-    "POST",
-    "/api/rules/replay",
-    "Route the last N inbox messages with the draft; what changes",
-    body=ReplayIn,
-    admin=True,
-)
-async def rules_replay(request: Request) -> Response:
-    await require(request, admin=True)
-    data = await body(request, ReplayIn)
-    rows, compared, checked = await console(request).replay(data.source, data.count)
+@router.post("/rules/replay", tags=["rules"], summary="Route the last N inbox messages with the draft; what changes")
+async def rules_replay(user: Admin, c: Service, data: ReplayIn) -> Response:
+    rows, compared, checked = await c.replay(data.source, data.count)
     if not checked.ok:
         return JSONResponse({"valid": False, "errors": _errors(checked.errors)}, status_code=422)
     return JSONResponse({"valid": True, "compared": compared, "changed": [_row(r) for r in rows]})
 
 
-@endpoint(
-    "POST", "/api/rules/publish", "Validate and publish; workers switch within seconds", body=PublishIn, admin=True
-)
-async def rules_publish(request: Request) -> Response:
-    user = await require(request, admin=True)
-    data = await body(request, PublishIn)
-    published = await console(request).publish(user, data.source, data.comment, idempotency(request, user))
+@router.post("/rules/publish", tags=["rules"], summary="Validate and publish; workers switch within seconds")
+async def rules_publish(request: Request, user: Admin, c: Service, data: PublishIn) -> Response:
+    published = await c.publish(user, data.source, data.comment, idempotency(request, user))
     return JSONResponse(
         {"number": published.number, "version": published.version, "author": published.author, "at": published.at},
         status_code=201,
     )
 
 
-@endpoint("GET", "/api/rules/history", "Publish and rollback log, newest first", admin=True)
-async def rules_history(request: Request) -> Response:
-    await require(request, admin=True)
-    return JSONResponse({"history": await console(request).rules_history()})
+@router.get("/rules/history", tags=["rules"], summary="Publish and rollback log, newest first")
+async def rules_history(user: Admin, c: Service) -> Response:
+    return JSONResponse({"history": await c.rules_history()})
 
 
-@endpoint("GET", "/api/rules/versions/{number:int}", "One published version with its source", admin=True)
-async def rules_version(request: Request) -> Response:
-    await require(request, admin=True)
-    p = await console(request).rt.rules.get(request.path_params["number"])
+@router.get("/rules/versions/{number:int}", tags=["rules"], summary="One published version with its source")
+async def rules_version(number: int, user: Admin, c: Service) -> Response:
+    p = await c.rule_version(number)
     return JSONResponse(
         {
             "number": p.number,
@@ -451,205 +372,98 @@ async def rules_version(request: Request) -> Response:
     )
 
 
-@endpoint("GET", "/api/rules/diff", "Unified diff of two published versions (?a=N&b=M)", admin=True)
-async def rules_diff(request: Request) -> Response:
-    await require(request, admin=True)
+@router.get("/rules/diff", tags=["rules"], summary="Unified diff of two published versions (?a=N&b=M)")
+async def rules_diff(request: Request, user: Admin, c: Service) -> Response:
     a, b = request.query_params.get("a", ""), request.query_params.get("b", "")
     if not (a.isdigit() and b.isdigit()):
-        raise ValueError("name two published versions: ?a=N&b=M")
-    return JSONResponse({"diff": await console(request).rt.rules.diff(int(a), int(b))})
+        raise BadRequest("name two published versions: ?a=N&b=M")
+    return JSONResponse({"diff": await c.rule_versions_diff(int(a), int(b))})
 
 
-@endpoint(
-    "POST",
-    "/api/rules/rollback",
-    "Make an earlier version active (default: the previous one)",
-    body=RollbackIn,
-    admin=True,
-)
-async def rules_rollback(request: Request) -> Response:
-    user = await require(request, admin=True)
-    data = await body(request, RollbackIn)
-    target = await console(request).rollback(user, data.to, idempotency(request, user))
+@router.post("/rules/rollback", tags=["rules"], summary="Make an earlier version active (default: the previous one)")
+async def rules_rollback(
+    request: Request, user: Admin, c: Service, data: Annotated[RollbackIn, Body(default_factory=RollbackIn)]
+) -> Response:
+    target = await c.rollback(user, data.to, idempotency(request, user))
     return JSONResponse({"number": target.number, "version": target.version})
 
 
 # -- users (admins) ------------------------------------------------------------------------------
-@endpoint("GET", "/api/users", "Console users", admin=True)
-async def users_list(request: Request) -> Response:
-    await require(request, admin=True)
-    return JSONResponse({"users": [u.to_dict() for u in await console(request).users.all()]})
+@router.get("/users", tags=["users"], summary="Console users")
+async def users_list(user: Admin, c: Service) -> Response:
+    return JSONResponse({"users": [u.to_dict() for u in await c.users.all()]})
 
 
-@endpoint("POST", "/api/users", "Add a user (returns a one-time password when none is given)", body=UserIn, admin=True)
-async def users_add(request: Request) -> Response:
-    await require(request, admin=True)
-    data = await body(request, UserIn)
-    password = await console(request).users.add(data.name, data.role, data.groups, data.password)
+@router.post("/users", tags=["users"], summary="Add a user (returns a one-time password when none is given)")
+async def users_add(request: Request, user: Admin, c: Service, data: UserIn) -> Response:
+    password = await c.users.add(data.name, data.role, data.groups, data.password)
     await audited(request, "user.add", data.name, data.role)
     return JSONResponse({"name": data.name, "password": None if data.password else password}, status_code=201)
 
 
-@endpoint("GET", "/api/users/{name}", "One user", admin=True)
-async def users_get(request: Request) -> Response:
-    await require(request, admin=True)
-    return JSONResponse((await console(request).users.require(request.path_params["name"])).to_dict())
+@router.get("/users/{name}", tags=["users"], summary="One user")
+async def users_get(name: str, user: Admin, c: Service) -> Response:
+    return JSONResponse((await c.users.require(name)).to_dict())
 
 
-@endpoint("PATCH", "/api/users/{name}", "Change a user's role, groups or password", body=UserPatch, admin=True)
-async def users_patch(request: Request) -> Response:
-    await require(request, admin=True)
-    data = await body(request, UserPatch)
-    users = console(request).users
-    name = request.path_params["name"]
-    user = await users.update(name, role=data.role, groups=data.groups)
-    await audited(request, "user.update", name, f"{user.role} {','.join(user.groups)}")
+@router.patch("/users/{name}", tags=["users"], summary="Change a user's role, groups or password")
+async def users_patch(
+    request: Request, name: str, user: Admin, c: Service, data: Annotated[UserPatch, Body(default_factory=UserPatch)]
+) -> Response:
+    changed = await c.users.update(name, role=data.role, groups=data.groups)
+    await audited(request, "user.update", name, f"{changed.role} {','.join(changed.groups)}")
     if data.password is not None:
-        await users.set_password(name, data.password, must_change=True)
+        await c.users.set_password(name, data.password, must_change=True)
         await audited(request, "user.password_reset", name)
-    return JSONResponse(user.to_dict())
+    return JSONResponse(changed.to_dict())
 
 
-@endpoint("DELETE", "/api/users/{name}", "Delete a user (and their API token)", admin=True)
-async def users_delete(request: Request) -> Response:
-    user = await require(request, admin=True)
-    if request.path_params["name"] == user.name:
-        raise ValueError("you cannot delete yourself")
-    await console(request).users.delete(request.path_params["name"])
-    await audited(request, "user.delete", request.path_params["name"])
+@router.delete("/users/{name}", tags=["users"], summary="Delete a user (and their API token)")
+async def users_delete(request: Request, name: str, user: Admin, c: Service) -> Response:
+    if name == user.name:
+        raise BadRequest("you cannot delete yourself")
+    await c.users.delete(name)
+    await audited(request, "user.delete", name)
     return ok()
 
 
-@endpoint(
-    "POST",
-    "/api/users/{name}/token",
-    "Issue a new API token (scope, expiry) for the user; revokes the old",
-    body=TokenIn,
-    admin=True,
+@router.post(
+    "/users/{name}/token", tags=["users"], summary="Issue a new API token (scope, expiry) for the user; revokes the old"
 )
-async def users_token(request: Request) -> Response:
-    await require(request, admin=True)
-    data = await body(request, TokenIn)
-    name = request.path_params["name"]
+async def users_token(
+    request: Request, name: str, user: Admin, c: Service, data: Annotated[TokenIn, Body(default_factory=TokenIn)]
+) -> Response:
     ttl = None if data.ttl_days is None else data.ttl_days * 86400
-    token = await console(request).users.issue_token(name, data.scope, ttl)
+    token = await c.users.issue_token(name, data.scope, ttl)
     await audited(request, "token.issue", name, data.scope)
     return JSONResponse({"token": token, "scope": data.scope}, status_code=201)
 
 
-@endpoint("DELETE", "/api/users/{name}/token", "Revoke the user's API token", admin=True)
-async def users_token_revoke(request: Request) -> Response:
-    await require(request, admin=True)
-    await console(request).users.revoke_token(request.path_params["name"])
-    await audited(request, "token.revoke", request.path_params["name"])
+@router.delete("/users/{name}/token", tags=["users"], summary="Revoke the user's API token")
+async def users_token_revoke(request: Request, name: str, user: Admin, c: Service) -> Response:
+    await c.users.revoke_token(name)
+    await audited(request, "token.revoke", name)
     return ok()
 
 
-@endpoint("GET", "/api/audit", "The audit log, newest first (?before=<id> pages back)", admin=True, tag="users")
-async def audit_log(request: Request) -> Response:
-    await require(request, admin=True)
-    entries = await console(request).audit.recent(200, request.query_params.get("before") or None)
+@router.get("/audit", tags=["users"], summary="The audit log, newest first (?before=<id> pages back)")
+async def audit_log(request: Request, user: Admin, c: Service) -> Response:
+    entries = await c.audit.recent(200, request.query_params.get("before") or None)
     return JSONResponse([e.to_dict() for e in entries])
 
 
 # -- dashboard and sandbox -----------------------------------------------------------------------
-@endpoint("GET", "/api/stats", "Queues, counters, health, top tags and the time series", admin=True, tag="dashboard")
-async def stats(request: Request) -> Response:
-    await require(request, admin=True)
-    c = console(request)
-    data = await c.rt.stats()
-    data["top_tags"] = await c.top_tags()
-    data["samples"] = await c.samples()
-    return JSONResponse(data)
+@router.get("/stats", tags=["dashboard"], summary="Queues, counters, health, top tags and the time series")
+async def stats(user: Admin, c: Service) -> Response:
+    return JSONResponse(await c.dashboard())
 
 
-@endpoint("POST", "/api/sandbox/messages", "Write as a sandbox user", body=SandboxIn, admin=True, tag="sandbox")
-async def sandbox_send(request: Request) -> Response:
-    await require(request, admin=True)
-    data = await body(request, SandboxIn)
-    entry = await console(request).sandbox_send(data.user, data.text, data.attributes)
+@router.post("/sandbox/messages", tags=["sandbox"], summary="Write as a sandbox user")
+async def sandbox_send(user: Admin, c: Service, data: SandboxIn) -> Response:
+    entry = await c.sandbox_send(data.user, data.text, data.attributes)
     return JSONResponse({"entry": entry}, status_code=202)
 
 
-@endpoint("GET", "/api/sandbox/{user}/inbox", "Replies a sandbox user received", admin=True, tag="sandbox")
-async def sandbox_inbox(request: Request) -> Response:
-    await require(request, admin=True)
-    return JSONResponse({"replies": await console(request).sandbox_inbox(request.path_params["user"])})
-
-
-# -- OpenAPI -------------------------------------------------------------------------------------
-def openapi() -> dict[str, Any]:
-    """The OpenAPI 3.1 description of every endpoint declared here (and the event stream)."""
-    paths: dict[str, dict[str, Any]] = {}
-    schemas: dict[str, Any] = {}
-    for ep in ENDPOINTS:
-        path = ep.path.replace(":int}", "}")
-        params = [
-            {"name": p.strip("{}"), "in": "path", "required": True, "schema": {"type": "string"}}
-            for p in path.split("/")
-            if p.startswith("{")
-        ]
-        op: dict[str, Any] = {
-            "summary": ep.summary,
-            "tags": [ep.tag],
-            "parameters": params,
-            "responses": {
-                "200": {"description": "OK"},
-                "401": {"description": "not authenticated"},
-                "403": {"description": "not allowed (role, group, or CSRF token missing)"},
-                "404": {"description": "not found (or not in the caller's groups)"},
-            },
-        }
-        if ep.admin:
-            op["description"] = "Admins only."
-        if ep.body is not None:
-            name = ep.body.__name__
-            schemas[name] = ep.body.model_json_schema(ref_template="#/components/schemas/{model}")
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}},
-            }
-            op["responses"]["422"] = {"description": "invalid body"}
-        paths.setdefault(path, {})[ep.method.lower()] = op
-    paths["/api/events"] = {
-        "get": {
-            "summary": "Live events of the caller's groups (Server-Sent Events; ?group=G repeatable)",
-            "tags": ["queues"],
-            "responses": {"200": {"description": "text/event-stream"}, "403": {"description": "not your group"}},
-        }
-    }
-    return {
-        "openapi": "3.1.0",
-        "info": {"title": "Switchboard console API", "version": "1"},
-        "paths": paths,
-        "components": {
-            "schemas": schemas,
-            "securitySchemes": {
-                "token": {"type": "http", "scheme": "bearer", "description": "switchboard users token NAME"},
-                "session": {"type": "apiKey", "in": "cookie", "name": "sb_session"},
-            },
-        },
-        "security": [{"token": []}, {"session": []}],
-    }
-
-
-async def openapi_json(request: Request) -> Response:
-    # Public, like any API description: it names endpoints, not data.
-    return JSONResponse(openapi())
-
-
-def routes() -> list[BaseRoute]:
-    out: list[BaseRoute] = [Route("/api/openapi.json", openapi_json, methods=["GET"])]
-    by_path: dict[str, list[Endpoint]] = {}
-    for ep in ENDPOINTS:
-        by_path.setdefault(ep.path, []).append(ep)
-    for path, eps in by_path.items():
-        table = {ep.method: ep.handler for ep in eps}
-
-        async def dispatch(request: Request, table: dict[str, Handler] = table) -> Response:
-            # Starlette answers HEAD on GET routes: serve it with the GET handler.
-            handler = table.get(request.method) or table["GET"]
-            return await handler(request)
-
-        out.append(Route(path, dispatch, methods=list(table)))
-    return out
+@router.get("/sandbox/{who}/inbox", tags=["sandbox"], summary="Replies a sandbox user received")
+async def sandbox_inbox(who: str, user: Admin, c: Service) -> Response:
+    return JSONResponse({"replies": await c.sandbox_inbox(who)})

@@ -1,8 +1,13 @@
 """The ASGI application: ``create_app(runtime, settings)``, served by uvicorn (see server.py).
 
+A FastAPI application: the JSON API's handlers (api.py) are FastAPI routes, with the OpenAPI
+description generated from them; the pages, ``/metrics``, the probes and the static files are
+plain Starlette routes beside them, under the same middleware and error handlers.
+
 Errors map to status codes in one place: NotFound 404, Conflict 409, Forbidden 403 (CSRF too),
-Unauthorized 401 (pages redirect to the login), RateLimited 429, bad input 400/422. API paths get
-JSON, pages an HTML error page.
+Unauthorized 401 (pages redirect to the login), RateLimited 429, BadRequest 400, a body that does
+not validate 422 (415 when it is not JSON). API paths get JSON (``{"error": ...}``), pages an HTML
+error page. Anything else is a bug: 500, logged.
 """
 
 from __future__ import annotations
@@ -10,22 +15,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any
 
-from starlette.applications import Starlette
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
+from router.accounts import Forbidden, RateLimited, Unauthorized
 from router.config import Settings
-from router.errors import AppendRefused, Conflict, NotFound
+from router.errors import AppendRefused, BadRequest, Conflict, NotFound
+from router.lifecycle import keep_running, wait_or_stop
 from router.runtime import Runtime
+from router.simulator import SandboxPort
 from rules import RuleSetError
 
-from . import admin, api, metrics, sse, views
-from .auth import Forbidden, RateLimited, Unauthorized
+from . import admin, api, metrics, views
 from .http import PasswordChangeRequired, SecurityHeaders, is_api
 from .pages import HERE, login_url, make_templates, render
 from .service import Console
@@ -42,7 +52,7 @@ async def readyz(request: Request) -> Response:
     """Readiness: Redis answers (the console can serve nothing without it)."""
     c: Console = request.app.state.console
     try:
-        await asyncio.wait_for(c.rt.client.ping(), 2)
+        await asyncio.wait_for(c.office.ping(), 2)
     except Exception as exc:  # any failure means "not ready", and says why
         return JSONResponse({"ok": False, "redis": str(exc) or type(exc).__name__}, status_code=503)
     return JSONResponse({"ok": True, "redis": "ok"})
@@ -78,34 +88,50 @@ async def _handle(request: Request, exc: Exception) -> Response:
         return response
     if isinstance(exc, ClientDisconnect):  # gone mid-body (or cut at the request deadline): nobody to answer
         return Response(status_code=400)
-    if isinstance(exc, api.UnsupportedMediaType):
-        return await _error(request, 415, str(exc))
-    if isinstance(exc, api.BodyError):
-        return await _error(request, 422, str(exc), details=exc.errors)
+    if isinstance(exc, RequestValidationError):
+        return await _invalid_body(request, exc)
     if isinstance(exc, RuleSetError):
         return await _error(request, 422, "the rule set does not validate", errors=[str(e) for e in exc.errors])
-    # ValueError: bad input from the request (form field, query parameter, value).
-    return await _error(request, 400, str(exc).strip("'\""))
+    if isinstance(exc, HTTPException):  # no such path or method
+        return await _error(request, exc.status_code, str(exc.detail))
+    if isinstance(exc, BadRequest):
+        return await _error(request, 400, str(exc).strip("'\""))
+    # A bug: Starlette's ServerErrorMiddleware sends this answer and re-raises, so uvicorn logs it.
+    return await _error(request, 500, "internal error")
+
+
+async def _invalid_body(request: Request, exc: RequestValidationError) -> Response:
+    # FastAPI hands a body that is not JSON to the model as bytes: say what to send instead (415).
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        return await _error(request, 415, f"send application/json, not {kind}")
+    # The body's own locations, as the model reports them (FastAPI prefixes them with "body").
+    details = [
+        {"loc": list(e["loc"][1:] if e["loc"][:1] == ("body",) else e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors()
+    ]
+    return await _error(request, 422, "invalid request body", details=details)
 
 
 async def _sampler(console: Console, stopping: asyncio.Event) -> None:
     """The dashboard's time series: one sample per interval across all console processes."""
-    while not stopping.is_set():
-        try:
-            await console.take_sample()
-        except Exception:  # the dashboard chart is not worth crashing the console for
-            log.warning("taking a dashboard sample failed", exc_info=True)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopping.wait(), console.web.sample_s)
+
+    async def step() -> None:
+        await console.take_sample()
+        await wait_or_stop(stopping, console.web.sample_s)
+
+    # The dashboard chart is not worth crashing the console for: any failure is retried.
+    await keep_running(step, stopping, what="taking a dashboard sample", retry_on=(Exception,))
 
 
-def create_app(runtime: Runtime, settings: Settings) -> Starlette:
-    """The console and API over an entered ``Runtime``; its lifespan starts and stops the sampler."""
-    console = Console(runtime, settings)
+def create_app(runtime: Runtime, settings: Settings, sandbox: SandboxPort | None = None) -> FastAPI:
+    """The console and API over an entered ``Runtime``; its lifespan starts and stops the sampler.
+    ``sandbox``: the sandbox channel behind the simulator (None: the simulator answers 404)."""
+    console = Console(runtime, settings, sandbox)
     stopping = asyncio.Event()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await console.start()
         if where := await console.first_admin():
             log.warning(
@@ -126,13 +152,11 @@ def create_app(runtime: Runtime, settings: Settings) -> Starlette:
         Route("/healthz", healthz),
         Route("/readyz", readyz),
         Route("/metrics", metrics.metrics),
-        Route("/api/events", sse.events),
-        *api.routes(),
         *views.routes(),
         *admin.routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    handlers = {
+    handlers: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
         exc: _handle
         for exc in (
             Unauthorized,
@@ -140,18 +164,29 @@ def create_app(runtime: Runtime, settings: Settings) -> Starlette:
             NotFound,
             Conflict,
             RateLimited,
-            ValueError,
+            BadRequest,
             RuleSetError,
             AppendRefused,
             ClientDisconnect,
+            RequestValidationError,
+            HTTPException,
+            Exception,
         )
     }
-    app = Starlette(
+    app = FastAPI(
+        title="Switchboard console API",
+        version="1",
         routes=routes,
         middleware=[Middleware(SecurityHeaders)],
         exception_handlers=handlers,
         lifespan=lifespan,
+        # Public, like any API description: it names endpoints, not data. No docs pages: the CSP
+        # allows no third-party scripts.
+        openapi_url="/api/openapi.json",
+        docs_url=None,
+        redoc_url=None,
     )
+    app.include_router(api.router)
     app.state.console = console
     app.state.stopping = stopping
     app.state.templates = make_templates()

@@ -9,7 +9,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .auth import CsrfError, Forbidden, Unauthorized, User
+from router.accounts import CsrfError, Forbidden, Unauthorized, User
+from router.errors import BadRequest
+
+from .access import require_admin
 
 if TYPE_CHECKING:
     from .service import Console
@@ -106,8 +109,8 @@ async def require(request: Request, *, admin: bool = False, allow_must_change: b
     await check_csrf(request)
     if user.must_change and not allow_must_change:
         raise PasswordChangeRequired("choose your own password first (POST /password or /api/me/password)")
-    if admin and not user.is_admin:
-        raise Forbidden("admins only")
+    if admin:
+        require_admin(user)
     if request.state.via == "token":
         _check_scope(request, user, admin)
     return user
@@ -130,16 +133,16 @@ async def change_own_password(request: Request, user: User, current: str, new: s
     await c.limiter.attempt(user.name, ip)
     if await c.users.verify(user.name, current) is None:
         await c.audit.record("password.change", actor=user.name, target=user.name, ip=ip, ok=False, detail="wrong")
-        raise ValueError("the current password is wrong")
+        raise BadRequest("the current password is wrong")
     await c.limiter.succeeded(user.name, ip)
     if confirm is not None and new != confirm:
-        raise ValueError("the two new passwords differ")
+        raise BadRequest("the two new passwords differ")
     await c.users.set_password(user.name, new)
     await c.audit.record("password.change", actor=user.name, target=user.name, ip=ip)
 
 
 async def audited(request: Request, action: str, target: str, detail: str = "") -> None:
-    """An audit record of an authenticated admin action (router/console/audit.py)."""
+    """An audit record of an authenticated admin action (router/audit.py)."""
     user: User | None = getattr(request.state, "user", None)
     await console(request).audit.record(
         action, actor=user.name if user else "", target=target, ip=client_ip(request), detail=detail

@@ -1,7 +1,7 @@
 """Prometheus ``/metrics``: the only module importing prometheus_client.
 
-The numbers live in Redis (queue zsets, the ``stats`` counters hash, health keys), shared by every
-process, so each scrape reads them and exposes a snapshot through a throw-away registry — any
+The numbers live in Redis, shared by every process, and are read through the one stats reader
+(router/stats.py); each scrape exposes a snapshot through a throw-away registry — any
 console process answers for the whole deployment, and nothing double-counts across processes.
 
 Routing latency is measured on the last messages routed into each group: from the message's
@@ -14,10 +14,9 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
-import json
 import statistics
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -25,13 +24,12 @@ from prometheus_client.registry import Collector
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from router.backlog import Backlog, read_backlog
+from router.backlog import Backlog
 from router.config import read_secret
+from router.stats import LATENCY_SAMPLE
 
 from .http import client_ip, console
 from .service import Console
-
-LATENCY_SAMPLE = 20  # recent routed messages per group
 
 
 class _Snapshot(Collector):
@@ -42,52 +40,13 @@ class _Snapshot(Collector):
         return iter(self._families)
 
 
-def _by_prefix(counters: dict[str, int], prefix: str) -> Iterator[tuple[str, int]]:
-    for key, value in sorted(counters.items()):
-        if key.startswith(prefix):
-            yield key[len(prefix) :], value
-
-
-async def routing_latencies(c: Console, groups: list[str]) -> list[float]:
-    """Seconds from reception to routing of the last few messages routed into each group."""
-    client = c.rt.client
-    pipe = client.pipeline(transaction=False)
-    for g in groups:
-        pipe.xrevrange(c.keys.events(g), count=LATENCY_SAMPLE * 3)
-    convs: list[tuple[str, int]] = []
-    for entries in await pipe.execute():
-        picked = 0
-        for _, fields in entries:
-            if fields.get(b"type") in (b"created", b"message", b"reopened") and picked < LATENCY_SAMPLE:
-                convs.append((fields[b"conv"].decode(), int(fields[b"at"])))
-                picked += 1
-    pipe = client.pipeline(transaction=False)
-    for cid, _ in convs:
-        pipe.xrevrange(c.keys.history(cid), count=5)
-    out: list[float] = []
-    for (_, at_ms), entries in zip(convs, await pipe.execute(), strict=True):
-        for _, fields in entries:
-            if fields.get(b"type") == b"inbound" and int(fields[b"at"]) == at_ms:
-                received = json.loads(fields[b"data"]).get("received_at")
-                if received:
-                    out.append(max(0.0, at_ms / 1000 - float(received)))
-                break
-    return out
-
-
 async def collect(c: Console) -> list[Metric]:
-    groups = await c.all_groups()
-    client = c.rt.client
-    pipe = client.pipeline(transaction=False)
-    pipe.hgetall(c.keys.stats)
-    pipe.xlen(c.keys.dead)
-    raw_counters, dead_len = await pipe.execute()
-    flight = await read_backlog(client, c.keys, c.rt.scripts)
-    counters = {k.decode(): int(v) for k, v in raw_counters.items()}
-    qstats = await c.rt.queues.stats(groups)
-    workers = 0
-    async for _ in client.scan_iter(match=c.keys.health("worker", "*"), count=500):
-        workers += 1
+    stats = c.stats
+    groups = await stats.groups()
+    totals = await stats.totals()
+    flight = await stats.backlog()
+    qstats = await stats.queues(groups)
+    workers = await stats.workers_alive()
 
     depth = GaugeMetricFamily("switchboard_queue_depth", "Unassigned open conversations in the queue", labels=["group"])
     oldest = GaugeMetricFamily(
@@ -111,22 +70,26 @@ async def collect(c: Console) -> list[Metric]:
         ("switchboard_delivery_failures", "delivery_failed:", "Replies the channel could not deliver"),
     ):
         fam = CounterMetricFamily(name, doc, labels=["channel"])
-        for channel, value in _by_prefix(counters, prefix):
+        for channel, value in totals.by_prefix(prefix).items():
             fam.add_metric([channel], value)
         families.append(fam)
     # The dead-letter script counts without a channel: an unreadable entry may have none.
     families.append(
         CounterMetricFamily(
-            "switchboard_dead_lettered", "Inbox entries moved to the dead-letter stream", value=counters.get("dead", 0)
+            "switchboard_dead_lettered",
+            "Inbox entries moved to the dead-letter stream",
+            value=totals.counters.get("dead", 0),
         )
     )
-    families.append(GaugeMetricFamily("switchboard_dead_letters", "Entries in the dead-letter stream", value=dead_len))
+    families.append(
+        GaugeMetricFamily("switchboard_dead_letters", "Entries in the dead-letter stream", value=totals.dead_letters)
+    )
     families += _in_flight(flight)
     families.append(
         GaugeMetricFamily("switchboard_workers_alive", "Router workers with a live heartbeat", value=workers)
     )
 
-    latencies = await routing_latencies(c, groups)
+    latencies = await stats.routing_latencies(groups)
     lat = GaugeMetricFamily(
         "switchboard_routing_latency_seconds",
         f"Reception-to-routing latency over the last {LATENCY_SAMPLE} messages routed per group",

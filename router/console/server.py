@@ -1,8 +1,7 @@
 """Serving the console with uvicorn inside our own event loop, next to workers and adapters.
 
-``ConsoleServer`` has the adapter lifecycle (``start``/``close``/``health``), so that
-``router.runtime.serve`` runs it with the adapters: started after them... and closed in reverse
-order, with its health published like theirs. The listening socket is bound in ``start`` so that a
+``ConsoleServer`` is a ``router.lifecycle.Service`` (``start``/``close``/``health``): ``serve``
+starts it after the adapters and closes it first. The listening socket is bound in ``start`` so that a
 port in use is a clear error at start-up instead of uvicorn's ``sys.exit`` inside a task.
 """
 
@@ -38,7 +37,6 @@ class _Server(uvicorn.Server):
 class ConsoleServer:
     """The ASGI app on ``host:port`` (port 0: a free one), as an asyncio task."""
 
-    channel = "web"
     name = "console"
 
     def __init__(self, app: Starlette, host: str = "127.0.0.1", port: int = 8080) -> None:

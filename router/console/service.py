@@ -1,5 +1,8 @@
 """What the console does, with access checked: shared by the HTML views and the JSON API.
 
+It reaches Redis only through ``router.backoffice.Backoffice`` (stores and readers outside the
+console package), and the sandbox only through the ``SandboxPort`` it is given.
+
 Every method that touches a conversation, a queue or a group takes the acting ``User`` and checks
 it here, server-side, before any read or write: an agent outside a conversation's group gets
 NotFound (its existence is not disclosed), an agent asking for another group's queue or stream gets
@@ -11,43 +14,28 @@ from __future__ import annotations
 import asyncio
 import difflib
 import importlib.resources
-import json
 import os
-import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from adapters.sandbox import SandboxUsers
 from router import drafts
-from router.backlog import read_backlog
+from router.accounts import FIRST_ADMIN, LoginLimiter, Sessions, User, Users
+from router.audit import Audit
+from router.backoffice import Backoffice
 from router.config import Settings, read_secret
 from router.conversations import Conversation, HistoryEntry, parse_priority
-from router.errors import NotFound
-from router.keys import Keys
+from router.errors import BadRequest, NotFound
 from router.model import decode_envelope
-from router.redis import connect
 from router.routing import message_in
 from router.rulestore import Published
 from router.runtime import Runtime
+from router.simulator import SandboxPort
+from router.stats import StatsReader, queue_dict
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
 
-from .audit import Audit
-from .auth import FIRST_ADMIN, Forbidden, LoginLimiter, Sessions, User, Users, load_secret
-
-DEFAULT_CANNED = {
-    "Greeting": "Hello, thank you for contacting support. I am looking into this for you now.",
-    "Withdrawal check": "Withdrawals are usually confirmed within 30 minutes. Could you send us the "
-    "transaction ID (txid) so we can check its status on the network?",
-    "Secure your account": "Please change your password and reset your 2FA right away, and never share "
-    "your recovery phrase or private key with anyone, including support staff.",
-    "KYC documents": "To finish verification, please upload a clear photo of your ID and a selfie in "
-    "the app under Profile > Verification.",
-    "Closing": "I am glad we could help. If anything else comes up, just reply to this message.",
-}
-
-_CANNED_MARKER = b"\x00edited"
+from .access import require_admin, require_group
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,33 +67,31 @@ FIRST_ADMIN_FILE = "first-admin-password"
 class Console:
     """The console's services over one Runtime (built by ``create_app``; started by its lifespan)."""
 
-    def __init__(self, rt: Runtime, settings: Settings) -> None:
-        # Its own pool on the same Redis (entered by start), see Runtime.for_console.
-        self.rt = rt.for_console()
+    def __init__(self, rt: Runtime, settings: Settings, sandbox: SandboxPort | None = None) -> None:
+        self.office = Backoffice(rt, settings.web)
         self.settings = settings
         self.web = settings.web
-        self.keys: Keys = rt.keys
-        # Set by start(): they need the session secret, which may live in Redis.
-        self.users: Users
-        self.sessions: Sessions
-        self.limiter = LoginLimiter(self.rt.client, rt.keys, settings.web)
-        self.audit = Audit(self.rt.client, rt.keys, settings.web.audit_max)
-        # Live streams block in XREAD: their own pool, so that they never starve the rest of the
-        # process (workers and adapters share rt.client) of connections.
-        self.stream_client = connect(rt.url, max_connections=settings.web.max_streams + 4)
+        self.stats: StatsReader = self.office.stats
+        self.limiter: LoginLimiter = self.office.limiter
+        self.audit: Audit = self.office.audit
+        self.sandbox = sandbox
         self.open_streams = 0
         self.streams_of: Counter[str] = Counter()  # user name -> live streams open
 
+    @property
+    def users(self) -> Users:
+        return self.office.users
+
+    @property
+    def sessions(self) -> Sessions:
+        return self.office.sessions
+
     async def start(self) -> None:
-        await self.rt.__aenter__()
-        secret = await load_secret(self.rt.client, self.keys, self.web)
-        self.users = Users(self.rt.client, self.keys, secret, self.web)
-        self.sessions = Sessions(self.rt.client, self.keys, self.users, self.web.session_ttl_s)
+        await self.office.start()
 
     async def stop(self) -> None:
-        """Release what ``start``/``__init__`` opened (the streams' connection pool)."""
-        await self.stream_client.aclose()
-        await self.rt.__aexit__(None, None, None)
+        """Release what ``start``/``__init__`` opened (the connection pools)."""
+        await self.office.close()
 
     @property
     def first_admin_file(self) -> Path:
@@ -140,11 +126,10 @@ class Console:
     # -- groups and engine ---------------------------------------------------------------------
     async def engine(self) -> Engine:
         """The rule set in force (see Runtime.engine)."""
-        return await self.rt.engine()
+        return await self.office.engine()
 
     async def all_groups(self) -> list[str]:
-        engine = await self.engine()
-        return sorted(set(engine.groups) | set(await self.rt.queues.groups_with_queues()))
+        return await self.stats.groups()
 
     async def groups_of(self, user: User) -> list[str]:
         groups = await self.all_groups()
@@ -153,119 +138,89 @@ class Console:
         # An agent's groups, in the rules' order, including a group it has that no rule names yet.
         return [g for g in groups if g in user.groups] + [g for g in user.groups if g not in groups]
 
-    @staticmethod
-    def require_group(user: User, group: str) -> None:
-        if not user.sees(group):
-            raise Forbidden(f"group {group} is not one of yours")
-
-    @staticmethod
-    def require_admin(user: User) -> None:
-        if not user.is_admin:
-            raise Forbidden("admins only")
-
     # -- queues and conversations --------------------------------------------------------------
     async def queue(self, user: User, group: str, limit: int = 100) -> list[Conversation]:
-        self.require_group(user, group)
-        return await self.rt.queues.head(group, limit=limit)
+        require_group(user, group)
+        return await self.office.queues.head(group, limit=limit)
 
     async def queue_stats(self, user: User) -> dict[str, dict[str, Any]]:
-        groups = await self.groups_of(user)
-        return {
-            q.group: {"depth": q.depth, "oldest_wait_s": q.oldest_wait_s, "overdue": q.overdue}
-            for q in await self.rt.queues.stats(groups)
-        }
+        return queue_dict(await self.stats.queues(await self.groups_of(user)))
 
     async def mine(self, user: User) -> list[Conversation]:
-        return [c for c in await self.rt.conversations.of_agent(user.name) if user.sees(c.group)]
+        return [c for c in await self.office.conversations.of_agent(user.name) if user.sees(c.group)]
 
     async def conversation(self, user: User, conv_id: str) -> Conversation:
         """The conversation when ``user`` may see it; NotFound otherwise (existence not disclosed)."""
         if not conv_id.isdigit():
             raise NotFound(f"conversation {conv_id}")
-        conv = await self.rt.conversations.get(conv_id)
+        conv = await self.office.conversations.get(conv_id)
         if not user.sees(conv.group):
             raise NotFound(f"conversation {conv_id}")
         return conv
 
     async def detail(self, user: User, conv_id: str) -> tuple[Conversation, list[HistoryEntry], dict[str, str]]:
         conv = await self.conversation(user, conv_id)
-        history = await self.rt.conversations.history(conv_id)
-        deliveries = await self.rt.conversations.deliveries(conv_id)
+        history = await self.office.conversations.history(conv_id)
+        deliveries = await self.office.conversations.deliveries(conv_id)
         return conv, history, deliveries
 
     # The writes take the request id of a client's retry (the API's Idempotency-Key), see
     # router/requests.py: sent again with it, a write returns its first result and changes nothing.
     async def claim(self, user: User, group: str, conv_id: str = "", request_id: str | None = None) -> str | None:
-        self.require_group(user, group)
-        return await self.rt.conversations.claim(group, user.name, conv_id, request_id)
+        require_group(user, group)
+        return await self.office.conversations.claim(group, user.name, conv_id, request_id)
 
     async def reply(self, user: User, conv_id: str, text: str, request_id: str | None = None) -> str:
         await self.conversation(user, conv_id)
-        return await self.rt.conversations.reply(conv_id, text, user.name, request_id)
+        return await self.office.conversations.reply(conv_id, text, user.name, request_id)
 
     async def release(self, user: User, conv_id: str, request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
-        await self.rt.conversations.release(conv_id, user.name, request_id)
+        await self.office.conversations.release(conv_id, user.name, request_id)
 
     async def transfer(
         self, user: User, conv_id: str, group: str, reason: str = "", request_id: str | None = None
     ) -> None:
         conv = await self.conversation(user, conv_id)
         if group not in await self.all_groups():
-            raise ValueError(f"unknown group {group!r}")
+            raise BadRequest(f"unknown group {group!r}")
         # A retry of a transfer that ran finds the conversation in the group already: no error.
-        if group == conv.group and not (request_id and await self.rt.client.exists(self.keys.request(request_id))):
-            raise ValueError(f"conversation {conv_id} is already in {group}")
-        await self.rt.conversations.transfer(conv_id, group, user.name, reason, request_id)
+        if group == conv.group and not (request_id and await self.office.request_seen(request_id)):
+            raise BadRequest(f"conversation {conv_id} is already in {group}")
+        await self.office.conversations.transfer(conv_id, group, user.name, reason, request_id)
 
     async def set_priority(self, user: User, conv_id: str, priority: str, request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
-        await self.rt.conversations.set_priority(conv_id, parse_priority(priority), user.name, request_id)
+        await self.office.conversations.set_priority(conv_id, parse_priority(priority), user.name, request_id)
 
     async def close(self, user: User, conv_id: str, request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
-        await self.rt.conversations.close(conv_id, user.name, request_id)
+        await self.office.conversations.close(conv_id, user.name, request_id)
 
     async def note(self, user: User, conv_id: str, text: str, request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
         if not text.strip():
-            raise ValueError("a note needs text")
-        await self.rt.conversations.note(conv_id, user.name, text, request_id)
+            raise BadRequest("a note needs text")
+        await self.office.conversations.note(conv_id, user.name, text, request_id)
 
     # -- canned responses ----------------------------------------------------------------------
     async def canned(self) -> dict[str, str]:
-        raw = await self.rt.client.hgetall(self.keys.canned)
-        # Until an admin saves one, the built-in examples stand in (the marker field tells an
-        # emptied list from one never edited).
-        if not raw:
-            return dict(DEFAULT_CANNED)
-        return {k.decode(): v.decode() for k, v in raw.items() if k != _CANNED_MARKER}
+        return await self.office.canned.all()
 
     async def set_canned(self, user: User, title: str, text: str) -> None:
-        self.require_admin(user)
+        require_admin(user)
         if not title.strip() or not text.strip():
-            raise ValueError("a canned response needs a title and a text")
-        current = await self.canned()
-        current[title.strip()] = text.strip()
-        await self._save_canned(current)
+            raise BadRequest("a canned response needs a title and a text")
+        await self.office.canned.put(title.strip(), text.strip())
 
     async def delete_canned(self, user: User, title: str) -> None:
-        self.require_admin(user)
-        current = await self.canned()
-        if current.pop(title, None) is None:
-            raise NotFound(f"canned response {title}")
-        await self._save_canned(current)
-
-    async def _save_canned(self, items: dict[str, str]) -> None:
-        pipe = self.rt.client.pipeline(transaction=True)
-        pipe.delete(self.keys.canned)
-        pipe.hset(self.keys.canned, mapping={_CANNED_MARKER.decode(): "1", **items})
-        await pipe.execute()
+        require_admin(user)
+        await self.office.canned.delete(title)
 
     # -- rules ---------------------------------------------------------------------------------
     async def active_source(self) -> tuple[str, Published | None]:
         """The source of the rule set in force: published, else the configured file, else the default."""
-        published = await self.rt.rules.active()
+        published = await self.office.rules.active()
         if published is not None:
             return published.source, published
         path = self.settings.rules.file
@@ -306,13 +261,9 @@ class Console:
         if checked.engine is None:
             return [], 0, checked
         current = await self.engine()
-        entries = await self.rt.client.xrevrange(self.keys.inbox, count=max(1, min(count, 5000)))
         rows: list[ReplayRow] = []
         compared = 0
-        for entry_id, fields in entries:
-            raw = fields.get(b"env")
-            if raw is None:
-                continue
+        for entry_id, raw in await self.office.recent_inbox(max(1, min(count, 5000))):
             try:
                 env = decode_envelope(raw)
             except Exception:  # a malformed entry is the dead-letter stream's business, not replay's
@@ -335,7 +286,7 @@ class Console:
             if changed:
                 rows.append(
                     ReplayRow(
-                        entry=entry_id.decode(),
+                        entry=entry_id,
                         channel=env.channel,
                         sender=env.sender.name or env.sender.id,
                         # Shown to an admin: the draft's redaction applies, like in history.
@@ -348,24 +299,30 @@ class Console:
         return rows, compared, checked
 
     async def publish(self, user: User, source: str, comment: str = "", request_id: str | None = None) -> Published:
-        self.require_admin(user)
+        require_admin(user)
         errors, _ = await drafts.check(source, self.web.draft_memory_mb, self.web.draft_timeout_s)
         if errors:
             raise RuleSetError(errors)
-        published = await self.rt.rules.publish(source, user.name, comment, "draft.yaml", request_id)
-        await self.rt.engine(fresh=True)
+        published = await self.office.rules.publish(source, user.name, comment, "draft.yaml", request_id)
+        await self.office.engine(fresh=True)
         await self.audit.record("rules.publish", actor=user.name, target=f"version {published.version}")
         return published
 
     async def rollback(self, user: User, to: int | None, request_id: str | None = None) -> Published:
-        self.require_admin(user)
-        target = await self.rt.rules.rollback(user.name, to, request_id)
-        await self.rt.engine(fresh=True)
+        require_admin(user)
+        target = await self.office.rules.rollback(user.name, to, request_id)
+        await self.office.engine(fresh=True)
         await self.audit.record("rules.rollback", actor=user.name, target=f"version {target.version}")
         return target
 
     async def rules_history(self) -> list[dict[str, str]]:
-        return await self.rt.rules.log(100)
+        return await self.office.rules.log(100)
+
+    async def rule_version(self, number: int) -> Published:
+        return await self.office.rules.get(number)
+
+    async def rule_versions_diff(self, a: int, b: int) -> str:
+        return await self.office.rules.diff(a, b)
 
     async def diff_against_active(self, source: str) -> str:
         current, _ = await self.active_source()
@@ -375,55 +332,41 @@ class Console:
             )
         )
 
+    # -- failed deliveries ---------------------------------------------------------------------
+    async def retry_failed(self, user: User, conv_id: str) -> int:
+        """Queue the conversation's failed replies again (``switchboard outbox retry --conversation``)."""
+        require_admin(user)
+        await self.conversation(user, conv_id)
+        return await self.office.retry_failed(await self.office.failed_replies(conv_id), user.name)
+
     # -- sandbox -------------------------------------------------------------------------------
+    def _simulator(self) -> SandboxPort:
+        if self.sandbox is None:
+            raise NotFound("the sandbox is off")
+        return self.sandbox
+
     async def sandbox_send(self, user: str, text: str, attributes: dict[str, str] | None = None) -> str:
-        return await SandboxUsers(self.rt.channel_context()).send(user, text, attributes)
+        if not user.strip() or not text.strip():
+            raise BadRequest("a sandbox message needs a user and a text")
+        return await self._simulator().send(user.strip(), text, attributes or {})
 
     async def sandbox_inbox(self, user: str) -> list[dict[str, Any]]:
-        return await SandboxUsers(self.rt.channel_context()).inbox(user)
+        return await self._simulator().inbox(user)
 
     # -- dashboard -----------------------------------------------------------------------------
-    async def top_tags(self, last: int = 500, top: int = 12) -> list[tuple[str, int]]:
-        """The most frequent tags over the last ``last`` conversations created."""
-        raw = await self.rt.client.get(self.keys.conv_seq)
-        newest = int(raw or 0)
-        pipe = self.rt.client.pipeline(transaction=False)
-        for cid in range(newest, max(0, newest - last), -1):
-            pipe.hget(self.keys.conv(str(cid)), "tags")
-        counts: Counter[str] = Counter()
-        for tags in await pipe.execute():
-            if tags:
-                value = json.loads(tags)
-                if isinstance(value, list):
-                    counts.update(t for t in value if not t.startswith("lang:"))
-        return counts.most_common(top)
+    async def dashboard(self) -> dict[str, Any]:
+        """``stats --json`` with the top tags and the time series."""
+        data = await self.stats.read()
+        data["top_tags"] = await self.stats.top_tags()
+        data["samples"] = await self.samples()
+        return data
 
     async def samples(self, count: int = 240) -> list[dict[str, Any]]:
-        entries = await self.rt.client.xrevrange(self.keys.samples, count=count)
-        return [json.loads(fields[b"s"]) for _, fields in reversed(entries)]
+        return await self.office.samples.recent(count)
 
     async def take_sample(self) -> bool:
         """Append one sample of depths and counters, unless another console did in this interval."""
-        interval = max(1, int(self.web.sample_s))
-        if not await self.rt.client.set(self.keys.samples_lock, "1", ex=interval, nx=True):
-            return False
-        groups = await self.all_groups()
-        qstats = await self.rt.queues.stats(groups)
-        counters = {k.decode(): int(v) for k, v in (await self.rt.client.hgetall(self.keys.stats)).items()}
-        flight = await read_backlog(self.rt.client, self.keys, self.rt.scripts)
-        sample = {
-            "at": time.time(),
-            "depth": {q.group: q.depth for q in qstats},
-            "overdue": {q.group: q.overdue for q in qstats},
-            "lag": flight.inbox.lag,
-            "outbox": sum(box.depth for box in flight.outboxes.values()),
-            "in": sum(v for k, v in counters.items() if k.startswith("in:")),
-            "out": sum(v for k, v in counters.items() if k.startswith("out:")),
-            "routed": sum(v for k, v in counters.items() if k.startswith("routed:")),
-        }
-        # A day at the default interval; approximate trimming keeps XADD O(1).
-        await self.rt.client.xadd(self.keys.samples, {"s": json.dumps(sample)}, maxlen=6000, approximate=True)
-        return True
+        return await self.office.samples.take(self.stats.sample)
 
 
 def _summary(decision: Decision) -> dict[str, Any]:

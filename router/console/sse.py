@@ -20,8 +20,10 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from .auth import Forbidden, User
-from .http import authenticate, console, require
+from router.accounts import User
+
+from .access import require_group
+from .http import authenticate, console
 from .service import Console
 
 BLOCK_MS = 1000  # short, so that a closing server or a revoked user ends the stream quickly
@@ -42,22 +44,16 @@ async def _still_allowed(request: Request, user: User, groups: list[str]) -> boo
     return current is not None and current.name == user.name and all(current.sees(g) for g in groups)
 
 
-async def events(request: Request) -> Response:
-    """The SSE endpoint (see the module docstring)."""
-    user = await require(request)
+async def events(request: Request, user: User) -> Response:
+    """The SSE endpoint for an authenticated ``user`` (see the module docstring)."""
     c = console(request)
     asked = request.query_params.getlist("group")
     groups = asked or await c.groups_of(user)
     for g in groups:
-        if not user.sees(g):
-            raise Forbidden(f"group {g} is not one of yours")
-    keys = {c.keys.events(g): g for g in groups}
+        require_group(user, g)
     start = _positions(request, groups)
     # Streams are read from now on, unless the browser tells where it was.
-    for key, g in keys.items():
-        if g not in start:
-            last = await c.rt.client.xrevrange(key, count=1)
-            start[g] = last[0][0].decode() if last else "0-0"
+    start.update(await c.office.events.ends([g for g in groups if g not in start]))
     stopping: asyncio.Event = request.app.state.stopping
     if c.open_streams >= c.web.max_streams:
         return Response("too many live streams; retry later", status_code=503, headers={"Retry-After": "5"})
@@ -80,7 +76,7 @@ async def events(request: Request) -> Response:
 
     async def stream() -> AsyncIterator[str]:
         try:
-            async for chunk in _events(c, request, user, groups, keys, start, stopping):
+            async for chunk in _events(c, request, user, groups, start, stopping):
                 yield chunk
         finally:
             release()
@@ -99,7 +95,6 @@ async def _events(
     request: Request,
     user: User,
     groups: list[str],
-    keys: dict[str, str],
     start: dict[str, str],
     stopping: asyncio.Event,
 ) -> AsyncIterator[str]:
@@ -113,24 +108,13 @@ async def _events(
             if not await _still_allowed(request, user, groups):
                 yield "event: revoked\ndata: {}\n\n"
                 return
-        if not keys:
+        if not groups:
             await asyncio.sleep(BLOCK_MS / 1000)
             continue
-        reply = await c.stream_client.xread({k: pos[g] for k, g in keys.items()}, block=BLOCK_MS, count=100)
-        for key, entries in reply or []:
-            group = keys[key.decode()]
-            for entry_id, fields in entries:
-                pos[group] = entry_id.decode()
-                f = {k.decode(): v.decode() for k, v in fields.items()}
-                data = {
-                    "group": group,
-                    "type": f.get("type", ""),
-                    "conv": f.get("conv", ""),
-                    "at": int(f.get("at") or 0),
-                    "data": json.loads(f.get("data") or "{}"),
-                }
-                yield f"id: {urlencode(pos)}\nevent: update\ndata: {json.dumps(data)}\n\n"
-                sent = time.monotonic()
+        for event in await c.office.events.after(pos, BLOCK_MS):
+            pos[event.group] = event.entry
+            yield f"id: {urlencode(pos)}\nevent: update\ndata: {json.dumps(event.to_dict())}\n\n"
+            sent = time.monotonic()
         if time.monotonic() - sent >= KEEPALIVE_S:
             sent = time.monotonic()
             yield ": keepalive\n\n"

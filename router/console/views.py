@@ -16,10 +16,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from router.accounts import PasswordExpired, RateLimited
 from router.conversations import HistoryEntry
-from router.outbox import failed_replies, retry_failed
+from router.errors import BadRequest
 
-from .auth import PasswordExpired, RateLimited
 from .http import (
     LOGIN_CSRF_COOKIE,
     SESSION_COOKIE,
@@ -118,7 +118,7 @@ async def password(request: Request) -> Response:
     error = ""
     try:
         await change_own_password(request, user, _field(form, "current"), _field(form, "new"), _field(form, "confirm"))
-    except (RateLimited, ValueError) as exc:
+    except (RateLimited, BadRequest) as exc:
         error = str(exc).capitalize() + "."
     if error:
         return await render(request, "password.html", 400, forced=user.must_change, error=error)
@@ -248,10 +248,7 @@ async def conversation_action(request: Request) -> Response:
         return redirect(request, "/queues", f"#{cid} closed.")
     if action == "retry-failed":
         # `switchboard outbox retry --conversation ID` from the page, after a fix (admins only).
-        c.require_admin(user)
-        await c.conversation(user, cid)
-        failed = await failed_replies(c.rt.client, c.keys, conversation=cid)
-        queued = await retry_failed(c.rt.client, c.keys, failed, user.name)
+        queued = await c.retry_failed(user, cid)
         return redirect(request, here, f"{queued} failed reply(ies) queued to be sent again.")
     return Response("no such action", status_code=404)
 

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from pydantic import SecretStr
 
+from adapters.sandbox import SandboxUsers
 from router.config import Settings
 from router.console import ConsoleServer, create_app
 from router.console.service import Console
@@ -86,7 +87,7 @@ class Served:
 
 @pytest.fixture
 async def served(rt: Runtime, web_settings: Settings) -> AsyncIterator[Served]:
-    app = create_app(rt, web_settings)
+    app = create_app(rt, web_settings, SandboxUsers(rt.channel_context()))
     server = ConsoleServer(app, "127.0.0.1", 0)
     await server.start()
     try:

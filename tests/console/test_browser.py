@@ -204,7 +204,7 @@ async def test_admin_changes_a_rule_replays_and_publishes(browser: Browser, runn
         assert published is not None
 
         async def worker_switched() -> bool:
-            health = (await served.rt.stats())["health"]
+            health = (await served.rt.stats.read())["health"]
             return any(k.startswith("worker:") and h["rules"] == published.version for k, h in health.items())
 
         await eventually(worker_switched)

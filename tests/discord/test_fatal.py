@@ -50,7 +50,7 @@ async def test_intent_revoked_an_hour_after_start_stops_the_adapter_and_fails_ch
     assert fail.startswith(f"FAIL adapter discord:test-bot@{rt.instance} stopped since 2027-01-15 09:00:00 UTC: ")
     assert "Message Content" in fail
     # The console's dashboard and `switchboard stats` show the same line among the alerts.
-    assert fail.removeprefix("FAIL ") in (await rt.stats())["alerts"]
+    assert fail.removeprefix("FAIL ") in (await rt.stats.read())["alerts"]
 
     health = bot.health()
     assert health["connected"] is False and health["fatal_at"] == started_at + HOUR

@@ -127,7 +127,7 @@ async def test_stats_shows_the_readers_count_within_a_heartbeat(rt: Runtime, mai
     name = f"adapter:{reader.name}@{rt.instance}"
 
     async def reported(received: int) -> bool:
-        record = (await rt.stats())["health"].get(name)
+        record = (await rt.stats.read())["health"].get(name)
         return record is not None and record["received"] == received
 
     try:

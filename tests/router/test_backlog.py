@@ -49,11 +49,11 @@ def _alerts_with(rt: Runtime, **limits: float) -> None:
 async def test_inbox_lag_and_pending_are_counted_on_redis_6_2(rt: Runtime) -> None:
     await _unread(rt, 5)
     await rt.client.xreadgroup(ROUTER_GROUP, "worker-1", {rt.keys.inbox: ">"}, count=2)
-    inbox = (await rt.stats())["inbox"]
+    inbox = (await rt.stats.read())["inbox"]
     assert (inbox["length"], inbox["lag"], inbox["pending"], inbox["depth"]) == (5, 3, 2, 5)
     await drain(Worker(rt))
     await rt.client.xack(rt.keys.inbox, ROUTER_GROUP, *[e for e, _ in await rt.client.xrange(rt.keys.inbox)])
-    inbox = (await rt.stats())["inbox"]
+    inbox = (await rt.stats.read())["inbox"]
     assert (inbox["lag"], inbox["pending"], inbox["oldest_pending_s"]) == (0, 0, None)
 
 
@@ -81,7 +81,7 @@ async def test_oldest_pending_age_from_the_entry_id(rt: Runtime) -> None:
 
 async def test_outbox_depth_shows_before_any_adapter_started(rt: Runtime) -> None:
     await _replies(rt, 3)
-    stats = await rt.stats()
+    stats = await rt.stats.read()
     assert stats["outbox"]["telegram"] == {
         "length": 3,
         "lag": 3,
@@ -95,26 +95,26 @@ async def test_outbox_depth_shows_before_any_adapter_started(rt: Runtime) -> Non
 async def test_alert_on_inbox_lag(rt: Runtime) -> None:
     await _unread(rt, 5)
     _alerts_with(rt, inbox_lag=5)
-    assert (await rt.stats())["alerts"] == []
+    assert (await rt.stats.read())["alerts"] == []
     _alerts_with(rt, inbox_lag=4)
-    assert (await rt.stats())["alerts"] == ["inbox lag 5 > 4 (entries no worker has read)"]
+    assert (await rt.stats.read())["alerts"] == ["inbox lag 5 > 4 (entries no worker has read)"]
 
 
 async def test_alert_on_oldest_pending_age(rt: Runtime) -> None:
     await _old_pending_inbox_entry(rt)
     _alerts_with(rt, pending_age_s=2 * 3600)
-    assert (await rt.stats())["alerts"] == []
+    assert (await rt.stats.read())["alerts"] == []
     _alerts_with(rt, pending_age_s=600)
-    [alert] = (await rt.stats())["alerts"]
+    [alert] = (await rt.stats.read())["alerts"]
     assert alert.startswith("inbox: oldest pending entry 360") and alert.endswith("> 600s (read, never acknowledged)")
 
 
 async def test_alert_on_outbox_depth(rt: Runtime) -> None:
     await _replies(rt, 3)
     _alerts_with(rt, outbox_depth=3)
-    assert (await rt.stats())["alerts"] == []
+    assert (await rt.stats.read())["alerts"] == []
     _alerts_with(rt, outbox_depth=2)
-    assert (await rt.stats())["alerts"] == ["outbox telegram depth 3 > 2 (replies not sent yet)"]
+    assert (await rt.stats.read())["alerts"] == ["outbox telegram depth 3 > 2 (replies not sent yet)"]
 
 
 @pytest.fixture
@@ -131,11 +131,11 @@ async def maxmemory(rt: Runtime) -> AsyncIterator[int]:
 
 async def test_alert_on_redis_memory(rt: Runtime, maxmemory: int) -> None:
     _alerts_with(rt, memory_ratio=0.9)
-    stats = await rt.stats()
+    stats = await rt.stats.read()
     assert stats["redis"]["maxmemory"] == maxmemory and 0.3 < stats["redis"]["memory_ratio"] < 0.7
     assert stats["alerts"] == []
     _alerts_with(rt, memory_ratio=0.25)
-    [alert] = (await rt.stats())["alerts"]
+    [alert] = (await rt.stats.read())["alerts"]
     assert alert.startswith("redis memory ") and alert.endswith("> 25% of maxmemory")
 
 

@@ -42,7 +42,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from zxcvbn import zxcvbn
 
 from router.config import WebSettings, read_secret
-from router.errors import Conflict, NotFound, SwitchboardError
+from router.errors import BadRequest, Conflict, NotFound, SwitchboardError
 from router.keys import Keys
 
 Role = Literal["admin", "agent"]
@@ -115,7 +115,7 @@ class User:
 
 def check_name(name: str) -> str:
     if not NAME_RE.match(name):
-        raise ValueError("a user name is 1-32 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
+        raise BadRequest("a user name is 1-32 of a-z, 0-9, '.', '_', '-', starting with a letter or digit")
     return name
 
 
@@ -127,12 +127,12 @@ def check_password(password: str, name: str = "", min_score: int = 0) -> str:
     enough against online guessing through the rate limiter, 3 for offline attacks on the hashes.
     """
     if len(password) < MIN_PASSWORD:
-        raise ValueError(f"a password needs at least {MIN_PASSWORD} characters")
+        raise BadRequest(f"a password needs at least {MIN_PASSWORD} characters")
     if min_score:
         result = zxcvbn(password[:128], user_inputs=[name, "switchboard", "support", "exchange"])
         if int(result["score"]) < min_score:
             hint = result["feedback"].get("warning") or "add more words or characters"
-            raise ValueError(f"this password is too easy to guess ({hint.rstrip('.')}); choose a longer one")
+            raise BadRequest(f"this password is too easy to guess ({hint.rstrip('.')}); choose a longer one")
     return password
 
 
@@ -248,7 +248,7 @@ class Users:
         """
         check_name(name)
         if role not in ROLES:
-            raise ValueError(f"role must be one of {', '.join(ROLES)}")
+            raise BadRequest(f"role must be one of {', '.join(ROLES)}")
         generated = password is None
         password = secrets.token_urlsafe(12) if password is None else check_password(password, name)
         one_time = generated if must_change is None else must_change
@@ -277,7 +277,7 @@ class Users:
         fields: dict[str, str] = {}
         if role is not None:
             if role not in ROLES:
-                raise ValueError(f"role must be one of {', '.join(ROLES)}")
+                raise BadRequest(f"role must be one of {', '.join(ROLES)}")
             fields["role"] = role
         if groups is not None:
             fields["groups"] = json.dumps(list(_clean_groups(groups)))
@@ -302,7 +302,7 @@ class Users:
         key = self._keys.user(name)
         current = await self._client.hget(key, "pw")
         if not must_change and current and await self._matches(current.decode(), password):
-            raise ValueError("choose a new password, not the current one")
+            raise BadRequest("choose a new password, not the current one")
         pipe = self._client.pipeline(transaction=True)
         pipe.hset(
             key,
@@ -360,7 +360,7 @@ class Users:
         """
         user = await self.require(name)
         if scope not in SCOPES:
-            raise ValueError(f"scope must be one of {', '.join(SCOPES)}")
+            raise BadRequest(f"scope must be one of {', '.join(SCOPES)}")
         if scope == "admin" and not user.is_admin:
             scope = "reply"
         ttl = self._token_ttl if ttl_s is None else ttl_s

@@ -1,0 +1,82 @@
+"""The stores and readers the console works through: every Redis access of the web console and API
+goes through here (nothing under router/console/ holds the client), on a pool of its own.
+
+Built from a ``Runtime`` (``Backoffice(rt, settings.web)``): a runtime on the same Redis with its
+own pool (``Runtime.for_console``), so that a burst of console requests queues for its own
+connections and never takes the workers' and adapters'; live streams block in XREAD on yet another
+pool (router/events.py). ``start`` enters it (the session secret may live in Redis), ``close``
+releases both pools.
+"""
+
+from __future__ import annotations
+
+from router.accounts import LoginLimiter, Sessions, Users, load_secret
+from router.audit import Audit
+from router.canned import CannedReplies
+from router.config import WebSettings
+from router.conversations import Conversations
+from router.events import GroupEvents
+from router.inbox import Inbox
+from router.keys import Keys
+from router.outbox import FailedReply, failed_replies, retry_failed
+from router.queues import Queues
+from router.redis import connect
+from router.rulestore import RuleStore
+from router.runtime import Runtime
+from router.samples import Samples
+from router.stats import StatsReader
+from rules import Engine
+
+
+class Backoffice:
+    def __init__(self, rt: Runtime, web: WebSettings) -> None:
+        self._rt = own = rt.for_console()
+        self.keys: Keys = own.keys
+        self.inbox: Inbox = own.inbox
+        self.conversations: Conversations = own.conversations
+        self.queues: Queues = own.queues
+        self.rules: RuleStore = own.rules
+        self.stats: StatsReader = own.stats
+        self.canned = CannedReplies(own.client, own.keys)
+        self.samples = Samples(own.client, own.keys, web.sample_s)
+        self.audit = Audit(own.client, own.keys, web.audit_max)
+        self.limiter = LoginLimiter(own.client, own.keys, web)
+        self.events = GroupEvents(own.client, connect(rt.url, max_connections=web.max_streams + 4), own.keys)
+        self._web = web
+        # Set by start(): they need the session secret, which may live in Redis.
+        self.users: Users
+        self.sessions: Sessions
+
+    async def start(self) -> None:
+        await self._rt.__aenter__()
+        secret = await load_secret(self._rt.client, self.keys, self._web)
+        self.users = Users(self._rt.client, self.keys, secret, self._web)
+        self.sessions = Sessions(self._rt.client, self.keys, self.users, self._web.session_ttl_s)
+
+    async def close(self) -> None:
+        await self.events.close()
+        await self._rt.__aexit__(None, None, None)
+
+    async def engine(self, *, fresh: bool = False) -> Engine:
+        """The rule set in force (see ``Runtime.engine``)."""
+        return await self._rt.engine(fresh=fresh)
+
+    async def ping(self) -> None:
+        """Raises when Redis does not answer (readiness)."""
+        await self._rt.client.ping()
+
+    async def request_seen(self, request_id: str) -> bool:
+        """Whether a write with this request id ran already (router/requests.py)."""
+        return bool(await self._rt.client.exists(self.keys.request(request_id)))
+
+    async def recent_inbox(self, count: int) -> list[tuple[str, bytes]]:
+        """The last ``count`` inbox entries, newest first: (entry id, encoded envelope); entries
+        without an envelope (scrubbed) are left out."""
+        entries = await self._rt.client.xrevrange(self.keys.inbox, count=count)
+        return [(entry_id.decode(), fields[b"env"]) for entry_id, fields in entries if b"env" in fields]
+
+    async def failed_replies(self, conversation: str) -> list[FailedReply]:
+        return await failed_replies(self._rt.client, self.keys, conversation=conversation)
+
+    async def retry_failed(self, replies: list[FailedReply], by: str) -> int:
+        return await retry_failed(self._rt.client, self.keys, replies, by)

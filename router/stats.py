@@ -1,0 +1,173 @@
+"""The one reader of what the deployment is doing: queue depths, counters, dead letters, what is in
+flight (router/backlog.py) with its alerts, health records, recent tags and routing latencies.
+
+``switchboard stats`` and ``check``, the dashboard, the JSON API's ``/api/stats`` and ``/metrics``
+all read through ``StatsReader``, so that they agree and a new figure is added in one place. Every
+number lives in Redis, shared by every process: any process answers for the whole deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from router.backlog import Backlog, alerts, read_backlog
+from router.config import Settings
+from router.health import dead_adapters
+from router.keys import Keys
+from router.queues import Queues, QueueStats
+from router.rulestore import RuleStore
+from router.scripts import Scripts
+from rules import Engine
+
+#: Recent routed messages per group behind the routing latency.
+LATENCY_SAMPLE = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    """The counters hash and the dead-letter stream's length, read in one round trip."""
+
+    counters: dict[str, int]
+    dead_letters: int
+
+    def by_prefix(self, prefix: str) -> dict[str, int]:
+        """``{"telegram": 3}`` for the counters ``in:telegram`` ... with ``prefix`` ``"in:"``."""
+        return {k[len(prefix) :]: v for k, v in sorted(self.counters.items()) if k.startswith(prefix)}
+
+
+class StatsReader:
+    """Read-only figures over one client; ``engine`` gives the rule set in force (for its groups),
+    ``settings.alerts`` the alert thresholds."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        scripts: Scripts,
+        queues: Queues,
+        rules: RuleStore,
+        engine: Callable[[], Awaitable[Engine]],
+        settings: Settings,
+    ) -> None:
+        self._client = client
+        self._keys = keys
+        self._scripts = scripts
+        self._queues = queues
+        self._rules = rules
+        self._engine = engine
+        self._settings = settings  # read at each call: alert limits may be changed in place
+
+    async def groups(self) -> list[str]:
+        """Every group of the rules in force, plus any queue left by groups since removed."""
+        return sorted(set((await self._engine()).groups) | set(await self._queues.groups_with_queues()))
+
+    async def queues(self, groups: list[str]) -> list[QueueStats]:
+        return await self._queues.stats(groups)
+
+    async def totals(self) -> Totals:
+        pipe = self._client.pipeline(transaction=False)
+        pipe.hgetall(self._keys.stats)
+        pipe.xlen(self._keys.dead)
+        counters, dead_len = await pipe.execute()
+        return Totals({k.decode(): int(v) for k, v in counters.items()}, int(dead_len))
+
+    async def backlog(self) -> Backlog:
+        return await read_backlog(self._client, self._keys, self._scripts)
+
+    async def health(self) -> dict[str, Any]:
+        """Every live health record (workers, adapters, supervisors), by ``kind:name``."""
+        records: dict[str, Any] = {}
+        async for key in self._client.scan_iter(match=self._keys.health_pattern(), count=500):
+            raw = await self._client.get(key)
+            if raw:
+                records[key.decode().removeprefix(self._keys.prefix + "health:")] = json.loads(raw)
+        return records
+
+    async def workers_alive(self) -> int:
+        alive = 0
+        async for _ in self._client.scan_iter(match=self._keys.health("worker", "*"), count=500):
+            alive += 1
+        return alive
+
+    async def read(self) -> dict[str, Any]:
+        """Inbox, outboxes, Redis memory, alerts, queues, dead letters, counters, the health of
+        workers and adapters, and the rule set in force (``switchboard stats --json``)."""
+        qstats = await self.queues(await self.groups())
+        totals = await self.totals()
+        flight = await self.backlog()
+        health = await self.health()
+        return {
+            **flight.as_dict(),
+            "alerts": alerts(flight, self._settings.alerts) + dead_adapters(health),
+            "dead_letters": totals.dead_letters,
+            "queues": queue_dict(qstats),
+            "counters": totals.counters,
+            "health": health,
+            "rules": {"active": await self._rules.active_number()},
+        }
+
+    async def sample(self) -> dict[str, Any]:
+        """One point of the dashboard's time series: depths, lag, outbox and the running totals."""
+        qstats = await self.queues(await self.groups())
+        totals = await self.totals()
+        flight = await self.backlog()
+        return {
+            "at": time.time(),
+            "depth": {q.group: q.depth for q in qstats},
+            "overdue": {q.group: q.overdue for q in qstats},
+            "lag": flight.inbox.lag,
+            "outbox": sum(box.depth for box in flight.outboxes.values()),
+            **{name: sum(totals.by_prefix(f"{name}:").values()) for name in ("in", "out", "routed")},
+        }
+
+    async def top_tags(self, last: int = 500, top: int = 12) -> list[tuple[str, int]]:
+        """The most frequent tags over the last ``last`` conversations created (language tags aside)."""
+        newest = int(await self._client.get(self._keys.conv_seq) or 0)
+        pipe = self._client.pipeline(transaction=False)
+        for cid in range(newest, max(0, newest - last), -1):
+            pipe.hget(self._keys.conv(str(cid)), "tags")
+        counts: Counter[str] = Counter()
+        for tags in await pipe.execute():
+            if tags:
+                value = json.loads(tags)
+                if isinstance(value, list):
+                    counts.update(t for t in value if not t.startswith("lang:"))
+        return counts.most_common(top)
+
+    async def routing_latencies(self, groups: list[str]) -> list[float]:
+        """Seconds from reception (the message's ``received_at``) to routing (the history entry's
+        time) of the last ``LATENCY_SAMPLE`` messages routed into each group."""
+        pipe = self._client.pipeline(transaction=False)
+        for g in groups:
+            pipe.xrevrange(self._keys.events(g), count=LATENCY_SAMPLE * 3)
+        convs: list[tuple[str, int]] = []
+        for entries in await pipe.execute():
+            picked = 0
+            for _, fields in entries:
+                if fields.get(b"type") in (b"created", b"message", b"reopened") and picked < LATENCY_SAMPLE:
+                    convs.append((fields[b"conv"].decode(), int(fields[b"at"])))
+                    picked += 1
+        pipe = self._client.pipeline(transaction=False)
+        for cid, _ in convs:
+            pipe.xrevrange(self._keys.history(cid), count=5)
+        out: list[float] = []
+        for (_, at_ms), entries in zip(convs, await pipe.execute(), strict=True):
+            for _, fields in entries:
+                if fields.get(b"type") == b"inbound" and int(fields[b"at"]) == at_ms:
+                    received = json.loads(fields[b"data"]).get("received_at")
+                    if received:
+                        out.append(max(0.0, at_ms / 1000 - float(received)))
+                    break
+        return out
+
+
+def queue_dict(qstats: list[QueueStats]) -> dict[str, dict[str, Any]]:
+    """The JSON shape of queue figures, by group (``stats --json``, ``/api/stats``, ``/api/groups``)."""
+    return {q.group: {"depth": q.depth, "oldest_wait_s": q.oldest_wait_s, "overdue": q.overdue} for q in qstats}
