@@ -59,7 +59,7 @@ async def browser() -> AsyncIterator[Browser]:
 async def running(served: Served) -> AsyncIterator[Served]:
     """A router worker and the sandbox adapter next to the console, like `switchboard run`."""
     worker = Worker(served.rt)
-    sandbox = SandboxAdapter(served.rt.adapter_context())
+    sandbox = SandboxAdapter(served.rt.channel_context())
     await sandbox.start()
     task = asyncio.create_task(worker.run())
     try:

@@ -17,7 +17,7 @@ from tests.router.helpers import drain, message
 
 async def _routed(rt: Runtime, texts: list[str]) -> None:
     await rt.inbox.append_many([message(t, user=f"u{i}") for i, t in enumerate(texts)])
-    await drain(Worker(rt.client, rt.settings))
+    await drain(Worker(rt))
 
 
 async def test_read_counts_queues_counters_and_dead_letters(rt: Runtime) -> None:
