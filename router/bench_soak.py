@@ -19,7 +19,6 @@ the slope (bytes/s) of ``used_memory`` over the last third of the run against th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
@@ -31,6 +30,7 @@ from typing import Any, TextIO
 
 from router.bench import corpus
 from router.config import Settings
+from router.lifecycle import wait_or_stop
 from router.model import OutboxItem
 from router.outbox import OutboxConsumer
 from router.redis import EmbeddedRedis
@@ -94,8 +94,7 @@ async def _agent(rt: Runtime, groups: list[str], stop: asyncio.Event) -> None:
         ]
         for i in range(0, len(calls), 500):
             await run_many(rt.client, rt.scripts.conv, calls[i : i + 500], raise_on_error=False)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 0.5)
+        await wait_or_stop(stop, 0.5)
 
 
 async def _accept(item: OutboxItem) -> str | None:
