@@ -91,3 +91,18 @@ def test_the_policy_routes_where_no_rule_did_and_only_raises_to_p1(
 ) -> None:
     policy = Policy(route_min=0.5, priority_min=0.5, p1_min=0.6)
     assert combine("general", 3, routed, prioritised, prediction, policy) == expected
+
+
+def test_the_shipped_model_loads_and_was_trained_on_this_corpus() -> None:
+    """rules/models/ is `make model`'s output, shipped: it must load, and be retrained (its
+    ``corpus`` digest changes) whenever triage/corpus/train/ changes."""
+    from triage.train import CORPUS, digest
+
+    shipped = Path(__file__).resolve().parents[2] / "rules" / "models"
+    model = IntentModel.load(shipped)
+    assert model.meta["corpus"] == digest(sorted((CORPUS / "train").glob("*.jsonl")))
+    assert set(model.meta["group"]["labels"]) == {
+        "complaints", "general", "payments", "security", "trading", "verification"
+    }  # fmt: skip
+    top, _ = Prediction.top(model.predict("someone logged into my account and withdrew everything").group)
+    assert top == "security"
