@@ -320,3 +320,11 @@ def test_the_model_never_reads_a_secret(tiny: IntentModel, secret: Secret, in_su
     read = "\n".join(x for x in seeing.seen[0] if x)
     assert "[redacted:" in read
     assert not phrase_survivors(secret, read) and not hex_survivors(secret, read), (secret.evasion, read)
+
+
+def test_a_misspelt_threshold_or_test_gets_a_suggestion() -> None:
+    source = GROUPS + "rules:\n  - {id: a, when: {intent: {is: general, mn: 0.8}}, then: {tags: [a]}}\n"
+    with pytest.raises(RuleSetError, match=r"unknown field 'mn' \(did you mean 'min'\?\)"):
+        Engine.from_yaml(source + "model: {route_min: 0.5}\n")
+    with pytest.raises(RuleSetError, match=r"unknown field 'route_mn' \(did you mean 'route_min'\?\)"):
+        Engine.from_yaml(GROUPS + "model: {route_mn: 0.5}\n")
