@@ -23,6 +23,7 @@ How (the measurements behind it are in ``../shared/PROTOCOL-NOTES.md``, "Rule ma
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -38,6 +39,7 @@ from rules.conditions import (
     DetectorNode,
     FieldNode,
     KeywordsNode,
+    ModelNode,
     NotNode,
     RegexNode,
     SenderNode,
@@ -45,6 +47,7 @@ from rules.conditions import (
     iter_nodes,
 )
 from rules.detectors import expand_kinds
+from rules.intent import Policy
 from rules.model import GroupInfo, Hours
 from rules.normalize import is_word_char, normalize_keyword
 from rules.prefilter import MIN_ALNUM_RUN, leading_words, required_alnum_run, required_literals
@@ -107,6 +110,9 @@ class CompiledRules:
     # By regex id: for a pattern that can only match with one of a few words at the start of the
     # text, those words (see ``leading_words``), else None.
     regex_leads: tuple[tuple[str, ...] | None, ...] = ()
+    # The ``model:`` section: where the triage model decides beside the rules; None = it only
+    # answers intent/urgency conditions.
+    policy: Policy | None = None
 
 
 class _Builder:
@@ -182,6 +188,10 @@ class _Builder:
             return TimeNode(at("time"), hours_of(cond.time))
         if isinstance(cond, document.BusinessHours):
             return TimeNode(at("business_hours"), self.hours[cond.business_hours])
+        if isinstance(cond, document.Intent):
+            return ModelNode(at("intent"), "group", cond.intent.is_, cond.intent.min)
+        if isinstance(cond, document.Urgency):
+            return ModelNode(at("urgency"), "priority", cond.urgency.is_, cond.urgency.min)
         if isinstance(cond, document.All):
             return self.combine(AllNode, at("all"), cond.all)
         if isinstance(cond, document.AnyOf):
@@ -288,6 +298,7 @@ class _Builder:
             },
             default_group=self.doc.defaults.group,
             default_priority=_priority(self.doc.defaults.priority),
+            policy=policy_of(self.doc.model) if self.doc.model is not None else None,
         )
 
     def actions(self, then: document.Then) -> Actions:
@@ -316,6 +327,15 @@ def hours_of(window: document.Window) -> Hours:
         start=_minutes(window.start),
         end=_minutes(window.end),
     )
+
+
+def policy_of(section: document.ModelPolicy) -> Policy:
+    """The ``model:`` section as ``rules.intent.Policy``: a threshold left out can never be met."""
+
+    def threshold(value: float | None) -> float:
+        return math.inf if value is None else value
+
+    return Policy(threshold(section.route_min), threshold(section.priority_min), threshold(section.p1_min))
 
 
 def _minutes(text: str) -> int:

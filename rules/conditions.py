@@ -18,6 +18,8 @@ from rules.model import Hours, Match
 if TYPE_CHECKING:
     from datetime import datetime
 
+    from rules.intent import Prediction
+
 
 class Context(Protocol):
     """What a condition may ask about the message being evaluated (see rules/evaluate.py)."""
@@ -35,9 +37,10 @@ class Context(Protocol):
     def found(self, field: str, kinds: frozenset[str]) -> tuple[int, int] | None: ...
     def now(self) -> datetime: ...
     def has_subject(self) -> bool: ...
+    def prediction(self) -> Prediction | None: ...
 
 
-COST_FIELD, COST_TIME, COST_KEYWORD, COST_REGEX, COST_DETECTOR = 0, 1, 2, 3, 4
+COST_FIELD, COST_TIME, COST_KEYWORD, COST_REGEX, COST_DETECTOR, COST_MODEL = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,27 @@ class TimeNode:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelNode:
+    """intent / urgency: the triage model's probability of a group (task "group") or a priority
+    (task "priority") is at least ``min``. Never holds without a model."""
+
+    label: str
+    task: str
+    value: str
+    min: float
+    cost: int = COST_MODEL
+
+    def match(self, ctx: Context) -> list[Match] | None:
+        prediction = ctx.prediction()
+        if prediction is None:
+            return None
+        probs = prediction.group if self.task == "group" else prediction.priority
+        if probs.get(self.value, 0.0) >= self.min:
+            return [(self.label, None, None, None)]
+        return None
+
+
+@dataclass(frozen=True, slots=True)
 class AllNode:
     label: str
     children: tuple[ConditionNode, ...]
@@ -233,6 +257,7 @@ ConditionNode = (
     | RegexNode
     | DetectorNode
     | TimeNode
+    | ModelNode
     | AllNode
     | AnyNode
     | NotNode

@@ -324,6 +324,33 @@ class Detector(_Strict):
     _check_kinds = field_validator("detector")(_kinds_ok)
 
 
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class IntentTest(_Strict):
+    """The triage model's probability that the message belongs to group ``is`` is at least ``min``."""
+
+    is_: NonEmptyStr = Field(alias="is")
+    min: Probability = 0.5
+
+    _group = field_validator("is_")(_known_group)
+
+
+class UrgencyTest(_Strict):
+    """The triage model's probability that the message has priority ``is`` is at least ``min``."""
+
+    is_: Priority = Field(alias="is")
+    min: Probability = 0.5
+
+
+class Intent(_Strict):
+    intent: IntentTest
+
+
+class Urgency(_Strict):
+    urgency: UrgencyTest
+
+
 class All(_Strict):
     all: list[Condition] = Field(min_length=1)
 
@@ -352,6 +379,8 @@ LEAF_KEYS: dict[str, type[_Strict]] = {
     "time": Time,
     "business_hours": BusinessHours,
     "detector": Detector,
+    "intent": Intent,
+    "urgency": Urgency,
     "all": All,
     "any": AnyOf,
     "not": Not,
@@ -410,6 +439,8 @@ Condition = Annotated[
         Annotated[Time, Tag("time")],
         Annotated[BusinessHours, Tag("business_hours")],
         Annotated[Detector, Tag("detector")],
+        Annotated[Intent, Tag("intent")],
+        Annotated[Urgency, Tag("urgency")],
         Annotated[All, Tag("all")],
         Annotated[AnyOf, Tag("any")],
         Annotated[Not, Tag("not")],
@@ -486,6 +517,16 @@ class Rule(_Strict):
     then: Then
 
 
+class ModelPolicy(_Strict):
+    """Where the triage model decides beside the rules (``model:``); a threshold left out is off.
+
+    The model never overrides a rule that routed and never lowers a priority a rule set."""
+
+    route_min: Probability | None = None  # where no rule routed: the model's group
+    priority_min: Probability | None = None  # where no rule set the priority: the model's
+    p1_min: Probability | None = None  # any message to P1 when P(P1) is at least this
+
+
 class RuleFile(_Strict):
     """The whole rule document (``version: 1``)."""
 
@@ -502,6 +543,7 @@ class RuleFile(_Strict):
     defaults: Defaults
     templates: dict[NonEmptyStr, Template] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
+    model: ModelPolicy | None = None
 
     @field_validator("templates", "rules", mode="before")
     @classmethod

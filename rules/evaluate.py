@@ -22,13 +22,17 @@ from typing import Any
 
 from rules import detectors
 from rules.compile import CompiledRules, compile_rules
-from rules.conditions import FieldNode, iter_nodes
+from rules.conditions import FieldNode, ModelNode, iter_nodes
+from rules.document import PRIORITIES
+from rules.intent import ModelError, Policy, Prediction, Predictor, decide
 from rules.language import LanguageDetector
 from rules.loader import load
 from rules.model import (
+    MODEL_TRACE_ID,
     Decision,
     GroupInfo,
     MessageIn,
+    ModelScores,
     Redaction,
     RuleError,
     TraceEntry,
@@ -63,9 +67,11 @@ class _Message:
         "_checked",
         "_found",
         "_leads",
+        "_model",
         "_norm",
         "_now",
         "_orig",
+        "_prediction",
         "_received_at",
         "_regex_cache",
         "_regexes",
@@ -79,7 +85,13 @@ class _Message:
         "text_hits",
     )
 
-    def __init__(self, msg: MessageIn, regexes: tuple[Any, ...], leads: tuple[tuple[str, ...] | None, ...]) -> None:
+    def __init__(
+        self,
+        msg: MessageIn,
+        regexes: tuple[Any, ...],
+        leads: tuple[tuple[str, ...] | None, ...],
+        model: Predictor | None = None,
+    ) -> None:
         self.channel = msg.channel
         self.account = msg.account
         self.sender: Mapping[str, str] = msg.sender
@@ -98,6 +110,8 @@ class _Message:
         self._found: dict[str, dict[str, list[detectors.Finding]]] = {"text": {}, "subject": {}}
         self.text_hits: dict[int, tuple[int, int]] = {}
         self.subject_hits: dict[int, tuple[int, int]] = {}
+        self._model = model
+        self._prediction: Prediction | None = None
 
     def has_subject(self) -> bool:
         return bool(self._orig["subject"])
@@ -140,6 +154,18 @@ class _Message:
                 first = f.start, f.end
         return first
 
+    def prediction(self) -> Prediction | None:
+        """The model's prediction, made on first use (None without a model). Redaction first,
+        always: the model reads the text and subject with every seed phrase and private key
+        masked, as the decision carries them, so it can never see (or learn) a secret."""
+        if self._prediction is None and self._model is not None:
+            masked = {
+                name: _redact(self._orig[name], self.findings(name, _SECRET_KINDS), name, [])
+                for name in ("text", "subject")
+            }
+            self._prediction = self._model.predict(masked["text"], masked["subject"] or None)
+        return self._prediction
+
     def now(self) -> datetime:
         if self._now is None:
             when = self._received_at or datetime.now(UTC)
@@ -164,10 +190,19 @@ def _gc_paused() -> Iterator[None]:
 class Engine:
     """A compiled, immutable rule set. Build with ``from_yaml``/``from_file``/``default``."""
 
-    def __init__(self, compiled: CompiledRules, version: str, warnings: tuple[RuleError, ...]):
+    def __init__(
+        self,
+        compiled: CompiledRules,
+        version: str,
+        warnings: tuple[RuleError, ...],
+        model: Predictor | None = None,
+    ):
+        if model is not None:
+            _check_model(compiled, model)
         self._compiled = compiled
         self._version = version
         self._warnings = warnings
+        self._model = model
         served = sorted({lang for g in compiled.groups.values() for lang in g.languages})
         self._languages = tuple(served) or DEFAULT_LANGUAGES
         self._detector = _language_detector(self._languages)
@@ -188,8 +223,10 @@ class Engine:
     # ------------------------------------------------------------------ construction
 
     @classmethod
-    def from_yaml(cls, text: str, filename: str = "<rules>") -> Engine:
-        """Validate and compile; raise ``RuleSetError`` with every error found."""
+    def from_yaml(cls, text: str, filename: str = "<rules>", model: Predictor | None = None) -> Engine:
+        """Validate and compile; raise ``RuleSetError`` with every error found. ``model``: the
+        triage model that ``intent``/``urgency`` conditions and the ``model:`` section ask
+        (``rules.intent.IntentModel``); ``ModelError`` when its labels do not fit the rules."""
         with _gc_paused():
             loaded = load(text, filename)
             compiled = compile_rules(loaded.document)
@@ -204,18 +241,18 @@ class Engine:
             filename,
             version,
         )
-        return cls(compiled, version, loaded.warnings)
+        return cls(compiled, version, loaded.warnings, model)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> Engine:
-        """Read a rule file (UTF-8) and compile it; raise ``RuleSetError``."""
-        return cls.from_yaml(Path(path).read_text(encoding="utf-8"), str(path))
+    def from_file(cls, path: str | Path, model: Predictor | None = None) -> Engine:
+        """Read a rule file (UTF-8) and compile it; raise ``RuleSetError`` (see ``from_yaml``)."""
+        return cls.from_yaml(Path(path).read_text(encoding="utf-8"), str(path), model)
 
     @classmethod
-    def default(cls) -> Engine:
+    def default(cls, model: Predictor | None = None) -> Engine:
         """The rule set shipped with the package (``rules/default.yaml``)."""
         text = resources.files("rules").joinpath("default.yaml").read_text(encoding="utf-8")
-        return cls.from_yaml(text, "default.yaml")
+        return cls.from_yaml(text, "default.yaml", model)
 
     # ------------------------------------------------------------------ properties
 
@@ -236,6 +273,11 @@ class Engine:
     def default_priority(self) -> int:
         """The priority (1-4) a message gets when no rule sets one."""
         return self._compiled.default_priority
+
+    @property
+    def model(self) -> Predictor | None:
+        """The triage model the engine asks, if any."""
+        return self._model
 
     @property
     def warnings(self) -> tuple[RuleError, ...]:
@@ -286,7 +328,7 @@ class Engine:
     def evaluate(self, msg: MessageIn) -> Decision:
         """Classify one message: tags, priority, group, auto-reply, redactions and trace."""
         compiled = self._compiled
-        ctx = _Message(msg, compiled.regexes, compiled.regex_leads)
+        ctx = _Message(msg, compiled.regexes, compiled.regex_leads, self._model)
         ctx._norm["text"] = normalize(msg.text)
         ctx._norm["subject"] = normalize(msg.subject) if msg.subject else _EMPTY
         ctx.text_hits = self._scan(ctx._norm["text"].text)
@@ -347,6 +389,23 @@ class Engine:
             if then.stop:
                 break
 
+        policy = compiled.policy
+        applied: tuple[str, ...] = ()
+        prediction = (
+            ctx.prediction()  # None without a model: the section is then inert
+            if policy is not None and _policy_asks(policy, group is not None, priority is not None)
+            else None
+        )
+        if policy is not None and prediction is not None:
+            verdict = decide(group is not None, priority is not None, prediction, policy)
+            if verdict.group is not None:
+                group, routed_by = verdict.group, MODEL_TRACE_ID
+            if verdict.priority is not None:
+                priority = verdict.priority
+            applied = verdict.applied
+        if ctx._prediction is not None:
+            trace.append(_model_trace(ctx._prediction, applied))
+
         if secret_text or secret_subject:
             tags[SECRET_TAG] = None
         if ctx.language:
@@ -385,6 +444,49 @@ class Engine:
                 len(decision.redactions),
             )
         return decision
+
+
+def _check_model(compiled: CompiledRules, model: Predictor) -> None:
+    """Refuse a model whose labels do not fit the rule set: a group or priority a condition asks
+    about that the model cannot predict, or (for the ``model:`` section) a group the model may
+    route to that the rule set lacks, or a priority that is not P1-P4."""
+    problems: list[str] = []
+    labels = {"group": frozenset(model.group_labels), "priority": frozenset(model.priority_labels)}
+    for rule in compiled.rules:
+        for node in iter_nodes(rule.condition):
+            if isinstance(node, ModelNode) and node.value not in labels[node.task]:
+                known = ", ".join(sorted(labels[node.task]))
+                problems.append(f"rule {rule.id}: {node.label} {node.value!r} is not a label of the model ({known})")
+    policy = compiled.policy
+    if policy is not None:
+        unknown = sorted(labels["group"] - set(compiled.groups))
+        if policy.route_min <= 1.0 and unknown:
+            problems.append(f"model.route_min: the model's groups {unknown} are not groups of the rule set")
+        odd = sorted(labels["priority"] - set(PRIORITIES))
+        if odd:
+            problems.append(f"model: the model's priorities {odd} are not P1-P4")
+    if problems:
+        raise ModelError("the triage model does not fit the rules: " + "; ".join(problems))
+
+
+def _policy_asks(policy: Policy, routed: bool, prioritised: bool) -> bool:
+    """Whether a threshold of the ``model:`` section could apply (a threshold left out is inf):
+    only then is the model asked for the policy's sake."""
+    return (
+        (not routed and policy.route_min <= 1.0)
+        or (not prioritised and policy.priority_min <= 1.0)
+        or (policy.p1_min <= 1.0)
+    )
+
+
+def _top(probs: Mapping[str, float], n: int) -> tuple[tuple[str, float], ...]:
+    best = sorted(probs.items(), key=lambda kv: kv[1], reverse=True)[:n]
+    return tuple((label, round(p, 3)) for label, p in best)
+
+
+def _model_trace(prediction: Prediction, applied: tuple[str, ...]) -> TraceEntry:
+    scores = ModelScores(_top(prediction.group, 3), _top(prediction.priority, 2), applied)
+    return TraceEntry(MODEL_TRACE_ID, (), scores)
 
 
 @functools.lru_cache(maxsize=64)

@@ -24,9 +24,21 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-__all__ = ["FORMAT", "IntentModel", "ModelError", "Policy", "Prediction", "calibrated", "combine", "tokens"]
+__all__ = [
+    "FORMAT",
+    "IntentModel",
+    "ModelError",
+    "Policy",
+    "Prediction",
+    "Predictor",
+    "Verdict",
+    "calibrated",
+    "combine",
+    "decide",
+    "tokens",
+]
 
 FORMAT = 1  # of triage.json, as triage/train.py writes it
 TASKS = ("group", "priority")
@@ -96,6 +108,16 @@ class _Task:
         return calibrated(raw, self.temperature)
 
 
+class Predictor(Protocol):
+    """What the rules engine asks of a model (``IntentModel``, or a wrapper around one)."""
+
+    @property
+    def group_labels(self) -> tuple[str, ...]: ...
+    @property
+    def priority_labels(self) -> tuple[str, ...]: ...
+    def predict(self, text: str, subject: str | None = None) -> Prediction: ...
+
+
 class IntentModel:
     """The triage models of a directory (``group.ftz``, ``priority.ftz``, ``triage.json``)."""
 
@@ -133,6 +155,14 @@ class IntentModel:
             tasks[name] = _Task(model, labels, temperature)
         return cls(meta, tasks)
 
+    @property
+    def group_labels(self) -> tuple[str, ...]:
+        return self._group.labels
+
+    @property
+    def priority_labels(self) -> tuple[str, ...]:
+        return self._priority.labels
+
     def predict(self, text: str, subject: str | None = None) -> Prediction:
         line = tokens(text, subject)
         return Prediction(self._group.predict(line), self._priority.predict(line))
@@ -153,17 +183,44 @@ class Policy:
     p1_min: float = 0.5
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """What the model decides under a policy: its group where it routes, its priority where it
+    sets one, and which thresholds applied (``route``, ``priority``, ``p1``)."""
+
+    group: str | None
+    priority: int | None
+    applied: tuple[str, ...]
+
+
+def decide(routed: bool, prioritised: bool, prediction: Prediction, policy: Policy) -> Verdict:
+    """The model's part of a decision (``routed``: a rule chose the group; ``prioritised``: a rule
+    set the priority). It routes only where no rule routed, sets a priority only where no rule
+    set one, and otherwise only raises to P1."""
+    group: str | None = None
+    priority: int | None = None
+    applied: list[str] = []
+    top_group, p_group = Prediction.top(prediction.group)
+    top_priority, p_priority = Prediction.top(prediction.priority)
+    if not routed and p_group >= policy.route_min:
+        group = top_group
+        applied.append("route")
+    if not prioritised and p_priority >= policy.priority_min:
+        priority = int(top_priority[1:])
+        applied.append("priority")
+    if prediction.priority.get("P1", 0.0) >= policy.p1_min:
+        priority = 1
+        applied.append("p1")
+    return Verdict(group, priority, tuple(applied))
+
+
 def combine(
     group: str, priority: int, routed: bool, prioritised: bool, prediction: Prediction, policy: Policy
 ) -> tuple[str, int]:
     """The group and priority of a message from the rules' decision (``routed``: a rule chose the
     group; ``prioritised``: a rule set the priority) and the model's prediction."""
-    top_group, p_group = Prediction.top(prediction.group)
-    top_priority, p_priority = Prediction.top(prediction.priority)
-    if not routed and p_group >= policy.route_min:
-        group = top_group
-    if not prioritised and p_priority >= policy.priority_min:
-        priority = int(top_priority[1:])
-    if prediction.priority.get("P1", 0.0) >= policy.p1_min:
-        priority = 1
-    return group, priority
+    verdict = decide(routed, prioritised, prediction, policy)
+    return (
+        verdict.group if verdict.group is not None else group,
+        verdict.priority if verdict.priority is not None else priority,
+    )

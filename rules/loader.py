@@ -326,6 +326,9 @@ def _fields_at(path: Sequence[int | str], data: Any) -> Sequence[str]:
         "then": document.Then,
         "hours": document.Window,
         "time": document.Window,
+        "intent": document.IntentTest,
+        "urgency": document.UrgencyTest,
+        "model": document.ModelPolicy,
     }
     last = next((p for p in reversed(path) if isinstance(p, str)), "")
     cls: type[BaseModel] | None = names.get(last) or LEAF_KEYS.get(last)

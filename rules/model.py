@@ -85,17 +85,43 @@ class Redaction(msgspec.Struct, frozen=True, gc=False):
 Match = tuple[str, str | None, int | None, int | None]
 
 
-class TraceEntry(msgspec.Struct, frozen=True, gc=False):
-    """A rule that matched and why."""
+class ModelScores(msgspec.Struct, frozen=True, gc=False):
+    """What the triage model said about a message (the trace entry ``model``): its best labels,
+    best first, with their calibrated probabilities rounded to 3 decimals, and which thresholds
+    of the rule set's ``model:`` section applied."""
 
-    rule_id: str
-    matches: tuple[Match, ...]
+    group: tuple[tuple[str, float], ...]  # the top 3 groups
+    priority: tuple[tuple[str, float], ...]  # the top 2 priorities
+    applied: tuple[str, ...]  # "route", "priority", "p1"; empty when none did
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "group": [{"label": k, "p": p} for k, p in self.group],
+            "priority": [{"label": k, "p": p} for k, p in self.priority],
+            "applied": "+".join(self.applied) or "none",
+        }
+
+
+#: The trace entry's rule id when the model was consulted.
+MODEL_TRACE_ID = "model"
+
+
+class TraceEntry(msgspec.Struct, frozen=True, gc=False):
+    """A rule that matched and why; or (rule id ``model``, with ``model`` set) what the triage
+    model said, when it was consulted."""
+
+    rule_id: str
+    matches: tuple[Match, ...]
+    model: ModelScores | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
             "rule": self.rule_id,
             "matches": [{"condition": c, "field": f, "start": s, "end": e} for c, f, s, e in self.matches],
         }
+        if self.model is not None:
+            out["model"] = self.model.to_dict()
+        return out
 
 
 class Decision(msgspec.Struct, frozen=True, gc=False):
