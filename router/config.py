@@ -111,6 +111,9 @@ class RetentionSettings(BaseModel):
 class RulesSettings(BaseModel):
     # Empty: the shipped default rule set, unless one was published into Redis.
     file: Path | None = None
+    # The triage model the rules' `intent:`/`urgency:` conditions and `model:` section read:
+    # "shipped" (rules/models/), "off", or a directory holding `make model`'s output.
+    model: Literal["shipped", "off"] | Path = "shipped"
 
 
 class WebSettings(BaseModel):

@@ -17,7 +17,6 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
@@ -189,12 +188,12 @@ class RuleStore:
 class EngineHolder:
     """The engine a worker uses now: the published one if any, else the configured file or default."""
 
-    def __init__(self, store: RuleStore, file: Path | None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: RuleStore, initial: Engine, clock: Callable[[], float] = time.monotonic) -> None:
         self._store = store
         self._number: int | None = None
         self._clock = clock
         self._checked: float | None = None
-        self.engine: Engine = Engine.from_file(file) if file else Engine.default()
+        self.engine = initial
 
     async def current(self, *, fresh: bool = False) -> Engine:
         """The engine in force, its version checked at most once a second (``fresh``: now, e.g.

@@ -8,12 +8,16 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
 
 import redis.asyncio as aioredis
 
 from router.channel import ChannelContext
 from router.config import Settings
 from router.conversations import Conversations
+from router.errors import ConfigError
 from router.inbox import Inbox
 from router.keys import Keys
 from router.lifecycle import StopRequest
@@ -23,7 +27,8 @@ from router.redis import check_version, connect
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
 from router.stats import StatsReader
-from rules import Engine
+from rules import Engine, RuleError, RuleSetError
+from rules.intent import IntentModel, ModelError
 
 log = logging.getLogger("switchboard")
 
@@ -40,7 +45,7 @@ class Runtime:
         self.inbox = Inbox(self.client, self.keys, settings.inbox, self.scripts)
         self.conversations = Conversations(self.client, settings, self.scripts)
         self.queues = Queues(self.client, self.keys, self.conversations)
-        self.rules = RuleStore(self.client, self.keys)
+        self.rules = RuleStore(self.client, self.keys, self.compile)
         self.stats = StatsReader(self.client, self.keys, self.scripts, self.queues, self.rules, self.engine, settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
@@ -71,8 +76,35 @@ class Runtime:
         """The rule set in force, shared by this process's workers and console (compiled on first
         use: commands that never route do not pay for it)."""
         if self._engines is None:
-            self._engines = EngineHolder(self.rules, self.settings.rules.file)
+            self._engines = EngineHolder(self.rules, self.build_engine(self.settings.rules.file))
         return self._engines
+
+    @cached_property
+    def model(self) -> IntentModel | None:
+        """The triage model of the rules (``rules.model``), loaded on first use; a model that
+        cannot be loaded is a configuration error."""
+        where = self.settings.rules.model
+        if where == "off":
+            return None
+        directory = Path(str(resources.files("rules") / "models")) if where == "shipped" else Path(where)
+        try:
+            return IntentModel.load(directory)
+        except ModelError as exc:
+            raise ConfigError(f"rules.model: {exc}") from None
+
+    def compile(self, source: str, filename: str) -> Engine:
+        """Validate and compile a rule set with the triage model: one that does not fit the model
+        (a label it cannot predict) is refused like any invalid rule set."""
+        try:
+            return Engine.from_yaml(source, filename, model=self.model)
+        except ModelError as exc:
+            raise RuleSetError([RuleError(filename, 1, 1, None, str(exc))]) from None
+
+    def build_engine(self, file: Path | None) -> Engine:
+        """The engine of a rule file, or of the shipped rule set when ``file`` is None."""
+        if file is None:
+            return Engine.default(model=self.model)
+        return self.compile(file.read_text(encoding="utf-8"), str(file))
 
     async def engine(self, *, fresh: bool = False) -> Engine:
         """The rule set in force (published, else the configured file or the default)."""

@@ -97,7 +97,9 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self.scripts = rt.scripts
         # Settings of its own may name another rule file: then an engine of its own too.
-        self.rules = rt.engines if settings is None else EngineHolder(rt.rules, self.settings.rules.file)
+        self.rules = (
+            rt.engines if settings is None else EngineHolder(rt.rules, rt.build_engine(self.settings.rules.file))
+        )
         self.retention = Retention(self.client, self.settings, self.name, self.scripts)
         self.processed = 0
         self._shared = shared_argument(self.settings)

@@ -63,7 +63,7 @@ async def test_publish_compiles_while_the_event_loop_runs(rt: Runtime, watch: Lo
 
 async def test_a_worker_picks_a_new_version_up_while_the_event_loop_runs(rt: Runtime, watch: LoopWatch) -> None:
     await RuleStore(rt.client, rt.keys).publish(SOURCE, "admin")
-    holder = EngineHolder(RuleStore(rt.client, rt.keys, watch.compiler()), None)
+    holder = EngineHolder(RuleStore(rt.client, rt.keys, watch.compiler()), Engine.default())
     assert await holder.refresh() is True
     assert watch.loop_ran_during_compile == [True]
     assert holder.engine.rule_count == 1

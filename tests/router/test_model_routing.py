@@ -1,0 +1,76 @@
+"""Workers route with the shipped triage model (``rules.model``): a published rule set's ``intent:``
+conditions and ``model:`` section act on live traffic; one that does not fit the model is refused at
+publish and the running version stays."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from router.config import RulesSettings
+from router.errors import ConfigError
+from router.runtime import Runtime
+from router.worker import Worker
+from rules import RuleSetError
+from tests.router.helpers import drain, message
+
+GROUPS = "[{id: general}, {id: payments}, {id: security}, {id: trading}, {id: verification}, {id: complaints}]"
+RULES = f"""\
+version: 1
+groups: {GROUPS}
+defaults: {{group: general}}
+rules:
+  - id: takeover
+    when: {{intent: {{is: security, min: 0.5}}}}
+    then: {{route: security, priority: P1}}
+"""
+TAKEOVER = "someone logged into my account from another country and withdrew everything"
+
+
+async def _history(rt: Runtime, user: str) -> dict[str, object]:
+    conv_id = (await rt.client.get(rt.keys.conv_key("telegram", "bot1", user))).decode()
+    [(_, fields)] = await rt.client.xrange(rt.keys.history(conv_id), count=1)
+    record: dict[str, object] = json.loads(fields[b"data"])
+    return record
+
+
+async def test_a_published_intent_rule_routes_live_traffic(rt: Runtime) -> None:
+    await rt.rules.publish(RULES, "admin")
+    await rt.inbox.append_many([message(TAKEOVER, user="victim"), message("what is the trading fee", user="q")])
+    worker = Worker(rt)
+    assert await worker.rules.refresh()  # as its loop does every rules_poll_s
+    await drain(worker)
+    taken = (await _history(rt, "victim"))["decision"]
+    asked = (await _history(rt, "q"))["decision"]
+    assert isinstance(taken, dict) and isinstance(asked, dict)
+    assert (taken["group"], taken["priority"], taken.get("routed_by")) == ("security", "P1", "takeover")
+    assert asked["group"] != "security"
+    # The trace says what the model thought.
+    model_entry = [t for t in taken["trace"] if t["rule"] == "model"]
+    assert model_entry and model_entry[0]["model"]["group"][0]["label"] == "security"
+
+
+async def test_a_rule_set_the_model_cannot_serve_is_refused_and_the_running_one_stays(rt: Runtime) -> None:
+    first = await rt.rules.publish(RULES, "admin")
+    unfit = RULES.replace("{is: security, min: 0.5}", "{is: vip, min: 0.5}").replace(
+        "{id: complaints}]", "{id: complaints}, {id: vip}]"
+    )
+    with pytest.raises(RuleSetError, match="'vip' is not a label of the model"):
+        await rt.rules.publish(unfit, "admin")
+    assert await rt.rules.active_number() == first.number
+
+
+async def test_model_off_and_a_bad_model_directory(rt: Runtime, tmp_path: Path) -> None:
+    off = Runtime(rt.settings.model_copy(update={"rules": RulesSettings(model="off")}), rt.url)
+    async with off:
+        assert off.model is None
+        engine = off.compile(RULES, "rules.yaml")
+        from rules import MessageIn
+
+        assert engine.evaluate(MessageIn(channel="telegram", text=TAKEOVER)).group == "general"
+    broken = Runtime(rt.settings.model_copy(update={"rules": RulesSettings(model=tmp_path)}), rt.url)
+    async with broken:
+        with pytest.raises(ConfigError, match=r"rules.model: .*no readable triage.json"):
+            _ = broken.model
