@@ -9,7 +9,6 @@ import logging
 import os
 import socket
 from functools import cached_property
-from importlib import resources
 from pathlib import Path
 
 import redis.asyncio as aioredis
@@ -86,9 +85,8 @@ class Runtime:
         where = self.settings.rules.model
         if where == "off":
             return None
-        directory = Path(str(resources.files("rules") / "models")) if where == "shipped" else Path(where)
         try:
-            return IntentModel.load(directory)
+            return IntentModel.shipped() if where == "shipped" else IntentModel.load(Path(where))
         except ModelError as exc:
             raise ConfigError(f"rules.model: {exc}") from None
 

@@ -13,7 +13,7 @@ from router.config import RulesSettings
 from router.errors import ConfigError
 from router.runtime import Runtime
 from router.worker import Worker
-from rules import RuleSetError
+from rules import MessageIn, RuleSetError
 from tests.router.helpers import drain, message
 
 GROUPS = "[{id: general}, {id: payments}, {id: security}, {id: trading}, {id: verification}, {id: complaints}]"
@@ -67,10 +67,19 @@ async def test_model_off_and_a_bad_model_directory(rt: Runtime, tmp_path: Path) 
     async with off:
         assert off.model is None
         engine = off.compile(RULES, "rules.yaml")
-        from rules import MessageIn
-
         assert engine.evaluate(MessageIn(channel="telegram", text=TAKEOVER)).group == "general"
     broken = Runtime(rt.settings.model_copy(update={"rules": RulesSettings(model=tmp_path)}), rt.url)
     async with broken:
         with pytest.raises(ConfigError, match=r"rules.model: .*no readable triage.json"):
             _ = broken.model
+
+
+async def test_the_shipped_rules_let_the_shipped_model_decide_where_no_rule_did(rt: Runtime) -> None:
+    """The default rule set's `model:` section: a message no keyword routes goes where the model says
+    (routed_by "model"), while a rule that routed keeps its group."""
+    engine = rt.build_engine(None)
+    complaint = engine.evaluate(MessageIn(channel="telegram", text="I am reporting you to the SEC"))
+    assert (complaint.group, complaint.routed_by) == ("complaints", "model")
+    assert [t.model for t in complaint.trace if t.rule_id == "model"]
+    fee = engine.evaluate(MessageIn(channel="telegram", text="what is the trading fee"))
+    assert fee.routed_by != "model"

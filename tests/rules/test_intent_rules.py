@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -234,8 +235,16 @@ def test_the_trace_gives_the_models_best_labels_and_what_applied(tiny: IntentMod
     json.dumps(entry)  # JSON-able, as the routed record stores it
 
 
-def test_a_section_without_a_model_changes_nothing() -> None:
+def _default_without_model_section() -> str:
+    """The shipped rules with their ``model:`` section taken out."""
     text = resources.files("rules").joinpath("default.yaml").read_text(encoding="utf-8")
+    stripped = re.sub(r"\nmodel:\n(?:  .*\n)+", "\n", text)
+    assert "route_min" in text and "route_min" not in stripped
+    return stripped
+
+
+def test_a_section_without_a_model_changes_nothing() -> None:
+    text = _default_without_model_section()
     plain = Engine.from_yaml(text)
     with_section = Engine.from_yaml(text + "\nmodel: {route_min: 0.0, priority_min: 0.0, p1_min: 0.0}\n")
     for body in (PLAIN, "my account was hacked, withdraw everything", "我的USDT提现还没到账"):
@@ -243,14 +252,15 @@ def test_a_section_without_a_model_changes_nothing() -> None:
         assert {**a.to_dict(), "rules_version": ""} == {**b.to_dict(), "rules_version": ""}
 
 
-def test_default_rules_decide_the_same_with_an_idle_model_on_the_samples(watching: Watching) -> None:
+def test_rules_without_model_use_decide_the_same_with_an_idle_model_on_the_samples(watching: Watching) -> None:
     from router.rules_samples import message_from_json
 
     if not SAMPLES.exists():
         pytest.skip("samples not available")
-    # The shipped rules have no intent/urgency condition and no model: section: a model given to
-    # them is never asked, and every decision is the one without it.
-    plain, idle = Engine.default(), Engine.default(model=watching)
+    # Rules with no intent/urgency condition and no model: section (the shipped ones without
+    # theirs): a model given to them is never asked, and every decision is the one without it.
+    text = _default_without_model_section()
+    plain, idle = Engine.from_yaml(text), Engine.from_yaml(text, model=watching)
     for line in SAMPLES.read_text(encoding="utf-8").splitlines():
         msg = message_from_json(json.loads(line))
         assert plain.evaluate(msg) == idle.evaluate(msg)
