@@ -500,3 +500,27 @@ async def test_a_client_retry_with_the_same_idempotency_key_changes_nothing_twic
     outbound = [h for h in await served.rt.conversations.history(first) if h.type == "outbound"]
     assert len(outbound) == 1
     assert len([h for h in await served.rt.conversations.history(first) if h.data.get("group")]) == 1
+
+
+async def test_a_transfer_and_a_priority_change_in_the_console_are_labels_model_export_writes(
+    served: Served, env: dict[str, str]
+) -> None:
+    """Issue 15: an agent's correction in the console is a training label (router/labels.py)."""
+    token = await served.user("ann", "agent", ("payments",))
+    conv = await served.route("my deposit is missing", user="u7")
+    async with served.api(token) as api:
+        moved = await api.post(f"/api/conversations/{conv}/transfer", json={"group": "verification"})
+        assert moved.status_code == 200, moved.text
+    admin = await served.user("root", "admin")
+    async with served.api(admin) as api:
+        raised = await api.post(f"/api/conversations/{conv}/priority", json={"priority": "P1"})
+        assert raised.status_code == 200, raised.text
+    proc = await asyncio.create_subprocess_exec(
+        *SWITCHBOARD, "model", "export", env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()
+    [example] = [json.loads(line) for line in out.decode().splitlines()]
+    assert example["text"] == "my deposit is missing"
+    assert example["expect"] == {"group": "verification", "priority": "P1"}
+    assert example["note"].startswith("priority by root; routed payments")
