@@ -419,18 +419,21 @@ async def _scrub(rt: Any, args: argparse.Namespace) -> int:
 # -- rules ---------------------------------------------------------------------------------------
 def cmd_rules_offline(args: argparse.Namespace, settings: Settings) -> int:
     from router import rules_cli
+    from router.runtime import load_model
 
+    # As the workers will run it: with the configured triage model ([rules] model).
     if args.action == "validate":
-        return rules_cli.validate(args.file, sys.stdout)
+        return rules_cli.validate(args.file, sys.stdout, load_model(settings.rules))
     if args.action == "eval":
-        return rules_cli.evaluate_samples(args.file, args.samples, args.json, sys.stdout)
+        return rules_cli.evaluate_samples(args.file, args.samples, args.json, sys.stdout, load_model(settings.rules))
     return rules_cli.schema(sys.stdout)
 
 
 def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
     from router import rules_cli
+    from router.runtime import load_model
 
-    return rules_cli.route(args.rules, sys.stdin, sys.stdout)
+    return rules_cli.route(args.rules, sys.stdin, sys.stdout, load_model(settings.rules))
 
 
 async def _rules_published(rt: Any, args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ from typing import Any, TextIO
 
 from router.rules_samples import InputError, message_from_json, print_summary, read_samples, summarize
 from rules import Engine, RuleSetError
+from rules.intent import IntentModel
 
 __all__ = ["evaluate_samples", "route", "schema", "validate"]
 
@@ -20,15 +21,16 @@ __all__ = ["evaluate_samples", "route", "schema", "validate"]
 # --------------------------------------------------------------------------- validate
 
 
-def validate(path: str, out: TextIO) -> int:
-    """``switchboard rules validate FILE``: 0, or 1 with every error as FILE:LINE:COL: ..."""
+def validate(path: str, out: TextIO, model: IntentModel | None = None) -> int:
+    """``switchboard rules validate FILE``: 0, or 1 with every error as FILE:LINE:COL: ...
+    (with ``model``, also a label the triage model lacks)."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         print(f"{path}:1:1: cannot read the file: {exc}", file=out)
         return 1
     try:
-        engine = Engine.from_yaml(text, path)
+        engine = Engine.from_yaml(text, path, model=model)
     except RuleSetError as exc:
         for error in exc.errors:
             print(error, file=out)
@@ -47,14 +49,14 @@ def validate(path: str, out: TextIO) -> int:
 # --------------------------------------------------------------------------- route
 
 
-def _load_engine(rules_path: str | None) -> Engine:
-    return Engine.default() if rules_path is None else Engine.from_file(rules_path)
+def _load_engine(rules_path: str | None, model: IntentModel | None) -> Engine:
+    return Engine.default(model=model) if rules_path is None else Engine.from_file(rules_path, model=model)
 
 
-def route(rules_path: str | None, inp: TextIO, out: TextIO) -> int:
+def route(rules_path: str | None, inp: TextIO, out: TextIO, model: IntentModel | None = None) -> int:
     """``switchboard route [--rules FILE]``: one JSON decision line per JSON message line."""
     try:
-        engine = _load_engine(rules_path)
+        engine = _load_engine(rules_path, model)
     except RuleSetError as exc:
         _json_line(out, {"error": "invalid rule file", "errors": [str(e) for e in exc.errors]})
         return 1
@@ -85,10 +87,12 @@ def _json_line(out: TextIO, obj: Any) -> None:
     out.write(json.dumps(obj, ensure_ascii=False) + "\n")
 
 
-def evaluate_samples(rules_path: str | None, samples_path: str, as_json: bool, out: TextIO) -> int:
+def evaluate_samples(
+    rules_path: str | None, samples_path: str, as_json: bool, out: TextIO, model: IntentModel | None = None
+) -> int:
     """``switchboard rules eval FILE --samples JSONL [--json]``: how well the rules do."""
     try:
-        engine = _load_engine(rules_path)
+        engine = _load_engine(rules_path, model)
     except RuleSetError as exc:
         for error in exc.errors:
             print(error, file=out)

@@ -14,7 +14,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from router.channel import ChannelContext
-from router.config import Settings
+from router.config import RulesSettings, Settings
 from router.conversations import Conversations
 from router.errors import ConfigError
 from router.inbox import Inbox
@@ -26,10 +26,21 @@ from router.redis import check_version, connect
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
 from router.stats import StatsReader
-from rules import Engine, RuleError, RuleSetError
+from rules import Engine
 from rules.intent import IntentModel, ModelError
 
 log = logging.getLogger("switchboard")
+
+
+def load_model(rules: RulesSettings) -> IntentModel | None:
+    """The triage model ``rules.model`` names: the shipped one, none ("off"), or a directory; one
+    that cannot be loaded is a configuration error."""
+    if rules.model == "off":
+        return None
+    try:
+        return IntentModel.shipped() if rules.model == "shipped" else IntentModel.load(Path(rules.model))
+    except ModelError as exc:
+        raise ConfigError(f"rules.model: {exc}") from None
 
 
 class Runtime:
@@ -80,23 +91,13 @@ class Runtime:
 
     @cached_property
     def model(self) -> IntentModel | None:
-        """The triage model of the rules (``rules.model``), loaded on first use; a model that
-        cannot be loaded is a configuration error."""
-        where = self.settings.rules.model
-        if where == "off":
-            return None
-        try:
-            return IntentModel.shipped() if where == "shipped" else IntentModel.load(Path(where))
-        except ModelError as exc:
-            raise ConfigError(f"rules.model: {exc}") from None
+        """The triage model of the rules (``rules.model``), loaded on first use."""
+        return load_model(self.settings.rules)
 
     def compile(self, source: str, filename: str) -> Engine:
-        """Validate and compile a rule set with the triage model: one that does not fit the model
-        (a label it cannot predict) is refused like any invalid rule set."""
-        try:
-            return Engine.from_yaml(source, filename, model=self.model)
-        except ModelError as exc:
-            raise RuleSetError([RuleError(filename, 1, 1, None, str(exc))]) from None
+        """Validate and compile a rule set with the triage model (``RuleSetError`` also when it
+        names a label the model lacks)."""
+        return Engine.from_yaml(source, filename, model=self.model)
 
     def build_engine(self, file: Path | None) -> Engine:
         """The engine of a rule file, or of the shipped rule set when ``file`` is None."""

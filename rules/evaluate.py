@@ -24,7 +24,7 @@ from rules import detectors
 from rules.compile import CompiledRules, compile_rules
 from rules.conditions import FieldNode, ModelNode, iter_nodes
 from rules.document import PRIORITIES
-from rules.intent import ModelError, Policy, Prediction, Predictor, decide
+from rules.intent import Policy, Prediction, Predictor, decide
 from rules.language import LanguageDetector
 from rules.loader import load
 from rules.model import (
@@ -35,6 +35,7 @@ from rules.model import (
     ModelScores,
     Redaction,
     RuleError,
+    RuleSetError,
     TraceEntry,
 )
 from rules.normalize import Normalized, is_word_char, normalize
@@ -197,8 +198,6 @@ class Engine:
         warnings: tuple[RuleError, ...],
         model: Predictor | None = None,
     ):
-        if model is not None:
-            _check_model(compiled, model)
         self._compiled = compiled
         self._version = version
         self._warnings = warnings
@@ -226,10 +225,14 @@ class Engine:
     def from_yaml(cls, text: str, filename: str = "<rules>", model: Predictor | None = None) -> Engine:
         """Validate and compile; raise ``RuleSetError`` with every error found. ``model``: the
         triage model that ``intent``/``urgency`` conditions and the ``model:`` section ask
-        (``rules.intent.IntentModel``); ``ModelError`` when its labels do not fit the rules."""
+        (``rules.intent.IntentModel``); a rule set that names a label the model lacks is refused
+        like any invalid one (``RuleSetError``)."""
         with _gc_paused():
             loaded = load(text, filename)
             compiled = compile_rules(loaded.document)
+        misfits = _model_misfits(compiled, model) if model is not None else []
+        if misfits:
+            raise RuleSetError([RuleError(filename, 1, 1, rule_id, reason) for rule_id, reason in misfits])
         version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
         # DEBUG: every CLI command that loads the rules compiles them (a line on each); the rule
         # set workers route with is logged by router/rulestore.py.
@@ -446,27 +449,28 @@ class Engine:
         return decision
 
 
-def _check_model(compiled: CompiledRules, model: Predictor) -> None:
-    """Refuse a model whose labels do not fit the rule set: a group or priority a condition asks
-    about that the model cannot predict, or (for the ``model:`` section) a group the model may
-    route to that the rule set lacks, or a priority that is not P1-P4."""
-    problems: list[str] = []
+def _model_misfits(compiled: CompiledRules, model: Predictor) -> list[tuple[str | None, str]]:
+    """(rule id, reason) for each way the model's labels do not fit the rule set: a group or
+    priority a condition asks about that the model cannot predict, or (for the ``model:`` section)
+    a group the model may route to that the rule set lacks, or a priority that is not P1-P4."""
+    problems: list[tuple[str | None, str]] = []
     labels = {"group": frozenset(model.group_labels), "priority": frozenset(model.priority_labels)}
     for rule in compiled.rules:
         for node in iter_nodes(rule.condition):
             if isinstance(node, ModelNode) and node.value not in labels[node.task]:
                 known = ", ".join(sorted(labels[node.task]))
-                problems.append(f"rule {rule.id}: {node.label} {node.value!r} is not a label of the model ({known})")
+                problems.append((rule.id, f"{node.label} {node.value!r} is not a label of the triage model ({known})"))
     policy = compiled.policy
     if policy is not None:
         unknown = sorted(labels["group"] - set(compiled.groups))
         if policy.route_min <= 1.0 and unknown:
-            problems.append(f"model.route_min: the model's groups {unknown} are not groups of the rule set")
+            problems.append(
+                (None, f"model.route_min: the triage model's groups {unknown} are not groups of the rule set")
+            )
         odd = sorted(labels["priority"] - set(PRIORITIES))
         if odd:
-            problems.append(f"model: the model's priorities {odd} are not P1-P4")
-    if problems:
-        raise ModelError("the triage model does not fit the rules: " + "; ".join(problems))
+            problems.append((None, f"model: the triage model's priorities {odd} are not P1-P4"))
+    return problems
 
 
 def _policy_asks(policy: Policy, routed: bool, prioritised: bool) -> bool:

@@ -57,7 +57,7 @@ async def test_a_rule_set_the_model_cannot_serve_is_refused_and_the_running_one_
     unfit = RULES.replace("{is: security, min: 0.5}", "{is: vip, min: 0.5}").replace(
         "{id: complaints}]", "{id: complaints}, {id: vip}]"
     )
-    with pytest.raises(RuleSetError, match="'vip' is not a label of the model"):
+    with pytest.raises(RuleSetError, match="'vip' is not a label of the triage model"):
         await rt.rules.publish(unfit, "admin")
     assert await rt.rules.active_number() == first.number
 
@@ -83,3 +83,22 @@ async def test_the_shipped_rules_let_the_shipped_model_decide_where_no_rule_did(
     assert [t.model for t in complaint.trace if t.rule_id == "model"]
     fee = engine.evaluate(MessageIn(channel="telegram", text="what is the trading fee"))
     assert fee.routed_by != "model"
+
+
+def test_rules_validate_knows_the_models_labels(tmp_path: Path) -> None:
+    import io
+
+    from router import rules_cli
+    from rules.intent import IntentModel
+
+    unfit = tmp_path / "unfit.yaml"
+    unfit.write_text(
+        RULES.replace("{is: security, min: 0.5}", "{is: vip}").replace(
+            "{id: complaints}]", "{id: complaints}, {id: vip}]"
+        )
+    )
+    out = io.StringIO()
+    assert rules_cli.validate(str(unfit), out) == 0  # the rules alone are valid
+    out = io.StringIO()
+    assert rules_cli.validate(str(unfit), out, IntentModel.shipped()) == 1
+    assert f"{unfit}:1:1: rule takeover: intent 'vip' is not a label of the triage model" in out.getvalue()

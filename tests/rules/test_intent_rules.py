@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules import Decision, Engine, MessageIn, RuleSetError
-from rules.intent import IntentModel, ModelError, Prediction
+from rules.intent import IntentModel, Prediction
 from tests.rules.conftest import SAMPLES
 from tests.secretgen import Secret, hex_survivors, phrase_survivors, secrets
 
@@ -300,14 +300,14 @@ def test_a_model_without_a_group_a_condition_names_is_refused(tiny: IntentModel)
     source = GROUPS.replace("  - {id: trading}\n", "  - {id: trading}\n  - {id: vip}\n")
     source += "rules:\n  - {id: v, when: {intent: {is: vip}}, then: {tags: [v]}}\n"
     Engine.from_yaml(source)  # the rules alone are valid
-    with pytest.raises(ModelError, match=r"rule v: intent 'vip' is not a label of the model"):
+    with pytest.raises(RuleSetError, match=r"rule v: intent 'vip' is not a label of the triage model"):
         Engine.from_yaml(source, model=tiny)
 
 
 def test_a_model_that_could_route_to_a_missing_group_is_refused(tiny: IntentModel) -> None:
     source = GROUPS.replace("  - {id: trading}\n", "")
     Engine.from_yaml(source + "model: {p1_min: 0.5}\n", model=tiny)  # it never routes: fine
-    with pytest.raises(ModelError, match=r"the model's groups \['trading'\] are not groups of the rule set"):
+    with pytest.raises(RuleSetError, match=r"the triage model's groups \['trading'\] are not groups of the rule set"):
         Engine.from_yaml(source + "model: {route_min: 0.5}\n", model=tiny)
 
 
