@@ -32,6 +32,7 @@ class Correction:
     group: str
     priority: int
     by: str
+    reason: str  # the agent's, if given ("routed wrong" from the console's one-click button)
     message: dict[str, Any]  # the inbound history record
 
     def example(self) -> dict[str, Any]:
@@ -43,7 +44,8 @@ class Correction:
             "lang": decision.get("language") or "",
             "text": self.message.get("text", ""),
             "expect": {"group": self.group, "priority": f"P{self.priority}"},
-            "note": f"{self.kind} by {self.by}; routed {decision.get('group')} {decision.get('priority')}",
+            "note": f"{self.kind} by {self.by}{f' ({self.reason})' if self.reason else ''}; "
+            f"routed {decision.get('group')} {decision.get('priority')}",
         }
         if self.message.get("subject"):
             example["subject"] = self.message["subject"]
@@ -71,6 +73,7 @@ class Labels:
                     group=f["group"],
                     priority=int(f["prio"]),
                     by=f["by"],
+                    reason=f.get("reason", ""),
                     message=json.loads(f["message"]),
                 )
             if len(entries) < batch:

@@ -238,7 +238,9 @@ async def conversation_action(request: Request) -> Response:
         return redirect(request, "/queues", f"#{cid} is back in its queue.")
     if action == "transfer":
         group = _field(form, "group")
-        await c.transfer(user, cid, group, _field(form, "reason"))
+        # "Routed wrong: move" is one click: the reason marks the label for the model's training.
+        reason = "routed wrong" if _field(form, "misrouted") else _field(form, "reason")
+        await c.transfer(user, cid, group, reason)
         return redirect(request, "/queues", f"#{cid} moved to {group}.")
     if action == "priority":
         await c.set_priority(user, cid, _field(form, "priority"))

@@ -44,13 +44,13 @@ end
 -- it has now. `switchboard model export` writes them out for training (issue 15); the stream is
 -- capped, and outlives the conversation's own history.
 local LABELS_MAXLEN = '100000'
-local function label(kind, group, p)
+local function label(kind, group, p, reason)
   local recent = redis.call('XREVRANGE', P .. 'hist:' .. cid, '+', '-', 'COUNT', 200)
   for _, e in ipairs(recent) do
     local f = e[2]  -- type, <type>, at, <ms>, data, <json>
     if f[2] == 'inbound' then
       redis.call('XADD', P .. 'labels', 'MAXLEN', '~', LABELS_MAXLEN, '*', 'kind', kind, 'conv', cid,
-        'channel', cur.channel, 'group', group, 'prio', p, 'by', a.by, 'message', f[6])
+        'channel', cur.channel, 'group', group, 'prio', p, 'by', a.by, 'reason', reason or '', 'message', f[6])
       return
     end
   end
@@ -103,7 +103,7 @@ elseif op == 'transfer' then
   unassign()
   requeue(a.group, prio)
   hist(cid, 'status', cjson.encode({group = a.group, from = cur.group, by = a.by, reason = a.reason}))
-  label('transfer', a.group, prio)
+  label('transfer', a.group, prio, a.reason)
   event(cur.group, 'moved', cid, cjson.encode({to = a.group, by = a.by}))
   event(a.group, 'created', cid, cjson.encode({prio = prio, from = cur.group}))
 elseif op == 'priority' then

@@ -10,6 +10,7 @@ import subprocess
 import httpx
 import pytest
 
+from router.labels import Labels
 from tests.conftest import SWITCHBOARD
 from tests.console.conftest import PASSWORD, Served, eventually
 
@@ -524,3 +525,21 @@ async def test_a_transfer_and_a_priority_change_in_the_console_are_labels_model_
     assert example["text"] == "my deposit is missing"
     assert example["expect"] == {"group": "verification", "priority": "P1"}
     assert example["note"].startswith("priority by root; routed payments")
+
+
+async def test_routed_wrong_is_one_click_on_the_conversation_page_and_a_marked_label(served: Served) -> None:
+    await served.user("ann", "agent", ("payments",))
+    conv = await served.route("my deposit is missing", user="u8")
+    client, csrf = await served.browser_session("ann")
+    page = await client.get(f"/conversations/{conv}")
+    assert 'name="misrouted"' in page.text and "Routed wrong: move" in page.text
+    moved = await client.post(
+        f"/conversations/{conv}/transfer", data={"csrf": csrf, "group": "verification", "reason": "", "misrouted": "1"}
+    )
+    assert moved.status_code == 303, moved.text
+    await client.aclose()
+    [correction] = [c async for c in Labels(served.rt.client, served.rt.keys).corrections()]
+    assert (correction.kind, correction.group, correction.by, correction.reason) == (
+        "transfer", "verification", "ann", "routed wrong"
+    )  # fmt: skip
+    assert (await served.rt.conversations.get(conv)).group == "verification"
