@@ -429,6 +429,13 @@ def cmd_rules_offline(args: argparse.Namespace, settings: Settings) -> int:
     return rules_cli.schema(sys.stdout)
 
 
+def cmd_model_eval(args: argparse.Namespace, settings: Settings) -> int:
+    from router import rules_cli
+    from router.runtime import load_model
+
+    return rules_cli.model_eval(args.file, args.samples, args.json, sys.stdout, load_model(settings.rules))
+
+
 def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
     from router import rules_cli
     from router.runtime import load_model
@@ -645,11 +652,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("b", type=int)
     sp.set_defaults(handler=_with_runtime(_rules_published))
 
-    model = sub.add_parser("model", help="the triage model's training data")
+    model = sub.add_parser("model", help="the triage model: its training labels and its evaluation")
     msub = model.add_subparsers(dest="action", required=True, metavar="ACTION")
     sp = msub.add_parser("export", help="agents' corrections (transfers, priority changes) as corpus JSON lines")
     sp.add_argument("--out", type=Path, help="write to this file (default: standard output)")
     sp.set_defaults(handler=_with_runtime(_model_export))
+    sp = msub.add_parser("eval", help="the rules eval table for the rules alone, the model alone and both")
+    sp.add_argument("file", nargs="?", help="a rule file (default: the shipped rules)")
+    sp.add_argument("--samples", required=True)
+    json_flag(sp)
+    sp.set_defaults(handler=cmd_model_eval)
 
     sp = add("route", cmd_route, "route JSON lines from stdin offline (no Redis)")
     sp.add_argument("--rules")

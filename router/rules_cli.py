@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
+
 from router.rules_samples import InputError, message_from_json, print_summary, read_samples, summarize
-from rules import Engine, RuleSetError
+from rules import Engine, RuleSetError, default_source
 from rules.intent import IntentModel
 
 __all__ = ["evaluate_samples", "route", "schema", "validate"]
@@ -107,6 +109,48 @@ def evaluate_samples(
         _json_line(out, summary)
     else:
         print_summary(summary, report.samples, out)
+    return 1 if report.bad_lines else 0
+
+
+# --------------------------------------------------------------------------- model eval
+
+
+def model_eval(rules_path: str | None, samples_path: str, as_json: bool, out: TextIO, model: IntentModel | None) -> int:
+    """``switchboard model eval [FILE] --samples JSONL [--json]``: the ``rules eval`` table for the
+    rules alone, the triage model alone (its best group and priority) and both as configured."""
+    if model is None:
+        print("no triage model: [rules] model is off", file=out)
+        return 1
+    try:
+        text = Path(rules_path).read_text(encoding="utf-8") if rules_path else default_source()
+        alone = yaml.safe_load(text)
+        # The model alone: no rule, its best group and priority for every message.
+        alone.update(rules=[], model={"route_min": 0.0, "priority_min": 0.0})
+        engines = {
+            "rules": Engine.from_yaml(text, rules_path or "default.yaml"),
+            "model": Engine.from_yaml(yaml.safe_dump(alone, allow_unicode=True), "model-alone", model=model),
+            "both": Engine.from_yaml(text, rules_path or "default.yaml", model=model),
+        }
+    except RuleSetError as exc:
+        for error in exc.errors:
+            print(error, file=out)
+        return 1
+    except (OSError, yaml.YAMLError) as exc:
+        print(f"{rules_path}: {exc}", file=out)
+        return 1
+    summaries: dict[str, Any] = {}
+    for name, engine in engines.items():
+        try:
+            report = read_samples(engine, samples_path)
+        except OSError as exc:
+            print(f"{samples_path}: cannot read: {exc}", file=out)
+            return 1
+        summaries[name] = summarize(engine, report)
+        if not as_json:
+            print(f"== {dict(rules='rules alone', model='model alone', both='rules and model')[name]}", file=out)
+            print_summary(summaries[name], report.samples, out)
+    if as_json:
+        _json_line(out, summaries)
     return 1 if report.bad_lines else 0
 
 

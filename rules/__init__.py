@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rules.detectors import SECRET_KINDS, detect
-    from rules.evaluate import Engine, redact_secrets
+    from rules.evaluate import Engine, default_source, redact_secrets
     from rules.model import (
         Decision,
         GroupInfo,
@@ -45,6 +45,7 @@ __all__ = [
     "RuleError",
     "RuleSetError",
     "TraceEntry",
+    "default_source",
     "detect",
     "redact_secrets",
 ]
@@ -52,6 +53,7 @@ __all__ = [
 _HOME = {name: "rules.model" for name in __all__} | {
     "Engine": "rules.evaluate",
     "redact_secrets": "rules.evaluate",
+    "default_source": "rules.evaluate",
     "SECRET_KINDS": "rules.detectors",
     "detect": "rules.detectors",
 }

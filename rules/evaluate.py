@@ -188,6 +188,11 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def default_source() -> str:
+    """The text of the rule set shipped with the package (``rules/default.yaml``)."""
+    return resources.files("rules").joinpath("default.yaml").read_text(encoding="utf-8")
+
+
 class Engine:
     """A compiled, immutable rule set. Build with ``from_yaml``/``from_file``/``default``."""
 
@@ -254,8 +259,7 @@ class Engine:
     @classmethod
     def default(cls, model: Predictor | None = None) -> Engine:
         """The rule set shipped with the package (``rules/default.yaml``)."""
-        text = resources.files("rules").joinpath("default.yaml").read_text(encoding="utf-8")
-        return cls.from_yaml(text, "default.yaml", model)
+        return cls.from_yaml(default_source(), "default.yaml", model)
 
     # ------------------------------------------------------------------ properties
 

@@ -102,3 +102,29 @@ def test_rules_validate_knows_the_models_labels(tmp_path: Path) -> None:
     out = io.StringIO()
     assert rules_cli.validate(str(unfit), out, IntentModel.shipped()) == 1
     assert f"{unfit}:1:1: rule takeover: intent 'vip' is not a label of the triage model" in out.getvalue()
+
+
+def test_model_eval_prints_rules_alone_model_alone_and_both(tmp_path: Path) -> None:
+    import io
+
+    from router import rules_cli
+    from rules.intent import IntentModel, Prediction
+    from tests.rules.conftest import SAMPLES
+
+    lines = [line for line in SAMPLES.read_text(encoding="utf-8").splitlines() if "secret" not in line][:30]
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    model = IntentModel.shipped()
+    out = io.StringIO()
+    assert rules_cli.model_eval(None, str(samples), True, out, model) == 0
+    tables = json.loads(out.getvalue())
+    assert set(tables) == {"rules", "model", "both"}
+    # "Model alone" is the model's best group for every message, whatever the rules say.
+    expected = [json.loads(line) for line in lines]
+    accepted = [g if isinstance(g := e["expect"]["group"], list) else [g] for e in expected]  # alternatives
+    right = sum(
+        Prediction.top(model.predict(e["text"], e.get("subject")).group)[0] in ok
+        for e, ok in zip(expected, accepted, strict=True)
+    )
+    assert tables["model"]["group_accuracy"] == pytest.approx(right / len(lines), abs=1e-4)  # rounded to 4 places
+    assert rules_cli.model_eval(None, str(samples), False, io.StringIO(), None) == 1  # [rules] model = "off"
