@@ -51,14 +51,10 @@ def validate(path: str, out: TextIO, model: IntentModel | None = None) -> int:
 # --------------------------------------------------------------------------- route
 
 
-def _load_engine(rules_path: str | None, model: IntentModel | None) -> Engine:
-    return Engine.default(model=model) if rules_path is None else Engine.from_file(rules_path, model=model)
-
-
 def route(rules_path: str | None, inp: TextIO, out: TextIO, model: IntentModel | None = None) -> int:
     """``switchboard route [--rules FILE]``: one JSON decision line per JSON message line."""
     try:
-        engine = _load_engine(rules_path, model)
+        engine = Engine.load(rules_path, model)
     except RuleSetError as exc:
         _json_line(out, {"error": "invalid rule file", "errors": [str(e) for e in exc.errors]})
         return 1
@@ -94,7 +90,7 @@ def evaluate_samples(
 ) -> int:
     """``switchboard rules eval FILE --samples JSONL [--json]``: how well the rules do."""
     try:
-        engine = _load_engine(rules_path, model)
+        engine = Engine.load(rules_path, model)
     except RuleSetError as exc:
         for error in exc.errors:
             print(error, file=out)

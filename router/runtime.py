@@ -46,7 +46,15 @@ def load_model(rules: RulesSettings) -> IntentModel | None:
 class Runtime:
     """Everything that talks to Redis, built once: ``async with Runtime(settings, url) as rt``."""
 
-    def __init__(self, settings: Settings, url: str, *, max_connections: int = 64, wait_s: float | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        url: str,
+        *,
+        max_connections: int = 64,
+        wait_s: float | None = None,
+        parent: Runtime | None = None,
+    ) -> None:
         self.settings = settings
         self.url = url
         self.keys = Keys(settings.prefix)
@@ -59,6 +67,9 @@ class Runtime:
         self.stats = StatsReader(self.client, self.keys, self.scripts, self.queues, self.rules, self.engine, settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
+        # A runtime made for the console shares its parent's engine and triage model: one of each
+        # per process, loaded and compiled once.
+        self._parent = parent
         #: Services call it to stop the whole process (``serve`` stops on the first reason).
         self.stop_request = StopRequest()
 
@@ -79,31 +90,29 @@ class Runtime:
         commands wait up to ``web.redis_wait_s`` for a free connection: a burst of console
         requests queues for its own connections, and never takes the workers' and adapters'."""
         web = self.settings.web
-        return Runtime(self.settings, self.url, max_connections=web.redis_connections, wait_s=web.redis_wait_s)
+        return Runtime(
+            self.settings, self.url, max_connections=web.redis_connections, wait_s=web.redis_wait_s, parent=self
+        )
 
     @property
     def engines(self) -> EngineHolder:
         """The rule set in force, shared by this process's workers and console (compiled on first
         use: commands that never route do not pay for it)."""
+        if self._parent is not None:
+            return self._parent.engines
         if self._engines is None:
-            self._engines = EngineHolder(self.rules, self.build_engine(self.settings.rules.file))
+            self._engines = EngineHolder(self.rules, Engine.load(self.settings.rules.file, self.model))
         return self._engines
 
     @cached_property
     def model(self) -> IntentModel | None:
         """The triage model of the rules (``rules.model``), loaded on first use."""
-        return load_model(self.settings.rules)
+        return self._parent.model if self._parent is not None else load_model(self.settings.rules)
 
     def compile(self, source: str, filename: str) -> Engine:
         """Validate and compile a rule set with the triage model (``RuleSetError`` also when it
         names a label the model lacks)."""
         return Engine.from_yaml(source, filename, model=self.model)
-
-    def build_engine(self, file: Path | None) -> Engine:
-        """The engine of a rule file, or of the shipped rule set when ``file`` is None."""
-        if file is None:
-            return Engine.default(model=self.model)
-        return self.compile(file.read_text(encoding="utf-8"), str(file))
 
     async def engine(self, *, fresh: bool = False) -> Engine:
         """The rule set in force (published, else the configured file or the default)."""

@@ -55,6 +55,7 @@ from router.routing import conversation_ref, message_in, route_arguments, shared
 from router.rulestore import EngineHolder, settle_heap
 from router.runtime import Runtime
 from router.scripts import argv, run_many
+from rules import Engine
 
 log = logging.getLogger("switchboard.worker")
 
@@ -98,7 +99,7 @@ class Worker:
         self.scripts = rt.scripts
         # Settings of its own may name another rule file: then an engine of its own too.
         self.rules = (
-            rt.engines if settings is None else EngineHolder(rt.rules, rt.build_engine(self.settings.rules.file))
+            rt.engines if settings is None else EngineHolder(rt.rules, Engine.load(self.settings.rules.file, rt.model))
         )
         self.retention = Retention(self.client, self.settings, self.name, self.scripts)
         self.processed = 0

@@ -257,6 +257,11 @@ class Engine:
         return cls.from_yaml(Path(path).read_text(encoding="utf-8"), str(path), model)
 
     @classmethod
+    def load(cls, path: str | Path | None, model: Predictor | None = None) -> Engine:
+        """A rule file, or the rule set shipped with the package when ``path`` is None."""
+        return cls.default(model) if path is None else cls.from_file(path, model)
+
+    @classmethod
     def default(cls, model: Predictor | None = None) -> Engine:
         """The rule set shipped with the package (``rules/default.yaml``)."""
         return cls.from_yaml(default_source(), "default.yaml", model)

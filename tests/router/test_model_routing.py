@@ -13,7 +13,7 @@ from router.config import RulesSettings
 from router.errors import ConfigError
 from router.runtime import Runtime
 from router.worker import Worker
-from rules import MessageIn, RuleSetError
+from rules import Engine, MessageIn, RuleSetError
 from tests.router.helpers import drain, message
 
 GROUPS = "[{id: general}, {id: payments}, {id: security}, {id: trading}, {id: verification}, {id: complaints}]"
@@ -77,7 +77,7 @@ async def test_model_off_and_a_bad_model_directory(rt: Runtime, tmp_path: Path) 
 async def test_the_shipped_rules_let_the_shipped_model_decide_where_no_rule_did(rt: Runtime) -> None:
     """The default rule set's `model:` section: a message no keyword routes goes where the model says
     (routed_by "model"), while a rule that routed keeps its group."""
-    engine = rt.build_engine(None)
+    engine = Engine.load(None, rt.model)  # as the runtime builds it
     complaint = engine.evaluate(MessageIn(channel="telegram", text="I am reporting you to the SEC"))
     assert (complaint.group, complaint.routed_by) == ("complaints", "model")
     assert [t.model for t in complaint.trace if t.rule_id == "model"]
@@ -128,3 +128,11 @@ def test_model_eval_prints_rules_alone_model_alone_and_both(tmp_path: Path) -> N
     )
     assert tables["model"]["group_accuracy"] == pytest.approx(right / len(lines), abs=1e-4)  # rounded to 4 places
     assert rules_cli.model_eval(None, str(samples), False, io.StringIO(), None) == 1  # [rules] model = "off"
+
+
+async def test_the_console_runtime_shares_the_engine_and_the_model(rt: Runtime) -> None:
+    """One triage model and one compiled rule set per process: the console's runtime (a pool of its
+    own) reads its parent's instead of loading and compiling them again."""
+    async with rt.for_console() as console:
+        assert console.client is not rt.client
+        assert console.engines is rt.engines and console.model is rt.model
