@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from playwright.async_api import Browser, BrowserContext, Page, async_playwright, expect
+from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
 
 from adapters.sandbox import SandboxAdapter
 from router.worker import Worker
@@ -241,3 +241,31 @@ async def test_script_and_img_onerror_are_shown_as_text(browser: Browser, served
         assert await page.locator(".timeline script").count() == 0
         await page.wait_for_timeout(300)
         assert await page.evaluate("window.pwned") is None
+
+
+async def test_a_change_before_the_live_stream_starts_still_shows(browser: Browser, served: Served) -> None:
+    """The live stream starts at "now": what changed between the page's render and the stream's
+    start must still show (each (re)connection refreshes the live area once)."""
+    await served.user("ann", "agent", ("payments",))
+    await served.route("my deposit is missing since yesterday", user="payer")
+    context = await browser.new_context(viewport={"width": 1440, "height": 900})
+    release = asyncio.Event()
+
+    async def hold(route: Route) -> None:
+        await release.wait()
+        await route.continue_()
+
+    await context.route("**/api/events*", hold)
+    page = await context.new_page()
+    try:
+        await page.goto(served.url + "/login")
+        await page.fill("input[name=name]", "ann")
+        await page.fill("input[name=password]", PASSWORD)
+        await page.click("button[type=submit]")
+        await expect(page.locator("table.grid").first).to_contain_text("my deposit is missing")
+        # The page is rendered and its stream not started yet: a new conversation arrives now.
+        await served.route("withdrawal pending for two hours", user="waiter")
+        release.set()
+        await expect(page.locator("table.grid").first).to_contain_text("withdrawal pending", timeout=10_000)
+    finally:
+        await context.close()

@@ -21,7 +21,12 @@
     };
     const query = groups.map(function (g) { return "group=" + encodeURIComponent(g); }).join("&");
     const source = new EventSource("/api/events?" + query);
-    source.addEventListener("open", function () { if (indicator) indicator.dataset.state = "on"; });
+    // The stream starts at "now": an update between this page's render and the stream's start (or
+    // during a reconnection) would be missed, so each (re)connection refreshes the area once.
+    source.addEventListener("open", function () {
+      if (indicator) indicator.dataset.state = "on";
+      refresh();
+    });
     source.addEventListener("error", function () { if (indicator) indicator.dataset.state = "off"; });
     source.addEventListener("update", function (event) {
       const data = JSON.parse(event.data);
