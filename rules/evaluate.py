@@ -13,6 +13,7 @@ import functools
 import gc
 import hashlib
 import logging
+import operator
 import re
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -492,8 +493,11 @@ def _policy_asks(policy: Policy, routed: bool, prioritised: bool) -> bool:
     )
 
 
+_second = operator.itemgetter(1)
+
+
 def _top(probs: Mapping[str, float], n: int) -> tuple[tuple[str, float], ...]:
-    best = sorted(probs.items(), key=lambda kv: kv[1], reverse=True)[:n]
+    best = sorted(probs.items(), key=_second, reverse=True)[:n]
     return tuple((label, round(p, 3)) for label, p in best)
 
 

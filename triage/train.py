@@ -98,7 +98,8 @@ def fit(rows: Sequence[dict[str, Any]], label: Labeller, params: dict[str, Any],
 
 def probabilities(model: Any, row: dict[str, Any]) -> dict[str, float]:
     # model.f.predict: the bound C++ call (FastText.predict trips over NumPy 2's copy rules).
-    pairs = model.f.predict(tokens(row["text"], row.get("subject")), -1, 0.0, "strict")
+    # The line's end ("\n") is a word to fastText: training files have it, and so does prediction.
+    pairs = model.f.predict(tokens(row["text"], row.get("subject")) + "\n", -1, 0.0, "strict")
     return {label.removeprefix("__label__"): float(p) for p, label in pairs}
 
 
