@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from router.config import Settings, load_settings
+from router.conversations import CLOSE_REASONS
 from router.errors import SwitchboardError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -284,7 +285,7 @@ async def _reply(rt: Any, args: argparse.Namespace) -> int:
 
 
 async def _close(rt: Any, args: argparse.Namespace) -> int:
-    await rt.conversations.close(args.conversation, args.agent)
+    await rt.conversations.close(args.conversation, args.agent, args.reason)
     print(f"closed #{args.conversation}")
     return 0
 
@@ -583,13 +584,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("conversation")
     sp.add_argument("text")
     sp.add_argument("--agent", required=True)
-    for name, fn, help in (
-        ("close", _close, "close a conversation"),
-        ("release", _release, "put a claimed conversation back in its queue"),
-    ):
-        sp = add(name, _with_runtime(fn), help)
-        sp.add_argument("conversation")
-        sp.add_argument("--agent", default="operator")
+    sp = add("close", _with_runtime(_close), "close a conversation (the reason is a label for the triage model)")
+    sp.add_argument("conversation")
+    sp.add_argument("--agent", default="operator")
+    sp.add_argument("--reason", choices=CLOSE_REASONS, default=CLOSE_REASONS[0])
+    sp = add("release", _with_runtime(_release), "put a claimed conversation back in its queue")
+    sp.add_argument("conversation")
+    sp.add_argument("--agent", default="operator")
     sp = add("transfer", _with_runtime(_transfer), "move a conversation to another group's queue")
     sp.add_argument("conversation")
     sp.add_argument("group")

@@ -27,6 +27,19 @@ def priority_label(prio: int) -> str:
     return f"P{prio}"
 
 
+#: Why an agent closed a conversation. Each close is a label on the message the rules routed
+#: (issue 15): the group and priority it was closed in held, except for spam, which says nothing
+#: about where support messages belong (``router/labels.py`` leaves it out of the training export).
+CLOSE_REASONS = ("resolved", "duplicate", "no_reply", "spam")
+
+
+def parse_close_reason(value: str) -> str:
+    reason = value.strip().lower().replace(" ", "_") or CLOSE_REASONS[0]
+    if reason not in CLOSE_REASONS:
+        raise BadRequest(f"close reason must be one of {', '.join(CLOSE_REASONS)}, not {value!r}")
+    return reason
+
+
 def parse_priority(value: str | int) -> int:
     text = str(value).upper().removeprefix("P")
     if text not in {"1", "2", "3", "4"}:
@@ -229,8 +242,9 @@ class Conversations:
     async def set_priority(self, conv_id: str, priority: int, by: str, request_id: str | None = None) -> None:
         await self._write("priority", conv_id, request_id, prio=priority, by=by)
 
-    async def close(self, conv_id: str, by: str, request_id: str | None = None) -> None:
-        await self._write("close", conv_id, request_id, by=by)
+    async def close(self, conv_id: str, by: str, reason: str = "", request_id: str | None = None) -> None:
+        """Close the conversation; ``reason``: one of ``CLOSE_REASONS`` (default ``resolved``)."""
+        await self._write("close", conv_id, request_id, by=by, reason=parse_close_reason(reason))
 
     async def note(self, conv_id: str, by: str, text: str, request_id: str | None = None) -> None:
         await self._write("note", conv_id, request_id, by=by, text=text)

@@ -1,11 +1,12 @@
 """Agents' corrections as training labels (issue 15).
 
-Every transfer to another group and every priority change an agent or admin makes (console, API or
-CLI: they all go through ``Conversations``) is recorded by ``lua/conv.lua``, in the same atomic step,
-on the ``labels`` stream: the conversation's latest inbound message as its history stores it (the
-rules' decision included, secrets already masked) and the group and priority the conversation has
-after the change. ``Labels.examples`` turns the stream into training examples in the corpus format
-of ``triage/corpus/`` (one per message: its latest correction wins), which
+Every transfer to another group, every priority change and every close (with its reason) an agent
+or admin makes (console, API or CLI: they all go through ``Conversations``) is recorded by
+``lua/conv.lua``, in the same atomic step, on the ``labels`` stream: the conversation's latest
+inbound message as its history stores it (the rules' decision included, secrets already masked)
+and the group and priority the conversation has after the change. A close says the group and
+priority it ended in were right. ``Labels.examples`` turns the stream into training examples in
+the corpus format of ``triage/corpus/`` (one per message: its latest label wins), which
 ``switchboard model export`` writes as JSON lines.
 """
 
@@ -26,7 +27,7 @@ class Correction:
     """One recorded correction: which change, on which message, by whom, and the labels after it."""
 
     entry: str  # the labels stream's id (its time is the correction's)
-    kind: str  # "transfer" or "priority"
+    kind: str  # "transfer", "priority" or "close" (a close confirms the group and priority it ends in)
     conversation: str
     channel: str
     group: str
@@ -81,9 +82,14 @@ class Labels:
             after = "(" + entries[-1][0].decode()
 
     async def examples(self) -> list[dict[str, Any]]:
-        """One example per corrected message, with its latest labels, in the order of first correction."""
+        """One example per corrected or closed message, with its latest labels, in the order of
+        first label. A message closed as spam is left out (and drops an earlier label of it): it
+        says nothing about where support messages belong."""
         latest: dict[str, dict[str, Any]] = {}
         async for correction in self.corrections():
             example = correction.example()
+            if correction.kind == "close" and correction.reason == "spam":
+                latest.pop(example["id"], None)
+                continue
             latest[example["id"]] = example  # a dict keeps the first insertion's place
         return list(latest.values())

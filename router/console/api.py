@@ -46,6 +46,10 @@ class TransferIn(_Body):
     reason: str = ""
 
 
+class CloseIn(_Body):
+    reason: str = ""  # one of router.conversations.CLOSE_REASONS; "" = resolved
+
+
 class PriorityIn(_Body):
     priority: str = Field(pattern=r"^[Pp][1-4]$")
 
@@ -253,8 +257,8 @@ async def priority(request: Request, conv_id: str, user: Caller, c: Service, dat
 
 
 @router.post("/conversations/{conv_id}/close", tags=["conversations"], summary="Close the conversation")
-async def close(request: Request, conv_id: str, user: Caller, c: Service) -> Response:
-    await c.close(user, conv_id, idempotency(request, user))
+async def close(request: Request, conv_id: str, user: Caller, c: Service, data: CloseIn | None = None) -> Response:
+    await c.close(user, conv_id, data.reason if data else "", idempotency(request, user))
     return ok()
 
 

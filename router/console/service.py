@@ -193,9 +193,9 @@ class Console:
         await self.conversation(user, conv_id)
         await self.office.conversations.set_priority(conv_id, parse_priority(priority), user.name, request_id)
 
-    async def close(self, user: User, conv_id: str, request_id: str | None = None) -> None:
+    async def close(self, user: User, conv_id: str, reason: str = "", request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
-        await self.office.conversations.close(conv_id, user.name, request_id)
+        await self.office.conversations.close(conv_id, user.name, reason, request_id)
 
     async def note(self, user: User, conv_id: str, text: str, request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)

@@ -17,7 +17,7 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from router.accounts import PasswordExpired, RateLimited
-from router.conversations import HistoryEntry
+from router.conversations import CLOSE_REASONS, HistoryEntry
 from router.errors import BadRequest
 
 from .http import (
@@ -209,6 +209,7 @@ async def _conversation_context(request: Request) -> dict[str, Any]:
         "attachments": attachments,
         "groups": await c.all_groups(),
         "canned": await c.canned(),
+        "close_reasons": CLOSE_REASONS,
     }
 
 
@@ -246,7 +247,7 @@ async def conversation_action(request: Request) -> Response:
         await c.set_priority(user, cid, _field(form, "priority"))
         return redirect(request, here, "Priority changed.")
     if action == "close":
-        await c.close(user, cid)
+        await c.close(user, cid, _field(form, "reason"))
         return redirect(request, "/queues", f"#{cid} closed.")
     if action == "retry-failed":
         # `switchboard outbox retry --conversation ID` from the page, after a fix (admins only).

@@ -39,9 +39,9 @@ local function unassign()
   if cur.agent and cur.agent ~= '' then redis.call('SREM', P .. 'agent:' .. cur.agent, cid) end
 end
 
--- An agent's correction is a label on the message the rules routed: the conversation's latest
--- inbound message, as its history stores it (secrets already masked), with the group and priority
--- it has now. `switchboard model export` writes them out for training (issue 15); the stream is
+-- An agent's correction (a transfer, a priority change) or close is a label on the message the
+-- rules routed: the conversation's latest inbound message, as its history stores it (secrets
+-- already masked), with the group and priority it has now. `switchboard model export` writes them out for training (issue 15); the stream is
 -- capped, and outlives the conversation's own history.
 local LABELS_MAXLEN = '100000'
 local function label(kind, group, p, reason)
@@ -121,7 +121,8 @@ elseif op == 'close' then
   unassign()
   redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', NOWS, 'updated_ms', NOWS)
   redis.call('ZADD', P .. 'closed', NOWS, cid)  -- the retention sweep's index (router/retention.py)
-  hist(cid, 'status', cjson.encode({status = 'closed', by = a.by}))
+  hist(cid, 'status', cjson.encode({status = 'closed', by = a.by, reason = a.reason}))
+  label('close', cur.group, prio, a.reason)
   event(cur.group, 'closed', cid, cjson.encode({by = a.by}))
 elseif op == 'reply' then
   -- Answering an unclaimed conversation claims it for the agent who answers.

@@ -543,3 +543,24 @@ async def test_routed_wrong_is_one_click_on_the_conversation_page_and_a_marked_l
         "transfer", "verification", "ann", "routed wrong"
     )  # fmt: skip
     assert (await served.rt.conversations.get(conv)).group == "verification"
+
+
+async def test_a_close_reason_from_the_page_and_the_api_is_a_label(served: Served) -> None:
+    await served.user("ann", "agent", ("payments",))
+    token = await served.user("bob", "agent", ("payments",))
+    by_page = await served.route("my deposit is missing", user="u10")
+    by_api = await served.route("my withdrawal is missing", user="u11")
+    client, csrf = await served.browser_session("ann")
+    page = await client.get(f"/conversations/{by_page}")
+    assert '<option value="duplicate">duplicate</option>' in page.text
+    closed = await client.post(f"/conversations/{by_page}/close", data={"csrf": csrf, "reason": "duplicate"})
+    assert closed.status_code == 303, closed.text
+    await client.aclose()
+    async with served.api(token) as api:
+        refused = await api.post(f"/api/conversations/{by_api}/close", json={"reason": "bored"})
+        assert refused.status_code == 400 and "close reason must be one of" in refused.text
+        assert (await api.post(f"/api/conversations/{by_api}/close", json={"reason": "spam"})).status_code == 200
+    labels = [
+        (c.conversation, c.kind, c.by, c.reason) async for c in Labels(served.rt.client, served.rt.keys).corrections()
+    ]
+    assert labels == [(by_page, "close", "ann", "duplicate"), (by_api, "close", "bob", "spam")]

@@ -6,6 +6,9 @@ import asyncio
 import json
 from pathlib import Path
 
+import pytest
+
+from router.errors import BadRequest
 from router.labels import Labels
 from router.runtime import Runtime
 from router.worker import Worker
@@ -66,3 +69,39 @@ async def test_model_export_writes_the_examples(rt: Runtime, env: dict[str, str]
     example = json.loads(line)
     assert example["expect"] == {"group": "verification", "priority": f"P{conv.priority}"}
     assert example["text"] == "my deposit is missing" and example["channel"] == "telegram"
+
+
+async def test_a_close_labels_the_routed_message_with_its_reason_and_spam_is_left_out(rt: Runtime) -> None:
+    await rt.inbox.append_many(
+        [
+            message("my withdrawal has not arrived", user="c1"),
+            message("what is the trading fee", user="c2"),
+            message("win free btc at scam.example", user="c3"),
+        ]
+    )
+    await drain(Worker(rt))
+    convs = {c.sender_id: c for group in ("payments", "general") for c in await rt.queues.head(group)}
+    await rt.conversations.close(convs["c1"].id, by="alice")  # resolved, by default
+    await rt.conversations.transfer(convs["c2"].id, "trading", by="bob")
+    await rt.conversations.close(convs["c2"].id, by="bob", reason="duplicate")
+    await rt.conversations.transfer(convs["c3"].id, "security", by="bob")
+    await rt.conversations.close(convs["c3"].id, by="bob", reason="spam")
+    with pytest.raises(BadRequest, match="close reason must be one of"):
+        await rt.conversations.close(convs["c1"].id, by="alice", reason="bored")
+
+    labels = Labels(rt.client, rt.keys)
+    closes = [(c.kind, c.reason, c.group) async for c in labels.corrections() if c.kind == "close"]
+    assert closes == [
+        ("close", "resolved", convs["c1"].group),
+        ("close", "duplicate", "trading"),
+        ("close", "spam", "security"),
+    ]
+    examples = await labels.examples()
+    # c1: the close confirms its routing; c2: closed where the transfer put it; c3: spam, left out.
+    assert [(e["text"][:13], e["expect"]["group"]) for e in examples] == [
+        ("my withdrawal", convs["c1"].group),
+        ("what is the t", "trading"),
+    ]
+    assert examples[1]["note"].startswith("close by bob (duplicate)")
+    history = await rt.conversations.history(convs["c2"].id)
+    assert {"status": "closed", "by": "bob", "reason": "duplicate"} in [h.data for h in history]
