@@ -114,6 +114,9 @@ class RulesSettings(BaseModel):
     # The triage model the rules' `intent:`/`urgency:` conditions and `model:` section read:
     # "shipped" (rules/models/), "off", or a directory holding `make model`'s output.
     model: Literal["shipped", "off"] | Path = "shipped"
+    # The share of routed messages a shadow model (`switchboard model shadow N`) is asked about:
+    # each costs one more prediction (two: the live model's alone too) and a stream entry.
+    shadow_sample: float = Field(1.0, ge=0.0, le=1.0)
 
 
 class WebSettings(BaseModel):
