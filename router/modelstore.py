@@ -293,7 +293,7 @@ class ModelStore:
         async for c in Labels(self._client, self._keys).corrections():
             corrected[str(c.message.get("msg"))] = (c.group, f"P{c.priority}")  # the latest wins
             corrected_convs.add(c.conversation)
-        observed = [o for o in await self._observed() if state.shadow is not None and o["shadow"] == str(state.shadow)]
+        observed = [o for o in await self.observed() if state.shadow is not None and o["shadow"] == str(state.shadow)]
         closed = await self._closed_final([o for o in observed if o["msg"] not in corrected], corrected_convs)
         return {
             "live": state.live,
@@ -303,7 +303,7 @@ class ModelStore:
             "closed_uncorrected": _agreement([(o, closed[o["msg"]]) for o in observed if o["msg"] in closed]),
         }
 
-    async def _observed(self) -> list[dict[str, str]]:
+    async def observed(self) -> list[dict[str, str]]:
         rows = await self._client.xrange(self._keys.model_observed)
         return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in rows]
 
