@@ -8,6 +8,7 @@ its answers differ from the shipped model's (the one the test settings configure
 from __future__ import annotations
 
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from rules import Engine
 from rules.intent import FORMAT, IntentModel, Prediction
 from tests.router.helpers import drain, message
 from tests.router.test_model_routing import RULES, TAKEOVER
+from tests.router.test_rules_cli import SEED
 
 TINY = Path(__file__).resolve().parents[1] / "triage" / "tiny-model"
 
@@ -217,3 +219,37 @@ async def test_a_publish_sent_twice_with_one_request_id_makes_one_version_and_on
         ("model.publish", "alice", f"version 2 ({other.digest})"),
         ("model.live", "bob", f"version 2 ({other.digest})"),
     ]
+
+
+MASKING = """\
+version: 1
+groups: [{id: general}, {id: payments}, {id: security}]
+defaults: {group: general}
+rules:
+  - {id: contact-details, when: {detector: [email]}, then: {redact: [email]}}
+"""
+
+
+async def test_the_shadow_is_asked_about_the_masked_text(rt: Runtime) -> None:
+    """The models never see a secret: they are asked about the decision's text, where a seed phrase
+    (masked at ingest already) and what a rule redacts are ``[redacted:KIND]``. The shipped model,
+    published as the shadow, answers each raw and masked text differently, so its recorded answer
+    tells which one it was asked about."""
+    texts = {
+        f"my wallet phrase is {SEED} is that safe": "my wallet phrase is [redacted:seed_phrase] is that safe",
+        "contact: anna@mail.ru my deposit": "contact: [redacted:email] my deposit",
+    }
+    shipped = IntentModel.shipped()
+    expected = []
+    for raw, masked in texts.items():
+        on_masked, on_raw = Prediction.top(shipped.predict(masked).group), Prediction.top(shipped.predict(raw).group)
+        assert on_masked[0] != on_raw[0], raw
+        expected.append((on_masked[0], f"{on_masked[1]:.3f}", on_masked[0]))
+    await rt.rules.publish(MASKING, "admin")
+    await rt.models.publish(read_dir(Path(str(resources.files("rules") / "models"))), "alice", shadow=True)
+    worker = Worker(rt)
+    await worker.rules.refresh()
+    await rt.inbox.append_many([message(raw, user=f"u{i}") for i, raw in enumerate(texts)])
+    await drain(worker)
+    seen = await rt.models.observed()
+    assert [(o["shadow_group"], o["shadow_p"], o["live_group"]) for o in seen] == expected
