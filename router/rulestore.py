@@ -48,10 +48,19 @@ Compiler = Callable[[str, str], Engine]
 
 
 class RuleStore:
-    def __init__(self, client: aioredis.Redis, keys: Keys, compiler: Compiler = Engine.from_yaml) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        compiler: Compiler = Engine.from_yaml,
+        before_publish: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
         self._keys = keys
         self._compiler = compiler
+        # E.g. follow the live triage model first: a process that never routed (the CLI) must
+        # validate a rule set against the model the workers use (router/modelstore.py).
+        self._before_publish = before_publish
 
     async def compile(self, source: str, filename: str) -> Engine:
         """Validate and compile ``source`` in a thread, so the event loop keeps running."""
@@ -81,6 +90,8 @@ class RuleStore:
         request_id: str | None = None,
     ) -> Published:
         """Validate (raises RuleSetError with every error) and make ``source`` the active rule set."""
+        if self._before_publish is not None:
+            await self._before_publish()
         engine = await self.compile(source, filename)
         at = time.time()
 

@@ -66,7 +66,7 @@ class Runtime:
         self.inbox = Inbox(self.client, self.keys, settings.inbox, self.scripts)
         self.conversations = Conversations(self.client, settings, self.scripts)
         self.queues = Queues(self.client, self.keys, self.conversations)
-        self.rules = RuleStore(self.client, self.keys, self.compile)
+        self.rules = RuleStore(self.client, self.keys, self.compile, lambda: self.triage.refresh())
         audit = Audit(self.client, self.keys, settings.web.audit_max)
         self.models = ModelStore(self.client, self.keys, self.fits, audit)
         self.stats = StatsReader(self.client, self.keys, self.scripts, self.queues, self.rules, self.engine, settings)

@@ -21,7 +21,7 @@ from router.modelstore import ModelHolder, ModelRefused, ModelState, read_dir
 from router.rulestore import EngineHolder
 from router.runtime import Runtime
 from router.worker import Worker
-from rules import Engine
+from rules import Engine, RuleSetError
 from rules.intent import FORMAT, IntentModel, Prediction
 from tests.router.helpers import drain, message
 from tests.router.test_model_routing import RULES, TAKEOVER
@@ -253,3 +253,17 @@ async def test_the_shadow_is_asked_about_the_masked_text(rt: Runtime) -> None:
     await drain(worker)
     seen = await rt.models.observed()
     assert [(o["shadow_group"], o["shadow_p"], o["live_group"]) for o in seen] == expected
+
+
+async def test_a_rule_set_is_validated_against_the_live_published_model(rt: Runtime) -> None:
+    """A process that never routed (the CLI) follows the published live model before it validates
+    a rule set: 'vip' is no label of the live model, though the configured one ("off") knows none."""
+    off = rt.settings.model_copy(update={"rules": RulesSettings(model="off")})
+    async with Runtime(off, rt.url) as admin:
+        await admin.models.publish(tiny_files(), "admin")
+    unfit = RULES.replace("{is: security, min: 0.5}", "{is: vip, min: 0.5}").replace(
+        "{id: complaints}]", "{id: complaints}, {id: vip}]"
+    )
+    async with Runtime(off, rt.url) as cli:
+        with pytest.raises(RuleSetError, match="'vip' is not a label of the triage model"):
+            await cli.rules.publish(unfit, "admin")
