@@ -183,6 +183,7 @@ class Worker:
             "host": socket.gethostname(),
             "processed": self.processed,
             "rules": self.rules.engine.version,
+            "model": self.triage.state.live,  # the published triage model version; null: the configured one
             "at": time.time(),
         }
         ttl = max(1, int(self.settings.worker.heartbeat_s * 3))

@@ -59,6 +59,8 @@ async def test_a_published_model_routes_in_a_running_worker_without_a_restart(rt
     label, p = Prediction.top(tiny.group)
     assert (said["group"][0]["label"], said["group"][0]["p"]) == (label, round(p, 3))
     assert Prediction.top(shipped.group)[0] != said["group"][0]["label"]  # not the configured model's answer
+    await worker._heartbeat()  # says which version it routes with
+    assert json.loads(await rt.client.get(rt.keys.health("worker", worker.name)))["model"] == published.number
     # Loaded once per version: the next check finds nothing new and keeps the same model.
     live = worker.triage.live
     assert not await worker.rules.refresh()
