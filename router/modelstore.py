@@ -101,7 +101,10 @@ def load_files(files: Mapping[str, bytes]) -> IntentModel:
     with tempfile.TemporaryDirectory(prefix="switchboard-model-") as tmp:
         for name, data in files.items():
             (Path(tmp) / name).write_bytes(data)
-        return IntentModel.load(Path(tmp))
+        try:
+            return IntentModel.load(Path(tmp))
+        except ModelError as exc:  # the reason without the temporary directory's name
+            raise ModelError(str(exc).replace(tmp, "<model>")) from None
 
 
 class ModelStore:
@@ -213,8 +216,8 @@ class ModelStore:
                 raise NotFound(f"model version {number}")
             live, shadow = await pipe.mget(self._keys.model_live, self._keys.model_shadow)
             state = ModelState(int(live) if live else None, int(shadow) if shadow else None)
-            if action == "shadow" and number is not None and number == state.live:
-                raise BadRequest(f"model version {number} is live; a shadow is another version")
+            if action in ("live", "shadow") and number is not None and number == state.live:
+                raise BadRequest(f"model version {number} is live already")
             if action == "rollback" and state.live != expect:
                 raise NotFound("the live model changed meanwhile; look again before rolling back")
             version = (await pipe.hget(self._keys.model_version(number), "digest") or b"").decode() if number else ""
@@ -265,7 +268,7 @@ class ModelStore:
         try:
             model = await asyncio.to_thread(load_files, files)
         except ModelError as exc:
-            raise ModelRefused(str(exc).replace(str(Path(tempfile.gettempdir())), "<model>")) from None
+            raise ModelRefused(str(exc)) from None
         await self._fits_rules(model)
         return model
 

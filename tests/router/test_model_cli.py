@@ -24,7 +24,7 @@ def test_publish_versions_shadow_status_rollback(env: dict[str, str], tmp_path: 
     (corrupt / "priority.ftz").write_bytes(b"not a model")
     refused = sb(env, "model", "publish", str(corrupt), "--by", "mallory", check=False)
     assert refused.returncode == 1
-    assert "refused: " in refused.stderr and "the priority model cannot be loaded" in refused.stderr
+    assert "refused: <model>: the priority model cannot be loaded" in refused.stderr
     assert "the running model stays in force" in refused.stderr
 
     published = sb(env, "model", "publish", str(TINY), "--by", "alice", "--comment", "first")
@@ -37,7 +37,7 @@ def test_publish_versions_shadow_status_rollback(env: dict[str, str], tmp_path: 
         (2, "bob", ""),
     ]
     same = sb(env, "model", "shadow", "1", check=False)
-    assert same.returncode == 1 and "model version 1 is live" in same.stderr
+    assert same.returncode == 1 and "model version 1 is live already" in same.stderr
     status = json.loads(sb(env, "model", "status", "--json").stdout)
     assert (status["live"], status["shadow"], status["corrected"]["messages"]) == (1, 2, 0)
     assert "shadow: 2" in sb(env, "model", "status").stdout

@@ -16,7 +16,7 @@ import pytest
 
 from router.audit import Audit
 from router.config import RulesSettings
-from router.errors import NotFound
+from router.errors import BadRequest, NotFound
 from router.modelstore import ModelHolder, ModelRefused, ModelState, read_dir
 from router.rulestore import EngineHolder
 from router.runtime import Runtime
@@ -186,6 +186,8 @@ async def test_live_shadow_and_rollback(rt: Runtime) -> None:
     assert await rt.models.state() == ModelState(one.number, two.number)
     await rt.models.make_live(two.number, "bob")
     assert await rt.models.state() == ModelState(two.number, None)  # a promoted shadow is no longer one
+    with pytest.raises(BadRequest, match="live already"):
+        await rt.models.make_live(two.number, "bob")  # twice on the list, rollback would stay on it
     worker = Worker(rt)
     await worker.rules.refresh()
     promoted = worker.triage.live
