@@ -39,8 +39,8 @@ from router.errors import BadRequest, NotFound, SwitchboardError
 from router.keys import Keys
 from router.labels import Labels
 from router.requests import retry_once, run_once
-from rules import RuleSetError
-from rules.intent import IntentModel, ModelError, Prediction
+from rules import Decision, RuleSetError
+from rules.intent import IntentModel, ModelError, Prediction, Predictor
 
 log = logging.getLogger("switchboard.models")
 
@@ -338,24 +338,37 @@ def _agreement(pairs: list[tuple[dict[str, str], tuple[str, str]]]) -> dict[str,
 
 
 def observation(
-    msg: str, ref: str, state: ModelState, routed: tuple[str, int], shadow: Prediction, live: Prediction | None
+    msg: str, ref: str, state: ModelState, decision: Decision, shadow: Predictor, live: Predictor | None
 ) -> dict[str, str]:
-    """The ``model:observed`` entry of one routed message: what routed it, and what the shadow
-    and the live model alone said (their best group and priority)."""
+    """The ``model:observed`` entry of one routed message: what routed it, and what the shadow and
+    the live model alone said (their best group and priority). Both are asked about the decision's
+    text, where secrets are masked; the live model's answer is taken from the trace when the rules
+    asked it already about that same text (one prediction a message instead of two)."""
     entry = {
         "msg": msg,
         "ref": ref,
         "shadow": str(state.shadow),
         "live": str(state.live or ""),
-        "routed_group": routed[0],
-        "routed_prio": f"P{routed[1]}",
+        "routed_group": decision.group,
+        "routed_prio": f"P{decision.priority}",
     }
-    for who, p in (("shadow", shadow), ("live", live)):
-        if p is not None:
-            entry[f"{who}_group"], g = Prediction.top(p.group)
-            entry[f"{who}_prio"], _ = Prediction.top(p.priority)
-            entry[f"{who}_p"] = f"{g:.3f}"
+    tops = {"shadow": _best(shadow.predict(decision.text, decision.subject))}
+    said = next((t.model for t in decision.trace if t.model is not None), None)
+    # The rules ask the model before their `redact:` actions apply: its answer is about the text
+    # the shadow sees only when nothing was redacted.
+    if said is not None and not decision.redactions:
+        tops["live"] = (said.group[0][0], said.priority[0][0], said.group[0][1])
+    elif live is not None:
+        tops["live"] = _best(live.predict(decision.text, decision.subject))
+    for who, (group, prio, confidence) in tops.items():
+        entry |= {f"{who}_group": group, f"{who}_prio": prio, f"{who}_p": f"{confidence:.3f}"}
     return entry
+
+
+def _best(p: Prediction) -> tuple[str, str, float]:
+    """The best group and priority, and the group's confidence."""
+    group, confidence = Prediction.top(p.group)
+    return group, Prediction.top(p.priority)[0], confidence
 
 
 @dataclass(slots=True)

@@ -57,7 +57,6 @@ from router.routing import conversation_ref, message_in, route_arguments, shared
 from router.rulestore import settle_heap
 from router.runtime import Runtime
 from router.scripts import argv, run_many
-from rules import Decision
 
 log = logging.getLogger("switchboard.worker")
 
@@ -319,6 +318,7 @@ class Worker:
         calls: list[tuple[list[bytes], list[Any]]] = []
         failed: dict[bytes, str] = {}
         observed: list[dict[str, str]] = []
+        shadow = self.triage.shadow  # asked beside the live model, never routes (router/modelstore.py)
         if parsed:
             # The state lookup is a round trip per batch, on the latency path: only when a rule
             # asks whether the conversation is new (the default rules do not).
@@ -338,24 +338,11 @@ class Worker:
                     calls.append(([], argv(self.keys.prefix, self._shared)))
                 calls[-1][0].append(entry_id)
                 calls[-1][1].extend((entry_id, *args))
-                if self.triage.shadow is not None and random.random() < self.settings.rules.shadow_sample:
-                    observed.append(self._observe(env, decision))
+                if shadow is not None and random.random() < self.settings.rules.shadow_sample:
+                    state, live = self.triage.state, self.triage.live
+                    observed.append(observation(env.id, conversation_ref(env), state, decision, shadow, live))
         dead_calls = [argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts) for entry_id, reason in dead]
         return _Batch(dead_calls, failed, calls, {conversation_ref(env) for _, env in parsed}, observed)
-
-    def _observe(self, env: Envelope, decision: Decision) -> dict[str, str]:
-        """What the shadow model, and the live one alone, say of a routed message: asked about the
-        decision's text, where secrets are already masked (the models never see one)."""
-        shadow, live = self.triage.shadow, self.triage.live
-        assert shadow is not None
-        return observation(
-            env.id,
-            conversation_ref(env),
-            self.triage.state,
-            (decision.group, decision.priority),
-            shadow.predict(decision.text, decision.subject),
-            live.predict(decision.text, decision.subject) if live is not None else None,
-        )
 
     async def _commit(self, batch: _Batch) -> None:
         await run_many(self.client, self.scripts.dead, batch.dead)

@@ -231,6 +231,7 @@ groups: [{id: general}, {id: payments}, {id: security}]
 defaults: {group: general}
 rules:
   - {id: contact-details, when: {detector: [email]}, then: {redact: [email]}}
+  - {id: sure-takeover, when: {intent: {is: security, min: 0.999}}, then: {route: security}}
 """
 
 
@@ -238,7 +239,8 @@ async def test_the_shadow_is_asked_about_the_masked_text(rt: Runtime) -> None:
     """The models never see a secret: they are asked about the decision's text, where a seed phrase
     (masked at ingest already) and what a rule redacts are ``[redacted:KIND]``. The shipped model,
     published as the shadow, answers each raw and masked text differently, so its recorded answer
-    tells which one it was asked about."""
+    tells which one it was asked about. The rules ask the live model (an ``intent:`` rule): its
+    answer is in the trace, but asked before the rule's redaction: the live model is asked again."""
     texts = {
         f"my wallet phrase is {SEED} is that safe": "my wallet phrase is [redacted:seed_phrase] is that safe",
         "contact: anna@mail.ru my deposit": "contact: [redacted:email] my deposit",
