@@ -115,7 +115,7 @@ class RulesSettings(BaseModel):
     # "shipped" (rules/models/), "off", or a directory holding `make model`'s output.
     model: Literal["shipped", "off"] | Path = "shipped"
     # The share of routed messages a shadow model (`switchboard model shadow N`) is asked about:
-    # each costs one more prediction (two: the live model's alone too) and a stream entry.
+    # each costs a prediction or two (docs/triage.md, "Publishing a model") and a stream entry.
     shadow_sample: float = Field(1.0, ge=0.0, le=1.0)
     # `switchboard model train`'s interpreter, with the fastText trainer (default: the checkout's
     # .venv-train/bin/python, built by `make .venv-train/.installed-stamp`).
