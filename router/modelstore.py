@@ -381,6 +381,8 @@ class ModelHolder:
     state: ModelState = ModelState(None, None)
     _loaded: dict[int, IntentModel] = field(default_factory=dict)
     _broken: set[int] = field(default_factory=set)
+    # The workers' loop and the console's requests refresh the same holder: one load at a time.
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def live(self) -> IntentModel | None:
@@ -393,7 +395,10 @@ class ModelHolder:
     async def refresh(self) -> None:
         """Follow the published live and shadow versions; one this process cannot load is logged
         once and skipped (the live model in force stays)."""
-        state = await self.store.state()
+        async with self._lock:
+            await self._follow(await self.store.state())
+
+    async def _follow(self, state: ModelState) -> None:
         if state == self.state:
             return
         for number in (state.live, state.shadow):

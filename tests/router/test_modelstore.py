@@ -273,3 +273,18 @@ async def test_a_rule_set_is_validated_against_the_live_published_model(rt: Runt
     async with Runtime(off, rt.url) as cli:
         with pytest.raises(RuleSetError, match="'vip' is not a label of the triage model"):
             await cli.rules.publish(unfit, "admin")
+
+
+async def test_a_live_version_a_worker_cannot_load_is_skipped_and_its_model_stays(rt: Runtime) -> None:
+    """E.g. during an upgrade, a newer release made live a format this one does not read."""
+    first = await rt.models.publish(tiny_files(), "admin")
+    worker = Worker(rt)
+    await worker.rules.refresh()
+    live, engine = worker.triage.live, worker.rules.engine
+    second = await rt.models.publish(tiny_files(), "admin", shadow=True)
+    meta = json.loads((TINY / "triage.json").read_text())
+    await rt.client.hset(rt.keys.model_files(second.number), "triage.json", json.dumps({**meta, "format": FORMAT + 1}))
+    await rt.client.set(rt.keys.model_live, second.number)  # as the newer release's `model live 2` did
+    assert not await worker.rules.refresh()
+    assert worker.triage.live is live and worker.rules.engine is engine
+    assert worker.triage.state == ModelState(first.number, None)
