@@ -18,6 +18,7 @@ from router.conversations import Conversations
 from router.events import GroupEvents
 from router.inbox import Inbox
 from router.keys import Keys
+from router.modelstore import ModelStore
 from router.outbox import FailedReply, failed_replies, retry_failed
 from router.queues import Queues
 from router.redis import connect
@@ -36,6 +37,7 @@ class Backoffice:
         self.conversations: Conversations = own.conversations
         self.queues: Queues = own.queues
         self.rules: RuleStore = own.rules
+        self.models: ModelStore = own.models
         self.stats: StatsReader = own.stats
         self.canned = CannedReplies(own.client, own.keys)
         self.samples = Samples(own.client, own.keys, web.sample_s)

@@ -472,6 +472,44 @@ async def _rules_published(rt: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+# -- published triage models (router/model_cli.py) -----------------------------------------------
+def _model_versions_parsers(msub: Any) -> None:
+    """``model publish|live|shadow|rollback|versions|status|train`` (router/model_cli.py)."""
+    from router import model_cli
+
+    handler = _with_runtime(model_cli.run)
+
+    def action(name: str, help_: str, *, writes: bool = False) -> argparse.ArgumentParser:
+        sp: argparse.ArgumentParser = msub.add_parser(name, help=help_)
+        sp.set_defaults(handler=handler)
+        if writes:
+            sp.add_argument("--by", default="operator", help="who does it (recorded with the version, audited)")
+            sp.add_argument("--request-id", help="sent again with the same id, it changes nothing twice")
+        else:
+            sp.add_argument("--json", action="store_true", help="machine-readable output")
+        return sp
+
+    sp = action("publish", "validate and publish a model directory: live, or the shadow", writes=True)
+    sp.add_argument("dir")
+    sp.add_argument("--shadow", action="store_true", help="asked beside the live model, never routes")
+    sp.add_argument("--comment", default="")
+    action("live", "make a published version live; workers switch within seconds", writes=True).add_argument(
+        "number", type=int
+    )
+    action("shadow", "make a published version the shadow ('off': none)", writes=True).add_argument(
+        "number", type=model_cli.version_or_off
+    )
+    action("rollback", "make the previously live version live again", writes=True)
+    action("versions", "the published versions: which is live, which the shadow")
+    action("status", "the shadow's and the live model's agreement with agents' corrections")
+    sp = msub.add_parser("train", help="train a model (the shipped corpus + --labels) in the trainer's environment")
+    sp.add_argument("--out", type=Path, required=True)
+    sp.add_argument("--labels", type=Path, help="a team's labels, as `switchboard model export` writes them")
+    sp.add_argument("--seed", type=int, default=1)
+    sp.add_argument("--params", help="fastText parameters for both models, as JSON (default: the trainer's)")
+    sp.set_defaults(handler=lambda args, settings: model_cli.train(args, settings.rules.trainer_python))
+
+
 # -- bench ---------------------------------------------------------------------------------------
 async def _model_export(rt: Any, args: argparse.Namespace) -> int:
     from router.labels import Labels
@@ -653,7 +691,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("b", type=int)
     sp.set_defaults(handler=_with_runtime(_rules_published))
 
-    model = sub.add_parser("model", help="the triage model: its training labels and its evaluation")
+    model = sub.add_parser("model", help="the triage model: labels, training, evaluation, published versions")
     msub = model.add_subparsers(dest="action", required=True, metavar="ACTION")
     sp = msub.add_parser("export", help="agents' corrections (transfers, priority changes) as corpus JSON lines")
     sp.add_argument("--out", type=Path, help="write to this file (default: standard output)")
@@ -663,6 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--samples", required=True)
     json_flag(sp)
     sp.set_defaults(handler=cmd_model_eval)
+    _model_versions_parsers(msub)
 
     sp = add("route", cmd_route, "route JSON lines from stdin offline (no Redis)")
     sp.add_argument("--rules")

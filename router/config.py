@@ -114,6 +114,12 @@ class RulesSettings(BaseModel):
     # The triage model the rules' `intent:`/`urgency:` conditions and `model:` section read:
     # "shipped" (rules/models/), "off", or a directory holding `make model`'s output.
     model: Literal["shipped", "off"] | Path = "shipped"
+    # The share of routed messages a shadow model (`switchboard model shadow N`) is asked about:
+    # each costs a prediction or two (docs/triage.md, "Publishing a model") and a stream entry.
+    shadow_sample: float = Field(1.0, ge=0.0, le=1.0)
+    # `switchboard model train`'s interpreter, with the fastText trainer (default: the checkout's
+    # .venv-train/bin/python, built by `make .venv-train/.installed-stamp`).
+    trainer_python: Path | None = None
 
 
 class WebSettings(BaseModel):

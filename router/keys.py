@@ -35,6 +35,16 @@ cursor:{channel}:{account}      hash      an adapter's durable positions (update
 rules:active                    string    published rule-set version number
 rules:v:{n}                     hash      a published rule set: source, author, at, version hash
 rules:log                       stream    publish / rollback log
+model:seq                       string    last published triage model version number
+model:v:{n}                     hash      a published model: digest, author, at, comment, files (names
+                                          and sizes, JSON), meta (its triage.json)
+model:files:{n}                 hash      its files: name -> bytes (a few MB)
+model:live                      string    the live version (routes); none: the configured model
+model:shadow                    string    the shadow version (asked beside the live one, never routes)
+model:lives                     list      versions made live, newest first (rollback pops)
+model:log                       stream    publish / live / shadow / rollback log
+model:observed                  stream    the shadow's and live model's answers beside each routed
+                                          message (router/modelstore.py), capped ~20,000
 req:{id}                        string    a write's result under its request id (TTL 1 day), see
                                           router/requests.py
 users                           set       web console user names
@@ -152,6 +162,37 @@ class Keys:
     @property
     def rules_seq(self) -> str:
         return self.prefix + "rules:seq"
+
+    # -- published triage models (router/modelstore.py) ------------------------------------------
+    @property
+    def model_seq(self) -> str:
+        return self.prefix + "model:seq"
+
+    def model_version(self, n: int) -> str:
+        return f"{self.prefix}model:v:{n}"
+
+    def model_files(self, n: int) -> str:
+        return f"{self.prefix}model:files:{n}"
+
+    @property
+    def model_live(self) -> str:
+        return self.prefix + "model:live"
+
+    @property
+    def model_shadow(self) -> str:
+        return self.prefix + "model:shadow"
+
+    @property
+    def model_lives(self) -> str:
+        return self.prefix + "model:lives"
+
+    @property
+    def model_log(self) -> str:
+        return self.prefix + "model:log"
+
+    @property
+    def model_observed(self) -> str:
+        return self.prefix + "model:observed"
 
     def request(self, request_id: str) -> str:
         return f"{self.prefix}req:{request_id}"

@@ -17,16 +17,18 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
-from redis.exceptions import WatchError
 
 from router.errors import NotFound
 from router.keys import Keys
-from router.model import new_id
-from router.requests import REQUEST_TTL_MS, retry_once
+from router.requests import retry_once, run_once
 from rules import Engine
+
+if TYPE_CHECKING:
+    from router.modelstore import ModelHolder
 
 log = logging.getLogger("switchboard.rules")
 
@@ -46,10 +48,19 @@ Compiler = Callable[[str, str], Engine]
 
 
 class RuleStore:
-    def __init__(self, client: aioredis.Redis, keys: Keys, compiler: Compiler = Engine.from_yaml) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        keys: Keys,
+        compiler: Compiler = Engine.from_yaml,
+        before_publish: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self._client = client
         self._keys = keys
         self._compiler = compiler
+        # E.g. follow the live triage model first: a process that never routed (the CLI) must
+        # validate a rule set against the model the workers use (router/modelstore.py).
+        self._before_publish = before_publish
 
     async def compile(self, source: str, filename: str) -> Engine:
         """Validate and compile ``source`` in a thread, so the event loop keeps running."""
@@ -79,6 +90,8 @@ class RuleStore:
         request_id: str | None = None,
     ) -> Published:
         """Validate (raises RuleSetError with every error) and make ``source`` the active rule set."""
+        if self._before_publish is not None:
+            await self._before_publish()
         engine = await self.compile(source, filename)
         at = time.time()
 
@@ -144,30 +157,9 @@ class RuleStore:
         return await retry_once(lambda: self.get(number), str(number))
 
     async def _once(self, request_id: str | None, stage: Callable[[Pipeline], Awaitable[int]]) -> int:
-        """Run ``stage`` (reads, then ``multi()`` and the writes; returns the version number) in one
-        transaction with the record of ``request_id``, made when None; a repeat returns the first
-        run's number and writes nothing. Sent once more, with the same id, on a lost connection."""
-        rid = request_id or new_id()
-        key = self._keys.request(rid)
-
-        async def attempt() -> int:
-            async with self._client.pipeline(transaction=True) as pipe:
-                while True:
-                    # The active version and the sequence watched too: a publish or rollback
-                    # between the reads and EXEC makes this one read again, not write stale data.
-                    await pipe.watch(key, self._keys.rules_active, self._keys.rules_seq)
-                    done = await pipe.get(key)
-                    if done is not None:
-                        return int(done)
-                    number = await stage(pipe)
-                    pipe.set(key, number, px=REQUEST_TTL_MS)
-                    try:
-                        await pipe.execute()
-                    except WatchError:
-                        continue
-                    return number
-
-        return await retry_once(attempt, rid)
+        return await run_once(
+            self._client, self._keys, request_id, (self._keys.rules_active, self._keys.rules_seq), stage
+        )
 
     async def log(self, count: int = 50) -> list[dict[str, str]]:
         entries = await self._client.xrevrange(self._keys.rules_log, count=count)
@@ -186,13 +178,26 @@ class RuleStore:
 
 
 class EngineHolder:
-    """The engine a worker uses now: the published one if any, else the configured file or default."""
+    """The engine a worker uses now: the published one if any, else the configured file or default;
+    compiled with the live triage model of ``models`` (router/modelstore.py) when given, and
+    compiled again (``fallback`` builds the unpublished one) when that model changes."""
 
-    def __init__(self, store: RuleStore, initial: Engine, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        store: RuleStore,
+        initial: Engine,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        models: ModelHolder | None = None,
+        fallback: Callable[[], Engine] | None = None,
+    ) -> None:
         self._store = store
         self._number: int | None = None
         self._clock = clock
         self._checked: float | None = None
+        self._models = models
+        self._model = models.live if models is not None else None  # the one the engine was built with
+        self._fallback = fallback
         self.engine = initial
 
     async def current(self, *, fresh: bool = False) -> Engine:
@@ -205,20 +210,31 @@ class EngineHolder:
         return self.engine
 
     async def refresh(self) -> bool:
-        """Swap in the active published version when it changed; a broken one is logged and skipped."""
+        """Swap in the active published version when it or the live model changed; a broken one is
+        logged and skipped."""
+        remodel = False
+        if self._models is not None:
+            await self._models.refresh()
+            remodel = self._models.live is not self._model
         number = await self._store.active_number()
-        if number is None or number == self._number:
+        if not remodel and (number is None or number == self._number):
             return False
-        published = await self._store.get(number)
+        model = self._models.live if self._models is not None else None
         try:
-            engine = await self._store.compile(published.source, f"published-v{number}")
+            if number is not None:
+                published = await self._store.get(number)
+                engine = await self._store.compile(published.source, f"published-v{number}")
+            elif self._fallback is not None:
+                engine = await asyncio.to_thread(self._fallback)
+            else:
+                return False
         except Exception:  # the old engine stays in force whatever went wrong
-            log.exception("published rule set %s does not compile; keeping %s", number, self.engine.version)
-            self._number = number
+            log.exception("rule set %s does not compile; keeping %s", number or "(configured)", self.engine.version)
+            self._number, self._model = number, model
             return False
-        self.engine, self._number = engine, number
+        self.engine, self._number, self._model = engine, number, model
         settle_heap()
-        log.info("now routing with rule set %s (%s)", number, engine.version)
+        log.info("now routing with rule set %s (%s)", number or "(configured)", engine.version)
         return True
 
 

@@ -5,6 +5,7 @@ the CLI's commands, the channel context); serving it is router/supervisor.py's j
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from router.audit import Audit
 from router.channel import ChannelContext
 from router.config import RulesSettings, Settings
 from router.conversations import Conversations
@@ -21,6 +23,7 @@ from router.inbox import Inbox
 from router.keys import Keys
 from router.lifecycle import StopRequest
 from router.model import new_id
+from router.modelstore import ModelHolder, ModelStore
 from router.queues import Queues
 from router.redis import check_version, connect
 from router.rulestore import EngineHolder, RuleStore
@@ -63,10 +66,13 @@ class Runtime:
         self.inbox = Inbox(self.client, self.keys, settings.inbox, self.scripts)
         self.conversations = Conversations(self.client, settings, self.scripts)
         self.queues = Queues(self.client, self.keys, self.conversations)
-        self.rules = RuleStore(self.client, self.keys, self.compile)
+        self.rules = RuleStore(self.client, self.keys, self.compile, lambda: self.triage.refresh())
+        audit = Audit(self.client, self.keys, settings.web.audit_max)
+        self.models = ModelStore(self.client, self.keys, self.fits, audit)
         self.stats = StatsReader(self.client, self.keys, self.scripts, self.queues, self.rules, self.engine, settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
+        self._triage: ModelHolder | None = None
         # A runtime made for the console shares its parent's engine and triage model: one of each
         # per process, loaded and compiled once.
         self._parent = parent
@@ -101,18 +107,44 @@ class Runtime:
         if self._parent is not None:
             return self._parent.engines
         if self._engines is None:
-            self._engines = EngineHolder(self.rules, Engine.load(self.settings.rules.file, self.model))
+            self._engines = self.engine_holder(self.settings)
         return self._engines
+
+    def engine_holder(self, settings: Settings) -> EngineHolder:
+        """An engine holder of ``settings``' rule file, compiled with the live triage model."""
+
+        def fallback() -> Engine:
+            return Engine.load(settings.rules.file, self.triage.live)
+
+        return EngineHolder(self.rules, fallback(), models=self.triage, fallback=fallback)
 
     @cached_property
     def model(self) -> IntentModel | None:
-        """The triage model of the rules (``rules.model``), loaded on first use."""
+        """The configured triage model (``rules.model``), loaded on first use."""
         return self._parent.model if self._parent is not None else load_model(self.settings.rules)
 
+    @property
+    def triage(self) -> ModelHolder:
+        """The triage models in force in this process: the live published version, else the
+        configured one, and the shadow (router/modelstore.py); shared with the console's runtime."""
+        if self._parent is not None:
+            return self._parent.triage
+        if self._triage is None:
+            self._triage = ModelHolder(self.models, lambda: self.model)
+        return self._triage
+
     def compile(self, source: str, filename: str) -> Engine:
-        """Validate and compile a rule set with the triage model (``RuleSetError`` also when it
-        names a label the model lacks)."""
-        return Engine.from_yaml(source, filename, model=self.model)
+        """Validate and compile a rule set with the live triage model (``RuleSetError`` also when
+        it names a label the model lacks)."""
+        return Engine.from_yaml(source, filename, model=self.triage.live)
+
+    async def fits(self, model: IntentModel | None) -> None:
+        """Raise ``RuleSetError`` when the rule set in force does not compile with ``model``."""
+        published = await self.rules.active()
+        if published is not None:
+            await asyncio.to_thread(Engine.from_yaml, published.source, f"published-v{published.number}", model)
+        else:
+            await asyncio.to_thread(Engine.load, self.settings.rules.file, model)
 
     async def engine(self, *, fresh: bool = False) -> Engine:
         """The rule set in force (published, else the configured file or the default)."""

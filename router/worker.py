@@ -35,6 +35,7 @@ import contextlib
 import json
 import logging
 import os
+import random
 import socket
 import time
 from collections.abc import Sequence
@@ -49,13 +50,13 @@ from router.inbox import ensure_group
 from router.keys import ROUTER_GROUP
 from router.lifecycle import keep_running
 from router.model import ENVELOPE_VERSION, Envelope, decode_envelope, new_id
+from router.modelstore import OBSERVED_MAXLEN, observation
 from router.redis import TRANSIENT_ERRORS
 from router.retention import Retention
 from router.routing import conversation_ref, message_in, route_arguments, shared_argument
-from router.rulestore import EngineHolder, settle_heap
+from router.rulestore import settle_heap
 from router.runtime import Runtime
 from router.scripts import argv, run_many
-from rules import Engine
 
 log = logging.getLogger("switchboard.worker")
 
@@ -78,6 +79,7 @@ class _Batch:
     failed: dict[bytes, str]
     calls: list[tuple[list[bytes], list[Any]]]
     cks: set[str]
+    observed: list[dict[str, str]]  # the shadow model's answers (router/modelstore.py)
 
 
 def _stream_ms(entry_id: bytes | str) -> int:
@@ -98,9 +100,8 @@ class Worker:
         self.name = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self.scripts = rt.scripts
         # Settings of its own may name another rule file: then an engine of its own too.
-        self.rules = (
-            rt.engines if settings is None else EngineHolder(rt.rules, Engine.load(self.settings.rules.file, rt.model))
-        )
+        self.rules = rt.engines if settings is None else rt.engine_holder(self.settings)
+        self.triage = rt.triage
         self.retention = Retention(self.client, self.settings, self.name, self.scripts)
         self.processed = 0
         self._shared = shared_argument(self.settings)
@@ -181,6 +182,7 @@ class Worker:
             "host": socket.gethostname(),
             "processed": self.processed,
             "rules": self.rules.engine.version,
+            "model": self.triage.state.live,  # the published triage model version; null: the configured one
             "at": time.time(),
         }
         ttl = max(1, int(self.settings.worker.heartbeat_s * 3))
@@ -315,6 +317,8 @@ class Worker:
             log.warning("dead-lettering %s: %s", entry_id.decode(), reason)
         calls: list[tuple[list[bytes], list[Any]]] = []
         failed: dict[bytes, str] = {}
+        observed: list[dict[str, str]] = []
+        shadow = self.triage.shadow  # asked beside the live model, never routes (router/modelstore.py)
         if parsed:
             # The state lookup is a round trip per batch, on the latency path: only when a rule
             # asks whether the conversation is new (the default rules do not).
@@ -334,8 +338,11 @@ class Worker:
                     calls.append(([], argv(self.keys.prefix, self._shared)))
                 calls[-1][0].append(entry_id)
                 calls[-1][1].extend((entry_id, *args))
+                if shadow is not None and random.random() < self.settings.rules.shadow_sample:
+                    state, live = self.triage.state, self.triage.live
+                    observed.append(observation(env.id, conversation_ref(env), state, decision, shadow, live))
         dead_calls = [argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts) for entry_id, reason in dead]
-        return _Batch(dead_calls, failed, calls, {conversation_ref(env) for _, env in parsed})
+        return _Batch(dead_calls, failed, calls, {conversation_ref(env) for _, env in parsed}, observed)
 
     async def _commit(self, batch: _Batch) -> None:
         await run_many(self.client, self.scripts.dead, batch.dead)
@@ -346,6 +353,11 @@ class Worker:
         )
         for (entry_ids, _), result in zip(batch.calls, results, strict=True):
             await self._check(entry_ids, result)
+        if batch.observed:
+            pipe = self.client.pipeline(transaction=False)
+            for entry in batch.observed:
+                pipe.xadd(self.keys.model_observed, entry, maxlen=OBSERVED_MAXLEN, approximate=True)
+            await pipe.execute()
 
     async def _check(self, entry_ids: list[bytes], result: Any) -> None:
         """Count a route call's routed messages; log and record what failed."""

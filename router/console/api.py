@@ -393,6 +393,11 @@ async def rules_rollback(
 
 
 # -- users (admins) ------------------------------------------------------------------------------
+@router.get("/models", tags=["rules"], summary="Published triage models: live, shadow, the shadow's agreement")
+async def models(user: Admin, c: Service) -> Response:
+    return JSONResponse(await c.models())
+
+
 @router.get("/users", tags=["users"], summary="Console users")
 async def users_list(user: Admin, c: Service) -> Response:
     return JSONResponse({"users": [u.to_dict() for u in await c.users.all()]})

@@ -318,6 +318,12 @@ class Console:
     async def rules_history(self) -> list[dict[str, str]]:
         return await self.office.rules.log(100)
 
+    async def models(self) -> dict[str, Any]:
+        """The published triage models and the shadow's scores (``switchboard model versions``
+        and ``model status``)."""
+        versions = [v.to_dict() for v in await self.office.models.versions()]
+        return {"versions": versions, **await self.office.models.status()}
+
     async def rule_version(self, number: int) -> Published:
         return await self.office.rules.get(number)
 
