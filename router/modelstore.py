@@ -288,16 +288,20 @@ class ModelStore:
     # -- shadow scores -----------------------------------------------------------------------
     async def status(self) -> dict[str, Any]:
         """The live and shadow versions and how often each model (and the routing) agreed with
-        agents' corrections, and with the final group and priority of conversations closed
-        without one, over the messages the current shadow was asked about."""
+        agents' corrections, and with the group and priority of conversations closed without one
+        (a close is a label too: router/labels.py), over the messages the current shadow was
+        asked about."""
         state = await self.state()
         corrected: dict[str, tuple[str, str]] = {}
-        corrected_convs: set[str] = set()
+        closed: dict[str, tuple[str, str]] = {}
         async for c in Labels(self._client, self._keys).corrections():
-            corrected[str(c.message.get("msg"))] = (c.group, f"P{c.priority}")  # the latest wins
-            corrected_convs.add(c.conversation)
+            msg, right = str(c.message.get("msg")), (c.group, f"P{c.priority}")
+            if c.kind != "close":
+                corrected[msg] = right  # the latest wins
+                closed.pop(msg, None)
+            elif msg not in corrected and c.reason != "spam":  # spam says nothing about routing
+                closed[msg] = right
         observed = [o for o in await self.observed() if state.shadow is not None and o["shadow"] == str(state.shadow)]
-        closed = await self._closed_final([o for o in observed if o["msg"] not in corrected], corrected_convs)
         return {
             "live": state.live,
             "shadow": state.shadow,
@@ -309,22 +313,6 @@ class ModelStore:
     async def observed(self) -> list[dict[str, str]]:
         rows = await self._client.xrange(self._keys.model_observed)
         return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in rows]
-
-    async def _closed_final(self, observed: list[dict[str, str]], corrected: set[str]) -> dict[str, tuple[str, str]]:
-        """The final group and priority of each observed message whose conversation is closed and
-        was never corrected (its conversation as its key names it now)."""
-        pipe = self._client.pipeline(transaction=False)
-        for o in observed:
-            pipe.get(self._keys.conv_key(*o["ref"].split(":", 2)))
-        ids = [raw.decode() if raw else "" for raw in await pipe.execute()]
-        for conv_id in ids:
-            pipe.hmget(self._keys.conv(conv_id), "status", "group", "prio")
-        finals = await pipe.execute()
-        out: dict[str, tuple[str, str]] = {}
-        for o, conv_id, (status, group, prio) in zip(observed, ids, finals, strict=True):
-            if conv_id and conv_id not in corrected and status == b"closed":
-                out[o["msg"]] = (group.decode(), f"P{prio.decode()}")
-        return out
 
 
 def _agreement(pairs: list[tuple[dict[str, str], tuple[str, str]]]) -> dict[str, Any]:
