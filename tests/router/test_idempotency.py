@@ -110,7 +110,7 @@ async def test_a_close_sent_twice_closes_once_without_error(rt: Runtime, proxied
     await proxied.lose_reply(lambda: proxied.conversations.close(cid, "ann"))
     assert (await rt.conversations.get(cid)).status == "closed"
     assert [h for h in await _history(rt, cid, "status") if h.get("status") == "closed"] == [
-        {"status": "closed", "by": "ann"}
+        {"status": "closed", "by": "ann", "reason": "resolved"}
     ]
 
 
