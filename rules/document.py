@@ -477,6 +477,11 @@ Template = Annotated[dict[NonEmptyStr, str], Field(min_length=1)]
 #: What of a rule's decision may be soft: the triage model may override it (``model:``'s
 #: ``override_route_min`` / ``override_priority_min``).
 SoftPart = Literal["route", "priority"]
+# ``true``, or a list of parts: told apart first, so that a bad list gets one error, not two.
+Soft = Annotated[
+    Annotated[bool, Tag("bool")] | Annotated[list[SoftPart], Field(min_length=1), Tag("list")],
+    Discriminator(lambda value: "list" if isinstance(value, list) else "bool"),
+]
 
 
 class Then(_Strict):
@@ -491,7 +496,7 @@ class Then(_Strict):
     redact: DetectorKinds | None = None
     stop: bool = False
     # true = the rule's route and priority (those it has); or a list of them.
-    soft: bool | Annotated[list[SoftPart], Field(min_length=1)] = False
+    soft: Soft = False
 
     _route = field_validator("route")(_known_group)
     _redact = field_validator("redact")(_kinds_ok)
@@ -516,9 +521,7 @@ class Then(_Strict):
             if "route" in self.soft and self.route is None:
                 raise _error("soft_without_decision", "soft: route needs route")
             if "priority" in self.soft and self.priority is None:
-                raise _error(
-                    "soft_without_decision", "soft: priority needs priority (a raise_priority is never soft)"
-                )
+                raise _error("soft_without_decision", "soft: priority needs priority (a raise_priority is never soft)")
         return self
 
     def soft_parts(self) -> frozenset[str]:

@@ -243,6 +243,45 @@ def differences(doc: RuleFile, soft: Mapping[str, Sequence[str]], section: Model
     return out
 
 
+def write_choice(text: str, soft: Mapping[str, Sequence[str]], section: ModelPolicy) -> str:
+    """The rule file's text with the choice written in: a ``soft:`` line first in each chosen
+    rule's ``then:`` block (every other ``soft:`` line of a ``then:`` block removed) and the
+    ``model:`` section's thresholds. Comments and layout stay; a rule whose ``then`` is not a block
+    mapping, or a file without a ``model:`` block, is refused (ValueError): write those by hand."""
+    lines = text.split("\n")
+    out: list[str] = []
+    rule: str | None = None
+    in_then = in_model = False
+    for line in lines:
+        if line.startswith("  - id: "):
+            rule = line[len("  - id: ") :].split("#")[0].strip()
+        if not line.startswith((" ", "#")) and line.strip():
+            rule = rule if line.startswith("rules:") else None
+        if in_then and not line.startswith("      "):
+            in_then = False
+        if in_model and not line.startswith(("  ", "#")) and line.strip():
+            in_model = False
+        if in_then and line.lstrip().startswith("soft:"):
+            continue
+        if in_model and line.startswith("  ") and line.split(":")[0].strip() in ModelPolicy.model_fields:
+            continue
+        out.append(line)
+        if rule is not None and line.startswith("    then:"):
+            if line.strip() != "then:":
+                if rule in soft:
+                    raise ValueError(f"rule {rule}: then is not a block mapping; write soft: by hand")
+                continue
+            in_then = True
+            if rule in soft:
+                out.append(f"      soft: [{', '.join(soft[rule])}]")
+        if line == "model:":
+            in_model = True
+            out += [f"  {k}: {v}" for k, v in section.model_dump(exclude_none=True).items()]
+    if "model:" not in lines:
+        raise ValueError("no model: block in the rule file; write it by hand")
+    return "\n".join(out)
+
+
 # --------------------------------------------------------------------------- printing
 
 
@@ -263,7 +302,10 @@ def _print_scores(scores: Sequence[RuleScore], out: Any) -> None:
     for s in scores:
         p1 = f"{s.rule_p1}/{s.model_p1}" if s.decision == "priority" else ""
         soft = "yes" if s.soft else ""
-        print(f"{s.rule:20} {s.decision:8} {s.n:6} {s.rule_ok / s.n:7.1%} {s.model_ok / s.n:7.1%}  {p1:20}  {soft}", file=out)
+        print(
+            f"{s.rule:20} {s.decision:8} {s.n:6} {s.rule_ok / s.n:7.1%} {s.model_ok / s.n:7.1%}  {p1:20}  {soft}",
+            file=out,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -272,6 +314,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--rules", type=Path, help="the rule file (default: the shipped rules/default.yaml)")
     ap.add_argument("--oof", type=Path, help="out-of-fold predictions on the training corpus (triage.train --oof)")
     ap.add_argument("--dev", type=Path, action="append", help="development files (default: triage/corpus/dev)")
+    ap.add_argument("--write", action="store_true", help="with --oof and --rules: write the choice into the rule file")
     args = ap.parse_args(argv)
     text = args.rules.read_text(encoding="utf-8") if args.rules else default_source()
     name = str(args.rules or "default.yaml")
@@ -292,6 +335,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n== chosen on the training corpus\n{choice_yaml(soft, section)}", file=sys.stderr)
         diff = differences(doc, soft, section)
         print(f"{name} {'differs: ' + '; '.join(diff) if diff else 'has this choice'}", file=sys.stderr)
+        if args.write and diff:
+            if args.rules is None:
+                ap.error("--write needs --rules FILE (the shipped file is inside the package)")
+            args.rules.write_text(write_choice(text, soft, section), encoding="utf-8")
+            assert not differences(load(args.rules.read_text(encoding="utf-8"), name).document, soft, section)
+            print(f"{args.rules}: written", file=sys.stderr)
     rules = Engine.from_document(chosen, name, "chosen")
     both = Engine.from_document(chosen, name, "chosen", model=model)
     dev_paths = args.dev or sorted((ROOT / "corpus" / "dev").glob("*.jsonl"))
