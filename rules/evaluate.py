@@ -539,10 +539,10 @@ def _model_misfits(compiled: CompiledRules, model: Predictor) -> list[tuple[str 
     policy = compiled.policy
     if policy is not None:
         unknown = sorted(labels["group"] - set(compiled.groups))
-        if policy.route_min <= 1.0 and unknown:
-            problems.append(
-                (None, f"model.route_min: the triage model's groups {unknown} are not groups of the rule set")
-            )
+        routes = [name for name in ("route_min", "override_route_min") if getattr(policy, name) <= 1.0]
+        if routes and unknown:
+            where = "/".join(f"model.{name}" for name in routes)
+            problems.append((None, f"{where}: the triage model's groups {unknown} are not groups of the rule set"))
         odd = sorted(labels["priority"] - set(PRIORITIES))
         if odd:
             problems.append((None, f"model: the triage model's priorities {odd} are not P1-P4"))

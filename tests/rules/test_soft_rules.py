@@ -198,3 +198,9 @@ def test_a_soft_rule_without_its_override_threshold_is_warned_about() -> None:
         (11, "a", "soft priority changes nothing without model.override_priority_min")
     ]
     assert Engine.from_yaml(source + "model: {override_route_min: 0.5, override_priority_min: 0.5}\n").warnings == ()
+
+
+def test_a_model_that_could_override_to_a_missing_group_is_refused(tiny: IntentModel) -> None:
+    source = GROUPS.replace("  - {id: trading}\n", "")
+    with pytest.raises(RuleSetError, match=r"model.override_route_min: the triage model's groups \['trading'\]"):
+        Engine.from_yaml(source + "model: {override_route_min: 0.5}\n", model=tiny)
