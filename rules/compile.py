@@ -67,6 +67,9 @@ class Actions:
     auto_reply: Mapping[str, str] | None
     redact: frozenset[str]
     stop: bool
+    # The parts of the decision the triage model may override (``then: {soft: …}``).
+    soft_route: bool = False
+    soft_priority: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,6 +310,7 @@ class _Builder:
             reply = self.doc.templates[then.auto_reply]
         elif then.auto_reply is not None:
             reply = then.auto_reply
+        soft = then.soft_parts()
         return Actions(
             tags=tuple(dict.fromkeys(then.tags)),
             priority=_priority(then.priority) if then.priority is not None else None,
@@ -316,6 +320,8 @@ class _Builder:
             auto_reply=reply,
             redact=expand_kinds(then.redact or ()),
             stop=then.stop,
+            soft_route="route" in soft,
+            soft_priority="priority" in soft,
         )
 
 
@@ -335,7 +341,13 @@ def policy_of(section: document.ModelPolicy) -> Policy:
     def threshold(value: float | None) -> float:
         return math.inf if value is None else value
 
-    return Policy(threshold(section.route_min), threshold(section.priority_min), threshold(section.p1_min))
+    return Policy(
+        threshold(section.route_min),
+        threshold(section.priority_min),
+        threshold(section.p1_min),
+        threshold(section.override_route_min),
+        threshold(section.override_priority_min),
+    )
 
 
 def _minutes(text: str) -> int:

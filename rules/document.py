@@ -474,6 +474,14 @@ When = Annotated[
 
 
 Template = Annotated[dict[NonEmptyStr, str], Field(min_length=1)]
+#: What of a rule's decision may be soft: the triage model may override it (``model:``'s
+#: ``override_route_min`` / ``override_priority_min``).
+SoftPart = Literal["route", "priority"]
+# ``true``, or a list of parts: told apart first, so that a bad list gets one error, not two.
+Soft = Annotated[
+    Annotated[bool, Tag("bool")] | Annotated[list[SoftPart], Field(min_length=1), Tag("list")],
+    Discriminator(lambda value: "list" if isinstance(value, list) else "bool"),
+]
 
 
 class Then(_Strict):
@@ -487,6 +495,8 @@ class Then(_Strict):
     auto_reply: NonEmptyStr | Template | None = None
     redact: DetectorKinds | None = None
     stop: bool = False
+    # true = the rule's route and priority (those it has); or a list of them.
+    soft: Soft = False
 
     _route = field_validator("route")(_known_group)
     _redact = field_validator("redact")(_kinds_ok)
@@ -505,7 +515,22 @@ class Then(_Strict):
             raise _error("priority_conflict", "priority and raise_priority are exclusive")
         if self.escalate and self.route is None:
             raise _error("escalate_without_route", "escalate needs route (the group to move to)")
+        if self.soft is True and self.route is None and self.priority is None:
+            raise _error("soft_without_decision", "soft needs route or priority (a raise_priority is never soft)")
+        if isinstance(self.soft, list):
+            if "route" in self.soft and self.route is None:
+                raise _error("soft_without_decision", "soft: route needs route")
+            if "priority" in self.soft and self.priority is None:
+                raise _error("soft_without_decision", "soft: priority needs priority (a raise_priority is never soft)")
         return self
+
+    def soft_parts(self) -> frozenset[str]:
+        """The parts of the decision that are soft: ``route`` and/or ``priority``."""
+        if self.soft is True:
+            return frozenset(
+                part for part, value in (("route", self.route), ("priority", self.priority)) if value is not None
+            )
+        return frozenset(self.soft or ())
 
 
 class Rule(_Strict):
@@ -520,11 +545,14 @@ class Rule(_Strict):
 class ModelPolicy(_Strict):
     """Where the triage model decides beside the rules (``model:``); a threshold left out is off.
 
-    The model never overrides a rule that routed and never lowers a priority a rule set."""
+    The model never overrides a hard rule's route and never lowers a priority a hard rule set; it
+    may override a soft rule's (``then: {soft: …}``) when confident enough."""
 
     route_min: Probability | None = None  # where no rule routed: the model's group
     priority_min: Probability | None = None  # where no rule set the priority: the model's
     p1_min: Probability | None = None  # any message to P1 when P(P1) is at least this
+    override_route_min: Probability | None = None  # where a soft rule routed: the model's group if it differs
+    override_priority_min: Probability | None = None  # where a soft rule's priority was reached: the model's
 
 
 class RuleFile(_Strict):

@@ -24,8 +24,8 @@ from typing import Any
 from rules import detectors
 from rules.compile import CompiledRules, compile_rules
 from rules.conditions import FieldNode, ModelNode, iter_nodes
-from rules.document import PRIORITIES
-from rules.intent import Policy, Prediction, Predictor, decide
+from rules.document import PRIORITIES, RuleFile
+from rules.intent import Policy, Prediction, Predictor, Ruled, decide
 from rules.language import LanguageDetector
 from rules.loader import load
 from rules.model import (
@@ -176,6 +176,32 @@ class _Message:
         return self._now
 
 
+class _Ruling:
+    """What the rules decided for one message, before the ``model:`` section applies."""
+
+    __slots__ = ("ctx", "escalate", "redact", "reply", "ruled", "secret", "tags", "trace")
+
+    def __init__(
+        self,
+        ctx: _Message,
+        ruled: Ruled,
+        tags: dict[str, None],
+        escalate: bool,
+        reply: Mapping[str, str] | None,
+        redact: set[str],
+        trace: list[TraceEntry],
+        secret: bool,
+    ) -> None:
+        self.ctx = ctx
+        self.ruled = ruled
+        self.tags = tags
+        self.escalate = escalate
+        self.reply = reply
+        self.redact = redact
+        self.trace = trace
+        self.secret = secret  # a seed phrase or private key in the text or subject
+
+
 @contextlib.contextmanager
 def _gc_paused() -> Iterator[None]:
     # Building allocates ~100 objects per rule and frees none of them: the cyclic collector's
@@ -235,11 +261,25 @@ class Engine:
         like any invalid one (``RuleSetError``)."""
         with _gc_paused():
             loaded = load(text, filename)
-            compiled = compile_rules(loaded.document)
+        version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
+        return cls.from_document(loaded.document, filename, version, loaded.warnings, model)
+
+    @classmethod
+    def from_document(
+        cls,
+        document: RuleFile,
+        filename: str,
+        version: str,
+        warnings: tuple[RuleError, ...] = (),
+        model: Predictor | None = None,
+    ) -> Engine:
+        """Compile a validated document (``rules.loader.load``), e.g. one a tool changed in
+        memory (triage/evaluate.py makes rules soft); ``from_yaml`` is the usual way in."""
+        with _gc_paused():
+            compiled = compile_rules(document)
         misfits = _model_misfits(compiled, model) if model is not None else []
         if misfits:
             raise RuleSetError([RuleError(filename, 1, 1, rule_id, reason) for rule_id, reason in misfits])
-        version = hashlib.sha256(text.encode("utf-8")).hexdigest()[:12]
         # DEBUG: every CLI command that loads the rules compiles them (a line on each); the rule
         # set workers route with is logged by router/rulestore.py.
         _log.debug(
@@ -250,7 +290,7 @@ class Engine:
             filename,
             version,
         )
-        return cls(compiled, version, loaded.warnings, model)
+        return cls(compiled, version, warnings, model)
 
     @classmethod
     def from_file(cls, path: str | Path, model: Predictor | None = None) -> Engine:
@@ -338,8 +378,12 @@ class Engine:
                 hits[kw_id] = (start, end)
         return hits
 
-    def evaluate(self, msg: MessageIn) -> Decision:
-        """Classify one message: tags, priority, group, auto-reply, redactions and trace."""
+    def ruled(self, msg: MessageIn) -> Ruled:
+        """What the rules alone decided for ``msg``, before the ``model:`` section applies: for
+        choosing a policy offline (triage/evaluate.py), where the model's predictions are known."""
+        return self._apply_rules(msg).ruled
+
+    def _apply_rules(self, msg: MessageIn) -> _Ruling:
         compiled = self._compiled
         ctx = _Message(msg, compiled.regexes, compiled.regex_leads, self._model)
         ctx._norm["text"] = normalize(msg.text)
@@ -351,7 +395,7 @@ class Engine:
         eager_text = ctx.findings("text", self._eager)
         eager_subject = ctx.findings("subject", self._eager) if msg.subject else []
         secret_text = [x for x in eager_text if x.kind in _SECRET_KINDS]
-        secret_subject = [x for x in eager_subject if x.kind in _SECRET_KINDS]
+        secret = bool(secret_text) or any(x.kind in _SECRET_KINDS for x in eager_subject)
         if ctx.language is None:
             ctx.language = self._detector.detect(_without(msg.text, secret_text), secrets_removed=True)
 
@@ -374,8 +418,11 @@ class Engine:
 
         tags: dict[str, None] = {}
         priority: int | None = None
+        hard_priority: int | None = None  # the most urgent a hard rule set (soft rules aside)
+        priority_by: str | None = None
         group: str | None = None
         routed_by: str | None = None
+        route_soft = False
         escalate = False
         reply: Mapping[str, str] | None = None
         redact: set[str] = set()
@@ -390,41 +437,61 @@ class Engine:
             for tag in then.tags:
                 tags[tag] = None
             if then.priority is not None:
-                priority = then.priority if priority is None else min(priority, then.priority)
+                if priority is None or then.priority < priority:
+                    priority, priority_by = then.priority, rule.id
+                if not then.soft_priority and (hard_priority is None or then.priority < hard_priority):
+                    hard_priority = then.priority
             if then.raise_priority is not None:
                 base = priority if priority is not None else compiled.default_priority
-                priority = max(1, base - then.raise_priority)
+                # A raise is never soft: it fixes the priority reached.
+                priority = hard_priority = max(1, base - then.raise_priority)
+                priority_by = rule.id
             if then.route is not None and group is None:
-                group, routed_by, escalate = then.route, rule.id, then.escalate
+                group, routed_by, escalate, route_soft = then.route, rule.id, then.escalate, then.soft_route
             if then.auto_reply is not None and reply is None:
                 reply = then.auto_reply
             redact |= then.redact
             if then.stop:
                 break
+        ruled = Ruled(group, route_soft, priority, hard_priority, routed_by, priority_by)
+        return _Ruling(ctx, ruled, tags, escalate, reply, redact, trace, secret)
+
+    def evaluate(self, msg: MessageIn) -> Decision:
+        """Classify one message: tags, priority, group, auto-reply, redactions and trace."""
+        compiled = self._compiled
+        ruling = self._apply_rules(msg)
+        ctx, ruled, tags, trace = ruling.ctx, ruling.ruled, ruling.tags, ruling.trace
+        group, priority, routed_by, escalate = ruled.group, ruled.priority, ruled.routed_by, ruling.escalate
 
         policy = compiled.policy
         applied: tuple[str, ...] = ()
+        overrode: list[tuple[str, str, str, float]] = []
         prediction = (
             ctx.prediction()  # None without a model: the section is then inert
-            if policy is not None and _policy_asks(policy, group is not None, priority is not None)
+            if policy is not None and _policy_asks(policy, ruled)
             else None
         )
         if policy is not None and prediction is not None:
-            verdict = decide(group is not None, priority is not None, prediction, policy)
+            verdict = decide(ruled, prediction, policy)
+            applied = verdict.applied
             if verdict.group is not None:
+                if "override_route" in applied and group is not None and routed_by is not None:
+                    overrode.append(("route", routed_by, group, policy.override_route_min))
+                    escalate = False  # the rule's escalate went with its group
                 group, routed_by = verdict.group, MODEL_TRACE_ID
             if verdict.priority is not None:
+                if "override_priority" in applied and priority is not None and ruled.priority_by is not None:
+                    overrode.append(("priority", ruled.priority_by, f"P{priority}", policy.override_priority_min))
                 priority = verdict.priority
-            applied = verdict.applied
         if ctx._prediction is not None:
-            trace.append(_model_trace(ctx._prediction, applied))
+            trace.append(_model_trace(ctx._prediction, applied, tuple(overrode)))
 
-        if secret_text or secret_subject:
+        if ruling.secret:
             tags[SECRET_TAG] = None
         if ctx.language:
             tags[f"lang:{ctx.language}"] = None
 
-        kinds = frozenset(redact | _SECRET_KINDS)
+        kinds = frozenset(ruling.redact | _SECRET_KINDS)
         redactions: list[Redaction] = []
         text = _redact(msg.text, ctx.findings("text", kinds), "text", redactions)
         subject = (
@@ -440,7 +507,7 @@ class Engine:
             text,  # text
             subject,  # subject
             tuple(redactions),  # redactions
-            _choose_reply(reply, ctx.language),  # auto_reply
+            _choose_reply(ruling.reply, ctx.language),  # auto_reply
             escalate,  # escalate
             routed_by,  # routed_by
             tuple(trace),  # trace
@@ -473,23 +540,27 @@ def _model_misfits(compiled: CompiledRules, model: Predictor) -> list[tuple[str 
     policy = compiled.policy
     if policy is not None:
         unknown = sorted(labels["group"] - set(compiled.groups))
-        if policy.route_min <= 1.0 and unknown:
-            problems.append(
-                (None, f"model.route_min: the triage model's groups {unknown} are not groups of the rule set")
-            )
+        routes = [name for name in ("route_min", "override_route_min") if getattr(policy, name) <= 1.0]
+        if routes and unknown:
+            where = "/".join(f"model.{name}" for name in routes)
+            problems.append((None, f"{where}: the triage model's groups {unknown} are not groups of the rule set"))
         odd = sorted(labels["priority"] - set(PRIORITIES))
         if odd:
             problems.append((None, f"model: the triage model's priorities {odd} are not P1-P4"))
     return problems
 
 
-def _policy_asks(policy: Policy, routed: bool, prioritised: bool) -> bool:
+def _policy_asks(policy: Policy, ruled: Ruled) -> bool:
     """Whether a threshold of the ``model:`` section could apply (a threshold left out is inf):
     only then is the model asked for the policy's sake."""
     return (
-        (not routed and policy.route_min <= 1.0)
-        or (not prioritised and policy.priority_min <= 1.0)
-        or (policy.p1_min <= 1.0)
+        policy.p1_min <= 1.0
+        or (policy.route_min <= 1.0 if ruled.group is None else ruled.route_soft and policy.override_route_min <= 1.0)
+        or (
+            policy.priority_min <= 1.0
+            if ruled.priority is None
+            else ruled.priority_soft and policy.override_priority_min <= 1.0
+        )
     )
 
 
@@ -501,8 +572,10 @@ def _top(probs: Mapping[str, float], n: int) -> tuple[tuple[str, float], ...]:
     return tuple((label, round(p, 3)) for label, p in best)
 
 
-def _model_trace(prediction: Prediction, applied: tuple[str, ...]) -> TraceEntry:
-    scores = ModelScores(_top(prediction.group, 3), _top(prediction.priority, 2), applied)
+def _model_trace(
+    prediction: Prediction, applied: tuple[str, ...], overrode: tuple[tuple[str, str, str, float], ...]
+) -> TraceEntry:
+    scores = ModelScores(_top(prediction.group, 3), _top(prediction.priority, 2), applied, overrode)
     return TraceEntry(MODEL_TRACE_ID, (), scores)
 
 

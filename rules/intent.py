@@ -19,6 +19,7 @@ shaped differently from the one it learnt on. What it does, and why:
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ __all__ = [
     "Policy",
     "Prediction",
     "Predictor",
+    "Ruled",
     "Verdict",
     "calibrated",
     "combine",
@@ -195,51 +197,89 @@ class Policy:
     * ``route_min``: where no rule routed, the model's group when its confidence is at least this;
     * ``priority_min``: where no rule set the priority, the model's when it is at least this
       confident;
-    * ``p1_min``: the model raises any message to P1 when P(P1) is at least this. It never lowers.
+    * ``p1_min``: the model raises any message to P1 when P(P1) is at least this. It never lowers;
+    * ``override_route_min``: where a *soft* rule routed (``then: {soft: …}``), the model's group
+      when it differs and the model is at least this confident (off by default);
+    * ``override_priority_min``: where a soft rule's priority is the one the rules reached, the
+      model's priority when it differs and the model is at least this confident, never less urgent
+      than what a hard rule set (off by default).
     """
 
     route_min: float = 0.5
     priority_min: float = 0.5
     p1_min: float = 0.5
+    override_route_min: float = math.inf
+    override_priority_min: float = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Ruled:
+    """What the rules decided before the model is asked, as a policy sees it.
+
+    ``group``: the routing rule's group (None: no rule routed), ``route_soft``: that rule's route is
+    soft. ``priority``: the priority the rules reached (None: no rule set one), ``hard_priority``:
+    the most urgent a *hard* rule set (a ``raise_priority`` counts as hard); the soft part decides
+    when it is more urgent than the hard one (or there is none)."""
+
+    group: str | None = None
+    route_soft: bool = False
+    priority: int | None = None
+    hard_priority: int | None = None
+    routed_by: str | None = None  # the rule that routed
+    priority_by: str | None = None  # the rule that set the priority reached (first to reach it)
+
+    @property
+    def priority_soft(self) -> bool:
+        """Whether the priority reached is a soft rule's (the model may replace it)."""
+        return self.priority is not None and (self.hard_priority is None or self.priority < self.hard_priority)
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
     """What the model decides under a policy: its group where it routes, its priority where it
-    sets one, and which thresholds applied (``route``, ``priority``, ``p1``)."""
+    sets one, and which thresholds applied (``route``, ``priority``, ``p1``, ``override_route``,
+    ``override_priority``)."""
 
     group: str | None
     priority: int | None
     applied: tuple[str, ...]
 
 
-def decide(routed: bool, prioritised: bool, prediction: Prediction, policy: Policy) -> Verdict:
-    """The model's part of a decision (``routed``: a rule chose the group; ``prioritised``: a rule
-    set the priority). It routes only where no rule routed, sets a priority only where no rule
-    set one, and otherwise only raises to P1."""
+def decide(ruled: Ruled, prediction: Prediction, policy: Policy) -> Verdict:
+    """The model's part of a decision. It routes only where no rule routed or a soft rule did,
+    sets a priority only where no rule set one or a soft rule's priority is the one reached (and
+    then never below a hard rule's), and otherwise only raises to P1."""
     group: str | None = None
     priority: int | None = None
     applied: list[str] = []
     top_group, p_group = Prediction.top(prediction.group)
     top_priority, p_priority = Prediction.top(prediction.priority)
-    if not routed and p_group >= policy.route_min:
+    model_priority = int(top_priority[1:])
+    if ruled.group is None:
+        if p_group >= policy.route_min:
+            group = top_group
+            applied.append("route")
+    elif ruled.route_soft and top_group != ruled.group and p_group >= policy.override_route_min:
         group = top_group
-        applied.append("route")
-    if not prioritised and p_priority >= policy.priority_min:
-        priority = int(top_priority[1:])
-        applied.append("priority")
+        applied.append("override_route")
+    if ruled.priority is None:
+        if p_priority >= policy.priority_min:
+            priority = model_priority
+            applied.append("priority")
+    elif ruled.priority_soft and model_priority != ruled.priority and p_priority >= policy.override_priority_min:
+        hard = ruled.hard_priority
+        priority = model_priority if hard is None else min(hard, model_priority)
+        applied.append("override_priority")
     if prediction.priority.get("P1", 0.0) >= policy.p1_min:
         priority = 1
         applied.append("p1")
     return Verdict(group, priority, tuple(applied))
 
 
-def combine(
-    group: str, priority: int, routed: bool, prioritised: bool, prediction: Prediction, policy: Policy
-) -> tuple[str, int]:
-    """The group and priority of a message from the rules' decision (``routed``: a rule chose the
-    group; ``prioritised``: a rule set the priority) and the model's prediction."""
-    verdict = decide(routed, prioritised, prediction, policy)
+def combine(group: str, priority: int, ruled: Ruled, prediction: Prediction, policy: Policy) -> tuple[str, int]:
+    """The group and priority of a message from the rules' decision (``group``/``priority``, the
+    defaults where no rule decided; ``ruled``: what the rules decided) and the model's prediction."""
+    verdict = decide(ruled, prediction, policy)
     return (
         verdict.group if verdict.group is not None else group,
         verdict.priority if verdict.priority is not None else priority,

@@ -122,7 +122,8 @@ def load(text: str, filename: str = "<rules>") -> Loaded:
     if errors or document is None:
         errors.sort(key=lambda e: (e.line, e.col))
         raise RuleSetError(errors)
-    return Loaded(document, positions, filename, tuple(_unreachable(document, positions, filename)))
+    warnings = _unreachable(document, positions, filename) + _soft_inert(document, positions, filename)
+    return Loaded(document, positions, filename, tuple(warnings))
 
 
 _STR = "tag:yaml.org,2002:str"
@@ -421,4 +422,22 @@ def _unreachable(document: RuleFile, positions: Positions, filename: str) -> lis
                 reason = f"never fires: rule {rule.id} (line {stop_line}) always matches and stops"
                 warnings.append(RuleError(filename, line, col, document.rules[j].id, reason, "warning"))
             break
+    return warnings
+
+
+def _soft_inert(document: RuleFile, positions: Positions, filename: str) -> list[RuleError]:
+    """A soft route (priority) that no ``model:`` threshold can override: soft changes nothing."""
+    section = document.model
+    thresholds = {
+        "route": section.override_route_min if section is not None else None,
+        "priority": section.override_priority_min if section is not None else None,
+    }
+    warnings: list[RuleError] = []
+    for i, rule in enumerate(document.rules):
+        inert = sorted(part for part in rule.then.soft_parts() if thresholds[part] is None)
+        if inert:
+            line, col = positions.locate(("rules", i, "then", "soft"))
+            keys = " or ".join(f"model.override_{part}_min" for part in inert)
+            reason = f"soft {' and '.join(inert)} changes nothing without {keys}"
+            warnings.append(RuleError(filename, line, col, rule.id, reason, "warning"))
     return warnings

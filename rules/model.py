@@ -87,19 +87,28 @@ Match = tuple[str, str | None, int | None, int | None]
 
 class ModelScores(msgspec.Struct, frozen=True, gc=False):
     """What the triage model said about a message (the trace entry ``model``): its best labels,
-    best first, with their calibrated probabilities rounded to 3 decimals, and which thresholds
-    of the rule set's ``model:`` section applied."""
+    best first, with their calibrated probabilities rounded to 3 decimals, which thresholds of
+    the rule set's ``model:`` section applied, and which soft rules' decisions it overrode."""
 
     group: tuple[tuple[str, float], ...]  # the top 3 groups
     priority: tuple[tuple[str, float], ...]  # the top 2 priorities
-    applied: tuple[str, ...]  # "route", "priority", "p1"; empty when none did
+    # "route", "priority", "p1", "override_route", "override_priority"; empty when none did
+    applied: tuple[str, ...]
+    # (decision "route" | "priority", the soft rule's id, what it had decided, the threshold met)
+    overrode: tuple[tuple[str, str, str, float], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "group": [{"label": k, "p": p} for k, p in self.group],
             "priority": [{"label": k, "p": p} for k, p in self.priority],
             "applied": "+".join(self.applied) or "none",
         }
+        if self.overrode:
+            out["overrode"] = [
+                {"decision": what, "rule": rule, "was": was, "min": threshold}
+                for what, rule, was, threshold in self.overrode
+            ]
+        return out
 
 
 #: The trace entry's rule id when the model was consulted.

@@ -236,7 +236,9 @@ class Console:
         if errors:
             return Validation(None, errors)
         try:
-            engine = await asyncio.to_thread(Engine.from_yaml, source, "draft.yaml")
+            # With the runtime's triage model, as publishing compiles it: try and replay show what
+            # the workers would do (the model's routing, soft rules it overrides).
+            engine = await self.office.rules.compile(source, "draft.yaml")
         except RuleSetError as exc:
             return Validation(None, exc.errors)
         return Validation(engine, list(engine.warnings))

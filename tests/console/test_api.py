@@ -449,6 +449,24 @@ async def test_admin_pages_render(served: Served) -> None:
     await client.aclose()
 
 
+async def test_the_try_view_shows_what_the_model_said_and_which_soft_rule_it_overrode(served: Served) -> None:
+    """The shipped rules with the shipped model: `trading-topic` (soft) routes a fee question to
+    trading, the model moves it to general; the try view says so under the trace."""
+    import re
+
+    from rules.evaluate import default_source
+
+    await served.user("root", "admin")
+    client, csrf = await served.browser_session("root")
+    form = {"csrf": csrf, "source": default_source(), "action": "try", "text": "what is the trading fee"}
+    r = await client.post("/admin/rules", data=form)
+    assert r.status_code == 200, r.text[:2000]
+    trace = re.findall(r"<ol class=\"trace\">.*?</ol>", r.text, re.S)
+    assert "overrode the route of <code>trading-topic</code> (trading; min 0.5)" in r.text, trace
+    assert "applied override_route+override_priority" in r.text
+    await client.aclose()
+
+
 # -- command line --------------------------------------------------------------------------------
 def test_users_commands(env: dict[str, str]) -> None:
     def sb(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:

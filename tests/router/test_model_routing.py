@@ -76,13 +76,19 @@ async def test_model_off_and_a_bad_model_directory(rt: Runtime, tmp_path: Path) 
 
 async def test_the_shipped_rules_let_the_shipped_model_decide_where_no_rule_did(rt: Runtime) -> None:
     """The default rule set's `model:` section: a message no keyword routes goes where the model says
-    (routed_by "model"), while a rule that routed keeps its group."""
+    (routed_by "model"); a hard rule that routed keeps its group although the model disagrees, and
+    a soft one (`trading-topic`) gives way to the model when it is confident."""
     engine = Engine.load(None, rt.model)  # as the runtime builds it
     complaint = engine.evaluate(MessageIn(channel="telegram", text="I am reporting you to the SEC"))
     assert (complaint.group, complaint.routed_by) == ("complaints", "model")
     assert [t.model for t in complaint.trace if t.rule_id == "model"]
+    spam = "专业合约带单，胜率90%，日赚5000U不是梦，加V：btc8866 👈👈"
+    assert engine.ruled(MessageIn(channel="telegram", text=spam)).route_soft is False
+    assert (engine.evaluate(MessageIn(channel="telegram", text=spam)).routed_by) == "spam"
     fee = engine.evaluate(MessageIn(channel="telegram", text="what is the trading fee"))
-    assert fee.routed_by != "model"
+    scores = fee.trace[-1].model
+    assert (fee.group, fee.routed_by) == ("general", "model") and scores is not None
+    assert ("route", "trading-topic", "trading", 0.5) in scores.overrode
 
 
 def test_rules_validate_knows_the_models_labels(tmp_path: Path) -> None:

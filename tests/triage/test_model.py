@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from rules.intent import FORMAT, IntentModel, ModelError, Policy, Prediction, combine, tokens
+from rules.intent import FORMAT, IntentModel, ModelError, Policy, Prediction, Ruled, combine, tokens
 
 TINY = Path(__file__).resolve().parent / "tiny-model"
 
@@ -74,23 +74,27 @@ def _prediction(group: str, p_group: float, priority: str, p_priority: float, p1
     return Prediction(groups, priorities)
 
 
+NOBODY = Ruled()
+HARD = Ruled("general", False, 3, 3, "rule", "rule")  # a hard rule routed to general and set P3
+
+
 @pytest.mark.parametrize(
-    ("routed", "prioritised", "prediction", "expected"),
+    ("ruled", "prediction", "expected"),
     [
         # No rule routed: the model routes when confident enough, and sets the priority.
-        (False, False, _prediction("payments", 0.8, "P2", 0.7), ("payments", 2)),
-        (False, False, _prediction("payments", 0.4, "P2", 0.4), ("general", 3)),
-        # A rule routed and set P2: the model changes neither, not even to a lower priority.
-        (True, True, _prediction("trading", 0.99, "P4", 0.99), ("general", 3)),
+        (NOBODY, _prediction("payments", 0.8, "P2", 0.7), ("payments", 2)),
+        (NOBODY, _prediction("payments", 0.4, "P2", 0.4), ("general", 3)),
+        # A hard rule routed and set P3: the model changes neither, not even to a lower priority.
+        (HARD, _prediction("trading", 0.99, "P4", 0.99), ("general", 3)),
         # ... but raises any message to P1 when P(P1) is high enough.
-        (True, True, _prediction("trading", 0.99, "P4", 0.3, p1=0.9), ("general", 1)),
+        (HARD, _prediction("trading", 0.99, "P4", 0.3, p1=0.9), ("general", 1)),
     ],
 )
 def test_the_policy_routes_where_no_rule_did_and_only_raises_to_p1(
-    routed: bool, prioritised: bool, prediction: Prediction, expected: tuple[str, int]
+    ruled: Ruled, prediction: Prediction, expected: tuple[str, int]
 ) -> None:
-    policy = Policy(route_min=0.5, priority_min=0.5, p1_min=0.6)
-    assert combine("general", 3, routed, prioritised, prediction, policy) == expected
+    policy = Policy(route_min=0.5, priority_min=0.5, p1_min=0.6, override_route_min=0.5, override_priority_min=0.5)
+    assert combine("general", 3, ruled, prediction, policy) == expected
 
 
 def test_the_shipped_model_loads_and_was_trained_on_this_corpus() -> None:
