@@ -82,13 +82,16 @@ async def test_the_shipped_rules_let_the_shipped_model_decide_where_no_rule_did(
     complaint = engine.evaluate(MessageIn(channel="telegram", text="I am reporting you to the SEC"))
     assert (complaint.group, complaint.routed_by) == ("complaints", "model")
     assert [t.model for t in complaint.trace if t.rule_id == "model"]
-    spam = "专业合约带单，胜率90%，日赚5000U不是梦，加V：btc8866 👈👈"
-    assert engine.ruled(MessageIn(channel="telegram", text=spam)).route_soft is False
-    assert (engine.evaluate(MessageIn(channel="telegram", text=spam)).routed_by) == "spam"
+    beginner = MessageIn(channel="telegram", text="新手 怎么买 usdt 提现")  # the model says payments
+    assert engine.ruled(beginner).route_soft is False
+    hard = engine.evaluate(beginner)
+    assert (hard.group, hard.routed_by) == ("general", "beginner")
+    [scores] = [t.model for t in hard.trace if t.model]
+    assert scores.group[0][0] == "payments" and scores.group[0][1] >= 0.9
     fee = engine.evaluate(MessageIn(channel="telegram", text="what is the trading fee"))
     scores = fee.trace[-1].model
     assert (fee.group, fee.routed_by) == ("general", "model") and scores is not None
-    assert ("route", "trading-topic", "trading", 0.5) in scores.overrode
+    assert ("route", "trading-topic", "trading", 0.6) in scores.overrode
 
 
 def test_rules_validate_knows_the_models_labels(tmp_path: Path) -> None:
