@@ -82,6 +82,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                             settings.web.port,
                         )
                     )
+                from router import review
+
+                # The second opinion on unsure triage: off the hot path, beside the workers.
+                enabled.extend(x for x in [review.service(rt, settings)] if x is not None)
             where = "configured URL" if settings.redis_url else f"embedded, data in {settings.redis.data_dir}"
             print(
                 f"Switchboard running (redis: {where}; "
@@ -432,9 +436,11 @@ def cmd_rules_offline(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_model_eval(args: argparse.Namespace, settings: Settings) -> int:
     from router import rules_cli
+    from router.review import load_semantic
     from router.runtime import load_model
 
-    return rules_cli.model_eval(args.file, args.samples, args.json, sys.stdout, load_model(settings.rules))
+    semantic = load_semantic(settings.rules, settings.review)
+    return rules_cli.model_eval(args.file, args.samples, args.json, sys.stdout, load_model(settings.rules), semantic)
 
 
 def cmd_route(args: argparse.Namespace, settings: Settings) -> int:

@@ -1,8 +1,9 @@
 """How the rules, the model and both together score: ``python -m triage.evaluate [--oof FILE]``.
 
 Prints, for the development set (``triage/corpus/dev``, never trained or tuned on), the table of
-``switchboard rules eval`` three times: the shipped rules alone, the model alone, and both under a
-``Policy`` (rules/intent.py). The policy's thresholds are chosen on the *training* corpus, from
+``switchboard rules eval`` four times: the shipped rules alone, the model alone, both under a
+``Policy`` (rules/intent.py), and both with the reviewer's second opinion (rules/semantic.py).
+The policy's thresholds are chosen on the *training* corpus, from
 out-of-fold predictions (``python -m triage.train --oof FILE``): every threshold the development set
 is scored with was fixed before it was looked at.
 """
@@ -21,9 +22,11 @@ from typing import Any
 
 import msgspec
 
+from router.rules_cli import second_opinion
 from router.rules_samples import Report, Sample, print_summary, read_samples, summarize
 from rules import Engine
 from rules.intent import IntentModel, Policy, Prediction, combine
+from rules.semantic import SemanticModel
 
 ROOT = Path(__file__).resolve().parent
 MODELS = ROOT.parent / "rules" / "models"
@@ -127,7 +130,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictions = [model.predict(s.decision.text, s.decision.subject) for s in dev.samples]
     _headline("rules alone", engine, dev, sys.stdout)
     _headline("model alone", engine, model_alone(dev, predictions), sys.stdout)
-    _headline(f"rules and model ({policy})", engine, both(engine, dev, predictions, policy), sys.stdout)
+    combined = both(engine, dev, predictions, policy)
+    _headline(f"rules and model ({policy})", engine, combined, sys.stdout)
+    semantic = SemanticModel.load(args.models)  # the reviewer's second opinion (router/review.py)
+    reviewed, asked = second_opinion(combined.samples, model, semantic)
+    title = f"rules, model and second opinion ({semantic.policy}; {asked} reviewed)"
+    _headline(title, engine, Report(reviewed, dev.bad_lines), sys.stdout)
     return 0
 
 
