@@ -107,6 +107,13 @@ class Reviewer:
         self.seconds = 0.0  # spent in the semantic model
 
     async def start(self) -> None:
+        await self.resume()
+        self._task = asyncio.create_task(
+            keep_running(self.step, self._stopping, what="review", retry_on=(RedisError, OSError))
+        )
+
+    async def resume(self) -> None:
+        """Takes up each group stream where the cursor stored in Redis is (``step`` goes on from there)."""
         engine = await self._rt.engine()
         self._groups = set(engine.groups)  # the model may know groups this rule set has not
         groups = sorted(self._groups)
@@ -115,9 +122,6 @@ class Reviewer:
         # A group without a cursor starts at its stream's end: a first start reviews from now on.
         self._positions = {g: stored.get(g) or ends[g] for g in groups}
         await self._rt.client.hset(self._cursor_key, mapping=self._positions)
-        self._task = asyncio.create_task(
-            keep_running(self.step, self._stopping, what="review", retry_on=(RedisError, OSError))
-        )
 
     async def close(self) -> None:
         self._stopping.set()
