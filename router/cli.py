@@ -502,6 +502,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
         seconds = (args.minutes or 1 / 6) * 60
         return bench_console.main(settings, args.json, args.rate, seconds, args.slow, args.scrapes, args.isolate)
+    if args.target == "review":
+        from router import bench_review
+
+        return bench_review.main(settings, args.json, sys.stdout, args.messages or 50)
     if args.target == "soak":
         from router import bench_soak
 
@@ -674,8 +678,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rules")
 
     sp = add("bench", cmd_bench, "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak")
-    sp.add_argument("target", nargs="?", choices=["router", "rules", "append", "soak", "console"], default="router")
-    sp.add_argument("--messages", type=int, help="messages per run (router 20,000; append 4,000 per mode)")
+    targets = ["router", "rules", "append", "soak", "console", "review"]
+    sp.add_argument("target", nargs="?", choices=targets, default="router")
+    sp.add_argument("--messages", type=int, help="messages per run (router 20,000; append 4,000 per mode; review 50)")
     sp.add_argument("--minutes", type=float, help="soak: how long (10); console: each phase (1/6)")
     sp.add_argument("--rate", type=int, default=1000, help="soak, console: messages per second offered")
     sp.add_argument("--users", type=int, default=60_000, help="soak: distinct senders")
