@@ -8,12 +8,14 @@ shipped model; everything else (embedding, ensemble, policy, the guarded move) i
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 
 import pytest
 
+from router import review
 from router.config import ReviewSettings
 from router.labels import Labels
 from router.review import BY, REASON, Reviewer
@@ -126,3 +128,21 @@ def test_a_corrupt_or_unknown_semantic_model_is_refused(tmp_path: Path, content:
     with pytest.raises(ModelError):
         SemanticModel.load(tmp_path)
     assert SemanticModel.load(MODELS).group_labels  # the shipped one loads
+
+
+async def test_switchboard_run_composes_the_reviewer_and_its_loop_moves(rt: Runtime, semantic: SemanticModel) -> None:
+    composed = review.service(rt, rt.settings)  # what `switchboard run` adds to its services
+    assert isinstance(composed, Reviewer) and composed.health()["connected"] is False
+    r = reviewer(rt, semantic)
+    await r.start()
+    try:
+        await rt.inbox.append_many([message("what is the trading fee", user="u6")])
+        await drain(Worker(rt))  # the loop may move it as soon as it is created
+        for _ in range(200):  # the loop's own pace; not a timing assertion
+            if r.counts["moved"]:
+                break
+            await asyncio.sleep(0.05)
+        assert r.health()["connected"] and r.health()["moved"] == 1
+    finally:
+        await r.close()
+    assert [c.sender_id for c in await rt.queues.head("verification")] == ["u6"]
