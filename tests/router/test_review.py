@@ -9,6 +9,7 @@ shipped model; everything else (embedding, ensemble, policy, the guarded move) i
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import time
 from pathlib import Path
@@ -21,7 +22,7 @@ from router.labels import Labels
 from router.review import BY, REASON, Reviewer
 from router.runtime import Runtime
 from router.worker import Worker
-from rules.intent import ModelError
+from rules.intent import IntentModel, ModelError
 from rules.semantic import FILE, SemanticModel
 from tests.router.helpers import drain, message
 
@@ -146,3 +147,23 @@ async def test_switchboard_run_composes_the_reviewer_and_its_loop_moves(rt: Runt
     finally:
         await r.close()
     assert [c.sender_id for c in await rt.queues.head("verification")] == ["u6"]
+
+
+def test_model_eval_prints_the_second_opinion_as_the_reviewer_applies_it(
+    tmp_path: Path, semantic: SemanticModel
+) -> None:
+    from router import rules_cli
+
+    rows = [  # with the shipped rules: the model routes the first, a rule the second
+        {"id": "a", "text": "hello, how do I change my nickname", "expect": {"group": "general", "priority": "P3"}},
+        {"id": "b", "text": "I was hacked", "expect": {"group": "security", "priority": "P1"}},
+    ]
+    samples = tmp_path / "s.jsonl"
+    samples.write_text("".join(json.dumps({**r, "channel": "telegram"}) + "\n" for r in rows), encoding="utf-8")
+    out = io.StringIO()
+    assert rules_cli.model_eval(None, str(samples), True, out, IntentModel.shipped(), semantic) == 0
+    tables = json.loads(out.getvalue())
+    assert (tables["both"]["group_accuracy"], tables["both"]["priority_accuracy"]) == (1.0, 1.0)
+    # Reviewed: only the message no rule routed; moved to the (fixture's) sure group, raised to P1.
+    assert tables["second_opinion"]["reviewed"] == 1
+    assert (tables["second_opinion"]["group_accuracy"], tables["second_opinion"]["priority_accuracy"]) == (0.5, 0.5)
