@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit bench clean lock test-latest test-discord-floor model lock-train
+.PHONY: install run test lint typecheck unit bench clean lock test-latest test-discord-floor model model-semantic lock-train
 
 # Every install (run, test, CI) takes the exact versions and hashes of requirements.lock, so a
 # new release of a dependency never changes behaviour under a green history. `make lock` renews
@@ -87,8 +87,14 @@ test-discord-floor: $(STAMP)
 	$(FLOOR)/bin/python -c 'import discord; print("discord.py", discord.__version__, "(floor)")'
 	$(FLOOR)/bin/python -m pytest -q -p no:randomly -p no:cacheprovider tests/discord
 
+# The second opinion (triage/semantic.py) is trained against the fastText models' out-of-fold
+# predictions, so `make model` retrains it too; `make model-semantic` alone after a fastText change.
 model: $(TRAIN)/.installed-stamp
-	PYTHONPATH=. $(TRAIN)/bin/python -m triage.train --select
+	PYTHONPATH=. $(TRAIN)/bin/python -m triage.train
+	PYTHONPATH=. $(TRAIN)/bin/python -m triage.semantic
+
+model-semantic: $(TRAIN)/.installed-stamp
+	PYTHONPATH=. $(TRAIN)/bin/python -m triage.semantic
 
 lock-train: $(STAMP)
 	$(BIN)/uv pip compile deploy/train-requirements.in --universal --python-version 3.11 --generate-hashes \

@@ -82,6 +82,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                             settings.web.port,
                         )
                     )
+                from router import review
+
+                # The second opinion on unsure triage: off the hot path, beside the workers.
+                enabled.extend(x for x in [review.service(rt, settings)] if x is not None)
             where = "configured URL" if settings.redis_url else f"embedded, data in {settings.redis.data_dir}"
             print(
                 f"Switchboard running (redis: {where}; "
@@ -432,9 +436,11 @@ def cmd_rules_offline(args: argparse.Namespace, settings: Settings) -> int:
 
 def cmd_model_eval(args: argparse.Namespace, settings: Settings) -> int:
     from router import rules_cli
+    from router.review import load_semantic
     from router.runtime import load_model
 
-    return rules_cli.model_eval(args.file, args.samples, args.json, sys.stdout, load_model(settings.rules))
+    semantic = load_semantic(settings.rules, settings.review)
+    return rules_cli.model_eval(args.file, args.samples, args.json, sys.stdout, load_model(settings.rules), semantic)
 
 
 def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
@@ -534,6 +540,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
         seconds = (args.minutes or 1 / 6) * 60
         return bench_console.main(settings, args.json, args.rate, seconds, args.slow, args.scrapes, args.isolate)
+    if args.target == "review":
+        from router import bench_review
+
+        return bench_review.main(settings, args.json, sys.stdout, args.messages or 50)
     if args.target == "soak":
         from router import bench_soak
 
@@ -707,8 +717,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--rules")
 
     sp = add("bench", cmd_bench, "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak")
-    sp.add_argument("target", nargs="?", choices=["router", "rules", "append", "soak", "console"], default="router")
-    sp.add_argument("--messages", type=int, help="messages per run (router 20,000; append 4,000 per mode)")
+    targets = ["router", "rules", "append", "soak", "console", "review"]
+    sp.add_argument("target", nargs="?", choices=targets, default="router")
+    sp.add_argument("--messages", type=int, help="messages per run (router 20,000; append 4,000 per mode; review 50)")
     sp.add_argument("--minutes", type=float, help="soak: how long (10); console: each phase (1/6)")
     sp.add_argument("--rate", type=int, default=1000, help="soak, console: messages per second offered")
     sp.add_argument("--users", type=int, default=60_000, help="soak: distinct senders")

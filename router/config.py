@@ -122,6 +122,18 @@ class RulesSettings(BaseModel):
     trainer_python: Path | None = None
 
 
+class ReviewSettings(BaseModel):
+    """The second opinion (router/review.py): a semantic model reviews new conversations that the
+    triage model was unsure of, off the hot path. Thresholds: semantic.json's unless set here."""
+
+    enabled: bool = True
+    review_below: float | None = Field(None, ge=0, le=1.01)
+    move_min: float | None = Field(None, ge=0, le=1.01)
+    p1_min: float | None = Field(None, ge=0, le=1.01)
+    # Older conversations are skipped (and counted): a surge never waits on the reviewer.
+    max_age_s: float = Field(30.0, gt=0)
+
+
 class WebSettings(BaseModel):
     """The web console and HTTP API (``switchboard web``, and inside ``switchboard run``)."""
 
@@ -221,6 +233,7 @@ class Settings(BaseSettings):
     conversations: ConversationSettings = ConversationSettings()
     retention: RetentionSettings = RetentionSettings()
     rules: RulesSettings = RulesSettings()
+    review: ReviewSettings = ReviewSettings()
     web: WebSettings = WebSettings()
     alerts: AlertSettings = AlertSettings()
     sandbox: AdapterSection = {}

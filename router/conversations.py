@@ -235,12 +235,30 @@ class Conversations:
         await self._write("release", conv_id, request_id, by=by, sla_ms=self._sla_ms)
 
     async def transfer(
-        self, conv_id: str, group: str, by: str, reason: str = "", request_id: str | None = None
-    ) -> None:
-        await self._write("transfer", conv_id, request_id, group=group, by=by, reason=reason, sla_ms=self._sla_ms)
+        self,
+        conv_id: str,
+        group: str,
+        by: str,
+        reason: str = "",
+        request_id: str | None = None,
+        *,
+        review: str | None = None,
+    ) -> bool:
+        """Move the conversation to ``group`` (a label, unless ``review``). ``review``: the group
+        the reviewer (router/review.py) read it in; then it moves only if still unclaimed there,
+        and returns False where it did not."""
+        extra = {"review": review} if review else {}
+        result = await self._write(
+            "transfer", conv_id, request_id, group=group, by=by, reason=reason, sla_ms=self._sla_ms, **extra
+        )
+        return result != "stale"
 
-    async def set_priority(self, conv_id: str, priority: int, by: str, request_id: str | None = None) -> None:
-        await self._write("priority", conv_id, request_id, prio=priority, by=by)
+    async def set_priority(
+        self, conv_id: str, priority: int, by: str, request_id: str | None = None, *, review: str | None = None
+    ) -> bool:
+        """Set the priority (a label, unless ``review``: as for ``transfer``)."""
+        extra = {"review": review} if review else {}
+        return await self._write("priority", conv_id, request_id, prio=priority, by=by, **extra) != "stale"
 
     async def close(self, conv_id: str, by: str, reason: str = "", request_id: str | None = None) -> None:
         """Close the conversation; ``reason``: one of ``CLOSE_REASONS`` (default ``resolved``)."""

@@ -7,15 +7,18 @@ to the ``switchboard`` command line. They read files and streams, so they live o
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any, TextIO
 
+import msgspec
 import yaml
 
-from router.rules_samples import InputError, message_from_json, print_summary, read_samples, summarize
+from router.rules_samples import InputError, Report, Sample, message_from_json, print_summary, read_samples, summarize
 from rules import Engine, RuleSetError, default_source
 from rules.intent import IntentModel
+from rules.semantic import SemanticModel, hard_routed, needs_review, review
 
 __all__ = ["evaluate_samples", "route", "schema", "validate"]
 
@@ -111,9 +114,37 @@ def evaluate_samples(
 # --------------------------------------------------------------------------- model eval
 
 
-def model_eval(rules_path: str | None, samples_path: str, as_json: bool, out: TextIO, model: IntentModel | None) -> int:
+def second_opinion(
+    samples: list[Sample], engine: Engine, model: IntentModel, semantic: SemanticModel
+) -> tuple[list[Sample], int]:
+    """The samples of rules and model (decided by ``engine``) as the reviewer (router/review.py)
+    leaves them, and how many it asked the semantic model about."""
+    soft_routes = engine.soft_routes
+    out: list[Sample] = []
+    asked = 0
+    for s in samples:
+        d = s.decision
+        fast = model.predict(d.text, d.subject)
+        if needs_review(fast, semantic.policy, hard_routed(d.routed_by, soft_routes)):
+            asked += 1
+            opinion = review(fast, semantic.predict(d.text, d.subject), semantic.policy, d.group)
+            group, priority = opinion.group or d.group, 1 if opinion.raise_p1 else d.priority
+            s = dataclasses.replace(s, decision=msgspec.structs.replace(d, group=group, priority=priority))
+        out.append(s)
+    return out, asked
+
+
+def model_eval(
+    rules_path: str | None,
+    samples_path: str,
+    as_json: bool,
+    out: TextIO,
+    model: IntentModel | None,
+    semantic: SemanticModel | None = None,
+) -> int:
     """``switchboard model eval [FILE] --samples JSONL [--json]``: the ``rules eval`` table for the
-    rules alone, the triage model alone (its best group and priority) and both as configured."""
+    rules alone, the triage model alone (its best group and priority), both as configured, and
+    (with ``semantic``) both with the reviewer's second opinion."""
     if model is None:
         print("no triage model: [rules] model is off", file=out)
         return 1
@@ -145,6 +176,13 @@ def model_eval(rules_path: str | None, samples_path: str, as_json: bool, out: Te
         if not as_json:
             print(f"== {dict(rules='rules alone', model='model alone', both='rules and model')[name]}", file=out)
             print_summary(summaries[name], report.samples, out)
+        if name == "both" and semantic is not None:
+            reviewed, asked = second_opinion(report.samples, engine, model, semantic)
+            report = Report(reviewed, report.bad_lines)
+            summaries["second_opinion"] = {**summarize(engine, report), "reviewed": asked}
+            if not as_json:
+                print(f"== rules, model and second opinion ({semantic.policy}; {asked} reviewed)", file=out)
+                print_summary(summaries["second_opinion"], report.samples, out)
     if as_json:
         _json_line(out, summaries)
     return 1 if report.bad_lines else 0

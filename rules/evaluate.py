@@ -332,6 +332,11 @@ class Engine:
         """The triage model the engine asks, if any."""
         return self._model
 
+    @functools.cached_property
+    def soft_routes(self) -> frozenset[str]:
+        """The ids of the rules whose route the triage model may override (``then: {soft: …}``)."""
+        return frozenset(rule.id for rule in self._compiled.rules if rule.then.soft_route)
+
     @property
     def warnings(self) -> tuple[RuleError, ...]:
         return self._warnings

@@ -1,8 +1,9 @@
 """How the rules, the model and both together score: ``python -m triage.evaluate [--oof FILE]``.
 
 Prints, for the development set (``triage/corpus/dev``, never trained or tuned on), the table of
-``switchboard rules eval`` three times: the rules alone, the model alone, and both as the engine
-combines them (rules/intent.py ``decide``).
+``switchboard rules eval`` four times: the rules alone, the model alone, both as the engine
+combines them (rules/intent.py ``decide``), and both with the reviewer's second opinion
+(rules/semantic.py, router/review.py).
 
 With ``--oof`` (out-of-fold predictions of the *training* corpus, ``python -m triage.train --oof
 FILE``) it first chooses, on the training corpus only, what the rule set leaves to the model:
@@ -34,12 +35,14 @@ from typing import Any
 
 import msgspec
 
+from router.rules_cli import second_opinion
 from router.rules_samples import Report, Sample, message_from_json, print_summary, read_samples, summarize
 from rules import Engine
 from rules.document import ModelPolicy, RuleFile
 from rules.evaluate import default_source
 from rules.intent import IntentModel, Policy, Prediction, Ruled, decide
 from rules.loader import load
+from rules.semantic import SemanticModel
 
 ROOT = Path(__file__).resolve().parent
 MODELS = ROOT.parent / "rules" / "models"
@@ -349,7 +352,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     predictions = [model.predict(s.decision.text, s.decision.subject) for s in dev.samples]
     _headline("rules alone", rules, dev, sys.stdout)
     _headline("model alone", rules, model_alone(dev, predictions), sys.stdout)
-    _headline(f"rules and model ({chosen.model})", both, report_of(both, dev_paths), sys.stdout)
+    combined = report_of(both, dev_paths)
+    _headline(f"rules and model ({chosen.model})", both, combined, sys.stdout)
+    semantic = SemanticModel.load(args.models)  # the reviewer's second opinion (router/review.py)
+    reviewed, asked = second_opinion(combined.samples, both, model, semantic)
+    title = f"rules, model and second opinion ({semantic.policy}; {asked} reviewed)"
+    _headline(title, both, Report(reviewed, dev.bad_lines), sys.stdout)
     return 0
 
 

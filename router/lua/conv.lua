@@ -98,12 +98,17 @@ if op == 'release' then
   requeue(cur.group, prio)
   hist(cid, 'status', cjson.encode({status = 'new', by = a.by, reason = 'released'}))
   event(cur.group, 'released', cid, cjson.encode({by = a.by}))
+-- The reviewer's moves (router/review.py, a.review = the group it read): only while nobody has
+-- claimed or moved the conversation since it read it, else nothing; and never a label, since the
+-- model would then learn from its own opinion.
+elseif a.review and (cur.status ~= 'new' or cur.group ~= a.review) then
+  return finish('stale')
 elseif op == 'transfer' then
   if cur.status == 'new' then dequeue(cid, cur.group) end
   unassign()
   requeue(a.group, prio)
   hist(cid, 'status', cjson.encode({group = a.group, from = cur.group, by = a.by, reason = a.reason}))
-  label('transfer', a.group, prio, a.reason)
+  if not a.review then label('transfer', a.group, prio, a.reason) end
   event(cur.group, 'moved', cid, cjson.encode({to = a.group, by = a.by}))
   event(a.group, 'created', cid, cjson.encode({prio = prio, from = cur.group}))
 elseif op == 'priority' then
@@ -114,7 +119,7 @@ elseif op == 'priority' then
     redis.call('ZADD', P .. 'queue:' .. cur.group, num(p * 1e13 + due), cid)
   end
   hist(cid, 'status', cjson.encode({prio = p, from = prio, by = a.by}))
-  label('priority', cur.group, p)
+  if not a.review then label('priority', cur.group, p) end
   event(cur.group, 'priority', cid, cjson.encode({prio = p, by = a.by}))
 elseif op == 'close' then
   if cur.status == 'new' then dequeue(cid, cur.group) end
