@@ -35,7 +35,7 @@ from router.errors import ConfigError
 from router.events import GroupEvent, GroupEvents
 from router.lifecycle import keep_running
 from rules.intent import IntentModel, ModelError
-from rules.semantic import ReviewPolicy, SemanticModel, hard_routed, needs_review, review
+from rules.semantic import ReviewPolicy, SemanticModel, needs_review, review
 
 log = logging.getLogger("switchboard.review")
 
@@ -161,7 +161,7 @@ class Reviewer:
         fast = self._model.predict(text, subject)
         engine = await self._rt.engine()
         decision = message.get("decision") or {}
-        if not needs_review(fast, self._semantic.policy, hard_routed(decision.get("routed_by"), engine.soft_routes)):
+        if not needs_review(fast, self._semantic.policy, engine.hard_routed(decision.get("routed_by"))):
             self.counts["skipped"] += 1
             return
         started = time.perf_counter()

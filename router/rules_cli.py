@@ -18,7 +18,7 @@ import yaml
 from router.rules_samples import InputError, Report, Sample, message_from_json, print_summary, read_samples, summarize
 from rules import Engine, RuleSetError, default_source
 from rules.intent import IntentModel
-from rules.semantic import SemanticModel, hard_routed, needs_review, review
+from rules.semantic import SemanticModel, needs_review, review
 
 __all__ = ["evaluate_samples", "route", "schema", "validate"]
 
@@ -119,13 +119,12 @@ def second_opinion(
 ) -> tuple[list[Sample], int]:
     """The samples of rules and model (decided by ``engine``) as the reviewer (router/review.py)
     leaves them, and how many it asked the semantic model about."""
-    soft_routes = engine.soft_routes
     out: list[Sample] = []
     asked = 0
     for s in samples:
         d = s.decision
         fast = model.predict(d.text, d.subject)
-        if needs_review(fast, semantic.policy, hard_routed(d.routed_by, soft_routes)):
+        if needs_review(fast, semantic.policy, engine.hard_routed(d.routed_by)):
             asked += 1
             opinion = review(fast, semantic.predict(d.text, d.subject), semantic.policy, d.group)
             group, priority = opinion.group or d.group, 1 if opinion.raise_p1 else d.priority

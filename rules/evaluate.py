@@ -337,6 +337,12 @@ class Engine:
         """The ids of the rules whose route the triage model may override (``then: {soft: …}``)."""
         return frozenset(rule.id for rule in self._compiled.rules if rule.then.soft_route)
 
+    def hard_routed(self, routed_by: str | None) -> bool:
+        """Whether a hard rule routed a decision (``routed_by``: its): the rules keep control there.
+        Where no rule routed, the triage model did, or a soft rule did, the model's second opinion
+        (router/review.py) may move the conversation."""
+        return routed_by not in (None, MODEL_TRACE_ID) and routed_by not in self.soft_routes
+
     @property
     def warnings(self) -> tuple[RuleError, ...]:
         return self._warnings

@@ -22,7 +22,6 @@ import numpy as np
 import numpy.typing as npt
 
 from rules.intent import ModelError, Prediction
-from rules.model import MODEL_TRACE_ID
 
 __all__ = [
     "FORMAT",
@@ -31,7 +30,6 @@ __all__ = [
     "SemanticModel",
     "embed_text",
     "ensemble",
-    "hard_routed",
     "needs_review",
     "review",
 ]
@@ -178,13 +176,6 @@ def review(fast: Prediction, semantic: Prediction, policy: ReviewPolicy, current
     group, p = Prediction.top(both.group)
     moved = group if group != current and p >= policy.move_min else None
     return Opinion(moved, both.priority.get("P1", 0.0) >= policy.p1_min, both)
-
-
-def hard_routed(routed_by: str | None, soft_routes: frozenset[str]) -> bool:
-    """Whether a hard rule routed the message (``routed_by``: the decision's): the rules keep
-    control there. Where no rule routed, the triage model did, or a soft rule did (the model may
-    override it: ``Engine.soft_routes``), a second opinion may move it."""
-    return routed_by not in (None, MODEL_TRACE_ID) and routed_by not in soft_routes
 
 
 def needs_review(fast: Prediction, policy: ReviewPolicy, rule_routed: bool = False) -> bool:
