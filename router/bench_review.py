@@ -20,7 +20,6 @@ from router.review import load_semantic
 from router.rules_samples import read_samples
 from router.runtime import load_model
 from rules import Engine
-from rules.model import MODEL_TRACE_ID
 from rules.semantic import needs_review
 
 CORPUS = Path(__file__).resolve().parents[1] / "triage" / "corpus"
@@ -41,8 +40,7 @@ def main(settings: Settings, as_json: bool, out: TextIO, messages: int = 50) -> 
             for s in read_samples(engine, str(path)).samples:
                 d = s.decision
                 total += 1
-                rule_routed = d.routed_by not in (None, MODEL_TRACE_ID)
-                if needs_review(model.predict(d.text, d.subject), semantic.policy, rule_routed):
+                if needs_review(model.predict(d.text, d.subject), semantic.policy, engine.hard_routed(d.routed_by)):
                     reviewed += 1
                     if part == "dev":
                         asked.append((d.text, d.subject))
