@@ -332,6 +332,11 @@ class Engine:
         """The triage model the engine asks, if any."""
         return self._model
 
+    @property
+    def policy(self) -> Policy | None:
+        """The rule set's ``model:`` section (None without one)."""
+        return self._compiled.policy
+
     @functools.cached_property
     def soft_routes(self) -> frozenset[str]:
         """The ids of the rules whose route the triage model may override (``then: {soft: …}``)."""

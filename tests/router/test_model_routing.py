@@ -91,7 +91,8 @@ async def test_the_shipped_rules_let_the_shipped_model_decide_where_no_rule_did(
     fee = engine.evaluate(MessageIn(channel="telegram", text="what is the trading fee"))
     scores = fee.trace[-1].model
     assert (fee.group, fee.routed_by) == ("general", "model") and scores is not None
-    assert ("route", "trading-topic", "trading", 0.6) in scores.overrode
+    assert engine.policy is not None
+    assert ("route", "trading-topic", "trading", engine.policy.override_route_min) in scores.overrode
 
 
 def test_rules_validate_knows_the_models_labels(tmp_path: Path) -> None:
