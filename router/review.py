@@ -122,6 +122,17 @@ class Reviewer:
         self._positions = {g: stored.get(g) or ends[g] for g in groups}
         await self._rt.client.hset(self._cursor_key, mapping=self._positions)
 
+    async def follow_groups(self) -> None:
+        """Takes up the groups of a rule set published since the start, from their streams' start
+        (what is older than ``max_age_s`` there is skipped as stale), and stops moving
+        conversations to groups it dropped."""
+        engine = await self._rt.engine()
+        self._groups = set(engine.groups)
+        new = {g: "0-0" for g in sorted(self._groups) if g not in self._positions}
+        if new:
+            self._positions.update(new)
+            await self._rt.client.hset(self._cursor_key, mapping=new)
+
     async def close(self) -> None:
         self._stopping.set()
         if self._task is not None:
@@ -140,6 +151,7 @@ class Reviewer:
 
     async def step(self) -> None:
         """Reads what came after the cursor (waiting up to ``block_ms``), reviews it in order."""
+        await self.follow_groups()
         for event in await self._events.after(self._positions, self._block_ms):
             await self.handle(event)
             self._positions[event.group] = event.entry

@@ -184,3 +184,23 @@ async def test_a_conversation_a_hard_rule_routed_is_not_reviewed(rt: Runtime, se
     await r.step()
     conv = await rt.conversations.get(cid)
     assert (conv.group, r.counts["reviewed"], r.counts["skipped"]) == ("general", 0, 1)
+
+
+async def test_a_group_published_after_the_start_is_reviewed_without_a_restart(
+    rt: Runtime, semantic: SemanticModel
+) -> None:
+    r = reviewer(rt, semantic)
+    await r.resume()  # knows the groups of tests/router/rules.yaml only
+    source = (Path(__file__).parent / "rules.yaml").read_text(encoding="utf-8")
+    source = source.replace("groups:\n", "groups:\n  - {id: vip, name: VIP}\n", 1).replace(
+        "rules:\n", "rules:\n  - {id: to-vip, when: {contains_any: [fee]}, then: {route: vip, soft: true}}\n", 1
+    )
+    await rt.rules.publish(source, "admin")
+    await rt.inbox.append_many([message("what is the trading fee", user="u12")])
+    worker = Worker(rt)
+    assert await worker.rules.refresh()
+    await drain(worker)
+    [conv] = await rt.queues.head("vip")
+    await r.step()
+    assert (await rt.conversations.get(conv.id)).group == "verification"
+    assert r.counts["moved"] == 1
