@@ -76,6 +76,11 @@ class ModelState:
     live: int | None  # None: the configured model routes
     shadow: int | None
 
+    @classmethod
+    def of(cls, live: bytes | None, shadow: bytes | None) -> ModelState:
+        """From the values of the ``model:live`` and ``model:shadow`` keys."""
+        return cls(int(live) if live else None, int(shadow) if shadow else None)
+
 
 def read_dir(directory: Path) -> dict[str, bytes]:
     """The regular files of a model directory (not its subdirectories), by name."""
@@ -116,8 +121,7 @@ class ModelStore:
 
     # -- reading -----------------------------------------------------------------------------
     async def state(self) -> ModelState:
-        live, shadow = await self._client.mget(self._keys.model_live, self._keys.model_shadow)
-        return ModelState(int(live) if live else None, int(shadow) if shadow else None)
+        return ModelState.of(*await self._client.mget(self._keys.model_live, self._keys.model_shadow))
 
     async def get(self, number: int) -> ModelVersion:
         data = await self._client.hgetall(self._keys.model_version(number))
@@ -214,8 +218,7 @@ class ModelStore:
         async def stage(pipe: Pipeline) -> int:
             if number is not None and not await pipe.exists(self._keys.model_version(number)):
                 raise NotFound(f"model version {number}")
-            live, shadow = await pipe.mget(self._keys.model_live, self._keys.model_shadow)
-            state = ModelState(int(live) if live else None, int(shadow) if shadow else None)
+            state = ModelState.of(*await pipe.mget(self._keys.model_live, self._keys.model_shadow))
             if action in ("live", "shadow") and number is not None and number == state.live:
                 raise BadRequest(f"model version {number} is live already")
             if action == "rollback" and state.live != expect:

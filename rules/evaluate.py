@@ -16,6 +16,7 @@ import logging
 import operator
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
@@ -176,30 +177,18 @@ class _Message:
         return self._now
 
 
+@dataclass(slots=True)
 class _Ruling:
     """What the rules decided for one message, before the ``model:`` section applies."""
 
-    __slots__ = ("ctx", "escalate", "redact", "reply", "ruled", "secret", "tags", "trace")
-
-    def __init__(
-        self,
-        ctx: _Message,
-        ruled: Ruled,
-        tags: dict[str, None],
-        escalate: bool,
-        reply: Mapping[str, str] | None,
-        redact: set[str],
-        trace: list[TraceEntry],
-        secret: bool,
-    ) -> None:
-        self.ctx = ctx
-        self.ruled = ruled
-        self.tags = tags
-        self.escalate = escalate
-        self.reply = reply
-        self.redact = redact
-        self.trace = trace
-        self.secret = secret  # a seed phrase or private key in the text or subject
+    ctx: _Message
+    ruled: Ruled
+    tags: dict[str, None]
+    escalate: bool
+    reply: Mapping[str, str] | None
+    redact: set[str]
+    trace: list[TraceEntry]
+    secret: bool  # a seed phrase or private key in the text or subject
 
 
 @contextlib.contextmanager
