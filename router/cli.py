@@ -512,7 +512,7 @@ def _model_versions_parsers(msub: Any) -> None:
     sp.add_argument("--out", type=Path, required=True)
     sp.add_argument("--labels", type=Path, help="a team's labels, as `switchboard model export` writes them")
     sp.add_argument("--seed", type=int, default=1)
-    sp.add_argument("--params", help="fastText parameters for both models, as JSON (default: the trainer's)")
+    sp.add_argument("--params", help="fastText parameters over the default, as JSON (default: the trainer's)")
     sp.set_defaults(handler=lambda args, settings: model_cli.train(args, settings.rules.trainer_python))
 
 

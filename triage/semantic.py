@@ -1,6 +1,6 @@
 """Train the second opinion (rules/semantic.py): ``python -m triage.semantic`` (``make model-semantic``).
 
-Runs in the training environment (.venv-train), after ``triage.train`` (the fastText models it
+Runs in the training environment (.venv-train), after ``triage.train`` (the fastText model it
 reviews): the review policy is chosen against *their* out-of-fold predictions.
 
 Deterministically for a seed:
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from rules.intent import Prediction, calibrated
+from rules.intent import Prediction
 from rules.semantic import (
     DIM,
     EMBEDDER,
@@ -44,7 +44,7 @@ from rules.semantic import (
     needs_review,
     review,
 )
-from triage.train import CORPUS, MODELS, TASKS, Labeller, digest, fit, folds, probabilities, read
+from triage.train import CORPUS, MODELS, TASKS, Labeller, digest, fit, folds, read, wrap
 
 CACHE = CORPUS.parent.parent / "var" / "semantic-cache"
 C = 16.0  # chosen by 5-fold cross-validation on the training corpus (docs/triage.md)
@@ -117,11 +117,11 @@ def out_of_fold(
     for train_idx, test_idx in folds(rows, 5, seed):
         heads = {t: head(x[train_idx], [first(TASKS[t], rows[i]) for i in train_idx]) for t in TASKS}
         model = SemanticModel.from_meta(meta_of(heads["group"], heads["priority"], ReviewPolicy()))  # the runtime's
-        ft = {t: fit([rows[i] for i in train_idx], TASKS[t], fast_meta[t]["params"], seed) for t in TASKS}
+        temperatures = fast_meta["group"]["temperature"], fast_meta["priority"]["temperature"]
+        ft = wrap(fit([rows[i] for i in train_idx], fast_meta["params"], seed), temperatures)
         for i in test_idx:
             semantic[i] = model.of_vector(x[i])
-            p = {t: calibrated(probabilities(ft[t], rows[i]), fast_meta[t]["temperature"]) for t in TASKS}
-            fast[i] = Prediction(p["group"], p["priority"])
+            fast[i] = ft.predict(rows[i]["text"], rows[i].get("subject"))
         print(f"  fold of {len(test_idx)} done", file=sys.stderr, flush=True)
     return [p for p in semantic if p is not None], [p for p in fast if p is not None]
 

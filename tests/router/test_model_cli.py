@@ -21,10 +21,10 @@ from tests.triage.test_train import TRAIN_PYTHON
 def test_publish_versions_shadow_status_rollback(env: dict[str, str], tmp_path: Path) -> None:
     corrupt = tmp_path / "corrupt"
     shutil.copytree(TINY, corrupt)
-    (corrupt / "priority.ftz").write_bytes(b"not a model")
+    (corrupt / "triage.ftz").write_bytes(b"not a model")
     refused = sb(env, "model", "publish", str(corrupt), "--by", "mallory", check=False)
     assert refused.returncode == 1
-    assert "refused: <model>: the priority model cannot be loaded" in refused.stderr
+    assert "refused: <model>: the model cannot be loaded" in refused.stderr
     assert "the running model stays in force" in refused.stderr
 
     published = sb(env, "model", "publish", str(TINY), "--by", "alice", "--comment", "first")
@@ -47,8 +47,7 @@ def test_publish_versions_shadow_status_rollback(env: dict[str, str], tmp_path: 
 
 def _train_args(out: Path, labels: Path | None) -> argparse.Namespace:
     fast = {**TINY_PARAMS, "epoch": 1}  # the whole shipped corpus: one pass is enough here
-    params = json.dumps({"group": fast, "priority": fast})
-    return argparse.Namespace(out=out, labels=labels, seed=1, params=params)
+    return argparse.Namespace(out=out, labels=labels, seed=1, params=json.dumps(fast))
 
 
 def test_train_without_the_trainer_says_how_to_get_it(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -48,7 +48,7 @@ async def test_a_published_model_routes_in_a_running_worker_without_a_restart(rt
     before = worker.rules.engine
     published = await rt.models.publish(tiny_files(), "alice", "tiny one")
     assert (published.number, published.author, published.comment) == (1, "alice", "tiny one")
-    assert published.meta["messages"] == 120 and set(published.files) == {"group.ftz", "priority.ftz", "triage.json"}
+    assert published.meta["messages"] == 120 and set(published.files) == {"triage.ftz", "triage.json"}
     assert await worker.rules.refresh()  # as its loop does every rules_poll_s
     assert worker.rules.engine is not before
     await rt.inbox.append_many([message(TAKEOVER, user="victim")])
@@ -58,7 +58,8 @@ async def test_a_published_model_routes_in_a_running_worker_without_a_restart(rt
     tiny, shipped = IntentModel.load(TINY).predict(TAKEOVER), IntentModel.shipped().predict(TAKEOVER)
     label, p = Prediction.top(tiny.group)
     assert (said["group"][0]["label"], said["group"][0]["p"]) == (label, round(p, 3))
-    assert Prediction.top(shipped.group)[0] != said["group"][0]["label"]  # not the configured model's answer
+    # Not the configured model's answer (the tiny model is far less sure of itself):
+    assert round(Prediction.top(shipped.group)[1], 3) != said["group"][0]["p"]
     await worker._heartbeat()  # says which version it routes with
     assert json.loads(await rt.client.get(rt.keys.health("worker", worker.name)))["model"] == published.number
     # Loaded once per version: the next check finds nothing new and keeps the same model.
@@ -89,11 +90,11 @@ async def test_a_corrupt_file_or_an_unknown_format_is_refused_and_the_running_mo
     worker = Worker(rt)
     await worker.rules.refresh()
     live, engine = worker.triage.live, worker.rules.engine
-    with pytest.raises(ModelRefused, match="the group model cannot be loaded"):
-        await rt.models.publish(tiny_files(**{"group.ftz": b"\x00" * 100}), "mallory")
+    with pytest.raises(ModelRefused, match="the model cannot be loaded"):
+        await rt.models.publish(tiny_files(**{"triage.ftz": b"\x00" * 100}), "mallory")
     meta = json.loads((TINY / "triage.json").read_text())
     unknown = json.dumps({**meta, "format": FORMAT + 1}).encode()
-    with pytest.raises(ModelRefused, match="format 2, this version reads 1"):
+    with pytest.raises(ModelRefused, match=f"format {FORMAT + 1}, this version reads {FORMAT}"):
         await rt.models.publish(tiny_files(**{"triage.json": unknown}), "mallory", shadow=True)
     assert await rt.models.state() == ModelState(first.number, None)
     assert [v.number for v in await rt.models.versions()] == [first.number]
@@ -116,11 +117,11 @@ async def test_a_model_the_rule_set_in_force_cannot_use_is_refused(rt: Runtime) 
 
 # The hand count below rests on these answers (top group, top priority) of the two models.
 TEXTS = {
-    "hacked": ("my account was hacked, unauthorized withdrawal", ("payments", "P2"), ("security", "P1")),
-    "deposit": ("deposit not arrived after 3 hours", ("payments", "P3"), ("payments", "P2")),
-    "kyc": ("KYC verification rejected again", ("payments", "P3"), ("verification", "P3")),
-    "fee": ("what is the trading fee", ("payments", "P2"), ("general", "P4")),
-    "complain": ("I want to complain about your support", ("security", "P2"), ("complaints", "P4")),
+    "hacked": ("my account was hacked, unauthorized withdrawal", ("security", "P2"), ("security", "P1")),
+    "deposit": ("deposit not arrived after 3 hours", ("security", "P2"), ("payments", "P2")),
+    "kyc": ("KYC verification rejected again", ("security", "P2"), ("verification", "P3")),
+    "fee": ("what is the trading fee", ("security", "P3"), ("general", "P4")),
+    "complain": ("I want to complain about your support", ("security", "P2"), ("complaints", "P2")),
 }
 
 
@@ -161,19 +162,19 @@ async def test_a_shadow_changes_no_routing_and_is_scored_against_corrections(rt:
     status = await rt.models.status()
     # By hand, from TEXTS and the routed decisions (kyc general P3, fee general P3, deposit payments P2):
     #            group: kyc fee deposit            priority: kyc fee deposit
-    # shadow            -   -   +   = 1                      +   -   +     = 2
+    # shadow            -   -   -   = 0                      -   -   -     = 0
     # live (shipped)    +   +   +   = 3                      +   +   -     = 2
     # routed            -   +   +   = 2                      +   -   -     = 1
     assert status["corrected"] == {
         "messages": 3,
-        "shadow": {"group": 1, "priority": 2},
+        "shadow": {"group": 0, "priority": 0},
         "live": {"group": 3, "priority": 2},
         "routed": {"group": 2, "priority": 1},
     }
-    # "hacked" closed as routed (security P1): the shadow said payments P2, the shipped model agreed.
+    # "hacked" closed as routed (security P1): the shadow said security P2, the shipped model agreed.
     assert status["closed_uncorrected"] == {
         "messages": 1,
-        "shadow": {"group": 0, "priority": 0},
+        "shadow": {"group": 1, "priority": 0},
         "live": {"group": 1, "priority": 1},
         "routed": {"group": 1, "priority": 1},
     }

@@ -43,6 +43,13 @@ def semantic(tmp_path_factory: pytest.TempPathFactory) -> SemanticModel:
     return SemanticModel.load(d)
 
 
+# The shipped rules, with a hard rule of the test's own first: which shipped rules are soft is
+# chosen again with each retraining of the model (triage/evaluate.py), this one is always hard.
+PINNED = default_source().replace(
+    "\nrules:\n", "\nrules:\n  - {id: pinned, when: {contains_any: [新手]}, then: {route: general, priority: P4}}\n", 1
+)
+
+
 def reviewer(rt: Runtime, semantic: SemanticModel, clock: float = 0.0) -> Reviewer:
     assert rt.model is not None
     settings = ReviewSettings(max_age_s=30)
@@ -155,14 +162,16 @@ def test_model_eval_prints_the_second_opinion_as_the_reviewer_applies_it(
 ) -> None:
     from router import rules_cli
 
-    rows = [  # with the shipped rules: the model routes the first, a hard rule (beginner) the second
+    rows = [  # the model routes the first, a hard rule (pinned) the second
         {"id": "a", "text": "hello, how do I change my nickname", "expect": {"group": "general", "priority": "P4"}},
         {"id": "b", "text": "新手 怎么买 usdt 提现", "expect": {"group": "general", "priority": "P4"}},
     ]
     samples = tmp_path / "s.jsonl"
     samples.write_text("".join(json.dumps({**r, "channel": "telegram"}) + "\n" for r in rows), encoding="utf-8")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(PINNED, encoding="utf-8")
     out = io.StringIO()
-    assert rules_cli.model_eval(None, str(samples), True, out, IntentModel.shipped(), semantic) == 0
+    assert rules_cli.model_eval(str(rules), str(samples), True, out, IntentModel.shipped(), semantic) == 0
     tables = json.loads(out.getvalue())
     assert (tables["both"]["group_accuracy"], tables["both"]["priority_accuracy"]) == (1.0, 1.0)
     # Reviewed: only the message no rule routed; moved to the (fixture's) sure group, raised to P1.
@@ -171,16 +180,16 @@ def test_model_eval_prints_the_second_opinion_as_the_reviewer_applies_it(
 
 
 async def test_a_conversation_a_hard_rule_routed_is_not_reviewed(rt: Runtime, semantic: SemanticModel) -> None:
-    """The rules keep control where a hard rule routed (`beginner` here, although the fixture's
+    """The rules keep control where a hard rule routed (`pinned` here, although the fixture's
     second opinion is sure of verification); a soft rule's route is reviewed like the model's."""
-    await rt.rules.publish(default_source(), "admin")  # the shipped rules, soft routes and all
+    await rt.rules.publish(PINNED, "admin")  # the shipped rules, soft routes and all
     engine = await rt.engine()
-    assert "beginner" not in engine.soft_routes and "trading-topic" in engine.soft_routes
+    assert "pinned" not in engine.soft_routes and "trading-topic" in engine.soft_routes
     r = reviewer(rt, semantic)
     await r.resume()
     cid = await routed(rt, "新手 怎么买 usdt 提现", "u9")
     [inbound] = [e.data for e in await rt.conversations.history(cid) if e.type == "inbound"]
-    assert inbound["decision"]["routed_by"] == "beginner"
+    assert inbound["decision"]["routed_by"] == "pinned"
     await r.step()
     conv = await rt.conversations.get(cid)
     assert (conv.group, r.counts["reviewed"], r.counts["skipped"]) == ("general", 0, 1)

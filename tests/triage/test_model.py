@@ -1,6 +1,6 @@
 """The triage model's tokens, loading (and refusing) a model directory, and the combining policy.
 
-``tiny-model/`` is a real model pair, trained by ``tests/triage/test_train.py``'s command on 120
+``tiny-model/`` is a real model, trained by ``tests/triage/test_train.py``'s command on 120
 corpus messages (dim 8, 5 epochs): small enough to keep in the repository, real enough to load.
 """
 
@@ -43,17 +43,17 @@ def test_an_unknown_format_is_refused(tmp_path: Path) -> None:
     d = _copy(tmp_path)
     meta = json.loads((d / "triage.json").read_text())
     (d / "triage.json").write_text(json.dumps({**meta, "format": FORMAT + 1}))
-    with pytest.raises(ModelError, match="format 2, this version reads 1"):
+    with pytest.raises(ModelError, match=f"format {FORMAT + 1}, this version reads {FORMAT}"):
         IntentModel.load(d)
 
 
 def test_a_corrupt_or_missing_model_file_is_refused(tmp_path: Path) -> None:
     d = _copy(tmp_path)
-    (d / "group.ftz").write_bytes(b"\x00" * 100)
-    with pytest.raises(ModelError, match="the group model cannot be loaded"):
+    (d / "triage.ftz").write_bytes(b"\x00" * 100)
+    with pytest.raises(ModelError, match="the model cannot be loaded"):
         IntentModel.load(d)
-    (d / "group.ftz").unlink()
-    with pytest.raises(ModelError, match="the group model cannot be loaded"):
+    (d / "triage.ftz").unlink()
+    with pytest.raises(ModelError, match="the model cannot be loaded"):
         IntentModel.load(d)
     with pytest.raises(ModelError, match=r"no readable triage\.json"):
         IntentModel.load(tmp_path / "nowhere")
@@ -65,6 +65,23 @@ def test_labels_that_differ_from_the_metadata_are_refused(tmp_path: Path) -> Non
     meta["group"]["labels"] = ["general", "security"]
     (d / "triage.json").write_text(json.dumps(meta))
     with pytest.raises(ModelError, match="labels"):
+        IntentModel.load(d)
+
+
+def test_a_two_model_directory_of_format_1_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    meta = json.loads((d / "triage.json").read_text())
+    (d / "triage.json").write_text(json.dumps({**meta, "format": 1}))
+    with pytest.raises(ModelError, match=r"reads 2 \(two models: retrain it with `switchboard model train`\)"):
+        IntentModel.load(d)
+
+
+def test_pairs_missing_from_the_model_are_refused(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    meta = json.loads((d / "triage.json").read_text())
+    meta["labels"].append("general|P1" if "general|P1" not in meta["labels"] else "security|P4")
+    (d / "triage.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelError, match=r"the model's labels .* are not those of triage\.json"):
         IntentModel.load(d)
 
 

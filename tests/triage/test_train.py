@@ -29,7 +29,7 @@ def train(out: Path, corpus: list[Path], seed: int = 1) -> None:
             pytest.fail(f"{TRAIN_PYTHON} is missing: `make test` builds it (make .venv-train/.installed-stamp)")
         pytest.skip("no .venv-train: run `make .venv-train/.installed-stamp`")
     args = [str(TRAIN_PYTHON), "-m", "triage.train", "--out", str(out), "--seed", str(seed)]
-    args += ["--params", json.dumps({"group": TINY, "priority": TINY})]
+    args += ["--params", json.dumps(TINY)]
     for path in corpus:
         args += ["--corpus", str(path)]
     subprocess.run(args, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True)
@@ -56,13 +56,12 @@ def test_training_is_deterministic_for_a_seed(tmp_path: Path, corpus: list[Path]
     train(tmp_path / "a", corpus)
     train(tmp_path / "b", corpus)
     train(tmp_path / "c", corpus, seed=2)
-    for name in ("group.ftz", "priority.ftz", "triage.json"):
+    for name in ("triage.ftz", "triage.json"):
         assert _digest(tmp_path / "a" / name) == _digest(tmp_path / "b" / name), name
-    assert _digest(tmp_path / "a" / "group.ftz") != _digest(tmp_path / "c" / "group.ftz")
+    assert _digest(tmp_path / "a" / "triage.ftz") != _digest(tmp_path / "c" / "triage.ftz")
     meta = json.loads((tmp_path / "a" / "triage.json").read_text())
-    assert meta["messages"] == 120 and meta["group"]["params"]["dim"] == 8
+    assert meta["messages"] == 120 and meta["params"]["dim"] == 8
     # What the trainer wrote, the runtime's predictor reads (the fixture is this same output).
     model = IntentModel.load(tmp_path / "a")
     assert set(model.predict("提现还没到账").priority) == {"P1", "P2", "P3", "P4"}
-    for name in ("group.ftz", "priority.ftz"):
-        assert _digest(tmp_path / "a" / name) == _digest(Path(__file__).parent / "tiny-model" / name), name
+    assert _digest(tmp_path / "a" / "triage.ftz") == _digest(Path(__file__).parent / "tiny-model" / "triage.ftz")
