@@ -352,10 +352,20 @@ _PRIORITY = {
 _HEX64_KINDS = frozenset({"txid", "private_key"})
 _B58_KINDS = frozenset({"btc_address", "tron_address", "private_key"})
 _BLOB_KINDS = _B58_KINDS | {"eth_address"}
+_SKELETON_KINDS = _BLOB_KINDS | _HEX64_KINDS | {"seed_phrase"}
+_ALL_KINDS = frozenset(KINDS)
+# The pre-check of _BLOB_RE: a run of 14 ASCII letters or digits, looked for in the skeleton's
+# ``lower_bytes`` with those as "a" and the rest as " " (one C search; the regex tries a match at
+# every letter and costs as much on a text without a run as on one with).
+_ALNUM_BYTES = bytes(ord("a") if chr(b).isascii() and chr(b).isalnum() else ord(" ") for b in range(256))
+_BLOB_MIN = b"a" * 14
 
 
-def _blobs(text: str, want: frozenset[str], out: list[Finding]) -> int:
-    """Addresses and base58 keys found in ``text``; returns the longest alphanumeric run."""
+def _blobs(sk: secrets.Skeleton, want: frozenset[str], out: list[Finding]) -> int:
+    """Addresses and base58 keys found in ``sk.text``; returns the longest alphanumeric run."""
+    if _BLOB_MIN not in sk.lower_bytes.translate(_ALNUM_BYTES):
+        return 0
+    text = sk.text
     b58_kinds = bool(want & _B58_KINDS)
     longest = 0
     for m in _BLOB_RE.finditer(text):
@@ -434,18 +444,18 @@ def detect(text: str, kinds: frozenset[str] | None = None) -> list[Finding]:
     do not overlap: of two overlapping findings the secret wins, then the longer. A 64-hex value
     is either a ``private_key`` or a ``txid``, never both. Unknown kind names are ignored.
     """
-    want = frozenset(KINDS) if kinds is None else kinds
+    want = _ALL_KINDS if kinds is None else kinds
     found: list[Finding] = []
-    if want & (_BLOB_KINDS | _HEX64_KINDS | {"seed_phrase"}):
+    if not want.isdisjoint(_SKELETON_KINDS):
         sk = secrets.skeleton(text)
         in_skeleton: list[Finding] = []
-        longest = _blobs(sk.text, want, in_skeleton)
+        longest = _blobs(sk, want, in_skeleton)
         if "seed_phrase" in want:
-            in_skeleton.extend(Finding("seed_phrase", a, b) for a, b in secrets.seed_phrases(sk.lower))
+            in_skeleton.extend(Finding("seed_phrase", a, b) for a, b in secrets.seed_phrases(sk))
         for f in in_skeleton:
             start, end = sk.span(f.start, f.end)
             found.append(Finding(f.kind, start, end))
-        if want & _HEX64_KINDS:
+        if not want.isdisjoint(_HEX64_KINDS):
             found.extend(Finding(kind, a, b) for kind, a, b in secrets.hex_keys(sk, whole=longest >= 64))
     if "[redacted:" in text:
         # Masked before it was stored (router/inbox.py redacts on append): still a leaked secret
