@@ -67,7 +67,7 @@ from mnemonic import Mnemonic
 
 from rules.normalize import char_class, is_word_char
 
-__all__ = ["Skeleton", "hex_keys", "phrase_checksum_ok", "seed_phrases", "skeleton"]
+__all__ = ["Skeleton", "hex_keys", "long_runs", "phrase_checksum_ok", "seed_phrases", "skeleton"]
 
 # --------------------------------------------------------------------------- skeleton
 
@@ -227,6 +227,21 @@ class Skeleton:
 def skeleton(text: str) -> Skeleton:
     """The skeleton of ``text`` (see the module docstring)."""
     return Skeleton(text)
+
+
+def long_runs(view: bytes, least: bytes) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` of each run of at least ``least`` in ``view``, in order: what a regex
+    ``[class]{n,}`` finds in a text whose ``view`` is its bytes (``Skeleton.lower_bytes``)
+    translated to ``least``'s symbol for the class and " " for the rest. ``bytes.find`` looks for
+    them in C where the regex tries a match at every member of the class."""
+    pos = view.find(least)
+    while pos >= 0:
+        # ``pos`` starts its run: one more symbol before it would have been found first.
+        end = view.find(b" ", pos + len(least))
+        if end < 0:
+            end = len(view)
+        yield pos, end
+        pos = view.find(least, end)
 
 
 # --------------------------------------------------------------------------- seed phrases
@@ -448,10 +463,11 @@ def _fragments(low: str) -> Iterator[tuple[int, int]]:
 
 # --------------------------------------------------------------------------- 64 hex
 
-# A whole run of hex digits, 64 or more (hex_keys keeps exactly 64). It starts with a character
-# class, so the engine skips ahead (a leading look-behind does not: 1.8 vs 4.4 µs a message), and
-# the look-behind after it ends an attempt inside a run at once: linear even on 100 KB of hex.
-_HEX64_RE = re.compile(r"[0-9a-f](?<![0-9a-f][0-9a-f])[0-9a-f]{63,}+")
+# Whole runs of hex digits, 64 or more (hex_keys keeps exactly 64), found with long_runs in
+# ``lower_bytes`` with hex digits as "h" and the rest as " " (2.6 µs a bench message with a txid
+# for the regex that did it, which tried a match at every hex digit).
+_HEX_RUN_BYTES = bytes(ord("h") if chr(b) in "0123456789abcdef" else ord(" ") for b in range(256))
+_HEX64 = b"h" * 64
 _CHUNKS_RE = re.compile(
     rf"(?<![0-9a-z])[0-9a-f]{{4,}}+(?:[^0-9{_LETTERS}]{{1,3}}+[0-9a-f]{{4,}}+){{1,15}}+(?![0-9a-z])"
 )
@@ -556,12 +572,11 @@ def hex_keys(sk: Skeleton, whole: bool = True) -> Iterator[tuple[str, int, int]]
     """
     low = sk.lower
     context: list[str] = []  # the message lower-cased, on first need
-    for m in _HEX64_RE.finditer(low) if whole else ():
-        a = m.start()
-        if m.end() - a != 64:
+    for a, b in long_runs(sk.lower_bytes.translate(_HEX_RUN_BYTES), _HEX64) if whole else ():
+        if b - a != 64:
             continue
         prefixed = low[a - 2 : a] == "0x"
-        start, end = sk.span(a - 2 if prefixed else a, m.end())
+        start, end = sk.span(a - 2 if prefixed else a, b)
         yield _hex_kind(sk.original, start, prefixed, context), start, end
     for a, b in _split_keys(low, sk.lower_bytes):
         start, end = sk.span(a, b)

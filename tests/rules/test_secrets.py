@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from mnemonic import Mnemonic
 from router.bench_rules import corpus
 from rules import redact_secrets
 from rules.detectors import SECRET_KINDS, detect
-from rules.secrets import _RUN_RE, phrase_checksum_ok, skeleton
+from rules.secrets import _RUN_RE, long_runs, phrase_checksum_ok, skeleton
 from tests.rules.conftest import SAMPLES
 from tests.rules.test_secret_evasions import KEY, PHRASE, PHRASE_DISGUISES
 from tests.secretgen import Secret, phrase_survivors, split
@@ -204,3 +205,13 @@ def test_pieces_at_the_edges_of_a_long_message(prose: str) -> None:
     piece = "absorb abstract absurd abuse"
     assert redact_secrets(f"{piece}, {prose}") == f"[redacted:seed_phrase], {prose}"
     assert redact_secrets(f"{prose} {piece}") == f"{prose} [redacted:seed_phrase]"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab 1é", max_size=60), st.integers(min_value=1, max_value=6))
+def test_long_runs_are_what_the_regex_finds(text: str, least: int) -> None:
+    # The runs of ASCII letters and digits, as the address scan looks for them.
+    alnum = bytes(ord("a") if chr(b).isalnum() and b < 128 else ord(" ") for b in range(256))
+    view = text.encode("ascii", "replace").translate(alnum)
+    expected = [m.span() for m in re.finditer(f"[0-9A-Za-z]{{{least},}}", text)]
+    assert list(long_runs(view, b"a" * least)) == expected
