@@ -336,20 +336,16 @@ def _trim(words: list[str]) -> tuple[int, int]:
 def seed_phrases(sk: Skeleton) -> Iterator[tuple[int, int]]:
     """Spans of seed phrases, and of phrase pieces at a message's ends, in ``sk.lower``."""
     low = sk.lower
-    phrases = list(_phrases(low, sk.lower_bytes))
+    letters = sk.lower_bytes.translate(_LETTER_BYTES)
+    phrases = list(_phrases(low, letters))
     yield from phrases
-    for a, b in _fragments(low):
+    for a, b in _fragments(low, letters):
         if not any(a < pb and pa < b for pa, pb in phrases):
             yield a, b
 
 
-def _twelve_words(lower_bytes: bytes) -> bool:
-    letters = lower_bytes.translate(_LETTER_BYTES)
-    return letters.count(b" aaa") + letters.startswith(b"aaa") >= _WINDOW
-
-
-def _phrases(low: str, lower_bytes: bytes) -> Iterator[tuple[int, int]]:
-    if len(low) < _MIN_PHRASE_CHARS or not _twelve_words(lower_bytes):
+def _phrases(low: str, letters: bytes) -> Iterator[tuple[int, int]]:
+    if len(low) < _MIN_PHRASE_CHARS or letters.count(b" aaa") + letters.startswith(b"aaa") < _WINDOW:
         return
     for run in _RUN_RE.finditer(low):
         tokens = [(m.start(), m.end(), m.group()) for m in _WORD_RE.finditer(run.group())]
@@ -382,8 +378,6 @@ _EDGE_MIN = 4
 _WHOLE_MIN = 3
 _EDGE_CHARS = _MAX_RESCUE * 9  # the longest run worth looking at from each end
 _EDGE_WORD_RE = re.compile(rf"[{_LETTERS}]+")
-_LAST_WORD_CHARS = 64  # the last word, with the punctuation, emoji or CJK text after it
-_FIRST_WORD_RE = re.compile(rf"[^{_LETTERS}]*+([{_LETTERS}]+)")
 _GAP_LETTER_RE = re.compile(r"[^\W\d_]")  # a letter of any script
 
 
@@ -439,23 +433,30 @@ def _tail_words(low: str) -> Iterator[_Word]:
         yield n - b, n - a, m.group()[::-1]
 
 
-def _fragments(low: str) -> Iterator[tuple[int, int]]:
-    """Spans of phrase pieces at the start and the end of a lower-cased skeleton."""
+def _fragments(low: str, letters: bytes) -> Iterator[tuple[int, int]]:
+    """Spans of phrase pieces at the start and the end of a lower-cased skeleton, whose ASCII
+    letters are the "a" of ``letters`` (one byte per character)."""
     if len(low) < _WHOLE_MIN * 4 - 1:  # 3 words of 3 letters
         return
-    # Most messages neither start nor end with a list word: one short match each rules them out.
-    first = _EDGE_WORD_RE.search(low)
-    if first is not None and first.group() in _INDEX:
-        piece, all_words = _edge_run(low, _head_words(low, first.start()))
-        whole = all_words and len(low) <= _EDGE_CHARS
-        if _piece(piece, whole):
-            yield piece[0][0], piece[-1][1]
-        if whole:
-            return
-    # The last word, read backwards from the end (a search anchored at the end tries every start).
-    last = _FIRST_WORD_RE.match(low[: -_LAST_WORD_CHARS - 1 : -1])
-    if last is None or last.group(1)[::-1] not in _INDEX:
-        return
+    # Most messages neither start nor end with a list word. A list word is ASCII letters with no
+    # letter beside it: as the first (last) word, it is the first (last) run of "a" in
+    # ``letters``, so two finds rule most messages out before any regex runs.
+    start = letters.find(b"a")
+    if start < 0:
+        return  # no ASCII letter, no list word
+    end = letters.find(b" ", start)
+    if low[start : end if end >= 0 else len(low)] in _INDEX:
+        first = _EDGE_WORD_RE.search(low)
+        if first is not None and first.group() in _INDEX:
+            piece, all_words = _edge_run(low, _head_words(low, first.start()))
+            whole = all_words and len(low) <= _EDGE_CHARS
+            if _piece(piece, whole):
+                yield piece[0][0], piece[-1][1]
+            if whole:
+                return
+    end = letters.rfind(b"a") + 1
+    if low[letters.rfind(b" ", 0, end) + 1 : end] not in _INDEX:
+        return  # the run read from the end would start with a word that is not on the list
     piece, _ = _edge_run(low, _tail_words(low))
     if _piece(piece, False):
         yield piece[-1][0], piece[0][1]

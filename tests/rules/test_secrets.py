@@ -105,6 +105,8 @@ def test_a_phrase_sent_in_pieces_is_masked_piece_by_piece(secret: Secret) -> Non
         ("my first words: absorb abstract absurd abuse", "my first words: [redacted:seed_phrase]"),
         ("absorb abstract absurd abuse, then?", "[redacted:seed_phrase], then?"),  # "then": everyday
         ("帮我看 absorb abstract absurd abuse 谢谢", "帮我看 [redacted:seed_phrase] 谢谢"),
+        ("«absorb abstract absurd abuse» 谢谢", "«[redacted:seed_phrase]» 谢谢"),  # non-ASCII around
+        ("zzz: absorb abstract absurd abuse😀", "zzz: [redacted:seed_phrase]😀"),  # only the tail's
         ("absorb abstract absurd", "[redacted:seed_phrase]"),  # a whole message of 3
         ("absorb abstract about absurd abuse", "[redacted:seed_phrase]"),  # 1 everyday word in 5
         ("absorb abstract absurd about", "absorb abstract absurd about"),  # 3 and everyday: not whole
