@@ -33,6 +33,12 @@ text with look-alikes or accents, ~2-3 µs) and scans that no longer stop at the
 separator; a whole engine evaluation costs 1.15-1.30x what it did (82 vs 70 µs a message with the
 default rules). Plain chat text stays cheap: every scan has a pre-check (12 words of 3+ letters, an
 alphanumeric run of 64, 16 digits).
+
+Issue 15: the pre-checks and the run scans work on ``Skeleton.lower_bytes`` (the skeleton as ASCII
+bytes, one byte a character) with bytes translate/count/find, one C loop each where a regex tried
+a match at every letter; the findings are the same (compared on the bench corpus, the training
+corpus, the samples and the tests' texts). ``detect`` with the engine's eager kinds: 20.6 vs
+16.1 µs a bench message, 19.5 vs 14.7 a training-corpus message (best of 3 alternating runs).
 """
 
 from __future__ import annotations
