@@ -65,9 +65,9 @@ from collections.abc import Iterator
 
 from mnemonic import Mnemonic
 
-from rules.normalize import is_word_char
+from rules.normalize import char_class, is_word_char
 
-__all__ = ["Skeleton", "hex_keys", "phrase_checksum_ok", "seed_phrases", "skeleton"]
+__all__ = ["Skeleton", "hex_keys", "long_runs", "phrase_checksum_ok", "seed_phrases", "skeleton"]
 
 # --------------------------------------------------------------------------- skeleton
 
@@ -120,37 +120,30 @@ def _build_table() -> list[int | str]:
 _TABLE = _build_table()
 
 
-def _char_class(cps: list[int]) -> str:
-    ranges: list[list[int]] = []
-    for cp in cps:
-        if ranges and ranges[-1][1] == cp - 1:
-            ranges[-1][1] = cp
-        else:
-            ranges.append([cp, cp])
-    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
-
-
 # Letters of space-separated scripts other than ASCII (Cyrillic, Greek, accented Latin, Arabic,
 # Indic...): a Latin run touching one is a fragment of a longer word, not a word. Plane 0 only, so
 # the regex engine tests a class with a bitmap (a class reaching past U+FFFF is tested range by
 # range: 30 vs 1 µs a message); letters beyond are rare and count as separators.
-_LETTERS = "a-z" + _char_class(
+_LETTERS = "a-z" + char_class(
     [cp for cp in range(0x80, 0x10000) if unicodedata.category(chr(cp))[:2] in _LETTER_CATS and is_word_char(chr(cp))]
 )
 # Characters whose skeleton differs in a way detection can see: one that folds to an ASCII letter
 # or digit, or disappears. A text with none (most Chinese and Korean text, and Cyrillic without
 # look-alikes) is its own skeleton: no translate, positions as they are. Anything past U+FFFF
-# (emoji, mathematical letters, tag characters) takes the translate path.
+# (emoji, mathematical letters, tag characters) takes the translate path. One class, not two
+# alternatives: a pattern that starts with a class lets the engine skip ahead to a member (an
+# alternation of classes tries a match at every character: 0.46 vs 0.82 µs a non-ASCII message);
+# its part past U+FFFF is a single range, tested after the plane-0 bitmap.
 _SEEN_FOLD_RE = re.compile(
     "["
-    + _char_class(
+    + char_class(
         [
             cp
             for cp in range(0x80, 0x10000)
             if isinstance(_TABLE[cp], str) and (_TABLE[cp] == "" or re.search("[0-9A-Za-z]", str(_TABLE[cp])))
         ]
     )
-    + "]|[\U00010000-\U0010ffff]"
+    + "\U00010000-\U0010ffff]"
 )
 
 # Marks for the way back: "\x01" for a character whose skeleton is not exactly one character
@@ -163,9 +156,10 @@ _PAST_TABLE_RE = re.compile(f"[{chr(_TABLE_SIZE)}-\U0010ffff]")
 
 
 class Skeleton:
-    """The skeleton of a text (``text``, case kept; ``lower``) and the way back to the original."""
+    """The skeleton of a text (``text``, case kept; ``lower``; ``lower_bytes``) and the way back
+    to the original."""
 
-    __slots__ = ("_breaks", "lower", "original", "text")
+    __slots__ = ("_breaks", "lower", "lower_bytes", "original", "text")
 
     def __init__(self, original: str) -> None:
         self.original = original
@@ -179,6 +173,13 @@ class Skeleton:
         # 1:1: the one character lower() expands, U+0130, is folded to "I" (it sends a text to
         # the translate path).
         self.lower = text.lower()
+        # ``lower`` as ASCII bytes, every other character as one "?": same positions, and the
+        # pre-checks below (the ASCII letters, digits, hex and alphanumeric runs that a secret
+        # needs) are a bytes translate plus count or ``in``, one C loop each, where a regex tries
+        # a match at every letter. lower() keeps ASCII ASCII and the rest not ASCII on skeleton
+        # characters (the two it would fold into ASCII, U+0130 and U+212A, are folded already),
+        # so these bytes are also ``text``'s, lower-cased.
+        self.lower_bytes = self.lower.encode("ascii", "replace")
         self._breaks: tuple[list[int], list[int], list[int]] | None = None
 
     def span(self, start: int, end: int) -> tuple[int, int]:
@@ -228,6 +229,21 @@ def skeleton(text: str) -> Skeleton:
     return Skeleton(text)
 
 
+def long_runs(view: bytes, least: bytes) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` of each run of at least ``least`` in ``view``, in order: what a regex
+    ``[class]{n,}`` finds in a text whose ``view`` is its bytes (``Skeleton.lower_bytes``)
+    translated to ``least``'s symbol for the class and " " for the rest. ``bytes.find`` looks for
+    them in C where the regex tries a match at every member of the class."""
+    pos = view.find(least)
+    while pos >= 0:
+        # ``pos`` starts its run: one more symbol before it would have been found first.
+        end = view.find(b" ", pos + len(least))
+        if end < 0:
+            end = len(view)
+        yield pos, end
+        pos = view.find(least, end)
+
+
 # --------------------------------------------------------------------------- seed phrases
 
 _MNEMO = Mnemonic("english")
@@ -246,9 +262,11 @@ _RUN_RE = re.compile(
     rf"[a-z](?<![{_LETTERS}][a-z])[a-z]{{2,7}}+(?:[^{_LETTERS}]++[a-z]{{3,8}}+(?![{_LETTERS}])){{11,}}+"
 )
 _WORD_RE = re.compile(r"[a-z]+")
-# Pre-check: 12 words of 3+ ASCII letters anywhere, shorter words skipped (1.2 vs 2.3 µs for
-# _RUN_RE on a bench message; 275 of 2,220 bench and sample messages pass). Possessive: linear.
-_TWELVE_WORDS_RE = re.compile(r"(?:[^a-z]*+(?:[a-z]{1,2}+(?![a-z])[^a-z]*+)*+[a-z]{3,}+){12}")
+# Pre-check: 12 words of 3+ ASCII letters anywhere (every word of a _RUN_RE run is a whole run of
+# 3-8 letters), counted on ``lower_bytes`` with the letters as "a" and the rest as " ": such a
+# word starts the text or follows a " ". 275 of 2,220 bench and sample messages pass; the count
+# costs 0.7 µs a message where the regex that walked the text for it cost 1.1.
+_LETTER_BYTES = bytes(ord("a") if ord("a") <= b <= ord("z") else ord(" ") for b in range(256))
 # Everyday English words that are also BIP-39 words; prose made of them is not a phrase.
 _EVERYDAY: frozenset[str] = frozenset(_INDEX) & frozenset(
     """
@@ -315,17 +333,19 @@ def _trim(words: list[str]) -> tuple[int, int]:
     return (0, n) if best is None else (best[1], best[2])
 
 
-def seed_phrases(low: str) -> Iterator[tuple[int, int]]:
-    """Spans of seed phrases, and of phrase pieces at a message's ends, in a lower-cased skeleton."""
-    phrases = list(_phrases(low))
+def seed_phrases(sk: Skeleton) -> Iterator[tuple[int, int]]:
+    """Spans of seed phrases, and of phrase pieces at a message's ends, in ``sk.lower``."""
+    low = sk.lower
+    letters = sk.lower_bytes.translate(_LETTER_BYTES)
+    phrases = list(_phrases(low, letters))
     yield from phrases
-    for a, b in _fragments(low):
+    for a, b in _fragments(low, letters):
         if not any(a < pb and pa < b for pa, pb in phrases):
             yield a, b
 
 
-def _phrases(low: str) -> Iterator[tuple[int, int]]:
-    if len(low) < _MIN_PHRASE_CHARS or _TWELVE_WORDS_RE.match(low) is None:
+def _phrases(low: str, letters: bytes) -> Iterator[tuple[int, int]]:
+    if len(low) < _MIN_PHRASE_CHARS or letters.count(b" aaa") + letters.startswith(b"aaa") < _WINDOW:
         return
     for run in _RUN_RE.finditer(low):
         tokens = [(m.start(), m.end(), m.group()) for m in _WORD_RE.finditer(run.group())]
@@ -358,75 +378,111 @@ _EDGE_MIN = 4
 _WHOLE_MIN = 3
 _EDGE_CHARS = _MAX_RESCUE * 9  # the longest run worth looking at from each end
 _EDGE_WORD_RE = re.compile(rf"[{_LETTERS}]+")
-_LAST_WORD_CHARS = 64  # the last word, with the punctuation, emoji or CJK text after it
-_FIRST_WORD_RE = re.compile(rf"[^{_LETTERS}]*+([{_LETTERS}]+)")
 _GAP_LETTER_RE = re.compile(r"[^\W\d_]")  # a letter of any script
 
 
-def _edge_run(low: str, words: list[re.Match[str]]) -> tuple[int, int]:
-    """``[lo, hi)`` of ``words`` (from the edge inwards): the list words, less the everyday ones at
-    either end of them (``please <4 words> thanks``). Words with text of another script between
-    them are prose, not a piece (``我的 withdrawal 被 reject 了，reason 写的 risk control``)."""
-    hi = 0
-    while hi < len(words) and words[hi].group() in _INDEX:
-        if hi:
-            a, b = sorted((words[hi - 1], words[hi]), key=lambda m: m.start())
-            if _GAP_LETTER_RE.search(low, a.end(), b.start()):
-                break
-        hi += 1
-    lo = 0
-    while lo < hi and words[lo].group() in _EVERYDAY:
+_Word = tuple[int, int, str]  # start, end, the word
+
+
+def _edge_run(low: str, words: Iterator[_Word]) -> tuple[list[_Word], bool]:
+    """The list words that ``words`` (from the edge inwards) start with, less the everyday ones at
+    either end of them (``please <4 words> thanks``), and whether that is all of ``words``. Words
+    with text of another script between them are prose, not a piece (``我的 withdrawal 被 reject
+    了，reason 写的 risk control``). ``words`` is read no further than the first word past the
+    run: the edge of most messages is prose, so one or two words, not the 432 characters."""
+    run: list[_Word] = []
+    complete = True
+    for word in words:
+        if word[2] not in _INDEX or (
+            run and _GAP_LETTER_RE.search(low, min(run[-1][1], word[1]), max(run[-1][0], word[0]))
+        ):
+            complete = False
+            break
+        run.append(word)
+    lo, hi = 0, len(run)
+    while lo < hi and run[lo][2] in _EVERYDAY:
         lo += 1
-    while hi > lo and words[hi - 1].group() in _EVERYDAY:
+    while hi > lo and run[hi - 1][2] in _EVERYDAY:
         hi -= 1
-    return lo, hi
+    return run[lo:hi], complete and lo == 0 and hi == len(run)
 
 
-def _piece(words: list[str], whole: bool) -> bool:
-    everyday = sum(w in _EVERYDAY for w in words)
+def _piece(words: list[_Word], whole: bool) -> bool:
+    everyday = sum(w[2] in _EVERYDAY for w in words)
     if len(words) >= _EDGE_MIN:
         return everyday <= (len(words) + 2) // 4
     return whole and len(words) >= _WHOLE_MIN and not everyday
 
 
-def _fragments(low: str) -> Iterator[tuple[int, int]]:
-    """Spans of phrase pieces at the start and the end of a lower-cased skeleton."""
+def _head_words(low: str, start: int) -> Iterator[_Word]:
+    for m in _EDGE_WORD_RE.finditer(low, start, _EDGE_CHARS):
+        yield m.start(), m.end(), m.group()
+
+
+def _tail_words(low: str) -> Iterator[_Word]:
+    """The words of the last ``_EDGE_CHARS`` characters, last first: found in that window
+    reversed, where a word is the same run of letters, so they come lazily from the end."""
+    n = len(low)
+    base = max(0, n - _EDGE_CHARS)
+    window = low[: base - 1 : -1] if base else low[::-1]
+    cut = len(window) if base else -1
+    for m in _EDGE_WORD_RE.finditer(window):
+        a, b = m.span()
+        if b == cut:
+            return  # cut by the window: not a word
+        yield n - b, n - a, m.group()[::-1]
+
+
+def _fragments(low: str, letters: bytes) -> Iterator[tuple[int, int]]:
+    """Spans of phrase pieces at the start and the end of a lower-cased skeleton, whose ASCII
+    letters are the "a" of ``letters`` (one byte per character)."""
     if len(low) < _WHOLE_MIN * 4 - 1:  # 3 words of 3 letters
         return
-    # Most messages neither start nor end with a list word: one short match each rules them out.
-    first = _EDGE_WORD_RE.search(low)
-    if first is not None and first.group() in _INDEX:
-        head = list(_EDGE_WORD_RE.finditer(low, first.start(), _EDGE_CHARS))
-        lo, hi = _edge_run(low, head)
-        whole = lo == 0 and hi == len(head) and len(low) <= _EDGE_CHARS
-        if _piece([m.group() for m in head[lo:hi]], whole):
-            yield head[lo].start(), head[hi - 1].end()
-        if whole:
-            return
-    # The last word, read backwards from the end (a search anchored at the end tries every start).
-    last = _FIRST_WORD_RE.match(low[: -_LAST_WORD_CHARS - 1 : -1])
-    if last is None or last.group(1)[::-1] not in _INDEX:
-        return
-    base = max(0, len(low) - _EDGE_CHARS)
-    tail = list(_EDGE_WORD_RE.finditer(low, base))[::-1]
-    if base and tail[-1].start() == base:
-        tail.pop()  # cut by the window: not a word
-    lo, hi = _edge_run(low, tail)
-    if _piece([m.group() for m in tail[lo:hi]], False):
-        yield tail[hi - 1].start(), tail[lo].end()
+    # Most messages neither start nor end with a list word. A list word is ASCII letters with no
+    # letter beside it: as the first (last) word, it is the first (last) run of "a" in
+    # ``letters``, so two finds rule most messages out before any regex runs.
+    start = letters.find(b"a")
+    if start < 0:
+        return  # no ASCII letter, no list word
+    end = letters.find(b" ", start)
+    if low[start : end if end >= 0 else len(low)] in _INDEX:
+        first = _EDGE_WORD_RE.search(low)
+        if first is not None and first.group() in _INDEX:
+            piece, all_words = _edge_run(low, _head_words(low, first.start()))
+            whole = all_words and len(low) <= _EDGE_CHARS
+            if _piece(piece, whole):
+                yield piece[0][0], piece[-1][1]
+            if whole:
+                return
+    end = letters.rfind(b"a") + 1
+    if low[letters.rfind(b" ", 0, end) + 1 : end] not in _INDEX:
+        return  # the run read from the end would start with a word that is not on the list
+    piece, _ = _edge_run(low, _tail_words(low))
+    if _piece(piece, False):
+        yield piece[-1][0], piece[0][1]
 
 
 # --------------------------------------------------------------------------- 64 hex
 
-# A whole run of hex digits, 64 or more (hex_keys keeps exactly 64). It starts with a character
-# class, so the engine skips ahead (a leading look-behind does not: 1.8 vs 4.4 µs a message), and
-# the look-behind after it ends an attempt inside a run at once: linear even on 100 KB of hex.
-_HEX64_RE = re.compile(r"[0-9a-f](?<![0-9a-f][0-9a-f])[0-9a-f]{63,}+")
+# Whole runs of hex digits, 64 or more (hex_keys keeps exactly 64), found with long_runs in
+# ``lower_bytes`` with hex digits as "h" and the rest as " " (2.6 µs a bench message with a txid
+# for the regex that did it, which tried a match at every hex digit).
+_HEX_RUN_BYTES = bytes(ord("h") if chr(b) in "0123456789abcdef" else ord(" ") for b in range(256))
+_HEX64 = b"h" * 64
 _CHUNKS_RE = re.compile(
     rf"(?<![0-9a-z])[0-9a-f]{{4,}}+(?:[^0-9{_LETTERS}]{{1,3}}+[0-9a-f]{{4,}}+){{1,15}}+(?![0-9a-z])"
 )
 _CHUNK_RE = re.compile(r"[0-9a-f]+")
-_SIXTEEN_DIGITS_RE = re.compile(r"(?:[^0-9]*+[0-9]){16}")
+# Pre-checks of _CHUNKS_RE on ``lower_bytes``, in C: 16 digits (a split key has them), and two
+# chunks in a row: 4 hex digits, 1-3 separators, 4 more, with hex digits as "h", the letters past
+# "f" as "z" and anything else as " " (a non-ASCII letter is no separator: taking it for one only
+# lets more texts through to the regex).
+_DIGITS = b"0123456789"
+_HEX_BYTES = bytes(
+    ord("h") if chr(b) in "0123456789abcdef" else ord("z") if ord("g") <= b <= ord("z") else ord(" ")
+    for b in range(256)
+)
+_CHUNK_PAIRS = (b"hhhh hhhh", b"hhhh  hhhh", b"hhhh   hhhh")
 _UUID_SHAPE = (8, 4, 4, 4, 12)
 _LABEL_BEFORE = 48
 # Matched on the original lower-cased (Traditional and Simplified Chinese both written out). No
@@ -440,7 +496,11 @@ _KEY_WORDS = (
     r"pk\b|keys?\b|priv|secret|wif\b|私[钥鑰]|密[钥鑰]|秘[钥鑰]|秘密鍵|ключ"
     r"|clave|chave|clé\b|chiave|schl[üu]ssel|anahtar|kh[óo]a|키"
 )
-_LABEL_RE = re.compile(rf"(?P<tx>{_TX_WORDS})|(?P<key>{_KEY_WORDS})")
+# One flat alternation, tx words first: a group around each list would hide the first characters
+# from the engine, which then tries every alternative at every position (1.9 vs 4.3 µs on the 48
+# characters before a bench txid). Which list a match came from is asked afterwards, at its start.
+_LABEL_RE = re.compile(f"{_TX_WORDS}|{_KEY_WORDS}")
+_TX_LABEL_RE = re.compile(_TX_WORDS)
 _KEY_ANY_RE = re.compile(_KEY_WORDS)
 _TX_ANY_RE = re.compile(
     rf"{_TX_WORDS}|deposit|withdraw|transfer|credited|explorer|etherscan|tronscan|bscscan"
@@ -460,11 +520,14 @@ def _context(text: str) -> str:
 
 
 def _hex_kind(original: str, orig_start: int, prefixed: bool, whole: list[str]) -> str:
-    label = None
-    for m in _LABEL_RE.finditer(_context(original[max(0, orig_start - _LABEL_BEFORE) : orig_start])):
-        label = m.lastgroup
+    before = _context(original[max(0, orig_start - _LABEL_BEFORE) : orig_start])
+    label: re.Match[str] | None = None
+    for m in _LABEL_RE.finditer(before):
+        label = m
     if label is not None:
-        return "txid" if label == "tx" else "private_key"
+        # The alternation takes a tx word wherever one matches, so the nearest label is a tx
+        # label exactly when a tx word matches at its start.
+        return "txid" if _TX_LABEL_RE.match(before, label.start()) else "private_key"
     if not whole:
         whole.append(_context(original))
     if _KEY_ANY_RE.search(whole[0]):
@@ -483,8 +546,11 @@ def _split_key(chunks: list[str]) -> bool:
     return not (len(chunks) == 10 and lengths[:5] == _UUID_SHAPE and lengths[5:] == _UUID_SHAPE)
 
 
-def _split_keys(low: str) -> Iterator[tuple[int, int]]:
-    if _SIXTEEN_DIGITS_RE.match(low) is None:
+def _split_keys(low: str, lower_bytes: bytes) -> Iterator[tuple[int, int]]:
+    if len(lower_bytes) - len(lower_bytes.translate(None, _DIGITS)) < 16:
+        return
+    hexes = lower_bytes.translate(_HEX_BYTES)
+    if not any(pair in hexes for pair in _CHUNK_PAIRS):
         return
     for seq in _CHUNKS_RE.finditer(low):
         chunks = list(_CHUNK_RE.finditer(seq.group()))
@@ -507,13 +573,12 @@ def hex_keys(sk: Skeleton, whole: bool = True) -> Iterator[tuple[str, int, int]]
     """
     low = sk.lower
     context: list[str] = []  # the message lower-cased, on first need
-    for m in _HEX64_RE.finditer(low) if whole else ():
-        a = m.start()
-        if m.end() - a != 64:
+    for a, b in long_runs(sk.lower_bytes.translate(_HEX_RUN_BYTES), _HEX64) if whole else ():
+        if b - a != 64:
             continue
         prefixed = low[a - 2 : a] == "0x"
-        start, end = sk.span(a - 2 if prefixed else a, m.end())
+        start, end = sk.span(a - 2 if prefixed else a, b)
         yield _hex_kind(sk.original, start, prefixed, context), start, end
-    for a, b in _split_keys(low):
+    for a, b in _split_keys(low, sk.lower_bytes):
         start, end = sk.span(a, b)
         yield "private_key", start, end

@@ -142,3 +142,25 @@ def test_vote_only_when_every_latin_language_has_a_list() -> None:
     assert LanguageDetector(["en", "pl"])._vote is False
     assert LanguageDetector(["zh", "en", "es", "pt"])._vote is True
     assert LanguageDetector(["en", "pl"]).detect("to jest mój portfel i nie mogę wypłacić środków") == "pl"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "abcdefghijklmnopqrs abcdefghijklmnopqrst usdt_trc20 2FA ok! TxID:ab12 a-b c.d",
+        "hello",
+        "",
+        "...!!! 123",
+        "x" * 19 + "1 " + "y" * 20,
+    ],
+)
+def test_words_of_ascii_text_are_those_of_the_general_way(text: str) -> None:
+    # ASCII text has its own, quicker way to its words; a non-ASCII word at the end sends the same
+    # text the general way, which must find the same words before it.
+    assert lang._words(text) == lang._words(f"{text} é")[:-1]
+
+
+def test_words_of_ascii_text() -> None:
+    # 19 letters are a word, 20 a blob; "_" separates; a digit makes a blob.
+    text = "abcdefghijklmnopqrs abcdefghijklmnopqrst usdt_trc20 2FA ok!"
+    assert lang._words(text) == ["abcdefghijklmnopqrs", "usdt", "ok"]

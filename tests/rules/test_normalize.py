@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import unicodedata
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -99,6 +100,18 @@ def test_offsets_property(original: str) -> None:
 def test_matches_reference_transform(original: str) -> None:
     expected = unicodedata.normalize("NFKC", original).casefold()
     assert len(normalize(original).text) == len(expected)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("我的帐户被冻结了", "我的账户被冻结了"),  # 帐: only the folding on top of zhconv's table changes it
+        ("提币一直没到账，區块确认了", "提币一直没到账,区块确认了"),  # one Traditional character among Simplified
+        ("\U0002005e字", "\U0002003e字"),  # past plane 0
+    ],
+)
+def test_one_converted_character_is_enough(text: str, expected: str) -> None:
+    assert normalize(text).text == expected
 
 
 def test_t2s_gate_covers_every_converted_character() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,10 +14,10 @@ from mnemonic import Mnemonic
 
 from router.bench_rules import corpus
 from rules import redact_secrets
-from rules.detectors import detect
-from rules.secrets import _RUN_RE, phrase_checksum_ok, skeleton
+from rules.detectors import SECRET_KINDS, detect
+from rules.secrets import _RUN_RE, long_runs, phrase_checksum_ok, skeleton
 from tests.rules.conftest import SAMPLES
-from tests.rules.test_secret_evasions import PHRASE, PHRASE_DISGUISES
+from tests.rules.test_secret_evasions import KEY, PHRASE, PHRASE_DISGUISES
 from tests.secretgen import Secret, phrase_survivors, split
 
 CORPUS = Path(__file__).resolve().parents[2] / "triage" / "corpus"
@@ -104,6 +105,8 @@ def test_a_phrase_sent_in_pieces_is_masked_piece_by_piece(secret: Secret) -> Non
         ("my first words: absorb abstract absurd abuse", "my first words: [redacted:seed_phrase]"),
         ("absorb abstract absurd abuse, then?", "[redacted:seed_phrase], then?"),  # "then": everyday
         ("帮我看 absorb abstract absurd abuse 谢谢", "帮我看 [redacted:seed_phrase] 谢谢"),
+        ("«absorb abstract absurd abuse» 谢谢", "«[redacted:seed_phrase]» 谢谢"),  # non-ASCII around
+        ("zzz: absorb abstract absurd abuse😀", "zzz: [redacted:seed_phrase]😀"),  # only the tail's
         ("absorb abstract absurd", "[redacted:seed_phrase]"),  # a whole message of 3
         ("absorb abstract about absurd abuse", "[redacted:seed_phrase]"),  # 1 everyday word in 5
         ("absorb abstract absurd about", "absorb abstract absurd about"),  # 3 and everyday: not whole
@@ -142,3 +145,75 @@ def test_pieces_are_rare_in_what_people_write() -> None:
     ]
     assert len(texts) > 5220 + 9000
     assert len(pieces) < len(texts) / 2500, pieces
+
+
+# ---------------------------------------------------------------- pre-checks: what is just enough
+# Every scan has a cheap pre-check that rules out the texts that cannot hold what it looks for.
+# These texts are at a pre-check's limit: a stricter one would miss them.
+
+
+def test_a_phrase_glued_by_digits_from_the_first_character_is_found() -> None:
+    # The first word at offset 0 (nothing before it), a digit, not a space, before every other.
+    # Four everyday words: still a phrase, but too many for a piece at the message's start, so
+    # only the search for whole phrases can find it.
+    words = "athlete mechanic account pluck balance physical check trend coin pet already around"
+    text = "".join(f"{w}{i}" for i, w in enumerate(words.split(), 1))
+    found = detect(text, SECRET_KINDS)
+    assert [(f.kind, f.start, f.end) for f in found] == [("seed_phrase", 0, len(text) - 2)]
+
+
+# 64 hex digits of which exactly 16 are digits, one at the head of each 4-digit chunk.
+KEY_16_DIGITS = "".join(f"{i % 10}{'abcdef'[i % 6]}{'fedcba'[i % 6]}{'cafebe'[i % 6]}" for i in range(16))
+
+
+@pytest.mark.parametrize("sep", [" - ", "-", "、", "\u3000\u3000", " / "])
+def test_a_key_in_the_smallest_chunks_with_the_most_separators_is_found(sep: str) -> None:
+    # Chunks of 4, the least a chunk may have; 3 separator characters, the most between two; a
+    # non-ASCII separator; only the 16 digits a split key needs.
+    assert sum(c.isdigit() for c in KEY_16_DIGITS) == 16 and len(KEY_16_DIGITS) == 64
+    text = sep.join(KEY_16_DIGITS[i : i + 4] for i in range(0, 64, 4))
+    found = detect(f"here: {text}", SECRET_KINDS)
+    assert [(f.kind, f.start, f.end) for f in found] == [("private_key", 6, 6 + len(text))]
+
+
+def test_a_disguised_address_of_the_shortest_length_is_found() -> None:
+    # 14 characters, the shortest segwit address (BIP-350's own), typed full-width: the run the
+    # pre-check looks for is in the skeleton, not in the text as typed.
+    addr = "BC1SW50QGDZ25J"
+    typed = "".join(chr(ord(c) + 0xFEE0) for c in addr)
+    found = detect(f"addr {typed} thanks")
+    assert [(f.kind, f.start, f.end) for f in found] == [("btc_address", 5, 5 + len(typed))]
+
+
+def test_no_skeleton_character_changes_ascii_ness_when_lower_cased() -> None:
+    # Skeleton.lower_bytes stands for the skeleton's text too (detectors look for address runs in
+    # it): lower() must keep ASCII ASCII and the rest not. The characters it would not keep so are
+    # folded by the skeleton.
+    crossing = [chr(cp) for cp in range(0x80, 0x110000) if chr(cp).lower().isascii() or len(chr(cp).lower()) != 1]
+    assert crossing == ["\u0130", "\u212a"]
+    for ch in crossing:
+        assert skeleton(f"a{ch}b").text.isascii()
+
+
+def test_the_nearest_label_decides_when_a_key_word_comes_first() -> None:
+    assert [f.kind for f in detect(f"lost my keys, the txid is {KEY}")] == ["txid"]
+    assert [f.kind for f in detect(f"txid? no, my key: {KEY}")] == ["private_key"]
+
+
+@pytest.mark.parametrize("prose", ["la " * 200, "我的提现一直没到账 " * 40])
+def test_pieces_at_the_edges_of_a_long_message(prose: str) -> None:
+    # Past the 432 characters looked at from each end: the run of list words is read from the
+    # edge inwards and stops at the first word of prose.
+    piece = "absorb abstract absurd abuse"
+    assert redact_secrets(f"{piece}, {prose}") == f"[redacted:seed_phrase], {prose}"
+    assert redact_secrets(f"{prose} {piece}") == f"{prose} [redacted:seed_phrase]"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="ab 1é", max_size=60), st.integers(min_value=1, max_value=6))
+def test_long_runs_are_what_the_regex_finds(text: str, least: int) -> None:
+    # The runs of ASCII letters and digits, as the address scan looks for them.
+    alnum = bytes(ord("a") if chr(b).isalnum() and b < 128 else ord(" ") for b in range(256))
+    view = text.encode("ascii", "replace").translate(alnum)
+    expected = [m.span() for m in re.finditer(f"[0-9A-Za-z]{{{least},}}", text)]
+    assert list(long_runs(view, b"a" * least)) == expected
