@@ -65,12 +65,15 @@ local function route(entry, payload, hist_raw, reply)
   local cur
   if cid then
     c = P .. 'conv:' .. cid
-    cur = conv_fields(c, 'status', 'closed_ms', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'tags',
-      'routed_by', 'messages')
+    cur = conv_fields(c, 'status', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'tags', 'routed_by',
+      'messages')
     if not cur.status then
       cid = nil
     elseif cur.status == 'closed' then
-      if NOW - tonumber(cur.closed_ms or '0') <= REOPEN_MS then state = 'reopened' else cid = nil end
+      -- Asked only of a closed conversation: a field absent from a small hash (stored as one list)
+      -- is a walk through all of its fields.
+      local closed_ms = redis.call('HGET', c, 'closed_ms')
+      if NOW - tonumber(closed_ms or '0') <= REOPEN_MS then state = 'reopened' else cid = nil end
     else
       state = 'follow_up'
     end
