@@ -18,6 +18,14 @@ for p, ms in pairs(shared.sla) do SLA[tonumber(p)] = ms end
 local FIELDS = {'sender_id', 'sender_name', 'language', 'last_msg_id', 'last_platform_id', 'last_text', 'meta',
   'rules_version', 'subject'}
 
+-- Priorities as strings, each made once per call: a number given to redis.call or to '..' goes
+-- through libc's floating-point printing.
+local PRIO = setmetatable({}, {__index = function(t, p)
+  local s = num(p)
+  t[p] = s
+  return s
+end})
+
 -- Per channel, messages routed and auto-replies sent in this call: one HINCRBY each at the end.
 local routed, sent = {}, {}
 
@@ -57,12 +65,15 @@ local function route(entry, payload, hist_raw, reply)
   local cur
   if cid then
     c = P .. 'conv:' .. cid
-    cur = conv_fields(c, 'status', 'closed_ms', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'tags',
-      'routed_by', 'messages')
+    cur = conv_fields(c, 'status', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'tags', 'routed_by',
+      'messages')
     if not cur.status then
       cid = nil
     elseif cur.status == 'closed' then
-      if NOW - tonumber(cur.closed_ms or '0') <= REOPEN_MS then state = 'reopened' else cid = nil end
+      -- Asked only of a closed conversation: a field absent from a small hash (stored as one list)
+      -- is a walk through all of its fields.
+      local closed_ms = redis.call('HGET', c, 'closed_ms')
+      if NOW - tonumber(closed_ms or '0') <= REOPEN_MS then state = 'reopened' else cid = nil end
     else
       state = 'follow_up'
     end
@@ -78,13 +89,13 @@ local function route(entry, payload, hist_raw, reply)
     c = P .. 'conv:' .. cid
     redis.call('SET', ckk, cid)
     local due = NOW + SLA[to_prio]
-    redis.call('HSET', c, unpack(fields({'id', cid, 'group', to_group, 'prio', to_prio, 'status', 'new',
+    redis.call('HSET', c, unpack(fields({'id', cid, 'group', to_group, 'prio', PRIO[to_prio], 'status', 'new',
       'agent', '', 'created_ms', NOWS, 'updated_ms', NOWS, 'waiting_ms', NOWS, 'due_ms', num(due),
-      'tags', cjson.encode(to_tags), 'messages', 1, 'routed_by', routed_by,
+      'tags', cjson.encode(to_tags), 'messages', '1', 'routed_by', routed_by,
       'channel', channel, 'account', account, 'ckey', ckey}, values)))
     enqueue(cid, to_group, to_prio, due, NOW)
     hist(cid, 'inbound', hist_raw)
-    event(to_group, 'created', cid, '{"prio":' .. to_prio .. '}')
+    event(to_group, 'created', cid, '{"prio":' .. PRIO[to_prio] .. '}')
     if reply ~= '' then
       send(cid, channel, reply_id, '{"conversation":"' .. cid .. '",' .. string.sub(reply, 2))
       count(sent, channel)
@@ -148,9 +159,9 @@ local function route(entry, payload, hist_raw, reply)
   end
 
   -- Only what changed: a follow-up usually leaves the place in the queue as it was.
-  local set = {'updated_ms', NOWS, 'messages', (tonumber(cur.messages) or 0) + 1}
+  local set = {'updated_ms', NOWS, 'messages', num((tonumber(cur.messages) or 0) + 1)}
   if group ~= cur.group then put(set, 'group', group) end
-  if prio ~= was_prio then put(set, 'prio', prio) end
+  if prio ~= was_prio then put(set, 'prio', PRIO[prio]) end
   if status ~= cur.status then put(set, 'status', status) end
   if agent ~= (cur.agent or '') then put(set, 'agent', agent) end
   if since ~= was_since then put(set, 'waiting_ms', num(since)) end
@@ -168,7 +179,7 @@ local function route(entry, payload, hist_raw, reply)
       reason = escalate and 'escalated' or 'routed by ' .. routed_by}))
     event(cur.group, 'moved', cid, cjson.encode({to = group}))
   end
-  event(group, state == 'reopened' and 'reopened' or 'message', cid, '{"prio":' .. prio .. '}')
+  event(group, state == 'reopened' and 'reopened' or 'message', cid, '{"prio":' .. PRIO[prio] .. '}')
 end
 
 local out = {0}
