@@ -239,7 +239,7 @@ rules:
 async def test_the_shadow_is_asked_about_the_masked_text(rt: Runtime) -> None:
     """The models never see a secret: they are asked about the decision's text, where a seed phrase
     (masked at ingest already) and what a rule redacts are ``[redacted:KIND]``. The shipped model,
-    published as the shadow, answers each raw and masked text differently, so its recorded answer
+    published as the shadow, answers each raw and masked text differently (group or confidence), so its recorded answer
     tells which one it was asked about. The rules ask the live model (an ``intent:`` rule): its
     answer is in the trace, but asked before the rule's redaction: the live model is asked again."""
     texts = {
@@ -250,8 +250,9 @@ async def test_the_shadow_is_asked_about_the_masked_text(rt: Runtime) -> None:
     expected = []
     for raw, masked in texts.items():
         on_masked, on_raw = Prediction.top(shipped.predict(masked).group), Prediction.top(shipped.predict(raw).group)
-        assert on_masked[0] != on_raw[0], raw
-        expected.append((on_masked[0], f"{on_masked[1]:.3f}", on_masked[0]))
+        answer = (on_masked[0], f"{on_masked[1]:.3f}")
+        assert answer != (on_raw[0], f"{on_raw[1]:.3f}"), raw  # the recorded answer tells which was asked
+        expected.append((*answer, on_masked[0]))
     await rt.rules.publish(MASKING, "admin")
     await rt.models.publish(read_dir(Path(str(resources.files("rules") / "models"))), "alice", shadow=True)
     worker = Worker(rt)
