@@ -13,8 +13,10 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import BusyLoadingError
@@ -23,7 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.config import Settings
 from router.durability import appendfsync
-from router.errors import RedisUnavailable
+from router.errors import ConfigError, RedisUnavailable
 
 log = logging.getLogger("switchboard.redis")
 
@@ -37,6 +39,9 @@ TRANSIENT_ERRORS = (
 )
 
 MIN_VERSION = (6, 2)
+
+#: A URL with this scheme names the nodes of a Redis Cluster (any of them, comma-separated).
+CLUSTER_SCHEME = "redis+cluster://"
 
 
 def find_redis_server() -> str:
@@ -266,9 +271,52 @@ def connect(url: str, *, max_connections: int = 64, wait_s: float | None = None)
         "retry": Retry(NoBackoff(), 0),
         "retry_on_error": [],
     }
+    if is_cluster(url):
+        return _connect_cluster(url, options)
     if wait_s is None:
         return aioredis.Redis.from_url(url, **options)
     return aioredis.Redis.from_pool(aioredis.BlockingConnectionPool.from_url(url, timeout=wait_s, **options))
+
+
+def is_cluster(url: str) -> bool:
+    return url.startswith(CLUSTER_SCHEME)
+
+
+def check_cluster_prefix(url: str, prefix: str) -> None:
+    """On a cluster, the key prefix must hold a hash tag: every script derives its keys from the
+    prefix inside Lua, and a script may only touch keys of one slot (docs/architecture.md)."""
+    start = prefix.find("{")
+    if is_cluster(url) and not (start >= 0 and prefix.find("}", start + 2) > start):
+        raise ConfigError(
+            f"prefix {prefix!r}: on a Redis Cluster the key prefix must contain a hash tag, e.g. "
+            f"'{{sb}}:', so that every key of the deployment is in one slot (the scripts derive "
+            "their keys from the prefix and a script may touch only one slot)"
+        )
+
+
+def _connect_cluster(url: str, options: dict[str, object]) -> aioredis.Redis:
+    """A RedisCluster client for ``redis+cluster://[user:password@]host:port[,host:port...]``.
+
+    max_connections is per node; redirects (MOVED/ASK) are followed by redis-py, but with
+    ``retry`` of none a connection error is raised at once, as on a single server. Typed as a
+    Redis client: the commands Switchboard uses have the same signatures on both.
+    """
+    from urllib.parse import unquote, urlsplit
+
+    parts = urlsplit("redis://" + url.removeprefix(CLUSTER_SCHEME))
+    auth, _, hosts = parts.netloc.rpartition("@")
+    user, _, password = auth.partition(":")
+    nodes = []
+    for hostport in hosts.split(","):
+        host, _, port = hostport.rpartition(":")
+        nodes.append(ClusterNode(host or "127.0.0.1", int(port or 6379)))
+    cluster = RedisCluster(
+        startup_nodes=nodes,
+        username=unquote(user) or None,
+        password=unquote(password) or None,
+        **options,
+    )
+    return cast(aioredis.Redis, cluster)
 
 
 async def check_version(client: aioredis.Redis) -> str:

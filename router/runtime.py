@@ -25,7 +25,7 @@ from router.lifecycle import StopRequest
 from router.model import new_id
 from router.modelstore import ModelHolder, ModelStore
 from router.queues import Queues
-from router.redis import check_version, connect
+from router.redis import check_cluster_prefix, check_version, connect
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
 from router.stats import StatsReader
@@ -61,6 +61,7 @@ class Runtime:
         self.settings = settings
         self.url = url
         self.keys = Keys(settings.prefix)
+        check_cluster_prefix(url, settings.prefix)
         self.client: aioredis.Redis = connect(url, max_connections=max_connections, wait_s=wait_s)
         self.scripts = Scripts.register(self.client)
         self.inbox = Inbox(self.client, self.keys, settings.inbox, self.scripts)

@@ -9,8 +9,10 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
-from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import MovedError, NoScriptError, ResponseError, SlotNotCoveredError
 
 from router.errors import Conflict, NotFound
 from router.keys import ROUTER_GROUP, SENDER_GROUP
@@ -28,21 +30,44 @@ def now_ms() -> int:
 
 
 @dataclass(frozen=True)
+class Script:
+    """A registered script, called with its arguments (``argv``: the key prefix first).
+
+    The prefix goes as KEYS[1] too: the scripts derive every key from it (ARGV[1]), and the one
+    declared key sends the call to the node of the prefix's slot on a Redis Cluster, where the
+    prefix holds a hash tag (router/redis.py check_cluster_prefix). A single server ignores it.
+    """
+
+    registered: AsyncScript
+
+    @property
+    def sha(self) -> str:
+        return str(self.registered.sha)
+
+    @property
+    def script(self) -> str:
+        return str(self.registered.script)  # registered from text (_source)
+
+    async def __call__(self, *, args: Sequence[Any]) -> Any:
+        return await self.registered(keys=args[:1], args=args)
+
+
+@dataclass(frozen=True)
 class Scripts:
-    append: AsyncScript
-    route: AsyncScript
-    dead: AsyncScript
-    lookup: AsyncScript
-    conv: AsyncScript
-    forget: AsyncScript
-    lease: AsyncScript
-    backlog: AsyncScript
-    retention: AsyncScript
-    requeue: AsyncScript
+    append: Script
+    route: Script
+    dead: Script
+    lookup: Script
+    conv: Script
+    forget: Script
+    lease: Script
+    backlog: Script
+    retention: Script
+    requeue: Script
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
-        return cls(**{name: client.register_script(_source(name)) for name in cls.__annotations__})
+        return cls(**{name: Script(client.register_script(_source(name))) for name in cls.__annotations__})
 
 
 def map_error(exc: Exception) -> Exception:
@@ -59,9 +84,14 @@ def argv(prefix: str, *args: Any) -> list[Any]:
     return [prefix, now_ms(), *args]
 
 
+#: Rounds of sending again the calls a Redis Cluster redirected (MOVED: the slot moved to another
+#: node, the call did not run), each after a refresh of the slot map, before their error stands.
+MOVED_ROUNDS = 16
+
+
 async def run_many(
     client: aioredis.Redis,
-    script: AsyncScript,
+    script: Script,
     calls: Sequence[list[Any]],
     *,
     raise_on_error: bool = True,
@@ -76,22 +106,30 @@ async def run_many(
     pipelines first ask SCRIPT EXISTS, a second round trip on every burst, and packing the
     worker's calls (~400 arguments each) took it 3 µs a message against 1 here. A Redis that lost
     its script cache (a restart) answers NOSCRIPT without running the call: the script is loaded
-    and those calls are sent again.
+    and those calls are sent again. On a Redis Cluster the calls go to the node of their prefix's
+    slot (all calls share the prefix, so one slot), and a call answered MOVED (the slot moved: it
+    did not run) is sent again after the slot map is refreshed.
     """
     results: list[Any] = [None] * len(calls)
     todo = list(range(len(calls)))
     last: list[Any] = []
+    moved_rounds = 0
     while todo:
         packed = _pack_evalsha(script.sha, [calls[i] for i in todo]) + (_pack(then) if then else b"")
-        answers = await _exchange(client, packed, len(todo) + bool(then))
+        answers = await _exchange(client, packed, len(todo) + bool(then), calls[todo[0]][0])
         last = answers[len(todo) :]
         answers = answers[: len(todo)]
-        lost = [i for i, answer in zip(todo, answers, strict=True) if isinstance(answer, NoScriptError)]
         for i, answer in zip(todo, answers, strict=True):
             results[i] = answer
+        lost = [i for i, answer in zip(todo, answers, strict=True) if isinstance(answer, NoScriptError)]
+        moved = [i for i, answer in zip(todo, answers, strict=True) if isinstance(answer, MovedError)]
         if lost:
             await client.script_load(script.script)
-        todo = lost
+        if moved and isinstance(client, RedisCluster) and moved_rounds < MOVED_ROUNDS:
+            moved_rounds += 1
+            await client.nodes_manager.initialize()
+            lost += moved
+        todo = sorted(lost)
     results += last
     if raise_on_error:
         for result in results:
@@ -124,20 +162,38 @@ def _pack(command: Sequence[Any]) -> bytes:
 
 
 def _pack_evalsha(sha: str, calls: Sequence[list[Any]]) -> bytes:
-    """The RESP of one ``EVALSHA sha 0 *args`` per call."""
-    head = b"$7\r\nEVALSHA\r\n$40\r\n" + sha.encode() + b"\r\n$1\r\n0\r\n"
+    """The RESP of one ``EVALSHA sha 1 prefix *args`` per call (args[0] is the prefix: Script)."""
+    head = b"$7\r\nEVALSHA\r\n$40\r\n" + sha.encode() + b"\r\n$1\r\n1\r\n"
     parts: list[bytes] = []
     for args in calls:
-        parts += (b"*%d\r\n" % (len(args) + 3), head)
+        parts += (b"*%d\r\n" % (len(args) + 4), head)
+        _bulks(parts, args[:1])
         _bulks(parts, args)
     return b"".join(parts)
 
 
-async def _exchange(client: aioredis.Redis, packed: bytes, replies: int) -> list[Any]:
+async def _exchange(client: aioredis.Redis, packed: bytes, replies: int, key: Any) -> list[Any]:
     """Send ``packed`` commands on a pooled connection and read their ``replies``; an error reply
-    is returned as its exception. A lost connection is retried as redis-py retries a command."""
+    is returned as its exception. A lost connection is retried as redis-py retries a command.
+    On a Redis Cluster the connection is one of the node serving ``key``'s slot."""
+    if isinstance(client, RedisCluster):
+        node = client.get_node_from_key(key)
+        if node is None:
+            raise SlotNotCoveredError(f"no node serves the slot of {key!r}")
+        conn = node.acquire_connection()
+        try:
+            return await _send(conn, packed, replies)
+        finally:
+            node.release(conn)
     pool = client.connection_pool
     conn = await pool.get_connection()
+    try:
+        return await _send(conn, packed, replies)
+    finally:
+        await pool.release(conn)
+
+
+async def _send(conn: Connection, packed: bytes, replies: int) -> list[Any]:
 
     async def once() -> list[Any]:
         await conn.send_packed_command(packed)
@@ -151,8 +207,5 @@ async def _exchange(client: aioredis.Redis, packed: bytes, replies: int) -> list
 
     # A read or write that fails or is cancelled closes the connection (redis-py), so one with
     # replies left unread never goes back to the pool open.
-    try:
-        answers: list[Any] = await conn.retry.call_with_retry(once, lambda _error: conn.disconnect())
-        return answers
-    finally:
-        await pool.release(conn)
+    answers: list[Any] = await conn.retry.call_with_retry(once, lambda _error: conn.disconnect())
+    return answers

@@ -16,6 +16,7 @@ import pytest
 from router.config import Settings, load_settings
 from router.model import new_id
 from router.redis import EmbeddedRedis
+from tests.cluster import RedisClusterProcess
 
 ROOT = Path(__file__).resolve().parent.parent
 ROUTER_RULES = ROOT / "tests" / "router" / "rules.yaml"
@@ -56,9 +57,39 @@ def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProces
     proc.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    cluster = RedisClusterProcess(tmp_path_factory.mktemp("cluster"))
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """A test marked ``cluster`` runs on the single server and on the 3-primary cluster."""
+    if "redis_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("cluster"):
+        metafunc.parametrize("redis_backend", ["single", "cluster"], indirect=True)
+
+
+@pytest.fixture
+def redis_backend(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "single"))
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, redis_backend: str) -> str:
+    """The URL of the Redis the test's runtime and subprocesses use (tests/cluster.py)."""
+    if redis_backend == "cluster":
+        return str(request.getfixturevalue("redis_cluster").url)
+    return str(request.getfixturevalue("redis_proc").url)
+
+
 @pytest.fixture
 def prefix() -> str:
-    return f"t{new_id()[-10:]}:"
+    # A hash tag: on a cluster every key of the test is in one slot (router/redis.py).
+    return f"{{t{new_id()[-10:]}}}:"
 
 
 @pytest.fixture
@@ -79,11 +110,11 @@ def settings(redis_proc: RedisProcess, prefix: str, tmp_path: Path, rules_file: 
 
 
 @pytest.fixture
-def env(redis_proc: RedisProcess, prefix: str) -> dict[str, str]:
+def env(redis_url: str, prefix: str) -> dict[str, str]:
     """Environment for a `switchboard` subprocess talking to the test Redis under the test prefix."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     e.update(
-        SWITCHBOARD_REDIS__URL=redis_proc.url,
+        SWITCHBOARD_REDIS__URL=redis_url,
         SWITCHBOARD_PREFIX=prefix,
         SWITCHBOARD_WORKER__CLAIM_IDLE_MS="1000",
         SWITCHBOARD_WORKER__BLOCK_MS="100",
@@ -100,8 +131,8 @@ SWITCHBOARD = [sys.executable, "-m", "router"]
 
 
 @pytest.fixture
-async def rt(settings: Settings, redis_proc: RedisProcess) -> AsyncIterator[object]:
+async def rt(settings: Settings, redis_url: str) -> AsyncIterator[object]:
     from router.runtime import Runtime
 
-    async with Runtime(settings, redis_proc.url) as runtime:
+    async with Runtime(settings, redis_url) as runtime:
         yield runtime

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import msgspec
+import pytest
 
 from router.deadletters import DeadLetters
 from router.keys import ROUTER_GROUP
@@ -13,6 +14,8 @@ from router.model import Attachment, Sender, decode_envelope, decode_outbox, enc
 from router.runtime import Runtime
 from router.worker import Worker
 from tests.router.helpers import drain, message
+
+pytestmark = pytest.mark.cluster
 
 
 async def test_message_creates_conversation_in_group_queue(rt: Runtime) -> None:

@@ -9,7 +9,7 @@ from redis.exceptions import ConnectionError, ResponseError
 
 from router.redis import connect
 from router.runtime import Runtime
-from router.scripts import run_many
+from router.scripts import Script, run_many
 from tests.conftest import RedisProcess
 from tests.cutproxy import cut_proxy
 
@@ -17,7 +17,7 @@ ECHO = "if ARGV[1] == 'fail' then return redis.error_reply('ERR asked to fail') 
 
 
 async def test_every_call_runs_in_order_with_its_arguments(rt: Runtime) -> None:
-    script = rt.client.register_script(ECHO)
+    script = Script(rt.client.register_script(ECHO))
     long = "ü" * 5000
     calls: list[list[object]] = [["a", 7, b"\x00\xff"], [long], [b"c"]]  # str, int, bytes; a long one
     assert await run_many(rt.client, script, calls) == [[b"a", 3], [long.encode(), 1], [b"c", 1]]
@@ -26,7 +26,7 @@ async def test_every_call_runs_in_order_with_its_arguments(rt: Runtime) -> None:
 
 
 async def test_a_failed_call_is_its_exception_and_the_others_still_run(rt: Runtime) -> None:
-    script = rt.client.register_script(ECHO)
+    script = Script(rt.client.register_script(ECHO))
     results = await run_many(rt.client, script, [["x"], ["fail"], ["y"]], raise_on_error=False)
     assert results[0] == [b"x", 1] and results[2] == [b"y", 1]
     assert isinstance(results[1], ResponseError) and "asked to fail" in str(results[1])
@@ -39,7 +39,7 @@ async def test_a_failed_call_is_its_exception_and_the_others_still_run(rt: Runti
 async def test_a_pooled_connection_killed_meanwhile_is_replaced_before_the_next_call(
     rt: Runtime, redis_proc: RedisProcess
 ) -> None:
-    script = rt.client.register_script(ECHO)
+    script = Script(rt.client.register_script(ECHO))
     await run_many(rt.client, script, [["warm"]])
     other = connect(redis_proc.url)
     try:
@@ -58,7 +58,7 @@ async def test_a_lost_reply_fails_once_and_the_call_is_never_sent_again(rt: Runt
     async with cut_proxy(redis_proc.url) as proxy:
         client = connect(proxy.url)
         try:
-            script = client.register_script(COUNT)
+            script = Script(client.register_script(COUNT))
             await run_many(client, script, [[key]])
             proxy.cut_next_reply()
             # The script ran, its reply was lost: the caller hears of it once, and the client
@@ -73,10 +73,10 @@ async def test_a_lost_reply_fails_once_and_the_call_is_never_sent_again(rt: Runt
 
 
 async def test_a_call_cancelled_while_redis_runs_it_leaves_no_reply_behind(rt: Runtime) -> None:
-    slow = rt.client.register_script("local i = 0 while i < 2e7 do i = i + 1 end return 'slow'")
-    echo = rt.client.register_script(ECHO)
-    await run_many(rt.client, slow, [[]])  # loaded: the next call goes straight to running it
-    task = asyncio.create_task(run_many(rt.client, slow, [[]]))
+    slow = Script(rt.client.register_script("local i = 0 while i < 2e7 do i = i + 1 end return 'slow'"))
+    echo = Script(rt.client.register_script(ECHO))
+    await run_many(rt.client, slow, [[rt.keys.prefix]])  # loaded: the next call goes straight to running it
+    task = asyncio.create_task(run_many(rt.client, slow, [[rt.keys.prefix]]))
     await asyncio.sleep(0.05)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):

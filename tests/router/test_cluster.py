@@ -1,0 +1,74 @@
+"""Switchboard on a real 3-primary Redis Cluster (tests/cluster.py): one slot per deployment prefix."""
+
+from __future__ import annotations
+
+import pytest
+import redis as syncredis
+
+from router.config import Settings
+from router.errors import ConfigError
+from router.model import new_id
+from router.runtime import Runtime
+from router.scripts import Script, run_many
+from tests.cluster import RedisClusterProcess
+
+# Each call's reply names the node that ran it, and the call reads a key derived from its prefix
+# (undeclared, as Switchboard's scripts do): on another node than the slot's it would fail.
+WHERE = "redis.call('GET', ARGV[1] .. 'x') return {ARGV[1], redis.call('INFO', 'server'):match('tcp_port:(%d+)')}"
+
+
+def _port_of_slot(cluster: RedisClusterProcess, slot: int) -> int:
+    client = syncredis.Redis(port=cluster.ports[0])
+    try:
+        for start, end, primary, *_ in client.execute_command("CLUSTER", "SLOTS"):
+            if start <= slot <= end:
+                return int(primary[1])
+    finally:
+        client.close()
+    raise AssertionError(f"slot {slot} not served")
+
+
+def test_a_cluster_prefix_without_a_hash_tag_is_refused(redis_cluster: RedisClusterProcess) -> None:
+    for prefix in ("sb:", "{}:", "{sb:"):
+        with pytest.raises(ConfigError, match="hash tag"):
+            Runtime(Settings(prefix=prefix), redis_cluster.url)
+    Runtime(Settings(prefix="sb:"), "redis://127.0.0.1:1/0")  # a single server takes any prefix
+
+
+async def test_script_calls_run_on_the_node_of_their_prefix_slot(
+    redis_cluster: RedisClusterProcess, settings: Settings
+) -> None:
+    async with Runtime(settings, redis_cluster.url) as rt:
+        script = Script(rt.client.register_script(WHERE))
+        nodes = set()
+        for _ in range(12):  # prefixes in slots all over the cluster
+            prefix = f"{{t{new_id()}}}:"
+            expected = _port_of_slot(redis_cluster, rt.client.keyslot(prefix))
+            nodes.add(expected)
+            answer = [prefix.encode(), str(expected).encode()]
+            assert await script(args=[prefix]) == answer
+            assert await run_many(rt.client, script, [[prefix], [prefix]]) == [answer, answer]
+        assert len(nodes) > 1
+
+
+async def test_calls_to_a_slot_that_moved_are_sent_again_to_its_new_node(
+    redis_cluster: RedisClusterProcess, settings: Settings
+) -> None:
+    async with Runtime(settings, redis_cluster.url) as rt:
+        script = Script(rt.client.register_script(WHERE))
+        prefix = f"{{t{new_id()}}}:"  # no key in its slot: the slot can be given to another node as is
+        slot = rt.client.keyslot(prefix)
+        owner = _port_of_slot(redis_cluster, slot)
+        assert (await run_many(rt.client, script, [[prefix]]))[0][1] == str(owner).encode()
+        other = next(p for p in redis_cluster.ports if p != owner)
+        clients = [syncredis.Redis(port=p, decode_responses=True) for p in redis_cluster.ports]
+        ids = {p: c.execute_command("CLUSTER", "MYID") for p, c in zip(redis_cluster.ports, clients, strict=True)}
+        try:
+            for target in (other, owner):  # moved away, then back: the cluster is left as it was
+                for client in clients:
+                    client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
+                # The client still maps the slot to its old node: answered MOVED, sent again.
+                assert (await run_many(rt.client, script, [[prefix], [prefix]]))[1][1] == str(target).encode()
+        finally:
+            for client in clients:
+                client.close()
