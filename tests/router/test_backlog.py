@@ -18,6 +18,8 @@ from router.worker import Worker
 from tests.conftest import SWITCHBOARD
 from tests.router.helpers import drain, message
 
+pytestmark = pytest.mark.cluster
+
 HOUR_MS = 3_600_000
 
 

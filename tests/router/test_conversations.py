@@ -13,6 +13,8 @@ from router.runtime import Runtime
 from router.worker import Worker
 from tests.router.helpers import drain, message
 
+pytestmark = pytest.mark.cluster
+
 
 async def _fill(rt: Runtime, n: int, text: str = "my deposit is missing") -> None:
     await rt.inbox.append_many([message(text, user=f"user{i}") for i in range(n)])

@@ -15,6 +15,8 @@ from router.worker import Worker
 from tests.conftest import free_port
 from tests.router.helpers import drain, inbound_ids, message
 
+pytestmark = pytest.mark.cluster
+
 
 async def _send(rt: Runtime, envs: list[Envelope]) -> tuple[list[Envelope], list[Envelope]]:
     """Append one at a time, as adapters confirm each: (those that got an entry id, those refused)."""

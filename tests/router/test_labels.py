@@ -16,6 +16,8 @@ from tests.conftest import SWITCHBOARD
 from tests.router.helpers import drain, message
 from tests.secretgen import generate
 
+pytestmark = pytest.mark.cluster
+
 
 async def test_transfer_and_priority_change_label_the_routed_message(rt: Runtime) -> None:
     leak = generate(1, seed=7)[0]

@@ -11,6 +11,8 @@ import pytest
 
 from router.lifecycle import Backoff, keep_running, running, signals_stop
 
+pytestmark = pytest.mark.cluster
+
 
 class Flaky(Exception):
     pass

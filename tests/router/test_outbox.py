@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from router.keys import SENDER_GROUP
 from router.model import OutboxItem
 from router.outbox import OutboxConsumer, TemporaryFailure
 from router.runtime import Runtime
 from router.worker import Worker
 from tests.router.helpers import drain, message
+
+pytestmark = pytest.mark.cluster
 
 CHANNEL = "telegram"
 HOUR_MS = 3_600_000

@@ -14,6 +14,8 @@ from router.samples import Samples
 from router.worker import Worker
 from tests.router.helpers import drain, message
 
+pytestmark = pytest.mark.cluster
+
 
 async def _routed(rt: Runtime, texts: list[str]) -> None:
     await rt.inbox.append_many([message(t, user=f"u{i}") for i, t in enumerate(texts)])
