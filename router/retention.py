@@ -32,6 +32,7 @@ import redis.asyncio as aioredis
 
 from router.config import Settings
 from router.keys import ROUTER_GROUP, Keys
+from router.redis import scan_step
 from router.scripts import Scripts, argv, now_ms
 
 log = logging.getLogger("switchboard.retention")
@@ -186,7 +187,7 @@ class Retention:
         cursor, examined = int(cursor_raw or 0), 0
         match = self.keys.conv("*")
         while examined < BACKFILL_BATCHES * self.settings.batch:
-            cursor, found = await self.client.scan(cursor, match=match, count=self.settings.batch)
+            cursor, found = await scan_step(self.client, cursor, match=match, count=self.settings.batch)
             examined += self.settings.batch
             pipe = self.client.pipeline(transaction=False)
             for key in found:

@@ -20,6 +20,8 @@ from router.scripts import argv, now_ms, run_many
 from router.worker import Worker
 from tests.router.helpers import drain, message
 
+pytestmark = pytest.mark.cluster
+
 LATER = 31 * DAY_MS  # past the default 30 days
 
 
@@ -99,12 +101,12 @@ async def test_closed_then_closed_again_is_kept_from_the_last_close(rt: Runtime)
     assert (await sweeper.sweep(int(closed_ms) + 30 * DAY_MS)).conversations == 1
 
 
-async def test_deleting_an_old_conversation_keeps_the_key_of_its_successor(redis_proc: Any, settings: Settings) -> None:
+async def test_deleting_an_old_conversation_keeps_the_key_of_its_successor(redis_url: str, settings: Settings) -> None:
     # No reopen window: a message after closing starts a new conversation under the same key.
     settings = settings.model_copy(
         update={"conversations": settings.conversations.model_copy(update={"reopen_window_s": 0})}
     )
-    async with Runtime(settings, redis_proc.url) as rt:
+    async with Runtime(settings, redis_url) as rt:
         old = await _route(rt, "frank")
         await rt.conversations.close(old["frank"], "agent-a")
         await asyncio.sleep(0.005)

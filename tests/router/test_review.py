@@ -27,6 +27,8 @@ from rules.intent import IntentModel, ModelError
 from rules.semantic import FILE, SemanticModel
 from tests.router.helpers import drain, message
 
+pytestmark = pytest.mark.cluster
+
 MODELS = Path(__file__).resolve().parents[2] / "rules" / "models"
 
 
