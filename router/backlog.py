@@ -17,6 +17,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from router.cluster import at_slot
 from router.config import AlertSettings
 from router.keys import ROUTER_GROUP, SENDER_GROUP, Keys
 from router.scripts import Scripts, argv, run_many
@@ -69,7 +70,7 @@ async def read_backlog(
     streams = [(keys.inbox, ROUTER_GROUP)] + [(keys.outbox(ch), SENDER_GROUP) for ch in channels]
     calls = [argv(keys.prefix, key.removeprefix(keys.prefix), group, LAG_COUNT_CAP) for key, group in streams]
     answers = await run_many(client, scripts.backlog, calls)
-    memory = await client.info("memory")
+    memory = await client.info("memory", **at_slot(client, keys.inbox))
     now_ms = clock() * 1000
     inbox, *outboxes = (_stream(answer, now_ms) for answer in answers)
     return Backlog(

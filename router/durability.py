@@ -19,6 +19,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from router.cluster import at_slot
 from router.config import InboxSettings
 from router.errors import ConfigError, NotDurable
 
@@ -58,8 +59,9 @@ def _version(text: str) -> tuple[int, ...]:
     return tuple(int(x) for x in text.split(".")[:2] if x.isdigit())
 
 
-async def plan(client: aioredis.Redis, settings: InboxSettings) -> Wait | None:
-    """The command to send after each burst of appends (None: the reply itself is the guarantee).
+async def plan(client: aioredis.Redis, settings: InboxSettings, key: str) -> Wait | None:
+    """The command to send after each burst of appends (None: the reply itself is the guarantee),
+    asked of the server holding ``key`` (on a cluster, the node of the inbox's slot).
 
     Raises ConfigError when the server cannot give the configured durability.
     """
@@ -67,15 +69,16 @@ async def plan(client: aioredis.Redis, settings: InboxSettings) -> Wait | None:
     replicated = Wait(("WAIT", n, timeout), n) if n else None
     if settings.durability == "fast":
         return replicated
-    info = await client.info("server")
-    persistence = await client.info("persistence")
+    node = at_slot(client, key)
+    info = await client.info("server", **node)
+    persistence = await client.info("persistence", **node)
     version = str(info.get("redis_version", "0"))
     if not int(persistence.get("aof_enabled", 0)):
         raise ConfigError(f"inbox.durability = 'durable' needs the AOF: the Redis server ({version}) has appendonly no")
     if _version(version) >= WAITAOF_VERSION:
         return Wait(("WAITAOF", 1, n, timeout), n)
     try:
-        raw = (await client.config_get("appendfsync")).get("appendfsync", "?")
+        raw = (await client.config_get("appendfsync", **node)).get("appendfsync", "?")
         fsync = raw.decode() if isinstance(raw, bytes) else str(raw)
     except ResponseError as exc:  # managed services may refuse CONFIG
         fsync = f"unknown ({exc})"

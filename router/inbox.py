@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from router import durability
+from router.cluster import at_slot
 from router.config import InboxSettings
 from router.errors import AppendRefused, InboxFull, RedisFull
 from router.keys import ROUTER_GROUP, Keys
@@ -60,7 +61,7 @@ class Inbox:
         """Create the routers' group and learn how this server makes an append durable (a
         ConfigError when it cannot give ``inbox.durability``)."""
         await self.ensure_group()
-        self._wait = await durability.plan(self._client, self._settings)
+        self._wait = await durability.plan(self._client, self._settings, self._keys.inbox)
         self._started = True
 
     def _args(self, env: Envelope) -> list[object]:
@@ -107,7 +108,9 @@ class Inbox:
         if "OOM" not in str(exc):
             return exc
         try:
-            limit = (await self._client.config_get("maxmemory")).get("maxmemory", "?")
+            limit = (await self._client.config_get("maxmemory", **at_slot(self._client, self._keys.inbox))).get(
+                "maxmemory", "?"
+            )
         except ResponseError:  # managed services may refuse CONFIG
             limit = "?"
         return RedisFull(

@@ -319,18 +319,6 @@ def _connect_cluster(url: str, options: dict[str, object]) -> aioredis.Redis:
     return cast(aioredis.Redis, cluster)
 
 
-async def scan_step(client: aioredis.Redis, cursor: int, *, match: str, count: int) -> tuple[int, list[bytes]]:
-    """One SCAN call, its cursor a number to keep for the next one. On a Redis Cluster it scans
-    the node serving the slot of ``match``'s hash tag (the deployment's prefix: all its keys are
-    there), where redis-py's cluster SCAN would return a cursor per node."""
-    if isinstance(client, RedisCluster):
-        node = client.get_node_from_key(match)
-        cursor, found = await node.execute_command("SCAN", cursor, "MATCH", match, "COUNT", count)
-        return int(cursor), list(found)
-    cursor, found = await client.scan(cursor, match=match, count=count)
-    return int(cursor), list(found)
-
-
 async def check_version(client: aioredis.Redis) -> str:
     info = await client.info("server")
     version = str(info.get("redis_version", "0"))

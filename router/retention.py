@@ -30,9 +30,9 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 
+from router.cluster import scan_step
 from router.config import Settings
 from router.keys import ROUTER_GROUP, Keys
-from router.redis import scan_step
 from router.scripts import Scripts, argv, now_ms
 
 log = logging.getLogger("switchboard.retention")

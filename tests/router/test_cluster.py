@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import redis as syncredis
 
+from router.cluster import at_slot, scan_step
 from router.config import Settings
 from router.errors import ConfigError
 from router.model import new_id
@@ -72,3 +73,18 @@ async def test_calls_to_a_slot_that_moved_are_sent_again_to_its_new_node(
         finally:
             for client in clients:
                 client.close()
+
+
+async def test_server_commands_and_scans_ask_the_node_of_the_prefix_slot(
+    redis_cluster: RedisClusterProcess, settings: Settings
+) -> None:
+    async with Runtime(settings, redis_cluster.url) as rt:
+        for _ in range(12):
+            prefix = f"{{t{new_id()}}}:"
+            port = _port_of_slot(redis_cluster, rt.client.keyslot(prefix))
+            assert (await rt.client.info("server", **at_slot(rt.client, prefix)))["tcp_port"] == port
+            await rt.client.set(prefix + "conv:1", 1)
+            assert await scan_step(rt.client, 0, match=prefix + "conv:*", count=100) == (
+                0,
+                [f"{prefix}conv:1".encode()],
+            )
