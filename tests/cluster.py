@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import redis as syncredis
 
@@ -40,6 +41,14 @@ def free_cluster_ports(count: int) -> list[int]:
         if all(_free(p) and _free(p + BUS_OFFSET) for p in ports):
             return ports
     raise RuntimeError("no free ports for a Redis Cluster on loopback")
+
+
+def sync_client(url: str) -> syncredis.Redis:
+    """A synchronous client for a test's ``redis_url``: the single server's, or the cluster's."""
+    if url.startswith(CLUSTER_SCHEME):
+        host, _, port = url.removeprefix(CLUSTER_SCHEME).split(",")[0].rpartition(":")
+        return cast(syncredis.Redis, syncredis.RedisCluster(host=host, port=int(port)))
+    return syncredis.Redis.from_url(url)
 
 
 class RedisClusterProcess:

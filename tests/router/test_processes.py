@@ -23,13 +23,16 @@ import redis
 
 from router.processes import ProcessSupervisor, RestartPolicy
 from router.runtime import Runtime
+from tests.cluster import sync_client
 from tests.conftest import SWITCHBOARD
 from tests.router.test_cli import sb, wait_for
+
+pytestmark = pytest.mark.cluster
 
 
 @pytest.fixture
 def client(env: dict[str, str]) -> Iterator[redis.Redis]:
-    c = redis.Redis.from_url(env["SWITCHBOARD_REDIS__URL"])
+    c = sync_client(env["SWITCHBOARD_REDIS__URL"])
     yield c
     c.close()
 

@@ -12,6 +12,8 @@ from router.rulestore import Compiler, EngineHolder, RuleStore
 from router.runtime import Runtime
 from rules import Engine
 
+pytestmark = pytest.mark.cluster
+
 SOURCE = """\
 version: 1
 groups: [{id: general}, {id: payments}]

@@ -6,7 +6,11 @@ from __future__ import annotations
 import io
 import logging
 
+import pytest
+
 from router.throttle import Throttle
+
+pytestmark = pytest.mark.cluster
 
 
 def test_a_repeated_error_is_logged_once_per_interval_with_a_count() -> None:
