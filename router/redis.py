@@ -285,8 +285,9 @@ def is_cluster(url: str) -> bool:
 def check_cluster_prefix(url: str, prefix: str) -> None:
     """On a cluster, the key prefix must hold a hash tag: every script derives its keys from the
     prefix inside Lua, and a script may only touch keys of one slot (docs/architecture.md)."""
+    # Redis hashes the part between the first '{' and the first '}' after it, when not empty.
     start = prefix.find("{")
-    if is_cluster(url) and not (start >= 0 and prefix.find("}", start + 2) > start):
+    if is_cluster(url) and not (start >= 0 and prefix.find("}", start + 1) > start + 1):
         raise ConfigError(
             f"prefix {prefix!r}: on a Redis Cluster the key prefix must contain a hash tag, e.g. "
             f"'{{sb}}:', so that every key of the deployment is in one slot (the scripts derive "

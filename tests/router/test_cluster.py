@@ -30,7 +30,7 @@ def _port_of_slot(cluster: RedisClusterProcess, slot: int) -> int:
 
 
 def test_a_cluster_prefix_without_a_hash_tag_is_refused(redis_cluster: RedisClusterProcess) -> None:
-    for prefix in ("sb:", "{}:", "{sb:"):
+    for prefix in ("sb:", "{}:", "{sb:", "{}sb}:"):
         with pytest.raises(ConfigError, match="hash tag"):
             Runtime(Settings(prefix=prefix), redis_cluster.url)
     Runtime(Settings(prefix="sb:"), "redis://127.0.0.1:1/0")  # a single server takes any prefix
