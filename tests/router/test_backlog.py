@@ -11,6 +11,7 @@ import pytest
 
 from router import cli
 from router.backlog import read_backlog
+from router.cluster import at_slot
 from router.config import AlertSettings
 from router.keys import ROUTER_GROUP, SENDER_GROUP
 from router.runtime import Runtime
@@ -121,14 +122,16 @@ async def test_alert_on_outbox_depth(rt: Runtime) -> None:
 
 @pytest.fixture
 async def maxmemory(rt: Runtime) -> AsyncIterator[int]:
-    """maxmemory set to twice the memory in use for the test (the server is shared: restored)."""
-    before = (await rt.client.config_get("maxmemory"))["maxmemory"]
-    limit = 2 * int((await rt.client.info("memory"))["used_memory"])
-    await rt.client.config_set("maxmemory", limit)
+    """maxmemory set to twice the memory in use for the test (the server is shared: restored), on
+    the node of the test's slot on a cluster."""
+    node = at_slot(rt.client, rt.keys.inbox)
+    before = (await rt.client.config_get("maxmemory", **node))["maxmemory"]
+    limit = 2 * int((await rt.client.info("memory", **node))["used_memory"])
+    await rt.client.config_set("maxmemory", limit, **node)
     try:
         yield limit
     finally:
-        await rt.client.config_set("maxmemory", before)
+        await rt.client.config_set("maxmemory", before, **node)
 
 
 async def test_alert_on_redis_memory(rt: Runtime, maxmemory: int) -> None:
