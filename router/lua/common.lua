@@ -1,7 +1,8 @@
 -- Shared prelude of every Switchboard script (prepended by router/scripts.py, after the
 -- consumer-group names ROUTER_GROUP and SENDER_GROUP of router/keys.py).
 -- ARGV[1] = key prefix, ARGV[2] = now in ms. Keys are derived from the prefix as laid out in
--- router/keys.py; the scripts assume a single Redis primary (see docs/architecture.md).
+-- router/keys.py. Every call also sends the prefix as KEYS[1] (router/scripts.py Script): on a Redis
+-- Cluster the prefix holds a hash tag and every derived key is in its slot (docs/architecture.md).
 local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local NOWS = ARGV[2]  -- whole milliseconds, as router/scripts.py sends them
