@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
@@ -302,8 +303,6 @@ def _connect_cluster(url: str, options: dict[str, object]) -> aioredis.Redis:
     ``retry`` of none a connection error is raised at once, as on a single server. Typed as a
     Redis client: the commands Switchboard uses have the same signatures on both.
     """
-    from urllib.parse import unquote, urlsplit
-
     parts = urlsplit("redis://" + url.removeprefix(CLUSTER_SCHEME))
     auth, _, hosts = parts.netloc.rpartition("@")
     user, _, password = auth.partition(":")

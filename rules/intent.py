@@ -187,9 +187,10 @@ class IntentModel:
     def priority_labels(self) -> tuple[str, ...]:
         return self._priorities
 
-    def marginals(self, line: str) -> tuple[dict[str, float], dict[str, float]]:
-        """The model's probabilities of each group and each priority for a line of ``tokens``
-        (ending in "\n"), before calibration: sums over the pairs."""
+    def marginals(self, text: str, subject: str | None = None) -> tuple[dict[str, float], dict[str, float]]:
+        """The model's probabilities of each group and each priority for a message, before
+        calibration: sums over the pairs (training fits the temperatures on these)."""
+        line = tokens(text, subject) + "\n"  # fastText reads the line's end as a word, as in training
         group = dict.fromkeys(self._groups, 0.0)
         priority = dict.fromkeys(self._priorities, 0.0)
         split = self._split
@@ -200,8 +201,7 @@ class IntentModel:
         return group, priority
 
     def predict(self, text: str, subject: str | None = None) -> Prediction:
-        line = tokens(text, subject) + "\n"  # fastText reads the line's end as a word, as in training
-        group, priority = self.marginals(line)
+        group, priority = self.marginals(text, subject)
         t_group, t_priority = self._temperatures
         return Prediction(calibrated(group, t_group), calibrated(priority, t_priority))
 

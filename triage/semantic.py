@@ -114,10 +114,10 @@ def out_of_fold(
     """Each row's semantic and fastText predictions from models that did not see it."""
     semantic: list[Prediction | None] = [None] * len(rows)
     fast: list[Prediction | None] = [None] * len(rows)
+    temperatures = fast_meta["group"]["temperature"], fast_meta["priority"]["temperature"]
     for train_idx, test_idx in folds(rows, 5, seed):
         heads = {t: head(x[train_idx], [first(TASKS[t], rows[i]) for i in train_idx]) for t in TASKS}
         model = SemanticModel.from_meta(meta_of(heads["group"], heads["priority"], ReviewPolicy()))  # the runtime's
-        temperatures = fast_meta["group"]["temperature"], fast_meta["priority"]["temperature"]
         ft = wrap(fit([rows[i] for i in train_idx], fast_meta["params"], seed), temperatures)
         for i in test_idx:
             semantic[i] = model.of_vector(x[i])

@@ -115,8 +115,7 @@ def wrap(model: Any, temperatures: tuple[float, float] = (1.0, 1.0)) -> IntentMo
 
 def marginals(model: IntentModel, row: dict[str, Any]) -> Prediction:
     """The uncalibrated group and priority probabilities of a row."""
-    # The line's end ("\n") is a word to fastText: training files have it, and so does prediction.
-    return Prediction(*model.marginals(tokens(row["text"], row.get("subject")) + "\n"))
+    return Prediction(*model.marginals(row["text"], row.get("subject")))
 
 
 def folds(rows: Sequence[dict[str, Any]], k: int, seed: int) -> list[tuple[list[int], list[int]]]:
