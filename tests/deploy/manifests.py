@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 import adapters
 from router.cli import build_parser
-from router.config import Settings, load_settings
+from router.config import DEFAULT_CONFIG, Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
@@ -156,6 +156,8 @@ def role_settings(role: Role, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
             monkeypatch.delenv(name)
     for name, value in role.environ.items():
         monkeypatch.setenv(name, value)
+    # Without a config file, the one in the working directory would be read: let it be none.
+    monkeypatch.chdir(tmp_path)
     config = None
     if role.config_text is not None:
         config = tmp_path / f"{role.name}.toml"
@@ -213,3 +215,32 @@ def channel_sections(settings: Settings) -> Iterator[str]:
         for box in boxes:
             box.read_password()
         yield "email"
+
+
+# -- Compose ---------------------------------------------------------------------------------------
+def dockerfile_workdir() -> PurePosixPath:
+    workdirs = [
+        line.split()[1] for line in (DEPLOY / "Dockerfile").read_text().splitlines() if line.startswith("WORKDIR ")
+    ]
+    return PurePosixPath(workdirs[-1])
+
+
+def compose_roles(path: Path) -> list[Role]:
+    """The Switchboard services of a compose file (those built from deploy/Dockerfile)."""
+    roles = []
+    for name, service in yaml.safe_load(path.read_text(encoding="utf-8"))["services"].items():
+        if "build" not in service:
+            continue
+        assert service["build"] == {"context": "..", "dockerfile": "deploy/Dockerfile"}, name
+        argv = list(service["command"])
+        environ = {k: str(v) for k, v in (service.get("environment") or {}).items()}
+        role = Role(name, argv, environ, container=service)
+        # --config, else ./switchboard.toml in the image's working directory (router/config.py).
+        config = parse_command(argv).config or DEFAULT_CONFIG
+        target = dockerfile_workdir() / PurePosixPath(str(config))
+        for volume in service.get("volumes") or []:
+            source, _, rest = volume.partition(":")
+            if PurePosixPath(rest.split(":")[0]) == target:
+                role.config_text = (path.parent / source).read_text(encoding="utf-8")
+        roles.append(role)
+    return roles
