@@ -19,12 +19,15 @@ import httpx
 import kubernetes_validate
 import pytest
 import yaml
+from pydantic import SecretStr
 
 from adapters import CHANNELS
 from adapters.sandbox import SandboxUsers
+from router.config import Settings
 from router.console import ConsoleServer, create_app
 from router.redis import check_cluster_prefix, is_cluster
 from router.runtime import Runtime
+from tests.conftest import RedisProcess
 from tests.deploy.manifests import (
     ADAPTER_RULES,
     DEPLOY,
@@ -270,6 +273,31 @@ async def test_probes_are_console_routes_on_the_port_it_serves(
                     assert response.status_code == 200 and response.json()["ok"] is True, (path, response.text)
         finally:
             await server.close()
+
+
+async def test_readiness_follows_redis_and_liveness_does_not(settings: Settings, tmp_path: Path) -> None:
+    """What the probes mean for Kubernetes: a Redis outage takes a pod out of the Service
+    (/readyz 503, with the reason) but never gets it restarted (/healthz stays 200)."""
+    redis = RedisProcess(tmp_path / "redis")
+    redis.start()
+    try:
+        async with Runtime(settings, redis.url) as rt:
+            web = settings.web.model_copy(update={"port": 0, "admin_password": SecretStr("correct horse battery")})
+            server = ConsoleServer(create_app(rt, settings.model_copy(update={"web": web})), "127.0.0.1", 0)
+            await server.start()
+            try:
+                async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+                    assert (await client.get("/readyz")).status_code == 200
+                    redis.stop()
+                    ready = await client.get("/readyz")
+                    assert ready.status_code == 503 and ready.json()["ok"] is False and ready.json()["redis"]
+                    assert (await client.get("/healthz")).status_code == 200
+                    redis.start()
+                    assert (await client.get("/readyz")).status_code == 200
+            finally:
+                await server.close()
+    finally:
+        redis.stop()
 
 
 async def test_the_hpa_metric_is_served_and_published_by_the_adapter_rule(
