@@ -240,6 +240,13 @@ class Exclusive:
         self._holding = False
         self.takeovers = 0
 
+    @property
+    def held(self) -> bool:
+        """Whether this process may act as the holder now: a loop checks it before each step
+        that only the holder may take (a long poll), in case the process was paused past the
+        lease's deadline and its renewals did not run yet to cancel the loop."""
+        return self.lease.held
+
     def state(self) -> dict[str, Any]:
         """``{"lease": "held" | "standby", "holder": owner token or None, "fence": n}``."""
         if self._holding:
@@ -284,7 +291,8 @@ class Exclusive:
                 if not task.done():  # run() itself cancelled
                     task.cancel()
                     await asyncio.wait({task})
-        if holder.lost.is_set() and not stopping.is_set():
+        # A loop that returned because the lease ran out (``held`` false) stands by again too.
+        if not stopping.is_set() and (holder.lost.is_set() or not self.lease.held):
             if not task.cancelled() and task.exception() is not None:
                 log.error("lease %s: the loop failed as the lease was lost", self.lease.name, exc_info=task.exception())
             return False  # the loop stopped at once; stand by again

@@ -81,6 +81,8 @@ class BotRunner:
         self._stopping = asyncio.Event()
         self._backoff = Backoff(base=0.5, cap=30.0)
         self._task: asyncio.Task[None] | None = None
+        # One poller per bot across replicas: this runner polls only while it holds the lease.
+        self.exclusive = ctx.exclusive(CHANNEL, self.name)
         # Parts of a split reply already sent, by reply id: a retry resumes instead of repeating.
         self._progress: OrderedDict[str, int] = OrderedDict()
         self._unknown_chats: set[int] = set()
@@ -130,6 +132,12 @@ class BotRunner:
 
     # -- inbound -----------------------------------------------------------------------------
     async def _run(self) -> None:
+        await self.exclusive.run(self._inbound_loop, self._stopping)
+
+    async def _inbound_loop(self) -> None:
+        """The inbound loop, run while this replica holds the bot's lease (cancelled once lost)."""
+        # Another replica may have polled since this one last did: start from the saved offset.
+        self._offset_loaded = False
         await keep_running(
             self._inbound,
             self._stopping,
@@ -196,7 +204,11 @@ class BotRunner:
             self._backoff.reset()  # only once the batch is in the inbox: refused appends back off
 
     async def _get_updates(self) -> list[Update] | None:
-        """One long poll, abandoned (None) when the adapter stops: nothing of it was confirmed."""
+        """One long poll, abandoned (None) when the adapter stops or the lease is lost (then the
+        loop is cancelled): nothing of it was confirmed. None at once when the lease's deadline
+        passed (this process was paused): another replica may be polling."""
+        if not self.exclusive.held:
+            return None
         poll = asyncio.ensure_future(
             self.bot.get_updates(
                 offset=self.offset,
@@ -206,14 +218,16 @@ class BotRunner:
             )
         )
         stop = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({poll, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not poll.done():
-            poll.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poll
-            return None
-        return poll.result()
+        try:
+            await asyncio.wait({poll, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not poll.done():
+                # Also when the loop is cancelled (lease lost): no request left polling behind.
+                poll.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poll
+        return None if poll.cancelled() else poll.result()
 
     async def _ingest(self, updates: list[Update]) -> None:
         me = self.me
@@ -387,6 +401,7 @@ class BotRunner:
             "offset": self.offset,
             "rate_wait_s": round(self.limiter.waited_s, 3),
             "last_update_at": self.last_update_at,
+            **self.exclusive.state(),
         }
 
     def _fail(self, error: str, *, disconnected: bool = True) -> None:
