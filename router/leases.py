@@ -239,6 +239,8 @@ class Exclusive:
         self._holder: Held | None = None
         self._holding = False
         self.takeovers = 0
+        #: Set once the first attempt answered: this process runs the loop, or stands by.
+        self.decided = asyncio.Event()
 
     @property
     def held(self) -> bool:
@@ -270,6 +272,7 @@ class Exclusive:
                 if got is not None and (self._holder is None or self._holder.owner != got.owner):
                     log.info("lease %s held by %s: standing by", lease.name, got.owner)
                 self._holder = got
+                self.decided.set()
                 if await wait_or_stop(stopping, self.retry_s):
                     return
                 continue
@@ -282,6 +285,7 @@ class Exclusive:
         """Run ``body`` under the acquired lease; True when it ended because ``stopping`` is set."""
         async with Holder(self.lease) as holder:
             self._holding = True
+            self.decided.set()
             task = asyncio.create_task(body())
             holder.guard(task)
             try:
