@@ -114,18 +114,12 @@ class BotRunner:
         self._task = asyncio.create_task(self._run(), name=f"telegram-{self.name}")
 
     async def stop_inbound(self) -> None:
-        """Stop taking updates: cancel the long poll in flight, remove the webhook."""
+        """Stop taking updates: cancel the long poll in flight; the holder removes the webhook."""
         self._stopping.set()
         if self._task is not None:
             # wait(), not await: a loop that died (or was cancelled) must not fail the shutdown.
             await asyncio.wait({self._task})
             self._task = None
-        if self._webhook_set:
-            try:
-                await self.bot.delete_webhook(drop_pending_updates=False, request_timeout=5)
-                self._webhook_set = False
-            except AiogramError as exc:
-                log.warning("telegram bot %s: deleteWebhook failed: %s", self.name, self._describe(exc))
 
     async def close(self) -> None:
         await self.bot.session.close()
@@ -157,6 +151,8 @@ class BotRunner:
             if not self._webhook_set:
                 await self._set_webhook()
             await self._stopping.wait()
+            # Still holding the lease: a standby's setWebhook, once it takes over, comes after this.
+            await self._delete_webhook()
         else:
             await self._poll()
         return True
@@ -302,6 +298,14 @@ class BotRunner:
         user = await self.bot.get_me(request_timeout=self.cfg.request_timeout_s)
         self.me = BotIdentity(user.id, user.username or "")
         self.state.connected = True
+
+    async def _delete_webhook(self) -> None:
+        """At stop: updates wait at Telegram until a replica (or the next start) sets it again."""
+        try:
+            await self.bot.delete_webhook(drop_pending_updates=False, request_timeout=5)
+            self._webhook_set = False
+        except AiogramError as exc:
+            log.warning("telegram bot %s: deleteWebhook failed: %s", self.name, self._describe(exc))
 
     async def _set_webhook(self) -> None:
         hook = self.cfg.webhook
