@@ -154,9 +154,6 @@ class Keys:
     def lease(self, name: str) -> str:
         return f"{self.prefix}lease:{name}"
 
-    def fence(self, name: str) -> str:
-        return f"{self.prefix}fence:{name}"
-
     def members(self, group: str) -> str:
         return f"{self.prefix}members:{group}"
 

@@ -22,7 +22,6 @@ another replica holds the lease, runs the loop while it holds it, and stops it a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Coroutine
@@ -32,7 +31,6 @@ from typing import Any, Protocol
 import redis.asyncio as aioredis
 
 from router.lifecycle import wait_or_stop
-from router.redis import TRANSIENT_ERRORS
 from router.scripts import Scripts
 
 log = logging.getLogger("switchboard.leases")
@@ -182,8 +180,10 @@ class Holder:
             self._renewer.cancel()
             await asyncio.wait({self._renewer})
             self._renewer = None
-        with contextlib.suppress(*TRANSIENT_ERRORS):  # unreleased, it expires after its TTL
+        try:
             await self.lease.release()
+        except Exception as exc:  # unreleased, it expires after its TTL
+            log.warning("lease %s: release failed: %s", self.lease.name, exc or type(exc).__name__)
 
     def guard(self, task: asyncio.Task[Any]) -> None:
         """Cancel ``task`` as soon as the lease is lost (at once if it is already)."""
@@ -213,7 +213,9 @@ class Holder:
             try:
                 async with asyncio.timeout(left):
                     renewed = await lease.renew()
-            except (TimeoutError, *TRANSIENT_ERRORS) as exc:
+            except Exception as exc:
+                # Any error (a lost connection, a refused write when Redis is out of memory): try
+                # again while the deadline allows; this task must never end without deciding.
                 log.warning("lease %s: renewal failed: %s", lease.name, exc or type(exc).__name__)
                 wait = self._retry_s
                 continue
@@ -238,7 +240,6 @@ class Exclusive:
         self.retry_s = retry_s
         self._holder: Held | None = None
         self._holding = False
-        self.takeovers = 0
         #: Set once the first attempt answered: this process runs the loop, or stands by.
         self.decided = asyncio.Event()
 
@@ -265,8 +266,9 @@ class Exclusive:
         while not stopping.is_set():
             try:
                 got = await lease.acquire()
-            except TRANSIENT_ERRORS as exc:
-                log.warning("lease %s: cannot acquire: %s", lease.name, exc)
+            except Exception as exc:
+                # Redis unreachable or refusing writes: stand by and try again, never give up.
+                log.warning("lease %s: cannot acquire: %s", lease.name, exc or type(exc).__name__)
                 got = None
             if got is None or got.owner != lease.owner:
                 if got is not None and (self._holder is None or self._holder.owner != got.owner):
@@ -276,7 +278,6 @@ class Exclusive:
                 if await wait_or_stop(stopping, self.retry_s):
                     return
                 continue
-            self.takeovers += 1
             log.info("lease %s acquired (fence %d): running", lease.name, got.fence)
             if await self._hold(body, stopping):
                 return

@@ -474,13 +474,13 @@ class MailboxReader:
                 on_error=self._reconnect_after,
                 describe=lambda exc: self.state.last_error,
             )
-        except asyncio.CancelledError:
-            # Lost the lease in the middle of a command (IDLE, a fetch): the connection's state is
-            # unknown, and a standby needs none; the next holding connects again.
-            if self._conn is not None:
+        finally:
+            # Lost the lease (cancelled in the middle of a command, IDLE or a fetch, or past its
+            # deadline): the connection's state is unknown, and a standby needs none; the next
+            # holding connects again. At a stop, close() logs out instead.
+            if not self._stopping.is_set() and self._conn is not None:
                 self._conn.drop()
                 self._conn = None
-            raise
 
     async def _serve(self) -> bool:
         """Connect if need be, take in what is new, wait for news (IDLE or a poll). True (the loop

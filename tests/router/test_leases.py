@@ -150,7 +150,7 @@ async def test_a_holder_whose_renewals_fail_gives_up_by_its_deadline(rt: Runtime
     holder = Holder(a, retry_s=0.05)
     holder.start()
     holder.guard(guarded)
-    # Renewals now fail as if Redis were unreachable: the lease is given up by its local deadline
+    # Renewals now fail (Redis refuses writes): the lease is given up by its local deadline
     # (TTL after the acquisition was sent), before any other replica's clock may judge it expired.
     a._call = _unreachable  # type: ignore[method-assign]
     await asyncio.wait_for(holder.lost.wait(), 2)
@@ -161,7 +161,31 @@ async def test_a_holder_whose_renewals_fail_gives_up_by_its_deadline(rt: Runtime
 
 
 async def _unreachable(op: str, *args: object) -> object:
-    raise ConnectionError("redis unreachable (test)")
+    raise ResponseError("OOM command not allowed when used memory > 'maxmemory'.")
+
+
+async def test_exclusive_keeps_trying_while_redis_refuses(rt: Runtime) -> None:
+    ex = Exclusive(lease(rt, "A", FakeClock(), ttl_ms=600), retry_s=0.02)
+    real, refusals = ex.lease._call, [3]
+
+    async def refusing(op: str, *args: object) -> object:
+        if refusals[0]:
+            refusals[0] -= 1
+            return await _unreachable(op)
+        return await real(op, *args)
+
+    ex.lease._call = refusing  # type: ignore[method-assign]
+    stop, ran = asyncio.Event(), asyncio.Event()
+
+    async def loop() -> None:
+        ran.set()
+        await stop.wait()
+
+    task = asyncio.create_task(ex.run(loop, stop))
+    await asyncio.wait_for(ran.wait(), 5)
+    assert refusals == [0] and ex.state()["lease"] == "held"
+    stop.set()
+    await task
 
 
 # -- Exclusive: one runner across replicas -----------------------------------------------------
@@ -199,7 +223,7 @@ async def test_exclusive_runs_on_one_replica_and_the_standby_takes_over(rt: Runt
     stops["B"].set()
     await b
     await _until(lambda: running == ["A"])
-    assert ex["A"].takeovers == 2
+    assert ex["A"].state() == {"lease": "held", "holder": "A", "fence": 3}
     stops["A"].set()
     await a
     assert running == [] and await ex["A"].lease.holder() is None
