@@ -1,8 +1,9 @@
-"""Two replicas of `switchboard run` with the same bot: one polls, the other takes over when it dies.
+"""Two replicas with the same bot: one polls, the other takes over when it dies or loses the lease.
 
-Real processes on one Redis (and on the 3-primary cluster), against the Bot API emulator, which
-names the process behind every getUpdates (its client socket, looked up in /proc). Default lease
-settings (TTL 6 s, renewal 2 s, standby retry 1 s): the takeover must come within 10 s.
+The acceptance test runs real `switchboard run` processes on one Redis (and on the 3-primary
+cluster) against the Bot API emulator, which names the process behind every getUpdates (its client
+socket, looked up in /proc), with the default lease settings (TTL 6 s, renewal 2 s, standby retry
+1 s): the takeover must come within 10 s. The lease-loss test runs one adapter in this process.
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from typing import Any
 
 import pytest
 
+from router.channel import ChannelContext
+from router.config import LeaseSettings
+from router.leases import Lease
 from router.runtime import Runtime
 from tests.conftest import SWITCHBOARD
-from tests.telegram.conftest import ACCOUNT, section, until
+from tests.telegram.conftest import ACCOUNT, MakeAdapter, consumed, section, until
 from tests.telegram.emulator import Emulator
 
 pytestmark = pytest.mark.cluster
@@ -198,3 +202,32 @@ async def test_one_replica_polls_and_a_standby_takes_over_a_killed_one_within_10
     assert b.wait(30) == 0, replicas.log("B")
     print(f"takeover after SIGKILL: {takeover_s:.2f}s; polls: {dict(callers)}")
     assert "standing by" in replicas.log("B") and "acquired (fence 2)" in replicas.log("B")
+
+
+async def test_a_bot_that_loses_its_lease_stops_polling_at_once(
+    rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
+) -> None:
+    leases = LeaseSettings(ttl_s=0.6, retry_s=0.05, max_skew_s=0)
+    ctx = ChannelContext(rt.client, rt.keys, rt.inbox, "replica-a", scripts=rt.scripts, leases=leases)
+    adapter = await make_adapter(ctx)
+    first = emu.push_message(emu.chat(777), "my withdrawal has not arrived")
+    await consumed(rt, first)
+
+    # Another replica takes the lease (A's expired while it was paused, say).
+    other = Lease(rt.client, rt.scripts, rt.keys.prefix, f"adapter:telegram:{ACCOUNT}", "replica-b", ttl_ms=60_000)
+    await rt.client.delete(rt.keys.lease(other.name))
+    assert (await other.acquire()).owner == "replica-b"
+    bot = adapter.bots[ACCOUNT]
+    await until(lambda: bot.health()["lease"] == "standby" and bot.health()["holder"] == "replica-b", what="loss")
+    # Its long poll in flight was abandoned and no other is sent: an update stays at Telegram.
+    polls = len(emu.polls)
+    second = emu.push_message(emu.chat(777), "any news?")
+    await asyncio.sleep(1.5)  # more than a long poll (poll_timeout_s 1)
+    assert len(emu.polls) == polls and bot.state.counters["received"] == 1
+    assert [u["update_id"] for u in emu.updates] == [second["update_id"]]
+
+    # The other replica releases: A takes over from the saved offset, and takes the update once.
+    await other.release()
+    await consumed(rt, second)
+    assert bot.health()["lease"] == "held" and bot.health()["fence"] == 3
+    assert bot.state.counters["received"] == 2 and bot.state.counters["duplicates"] == 0
