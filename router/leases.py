@@ -279,6 +279,7 @@ class Exclusive:
                     return
                 continue
             log.info("lease %s acquired (fence %d): running", lease.name, got.fence)
+            self._holder = None  # a standby later logs whoever holds it then
             if await self._hold(body, stopping):
                 return
 
