@@ -14,14 +14,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from router.config import config_error, read_secret
+from router.config import LeaseSettings, config_error, read_secret
 from router.errors import AppendRefused, ConfigError, NotFound, SwitchboardError
 from router.inbox import Appended, Inbox
 from router.keys import Keys
+from router.leases import Exclusive, Lease
 from router.lifecycle import Backoff, Service, keep_running, wait_or_stop
 from router.model import Attachment, Envelope, MessageKind, OutboxItem, Sender, encode, new_id, now
 from router.outbox import OutboxConsumer, PermanentFailure, TemporaryFailure
 from router.redis import TRANSIENT_ERRORS
+from router.scripts import Scripts
 
 __all__ = [
     "TRANSIENT_ERRORS",
@@ -33,6 +35,7 @@ __all__ = [
     "ChannelStore",
     "ConfigError",
     "Envelope",
+    "Exclusive",
     "MessageKind",
     "NotFound",
     "OutboxConsumer",
@@ -111,6 +114,8 @@ class ChannelContext:
     - ``cursor_get`` / ``cursor_set`` / ``cursor_all``: durable positions (update offset, UIDs ...).
     - ``store(namespace)``: a namespaced key-value store for the channel's private data.
     - ``conversation_states`` / ``conversation_exists``: what the router knows of conversations.
+    - ``exclusive(channel, account)``: the lease that keeps an account's inbound loop (a bot's
+      long poll, a mailbox's IDLE) on one replica at a time (router/leases.py).
     - ``instance`` (this process's unique name) and ``stop_all(reason)`` (stop the process).
     Health is not pushed: the runtime reads each adapter's ``health()`` and publishes it.
     """
@@ -122,10 +127,15 @@ class ChannelContext:
         inbox: Inbox,
         instance: str,
         stop_all: Callable[[str], None] = lambda reason: None,
+        *,
+        scripts: Scripts,
+        leases: LeaseSettings,
     ) -> None:
         self._client = client
         self._keys = keys
         self._inbox = inbox
+        self._scripts = scripts
+        self._leases = leases
         #: Unique name of this process, for consumer names.
         self.instance = instance
         #: Stop the whole process with this reason (``serve`` then exits non-zero).
@@ -140,6 +150,21 @@ class ChannelContext:
 
     def outbox(self, channel: str, **options: Any) -> OutboxConsumer:
         return OutboxConsumer(self._client, self._keys, channel, f"{channel}-{self.instance}", **options)
+
+    def exclusive(self, channel: str, account: str) -> Exclusive:
+        """The lease ``adapter:{channel}:{account}``, held by this process (its ``instance``) while
+        it runs the account's inbound loop under ``Exclusive.run``; other replicas stand by."""
+        cfg = self._leases
+        lease = Lease(
+            self._client,
+            self._scripts,
+            self._keys.prefix,
+            f"adapter:{channel}:{account}",
+            self.instance,
+            ttl_ms=round(cfg.ttl_s * 1000),
+            max_skew_ms=round(cfg.max_skew_s * 1000),
+        )
+        return Exclusive(lease, retry_s=cfg.retry_s)
 
     def store(self, namespace: str) -> ChannelStore:
         return ChannelStore(self._client, self._keys.prefix, namespace)

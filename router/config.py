@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -77,6 +77,29 @@ class WorkerSettings(BaseModel):
     restart_backoff_cap_s: float = Field(60.0, gt=0)
     restart_reset_s: float = Field(60.0, gt=0)
     stop_timeout_s: float = Field(30.0, gt=0)
+
+
+class LeaseSettings(BaseModel):
+    """Adapter leases (router/leases.py): one poller per bot or mailbox across replicas.
+
+    The holder renews every ttl_s/3 and stops polling once it could not renew for ttl_s minus
+    max_skew_s; a standby tries every retry_s, so a dead holder's account is taken over within
+    ttl_s + retry_s (7 s by default). Expiry is judged by each replica's wall clock: replicas'
+    clocks must agree within max_skew_s (NTP keeps them within milliseconds).
+    """
+
+    ttl_s: float = Field(6.0, ge=0.3)
+    retry_s: float = Field(1.0, gt=0)
+    max_skew_s: float = Field(0.5, ge=0)
+
+    @model_validator(mode="after")
+    def _skew_below_renewal(self) -> LeaseSettings:
+        if self.max_skew_s >= self.ttl_s / 3:
+            raise ValueError(
+                f"max_skew_s ({self.max_skew_s}) must be under a third of ttl_s ({self.ttl_s}): "
+                "a holder would give its lease up before its first renewal"
+            )
+        return self
 
 
 class ConversationSettings(BaseModel):
@@ -230,6 +253,7 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     inbox: InboxSettings = InboxSettings()
     worker: WorkerSettings = WorkerSettings()
+    leases: LeaseSettings = LeaseSettings()
     conversations: ConversationSettings = ConversationSettings()
     retention: RetentionSettings = RetentionSettings()
     rules: RulesSettings = RulesSettings()

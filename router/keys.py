@@ -27,6 +27,11 @@ labels                          stream    agents' corrections (transfer, priorit
                                           capped ~100,000 (router/labels.py)
 stats                           hash      counters (in:, dup:, refused:, routed:{channel}, dead, ...)
 health:{kind}:{name}            string    JSON health record with a TTL (worker, adapter, supervisor)
+lease:{name}                    hash      a fenced lease (router/leases.py): owner, fence, until (ms);
+                                          PX TTL. Names: ``adapter:{channel}:{account}``
+fence:{name}                    string    the last fence number handed out for lease {name} (no TTL)
+members:{group}                 zset      live members of a group -> heartbeat expiry (ms), PX TTL
+                                          (router/membership.py)
 cursor:{channel}:{account}      hash      an adapter's durable positions (update offset, UIDs ...)
 {channel}:…                     any       a channel's private data: its ``ChannelContext.store``
                                           (router/channel.py), e.g. ``sandbox:{user}`` (stream:
@@ -144,6 +149,13 @@ class Keys:
 
     def cursor(self, channel: str, account: str) -> str:
         return f"{self.prefix}cursor:{channel}:{account}"
+
+    # -- leases and membership (router/leases.py, router/membership.py) -------------------------
+    def lease(self, name: str) -> str:
+        return f"{self.prefix}lease:{name}"
+
+    def members(self, group: str) -> str:
+        return f"{self.prefix}members:{group}"
 
     def health_pattern(self) -> str:
         return f"{self.prefix}health:*"

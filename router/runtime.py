@@ -152,4 +152,12 @@ class Runtime:
         return await self.engines.current(fresh=fresh)
 
     def channel_context(self) -> ChannelContext:
-        return ChannelContext(self.client, self.keys, self.inbox, self.instance, self.stop_request)
+        return ChannelContext(
+            self.client,
+            self.keys,
+            self.inbox,
+            self.instance,
+            self.stop_request,
+            scripts=self.scripts,
+            leases=self.settings.leases,
+        )

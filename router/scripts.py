@@ -64,6 +64,7 @@ class Scripts:
     backlog: Script
     retention: Script
     requeue: Script
+    fenced_lease: Script
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

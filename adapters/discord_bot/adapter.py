@@ -125,6 +125,9 @@ class DiscordAdapter:
         self._support = config.support_channels
         self._outbox = ctx.outbox(CHANNEL)
         self._cursors = Cursors(ctx, self.account)
+        # One gateway session per bot across replicas: this one connects only while it holds the
+        # lease; every replica stays logged in (REST) to send replies.
+        self._exclusive = ctx.exclusive(CHANNEL, self.account)
         self._client: _Client | None = None
         self._sender: Sender | None = None
         self._runner: asyncio.Task[None] | None = None
@@ -187,7 +190,7 @@ class DiscordAdapter:
             await client.close()
         self._runner = asyncio.create_task(self._run(token))
         if self._logged_in:
-            ready = asyncio.create_task(self._ready.wait())
+            ready = asyncio.create_task(self._ready_or_standby())
             done, _ = await asyncio.wait(
                 {ready, self._runner}, timeout=self.config.ready_timeout_s, return_when=asyncio.FIRST_COMPLETED
             )
@@ -204,20 +207,54 @@ class DiscordAdapter:
         self._outbox.start(self._send)
         self._started = True
 
+    async def _ready_or_standby(self) -> None:
+        """READY, or the answer that another replica holds the bot's gateway lease."""
+        await self._exclusive.decided.wait()
+        if self._exclusive.held:
+            await self._ready.wait()
+
     async def _run(self, token: str) -> None:
-        """Keep one client connected; discord.py reconnects by itself, this covers what it gives up on."""
+        """Keep the gateway connected while this replica holds the bot's lease."""
         # After a failed login in start(): wait before trying again.
         if not self._logged_in and await wait_or_stop(self._closing, self._backoff.next_delay()):
             return
-        await keep_running(
-            lambda: self._connect(token),
-            self._closing,
-            what=f"discord {self.account}",
-            retry_on=NETWORK,
-            backoff=self._backoff,
-            on_error=self._connect_failed,
-            describe=lambda exc: self.state.last_error,
-        )
+        await self._exclusive.run(lambda: self._gateway(token), self._closing)
+
+    async def _gateway(self, token: str) -> None:
+        """Keep one client connected; discord.py reconnects by itself, this covers what it gives up
+        on. Cancelled when the lease is lost: the session ends at once (``_leave_gateway``)."""
+        try:
+            await keep_running(
+                lambda: self._connect(token),
+                self._closing,
+                what=f"discord {self.account}",
+                retry_on=NETWORK,
+                backoff=self._backoff,
+                on_error=self._connect_failed,
+                describe=lambda exc: self.state.last_error,
+            )
+        except asyncio.CancelledError:
+            await self._leave_gateway(token)
+            raise
+
+    async def _leave_gateway(self, token: str) -> None:
+        """The lease was lost: close this gateway session (another replica's gets the events now)
+        and what it spawned (backfills, handlers), then log a fresh client in, REST only, so that
+        this replica still sends replies."""
+        self._ready.clear()
+        for task in list(self._tasks):
+            task.cancel()
+        if self._client is not None:
+            await self._client.close()
+        self._logged_in = False
+        self.state.connected = False
+        client = self._new_client()
+        try:
+            await client.login(token)
+            self._logged_in = True
+        except (discord.LoginFailure, *NETWORK) as exc:
+            # The next holding logs in again (_connect); until then replies wait in the outbox.
+            self.state.error(f"login: {_describe(exc)}", disconnected=False)
 
     async def _connect(self, token: str) -> bool:
         """Log in if need be and stay connected until the client is closed or gives up."""
@@ -270,7 +307,9 @@ class DiscordAdapter:
         if self._client is not None:
             await self._client.close()
         if self._runner is not None:
-            # connect() returns once the client is closed; a runner waiting to retry is cancelled.
+            # connect() returns once the client is closed, and the runner releases the lease (a
+            # standby takes over at once); a runner waiting to retry is cancelled.
+            await asyncio.wait({self._runner}, timeout=self.config.close_grace_s)
             self._runner.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
@@ -323,9 +362,13 @@ class DiscordAdapter:
         client = self._client
         user = client.user if client is not None else None
         latency = client.latency if client is not None and self.state.connected else math.nan
+        lease = self._exclusive.state()
         self.state.detail = f"bot {user} ({self.account})" if user else f"not logged in ({self.account})"
+        if lease["lease"] != "held":
+            self.state.detail += f" (standby: {lease['holder'] or 'lease free'} holds the gateway)"
         return {
             **self.state.count_outbox(self._outbox).as_dict(),
+            **lease,
             "account": self.account,
             "backfill_requests": self._budget.requests,
             "latency_ms": round(latency * 1000, 1) if math.isfinite(latency) else None,

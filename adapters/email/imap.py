@@ -395,6 +395,8 @@ class MailboxReader:
         self._stopping = asyncio.Event()
         self._backoff = Backoff(cfg.reconnect_min_s, cfg.reconnect_max_s)
         self._task: asyncio.Task[None] | None = None
+        # One reader per mailbox across replicas: this one reads only while it holds the lease.
+        self.exclusive = ctx.exclusive(CHANNEL, cfg.name)
         self._cursor_name = f"uid:{cfg.folder}"
         self.mode = "starting"
         #: ``own_copies``: our own replies seen in the folder and left out of the inbox (own.py).
@@ -432,8 +434,10 @@ class MailboxReader:
     def health(self) -> dict[str, Any]:
         self.state.connected = self._conn is not None and not self._conn.lost.is_set()
         error = self.state.last_error
-        self.state.detail = f"{self.mode} on {self.cfg.folder}" + (f"; last error: {error}" if error else "")
-        return {**self.state.as_dict(), "mode": self.mode, "last_uid": self.last_uid}
+        lease = self.exclusive.state()
+        mode = self.mode if lease["lease"] == "held" else f"standby ({lease['holder'] or 'lease free'} reads)"
+        self.state.detail = f"{mode} on {self.cfg.folder}" + (f"; last error: {error}" if error else "")
+        return {**self.state.as_dict(), "mode": mode, "last_uid": self.last_uid, **lease}
 
     # -- the loop ------------------------------------------------------------------------------
     def _fail(self, exc: BaseException) -> None:
@@ -456,22 +460,38 @@ class MailboxReader:
         return conn
 
     async def _run(self) -> None:
-        await keep_running(
-            self._serve,
-            self._stopping,
-            what=self.name,
-            retry_on=RECOVERABLE,
-            backoff=self._backoff,
-            on_error=self._reconnect_after,
-            describe=lambda exc: self.state.last_error,
-        )
+        await self.exclusive.run(self._read, self._stopping)
 
-    async def _serve(self) -> None:
-        """Connect if need be, take in what is new, wait for news (IDLE or a poll)."""
+    async def _read(self) -> None:
+        """The reading loop, run while this replica holds the mailbox's lease (cancelled once lost)."""
+        try:
+            await keep_running(
+                self._serve,
+                self._stopping,
+                what=self.name,
+                retry_on=RECOVERABLE,
+                backoff=self._backoff,
+                on_error=self._reconnect_after,
+                describe=lambda exc: self.state.last_error,
+            )
+        finally:
+            # Lost the lease (cancelled in the middle of a command, IDLE or a fetch, or past its
+            # deadline): the connection's state is unknown, and a standby needs none; the next
+            # holding connects again. At a stop, close() logs out instead.
+            if not self._stopping.is_set() and self._conn is not None:
+                self._conn.drop()
+                self._conn = None
+
+    async def _serve(self) -> bool:
+        """Connect if need be, take in what is new, wait for news (IDLE or a poll). True (the loop
+        ends, and stands by) when the lease's deadline passed: another replica may read now."""
+        if not self.exclusive.held:
+            return True
         conn = self._conn or await self._connect()
         await self._catch_up(conn)
         self._backoff.reset()  # the connection works: a later failure waits the shortest time again
         await self._wait_for_news(conn)
+        return False
 
     async def _reconnect_after(self, exc: BaseException) -> float | None:
         """Drop the connection; the wait before reconnecting (None: the backoff's next one)."""

@@ -93,6 +93,7 @@ class TelegramAdapter:
         connected = running and all(b["connected"] for b in bots.values())
         detail = ", ".join(
             f"@{b['username'] or name} {b['mode']}{'' if b['connected'] else ' (disconnected)'}"
+            + ("" if b["lease"] == "held" else f" (standby: {b['holder'] or 'lease free'} polls)")
             for name, b in bots.items()
         )
         errors = [f"{name}: {b['last_error']}" for name, b in bots.items() if b["last_error"]]

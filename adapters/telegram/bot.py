@@ -81,6 +81,8 @@ class BotRunner:
         self._stopping = asyncio.Event()
         self._backoff = Backoff(base=0.5, cap=30.0)
         self._task: asyncio.Task[None] | None = None
+        # One poller per bot across replicas: this runner polls only while it holds the lease.
+        self.exclusive = ctx.exclusive(CHANNEL, self.name)
         # Parts of a split reply already sent, by reply id: a retry resumes instead of repeating.
         self._progress: OrderedDict[str, int] = OrderedDict()
         self._unknown_chats: set[int] = set()
@@ -112,24 +114,24 @@ class BotRunner:
         self._task = asyncio.create_task(self._run(), name=f"telegram-{self.name}")
 
     async def stop_inbound(self) -> None:
-        """Stop taking updates: cancel the long poll in flight, remove the webhook."""
+        """Stop taking updates: cancel the long poll in flight; the holder removes the webhook."""
         self._stopping.set()
         if self._task is not None:
             # wait(), not await: a loop that died (or was cancelled) must not fail the shutdown.
             await asyncio.wait({self._task})
             self._task = None
-        if self._webhook_set:
-            try:
-                await self.bot.delete_webhook(drop_pending_updates=False, request_timeout=5)
-                self._webhook_set = False
-            except AiogramError as exc:
-                log.warning("telegram bot %s: deleteWebhook failed: %s", self.name, self._describe(exc))
 
     async def close(self) -> None:
         await self.bot.session.close()
 
     # -- inbound -----------------------------------------------------------------------------
     async def _run(self) -> None:
+        await self.exclusive.run(self._inbound_loop, self._stopping)
+
+    async def _inbound_loop(self) -> None:
+        """The inbound loop, run while this replica holds the bot's lease (cancelled once lost)."""
+        # Another replica may have polled since this one last did: start from the saved offset.
+        self._offset_loaded = False
         await keep_running(
             self._inbound,
             self._stopping,
@@ -149,6 +151,8 @@ class BotRunner:
             if not self._webhook_set:
                 await self._set_webhook()
             await self._stopping.wait()
+            # Still holding the lease: a standby's setWebhook, once it takes over, comes after this.
+            await self._delete_webhook()
         else:
             await self._poll()
         return True
@@ -196,7 +200,11 @@ class BotRunner:
             self._backoff.reset()  # only once the batch is in the inbox: refused appends back off
 
     async def _get_updates(self) -> list[Update] | None:
-        """One long poll, abandoned (None) when the adapter stops: nothing of it was confirmed."""
+        """One long poll, abandoned (None) when the adapter stops or the lease is lost (then the
+        loop is cancelled): nothing of it was confirmed. None at once when the lease's deadline
+        passed (this process was paused): another replica may be polling."""
+        if not self.exclusive.held:
+            return None
         poll = asyncio.ensure_future(
             self.bot.get_updates(
                 offset=self.offset,
@@ -206,14 +214,16 @@ class BotRunner:
             )
         )
         stop = asyncio.ensure_future(self._stopping.wait())
-        await asyncio.wait({poll, stop}, return_when=asyncio.FIRST_COMPLETED)
-        stop.cancel()
-        if not poll.done():
-            poll.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poll
-            return None
-        return poll.result()
+        try:
+            await asyncio.wait({poll, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+            if not poll.done():
+                # Also when the loop is cancelled (lease lost): no request left polling behind.
+                poll.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poll
+        return None if poll.cancelled() else poll.result()
 
     async def _ingest(self, updates: list[Update]) -> None:
         me = self.me
@@ -288,6 +298,14 @@ class BotRunner:
         user = await self.bot.get_me(request_timeout=self.cfg.request_timeout_s)
         self.me = BotIdentity(user.id, user.username or "")
         self.state.connected = True
+
+    async def _delete_webhook(self) -> None:
+        """At stop: updates wait at Telegram until a replica (or the next start) sets it again."""
+        try:
+            await self.bot.delete_webhook(drop_pending_updates=False, request_timeout=5)
+            self._webhook_set = False
+        except AiogramError as exc:
+            log.warning("telegram bot %s: deleteWebhook failed: %s", self.name, self._describe(exc))
 
     async def _set_webhook(self) -> None:
         hook = self.cfg.webhook
@@ -387,6 +405,7 @@ class BotRunner:
             "offset": self.offset,
             "rate_wait_s": round(self.limiter.waited_s, 3),
             "last_update_at": self.last_update_at,
+            **self.exclusive.state(),
         }
 
     def _fail(self, error: str, *, disconnected: bool = True) -> None:

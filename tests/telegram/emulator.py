@@ -22,6 +22,7 @@ import itertools
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -70,6 +71,9 @@ class Emulator:
     webhook: dict[str, str] | None = None
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
     max_concurrent_polls: int = 0
+    #: Names the process behind a getUpdates caller's address (host, port), recorded as the poll's
+    #: ``who``: tests with several client processes tell which one polled.
+    identify: Callable[[tuple[str, int]], Any] | None = None
 
     def __post_init__(self) -> None:
         self._failures: dict[str, list[Failure | None]] = {}
@@ -233,6 +237,9 @@ class Emulator:
         handler = getattr(self, f"_m_{method}", None)
         if handler is None:
             return _error(404, "Not Found: method not found")
+        if method == "getUpdates" and self.identify is not None and request.transport is not None:
+            # Not a Bot API parameter: the caller's name, for the poll's record.
+            params["who"] = str(self.identify(request.transport.get_extra_info("peername")))
         result = await handler(params)
         return result if isinstance(result, web.Response) else web.json_response({"ok": True, "result": result})
 
@@ -245,7 +252,8 @@ class Emulator:
         offset = int(params.get("offset") or 0)
         timeout = float(params.get("timeout") or 0)
         limit = int(params.get("limit") or 100)
-        self.polls.append({"offset": offset or None, "timeout": timeout, "at": time.monotonic()})
+        at = time.monotonic()
+        self.polls.append({"offset": offset or None, "timeout": timeout, "at": at, "who": params.get("who")})
         if offset:
             # Confirmation: updates below the offset are forgotten for good.
             self.updates = [u for u in self.updates if u["update_id"] >= offset]

@@ -186,7 +186,10 @@ async def test_crash_after_append_before_confirming_is_absorbed(
     rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
 ) -> None:
     update = emu.push_message(emu.chat(777), "are you there?")
-    dying = await make_adapter(_DiesBeforeSavingOffset(rt.client, rt.keys, rt.inbox, rt.instance))
+    ctx = _DiesBeforeSavingOffset(
+        rt.client, rt.keys, rt.inbox, rt.instance, scripts=rt.scripts, leases=rt.settings.leases
+    )
+    dying = await make_adapter(ctx)
     await until(lambda: _appended(rt), what="the append")
     task = dying.bots[ACCOUNT]._task
     assert task is not None
