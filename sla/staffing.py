@@ -18,7 +18,10 @@ or power of A is formed, so it is exact in floating point for thousands of agent
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 
 @dataclass(frozen=True)
@@ -109,3 +112,30 @@ def _check(rate_per_hour: float, aht: float, target: float, within: float, max_o
         raise ValueError(f"answer time {within} s: must be 0 or more")
     if not 0 < max_occupancy <= 1:
         raise ValueError(f"maximum occupancy {max_occupancy}: must be above 0 and at most 1")
+
+
+#: Hours in a week; slot ``d * 24 + h`` is weekday ``d`` (0 = Monday), local hour ``h``.
+WEEK_HOURS = 7 * 24
+
+
+def weekly_rates(instants: Sequence[datetime], tz: ZoneInfo, first: datetime, last: datetime) -> list[float]:
+    """Arrivals per hour for each hour of the week (168 slots, local time in ``tz``), averaged
+    over the weeks observed: a slot's count divided by how many times that local hour occurs from
+    ``first``'s hour to ``last``'s (both included) — the span of the whole export, so that a
+    quiet group is not averaged over its own few messages only."""
+    counts = [0] * WEEK_HOURS
+    for at in instants:
+        if not first <= at <= last:
+            raise ValueError(f"arrival {at.isoformat()} outside the observed span")
+        counts[_slot(at, tz)] += 1
+    occurrences = [0] * WEEK_HOURS
+    hour = first.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+    while hour <= last:
+        occurrences[_slot(hour, tz)] += 1
+        hour += timedelta(hours=1)
+    return [c / n if n else 0.0 for c, n in zip(counts, occurrences, strict=True)]
+
+
+def _slot(at: datetime, tz: ZoneInfo) -> int:
+    local = at.astimezone(tz)
+    return local.weekday() * 24 + local.hour
