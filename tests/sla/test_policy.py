@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from sla import PolicyError, load
@@ -146,3 +148,13 @@ def test_yaml_problems() -> None:
     assert errors("- 1\n") == ["p.yaml:1:1: the SLA policy must be a YAML mapping"]
     duplicate = MINIMAL.replace("  P4: {}\n", "  P4: {}\n  P1: {}\n")
     assert "p.yaml:7:3: duplicate key 'P1'" in errors(duplicate)
+
+
+def test_the_documented_example_loads() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "sla.md").read_text(encoding="utf-8")
+    example = doc.split("```yaml\n", 1)[1].split("```", 1)[0]
+    policy = load(example, "docs/sla.md")
+    assert policy.target("first_response", 1, "security", ()) == 300  # the group override
+    assert policy.target("first_response", 3, "payments", {"vip"}) == 1800  # the tag override
+    assert policy.calendar("verification").tz.key == "Asia/Shanghai"
+    assert [s.point for s in policy.ladder("first_response")] == ["50%", "80%", "100%", "+30m"]
