@@ -26,7 +26,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from rules.document import ClockTime, Priority
+from rules.document import ClockTime, Priority, one_key_tag
 
 #: The measured targets, in the order the clock reports them.
 TARGETS: tuple[str, ...] = ("first_response", "next_response", "resolution")
@@ -249,7 +249,7 @@ class MoveGroup(_Strict):
     move_group: str = Field(min_length=1)
 
 
-ACTIONS: dict[str, type[_Strict]] = {
+ACTIONS: dict[str, type[BaseModel]] = {
     "notify": Notify,
     "raise_priority": RaisePriority,
     "reassign": Reassign,
@@ -267,12 +267,6 @@ def _action_shape(value: Any) -> Any:
     raise _error("action", "an action is a mapping with one key of {known}, not {value!r}", known=known, value=value)
 
 
-def _action_tag(value: Any) -> str | None:
-    if isinstance(value, dict):
-        return str(next(iter(value)))
-    return next((key for key, cls in ACTIONS.items() if type(value) is cls), None)
-
-
 Action = Annotated[
     Union[  # noqa: UP007 - Tag needs the typing.Union spelling inside Annotated
         Annotated[Notify, Tag("notify")],
@@ -280,7 +274,7 @@ Action = Annotated[
         Annotated[Reassign, Tag("reassign")],
         Annotated[MoveGroup, Tag("move_group")],
     ],
-    Discriminator(_action_tag),
+    Discriminator(one_key_tag(ACTIONS)),
     BeforeValidator(_action_shape),
 ]
 
