@@ -227,7 +227,8 @@ def _replay(history: list[Event]) -> tuple[list[_Span], list[Pause], list[tuple[
         if kind is EventKind.PRIORITY:
             if event.priority is None:
                 raise ClockError("'priority' needs the new priority")
-            priorities.append((at, event.priority))
+            if event.priority != priorities[-1][1]:  # setting the same priority again changes nothing
+                priorities.append((at, event.priority))
         elif kind is EventKind.WAITING_START and (not pauses or pauses[-1][1] is not None):
             pauses.append((at, None))
         elif (

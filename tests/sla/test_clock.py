@@ -141,6 +141,14 @@ def test_priority_change_retargets_from_the_change(policy: Policy) -> None:
     assert measure(state.measurements, "resolution").deadline == berlin(2026, 12, 7, 15, 0)
 
 
+def test_setting_the_same_priority_again_does_not_restart_the_clock(policy: Policy) -> None:
+    events = [Event(utc(10), K.OPENED, priority=1), Event(utc(10, 10), K.PRIORITY, priority=1)]
+    state = evaluate(policy, "security", (), events, utc(10, 20))
+    first = measure(state.measurements, "first_response")
+    assert (first.deadline, first.state) == (utc(10, 15), "breached")
+    assert [s.id for s in state.due] == ["first_response:0:0:0", "first_response:0:0:1", "first_response:0:0:2"]
+
+
 def test_a_breach_before_a_lowering_stays_a_breach(policy: Policy) -> None:
     events = [
         Event(utc(10), K.OPENED, priority=1),
