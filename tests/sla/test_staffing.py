@@ -9,6 +9,8 @@ with 11 agents the probability of waiting is 68.21%, the service level 39.0% and
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -87,3 +89,26 @@ def test_edges() -> None:
 def test_bad_inputs(args: tuple[float, float, float, float, float], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         staffing.agents_needed(*args)
+
+
+def test_weekly_rates_average_over_the_span() -> None:
+    utc = ZoneInfo("UTC")
+    first = datetime(2026, 11, 30, 0, 0, tzinfo=UTC)  # a Monday
+    last = first + timedelta(weeks=3) - timedelta(seconds=1)  # three whole weeks
+    arrivals = [first + timedelta(hours=9, minutes=m) for m in range(6)]  # six in the first Monday 09:00
+    rates = staffing.weekly_rates(arrivals, utc, first, last)
+    assert len(rates) == staffing.WEEK_HOURS
+    assert rates[9] == 2.0 and sum(rates) == 2.0  # 6 arrivals / 3 Mondays 09:00
+    # In Shanghai (UTC+8) the same instants are Monday 17:00.
+    assert staffing.weekly_rates(arrivals, ZoneInfo("Asia/Shanghai"), first, last)[17] == 2.0
+    with pytest.raises(ValueError, match="outside the observed span"):
+        staffing.weekly_rates([last + timedelta(hours=1)], utc, first, last)
+
+
+def test_weekly_rates_count_a_repeated_local_hour_twice() -> None:
+    # The week of 25 Oct 2026 in Berlin: Sunday 02:00-03:00 happens twice (CEST, then CET).
+    berlin = ZoneInfo("Europe/Berlin")
+    first = datetime(2026, 10, 19, 0, 0, tzinfo=berlin).astimezone(UTC)
+    last = datetime(2026, 10, 26, 0, 0, tzinfo=berlin).astimezone(UTC) - timedelta(seconds=1)
+    sunday_2am = [datetime(2026, 10, 25, 0, 30, tzinfo=UTC), datetime(2026, 10, 25, 1, 30, tzinfo=UTC)]
+    assert staffing.weekly_rates(sunday_2am, berlin, first, last)[6 * 24 + 2] == 1.0  # 2 arrivals / 2 occurrences
