@@ -478,6 +478,12 @@ async def _rules_published(rt: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_staffing(args: argparse.Namespace, settings: Settings) -> int:
+    from router import staffing_cli
+
+    return staffing_cli.run(args, sys.stdout, sys.stderr)
+
+
 # -- published triage models (router/model_cli.py) -----------------------------------------------
 def _model_versions_parsers(msub: Any) -> None:
     """``model publish|live|shadow|rollback|versions|status|train`` (router/model_cli.py)."""
@@ -715,6 +721,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = add("route", cmd_route, "route JSON lines from stdin offline (no Redis)")
     sp.add_argument("--rules")
+
+    from router import staffing_cli
+
+    staffing_cli.arguments(add("staffing", cmd_staffing, "agents needed per group and hour of the week (Erlang C)"))
 
     sp = add("bench", cmd_bench, "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak")
     targets = ["router", "rules", "append", "soak", "console", "review"]

@@ -12,7 +12,7 @@ values.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -412,14 +412,20 @@ def _type_name(value: Any) -> str:
     return "nothing" if value is None else type(value).__name__
 
 
-def _condition_tag(value: Any) -> str | None:
-    if isinstance(value, dict) and len(value) == 1:
-        (key,) = value
-        return str(key)
-    for key, cls in LEAF_KEYS.items():
-        if type(value) is cls:
-            return key
-    return None
+def one_key_tag(members: Mapping[str, type[BaseModel]]) -> Callable[[Any], str | None]:
+    """The discriminator of a union of one-key mappings (``{regex: …}``): the key as written, or
+    the key of an already built member. Shared with the SLA policy's actions (sla/document.py)."""
+
+    def tag(value: Any) -> str | None:
+        if isinstance(value, dict) and len(value) == 1:
+            (key,) = value
+            return str(key)
+        return next((key for key, cls in members.items() if type(value) is cls), None)
+
+    return tag
+
+
+_condition_tag = one_key_tag(LEAF_KEYS)
 
 
 Condition = Annotated[

@@ -90,10 +90,12 @@ class Positions:
         return target.start_mark.line + 1, target.start_mark.column + 1
 
 
-def load(text: str, filename: str = "<rules>") -> Loaded:
-    """Parse and validate a rule file; raise ``RuleSetError`` listing every error found."""
+def parse(text: str, filename: str) -> tuple[yaml.Node | None, Any]:
+    """YAML text -> (node tree, plain data) within the size limits below; ``RuleSetError`` with the
+    position for text that is not YAML or too large. Every YAML document validated the rules' way
+    parses through here: rule files, SLA policies (sla/policy.py)."""
     try:
-        root, data = _parse_yaml(text)
+        return _parse_yaml(text)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -105,6 +107,15 @@ def load(text: str, filename: str = "<rules>") -> Loaded:
         mark = exc.node.start_mark
         raise RuleSetError([RuleError(filename, mark.line + 1, mark.column + 1, None, exc.reason)]) from None
 
+
+def duplicate_keys(root: yaml.Node | None, filename: str) -> list[RuleError]:
+    """Every key written twice in one mapping of any such document (PyYAML keeps the last silently)."""
+    return _duplicate_keys(root, {}, filename)
+
+
+def load(text: str, filename: str = "<rules>") -> Loaded:
+    """Parse and validate a rule file; raise ``RuleSetError`` listing every error found."""
+    root, data = parse(text, filename)
     positions = Positions(root)
     errors: list[RuleError] = []
     if not isinstance(data, dict):
@@ -196,7 +207,12 @@ def _construct(loader: yaml.SafeLoader, node: yaml.Node, memo: dict[int, Any]) -
     if id(node) in memo:  # an alias: the same node object
         return memo[id(node)]
     if isinstance(node, yaml.ScalarNode):
-        value: Any = node.value if node.tag == _STR else loader.construct_object(node, deep=True)
+        try:
+            value: Any = node.value if node.tag == _STR else loader.construct_object(node, deep=True)
+        except ValueError as exc:  # a date that does not exist (2026-02-30): PyYAML gives no position
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{node.value} is not a {node.tag.rsplit(':', 1)[-1]} ({exc})", node.start_mark
+            ) from None
     elif isinstance(node, yaml.SequenceNode):
         value = [_construct(loader, item, memo) for item in node.value]
     elif isinstance(node, yaml.MappingNode) and all(

@@ -1,6 +1,7 @@
 """The import rules of docs/architecture.md, checked on the source tree (ast, no import executed).
 
 - ``rules/`` is a pure library: it imports nothing from ``router``, ``adapters`` or ``triage``;
+- ``sla/`` is pure too: the same, and it may use ``rules`` (the YAML loader, priorities);
 - ``router/`` imports nothing from ``adapters`` except the composition root, ``router/cli.py``;
 - ``adapters/`` import from the core only its public API for channels, ``router.channel``, and
   the rules library through its public API (``rules``);
@@ -52,8 +53,8 @@ def violations(path: Path) -> list[str]:
     layer = path.parts[0]
     for line, module in _imports(path):
         top = module.split(".", 1)[0]
-        if layer == "rules" and top in {"router", "adapters", "triage"}:
-            found.append(f"{path}:{line}: rules/ is pure, imports {module}")
+        if layer in ("rules", "sla") and top in {"router", "adapters", "triage"}:
+            found.append(f"{path}:{line}: {layer}/ is pure, imports {module}")
         elif layer == "router" and top == "adapters" and path != COMPOSITION_ROOT:
             found.append(f"{path}:{line}: only {COMPOSITION_ROOT} may import adapters ({module})")
         elif layer == "adapters" and top == "router" and module != CHANNEL_API:
@@ -72,7 +73,7 @@ def violations(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("layer", ["rules", "router", "adapters"])
+@pytest.mark.parametrize("layer", ["rules", "sla", "router", "adapters"])
 def test_imports_follow_the_layers(layer: str) -> None:
     sources = _sources(layer)
     assert len(sources) > 5, f"no sources found under {layer}/"
@@ -84,6 +85,7 @@ def test_the_check_catches_each_kind_of_violation(tmp_path: Path, monkeypatch: p
     """Each rule, broken once in a scratch tree laid out like the project, is reported."""
     files = {
         "rules/bad.py": "from router.config import Settings\n",
+        "sla/bad.py": "def f():\n    import router.redis\n",
         "router/bad.py": "def f():\n    import adapters.telegram\n",
         "router/cli.py": "import adapters\n",  # the composition root may
         "adapters/bad.py": (
@@ -99,6 +101,7 @@ def test_the_check_catches_each_kind_of_violation(tmp_path: Path, monkeypatch: p
     monkeypatch.setattr(__import__(__name__, fromlist=["ROOT"]), "ROOT", tmp_path)
     found = {name: violations(Path(name)) for name in files}
     assert found["rules/bad.py"] == ["rules/bad.py:1: rules/ is pure, imports router.config"]
+    assert found["sla/bad.py"] == ["sla/bad.py:2: sla/ is pure, imports router.redis"]
     assert found["router/bad.py"] == ["router/bad.py:2: only router/cli.py may import adapters (adapters.telegram)"]
     assert found["router/cli.py"] == []
     assert found["adapters/bad.py"] == [
