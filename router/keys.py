@@ -66,7 +66,10 @@ The Lua scripts derive keys from the prefix too (see router/lua/common.lua); the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 ROUTER_GROUP = "routers"
 SENDER_GROUP = "senders"
@@ -233,3 +236,82 @@ class Keys:
     @property
     def samples_lock(self) -> str:
         return self.prefix + "samples:lock"
+
+    @property
+    def shard_count(self) -> str:
+        return self.prefix + "shards"
+
+
+def hash_tag(prefix: str) -> tuple[int, int] | None:
+    """The positions of the braces of ``prefix``'s hash tag, as Redis finds it (the first '{' and
+    the first '}' after it, with something between), or None."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return (start, end) if end > start + 1 else None
+
+
+def shard_prefix(prefix: str, shard: int, count: int) -> str:
+    """The key prefix of shard ``shard`` of ``count``: ``prefix`` itself for one shard (the layout
+    of a deployment without shards), else ``prefix`` with its hash tag replaced by
+    ``{<tag>.s<shard>.<k>}`` (``prefix{s<shard>.<k>}:`` when it has none) for the smallest k whose
+    slot is in the shard's slice of the 16384 slots, ``[shard*16384/count, (shard+1)*16384/count)``.
+
+    ``redis-cli --cluster create`` gives each primary a contiguous slot range, so shards cut in
+    contiguous slices spread evenly over the primaries; a tag chosen by name alone (``{s17}``)
+    falls where CRC16 puts it, and 16 shards on 3 primaries came out 4/7/5.
+    """
+    if not 0 <= shard < count <= REDIS_CLUSTER_HASH_SLOTS:
+        raise ValueError(f"shard {shard} of {count}: want 0 <= shard < count <= {REDIS_CLUSTER_HASH_SLOTS}")
+    if count == 1:
+        return prefix
+    low = shard * REDIS_CLUSTER_HASH_SLOTS // count
+    high = (shard + 1) * REDIS_CLUSTER_HASH_SLOTS // count
+    tag = hash_tag(prefix)
+    base = prefix[tag[0] + 1 : tag[1]] + "." if tag else ""
+    k = 0
+    while not low <= key_slot(f"{base}s{shard}.{k}".encode()) < high:
+        k += 1  # about 16384/count tries on average
+    name = f"{base}s{shard}.{k}"
+    if tag:
+        return prefix[: tag[0] + 1] + name + prefix[tag[1] :]
+    return f"{prefix}{{{name}}}:"
+
+
+@dataclass(frozen=True)
+class Shards:
+    """The deployment's keys split into ``count`` virtual shards (docs/architecture.md, "Scale-out
+    and Redis Cluster"): ``home`` holds the keys no routing script touches, ``shard[i]`` those of
+    the conversations and messages of shard i. With one shard, shard 0 is the home prefix.
+
+    A conversation's id tells its shard: ``id = n * count + shard``, n its shard's ``seq:conv``.
+    """
+
+    prefix: str = "sb:"
+    count: int = 1
+    home: Keys = field(init=False)
+    shard: tuple[Keys, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Keys(self.prefix))
+        shards = tuple(Keys(shard_prefix(self.prefix, i, self.count)) for i in range(self.count))
+        object.__setattr__(self, "shard", shards)
+
+    def of_key(self, channel: str, account: str, key: str) -> int:
+        """The shard of the messages of a conversation key: a stable hash (CRC32, the same in
+        every process) of channel, account and key, so one conversation stays in one shard."""
+        return zlib.crc32(f"{channel}:{account}:{key}".encode()) % self.count
+
+    def of_conv(self, conv_id: str | int) -> int:
+        """The shard of a conversation id; ``ValueError`` when it is not one."""
+        n = int(conv_id)
+        if n < 1:
+            raise ValueError(f"conversation id {conv_id!r}: not a positive number")
+        return n % self.count
+
+    def conv_keys(self, conv_id: str | int) -> Keys:
+        """The keys of the shard holding conversation ``conv_id``."""
+        return self.shard[self.of_conv(conv_id)]
+
+    def conv_id(self, n: int, shard: int) -> int:
+        """The id of the ``n``-th conversation of ``shard``."""
+        return n * self.count + shard

@@ -20,7 +20,7 @@ from router.config import RulesSettings, Settings
 from router.conversations import Conversations
 from router.errors import ConfigError
 from router.inbox import Inbox
-from router.keys import Keys
+from router.keys import Shards
 from router.lifecycle import StopRequest
 from router.model import new_id
 from router.modelstore import ModelHolder, ModelStore
@@ -28,6 +28,7 @@ from router.queues import Queues
 from router.redis import check_cluster_prefix, check_version, connect
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
+from router.shards import check_shard_count
 from router.stats import StatsReader
 from rules import Engine
 from rules.intent import IntentModel, ModelError
@@ -60,7 +61,8 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.url = url
-        self.keys = Keys(settings.prefix)
+        self.shards = Shards(settings.prefix, settings.redis.shards)
+        self.keys = self.shards.home
         check_cluster_prefix(url, settings.prefix)
         self.client: aioredis.Redis = connect(url, max_connections=max_connections, wait_s=wait_s)
         self.scripts = Scripts.register(self.client)
@@ -83,6 +85,7 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         try:
             await check_version(self.client)
+            await check_shard_count(self.client, self.shards)
             await self.inbox.start()
         except BaseException:
             await self.client.aclose()  # __aexit__ does not run when entering fails

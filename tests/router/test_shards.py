@@ -1,0 +1,141 @@
+"""Virtual shards (router/keys.py ``Shards``, router/shards.py): balanced tags, stable shards,
+conversation ids that tell their shard, and a shard count fixed per deployment."""
+
+from __future__ import annotations
+
+import zlib
+from collections import Counter
+
+import pytest
+import redis as syncredis
+from redis.crc import key_slot
+
+from router.config import NOT_SHARD_AWARE, Settings, load_settings
+from router.errors import ConfigError
+from router.keys import Keys, Shards, shard_prefix
+from router.runtime import Runtime
+from router.shards import check_shard_count
+from tests.cluster import RedisClusterProcess
+
+pytestmark = pytest.mark.cluster
+
+
+def _primary_ranges(primaries: int) -> list[tuple[int, int]]:
+    """The slot ranges ``redis-cli --cluster create`` gives ``primaries`` primaries, as its
+    clusterManagerCommandCreate computes them (16384/primaries each, rounded; the last to the end)."""
+    per, ranges, first, cursor = 16384 / primaries, [], 0, 0.0
+    for i in range(primaries):
+        last = 16383 if i == primaries - 1 else round(cursor + per - 1)
+        ranges.append((first, last))
+        first, cursor = last + 1, cursor + per
+    return ranges
+
+
+def _spread(shards: Shards, ranges: list[tuple[int, int]]) -> list[int]:
+    slots = [key_slot(k.prefix.encode()) for k in shards.shard]
+    return [sum(low <= s <= high for s in slots) for low, high in ranges]
+
+
+@pytest.mark.parametrize("count", [12, 16])
+@pytest.mark.parametrize("prefix", ["{sb}:", "sb:", "{t01JX}:app:"])
+def test_shard_tags_are_balanced_over_contiguous_slot_ranges(prefix: str, count: int) -> None:
+    shards = Shards(prefix, count)
+    for i, keys in enumerate(shards.shard):
+        assert i * 16384 // count <= key_slot(keys.prefix.encode()) < (i + 1) * 16384 // count
+    assert len({k.prefix for k in shards.shard}) == count
+    for per_primary in _spread(shards, _primary_ranges(3)):
+        assert abs(per_primary - count / 3) <= 1
+
+
+def test_shard_prefixes_keep_the_deployment_and_one_shard_is_the_home_prefix() -> None:
+    assert Shards("{sb}:", 1).shard[0] == Keys("{sb}:") == Shards("{sb}:", 1).home
+    assert Shards("sb:", 1).shard[0].prefix == "sb:"
+    four = Shards("{sb}:app:", 4)
+    assert all(k.prefix.startswith("{sb.s") and k.prefix.endswith("}:app:") for k in four.shard)
+    assert Shards("sb:", 4).shard[2].prefix.startswith("sb:{s2.")
+    # Two deployments never share a shard prefix.
+    assert not {k.prefix for k in Shards("{a}:", 8).shard} & {k.prefix for k in Shards("{b}:", 8).shard}
+    with pytest.raises(ValueError):
+        shard_prefix("{sb}:", 4, 4)
+
+
+def test_every_key_of_a_shard_is_in_the_slot_of_its_prefix() -> None:
+    for keys in Shards("{sb}:", 5).shard:
+        slot = key_slot(keys.prefix.encode())
+        derived = [keys.inbox, keys.dead, keys.failures, keys.stats, keys.conv_seq, keys.closed, keys.labels]
+        derived += [keys.conv_key("telegram", "bot", "42"), keys.conv("17"), keys.history("17")]
+        derived += [keys.queue("payments"), keys.waiting("payments"), keys.agent("ann"), keys.events("payments")]
+        derived += [keys.outbox("email"), keys.delivery("17"), keys.request("r1"), keys.model_observed]
+        assert {key_slot(k.encode()) for k in derived} == {slot}
+
+
+def test_a_conversation_key_always_has_the_same_shard_and_keys_spread() -> None:
+    shards = Shards("{sb}:", 4)
+    keys = [("telegram", "bot", str(n)) for n in range(2000)]
+    first = [shards.of_key(*k) for k in keys]
+    assert [shards.of_key(*k) for k in keys] == first
+    # Stable across processes and versions: CRC32 of "channel:account:key", not Python's hash().
+    assert shards.of_key("email", "support", "<a@b>") == zlib.crc32(b"email:support:<a@b>") % 4
+    assert all(400 <= n <= 600 for n in Counter(first).values())
+    assert Shards("{sb}:", 1).of_key("telegram", "bot", "1") == 0
+
+
+def test_conversation_ids_tell_their_shard() -> None:
+    shards = Shards("{sb}:", 4)
+    for n in range(1, 50):
+        for i in range(4):
+            cid = shards.conv_id(n, i)
+            assert shards.of_conv(cid) == shards.of_conv(str(cid)) == i
+            assert shards.conv_keys(cid) == shards.shard[i]
+    assert len({shards.conv_id(n, i) for n in range(1, 50) for i in range(4)}) == 49 * 4
+    assert [Shards("{sb}:", 1).conv_id(n, 0) for n in (1, 2, 3)] == [1, 2, 3]  # unchanged ids
+    for bad in ("abc", "0", "-4", ""):
+        with pytest.raises(ValueError):
+            shards.of_conv(bad)
+
+
+def test_more_than_one_shard_is_refused_naming_what_is_not_shard_aware() -> None:
+    with pytest.raises(ConfigError, match=r"redis.shards: .*only 1 is supported yet") as caught:
+        load_settings(None, redis={"shards": 4})
+    assert NOT_SHARD_AWARE in str(caught.value)
+    with pytest.raises(ConfigError, match=r"redis\.shards"):
+        load_settings(None, redis={"shards": 0})
+    assert load_settings(None).redis.shards == 1
+
+
+async def test_the_first_start_records_the_count_and_another_count_is_refused(
+    settings: Settings, redis_url: str
+) -> None:
+    async with Runtime(settings, redis_url) as rt:
+        assert await rt.client.get(rt.keys.shard_count) == b"1"
+        # A deployment made with 4 shards (by a later version, or by hand): this one refuses it.
+        await rt.client.set(rt.keys.shard_count, 4)
+    with pytest.raises(ConfigError, match=r"redis.shards is 1, but .* was created with 4 shards"):
+        async with Runtime(settings, redis_url):
+            pass
+
+
+async def test_a_count_recorded_or_kept_by_the_keys_is_checked(settings: Settings, redis_url: str) -> None:
+    async with Runtime(settings, redis_url) as rt:  # records 1, and has an inbox (one-shard layout)
+        await rt.client.delete(rt.keys.shard_count)
+        with pytest.raises(ConfigError, match=r"already has an inbox .* in the one-shard layout"):
+            await check_shard_count(rt.client, Shards(settings.prefix, 4))
+        assert await rt.client.get(rt.keys.shard_count) is None
+        fresh = f"{settings.prefix}fresh:"
+        await check_shard_count(rt.client, Shards(fresh, 4))
+        await check_shard_count(rt.client, Shards(fresh, 4))  # the same count again: accepted
+        assert await rt.client.get(Keys(fresh).shard_count) == b"4"
+        with pytest.raises(ConfigError, match="created with 4 shards"):
+            await check_shard_count(rt.client, Shards(fresh, 1))
+
+
+def test_shards_of_a_deployment_spread_over_the_real_cluster(redis_cluster: RedisClusterProcess) -> None:
+    client = syncredis.Redis(port=redis_cluster.ports[0])
+    try:
+        served = client.execute_command("CLUSTER", "SLOTS")
+    finally:
+        client.close()
+    per_node = Counter[int]()
+    for start, end, primary, *_ in served:
+        per_node[int(primary[1])] += sum(start <= key_slot(k.prefix.encode()) <= end for k in Shards("{sb}:", 12).shard)
+    assert sorted(per_node.values()) == [4, 4, 4]
