@@ -277,6 +277,10 @@ def shard_prefix(prefix: str, shard: int, count: int) -> str:
     return f"{prefix}{{{name}}}:"
 
 
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
 @dataclass(frozen=True)
 class Shards:
     """The deployment's keys split into ``count`` virtual shards (docs/architecture.md, "Scale-out
@@ -311,6 +315,24 @@ class Shards:
     def conv_keys(self, conv_id: str | int) -> Keys:
         """The keys of the shard holding conversation ``conv_id``."""
         return self.shard[self.of_conv(conv_id)]
+
+    def glob(self, pattern: str) -> str:
+        """A SCAN pattern for the keys ``pattern`` (after the prefix) of every shard: one walk of
+        the keyspace instead of one per shard (the result may hold a key of none: use ``split``)."""
+        if self.count == 1:
+            return self.prefix + pattern
+        tag = hash_tag(self.prefix)
+        if tag is None:
+            return f"{_glob_escape(self.prefix)}{{s*}}:{pattern}"
+        head, base, tail = self.prefix[: tag[0] + 1], self.prefix[tag[0] + 1 : tag[1]], self.prefix[tag[1] :]
+        return f"{_glob_escape(head + base)}.s*{_glob_escape(tail)}{pattern}"
+
+    def split(self, key: str) -> tuple[int, str] | None:
+        """The shard of ``key`` and the key after its shard's prefix; None when in no shard."""
+        for i, keys in enumerate(self.shard):
+            if key.startswith(keys.prefix):
+                return i, key.removeprefix(keys.prefix)
+        return None
 
     def conv_id(self, n: int, shard: int) -> int:
         """The id of the ``n``-th conversation of ``shard``."""

@@ -80,7 +80,9 @@ async def serve(
         everything stopped) or a crashed task. Workers finish their batch first. ``announce`` runs once
     the services started (to print where the console listens, say)."""
     stopping = asyncio.Event()
-    pool = [Worker(rt) for _ in range(workers)]
+    # Each of the ``workers`` reads every shard (issue 16 phase 1; leases, to read only some, are
+    # phase 2): a worker loop per shard, each with its shard's recovery, reclaim and batching.
+    pool = [Worker(rt, shard=shard) for _ in range(workers) for shard in range(rt.shards.count)]
 
     def stop() -> None:
         stopping.set()
