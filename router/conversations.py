@@ -27,9 +27,6 @@ from router.scripts import Scripts, argv, map_error
 
 log = logging.getLogger("switchboard.conversations")
 
-#: Claims of a shard's queue head that another agent took first, before claim-next gives up.
-CLAIM_TRIES = 4
-
 
 def priority_label(prio: int) -> str:
     return f"P{prio}"
@@ -273,31 +270,34 @@ class Conversations:
 
     async def _claim_next(self, group: str, agent: str, rid: str, *, repeat: bool) -> str | None:
         """Claim-next over the queue's partitions: read every shard's head (one pipelined round),
-        claim the most urgent with the claim op of its shard; when another agent took it first,
-        read the heads again, up to ``CLAIM_TRIES`` times. Try ``n`` records its result under
-        request id ``{rid}.{n}`` in the shard it claims in (a lost race records '', which must not
-        answer a later try there); a ``repeat`` of the request first looks for a try that claimed."""
+        then pop the head of the shard whose head is the most urgent, with that shard's atomic
+        claim-next. Another agent may have popped it meanwhile: then this one gets the shard's
+        next, never nothing (a claim of the read id would lose the race, and 60 agents on 40
+        conversations got 9). Only a partition emptied meanwhile sends it back to read the heads,
+        up to shards + 2 times. Try ``n`` records its result under request id ``{rid}.{n}``
+        in its shard; a ``repeat`` of the request first looks for a try that claimed."""
         shards = self.shards.shard
+        tries = self.shards.count + 2
         if repeat:
             pipe = self.client.pipeline(transaction=False)
             for keys in shards:
-                for n in range(CLAIM_TRIES):
+                for n in range(tries):
                     pipe.get(keys.request(f"{rid}.{n}"))
             claimed = [str(done.decode()) for done in await pipe.execute() if done]
             if claimed:
                 return claimed[0]
-        for n in range(CLAIM_TRIES):
+        for n in range(tries):
             pipe = self.client.pipeline(transaction=False)
             for keys in shards:
                 pipe.zrange(keys.queue(group), 0, 0, withscores=True)
-            heads = [(head[0][1], i, head[0][0].decode()) for i, head in enumerate(await pipe.execute()) if head]
+            heads = [(head[0][1], i) for i, head in enumerate(await pipe.execute()) if head]
             if not heads:
                 return None
-            _, shard, cid = min(heads)  # the lowest score: priority, then due time
-            result = await self._op("claim", cid, f"{rid}.{n}", keys=shards[shard], group=group, by=agent)
+            _, shard = min(heads)  # the lowest score: priority, then due time
+            result = await self._op("claim", "", f"{rid}.{n}", keys=shards[shard], group=group, by=agent)
             if result:
                 return result
-        log.info("claim-next of %s for %s: another agent took each of %d heads first", group, agent, CLAIM_TRIES)
+        log.info("claim-next of %s for %s: %d partitions emptied under it; none claimed", group, agent, tries)
         return None
 
     async def release(self, conv_id: str, by: str, request_id: str | None = None) -> None:

@@ -3,8 +3,10 @@ conversation ids that tell their shard, and a shard count fixed per deployment."
 
 from __future__ import annotations
 
+import asyncio
 import zlib
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import pytest
 import redis as syncredis
@@ -15,7 +17,9 @@ from router.errors import ConfigError
 from router.keys import Keys, Shards, shard_prefix
 from router.runtime import Runtime
 from router.shards import check_shard_count
+from router.worker import Worker
 from tests.cluster import RedisClusterProcess
+from tests.router.helpers import drain, message
 
 pytestmark = pytest.mark.cluster
 
@@ -139,3 +143,102 @@ def test_shards_of_a_deployment_spread_over_the_real_cluster(redis_cluster: Redi
     for start, end, primary, *_ in served:
         per_node[int(primary[1])] += sum(start <= key_slot(k.prefix.encode()) <= end for k in Shards("{sb}:", 12).shard)
     assert sorted(per_node.values()) == [4, 4, 4]
+
+
+@pytest.fixture
+async def sharded(settings: Settings, redis_url: str) -> AsyncIterator[Runtime]:
+    """A runtime of a deployment with 4 shards. ``redis.shards`` > 1 is refused by the settings
+    until every part is shard-aware; this copy skips that check to test the parts that are."""
+    four = settings.model_copy(update={"redis": settings.redis.model_copy(update={"shards": 4})})
+    async with Runtime(four, redis_url) as runtime:
+        yield runtime
+
+
+async def _route_all(rt: Runtime) -> int:
+    return sum([await drain(Worker(rt, shard=i)) for i in range(rt.shards.count)])
+
+
+async def test_a_conversation_stays_in_its_shard(sharded: Runtime) -> None:
+    rt = sharded
+    users = [f"user{i}" for i in range(24)]
+    await rt.inbox.append_many([message("my deposit is missing", user=u) for u in users])
+    await rt.inbox.append_many([message("still missing", user=u) for u in users])
+    assert await _route_all(rt) == 48
+    seen = set()
+    for u in users:
+        shard = rt.shards.of_key("telegram", "bot1", u)
+        keys = rt.shards.shard[shard]
+        cid = (await rt.client.get(keys.conv_key("telegram", "bot1", u))).decode()
+        assert rt.shards.of_conv(cid) == shard
+        conv = await rt.conversations.get(cid)
+        assert (conv.key, conv.messages) == (u, 2)
+        assert [h.type for h in await rt.conversations.history(cid)] == ["inbound", "inbound"]
+        seen.add(shard)
+    assert seen == {0, 1, 2, 3}
+    assert len(await rt.queues.head("payments")) == 24
+    [stats] = await rt.queues.stats(["payments"])
+    assert stats.depth == 24 and stats.oldest_wait_s is not None
+    assert await rt.queues.groups_with_queues() == ["payments"]
+
+
+async def test_claim_next_takes_the_most_urgent_of_all_shards(sharded: Runtime) -> None:
+    rt = sharded
+    await rt.inbox.append_many([message("my deposit is missing", user=f"user{i}") for i in range(16)])
+    await _route_all(rt)
+    convs = await rt.queues.head("payments")
+    # One priority per conversation, spread over the shards: the queue's global order is theirs.
+    for i, conv in enumerate(convs):
+        await rt.conversations.set_priority(conv.id, 1 + i % 4, "lead")
+    # The global order, from each conversation's own state: priority, then due time.
+    everyone = [await rt.conversations.get(c.id) for c in convs]
+    expected = [c.id for c in sorted(everyone, key=lambda c: (c.priority, c.due_ms))]
+    assert [c.id for c in await rt.queues.head("payments")] == expected
+    assert len({rt.shards.of_conv(cid) for cid in expected[:4]}) > 1
+    claimed = [await rt.conversations.claim("payments", "ann") for _ in range(16)]
+    assert claimed == expected
+    assert await rt.conversations.claim("payments", "ann") is None
+    assert [c.id for c in await rt.conversations.of_agent("ann")] == sorted(expected, key=int)
+
+
+async def test_concurrent_claims_across_shards_never_double_assign(sharded: Runtime) -> None:
+    rt = sharded
+    await rt.inbox.append_many([message("my deposit is missing", user=f"user{i}") for i in range(40)])
+    await _route_all(rt)
+    results = await asyncio.gather(*(rt.conversations.claim("payments", f"agent{i % 12}") for i in range(60)))
+    claimed = [r for r in results if r is not None]
+    assert len(claimed) == len(set(claimed)) == 40
+    assert results.count(None) == 20  # no agent went empty-handed while a conversation waited
+    for i, cid in enumerate(results):
+        if cid is not None:
+            assert (await rt.conversations.get(cid)).agent == f"agent{i % 12}"
+
+
+async def test_a_repeated_claim_next_returns_what_it_claimed(sharded: Runtime) -> None:
+    rt = sharded
+    await rt.inbox.append_many([message("my deposit is missing", user=f"user{i}") for i in range(6)])
+    await _route_all(rt)
+    first = await rt.conversations.claim("payments", "ann", request_id="req-1")
+    assert first is not None
+    assert await rt.conversations.claim("payments", "ann", request_id="req-1") == first
+    assert len(await rt.queues.head("payments")) == 5
+
+
+async def test_every_key_routing_writes_is_in_the_slot_of_its_shard_prefix(sharded: Runtime) -> None:
+    """The route and conversation scripts get one shard's prefix as KEYS[1] and derive the rest:
+    each key they made must be in that prefix's slot (on a cluster, a key of another slot on the
+    same node would not even fail in Redis 6.2)."""
+    rt = sharded
+    await rt.inbox.append_many([message("my deposit is missing", user=f"user{i}") for i in range(20)])
+    await _route_all(rt)
+    cid = await rt.conversations.claim("payments", "ann")
+    assert cid is not None
+    await rt.conversations.reply(cid, "on it", "ann")
+    await rt.conversations.close(cid, "ann")
+    found = [k.decode() async for k in rt.client.scan_iter(match=rt.shards.glob("*"), count=1000)]
+    per_shard = Counter[int]()
+    for key in found:
+        where = rt.shards.split(key)
+        assert where is not None, key
+        assert key_slot(key.encode()) == key_slot(rt.shards.shard[where[0]].prefix.encode()), key
+        per_shard[where[0]] += 1
+    assert set(per_shard) == {0, 1, 2, 3}
