@@ -242,6 +242,14 @@ class Keys:
         return self.prefix + "shards"
 
 
+def entry_order(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id as a sortable pair (ms, sequence): the entries of several shards' streams
+    merge by it into one time order."""
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
 def hash_tag(prefix: str) -> tuple[int, int] | None:
     """The positions of the braces of ``prefix``'s hash tag, as Redis finds it (the first '{' and
     the first '}' after it, with something between), or None."""
@@ -306,7 +314,10 @@ class Shards:
         return zlib.crc32(f"{channel}:{account}:{key}".encode()) % self.count
 
     def of_conv(self, conv_id: str | int) -> int:
-        """The shard of a conversation id; ``ValueError`` when it is not one."""
+        """The shard of a conversation id; ``ValueError`` when it is not one (with one shard any
+        id is shard 0's, read as before shards: an unknown one is simply not found)."""
+        if self.count == 1:
+            return 0
         n = int(conv_id)
         if n < 1:
             raise ValueError(f"conversation id {conv_id!r}: not a positive number")

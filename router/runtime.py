@@ -21,6 +21,7 @@ from router.conversations import Conversations
 from router.errors import ConfigError
 from router.inbox import Inbox
 from router.keys import Shards
+from router.labels import Labels
 from router.lifecycle import StopRequest
 from router.model import new_id
 from router.modelstore import ModelHolder, ModelStore
@@ -71,8 +72,8 @@ class Runtime:
         self.queues = Queues(self.client, self.shards, self.conversations)
         self.rules = RuleStore(self.client, self.keys, self.compile, lambda: self.triage.refresh())
         audit = Audit(self.client, self.keys, settings.web.audit_max)
-        self.models = ModelStore(self.client, self.keys, self.fits, audit)
-        self.stats = StatsReader(self.client, self.keys, self.scripts, self.queues, self.rules, self.engine, settings)
+        self.models = ModelStore(self.client, self.keys, self.fits, audit, Labels(self.client, self.shards))
+        self.stats = StatsReader(self.client, self.shards, self.scripts, self.queues, self.rules, self.engine, settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
         self._triage: ModelHolder | None = None
@@ -155,4 +156,4 @@ class Runtime:
         return await self.engines.current(fresh=fresh)
 
     def channel_context(self) -> ChannelContext:
-        return ChannelContext(self.client, self.keys, self.inbox, self.instance, self.stop_request)
+        return ChannelContext(self.client, self.shards, self.inbox, self.instance, self.stop_request)

@@ -113,7 +113,7 @@ async def test_failed_delivery_is_recorded_and_not_retried(rt: Runtime) -> None:
     cid = await rt.conversations.claim("payments", "agent-a")
     assert cid
     await rt.conversations.reply(cid, "hi", "agent-a")
-    consumer = OutboxConsumer(rt.client, rt.keys, "telegram", "t1")
+    consumer = OutboxConsumer(rt.client, rt.shards, "telegram", "t1")
     calls = 0
 
     async def send(item: OutboxItem) -> str:

@@ -37,13 +37,13 @@ async def test_transfer_and_priority_change_label_the_routed_message(rt: Runtime
     await rt.conversations.set_priority(convs["u1"].id, 2, by="bob")
     await rt.conversations.set_priority(convs["u2"].id, 1, by="alice")
 
-    corrections = [c async for c in Labels(rt.client, rt.keys).corrections()]
+    corrections = [c async for c in Labels(rt.client, rt.shards).corrections()]
     assert [(c.kind, c.by, c.group, c.priority) for c in corrections] == [
         ("transfer", "alice", "trading", convs["u1"].priority),
         ("priority", "bob", "trading", 2),
         ("priority", "alice", convs["u2"].group, 1),
     ]
-    examples = await Labels(rt.client, rt.keys).examples()
+    examples = await Labels(rt.client, rt.shards).examples()
     assert [(e["text"][:13], e["expect"]) for e in examples] == [
         ("my withdrawal", {"group": "trading", "priority": "P2"}),  # its latest correction wins
         ("someone logge", {"group": convs["u2"].group, "priority": "P1"}),
@@ -91,7 +91,7 @@ async def test_a_close_labels_the_routed_message_with_its_reason_and_spam_is_lef
     with pytest.raises(BadRequest, match="close reason must be one of"):
         await rt.conversations.close(convs["c1"].id, by="alice", reason="bored")
 
-    labels = Labels(rt.client, rt.keys)
+    labels = Labels(rt.client, rt.shards)
     closes = [(c.kind, c.reason, c.group) async for c in labels.corrections() if c.kind == "close"]
     assert closes == [
         ("close", "resolved", convs["c1"].group),

@@ -75,7 +75,7 @@ async def test_replies_left_by_a_dead_sender_are_reclaimed_and_sent(rt: Runtime)
     await rt.client.xreadgroup(SENDER_GROUP, "telegram-dead", {stream: ">"})
     await _take_over(rt, "telegram-dead", idle=HOUR_MS)
     send = Sends(3, "message 1")
-    await _run_until(OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-live"), send)
+    await _run_until(OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-live"), send)
     assert sorted(send.ids) == sorted(r for _, r in replies)
     for cid, reply in replies:
         assert (await rt.conversations.deliveries(cid))[reply] == "delivered"
@@ -85,7 +85,7 @@ async def test_replies_left_by_a_dead_sender_are_reclaimed_and_sent(rt: Runtime)
 
 async def test_reply_taken_over_while_its_sender_waits_to_retry_is_not_sent_again(rt: Runtime) -> None:
     [(cid, reply)] = await _replies(rt, 1)
-    slow = OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-slow")
+    slow = OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-slow")
     slow_calls: list[str] = []
     refused = asyncio.Event()
 
@@ -101,7 +101,7 @@ async def test_reply_taken_over_while_its_sender_waits_to_retry_is_not_sent_agai
     # While it waits, another sender takes the entry over and sends it.
     await _take_over(rt, "telegram-other")
     other = Sends(1, "sent by the reclaimer")
-    await _run_until(OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-other"), other)
+    await _run_until(OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-other"), other)
     await asyncio.sleep(1.2)  # the slow sender's retry_after has passed: it looks again
     slow.stop()
     await asyncio.wait_for(slow_task, 5)
@@ -111,7 +111,7 @@ async def test_reply_taken_over_while_its_sender_waits_to_retry_is_not_sent_agai
 
 async def test_reply_sent_by_a_slow_sender_and_a_reclaimer_is_recorded_once(rt: Runtime) -> None:
     [(cid, reply)] = await _replies(rt, 1)
-    slow = OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-slow")
+    slow = OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-slow")
     started, release = asyncio.Event(), asyncio.Event()
 
     async def hanging(item: OutboxItem) -> str:
@@ -123,7 +123,7 @@ async def test_reply_sent_by_a_slow_sender_and_a_reclaimer_is_recorded_once(rt: 
     await asyncio.wait_for(started.wait(), 5)
     await _take_over(rt, "telegram-other")
     other = Sends(1, "first")
-    await _run_until(OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-other"), other)
+    await _run_until(OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-other"), other)
     release.set()  # the slow send (longer than claim_idle_ms) completes after all
     slow.stop()
     await asyncio.wait_for(slow_task, 5)
@@ -140,7 +140,7 @@ async def test_outbox_holds_only_replies_in_flight(rt: Runtime) -> None:
     assert [g["name"] for g in await rt.client.xinfo_groups(stream)] == [SENDER_GROUP.encode()]
     assert await rt.client.xlen(stream) == 20
     send = Sends(20)
-    await _run_until(OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-1"), send)
+    await _run_until(OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-1"), send)
     assert sorted(send.ids) == sorted(r for _, r in replies)
     for cid, reply in replies:
         assert (await rt.conversations.deliveries(cid))[reply] == "delivered"
