@@ -17,7 +17,7 @@ from typing import Any
 
 from router.config import Settings, load_settings
 from router.conversations import CLOSE_REASONS
-from router.errors import SwitchboardError
+from router.errors import ConfigError, SwitchboardError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -544,6 +544,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from router import bench_review
 
         return bench_review.main(settings, args.json, sys.stdout, args.messages or 50)
+    if settings.redis.shards > 1:
+        # Its figures read one shard's keys (the inbox, queues and events it measures).
+        raise ConfigError(
+            f"switchboard bench {args.target} measures a deployment of one shard; redis.shards is "
+            f'{settings.redis.shards} (docs/architecture.md, "Virtual shards")'
+        )
     if args.target == "soak":
         from router import bench_soak
 

@@ -26,12 +26,6 @@ from router.errors import ConfigError
 #: slice of 16 of the 16384 slots (router/keys.py shard_prefix), enough for 1024 primaries.
 MAX_SHARDS = 1024
 
-#: What still reads and writes one prefix only (issue 16 step 2), and so refuses ``redis.shards`` > 1.
-NOT_SHARD_AWARE = (
-    "not shard-aware yet: the inbox append, the worker's reads and reclaim, the route script's "
-    "conversation ids, the conversation operations and claim-next, queue listings, events, the "
-    "outbox senders, stats, dead letters, retention, the backlog checks and the console"
-)
 
 DEFAULT_CONFIG = Path("switchboard.toml")
 
@@ -47,13 +41,6 @@ class RedisSettings(BaseModel):
     # Redis Cluster"). Fixed per deployment: stored at the first start, and a process started with
     # another count refuses to start (changing it needs a migration, which does not exist yet).
     shards: int = Field(1, ge=1, le=MAX_SHARDS)
-
-    @field_validator("shards")
-    @classmethod
-    def _one_shard_for_now(cls, v: int) -> int:
-        if v > 1:
-            raise ValueError(f"{v} shards: only 1 is supported yet; {NOT_SHARD_AWARE}")
-        return v
 
 
 class InboxSettings(BaseModel):

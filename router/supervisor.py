@@ -25,7 +25,7 @@ from router.errors import ConfigError
 from router.lifecycle import Service, running, signals_stop, wait_or_stop
 from router.processes import ProcessSupervisor, RestartPolicy
 from router.runtime import Runtime
-from router.worker import Worker
+from router.worker import Workers
 
 
 async def publish_health(rt: Runtime, services: Sequence[Service]) -> None:
@@ -80,9 +80,7 @@ async def serve(
         everything stopped) or a crashed task. Workers finish their batch first. ``announce`` runs once
     the services started (to print where the console listens, say)."""
     stopping = asyncio.Event()
-    # Each of the ``workers`` reads every shard (issue 16 phase 1; leases, to read only some, are
-    # phase 2): a worker loop per shard, each with its shard's recovery, reclaim and batching.
-    pool = [Worker(rt, shard=shard) for _ in range(workers) for shard in range(rt.shards.count)]
+    pool = [Workers(rt) for _ in range(workers)]
 
     def stop() -> None:
         stopping.set()

@@ -88,9 +88,43 @@ def _stream_ms(entry_id: bytes | str) -> int:
     return int(raw.split("-", 1)[0])
 
 
+def _unique_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+
+
+def worker_name(rt: Runtime, shard: int, base: str | None = None) -> str:
+    """A worker's consumer name (``base``, else unique: host, pid, a random part), followed by
+    ``-s<shard>`` when there are several shards."""
+    base = base or _unique_name()
+    return f"{base}-s{shard}" if rt.shards.count > 1 else base
+
+
+class Workers:
+    """One router worker over every shard (issue 16 phase 1: every worker reads every shard): a
+    ``Worker`` per shard, run, stepped and stopped together."""
+
+    def __init__(self, rt: Runtime, name: str | None = None, *, settings: Settings | None = None) -> None:
+        base = name or _unique_name()
+        self.each = [
+            Worker(rt, worker_name(rt, shard, base), settings=settings, shard=shard) for shard in range(rt.shards.count)
+        ]
+
+    @property
+    def processed(self) -> int:
+        return sum(w.processed for w in self.each)
+
+    def stop(self) -> None:
+        """Finish the batches in hand, then return from ``run``."""
+        for w in self.each:
+            w.stop()
+
+    async def run(self) -> None:
+        await asyncio.gather(*(w.run() for w in self.each))
+
+
 class Worker:
     """One router worker of one shard's inbox; several (in one or more processes) share the
-    shard's consumer group, and a process runs one per shard (router/supervisor.py)."""
+    shard's consumer group; ``Workers`` runs one per shard."""
 
     def __init__(
         self, rt: Runtime, name: str | None = None, *, settings: Settings | None = None, shard: int = 0
@@ -103,8 +137,7 @@ class Worker:
         self.keys = rt.shards.shard[shard]
         self.home = rt.keys
         self.shard = shard
-        suffix = f"-s{shard}" if rt.shards.count > 1 else ""
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}{suffix}"
+        self.name = name or worker_name(rt, shard)
         self.scripts = rt.scripts
         # Settings of its own may name another rule file: then an engine of its own too.
         self.rules = rt.engines if settings is None else rt.engine_holder(self.settings)

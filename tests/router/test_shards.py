@@ -12,12 +12,13 @@ import pytest
 import redis as syncredis
 from redis.crc import key_slot
 
-from router.config import NOT_SHARD_AWARE, Settings, load_settings
+from router.config import Settings, load_settings
 from router.errors import ConfigError
+from router.events import GroupEvents
 from router.keys import Keys, Shards, shard_prefix
 from router.runtime import Runtime
 from router.shards import check_shard_count
-from router.worker import Worker
+from router.worker import Workers
 from tests.cluster import RedisClusterProcess
 from tests.router.helpers import drain, message
 
@@ -98,13 +99,12 @@ def test_conversation_ids_tell_their_shard() -> None:
             shards.of_conv(bad)
 
 
-def test_more_than_one_shard_is_refused_naming_what_is_not_shard_aware() -> None:
-    with pytest.raises(ConfigError, match=r"redis.shards: .*only 1 is supported yet") as caught:
-        load_settings(None, redis={"shards": 4})
-    assert NOT_SHARD_AWARE in str(caught.value)
-    with pytest.raises(ConfigError, match=r"redis\.shards"):
-        load_settings(None, redis={"shards": 0})
+def test_the_shard_count_setting() -> None:
     assert load_settings(None).redis.shards == 1
+    assert load_settings(None, redis={"shards": 12}).redis.shards == 12
+    for bad in (0, 1025):
+        with pytest.raises(ConfigError, match=r"redis\.shards"):
+            load_settings(None, redis={"shards": bad})
 
 
 async def test_the_first_start_records_the_count_and_another_count_is_refused(
@@ -147,15 +147,14 @@ def test_shards_of_a_deployment_spread_over_the_real_cluster(redis_cluster: Redi
 
 @pytest.fixture
 async def sharded(settings: Settings, redis_url: str) -> AsyncIterator[Runtime]:
-    """A runtime of a deployment with 4 shards. ``redis.shards`` > 1 is refused by the settings
-    until every part is shard-aware; this copy skips that check to test the parts that are."""
+    """A runtime of a deployment with 4 shards, on the single server too."""
     four = settings.model_copy(update={"redis": settings.redis.model_copy(update={"shards": 4})})
     async with Runtime(four, redis_url) as runtime:
         yield runtime
 
 
 async def _route_all(rt: Runtime) -> int:
-    return sum([await drain(Worker(rt, shard=i)) for i in range(rt.shards.count)])
+    return await drain(Workers(rt))
 
 
 async def test_a_conversation_stays_in_its_shard(sharded: Runtime) -> None:
@@ -242,3 +241,22 @@ async def test_every_key_routing_writes_is_in_the_slot_of_its_shard_prefix(shard
         assert key_slot(key.encode()) == key_slot(rt.shards.shard[where[0]].prefix.encode()), key
         per_shard[where[0]] += 1
     assert set(per_shard) == {0, 1, 2, 3}
+
+
+async def test_live_events_of_every_shard_are_read_from_their_positions(sharded: Runtime) -> None:
+    rt = sharded
+    events = GroupEvents(rt.client, rt.client, rt.shards)
+    positions = await events.ends(["payments"])
+    assert positions == {f"payments@{i}": "0-0" for i in range(4)}
+    await rt.inbox.append_many([message("my deposit is missing", user=f"user{i}") for i in range(12)])
+    await _route_all(rt)
+    created: list[str] = []
+    for _ in range(20):  # on a cluster each read answers with the slots that answered first
+        for event in await events.after(positions, 100):
+            positions[event.stream] = event.entry
+            created.append(event.conv)
+        if len(created) == 12:
+            break
+    assert sorted(created, key=int) == [c.id for c in sorted(await rt.queues.head("payments"), key=lambda c: int(c.id))]
+    assert {name for name, at in positions.items() if at != "0-0"} == {f"payments@{i}" for i in range(4)}
+    assert await events.after(positions, 50) == []  # nothing read twice
