@@ -1,67 +1,73 @@
-"""Every Redis key Switchboard uses, under one configurable prefix.
+"""Every Redis key Switchboard uses, under one configurable prefix and its shard prefixes.
 
-Layout (prefix ``sb:`` by default):
+Layout (prefix ``sb:`` by default). ``where``: ``home``, under the configured prefix; ``shard``,
+under the prefix of a virtual shard (``Shards``, below; ``redis.shards``): the keys a route or
+conversation script touches for one message or conversation, all in its shard's slot. With one
+shard (the default) shard 0's prefix is the home prefix: the layout of a deployment before shards.
 
-==============================  ========  ==========================================================
-key                             type      content
-==============================  ========  ==========================================================
-inbox                           stream    envelopes (field ``env``: JSON), consumer group ``routers``
-dead                            stream    dead letters: ``reason``, ``entry``, ``payload``, ``at``
-failures                        hash      inbox entry id -> last processing error (until dead-lettered)
-dedup:{channel}:{account}:{pid} string    inbox entry id of that platform message (TTL)
-seq:conv                        string    last conversation number
-ck:{channel}:{account}:{key}    string    conversation id for a conversation key
-conv:{id}                       hash      the conversation's state
-hist:{id}                       stream    the conversation's history (inbound, outbound, changes), capped
-closed                          zset      closed conversation id -> closed at (ms): the retention index
-retention:lock                  string    one retention sweep per interval across workers (TTL)
-retention:backfill              string    SCAN cursor indexing conversations closed before ``closed``; "done"
-queue:{group}                   zset      unassigned open conversations, score priority*1e13+due_ms
-waiting:{group}                 zset      same members, score waiting-since ms (oldest wait)
-agent:{name}                    set       conversations assigned to the agent
-events:{group}                  stream    live events for the group's consoles (capped)
-outbox:{channel}                stream    replies in flight (``item``), group ``senders``; deleted once recorded
-delivery:{conv}                 hash      reply id -> delivery status
-labels                          stream    agents' corrections (transfer, priority change): the routed message
-                                          as its history stores it, the group and priority it has now;
-                                          capped ~100,000 (router/labels.py)
-stats                           hash      counters (in:, dup:, refused:, routed:{channel}, dead, ...)
-health:{kind}:{name}            string    JSON health record with a TTL (worker, adapter, supervisor)
-cursor:{channel}:{account}      hash      an adapter's durable positions (update offset, UIDs ...)
-{channel}:…                     any       a channel's private data: its ``ChannelContext.store``
-                                          (router/channel.py), e.g. ``sandbox:{user}`` (stream:
-                                          replies delivered to a sandbox user), ``email:mid:
-                                          {account}:{msgid}`` (e-mail thread index, TTL)
-rules:active                    string    published rule-set version number
-rules:v:{n}                     hash      a published rule set: source, author, at, version hash
-rules:log                       stream    publish / rollback log
-model:seq                       string    last published triage model version number
-model:v:{n}                     hash      a published model: digest, author, at, comment, files (names
-                                          and sizes, JSON), meta (its triage.json)
-model:files:{n}                 hash      its files: name -> bytes (a few MB)
-model:live                      string    the live version (routes); none: the configured model
-model:shadow                    string    the shadow version (asked beside the live one, never routes)
-model:lives                     list      versions made live, newest first (rollback pops)
-model:log                       stream    publish / live / shadow / rollback log
-model:observed                  stream    the shadow's and live model's answers beside each routed
-                                          message (router/modelstore.py), capped ~20,000
-req:{id}                        string    a write's result under its request id (TTL 1 day), see
-                                          router/requests.py
-users                           set       web console user names
-user:{name}                     hash      a console user: role, groups (JSON), argon2 hash, token digest
-session:{digest}                string    a console session (JSON: user, csrf token), TTL; keyed digest
-token:{digest}                  string    user name of an API token (keyed digest of the token)
-ratelimit:{kind}:{who}          string    failed-login counter with the window as TTL
-canned                          hash      canned responses: title -> text
-web:secret                      string    generated session secret when none is configured
-samples                         stream    the dashboard's time series (field ``s``: JSON sample), capped
-samples:lock                    string    one sampler per interval across console processes (TTL)
-==============================  ========  ==========================================================
+==============================  =====  ========  ==========================================================
+key                             where  type      content
+==============================  =====  ========  ==========================================================
+inbox                           shard  stream    envelopes (field ``env``: JSON), consumer group ``routers``
+dead                            shard  stream    dead letters: ``reason``, ``entry``, ``payload``, ``at``
+failures                        shard  hash      inbox entry id -> last processing error (until dead-lettered)
+dedup:{channel}:{account}:{pid} shard  string    inbox entry id of that platform message (TTL)
+seq:conv                        shard  string    last conversation number
+ck:{channel}:{account}:{key}    shard  string    conversation id for a conversation key
+conv:{id}                       shard  hash      the conversation's state
+hist:{id}                       shard  stream    the conversation's history (inbound, outbound, changes), capped
+closed                          shard  zset      closed conversation id -> closed at (ms): the retention index
+retention:lock                  shard  string    one retention sweep per interval across workers (TTL)
+retention:backfill              shard  string    SCAN cursor indexing conversations closed before ``closed``; "done"
+queue:{group}                   shard  zset      unassigned open conversations, score priority*1e13+due_ms
+waiting:{group}                 shard  zset      same members, score waiting-since ms (oldest wait)
+agent:{name}                    shard  set       conversations assigned to the agent
+events:{group}                  shard  stream    live events for the group's consoles (capped)
+outbox:{channel}                shard  stream    replies in flight (``item``), group ``senders``; deleted once recorded
+delivery:{conv}                 shard  hash      reply id -> delivery status
+labels                          shard  stream    agents' corrections (transfer, priority change): the routed message
+                                                 as its history stores it, the group and priority it has now;
+                                                 capped ~100,000 (router/labels.py)
+stats                           shard  hash      counters (in:, dup:, refused:, routed:{channel}, dead, ...)
+health:{kind}:{name}            home   string    JSON health record with a TTL (worker, adapter, supervisor)
+cursor:{channel}:{account}      home   hash      an adapter's durable positions (update offset, UIDs ...)
+{channel}:…                     home   any       a channel's private data: its ``ChannelContext.store``
+                                                 (router/channel.py), e.g. ``sandbox:{user}`` (stream:
+                                                 replies delivered to a sandbox user), ``email:mid:
+                                                 {account}:{msgid}`` (e-mail thread index, TTL)
+rules:active                    home   string    published rule-set version number
+rules:v:{n}                     home   hash      a published rule set: source, author, at, version hash
+rules:log                       home   stream    publish / rollback log
+model:seq                       home   string    last published triage model version number
+model:v:{n}                     home   hash      a published model: digest, author, at, comment, files (names
+                                                 and sizes, JSON), meta (its triage.json)
+model:files:{n}                 home   hash      its files: name -> bytes (a few MB)
+model:live                      home   string    the live version (routes); none: the configured model
+model:shadow                    home   string    the shadow version (asked beside the live one, never routes)
+model:lives                     home   list      versions made live, newest first (rollback pops)
+model:log                       home   stream    publish / live / shadow / rollback log
+model:observed                  home   stream    the shadow's and live model's answers beside each routed
+                                                 message (router/modelstore.py), capped ~20,000
+req:{id}                        both   string    a write's result under its request id (TTL 1 day), see
+                                                 router/requests.py: a conversation write's in its
+                                                 shard, a publish's (rules) at home
+users                           home   set       web console user names
+user:{name}                     home   hash      a console user: role, groups (JSON), argon2 hash, token digest
+session:{digest}                home   string    a console session (JSON: user, csrf token), TTL; keyed digest
+token:{digest}                  home   string    user name of an API token (keyed digest of the token)
+ratelimit:{kind}:{who}          home   string    failed-login counter with the window as TTL
+canned                          home   hash      canned responses: title -> text
+web:secret                      home   string    generated session secret when none is configured
+samples                         home   stream    the dashboard's time series (field ``s``: JSON sample), capped
+samples:lock                    home   string    one sampler per interval across console processes (TTL)
+shards                          home   string    the shard count, recorded at the first start (router/shards.py)
+==============================  =====  ========  ==========================================================
 
 How long each key is kept (retention): docs/operations.md, "Retention".
 
-The Lua scripts derive keys from the prefix too (see router/lua/common.lua); they assume one Redis
-(or a managed primary), not a Cluster — see docs/architecture.md.
+The Lua scripts derive keys from the prefix they are given too (see router/lua/common.lua): a
+shard's prefix for the scripts of routing and conversations. Why each key is where it is, and what
+shard count to choose: docs/architecture.md, "Scale-out and Redis Cluster".
 """
 
 from __future__ import annotations
