@@ -63,7 +63,8 @@ class Labels:
         self._shards = shards
 
     async def corrections(self, *, batch: int = 1000) -> AsyncIterator[Correction]:
-        """Every correction, by time (stream id) over all shards."""
+        """Every correction, by time (stream id) over all shards: to the millisecond, since two
+        shards' streams number their entries each on its own (and on its node's clock)."""
         parts = [[c async for c in self._of_shard(keys.labels, batch)] for keys in self._shards.shard]
         for correction in heapq.merge(*parts, key=lambda c: entry_order(c.entry)):
             yield correction

@@ -1,5 +1,9 @@
 """The router worker: consume the inbox through one consumer group, route, write and ack atomically.
 
+A ``Worker`` reads one shard's inbox (router/keys.py Shards) and writes with that shard's prefix;
+``Workers``, what a worker process runs, is a ``Worker`` per shard. With one shard (the default)
+that is one loop over the one inbox.
+
 One loop per worker:
 
 1. read a batch (XREADGROUP ... ``>``), and ask for the next one at once (read ahead, answered
@@ -101,7 +105,7 @@ def worker_name(rt: Runtime, shard: int, base: str | None = None) -> str:
 
 class Workers:
     """One router worker over every shard (issue 16 phase 1: every worker reads every shard): a
-    ``Worker`` per shard, run, stepped and stopped together."""
+    ``Worker`` per shard, run and stopped together."""
 
     def __init__(self, rt: Runtime, name: str | None = None, *, settings: Settings | None = None) -> None:
         base = name or _unique_name()
