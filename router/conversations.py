@@ -14,9 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.config import Settings
 from router.errors import BadRequest, NotFound
@@ -262,11 +260,15 @@ class Conversations:
             result = await self._write("claim", conv_id, request_id, keys=one, group=group, by=agent)
             return result or None
         rid = request_id or new_id()
-        try:
-            return await self._claim_next(group, agent, rid, repeat=request_id is not None)
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            log.warning("request %s: connection lost (%s); sending it again", rid, exc)
-            return await self._claim_next(group, agent, rid, repeat=True)
+        # A request id of the caller's may have claimed before; one made here, only if sent again.
+        sent = request_id is not None
+
+        async def once() -> str | None:
+            nonlocal sent
+            repeat, sent = sent, True
+            return await self._claim_next(group, agent, rid, repeat=repeat)
+
+        return await retry_once(once, rid)
 
     async def _claim_next(self, group: str, agent: str, rid: str, *, repeat: bool) -> str | None:
         """Claim-next over the queue's partitions: read every shard's head (one pipelined round),

@@ -186,7 +186,7 @@ async def test_crash_after_append_before_confirming_is_absorbed(
     rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
 ) -> None:
     update = emu.push_message(emu.chat(777), "are you there?")
-    dying = await make_adapter(_DiesBeforeSavingOffset(rt.client, rt.keys, rt.inbox, rt.instance))
+    dying = await make_adapter(_DiesBeforeSavingOffset(rt.client, rt.shards, rt.inbox, rt.instance))
     await until(lambda: _appended(rt), what="the append")
     task = dying.bots[ACCOUNT]._task
     assert task is not None
