@@ -17,10 +17,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from router.cluster import at_slot
+from router.cluster import each_node
 from router.config import AlertSettings
-from router.keys import ROUTER_GROUP, SENDER_GROUP, Keys
-from router.scripts import Scripts, argv, run_many
+from router.keys import ROUTER_GROUP, SENDER_GROUP, Keys, Shards
+from router.scripts import Scripts, argv, run_per_prefix
 
 #: The most entries counted for a lag when Redis does not report it: bounds the cost of a scrape
 #: (the count runs inside Redis, ~500 entries per step); a larger lag shows as this number.
@@ -63,19 +63,32 @@ class Backlog:
 
 
 async def read_backlog(
-    client: aioredis.Redis, keys: Keys, scripts: Scripts, clock: Callable[[], float] = time.time
+    client: aioredis.Redis, shards: Shards, scripts: Scripts, clock: Callable[[], float] = time.time
 ) -> Backlog:
-    """The inbox and the outbox of every channel that ever had a reply (its ``out:`` counter)."""
-    channels = sorted(k.decode().removeprefix("out:") for k in await client.hkeys(keys.stats) if k.startswith(b"out:"))
-    streams = [(keys.inbox, ROUTER_GROUP)] + [(keys.outbox(ch), SENDER_GROUP) for ch in channels]
-    calls = [argv(keys.prefix, key.removeprefix(keys.prefix), group, LAG_COUNT_CAP) for key, group in streams]
-    answers = await run_many(client, scripts.backlog, calls)
-    memory = await client.info("memory", **at_slot(client, keys.inbox))
+    """The inbox and the outbox of every channel that ever had a reply (its ``out:`` counter),
+    each summed over the shards (its oldest pending entry: the oldest of any shard's), and the
+    memory of the fullest Redis node holding a shard."""
+    pipe = client.pipeline(transaction=False)
+    for keys in shards.shard:
+        pipe.hkeys(keys.stats)
+    counted = {k.decode() for found in await pipe.execute() for k in found}
+    channels = sorted(k.removeprefix("out:") for k in counted if k.startswith("out:"))
+    streams = [("inbox", ROUTER_GROUP)] + [(Keys("").outbox(ch), SENDER_GROUP) for ch in channels]
+    calls = [argv(keys.prefix, name, group, LAG_COUNT_CAP) for name, group in streams for keys in shards.shard]
+    answers = await run_per_prefix(client, scripts.backlog, calls)
     now_ms = clock() * 1000
-    inbox, *outboxes = (_stream(answer, now_ms) for answer in answers)
+    n = shards.count
+    inbox, *outboxes = (_sum([_stream(a, now_ms) for a in answers[i : i + n]]) for i in range(0, len(answers), n))
+    memories = [await client.info("memory", **node) for node in each_node(client, [k.inbox for k in shards.shard])]
+    memory = max(memories, key=_fullness)
     return Backlog(
         inbox, dict(zip(channels, outboxes, strict=True)), int(memory["used_memory"]), int(memory["maxmemory"])
     )
+
+
+def _fullness(memory: dict[str, Any]) -> tuple[float, int]:
+    used, limit = int(memory["used_memory"]), int(memory["maxmemory"])
+    return (used / limit if limit else 0.0, used)
 
 
 def _stream(answer: list[Any], now_ms: float) -> StreamBacklog:
@@ -83,6 +96,14 @@ def _stream(answer: list[Any], now_ms: float) -> StreamBacklog:
     oldest_id = oldest.decode() if isinstance(oldest, bytes) else str(oldest)
     age = max(0.0, (now_ms - int(oldest_id.split("-")[0])) / 1000) if oldest_id else None
     return StreamBacklog(int(length), int(lag), int(pending), age)
+
+
+def _sum(parts: list[StreamBacklog]) -> StreamBacklog:
+    """One stream's figures over its shards."""
+    ages = [p.oldest_pending_s for p in parts if p.oldest_pending_s is not None]
+    return StreamBacklog(
+        sum(p.length for p in parts), sum(p.lag for p in parts), sum(p.pending for p in parts), max(ages, default=None)
+    )
 
 
 def alerts(backlog: Backlog, limits: AlertSettings) -> list[str]:

@@ -17,7 +17,7 @@ from router.config import WebSettings
 from router.conversations import Conversations
 from router.events import GroupEvents
 from router.inbox import Inbox
-from router.keys import Keys
+from router.keys import Keys, entry_order
 from router.modelstore import ModelStore
 from router.outbox import FailedReply, failed_replies, retry_failed
 from router.queues import Queues
@@ -43,7 +43,7 @@ class Backoffice:
         self.samples = Samples(own.client, own.keys, web.sample_s)
         self.audit = Audit(own.client, own.keys, web.audit_max)
         self.limiter = LoginLimiter(own.client, own.keys, web)
-        self.events = GroupEvents(own.client, connect(rt.url, max_connections=web.max_streams + 4), own.keys)
+        self.events = GroupEvents(own.client, connect(rt.url, max_connections=web.max_streams + 4), own.shards)
         self._web = web
         # Set by start(): they need the session secret, which may live in Redis.
         self.users: Users
@@ -67,18 +67,23 @@ class Backoffice:
         """Raises when Redis does not answer (readiness)."""
         await self._rt.client.ping()
 
-    async def request_seen(self, request_id: str) -> bool:
-        """Whether a write with this request id ran already (router/requests.py)."""
-        return bool(await self._rt.client.exists(self.keys.request(request_id)))
+    async def request_seen(self, conv_id: str, request_id: str) -> bool:
+        """Whether a write on ``conv_id`` with this request id ran already (router/requests.py;
+        recorded in the conversation's shard)."""
+        return bool(await self._rt.client.exists(self._rt.shards.conv_keys(conv_id).request(request_id)))
 
     async def recent_inbox(self, count: int) -> list[tuple[str, bytes]]:
-        """The last ``count`` inbox entries, newest first: (entry id, encoded envelope); entries
-        without an envelope (scrubbed) are left out."""
-        entries = await self._rt.client.xrevrange(self.keys.inbox, count=count)
-        return [(entry_id.decode(), fields[b"env"]) for entry_id, fields in entries if b"env" in fields]
+        """The last ``count`` inbox entries over every shard, newest first: (entry id, encoded
+        envelope); entries without an envelope (scrubbed) are left out."""
+        pipe = self._rt.client.pipeline(transaction=False)
+        for keys in self._rt.shards.shard:
+            pipe.xrevrange(keys.inbox, count=count)
+        entries = [e for part in await pipe.execute() for e in part]
+        entries.sort(key=lambda e: entry_order(e[0]), reverse=True)
+        return [(entry_id.decode(), fields[b"env"]) for entry_id, fields in entries[:count] if b"env" in fields]
 
     async def failed_replies(self, conversation: str) -> list[FailedReply]:
-        return await failed_replies(self._rt.client, self.keys, conversation=conversation)
+        return await failed_replies(self._rt.client, self._rt.shards, conversation=conversation)
 
     async def retry_failed(self, replies: list[FailedReply], by: str) -> int:
-        return await retry_failed(self._rt.client, self.keys, replies, by)
+        return await retry_failed(self._rt.client, self._rt.shards, replies, by)

@@ -135,7 +135,7 @@ async def _main(settings: Settings, minutes: float, rate: int, users: int, sampl
                     sys.executable, "-m", "router", "worker", env=env, stdout=subprocess.DEVNULL
                 )
                 stop = asyncio.Event()
-                senders = [OutboxConsumer(rt.client, rt.keys, channel, "soak-sender") for channel in CHANNELS]
+                senders = [OutboxConsumer(rt.client, rt.shards, channel, "soak-sender") for channel in CHANNELS]
                 for sender in senders:
                     sender.start(_accept)
                 try:

@@ -17,7 +17,7 @@ import redis.asyncio as aioredis
 from router.config import LeaseSettings, config_error, read_secret
 from router.errors import AppendRefused, ConfigError, NotFound, SwitchboardError
 from router.inbox import Appended, Inbox
-from router.keys import Keys
+from router.keys import Keys, Shards
 from router.leases import Exclusive, Lease
 from router.lifecycle import Backoff, Service, keep_running, wait_or_stop
 from router.model import Attachment, Envelope, MessageKind, OutboxItem, Sender, encode, new_id, now
@@ -123,7 +123,7 @@ class ChannelContext:
     def __init__(
         self,
         client: aioredis.Redis,
-        keys: Keys,
+        shards: Shards,
         inbox: Inbox,
         instance: str,
         stop_all: Callable[[str], None] = lambda reason: None,
@@ -132,7 +132,8 @@ class ChannelContext:
         leases: LeaseSettings,
     ) -> None:
         self._client = client
-        self._keys = keys
+        self._shards = shards
+        self._keys = shards.home
         self._inbox = inbox
         self._scripts = scripts
         self._leases = leases
@@ -149,7 +150,7 @@ class ChannelContext:
         return await self._inbox.append_many(envs)
 
     def outbox(self, channel: str, **options: Any) -> OutboxConsumer:
-        return OutboxConsumer(self._client, self._keys, channel, f"{channel}-{self.instance}", **options)
+        return OutboxConsumer(self._client, self._shards, channel, f"{channel}-{self.instance}", **options)
 
     def exclusive(self, channel: str, account: str) -> Exclusive:
         """The lease ``adapter:{channel}:{account}``, held by this process (its ``instance``) while
@@ -187,14 +188,19 @@ class ChannelContext:
         the keys that have one; two pipelined round trips however many keys."""
         pipe = self._client.pipeline(transaction=False)
         for key in keys:
-            pipe.get(self._keys.conv_key(channel, account, key))
+            pipe.get(self._conv_keys(channel, account, key).conv_key(channel, account, key))
         ids = await pipe.execute()
         known = [(key, raw.decode()) for key, raw in zip(keys, ids, strict=True) if raw is not None]
-        for _, conv_id in known:
-            pipe.hget(self._keys.conv(conv_id), "status")
+        for key, conv_id in known:
+            pipe.hget(self._conv_keys(channel, account, key).conv(conv_id), "status")
         statuses = await pipe.execute()
         return {key: status.decode() for (key, _), status in zip(known, statuses, strict=True) if status is not None}
 
     async def conversation_exists(self, channel: str, account: str, key: str) -> bool:
         """Whether the router knows a conversation with this key (open or closed)."""
-        return bool(await self._client.exists(self._keys.conv_key(channel, account, key)))
+        ck = self._conv_keys(channel, account, key).conv_key(channel, account, key)
+        return bool(await self._client.exists(ck))
+
+    def _conv_keys(self, channel: str, account: str, key: str) -> Keys:
+        """The keys of the shard of a conversation key's messages (and so of its conversation)."""
+        return self._shards.shard[self._shards.of_key(channel, account, key)]

@@ -17,7 +17,7 @@ from typing import Any
 
 from router.config import Settings, load_settings
 from router.conversations import CLOSE_REASONS
-from router.errors import SwitchboardError
+from router.errors import ConfigError, SwitchboardError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -353,7 +353,7 @@ def _flight(s: dict[str, Any]) -> str:
 async def _dead(rt: Any, args: argparse.Namespace) -> int:
     from router.deadletters import DeadLetters
 
-    dead = DeadLetters(rt.client, rt.keys)
+    dead = DeadLetters(rt.client, rt.shards)
     if args.action == "list":
         items = await dead.entries(args.limit)
         if args.json:
@@ -381,8 +381,8 @@ async def _dead(rt: Any, args: argparse.Namespace) -> int:
 async def _outbox(rt: Any, args: argparse.Namespace) -> int:
     from router.outbox import failed_replies, retry_failed
 
-    failed = await failed_replies(rt.client, rt.keys, channel=args.channel, conversation=args.conversation)
-    queued = await retry_failed(rt.client, rt.keys, failed, args.by) if args.action == "retry" else 0
+    failed = await failed_replies(rt.client, rt.shards, channel=args.channel, conversation=args.conversation)
+    queued = await retry_failed(rt.client, rt.shards, failed, args.by) if args.action == "retry" else 0
     if args.json:
         _print_json({"failed": [f.to_dict() for f in failed], "queued": queued})
         return 0
@@ -526,7 +526,7 @@ def _model_versions_parsers(msub: Any) -> None:
 async def _model_export(rt: Any, args: argparse.Namespace) -> int:
     from router.labels import Labels
 
-    examples = await Labels(rt.client, rt.keys).examples()
+    examples = await Labels(rt.client, rt.shards).examples()
     lines = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples)
     if args.out is None:
         sys.stdout.write(lines)
@@ -550,6 +550,12 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from router import bench_review
 
         return bench_review.main(settings, args.json, sys.stdout, args.messages or 50)
+    if settings.redis.shards > 1:
+        # Its figures read one shard's keys (the inbox, queues and events it measures).
+        raise ConfigError(
+            f"switchboard bench {args.target} measures a deployment of one shard; redis.shards is "
+            f'{settings.redis.shards} (docs/architecture.md, "Virtual shards")'
+        )
     if args.target == "soak":
         from router import bench_soak
 

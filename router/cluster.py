@@ -21,6 +21,15 @@ def at_slot(client: aioredis.Redis, key: str) -> dict[str, Any]:
     return {}
 
 
+def each_node(client: aioredis.Redis, keys: list[str]) -> list[dict[str, Any]]:
+    """``at_slot`` of each node serving one of ``keys`` (the shards' keys), once per node; on a
+    single server the one server's (no arguments)."""
+    if not isinstance(client, RedisCluster):
+        return [{}]
+    nodes = {node.name: node for node in (client.get_node_from_key(key) for key in keys)}
+    return [{"target_nodes": node} for _, node in sorted(nodes.items())]
+
+
 async def scan_step(client: aioredis.Redis, cursor: int, *, match: str, count: int) -> tuple[int, list[bytes]]:
     """One SCAN call, its cursor a number to keep for the next one. On a cluster it scans the node
     serving the slot of ``match``'s hash tag (the deployment's prefix: all its keys are there),

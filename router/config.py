@@ -22,6 +22,11 @@ from pydantic_settings import (
 
 from router.errors import ConfigError
 
+#: The most virtual shards a deployment may have (``redis.shards``): each then has a contiguous
+#: slice of 16 of the 16384 slots (router/keys.py shard_prefix), enough for 1024 primaries.
+MAX_SHARDS = 1024
+
+
 DEFAULT_CONFIG = Path("switchboard.toml")
 
 
@@ -32,6 +37,10 @@ class RedisSettings(BaseModel):
     # The embedded server's memory limit (policy noeviction: writes are refused beyond it, appends
     # raise RedisFull and adapters retry later; nothing is ever evicted). "0": no limit.
     embedded_maxmemory: str = "2gb"
+    # Virtual shards of the inbox and conversation state (docs/architecture.md, "Scale-out and
+    # Redis Cluster"). Fixed per deployment: stored at the first start, and a process started with
+    # another count refuses to start (changing it needs a migration, which does not exist yet).
+    shards: int = Field(1, ge=1, le=MAX_SHARDS)
 
 
 class InboxSettings(BaseModel):

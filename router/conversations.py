@@ -9,6 +9,7 @@ twice, and a reply lost with its connection is recovered by sending it once more
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,10 +18,12 @@ from redis.exceptions import ResponseError
 
 from router.config import Settings
 from router.errors import BadRequest, NotFound
-from router.keys import Keys
+from router.keys import Keys, Shards
 from router.model import new_id, now
 from router.requests import REQUEST_TTL_MS, retry_once
 from router.scripts import Scripts, argv, map_error
+
+log = logging.getLogger("switchboard.conversations")
 
 
 def priority_label(prio: int) -> str:
@@ -165,18 +168,36 @@ def arrival_order(history: list[HistoryEntry]) -> list[HistoryEntry]:
 
 
 class Conversations:
-    def __init__(self, client: aioredis.Redis, settings: Settings, scripts: Scripts | None = None) -> None:
+    """Conversations over the deployment's shards: a conversation's keys are in the shard its id
+    tells (router/keys.py Shards); a group's queue is a partition per shard, merged on read."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        settings: Settings,
+        scripts: Scripts | None = None,
+        *,
+        shards: Shards | None = None,
+    ) -> None:
         self.client = client
-        self.keys = Keys(settings.prefix)
+        self.shards = shards or Shards(settings.prefix, settings.redis.shards)
         self.scripts = scripts or Scripts.register(client)
         # By priority number: the script picks the SLA of the priority the conversation has then.
         self._sla_ms = {k[1:]: v * 1000 for k, v in settings.conversations.sla_s.items()}
 
-    async def _op(self, op: str, conv_id: str, request_id: str = "", **args: Any) -> str:
+    def keys(self, conv_id: str) -> Keys:
+        """The keys of the shard holding ``conv_id`` (``NotFound`` for what is no conversation id)."""
+        try:
+            return self.shards.conv_keys(conv_id)
+        except ValueError:
+            raise NotFound(f"conversation {conv_id}") from None
+
+    async def _op(self, op: str, conv_id: str, request_id: str = "", *, keys: Keys | None = None, **args: Any) -> str:
+        """``op`` in the shard of ``conv_id`` (of ``keys`` for claim-next, whose id is '')."""
         try:
             result = await self.scripts.conv(
                 args=argv(
-                    self.keys.prefix,
+                    (keys or self.keys(conv_id)).prefix,
                     op,
                     conv_id,
                     json.dumps(args, ensure_ascii=False),
@@ -188,13 +209,15 @@ class Conversations:
             raise map_error(exc) from None
         return result.decode() if isinstance(result, bytes) else str(result)
 
-    async def _write(self, op: str, conv_id: str, request_id: str | None, **args: Any) -> str:
+    async def _write(
+        self, op: str, conv_id: str, request_id: str | None, *, keys: Keys | None = None, **args: Any
+    ) -> str:
         """``op`` keyed by ``request_id`` (made when None), sent once more on a lost connection."""
         rid = request_id or new_id()
-        return await retry_once(lambda: self._op(op, conv_id, rid, **args), rid)
+        return await retry_once(lambda: self._op(op, conv_id, rid, keys=keys, **args), rid)
 
     async def get(self, conv_id: str) -> Conversation:
-        data = await self.client.hgetall(self.keys.conv(conv_id))
+        data = await self.client.hgetall(self.keys(conv_id).conv(conv_id))
         if not data:
             raise NotFound(f"conversation {conv_id}")
         return Conversation.from_hash(data)
@@ -202,12 +225,12 @@ class Conversations:
     async def get_many(self, ids: list[str]) -> list[Conversation]:
         pipe = self.client.pipeline(transaction=False)
         for cid in ids:
-            pipe.hgetall(self.keys.conv(cid))
+            pipe.hgetall(self.keys(cid).conv(cid))
         return [Conversation.from_hash(d) for d in await pipe.execute() if d]
 
     async def history(self, conv_id: str, count: int | None = None) -> list[HistoryEntry]:
         """The conversation's history, inbound messages in arrival order (``arrival_order``)."""
-        entries = await self.client.xrange(self.keys.history(conv_id), count=count)
+        entries = await self.client.xrange(self.keys(conv_id).history(conv_id), count=count)
         out = []
         for eid, fields in entries:
             f = {k.decode(): v.decode() for k, v in fields.items()}
@@ -215,11 +238,15 @@ class Conversations:
         return arrival_order(out)
 
     async def deliveries(self, conv_id: str) -> dict[str, str]:
-        data = await self.client.hgetall(self.keys.delivery(conv_id))
+        data = await self.client.hgetall(self.keys(conv_id).delivery(conv_id))
         return {k.decode(): v.decode() for k, v in data.items()}
 
     async def of_agent(self, agent: str) -> list[Conversation]:
-        ids = sorted((m.decode() for m in await self.client.smembers(self.keys.agent(agent))), key=int)
+        """The agent's conversations: the union of its set in every shard."""
+        pipe = self.client.pipeline(transaction=False)
+        for keys in self.shards.shard:
+            pipe.smembers(keys.agent(agent))
+        ids = sorted((m.decode() for members in await pipe.execute() for m in members), key=int)
         return await self.get_many(ids)
 
     async def claim(self, group: str, agent: str, conv_id: str = "", request_id: str | None = None) -> str | None:
@@ -228,8 +255,52 @@ class Conversations:
         Atomic: concurrent claims never hand one conversation to two agents; a claim sent again
         with its request id returns the conversation it claimed the first time.
         """
-        result = await self._write("claim", conv_id, request_id, group=group, by=agent)
-        return result or None
+        if conv_id or self.shards.count == 1:
+            one = None if conv_id else self.shards.shard[0]
+            result = await self._write("claim", conv_id, request_id, keys=one, group=group, by=agent)
+            return result or None
+        rid = request_id or new_id()
+        # A request id of the caller's may have claimed before; one made here, only if sent again.
+        sent = request_id is not None
+
+        async def once() -> str | None:
+            nonlocal sent
+            repeat, sent = sent, True
+            return await self._claim_next(group, agent, rid, repeat=repeat)
+
+        return await retry_once(once, rid)
+
+    async def _claim_next(self, group: str, agent: str, rid: str, *, repeat: bool) -> str | None:
+        """Claim-next over the queue's partitions: read every shard's head (one pipelined round),
+        then pop the head of the shard whose head is the most urgent, with that shard's atomic
+        claim-next. Another agent may have popped it meanwhile: then this one gets the shard's
+        next, never nothing (a claim of the read id would lose the race, and 60 agents on 40
+        conversations got 9). Only a partition emptied meanwhile sends it back to read the heads,
+        up to shards + 2 times. Try ``n`` records its result under request id ``{rid}.{n}``
+        in its shard; a ``repeat`` of the request first looks for a try that claimed."""
+        shards = self.shards.shard
+        tries = self.shards.count + 2
+        if repeat:
+            pipe = self.client.pipeline(transaction=False)
+            for keys in shards:
+                for n in range(tries):
+                    pipe.get(keys.request(f"{rid}.{n}"))
+            claimed = [str(done.decode()) for done in await pipe.execute() if done]
+            if claimed:
+                return claimed[0]
+        for n in range(tries):
+            pipe = self.client.pipeline(transaction=False)
+            for keys in shards:
+                pipe.zrange(keys.queue(group), 0, 0, withscores=True)
+            heads = [(head[0][1], i) for i, head in enumerate(await pipe.execute()) if head]
+            if not heads:
+                return None
+            _, shard = min(heads)  # the lowest score: priority, then due time
+            result = await self._op("claim", "", f"{rid}.{n}", keys=shards[shard], group=group, by=agent)
+            if result:
+                return result
+        log.info("claim-next of %s for %s: %d partitions emptied under it; none claimed", group, agent, tries)
+        return None
 
     async def release(self, conv_id: str, by: str, request_id: str | None = None) -> None:
         await self._write("release", conv_id, request_id, by=by, sla_ms=self._sla_ms)
@@ -247,7 +318,7 @@ class Conversations:
         """Move the conversation to ``group`` (a label, unless ``review``). ``review``: the group
         the reviewer (router/review.py) read it in; then it moves only if still unclaimed there,
         and returns False where it did not."""
-        extra = {"review": review} if review else {}
+        extra: dict[str, Any] = {"review": review} if review else {}
         result = await self._write(
             "transfer", conv_id, request_id, group=group, by=by, reason=reason, sla_ms=self._sla_ms, **extra
         )
@@ -257,7 +328,7 @@ class Conversations:
         self, conv_id: str, priority: int, by: str, request_id: str | None = None, *, review: str | None = None
     ) -> bool:
         """Set the priority (a label, unless ``review``: as for ``transfer``)."""
-        extra = {"review": review} if review else {}
+        extra: dict[str, Any] = {"review": review} if review else {}
         return await self._write("priority", conv_id, request_id, prio=priority, by=by, **extra) != "stale"
 
     async def close(self, conv_id: str, by: str, reason: str = "", request_id: str | None = None) -> None:

@@ -13,8 +13,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from router.errors import BadRequest
 from router.inbox import scrubbed
-from router.keys import Keys
+from router.keys import Keys, Shards, entry_order
 from router.model import decode_envelope, encode
 from rules import redact_secrets
 
@@ -53,49 +54,70 @@ def _unretriable(fields: dict[bytes, bytes]) -> str | None:
 
 
 class DeadLetters:
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    """The dead-letter streams of every shard (the route script of each writes its own). A dead
+    letter's id is its entry id, followed by ``@shard`` when there are several shards."""
+
+    def __init__(self, client: aioredis.Redis, shards: Shards) -> None:
         self.client = client
-        self.keys = keys
+        self.shards = shards
+
+    def _name(self, shard: int, eid: bytes) -> str:
+        return eid.decode() if self.shards.count == 1 else f"{eid.decode()}@{shard}"
+
+    def _where(self, name: str) -> tuple[Keys, str]:
+        if self.shards.count == 1:
+            return self.shards.shard[0], name
+        eid, _, shard = name.rpartition("@")
+        if not eid or not shard.isdigit() or int(shard) >= self.shards.count:
+            raise BadRequest(f"dead letter {name!r}: want <entry id>@<shard> (as `switchboard dead list` shows)")
+        return self.shards.shard[int(shard)], eid
 
     async def entries(self, count: int = 100) -> list[dict[str, Any]]:
-        entries = await self.client.xrange(self.keys.dead, count=count)
+        """The oldest ``count`` dead letters over all shards."""
+        pipe = self.client.pipeline(transaction=False)
+        for keys in self.shards.shard:
+            pipe.xrange(keys.dead, count=count)
+        found = [(eid, shard, fields) for shard, part in enumerate(await pipe.execute()) for eid, fields in part]
+        found.sort(key=lambda e: (entry_order(e[0]), e[1]))
         out = []
-        for eid, fields in entries:
+        for eid, shard, fields in found[:count]:
             if fields.get(b"payload"):
                 fields[b"payload"] = masked(fields[b"payload"])
             f = {k.decode(): v.decode(errors="replace") for k, v in fields.items()}
-            out.append({"id": eid.decode(), **f})
+            out.append({"id": self._name(shard, eid), **f})
         return out
 
-    async def _select(self, ids: list[str] | None) -> list[Entry]:
+    async def _select(self, ids: list[str] | None) -> list[tuple[Keys, Entry]]:
         if ids is None:
-            return list(await self.client.xrange(self.keys.dead))
-        out = []
-        for i in ids:
-            out.extend(await self.client.xrange(self.keys.dead, i, i))
+            return [(keys, e) for keys in self.shards.shard for e in await self.client.xrange(keys.dead)]
+        out: list[tuple[Keys, Entry]] = []
+        for name in ids:
+            keys, eid = self._where(name)
+            out.extend((keys, e) for e in await self.client.xrange(keys.dead, eid, eid))
         return out
 
     async def retry(self, ids: list[str] | None) -> RetryResult:
         """Append each dead letter's envelope to the inbox again (a fresh entry, which names the
         first inbox entry of the message in ``retry_of``) and remove it here. A dead letter without
-        an envelope stays, and the result says why."""
+        an envelope stays, and the result says why. The inbox is the dead letter's shard's, which
+        is its conversation's."""
         retried = 0
         skipped: list[tuple[str, str]] = []
-        for eid, fields in await self._select(ids):
+        for keys, (eid, fields) in await self._select(ids):
             why = _unretriable(fields)
             if why is not None:
-                skipped.append((eid.decode(), why))
+                skipped.append((self._name(self.shards.shard.index(keys), eid), why))
                 continue
             first = fields.get(b"retry_of") or fields.get(b"entry", b"")
             pipe = self.client.pipeline(transaction=True)
-            pipe.xadd(self.keys.inbox, {"env": masked(fields[b"payload"]), "retry_of": first})
-            pipe.xdel(self.keys.dead, eid)
+            pipe.xadd(keys.inbox, {"env": masked(fields[b"payload"]), "retry_of": first})
+            pipe.xdel(keys.dead, eid)
             await pipe.execute()
             retried += 1
         return RetryResult(retried, skipped)
 
     async def drop(self, ids: list[str] | None) -> int:
-        selected = await self._select(ids)
-        if not selected:
-            return 0
-        return int(await self.client.xdel(self.keys.dead, *[eid for eid, _ in selected]))
+        dropped = 0
+        for keys, (eid, _) in await self._select(ids):
+            dropped += int(await self.client.xdel(keys.dead, eid))
+        return dropped

@@ -1,5 +1,11 @@
-"""Reading the group event streams (``events:{group}``, written by the route script and the
-conversation writes) for live views: where each stream ends now, and what came after a position.
+"""Reading the group event streams (``events:{group}`` of every shard, written by the route
+script and the conversation writes) for live views: where each stream ends now, and what came
+after a position.
+
+A live view keeps a position per stream, named by ``streams``: the group itself with one shard
+(as before shards), ``group@shard`` with several. On a single server every stream is read in one
+XREAD; on a Redis Cluster an XREAD stays in one slot, so the streams are read per shard at once,
+and the first answer wins (the others are cancelled: XREAD moves no position, nothing is lost).
 
 Reads that block (XREAD ... BLOCK) use a pool of their own, so that open live views never starve
 the rest of the process of connections.
@@ -7,18 +13,21 @@ the rest of the process of connections.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
 
-from router.keys import Keys
+from router.keys import Shards
 
 
 @dataclass(frozen=True, slots=True)
 class GroupEvent:
     group: str
+    stream: str  # the name of its stream's position (``GroupEvents.streams``)
     entry: str  # the stream entry id: the position after this event
     type: str
     conv: str
@@ -30,31 +39,51 @@ class GroupEvent:
 
 
 class GroupEvents:
-    def __init__(self, client: aioredis.Redis, blocking: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: aioredis.Redis, blocking: aioredis.Redis, shards: Shards) -> None:
         self._client = client
         self._blocking = blocking
-        self._keys = keys
+        self._shards = shards
+
+    def streams(self, groups: list[str]) -> dict[str, tuple[str, str]]:
+        """The position names of ``groups``' event streams: name -> (group, stream key)."""
+        if self._shards.count == 1:
+            return {g: (g, self._shards.home.events(g)) for g in groups}
+        return {f"{g}@{i}": (g, keys.events(g)) for g in groups for i, keys in enumerate(self._shards.shard)}
 
     async def ends(self, groups: list[str]) -> dict[str, str]:
-        """The id of each group's newest event ("0-0": none yet): reading from there gives what comes next."""
-        out = {}
-        for g in groups:
-            last = await self._client.xrevrange(self._keys.events(g), count=1)
-            out[g] = last[0][0].decode() if last else "0-0"
-        return out
+        """The id of each stream's newest event ("0-0": none yet), by position name: reading from
+        there gives what comes next."""
+        streams = self.streams(groups)
+        pipe = self._client.pipeline(transaction=False)
+        for _, key in streams.values():
+            pipe.xrevrange(key, count=1)
+        return {
+            name: last[0][0].decode() if last else "0-0"
+            for name, last in zip(streams, await pipe.execute(), strict=True)
+        }
 
     async def after(self, positions: dict[str, str], block_ms: int, count: int = 100) -> list[GroupEvent]:
-        """Events after each group's position, waiting up to ``block_ms`` for the first one."""
-        keys = {self._keys.events(g): g for g in positions}
-        reply = await self._blocking.xread({k: positions[g] for k, g in keys.items()}, block=block_ms, count=count)
+        """Events after each stream's position (``streams``' names), waiting up to ``block_ms``
+        for the first one."""
+        by_key = {key: (name, group) for name in positions for group, key in [self._stream(name)]}
+        if isinstance(self._blocking, RedisCluster):
+            parts: dict[int, dict[str, str]] = {}
+            for key, (name, _) in by_key.items():
+                parts.setdefault(self._blocking.keyslot(key), {})[key] = positions[name]
+            reply = await self._first(list(parts.values()), block_ms, count)
+        else:
+            reply = await self._blocking.xread(
+                {key: positions[name] for key, (name, _) in by_key.items()}, block=block_ms, count=count
+            )
         out = []
         for key, entries in reply or []:
-            group = keys[key.decode()]
+            name, group = by_key[key.decode()]
             for entry_id, fields in entries:
                 f = {k.decode(): v.decode() for k, v in fields.items()}
                 out.append(
                     GroupEvent(
                         group,
+                        name,
                         entry_id.decode(),
                         f.get("type", ""),
                         f.get("conv", ""),
@@ -62,6 +91,31 @@ class GroupEvents:
                         json.loads(f.get("data") or "{}"),
                     )
                 )
+        return out
+
+    def _stream(self, name: str) -> tuple[str, str]:
+        """The group and stream key of a position name (one of ``streams``')."""
+        if self._shards.count == 1:
+            return name, self._shards.home.events(name)
+        group, _, shard = name.rpartition("@")
+        return group, self._shards.shard[int(shard)].events(group)
+
+    async def _first(self, parts: list[dict[str, str]], block_ms: int, count: int) -> list[Any]:
+        """XREAD of each slot's streams at once; the replies of those that answered first."""
+        reads = [asyncio.ensure_future(self._blocking.xread(part, block=block_ms, count=count)) for part in parts]
+        try:
+            await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
+            # Those that answered within the same moment too: their events are as new.
+            await asyncio.sleep(0)
+        finally:
+            for read in reads:
+                if not read.done():
+                    read.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
+        out: list[Any] = []
+        for read in reads:
+            if read.done() and not read.cancelled():
+                out += read.result() or []
         return out
 
     async def close(self) -> None:

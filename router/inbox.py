@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -15,7 +17,7 @@ from router import durability
 from router.cluster import at_slot
 from router.config import InboxSettings
 from router.errors import AppendRefused, InboxFull, RedisFull
-from router.keys import ROUTER_GROUP, Keys
+from router.keys import ROUTER_GROUP, Keys, Shards
 from router.model import Envelope, encode
 from router.scripts import Scripts, argv, run_many
 from rules import redact_secrets
@@ -30,7 +32,7 @@ class Appended:
 
 
 class Inbox:
-    """Appends envelopes to the inbox stream.
+    """Appends envelopes to the inbox stream of their conversation's shard (router/keys.py Shards).
 
     An adapter confirms a message to its platform (update offset, IMAP cursor ...) only after
     ``append`` returned: the append is in Redis (on disk, with ``inbox.durability = "durable"``)
@@ -46,27 +48,28 @@ class Inbox:
     def __init__(
         self,
         client: aioredis.Redis,
-        keys: Keys,
+        shards: Shards,
         settings: InboxSettings,
         scripts: Scripts | None = None,
     ) -> None:
         self._client = client
-        self._keys = keys
+        self._shards = shards
         self._settings = settings
         self._scripts = scripts or Scripts.register(client)
-        self._wait: durability.Wait | None = None  # learnt from the server at start
+        # Per shard, learnt at start from the server holding it (on a cluster, a shard's node).
+        self._wait: list[durability.Wait | None] = []
         self._started = False
 
     async def start(self) -> None:
-        """Create the routers' group and learn how this server makes an append durable (a
+        """Create the routers' groups and learn how the server makes an append durable (a
         ConfigError when it cannot give ``inbox.durability``)."""
         await self.ensure_group()
-        self._wait = await durability.plan(self._client, self._settings, self._keys.inbox)
+        self._wait = [await durability.plan(self._client, self._settings, k.inbox) for k in self._shards.shard]
         self._started = True
 
-    def _args(self, env: Envelope) -> list[object]:
+    def _args(self, keys: Keys, env: Envelope) -> list[object]:
         return argv(
-            self._keys.prefix,
+            keys.prefix,
             f"{env.channel}:{env.account}:{env.platform_id}",
             self._settings.dedup_ttl_s,
             self._settings.maxlen,
@@ -84,33 +87,52 @@ class Inbox:
 
         Raises ``AppendRefused`` when any of them was refused (after every one was tried: those
         appended are deduplicated when the burst is sent again) or the burst was not made durable.
+        A burst over several shards is one round trip per shard, at once.
         """
         if not self._started:
             await self.start()
-        wait = self._wait
-        calls = [self._args(env) for env in envs]
-        then = wait.command if wait is not None else ()
-        results = await run_many(self._client, self._scripts.append, calls, raise_on_error=False, then=then)
-        wait_reply = results.pop() if wait is not None else None
-        failed = [r for r in results if isinstance(r, Exception) or r[0] == -1]
+        where = [self._shards.of_key(env.channel, env.account, env.conversation_key) for env in envs]
+        by_shard: dict[int, list[int]] = {}
+        for i, shard in enumerate(where):
+            by_shard.setdefault(shard, []).append(i)
+        sent = await asyncio.gather(*(self._append_shard(n, [envs[i] for i in at]) for n, at in by_shard.items()))
+        results: list[Any] = [None] * len(envs)
+        for at, (got, _) in zip(by_shard.values(), sent, strict=True):
+            for i, result in zip(at, got, strict=True):
+                results[i] = result
+        failed = [i for i, r in enumerate(results) if isinstance(r, Exception) or r[0] == -1]
         if failed:
-            first = failed[0]
-            exc = await self._refusal(first) if isinstance(first, Exception) else InboxFull(_str(first[1]))
+            first = results[failed[0]]
+            if isinstance(first, Exception):
+                exc = await self._refusal(first, self._shards.shard[where[failed[0]]])
+            else:
+                exc = InboxFull(_str(first[1]))
             if isinstance(exc, AppendRefused):
                 log.warning("inbox append refused for %d of %d messages: %s", len(failed), len(envs), exc)
             raise exc
-        if wait is not None:
-            wait.check(wait_reply)
+        for shard, (_, wait_reply) in zip(by_shard, sent, strict=True):
+            wait = self._wait[shard]
+            if wait is not None:
+                wait.check(wait_reply)
         return [Appended(_str(entry), status == 0) for status, entry in results]
 
-    async def _refusal(self, exc: Exception) -> Exception:
-        """A script's error as the refusal it is (Redis out of memory), else as it came."""
+    async def _append_shard(self, shard: int, envs: Sequence[Envelope]) -> tuple[list[Any], Any]:
+        """The append script's results for ``envs`` of one shard, and the reply of the command
+        that waits for their durability (None when there is none)."""
+        keys, wait = self._shards.shard[shard], self._wait[shard]
+        calls = [self._args(keys, env) for env in envs]
+        then = wait.command if wait is not None else ()
+        results = await run_many(self._client, self._scripts.append, calls, raise_on_error=False, then=then)
+        return results, results.pop() if wait is not None else None
+
+    async def _refusal(self, exc: Exception, keys: Keys) -> Exception:
+        """A script's error in ``keys``' shard as the refusal it is (Redis out of memory), else as
+        it came."""
         if "OOM" not in str(exc):
             return exc
         try:
-            limit = (await self._client.config_get("maxmemory", **at_slot(self._client, self._keys.inbox))).get(
-                "maxmemory", "?"
-            )
+            node = at_slot(self._client, keys.inbox)
+            limit = (await self._client.config_get("maxmemory", **node)).get("maxmemory", "?")
         except ResponseError:  # managed services may refuse CONFIG
             limit = "?"
         return RedisFull(
@@ -120,8 +142,9 @@ class Inbox:
         )
 
     async def ensure_group(self) -> None:
-        """Create the routers' consumer group (and the stream) if missing."""
-        await ensure_group(self._client, self._keys.inbox, ROUTER_GROUP)
+        """Create the routers' consumer group (and the stream) of every shard if missing."""
+        for keys in self._shards.shard:
+            await ensure_group(self._client, keys.inbox, ROUTER_GROUP)
 
 
 _IDENTIFIER = re.compile(r"(^|_)ids?$|references|reply_to")

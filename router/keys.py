@@ -1,77 +1,86 @@
-"""Every Redis key Switchboard uses, under one configurable prefix.
+"""Every Redis key Switchboard uses, under one configurable prefix and its shard prefixes.
 
-Layout (prefix ``sb:`` by default):
+Layout (prefix ``sb:`` by default). ``where``: ``home``, under the configured prefix; ``shard``,
+under the prefix of a virtual shard (``Shards``, below; ``redis.shards``): the keys a route or
+conversation script touches for one message or conversation, all in its shard's slot. With one
+shard (the default) shard 0's prefix is the home prefix: the layout of a deployment before shards.
 
-==============================  ========  ==========================================================
-key                             type      content
-==============================  ========  ==========================================================
-inbox                           stream    envelopes (field ``env``: JSON), consumer group ``routers``
-dead                            stream    dead letters: ``reason``, ``entry``, ``payload``, ``at``
-failures                        hash      inbox entry id -> last processing error (until dead-lettered)
-dedup:{channel}:{account}:{pid} string    inbox entry id of that platform message (TTL)
-seq:conv                        string    last conversation number
-ck:{channel}:{account}:{key}    string    conversation id for a conversation key
-conv:{id}                       hash      the conversation's state
-hist:{id}                       stream    the conversation's history (inbound, outbound, changes), capped
-closed                          zset      closed conversation id -> closed at (ms): the retention index
-retention:lock                  string    one retention sweep per interval across workers (TTL)
-retention:backfill              string    SCAN cursor indexing conversations closed before ``closed``; "done"
-queue:{group}                   zset      unassigned open conversations, score priority*1e13+due_ms
-waiting:{group}                 zset      same members, score waiting-since ms (oldest wait)
-agent:{name}                    set       conversations assigned to the agent
-events:{group}                  stream    live events for the group's consoles (capped)
-outbox:{channel}                stream    replies in flight (``item``), group ``senders``; deleted once recorded
-delivery:{conv}                 hash      reply id -> delivery status
-labels                          stream    agents' corrections (transfer, priority change): the routed message
-                                          as its history stores it, the group and priority it has now;
-                                          capped ~100,000 (router/labels.py)
-stats                           hash      counters (in:, dup:, refused:, routed:{channel}, dead, ...)
-health:{kind}:{name}            string    JSON health record with a TTL (worker, adapter, supervisor)
-lease:{name}                    hash      a fenced lease (router/leases.py): owner, fence, until (ms);
-                                          PX TTL. Names: ``adapter:{channel}:{account}``
-fence:{name}                    string    the last fence number handed out for lease {name} (no TTL)
-members:{group}                 zset      live members of a group -> heartbeat expiry (ms), PX TTL
-                                          (router/membership.py)
-cursor:{channel}:{account}      hash      an adapter's durable positions (update offset, UIDs ...)
-{channel}:…                     any       a channel's private data: its ``ChannelContext.store``
-                                          (router/channel.py), e.g. ``sandbox:{user}`` (stream:
-                                          replies delivered to a sandbox user), ``email:mid:
-                                          {account}:{msgid}`` (e-mail thread index, TTL)
-rules:active                    string    published rule-set version number
-rules:v:{n}                     hash      a published rule set: source, author, at, version hash
-rules:log                       stream    publish / rollback log
-model:seq                       string    last published triage model version number
-model:v:{n}                     hash      a published model: digest, author, at, comment, files (names
-                                          and sizes, JSON), meta (its triage.json)
-model:files:{n}                 hash      its files: name -> bytes (a few MB)
-model:live                      string    the live version (routes); none: the configured model
-model:shadow                    string    the shadow version (asked beside the live one, never routes)
-model:lives                     list      versions made live, newest first (rollback pops)
-model:log                       stream    publish / live / shadow / rollback log
-model:observed                  stream    the shadow's and live model's answers beside each routed
-                                          message (router/modelstore.py), capped ~20,000
-req:{id}                        string    a write's result under its request id (TTL 1 day), see
-                                          router/requests.py
-users                           set       web console user names
-user:{name}                     hash      a console user: role, groups (JSON), argon2 hash, token digest
-session:{digest}                string    a console session (JSON: user, csrf token), TTL; keyed digest
-token:{digest}                  string    user name of an API token (keyed digest of the token)
-ratelimit:{kind}:{who}          string    failed-login counter with the window as TTL
-canned                          hash      canned responses: title -> text
-web:secret                      string    generated session secret when none is configured
-samples                         stream    the dashboard's time series (field ``s``: JSON sample), capped
-samples:lock                    string    one sampler per interval across console processes (TTL)
-==============================  ========  ==========================================================
+==============================  =====  ========  ==========================================================
+key                             where  type      content
+==============================  =====  ========  ==========================================================
+inbox                           shard  stream    envelopes (field ``env``: JSON), consumer group ``routers``
+dead                            shard  stream    dead letters: ``reason``, ``entry``, ``payload``, ``at``
+failures                        shard  hash      inbox entry id -> last processing error (until dead-lettered)
+dedup:{channel}:{account}:{pid} shard  string    inbox entry id of that platform message (TTL)
+seq:conv                        shard  string    last conversation number
+ck:{channel}:{account}:{key}    shard  string    conversation id for a conversation key
+conv:{id}                       shard  hash      the conversation's state
+hist:{id}                       shard  stream    the conversation's history (inbound, outbound, changes), capped
+closed                          shard  zset      closed conversation id -> closed at (ms): the retention index
+retention:lock                  shard  string    one retention sweep per interval across workers (TTL)
+retention:backfill              shard  string    SCAN cursor indexing conversations closed before ``closed``; "done"
+queue:{group}                   shard  zset      unassigned open conversations, score priority*1e13+due_ms
+waiting:{group}                 shard  zset      same members, score waiting-since ms (oldest wait)
+agent:{name}                    shard  set       conversations assigned to the agent
+events:{group}                  shard  stream    live events for the group's consoles (capped)
+outbox:{channel}                shard  stream    replies in flight (``item``), group ``senders``; deleted once recorded
+delivery:{conv}                 shard  hash      reply id -> delivery status
+labels                          shard  stream    agents' corrections (transfer, priority change): the routed message
+                                                 as its history stores it, the group and priority it has now;
+                                                 capped ~100,000 (router/labels.py)
+stats                           shard  hash      counters (in:, dup:, refused:, routed:{channel}, dead, ...)
+health:{kind}:{name}            home   string    JSON health record with a TTL (worker, adapter, supervisor)
+lease:{name}                    home   hash      a fenced lease (router/leases.py): owner, fence, until (ms);
+                                                 PX TTL. Names: ``adapter:{channel}:{account}``
+fence:{name}                    home   string    the last fence number handed out for lease {name} (no TTL)
+members:{group}                 home   zset      live members of a group -> heartbeat expiry (ms), PX TTL
+                                                 (router/membership.py)
+cursor:{channel}:{account}      home   hash      an adapter's durable positions (update offset, UIDs ...)
+{channel}:…                     home   any       a channel's private data: its ``ChannelContext.store``
+                                                 (router/channel.py), e.g. ``sandbox:{user}`` (stream:
+                                                 replies delivered to a sandbox user), ``email:mid:
+                                                 {account}:{msgid}`` (e-mail thread index, TTL)
+rules:active                    home   string    published rule-set version number
+rules:v:{n}                     home   hash      a published rule set: source, author, at, version hash
+rules:log                       home   stream    publish / rollback log
+model:seq                       home   string    last published triage model version number
+model:v:{n}                     home   hash      a published model: digest, author, at, comment, files (names
+                                                 and sizes, JSON), meta (its triage.json)
+model:files:{n}                 home   hash      its files: name -> bytes (a few MB)
+model:live                      home   string    the live version (routes); none: the configured model
+model:shadow                    home   string    the shadow version (asked beside the live one, never routes)
+model:lives                     home   list      versions made live, newest first (rollback pops)
+model:log                       home   stream    publish / live / shadow / rollback log
+model:observed                  home   stream    the shadow's and live model's answers beside each routed
+                                                 message (router/modelstore.py), capped ~20,000
+req:{id}                        both   string    a write's result under its request id (TTL 1 day), see
+                                                 router/requests.py: a conversation write's in its
+                                                 shard, a publish's (rules) at home
+users                           home   set       web console user names
+user:{name}                     home   hash      a console user: role, groups (JSON), argon2 hash, token digest
+session:{digest}                home   string    a console session (JSON: user, csrf token), TTL; keyed digest
+token:{digest}                  home   string    user name of an API token (keyed digest of the token)
+ratelimit:{kind}:{who}          home   string    failed-login counter with the window as TTL
+canned                          home   hash      canned responses: title -> text
+web:secret                      home   string    generated session secret when none is configured
+samples                         home   stream    the dashboard's time series (field ``s``: JSON sample), capped
+samples:lock                    home   string    one sampler per interval across console processes (TTL)
+shards                          home   string    the shard count, recorded at the first start (router/shards.py)
+==============================  =====  ========  ==========================================================
 
 How long each key is kept (retention): docs/operations.md, "Retention".
 
-The Lua scripts derive keys from the prefix too (see router/lua/common.lua); they assume one Redis
-(or a managed primary), not a Cluster — see docs/architecture.md.
+The Lua scripts derive keys from the prefix they are given too (see router/lua/common.lua): a
+shard's prefix for the scripts of routing and conversations. Why each key is where it is, and what
+shard count to choose: docs/architecture.md, "Scale-out and Redis Cluster".
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import zlib
+from dataclasses import dataclass, field
+
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 ROUTER_GROUP = "routers"
 SENDER_GROUP = "senders"
@@ -245,3 +254,115 @@ class Keys:
     @property
     def samples_lock(self) -> str:
         return self.prefix + "samples:lock"
+
+    @property
+    def shard_count(self) -> str:
+        return self.prefix + "shards"
+
+
+def entry_order(entry_id: bytes | str) -> tuple[int, int]:
+    """A stream entry id as a sortable pair (ms, sequence): the entries of several shards' streams
+    merge by it into one time order."""
+    raw = entry_id.decode() if isinstance(entry_id, bytes) else entry_id
+    ms, _, seq = raw.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def hash_tag(prefix: str) -> tuple[int, int] | None:
+    """The positions of the braces of ``prefix``'s hash tag, as Redis finds it (the first '{' and
+    the first '}' after it, with something between), or None."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return (start, end) if end > start + 1 else None
+
+
+def shard_prefix(prefix: str, shard: int, count: int) -> str:
+    """The key prefix of shard ``shard`` of ``count``: ``prefix`` itself for one shard (the layout
+    of a deployment without shards), else ``prefix`` with its hash tag replaced by
+    ``{<tag>.s<shard>.<k>}`` (``prefix{s<shard>.<k>}:`` when it has none) for the smallest k whose
+    slot is in the shard's slice of the 16384 slots, ``[shard*16384/count, (shard+1)*16384/count)``.
+
+    ``redis-cli --cluster create`` gives each primary a contiguous slot range, so shards cut in
+    contiguous slices spread evenly over the primaries; a tag chosen by name alone (``{s17}``)
+    falls where CRC16 puts it, and 16 shards on 3 primaries came out 4/7/5.
+    """
+    if not 0 <= shard < count <= REDIS_CLUSTER_HASH_SLOTS:
+        raise ValueError(f"shard {shard} of {count}: want 0 <= shard < count <= {REDIS_CLUSTER_HASH_SLOTS}")
+    if count == 1:
+        return prefix
+    low = shard * REDIS_CLUSTER_HASH_SLOTS // count
+    high = (shard + 1) * REDIS_CLUSTER_HASH_SLOTS // count
+    tag = hash_tag(prefix)
+    base = prefix[tag[0] + 1 : tag[1]] + "." if tag else ""
+    k = 0
+    while not low <= key_slot(f"{base}s{shard}.{k}".encode()) < high:
+        k += 1  # about 16384/count tries on average
+    name = f"{base}s{shard}.{k}"
+    if tag:
+        return prefix[: tag[0] + 1] + name + prefix[tag[1] :]
+    return f"{prefix}{{{name}}}:"
+
+
+def _glob_escape(text: str) -> str:
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
+
+
+@dataclass(frozen=True)
+class Shards:
+    """The deployment's keys split into ``count`` virtual shards (docs/architecture.md, "Scale-out
+    and Redis Cluster"): ``home`` holds the keys no routing script touches, ``shard[i]`` those of
+    the conversations and messages of shard i. With one shard, shard 0 is the home prefix.
+
+    A conversation's id tells its shard: ``id = n * count + shard``, n its shard's ``seq:conv``.
+    """
+
+    prefix: str = "sb:"
+    count: int = 1
+    home: Keys = field(init=False)
+    shard: tuple[Keys, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "home", Keys(self.prefix))
+        shards = tuple(Keys(shard_prefix(self.prefix, i, self.count)) for i in range(self.count))
+        object.__setattr__(self, "shard", shards)
+
+    def of_key(self, channel: str, account: str, key: str) -> int:
+        """The shard of the messages of a conversation key: a stable hash (CRC32, the same in
+        every process) of channel, account and key, so one conversation stays in one shard."""
+        return zlib.crc32(f"{channel}:{account}:{key}".encode()) % self.count
+
+    def of_conv(self, conv_id: str | int) -> int:
+        """The shard of a conversation id; ``ValueError`` when it is not one (with one shard any
+        id is shard 0's, read as before shards: an unknown one is simply not found)."""
+        if self.count == 1:
+            return 0
+        n = int(conv_id)
+        if n < 1:
+            raise ValueError(f"conversation id {conv_id!r}: not a positive number")
+        return n % self.count
+
+    def conv_keys(self, conv_id: str | int) -> Keys:
+        """The keys of the shard holding conversation ``conv_id``."""
+        return self.shard[self.of_conv(conv_id)]
+
+    def glob(self, pattern: str) -> str:
+        """A SCAN pattern for the keys ``pattern`` (after the prefix) of every shard: one walk of
+        the keyspace instead of one per shard (the result may hold a key of none: use ``split``)."""
+        if self.count == 1:
+            return self.prefix + pattern
+        tag = hash_tag(self.prefix)
+        if tag is None:
+            return f"{_glob_escape(self.prefix)}{{s*}}:{pattern}"
+        head, base, tail = self.prefix[: tag[0] + 1], self.prefix[tag[0] + 1 : tag[1]], self.prefix[tag[1] :]
+        return f"{_glob_escape(head + base)}.s*{_glob_escape(tail)}{pattern}"
+
+    def split(self, key: str) -> tuple[int, str] | None:
+        """The shard of ``key`` and the key after its shard's prefix; None when in no shard."""
+        for i, keys in enumerate(self.shard):
+            if key.startswith(keys.prefix):
+                return i, key.removeprefix(keys.prefix)
+        return None
+
+    def conv_id(self, n: int, shard: int) -> int:
+        """The id of the ``n``-th conversation of ``shard``."""
+        return n * self.count + shard

@@ -12,6 +12,7 @@ the corpus format of ``triage/corpus/`` (one per message: its latest label wins)
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from router.keys import Keys
+from router.keys import Shards, entry_order
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +55,24 @@ class Correction:
 
 
 class Labels:
-    """The ``labels`` stream, read oldest first."""
+    """The ``labels`` streams (one per shard: the conversation script of each writes its own), read
+    oldest first across the shards."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: aioredis.Redis, shards: Shards) -> None:
         self._client = client
-        self._keys = keys
+        self._shards = shards
 
     async def corrections(self, *, batch: int = 1000) -> AsyncIterator[Correction]:
+        """Every correction, by time (stream id) over all shards: to the millisecond, since two
+        shards' streams number their entries each on its own (and on its node's clock)."""
+        parts = [[c async for c in self._of_shard(keys.labels, batch)] for keys in self._shards.shard]
+        for correction in heapq.merge(*parts, key=lambda c: entry_order(c.entry)):
+            yield correction
+
+    async def _of_shard(self, stream: str, batch: int) -> AsyncIterator[Correction]:
         after = "-"
         while True:
-            entries = await self._client.xrange(self._keys.labels, min=after, max="+", count=batch)
+            entries = await self._client.xrange(stream, min=after, max="+", count=batch)
             for raw_id, fields in entries:
                 f = {k.decode(): v.decode() for k, v in fields.items()}
                 yield Correction(

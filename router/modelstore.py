@@ -113,9 +113,10 @@ def load_files(files: Mapping[str, bytes]) -> IntentModel:
 
 
 class ModelStore:
-    def __init__(self, client: aioredis.Redis, keys: Keys, fits: Fits, audit: Audit) -> None:
+    def __init__(self, client: aioredis.Redis, keys: Keys, fits: Fits, audit: Audit, labels: Labels) -> None:
         self._client = client
         self._keys = keys
+        self._labels = labels
         self._fits = fits
         self._audit = audit
 
@@ -297,7 +298,7 @@ class ModelStore:
         state = await self.state()
         corrected: dict[str, tuple[str, str]] = {}
         closed: dict[str, tuple[str, str]] = {}
-        async for c in Labels(self._client, self._keys).corrections():
+        async for c in self._labels.corrections():
             msg, right = str(c.message.get("msg")), (c.group, f"P{c.priority}")
             if c.kind != "close":
                 corrected[msg] = right  # the latest wins

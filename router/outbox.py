@@ -35,7 +35,7 @@ from redis.exceptions import ResponseError
 
 from router.errors import SwitchboardError
 from router.inbox import ensure_group
-from router.keys import SENDER_GROUP, Keys
+from router.keys import SENDER_GROUP, Keys, Shards
 from router.lifecycle import Backoff, keep_running
 from router.model import OutboxItem, decode_outbox, now
 from router.redis import TRANSIENT_ERRORS
@@ -71,17 +71,24 @@ class FailedReply:
 
 
 async def failed_replies(
-    client: aioredis.Redis, keys: Keys, *, channel: str | None = None, conversation: str | None = None
+    client: aioredis.Redis, shards: Shards, *, channel: str | None = None, conversation: str | None = None
 ) -> list[FailedReply]:
     """The failed replies of one conversation, or of every conversation (a SCAN of the delivery
-    records: an admin's occasional command), optionally only those on ``channel``."""
+    records of every shard: an admin's occasional command), optionally only those on ``channel``."""
     if conversation is not None:
         convs = [conversation]
     else:
-        pattern, start = keys.delivery("*"), len(keys.delivery(""))
-        convs = sorted({k.decode()[start:] async for k in client.scan_iter(match=pattern, count=1000)}, key=_conv_order)
+        found = set()
+        async for key in client.scan_iter(
+            match=shards.glob(shards.home.delivery("*")[len(shards.prefix) :]), count=1000
+        ):
+            where = shards.split(key.decode())
+            if where is not None and where[1].startswith("delivery:"):
+                found.add(where[1].removeprefix("delivery:"))
+        convs = sorted(found, key=_conv_order)
     out: list[FailedReply] = []
     for cid in convs:
+        keys = shards.conv_keys(cid)
         records = await client.hgetall(keys.delivery(cid))
         failed = {k.decode() for k, v in records.items() if v == b"failed"}
         if failed:
@@ -115,7 +122,7 @@ async def _from_history(
     ]
 
 
-async def retry_failed(client: aioredis.Redis, keys: Keys, replies: list[FailedReply], by: str) -> int:
+async def retry_failed(client: aioredis.Redis, shards: Shards, replies: list[FailedReply], by: str) -> int:
     """Queue each failed reply on its channel's outbox again; how many were (one already retried
     by someone else, or recorded otherwise meanwhile, is skipped)."""
     scripts = Scripts.register(client)
@@ -123,7 +130,14 @@ async def retry_failed(client: aioredis.Redis, keys: Keys, replies: list[FailedR
     for failed in replies:
         entry = {"reply": failed.reply, "status": "queued", "detail": f"sent again by {by}", "by": by, "at": now()}
         answer = await scripts.requeue(
-            args=argv(keys.prefix, failed.conversation, failed.reply, failed.channel, failed.item, json.dumps(entry))
+            args=argv(
+                shards.conv_keys(failed.conversation).prefix,
+                failed.conversation,
+                failed.reply,
+                failed.channel,
+                failed.item,
+                json.dumps(entry),
+            )
         )
         if (answer.decode() if isinstance(answer, bytes) else str(answer)) == "ok":
             queued += 1
@@ -135,10 +149,14 @@ SendFn = Callable[[OutboxItem], Awaitable[str | None]]
 
 
 class OutboxConsumer:
+    """The sender of one channel's replies: it consumes the channel's outbox stream of every shard
+    (a reader per shard, sharing the concurrency), and records each outcome in the reply's
+    conversation, whose shard is the stream's."""
+
     def __init__(
         self,
         client: aioredis.Redis,
-        keys: Keys,
+        shards: Shards,
         channel: str,
         consumer: str,
         *,
@@ -148,7 +166,7 @@ class OutboxConsumer:
         block_ms: int = 250,
     ) -> None:
         self.client = client
-        self.keys = keys
+        self.shards = shards
         self.channel = channel
         self.consumer = consumer
         self.max_attempts = max_attempts
@@ -159,7 +177,8 @@ class OutboxConsumer:
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._in_hand: set[str] = set()  # entry ids being sent here: never reclaimed from ourselves
+        # (stream, entry id) being sent here: never reclaimed from ourselves.
+        self._in_hand: set[tuple[str, str]] = set()
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
         self.failed = 0
@@ -202,7 +221,7 @@ class OutboxConsumer:
         try:
             await self.scripts.conv(
                 args=argv(
-                    self.keys.prefix,
+                    self.shards.conv_keys(item.conversation).prefix,
                     "delivery",
                     item.conversation,
                     json.dumps(payload, ensure_ascii=False),
@@ -213,7 +232,14 @@ class OutboxConsumer:
 
     async def run(self, send: SendFn) -> None:
         """Consume until ``stop()``; in-flight sends are awaited before returning."""
-        stream = self.keys.outbox(self.channel)
+        try:
+            await asyncio.gather(*(self._run_stream(keys.outbox(self.channel), send) for keys in self.shards.shard))
+        finally:
+            if self._tasks:
+                await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run_stream(self, stream: str, send: SendFn) -> None:
+        """Consume one shard's outbox stream until ``stop()``."""
         await ensure_group(self.client, stream, SENDER_GROUP)
         # First our own pending entries (a restart after a crash), then new ones.
         start_id = "0"
@@ -231,59 +257,61 @@ class OutboxConsumer:
             )
             entries = streams[0][1] if streams else []
             # Our own pending entries are read again until each one is in hand: then new ones.
-            if start_id == "0" and all(e.decode() in self._in_hand for e, _ in entries):
+            if start_id == "0" and all((stream, e.decode()) in self._in_hand for e, _ in entries):
                 start_id = ">"
             for entry_id, fields in entries:
-                await self._spawn(entry_id.decode(), fields, send)
+                await self._spawn(stream, entry_id.decode(), fields, send)
 
-        try:
-            await keep_running(
-                turn, self._stopping, what=f"outbox {self.channel}: redis unavailable", retry_on=TRANSIENT_ERRORS
-            )
-        finally:
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+        await keep_running(
+            turn, self._stopping, what=f"outbox {self.channel}: redis unavailable", retry_on=TRANSIENT_ERRORS
+        )
 
     async def _reclaim(self, stream: str, send: SendFn) -> None:
         """Take over and send the replies another sender read and left idle (it died)."""
         claimed = await self.client.xautoclaim(stream, SENDER_GROUP, self.consumer, self.claim_idle_ms, "0-0", count=50)
         for raw_id, fields in claimed[1]:
             entry_id = raw_id.decode()
-            if entry_id not in self._in_hand:  # else a slow send of ours, not a dead sender's
+            if (stream, entry_id) not in self._in_hand:  # else a slow send of ours, not a dead sender's
                 log.info("outbox %s: reclaimed entry %s left by a stopped sender", self.channel, entry_id)
-            await self._spawn(entry_id, fields or {}, send)
+            await self._spawn(stream, entry_id, fields or {}, send)
 
-    async def _spawn(self, entry_id: str, fields: dict[bytes, bytes], send: SendFn) -> None:
+    async def _spawn(self, stream: str, entry_id: str, fields: dict[bytes, bytes], send: SendFn) -> None:
         """Deliver in a task of its own, unless this consumer has the entry in hand already (its
         pending entries are read again until none is left, and a slow send may look idle)."""
-        if entry_id in self._in_hand:
+        if (stream, entry_id) in self._in_hand:
             return
         await self._slots.acquire()
-        self._in_hand.add(entry_id)
-        task = asyncio.create_task(self._deliver(entry_id, fields, send))
+        self._in_hand.add((stream, entry_id))
+        task = asyncio.create_task(self._deliver(stream, entry_id, fields, send))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _deliver(self, entry_id: str, fields: dict[bytes, bytes], send: SendFn) -> None:
+    async def _deliver(self, stream: str, entry_id: str, fields: dict[bytes, bytes], send: SendFn) -> None:
         try:
             try:
                 item = decode_outbox(fields[b"item"])
             except (KeyError, msgspec.ValidationError, msgspec.DecodeError) as exc:
                 # Also an entry deleted while pending (Redis returns it without fields).
                 log.error("outbox %s: unreadable entry %s (%s); acknowledged", self.channel, entry_id, exc)
-                stream = self.keys.outbox(self.channel)
                 async with self.client.pipeline(transaction=True) as pipe:
                     await pipe.xack(stream, SENDER_GROUP, entry_id).xdel(stream, entry_id).execute()
                 return
             await self._attempts(entry_id, item, send)
         finally:
-            self._in_hand.discard(entry_id)
+            self._in_hand.discard((stream, entry_id))
             self._slots.release()
 
     async def _lease(self, entry_id: str, item: OutboxItem) -> bool:
         """True when this consumer may send the reply now (see lua/lease.lua); its claim is renewed."""
         answer = await self.scripts.lease(
-            args=argv(self.keys.prefix, self.channel, entry_id, self.consumer, item.conversation, item.id)
+            args=argv(
+                self.shards.conv_keys(item.conversation).prefix,
+                self.channel,
+                entry_id,
+                self.consumer,
+                item.conversation,
+                item.id,
+            )
         )
         verdict = answer.decode() if isinstance(answer, bytes) else str(answer)
         if verdict == "done":

@@ -72,10 +72,19 @@ def _entry_key(entry_id: bytes) -> tuple[int, int]:
 
 
 class Retention:
-    def __init__(self, client: aioredis.Redis, settings: Settings, name: str, scripts: Scripts | None = None) -> None:
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        settings: Settings,
+        name: str,
+        scripts: Scripts | None = None,
+        *,
+        keys: Keys | None = None,
+    ) -> None:
+        """The sweeps of one shard's keys (``keys``; the home prefix's when None: one shard)."""
         self.client = client
         self.settings = settings.retention
-        self.keys = Keys(settings.prefix)
+        self.keys = keys or Keys(settings.prefix)
         self.name = name
         self.scripts = scripts or Scripts.register(client)
         self._reopen_window_s = settings.conversations.reopen_window_s

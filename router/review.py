@@ -96,7 +96,7 @@ class Reviewer:
         self._max_age_ms = settings.max_age_s * 1000
         self._clock = clock
         self._block_ms = block_ms
-        self._events = GroupEvents(rt.client, rt.client, rt.keys)
+        self._events = GroupEvents(rt.client, rt.client, rt.shards)
         self._cursor_key = f"{rt.keys.prefix}review:cursor"
         self._positions: dict[str, str] = {}
         self._groups: set[str] = set()
@@ -117,9 +117,9 @@ class Reviewer:
         self._groups = set(engine.groups)  # the model may know groups this rule set has not
         groups = sorted(self._groups)
         stored = {k.decode(): v.decode() for k, v in (await self._rt.client.hgetall(self._cursor_key)).items()}
-        ends = await self._events.ends([g for g in groups if g not in stored])
-        # A group without a cursor starts at its stream's end: a first start reviews from now on.
-        self._positions = {g: stored.get(g) or ends[g] for g in groups}
+        ends = await self._events.ends(groups)
+        # A stream without a cursor starts at its end: a first start reviews from now on.
+        self._positions = {name: stored.get(name) or end for name, end in ends.items()}
         await self._rt.client.hset(self._cursor_key, mapping=self._positions)
 
     async def follow_groups(self) -> None:
@@ -128,7 +128,8 @@ class Reviewer:
         conversations to groups it dropped."""
         engine = await self._rt.engine()
         self._groups = set(engine.groups)
-        new = {g: "0-0" for g in sorted(self._groups) if g not in self._positions}
+        streams = self._events.streams(sorted(self._groups))
+        new = {name: "0-0" for name in streams if name not in self._positions}
         if new:
             self._positions.update(new)
             await self._rt.client.hset(self._cursor_key, mapping=new)
@@ -154,8 +155,8 @@ class Reviewer:
         await self.follow_groups()
         for event in await self._events.after(self._positions, self._block_ms):
             await self.handle(event)
-            self._positions[event.group] = event.entry
-            await self._rt.client.hset(self._cursor_key, event.group, event.entry)
+            self._positions[event.stream] = event.entry
+            await self._rt.client.hset(self._cursor_key, event.stream, event.entry)
 
     async def handle(self, event: GroupEvent) -> None:
         # Only the router's creations: a 'created' with 'from' is a transfer (an agent's or ours).

@@ -92,10 +92,11 @@ def inbound_record(
     return _encoder.encode(record)
 
 
-def shared_argument(settings: Settings) -> bytes:
-    """What every message of a route script call shares (its ARGV[3])."""
+def shared_argument(settings: Settings, shard: int = 0) -> bytes:
+    """What every message of a route script call to ``shard`` shares (its ARGV[3])."""
     sla = {label[1:]: seconds * 1000 for label, seconds in settings.conversations.sla_s.items()}
-    return _encoder.encode({"sla": sla, "reopen_ms": settings.conversations.reopen_window_s * 1000})
+    reopen_ms = settings.conversations.reopen_window_s * 1000
+    return _encoder.encode({"sla": sla, "reopen_ms": reopen_ms, "shards": settings.redis.shards, "shard": shard})
 
 
 def route_arguments(entry_id: bytes, env: Envelope, decision: Decision, *, retry: bool) -> tuple[bytes, bytes, bytes]:

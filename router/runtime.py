@@ -20,7 +20,8 @@ from router.config import RulesSettings, Settings
 from router.conversations import Conversations
 from router.errors import ConfigError
 from router.inbox import Inbox
-from router.keys import Keys
+from router.keys import Shards
+from router.labels import Labels
 from router.lifecycle import StopRequest
 from router.model import new_id
 from router.modelstore import ModelHolder, ModelStore
@@ -28,6 +29,7 @@ from router.queues import Queues
 from router.redis import check_cluster_prefix, check_version, connect
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
+from router.shards import check_shard_count
 from router.stats import StatsReader
 from rules import Engine
 from rules.intent import IntentModel, ModelError
@@ -60,17 +62,18 @@ class Runtime:
     ) -> None:
         self.settings = settings
         self.url = url
-        self.keys = Keys(settings.prefix)
+        self.shards = Shards(settings.prefix, settings.redis.shards)
+        self.keys = self.shards.home
         check_cluster_prefix(url, settings.prefix)
         self.client: aioredis.Redis = connect(url, max_connections=max_connections, wait_s=wait_s)
         self.scripts = Scripts.register(self.client)
-        self.inbox = Inbox(self.client, self.keys, settings.inbox, self.scripts)
-        self.conversations = Conversations(self.client, settings, self.scripts)
-        self.queues = Queues(self.client, self.keys, self.conversations)
+        self.inbox = Inbox(self.client, self.shards, settings.inbox, self.scripts)
+        self.conversations = Conversations(self.client, settings, self.scripts, shards=self.shards)
+        self.queues = Queues(self.client, self.shards, self.conversations)
         self.rules = RuleStore(self.client, self.keys, self.compile, lambda: self.triage.refresh())
         audit = Audit(self.client, self.keys, settings.web.audit_max)
-        self.models = ModelStore(self.client, self.keys, self.fits, audit)
-        self.stats = StatsReader(self.client, self.keys, self.scripts, self.queues, self.rules, self.engine, settings)
+        self.models = ModelStore(self.client, self.keys, self.fits, audit, Labels(self.client, self.shards))
+        self.stats = StatsReader(self.client, self.shards, self.scripts, self.queues, self.rules, self.engine, settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
         self._triage: ModelHolder | None = None
@@ -83,6 +86,7 @@ class Runtime:
     async def __aenter__(self) -> Runtime:
         try:
             await check_version(self.client)
+            await check_shard_count(self.client, self.shards)
             await self.inbox.start()
         except BaseException:
             await self.client.aclose()  # __aexit__ does not run when entering fails
@@ -154,7 +158,7 @@ class Runtime:
     def channel_context(self) -> ChannelContext:
         return ChannelContext(
             self.client,
-            self.keys,
+            self.shards,
             self.inbox,
             self.instance,
             self.stop_request,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -136,6 +137,20 @@ async def run_many(
         for result in results:
             if isinstance(result, Exception):
                 raise result
+    return results
+
+
+async def run_per_prefix(client: aioredis.Redis, script: Script, calls: Sequence[list[Any]]) -> list[Any]:
+    """``run_many`` of calls with different prefixes (shards): a pipelined round per prefix, all
+    at once; the results in the calls' order, a failed call raising after every one ran."""
+    at: dict[Any, list[int]] = {}
+    for i, call in enumerate(calls):
+        at.setdefault(call[0], []).append(i)
+    answers = await asyncio.gather(*(run_many(client, script, [calls[i] for i in idx]) for idx in at.values()))
+    results: list[Any] = [None] * len(calls)
+    for idx, got in zip(at.values(), answers, strict=True):
+        for i, result in zip(idx, got, strict=True):
+            results[i] = result
     return results
 
 

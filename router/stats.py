@@ -20,7 +20,7 @@ import redis.asyncio as aioredis
 from router.backlog import Backlog, alerts, read_backlog
 from router.config import Settings
 from router.health import dead_adapters
-from router.keys import Keys
+from router.keys import Shards
 from router.queues import Queues, QueueStats
 from router.rulestore import RuleStore
 from router.scripts import Scripts
@@ -49,7 +49,7 @@ class StatsReader:
     def __init__(
         self,
         client: aioredis.Redis,
-        keys: Keys,
+        shards: Shards,
         scripts: Scripts,
         queues: Queues,
         rules: RuleStore,
@@ -57,7 +57,8 @@ class StatsReader:
         settings: Settings,
     ) -> None:
         self._client = client
-        self._keys = keys
+        self._shards = shards
+        self._keys = shards.home  # health records
         self._scripts = scripts
         self._queues = queues
         self._rules = rules
@@ -72,14 +73,19 @@ class StatsReader:
         return await self._queues.stats(groups)
 
     async def totals(self) -> Totals:
+        """The counters and dead letters, summed over the shards."""
         pipe = self._client.pipeline(transaction=False)
-        pipe.hgetall(self._keys.stats)
-        pipe.xlen(self._keys.dead)
-        counters, dead_len = await pipe.execute()
-        return Totals({k.decode(): int(v) for k, v in counters.items()}, int(dead_len))
+        for keys in self._shards.shard:
+            pipe.hgetall(keys.stats)
+            pipe.xlen(keys.dead)
+        raw = await pipe.execute()
+        counters: Counter[str] = Counter()
+        for part in raw[0::2]:
+            counters.update({k.decode(): int(v) for k, v in part.items()})
+        return Totals(dict(counters), sum(int(n) for n in raw[1::2]))
 
     async def backlog(self) -> Backlog:
-        return await read_backlog(self._client, self._keys, self._scripts)
+        return await read_backlog(self._client, self._shards, self._scripts)
 
     async def health(self) -> dict[str, Any]:
         """Every live health record (workers, adapters, supervisors), by ``kind:name``."""
@@ -128,11 +134,17 @@ class StatsReader:
         }
 
     async def top_tags(self, last: int = 500, top: int = 12) -> list[tuple[str, int]]:
-        """The most frequent tags over the last ``last`` conversations created (language tags aside)."""
-        newest = int(await self._client.get(self._keys.conv_seq) or 0)
+        """The most frequent tags over the last ``last`` conversations created (language tags aside):
+        the newest ``last / shards`` of each shard."""
         pipe = self._client.pipeline(transaction=False)
-        for cid in range(newest, max(0, newest - last), -1):
-            pipe.hget(self._keys.conv(str(cid)), "tags")
+        for keys in self._shards.shard:
+            pipe.get(keys.conv_seq)
+        newest = [int(n or 0) for n in await pipe.execute()]
+        each = -(-last // self._shards.count)
+        for shard, (keys, top_n) in enumerate(zip(self._shards.shard, newest, strict=True)):
+            for n in range(top_n, max(0, top_n - each), -1):
+                cid = str(self._shards.conv_id(n, shard))
+                pipe.hget(keys.conv(cid), "tags")
         counts: Counter[str] = Counter()
         for tags in await pipe.execute():
             if tags:
@@ -146,7 +158,8 @@ class StatsReader:
         time) of the last ``LATENCY_SAMPLE`` messages routed into each group."""
         pipe = self._client.pipeline(transaction=False)
         for g in groups:
-            pipe.xrevrange(self._keys.events(g), count=LATENCY_SAMPLE * 3)
+            for keys in self._shards.shard:
+                pipe.xrevrange(keys.events(g), count=LATENCY_SAMPLE * 3)
         convs: list[tuple[str, int]] = []
         for entries in await pipe.execute():
             picked = 0
@@ -156,7 +169,7 @@ class StatsReader:
                     picked += 1
         pipe = self._client.pipeline(transaction=False)
         for cid, _ in convs:
-            pipe.xrevrange(self._keys.history(cid), count=5)
+            pipe.xrevrange(self._shards.conv_keys(cid).history(cid), count=5)
         out: list[float] = []
         for (_, at_ms), entries in zip(convs, await pipe.execute(), strict=True):
             for _, fields in entries:

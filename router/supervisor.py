@@ -25,7 +25,7 @@ from router.errors import ConfigError
 from router.lifecycle import Service, running, signals_stop, wait_or_stop
 from router.processes import ProcessSupervisor, RestartPolicy
 from router.runtime import Runtime
-from router.worker import Worker
+from router.worker import Workers
 
 
 async def publish_health(rt: Runtime, services: Sequence[Service]) -> None:
@@ -80,7 +80,7 @@ async def serve(
         everything stopped) or a crashed task. Workers finish their batch first. ``announce`` runs once
     the services started (to print where the console listens, say)."""
     stopping = asyncio.Event()
-    pool = [Worker(rt) for _ in range(workers)]
+    pool = [Workers(rt) for _ in range(workers)]
 
     def stop() -> None:
         stopping.set()

@@ -1,5 +1,9 @@
 """The router worker: consume the inbox through one consumer group, route, write and ack atomically.
 
+A ``Worker`` reads one shard's inbox (router/keys.py Shards) and writes with that shard's prefix;
+``Workers``, what a worker process runs, is a ``Worker`` per shard. With one shard (the default)
+that is one loop over the one inbox.
+
 One loop per worker:
 
 1. read a batch (XREADGROUP ... ``>``), and ask for the next one at once (read ahead, answered
@@ -88,23 +92,63 @@ def _stream_ms(entry_id: bytes | str) -> int:
     return int(raw.split("-", 1)[0])
 
 
-class Worker:
-    """One router worker; several (in one or more processes) share the consumer group."""
+def _unique_name() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+
+
+def worker_name(rt: Runtime, shard: int, base: str | None = None) -> str:
+    """A worker's consumer name (``base``, else unique: host, pid, a random part), followed by
+    ``-s<shard>`` when there are several shards."""
+    base = base or _unique_name()
+    return f"{base}-s{shard}" if rt.shards.count > 1 else base
+
+
+class Workers:
+    """One router worker over every shard (issue 16 phase 1: every worker reads every shard): a
+    ``Worker`` per shard, run and stopped together."""
 
     def __init__(self, rt: Runtime, name: str | None = None, *, settings: Settings | None = None) -> None:
-        """A worker on ``rt``'s client, scripts and rule set; ``settings`` other than the runtime's
-        (tests: a smaller batch, say) on the same key prefix."""
+        base = name or _unique_name()
+        self.each = [
+            Worker(rt, worker_name(rt, shard, base), settings=settings, shard=shard) for shard in range(rt.shards.count)
+        ]
+
+    @property
+    def processed(self) -> int:
+        return sum(w.processed for w in self.each)
+
+    def stop(self) -> None:
+        """Finish the batches in hand, then return from ``run``."""
+        for w in self.each:
+            w.stop()
+
+    async def run(self) -> None:
+        await asyncio.gather(*(w.run() for w in self.each))
+
+
+class Worker:
+    """One router worker of one shard's inbox; several (in one or more processes) share the
+    shard's consumer group; ``Workers`` runs one per shard."""
+
+    def __init__(
+        self, rt: Runtime, name: str | None = None, *, settings: Settings | None = None, shard: int = 0
+    ) -> None:
+        """A worker of ``shard`` on ``rt``'s client, scripts and rule set; ``settings`` other than
+        the runtime's (tests: a smaller batch, say) on the same key prefix."""
         self.client = rt.client
         self.settings = settings or rt.settings
-        self.keys = rt.keys
-        self.name = name or f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
+        #: The shard's keys (its inbox, conversations, queues ...); health records are home keys.
+        self.keys = rt.shards.shard[shard]
+        self.home = rt.keys
+        self.shard = shard
+        self.name = name or worker_name(rt, shard)
         self.scripts = rt.scripts
         # Settings of its own may name another rule file: then an engine of its own too.
         self.rules = rt.engines if settings is None else rt.engine_holder(self.settings)
         self.triage = rt.triage
-        self.retention = Retention(self.client, self.settings, self.name, self.scripts)
+        self.retention = Retention(self.client, self.settings, self.name, self.scripts, keys=self.keys)
         self.processed = 0
-        self._shared = shared_argument(self.settings)
+        self._shared = shared_argument(self.settings, shard)
         self._reopen_ms = self.settings.conversations.reopen_window_s * 1000
         self._stopping = asyncio.Event()
         self._recover = True  # read own pending entries before new ones
@@ -141,7 +185,7 @@ class Worker:
                 await self.flush()
                 await self._finish_next()
             with contextlib.suppress(*TRANSIENT_ERRORS):
-                await self.client.delete(self.keys.health("worker", self.name))
+                await self.client.delete(self.home.health("worker", self.name))
             log.info("worker %s stopped after %d messages", self.name, self.processed)
 
     async def _turn(self) -> None:
@@ -186,7 +230,7 @@ class Worker:
             "at": time.time(),
         }
         ttl = max(1, int(self.settings.worker.heartbeat_s * 3))
-        await self.client.set(self.keys.health("worker", self.name), json.dumps(record), ex=ttl)
+        await self.client.set(self.home.health("worker", self.name), json.dumps(record), ex=ttl)
 
     # -- the loop ------------------------------------------------------------------------------
     async def step(self) -> int:
@@ -356,7 +400,7 @@ class Worker:
         if batch.observed:
             pipe = self.client.pipeline(transaction=False)
             for entry in batch.observed:
-                pipe.xadd(self.keys.model_observed, entry, maxlen=OBSERVED_MAXLEN, approximate=True)
+                pipe.xadd(self.home.model_observed, entry, maxlen=OBSERVED_MAXLEN, approximate=True)
             await pipe.execute()
 
     async def _check(self, entry_ids: list[bytes], result: Any) -> None:
@@ -449,7 +493,7 @@ class Worker:
             return 0
         pipe = self.client.pipeline(transaction=False)
         for name in holders:
-            pipe.exists(self.keys.health("worker", name))
+            pipe.exists(self.home.health("worker", name))
         alive = await pipe.execute()
         taken = 0
         for name in (name for name, live in zip(holders, alive, strict=True) if not live):

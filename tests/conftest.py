@@ -68,9 +68,13 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """A test marked ``cluster`` runs on the single server and on the 3-primary cluster."""
-    if "redis_backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("cluster"):
-        metafunc.parametrize("redis_backend", ["single", "cluster"], indirect=True)
+    """A test marked ``cluster`` runs on the single server and on the 3-primary cluster; marked
+    ``cluster(shards=4)``, on the cluster with a deployment of 4 shards (router/keys.py Shards)
+    instead of one: the single server keeps the one-shard layout, so both are run in one pass."""
+    marker = metafunc.definition.get_closest_marker("cluster")
+    if "redis_backend" in metafunc.fixturenames and marker:
+        cluster = "cluster-4-shards" if marker.kwargs.get("shards", 1) == 4 else "cluster"
+        metafunc.parametrize("redis_backend", ["single", cluster], indirect=True)
 
 
 @pytest.fixture
@@ -81,7 +85,7 @@ def redis_backend(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def redis_url(request: pytest.FixtureRequest, redis_backend: str) -> str:
     """The URL of the Redis the test's runtime and subprocesses use (tests/cluster.py)."""
-    if redis_backend == "cluster":
+    if redis_backend.startswith("cluster"):
         return str(request.getfixturevalue("redis_cluster").url)
     return str(request.getfixturevalue("redis_proc").url)
 
@@ -99,23 +103,24 @@ def rules_file() -> Path:
 
 
 @pytest.fixture
-def settings(redis_proc: RedisProcess, prefix: str, tmp_path: Path, rules_file: Path) -> Settings:
+def settings(redis_proc: RedisProcess, prefix: str, tmp_path: Path, rules_file: Path, redis_backend: str) -> Settings:
     return load_settings(
         None,
         prefix=prefix,
-        redis={"data_dir": str(tmp_path / "var")},
+        redis={"data_dir": str(tmp_path / "var"), "shards": 4 if redis_backend == "cluster-4-shards" else 1},
         rules={"file": str(rules_file)},
         worker={"block_ms": 50, "claim_idle_ms": 500, "heartbeat_s": 0.5, "rules_poll_s": 0.2},
     )
 
 
 @pytest.fixture
-def env(redis_url: str, prefix: str) -> dict[str, str]:
+def env(redis_url: str, prefix: str, redis_backend: str) -> dict[str, str]:
     """Environment for a `switchboard` subprocess talking to the test Redis under the test prefix."""
     e = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_")}
     e.update(
         SWITCHBOARD_REDIS__URL=redis_url,
         SWITCHBOARD_PREFIX=prefix,
+        SWITCHBOARD_REDIS__SHARDS="4" if redis_backend == "cluster-4-shards" else "1",
         SWITCHBOARD_WORKER__CLAIM_IDLE_MS="1000",
         SWITCHBOARD_WORKER__BLOCK_MS="100",
         SWITCHBOARD_WORKER__HEARTBEAT_S="0.5",

@@ -185,7 +185,7 @@ class Console:
         if group not in await self.all_groups():
             raise BadRequest(f"unknown group {group!r}")
         # A retry of a transfer that ran finds the conversation in the group already: no error.
-        if group == conv.group and not (request_id and await self.office.request_seen(request_id)):
+        if group == conv.group and not (request_id and await self.office.request_seen(conv_id, request_id)):
             raise BadRequest(f"conversation {conv_id} is already in {group}")
         await self.office.conversations.transfer(conv_id, group, user.name, reason, request_id)
 

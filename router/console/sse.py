@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from urllib.parse import parse_qsl, urlencode
 
 from starlette.background import BackgroundTask
@@ -31,10 +31,10 @@ RECHECK_S = 5.0
 KEEPALIVE_S = 15.0
 
 
-def _positions(request: Request, groups: list[str]) -> dict[str, str]:
+def _positions(request: Request, streams: Iterable[str]) -> dict[str, str]:
     last = request.headers.get("last-event-id") or request.query_params.get("last_event_id") or ""
     known = dict(parse_qsl(last))
-    return {g: known[g] for g in groups if g in known}
+    return {name: known[name] for name in streams if name in known}
 
 
 async def _still_allowed(request: Request, user: User, groups: list[str]) -> bool:
@@ -51,9 +51,9 @@ async def events(request: Request, user: User) -> Response:
     groups = asked or await c.groups_of(user)
     for g in groups:
         require_group(user, g)
-    start = _positions(request, groups)
+    start = _positions(request, c.office.events.streams(groups))
     # Streams are read from now on, unless the browser tells where it was.
-    start.update(await c.office.events.ends([g for g in groups if g not in start]))
+    start = {**await c.office.events.ends(groups), **start}
     stopping: asyncio.Event = request.app.state.stopping
     if c.open_streams >= c.web.max_streams:
         return Response("too many live streams; retry later", status_code=503, headers={"Retry-After": "5"})
@@ -112,7 +112,7 @@ async def _events(
             await asyncio.sleep(BLOCK_MS / 1000)
             continue
         for event in await c.office.events.after(pos, BLOCK_MS):
-            pos[event.group] = event.entry
+            pos[event.stream] = event.entry
             yield f"id: {urlencode(pos)}\nevent: update\ndata: {json.dumps(event.to_dict())}\n\n"
             sent = time.monotonic()
         if time.monotonic() - sent >= KEEPALIVE_S:

@@ -1,6 +1,7 @@
 -- Apply a batch of routing decisions; each message's writes and the XACK of its inbox entry
 -- happen together (the whole script is atomic, and a message that fails leaves the others be).
--- ARGV[3] = JSON of what every message of the call shares: sla {"1".."4": ms} and reopen_ms.
+-- ARGV[3] = JSON of what every message of the call shares: sla {"1".."4": ms}, reopen_ms, and
+-- shards and shard: the deployment's shard count and the shard of the prefix (router/keys.py).
 -- ARGV[4..] = quads (inbox entry id, payload, history entry, outbox item or '') encoded by
 -- router/routing.py. The payload is a JSON array, positional because a
 -- message's routing decodes nothing else (keys would double the tokens to parse):
@@ -13,6 +14,7 @@
 -- messages done, then each message whose routing raised (it is dead-lettered) with the reason.
 local shared = cjson.decode(ARGV[3])
 local REOPEN_MS = shared.reopen_ms
+local SHARDS, SHARD = shared.shards, shared.shard
 local SLA = {}
 for p, ms in pairs(shared.sla) do SLA[tonumber(p)] = ms end
 local FIELDS = {'sender_id', 'sender_name', 'language', 'last_msg_id', 'last_platform_id', 'last_text', 'meta',
@@ -85,7 +87,9 @@ local function route(entry, payload, hist_raw, reply)
   end
 
   if not cid then
-    cid = tostring(redis.call('INCR', P .. 'seq:conv'))
+    -- The id tells the shard (n * shards + shard; n, this shard's own count): ids stay numbers,
+    -- unique over the deployment, and with one shard the count itself.
+    cid = num(redis.call('INCR', P .. 'seq:conv') * SHARDS + SHARD)
     c = P .. 'conv:' .. cid
     redis.call('SET', ckk, cid)
     local due = NOW + SLA[to_prio]

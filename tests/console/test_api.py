@@ -560,7 +560,7 @@ async def test_routed_wrong_is_one_click_on_the_conversation_page_and_a_marked_l
     )
     assert moved.status_code == 303, moved.text
     await client.aclose()
-    [correction] = [c async for c in Labels(served.rt.client, served.rt.keys).corrections()]
+    [correction] = [c async for c in Labels(served.rt.client, served.rt.shards).corrections()]
     assert (correction.kind, correction.group, correction.by, correction.reason) == (
         "transfer", "verification", "ann", "routed wrong"
     )  # fmt: skip
@@ -583,6 +583,6 @@ async def test_a_close_reason_from_the_page_and_the_api_is_a_label(served: Serve
         assert refused.status_code == 400 and "close reason must be one of" in refused.text
         assert (await api.post(f"/api/conversations/{by_api}/close", json={"reason": "spam"})).status_code == 200
     labels = [
-        (c.conversation, c.kind, c.by, c.reason) async for c in Labels(served.rt.client, served.rt.keys).corrections()
+        (c.conversation, c.kind, c.by, c.reason) async for c in Labels(served.rt.client, served.rt.shards).corrections()
     ]
     assert labels == [(by_page, "close", "ann", "duplicate"), (by_api, "close", "bob", "spam")]

@@ -20,7 +20,7 @@ async def test_admin_sends_failed_replies_again_from_the_page(served: Served) ->
     cid = await served.route("my withdrawal has not arrived")
     assert await rt.conversations.claim("payments", "ann", cid) == cid
     reply_id = await rt.conversations.reply(cid, "It is on its way.", "ann")
-    sender = OutboxConsumer(rt.client, rt.keys, "telegram", "sender-1", block_ms=50)
+    sender = OutboxConsumer(rt.client, rt.shards, "telegram", "sender-1", block_ms=50)
     sender.start(_refuse)
     await eventually(lambda: _status(served, cid, reply_id, "failed"))
     await sender.close()
@@ -38,7 +38,7 @@ async def test_admin_sends_failed_replies_again_from_the_page(served: Served) ->
     assert (await rt.conversations.deliveries(cid))[reply_id] == "queued"
     await admin.aclose()
 
-    sender = OutboxConsumer(rt.client, rt.keys, "telegram", "sender-1", block_ms=50)
+    sender = OutboxConsumer(rt.client, rt.shards, "telegram", "sender-1", block_ms=50)
     sender.start(_take)
     await eventually(lambda: _status(served, cid, reply_id, "delivered"))
     await sender.close()

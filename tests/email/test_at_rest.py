@@ -114,7 +114,7 @@ async def test_no_secret_reaches_redis_files_history_dead_letters_or_logs(
     for cid in range(1, len(SECRETS) + 1):
         for entry in await rt.conversations.history(str(cid)):
             found += leaks(SECRETS, f"history {cid}", str(entry.data))
-    dead = await DeadLetters(rt.client, rt.keys).entries(1000)
+    dead = await DeadLetters(rt.client, rt.shards).entries(1000)
     found += leaks(SECRETS, "dead letters", repr(dead))
     found += leaks(SECRETS, "log records", "\n".join(r.getMessage() for r in caplog.records))
     assert not found, found

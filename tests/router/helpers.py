@@ -6,7 +6,7 @@ from typing import Any
 
 from router.model import Envelope, Sender, new_id, now
 from router.runtime import Runtime
-from router.worker import Worker
+from router.worker import Worker, Workers
 
 
 def message(text: str, *, user: str = "u1", channel: str = "telegram", key: str | None = None, **kw: Any) -> Envelope:
@@ -24,8 +24,11 @@ def message(text: str, *, user: str = "u1", channel: str = "telegram", key: str 
     )
 
 
-async def drain(worker: Worker) -> int:
-    """Route everything in the inbox (own pending entries first) and wait for the last batch."""
+async def drain(worker: Worker | Workers) -> int:
+    """Route everything in the inbox (own pending entries first) and wait for the last batch;
+    with ``Workers``, in every shard."""
+    if isinstance(worker, Workers):
+        return sum([await drain(w) for w in worker.each])
     total = 0
     while True:
         n = await worker.step()

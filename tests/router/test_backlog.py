@@ -65,7 +65,7 @@ async def test_lag_is_counted_past_deleted_entries(rt: Runtime) -> None:
     await rt.client.xreadgroup(ROUTER_GROUP, "worker-1", {rt.keys.inbox: ">"}, count=100)
     ids = [e for e, _ in await rt.client.xrange(rt.keys.inbox, count=300)]
     await rt.client.xdel(rt.keys.inbox, *ids[150:250])
-    flight = await read_backlog(rt.client, rt.keys, rt.scripts)
+    flight = await read_backlog(rt.client, rt.shards, rt.scripts)
     assert (flight.inbox.length, flight.inbox.lag, flight.inbox.pending) == (1100, 1000, 100)
 
 
@@ -76,7 +76,7 @@ async def test_oldest_pending_age_from_the_entry_id(rt: Runtime) -> None:
     await rt.client.xreadgroup(SENDER_GROUP, "telegram-dead", {outbox: ">"}, count=1)
     [(first_reply, _)] = await rt.client.xrange(outbox, count=1)
     reply_ms = int(first_reply.split(b"-")[0])
-    flight = await read_backlog(rt.client, rt.keys, rt.scripts, clock=lambda: (reply_ms + 90_000) / 1000)
+    flight = await read_backlog(rt.client, rt.shards, rt.scripts, clock=lambda: (reply_ms + 90_000) / 1000)
     assert flight.inbox.oldest_pending_s == (reply_ms + 90_000 - appended_ms) / 1000
     box = flight.outboxes["telegram"]
     assert (box.length, box.lag, box.pending, box.depth, box.oldest_pending_s) == (2, 1, 1, 2, 90.0)

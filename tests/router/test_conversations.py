@@ -10,15 +10,15 @@ from adapters.sandbox import SandboxAdapter, SandboxUsers, envelope
 from router.conversations import HistoryEntry, arrival_order
 from router.errors import Conflict, NotFound
 from router.runtime import Runtime
-from router.worker import Worker
+from router.worker import Workers
 from tests.router.helpers import drain, message
 
-pytestmark = pytest.mark.cluster
+pytestmark = pytest.mark.cluster(shards=4)
 
 
 async def _fill(rt: Runtime, n: int, text: str = "my deposit is missing") -> None:
     await rt.inbox.append_many([message(text, user=f"user{i}") for i in range(n)])
-    await drain(Worker(rt))
+    await drain(Workers(rt))
 
 
 async def test_fifty_concurrent_claims_never_double_assign(rt: Runtime) -> None:
@@ -77,7 +77,10 @@ async def test_queue_stats_depth_and_oldest_wait(rt: Runtime) -> None:
 async def test_group_event_stream_sees_created_and_claimed(rt: Runtime) -> None:
     await _fill(rt, 1)
     cid = await rt.conversations.claim("payments", "agent-a")
-    events = [(f[b"type"], f[b"conv"].decode()) for _, f in await rt.client.xrange(rt.keys.events("payments"))]
+    events = [
+        (f[b"type"], f[b"conv"].decode())
+        for _, f in await rt.client.xrange(rt.shards.conv_keys(cid or "").events("payments"))
+    ]
     assert events == [(b"created", cid), (b"claimed", cid)]
 
 
@@ -86,7 +89,7 @@ async def test_sandbox_round_trip(rt: Runtime) -> None:
     await adapter.start()
     try:
         await rt.inbox.append(envelope("alice", "my withdrawal has not arrived"))
-        await drain(Worker(rt))
+        await drain(Workers(rt))
         [conv] = await rt.queues.head("payments")
         assert (conv.channel, conv.sender_id) == ("sandbox", "alice")
         cid = await rt.conversations.claim("payments", "agent-a")
@@ -113,7 +116,7 @@ async def test_failed_delivery_is_recorded_and_not_retried(rt: Runtime) -> None:
     cid = await rt.conversations.claim("payments", "agent-a")
     assert cid
     await rt.conversations.reply(cid, "hi", "agent-a")
-    consumer = OutboxConsumer(rt.client, rt.keys, "telegram", "t1")
+    consumer = OutboxConsumer(rt.client, rt.shards, "telegram", "t1")
     calls = 0
 
     async def send(item: OutboxItem) -> str:
@@ -128,10 +131,10 @@ async def test_failed_delivery_is_recorded_and_not_retried(rt: Runtime) -> None:
     assert status == "failed"
     [last] = [h for h in await rt.conversations.history(cid) if h.type == "delivery"]
     assert "blocked" in last.data["detail"]
-    pending = await rt.client.xpending(rt.keys.outbox("telegram"), "senders")
+    pending = await rt.client.xpending(rt.shards.conv_keys(cid).outbox("telegram"), "senders")
     assert pending["pending"] == 0
     # Recorded, the entry leaves the outbox; the reply stays in the history.
-    assert await rt.client.xlen(rt.keys.outbox("telegram")) == 0
+    assert await rt.client.xlen(rt.shards.conv_keys(cid).outbox("telegram")) == 0
     assert [h.data["text"] for h in await rt.conversations.history(cid) if h.type == "outbound"] == ["hi"]
 
 

@@ -10,10 +10,10 @@ from router.keys import SENDER_GROUP
 from router.model import OutboxItem
 from router.outbox import OutboxConsumer, TemporaryFailure
 from router.runtime import Runtime
-from router.worker import Worker
+from router.worker import Workers
 from tests.router.helpers import drain, message
 
-pytestmark = pytest.mark.cluster
+pytestmark = pytest.mark.cluster(shards=4)
 
 CHANNEL = "telegram"
 HOUR_MS = 3_600_000
@@ -38,7 +38,7 @@ class Sends:
 async def _replies(rt: Runtime, n: int) -> list[tuple[str, str]]:
     """``n`` agent replies queued on the outbox, as (conversation, reply id)."""
     await rt.inbox.append_many([message("my deposit is missing", user=f"user{i}") for i in range(n)])
-    await drain(Worker(rt))
+    await drain(Workers(rt))
     out = []
     for i in range(n):
         cid = await rt.conversations.claim("payments", "agent-a")
@@ -56,11 +56,19 @@ async def _run_until(consumer: OutboxConsumer, send: Sends) -> None:
         await asyncio.wait_for(task, 5)
 
 
+def _streams(rt: Runtime, replies: list[tuple[str, str]] | None = None) -> set[str]:
+    """The channel's outbox streams of the shards of ``replies`` (of every shard: None)."""
+    if replies is None:
+        return {keys.outbox(CHANNEL) for keys in rt.shards.shard}
+    return {rt.shards.conv_keys(cid).outbox(CHANNEL) for cid, _ in replies}
+
+
 async def _take_over(rt: Runtime, consumer: str, **options: int) -> None:
     """Make every outbox entry pending to ``consumer``, as its XAUTOCLAIM would."""
-    stream = rt.keys.outbox(CHANNEL)
-    ids = [entry for entry, _ in await rt.client.xrange(stream)]
-    await rt.client.xclaim(stream, SENDER_GROUP, consumer, 0, ids, **options)
+    for stream in _streams(rt):
+        ids = [entry for entry, _ in await rt.client.xrange(stream)]
+        if ids:
+            await rt.client.xclaim(stream, SENDER_GROUP, consumer, 0, ids, **options)
 
 
 async def _delivery_records(rt: Runtime, cid: str) -> list[str]:
@@ -69,23 +77,24 @@ async def _delivery_records(rt: Runtime, cid: str) -> list[str]:
 
 async def test_replies_left_by_a_dead_sender_are_reclaimed_and_sent(rt: Runtime) -> None:
     replies = await _replies(rt, 3)
-    stream = rt.keys.outbox(CHANNEL)
     # A sender read the replies and died (kill -9): they stay pending under its name, and an hour
     # later (set, not slept: XCLAIM IDLE) a live sender with the default claim_idle_ms takes them.
-    await rt.client.xreadgroup(SENDER_GROUP, "telegram-dead", {stream: ">"})
+    for stream in _streams(rt, replies):
+        await rt.client.xreadgroup(SENDER_GROUP, "telegram-dead", {stream: ">"})
     await _take_over(rt, "telegram-dead", idle=HOUR_MS)
     send = Sends(3, "message 1")
-    await _run_until(OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-live"), send)
+    await _run_until(OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-live"), send)
     assert sorted(send.ids) == sorted(r for _, r in replies)
     for cid, reply in replies:
         assert (await rt.conversations.deliveries(cid))[reply] == "delivered"
         assert await _delivery_records(rt, cid) == ["delivered"]
-    assert (await rt.client.xpending(stream, SENDER_GROUP))["pending"] == 0
+    for stream in _streams(rt, replies):
+        assert (await rt.client.xpending(stream, SENDER_GROUP))["pending"] == 0
 
 
 async def test_reply_taken_over_while_its_sender_waits_to_retry_is_not_sent_again(rt: Runtime) -> None:
     [(cid, reply)] = await _replies(rt, 1)
-    slow = OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-slow")
+    slow = OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-slow")
     slow_calls: list[str] = []
     refused = asyncio.Event()
 
@@ -101,7 +110,7 @@ async def test_reply_taken_over_while_its_sender_waits_to_retry_is_not_sent_agai
     # While it waits, another sender takes the entry over and sends it.
     await _take_over(rt, "telegram-other")
     other = Sends(1, "sent by the reclaimer")
-    await _run_until(OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-other"), other)
+    await _run_until(OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-other"), other)
     await asyncio.sleep(1.2)  # the slow sender's retry_after has passed: it looks again
     slow.stop()
     await asyncio.wait_for(slow_task, 5)
@@ -111,7 +120,7 @@ async def test_reply_taken_over_while_its_sender_waits_to_retry_is_not_sent_agai
 
 async def test_reply_sent_by_a_slow_sender_and_a_reclaimer_is_recorded_once(rt: Runtime) -> None:
     [(cid, reply)] = await _replies(rt, 1)
-    slow = OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-slow")
+    slow = OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-slow")
     started, release = asyncio.Event(), asyncio.Event()
 
     async def hanging(item: OutboxItem) -> str:
@@ -123,7 +132,7 @@ async def test_reply_sent_by_a_slow_sender_and_a_reclaimer_is_recorded_once(rt: 
     await asyncio.wait_for(started.wait(), 5)
     await _take_over(rt, "telegram-other")
     other = Sends(1, "first")
-    await _run_until(OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-other"), other)
+    await _run_until(OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-other"), other)
     release.set()  # the slow send (longer than claim_idle_ms) completes after all
     slow.stop()
     await asyncio.wait_for(slow_task, 5)
@@ -135,13 +144,14 @@ async def test_reply_sent_by_a_slow_sender_and_a_reclaimer_is_recorded_once(rt: 
 
 async def test_outbox_holds_only_replies_in_flight(rt: Runtime) -> None:
     replies = await _replies(rt, 20)
-    stream = rt.keys.outbox(CHANNEL)
     # The senders' group exists from the first reply on, before any adapter started.
-    assert [g["name"] for g in await rt.client.xinfo_groups(stream)] == [SENDER_GROUP.encode()]
-    assert await rt.client.xlen(stream) == 20
+    streams = _streams(rt, replies)
+    for stream in streams:
+        assert [g["name"] for g in await rt.client.xinfo_groups(stream)] == [SENDER_GROUP.encode()]
+    assert sum([await rt.client.xlen(stream) for stream in streams]) == 20
     send = Sends(20)
-    await _run_until(OutboxConsumer(rt.client, rt.keys, CHANNEL, "telegram-1"), send)
+    await _run_until(OutboxConsumer(rt.client, rt.shards, CHANNEL, "telegram-1"), send)
     assert sorted(send.ids) == sorted(r for _, r in replies)
     for cid, reply in replies:
         assert (await rt.conversations.deliveries(cid))[reply] == "delivered"
-    assert await rt.client.xlen(stream) == 0
+    assert sum([await rt.client.xlen(stream) for stream in streams]) == 0

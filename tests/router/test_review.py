@@ -79,7 +79,7 @@ async def test_an_unsure_unclaimed_conversation_is_moved_and_raised_without_a_la
     assert moves[0] == {"group": "verification", "from": "general", "by": BY, "reason": REASON}
     assert moves[1]["prio"] == 1 and moves[1]["by"] == BY
     # The model must not learn from its own opinion: no label for either change.
-    assert [c async for c in Labels(rt.client, rt.keys).corrections()] == []
+    assert [c async for c in Labels(rt.client, rt.shards).corrections()] == []
     assert (r.counts["reviewed"], r.counts["moved"], r.counts["raised"]) == (1, 1, 1)
 
 

@@ -427,7 +427,7 @@ async def test_dead_letters_keep_every_field_and_count_each_message_once(rt: Run
     [(odd_id, odd), (_, bad)] = await rt.client.xrange(rt.keys.dead)
     assert (odd[b"entry"], odd[b"field:something"], odd[b"field:raw"]) == (foreign, b"else", b"\xff\x00")
     assert bad[b"payload"] == b"{broken"
-    dead = DeadLetters(rt.client, rt.keys)
+    dead = DeadLetters(rt.client, rt.shards)
     for _ in range(2):  # retried, dead-lettered again, retried again
         result = await dead.retry(None)
         assert result.retried == 1
@@ -453,7 +453,7 @@ async def test_dead_letters_written_in_clear_are_masked_when_listed_and_retried(
     await rt.client.xadd(rt.keys.inbox, {"env": encode(oversize)})
     worker = Worker(rt)
     await drain(worker)
-    dead = DeadLetters(rt.client, rt.keys)
+    dead = DeadLetters(rt.client, rt.shards)
     listed = json.dumps(await dead.entries())
     assert "jaguar" not in listed and listed.count("[redacted:seed_phrase]") == 4
     assert (await dead.retry(None)).retried == 3
