@@ -53,14 +53,12 @@ def free_cluster_ports(count: int) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class Failover:
-    """One failover of a slot's primary: the old and the new primary's ports, how long from the
-    command (or the kill) until every live node's slot map named the new one, and how far the
-    replica's replication offset was behind the primary's just before (bytes; -1 unknown)."""
+    """One failover of a slot's primary: the old and the new primary's ports, and how long from
+    the command (or the kill) until every live node's slot map named the new one."""
 
     old: int
     new: int
     seconds: float
-    lag_bytes: int
 
 
 class LocalCluster:
@@ -115,7 +113,7 @@ class LocalCluster:
         if replicas != len(self.ports) - len(self.ports) // (1 + self.replicas):
             return False
         replication = client.info("replication")
-        return replication["role"] == "master" or replication.get("master_link_status") == "up"
+        return bool(replication["role"] == "master" or replication.get("master_link_status") == "up")
 
     def _wait(self, port: int, deadline: float, ready: Callable[[syncredis.Redis], bool]) -> None:
         client = self.client(port)
@@ -156,25 +154,11 @@ class LocalCluster:
             client.close()
         raise RedisUnavailable(f"the primary on port {primary} has no online replica")
 
-    def _lag(self, primary: int, replica: int) -> int:
-        try:
-            p, r = self.client(primary), self.client(replica)
-            try:
-                return int(p.info("replication")["master_repl_offset"]) - int(
-                    r.info("replication")["slave_repl_offset"]
-                )
-            finally:
-                p.close()
-                r.close()
-        except (syncredis.RedisError, OSError, KeyError):
-            return -1
-
     def failover(self, key: str, timeout: float = 30.0) -> Failover:
         """``CLUSTER FAILOVER`` on a replica of the primary of ``key``'s slot: the primary stops
         writes, the replica catches up and takes over (no acknowledged write is lost)."""
         old = self.primary_of(key)
         new = self.replica_of(old)
-        lag = self._lag(old, new)
         started = time.monotonic()
         client = self.client(new)
         try:
@@ -182,20 +166,19 @@ class LocalCluster:
         finally:
             client.close()
         self._wait_primary(key, new, started + timeout)
-        return Failover(old, new, time.monotonic() - started, lag)
+        return Failover(old, new, time.monotonic() - started)
 
     def kill_primary(self, key: str, timeout: float = 60.0) -> Failover:
         """SIGKILL the primary of ``key``'s slot and wait for its replica's automatic promotion
         (after the node timeout): the writes the replica had not received are lost."""
         old = self.primary_of(key)
         new = self.replica_of(old)
-        lag = self._lag(old, new)
         started = time.monotonic()
         proc = self.processes[old]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         self._wait_primary(key, new, started + timeout)
-        return Failover(old, new, time.monotonic() - started, lag)
+        return Failover(old, new, time.monotonic() - started)
 
     def _wait_primary(self, key: str, new: int, deadline: float) -> None:
         """Until ``new`` is a primary and every live node maps ``key``'s slot to it."""
