@@ -2,7 +2,9 @@
 ``switchboard bench wait``: what ``WAIT 1`` after each append costs there.
 
 The drill, once per kind of failover (``manual``: ``CLUSTER FAILOVER`` on the replica;
-``kill``: the primary SIGKILLed, its replica promoted after the node timeout):
+``kill``: the primary SIGKILLed, its replica promoted after the node timeout; ``kill-lagging``:
+the same, the replica's link cut ``LAG_S`` before the kill, as a replica that lags or is cut off
+when its primary dies):
 
 - a private cluster of 3 primaries with one replica each (router/localcluster.py), the
   deployment's prefix ``{drill}:`` (one slot, so one primary serves it);
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import signal
@@ -53,7 +56,9 @@ from router.model import Envelope, decode_envelope
 from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
 
-FAILOVERS = ("manual", "kill")
+FAILOVERS = ("manual", "kill", "kill-lagging")
+#: In the ``kill-lagging`` drill, the replica misses the primary's writes of this long before the kill.
+LAG_S = 0.2
 PREFIX = "{drill}:"
 BURST = 50
 #: An append that fails is sent again after this long (the dedup keys make a second send safe).
@@ -77,6 +82,7 @@ class Appender:
     retries: int = 0
     errors: Counter[str] = field(default_factory=Counter)
     longest_gap_s: float = 0.0  # the longest time between two acknowledged bursts
+    longest_stall_s: float = 0.0  # the longest time nothing was routed with messages waiting
     _marks: dict[int, asyncio.Event] = field(default_factory=dict)
 
     def reached(self, n: int) -> asyncio.Event:
@@ -105,6 +111,20 @@ class Appender:
             delay = start + (i + BURST) / self.rate - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
+
+
+async def _longest_stall(rt: Runtime, appender: Appender) -> None:
+    """Sample the routed counters every 50 ms; note in ``appender`` the longest time they stood
+    still while acknowledged messages were waiting (cancelled at the end)."""
+    done, since = 0, time.monotonic()
+    while True:
+        await asyncio.sleep(0.05)
+        with contextlib.suppress(*TRANSIENT_ERRORS, RedisError):
+            counters = await rt.client.hgetall(rt.keys.stats)
+            now = sum(int(v) for k, v in counters.items() if k.startswith(b"routed:"))
+            if now > done or now >= len(appender.acked):
+                done, since = now, time.monotonic()
+        appender.longest_stall_s = max(appender.longest_stall_s, time.monotonic() - since)
 
 
 async def _scan(rt: Runtime, match: str) -> list[bytes]:
@@ -204,20 +224,23 @@ async def drill(
 
             quarter, half = appender.reached(messages // 4), appender.reached(messages // 2)
             appending = asyncio.create_task(appender.run())
+            stalls = asyncio.create_task(_longest_stall(rt, appender))
             await quarter.wait()
             os.kill(procs[0].pid, signal.SIGKILL)
             procs[0].wait()
             await half.wait()
-            acked_before = dict(appender.acked)
-            failed_at = time.monotonic()
             key = rt.keys.inbox
             if kind == "manual":
                 done: Failover = await asyncio.to_thread(cluster.failover, key)
             else:
-                done = await asyncio.to_thread(cluster.kill_primary, key)
+                lag_s = LAG_S if kind == "kill-lagging" else 0.0
+                done = await asyncio.to_thread(functools.partial(cluster.kill_primary, key, lag_s=lag_s))
                 await asyncio.to_thread(cluster.restart, done.old)
             await appending
             await _until("routing every inbox entry", lambda: _settled(rt), settle_s)
+            stalls.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await stalls
             inbox_ids = await in_inbox(rt)
             counts = await routed(rt)
             dead = await rt.client.xlen(rt.keys.dead)
@@ -233,8 +256,9 @@ async def drill(
                     proc.wait()
     exits = [proc.returncode for proc in procs[1:]]
     sent = {e.id for e in envs}
-    lost_acknowledged = sorted(set(acked_before) - inbox_ids)
-    window_ms = round((failed_at - min(acked_before[m] for m in lost_acknowledged)) * 1000) if lost_acknowledged else 0
+    lost_acknowledged = sorted(set(appender.acked) - inbox_ids)
+    oldest = min((appender.acked[m] for m in lost_acknowledged), default=done.at)
+    window_ms = round((done.at - oldest) * 1000)
     return {
         "failover": kind,
         "messages": messages,
@@ -249,6 +273,7 @@ async def drill(
         "loss_window_ms": window_ms,
         "failover_s": round(done.seconds, 3),
         "append_unavailable_s": round(appender.longest_gap_s, 3),
+        "routing_stalled_s": round(appender.longest_stall_s, 3),
         "append_retries": appender.retries,
         "append_errors": dict(appender.errors),
         "dead_letters": int(dead),

@@ -553,7 +553,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
         if args.target == "wait":
             return bench_failover.wait_main(settings, args.json, args.messages or 4_000)
-        kinds = list(bench_failover.FAILOVERS) if args.failover == "both" else [args.failover]
+        kinds = list(bench_failover.FAILOVERS) if args.failover == "all" else [args.failover]
         return bench_failover.failover_main(settings, args.json, kinds, args.messages or 20_000, args.workers)
     from router import bench as core_bench
 
@@ -738,7 +738,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--workers", type=int, default=3, help="failover: worker processes (one is SIGKILLed)")
     sp.add_argument(
-        "--failover", choices=["manual", "kill", "both"], default="both", help="failover: CLUSTER FAILOVER, SIGKILL"
+        "--failover",
+        choices=["manual", "kill", "kill-lagging", "all"],
+        default="all",
+        help="failover: CLUSTER FAILOVER, the primary SIGKILLed, the same with the replica 0.2 s behind",
     )
     sp.add_argument("--minutes", type=float, help="soak: how long (10); console: each phase (1/6)")
     sp.add_argument("--rate", type=int, default=1000, help="soak, console: messages per second offered")

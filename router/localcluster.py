@@ -53,11 +53,13 @@ def free_cluster_ports(count: int) -> list[int]:
 
 @dataclass(frozen=True, slots=True)
 class Failover:
-    """One failover of a slot's primary: the old and the new primary's ports, and how long from
-    the command (or the kill) until every live node's slot map named the new one."""
+    """One failover of a slot's primary: the old and the new primary's ports, when the command
+    was sent (or the primary killed; ``time.monotonic``), and how long from then until every live
+    node's slot map named the new one."""
 
     old: int
     new: int
+    at: float
     seconds: float
 
 
@@ -160,25 +162,44 @@ class LocalCluster:
         old = self.primary_of(key)
         new = self.replica_of(old)
         started = time.monotonic()
-        client = self.client(new)
-        try:
-            client.execute_command("CLUSTER", "FAILOVER")
-        finally:
-            client.close()
+        self._command(new, "CLUSTER", "FAILOVER")
         self._wait_primary(key, new, started + timeout)
-        return Failover(old, new, time.monotonic() - started)
+        return Failover(old, new, started, time.monotonic() - started)
 
-    def kill_primary(self, key: str, timeout: float = 60.0) -> Failover:
+    def kill_primary(self, key: str, timeout: float = 60.0, *, lag_s: float = 0.0) -> Failover:
         """SIGKILL the primary of ``key``'s slot and wait for its replica's automatic promotion
-        (after the node timeout): the writes the replica had not received are lost."""
+        (after the node timeout): the writes the replica had not received are lost.
+
+        ``lag_s``: the replica's link is cut that long before the kill, as a replica that lags or
+        is cut off when its primary dies: it misses the primary's last ``lag_s`` of writes. (On
+        loopback a killed process's replies and its replication stream leave in the same event
+        loop turn, so without it nothing is lost.) The replica is kept from syncing again by a
+        wrong ``masterauth`` (its AUTH is refused), which is cleared once it is promoted.
+        """
         old = self.primary_of(key)
         new = self.replica_of(old)
+        if lag_s:
+            self._set(new, "masterauth", "cut-off")
+            self._command(old, "CLIENT", "KILL", "TYPE", "replica")
+            time.sleep(lag_s)
         started = time.monotonic()
         proc = self.processes[old]
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
         self._wait_primary(key, new, started + timeout)
-        return Failover(old, new, time.monotonic() - started)
+        if lag_s:
+            self._set(new, "masterauth", "")
+        return Failover(old, new, started, time.monotonic() - started)
+
+    def _command(self, port: int, *args: str) -> None:
+        client = self.client(port)
+        try:
+            client.execute_command(*args)
+        finally:
+            client.close()
+
+    def _set(self, port: int, name: str, value: str) -> None:
+        self._command(port, "CONFIG", "SET", name, value)
 
     def _wait_primary(self, key: str, new: int, deadline: float) -> None:
         """Until ``new`` is a primary and every live node maps ``key``'s slot to it."""

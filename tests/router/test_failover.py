@@ -81,6 +81,30 @@ async def test_killed_primary_and_a_killed_worker_lose_at_most_the_unreplicated_
     gc.collect()
 
 
+@pytest.mark.parametrize("replicas", [0, 1])
+async def test_a_lagging_replica_loses_acknowledged_appends_unless_they_wait_for_it(
+    cluster: LocalCluster, settings: Settings, worker_env: dict[str, str], tmp_path: Path, replicas: int
+) -> None:
+    """The loss window, made visible: the replica misses the primary's last 0.2 s of writes when
+    the primary is killed. Without WAIT the appends acknowledged in those 0.2 s are lost (never
+    routed, never doubled); with ``inbox.replicas = 1`` an append is acknowledged only once the
+    replica has it, so none is."""
+    settings.inbox.replicas = replicas
+    result = await drill(
+        cluster, settings, "kill-lagging", MESSAGES, WORKERS, rate=1000, env=worker_env, logs=tmp_path, settle_s=60
+    )
+    assert result["acknowledged"] == MESSAGES and result["duplicated"] == 0, result
+    assert result["lost"] == result["lost_acknowledged"]
+    assert result["routed_once"] + result["lost"] == MESSAGES
+    if replicas:
+        assert result["lost"] == 0, result
+    else:
+        # ~1,000 msgs/s acknowledged for 0.2 s: the bursts of those 200 ms, no older one.
+        assert 0 < result["lost"] <= 400, result
+        assert 0 < result["loss_window_ms"] < 1000
+    gc.collect()
+
+
 async def test_appends_alone_reach_the_promoted_replica(cluster: LocalCluster, settings: Settings) -> None:
     """An appender sends nothing but script calls, on connections of the slot's node that it
     takes itself (router/scripts.py): after the primary was killed, every call went to the dead
