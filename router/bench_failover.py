@@ -49,7 +49,7 @@ from redis.exceptions import RedisError
 from router.bench import corpus
 from router.cluster import scan_step
 from router.config import Settings
-from router.errors import AppendRefused
+from router.errors import AppendRefused, BadRequest
 from router.keys import ROUTER_GROUP
 from router.localcluster import Failover, LocalCluster
 from router.model import Envelope, decode_envelope
@@ -207,7 +207,10 @@ async def drill(
     the worker processes' environment (default: this one's, on the cluster and the prefix);
     ``logs``: a directory for their output (default: this process's standard error)."""
     if kind not in FAILOVERS:
-        raise ValueError(f"failover kind {kind!r}: one of {', '.join(FAILOVERS)}")
+        raise BadRequest(f"failover kind {kind!r}: one of {', '.join(FAILOVERS)}")
+    if messages < 4 * BURST or workers < 2:
+        # A quarter of the messages marks the worker's kill, and one worker must survive it.
+        raise BadRequest(f"the drill needs at least {4 * BURST} messages and 2 workers")
     worker_env = {**(env if env is not None else os.environ), **WORKER_ENV}
     worker_env.update(SWITCHBOARD_REDIS__URL=cluster.url, SWITCHBOARD_PREFIX=settings.prefix)
     envs = corpus(messages, seed=len(kind), users=max(1, messages // 4), account=f"drill-{kind}")
@@ -322,9 +325,8 @@ WAIT_BURST = 100
 
 
 async def _wait_main(settings: Settings, messages: int) -> dict[str, Any]:
-    """Appends with ``inbox.replicas`` 0 and 1 on one cluster (two prefixes in the same primary's
-    slot would share its CPU fairly; different hash tags are fine too: each side is timed alone),
-    one at a time and in bursts, taking turns."""
+    """Appends with ``inbox.replicas`` 0 and 1 on one cluster, one at a time and in bursts,
+    taking turns; the two prefixes share a hash tag, so one primary and its replica serve both."""
     modes = {0: "{drill}:", 1: "{drill}:w:"}
     latencies: dict[tuple[int, int], list[float]] = {(r, b): [] for r in modes for b in (1, WAIT_BURST)}
     seconds: dict[tuple[int, int], float] = dict.fromkeys(latencies, 0.0)
