@@ -34,8 +34,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptio
 async def _collect() -> None:
     """Let the event loop see the closed connections go (their transports are the loop's until
     then), and collect them now, under this module's filter, not in the next test."""
-    await asyncio.sleep(0.2)
-    gc.collect()
+    for _ in range(5):
+        await asyncio.sleep(0.1)
+        gc.collect()
 
 
 @pytest.fixture(scope="module")
