@@ -560,6 +560,13 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from router import bench_soak
 
         return bench_soak.main(settings, args.json, args.minutes or 10.0, args.rate, args.users)
+    if args.target in ("failover", "wait"):
+        from router import bench_failover
+
+        if args.target == "wait":
+            return bench_failover.wait_main(settings, args.json, args.messages or 4_000)
+        kinds = list(bench_failover.FAILOVERS) if args.failover == "all" else [args.failover]
+        return bench_failover.failover_main(settings, args.json, kinds, args.messages or 20_000, args.workers)
     from router import bench as core_bench
 
     if args.target == "append":
@@ -732,10 +739,26 @@ def build_parser() -> argparse.ArgumentParser:
 
     staffing_cli.arguments(add("staffing", cmd_staffing, "agents needed per group and hour of the week (Erlang C)"))
 
-    sp = add("bench", cmd_bench, "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak")
-    targets = ["router", "rules", "append", "soak", "console", "review"]
+    sp = add(
+        "bench",
+        cmd_bench,
+        "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak, "
+        "the cluster failover drill, the cost of WAIT",
+    )
+    targets = ["router", "rules", "append", "soak", "console", "review", "failover", "wait"]
     sp.add_argument("target", nargs="?", choices=targets, default="router")
-    sp.add_argument("--messages", type=int, help="messages per run (router 20,000; append 4,000 per mode; review 50)")
+    sp.add_argument(
+        "--messages",
+        type=int,
+        help="messages per run (router, failover 20,000; append, wait 4,000 per mode; review 50)",
+    )
+    sp.add_argument("--workers", type=int, default=3, help="failover: worker processes (one is SIGKILLed)")
+    sp.add_argument(
+        "--failover",
+        choices=["manual", "kill", "kill-lagging", "all"],
+        default="all",
+        help="failover: CLUSTER FAILOVER, the primary SIGKILLed, the same with the replica 0.2 s behind",
+    )
     sp.add_argument("--minutes", type=float, help="soak: how long (10); console: each phase (1/6)")
     sp.add_argument("--rate", type=int, default=1000, help="soak, console: messages per second offered")
     sp.add_argument("--users", type=int, default=60_000, help="soak: distinct senders")

@@ -17,10 +17,18 @@ from typing import cast
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
+from redis._parsers.base import BaseParser
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import BusyLoadingError
+from redis.exceptions import (
+    BusyLoadingError,
+    ClusterDownError,
+    RedisClusterUnreachableError,
+    ResponseError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -30,13 +38,31 @@ from router.errors import ConfigError, RedisUnavailable
 
 log = logging.getLogger("switchboard.redis")
 
-#: The errors after which a loop backs off and tries again rather than failing.
+
+class Unblocked(ResponseError):  # type: ignore[misc]  # redis-py is untyped here (pyproject.toml)
+    """``UNBLOCKED``: the server ended a blocking read (XREADGROUP … BLOCK) because it stopped
+    serving the key — a primary turned replica in a failover. Nothing was read; read again."""
+
+
+# redis-py turns an error reply into an exception class by its first word; UNBLOCKED has none of
+# its own there, and a plain ResponseError reads as a bug (a worker stopped on it at every
+# manual failover of the drill). Registered once, for every client and parser.
+BaseParser.EXCEPTION_CLASSES["UNBLOCKED"] = Unblocked
+
+#: The errors after which a loop backs off and tries again rather than failing. On a Redis
+#: Cluster, also those of a failover in progress, after which redis-py has refreshed (or will
+#: refresh) its slot map: the command did not run.
 TRANSIENT_ERRORS = (
     RedisConnectionError,
     RedisTimeoutError,
     BusyLoadingError,
     ConnectionError,
     OSError,
+    ClusterDownError,
+    TryAgainError,
+    SlotNotCoveredError,
+    RedisClusterUnreachableError,
+    Unblocked,
 )
 
 MIN_VERSION = (6, 2)

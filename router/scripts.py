@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -13,7 +14,9 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
 from redis.commands.core import AsyncScript
-from redis.exceptions import MovedError, NoScriptError, ResponseError, SlotNotCoveredError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import MovedError, NoScriptError, RedisError, ResponseError, SlotNotCoveredError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from router.errors import Conflict, NotFound
 from router.keys import ROUTER_GROUP, SENDER_GROUP
@@ -191,7 +194,8 @@ def _pack_evalsha(sha: str, calls: Sequence[list[Any]]) -> bytes:
 async def _exchange(client: aioredis.Redis, packed: bytes, replies: int, key: Any) -> list[Any]:
     """Send ``packed`` commands on a pooled connection and read their ``replies``; an error reply
     is returned as its exception. A lost connection is retried as redis-py retries a command.
-    On a Redis Cluster the connection is one of the node serving ``key``'s slot."""
+    On a Redis Cluster the connection is one of the node serving ``key``'s slot, and a connection
+    error refreshes the slot map before it is raised."""
     if isinstance(client, RedisCluster):
         node = client.get_node_from_key(key)
         if node is None:
@@ -199,6 +203,13 @@ async def _exchange(client: aioredis.Redis, packed: bytes, replies: int, key: An
         conn = node.acquire_connection()
         try:
             return await _send(conn, packed, replies)
+        except (RedisConnectionError, RedisTimeoutError):
+            # The node may be gone (a primary killed, its replica promoted): refresh the slot map,
+            # as redis-py does after its own commands fail so, or every later call would go to
+            # the dead node again. The error stands; the caller's loop backs off and retries.
+            with contextlib.suppress(RedisError, OSError):
+                await client.nodes_manager.initialize(last_failed_node_name=node.name)
+            raise
         finally:
             node.release(conn)
     pool = client.connection_pool

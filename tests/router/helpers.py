@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-import json
 from collections import Counter
 from typing import Any
 
+from router.bench_failover import routed
 from router.model import Envelope, Sender, new_id, now
 from router.runtime import Runtime
 from router.worker import Worker, Workers
@@ -43,13 +43,4 @@ async def drain(worker: Worker | Workers) -> int:
 
 async def inbound_ids(rt: Runtime) -> Counter[str]:
     """Every inbound message id over every conversation's history (what the workers routed)."""
-    seen: Counter[str] = Counter()
-    keys = [k async for k in rt.client.scan_iter(match=rt.keys.history("*"), count=1000)]
-    pipe = rt.client.pipeline(transaction=False)
-    for k in keys:
-        pipe.xrange(k)
-    for entries in await pipe.execute():
-        for _, fields in entries:
-            if fields[b"type"] == b"inbound":
-                seen[json.loads(fields[b"data"])["msg"]] += 1
-    return seen
+    return await routed(rt)
