@@ -550,6 +550,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from router import bench_review
 
         return bench_review.main(settings, args.json, sys.stdout, args.messages or 50)
+    if args.target == "cluster":  # its own servers: one shard on one, --shards on the other
+        from router import bench_cluster
+
+        return bench_cluster.main(settings, args.json, args.messages or 20_000, args.shards, args.primaries)
     if settings.redis.shards > 1:
         # Its figures read one shard's keys (the inbox, queues and events it measures).
         raise ConfigError(
@@ -743,16 +747,18 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         cmd_bench,
         "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak, "
-        "the cluster failover drill, the cost of WAIT",
+        "the cluster failover drill, the cost of WAIT, the work per primary of a sharded cluster",
     )
-    targets = ["router", "rules", "append", "soak", "console", "review", "failover", "wait"]
+    targets = ["router", "rules", "append", "soak", "console", "review", "failover", "wait", "cluster"]
     sp.add_argument("target", nargs="?", choices=targets, default="router")
     sp.add_argument(
         "--messages",
         type=int,
-        help="messages per run (router, failover 20,000; append, wait 4,000 per mode; review 50)",
+        help="messages per run (router, failover, cluster 20,000; append, wait 4,000 per mode; review 50)",
     )
     sp.add_argument("--workers", type=int, default=3, help="failover: worker processes (one is SIGKILLed)")
+    sp.add_argument("--shards", type=int, default=6, help="cluster: virtual shards of the deployment")
+    sp.add_argument("--primaries", type=int, default=3, help="cluster: primaries of the private cluster")
     sp.add_argument(
         "--failover",
         choices=["manual", "kill", "kill-lagging", "all"],
