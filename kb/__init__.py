@@ -3,8 +3,8 @@
 Pure: no Redis, no clock; the only files read are the ones a caller names (and the shipped
 default knowledge base, ``kb/default/``, with its calibration, ``kb/calibration.json``).
 
-    kb = load_dir(Path("kb/default"), groups={"payments", ...})     # KBError lists every problem
-    answerer = Answerer.shipped(kb)                                  # the calibrated method + policy
+    base = load_dir(Path("kb/default"), groups={"payments", ...})   # KBError lists every problem
+    answerer = kb.answerer(base)                                     # the calibrated method + policy
     answer = answerer.answer(text, lang, p1=False, sensitive=False)  # answer.send / .suggestions
 """
 
@@ -13,7 +13,7 @@ from __future__ import annotations
 from importlib import resources
 from pathlib import Path
 
-from kb.answer import Answer, Answerer, Policy, Reason, Suggestion, decide
+from kb.answer import Answer, Answerer, Calibration, Policy, Reason, Suggestion, decide
 from kb.article import LANGS, Article, KnowledgeBase, Variant
 from kb.loader import KBError, dump_variant, export_dir, load_dir
 from kb.questions import Question, load_questions
@@ -24,6 +24,7 @@ __all__ = [
     "Answer",
     "Answerer",
     "Article",
+    "Calibration",
     "Embedder",
     "Hit",
     "KBError",
@@ -36,6 +37,7 @@ __all__ = [
     "Retriever",
     "Suggestion",
     "Variant",
+    "answerer",
     "calibration_file",
     "decide",
     "default_dir",
@@ -43,7 +45,6 @@ __all__ = [
     "export_dir",
     "load_dir",
     "load_questions",
-    "shipped_answerer",
 ]
 
 
@@ -57,7 +58,11 @@ def calibration_file() -> Path:
     return Path(str(resources.files("kb") / "calibration.json"))
 
 
-def shipped_answerer(kb: KnowledgeBase, embedder: Embedder | None = None) -> Answerer:
-    """An answerer for ``kb`` with the shipped method and thresholds."""
-    method, policy = Policy.load(calibration_file())
-    return Answerer(Retriever(kb, method, embedder), policy)
+def answerer(kb: KnowledgeBase, calibration: Path | None = None, embedder: Embedder | None = None) -> Answerer:
+    """An answerer for ``kb`` with a calibration file's method, thresholds and example questions
+    (default: the shipped ones). Blocking: it embeds every variant and every example question."""
+    path = calibration or calibration_file()
+    cal = Calibration.load(path)
+    examples = cal.examples_path(path)
+    pairs = [(q.article, q.text) for q in load_questions(examples, kb)] if examples else []
+    return Answerer(Retriever(kb, cal.method, embedder, examples=pairs), cal.policy)

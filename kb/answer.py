@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from kb.article import Article, KnowledgeBase, Variant
+from kb.loader import KBError
 from kb.retrieval import Hit, Method, Retriever
 
-__all__ = ["Answer", "Answerer", "Policy", "Reason", "Suggestion", "decide"]
+__all__ = ["Answer", "Answerer", "Calibration", "Policy", "Reason", "Suggestion", "decide"]
 
 SUGGESTIONS = 3
 
@@ -47,15 +48,33 @@ class Policy:
     min_score: float
     min_gap: float
 
-    @classmethod
-    def load(cls, path: Path) -> tuple[Method, Policy]:
-        """The method and policy of a calibration file (``calibration.json``)."""
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return Method(**data["method"]), cls(float(data["policy"]["min_score"]), float(data["policy"]["min_gap"]))
 
-    @staticmethod
-    def dump(method: Method, policy: Policy, meta: dict[str, Any]) -> str:
-        return json.dumps({"method": asdict(method), "policy": asdict(policy), **meta}, indent=2) + "\n"
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """What ``switchboard kb calibrate`` writes: the method, the thresholds, and the labelled
+    questions the question model learns from (a path relative to the calibration file; None:
+    no question model)."""
+
+    method: Method
+    policy: Policy
+    examples: str | None = None
+
+    @classmethod
+    def load(cls, path: Path) -> Calibration:
+        """The calibration in ``path`` (``KBError`` if it is not one)."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            policy = Policy(float(data["policy"]["min_score"]), float(data["policy"]["min_gap"]))
+            return cls(Method(**data["method"]), policy, data.get("examples"))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise KBError([f"{path}: not a usable calibration file ({exc})"]) from None
+
+    def examples_path(self, calibration_file: Path) -> Path | None:
+        return None if self.examples is None else calibration_file.parent / self.examples
+
+    def dump(self, meta: dict[str, Any]) -> str:
+        data = {"method": asdict(self.method), "policy": asdict(self.policy), "examples": self.examples}
+        return json.dumps(data | meta, indent=2, ensure_ascii=False) + "\n"
 
 
 @dataclass(frozen=True, slots=True)

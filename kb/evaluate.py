@@ -18,7 +18,7 @@ from typing import Any
 from kb.answer import Policy, Reason, decide
 from kb.article import LANGS, KnowledgeBase
 from kb.questions import Question
-from kb.retrieval import Hit, Retriever
+from kb.retrieval import Embedder, Hit, Method, Retriever, Vector
 
 __all__ = ["Ranked", "Row", "format_table", "rank", "table"]
 
@@ -45,6 +45,34 @@ class Ranked:
 
 def rank(retriever: Retriever, questions: Iterable[Question]) -> list[Ranked]:
     return [Ranked(q, tuple(retriever.search(q.text, q.lang, k=3))) for q in questions]
+
+
+def examples_of(questions: Iterable[Question]) -> list[tuple[str | None, str]]:
+    """Labelled questions as (article or None, text): what a retriever's question model learns."""
+    return [(q.article, q.text) for q in questions]
+
+
+def rank_out_of_fold(
+    kb: KnowledgeBase,
+    method: Method,
+    questions: Sequence[Question],
+    folds: int = 5,
+    embedder: Embedder | None = None,
+    vectors: dict[str, Vector] | None = None,
+) -> list[Ranked]:
+    """Every question ranked by a retriever whose examples are the other folds' questions (the
+    questions in id order, dealt round-robin into ``folds``): how the examples help questions
+    they do not contain. ``vectors`` is used and filled as a cache across the folds."""
+    cache = {} if vectors is None else vectors
+    ordered = sorted(questions, key=lambda q: q.id)
+    ranked: dict[str, Ranked] = {}
+    for k in range(folds):
+        held = ordered[k::folds]
+        rest = [q for j, q in enumerate(ordered) if j % folds != k]
+        retriever = Retriever(kb, method, embedder, cache, examples_of(rest))
+        cache |= retriever.new_vectors
+        ranked |= {r.question.id: r for r in rank(retriever, held)}
+    return [ranked[q.id] for q in questions]
 
 
 @dataclass(frozen=True, slots=True)
