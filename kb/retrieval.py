@@ -21,7 +21,7 @@ Scores are on an absolute scale, so that one threshold means the same for every 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -247,6 +247,3 @@ class Retriever:
         s = self.scores(text, lang)
         order = np.argsort(-s, kind="stable")[:k]
         return [Hit(self.kb.articles[i].id, float(s[i])) for i in order]
-
-
-Factory = Callable[[KnowledgeBase], Retriever]
