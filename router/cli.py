@@ -537,6 +537,8 @@ async def _model_export(rt: Any, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
+    if args.target == "kb":
+        return _bench_kb(args, settings)
     if args.target == "rules":
         from router import bench_rules
 
@@ -576,6 +578,23 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
     if args.target == "append":
         return core_bench.append_main(settings, as_json=args.json, messages=args.messages or 4_000)
     return core_bench.main(settings, as_json=args.json, messages=args.messages or 20_000)
+
+
+def _bench_kb(args: argparse.Namespace, settings: Settings) -> int:
+    import kb
+    from router import bench_kb, kb_cli
+
+    base = kb_cli.load(args.kb, settings, sys.stderr)
+    path = args.questions or bench_kb.TUNE
+    try:
+        questions = None if base is None else kb.load_questions(path, base)
+    except kb.KBError as exc:
+        print("\n".join(exc.errors), file=sys.stderr)
+        return 1
+    if base is None or questions is None:
+        return 1
+    calibration = args.calibration or kb.calibration_file()
+    return bench_kb.run(base, questions, args.articles, calibration, args.json, sys.stdout)
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -747,9 +766,9 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         cmd_bench,
         "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak, "
-        "the cluster failover drill, the cost of WAIT, the work per primary of a sharded cluster",
+        "the cluster failover drill, the cost of WAIT, the work per primary of a sharded cluster, the knowledge base",
     )
-    targets = ["router", "rules", "append", "soak", "console", "review", "failover", "wait", "cluster"]
+    targets = ["router", "rules", "append", "soak", "console", "review", "failover", "wait", "cluster", "kb"]
     sp.add_argument("target", nargs="?", choices=targets, default="router")
     sp.add_argument(
         "--messages",
@@ -773,7 +792,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--isolate", action="store_true", help="console: the console and its attackers on one CPU, routing on the rest"
     )
+    sp.add_argument("--articles", type=int, help="kb: grow the knowledge base to N articles (generated, seeded)")
+    sp.add_argument("--questions", type=Path, help="kb: labelled questions (default: the checkout's tune set)")
+    sp.add_argument("--kb", type=Path, help="kb: a knowledge base directory (default: the shipped one)")
+    sp.add_argument("--calibration", type=Path, help="kb: method and thresholds (default: the shipped ones)")
     json_flag(sp)
+
+    from router import kb_cli
+
+    kb_cli.add_parsers(sub)
     return p
 
 

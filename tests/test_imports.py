@@ -2,6 +2,8 @@
 
 - ``rules/`` is a pure library: it imports nothing from ``router``, ``adapters`` or ``triage``;
 - ``sla/`` is pure too: the same, and it may use ``rules`` (the YAML loader, priorities);
+- ``kb/`` (the knowledge base) is pure too: nothing from ``router``, ``adapters`` or ``triage``, and
+  of ``rules`` only its text normalisation (``rules.normalize``);
 - ``router/`` imports nothing from ``adapters`` except the composition root, ``router/cli.py``;
 - ``adapters/`` import from the core only its public API for channels, ``router.channel``, and
   the rules library through its public API (``rules``);
@@ -55,6 +57,10 @@ def violations(path: Path) -> list[str]:
         top = module.split(".", 1)[0]
         if layer in ("rules", "sla") and top in {"router", "adapters", "triage"}:
             found.append(f"{path}:{line}: {layer}/ is pure, imports {module}")
+        elif layer == "kb" and (
+            top in {"router", "adapters", "triage"} or (top == "rules" and module != "rules.normalize")
+        ):
+            found.append(f"{path}:{line}: kb/ is pure and shares only rules.normalize, imports {module}")
         elif layer == "router" and top == "adapters" and path != COMPOSITION_ROOT:
             found.append(f"{path}:{line}: only {COMPOSITION_ROOT} may import adapters ({module})")
         elif layer == "adapters" and top == "router" and module != CHANNEL_API:
@@ -73,7 +79,7 @@ def violations(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("layer", ["rules", "sla", "router", "adapters"])
+@pytest.mark.parametrize("layer", ["rules", "sla", "router", "adapters", "kb"])
 def test_imports_follow_the_layers(layer: str) -> None:
     sources = _sources(layer)
     assert len(sources) > 5, f"no sources found under {layer}/"

