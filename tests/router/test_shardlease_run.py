@@ -26,6 +26,7 @@ from router.runtime import Runtime
 from router.shardlease import GROUP
 from tests.conftest import SWITCHBOARD
 from tests.router.helpers import message
+from tests.router.test_cli import sb
 
 TTL_S, RETRY_S = 3.0, 0.2
 LEASES = {
@@ -117,11 +118,14 @@ async def _all_routed_once(rt: Runtime, ids: set[str], seconds: float) -> None:
 
 
 async def test_workers_split_the_shards_take_over_a_killed_ones_and_a_stopped_ones_at_once(
-    rt: Runtime, workers: list[subprocess.Popen[bytes]]
+    rt: Runtime, env: dict[str, str], workers: list[subprocess.Popen[bytes]]
 ) -> None:
     ids = await _append(rt, 200, "a")
     held, _ = await _wait_settled(rt, 3, set(), 30)
     assert sorted(held) == list(range(rt.shards.count))  # every shard read by exactly one process
+    stats = json.loads(sb(env, "stats", "--json").stdout)["shard_holders"]
+    assert {int(shard): h["pid"] for shard, h in stats.items()} == held
+    assert "shards held: 0: " in sb(env, "stats").stdout
 
     # SIGKILL the process holding the most shards, while messages arrive.
     victim = Counter(held.values()).most_common(1)[0][0]
