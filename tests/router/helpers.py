@@ -77,9 +77,10 @@ async def _all_acked(leases: ShardLeases) -> bool:
 
 
 async def inbound_ids(rt: Runtime) -> Counter[str]:
-    """Every inbound message id over every conversation's history (what the workers routed)."""
+    """Every inbound message id over every conversation's history in every shard (what the
+    workers routed)."""
     seen: Counter[str] = Counter()
-    keys = [k async for k in rt.client.scan_iter(match=rt.keys.history("*"), count=1000)]
+    keys = [k async for k in rt.client.scan_iter(match=rt.shards.glob("hist:*"), count=1000)]
     pipe = rt.client.pipeline(transaction=False)
     for k in keys:
         pipe.xrange(k)

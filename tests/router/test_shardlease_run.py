@@ -25,7 +25,7 @@ from router.membership import Membership, assign
 from router.runtime import Runtime
 from router.shardlease import GROUP
 from tests.conftest import SWITCHBOARD
-from tests.router.helpers import message
+from tests.router.helpers import inbound_ids, message
 from tests.router.test_cli import sb
 
 TTL_S, RETRY_S = 3.0, 0.2
@@ -90,16 +90,6 @@ async def _wait_settled(rt: Runtime, members: int, gone: set[int], seconds: floa
     raise AssertionError(f"shards not settled in {seconds} s: {await _holders(rt)}")
 
 
-async def _routed(rt: Runtime) -> Counter[str]:
-    """Every inbound message id over every shard's conversation histories."""
-    seen: Counter[str] = Counter()
-    async for key in rt.client.scan_iter(match=rt.shards.glob("hist:*"), count=1000):
-        for _, fields in await rt.client.xrange(key):
-            if fields[b"type"] == b"inbound":
-                seen[json.loads(fields[b"data"])["msg"]] += 1
-    return seen
-
-
 async def _append(rt: Runtime, n: int, tag: str) -> set[str]:
     envs = [message(f"my withdrawal {tag}{i} has not arrived", user=f"user{i % 24}") for i in range(n)]
     await rt.inbox.append_many(envs)
@@ -109,7 +99,7 @@ async def _append(rt: Runtime, n: int, tag: str) -> set[str]:
 async def _all_routed_once(rt: Runtime, ids: set[str], seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while True:
-        seen = await _routed(rt)
+        seen = await inbound_ids(rt)
         if set(seen) >= ids or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
