@@ -110,9 +110,10 @@ def worker_name(rt: Runtime, shard: int, base: str | None = None) -> str:
     return f"{base}-s{shard}" if rt.shards.count > 1 else base
 
 
-def _fenced(exc: BaseException) -> BaseException:
-    """A script's refusal of this worker's fence as ``LeaseLost``; any other error as it is."""
-    return LeaseLost(str(exc)) if isinstance(exc, ResponseError) and str(exc).startswith("FENCED") else exc
+def _raise_if_fenced(exc: BaseException) -> None:
+    """Raise a script's refusal of this worker's fence (lua/common.lua) as ``LeaseLost``."""
+    if isinstance(exc, ResponseError) and str(exc).startswith("FENCED"):
+        raise LeaseLost(str(exc)) from exc
 
 
 class Workers:
@@ -243,8 +244,9 @@ class Worker:
             await self._housekeeping()
             await self.step()
         except ResponseError as exc:
+            _raise_if_fenced(exc)
             if "NOGROUP" not in str(exc):
-                raise _fenced(exc) from exc
+                raise
             await ensure_group(self.client, self.keys.inbox, ROUTER_GROUP)
 
     async def _lost_redis(self, exc: BaseException) -> None:
@@ -447,7 +449,8 @@ class Worker:
         try:
             await run_many(self.client, self.scripts.dead, batch.dead)
         except ResponseError as exc:
-            raise _fenced(exc) from exc
+            _raise_if_fenced(exc)
+            raise
         if batch.failed:
             await self.client.hset(self.keys.failures, mapping=batch.failed)
         results = await run_many(
@@ -466,8 +469,7 @@ class Worker:
         if isinstance(result, Exception):
             if isinstance(result, TRANSIENT_ERRORS):
                 raise result
-            if isinstance(_fenced(result), LeaseLost):
-                raise _fenced(result) from result
+            _raise_if_fenced(result)
             log.error("route script failed for %d entries from %s: %s", len(entry_ids), entry_ids[0].decode(), result)
             await self.client.hset(
                 self.keys.failures, mapping={entry_id: f"route script: {result}" for entry_id in entry_ids}
@@ -599,7 +601,8 @@ class Worker:
                 ],
             )
         except ResponseError as exc:
-            raise _fenced(exc) from exc
+            _raise_if_fenced(exc)
+            raise
         entries: list[Entry] = []
         if retry:
             claimed = await self.client.xclaim(self.keys.inbox, ROUTER_GROUP, self.name, min_idle_ms, retry)
