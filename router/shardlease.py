@@ -17,13 +17,22 @@ take its shards over at their next round rather than after a TTL.
 
 While membership changes, two processes may briefly both want a shard: the lease decides, the
 loser tries again next round. A process that computes no shard (more members than shards) idles.
+
+Each round also writes the process's own health record (``health_key``, ``worker:<member>``:
+pid, host and the shards it runs), so that an idle worker process counts as alive
+(``switchboard check``, router/processes.py ``missing``); each shard loop writes its own too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
+import math
+import os
+import socket
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Protocol
@@ -90,9 +99,11 @@ class ShardLeases:
         ttl_ms: int,
         max_skew_ms: int,
         retry_s: float,
+        health_key: str,
         clock: Clock | None = None,
     ) -> None:
         self.client = client
+        self.health_key = health_key
         self.shards = shards
         self.scripts = scripts
         self.membership = membership
@@ -133,6 +144,7 @@ class ShardLeases:
             await asyncio.gather(*(self._stop(shard) for shard in list(self.running)))
             with contextlib.suppress(*TRANSIENT_ERRORS):
                 await self.membership.leave()
+                await self.client.delete(self.health_key)
 
     async def round(self) -> None:
         """One rebalancing round: beat, reap ended loops, stop the unassigned, try the assigned."""
@@ -148,6 +160,9 @@ class ShardLeases:
             await self._stop(shard)
         for shard in want:
             await self._start(shard)
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "shards": self.held(), "at": time.time()}
+        # Three rounds: a round that starts loops takes longer than retry_s.
+        await self.client.set(self.health_key, json.dumps(record), ex=max(1, math.ceil(3 * self.retry_s)))
 
     async def _start(self, shard: int) -> None:
         lease = Lease(

@@ -142,6 +142,7 @@ class Workers:
                 ttl_ms=ttl_ms,
                 max_skew_ms=round(lcfg.max_skew_s * 1000),
                 retry_s=lcfg.retry_s,
+                health_key=rt.keys.health("worker", base),
             )
         else:
             self.each = [

@@ -6,6 +6,8 @@ The real-process takeover on the cluster is tests/router/test_shardlease_run.py.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 from dataclasses import dataclass, field
 
 import pytest
@@ -83,6 +85,7 @@ def leases(rt: Runtime, shards: Shards, member: str, clock: FakeClock, loops: li
         ttl_ms=3000,
         max_skew_ms=0,
         retry_s=0.05,
+        health_key=shards.home.health("worker", member),
         clock=clock,
     )
 
@@ -106,6 +109,9 @@ async def test_two_processes_split_the_shards_rebalance_when_one_joins_and_take_
     assert a.held() == assign(5, ["a", "b"])["a"]
     await b.round()  # no TTL to wait: the leases were released
     assert b.held() == want_b
+    # Each process's own health record names its shards (an idle one's too: it counts as alive).
+    record = json.loads(await rt.client.get(shards.home.health("worker", "b")))
+    assert (record["shards"], record["pid"]) == (want_b, os.getpid())
     assert all(loop.stopped.is_set() for loop in a_loops if loop.shard in want_b)
     # Each holding got a fence larger than the previous holder's.
     first = {loop.shard: loop.fence for loop in a_loops}
@@ -114,6 +120,7 @@ async def test_two_processes_split_the_shards_rebalance_when_one_joins_and_take_
     # A clean stop releases everything and leaves the group: b takes all over in its next round.
     a.stop()
     await a.run()
+    assert await rt.client.get(shards.home.health("worker", "a")) is None
     assert await Membership(rt.client, shards.home, GROUP, "x", ttl_ms=3000, clock=clock).live() == ["b"]
     await b.round()
     assert b.held() == [0, 1, 2, 3, 4]
