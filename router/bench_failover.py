@@ -148,9 +148,10 @@ async def in_inbox(rt: Runtime) -> set[str]:
 
 
 async def routed(rt: Runtime) -> Counter[str]:
-    """How many times each message id is in a conversation's history (what the workers routed)."""
+    """How many times each message id is in a conversation's history, over every shard (what the
+    workers routed)."""
     seen: Counter[str] = Counter()
-    keys = await _scan(rt, rt.keys.history("*"))
+    keys = [key async for key in rt.client.scan_iter(match=rt.shards.glob("hist:*"), count=1000)]
     for i in range(0, len(keys), 500):
         pipe = rt.client.pipeline(transaction=False)
         for key in keys[i : i + 500]:

@@ -340,6 +340,9 @@ async def _stats(rt: Any, args: argparse.Namespace) -> int:
         print(f"  {name}: {json.dumps(record, ensure_ascii=False)}")
     if not stats["health"]:
         print("  no worker or adapter is running")
+    if stats["shard_holders"]:
+        held = (f"{shard}: {h['worker']} (fence {h['fence']})" for shard, h in stats["shard_holders"].items())
+        print("shards held: " + "; ".join(held))
     for alert in stats["alerts"]:
         print(f"ALERT {alert}")
     return 0

@@ -86,6 +86,11 @@ class WorkerSettings(BaseModel):
     restart_backoff_cap_s: float = Field(60.0, gt=0)
     restart_reset_s: float = Field(60.0, gt=0)
     stop_timeout_s: float = Field(30.0, gt=0)
+    # With redis.shards > 1: each worker process reads only the shards it holds a lease on
+    # (router/shardlease.py; the lease timing is [leases]). Off: every worker process reads every
+    # shard through its consumer groups, as with one shard (no takeover wait after a crash beyond
+    # claim_dead_idle_ms, but each process holds a blocked read per shard). Ignored with one shard.
+    shard_leases: bool = True
 
 
 class LeaseSettings(BaseModel):

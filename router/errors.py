@@ -45,3 +45,8 @@ class RedisFull(AppendRefused):
 
 class NotDurable(AppendRefused):
     """The append was written but not confirmed on disk or on ``inbox.replicas`` replicas in time."""
+
+
+class LeaseLost(SwitchboardError):
+    """A script refused a worker's write: the shard's lease is no longer held under the fence the
+    worker passed (it expired, or a later holder took it; router/shardlease.py)."""

@@ -32,9 +32,13 @@ stats                           shard  hash      counters (in:, dup:, refused:, 
 health:{kind}:{name}            home   string    JSON health record with a TTL (worker, adapter, supervisor)
 lease:{name}                    home   hash      a fenced lease (router/leases.py): owner, fence, until (ms);
                                                  PX TTL. Names: ``adapter:{channel}:{account}``
-fence:{name}                    home   string    the last fence number handed out for lease {name} (no TTL)
+lease:shard:{i}                 shard  hash      shard i's lease, held by the worker process that reads it
+                                                 (router/shardlease.py; in the shard's slot: route.lua and
+                                                 dead.lua check the worker's fence against it)
+fence:{name}                    either string    the last fence number handed out for lease {name} (no TTL),
+                                                 beside its lease
 members:{group}                 home   zset      live members of a group -> heartbeat expiry (ms), PX TTL
-                                                 (router/membership.py)
+                                                 (router/membership.py; ``routers``: the worker processes)
 cursor:{channel}:{account}      home   hash      an adapter's durable positions (update offset, UIDs ...)
 {channel}:…                     home   any       a channel's private data: its ``ChannelContext.store``
                                                  (router/channel.py), e.g. ``sandbox:{user}`` (stream:

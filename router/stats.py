@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from router.backlog import Backlog, alerts, read_backlog
 from router.config import Settings
-from router.health import dead_adapters
+from router.health import dead_adapters, shard_holders
 from router.keys import Shards
 from router.queues import Queues, QueueStats
 from router.rulestore import RuleStore
@@ -116,6 +116,7 @@ class StatsReader:
             "queues": queue_dict(qstats),
             "counters": totals.counters,
             "health": health,
+            "shard_holders": shard_holders(health),
             "rules": {"active": await self._rules.active_number()},
         }
 

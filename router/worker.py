@@ -1,8 +1,11 @@
 """The router worker: consume the inbox through one consumer group, route, write and ack atomically.
 
 A ``Worker`` reads one shard's inbox (router/keys.py Shards) and writes with that shard's prefix;
-``Workers``, what a worker process runs, is a ``Worker`` per shard. With one shard (the default)
-that is one loop over the one inbox.
+``Workers``, what a worker process runs, is a ``Worker`` per shard: with one shard (the default)
+one loop over the one inbox, shared with every other worker process through the consumer group;
+with several shards, a loop for each shard this process holds the lease of (router/shardlease.py),
+its lease fence passed to every script that writes (a paused worker whose lease expired is
+refused), or, with ``worker.shard_leases`` off, a loop for every shard.
 
 One loop per worker:
 
@@ -29,7 +32,8 @@ pending; the reclaim pass hands entries idle longer than ``claim_idle_ms`` to a 
 dead-letters those delivered ``max_attempts`` times, with the last error as the reason. The
 entries of a consumer whose heartbeat key has expired (a dead worker) are taken over sooner, once
 idle ``claim_dead_idle_ms``: should that worker be alive after all, the route script's XACK makes
-whichever of the two routes an entry second do nothing.
+whichever of the two routes an entry second do nothing. A shard's lease holder takes over every
+other consumer's entries so (the previous holder's, dead or paused): only it may write the shard.
 """
 
 from __future__ import annotations
@@ -50,9 +54,11 @@ import msgspec
 from redis.exceptions import ResponseError
 
 from router.config import Settings
+from router.errors import LeaseLost
 from router.inbox import ensure_group
 from router.keys import ROUTER_GROUP
 from router.lifecycle import keep_running
+from router.membership import Membership
 from router.model import ENVELOPE_VERSION, Envelope, decode_envelope, new_id
 from router.modelstore import OBSERVED_MAXLEN, observation
 from router.redis import TRANSIENT_ERRORS
@@ -61,6 +67,7 @@ from router.routing import conversation_ref, message_in, route_arguments, shared
 from router.rulestore import settle_heap
 from router.runtime import Runtime
 from router.scripts import argv, run_many
+from router.shardlease import GROUP, ShardLeases, lease_name
 
 log = logging.getLogger("switchboard.worker")
 
@@ -103,26 +110,60 @@ def worker_name(rt: Runtime, shard: int, base: str | None = None) -> str:
     return f"{base}-s{shard}" if rt.shards.count > 1 else base
 
 
+def _raise_if_fenced(exc: BaseException) -> None:
+    """Raise a script's refusal of this worker's fence (lua/common.lua) as ``LeaseLost``."""
+    if isinstance(exc, ResponseError) and str(exc).startswith("FENCED"):
+        raise LeaseLost(str(exc)) from exc
+
+
 class Workers:
-    """One router worker over every shard (issue 16 phase 1: every worker reads every shard): a
-    ``Worker`` per shard, run and stopped together."""
+    """What a worker process runs: a ``Worker`` per shard, run and stopped together — every shard,
+    or with several shards and ``worker.shard_leases``, those it holds the lease of
+    (``leases``, router/shardlease.py)."""
 
     def __init__(self, rt: Runtime, name: str | None = None, *, settings: Settings | None = None) -> None:
         base = name or _unique_name()
-        self.each = [
-            Worker(rt, worker_name(rt, shard, base), settings=settings, shard=shard) for shard in range(rt.shards.count)
-        ]
+        cfg = settings or rt.settings
+        self.each: list[Worker] = []
+        self.leases: ShardLeases | None = None
+        if rt.shards.count > 1 and cfg.worker.shard_leases:
+            lcfg = cfg.leases
+            ttl_ms = round(lcfg.ttl_s * 1000)
+
+            def make(shard: int, fence: int) -> Worker:
+                return Worker(rt, worker_name(rt, shard, base), settings=settings, shard=shard, fence=fence)
+
+            self.leases = ShardLeases(
+                rt.client,
+                shards=rt.shards,
+                scripts=rt.scripts,
+                membership=Membership(rt.client, rt.keys, GROUP, base, ttl_ms=ttl_ms),
+                make=make,
+                ttl_ms=ttl_ms,
+                max_skew_ms=round(lcfg.max_skew_s * 1000),
+                retry_s=lcfg.retry_s,
+                health_key=rt.keys.health("worker", base),
+            )
+        else:
+            self.each = [
+                Worker(rt, worker_name(rt, shard, base), settings=settings, shard=shard)
+                for shard in range(rt.shards.count)
+            ]
 
     @property
     def processed(self) -> int:
-        return sum(w.processed for w in self.each)
+        return self.leases.processed if self.leases else sum(w.processed for w in self.each)
 
     def stop(self) -> None:
         """Finish the batches in hand, then return from ``run``."""
+        if self.leases:
+            self.leases.stop()
         for w in self.each:
             w.stop()
 
     async def run(self) -> None:
+        if self.leases:
+            await self.leases.run()
         await asyncio.gather(*(w.run() for w in self.each))
 
 
@@ -131,16 +172,26 @@ class Worker:
     shard's consumer group; ``Workers`` runs one per shard."""
 
     def __init__(
-        self, rt: Runtime, name: str | None = None, *, settings: Settings | None = None, shard: int = 0
+        self,
+        rt: Runtime,
+        name: str | None = None,
+        *,
+        settings: Settings | None = None,
+        shard: int = 0,
+        fence: int = 0,
     ) -> None:
         """A worker of ``shard`` on ``rt``'s client, scripts and rule set; ``settings`` other than
-        the runtime's (tests: a smaller batch, say) on the same key prefix."""
+        the runtime's (tests: a smaller batch, say) on the same key prefix; ``fence``, its lease
+        fence on the shard (0: leases off), which every script that writes checks."""
         self.client = rt.client
         self.settings = settings or rt.settings
         #: The shard's keys (its inbox, conversations, queues ...); health records are home keys.
         self.keys = rt.shards.shard[shard]
         self.home = rt.keys
         self.shard = shard
+        self.fence = fence
+        # What the dead-letter script checks the fence with (nothing with leases off).
+        self._fence_args: tuple[str | int, ...] = (lease_name(shard), fence) if fence else ()
         self.name = name or worker_name(rt, shard)
         self.scripts = rt.scripts
         # Settings of its own may name another rule file: then an engine of its own too.
@@ -148,7 +199,7 @@ class Worker:
         self.triage = rt.triage
         self.retention = Retention(self.client, self.settings, self.name, self.scripts, keys=self.keys)
         self.processed = 0
-        self._shared = shared_argument(self.settings, shard)
+        self._shared = shared_argument(self.settings, shard, fence)
         self._reopen_ms = self.settings.conversations.reopen_window_s * 1000
         self._stopping = asyncio.Event()
         self._recover = True  # read own pending entries before new ones
@@ -181,7 +232,8 @@ class Worker:
             )
         finally:
             await self.retention.close()
-            with contextlib.suppress(*TRANSIENT_ERRORS):
+            # A lost lease: what is in hand stays pending, for the shard's next holder.
+            with contextlib.suppress(*TRANSIENT_ERRORS, LeaseLost):
                 await self.flush()
                 await self._finish_next()
             with contextlib.suppress(*TRANSIENT_ERRORS):
@@ -193,6 +245,7 @@ class Worker:
             await self._housekeeping()
             await self.step()
         except ResponseError as exc:
+            _raise_if_fenced(exc)
             if "NOGROUP" not in str(exc):
                 raise
             await ensure_group(self.client, self.keys.inbox, ROUTER_GROUP)
@@ -227,6 +280,8 @@ class Worker:
             "processed": self.processed,
             "rules": self.rules.engine.version,
             "model": self.triage.state.live,  # the published triage model version; null: the configured one
+            "shard": self.shard,
+            **({"fence": self.fence} if self.fence else {}),
             "at": time.time(),
         }
         ttl = max(1, int(self.settings.worker.heartbeat_s * 3))
@@ -385,11 +440,18 @@ class Worker:
                 if shadow is not None and random.random() < self.settings.rules.shadow_sample:
                     state, live = self.triage.state, self.triage.live
                     observed.append(observation(env.id, conversation_ref(env), state, decision, shadow, live))
-        dead_calls = [argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts) for entry_id, reason in dead]
+        dead_calls = [
+            argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts, *self._fence_args)
+            for entry_id, reason in dead
+        ]
         return _Batch(dead_calls, failed, calls, {conversation_ref(env) for _, env in parsed}, observed)
 
     async def _commit(self, batch: _Batch) -> None:
-        await run_many(self.client, self.scripts.dead, batch.dead)
+        try:
+            await run_many(self.client, self.scripts.dead, batch.dead)
+        except ResponseError as exc:
+            _raise_if_fenced(exc)
+            raise
         if batch.failed:
             await self.client.hset(self.keys.failures, mapping=batch.failed)
         results = await run_many(
@@ -408,6 +470,7 @@ class Worker:
         if isinstance(result, Exception):
             if isinstance(result, TRANSIENT_ERRORS):
                 raise result
+            _raise_if_fenced(result)
             log.error("route script failed for %d entries from %s: %s", len(entry_ids), entry_ids[0].decode(), result)
             await self.client.hset(
                 self.keys.failures, mapping={entry_id: f"route script: {result}" for entry_id in entry_ids}
@@ -480,8 +543,10 @@ class Worker:
 
     async def take_over(self) -> int:
         """Take over the entries of consumers whose heartbeat key is gone (dead workers) once idle
-        ``claim_dead_idle_ms``, rather than ``claim_idle_ms``. Returns how many entries were
-        claimed or dead-lettered."""
+        ``claim_dead_idle_ms``, rather than ``claim_idle_ms``; the holder of the shard's lease
+        (``fence``) takes over every other consumer's at once, alive or not: only it may route the
+        shard, and a previous holder's heartbeat may outlive its lease by seconds. Returns how
+        many entries were claimed or dead-lettered."""
         wcfg = self.settings.worker
         holders = []
         for consumer in await self.client.xinfo_consumers(self.keys.inbox, ROUTER_GROUP):
@@ -491,10 +556,14 @@ class Worker:
                 holders.append(name)
         if not holders:
             return 0
-        pipe = self.client.pipeline(transaction=False)
-        for name in holders:
-            pipe.exists(self.home.health("worker", name))
-        alive = await pipe.execute()
+        alive: list[int] = [0] * len(holders)
+        if not self.fence:
+            pipe = self.client.pipeline(transaction=False)
+            for name in holders:
+                pipe.exists(self.home.health("worker", name))
+            alive = await pipe.execute()
+        # Two takers at once need the idle time to tell each other apart; a lease holder is alone.
+        idle = 0 if self.fence else wcfg.claim_dead_idle_ms
         taken = 0
         for name in (name for name, live in zip(holders, alive, strict=True) if not live):
             while True:
@@ -504,12 +573,12 @@ class Worker:
                     min="-",
                     max="+",
                     count=wcfg.batch,
-                    idle=wcfg.claim_dead_idle_ms,
+                    idle=idle,
                     consumername=name,
                 )
                 if pending:
                     log.info("taking over %d entries of %s (no heartbeat)", len(pending), name)
-                taken += await self._claim(pending, wcfg.claim_dead_idle_ms)
+                taken += await self._claim(pending, idle)
                 if len(pending) < wcfg.batch:
                     break
         return taken
@@ -523,11 +592,18 @@ class Worker:
         wcfg = self.settings.worker
         exhausted = [p for p in pending if p["times_delivered"] >= wcfg.max_attempts]
         retry = [p["message_id"] for p in pending if p["times_delivered"] < wcfg.max_attempts]
-        dead = await run_many(
-            self.client,
-            self.scripts.dead,
-            [argv(self.keys.prefix, p["message_id"], ROUTER_GROUP, "", p["times_delivered"]) for p in exhausted],
-        )
+        try:
+            dead = await run_many(
+                self.client,
+                self.scripts.dead,
+                [
+                    argv(self.keys.prefix, p["message_id"], ROUTER_GROUP, "", p["times_delivered"], *self._fence_args)
+                    for p in exhausted
+                ],
+            )
+        except ResponseError as exc:
+            _raise_if_fenced(exc)
+            raise
         entries: list[Entry] = []
         if retry:
             claimed = await self.client.xclaim(self.keys.inbox, ROUTER_GROUP, self.name, min_idle_ms, retry)

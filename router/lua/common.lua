@@ -7,6 +7,19 @@ local P = ARGV[1]
 local NOW = tonumber(ARGV[2])
 local NOWS = ARGV[2]  -- whole milliseconds, as router/scripts.py sends them
 
+-- A shard worker's lease fence (router/shardlease.py): a script it runs writes only while the
+-- lease lease:{name} under P is held under that fence, judged by NOW; a worker paused past its
+-- lease's expiry must not route what the shard's next holder routes. 0 or nil: leases are off.
+-- Returns nil when the script may go on, else the error (starting FENCED, which the worker reads
+-- as LeaseLost) that the script returns before any write.
+local function fence_refused(name, fence)
+  fence = tonumber(fence)
+  if not fence or fence == 0 then return nil end
+  local cur = redis.call('HMGET', P .. 'lease:' .. name, 'fence', 'until')
+  if tonumber(cur[1]) == fence and tonumber(cur[2] or '0') > NOW then return nil end
+  return redis.error_reply('FENCED lease ' .. name .. ' is not held under fence ' .. string.format('%d', fence))
+end
+
 -- An integral number (ms, queue scores < 2^53) as its digits: '%d' is a plain integer conversion,
 -- where '%.0f' (or tostring's '%.14g') goes through libc's floating-point printing, ~4x the cost.
 local function num(x) return string.format('%d', x) end

@@ -1,7 +1,9 @@
 -- Apply a batch of routing decisions; each message's writes and the XACK of its inbox entry
 -- happen together (the whole script is atomic, and a message that fails leaves the others be).
 -- ARGV[3] = JSON of what every message of the call shares: sla {"1".."4": ms}, reopen_ms, and
--- shards and shard: the deployment's shard count and the shard of the prefix (router/keys.py).
+-- shards and shard: the deployment's shard count and the shard of the prefix (router/keys.py);
+-- fence: the worker's lease fence on the shard (0 or absent: leases off). A call whose fence is
+-- not the lease's current one is refused whole (FENCED error, nothing written).
 -- ARGV[4..] = quads (inbox entry id, payload, history entry, outbox item or '') encoded by
 -- router/routing.py. The payload is a JSON array, positional because a
 -- message's routing decodes nothing else (keys would double the tokens to parse):
@@ -15,6 +17,8 @@
 local shared = cjson.decode(ARGV[3])
 local REOPEN_MS = shared.reopen_ms
 local SHARDS, SHARD = shared.shards, shared.shard
+local refused = fence_refused('shard:' .. SHARD, shared.fence)
+if refused then return refused end
 local SLA = {}
 for p, ms in pairs(shared.sla) do SLA[tonumber(p)] = ms end
 local FIELDS = {'sender_id', 'sender_name', 'language', 'last_msg_id', 'last_platform_id', 'last_text', 'meta',

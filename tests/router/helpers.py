@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
 from router.bench_failover import routed
+from router.keys import ROUTER_GROUP
 from router.model import Envelope, Sender, new_id, now
 from router.runtime import Runtime
+from router.shardlease import ShardLeases
 from router.worker import Worker, Workers
 
 
@@ -26,8 +29,11 @@ def message(text: str, *, user: str = "u1", channel: str = "telegram", key: str 
 
 async def drain(worker: Worker | Workers) -> int:
     """Route everything in the inbox (own pending entries first) and wait for the last batch;
-    with ``Workers``, in every shard."""
+    with ``Workers``, in every shard (holding their leases, with several shards: see
+    ``_run_until_drained``)."""
     if isinstance(worker, Workers):
+        if worker.leases is not None:
+            return await _run_until_drained(worker, worker.leases)
         return sum([await drain(w) for w in worker.each])
     total = 0
     while True:
@@ -41,6 +47,36 @@ async def drain(worker: Worker | Workers) -> int:
                 return total
 
 
+async def _run_until_drained(workers: Workers, leases: ShardLeases) -> int:
+    """Run ``workers`` (alone in its group: it takes every shard's lease) until every shard's
+    inbox is delivered and acknowledged, then stop it; returns the messages it routed."""
+    run = asyncio.create_task(workers.run())
+    try:
+        for _ in range(1500):  # 30 s
+            if leases.held() == list(range(leases.shards.count)) and await _all_acked(leases):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError(f"the inbox was not drained in 30 s (shards held: {leases.held()})")
+    finally:
+        workers.stop()
+        await run
+    return workers.processed
+
+
+async def _all_acked(leases: ShardLeases) -> bool:
+    for keys in leases.shards.shard:
+        if not await leases.client.exists(keys.inbox):
+            continue
+        last = (await leases.client.xinfo_stream(keys.inbox))["last-generated-id"]
+        for group in await leases.client.xinfo_groups(keys.inbox):
+            ours = group["name"] in (ROUTER_GROUP, ROUTER_GROUP.encode())
+            if ours and (group["pending"] or group["last-delivered-id"] != last):
+                return False
+    return True
+
+
 async def inbound_ids(rt: Runtime) -> Counter[str]:
-    """Every inbound message id over every conversation's history (what the workers routed)."""
+    """Every inbound message id over every conversation's history in every shard (what the
+    workers routed)."""
     return await routed(rt)

@@ -20,7 +20,7 @@ from tests.secretgen import generate
 pytestmark = pytest.mark.cluster(shards=4)
 
 
-def _in_order(rt: Runtime, items: list[tuple[str, str, str]] | list[tuple[str, str]]) -> list[Any]:
+def _in_order(rt: Runtime, items: list[tuple[Any, ...]]) -> list[Any]:
     """``items`` as the labels are read: in time order; over several shards, labels written in
     the same millisecond come in no defined order (stream ids of different streams), so sorted."""
     return list(items) if rt.shards.count == 1 else sorted(items)
@@ -45,21 +45,27 @@ async def test_transfer_and_priority_change_label_the_routed_message(rt: Runtime
     await rt.conversations.set_priority(convs["u2"].id, 1, by="alice")
 
     corrections = [c async for c in Labels(rt.client, rt.shards).corrections()]
-    assert [(c.kind, c.by, c.group, c.priority) for c in corrections] == [
-        ("transfer", "alice", "trading", convs["u1"].priority),
-        ("priority", "bob", "trading", 2),
-        ("priority", "alice", convs["u2"].group, 1),
-    ]
+    assert _in_order(rt, [(c.kind, c.by, c.group, c.priority) for c in corrections]) == _in_order(
+        rt,
+        [
+            ("transfer", "alice", "trading", convs["u1"].priority),
+            ("priority", "bob", "trading", 2),
+            ("priority", "alice", convs["u2"].group, 1),
+        ],
+    )
+    # u1's two corrections, in one shard, keep their order.
+    assert [c.kind for c in corrections if c.conversation == convs["u1"].id] == ["transfer", "priority"]
     examples = await Labels(rt.client, rt.shards).examples()
-    assert [(e["text"][:13], e["expect"]) for e in examples] == [
-        ("my withdrawal", {"group": "trading", "priority": "P2"}),  # its latest correction wins
-        ("someone logge", {"group": convs["u2"].group, "priority": "P1"}),
-    ]
-    assert examples[0]["note"].startswith("priority by bob; routed payments")
+    by_text = {e["text"][:13]: e for e in examples}
+    assert {text: e["expect"] for text, e in by_text.items()} == {
+        "my withdrawal": {"group": "trading", "priority": "P2"},  # its latest correction wins
+        "someone logge": {"group": convs["u2"].group, "priority": "P1"},
+    }
+    assert by_text["my withdrawal"]["note"].startswith("priority by bob; routed payments")
     # What the model may learn from never holds a secret: the history's masked text is what is labelled.
     for fragment in leak.keys + tuple(w for p in leak.phrases for w in p[:3]):
         assert fragment not in json.dumps(examples, ensure_ascii=False)
-    assert "[redacted:" in examples[1]["text"]
+    assert "[redacted:" in by_text["someone logge"]["text"]
 
 
 async def test_model_export_writes_the_examples(rt: Runtime, env: dict[str, str], tmp_path: Path) -> None:
@@ -108,6 +114,8 @@ async def test_a_close_labels_the_routed_message_with_its_reason_and_spam_is_lef
     assert _in_order(rt, [(e["text"][:13], e["expect"]["group"]) for e in examples]) == _in_order(
         rt, [("my withdrawal", convs["c1"].group), ("what is the t", "trading")]
     )
-    assert examples[1]["note"].startswith("close by bob (duplicate)")
+    assert next(e for e in examples if e["text"].startswith("what is the t"))["note"].startswith(
+        "close by bob (duplicate)"
+    )
     history = await rt.conversations.history(convs["c2"].id)
     assert {"status": "closed", "by": "bob", "reason": "duplicate"} in [h.data for h in history]
