@@ -21,8 +21,8 @@ import pytest
 import redis as syncredis
 import yaml
 
+from router.localcluster import free_cluster_ports
 from router.redis import check_cluster_prefix, find_redis_server, is_cluster
-from tests.cluster import free_cluster_ports
 from tests.deploy.manifests import DEPLOY, SERVICE_COMMANDS, compose_roles, role_settings, setting_problem
 
 COMPOSE = DEPLOY / "compose.yaml"
