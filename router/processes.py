@@ -225,7 +225,10 @@ class ProcessSupervisor:
 
     async def _publish(self, finished: asyncio.Event) -> None:
         """Write the health record every ``health_every_s``, and at once when a child starts or dies."""
-        ttl = max(1, round(self.health_every_s * 3))
+        # One second longer than a heartbeat's (3 beats, at least 1 s): after an outright kill the
+        # record must outlive the heartbeats of this process's own workers, or `check` would see
+        # one of those still alive and no record naming the children whose heartbeats are gone.
+        ttl = max(1, round(self.health_every_s * 3)) + 1
         while not finished.is_set():
             self._changed.clear()
             try:
