@@ -9,10 +9,12 @@ import gc
 import os
 import threading
 import time
-from collections.abc import Iterator
+import warnings
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 
 from router.bench import corpus
 from router.bench_failover import drill, routed
@@ -37,6 +39,20 @@ async def _collect() -> None:
     for _ in range(5):
         await asyncio.sleep(0.1)
         gc.collect()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session", autouse=True)
+async def _collect_at_the_end() -> AsyncIterator[None]:
+    """After the module's last test, on the tests' event loop (the session's), let the loop finish
+    closing what the failovers left and collect it with its ResourceWarnings silenced: left to a
+    later garbage collection, it failed whichever test of another module that fell in
+    (filterwarnings = error)."""
+    yield
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResourceWarning)
+        for _ in range(5):
+            await asyncio.sleep(0.1)
+            gc.collect()
 
 
 @pytest.fixture(scope="module")
