@@ -88,7 +88,7 @@ def corpus(n: int, seed: int = 7, users: int | None = None, account: str = "benc
     return out
 
 
-async def _fill(rt: Runtime, envs: list[Envelope]) -> None:
+async def fill_inbox(rt: Runtime, envs: list[Envelope]) -> None:
     for i in range(0, len(envs), 1000):
         await rt.inbox.append_many(envs[i : i + 1000])
 
@@ -190,7 +190,7 @@ async def ceiling_and_router(rt: Runtime, n: int, batch: int) -> tuple[Measured,
     """(a) and (b) over ``n`` messages each (the router's from ``n / 4`` users), taking turns."""
     ceiling = Ceiling(rt, batch)
     await ceiling.fill(n)
-    await _fill(rt, corpus(n, users=n // 4))
+    await fill_inbox(rt, corpus(n, users=n // 4))
     worker = Worker(rt)
     await worker.step()  # leaves recovery: this new consumer has no pending entries
     settle_heap()

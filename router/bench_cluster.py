@@ -33,9 +33,10 @@ from typing import Any, TextIO
 import redis.asyncio as aioredis
 from redis.crc import key_slot
 
-from router.bench import ROUNDS, corpus
+from router.bench import ROUNDS, corpus, fill_inbox
 from router.config import Settings
 from router.localcluster import LocalCluster
+from router.model import Envelope
 from router.redis import EmbeddedRedis
 from router.rulestore import settle_heap
 from router.runtime import Runtime
@@ -97,18 +98,12 @@ class Router:
         return routed
 
 
-def _per_shard(rt: Runtime, messages: int) -> dict[int, int]:
+def _per_shard(rt: Runtime, envs: list[Envelope]) -> dict[int, int]:
     counts: dict[int, int] = {}
-    for env in corpus(messages, users=messages // 4):
+    for env in envs:
         shard = rt.shards.of_key(env.channel, env.account, env.conversation_key)
         counts[shard] = counts.get(shard, 0) + 1
     return counts
-
-
-async def _fill(rt: Runtime, messages: int) -> None:
-    envs = corpus(messages, users=messages // 4)
-    for i in range(0, len(envs), 1000):
-        await rt.inbox.append_many(envs[i : i + 1000])
 
 
 def _nodes_of(cluster: LocalCluster) -> dict[int, aioredis.Redis]:
@@ -148,10 +143,11 @@ async def _main(settings: Settings, messages: int, shards: int, primaries: int) 
             await one.client.config_set("appendonly", "no")
             nodes = _nodes_of(cluster)
             try:
-                await _fill(one, messages)
-                await _fill(many, messages)
+                await fill_inbox(one, corpus(messages, users=messages // 4))
+                envs = corpus(messages, users=messages // 4)
+                await fill_inbox(many, envs)
                 owner = _owner(cluster, many)
-                per_shard = _per_shard(many, messages)
+                per_shard = _per_shard(many, envs)
                 for shard, count in per_shard.items():
                     b.shard_messages[owner[shard]] = b.shard_messages.get(owner[shard], 0) + count
                 single_router = Router(one, {0: messages})
