@@ -162,8 +162,8 @@ class ChannelContext:
             self._keys.prefix,
             f"adapter:{channel}:{account}",
             self.instance,
-            ttl_ms=round(cfg.ttl_s * 1000),
-            max_skew_ms=round(cfg.max_skew_s * 1000),
+            ttl_ms=cfg.ttl_ms,
+            max_skew_ms=cfg.max_skew_ms,
         )
         return Exclusive(lease, retry_s=cfg.retry_s)
 

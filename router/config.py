@@ -115,6 +115,15 @@ class LeaseSettings(BaseModel):
             )
         return self
 
+    @property
+    def ttl_ms(self) -> int:
+        """``ttl_s`` as router/leases.py takes it."""
+        return round(self.ttl_s * 1000)
+
+    @property
+    def max_skew_ms(self) -> int:
+        return round(self.max_skew_s * 1000)
+
 
 class ConversationSettings(BaseModel):
     reopen_window_s: int = Field(7 * 86400, ge=0)

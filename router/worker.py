@@ -128,7 +128,7 @@ class Workers:
         self.leases: ShardLeases | None = None
         if rt.shards.count > 1 and cfg.worker.shard_leases:
             lcfg = cfg.leases
-            ttl_ms = round(lcfg.ttl_s * 1000)
+            ttl_ms = lcfg.ttl_ms
 
             def make(shard: int, fence: int) -> Worker:
                 return Worker(rt, worker_name(rt, shard, base), settings=settings, shard=shard, fence=fence)
@@ -140,7 +140,7 @@ class Workers:
                 membership=Membership(rt.client, rt.keys, GROUP, base, ttl_ms=ttl_ms),
                 make=make,
                 ttl_ms=ttl_ms,
-                max_skew_ms=round(lcfg.max_skew_s * 1000),
+                max_skew_ms=lcfg.max_skew_ms,
                 retry_s=lcfg.retry_s,
                 health_key=rt.keys.health("worker", base),
             )
