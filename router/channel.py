@@ -14,13 +14,14 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from router.actions import Actions, Press
 from router.config import LeaseSettings, config_error, read_secret
 from router.errors import AppendRefused, ConfigError, NotFound, SwitchboardError
 from router.inbox import Appended, Inbox
 from router.keys import Keys, Shards
 from router.leases import Exclusive, Lease
 from router.lifecycle import Backoff, Service, keep_running, wait_or_stop
-from router.model import Attachment, Envelope, MessageKind, OutboxItem, Sender, encode, new_id, now
+from router.model import Attachment, Button, Envelope, MessageKind, OutboxItem, Sender, encode, new_id, now
 from router.outbox import OutboxConsumer, PermanentFailure, TemporaryFailure
 from router.redis import TRANSIENT_ERRORS
 from router.scripts import Scripts
@@ -31,6 +32,7 @@ __all__ = [
     "Appended",
     "Attachment",
     "Backoff",
+    "Button",
     "ChannelContext",
     "ChannelStore",
     "ConfigError",
@@ -41,6 +43,7 @@ __all__ = [
     "OutboxConsumer",
     "OutboxItem",
     "PermanentFailure",
+    "Press",
     "Sender",
     "Service",
     "SwitchboardError",
@@ -110,7 +113,8 @@ class ChannelContext:
 
     - ``append`` / ``append_many``: the inbox append (idempotent on the platform message id);
       confirm a message to its platform only after it returned.
-    - ``outbox(channel)``: the consumer of the channel's outbox stream.
+    - ``outbox(channel)``: the consumer of the channel's outbox stream; a reply's ``buttons`` are
+      drawn the channel's way and each press recorded with ``press`` (router/actions.py).
     - ``cursor_get`` / ``cursor_set`` / ``cursor_all``: durable positions (update offset, UIDs ...).
     - ``store(namespace)``: a namespaced key-value store for the channel's private data.
     - ``conversation_states`` / ``conversation_exists``: what the router knows of conversations.
@@ -137,6 +141,7 @@ class ChannelContext:
         self._inbox = inbox
         self._scripts = scripts
         self._leases = leases
+        self._actions = Actions(client, shards, scripts)
         #: Unique name of this process, for consumer names.
         self.instance = instance
         #: Stop the whole process with this reason (``serve`` then exits non-zero).
@@ -148,6 +153,11 @@ class ChannelContext:
     async def append_many(self, envs: Sequence[Envelope]) -> list[Appended]:
         """A burst in one round trip; raises ``AppendRefused`` when any was refused."""
         return await self._inbox.append_many(envs)
+
+    async def press(self, press: Press) -> bool:
+        """Record a press of a reply's button (router/actions.py); False when this platform press
+        was recorded before. Acknowledge the press to the platform only after it returned."""
+        return await self._actions.append(press)
 
     def outbox(self, channel: str, **options: Any) -> OutboxConsumer:
         return OutboxConsumer(self._client, self._shards, channel, f"{channel}-{self.instance}", **options)

@@ -28,6 +28,9 @@ delivery:{conv}                 shard  hash      reply id -> delivery status
 labels                          shard  stream    agents' corrections (transfer, priority change): the routed message
                                                  as its history stores it, the group and priority it has now;
                                                  capped ~100,000 (router/labels.py)
+actions                         shard  stream    button presses from every channel (``press``: JSON, router/actions.py)
+                                                 in the shard of the conversation key; consumers' own groups; capped
+pressed:{channel}:{account}:{id} shard string    "1" once that platform press was appended (TTL)
 stats                           shard  hash      counters (in:, dup:, refused:, routed:{channel}, dead, ...)
 health:{kind}:{name}            home   string    JSON health record with a TTL (worker, adapter, supervisor)
 lease:{name}                    home   hash      a fenced lease (router/leases.py): owner, fence, until (ms);
@@ -156,6 +159,10 @@ class Keys:
     @property
     def labels(self) -> str:
         return self.prefix + "labels"
+
+    @property
+    def actions(self) -> str:
+        return self.prefix + "actions"
 
     def health(self, kind: str, name: str) -> str:
         return f"{self.prefix}health:{kind}:{name}"

@@ -73,6 +73,17 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     meta: dict[str, str] = {}
 
 
+ButtonData = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]
+
+
+class Button(msgspec.Struct, frozen=True, kw_only=True):
+    """A button under a reply: the text the user sees and what a press hands back, unchanged."""
+
+    label: Annotated[str, msgspec.Meta(min_length=1, max_length=80)]
+    # At most 64 bytes of ASCII: Telegram's limit for callback data, the smallest of the channels'.
+    data: ButtonData
+
+
 class OutboxItem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """A reply waiting for its channel's adapter to send it."""
 
@@ -88,6 +99,9 @@ class OutboxItem(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     meta: dict[str, str] = {}
     auto: bool = False
     created_at: float = 0.0
+    # Buttons under the reply (router/actions.py): the adapter draws them the channel's way and
+    # appends each press with ``ChannelContext.press``.
+    buttons: tuple[Button, ...] = ()
 
 
 # ULID digits, two at a time: a ULID is 130 bits (two leading zeros), thirteen 10-bit slices.

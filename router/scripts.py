@@ -69,6 +69,7 @@ class Scripts:
     retention: Script
     requeue: Script
     fenced_lease: Script
+    press: Script
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
