@@ -8,7 +8,8 @@ The key is derived from the console's secret (``[web] session_secret``, or the o
 kept in Redis, router/accounts.py), so the e-mail adapter that signs and every console process that
 checks agree without one more secret to configure; deriving a key of its own keeps a link token
 from ever being usable as anything else signed with that secret. The nonce is the press id: a link
-opened twice (a mail scanner, then the user) is kept once by the press stream's dedup.
+opened twice (a mail scanner, then the user) is kept once by the press stream's dedup, and so is
+a button of a reply sent twice (an SMTP retry): the sender makes the nonce of the reply's id.
 
 One module for both sides: the e-mail adapter signs (through ``router.channel``), the console's
 ``/a/{token}`` opens.
@@ -20,7 +21,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import secrets
 import time
 from collections.abc import Callable
 
@@ -84,15 +84,15 @@ class PressLinks:
     def _sign(self, body: str) -> str:
         return _b64(hmac.new(self._key, f"{VERSION}.{body}".encode(), hashlib.sha256).digest())
 
-    def token(self, channel: str, account: str, conversation_key: str, data: str, label: str) -> str:
-        link = Link(
-            channel, account, conversation_key, data, label, int(self.clock()) + self.ttl_s, secrets.token_urlsafe(12)
-        )
+    def token(self, channel: str, account: str, conversation_key: str, data: str, label: str, nonce: str) -> str:
+        """A signed token; ``nonce`` becomes the press id (the sender makes it from the reply id
+        and the button's place, so a mail sent twice still yields one press per button)."""
+        link = Link(channel, account, conversation_key, data, label, int(self.clock()) + self.ttl_s, nonce)
         body = _b64(_ENCODER.encode(link))
         return f"{VERSION}.{body}.{self._sign(body)}"
 
-    def url(self, channel: str, account: str, conversation_key: str, data: str, label: str) -> str:
-        return f"{self.public_url}/a/{self.token(channel, account, conversation_key, data, label)}"
+    def url(self, channel: str, account: str, conversation_key: str, data: str, label: str, nonce: str) -> str:
+        return f"{self.public_url}/a/{self.token(channel, account, conversation_key, data, label, nonce)}"
 
     def open(self, token: str) -> Link:
         """The link ``token`` carries; LinkInvalid when it is not ours, LinkExpired when too old.

@@ -8,22 +8,15 @@ import logging
 import pytest
 
 from adapters.discord_bot import DiscordAdapter
-from router.actions import Actions, Pressed
 from router.model import Button
 from router.runtime import Runtime
 from router.worker import Worker
 from tests.discord.conftest import SUPPORT, conversation_id, eventually, wait_inbox
 from tests.discord.emulator import Emulator, Json
-from tests.router.helpers import drain
+from tests.router.helpers import drain, presses
 
 SOLVED = Button(label="✅ This solved it", data="kb:42:solved")
 HUMAN = Button(label="🙋 Talk to a person", data="kb:42:human")
-
-
-async def _presses(rt: Runtime) -> list[Pressed]:
-    reader = Actions(rt.client, rt.shards, rt.scripts).reader("test", "t")
-    await reader.start()
-    return await reader.read(block_ms=10)
 
 
 async def _answered(rt: Runtime, emu: Emulator, key: str, *buttons: Button) -> Json:
@@ -63,7 +56,7 @@ async def test_a_press_in_a_dm_is_recorded_then_answered_ephemerally(
     interaction = await emu.press(message, HUMAN.data, alice)
     await _responded(emu, 1)
 
-    [pressed] = await _presses(rt)
+    [pressed] = await presses(rt)
     press = pressed.press
     assert (press.id, press.channel, press.account) == (str(interaction), "discord", bot.account)
     assert (press.conversation_key, press.user, press.data) == (str(dm), alice["id"], HUMAN.data)
@@ -86,7 +79,7 @@ async def test_a_press_in_a_support_channel_belongs_to_the_replys_conversation(
     await emu.press(message, SOLVED.data, carol)  # someone else in the channel presses Bob's button
     await _responded(emu, 1)
 
-    [pressed] = await _presses(rt)
+    [pressed] = await presses(rt)
     # The conversation of the reply (Bob's), the presser as who pressed: the consumer decides.
     assert (pressed.press.conversation_key, pressed.press.user) == (f"{SUPPORT}:{bob['id']}", carol["id"])
 
@@ -105,7 +98,7 @@ async def test_presses_not_on_a_replys_buttons_are_refused_and_answered(
     await emu.press(stranger, SOLVED.data, alice)  # a message whose buttons were never recorded
     await _responded(emu, 2)
 
-    assert await _presses(rt) == []
+    assert await presses(rt) == []
     assert {r["body"]["data"]["content"] for r in emu.responses} == {"This button no longer works."}
     assert "custom_id 'kb:1:admin' is not a button of message" in caplog.text
     assert f"message {stranger['id']} is not a reply with buttons on record" in caplog.text

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from router.actions import Actions, Pressed
 from router.model import Button
 from router.runtime import Runtime
 from tests.conftest import free_port
+from tests.router.helpers import presses
 from tests.telegram.conftest import ACCOUNT, FORUM, MakeAdapter, consumed, conversation_id, delivery, route
 from tests.telegram.emulator import BOT_USERNAME, Emulator
 
@@ -28,12 +28,6 @@ async def _answered(rt: Runtime, emu: Emulator, update: dict[str, Any], key: str
     reply = await rt.conversations.reply(cid, "Withdrawals take 10-30 minutes on TRC20.", "kb", buttons=buttons)
     assert await delivery(rt, cid, reply) == "delivered"
     return emu.sent_messages[-1]
-
-
-async def _presses(rt: Runtime) -> list[Pressed]:
-    reader = Actions(rt.client, rt.shards, rt.scripts).reader("test", "t")
-    await reader.start()
-    return await reader.read(block_ms=10)
 
 
 async def test_a_tap_is_a_press_in_the_chats_conversation_then_answered(
@@ -53,7 +47,7 @@ async def test_a_tap_is_a_press_in_the_chats_conversation_then_answered(
     tap = emu.push_press(message, HUMAN.data)
     await consumed(rt, tap)
 
-    [pressed] = await _presses(rt)
+    [pressed] = await presses(rt)
     query = tap["callback_query"]
     assert (pressed.press.id, pressed.press.channel, pressed.press.account) == (query["id"], "telegram", ACCOUNT)
     assert (pressed.press.conversation_key, pressed.press.user, pressed.press.data) == ("777", "777", HUMAN.data)
@@ -80,7 +74,7 @@ async def test_a_tap_in_a_topic_belongs_to_the_topic_and_a_redelivered_one_is_ke
     emu.updates.append({**tap, "update_id": tap["update_id"] + 1})  # Telegram sent it again
     await consumed(rt, emu.updates[-1])
 
-    [pressed] = await _presses(rt)
+    [pressed] = await presses(rt)
     press = pressed.press
     assert (press.conversation_key, press.user, press.data) == (f"{FORUM}:42", "999", "csat:9:4")
 
@@ -97,7 +91,7 @@ async def test_data_that_is_not_a_button_of_the_message_is_refused_and_answered(
     too_long = emu.push_press(oversized, "y" * 80)
     await consumed(rt, too_long)
 
-    assert await _presses(rt) == []
+    assert await presses(rt) == []
     assert [a["callback_query_id"] for a in emu.answers] == [
         forged["callback_query"]["id"],
         too_long["callback_query"]["id"],
@@ -124,6 +118,6 @@ async def test_a_press_over_the_webhook_is_recorded_before_the_200(
 
     tap = emu.press_update(emu.sent_messages[-1], SOLVED.data)
     assert await emu.deliver(tap) == 200
-    [pressed] = await _presses(rt)
+    [pressed] = await presses(rt)
     assert pressed.press.data == SOLVED.data
     assert [a["callback_query_id"] for a in emu.answers] == [tap["callback_query"]["id"]]
