@@ -23,7 +23,18 @@ from router.keys import Keys, Shards
 from router.leases import Exclusive, Lease
 from router.lifecycle import Backoff, Service, keep_running, wait_or_stop
 from router.links import PressLinks, load_links
-from router.model import Attachment, Button, Envelope, MessageKind, OutboxItem, Sender, encode, new_id, now
+from router.model import (
+    Attachment,
+    Button,
+    Envelope,
+    MessageKind,
+    OutboxItem,
+    Sender,
+    decode_outbox,
+    encode,
+    new_id,
+    now,
+)
 from router.outbox import OutboxConsumer, PermanentFailure, TemporaryFailure
 from router.redis import TRANSIENT_ERRORS
 from router.scripts import Scripts
@@ -53,6 +64,7 @@ __all__ = [
     "SwitchboardError",
     "TemporaryFailure",
     "config_error",
+    "decode_outbox",
     "encode",
     "keep_running",
     "new_id",
@@ -111,6 +123,11 @@ class ChannelStore:
     async def log_read(self, key: str, count: int = 100) -> list[str]:
         """The first ``count`` records of the log ``key``, oldest first."""
         entries = await self._client.xrange(self._key(key), count=count)
+        return [fields[self.LOG_FIELD.encode()].decode() for _, fields in entries]
+
+    async def log_tail(self, key: str, count: int = 100) -> list[str]:
+        """The last ``count`` records of the log ``key``, newest first."""
+        entries = await self._client.xrevrange(self._key(key), count=count)
         return [fields[self.LOG_FIELD.encode()].decode() for _, fields in entries]
 
 

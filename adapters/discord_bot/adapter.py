@@ -21,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import discord
@@ -611,7 +611,8 @@ class DiscordAdapter:
         """The press, or why it is refused: its data must be a button of the message, and the
         message a reply whose conversation was recorded when it was sent."""
         message = interaction.message
-        custom_id = (interaction.data or {}).get("custom_id")
+        data = cast(dict[str, Any], interaction.data or {})  # a component's: custom_id, component_type
+        custom_id = data.get("custom_id")
         if message is None or not isinstance(custom_id, str):
             return "not a press on a message's button"
         offered = {

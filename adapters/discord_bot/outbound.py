@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aiohttp
 import discord
@@ -141,12 +142,13 @@ class Sender:
                 # Never ping: agents paste user text, and users may write "@everyone" on purpose.
                 mentions = discord.AllowedMentions.none()
                 last = index == len(parts) - 1
-                sent = await channel.send(
-                    parts[index],
-                    allowed_mentions=mentions,
-                    reference=reference if index == 0 else None,
-                    view=ButtonRow(item.buttons) if last and item.buttons else None,
-                )
+                # Options given only when set: discord.py's overloads take no None for them.
+                options: dict[str, Any] = {"allowed_mentions": mentions}
+                if index == 0 and reference is not None:
+                    options["reference"] = reference
+                if last and item.buttons:
+                    options["view"] = ButtonRow(item.buttons)
+                sent = await channel.send(parts[index], **options)
                 ids.append(str(sent.id))
                 self._progress[item.id] = index + 1
                 if last and item.buttons:

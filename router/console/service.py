@@ -362,6 +362,12 @@ class Console:
     async def sandbox_inbox(self, user: str) -> list[dict[str, Any]]:
         return await self._simulator().inbox(user)
 
+    async def sandbox_press(self, user: str, number: int, reply: str | None = None) -> str:
+        """Press a button under a reply the sandbox user received; the button's label."""
+        if not user.strip():
+            raise BadRequest("a sandbox press needs a user")
+        return await self._simulator().press(user.strip(), number, reply or None)
+
     # -- e-mail button links (public: no login) --------------------------------------------------
     def open_link(self, token: str) -> Link:
         """What a button link stands for; LinkInvalid (tampered, not ours) or LinkExpired."""
