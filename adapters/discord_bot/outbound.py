@@ -33,6 +33,8 @@ PERMANENT = {
     160002: "the bot lacks Read Message History here, which a reply quoting the user's message needs",
 }
 
+#: Discord's most buttons on one message (5 rows of 5).
+MAX_BUTTONS = 25
 #: How long a reply's buttons can be pressed: the message -> conversation record lives this long.
 BUTTONS_TTL_S = 30 * 86400
 
@@ -129,6 +131,10 @@ class Sender:
         parts = split(item.text)
         if not parts:
             raise PermanentFailure("empty reply")
+        if len(item.buttons) > MAX_BUTTONS:
+            raise PermanentFailure(
+                f"a Discord message takes at most {MAX_BUTTONS} buttons, this reply has {len(item.buttons)}"
+            )
         target = target_of(item)
         meta = item.meta
         channel = self._client.get_partial_messageable(

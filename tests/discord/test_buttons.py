@@ -103,3 +103,24 @@ async def test_presses_not_on_a_replys_buttons_are_refused_and_answered(
     assert "custom_id 'kb:1:admin' is not a button of message" in caplog.text
     assert f"message {stranger['id']} is not a reply with buttons on record" in caplog.text
     assert bot.health()["presses_refused"] == 2
+
+
+async def test_more_buttons_than_discord_takes_fail_the_reply_at_once(
+    rt: Runtime, emu: Emulator, bot: DiscordAdapter
+) -> None:
+    alice = emu.user("alice")
+    dm = emu.dm(alice)
+    await emu.post(dm, alice, "rate us")
+    await wait_inbox(rt, 1)
+    await drain(Worker(rt))
+    cid = await conversation_id(rt, str(dm))
+    many = [Button(label=str(n), data=f"csat:1:{n}") for n in range(26)]
+    reply = await rt.conversations.reply(cid, "Pick one.", "kb", buttons=many)
+
+    async def failed() -> bool:
+        return (await rt.conversations.deliveries(cid)).get(reply) == "failed"
+
+    await eventually(failed, 10, "the reply's failure")
+    [entry] = [h for h in await rt.conversations.history(cid) if h.type == "delivery"]
+    assert entry.data["detail"] == "a Discord message takes at most 25 buttons, this reply has 26"
+    assert emu.sent == []
