@@ -4,6 +4,11 @@
 conversations are delivered to the log ``alice`` of the channel's store (Redis key
 ``{prefix}sandbox:alice``), read by ``switchboard sandbox inbox`` and by the web console's
 simulator through ``SandboxUsers``. Enabled by ``[sandbox] enabled`` (on by default).
+
+A reply's buttons are kept with it; the user presses one with ``SandboxUsers.press`` (the
+simulator's buttons, ``switchboard sandbox press alice 1``): button 1 of their latest reply that
+has buttons, or of a given reply. The press id is the reply id and the button's number, so a
+button pressed twice is kept once (as an e-mail link is).
 """
 
 from __future__ import annotations
@@ -15,12 +20,27 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from adapters.base import Adapter, Health
-from router.channel import ChannelContext, Envelope, OutboxItem, Sender, config_error, encode, new_id, now
+from router.channel import (
+    ChannelContext,
+    Envelope,
+    InvalidPress,
+    NotFound,
+    OutboxItem,
+    Press,
+    Sender,
+    config_error,
+    decode_outbox,
+    encode,
+    new_id,
+    now,
+)
 
 CHANNEL = "sandbox"
 #: Replies kept per sandbox user (the oldest are trimmed), and how many ``inbox`` returns.
 INBOX_CAP = 1000
 INBOX_READ = 100
+#: How far back ``press`` looks for the latest reply with buttons.
+PRESS_LOOKBACK = 50
 
 
 class SandboxConfig(BaseModel):
@@ -73,6 +93,30 @@ class SandboxUsers:
     async def inbox(self, user: str) -> list[dict[str, Any]]:
         """The replies delivered to ``user``, oldest first (the first ``INBOX_READ`` kept)."""
         return [json.loads(record) for record in await self._store.log_read(user, INBOX_READ)]
+
+    async def press(self, user: str, number: int, reply: str | None = None) -> str:
+        """Press button ``number`` (from 1) of ``reply`` (default: the user's latest reply with
+        buttons) as ``user``; the button's label. NotFound without such a reply; InvalidPress (400
+        in the console) without such a button, or when the press does not validate."""
+        records = [decode_outbox(r) for r in await self._store.log_tail(user, PRESS_LOOKBACK)]
+        found = next((r for r in records if (r.id == reply if reply else r.buttons)), None)
+        if found is None:
+            raise NotFound(f"sandbox user {user!r} has no {'reply ' + reply if reply else 'reply with buttons'}")
+        if not 1 <= number <= len(found.buttons):
+            raise InvalidPress(f"reply {found.id} has {len(found.buttons)} button(s), not a button {number}")
+        button = found.buttons[number - 1]
+        await self._ctx.press(
+            Press(
+                id=f"{found.id}.{number}",
+                channel=CHANNEL,
+                account=found.account,
+                conversation_key=found.conversation_key,
+                user=user,
+                data=button.data,
+                at=now(),
+            )
+        )
+        return button.label
 
 
 class SandboxAdapter:

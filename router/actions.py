@@ -26,6 +26,7 @@ from typing import Any, NamedTuple
 import msgspec
 import redis.asyncio as aioredis
 
+from router.errors import BadRequest
 from router.inbox import ensure_group
 from router.keys import Shards
 from router.model import ButtonData, Ident, Timestamp
@@ -48,6 +49,20 @@ class Press(msgspec.Struct, frozen=True, kw_only=True):
     user: str
     data: ButtonData
     at: Timestamp
+
+
+class InvalidPress(BadRequest):
+    """A press that does not validate (data longer than 64 bytes or not printable ASCII, an empty
+    id or key): never appended; the adapter tells the user the button no longer works."""
+
+
+def validated(press: Press) -> Press:
+    """``press`` once its fields meet the model's limits (a Struct built in code is not checked:
+    the data came from a platform, and a forged or stale callback may carry anything)."""
+    try:
+        return msgspec.convert(msgspec.structs.asdict(press), Press)
+    except msgspec.ValidationError as exc:
+        raise InvalidPress(f"press {press.id!r} on {press.channel}/{press.account} refused: {exc}") from None
 
 
 class Pressed(NamedTuple):
@@ -79,7 +94,9 @@ class Actions:
         self._maxlen = maxlen
 
     async def append(self, press: Press) -> bool:
-        """Append ``press``; False when the same platform press was appended before."""
+        """Append ``press``; False when the same platform press was appended before; InvalidPress
+        (nothing appended) when it does not validate."""
+        press = validated(press)
         shard = self._shards.shard[self._shards.of_key(press.channel, press.account, press.conversation_key)]
         dedup = f"{press.channel}:{press.account}:{press.id}"
         entry = await self._scripts.press(

@@ -11,6 +11,7 @@ releases both pools.
 from __future__ import annotations
 
 from router.accounts import LoginLimiter, Sessions, Users, load_secret
+from router.actions import Actions
 from router.audit import Audit
 from router.canned import CannedReplies
 from router.config import WebSettings
@@ -18,6 +19,7 @@ from router.conversations import Conversations
 from router.events import GroupEvents
 from router.inbox import Inbox
 from router.keys import Keys, entry_order
+from router.links import PressLinks
 from router.modelstore import ModelStore
 from router.outbox import FailedReply, failed_replies, retry_failed
 from router.queues import Queues
@@ -44,16 +46,21 @@ class Backoffice:
         self.audit = Audit(own.client, own.keys, web.audit_max)
         self.limiter = LoginLimiter(own.client, own.keys, web)
         self.events = GroupEvents(own.client, connect(rt.url, max_connections=web.max_streams + 4), own.shards)
+        #: Presses of e-mail button links (``/a/{token}``), into the same stream as the adapters'.
+        self.actions = Actions(own.client, own.shards, own.scripts)
         self._web = web
         # Set by start(): they need the session secret, which may live in Redis.
         self.users: Users
         self.sessions: Sessions
+        self.links: PressLinks
 
     async def start(self) -> None:
         await self._rt.__aenter__()
         secret = await load_secret(self._rt.client, self.keys, self._web)
         self.users = Users(self._rt.client, self.keys, secret, self._web)
         self.sessions = Sessions(self._rt.client, self.keys, self.users, self._web.session_ttl_s)
+        # Opens links whatever public_url says: links already mailed stay valid if it is unset later.
+        self.links = PressLinks(secret, self._web.public_url, self._web.link_ttl_s)
 
     async def close(self) -> None:
         await self.events.close()

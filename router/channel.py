@@ -8,20 +8,33 @@ the Redis client nor builds a key: its own data goes in its namespaced ``Channel
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from router.actions import Actions, Press
-from router.config import LeaseSettings, config_error, read_secret
+from router.actions import Actions, InvalidPress, Press
+from router.config import LeaseSettings, WebSettings, config_error, read_secret
 from router.errors import AppendRefused, ConfigError, NotFound, SwitchboardError
 from router.inbox import Appended, Inbox
 from router.keys import Keys, Shards
 from router.leases import Exclusive, Lease
 from router.lifecycle import Backoff, Service, keep_running, wait_or_stop
-from router.model import Attachment, Button, Envelope, MessageKind, OutboxItem, Sender, encode, new_id, now
+from router.links import PressLinks, load_links
+from router.model import (
+    Attachment,
+    Button,
+    Envelope,
+    MessageKind,
+    OutboxItem,
+    Sender,
+    decode_outbox,
+    encode,
+    new_id,
+    now,
+)
 from router.outbox import OutboxConsumer, PermanentFailure, TemporaryFailure
 from router.redis import TRANSIENT_ERRORS
 from router.scripts import Scripts
@@ -38,17 +51,20 @@ __all__ = [
     "ConfigError",
     "Envelope",
     "Exclusive",
+    "InvalidPress",
     "MessageKind",
     "NotFound",
     "OutboxConsumer",
     "OutboxItem",
     "PermanentFailure",
     "Press",
+    "PressLinks",
     "Sender",
     "Service",
     "SwitchboardError",
     "TemporaryFailure",
     "config_error",
+    "decode_outbox",
     "encode",
     "keep_running",
     "new_id",
@@ -56,6 +72,8 @@ __all__ = [
     "read_secret",
     "wait_or_stop",
 ]
+
+log = logging.getLogger("switchboard.actions")
 
 #: A store namespace is one key segment: a channel's name (``email``, ``sandbox`` ...).
 _NAMESPACE = re.compile(r"[a-z][a-z0-9_]*")
@@ -107,6 +125,11 @@ class ChannelStore:
         entries = await self._client.xrange(self._key(key), count=count)
         return [fields[self.LOG_FIELD.encode()].decode() for _, fields in entries]
 
+    async def log_tail(self, key: str, count: int = 100) -> list[str]:
+        """The last ``count`` records of the log ``key``, newest first."""
+        entries = await self._client.xrevrange(self._key(key), count=count)
+        return [fields[self.LOG_FIELD.encode()].decode() for _, fields in entries]
+
 
 class ChannelContext:
     """What the runtime hands a channel module, and all it hands it.
@@ -118,6 +141,8 @@ class ChannelContext:
     - ``cursor_get`` / ``cursor_set`` / ``cursor_all``: durable positions (update offset, UIDs ...).
     - ``store(namespace)``: a namespaced key-value store for the channel's private data.
     - ``conversation_states`` / ``conversation_exists``: what the router knows of conversations.
+    - ``press(Press)``: record a press of a reply's button; ``press_links()``: the signer of
+      button links for channels without buttons of their own (e-mail, router/links.py).
     - ``exclusive(channel, account)``: the lease that keeps an account's inbound loop (a bot's
       long poll, a mailbox's IDLE) on one replica at a time (router/leases.py).
     - ``instance`` (this process's unique name) and ``stop_all(reason)`` (stop the process).
@@ -134,6 +159,7 @@ class ChannelContext:
         *,
         scripts: Scripts,
         leases: LeaseSettings,
+        web: WebSettings | None = None,
     ) -> None:
         self._client = client
         self._shards = shards
@@ -142,6 +168,7 @@ class ChannelContext:
         self._scripts = scripts
         self._leases = leases
         self._actions = Actions(client, shards, scripts)
+        self._web = web or WebSettings()
         #: Unique name of this process, for consumer names.
         self.instance = instance
         #: Stop the whole process with this reason (``serve`` then exits non-zero).
@@ -156,8 +183,19 @@ class ChannelContext:
 
     async def press(self, press: Press) -> bool:
         """Record a press of a reply's button (router/actions.py); False when this platform press
-        was recorded before. Acknowledge the press to the platform only after it returned."""
-        return await self._actions.append(press)
+        was recorded before. Acknowledge the press to the platform only after it returned.
+
+        InvalidPress (logged here, nothing recorded) when the press does not validate: tell the
+        user the button no longer works, and confirm the platform's delivery all the same."""
+        try:
+            return await self._actions.append(press)
+        except InvalidPress as exc:
+            log.warning("%s", exc)
+            raise
+
+    async def press_links(self) -> PressLinks | None:
+        """The signer of button links (``[web] public_url``/a/{token}), None when that is unset."""
+        return await load_links(self._client, self._keys, self._web)
 
     def outbox(self, channel: str, **options: Any) -> OutboxConsumer:
         return OutboxConsumer(self._client, self._shards, channel, f"{channel}-{self.instance}", **options)

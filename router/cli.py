@@ -17,7 +17,7 @@ from typing import Any
 
 from router.config import Settings, load_settings
 from router.conversations import CLOSE_REASONS
-from router.errors import ConfigError, SwitchboardError
+from router.errors import BadRequest, ConfigError, SwitchboardError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -169,10 +169,17 @@ async def _send(rt: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _sandbox_inbox(rt: Any, args: argparse.Namespace) -> int:
+async def _sandbox(rt: Any, args: argparse.Namespace) -> int:
     from adapters.sandbox import SandboxUsers
 
-    items = await SandboxUsers(rt.channel_context()).inbox(args.user)
+    users = SandboxUsers(rt.channel_context())
+    if args.action == "press":
+        if args.button is None:
+            raise BadRequest("which button? switchboard sandbox press USER N (N from 1, as the inbox lists them)")
+        label = await users.press(args.user, args.button, args.reply)
+        print(f"pressed {label!r} as {args.user}")
+        return 0
+    items = await users.inbox(args.user)
     if args.json:
         _print_json(items)
         return 0
@@ -181,6 +188,8 @@ async def _sandbox_inbox(rt: Any, args: argparse.Namespace) -> int:
     for item in items:
         who = "auto-reply" if item.get("auto") else item.get("author", "")
         print(f"[{time.strftime('%H:%M:%S', time.localtime(item.get('created_at', 0)))}] {who}: {item['text']}")
+        for n, button in enumerate(item.get("buttons", []), 1):
+            print(f"    [{n}] {button['label']}    (switchboard sandbox press {args.user} {n} --reply {item['id']})")
     return 0
 
 
@@ -653,9 +662,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sender attribute, e.g. tier=vip",
     )
     sp.add_argument("text")
-    sp = add("sandbox", _with_runtime(_sandbox_inbox), "read the replies a sandbox user received")
-    sp.add_argument("action", choices=["inbox"])
+    sp = add("sandbox", _with_runtime(_sandbox), "read the replies a sandbox user received, or press a button")
+    sp.add_argument("action", choices=["inbox", "press"])
     sp.add_argument("user")
+    sp.add_argument("button", nargs="?", type=int, help="press: the button's number under the reply (from 1)")
+    sp.add_argument("--reply", help="press: the reply's id (default: the latest reply with buttons)")
     json_flag(sp)
 
     sp = add("queue", _with_runtime(_queue), "list a group's queue, most urgent first")

@@ -246,6 +246,20 @@ class WebSettings(BaseModel):
     # Rule drafts are validated in a child process with these limits (address space, wall time).
     draft_memory_mb: int = Field(512, ge=64)
     draft_timeout_s: float = Field(10.0, gt=0)
+    # The console's address as users reach it (e.g. "https://support.example.com"): buttons under
+    # e-mail replies are links to {public_url}/a/{token} (router/links.py). Unset, e-mail replies
+    # go out without them.
+    public_url: str = ""
+    # A button link in an e-mail works this long after the reply was sent.
+    link_ttl_s: int = Field(14 * 86400, ge=60)
+
+    @field_validator("public_url")
+    @classmethod
+    def _public_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and (not value.startswith(("http://", "https://")) or "?" in value or "#" in value):
+            raise ValueError("must be the console's base URL, like https://support.example.com (no query)")
+        return value
 
 
 class AlertSettings(BaseModel):

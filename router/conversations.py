@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from router.config import Settings
 from router.errors import BadRequest, NotFound
 from router.keys import Keys, Shards
-from router.model import new_id, now
+from router.model import Button, new_id, now
 from router.requests import REQUEST_TTL_MS, retry_once
 from router.scripts import Scripts, argv, map_error
 
@@ -338,10 +340,26 @@ class Conversations:
     async def note(self, conv_id: str, by: str, text: str, request_id: str | None = None) -> None:
         await self._write("note", conv_id, request_id, by=by, text=text)
 
-    async def reply(self, conv_id: str, text: str, by: str, request_id: str | None = None) -> str:
+    async def reply(
+        self,
+        conv_id: str,
+        text: str,
+        by: str,
+        request_id: str | None = None,
+        *,
+        buttons: Sequence[Button] = (),
+    ) -> str:
         """Queue a reply on the conversation's channel; returns the reply id (one outbox item and
-        one history entry however often it is sent with the same request id)."""
+        one history entry however often it is sent with the same request id). ``buttons`` go
+        under it, drawn the channel's way (router/actions.py)."""
         if not text.strip():
             raise BadRequest("a reply needs text")
-        item = {"id": new_id(), "text": text, "author": by, "auto": False, "created_at": now()}
+        item: dict[str, Any] = {"id": new_id(), "text": text, "author": by, "auto": False, "created_at": now()}
+        if buttons:
+            try:
+                # Checked here, not by the adapter that would refuse the whole reply later.
+                raw = msgspec.to_builtins(list(buttons))
+                item["buttons"] = msgspec.to_builtins(msgspec.convert(raw, list[Button]))
+            except msgspec.ValidationError as exc:
+                raise BadRequest(f"a reply's button is invalid: {exc}") from None
         return await self._write("reply", conv_id, request_id, by=by, item=item)

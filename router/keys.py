@@ -46,7 +46,9 @@ cursor:{channel}:{account}      home   hash      an adapter's durable positions 
 {channel}:…                     home   any       a channel's private data: its ``ChannelContext.store``
                                                  (router/channel.py), e.g. ``sandbox:{user}`` (stream:
                                                  replies delivered to a sandbox user), ``email:mid:
-                                                 {account}:{msgid}`` (e-mail thread index, TTL)
+                                                 {account}:{msgid}`` (e-mail thread index, TTL),
+                                                 ``discord:buttons:{account}:{message id}`` (the
+                                                 conversation key of a reply with buttons, TTL 30 d)
 rules:active                    home   string    published rule-set version number
 rules:v:{n}                     home   hash      a published rule set: source, author, at, version hash
 rules:log                       home   stream    publish / rollback log

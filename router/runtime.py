@@ -164,4 +164,5 @@ class Runtime:
             self.stop_request,
             scripts=self.scripts,
             leases=self.settings.leases,
+            web=self.settings.web,
         )

@@ -13,3 +13,7 @@ class SandboxPort(Protocol):
 
     async def inbox(self, user: str) -> list[dict[str, Any]]:
         """The replies delivered to ``user``, oldest first."""
+
+    async def press(self, user: str, number: int, reply: str | None = None) -> str:
+        """Press button ``number`` (from 1) of ``reply`` (default: the latest with buttons) as
+        ``user``; the button's label."""

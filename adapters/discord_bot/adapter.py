@@ -7,7 +7,9 @@ threads and the recently active DMs are read back from their cursors (``history(
 the inbox's idempotent append absorbs what was seen already.
 
 Outbound: the outbox's replies go to the DM, channel or thread in the reply's metadata, split at
-2,000 characters, with every mention disabled.
+2,000 characters, with every mention disabled; a reply's buttons are a component row under its
+last part, and a press on one (a component interaction) is recorded with ``ctx.press`` and then
+answered with an ephemeral note, within Discord's 3 s.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import discord
@@ -30,7 +32,7 @@ from adapters.discord_bot.config import DiscordConfig
 from adapters.discord_bot.convert import CHANNEL, USER_MESSAGE_TYPES, Place, deletion, envelope_of, place_of
 from adapters.discord_bot.cursors import Cursors
 from adapters.discord_bot.fatal import reason_of
-from adapters.discord_bot.outbound import Sender
+from adapters.discord_bot.outbound import Sender, buttons_key
 from router.channel import (
     TRANSIENT_ERRORS,
     Appended,
@@ -39,11 +41,14 @@ from router.channel import (
     ChannelContext,
     ConfigError,
     Envelope,
+    InvalidPress,
     NotFound,
     OutboxItem,
+    Press,
     SwitchboardError,
     TemporaryFailure,
     keep_running,
+    now,
     wait_or_stop,
 )
 from rules import SECRET_KINDS, detect
@@ -52,7 +57,22 @@ log = logging.getLogger("switchboard.discord")
 
 #: The figures the adapter counts (in its health record); ``left_public``: in private-thread mode,
 #: messages the bot could not remove from the channel.
-COUNTERS = ("sessions", "resumes", "disconnects", "received", "duplicates", "backfills", "backfilled", "left_public")
+COUNTERS = (
+    "sessions",
+    "resumes",
+    "disconnects",
+    "received",
+    "duplicates",
+    "backfills",
+    "backfilled",
+    "left_public",
+    "presses",
+    "presses_refused",
+)
+#: The ephemeral answers to a press (only the presser sees them).
+PRESS_NOTED = "Thanks, noted."
+PRESS_REFUSED = "This button no longer works."
+PRESS_FAILED = "That could not be recorded just now; please press again in a moment."
 #: Locks that keep each channel's events in order (channels share a lock by id modulo this).
 ORDER_STRIPES = 64
 #: Messages per history request (Discord's maximum).
@@ -106,6 +126,9 @@ class _Client(discord.Client):
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         await self._adapter._on_delete(payload)
 
+    async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        await self._adapter._on_interaction(interaction)
+
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         log.exception("discord %s: error in %s", self._adapter.account, event_method)
         self._adapter.state.error(f"{event_method}: handler failed (see log)", disconnected=False)
@@ -125,6 +148,7 @@ class DiscordAdapter:
         self._support = config.support_channels
         self._outbox = ctx.outbox(CHANNEL)
         self._cursors = Cursors(ctx, self.account)
+        self._store = ctx.store(CHANNEL)
         # One gateway session per bot across replicas: this one connects only while it holds the
         # lease; every replica stays logged in (REST) to send replies.
         self._exclusive = ctx.exclusive(CHANNEL, self.account)
@@ -165,7 +189,7 @@ class DiscordAdapter:
             max_ratelimit_timeout=self.config.max_ratelimit_wait_s,
         )
         self._client = client
-        self._sender = Sender(client)
+        self._sender = Sender(client, self._store, self.account)
         return client
 
     async def start(self) -> None:
@@ -556,6 +580,62 @@ class DiscordAdapter:
             await channel.send(text, allowed_mentions=discord.AllowedMentions.none())
         except (discord.HTTPException, *NETWORK) as exc:
             log.warning("discord %s: cannot post a notice in %s: %s", self.account, channel.id, _describe(exc))
+
+    # -- button presses ------------------------------------------------------------------------------
+    async def _on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        """A press on a reply's button: recorded, then answered (Discord sends it once; a user whose
+        press could not be recorded is asked to press again)."""
+        if interaction.type is not discord.InteractionType.component:
+            return
+        text = PRESS_REFUSED
+        try:
+            press = await self._press_of(interaction)
+            if isinstance(press, str):
+                log.warning("discord %s: press %s refused: %s", self.account, interaction.id, press)
+                self.state.counters["presses_refused"] += 1
+            else:
+                self.state.counters["presses" if await self._ctx.press(press) else "duplicates"] += 1
+                text = PRESS_NOTED
+        except InvalidPress:  # logged by the context
+            self.state.counters["presses_refused"] += 1
+        except TRANSIENT_ERRORS as exc:
+            self.state.error(f"press: {_describe(exc)}", disconnected=False)
+            log.error("discord %s: press %s not recorded: %s", self.account, interaction.id, _describe(exc))
+            text = PRESS_FAILED
+        try:
+            await interaction.response.send_message(text, ephemeral=True)
+        except (discord.HTTPException, *NETWORK) as exc:
+            log.info("discord %s: press %s not answered: %s", self.account, interaction.id, _describe(exc))
+
+    async def _press_of(self, interaction: discord.Interaction[Any]) -> Press | str:
+        """The press, or why it is refused: its data must be a button of the message, and the
+        message a reply whose conversation was recorded when it was sent."""
+        message = interaction.message
+        data = cast(dict[str, Any], interaction.data or {})  # a component's: custom_id, component_type
+        custom_id = data.get("custom_id")
+        if message is None or not isinstance(custom_id, str):
+            return "not a press on a message's button"
+        offered = {
+            child.custom_id
+            for row in message.components
+            if isinstance(row, discord.ActionRow)
+            for child in row.children
+            if isinstance(child, discord.Button)
+        }
+        if custom_id not in offered:
+            return f"custom_id {custom_id!r} is not a button of message {message.id}"
+        key = await self._store.get(buttons_key(self.account, message.id))
+        if key is None:
+            return f"message {message.id} is not a reply with buttons on record (or its buttons expired)"
+        return Press(
+            id=str(interaction.id),
+            channel=CHANNEL,
+            account=self.account,
+            conversation_key=key,
+            user=str(interaction.user.id),
+            data=custom_id,
+            at=now(),
+        )
 
     def _in_order(self, channel_id: int) -> asyncio.Lock:
         return self._order[channel_id % ORDER_STRIPES]

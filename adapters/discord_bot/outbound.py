@@ -1,14 +1,19 @@
-"""Sending a reply: where it goes, how a long text is split, and how Discord's errors are recorded."""
+"""Sending a reply: where it goes, how a long text is split, its buttons, and how Discord's errors
+are recorded."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from typing import Any
 
 import aiohttp
 import discord
 
 from adapters.text import split_text
-from router.channel import OutboxItem, PermanentFailure, TemporaryFailure
+from router.channel import TRANSIENT_ERRORS, Button, ChannelStore, OutboxItem, PermanentFailure, TemporaryFailure
+
+log = logging.getLogger("switchboard.discord")
 
 #: Discord's limit for a message's content.
 LIMIT = 2000
@@ -27,6 +32,32 @@ PERMANENT = {
     "Discord (Manage Threads), then send the reply again, or reach the user by DM",
     160002: "the bot lacks Read Message History here, which a reply quoting the user's message needs",
 }
+
+#: Discord's most buttons on one message (5 rows of 5).
+MAX_BUTTONS = 25
+#: How long a reply's buttons can be pressed: the message -> conversation record lives this long.
+BUTTONS_TTL_S = 30 * 86400
+
+
+def buttons_key(account: str, message_id: int | str) -> str:
+    """The store key (namespace ``discord``) of the conversation whose reply is message ``message_id``."""
+    return f"buttons:{account}:{message_id}"
+
+
+class ButtonRow(discord.ui.View):
+    """A reply's buttons as message components (custom_id = the button's data, at most 5 a row).
+
+    Drawn only: presses arrive as INTERACTION_CREATE and are taken in ``on_interaction``, for any
+    message however old, so discord.py must not keep a view per message in memory (its view store
+    keeps a view without timeout forever). A view that says it is finished is not stored."""
+
+    def __init__(self, buttons: tuple[Button, ...]) -> None:
+        super().__init__(timeout=None)
+        for b in buttons:
+            self.add_item(discord.ui.Button(label=b.label, custom_id=b.data, style=discord.ButtonStyle.secondary))
+
+    def is_finished(self) -> bool:
+        return True
 
 
 def split(text: str, limit: int = LIMIT) -> list[str]:
@@ -89,8 +120,10 @@ def failure(exc: BaseException) -> Exception:
 class Sender:
     """Sends replies through a logged-in client, resuming a split reply where a retry left off."""
 
-    def __init__(self, client: discord.Client) -> None:
+    def __init__(self, client: discord.Client, store: ChannelStore, account: str) -> None:
         self._client = client
+        self._store = store
+        self._account = account
         # reply id -> parts already delivered, so a retry does not repeat the first parts.
         self._progress: dict[str, int] = {}
 
@@ -98,6 +131,10 @@ class Sender:
         parts = split(item.text)
         if not parts:
             raise PermanentFailure("empty reply")
+        if len(item.buttons) > MAX_BUTTONS:
+            raise PermanentFailure(
+                f"a Discord message takes at most {MAX_BUTTONS} buttons, this reply has {len(item.buttons)}"
+            )
         target = target_of(item)
         meta = item.meta
         channel = self._client.get_partial_messageable(
@@ -110,12 +147,18 @@ class Sender:
             for index in range(done, len(parts)):
                 # Never ping: agents paste user text, and users may write "@everyone" on purpose.
                 mentions = discord.AllowedMentions.none()
+                last = index == len(parts) - 1
+                # Options given only when set: discord.py's overloads take no None for them.
+                options: dict[str, Any] = {"allowed_mentions": mentions}
                 if index == 0 and reference is not None:
-                    sent = await channel.send(parts[index], allowed_mentions=mentions, reference=reference)
-                else:
-                    sent = await channel.send(parts[index], allowed_mentions=mentions)
+                    options["reference"] = reference
+                if last and item.buttons:
+                    options["view"] = ButtonRow(item.buttons)
+                sent = await channel.send(parts[index], **options)
                 ids.append(str(sent.id))
                 self._progress[item.id] = index + 1
+                if last and item.buttons:
+                    await self._remember(sent.id, item)
         except Exception as exc:
             mapped = failure(exc)
             if isinstance(mapped, PermanentFailure):
@@ -123,3 +166,13 @@ class Sender:
             raise mapped from exc
         self._progress.pop(item.id, None)
         return f"sent to channel {target} as {len(parts)} message(s): {', '.join(ids)}"
+
+    async def _remember(self, message_id: int, item: OutboxItem) -> None:
+        """The conversation a press on this message belongs to (a press names only the message).
+
+        Not retried as a failed send: the message is out, and sending it again would show the
+        user two copies; its buttons then answer "no longer works" (logged here)."""
+        try:
+            await self._store.set(buttons_key(self._account, message_id), item.conversation_key, ttl_s=BUTTONS_TTL_S)
+        except TRANSIENT_ERRORS as exc:
+            log.error("discord %s: reply %s sent, but its buttons cannot be pressed: %s", self._account, item.id, exc)

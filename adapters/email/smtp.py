@@ -9,6 +9,8 @@ out through the SMTP settings of its account's mailbox. A reply
   same Message-ID, so the recipient's client can fold the copies), recorded in the thread index
   *before* sending so the customer's answer joins the conversation;
 - is text/plain with a text/html alternative;
+- shows its buttons as signed links to the console (``[web] public_url``/a/{token},
+  router/links.py), one line each under the text, and as links in the HTML part;
 - carries ``Auto-Submitted: auto-replied`` (RFC 3834) when the rules sent it, so that well-behaved
   auto-responders do not answer it.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import html
 import logging
 import ssl
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -35,7 +38,14 @@ from adapters.email.imap import CHANNEL, tls_context
 from adapters.email.mime import REPLY_PREFIX, normalize_subject, parse_msg_id, parse_msg_ids
 from adapters.email.own import is_own_address, message_id_for
 from adapters.email.threads import ThreadIndex
-from router.channel import ChannelContext, ConfigError, OutboxItem, PermanentFailure, TemporaryFailure
+from router.channel import (
+    ChannelContext,
+    ConfigError,
+    OutboxItem,
+    PermanentFailure,
+    PressLinks,
+    TemporaryFailure,
+)
 
 log = logging.getLogger("switchboard.email")
 
@@ -61,15 +71,39 @@ def reply_references(meta: dict[str, str], reply_to: str | None) -> list[str]:
     return refs
 
 
-def html_alternative(text: str) -> str:
-    """The HTML rendering of a plain-text reply: escaped, paragraphs and line breaks kept."""
+def html_alternative(text: str, links: Sequence[tuple[str, str]] = ()) -> str:
+    """The HTML rendering of a plain-text reply: escaped, paragraphs and line breaks kept; its
+    button ``links`` (label, url) as links under it."""
     paragraphs = [p for p in text.replace("\r\n", "\n").split("\n\n") if p.strip()]
     body = "\n".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
+    if links:
+        items = " ".join(f'<a href="{html.escape(url)}">{html.escape(label)}</a>' for label, url in links)
+        body += f"\n<p>{items}</p>"
     return f'<!DOCTYPE html>\n<html><head><meta charset="utf-8"></head><body>\n{body}\n</body></html>\n'
 
 
-def build_reply(item: OutboxItem, cfg: MailboxConfig) -> EmailMessage:
-    """The e-mail for one outbox item; PermanentFailure when it has no one to go to."""
+def button_links(item: OutboxItem, links: PressLinks | None) -> list[tuple[str, str]]:
+    """(label, signed url) of each of the reply's buttons; none without ``[web] public_url``.
+
+    The nonce (the press id) is the reply's id and the button's place: a reply sent twice (an SMTP
+    retry) still counts one press per button."""
+    if links is None:
+        return []
+    return [
+        (b.label, links.url(CHANNEL, item.account, item.conversation_key, b.data, b.label, f"{item.id}.{n}"))
+        for n, b in enumerate(item.buttons)
+    ]
+
+
+def text_with_links(text: str, links: list[tuple[str, str]]) -> str:
+    if not links:
+        return text
+    return text.rstrip() + "\n\n" + "\n".join(f"{label}: {url}" for label, url in links) + "\n"
+
+
+def build_reply(item: OutboxItem, cfg: MailboxConfig, links: PressLinks | None = None) -> EmailMessage:
+    """The e-mail for one outbox item (its buttons as links signed by ``links``); PermanentFailure
+    when it has no one to go to."""
     meta = item.meta
     if meta.get("reply_to"):
         recipient, name = meta["reply_to"], meta.get("reply_to_name", "")
@@ -97,8 +131,9 @@ def build_reply(item: OutboxItem, cfg: MailboxConfig) -> EmailMessage:
         msg["Auto-Submitted"] = "auto-replied"
         # Exchange/Outlook: do not send out-of-office or delivery receipts back to an auto-reply.
         msg["X-Auto-Response-Suppress"] = "All"
-    msg.set_content(item.text)
-    msg.add_alternative(html_alternative(item.text), subtype="html")
+    pressable = button_links(item, links)
+    msg.set_content(text_with_links(item.text, pressable))
+    msg.add_alternative(html_alternative(item.text, pressable), subtype="html")
     return msg
 
 
@@ -203,6 +238,8 @@ class EmailSender:
         self._mailboxes = mailboxes
         self._outbox = ctx.outbox(CHANNEL, **outbox_options)
         self.state = Health()
+        self._links: PressLinks | None = None
+        self._warned_no_links = False
 
     async def send(self, item: OutboxItem) -> str:
         """Send one reply; returns the detail recorded as delivered (server answer, Message-ID)."""
@@ -215,7 +252,15 @@ class EmailSender:
         if item.auto and item.meta.get("auto_submitted"):
             # The worker already suppresses these; a second lock against mail loops costs nothing.
             raise PermanentFailure("not sent: an automatic reply to an automatic message (loop protection)")
-        msg = build_reply(item, cfg)
+        if item.buttons and self._links is None and not self._warned_no_links:
+            self._warned_no_links = True
+            log.warning(
+                "%s: reply %s has buttons, sent without them: set [web] public_url (the console's address) "
+                "for e-mail buttons to become links",
+                cfg.name,
+                item.id,
+            )
+        msg = build_reply(item, cfg, self._links)
         message_id = str(msg["Message-ID"])
         # Before sending: the customer's answer may arrive before this call returns.
         await out.threads.remember(message_id, item.conversation_key, normalize_subject(item.meta.get("subject", "")))
@@ -244,6 +289,7 @@ class EmailSender:
         for out in self._mailboxes.values():
             if out.cfg.smtp_host:
                 await self._probe(out)
+        self._links = await self._ctx.press_links()
         self._outbox.start(self.send)
 
     async def _probe(self, out: Outgoing) -> None:

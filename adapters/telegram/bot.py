@@ -4,6 +4,10 @@ No loss, no duplicate: a batch of updates is appended to the inbox first; only t
 in-memory offset move past it (so the next getUpdates confirms it to Telegram) and is the offset
 saved as the adapter's cursor (so a restart does not even fetch it again). A crash in between makes
 Telegram send the batch again, and the idempotent append absorbs it.
+
+A tap on a reply's inline button (a callback query) is recorded the same way: ``ctx.press`` first
+(kept once per callback query id), then answerCallbackQuery, which stops the spinner on the
+user's button, then the offset.
 """
 
 from __future__ import annotations
@@ -28,13 +32,13 @@ from aiogram.exceptions import (
     TelegramRetryAfter,
     TelegramUnauthorizedError,
 )
-from aiogram.types import Message, ReplyParameters, Update
+from aiogram.types import CallbackQuery, InlineKeyboardMarkup, Message, ReplyParameters, Update
 from pydantic import ValidationError
 
 from adapters.base import Health
 from adapters.telegram.config import BotSettings
-from adapters.telegram.convert import ALLOWED_UPDATES, CHANNEL, BotIdentity, Ignored, Policy, convert
-from adapters.telegram.outbound import RateLimiter, Target, classify, split_text
+from adapters.telegram.convert import ALLOWED_UPDATES, CHANNEL, BotIdentity, Ignored, Policy, convert, press_of
+from adapters.telegram.outbound import RateLimiter, Target, classify, keyboard, split_text
 from router.channel import (
     TRANSIENT_ERRORS,
     AppendRefused,
@@ -42,8 +46,10 @@ from router.channel import (
     ChannelContext,
     ConfigError,
     Envelope,
+    InvalidPress,
     OutboxItem,
     PermanentFailure,
+    Press,
     SwitchboardError,
     keep_running,
 )
@@ -51,7 +57,10 @@ from router.channel import (
 log = logging.getLogger("switchboard.telegram")
 
 #: The figures each bot counts (in its health record).
-COUNTERS = ("received", "duplicates", "ignored", "sent", "failed", "rate_limited")
+COUNTERS = ("received", "duplicates", "ignored", "sent", "failed", "rate_limited", "presses", "presses_refused")
+#: What the user's Telegram shows for a moment after a tap (answerCallbackQuery's text).
+PRESS_NOTED = "Thanks, noted."
+PRESS_REFUSED = "This button no longer works."
 
 
 class AttachmentTooLarge(SwitchboardError):
@@ -229,7 +238,11 @@ class BotRunner:
         me = self.me
         assert me is not None  # _run identifies before polling
         envelopes: list[Envelope] = []
+        queries: list[CallbackQuery] = []
         for update in updates:
+            if update.callback_query is not None:
+                queries.append(update.callback_query)
+                continue
             env = self._convert(update, me)
             if env is not None:
                 envelopes.append(env)
@@ -238,6 +251,8 @@ class BotRunner:
             dups = sum(r.duplicate for r in results)
             self.state.counters["received"] += len(results) - dups
             self.state.counters["duplicates"] += dups
+        for query in queries:
+            await self._press(query)
         # Only now is the batch safe: the next getUpdates confirms it to Telegram.
         self.offset = max(u.update_id for u in updates) + 1
         self.last_update_at = time.time()
@@ -278,6 +293,15 @@ class BotRunner:
             log.warning("telegram bot %s: unreadable webhook update dropped: %s", self.name, exc)
             self.state.counters["ignored"] += 1
             return 200
+        if update.callback_query is not None:
+            try:
+                await self._press(update.callback_query)
+            except TRANSIENT_ERRORS as exc:
+                self._fail(f"redis: {exc}")
+                return 503
+            self.state.connected = True
+            self.last_update_at = time.time()
+            return 200
         env = self._convert(update, me)
         if env is not None:
             try:
@@ -293,6 +317,30 @@ class BotRunner:
         self.state.connected = True
         self.last_update_at = time.time()
         return 200
+
+    async def _press(self, query: CallbackQuery) -> None:
+        """Record a tap on a reply's button, then answer the query (a Redis error propagates: the
+        update is not confirmed, Telegram sends it again, and the press is kept once)."""
+        press = press_of(query, self.name)
+        text = PRESS_REFUSED
+        if isinstance(press, Press):
+            try:
+                if await self.ctx.press(press):
+                    self.state.counters["presses"] += 1
+                else:
+                    self.state.counters["duplicates"] += 1
+                text = PRESS_NOTED
+            except InvalidPress:  # logged by the context
+                self.state.counters["presses_refused"] += 1
+        else:
+            log.warning("telegram bot %s: press %s refused: %s", self.name, query.id, press.reason)
+            self.state.counters["presses_refused"] += 1
+        try:
+            await self.bot.answer_callback_query(query.id, text=text, request_timeout=self.cfg.request_timeout_s)
+        except AiogramError as exc:
+            # Past Telegram's answer window (a press taken again after a restart): the press is
+            # recorded all the same; only the user's "noted" toast is lost.
+            log.info("telegram bot %s: answerCallbackQuery %s: %s", self.name, query.id, self._describe(exc))
 
     async def _get_me(self) -> None:
         user = await self.bot.get_me(request_timeout=self.cfg.request_timeout_s)
@@ -322,9 +370,11 @@ class BotRunner:
 
     # -- outbound ----------------------------------------------------------------------------
     async def send(self, item: OutboxItem) -> str:
-        """Send one reply (split when long) as plain text; raise the outbox's failure types."""
+        """Send one reply (split when long) as plain text, its buttons under the last part; raise
+        the outbox's failure types."""
         target = Target.of(item)
         parts = split_text(item.text)
+        markup = keyboard(item.buttons)
         quote = self.cfg.quote == "always" or (self.cfg.quote == "groups" and target.is_group)
         chat_id = target.chat_id
         sent: list[int] = []
@@ -334,7 +384,10 @@ class BotRunner:
             if index == 0 and quote and target.reply_to is not None:
                 # If the user deleted the message, send anyway rather than fail.
                 reply = ReplyParameters(message_id=target.reply_to, allow_sending_without_reply=True)
-            message = await self._send_part(chat_id, target.thread_id, parts[index], reply, item.id)
+            last = index == len(parts) - 1
+            message = await self._send_part(
+                chat_id, target.thread_id, parts[index], reply, item.id, markup if last else None
+            )
             chat_id = message.chat.id  # differs after a group -> supergroup migration
             sent.append(message.message_id)
             self._progress[item.id] = index + 1
@@ -347,7 +400,13 @@ class BotRunner:
         return f"telegram message {chat_id}:{ids}{more}"
 
     async def _send_part(
-        self, chat_id: int, thread_id: int | None, text: str, reply: ReplyParameters | None, reply_id: str
+        self,
+        chat_id: int,
+        thread_id: int | None,
+        text: str,
+        reply: ReplyParameters | None,
+        reply_id: str,
+        markup: InlineKeyboardMarkup | None,
     ) -> Message:
         interval = self.cfg.group_interval_s if chat_id < 0 else self.cfg.chat_interval_s
         for _ in range(2):
@@ -359,6 +418,7 @@ class BotRunner:
                     text=text,
                     message_thread_id=thread_id,
                     reply_parameters=reply,
+                    reply_markup=markup,
                 )
             except TelegramMigrateToChat as exc:
                 log.info("telegram chat %s became supergroup %s", chat_id, exc.migrate_to_chat_id)

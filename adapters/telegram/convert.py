@@ -2,6 +2,9 @@
 
 Pure functions over aiogram's types, no I/O, so the rules are easy to read and to test.
 
+A ``callback_query`` (a tap on a reply's inline button) becomes a ``Press`` (``press_of``) in the
+conversation of the chat (and topic) of the message that carried the button.
+
 Keys (the router relies on them): ``platform_id = "{chat_id}:{message_id}"`` (an edit appends
 ``":edit:{edit_date}"``), ``conversation_key = "{chat_id}"`` or ``"{chat_id}:{thread_id}"`` for a
 forum topic; ``meta`` holds ``chat_id``, ``message_id``, ``chat_type`` and ``thread_id`` (topics).
@@ -11,13 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiogram.types import Message, MessageEntity, Update
+from aiogram.types import CallbackQuery, Message, MessageEntity, Update
 
-from router.channel import Attachment, Envelope, Sender, new_id
+from router.channel import Attachment, Envelope, Press, Sender, new_id, now
 
 CHANNEL = "telegram"
 #: The update types the adapter asks for (getUpdates / setWebhook ``allowed_updates``).
-ALLOWED_UPDATES = ["message", "edited_message"]
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
 GROUP_TYPES = frozenset({"group", "supergroup"})
 
 
@@ -104,6 +107,39 @@ def convert(update: Update, account: str, me: BotIdentity, policy: Policy) -> En
         reply_to=reply_to,
         kind="edit" if edited else "message",
         meta=meta,
+    )
+
+
+def press_of(query: CallbackQuery, account: str) -> Press | Ignored:
+    """The press of a tap on an inline button, or why it is not taken.
+
+    The data must be one of the buttons of the message it came from when that message is visible
+    (a modified client may send any data); a message older than Telegram shows (an
+    ``InaccessibleMessage``, no keyboard) is taken on the data alone, which the press's consumer
+    checks against what it sent anyway.
+    """
+    msg = query.message
+    if msg is None:
+        return Ignored("callback query without a message (an inline-mode button, not ours)")
+    if not query.data:
+        return Ignored("callback query without data (a game button)")
+    if isinstance(msg, Message):
+        markup = msg.reply_markup
+        offered = {b.callback_data for row in (markup.inline_keyboard if markup else []) for b in row}
+        if query.data not in offered:
+            return Ignored(f"callback data {query.data!r} is not a button of message {msg.chat.id}:{msg.message_id}")
+        topic = msg.message_thread_id if msg.is_topic_message else None
+    else:
+        topic = None  # an inaccessible message does not say its topic: the chat's conversation
+    key = f"{msg.chat.id}:{topic}" if topic is not None else str(msg.chat.id)
+    return Press(
+        id=query.id,
+        channel=CHANNEL,
+        account=account,
+        conversation_key=key,
+        user=str(query.from_user.id),
+        data=query.data,
+        at=now(),
     )
 
 

@@ -1,4 +1,4 @@
-"""Outbound helpers: where a reply goes, how long text is split, send rates, error mapping."""
+"""Outbound helpers: where a reply goes, how long text is split, its buttons, send rates, error mapping."""
 
 from __future__ import annotations
 
@@ -14,12 +14,17 @@ from aiogram.exceptions import (
     TelegramForbiddenError,
     TelegramRetryAfter,
 )
+from aiogram.types import InlineKeyboardButton, InlineKeyboardMarkup
 
 from adapters.text import split_text as _split
-from router.channel import OutboxItem, PermanentFailure, TemporaryFailure
+from router.channel import Button, OutboxItem, PermanentFailure, TemporaryFailure
 
 #: sendMessage's limit, counted by Telegram in UTF-16 code units.
 MAX_TEXT = 4096
+#: Buttons whose labels are all this short share one row (a 1-5 rating); longer ones get a row each.
+SHORT_LABEL = 4
+#: Telegram's most buttons in one row.
+ROW_MAX = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +69,21 @@ def _reply_target(item: OutboxItem, chat_id: int) -> int | None:
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
     """Split ``text`` into parts of at most ``limit`` UTF-16 units (see adapters.text.split_text)."""
     return _split(text, limit)
+
+
+def keyboard(buttons: tuple[Button, ...]) -> InlineKeyboardMarkup | None:
+    """The inline keyboard of a reply's buttons (callback data = the button's data), or None.
+
+    Short labels ("1" ... "5", an emoji) go side by side; sentences ("✅ This solved it") one per
+    row, where a phone shows them whole."""
+    if not buttons:
+        return None
+    keys = [InlineKeyboardButton(text=b.label, callback_data=b.data) for b in buttons]
+    if all(len(b.label) <= SHORT_LABEL for b in buttons):
+        rows = [keys[i : i + ROW_MAX] for i in range(0, len(keys), ROW_MAX)]
+    else:
+        rows = [[key] for key in keys]
+    return InlineKeyboardMarkup(inline_keyboard=rows)
 
 
 class RateLimiter:

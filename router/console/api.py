@@ -112,6 +112,12 @@ class SandboxIn(_Body):
     attributes: dict[str, str] = {}
 
 
+class SandboxPressIn(_Body):
+    user: str = Field(min_length=1, max_length=64)
+    button: int = Field(ge=1, description="the button's number under the reply, from 1")
+    reply: str | None = Field(None, description="the reply's id; omitted: the latest reply with buttons")
+
+
 class CannedIn(_Body):
     title: str = Field(min_length=1, max_length=80)
     text: str = Field(min_length=1, max_length=5000)
@@ -471,6 +477,12 @@ async def stats(user: Admin, c: Service) -> Response:
 async def sandbox_send(user: Admin, c: Service, data: SandboxIn) -> Response:
     entry = await c.sandbox_send(data.user, data.text, data.attributes)
     return JSONResponse({"entry": entry}, status_code=202)
+
+
+@router.post("/sandbox/presses", tags=["sandbox"], summary="Press a button under a sandbox user's reply")
+async def sandbox_press(user: Admin, c: Service, data: SandboxPressIn) -> Response:
+    label = await c.sandbox_press(data.user, data.button, data.reply)
+    return JSONResponse({"pressed": label}, status_code=202)
 
 
 @router.get("/sandbox/{who}/inbox", tags=["sandbox"], summary="Replies a sandbox user received")

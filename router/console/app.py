@@ -35,7 +35,7 @@ from router.runtime import Runtime
 from router.simulator import SandboxPort
 from rules import RuleSetError
 
-from . import admin, api, metrics, views
+from . import admin, api, metrics, presses, views
 from .http import PasswordChangeRequired, SecurityHeaders, is_api
 from .pages import HERE, login_url, make_templates, render
 from .service import Console
@@ -154,6 +154,7 @@ def create_app(runtime: Runtime, settings: Settings, sandbox: SandboxPort | None
         Route("/metrics", metrics.metrics),
         *views.routes(),
         *admin.routes(),
+        *presses.routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     handlers: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {

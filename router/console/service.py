@@ -27,6 +27,7 @@ from router.backoffice import Backoffice
 from router.config import Settings, read_secret
 from router.conversations import Conversation, HistoryEntry, parse_priority
 from router.errors import BadRequest, NotFound
+from router.links import Link
 from router.model import decode_envelope
 from router.routing import message_in
 from router.rulestore import Published
@@ -360,6 +361,24 @@ class Console:
 
     async def sandbox_inbox(self, user: str) -> list[dict[str, Any]]:
         return await self._simulator().inbox(user)
+
+    async def sandbox_press(self, user: str, number: int, reply: str | None = None) -> str:
+        """Press a button under a reply the sandbox user received; the button's label."""
+        if not user.strip():
+            raise BadRequest("a sandbox press needs a user")
+        return await self._simulator().press(user.strip(), number, reply or None)
+
+    # -- e-mail button links (public: no login) --------------------------------------------------
+    def open_link(self, token: str) -> Link:
+        """What a button link stands for; LinkInvalid (tampered, not ours) or LinkExpired."""
+        return self.office.links.open(token)
+
+    async def press_link(self, token: str) -> Link:
+        """Record the press a link stands for (once per link, however often it is confirmed)."""
+        links = self.office.links
+        link = links.open(token)
+        await self.office.actions.append(links.press(link))
+        return link
 
     # -- dashboard -----------------------------------------------------------------------------
     async def dashboard(self) -> dict[str, Any]:

@@ -278,6 +278,17 @@ async def sandbox_send(request: Request) -> Response:
     return redirect(request, f"/sandbox?user={who}", "Sent. It is routed within a second.")
 
 
+async def sandbox_press(request: Request) -> Response:
+    await require(request, admin=True)
+    form = await request.form()
+    who = _field(form, "user", "alice").strip() or "alice"
+    number = _field(form, "button")
+    if not number.isdigit():
+        raise BadRequest("which button? (a number from 1)")
+    label = await console(request).sandbox_press(who, int(number), _field(form, "reply"))
+    return redirect(request, f"/sandbox?user={who}", f"Pressed “{label}” as {who}.")
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/", home),
@@ -295,4 +306,5 @@ def routes() -> list[BaseRoute]:
         Route("/sandbox", sandbox, methods=["GET"]),
         Route("/sandbox", sandbox_send, methods=["POST"]),
         Route("/sandbox/replies", sandbox_replies),
+        Route("/sandbox/press", sandbox_press, methods=["POST"]),
     ]

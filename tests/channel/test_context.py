@@ -10,9 +10,12 @@ import pytest
 import adapters
 from adapters.base import Health
 from adapters.sandbox import SandboxAdapter, SandboxUsers, from_config
-from router.channel import ChannelContext, ConfigError, OutboxItem, encode, new_id
+from router.channel import ChannelContext, ConfigError, InvalidPress, OutboxItem, Press, encode, new_id
 from router.config import AdapterSection, Settings
+from router.errors import BadRequest
+from router.model import Button
 from router.runtime import Runtime
+from tests.router.helpers import presses
 
 
 async def test_store_keeps_strings_with_a_ttl(rt: Runtime) -> None:
@@ -54,6 +57,26 @@ async def test_store_log_is_oldest_first_and_capped(rt: Runtime) -> None:
     assert 1000 <= length < 1500  # trimmed, approximately (whole stream nodes)
     first = int((await store.log_read("carol", 1))[0])
     assert await store.log_read("carol", 3) == [str(first), str(first + 1), str(first + 2)]
+    assert await store.log_tail("carol", 3) == ["1499", "1498", "1497"]  # newest first
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("data", "x" * 65), ("data", "kb:1:lösung"), ("data", "with space"), ("id", "")]
+)
+async def test_a_press_that_does_not_fit_is_refused_logged_and_not_recorded(
+    rt: Runtime, caplog: pytest.LogCaptureFixture, field: str, value: str
+) -> None:
+    fields = {"id": "cq1", "channel": "telegram", "account": "bot", "conversation_key": "777", "user": "777"}
+    press = Press(**{**fields, "data": "kb:1:solved", "at": 1.0, field: value})
+    with pytest.raises(InvalidPress, match=f"press .* refused: .* at `\\$.{field}`"):
+        await rt.channel_context().press(press)
+    assert "refused" in caplog.text
+    assert await presses(rt) == []
+
+
+async def test_a_reply_with_an_invalid_button_is_refused_before_it_is_queued(rt: Runtime) -> None:
+    with pytest.raises(BadRequest, match=r"a reply's button is invalid: .* at `\$\[0\]\.data`"):
+        await rt.conversations.reply("1", "hi", "kb", buttons=[Button(label="ok", data="not ascii ✓")])
 
 
 @pytest.mark.parametrize("namespace", ["", "email:mid", "Email", "1email", "a b"])

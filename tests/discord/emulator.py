@@ -3,8 +3,11 @@
 Just enough of Discord for discord.py 2 and the adapter: login (``/users/@me``, the application),
 the gateway (HELLO, heartbeats, IDENTIFY -> READY + GUILD_CREATE, RESUME -> replay + RESUMED or
 INVALID_SESSION, dispatches of MESSAGE_CREATE / MESSAGE_UPDATE / MESSAGE_DELETE / THREAD_CREATE),
-channels, message history with ``after``, sending messages (every body is recorded), private
-threads. Point discord.py at it with ``Emulator.patch(monkeypatch)``.
+channels, message history with ``after``, sending messages (every body is recorded; components are
+kept on the message), private threads, and button presses: ``press`` dispatches a component
+INTERACTION_CREATE, and the interaction callback endpoint records the answer (``responses``; no
+bot token there, as on Discord: the interaction's token is in the path; an interaction answered
+twice gets 40060, an unknown one 10062). Point discord.py at it with ``Emulator.patch(monkeypatch)``.
 
 Faithful where it matters to the adapter: responses are exactly ``application/json`` (discord.py
 fails on ``; charset=utf-8``), message content is blanked without the message-content intent and
@@ -106,6 +109,9 @@ class Emulator:
         self.files: dict[int, bytes] = {}
         #: Added to the wall clock for CDN url expiry (``ex``): +25 h makes every url signed now stale.
         self.time_shift = 0.0
+        #: Every interaction callback: {"interaction_id", "body": the JSON body, "after_s": since the dispatch}.
+        self.responses: list[Json] = []
+        self._interactions: dict[int, tuple[str, float]] = {}  # id -> (token, dispatched at), until answered
         self.sessions: dict[str, Session] = {}
         self.identifies = 0
         self.resumes = 0
@@ -241,6 +247,40 @@ class Emulator:
         if "guild_id" in message:
             payload["guild_id"] = message["guild_id"]
         await self.dispatch("MESSAGE_DELETE", payload)
+
+    async def press(self, message: Json, custom_id: str, user: Json) -> int:
+        """``user`` presses the button ``custom_id`` under ``message``: a component interaction is
+        dispatched (INTERACTION_CREATE, as Discord sends it to a gateway bot); returns its id."""
+        channel = self.channels[int(message["channel_id"])]
+        interaction_id = self.snowflake()
+        token = uuid.uuid4().hex
+        self._interactions[interaction_id] = (token, time.monotonic())
+        data: Json = {
+            "id": str(interaction_id),
+            "application_id": str(self.app_id),
+            "type": 3,
+            "token": token,
+            "version": 1,
+            "data": {"custom_id": custom_id, "component_type": 2},
+            "channel_id": message["channel_id"],
+            "channel": channel,
+            "message": self._signed(message),
+            "locale": "en-US",
+            "app_permissions": "0",
+            "attachment_size_limit": 10 * 1024 * 1024,
+            "entitlements": [],
+            "authorizing_integration_owners": {},
+        }
+        if "guild_id" in channel:
+            data["guild_id"] = channel["guild_id"]
+            data["context"] = 0
+            joined = _iso(self._ms)
+            data["member"] = {"user": user, "roles": [], "joined_at": joined, "deaf": False, "mute": False, "flags": 0}
+        else:
+            data["context"] = 1
+            data["user"] = user
+        await self.dispatch("INTERACTION_CREATE", data)
+        return interaction_id
 
     # -- gateway -------------------------------------------------------------------------------------
     async def dispatch(self, event: str, data: Json) -> None:
@@ -393,7 +433,12 @@ class Emulator:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append(f"{request.method} {request.path}")
-        if request.path.startswith("/api/") and request.headers.get("Authorization") != f"Bot {self.token}":
+        interaction = request.path.startswith("/api/v10/interactions/")
+        if (
+            request.path.startswith("/api/")
+            and not interaction
+            and request.headers.get("Authorization") != f"Bot {self.token}"
+        ):
             return _error(401, 0, "401: Unauthorized")
         response: web.StreamResponse = await handler(request)
         return response
@@ -468,6 +513,8 @@ class Emulator:
         extra: Json = {}
         if body.get("message_reference"):
             extra = {"type": 19, "message_reference": body["message_reference"]}
+        if body.get("components"):
+            extra["components"] = body["components"]
         message = self.store(channel_id, self.bot, content, **extra)
         await self.dispatch("MESSAGE_CREATE", message)
         return _json(message)
@@ -476,6 +523,27 @@ class Emulator:
         channel_id, message_id = int(request.match_info["channel"]), request.match_info["message"]
         found = [m for m in self.messages.get(channel_id, []) if m["id"] == message_id]
         return _json(self._signed(found[0])) if found else _error(404, 10008, "Unknown Message")
+
+    async def _interaction_callback(self, request: web.Request) -> web.Response:
+        interaction_id = int(request.match_info["interaction"])
+        if interaction_id not in self._interactions and interaction_id in {r["interaction_id"] for r in self.responses}:
+            return _error(400, 40060, "Interaction has already been acknowledged.")
+        known = self._interactions.pop(interaction_id, None)
+        if known is None or known[0] != request.match_info["token"]:
+            return _error(404, 10062, "Unknown interaction")
+        body = await request.json()
+        self.responses.append({"interaction_id": interaction_id, "body": body, "after_s": time.monotonic() - known[1]})
+        if not request.query.get("with_response"):
+            return web.Response(status=204)
+        ephemeral = bool(((body.get("data") or {}).get("flags") or 0) & 64)
+        answer = {
+            "id": str(interaction_id),
+            "type": 3,
+            "response_message_id": str(self.snowflake()),
+            "response_message_loading": False,
+            "response_message_ephemeral": ephemeral,
+        }
+        return _json({"interaction": answer})
 
     async def _cdn(self, request: web.Request) -> web.Response:
         data = self.files.get(int(request.match_info["attachment"]))
@@ -522,6 +590,7 @@ class Emulator:
         app.router.add_get(f"{api}/channels/{{channel}}/messages/{{message}}", self._get_message)
         app.router.add_delete(f"{api}/channels/{{channel}}/messages/{{message}}", self._delete_message)
         app.router.add_get("/cdn/attachments/{channel}/{attachment}/{filename}", self._cdn)
+        app.router.add_post(f"{api}/interactions/{{interaction}}/{{token}}/callback", self._interaction_callback)
         app.router.add_post(f"{api}/channels/{{channel}}/threads", self._start_thread)
         app.router.add_put(f"{api}/channels/{{channel}}/thread-members/{{user}}", self._add_thread_member)
         # shutdown_timeout: do not wait the default 60 s for the client's open websocket.

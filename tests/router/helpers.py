@@ -4,6 +4,7 @@ import asyncio
 from collections import Counter
 from typing import Any
 
+from router.actions import Actions, Pressed
 from router.bench_failover import routed
 from router.keys import ROUTER_GROUP
 from router.model import Envelope, Sender, new_id, now
@@ -80,3 +81,10 @@ async def inbound_ids(rt: Runtime) -> Counter[str]:
     """Every inbound message id over every conversation's history in every shard (what the
     workers routed)."""
     return await routed(rt)
+
+
+async def presses(rt: Runtime) -> list[Pressed]:
+    """Every button press recorded so far and not yet read by the tests' own consumer group."""
+    reader = Actions(rt.client, rt.shards, rt.scripts).reader("tests", "t")
+    await reader.start()
+    return await reader.read(block_ms=10)

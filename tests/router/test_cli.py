@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -9,7 +10,10 @@ import time
 
 import pytest
 
+from router.model import Button, OutboxItem, encode, new_id
+from router.runtime import Runtime
 from tests.conftest import SWITCHBOARD
+from tests.router.helpers import presses
 
 
 def sb(env: dict[str, str], *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -153,3 +157,25 @@ def test_bench_json_has_the_figures_of_one_run(env: dict[str, str]) -> None:
     assert result["worker_cpu_us_per_msg"] > 0 and result["redis_cpu_us_per_msg"] > 0
     # Both sides' AOF appends were measured (no rewrite inside): routing writes more than a move.
     assert result["router_aof_bytes_per_msg"] > result["ceiling_aof_bytes_per_msg"] > 0
+
+
+async def test_sandbox_inbox_lists_the_buttons_and_press_records_one(env: dict[str, str], rt: Runtime) -> None:
+    buttons = (
+        Button(label="✅ This solved it", data="kb:42:solved"),
+        Button(label="🙋 Talk to a person", data="kb:42:human"),
+    )
+    item = OutboxItem(
+        id=new_id(), conversation="1", channel="sandbox", account="default", conversation_key="dora",
+        text="10-30 minutes.", author="kb", meta={"user": "dora"}, buttons=buttons,
+    )  # fmt: skip
+    # Delivered as the sandbox adapter delivers: to the user's log in the channel's store.
+    await rt.channel_context().store("sandbox").log_append("dora", encode(item).decode(), cap=10)
+
+    listed = (await asyncio.to_thread(sb, env, "sandbox", "inbox", "dora")).stdout
+    assert f"    [2] 🙋 Talk to a person    (switchboard sandbox press dora 2 --reply {item.id})" in listed
+    pressed = await asyncio.to_thread(sb, env, "sandbox", "press", "dora", "2")
+    assert pressed.stdout.strip() == "pressed '🙋 Talk to a person' as dora"
+    wrong = await asyncio.to_thread(sb, env, "sandbox", "press", "dora", "3", check=False)
+    assert wrong.returncode == 2 and f"reply {item.id} has 2 button(s), not a button 3" in wrong.stderr
+    [recorded] = await presses(rt)
+    assert (recorded.press.id, recorded.press.data, recorded.press.user) == (f"{item.id}.2", "kb:42:human", "dora")

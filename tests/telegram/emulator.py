@@ -5,11 +5,15 @@ It implements what the adapter uses, with the semantics that matter for it:
 - ``/bot{token}/{method}`` with form-encoded (or multipart) bodies; a wrong token gets 401;
 - ``getMe``; ``getUpdates`` (``offset`` confirms and drops older updates, ``timeout`` holds the
   request open until an update arrives, 409 while a webhook is set); ``sendMessage`` (4096 UTF-16
-  units at most, returns a valid Message); ``getFile`` and ``/file/bot{token}/{path}``;
+  units at most, returns a valid Message, records ``reply_markup``); ``answerCallbackQuery``
+  (recorded in ``answers``; an unknown or already answered query id gets 400 like Telegram's
+  "query is too old"); ``getFile`` and ``/file/bot{token}/{path}``;
   ``setWebhook`` / ``deleteWebhook`` / ``getWebhookInfo``;
 - scripted failures (``fail``): the next N calls of a method answer with an error, e.g. 429 with
   ``parameters.retry_after``, or 403 "bot was blocked by the user";
-- webhook delivery (``deliver``) POSTs an update to the registered URL with the secret header.
+- webhook delivery (``deliver``) POSTs an update to the registered URL with the secret header;
+- a tap on an inline button (``push_press``): a ``callback_query`` update carrying the bot's
+  message as Telegram returned it (its ``reply_markup`` included).
 
 Message builders generate ``entities`` for @mentions and /commands as Telegram does (offsets in
 UTF-16 code units), so the adapter's addressing rules are tested against realistic updates.
@@ -67,6 +71,10 @@ class Emulator:
     updates: list[dict[str, Any]] = field(default_factory=list)
     calls: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
     sent: list[dict[str, Any]] = field(default_factory=list)
+    #: The Message objects sendMessage returned, in order (a press is a tap under one of them).
+    sent_messages: list[dict[str, Any]] = field(default_factory=list)
+    #: Every answered callback query: {"callback_query_id", "text", "show_alert"}.
+    answers: list[dict[str, Any]] = field(default_factory=list)
     polls: list[dict[str, Any]] = field(default_factory=list)
     webhook: dict[str, str] | None = None
     files: dict[str, tuple[str, bytes]] = field(default_factory=dict)
@@ -78,6 +86,8 @@ class Emulator:
     def __post_init__(self) -> None:
         self._failures: dict[str, list[Failure | None]] = {}
         self._ids = itertools.count(1001)
+        self._query_ids = itertools.count(9_000_001)
+        self._open_queries: set[str] = set()
         self._message_ids = itertools.count(5001)
         self._arrived = asyncio.Event()
         self._closing = asyncio.Event()
@@ -204,6 +214,28 @@ class Emulator:
             edited["entities"] = ents
         return self.push({"edited_message": edited})
 
+    def press_update(
+        self, message: dict[str, Any], data: str, *, sender: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """A callback_query update for a tap on ``message``'s button with ``data`` (not queued)."""
+        query_id = str(next(self._query_ids))
+        self._open_queries.add(query_id)
+        query = {
+            "id": query_id,
+            "from": sender or self.user(),
+            "message": message,
+            "chat_instance": f"ci{message['chat']['id']}",
+            "data": data,
+        }
+        return {"update_id": next(self._ids), "callback_query": query}
+
+    def push_press(self, message: dict[str, Any], data: str, **kw: Any) -> dict[str, Any]:
+        """Queue a tap on ``message``'s button with ``data`` for getUpdates."""
+        update = self.press_update(message, data, **kw)
+        self.updates.append(update)
+        self._arrived.set()
+        return update
+
     def add_file(self, file_id: str, data: bytes) -> None:
         self.files[file_id] = (f"documents/{file_id}.bin", data)
 
@@ -288,6 +320,7 @@ class Emulator:
             "thread_id": int(params["message_thread_id"]) if "message_thread_id" in params else None,
             "reply_parameters": reply,
             "parse_mode": params.get("parse_mode"),
+            "reply_markup": json.loads(params["reply_markup"]) if "reply_markup" in params else None,
             "at": time.monotonic(),
         }
         self.sent.append(record)
@@ -301,7 +334,20 @@ class Emulator:
         if record["thread_id"] is not None:
             msg["message_thread_id"] = record["thread_id"]
             msg["is_topic_message"] = True
+        if record["reply_markup"] is not None:
+            msg["reply_markup"] = record["reply_markup"]
+        self.sent_messages.append(msg)
         return msg
+
+    async def _m_answerCallbackQuery(self, params: dict[str, str]) -> Any:
+        query_id = params["callback_query_id"]
+        if query_id not in self._open_queries:
+            return _error(400, "Bad Request: query is too old and response timeout expired or query ID is invalid")
+        self._open_queries.discard(query_id)
+        self.answers.append(
+            {"callback_query_id": query_id, "text": params.get("text"), "show_alert": params.get("show_alert")}
+        )
+        return True
 
     async def _m_getFile(self, params: dict[str, str]) -> Any:
         file_id = params["file_id"]
