@@ -38,8 +38,8 @@ import kb
 from router.actions import ActionReader, Actions, Pressed
 from router.config import AnswerSettings, Settings
 from router.conversations import HistoryEntry
-from router.errors import ConfigError
-from router.keys import ANSWER_GROUP, Keys, Shards
+from router.errors import ConfigError, NotFound
+from router.keys import ANSWER_GROUP, Keys, Shards, entry_order
 from router.lifecycle import keep_running
 from router.model import Button, new_id
 from router.scripts import Scripts
@@ -311,8 +311,8 @@ class Answerer:
             ],
         }
         # The buttons as the outbox reads them: a bad label fails here, not in the adapter.
-        for b in item["buttons"]:
-            Button(label=b["label"], data=b["data"])
+        for label, data in ((solved, button_data(answer_id, "solved")), (human, button_data(answer_id, "human"))):
+            Button(label=label, data=data)
         record = {"id": answer_id, **_record(sent, lang, answer.gap, kb_version)}
         result = await self._answer_op(keys, "answer", args | {"item": item, "record": record})
         if result == "sent":
@@ -374,6 +374,41 @@ class Answerer:
                 if n < 0 or examined < batch:
                     break
         return closed
+
+
+async def shadow_answers(rt: Any, limit: int = 50) -> list[dict[str, Any]]:
+    """The newest ``limit`` would-be answers of shadow mode (every shard's ``answers:shadow``,
+    newest first), each with what became of its conversation since: its status and group now
+    (the group it was closed in, once closed), and whether an agent replied."""
+    pipe = rt.client.pipeline(transaction=False)
+    for keys in rt.shards.shard:
+        pipe.xrevrange(keys.answers_shadow, count=limit)
+    entries = [(entry_order(eid), f) for part in await pipe.execute() for eid, f in part]
+    entries.sort(key=lambda e: e[0], reverse=True)
+    out = []
+    for _, fields in entries[:limit]:
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        cid = f["conv"]
+        row: dict[str, Any] = {
+            "conversation": cid,
+            "group": f["group"],
+            "article": f["article"],
+            "lang": f["lang"],
+            "score": float(f["score"]),
+            "gap": float(f["gap"]),
+            "kb": f["kb"],
+            "at_ms": int(f["at"]),
+            "status": "gone",
+            "group_now": None,
+            "agent_replied": False,
+        }
+        with contextlib.suppress(NotFound):
+            conv = await rt.conversations.get(cid)
+            history = await rt.conversations.history(cid)
+            row["status"], row["group_now"] = conv.status, conv.group
+            row["agent_replied"] = any(h.type == "outbound" and not h.data.get("auto") for h in history)
+        out.append(row)
+    return out
 
 
 def _record(sent: kb.Suggestion, lang: str, gap: float, version: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from adapters.sandbox import SandboxUsers
 from kb import Answerer as KBAnswerer
 from kb import Method, Policy, Retriever, load_dir
 from router.actions import Actions, Press
-from router.answerer import Answerer, eligibility, parse_button
+from router.answerer import Answerer, eligibility, parse_button, shadow_answers
 from router.config import AnswerSettings
 from router.keys import ANSWER_GROUP
 from router.model import decode_outbox
@@ -109,7 +109,9 @@ async def send(rt: Runtime, user: str, text: str) -> str:
 
 
 async def press(rt: Runtime, user: str, data: str, n: int = 1) -> None:
-    p = Press(id=f"{user}-{n}", channel="sandbox", account="default", conversation_key=user, user=user, data=data, at=0.0)
+    p = Press(
+        id=f"{user}-{n}", channel="sandbox", account="default", conversation_key=user, user=user, data=data, at=0.0
+    )
     await Actions(rt.client, rt.shards, rt.scripts).append(p)
 
 
@@ -282,16 +284,24 @@ async def test_groups_and_tags_decide_what_is_eligible(rt: Runtime) -> None:
 async def test_shadow_mode_changes_nothing_and_records(rt: Runtime) -> None:
     a = await answerer(rt, mode="shadow")
     cid = await send(rt, "ivy", FAQ)
-    other = await send(rt, "jack", "what will the btc price be tomorrow")
+    await send(rt, "jack", "what will the btc price be tomorrow")  # eligible, no answer sure enough
     await a.step()
     assert (await rt.conversations.get(cid)).status == "new" and await queued(rt, cid)
     assert await outbox(rt, cid) == [] and await record(rt, cid) == {}
     assert [h.type for h in await rt.conversations.history(cid)] == ["inbound"]
-    shadow = []
-    for keys in rt.shards.shard:
-        shadow += [{k.decode(): v.decode() for k, v in f.items()} for _, f in await rt.client.xrange(keys.answers_shadow)]
-    assert [(s["conv"], s["article"], s["group"]) for s in shadow] == [(cid, "password-reset", "general")]
-    assert other not in {s["conv"] for s in shadow}
+    [row] = await shadow_answers(rt)
+    assert (row["conversation"], row["article"], row["group"], row["status"]) == (
+        cid,
+        "password-reset",
+        "general",
+        "new",
+    )
+    assert not row["agent_replied"] and row["score"] > 0.5 and row["kb"] == "7"
+    # What the agent then did is shown beside it.
+    await rt.conversations.reply(cid, "Use the reset link on the login page.", "agent1")
+    await rt.conversations.close(cid, "agent1")
+    [row] = await shadow_answers(rt)
+    assert (row["status"], row["group_now"], row["agent_replied"]) == ("closed", "general", True)
     assert await counters(rt) == {
         "kb:shadow:eligible": 2,
         "kb:shadow:would": 1, "kb:shadow:would:lang:en": 1, "kb:shadow:would:article:password-reset": 1,
