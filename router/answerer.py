@@ -29,12 +29,11 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
-import kb
 from router.actions import ActionReader, Actions, Pressed
 from router.config import AnswerSettings, Settings
 from router.conversations import HistoryEntry
@@ -43,6 +42,11 @@ from router.keys import ANSWER_GROUP, Keys, Shards, entry_order
 from router.lifecycle import keep_running
 from router.model import Button, new_id
 from router.scripts import Scripts
+
+if TYPE_CHECKING:
+    import kb
+
+# kb/ (bm25s, numpy) is imported where an answerer is built, not by the console's shadow view.
 
 log = logging.getLogger("switchboard.answerer")
 
@@ -71,6 +75,8 @@ class DirectorySource:
         self._lock = asyncio.Lock()
 
     async def answerer(self) -> tuple[int | None, kb.Answerer]:
+        import kb
+
         async with self._lock:
             if self._built is None:
                 self._built = await asyncio.to_thread(kb.answerer, self._base)
@@ -82,6 +88,7 @@ def service(rt: Any, settings: Settings) -> Answerer | None:
     base with a problem is a configuration error, every problem listed."""
     if settings.answers.mode == "off":
         return None
+    import kb
     from router.kb_cli import rule_groups
 
     try:

@@ -9,6 +9,7 @@ Real Redis, real workers and the real sandbox channel; the knowledge base is the
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from router.keys import ANSWER_GROUP
 from router.model import decode_outbox
 from router.runtime import Runtime
 from router.worker import Workers
+from tests.conftest import SWITCHBOARD
 from tests.router.helpers import drain
 
 pytestmark = pytest.mark.cluster(shards=4)
@@ -342,6 +344,36 @@ async def test_a_restart_misses_nothing_and_answers_nothing_twice(rt: Runtime) -
         for group in ("general", "payments", "security"):
             pending += (await rt.client.xpending(keys.events(group), ANSWER_GROUP))["pending"]
     assert pending == 0  # the second took the first one's over and acknowledged them
+
+
+async def test_the_cli_shows_the_figures_and_the_shadows_would_be_answers(rt: Runtime, env: dict[str, str]) -> None:
+    live = await answerer(rt)
+    cid, answer_id = await answered(rt, live, "nina")
+    await press(rt, "nina", f"kb:{answer_id}:solved")
+    await live.press_step()
+    shadow = await answerer(rt, mode="shadow", consumer="s")
+    other = await send(rt, "otto", FAQ)
+    await shadow.step()
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([*SWITCHBOARD, *args], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    figures = json.loads(cli("stats", "--json"))["answers"]
+    assert (figures["eligible"], figures["answered"], figures["rate"], figures["confirmed"]) == (1, 1, 1.0, 1)
+    assert figures["by_language"]["en"]["confirmed"] == 1
+    assert figures["by_article"]["password-reset"] == {
+        "answered": 1, "confirmed": 1, "assumed": 0, "reopened": 0, "human": 0
+    }  # fmt: skip
+    assert (figures["shadow"]["eligible"], figures["shadow"]["would"]) == (1, 1)
+    text = cli("stats")
+    assert "answers: 1 of 1 eligible (100%); confirmed 1, assumed 0, reopened 0, human 0" in text
+    assert "answers (shadow): would answer 1 of 1 (100%)" in text
+    [row] = json.loads(cli("kb", "shadow", "--json"))
+    assert (row["conversation"], row["article"], row["status"]) == (other, "password-reset", "new")
+    assert f"#{other} (general, en): password-reset" in cli("kb", "shadow")
+    assert cid != other
 
 
 def test_button_data_fits_and_parses() -> None:
