@@ -54,7 +54,7 @@ log = logging.getLogger("switchboard.answerer")
 SENSITIVE = frozenset({"secret-leak", "txid", "address"})
 SENSITIVE_KINDS = frozenset({"seed_phrase", "private_key", "txid", "btc_address", "eth_address", "tron_address"})
 CHOICES = ("solved", "human")
-COUNTS = ("read", "eligible", "sent", "declined", "taken", "shadow", "skipped", "presses")
+COUNTS = ("read", "eligible", "sent", "declined", "taken", "shadow", "skipped", "trimmed", "presses")
 
 
 class AnswererSource(Protocol):
@@ -135,8 +135,9 @@ def parse_button(data: str) -> tuple[str, str] | None:
 class Event(NamedTuple):
     shard: int
     stream: str
+    group: str
     entry: str
-    type: str
+    type: str  # "" for an entry the stream's cap deleted while it was pending
     conv: str
     data: dict[str, Any]
 
@@ -253,22 +254,33 @@ class Answerer:
                 reply = await self._client.xautoclaim(
                     stream, ANSWER_GROUP, self._consumer, self._claim_idle_ms, "0-0", count=100
                 )
-                claimed += _events(shard, stream, reply[1])
+                claimed += _events(shard, stream, group, reply[1])
         return claimed
 
     async def _read_all(self, start: str, block_ms: int | None) -> list[Event]:
         """One XREADGROUP per shard over its groups' streams (one slot per shard), all at once."""
 
         async def shard_read(shard: int, keys: Keys) -> list[Event]:
-            streams = {keys.events(g): start for g in self._groups}
+            group_of = {keys.events(g): g for g in self._groups}
+            streams = dict.fromkeys(group_of, start)
             reply = await self._client.xreadgroup(ANSWER_GROUP, self._consumer, streams, count=100, block=block_ms)
-            return [e for stream, entries in reply or [] for e in _events(shard, stream.decode(), entries)]
+            return [
+                e
+                for stream, entries in reply or []
+                for e in _events(shard, stream.decode(), group_of[stream.decode()], entries)
+            ]
 
         parts = await asyncio.gather(*(shard_read(i, keys) for i, keys in enumerate(self._shards.shard)))
         return [e for part in parts for e in part]
 
     async def handle(self, event: Event) -> str:
         """The answerer's decision on one event; returns what it did (for logs and tests)."""
+        if not event.type:
+            # The stream's cap (~10,000 events per group and shard) deleted it before it was
+            # handled: an answerer stopped that long. Its conversation waits for an agent.
+            log.warning("event %s of %s was trimmed before the answerer read it", event.entry, event.stream)
+            self.counts["trimmed"] += 1
+            return "trimmed"
         # Only the router's creations: a 'created' with 'from' is a transfer.
         if event.type != "created" or "from" in event.data:
             return "ignored"
@@ -293,7 +305,7 @@ class Answerer:
         kb_version = str(version) if version is not None else answerer.kb.digest
         keys = self._shards.conv_keys(event.conv)
         sent = answer.send
-        args: dict[str, Any] = {"conv": event.conv, "lang": lang}
+        args: dict[str, Any] = {"conv": event.conv, "group": event.group, "lang": lang}
         if self.settings.mode == "shadow":
             if sent is not None:
                 args |= _record(sent, lang, answer.gap, kb_version) | {"shadow_max": self.settings.shadow_max}
@@ -431,20 +443,10 @@ def _record(sent: kb.Suggestion, lang: str, gap: float, version: str) -> dict[st
     }
 
 
-def _events(shard: int, stream: str, entries: Sequence[Any]) -> list[Event]:
+def _events(shard: int, stream: str, group: str, entries: Sequence[Any]) -> list[Event]:
     out = []
     for entry_id, fields in entries:
-        if not fields:  # trimmed by the stream's cap while pending
-            continue
-        f = {k.decode(): v.decode() for k, v in fields.items()}
-        out.append(
-            Event(
-                shard,
-                stream,
-                entry_id.decode(),
-                f.get("type", ""),
-                f.get("conv", ""),
-                json.loads(f.get("data") or "{}"),
-            )
-        )
+        f = {k.decode(): v.decode() for k, v in (fields or {}).items()}
+        data = json.loads(f.get("data") or "{}")
+        out.append(Event(shard, stream, group, entry_id.decode(), f.get("type", ""), f.get("conv", ""), data))
     return out

@@ -17,7 +17,8 @@ local function close_answered(cid, group)
 end
 
 if op == 'answer' or op == 'decline' or op == 'shadow' then
-  -- a: conv, mode counters' language and article, and for 'answer' the item and the record.
+  -- a: conv, group (of the event), lang (the user's: the counters'); 'answer': item and record;
+  -- 'decline': reason; 'shadow': the record's fields when it would answer, and shadow_max.
   local cid = a.conv
   local c = P .. 'conv:' .. cid
   local cur = conv_fields(c, 'status', 'agent', 'messages', 'group', 'channel', 'account', 'ckey',
@@ -39,8 +40,9 @@ if op == 'answer' or op == 'decline' or op == 'shadow' then
     redis.call('HINCRBY', P .. 'stats', 'kb:declined:' .. a.reason, 1)
     return 'declined'
   end
-  -- Only a conversation nobody touched since its first message: an agent who claimed first wins.
-  if cur.status ~= 'new' or (cur.agent or '') ~= '' or cur.messages ~= '1' then
+  -- Only a conversation nobody touched since its first message, still in the group it was
+  -- decided for: an agent who claimed first wins, and so does the reviewer's move.
+  if cur.status ~= 'new' or (cur.agent or '') ~= '' or cur.messages ~= '1' or cur.group ~= a.group then
     redis.call('HSET', c, 'kb', 'taken')
     redis.call('HINCRBY', P .. 'stats', 'kb:taken', 1)
     return 'taken'

@@ -321,6 +321,28 @@ async def test_an_agent_who_claimed_first_wins(rt: Runtime) -> None:
     assert (await counters(rt))["kb:taken"] == 1
 
 
+async def test_a_conversation_moved_before_the_answer_is_left_to_its_new_group(rt: Runtime) -> None:
+    a = await answerer(rt)
+    cid = await send(rt, "lisa", FAQ)
+    await rt.conversations.transfer(cid, "payments", "agent1", "not a password question")
+    await a.step()
+    assert (await rt.conversations.get(cid)).status == "new" and await queued(rt, cid, "payments")
+    assert await outbox(rt, cid) == [] and (await counters(rt))["kb:taken"] == 1
+
+
+async def test_an_event_the_streams_cap_deleted_while_pending_is_counted_and_acknowledged(rt: Runtime) -> None:
+    first = await answerer(rt, consumer="first")
+    cid = await send(rt, "ruth", FAQ)
+    assert cid in {e.conv for e in await first.read()}
+    stream = rt.shards.conv_keys(cid).events("general")
+    await rt.client.xtrim(stream, maxlen=0)
+    again = await answerer(rt, consumer="first")  # the same consumer after a restart
+    await again.step()
+    assert again.counts["trimmed"] == 1
+    assert (await rt.client.xpending(stream, ANSWER_GROUP))["pending"] == 0
+    assert (await rt.conversations.get(cid)).status == "new"  # left to the agents
+
+
 async def test_a_restart_misses_nothing_and_answers_nothing_twice(rt: Runtime) -> None:
     first = await answerer(rt, claim_idle_ms=0, consumer="first")
     early = await send(rt, "lena", FAQ)
