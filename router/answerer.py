@@ -29,6 +29,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import redis.asyncio as aioredis
@@ -54,7 +55,7 @@ log = logging.getLogger("switchboard.answerer")
 SENSITIVE = frozenset({"secret-leak", "txid", "address"})
 SENSITIVE_KINDS = frozenset({"seed_phrase", "private_key", "txid", "btc_address", "eth_address", "tron_address"})
 CHOICES = ("solved", "human")
-COUNTS = ("read", "eligible", "sent", "declined", "taken", "shadow", "skipped", "trimmed", "presses")
+COUNTS = ("read", "eligible", "sent", "declined", "taken", "shadow", "skipped", "trimmed", "failed", "presses")
 
 
 class AnswererSource(Protocol):
@@ -69,8 +70,9 @@ class DirectorySource:
     default when unset), built on first use, in a thread (20-150 s for the default knowledge
     base: the first answer waits for it, routing does not)."""
 
-    def __init__(self, base: kb.KnowledgeBase) -> None:
+    def __init__(self, base: kb.KnowledgeBase, calibration: Path | None = None) -> None:
         self._base = base
+        self._calibration = calibration
         self._built: kb.Answerer | None = None
         self._lock = asyncio.Lock()
 
@@ -79,7 +81,7 @@ class DirectorySource:
 
         async with self._lock:
             if self._built is None:
-                self._built = await asyncio.to_thread(kb.answerer, self._base)
+                self._built = await asyncio.to_thread(kb.answerer, self._base, self._calibration)
         return None, self._built
 
 
@@ -91,11 +93,21 @@ def service(rt: Any, settings: Settings) -> Answerer | None:
     import kb
     from router.kb_cli import rule_groups
 
+    cfg = settings.answers
     try:
-        base = kb.load_dir(settings.answers.kb or kb.default_dir(), rule_groups(settings))
+        base = kb.load_dir(cfg.kb or kb.default_dir(), rule_groups(settings))
     except kb.KBError as exc:
         raise ConfigError("answers.kb: " + "; ".join(exc.errors)) from None
-    return Answerer(rt, settings.answers, DirectorySource(base))
+    # The calibration's example questions name articles: checked now (no embedding), not at the
+    # first answer, so that a knowledge base without its own calibration fails at start.
+    path = cfg.calibration or kb.calibration_file()
+    try:
+        examples = kb.Calibration.load(path).examples_path(path)
+        if examples is not None:
+            kb.load_questions(examples, base)
+    except kb.KBError as exc:
+        raise ConfigError("answers.calibration: " + "; ".join(exc.errors[:5])) from None
+    return Answerer(rt, cfg, DirectorySource(base, cfg.calibration))
 
 
 def first_message(history: list[HistoryEntry]) -> dict[str, Any] | None:
@@ -230,7 +242,15 @@ class Answerer:
         consumer left ``claim_idle_ms``), handles each, and acknowledges it."""
         await self.follow_groups()
         for event in await self.read():
-            await self.handle(event)
+            try:
+                await self.handle(event)
+            except (RedisError, OSError):
+                raise  # keep_running retries; the event stays pending and is read again
+            except Exception:
+                # Anything else would fail again on every read: the conversation stays in its
+                # queue for an agent, as without the answerer.
+                log.exception("answering conversation %s failed; left to the agents", event.conv)
+                self.counts["failed"] += 1
             await self._client.xack(event.stream, ANSWER_GROUP, event.entry)
 
     async def read(self) -> list[Event]:

@@ -209,8 +209,10 @@ class AnswerSettings(BaseModel):
     assume_resolved_after_s: int = Field(86_400, ge=60)
     # The sweeper closing them runs this often (one process at a time per shard).
     sweep_every_s: float = Field(60.0, gt=0)
-    # The knowledge-base directory (empty: the shipped default) until the versioned store serves it.
+    # The knowledge-base directory (empty: the shipped default) until the versioned store serves it,
+    # and its calibration (`switchboard kb calibrate`; empty: the shipped one, made for the default).
     kb: Path | None = None
+    calibration: Path | None = None
     # (solved, human) labels per language; merged over the defaults.
     labels: dict[str, tuple[str, str]] = Field(default_factory=dict)
     # The shadow stream keeps about this many would-be answers per shard.

@@ -16,10 +16,11 @@ import pytest
 
 from adapters.sandbox import SandboxUsers
 from kb import Answerer as KBAnswerer
-from kb import Method, Policy, Retriever, load_dir
+from kb import Method, Policy, Retriever, calibration_file, load_dir
 from router.actions import Actions, Press
-from router.answerer import Answerer, eligibility, parse_button, shadow_answers
+from router.answerer import Answerer, eligibility, parse_button, service, shadow_answers
 from router.config import AnswerSettings
+from router.errors import ConfigError
 from router.keys import ANSWER_GROUP
 from router.model import decode_outbox
 from router.runtime import Runtime
@@ -343,6 +344,23 @@ async def test_an_event_the_streams_cap_deleted_while_pending_is_counted_and_ack
     assert (await rt.conversations.get(cid)).status == "new"  # left to the agents
 
 
+async def test_an_answerer_that_fails_leaves_the_conversation_to_the_agents(
+    rt: Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Broken:
+        async def answerer(self) -> tuple[int | None, KBAnswerer]:
+            raise ValueError("the knowledge base is being rebuilt")
+
+    a = await answerer(rt)
+    a._source = Broken()
+    cid = await send(rt, "pete", FAQ)
+    await a.step()
+    assert a.counts["failed"] == 1 and "left to the agents" in caplog.text
+    assert (await rt.conversations.get(cid)).status == "new" and await queued(rt, cid)
+    await a.step()  # acknowledged: not read again
+    assert a.counts["failed"] == 1
+
+
 async def test_a_restart_misses_nothing_and_answers_nothing_twice(rt: Runtime) -> None:
     first = await answerer(rt, claim_idle_ms=0, consumer="first")
     early = await send(rt, "lena", FAQ)
@@ -396,6 +414,28 @@ async def test_the_cli_shows_the_figures_and_the_shadows_would_be_answers(rt: Ru
     assert (row["conversation"], row["article"], row["status"]) == (other, "password-reset", "new")
     assert f"#{other} (general, en): password-reset" in cli("kb", "shadow")
     assert cid != other
+
+
+async def test_the_service_is_off_by_default_and_refuses_a_bad_knowledge_base(rt: Runtime, tmp_path: Path) -> None:
+    assert service(rt, rt.settings) is None
+    article = tmp_path / "kb" / "fees"
+    article.mkdir(parents=True)
+    front = "---\nid: fees\nlang: en\ntitle: Fees\ntags: [fees]\ngroups: [{}]\nauto: true\n---\nFees are 0.1%.\n"
+    (article / "en.md").write_text(front.format("trading"), encoding="utf-8")  # no such group here
+    live = rt.settings.model_copy(update={"answers": AnswerSettings(mode="live", kb=tmp_path / "kb")})
+    with pytest.raises(ConfigError, match=r"answers.kb: .*fees/en.md: unknown group\(s\) trading"):
+        service(rt, live)
+    (article / "en.md").write_text(front.format("general"), encoding="utf-8")
+    # The shipped calibration's example questions are about the default articles.
+    with pytest.raises(ConfigError, match=r"answers.calibration: .*article 'withdrawal-times' is not in"):
+        service(rt, live)
+    (tmp_path / "questions.jsonl").write_text('{"id": "q1", "lang": "en", "text": "fees?", "article": "fees"}\n')
+    calibration = json.loads(calibration_file().read_text(encoding="utf-8"))
+    calibration["examples"] = str(tmp_path / "questions.jsonl")
+    (tmp_path / "calibration.json").write_text(json.dumps(calibration), encoding="utf-8")
+    live.answers.calibration = tmp_path / "calibration.json"
+    built = service(rt, live)
+    assert isinstance(built, Answerer) and built.settings.mode == "live"
 
 
 def test_button_data_fits_and_parses() -> None:
