@@ -37,7 +37,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from router.actions import ActionReader, Actions, Pressed
 from router.config import AnswerSettings, Settings
-from router.conversations import HistoryEntry
+from router.conversations import first_inbound
 from router.errors import ConfigError, NotFound
 from router.keys import ANSWER_GROUP, Keys, Shards, entry_order
 from router.lifecycle import keep_running
@@ -108,11 +108,6 @@ def service(rt: Any, settings: Settings) -> Answerer | None:
     except kb.KBError as exc:
         raise ConfigError("answers.calibration: " + "; ".join(exc.errors[:5])) from None
     return Answerer(rt, cfg, DirectorySource(base, cfg.calibration))
-
-
-def first_message(history: list[HistoryEntry]) -> dict[str, Any] | None:
-    """The conversation's first inbound message, as its history stores it (secrets masked)."""
-    return next((e.data for e in history if e.type == "inbound"), None)
 
 
 def eligibility(message: dict[str, Any], settings: AnswerSettings) -> str | None:
@@ -306,7 +301,7 @@ class Answerer:
             return "ignored"
         self.counts["read"] += 1
         convs = self._rt.conversations
-        message = first_message(await convs.history(event.conv, count=5))
+        message = first_inbound(await convs.history(event.conv, count=5))
         if message is None:
             self.counts["skipped"] += 1
             return "skipped"
