@@ -21,6 +21,8 @@ async def test_the_answers_page_timeline_and_metrics(served: Served) -> None:
     page = (await admin.get("/admin/answers")).text
     assert "<td>1</td><td>1</td><td>100%</td>" in page  # eligible, answered, rate
     assert f'href="/conversations/{other}"' in page and "password-reset" in page
+    dashboard = (await admin.get("/admin/dashboard")).text
+    assert "1 answered of 1 eligible (100%): 0 confirmed" in dashboard and "would answer 1 of 1" in dashboard
     timeline = (await admin.get(f"/conversations/{cid}")).text
     assert "Knowledge-base answer" in timeline
     assert "answered from the knowledge base: <strong>password-reset</strong> (en)" in timeline
