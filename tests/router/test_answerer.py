@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,7 @@ from router.config import AnswerSettings
 from router.errors import ConfigError
 from router.keys import ANSWER_GROUP
 from router.model import decode_outbox
+from router.retention import Retention
 from router.runtime import Runtime
 from router.worker import Workers
 from tests.conftest import SWITCHBOARD
@@ -82,8 +84,6 @@ class Clock:
         self.offset = 0.0
 
     def __call__(self) -> float:
-        import time
-
         return time.time() + self.offset
 
 
@@ -196,6 +196,10 @@ async def test_solved_closes_and_the_first_outcome_stands(rt: Runtime) -> None:
     c = await counters(rt)
     assert c["kb:confirmed"] == 1 and c["kb:confirmed:article:password-reset"] == 1 and "kb:human" not in c
     assert await a._presses.read(block_ms=10) == []  # all acknowledged
+    # The retention sweep deletes the answer record with the closed conversation.
+    keys = rt.shards.conv_keys(cid)
+    await Retention(rt.client, rt.settings, "sweeper", keys=keys).sweep(int((time.time() + 31 * DAY) * 1000))
+    assert await record(rt, cid) == {}
 
 
 async def test_talk_to_a_person_queues_at_once(rt: Runtime) -> None:
