@@ -10,8 +10,11 @@ releases both pools.
 
 from __future__ import annotations
 
+from typing import Any
+
 from router.accounts import LoginLimiter, Sessions, Users, load_secret
 from router.actions import Actions
+from router.answerer import shadow_answers
 from router.audit import Audit
 from router.canned import CannedReplies
 from router.config import WebSettings
@@ -94,3 +97,8 @@ class Backoffice:
 
     async def retry_failed(self, replies: list[FailedReply], by: str) -> int:
         return await retry_failed(self._rt.client, self._rt.shards, replies, by)
+
+    async def shadow_answers(self, limit: int) -> list[dict[str, Any]]:
+        """The answerer's newest would-be answers in shadow mode, with what agents did since
+        (router/answerer.py)."""
+        return await shadow_answers(self._rt, limit)

@@ -82,10 +82,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                             settings.web.port,
                         )
                     )
-                from router import review
+                from router import answerer, review
 
-                # The second opinion on unsure triage: off the hot path, beside the workers.
+                # The second opinion on unsure triage and the knowledge base's answers: off the
+                # hot path, beside the workers.
                 enabled.extend(x for x in [review.service(rt, settings)] if x is not None)
+                enabled.extend(x for x in [answerer.service(rt, settings)] if x is not None)
             where = "configured URL" if settings.redis_url else f"embedded, data in {settings.redis.data_dir}"
             print(
                 f"Switchboard running (redis: {where}; "
@@ -328,6 +330,44 @@ async def _priority(rt: Any, args: argparse.Namespace) -> int:
 
 
 # -- operators -----------------------------------------------------------------------------------
+async def _kb_shadow(rt: Any, args: argparse.Namespace) -> int:
+    """``kb shadow``: the newest would-be answers of the answerer's shadow mode."""
+    from router.answerer import shadow_answers
+
+    rows = await shadow_answers(rt, args.limit)
+    if args.json:
+        _print_json(rows)
+        return 0
+    if not rows:
+        print('no would-be answers recorded (is [answers] mode = "shadow"?)')
+    for r in rows:
+        now = "closed in " + str(r["group_now"]) if r["status"] == "closed" else f"{r['status']} in {r['group_now']}"
+        replied = "agent replied" if r["agent_replied"] else "no agent reply"
+        print(f"#{r['conversation']} ({r['group']}, {r['lang']}): {r['article']} score {r['score']:.3f} "
+              f"gap {r['gap']:.3f}; now {now}, {replied}")  # fmt: skip
+    return 0
+
+
+def _print_answers(a: dict[str, Any]) -> None:
+    """The knowledge-base answerer's lines of ``stats`` (none before it decided anything)."""
+
+    def rate(value: float | None) -> str:
+        return "-" if value is None else f"{value:.0%}"
+
+    if a["eligible"]:
+        outcomes = ", ".join(f"{k} {a[k]}" for k in ("confirmed", "assumed", "reopened", "human"))
+        print(f"answers: {a['answered']} of {a['eligible']} eligible ({rate(a['rate'])}); {outcomes}")
+        for lang, f in a["by_language"].items():
+            print(f"  {lang}: {f['answered']}/{f['eligible']} ({rate(f['rate'])}), confirmed {f['confirmed']}, "
+                  f"assumed {f['assumed']}, reopened {f['reopened']}, human {f['human']}")  # fmt: skip
+        for article, f in a["by_article"].items():
+            print(f"  {article}: answered {f['answered']}, confirmed {f['confirmed']}, assumed {f['assumed']}, "
+                  f"reopened {f['reopened']}, human {f['human']}")  # fmt: skip
+    shadow = a["shadow"]
+    if shadow["eligible"]:
+        print(f"answers (shadow): would answer {shadow['would']} of {shadow['eligible']} ({rate(shadow['rate'])})")
+
+
 async def _stats(rt: Any, args: argparse.Namespace) -> int:
     stats = await rt.stats.read()
     if args.json:
@@ -343,7 +383,8 @@ async def _stats(rt: Any, args: argparse.Namespace) -> int:
     for group, q in stats["queues"].items():
         oldest = f"{q['oldest_wait_s']:.0f}s" if q["oldest_wait_s"] is not None else "-"
         print(f"  {group:<14} depth {q['depth']:<6} oldest {oldest:<8} past SLA {q['overdue']}")
-    print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["counters"].items())))
+    print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["counters"].items()) if not k.startswith("kb:")))
+    _print_answers(stats["answers"])
     print("health:")
     for name, record in sorted(stats["health"].items()):
         print(f"  {name}: {json.dumps(record, ensure_ascii=False)}")
@@ -814,7 +855,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from router import kb_cli
 
-    kb_cli.add_parsers(sub)
+    kb_cli.add_parsers(sub, _with_runtime(_kb_shadow))
     return p
 
 

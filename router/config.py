@@ -180,6 +180,57 @@ class ReviewSettings(BaseModel):
     max_age_s: float = Field(30.0, gt=0)
 
 
+#: "This solved it" / "talk to a person" under an answer, per language (the variant's language
+#: sent; ``en`` for one not listed).
+DEFAULT_BUTTON_LABELS: dict[str, tuple[str, str]] = {
+    "en": ("This solved it", "Talk to a person"),
+    "zh": ("已解决", "转人工客服"),
+    "zh-Hant": ("已解決", "轉人工客服"),
+    "ru": ("Это помогло", "Связаться с оператором"),
+    "es": ("Esto lo resolvió", "Hablar con una persona"),
+    "tr": ("Sorunum çözüldü", "Bir temsilciyle görüş"),
+    "vi": ("Đã giải quyết", "Nói chuyện với nhân viên"),
+    "pt": ("Isso resolveu", "Falar com uma pessoa"),
+    "ko": ("해결되었습니다", "상담원 연결"),
+}
+
+
+class AnswerSettings(BaseModel):
+    """Answers to users from the knowledge base (router/answerer.py, docs/knowledge-base.md)."""
+
+    # off: nothing happens; shadow: the decision is recorded and counted, nothing is sent or held;
+    # live: a sure answer is sent with its buttons and the conversation waits as "answered".
+    mode: Literal["off", "shadow", "live"] = "off"
+    # Eligible: a new conversation routed to one of these groups, or tagged with one of these tags
+    # (a rule decides by routing or tagging).
+    groups: list[str] = Field(default_factory=lambda: ["general"])
+    tags: list[str] = Field(default_factory=list)
+    # An answered conversation with no further message nor press this long is closed, "assumed".
+    assume_resolved_after_s: int = Field(86_400, ge=60)
+    # The sweeper closing them runs this often (one process at a time per shard).
+    sweep_every_s: float = Field(60.0, gt=0)
+    # The knowledge-base directory (empty: the shipped default) until the versioned store serves it,
+    # and its calibration (`switchboard kb calibrate`; empty: the shipped one, made for the default).
+    kb: Path | None = None
+    calibration: Path | None = None
+    # (solved, human) labels per language; merged over the defaults.
+    labels: dict[str, tuple[str, str]] = Field(default_factory=dict)
+    # The shadow stream keeps about this many would-be answers per shard.
+    shadow_max: int = Field(10_000, ge=100)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_fit(cls, v: dict[str, tuple[str, str]]) -> dict[str, tuple[str, str]]:
+        for lang, pair in v.items():
+            if not all(0 < len(label) <= 80 for label in pair):
+                raise ValueError(f"labels.{lang}: each label needs 1 to 80 characters")
+        return v
+
+    def button_labels(self, lang: str) -> tuple[str, str]:
+        merged = {**DEFAULT_BUTTON_LABELS, **self.labels}
+        return merged.get(lang) or merged["en"]
+
+
 class WebSettings(BaseModel):
     """The web console and HTTP API (``switchboard web``, and inside ``switchboard run``)."""
 
@@ -295,6 +346,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     rules: RulesSettings = RulesSettings()
     review: ReviewSettings = ReviewSettings()
+    answers: AnswerSettings = AnswerSettings()
     web: WebSettings = WebSettings()
     alerts: AlertSettings = AlertSettings()
     sandbox: AdapterSection = {}

@@ -169,6 +169,12 @@ def arrival_order(history: list[HistoryEntry]) -> list[HistoryEntry]:
     return out
 
 
+def first_inbound(history: list[HistoryEntry]) -> dict[str, Any] | None:
+    """The conversation's first inbound message, as its history stores it (secrets masked, with
+    the routing decision): the one the router routed the conversation by."""
+    return next((e.data for e in history if e.type == "inbound"), None)
+
+
 class Conversations:
     """Conversations over the deployment's shards: a conversation's keys are in the shard its id
     tells (router/keys.py Shards); a group's queue is a partition per shard, merged on read."""

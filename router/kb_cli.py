@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -20,6 +21,8 @@ from router.config import Settings
 if TYPE_CHECKING:
     import kb
     from kb.evaluate import Ranked
+
+Handler = Callable[[argparse.Namespace, Settings], int]
 
 # kb/ (bm25s, numpy: ~0.2 s) is imported by the commands that use it, not by every CLI start.
 
@@ -157,8 +160,9 @@ def calibrate_cmd(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """``kb validate|eval|calibrate`` under the CLI's subcommands."""
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], shadow: Handler) -> None:
+    """``kb validate|eval|calibrate|shadow`` under the CLI's subcommands; ``shadow`` (which reads
+    Redis) is given by the CLI, which runs it with a runtime."""
     top = sub.add_parser("kb", help="the knowledge base: validate articles, evaluate and calibrate the answerer")
     ksub = top.add_subparsers(dest="action", required=True, metavar="ACTION")
     kb_help = "a knowledge base directory (<id>/<lang>.md; default: the shipped one)"
@@ -188,3 +192,7 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     sp.add_argument("--max-unanswerable", type=float, default=0.01, help="unanswerable questions answered (0.01)")
     sp.add_argument("--out", type=Path, help="the calibration file to write (default: standard output)")
     sp.set_defaults(handler=calibrate_cmd)
+    sp = ksub.add_parser("shadow", help="what the answerer in shadow mode would have answered, and what agents did")
+    sp.add_argument("--limit", type=int, default=50, help="the newest N would-be answers (50)")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(handler=shadow)

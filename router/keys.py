@@ -31,7 +31,16 @@ labels                          shard  stream    agents' corrections (transfer, 
 actions                         shard  stream    button presses from every channel (``press``: JSON, router/actions.py)
                                                  in the shard of the conversation key; consumers' own groups; capped
 pressed:{channel}:{account}:{id} shard string    "1" once that platform press was appended (TTL)
-stats                           shard  hash      counters (in:, dup:, refused:, routed:{channel}, dead, ...)
+stats                           shard  hash      counters (in:, dup:, refused:, routed:{channel}, dead, kb:..., ...)
+answer:{id}                     shard  hash      the knowledge-base answer sent on conversation {id}
+                                                 (router/answerer.py): answer id, article, lang, score,
+                                                 gap, kb version, at, outcome (confirmed, assumed,
+                                                 reopened, human), outcome_ms
+answered                        shard  zset      conversations answered with no outcome yet -> answered at
+                                                 (ms): the assumed-resolved sweeper's index
+answers:shadow                  shard  stream    would-be answers in shadow mode: conv, group, article, lang,
+                                                 score, gap, kb; capped ([answers] shadow_max)
+answers:lock                    shard  string    one assumed-resolved sweeper at a time per shard (TTL)
 health:{kind}:{name}            home   string    JSON health record with a TTL (worker, adapter, supervisor)
 lease:{name}                    home   hash      a fenced lease (router/leases.py): owner, fence, until (ms);
                                                  PX TTL. Names: ``adapter:{channel}:{account}``
@@ -93,6 +102,8 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 ROUTER_GROUP = "routers"
 SENDER_GROUP = "senders"
+#: The answerer's consumer group on the group event streams and on the press streams.
+ANSWER_GROUP = "answerer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,6 +176,22 @@ class Keys:
     @property
     def actions(self) -> str:
         return self.prefix + "actions"
+
+    # -- knowledge-base answers (router/answerer.py, lua/answer.lua) -------------------------------
+    def answer(self, conv_id: str) -> str:
+        return f"{self.prefix}answer:{conv_id}"
+
+    @property
+    def answered(self) -> str:
+        return self.prefix + "answered"
+
+    @property
+    def answers_shadow(self) -> str:
+        return self.prefix + "answers:shadow"
+
+    @property
+    def answers_lock(self) -> str:
+        return self.prefix + "answers:lock"
 
     def health(self, kind: str, name: str) -> str:
         return f"{self.prefix}health:{kind}:{name}"

@@ -30,7 +30,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from router.config import ReviewSettings, RulesSettings, Settings
-from router.conversations import HistoryEntry
+from router.conversations import first_inbound
 from router.errors import ConfigError
 from router.events import GroupEvent, GroupEvents
 from router.lifecycle import keep_running
@@ -68,11 +68,6 @@ def service(rt: Any, settings: Settings) -> Reviewer | None:
     if semantic is None or rt.model is None:
         return None
     return Reviewer(rt, rt.model, semantic, settings.review)
-
-
-def routed_message(history: list[HistoryEntry]) -> dict[str, Any] | None:
-    """The inbound message the router routed the conversation by: its first."""
-    return next((e.data for e in history if e.type == "inbound"), None)
 
 
 class Reviewer:
@@ -166,7 +161,7 @@ class Reviewer:
             self.counts["stale"] += 1
             return
         convs = self._rt.conversations
-        message = routed_message(await convs.history(event.conv))
+        message = first_inbound(await convs.history(event.conv))
         if message is None:
             self.counts["skipped"] += 1
             return

@@ -115,6 +115,7 @@ class StatsReader:
             "dead_letters": totals.dead_letters,
             "queues": queue_dict(qstats),
             "counters": totals.counters,
+            "answers": answer_stats(totals),
             "health": health,
             "shard_holders": shard_holders(health),
             "rules": {"active": await self._rules.active_number()},
@@ -180,6 +181,56 @@ class StatsReader:
                         out.append(max(0.0, at_ms / 1000 - float(received)))
                     break
         return out
+
+
+#: The outcomes of a knowledge-base answer (router/answerer.py), each counted once per answer.
+OUTCOMES = ("confirmed", "assumed", "reopened", "human")
+
+
+def _rate(part: int, whole: int) -> float | None:
+    return round(part / whole, 4) if whole else None
+
+
+def answer_stats(totals: Totals) -> dict[str, Any]:
+    """The knowledge-base answerer's figures from the ``kb:`` counters (lua/answer.lua): the
+    auto-answer rate (answered / eligible) and each outcome, in all, per language and per
+    article; what the shadow would have answered; why eligible messages were not answered."""
+
+    def split(name: str) -> tuple[dict[str, int], dict[str, int]]:
+        return totals.by_prefix(f"kb:{name}:lang:"), totals.by_prefix(f"kb:{name}:article:")
+
+    c = totals.counters
+    names = ("answered", *OUTCOMES)
+    langs = {name: split(name)[0] for name in (*names, "eligible")}
+    articles = {name: split(name)[1] for name in names}
+    by_language = {
+        lang: {
+            "eligible": langs["eligible"].get(lang, 0),
+            **{name: langs[name].get(lang, 0) for name in names},
+            "rate": _rate(langs["answered"].get(lang, 0), langs["eligible"].get(lang, 0)),
+        }
+        for lang in sorted(set().union(*langs.values()))
+    }
+    by_article = {
+        article: {name: articles[name].get(article, 0) for name in names}
+        for article in sorted(set().union(*articles.values()))
+    }
+    would_lang, would_article = split("shadow:would")
+    return {
+        "eligible": c.get("kb:eligible", 0),
+        **{name: c.get(f"kb:{name}", 0) for name in (*names, "taken")},
+        "rate": _rate(c.get("kb:answered", 0), c.get("kb:eligible", 0)),
+        "declined": totals.by_prefix("kb:declined:"),
+        "by_language": by_language,
+        "by_article": by_article,
+        "shadow": {
+            "eligible": c.get("kb:shadow:eligible", 0),
+            "would": c.get("kb:shadow:would", 0),
+            "rate": _rate(c.get("kb:shadow:would", 0), c.get("kb:shadow:eligible", 0)),
+            "by_language": would_lang,
+            "by_article": would_article,
+        },
+    }
 
 
 def queue_dict(qstats: list[QueueStats]) -> dict[str, dict[str, Any]]:

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.accounts import SCOPES, Role
 from router.errors import BadRequest, SwitchboardError
+from router.stats import answer_stats
 from rules import MessageIn, RuleError, RuleSetError
 
 from .http import audited, console, require
@@ -237,6 +238,16 @@ async def canned_save(request: Request) -> Response:
     return redirect(request, "/admin/users#canned", "Canned response saved.")
 
 
+async def answers_page(request: Request) -> Response:
+    """The knowledge base's answers: the figures (router/stats.py answer_stats) and, for shadow
+    mode, what the answerer would have sent beside what the agents did."""
+    await require(request, admin=True)
+    c = console(request)
+    figures = answer_stats(await c.stats.totals())
+    shadow = await c.office.shadow_answers(100)
+    return await render(request, "answers.html", a=figures, shadow=shadow, mode=c.settings.answers.mode)
+
+
 async def audit_page(request: Request) -> Response:
     await require(request, admin=True)
     before = request.query_params.get("before") or None
@@ -320,4 +331,5 @@ def routes() -> list[BaseRoute]:
         Route("/admin/canned", canned_save, methods=["POST"]),
         Route("/admin/dashboard", dashboard),
         Route("/admin/audit", audit_page),
+        Route("/admin/answers", answers_page),
     ]

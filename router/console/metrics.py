@@ -17,6 +17,7 @@ import ipaddress
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -26,7 +27,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from router.backlog import Backlog
 from router.config import read_secret
-from router.stats import LATENCY_SAMPLE
+from router.stats import LATENCY_SAMPLE, OUTCOMES, answer_stats
 
 from .http import client_ip, console
 from .service import Console
@@ -89,6 +90,8 @@ async def collect(c: Console) -> list[Metric]:
         GaugeMetricFamily("switchboard_workers_alive", "Router workers with a live heartbeat", value=workers)
     )
 
+    families += _answers(answer_stats(totals))
+
     latencies = await stats.routing_latencies(groups)
     lat = GaugeMetricFamily(
         "switchboard_routing_latency_seconds",
@@ -102,6 +105,49 @@ async def collect(c: Console) -> list[Metric]:
         lat.add_metric(["1"], ordered[-1])
     families.append(lat)
     return families
+
+
+def _answers(a: dict[str, Any]) -> list[Metric]:
+    """The knowledge-base answerer's counters (router/stats.py answer_stats): eligible, answered
+    and each outcome, in all and per language and per article; the shadow's would-answers."""
+    kinds = ("answered", *OUTCOMES)
+    eligible = CounterMetricFamily(
+        "switchboard_kb_eligible", "New conversations the answerer could answer", labels=["lang"]
+    )
+    answers = CounterMetricFamily(
+        "switchboard_kb_answers",
+        "Knowledge-base answers sent (outcome answered) and their outcomes (confirmed, assumed, reopened, human)",
+        labels=["outcome"],
+    )
+    by_lang = CounterMetricFamily(
+        "switchboard_kb_answers_by_language", "Answers and outcomes per user language", labels=["outcome", "lang"]
+    )
+    by_article = CounterMetricFamily(
+        "switchboard_kb_answers_by_article", "Answers and outcomes per article", labels=["outcome", "article"]
+    )
+    for kind in kinds:
+        answers.add_metric([kind], a[kind])
+    for lang, f in a["by_language"].items():
+        eligible.add_metric([lang], f["eligible"])
+        for kind in kinds:
+            by_lang.add_metric([kind, lang], f[kind])
+    for article, f in a["by_article"].items():
+        for kind in kinds:
+            by_article.add_metric([kind, article], f[kind])
+    rate = GaugeMetricFamily(
+        "switchboard_kb_auto_answer_ratio", "Answered / eligible new conversations (absent: none eligible yet)"
+    )
+    if a["rate"] is not None:
+        rate.add_metric([], a["rate"])
+    shadow = CounterMetricFamily(
+        "switchboard_kb_shadow_would_answer", "Answers the shadow mode would have sent, per article", labels=["article"]
+    )
+    for article, n in a["shadow"]["by_article"].items():
+        shadow.add_metric([article], n)
+    shadow_eligible = CounterMetricFamily(
+        "switchboard_kb_shadow_eligible", "New conversations the shadow mode decided on", value=a["shadow"]["eligible"]
+    )
+    return [eligible, answers, by_lang, by_article, rate, shadow, shadow_eligible]
 
 
 def _in_flight(flight: Backlog) -> list[Metric]:

@@ -112,3 +112,28 @@ local function request_record(rid, ttl_ms, result)
   if rid ~= nil and rid ~= '' then redis.call('SET', P .. 'req:' .. rid, result, 'PX', ttl_ms) end
   return result
 end
+
+-- Knowledge-base answers (router/answerer.py, lua/answer.lua). The counters of an answer's
+-- outcome, by language and by article, in the shard's stats hash.
+local function kb_count(what, lang, article, by)
+  local s = P .. 'stats'
+  redis.call('HINCRBY', s, 'kb:' .. what, by)
+  redis.call('HINCRBY', s, 'kb:' .. what .. ':lang:' .. lang, by)
+  redis.call('HINCRBY', s, 'kb:' .. what .. ':article:' .. article, by)
+end
+
+-- Record ``outcome`` (confirmed, assumed, reopened, human) of the answer sent on conversation
+-- cid, if any. The first outcome stands, except 'assumed': a guess made from silence, which a
+-- later message or press replaces (and is then no longer counted). Returns true when recorded.
+local function answer_outcome(cid, outcome)
+  local a = P .. 'answer:' .. cid
+  local cur = redis.call('HMGET', a, 'outcome', 'lang', 'article')
+  if not cur[2] then return false end
+  local was = cur[1] or ''
+  if was ~= '' and not (was == 'assumed' and outcome ~= 'assumed') then return false end
+  redis.call('HSET', a, 'outcome', outcome, 'outcome_ms', NOWS)
+  redis.call('ZREM', P .. 'answered', cid)
+  if was == 'assumed' then kb_count('assumed', cur[2], cur[3], -1) end
+  kb_count(outcome, cur[2], cur[3], 1)
+  return true
+end

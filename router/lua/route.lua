@@ -145,7 +145,9 @@ local function route(entry, payload, hist_raw, reply)
   local status = cur.status
   local due = was_due
   local since = was_since
-  if state == 'reopened' or (moved and agent ~= '') then
+  -- Answered from the knowledge base (lua/answer.lua): a further message wants a person.
+  local answered = status == 'answered'
+  if state == 'reopened' or answered or (moved and agent ~= '') then
     -- A reopened or escalated conversation goes back to a queue, with a fresh SLA.
     if agent ~= '' then redis.call('SREM', P .. 'agent:' .. agent, cid) end
     agent = ''
@@ -182,12 +184,14 @@ local function route(entry, payload, hist_raw, reply)
     hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'reopened'}))
     redis.call('ZREM', P .. 'closed', cid)
   end
+  if answered then hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'follow-up to an answer'})) end
+  if answered or state == 'reopened' then answer_outcome(cid, 'reopened') end
   if moved then
     hist(cid, 'status', cjson.encode({group = group, from = cur.group, by = 'rules',
       reason = escalate and 'escalated' or 'routed by ' .. routed_by}))
     event(cur.group, 'moved', cid, cjson.encode({to = group}))
   end
-  event(group, state == 'reopened' and 'reopened' or 'message', cid, '{"prio":' .. PRIO[prio] .. '}')
+  event(group, (state == 'reopened' or answered) and 'reopened' or 'message', cid, '{"prio":' .. PRIO[prio] .. '}')
 end
 
 local out = {0}
