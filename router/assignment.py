@@ -24,6 +24,7 @@ the conversation left the agent. Hence no agent is ever above capacity, whatever
 from __future__ import annotations
 
 import asyncio
+import heapq
 import json
 import logging
 import time
@@ -42,11 +43,13 @@ from router.lifecycle import keep_running, wait_or_stop
 from router.model import new_id
 from router.presence import AgentState, Presence
 from router.scripts import Scripts
-from sla.assignment import AssignmentPolicies, AssignmentPolicyError, GroupPolicy, eligible, load_file
+from sla.assignment import Agent, AssignmentPolicies, AssignmentPolicyError, GroupPolicy, eligible, load_file
 
 log = logging.getLogger("switchboard.assignment")
 
 BY = "assign"
+#: How many candidates a reservation is offered first (``Assigner.shortlist``).
+SHORTLIST = 8
 _FIELDS = ("status", "channel", "tags", "last_agent", "offered", "waiting_ms", "group")
 
 
@@ -99,27 +102,58 @@ class Assigner:
         self.resv_ms = round(settings.reservation_s * 1000)
         self.grace_ms = round(settings.grace_s * 1000)
         self.agents: list[AgentState] = []
+        self._profiles: dict[str, tuple[AgentState, Agent]] = {}
+        self._by_group: dict[str, list[tuple[AgentState, Agent]]] = {}
+        self._rr: dict[str, str] = {}
+        self._fit: dict[tuple[str, str, tuple[str, ...]], list[AgentState]] = {}
         self.counts = Counts()
         self._keep = keep_latencies
+        #: Called with (conversation, agent) after each assignment (the bench's agents take it).
+        self.on_assign: Callable[[str, str], None] | None = None
 
     # -- selection and the three steps ----------------------------------------------------------
     async def refresh(self) -> None:
         """Re-read every agent's presence, profile and load (the candidates' snapshot)."""
         self.agents = await self.presence.all()
+        self._profiles = {a.name: (a, a.profile()) for a in self.agents}
+        by_group: dict[str, list[tuple[AgentState, Agent]]] = {}
+        for state, profile in self._profiles.values():
+            for group in profile.groups:
+                by_group.setdefault(group, []).append((state, profile))
+        self._by_group = {g: sorted(members, key=lambda m: m[0].name) for g, members in by_group.items()}
+        self._fit = {}
 
-    def candidates(self, policy: GroupPolicy, channel: str, tags: list[str], exclude: set[str]) -> list[str]:
+    def candidates(self, policy: GroupPolicy, channel: str, tags: list[str], exclude: set[str]) -> list[AgentState]:
         """Agents whose skills fit, online and under capacity in the snapshot (the reservation
-        checks both again, atomically), sorted by name (round-robin's order)."""
-        now = self.clock.now_ms()
-        out = []
-        for a in self.agents:
-            if a.name in exclude or not a.eligible(now, self.grace_ms):
-                continue
-            if a.load.get(channel, 0) >= a.capacity.get(channel, 0):
-                continue
-            if eligible(policy, a.profile(), tags):
-                out.append(a.name)
-        return sorted(out)
+        checks both again, atomically), by name (round-robin's order). Who fits by skills and is
+        online is worked out once per snapshot for each kind of conversation."""
+        kind = (policy.group, channel, tuple(t for t in tags if t.startswith("lang:") or t in policy.skill_tags))
+        fit = self._fit.get(kind)
+        if fit is None:
+            now = self.clock.now_ms()
+            fit = [
+                a
+                for a, profile in self._by_group.get(policy.group, ())
+                if a.eligible(now, self.grace_ms) and a.capacity.get(channel, 0) > 0 and eligible(policy, profile, tags)
+            ]
+            self._fit[kind] = fit
+        return [a for a in fit if a.load.get(channel, 0) < a.capacity[channel] and a.name not in exclude]
+
+    def shortlist(self, policy: GroupPolicy, cands: list[AgentState], channel: str) -> list[str]:
+        """The ``SHORTLIST`` candidates the policy would pick first by the snapshot, by name: the
+        reservation reads each one it is given, so a group of 500 costs it 500 reads otherwise.
+        Least loaded: lowest load relative to capacity, then assigned longest ago; round robin:
+        the next ones after the agent this process assigned last."""
+        if len(cands) <= SHORTLIST:
+            return [a.name for a in cands]
+        if policy.policy == "least_loaded":
+            best = heapq.nsmallest(
+                SHORTLIST, cands, key=lambda a: (a.load.get(channel, 0) / a.capacity[channel], a.last_ms, a.name)
+            )
+            return sorted(a.name for a in best)
+        last = self._rr.get(policy.group, "")
+        after = [a.name for a in cands if a.name > last] + [a.name for a in cands if a.name <= last]
+        return sorted(after[:SHORTLIST])
 
     async def _home(self, op: str, **args: Any) -> Any:
         return await self.scripts.assign(args=[self.keys.prefix, self.clock.now_ms(), op, json.dumps(args)])
@@ -133,35 +167,32 @@ class Assigner:
         tags = tags if isinstance(tags, list) else []
         offered = json.loads(conv.get("offered") or "[]")
         exclude = set(offered) if isinstance(offered, list) else set()
-        cands = self.candidates(policy, channel, tags, exclude)
+        everyone = self.candidates(policy, channel, tags, exclude)
+        cands = self.shortlist(policy, everyone, channel)
         sticky = conv.get("last_agent", "") if policy.sticky else ""
         if sticky and sticky not in cands and sticky not in exclude:
             # Sticky whatever the snapshot says of its load: the reservation decides, online only.
-            agent = next((a for a in self.agents if a.name == sticky), None)
-            if agent is not None and eligible(policy, agent.profile(), tags):
+            known = self._profiles.get(sticky)
+            if known is not None and eligible(policy, known[1], tags):
                 cands = sorted([*cands, sticky])
         if not cands:
             self.counts.no_agent += 1
             return None
         token = new_id()
         until = self.clock.now_ms() + self.resv_ms
-        raw = await self._home(
-            "reserve",
-            cid=cid,
-            channel=channel,
-            group=policy.group,
-            policy=policy.policy,
-            cands=cands,
-            sticky=sticky,
-            token=token,
-            grace_ms=self.grace_ms,
-            until=until,
-        )
+        args = {"cid": cid, "channel": channel, "group": policy.group, "policy": policy.policy, "sticky": sticky}
+        args.update(token=token, grace_ms=self.grace_ms, until=until)
+        raw = await self._home("reserve", cands=cands, **args)
+        if not raw and len(everyone) > len(cands):
+            # The shortlist was full or away by now (the snapshot is older): ask of everyone once.
+            raw = await self._home("reserve", cands=sorted({a.name for a in everyone} | set(cands)), **args)
         agent_name = _text(raw)
         if not agent_name:
             self.counts.no_agent += 1
             return None
         self._took(agent_name, channel)
+        if policy.policy == "round_robin":
+            self._rr[policy.group] = agent_name
         # A failure here leaves the reservation to expire: the sweep settles it.
         assigned = await self.conversations.assign(
             cid,
@@ -178,6 +209,8 @@ class Assigner:
             self.counts.assigned += 1
             if self._keep:
                 self.counts.decision_ms.append((time.perf_counter() - started) * 1000)
+            if self.on_assign is not None:
+                self.on_assign(cid, agent_name)
             return agent_name
         await self._home("release", cid=cid, token=token)
         self._took(agent_name, channel, -1)
@@ -186,9 +219,9 @@ class Assigner:
 
     def _took(self, name: str, channel: str, n: int = 1) -> None:
         """Keep the snapshot's load in step with this process's own reservations."""
-        for a in self.agents:
-            if a.name == name:
-                a.load[channel] = a.load.get(channel, 0) + n
+        known = self._profiles.get(name)
+        if known is not None:
+            known[0].load[channel] = known[0].load.get(channel, 0) + n
 
     async def assign_shard(self, shard: int) -> int:
         """One pass over the head of each automatic group's queue partition in ``shard``: the
@@ -231,9 +264,10 @@ class Assigner:
         conversations of gone agents back to the queue, re-offer unanswered ones; then refresh
         the snapshot."""
         await self.settle_expired()
-        names = await self.presence.names()
+        await self.refresh()
+        names = [a.name for a in self.agents]
         if names:
-            await self.requeue_gone(names)
+            await self.requeue_gone()
             await self._reconcile_load(names)
         for shard in range(self.shards.count):
             await self.reoffer(shard)
@@ -301,11 +335,12 @@ class Assigner:
             )
             self.counts.settled += int(await self._home("settle", cid=cid, token=token, assigned=assigned))
 
-    async def requeue_gone(self, names: list[str]) -> None:
+    async def requeue_gone(self) -> None:
         """The open conversations of agents gone past the grace, in automatic groups, back to
-        their queue (the history says why)."""
+        their queue (the history says why). Gone by the snapshot, and still gone read again."""
         now = self.clock.now_ms()
-        gone = [a.name for a in await self.presence.many(names) if a.gone(now, self.grace_ms)]
+        maybe = [a.name for a in self.agents if a.gone(now, self.grace_ms) and sum(a.load.values())]
+        gone = [a.name for a in await self.presence.many(maybe) if a.gone(now, self.grace_ms)] if maybe else []
         if not gone:
             return
         for name, open_ids in (await self._truth(gone)).items():

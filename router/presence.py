@@ -132,12 +132,16 @@ class Presence:
             await pipe.execute()
         return await self.get(name)
 
-    async def beat(self, name: str) -> AgentState:
-        """A heartbeat: keeps an online or away agent alive; an offline one stays offline."""
-        state = await self.get(name)
-        if state.status != "offline":
-            await self._client.hset(self._keys.agent_state(name), "beat", self.clock.now_ms())
-        return await self.get(name)
+    async def beat(self, name: str) -> str:
+        """A heartbeat: keeps an online or away agent alive; an offline one stays offline.
+        Returns the status (``NotFound`` for an agent that never set one)."""
+        key = self._keys.agent_state(name)
+        status = await self._client.hget(key, "status")
+        if status is None:
+            raise NotFound(f"agent {name} has no status: set one first (online, away)")
+        if status != b"offline":
+            await self._client.hset(key, "beat", self.clock.now_ms())
+        return str(status.decode())
 
     async def set_profile(
         self,
