@@ -180,8 +180,8 @@ class Assigner:
             return None
         token = new_id()
         until = self.clock.now_ms() + self.resv_ms
-        args = {"cid": cid, "channel": channel, "group": policy.group, "policy": policy.policy, "sticky": sticky}
-        args.update(token=token, grace_ms=self.grace_ms, until=until)
+        args: dict[str, Any] = {"cid": cid, "channel": channel, "group": policy.group, "policy": policy.policy}
+        args.update(sticky=sticky, token=token, grace_ms=self.grace_ms, until=until)
         raw = await self._home("reserve", cands=cands, **args)
         if not raw and len(everyone) > len(cands):
             # The shortlist was full or away by now (the snapshot is older): ask of everyone once.
@@ -339,7 +339,7 @@ class Assigner:
         """The open conversations of agents gone past the grace, in automatic groups, back to
         their queue (the history says why). Gone by the snapshot, and still gone read again."""
         now = self.clock.now_ms()
-        maybe = [a.name for a in self.agents if a.gone(now, self.grace_ms) and sum(a.load.values())]
+        maybe = [a.name for a in self.agents if a.gone(now, self.grace_ms) and any(a.load.values())]
         gone = [a.name for a in await self.presence.many(maybe) if a.gone(now, self.grace_ms)] if maybe else []
         if not gone:
             return

@@ -20,6 +20,7 @@ from router.inbox import Inbox
 from router.keys import Keys, entry_order
 from router.modelstore import ModelStore
 from router.outbox import FailedReply, failed_replies, retry_failed
+from router.presence import Presence
 from router.queues import Queues
 from router.redis import connect
 from router.rulestore import RuleStore
@@ -43,6 +44,7 @@ class Backoffice:
         self.samples = Samples(own.client, own.keys, web.sample_s)
         self.audit = Audit(own.client, own.keys, web.audit_max)
         self.limiter = LoginLimiter(own.client, own.keys, web)
+        self.presence = Presence(own.client, own.keys, rt.settings.assign)
         self.events = GroupEvents(own.client, connect(rt.url, max_connections=web.max_streams + 4), own.shards)
         self._web = web
         # Set by start(): they need the session secret, which may live in Redis.

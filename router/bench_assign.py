@@ -76,18 +76,16 @@ async def audit(rt: Any, capacity: dict[str, int]) -> Audit:
         for key in keys[i : i + 500]:
             pipe.xrange(key)
         for entries in await pipe.execute():
-            status = [
-                (int(f[b"at"]), json.loads(f[b"data"])) for _, f in entries if f[b"type"] == b"status"
-            ]
+            status = [(int(f[b"at"]), json.loads(f[b"data"])) for _, f in entries if f[b"type"] == b"status"]
             changes, n, d = _history_events(status)
             assignments += n
             doubles += d
             for at, delta, agent in changes:
                 per_agent[agent].append((at, delta))
     over = max_load = 0
-    for agent, changes in per_agent.items():
+    for agent, deltas in per_agent.items():
         load = peak = 0
-        for _, delta in sorted(changes):  # (at, -1) sorts before (at, +1)
+        for _, delta in sorted(deltas):  # (at, -1) sorts before (at, +1)
             load += delta
             peak = max(peak, load)
         max_load = max(max_load, peak)
@@ -116,18 +114,13 @@ async def _route(rt: Runtime, waiting: int) -> None:
     workers = Workers(rt)
     run = asyncio.create_task(workers.run())
     try:
-        while await rt.client.xlen(rt.keys.inbox) < waiting or await _pending(rt):
-            await asyncio.sleep(0.1)
-        while int(await rt.client.hget(rt.keys.stats, f"routed:{CHANNEL}") or 0) < waiting:
+        for _ in range(6000):  # 10 minutes at most
+            if int(await rt.client.hget(rt.keys.stats, f"routed:{CHANNEL}") or 0) >= waiting:
+                break
             await asyncio.sleep(0.1)
     finally:
         workers.stop()
         await run
-
-
-async def _pending(rt: Runtime) -> int:
-    groups = await rt.client.xinfo_groups(rt.keys.inbox)
-    return sum(int(g["pending"]) for g in groups)
 
 
 async def bench(settings: Settings, agents: int, waiting: int) -> dict[str, Any]:

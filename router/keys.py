@@ -73,7 +73,7 @@ web:secret                      home   string    generated session secret when n
 samples                         home   stream    the dashboard's time series (field ``s``: JSON sample), capped
 samples:lock                    home   string    one sampler per interval across console processes (TTL)
 shards                          home   string    the shard count, recorded at the first start (router/shards.py)
-agents                          home   set       names of agents with a presence or assignment profile (router/presence.py)
+agents                          home   set       names of agents with a presence or profile (router/presence.py)
 ag:{name}                       home   hash      an agent's presence and profile: status (online/away/offline), beat
                                                  (last heartbeat, ms), groups/langs/tags (JSON), cap:{channel} and
                                                  n:{channel} (capacity and open assignments per channel), last (ms)

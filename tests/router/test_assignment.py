@@ -4,6 +4,7 @@ injected clock, sticky, re-offer, overflow, and the reservations a crash leaves 
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from router.assignment import Assigner
@@ -227,8 +228,18 @@ async def test_a_crashed_reservation_is_settled_after_its_expiry(rt: Runtime) ->
     await fill(rt, 2)
     [c1, c2] = await rt.queues.head("payments")
     # A reservation whose assigner died before step 2: the capacity is held until it expires.
-    got = await a._home("reserve", cid=c1.id, channel="telegram", group="payments", policy="least_loaded",
-                        cands=["ann"], sticky="", token="t1", grace_ms=60_000, until=clock.now_ms() + 10_000)
+    got = await a._home(
+        "reserve",
+        cid=c1.id,
+        channel="telegram",
+        group="payments",
+        policy="least_loaded",
+        cands=["ann"],
+        sticky="",
+        token="t1",
+        grace_ms=60_000,
+        until=clock.now_ms() + 10_000,
+    )
     assert got == b"ann"
     await a.refresh()
     assert await assign_all(a) == 0
@@ -251,8 +262,18 @@ async def test_a_reservation_whose_step_two_ran_keeps_its_capacity(rt: Runtime) 
     await fill(rt, 2)
     [c1, _] = await rt.queues.head("payments")
     until = clock.now_ms() + 10_000
-    await a._home("reserve", cid=c1.id, channel="telegram", group="payments", policy="least_loaded",
-                  cands=["ann"], sticky="", token="t1", grace_ms=60_000, until=until)
+    await a._home(
+        "reserve",
+        cid=c1.id,
+        channel="telegram",
+        group="payments",
+        policy="least_loaded",
+        cands=["ann"],
+        sticky="",
+        token="t1",
+        grace_ms=60_000,
+        until=until,
+    )
     assert await rt.conversations.assign(c1.id, "payments", "ann", "t1", until, policy="p", reason="", reoffer_at_ms=0)
     clock.offset = 11_000  # died before the commit
     await a.presence.beat("ann")
