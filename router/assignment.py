@@ -105,6 +105,7 @@ class Assigner:
         self._profiles: dict[str, tuple[AgentState, Agent]] = {}
         self._by_group: dict[str, list[tuple[AgentState, Agent]]] = {}
         self._rr: dict[str, str] = {}
+        self._done: list[tuple[str, str]] = []
         self._fit: dict[tuple[str, str, tuple[str, ...]], list[AgentState]] = {}
         self.counts = Counts()
         self._keep = keep_latencies
@@ -182,7 +183,8 @@ class Assigner:
         until = self.clock.now_ms() + self.resv_ms
         args: dict[str, Any] = {"cid": cid, "channel": channel, "group": policy.group, "policy": policy.policy}
         args.update(sticky=sticky, token=token, grace_ms=self.grace_ms, until=until)
-        raw = await self._home("reserve", cands=cands, **args)
+        done, self._done = self._done, []
+        raw = await self._home("reserve", cands=cands, done=done, **args)
         if not raw and len(everyone) > len(cands):
             # The shortlist was full or away by now (the snapshot is older): ask of everyone once.
             raw = await self._home("reserve", cands=sorted({a.name for a in everyone} | set(cands)), **args)
@@ -205,7 +207,7 @@ class Assigner:
             reoffer_at_ms=self.clock.now_ms() + policy.reoffer_s * 1000 if policy.reoffer_s else 0,
         )
         if assigned:
-            await self._home("commit", cid=cid, token=token)
+            self._done.append((cid, token))  # committed with the next reservation, or by flush()
             self.counts.assigned += 1
             if self._keep:
                 self.counts.decision_ms.append((time.perf_counter() - started) * 1000)
@@ -216,6 +218,12 @@ class Assigner:
         self._took(agent_name, channel, -1)
         self.counts.lost_race += 1
         return None
+
+    async def flush(self) -> None:
+        """Commit the assignments made since the last reservation (step 3)."""
+        if self._done:
+            done, self._done = self._done, []
+            await self._home("commit", done=done)
 
     def _took(self, name: str, channel: str, n: int = 1) -> None:
         """Keep the snapshot's load in step with this process's own reservations."""
@@ -253,6 +261,7 @@ class Assigner:
                         review=group,
                     )
                     self.counts.overflowed += moved
+        await self.flush()
         return done
 
     def _waited(self, conv: dict[str, str]) -> int:

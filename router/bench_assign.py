@@ -123,6 +123,15 @@ async def _route(rt: Runtime, waiting: int) -> None:
         await run
 
 
+async def _pings(rt: Runtime, n: int = 500) -> list[float]:
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        await rt.client.ping()
+        out.append((time.perf_counter() - t) * 1000)
+    return sorted(out)
+
+
 async def bench(settings: Settings, agents: int, waiting: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sb-bench-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
         async with Runtime(settings, server.url) as rt:
@@ -171,6 +180,7 @@ async def bench(settings: Settings, agents: int, waiting: int) -> dict[str, Any]
                     await assigner.sweep()
                     await asyncio.sleep(settings.assign.sweep_s)
 
+            pings = await _pings(rt)
             started = time.perf_counter()
             rng = random.Random(1)
             tasks = [asyncio.create_task(closer()) for _ in range(8)] + [asyncio.create_task(sweeper())]
@@ -197,6 +207,10 @@ async def bench(settings: Settings, agents: int, waiting: int) -> dict[str, Any]
         "decision_p50_ms": round(lat[len(lat) // 2], 3) if lat else None,
         "decision_p99_ms": round(lat[int(len(lat) * 0.99) - 1], 3) if lat else None,
         "decision_max_ms": round(lat[-1], 3) if lat else None,
+        # One round trip to this Redis (PING) just before, for scale: a decision is two, plus
+        # its Python; on a busy machine both grow.
+        "ping_p50_ms": round(pings[len(pings) // 2], 3),
+        "ping_p99_ms": round(pings[int(len(pings) * 0.99) - 1], 3),
         "no_agent_tries": assigner.counts.no_agent,
         "lost_races": assigner.counts.lost_race,
         "history_assignments": checked.assignments,

@@ -35,8 +35,34 @@ local function unreserve(cid)
   redis.call('ZREM', P .. 'resv:due', cid)
 end
 
+local function reserved_by(cid, token)
+  local raw = redis.call('HGET', P .. 'resv', cid)
+  if not raw then return nil end
+  local r = cjson.decode(raw)
+  if token and r.token ~= token then return nil end
+  return r
+end
+
+-- Step 3 of assignments that step 2 made (a.done: [cid, token] pairs): the unit of capacity stays
+-- taken (as load) until the sweep sees the conversation leave the agent. Sent with the next
+-- reservation rather than on its own: one round trip less per assignment.
+local function commit(done)
+  local n = 0
+  for _, pair in ipairs(done or {}) do
+    if reserved_by(pair[1], pair[2]) then
+      unreserve(pair[1])
+      n = n + 1
+    end
+  end
+  return n
+end
+
+if op == 'commit' then return commit(a.done) end
+
 if op == 'reserve' then
-  -- a: cid, channel, group, policy, cands (names, sorted), sticky (name or ''), token, until, grace_ms
+  -- a: cid, channel, group, policy, cands (names, sorted), sticky (name or ''), token, until,
+  -- grace_ms, done (commits, above)
+  commit(a.done)
   if redis.call('HEXISTS', P .. 'resv', a.cid) == 1 then return '' end  -- another assigner has it in flight
   local best, best_key = nil, nil
   local eligible = {}
@@ -73,22 +99,6 @@ if op == 'reserve' then
     ['until'] = a['until']}))
   redis.call('ZADD', P .. 'resv:due', a['until'], a.cid)
   return best
-end
-
-local function reserved_by(cid, token)
-  local raw = redis.call('HGET', P .. 'resv', cid)
-  if not raw then return nil end
-  local r = cjson.decode(raw)
-  if token and r.token ~= token then return nil end
-  return r
-end
-
-if op == 'commit' then
-  -- The conversation is assigned: the unit of capacity stays taken (as load) until the sweep
-  -- sees the conversation leave the agent.
-  if not reserved_by(a.cid, a.token) then return 0 end
-  unreserve(a.cid)
-  return 1
 end
 
 if op == 'release' then

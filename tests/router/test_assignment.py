@@ -221,6 +221,12 @@ async def test_overflow_to_another_group_without_an_eligible_agent(rt: Runtime) 
     assert await rt.client.xlen(rt.shards.conv_keys(conv.id).labels) == 0  # not a label for training
 
 
+async def reserve_for_ann(a: Assigner, cid: str, until: int) -> object:
+    """Step 1 alone, as an assigner that dies before step 2 (or 3) leaves it."""
+    args = {"channel": "telegram", "group": "payments", "policy": "least_loaded", "sticky": ""}
+    return await a._home("reserve", cid=cid, cands=["ann"], token="t1", grace_ms=60_000, until=until, **args)
+
+
 async def test_a_crashed_reservation_is_settled_after_its_expiry(rt: Runtime) -> None:
     clock = FakeClock()
     a = assigner(rt, policies("  payments: {policy: least_loaded}\n"), clock)
@@ -228,18 +234,7 @@ async def test_a_crashed_reservation_is_settled_after_its_expiry(rt: Runtime) ->
     await fill(rt, 2)
     [c1, c2] = await rt.queues.head("payments")
     # A reservation whose assigner died before step 2: the capacity is held until it expires.
-    got = await a._home(
-        "reserve",
-        cid=c1.id,
-        channel="telegram",
-        group="payments",
-        policy="least_loaded",
-        cands=["ann"],
-        sticky="",
-        token="t1",
-        grace_ms=60_000,
-        until=clock.now_ms() + 10_000,
-    )
+    got = await reserve_for_ann(a, c1.id, clock.now_ms() + 10_000)
     assert got == b"ann"
     await a.refresh()
     assert await assign_all(a) == 0
@@ -262,18 +257,7 @@ async def test_a_reservation_whose_step_two_ran_keeps_its_capacity(rt: Runtime) 
     await fill(rt, 2)
     [c1, _] = await rt.queues.head("payments")
     until = clock.now_ms() + 10_000
-    await a._home(
-        "reserve",
-        cid=c1.id,
-        channel="telegram",
-        group="payments",
-        policy="least_loaded",
-        cands=["ann"],
-        sticky="",
-        token="t1",
-        grace_ms=60_000,
-        until=until,
-    )
+    await reserve_for_ann(a, c1.id, until)
     assert await rt.conversations.assign(c1.id, "payments", "ann", "t1", until, policy="p", reason="", reoffer_at_ms=0)
     clock.offset = 11_000  # died before the commit
     await a.presence.beat("ann")
