@@ -36,7 +36,7 @@ from redis.exceptions import RedisError
 
 from router.config import AssignSettings, Settings
 from router.conversations import Conversations
-from router.errors import ConfigError
+from router.errors import ConfigError, Conflict, NotFound, SwitchboardError
 from router.keys import Keys, Shards
 from router.leases import Clock, Exclusive, Lease, WallClock
 from router.lifecycle import keep_running, wait_or_stop
@@ -253,16 +253,19 @@ class Assigner:
                 if await self.assign_one(policy, cid, conv):
                     done += 1
                 elif policy.overflow_s and self._waited(conv) >= policy.overflow_s * 1000:
-                    moved = await self.conversations.transfer(
-                        cid,
-                        policy.overflow_to,
-                        BY,
-                        f"overflow: no eligible agent for {policy.overflow_s}s",
-                        review=group,
-                    )
+                    moved = await self._overflow(policy, cid)
                     self.counts.overflowed += moved
         await self.flush()
         return done
+
+    async def _overflow(self, policy: GroupPolicy, cid: str) -> bool:
+        """Move ``cid`` to the overflow group, only while still unclaimed in its own (``review``:
+        not a label for the triage model either)."""
+        reason = f"overflow: no eligible agent for {policy.overflow_s}s"
+        try:
+            return await self.conversations.transfer(cid, policy.overflow_to, BY, reason, review=policy.group)
+        except (Conflict, NotFound):
+            return False  # closed meanwhile
 
     def _waited(self, conv: dict[str, str]) -> int:
         return self.clock.now_ms() - int(conv.get("waiting_ms") or self.clock.now_ms())
@@ -356,7 +359,10 @@ class Assigner:
             for conv in await self.conversations.get_many(sorted(open_ids, key=int)):
                 if conv.agent != name or not self.policies.of(conv.group).automatic:
                     continue
-                await self.conversations.release(conv.id, BY, reason="agent offline")
+                try:
+                    await self.conversations.release(conv.id, BY, reason="agent offline")
+                except (Conflict, NotFound):
+                    continue  # closed or released meanwhile (another process's sweep, say)
                 self.counts.requeued_offline += 1
 
     async def reoffer(self, shard: int) -> None:
@@ -367,7 +373,10 @@ class Assigner:
             cid = _text(member)
             group, token = await self.client.hmget(keys.conv(cid), "group", "assign_token")
             policy = self.policies.of(_text(group or b""))
-            self.counts.reoffered += await self.conversations.reoffer(cid, _text(token or b""), policy.max_hops)
+            try:
+                self.counts.reoffered += await self.conversations.reoffer(cid, _text(token or b""), policy.max_hops)
+            except (Conflict, NotFound):
+                continue  # closed meanwhile: nothing to re-offer
 
 
 def load_policies(settings: AssignSettings) -> AssignmentPolicies:
@@ -437,7 +446,9 @@ class AssignService:
         return body
 
     async def _keep(self, step: Callable[[], Any], what: str) -> None:
-        await keep_running(step, self._stopping, what=what, retry_on=(RedisError, OSError))
+        # A state that changed under a step (a conversation closed meanwhile) is handled where it
+        # can happen; anything else of ours is logged and the loop goes on after a backoff.
+        await keep_running(step, self._stopping, what=what, retry_on=(RedisError, OSError, SwitchboardError))
 
     def _shard_step(self, shard: int) -> Callable[[], Any]:
         async def step() -> bool:

@@ -3,13 +3,16 @@ injected clock, sticky, re-offer, overflow, and the reservations a crash leaves 
 
 from __future__ import annotations
 
+import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
+from router import assignment
 from router.assignment import Assigner
 from router.config import AssignSettings
-from router.errors import BadRequest
+from router.errors import BadRequest, ConfigError
 from router.presence import Presence, parse_capacity
 from router.runtime import Runtime
 from router.scripts import now_ms
@@ -303,3 +306,38 @@ async def test_profile_validation(rt: Runtime) -> None:
         await presence.set_status("ann", "busy")
     state = await presence.set_profile("ann", groups=["payments"], languages=["EN"], capacity={"email": 10})
     assert json.loads(json.dumps(state.to_dict(0, 1)))["languages"] == ["en"]
+
+
+async def test_the_service_assigns_under_its_shard_leases(rt: Runtime, tmp_path: Path) -> None:
+    policy = tmp_path / "assignment.yaml"
+    policy.write_text("version: 1\ngroups:\n  payments: {policy: least_loaded}\n")
+    assign = SETTINGS.model_copy(update={"policy_file": policy, "poll_s": 0.05, "sweep_s": 0.1})
+    svc = assignment.service(rt, rt.settings.model_copy(update={"assign": assign}))
+    assert svc is not None
+    for name in ("ann", "bob"):
+        await svc.presence.set_profile(name, groups=["payments"], capacity={"telegram": 2})
+        await svc.presence.set_status(name, "online")
+    await fill(rt, 6)
+    await svc.start()
+    try:
+        for _ in range(200):
+            if len(await assigned_entries(rt)) == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert [s["lease"] for s in svc.health()["leases"]] == ["held"] * rt.shards.count
+    finally:
+        await svc.close()
+    assert sorted(agent for _, agent in await assigned_entries(rt)) == ["ann", "ann", "bob", "bob"]
+    assert (await rt.queues.stats(["payments"]))[0].depth == 2
+
+
+def test_no_policy_no_service_and_a_bad_file_stops_the_start(tmp_path: Path) -> None:
+    assert assignment.load_policies(AssignSettings()).automatic == []
+    bad = tmp_path / "assignment.yaml"
+    bad.write_text("version: 1\ngroups:\n  payments: {policy: fastest}\n")
+    with pytest.raises(ConfigError, match=r"assign.policy_file:\n.*assignment.yaml:3:22: groups.payments.policy"):
+        assignment.load_policies(AssignSettings(policy_file=bad))
+    with pytest.raises(ConfigError, match=r"missing\.yaml:1:1: cannot read: No such file"):
+        assignment.load_policies(AssignSettings(policy_file=tmp_path / "missing.yaml"))
+    with pytest.raises(ValueError, match="grace_s"):
+        AssignSettings(grace_s=5, heartbeat_s=10)
