@@ -11,7 +11,8 @@ reservation model of Twilio TaskRouter, in three steps (docs/assignment.md):
 2. **assign** (lua/conv.lua 'assign', the conversation's shard): only while the conversation is
    still in the queue (one winner) and the reservation has not expired; with its history entry
    and the group's ``assigned`` event (the console sees it live).
-3. **commit** (the capacity stays taken) or **release** (it goes back), home slot.
+3. **commit** (the capacity stays taken; sent with the next reservation, a round trip less) or
+   **release** (it goes back at once), home slot.
 
 A crash between the steps leaves a reservation; the sweep settles it once expired (plus the
 clock skew allowed), by what the conversation's shard shows: step 2 refuses past the expiry, so

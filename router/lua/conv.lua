@@ -162,6 +162,7 @@ elseif op == 'close' then
   if cur.status == 'new' then dequeue(cid, cur.group) end
   unassign()
   redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', NOWS, 'updated_ms', NOWS)
+  redis.call('HDEL', c, 'offered')  -- re-offer hops count per opening (router/assignment.py)
   redis.call('ZADD', P .. 'closed', NOWS, cid)  -- the retention sweep's index (router/retention.py)
   hist(cid, 'status', cjson.encode({status = 'closed', by = a.by, reason = a.reason}))
   label('close', cur.group, prio, a.reason)
