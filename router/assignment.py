@@ -149,6 +149,11 @@ class Assigner:
         if len(cands) <= SHORTLIST:
             return [a.name for a in cands]
         if policy.policy == "least_loaded":
+            idle = [a.name for a in cands if not a.load.get(channel, 0)]
+            if len(idle) >= SHORTLIST:
+                # Enough agents with nothing open (the lowest ratio there is): the reservation
+                # orders these by who was assigned longest ago.
+                return idle[:SHORTLIST]
             best = heapq.nsmallest(
                 SHORTLIST, cands, key=lambda a: (a.load.get(channel, 0) / a.capacity[channel], a.last_ms, a.name)
             )
@@ -281,10 +286,9 @@ class Assigner:
         names = [a.name for a in self.agents]
         if names:
             await self.requeue_gone()
-            await self._reconcile_load(names)
+            await self._reconcile_load(names)  # keeps the snapshot's loads in step
         for shard in range(self.shards.count):
             await self.reoffer(shard)
-        await self.refresh()
 
     async def _truth(self, names: list[str]) -> dict[str, set[str]]:
         """Each agent's open conversations, from its set in every shard (kept by the scripts)."""
@@ -316,11 +320,15 @@ class Assigner:
             free = {c: v for c, v in counted.items() if c not in reserved and c not in truth[name]}
             adopt = sorted(truth[name] - counted.keys(), key=int)
             if free:
-                self.counts.freed += int(await self._home("free", agent=name, items=free))
+                for cid in await self._home("free", agent=name, items=free):
+                    self._took(name, free[_text(cid)].split()[0], -1)
+                    self.counts.freed += 1
             if adopt:
                 channels = await self._channels(adopt)
                 if channels:
-                    self.counts.adopted += int(await self._home("adopt", agent=name, items=channels))
+                    for cid in await self._home("adopt", agent=name, items=channels):
+                        self._took(name, channels[_text(cid)], 1)
+                        self.counts.adopted += 1
 
     async def _channels(self, ids: list[str]) -> dict[str, str]:
         pipe = self.client.pipeline(transaction=False)

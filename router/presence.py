@@ -16,6 +16,7 @@ capacity per channel) is an admin's: groups default to the console user's (route
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -189,7 +190,13 @@ class Presence:
             pipe.hgetall(self._keys.agent_state(name))
         raw = await pipe.execute()
         groups = await user_groups(self._client, self._keys, names)
-        return [_state(n, r, groups.get(n, ())) for n, r in zip(names, raw, strict=True) if r]
+        out = []
+        for i, (name, fields) in enumerate(zip(names, raw, strict=True)):
+            if i and not i % 100:
+                await asyncio.sleep(0)  # hundreds of agents: let the assigner's decisions in between
+            if fields:
+                out.append(_state(name, fields, groups.get(name, ())))
+        return out
 
     async def all(self) -> list[AgentState]:
         return await self.many(await self.names())

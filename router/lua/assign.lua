@@ -125,25 +125,25 @@ if op == 'free' then
   -- The sweep saw these conversations (a.items: cid -> value read) no longer open with a.agent.
   -- Only those it read before the reservations (their step 2 happened before its reads): one
   -- reserved meanwhile, or taken again since (another value), is not touched.
-  local n = 0
+  local freed = {}
   for cid, value in pairs(a.items) do
     local r = reserved_by(cid)
-    if not (r and r.agent == a.agent) then n = n + give(a.agent, cid, value) end
+    if not (r and r.agent == a.agent) and give(a.agent, cid, value) == 1 then freed[#freed + 1] = cid end
   end
-  return n
+  return freed
 end
 
 if op == 'adopt' then
   -- Conversations open with the agent that its load does not count (claimed by hand, or
   -- assigned before the policy): counted now, so that capacity holds for what it really has.
-  local n = 0
+  local adopted = {}
   for cid, channel in pairs(a.items) do
     if redis.call('HSETNX', P .. 'load:' .. a.agent, cid, channel .. ' adopted') == 1 then
       redis.call('HINCRBY', ag(a.agent), 'n:' .. channel, 1)
-      n = n + 1
+      adopted[#adopted + 1] = cid
     end
   end
-  return n
+  return adopted
 end
 
 return redis.error_reply('ERR unknown op ' .. op)
