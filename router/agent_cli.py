@@ -101,11 +101,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_r
         what = "set online and keep beating until Ctrl-C (then offline)" if name == "online" else f"set {name}"
         sp = asub.add_parser(name, help=what)
         sp.add_argument("--name", help="the agent (default: your login name)")
+        # Only `online` keeps beating; the others set the status and return.
+        sp.set_defaults(handler=with_runtime(status), once=name != "online")
         if name == "online":
             sp.add_argument("--once", action="store_true", help="set the status and return (a heartbeat of its own)")
-        sp.set_defaults(handler=with_runtime(status), once=True)
-        if name == "online":
-            sp.set_defaults(once=False)
     sp = asub.add_parser("set", help="an agent's groups, languages, skill tags and capacity per channel (admins)")
     sp.add_argument("name")
     sp.add_argument("--groups", help="comma-separated (default: the console user's groups)")

@@ -22,17 +22,20 @@ from tests.router.helpers import drain, message
 
 pytestmark = pytest.mark.cluster(shards=4)
 
-SETTINGS = AssignSettings(grace_s=60, heartbeat_s=10, reservation_s=10)
+SETTINGS = AssignSettings(grace_s=60, heartbeat_s=10, reservation_s=90)
 
 
 class FakeClock:
-    """Wall time plus an offset the test moves (the scripts' own now is wall time)."""
+    """Stands still at the wall time it was made at, plus an offset the test moves. (The scripts'
+    own now is wall time: step 2 checks a reservation's expiry, made by this clock, against it;
+    the tests take far less than ``reservation_s``.)"""
 
     def __init__(self) -> None:
+        self.base = now_ms()
         self.offset = 0
 
     def now_ms(self) -> int:
-        return now_ms() + self.offset
+        return self.base + self.offset
 
 
 def policies(text: str) -> AssignmentPolicies:
@@ -216,7 +219,7 @@ async def test_overflow_to_another_group_without_an_eligible_agent(rt: Runtime) 
     await a.refresh()
     assert await assign_all(a) == 0
     assert (await rt.queues.stats(["payments"]))[0].depth == 1
-    clock.offset = 301_000
+    clock.offset = 330_000  # the wait counts from the routing (wall time), after the clock was made
     await assign_all(a)
     [conv] = await rt.queues.head("general")
     last = [h for h in await rt.conversations.history(conv.id) if h.type == "status"][-1]
@@ -237,13 +240,14 @@ async def test_a_crashed_reservation_is_settled_after_its_expiry(rt: Runtime) ->
     await fill(rt, 2)
     [c1, c2] = await rt.queues.head("payments")
     # A reservation whose assigner died before step 2: the capacity is held until it expires.
-    got = await reserve_for_ann(a, c1.id, clock.now_ms() + 10_000)
+    got = await reserve_for_ann(a, c1.id, clock.now_ms() + 90_000)
     assert got == b"ann"
     await a.refresh()
     assert await assign_all(a) == 0
     await a.sweep()  # not expired yet
     assert await assign_all(a) == 0
-    clock.offset = 11_000
+    clock.offset = 91_000
+    await a.presence.beat("ann")
     await a.sweep()
     assert a.counts.settled == 1
     assert await assign_all(a) == 1
@@ -259,10 +263,10 @@ async def test_a_reservation_whose_step_two_ran_keeps_its_capacity(rt: Runtime) 
     await agents(a, ["ann"], capacity=1)
     await fill(rt, 2)
     [c1, _] = await rt.queues.head("payments")
-    until = clock.now_ms() + 10_000
+    until = clock.now_ms() + 90_000
     await reserve_for_ann(a, c1.id, until)
     assert await rt.conversations.assign(c1.id, "payments", "ann", "t1", until, policy="p", reason="", reoffer_at_ms=0)
-    clock.offset = 11_000  # died before the commit
+    clock.offset = 91_000  # died before the commit
     await a.presence.beat("ann")
     await a.sweep()
     assert a.counts.settled == 1
