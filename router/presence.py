@@ -181,6 +181,12 @@ class Presence:
             raise NotFound(f"agent {name}")
         return found[0]
 
+    async def get_or_offline(self, name: str) -> AgentState:
+        """``name``'s state, or an offline one with no profile for an agent never seen."""
+        found = await self.many([name])
+        groups = await user_groups(self._client, self._keys, [name])
+        return found[0] if found else _state(name, {}, groups.get(name, ()))
+
     async def names(self) -> list[str]:
         return sorted(m.decode() for m in await self._client.smembers(self._keys.agents))
 

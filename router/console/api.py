@@ -195,7 +195,7 @@ def _agent(c: Console, state: AgentState) -> dict[str, Any]:
 
 @router.get("/me/presence", tags=["me"], summary="The caller's status, profile and load as an agent")
 async def my_presence(user: Caller, c: Service) -> Response:
-    return JSONResponse(_agent(c, await c.presence.get(user.name)))
+    return JSONResponse(_agent(c, await c.presence.get_or_offline(user.name)))
 
 
 @router.post("/me/presence", tags=["me"], summary="Set one's own status: online, away or offline")
