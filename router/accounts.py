@@ -500,3 +500,12 @@ class LoginLimiter:
         """The password was right: this user's counters start again (the address's keeps counting)."""
         pair, _, user = self._keys_for(name, ip)
         await self._client.delete(pair, user)
+
+
+async def user_groups(client: aioredis.Redis, keys: Keys, names: list[str]) -> dict[str, tuple[str, ...]]:
+    """The groups of each named console user that exists (the agents' groups by default:
+    router/presence.py), in one pipelined round."""
+    pipe = client.pipeline(transaction=False)
+    for name in names:
+        pipe.hget(keys.user(name), "groups")
+    return {name: tuple(json.loads(raw)) for name, raw in zip(names, await pipe.execute(), strict=True) if raw}

@@ -25,6 +25,7 @@ from router.keys import Keys, entry_order
 from router.links import PressLinks
 from router.modelstore import ModelStore
 from router.outbox import FailedReply, failed_replies, retry_failed
+from router.presence import Presence
 from router.queues import Queues
 from router.redis import connect
 from router.rulestore import RuleStore
@@ -48,6 +49,7 @@ class Backoffice:
         self.samples = Samples(own.client, own.keys, web.sample_s)
         self.audit = Audit(own.client, own.keys, web.audit_max)
         self.limiter = LoginLimiter(own.client, own.keys, web)
+        self.presence = Presence(own.client, own.keys, rt.settings.assign)
         self.events = GroupEvents(own.client, connect(rt.url, max_connections=web.max_streams + 4), own.shards)
         #: Presses of e-mail button links (``/a/{token}``), into the same stream as the adapters'.
         self.actions = Actions(own.client, own.shards, own.scripts)

@@ -88,6 +88,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 # hot path, beside the workers.
                 enabled.extend(x for x in [review.service(rt, settings)] if x is not None)
                 enabled.extend(x for x in [answerer.service(rt, settings)] if x is not None)
+            from router import assignment
+
+            # Automatic assignment runs in the worker processes too (none without a policy file).
+            enabled.extend(x for x in [assignment.service(rt, settings)] if x is not None)
             where = "configured URL" if settings.redis_url else f"embedded, data in {settings.redis.data_dir}"
             print(
                 f"Switchboard running (redis: {where}; "
@@ -605,6 +609,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from router import bench_review
 
         return bench_review.main(settings, args.json, sys.stdout, args.messages or 50)
+    if args.target == "assign":
+        from router import bench_assign
+
+        return bench_assign.main(settings, args.json, args.agents, args.messages or 10_000)
     if args.target == "cluster":  # its own servers: one shard on one, --shards on the other
         from router import bench_cluster
 
@@ -823,7 +831,7 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak, "
         "the cluster failover drill, the cost of WAIT, the work per primary of a sharded cluster, the knowledge base",
     )
-    targets = ["router", "rules", "append", "soak", "console", "review", "failover", "wait", "cluster", "kb"]
+    targets = ["router", "rules", "append", "soak", "console", "review", "failover", "wait", "cluster", "kb", "assign"]
     sp.add_argument("target", nargs="?", choices=targets, default="router")
     sp.add_argument(
         "--messages",
@@ -831,6 +839,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages per run (router, failover, cluster 20,000; append, wait 4,000 per mode; review 50)",
     )
     sp.add_argument("--workers", type=int, default=3, help="failover: worker processes (one is SIGKILLed)")
+    sp.add_argument("--agents", type=int, default=500, help="assign: agents (capacity 3 each)")
     sp.add_argument("--shards", type=int, default=6, help="cluster: virtual shards of the deployment")
     sp.add_argument("--primaries", type=int, default=3, help="cluster: primaries of the private cluster")
     sp.add_argument(
@@ -853,9 +862,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--calibration", type=Path, help="kb: method and thresholds (default: the shipped ones)")
     json_flag(sp)
 
-    from router import kb_cli
+    from router import agent_cli, kb_cli
 
     kb_cli.add_parsers(sub, _with_runtime(_kb_shadow))
+    agent_cli.add_parsers(sub, _with_runtime)
     return p
 
 

@@ -139,6 +139,36 @@ class ConversationSettings(BaseModel):
         return v
 
 
+class AssignSettings(BaseModel):
+    """Automatic assignment (router/assignment.py, docs/assignment.md).
+
+    policy_file: the assignment policies per group (YAML, sla/assignment.py); none: every group
+    is ``manual`` (agents claim) and no assignment service runs. An agent whose last heartbeat is
+    older than grace_s is offline: no new conversation goes to it, and its open conversations in
+    groups with a policy go back to the queue. A reservation (the first step of an assignment)
+    lives reservation_s; one left behind by a crashed process is released once expired (by more
+    than [leases] max_skew_s). Each assigner looks at the head of a queue (batch conversations)
+    every poll_s when idle; sweep_s: presence, load, expired reservations, re-offers, overflow.
+    """
+
+    policy_file: Path | None = None
+    heartbeat_s: float = Field(10.0, gt=0)
+    grace_s: float = Field(60.0, gt=0)
+    reservation_s: float = Field(10.0, gt=0)
+    poll_s: float = Field(0.2, gt=0)
+    sweep_s: float = Field(1.0, gt=0)
+    batch: int = Field(50, ge=1, le=1000)
+    # One assigner per shard across processes (a lease, [leases] timing); off: every process
+    # assigns every shard (safe, the steps are atomic; the tests use it to make them contend).
+    leases: bool = True
+
+    @model_validator(mode="after")
+    def _grace_above_heartbeat(self) -> AssignSettings:
+        if self.grace_s <= self.heartbeat_s:
+            raise ValueError(f"grace_s ({self.grace_s}) must be above heartbeat_s ({self.heartbeat_s})")
+        return self
+
+
 class RetentionSettings(BaseModel):
     """How long Redis keeps what is no longer in flight (router/retention.py; docs/operations.md)."""
 
@@ -343,6 +373,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     leases: LeaseSettings = LeaseSettings()
     conversations: ConversationSettings = ConversationSettings()
+    assign: AssignSettings = AssignSettings()
     retention: RetentionSettings = RetentionSettings()
     rules: RulesSettings = RulesSettings()
     review: ReviewSettings = ReviewSettings()

@@ -310,8 +310,44 @@ class Conversations:
         log.info("claim-next of %s for %s: %d partitions emptied under it; none claimed", group, agent, tries)
         return None
 
-    async def release(self, conv_id: str, by: str, request_id: str | None = None) -> None:
-        await self._write("release", conv_id, request_id, by=by, sla_ms=self._sla_ms)
+    async def release(self, conv_id: str, by: str, request_id: str | None = None, *, reason: str = "released") -> None:
+        await self._write("release", conv_id, request_id, by=by, reason=reason, sla_ms=self._sla_ms)
+
+    async def assign(
+        self,
+        conv_id: str,
+        group: str,
+        agent: str,
+        token: str,
+        until_ms: int,
+        *,
+        policy: str,
+        reason: str,
+        reoffer_at_ms: int,
+    ) -> bool:
+        """Step 2 of an automatic assignment (router/assignment.py): ``conv_id`` to ``agent`` only
+        while it waits in ``group``'s queue and before ``until_ms`` (its reservation's expiry);
+        the reservation's ``token`` is the request id, so a lost reply is recovered once;
+        ``reoffer_at_ms``: when the sweep re-offers it without a first reply (0: never)."""
+        result = await self._write(
+            "assign",
+            conv_id,
+            token,
+            group=group,
+            agent=agent,
+            token=token,
+            until=until_ms,
+            policy=policy,
+            reason=reason,
+            reoffer_at=reoffer_at_ms,
+        )
+        return result == conv_id
+
+    async def reoffer(self, conv_id: str, token: str, max_hops: int) -> bool:
+        """Back to the queue for another agent: only the assignment ``token`` made, still not
+        answered, re-offered fewer than ``max_hops`` times before; False when not."""
+        result = await self._write("reoffer", conv_id, None, token=token, max_hops=max_hops, sla_ms=self._sla_ms)
+        return result == "ok"
 
     async def transfer(
         self,

@@ -84,6 +84,17 @@ web:secret                      home   string    generated session secret when n
 samples                         home   stream    the dashboard's time series (field ``s``: JSON sample), capped
 samples:lock                    home   string    one sampler per interval across console processes (TTL)
 shards                          home   string    the shard count, recorded at the first start (router/shards.py)
+agents                          home   set       names of agents with a presence or profile (router/presence.py)
+ag:{name}                       home   hash      an agent's presence and profile: status (online/away/offline), beat
+                                                 (last heartbeat, ms), groups/langs/tags (JSON), cap:{channel} and
+                                                 n:{channel} (capacity and open assignments per channel), last (ms)
+load:{name}                     home   hash      conversation id -> "channel token": the agent's open and reserved
+                                                 assignments, counted in n:{channel} (router/assignment.py)
+resv                            home   hash      conversation id -> reservation in flight (JSON: agent, token,
+                                                 channel, until ms) between the two steps of an assignment
+resv:due                        home   zset      conversation id -> its reservation's expiry (ms): the reconciler's
+rr:{group}                      home   string    the agent a round-robin group assigned last
+offers                          shard  zset      conversation id -> re-offer deadline (ms) of an automatic assignment
 ==============================  =====  ========  ==========================================================
 
 How long each key is kept (retention): docs/operations.md, "Retention".
@@ -294,6 +305,29 @@ class Keys:
     @property
     def samples_lock(self) -> str:
         return self.prefix + "samples:lock"
+
+    # -- presence, capacity and assignment (router/presence.py, router/assignment.py) -------------
+    @property
+    def agents(self) -> str:
+        return self.prefix + "agents"
+
+    def agent_state(self, name: str) -> str:
+        return f"{self.prefix}ag:{name}"
+
+    def load(self, name: str) -> str:
+        return f"{self.prefix}load:{name}"
+
+    @property
+    def reservations(self) -> str:
+        return self.prefix + "resv"
+
+    @property
+    def reservations_due(self) -> str:
+        return self.prefix + "resv:due"
+
+    @property
+    def offers(self) -> str:
+        return self.prefix + "offers"
 
     @property
     def shard_count(self) -> str:

@@ -71,6 +71,7 @@ class Scripts:
     fenced_lease: Script
     press: Script
     answer: Script
+    assign: Script
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

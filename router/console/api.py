@@ -11,6 +11,7 @@ not validate 422 (``{"error", "details"}``), a body that is not JSON 415, a bug 
 
 from __future__ import annotations
 
+import json
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Body, Depends
@@ -21,6 +22,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from router.accounts import User
 from router.errors import BadRequest
+from router.presence import AgentState, parse_capacity
 from rules import MessageIn
 
 from . import sse
@@ -52,6 +54,17 @@ class CloseIn(_Body):
 
 class PriorityIn(_Body):
     priority: str = Field(pattern=r"^[Pp][1-4]$")
+
+
+class PresenceIn(_Body):
+    status: Literal["online", "away", "offline"]
+
+
+class AgentProfileIn(_Body):
+    groups: list[str] | None = None
+    languages: list[str] | None = None
+    tags: list[str] | None = Field(None, description="skill tags, e.g. vip, api")
+    capacity: dict[str, int] | None = Field(None, description="open conversations per channel, e.g. {telegram: 3}")
 
 
 class SourceIn(_Body):
@@ -179,6 +192,44 @@ async def change_password(request: Request, user: Me, data: PasswordIn) -> Respo
     if request.state.via == "session":
         await fresh_session(request, response, user.name)
     return response
+
+
+# -- presence (router/presence.py) ---------------------------------------------------------------
+def _agent(c: Console, state: AgentState) -> dict[str, Any]:
+    return state.to_dict(c.presence.clock.now_ms(), c.presence.grace_ms)
+
+
+@router.get("/me/presence", tags=["me"], summary="The caller's status, profile and load as an agent")
+async def my_presence(user: Caller, c: Service) -> Response:
+    return JSONResponse(_agent(c, await c.presence.get_or_offline(user.name)))
+
+
+@router.post("/me/presence", tags=["me"], summary="Set one's own status: online, away or offline")
+async def set_my_presence(user: Caller, c: Service, data: PresenceIn) -> Response:
+    return JSONResponse(_agent(c, await c.presence.set_status(user.name, data.status)))
+
+
+@router.post("/me/heartbeat", tags=["me"], summary="Keep one's status alive (the console tab calls it)")
+async def heartbeat(user: Caller, c: Service) -> Response:
+    return ok(status=await c.presence.beat(user.name), every_s=c.settings.assign.heartbeat_s)
+
+
+@router.get("/agents", tags=["users"], summary="Agents: status, groups, skills, capacity and load per channel")
+async def agents_list(user: Admin, c: Service) -> Response:
+    return JSONResponse({"agents": [_agent(c, a) for a in await c.presence.all()]})
+
+
+@router.patch("/agents/{name}", tags=["users"], summary="Change an agent's groups, languages, skill tags or capacity")
+async def agents_patch(request: Request, name: str, user: Admin, c: Service, data: AgentProfileIn) -> Response:
+    state = await c.presence.set_profile(
+        name,
+        groups=data.groups,
+        languages=data.languages,
+        tags=data.tags,
+        capacity=None if data.capacity is None else parse_capacity(data.capacity),
+    )
+    await audited(request, "agent.update", name, json.dumps(data.model_dump(exclude_none=True)))
+    return JSONResponse(_agent(c, state))
 
 
 # -- queues and conversations --------------------------------------------------------------------

@@ -29,6 +29,7 @@ from router.conversations import Conversation, HistoryEntry, parse_priority
 from router.errors import BadRequest, NotFound
 from router.links import Link
 from router.model import decode_envelope
+from router.presence import Presence
 from router.routing import message_in
 from router.rulestore import Published
 from router.runtime import Runtime
@@ -86,6 +87,12 @@ class Console:
     @property
     def sessions(self) -> Sessions:
         return self.office.sessions
+
+    @property
+    def presence(self) -> Presence:
+        """Agents' status, heartbeat and profile (router/presence.py): each agent its own status,
+        admins every profile."""
+        return self.office.presence
 
     async def start(self) -> None:
         await self.office.start()

@@ -147,6 +147,7 @@ async def queues(request: Request) -> Response:
         stats=await c.queue_stats(user),
         convs=convs,
         mine=await c.mine(user),
+        beat_s=c.settings.assign.heartbeat_s,
     )
 
 

@@ -23,10 +23,31 @@ if op == 'claim' then
   end
   redis.call('ZREM', P .. 'waiting:' .. a.group, cid)
   local c = P .. 'conv:' .. cid
-  redis.call('HSET', c, 'status', 'assigned', 'agent', a.by, 'assigned_ms', NOWS, 'updated_ms', NOWS)
+  -- last_agent: the agent a sticky assignment policy gives the conversation back to (assign, below).
+  redis.call('HSET', c, 'status', 'assigned', 'agent', a.by, 'assigned_ms', NOWS, 'updated_ms', NOWS, 'last_agent', a.by)
   redis.call('SADD', P .. 'agent:' .. a.by, cid)
   hist(cid, 'status', cjson.encode({status = 'assigned', agent = a.by, by = a.by}))
   event(a.group, 'claimed', cid, cjson.encode({agent = a.by}))
+  return finish(cid)
+end
+
+if op == 'assign' then
+  -- Step 2 of an automatic assignment (router/assignment.py): the conversation goes to a.agent,
+  -- whose capacity step 1 reserved at the home prefix, only while it is still waiting in a.group's
+  -- queue (ZREM: one winner, as for a claim) and the reservation has not expired (a.until, ms): the
+  -- reconciler settles an expired reservation by what this step did, so past it this step refuses.
+  if NOW > tonumber(a['until']) then return finish('expired') end
+  if redis.call('ZREM', P .. 'queue:' .. a.group, cid) == 0 then return finish('') end
+  redis.call('ZREM', P .. 'waiting:' .. a.group, cid)
+  local c = P .. 'conv:' .. cid
+  redis.call('HSET', c, 'status', 'assigned', 'agent', a.agent, 'assigned_ms', NOWS, 'updated_ms', NOWS,
+    'last_agent', a.agent, 'assign_token', a.token)
+  redis.call('SADD', P .. 'agent:' .. a.agent, cid)
+  -- a.reoffer_at: when to re-offer it without a first reply, by the assigner's clock (0: never).
+  if tonumber(a.reoffer_at) > 0 then redis.call('ZADD', P .. 'offers', a.reoffer_at, cid) end
+  local data = cjson.encode({status = 'assigned', agent = a.agent, by = 'assign', policy = a.policy, reason = a.reason})
+  hist(cid, 'status', data)
+  event(a.group, 'assigned', cid, data)
   return finish(cid)
 end
 
@@ -96,8 +117,24 @@ if op == 'release' then
   if cur.status == 'new' then return redis.error_reply('CONFLICT conversation ' .. cid .. ' is not assigned') end
   unassign()
   requeue(cur.group, prio)
-  hist(cid, 'status', cjson.encode({status = 'new', by = a.by, reason = 'released'}))
+  hist(cid, 'status', cjson.encode({status = 'new', by = a.by, reason = a.reason or 'released', agent = cur.agent}))
   event(cur.group, 'released', cid, cjson.encode({by = a.by}))
+elseif op == 'reoffer' then
+  -- No first reply within the group's time: back to the queue for another agent, only if it is
+  -- still the assignment a.token made and nobody answered (a reply makes it 'waiting').
+  redis.call('ZREM', P .. 'offers', cid)
+  local f = conv_fields(c, 'assign_token', 'offered')
+  if cur.status ~= 'assigned' or f.assign_token ~= a.token then return finish('stale') end
+  local offered = cjson.decode(f.offered or '[]')
+  if type(offered) ~= 'table' then offered = {} end
+  if #offered >= tonumber(a.max_hops) then return finish('kept') end
+  offered[#offered + 1] = cur.agent
+  unassign()
+  requeue(cur.group, prio)
+  redis.call('HSET', c, 'offered', cjson.encode(offered))
+  hist(cid, 'status', cjson.encode({status = 'new', by = 'assign', reason = 'no first reply', agent = cur.agent,
+    hop = #offered}))
+  event(cur.group, 'reoffered', cid, cjson.encode({agent = cur.agent, hop = #offered}))
 -- The reviewer's moves (router/review.py, a.review = the group it read): only while nobody has
 -- claimed or moved the conversation since it read it, else nothing; and never a label, since the
 -- model would then learn from its own opinion.
@@ -125,6 +162,7 @@ elseif op == 'close' then
   if cur.status == 'new' then dequeue(cid, cur.group) end
   unassign()
   redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', NOWS, 'updated_ms', NOWS)
+  redis.call('HDEL', c, 'offered')  -- re-offer hops count per opening (router/assignment.py)
   redis.call('ZADD', P .. 'closed', NOWS, cid)  -- the retention sweep's index (router/retention.py)
   hist(cid, 'status', cjson.encode({status = 'closed', by = a.by, reason = a.reason}))
   label('close', cur.group, prio, a.reason)

@@ -20,6 +20,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Page, Route, async_playwright, expect
 
 from adapters.sandbox import SandboxAdapter
+from router import assignment
 from router.worker import Worker
 from tests.console.conftest import PASSWORD, Served, eventually
 
@@ -269,3 +270,33 @@ async def test_a_change_before_the_live_stream_starts_still_shows(browser: Brows
         await expect(page.locator("table.grid").first).to_contain_text("withdrawal pending", timeout=10_000)
     finally:
         await context.close()
+
+
+async def test_an_agent_goes_online_and_gets_a_conversation_assigned_live(
+    browser: Browser, running: Served, tmp_path: Path
+) -> None:
+    served = running
+    await served.user("ann", "agent", ("payments",))
+    policy = tmp_path / "assignment.yaml"
+    policy.write_text("version: 1\ngroups:\n  payments: {policy: least_loaded}\n")
+    settings = served.rt.settings
+    assign_settings = settings.assign.model_copy(update={"policy_file": policy, "poll_s": 0.05, "sweep_s": 0.2})
+    service = assignment.service(served.rt, settings.model_copy(update={"assign": assign_settings}))
+    assert service is not None
+    await service.presence.set_profile("ann", capacity={"telegram": 3})
+    await service.start()
+    try:
+        async with logged_in(browser, served, "ann") as agent:
+            status = agent.locator("[data-presence-status]")
+            await expect(status).to_have_text("offline")
+            await served.route("my deposit is missing since Monday", user="payer")
+            waiting = agent.locator("tr", has_text="my deposit is missing since Monday")
+            await expect(waiting.locator("button", has_text="Claim")).to_be_visible(timeout=15_000)  # offline: not hers
+            await agent.click("[data-presence-set=online]")
+            await expect(status).to_have_text("online")
+            mine = agent.locator("section.card", has_text="My conversations")
+            await expect(mine).to_contain_text("my deposit is missing since Monday", timeout=15_000)
+            await expect(waiting.locator("button", has_text="Claim")).to_have_count(0)  # left the queue
+            await shot(agent, "assigned-live")
+    finally:
+        await service.close()

@@ -96,6 +96,32 @@
     area.focus();
   });
 
+  // The agent's status (docs/assignment.md): set by the buttons, kept alive by a heartbeat while
+  // this tab is open; automatic assignment gives conversations only to agents online.
+  function presence(el) {
+    const shown = el.querySelector("[data-presence-status]");
+    const csrf = document.querySelector("meta[name=csrf-token]").content;
+    const post = function (path, body) {
+      return fetch(path, {
+        method: "POST", credentials: "same-origin",
+        headers: { "Content-Type": "application/json", "X-CSRF-Token": csrf },
+        body: JSON.stringify(body || {}),
+      });
+    };
+    const show = async function (response) {
+      if (response.ok) shown.textContent = (await response.json()).status;
+    };
+    fetch("/api/me/presence", { credentials: "same-origin" }).then(show);
+    el.addEventListener("click", function (event) {
+      const button = event.target.closest("[data-presence-set]");
+      if (button) post("/api/me/presence", { status: button.dataset.presenceSet }).then(show);
+    });
+    setInterval(function () {
+      if (shown.textContent !== "offline") post("/api/me/heartbeat").then(show);
+    }, Number(el.dataset.beatS) * 1000);
+  }
+
+  document.querySelectorAll("[data-presence]").forEach(presence);
   document.querySelectorAll("[data-live-url]").forEach(liveArea);
   document.querySelectorAll("[data-poll-url]").forEach(pollArea);
   document.querySelectorAll(".editor").forEach(editor);
