@@ -68,7 +68,9 @@ def strip_invisible(text: str) -> str:
 
 def _strip_marks(text: str) -> str:
     decomposed = unicodedata.normalize("NFD", text)
-    return unicodedata.normalize("NFC", "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Me")))
+    return unicodedata.normalize(
+        "NFC", "".join(ch for ch in decomposed if unicodedata.category(ch) not in ("Mn", "Me"))
+    )
 
 
 def _tokens(text: str) -> tuple[str, ...]:

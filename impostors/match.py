@@ -78,9 +78,7 @@ def _core(tokens: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[str]]:
                 words.add(glue)
                 token = token.removesuffix(glue) if token.endswith(glue) else token.removeprefix(glue)
                 break
-        paired_ok = token not in _PAIRED or any(
-            0 <= j < len(tokens) and tokens[j] in _PAIRED for j in (i - 1, i + 1)
-        )
+        paired_ok = token not in _PAIRED or any(0 <= j < len(tokens) and tokens[j] in _PAIRED for j in (i - 1, i + 1))
         if _is_staff_word(token) and paired_ok:
             words.add(token)
         else:
@@ -154,7 +152,9 @@ def compare(staff_name: Name, name: Name, limits: Thresholds = Thresholds()) -> 
     """The verdict for one candidate name against one staff name."""
     tricks = set(name.folded.tricks - staff_name.folded.tricks)
     if not tricks and _respelled(staff_name, name):
-        score = round(Indel.normalized_similarity("".join(name.folded.spelled), "".join(staff_name.folded.spelled)) * 100, 1)
+        score = round(
+            Indel.normalized_similarity("".join(name.folded.spelled), "".join(staff_name.folded.spelled)) * 100, 1
+        )
         if score >= limits.review_ratio:
             return Verdict("review", f"{score}% alike staff {staff_name.text!r}: accents differ", score)
         return OK
@@ -164,10 +164,12 @@ def compare(staff_name: Name, name: Name, limits: Thresholds = Thresholds()) -> 
             added = c_words - s_words
             found = sorted(tricks | ({"staff words added"} if added else set()))
             how = f" ({', '.join(found)})" if found else ""
-            if len(s_core) >= 2 and c_core == s_core:
+            if len(s_core) >= 2 and (c_core == s_core or c_joined == s_joined):
                 verdict = Verdict("impostor", f"same name as staff {staff_name.text!r} once folded{how}", 100.0)
             else:
-                score = max(Indel.normalized_similarity(c_core, s_core), Indel.normalized_similarity(c_joined, s_joined))
+                score = max(
+                    Indel.normalized_similarity(c_core, s_core), Indel.normalized_similarity(c_joined, s_joined)
+                )
                 score = round(score * 100, 1)
                 if score >= limits.impostor_ratio and found:
                     verdict = Verdict("impostor", f"{score}% alike staff {staff_name.text!r}{how}", score)
@@ -177,9 +179,7 @@ def compare(staff_name: Name, name: Name, limits: Thresholds = Thresholds()) -> 
                     verdict = Verdict("review", f"staff name {staff_name.text!r} with staff words added", score)
                 else:
                     continue
-            if _RANK[verdict.level] > _RANK[best.level] or (
-                verdict.level == best.level and verdict.score > best.score
-            ):
+            if _RANK[verdict.level] > _RANK[best.level] or (verdict.level == best.level and verdict.score > best.score):
                 best = verdict
     return best
 

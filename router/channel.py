@@ -17,6 +17,7 @@ import redis.asyncio as aioredis
 from router.actions import Actions, Press
 from router.config import LeaseSettings, config_error, read_secret
 from router.errors import AppendRefused, ConfigError, NotFound, SwitchboardError
+from router.impostors import Flag, ImpostorGuard
 from router.inbox import Appended, Inbox
 from router.keys import Keys, Shards
 from router.leases import Exclusive, Lease
@@ -38,6 +39,8 @@ __all__ = [
     "ConfigError",
     "Envelope",
     "Exclusive",
+    "Flag",
+    "ImpostorGuard",
     "MessageKind",
     "NotFound",
     "OutboxConsumer",
@@ -120,6 +123,8 @@ class ChannelContext:
     - ``conversation_states`` / ``conversation_exists``: what the router knows of conversations.
     - ``exclusive(channel, account)``: the lease that keeps an account's inbound loop (a bot's
       long poll, a mailbox's IDLE) on one replica at a time (router/leases.py).
+    - ``impostors``: the impostor check (router/impostors.py) for members of the groups and
+      servers the bots sit in, and the answer to ``/verify``.
     - ``instance`` (this process's unique name) and ``stop_all(reason)`` (stop the process).
     Health is not pushed: the runtime reads each adapter's ``health()`` and publishes it.
     """
@@ -134,6 +139,7 @@ class ChannelContext:
         *,
         scripts: Scripts,
         leases: LeaseSettings,
+        impostors: ImpostorGuard,
     ) -> None:
         self._client = client
         self._shards = shards
@@ -142,6 +148,8 @@ class ChannelContext:
         self._scripts = scripts
         self._leases = leases
         self._actions = Actions(client, shards, scripts)
+        #: The impostor check and ``/verify`` (one per process: it remembers whom it checked).
+        self.impostors = impostors
         #: Unique name of this process, for consumer names.
         self.instance = instance
         #: Stop the whole process with this reason (``serve`` then exits non-zero).

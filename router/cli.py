@@ -804,6 +804,9 @@ def build_parser() -> argparse.ArgumentParser:
     from router import kb_cli
 
     kb_cli.add_parsers(sub)
+    from router import impostors_cli
+
+    impostors_cli.add_parsers(sub, _with_runtime)
     return p
 
 

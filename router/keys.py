@@ -73,6 +73,11 @@ web:secret                      home   string    generated session secret when n
 samples                         home   stream    the dashboard's time series (field ``s``: JSON sample), capped
 samples:lock                    home   string    one sampler per interval across console processes (TTL)
 shards                          home   string    the shard count, recorded at the first start (router/shards.py)
+impostors:open                  home   zset      impostor cases waiting for a moderator -> first flagged (ms)
+impostors:case:{platform}:{account}:{user}
+                                home   hash      one member's case (router/impostors.py): names, verdict,
+                                                 reason, staff alike, where, seen count, status, decision
+impostors:log                   home   stream    cases opened, dismissed and confirmed (``event``: JSON), capped
 ==============================  =====  ========  ==========================================================
 
 How long each key is kept (retention): docs/operations.md, "Retention".
@@ -265,6 +270,17 @@ class Keys:
     @property
     def samples_lock(self) -> str:
         return self.prefix + "samples:lock"
+
+    @property
+    def impostors_open(self) -> str:
+        return self.prefix + "impostors:open"
+
+    def impostor_case(self, case_id: str) -> str:
+        return self.prefix + "impostors:case:" + case_id
+
+    @property
+    def impostors_log(self) -> str:
+        return self.prefix + "impostors:log"
 
     @property
     def shard_count(self) -> str:

@@ -70,6 +70,7 @@ class Scripts:
     requeue: Script
     fenced_lease: Script
     press: Script
+    impostor: Script
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
