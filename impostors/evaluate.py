@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from impostors.match import Name, Thresholds, Verdict, compare
+from impostors.match import DEFAULT_LIMITS, Name, Thresholds, Verdict, compare
 
 PAIRS = Path(__file__).with_name("pairs")
 PARTS = ("tune", "test")
@@ -86,7 +86,7 @@ def load(part: str) -> list[Pair]:
     return pairs
 
 
-def score(part: str, pairs: Iterable[Pair], limits: Thresholds = Thresholds()) -> Score:
+def score(part: str, pairs: Iterable[Pair], limits: Thresholds = DEFAULT_LIMITS) -> Score:
     counts = {"impostors": 0, "innocents": 0, "caught": 0, "as_impostor": 0, "alarms": 0, "false_impostors": 0}
     misses: list[tuple[Pair, Verdict]] = []
     alarms: list[tuple[Pair, Verdict]] = []
@@ -120,7 +120,8 @@ def score(part: str, pairs: Iterable[Pair], limits: Thresholds = Thresholds()) -
 def table(scores: Iterable[Score]) -> str:
     """The figures as a Markdown table (docs/impostors.md shows the same)."""
     lines = [
-        "| part | impostors | caught (as impostor) | catch rate | innocents | false alarms (as impostor) | false-alarm rate |",
+        "| part | impostors | caught (as impostor) | catch rate "
+        "| innocents | false alarms (as impostor) | false-alarm rate |",
         "|---|---|---|---|---|---|---|",
     ]
     for s in scores:

@@ -148,7 +148,10 @@ def _respelled(staff_name: Name, name: Name) -> bool:
     return s.spelled != s.plain and c.spelled != c.plain and s.spelled != c.spelled and s.plain == c.plain
 
 
-def compare(staff_name: Name, name: Name, limits: Thresholds = Thresholds()) -> Verdict:
+DEFAULT_LIMITS = Thresholds()
+
+
+def compare(staff_name: Name, name: Name, limits: Thresholds = DEFAULT_LIMITS) -> Verdict:
     """The verdict for one candidate name against one staff name."""
     tricks = set(name.folded.tricks - staff_name.folded.tricks)
     if not tricks and _respelled(staff_name, name):
