@@ -17,7 +17,8 @@ from router.channel import Attachment, Envelope, Sender, new_id
 
 CHANNEL = "telegram"
 #: The update types the adapter asks for (getUpdates / setWebhook ``allowed_updates``).
-ALLOWED_UPDATES = ["message", "edited_message"]
+#: ``chat_member`` (joins, seen by a bot that is a group admin) feeds the impostor check (guard.py).
+ALLOWED_UPDATES = ["message", "edited_message", "chat_member"]
 GROUP_TYPES = frozenset({"group", "supergroup"})
 
 
