@@ -15,7 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from router.actions import Actions, Press
-from router.config import LeaseSettings, config_error, read_secret
+from router.config import LeaseSettings, SafetyNoticeSettings, config_error, read_secret
 from router.errors import AppendRefused, ConfigError, NotFound, SwitchboardError
 from router.impostors import Flag, ImpostorGuard
 from router.inbox import Appended, Inbox
@@ -140,6 +140,7 @@ class ChannelContext:
         scripts: Scripts,
         leases: LeaseSettings,
         impostors: ImpostorGuard,
+        safety_notice: SafetyNoticeSettings | None = None,
     ) -> None:
         self._client = client
         self._shards = shards
@@ -150,6 +151,7 @@ class ChannelContext:
         self._actions = Actions(client, shards, scripts)
         #: The impostor check and ``/verify`` (one per process: it remembers whom it checked).
         self.impostors = impostors
+        self._notice = safety_notice
         #: Unique name of this process, for consumer names.
         self.instance = instance
         #: Stop the whole process with this reason (``serve`` then exits non-zero).
@@ -168,6 +170,7 @@ class ChannelContext:
         return await self._actions.append(press)
 
     def outbox(self, channel: str, **options: Any) -> OutboxConsumer:
+        options.setdefault("notice", self._notice)
         return OutboxConsumer(self._client, self._shards, channel, f"{channel}-{self.instance}", **options)
 
     def exclusive(self, channel: str, account: str) -> Exclusive:

@@ -167,6 +167,7 @@ class Runtime:
             scripts=self.scripts,
             leases=self.settings.leases,
             impostors=self.impostor_guard,
+            safety_notice=self.settings.safety_notice,
         )
 
     @cached_property
