@@ -237,6 +237,26 @@ async def canned_save(request: Request) -> Response:
     return redirect(request, "/admin/users#canned", "Canned response saved.")
 
 
+# -- impostors -----------------------------------------------------------------------------------
+async def impostors_page(request: Request) -> Response:
+    """Members whose names look like staff names, waiting for a moderator (router/impostors.py)."""
+    await require(request, admin=True)
+    cases = await console(request).office.impostors.open_cases(200)
+    return await render(request, "impostors.html", cases=cases)
+
+
+async def impostor_decide(request: Request) -> Response:
+    user = await require(request, admin=True)
+    case = request.path_params["case"]
+    action = request.path_params["action"]
+    if action not in ("dismiss", "confirm"):
+        return Response("no such action", status_code=404)
+    decision = "dismissed" if action == "dismiss" else "confirmed"
+    await console(request).office.impostors.decide(case, decision, user.name)
+    await audited(request, f"impostor.{action}", case)
+    return redirect(request, "/admin/impostors", f"{case} {decision}.")
+
+
 async def audit_page(request: Request) -> Response:
     await require(request, admin=True)
     before = request.query_params.get("before") or None
@@ -320,4 +340,6 @@ def routes() -> list[BaseRoute]:
         Route("/admin/canned", canned_save, methods=["POST"]),
         Route("/admin/dashboard", dashboard),
         Route("/admin/audit", audit_page),
+        Route("/admin/impostors", impostors_page),
+        Route("/admin/impostors/{case}/{action}", impostor_decide, methods=["POST"]),
     ]
