@@ -61,6 +61,7 @@ def _glued() -> tuple[str, ...]:
     return tuple(sorted(forms, key=len, reverse=True))
 
 
+@functools.lru_cache(maxsize=4096)
 def _is_staff_word(token: str) -> bool:
     words = _staff_words()
     if token in words:
@@ -73,13 +74,15 @@ def _core(tokens: tuple[str, ...]) -> tuple[tuple[str, ...], frozenset[str]]:
     kept: list[str] = []
     words: set[str] = set()
     for i, token in enumerate(tokens):
-        for glue in _glued():
-            if not _is_staff_word(token) and (token.endswith(glue) or token.startswith(glue)):
+        staff_word = _is_staff_word(token)
+        if not staff_word:
+            glue = next((g for g in _glued() if token.endswith(g) or token.startswith(g)), None)
+            if glue is not None:
                 words.add(glue)
                 token = token.removesuffix(glue) if token.endswith(glue) else token.removeprefix(glue)
-                break
+                staff_word = _is_staff_word(token)
         paired_ok = token not in _PAIRED or any(0 <= j < len(tokens) and tokens[j] in _PAIRED for j in (i - 1, i + 1))
-        if _is_staff_word(token) and paired_ok:
+        if staff_word and paired_ok:
             words.add(token)
         else:
             kept.append(token)
