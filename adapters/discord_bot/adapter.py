@@ -30,7 +30,7 @@ from adapters.discord_bot.config import DiscordConfig
 from adapters.discord_bot.convert import CHANNEL, USER_MESSAGE_TYPES, Place, deletion, envelope_of, place_of
 from adapters.discord_bot.cursors import Cursors
 from adapters.discord_bot.fatal import reason_of
-from adapters.discord_bot.guard import ServerGuard, names_of
+from adapters.discord_bot.guard import ServerGuard
 from adapters.discord_bot.outbound import Sender
 from router.channel import (
     TRANSIENT_ERRORS,
@@ -114,8 +114,10 @@ class _Client(discord.Client):
         await self._adapter._guard.screen(self, member, member.guild.id, None)
 
     async def on_member_update(self, before: discord.Member, after: discord.Member) -> None:
-        if names_of(before) != names_of(after):
-            await self._adapter._guard.screen(self, after, after.guild.id, None)
+        # Not only when names_of(before) differs: ``before`` shares its inner user with ``after``
+        # (discord.py), so a username or display-name change looks unchanged there. The guard
+        # skips a member it checked with the same names, so a role change costs no Redis call.
+        await self._adapter._guard.screen(self, after, after.guild.id, None)
 
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
         await self._adapter._guard.interaction(interaction)

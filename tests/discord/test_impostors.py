@@ -69,15 +69,20 @@ async def test_joins_and_nickname_changes_are_checked_with_the_members_intent(
     renamer = emu.user("bob")
     await emu.member_join(GUILD, renamer)  # an ordinary member, cached by discord.py from here on
     await emu.member_update(GUILD, renamer, nick="Anna Kovacs | Admin")
+    # A display-name change (no nickname): the member's user object changes in place.
+    other = emu.user("carl")
+    await emu.member_join(GUILD, other)
+    await emu.member_update(GUILD, {**other, "global_name": "Anna Kovacs"})
 
     async def two_cases() -> bool:
-        return len(await rt.impostor_cases.open_cases()) == 2 and len(warnings(emu, ALERTS)) == 2
+        return len(await rt.impostor_cases.open_cases()) == 3 and len(warnings(emu, ALERTS)) == 3
 
-    await eventually(two_cases, what="two cases and their warnings in the moderators' channel")
+    await eventually(two_cases, what="three cases and their warnings in the moderators' channel")
     cases = {c.user_id: c for c in await rt.impostor_cases.open_cases()}
     assert cases[joiner["id"]].names == ("Anna.Kovacs.Support", "anna.kovacs.support")
     assert cases[renamer["id"]].names == ("Anna Kovacs | Admin", "Bob", "bob")
     assert cases[renamer["id"]].where == f"guild {GUILD}"
+    assert cases[other["id"]].names == ("Anna Kovacs", "carl")
 
 
 async def test_members_intent_refused_by_the_portal_is_a_clear_start_error(
