@@ -13,6 +13,7 @@ case a moderator decided stays decided until the member takes new names (router/
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -27,7 +28,11 @@ from router.errors import NotFound
 from router.keys import Keys
 from router.scripts import Scripts, argv, map_error
 
+log = logging.getLogger("switchboard.impostors")
+
 Decision = Literal["dismissed", "confirmed"]
+#: What a moderator does (CLI, console) -> the case's status after it.
+DECISIONS: dict[str, Decision] = {"dismiss": "dismissed", "confirm": "confirmed"}
 #: Members remembered per process so a chatty member is not checked on every message.
 _MEMORY = 10_000
 LOG_CAP = 10_000
@@ -187,6 +192,17 @@ class ImpostorGuard:
         verdict = self.matcher.check(platform, user_id, names)
         if verdict.flagged:
             _, opened = await self.cases.report(platform, account, user_id, names, verdict, where)
+            log.info(
+                "%s %s: member %s (%r) in %s looks like staff %r: %s%s",
+                platform,
+                account,
+                user_id,
+                verdict.name,
+                where,
+                verdict.staff_name,
+                verdict.level,
+                " (case opened)" if opened else "",
+            )
         # Remembered only once the case is written: a failed write is tried again next time.
         self._checked[member] = (names, now)
         self._checked.move_to_end(member)

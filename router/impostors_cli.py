@@ -52,7 +52,9 @@ async def cases(rt: Any, args: argparse.Namespace) -> int:
             print(f"{c.id}  {c.level}  {names!r} like staff {c.staff_name!r} in {c.where}  seen {c.seen}x  {c.reason}")
         print(f"{len(found)} open case(s)")
         return 0
-    decision = "dismissed" if args.action == "dismiss" else "confirmed"
+    from router.impostors import DECISIONS
+
+    decision = DECISIONS[args.action]
     previous = await store.decide(args.case, decision, args.by)
     print(f"{args.case}: {previous} -> {decision} by {args.by}")
     return 0

@@ -46,7 +46,6 @@ class ServerGuard:
         self._guard: ImpostorGuard = ctx.impostors
         self._account = account
         self._alert = alert_channel
-        self.flagged = 0
 
     async def register(self, client: discord.Client, guilds: list[int]) -> None:
         """Put ``/verify`` on every configured guild (a failure is logged: screening goes on)."""
@@ -72,20 +71,8 @@ class ServerGuard:
             # message itself must still reach the inbox.
             log.warning("discord %s: impostor check of %s failed: %s", self._account, user.id, exc)
             return
-        if flag is None:
-            return
-        self.flagged += 1
-        log.info(
-            "discord %s: member %s (%r) in %s looks like staff %r: %s",
-            self._account,
-            user.id,
-            flag.verdict.name,
-            where,
-            flag.verdict.staff_name,
-            flag.verdict.level,
-        )
         target = channel or self._alert
-        if flag.warning is not None and target is not None:
+        if flag is not None and flag.warning is not None and target is not None:
             try:
                 await client.get_partial_messageable(target).send(
                     flag.warning, allowed_mentions=discord.AllowedMentions.none()

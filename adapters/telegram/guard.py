@@ -50,7 +50,6 @@ class GroupGuard:
         self._interval = group_interval_s
         self._usernames: OrderedDict[str, int] = OrderedDict()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.flagged = 0
 
     async def screen(self, update: Update, me: BotIdentity) -> bool:
         """Check the members an update shows; True when it was a ``/verify`` (answered here, and
@@ -86,19 +85,7 @@ class GroupGuard:
         await self._remember(user)
         names = [user.full_name, user.username or ""]
         flag = await self._guard.check(CHANNEL, self._account, str(user.id), names, where, user.language_code or "")
-        if flag is None:
-            return
-        self.flagged += 1
-        log.info(
-            "telegram bot %s: member %s (%r) in %s looks like staff %r: %s",
-            self._account,
-            user.id,
-            flag.verdict.name,
-            where,
-            flag.verdict.staff_name,
-            flag.verdict.level,
-        )
-        if flag.warning is not None:
+        if flag is not None and flag.warning is not None:
             self._spawn(self._say(chat_id, flag.warning, None))
 
     async def _remember(self, user: User) -> None:

@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.accounts import SCOPES, Role
 from router.errors import BadRequest, SwitchboardError
+from router.impostors import DECISIONS
 from rules import MessageIn, RuleError, RuleSetError
 
 from .http import audited, console, require
@@ -249,9 +250,9 @@ async def impostor_decide(request: Request) -> Response:
     user = await require(request, admin=True)
     case = request.path_params["case"]
     action = request.path_params["action"]
-    if action not in ("dismiss", "confirm"):
+    decision = DECISIONS.get(action)
+    if decision is None:
         return Response("no such action", status_code=404)
-    decision = "dismissed" if action == "dismiss" else "confirmed"
     await console(request).office.impostors.decide(case, decision, user.name)
     await audited(request, f"impostor.{action}", case)
     return redirect(request, "/admin/impostors", f"{case} {decision}.")
