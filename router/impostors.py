@@ -102,7 +102,7 @@ class ImpostorCases:
     async def get(self, cid: str) -> ImpostorCase:
         raw = await self._client.hgetall(self._keys.impostor_case(cid))
         if not raw:
-            raise NotFound(f"impostor case {cid}")
+            raise NotFound(f"no impostor case {cid}")
         return _case(cid, {k.decode(): v.decode() for k, v in raw.items()})
 
     async def open_cases(self, limit: int = 100) -> list[ImpostorCase]:

@@ -33,7 +33,7 @@ end
 
 if op == 'decide' then
   local status = redis.call('HGET', key, 'status')
-  if not status then return redis.error_reply('NOTFOUND impostor case ' .. ARGV[4]) end
+  if not status then return redis.error_reply('NOTFOUND no impostor case ' .. ARGV[4] .. ' (switchboard impostors list shows the open ones)') end
   redis.call('HSET', key, 'status', ARGV[6], 'decided_by', ARGV[7], 'decided_at', NOWS)
   redis.call('ZREM', open, ARGV[4])
   redis.call('XADD', log, 'MAXLEN', '~', ARGV[5], '*', 'event',

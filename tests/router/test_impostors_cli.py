@@ -33,4 +33,4 @@ async def test_list_dismiss_and_confirm(rt: Runtime, env: dict[str, str]) -> Non
     sb(env, "impostors", "confirm", "telegram:bot:7", "--by", "mod")
     assert json.loads(sb(env, "impostors", "list", "--json").stdout) == []
     missing = sb(env, "impostors", "confirm", "telegram:bot:9", "--by", "mod", check=False)
-    assert missing.returncode == 2 and "not found" in missing.stderr.lower()
+    assert missing.returncode == 2 and "no impostor case telegram:bot:9" in missing.stderr
