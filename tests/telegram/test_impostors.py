@@ -6,6 +6,7 @@ from router.channel import ChannelContext
 from router.config import ImpostorSettings
 from router.impostors import ImpostorGuard
 from router.runtime import Runtime
+from tests.conftest import free_port
 from tests.telegram.conftest import GROUP, OTHER_GROUP, MakeAdapter, consumed, until
 from tests.telegram.emulator import BOT_USERNAME, Emulator
 
@@ -94,4 +95,20 @@ async def test_verify_answers_by_id_for_a_reply_and_for_a_username_seen_before(
     assert len(answers) == 4
     # /verify is answered in place, quoting the question; it is not a support message.
     assert all(s["reply_parameters"] is not None for s in emu.sent if not s["text"].startswith("Careful"))
+    assert await rt.client.xlen(rt.keys.inbox) == 0
+
+
+async def test_webhook_updates_are_screened_and_verify_is_answered(
+    rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
+) -> None:
+    port = free_port()
+    await make_adapter(context(rt), mode="webhook", webhook={"url": f"http://127.0.0.1:{port}/hook", "port": port})
+    group = emu.chat(GROUP)
+    fake = emu.message(group, "DM me", sender=emu.user(668, "Anna Kovacs Support", None))
+    assert await emu.deliver({"update_id": 1, "message": fake}) == 200
+    verify = emu.message(group, "/verify", sender=emu.user(801, "Dan", "dan"), reply_to=fake)
+    assert await emu.deliver({"update_id": 2, "message": verify}) == 200
+    [case] = await rt.impostor_cases.open_cases()
+    assert case.user_id == "668"
+    await until(lambda: any("NOT a member" in s["text"] for s in emu.sent), what="the /verify answer")
     assert await rt.client.xlen(rt.keys.inbox) == 0
