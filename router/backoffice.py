@@ -20,6 +20,7 @@ from router.canned import CannedReplies
 from router.config import WebSettings
 from router.conversations import Conversations
 from router.events import GroupEvents
+from router.impostors import ImpostorCases
 from router.inbox import Inbox
 from router.keys import Keys, entry_order
 from router.links import PressLinks
@@ -45,6 +46,7 @@ class Backoffice:
         self.rules: RuleStore = own.rules
         self.models: ModelStore = own.models
         self.stats: StatsReader = own.stats
+        self.impostors: ImpostorCases = own.impostor_cases
         self.canned = CannedReplies(own.client, own.keys)
         self.samples = Samples(own.client, own.keys, web.sample_s)
         self.audit = Audit(own.client, own.keys, web.audit_max)

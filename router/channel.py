@@ -16,8 +16,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from router.actions import Actions, InvalidPress, Press
-from router.config import LeaseSettings, WebSettings, config_error, read_secret
+from router.config import LeaseSettings, SafetyNoticeSettings, WebSettings, config_error, read_secret
 from router.errors import AppendRefused, ConfigError, NotFound, SwitchboardError
+from router.impostors import Flag, ImpostorGuard
 from router.inbox import Appended, Inbox
 from router.keys import Keys, Shards
 from router.leases import Exclusive, Lease
@@ -51,6 +52,8 @@ __all__ = [
     "ConfigError",
     "Envelope",
     "Exclusive",
+    "Flag",
+    "ImpostorGuard",
     "InvalidPress",
     "MessageKind",
     "NotFound",
@@ -145,6 +148,8 @@ class ChannelContext:
       button links for channels without buttons of their own (e-mail, router/links.py).
     - ``exclusive(channel, account)``: the lease that keeps an account's inbound loop (a bot's
       long poll, a mailbox's IDLE) on one replica at a time (router/leases.py).
+    - ``impostors``: the impostor check (router/impostors.py) for members of the groups and
+      servers the bots sit in, and the answer to ``/verify``.
     - ``instance`` (this process's unique name) and ``stop_all(reason)`` (stop the process).
     Health is not pushed: the runtime reads each adapter's ``health()`` and publishes it.
     """
@@ -160,6 +165,8 @@ class ChannelContext:
         scripts: Scripts,
         leases: LeaseSettings,
         web: WebSettings | None = None,
+        impostors: ImpostorGuard,
+        safety_notice: SafetyNoticeSettings | None = None,
     ) -> None:
         self._client = client
         self._shards = shards
@@ -169,6 +176,9 @@ class ChannelContext:
         self._leases = leases
         self._actions = Actions(client, shards, scripts)
         self._web = web or WebSettings()
+        #: The impostor check and ``/verify`` (one per process: it remembers whom it checked).
+        self.impostors = impostors
+        self._notice = safety_notice
         #: Unique name of this process, for consumer names.
         self.instance = instance
         #: Stop the whole process with this reason (``serve`` then exits non-zero).
@@ -198,6 +208,7 @@ class ChannelContext:
         return await load_links(self._client, self._keys, self._web)
 
     def outbox(self, channel: str, **options: Any) -> OutboxConsumer:
+        options.setdefault("notice", self._notice)
         return OutboxConsumer(self._client, self._shards, channel, f"{channel}-{self.instance}", **options)
 
     def exclusive(self, channel: str, account: str) -> Exclusive:

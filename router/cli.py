@@ -866,6 +866,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     kb_cli.add_parsers(sub, _with_runtime(_kb_shadow))
     agent_cli.add_parsers(sub, _with_runtime)
+    from router import impostors_cli
+
+    impostors_cli.add_parsers(sub, _with_runtime)
     return p
 
 

@@ -359,6 +359,76 @@ class AlertSettings(BaseModel):
 #: Channel adapters' sections: validated by each adapter's own model when it starts, so that the
 #: core does not import adapter code. One per channel of the registry (adapters/__init__.py
 #: CHANNELS): this leaf module cannot import it, a test keeps the two equal.
+class StaffIdentity(BaseModel):
+    """One staff account on one platform: ``id`` is what makes it staff, ``names`` what impostors copy."""
+
+    id: str = Field(min_length=1)
+    names: list[str] = Field(min_length=1)
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_text(cls, v: object) -> object:
+        # Telegram and Discord ids are numbers; TOML may give them as integers.
+        return str(v) if isinstance(v, int) else v
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str]) -> list[str]:
+        if not all(name.strip() for name in v):
+            raise ValueError("a staff name may not be blank")
+        return v
+
+
+class ImpostorSettings(BaseModel):
+    """The impostor check (docs/impostors.md): staff by platform id, lookalike names to review."""
+
+    enabled: bool = True
+    #: platform ("telegram", "discord") -> its staff accounts. Names are compared across platforms.
+    staff: dict[str, list[StaffIdentity]] = {}
+    #: Post a warning in the group when a member is flagged ``impostor`` (never ``review``); the
+    #: member is never banned or muted by Switchboard: moderators decide (warn-first).
+    warn_in_group: bool = True
+    #: The warning, by language ("{name}": the member's name, "{staff}": the staff name alike);
+    #: "en" is the fallback.
+    warning: dict[str, str] = {
+        "en": "Careful: {name} is not a member of our staff (looks like {staff}). Staff never DM first.",
+    }
+    #: rapidfuzz similarity (0-100) for "impostor" (with a trick) and "review" (without).
+    impostor_ratio: float = Field(85.0, ge=0, le=100)
+    review_ratio: float = Field(97.0, ge=0, le=100)
+    #: A member already checked is checked again only for new names, or after this long.
+    recheck_s: int = Field(3600, ge=0)
+
+    @model_validator(mode="after")
+    def _fallback(self) -> ImpostorSettings:
+        if "en" not in self.warning:
+            raise ValueError("warning needs an 'en' text (the fallback for other languages)")
+        return self
+
+
+class SafetyNoticeSettings(BaseModel):
+    """The notice added to the first reply of a conversation (docs/impostors.md, "Safety notice")."""
+
+    enabled: bool = True
+    #: By language of the conversation; "en" is the fallback.
+    text: dict[str, str] = {
+        "en": "Staff never DM you first and never ask for your recovery phrase.",
+        "zh": "工作人员绝不会主动私信您，也绝不会索要您的助记词。",
+        "ru": "Сотрудники никогда не пишут первыми и никогда не просят вашу фразу восстановления.",
+        "es": "El personal nunca te escribe primero ni te pide tu frase de recuperación.",
+        "tr": "Ekibimiz size asla ilk mesajı atmaz ve kurtarma ifadenizi asla istemez.",
+        "vi": "Nhân viên không bao giờ nhắn tin cho bạn trước và không bao giờ hỏi cụm từ khôi phục của bạn.",
+        "ko": "직원은 먼저 DM을 보내지 않으며 복구 문구를 절대 요구하지 않습니다.",
+        "pt": "A equipe nunca envia mensagem primeiro e nunca pede sua frase de recuperação.",
+    }
+
+    @model_validator(mode="after")
+    def _fallback(self) -> SafetyNoticeSettings:
+        if self.enabled and "en" not in self.text:
+            raise ValueError("text needs an 'en' notice (the fallback for other languages)")
+        return self
+
+
 AdapterSection = dict[str, Any]
 
 
@@ -380,6 +450,8 @@ class Settings(BaseSettings):
     answers: AnswerSettings = AnswerSettings()
     web: WebSettings = WebSettings()
     alerts: AlertSettings = AlertSettings()
+    impostors: ImpostorSettings = ImpostorSettings()
+    safety_notice: SafetyNoticeSettings = SafetyNoticeSettings()
     sandbox: AdapterSection = {}
     telegram: AdapterSection = {}
     discord: AdapterSection = {}

@@ -95,6 +95,11 @@ resv                            home   hash      conversation id -> reservation 
 resv:due                        home   zset      conversation id -> its reservation's expiry (ms): the reconciler's
 rr:{group}                      home   string    the agent a round-robin group assigned last
 offers                          shard  zset      conversation id -> re-offer deadline (ms) of an automatic assignment
+impostors:open                  home   zset      impostor cases waiting for a moderator -> first flagged (ms)
+impostors:case:{platform}:{account}:{user}
+                                home   hash      one member's case (router/impostors.py): names, verdict,
+                                                 reason, staff alike, where, seen count, status, decision
+impostors:log                   home   stream    cases opened, dismissed and confirmed (``event``: JSON), capped
 ==============================  =====  ========  ==========================================================
 
 How long each key is kept (retention): docs/operations.md, "Retention".
@@ -328,6 +333,17 @@ class Keys:
     @property
     def offers(self) -> str:
         return self.prefix + "offers"
+
+    @property
+    def impostors_open(self) -> str:
+        return self.prefix + "impostors:open"
+
+    def impostor_case(self, case_id: str) -> str:
+        return self.prefix + "impostors:case:" + case_id
+
+    @property
+    def impostors_log(self) -> str:
+        return self.prefix + "impostors:log"
 
     @property
     def shard_count(self) -> str:

@@ -13,6 +13,14 @@ sender waiting between retries keeps its reply, and one whose reply was taken ov
 recorded by another, does not send it again. What remains is the window of one send call longer
 than ``claim_idle_ms``: the reply may then go out twice (at least once, never lost); it is recorded once.
 
+The first reply of a conversation carries the safety notice ("staff never DM first ...",
+``[safety_notice]``, in the conversation's language): added here, at send time, so that routing
+(route.lua) pays nothing for it. "First" is the reply with the smallest id (ids are ULIDs: in
+creation order to the millisecond, ties broken by their random part) among the conversation's
+delivery records, which every reply gets when queued: so exactly one reply carries it, whatever is
+sent concurrently, retried or reclaimed. The history
+keeps the reply as written (without the notice).
+
 A failed reply stays failed until an admin sends it again (``retry_failed``, `switchboard outbox
 retry`): after a configuration fix (SMTP settings, a bot token) the replies that failed because of
 it go out as first written, with their ids (an e-mail keeps its Message-ID). What is failed is read
@@ -33,6 +41,7 @@ import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
+from router.config import SafetyNoticeSettings
 from router.errors import SwitchboardError
 from router.inbox import ensure_group
 from router.keys import SENDER_GROUP, Keys, Shards
@@ -164,6 +173,7 @@ class OutboxConsumer:
         claim_idle_ms: int = 60_000,
         concurrency: int = 8,
         block_ms: int = 250,
+        notice: SafetyNoticeSettings | None = None,
     ) -> None:
         self.client = client
         self.shards = shards
@@ -174,6 +184,7 @@ class OutboxConsumer:
         # How long one read waits for a reply; also how long stop() may take to be noticed.
         self.block_ms = block_ms
         self.scripts = Scripts.register(client)
+        self.notice = notice if notice is not None and notice.enabled else None
         self._stopping = asyncio.Event()
         self._slots = asyncio.Semaphore(concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -332,7 +343,23 @@ class OutboxConsumer:
         await asyncio.sleep(max(0.0, until - loop.time()))
         return True
 
+    async def with_notice(self, item: OutboxItem) -> OutboxItem:
+        """``item`` with the safety notice appended when it is its conversation's first reply."""
+        if self.notice is None:
+            return item
+        keys = self.shards.conv_keys(item.conversation)
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hkeys(keys.delivery(item.conversation)).hget(keys.conv(item.conversation), "language")
+            replies, language = await pipe.execute()
+        if any(reply.decode() < item.id for reply in replies):
+            return item
+        texts = self.notice.text
+        lang = language.decode() if language else ""
+        text = texts.get(lang) or texts.get(lang.split("-", 1)[0]) or texts["en"]
+        return msgspec.structs.replace(item, text=f"{item.text}\n\n{text}")
+
     async def _attempts(self, entry_id: str, item: OutboxItem, send: SendFn) -> None:
+        item = await self.with_notice(item)
         backoff = Backoff(base=0.5, cap=60.0)
         for attempt in range(1, self.max_attempts + 1):
             if not await self._lease(entry_id, item):

@@ -19,6 +19,7 @@ from router.channel import ChannelContext
 from router.config import RulesSettings, Settings
 from router.conversations import Conversations
 from router.errors import ConfigError
+from router.impostors import ImpostorCases, ImpostorGuard
 from router.inbox import Inbox
 from router.keys import Shards
 from router.labels import Labels
@@ -73,6 +74,7 @@ class Runtime:
         self.rules = RuleStore(self.client, self.keys, self.compile, lambda: self.triage.refresh())
         audit = Audit(self.client, self.keys, settings.web.audit_max)
         self.models = ModelStore(self.client, self.keys, self.fits, audit, Labels(self.client, self.shards))
+        self.impostor_cases = ImpostorCases(self.client, self.keys, self.scripts)
         self.stats = StatsReader(self.client, self.shards, self.scripts, self.queues, self.rules, self.engine, settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
@@ -165,4 +167,11 @@ class Runtime:
             scripts=self.scripts,
             leases=self.settings.leases,
             web=self.settings.web,
+            impostors=self.impostor_guard,
+            safety_notice=self.settings.safety_notice,
         )
+
+    @cached_property
+    def impostor_guard(self) -> ImpostorGuard:
+        """The impostor check the channels share (router/impostors.py)."""
+        return ImpostorGuard(self.settings.impostors, self.impostor_cases)

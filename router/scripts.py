@@ -72,6 +72,7 @@ class Scripts:
     press: Script
     answer: Script
     assign: Script
+    impostor: Script
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

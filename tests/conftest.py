@@ -110,6 +110,8 @@ def settings(redis_proc: RedisProcess, prefix: str, tmp_path: Path, rules_file: 
         redis={"data_dir": str(tmp_path / "var"), "shards": 4 if redis_backend == "cluster-4-shards" else 1},
         rules={"file": str(rules_file)},
         worker={"block_ms": 50, "claim_idle_ms": 500, "heartbeat_s": 0.5, "rules_poll_s": 0.2},
+        # Replies as written: tests of the notice on first replies (tests/router/test_safety_notice.py) turn it on.
+        safety_notice={"enabled": False},
     )
 
 
@@ -127,6 +129,7 @@ def env(redis_url: str, prefix: str, redis_backend: str) -> dict[str, str]:
         SWITCHBOARD_RULES__FILE=str(ROUTER_RULES),
         # Port 0: `switchboard run` in tests must not need (or collide on) port 8080.
         SWITCHBOARD_WEB__PORT="0",
+        SWITCHBOARD_SAFETY_NOTICE__ENABLED="false",
         PYTHONPATH=str(ROOT),
     )
     return e

@@ -32,6 +32,7 @@ from adapters.discord_bot.config import DiscordConfig
 from adapters.discord_bot.convert import CHANNEL, USER_MESSAGE_TYPES, Place, deletion, envelope_of, place_of
 from adapters.discord_bot.cursors import Cursors
 from adapters.discord_bot.fatal import reason_of
+from adapters.discord_bot.guard import ServerGuard
 from adapters.discord_bot.outbound import Sender, buttons_key
 from router.channel import (
     TRANSIENT_ERRORS,
@@ -81,17 +82,20 @@ PAGE = 100
 NETWORK = (aiohttp.ClientError, OSError, asyncio.TimeoutError)
 
 
-def intents() -> discord.Intents:
-    """What the bot subscribes to: guilds (channels, threads), guild and DM messages, and their text.
+def intents(members: bool = False) -> discord.Intents:
+    """What the bot subscribes to: guilds (channels, threads), guild and DM messages, and their text;
+    with ``members``, joins and member updates (for the impostor check, guard.py).
 
-    ``message_content`` is privileged: it must be switched on in the developer portal, or the
-    gateway closes with 4014 (and without it guild messages arrive with empty text).
+    ``message_content`` and ``members`` are privileged: they must be switched on in the developer
+    portal, or the gateway closes with 4014 (and without message content guild messages arrive
+    with empty text).
     """
     value = discord.Intents.none()
     value.guilds = True
     value.guild_messages = True
     value.dm_messages = True
     value.message_content = True
+    value.members = members
     return value
 
 
@@ -126,8 +130,19 @@ class _Client(discord.Client):
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         await self._adapter._on_delete(payload)
 
+    async def on_member_join(self, member: discord.Member) -> None:
+        await self._adapter._guard.screen(self, member, member.guild.id, None)
+
+    async def on_member_update(self, before: discord.Member, after: discord.Member) -> None:
+        # Not only when names_of(before) differs: ``before`` shares its inner user with ``after``
+        # (discord.py), so a username or display-name change looks unchanged there. The guard
+        # skips a member it checked with the same names, so a role change costs no Redis call.
+        await self._adapter._guard.screen(self, after, after.guild.id, None)
+
     async def on_interaction(self, interaction: discord.Interaction[Any]) -> None:
+        # Each looks at its own kind only: a button press (component) or ``/verify`` (a command).
         await self._adapter._on_interaction(interaction)
+        await self._adapter._guard.interaction(interaction)
 
     async def on_error(self, event_method: str, /, *args: Any, **kwargs: Any) -> None:
         log.exception("discord %s: error in %s", self._adapter.account, event_method)
@@ -149,6 +164,7 @@ class DiscordAdapter:
         self._outbox = ctx.outbox(CHANNEL)
         self._cursors = Cursors(ctx, self.account)
         self._store = ctx.store(CHANNEL)
+        self._guard = ServerGuard(ctx, self.account, config.alert_channel)
         # One gateway session per bot across replicas: this one connects only while it holds the
         # lease; every replica stays logged in (REST) to send replies.
         self._exclusive = ctx.exclusive(CHANNEL, self.account)
@@ -180,7 +196,7 @@ class DiscordAdapter:
     def _new_client(self) -> _Client:
         client = _Client(
             self,
-            intents=intents(),
+            intents=intents(self.config.members_intent),
             guild_ready_timeout=self.config.guild_ready_timeout_s,
             chunk_guilds_at_startup=False,
             # One rate-limit strategy: discord.py waits out short 429s itself; a longer one raises
@@ -411,6 +427,8 @@ class DiscordAdapter:
         self.state.connected = True
         self._ready.set()
         self._spawn(self._backfill())
+        if self.config.verify_command and self._client is not None and self.state.counters["sessions"] == 1:
+            self._spawn(self._guard.register(self._client, list(self.config.guilds)))
 
     async def _on_resumed(self) -> None:
         # Discord replayed the missed events: nothing to read back.
@@ -643,6 +661,9 @@ class DiscordAdapter:
     async def _on_message(self, message: discord.Message) -> None:
         if not self._accept(message):
             return
+        if message.guild is not None and self._client is not None:
+            # Any guild channel the bot reads, support channel or not: impostors talk everywhere.
+            await self._guard.screen(self._client, message.author, message.guild.id, message.channel.id)
         # Taken before the first await, so the handlers of one channel queue in arrival order.
         async with self._in_order(message.channel.id):
             place = await self._place(message.channel)

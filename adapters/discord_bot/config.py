@@ -47,6 +47,12 @@ class DiscordConfig(BaseModel):
     private_threads: bool = False
     #: A channel for moderators: told when a message holding a secret stays public (see docs/discord.md).
     alert_channel: int | None = None
+    #: The privileged Server Members intent (switch it on in the developer portal too, or the gateway
+    #: closes with 4014): members are then checked for lookalike staff names when they join and when
+    #: they change names, not only when they post (docs/impostors.md).
+    members_intent: bool = False
+    #: Register the ``/verify user:`` slash command on every configured guild at start.
+    verify_command: bool = True
     #: Other bots' messages are ignored by default: two bots answering each other would loop.
     ignore_bots: bool = True
     #: How long ``start()`` waits for the first READY before carrying on (the client keeps trying).

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 from adapters.base import Health
 from adapters.telegram.config import BotSettings
 from adapters.telegram.convert import ALLOWED_UPDATES, CHANNEL, BotIdentity, Ignored, Policy, convert, press_of
+from adapters.telegram.guard import GroupGuard
 from adapters.telegram.outbound import RateLimiter, Target, classify, keyboard, split_text
 from router.channel import (
     TRANSIENT_ERRORS,
@@ -57,7 +58,9 @@ from router.channel import (
 log = logging.getLogger("switchboard.telegram")
 
 #: The figures each bot counts (in its health record).
-COUNTERS = ("received", "duplicates", "ignored", "sent", "failed", "rate_limited", "presses", "presses_refused")
+COUNTERS = (
+    "received", "duplicates", "ignored", "verified", "sent", "failed", "rate_limited", "presses", "presses_refused"
+)  # fmt: skip
 #: What the user's Telegram shows for a moment after a tap (answerCallbackQuery's text).
 PRESS_NOTED = "Thanks, noted."
 PRESS_REFUSED = "This button no longer works."
@@ -81,6 +84,7 @@ class BotRunner:
         # A random secret is enough when this process is the only one that calls setWebhook.
         self.webhook_secret = settings.webhook_secret or secrets.token_urlsafe(32)
         self.limiter = RateLimiter(self.cfg.global_per_s)
+        self.guard = GroupGuard(ctx, self.bot, self.name, self.limiter, self.cfg.group_interval_s)
         self.me: BotIdentity | None = None
         self.state = Health.counting(COUNTERS)
         self.offset: int | None = None
@@ -131,6 +135,7 @@ class BotRunner:
             self._task = None
 
     async def close(self) -> None:
+        await self.guard.close()
         await self.bot.session.close()
 
     # -- inbound -----------------------------------------------------------------------------
@@ -243,7 +248,7 @@ class BotRunner:
             if update.callback_query is not None:
                 queries.append(update.callback_query)
                 continue
-            env = self._convert(update, me)
+            env = await self._take(update, me)
             if env is not None:
                 envelopes.append(env)
         if envelopes:
@@ -257,6 +262,14 @@ class BotRunner:
         self.offset = max(u.update_id for u in updates) + 1
         self.last_update_at = time.time()
         await self.ctx.cursor_set(CHANNEL, self.name, "offset", str(self.offset))
+
+    async def _take(self, update: Update, me: BotIdentity) -> Envelope | None:
+        """The impostor screen (a Redis failure fails the batch, which comes again), then the
+        envelope; a ``/verify`` is answered by the guard and is not a support message."""
+        if await self.guard.screen(update, me):
+            self.state.counters["verified"] += 1
+            return None
+        return self._convert(update, me)
 
     def _convert(self, update: Update, me: BotIdentity) -> Envelope | None:
         try:
@@ -293,16 +306,16 @@ class BotRunner:
             log.warning("telegram bot %s: unreadable webhook update dropped: %s", self.name, exc)
             self.state.counters["ignored"] += 1
             return 200
-        if update.callback_query is not None:
-            try:
+        try:
+            if update.callback_query is not None:
                 await self._press(update.callback_query)
-            except TRANSIENT_ERRORS as exc:
-                self._fail(f"redis: {exc}")
-                return 503
-            self.state.connected = True
-            self.last_update_at = time.time()
-            return 200
-        env = self._convert(update, me)
+                self.state.connected = True
+                self.last_update_at = time.time()
+                return 200
+            env = await self._take(update, me)
+        except TRANSIENT_ERRORS as exc:
+            self._fail(f"redis: {exc}")
+            return 503
         if env is not None:
             try:
                 result = await self.ctx.append(env)

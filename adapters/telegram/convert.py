@@ -20,7 +20,9 @@ from router.channel import Attachment, Envelope, Press, Sender, new_id, now
 
 CHANNEL = "telegram"
 #: The update types the adapter asks for (getUpdates / setWebhook ``allowed_updates``).
-ALLOWED_UPDATES = ["message", "edited_message", "callback_query"]
+#: ``callback_query``: presses of a reply's buttons; ``chat_member`` (joins, seen by a bot that is a
+#: group admin) feeds the impostor check (guard.py).
+ALLOWED_UPDATES = ["message", "edited_message", "callback_query", "chat_member"]
 GROUP_TYPES = frozenset({"group", "supergroup"})
 
 

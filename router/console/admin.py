@@ -14,6 +14,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.accounts import SCOPES, Role
 from router.errors import BadRequest, SwitchboardError
+from router.impostors import DECISIONS
 from router.stats import answer_stats
 from rules import MessageIn, RuleError, RuleSetError
 
@@ -248,6 +249,26 @@ async def answers_page(request: Request) -> Response:
     return await render(request, "answers.html", a=figures, shadow=shadow, mode=c.settings.answers.mode)
 
 
+# -- impostors -----------------------------------------------------------------------------------
+async def impostors_page(request: Request) -> Response:
+    """Members whose names look like staff names, waiting for a moderator (router/impostors.py)."""
+    await require(request, admin=True)
+    cases = await console(request).office.impostors.open_cases(200)
+    return await render(request, "impostors.html", cases=cases)
+
+
+async def impostor_decide(request: Request) -> Response:
+    user = await require(request, admin=True)
+    case = request.path_params["case"]
+    action = request.path_params["action"]
+    decision = DECISIONS.get(action)
+    if decision is None:
+        return Response("no such action", status_code=404)
+    await console(request).office.impostors.decide(case, decision, user.name)
+    await audited(request, f"impostor.{action}", case)
+    return redirect(request, "/admin/impostors", f"{case} {decision}.")
+
+
 async def audit_page(request: Request) -> Response:
     await require(request, admin=True)
     before = request.query_params.get("before") or None
@@ -332,4 +353,6 @@ def routes() -> list[BaseRoute]:
         Route("/admin/dashboard", dashboard),
         Route("/admin/audit", audit_page),
         Route("/admin/answers", answers_page),
+        Route("/admin/impostors", impostors_page),
+        Route("/admin/impostors/{case}/{action}", impostor_decide, methods=["POST"]),
     ]

@@ -2,16 +2,19 @@
 
 Just enough of Discord for discord.py 2 and the adapter: login (``/users/@me``, the application),
 the gateway (HELLO, heartbeats, IDENTIFY -> READY + GUILD_CREATE, RESUME -> replay + RESUMED or
-INVALID_SESSION, dispatches of MESSAGE_CREATE / MESSAGE_UPDATE / MESSAGE_DELETE / THREAD_CREATE),
-channels, message history with ``after``, sending messages (every body is recorded; components are
-kept on the message), private threads, and button presses: ``press`` dispatches a component
-INTERACTION_CREATE, and the interaction callback endpoint records the answer (``responses``; no
-bot token there, as on Discord: the interaction's token is in the path; an interaction answered
-twice gets 40060, an unknown one 10062). Point discord.py at it with ``Emulator.patch(monkeypatch)``.
+INVALID_SESSION, dispatches of MESSAGE_CREATE / MESSAGE_UPDATE / MESSAGE_DELETE / THREAD_CREATE,
+GUILD_MEMBER_ADD / GUILD_MEMBER_UPDATE to sessions with the Server Members intent), channels, message
+history with ``after``, sending messages (every body is recorded; components are kept on the
+message), private threads, guild application commands, and interactions: ``press`` dispatches a
+button's component INTERACTION_CREATE, ``slash`` a slash command's, and the interaction callback
+endpoint records the answer (``responses``; no bot token there, as on Discord: the interaction's
+token is in the path; an interaction answered twice gets 40060, an unknown one 10062). Point
+discord.py at it with ``Emulator.patch(monkeypatch)``.
 
 Faithful where it matters to the adapter: responses are exactly ``application/json`` (discord.py
 fails on ``; charset=utf-8``), message content is blanked without the message-content intent and
-the gateway closes with 4014 when that intent is requested but not enabled, 401 on a bad token,
+the gateway closes with 4014 when that intent (or Server Members) is requested but not enabled,
+guild messages carry their author's ``member`` (nickname) as Discord sends them, 401 on a bad token,
 history is newest first.
 """
 
@@ -33,6 +36,7 @@ from aiohttp import WSMsgType, web
 
 DISCORD_EPOCH_MS = 1_420_070_400_000
 MESSAGE_CONTENT = 1 << 15
+GUILD_MEMBERS = 1 << 1
 
 Json = dict[str, Any]
 
@@ -64,9 +68,21 @@ class Session:
 
 
 class Emulator:
-    def __init__(self, token: str, guilds: dict[int, list[int]], *, message_content_enabled: bool = True) -> None:
+    def __init__(
+        self,
+        token: str,
+        guilds: dict[int, list[int]],
+        *,
+        message_content_enabled: bool = True,
+        members_intent_enabled: bool = True,
+    ) -> None:
         self.token = token
         self.message_content_enabled = message_content_enabled
+        self.members_intent_enabled = members_intent_enabled
+        #: (guild id, user id) -> the member's server nickname.
+        self.nicks: dict[tuple[int, str], str] = {}
+        #: (guild id) -> the application commands registered there (PUT .../guilds/{id}/commands).
+        self.commands: dict[int, list[Json]] = {}
         self.allow_resume = True
         self._ms = int(dt.datetime.now(dt.UTC).timestamp() * 1000)
         self._counter = itertools.count(1)
@@ -217,6 +233,7 @@ class Emulator:
         }
         if "guild_id" in channel:
             data["guild_id"] = channel["guild_id"]
+            data["member"] = self._member(int(channel["guild_id"]), author, with_user=False)
         data.update(extra)
         self.messages.setdefault(channel_id, []).append(data)
         channel["last_message_id"] = str(msg_id)
@@ -282,10 +299,78 @@ class Emulator:
         await self.dispatch("INTERACTION_CREATE", data)
         return interaction_id
 
+    def _member(self, guild_id: int, user: Json, *, with_user: bool = True) -> Json:
+        member: Json = {
+            "nick": self.nicks.get((guild_id, user["id"])),
+            "roles": [],
+            "joined_at": _iso(self._ms),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+        }
+        return {**member, "user": user} if with_user else member
+
+    async def member_join(self, guild_id: int, user: Json) -> None:
+        """``user`` joins the guild: GUILD_MEMBER_ADD (to sessions with the Server Members intent)."""
+        await self.dispatch(
+            "GUILD_MEMBER_ADD", {**self._member(guild_id, user), "guild_id": str(guild_id)}, GUILD_MEMBERS
+        )
+
+    async def member_update(self, guild_id: int, user: Json, *, nick: str | None = None) -> None:
+        """The member changes their nickname (or, with ``user`` changed, their names): GUILD_MEMBER_UPDATE."""
+        if nick is not None:
+            self.nicks[(guild_id, user["id"])] = nick
+        await self.dispatch(
+            "GUILD_MEMBER_UPDATE", {**self._member(guild_id, user), "guild_id": str(guild_id)}, GUILD_MEMBERS
+        )
+
+    async def slash(self, channel_id: int, user: Json, command: str, options: list[Json], resolved: Json) -> int:
+        """``user`` runs a slash command in ``channel_id``: INTERACTION_CREATE; returns the interaction id."""
+        channel = self.channels[channel_id]
+        guild_id = int(channel["guild_id"])
+        registered = {c["name"]: c for c in self.commands.get(guild_id, [])}
+        assert command in registered, f"/{command} is not registered on guild {guild_id}"
+        interaction_id = self.snowflake()
+        token = uuid.uuid4().hex
+        self._interactions[interaction_id] = (token, time.monotonic())
+        await self.dispatch(
+            "INTERACTION_CREATE",
+            {
+                "id": str(interaction_id),
+                "application_id": str(self.app_id),
+                "type": 2,
+                "data": {
+                    "id": registered[command]["id"],
+                    "name": command,
+                    "type": 1,
+                    "guild_id": str(guild_id),
+                    "options": options,
+                    "resolved": resolved,
+                },
+                "guild_id": str(guild_id),
+                "channel_id": str(channel_id),
+                "channel": channel,
+                "member": {**self._member(guild_id, user), "permissions": "0"},
+                "token": token,
+                "version": 1,
+                "app_permissions": "0",
+                "locale": "en-US",
+                "guild_locale": "en-US",
+                "entitlements": [],
+                "authorizing_integration_owners": {"0": str(guild_id)},
+                "context": 0,
+                "attachment_size_limit": 10 * 1024 * 1024,
+            },
+        )
+        return interaction_id
+
     # -- gateway -------------------------------------------------------------------------------------
-    async def dispatch(self, event: str, data: Json) -> None:
-        """Send an event to every live session; a disconnected session keeps it for a RESUME."""
+    async def dispatch(self, event: str, data: Json, intent: int = 0) -> None:
+        """Send an event to every live session (that asked for ``intent``); a disconnected session
+        keeps it for a RESUME."""
         for session in list(self.sessions.values()):
+            if intent and not session.intents & intent:
+                continue
             async with session.lock:
                 session.seq += 1
                 payload = {"op": 0, "t": event, "s": session.seq, "d": self._visible(data, session)}
@@ -384,7 +469,9 @@ class Emulator:
                     await ws.close(code=4004, message=b"Authentication failed.")
                     break
                 intents = int(data.get("intents", 0))
-                if intents & MESSAGE_CONTENT and not self.message_content_enabled:
+                if (intents & MESSAGE_CONTENT and not self.message_content_enabled) or (
+                    intents & GUILD_MEMBERS and not self.members_intent_enabled
+                ):
                     await ws.close(code=4014, message=b"Disallowed intent(s).")
                     break
                 self.identifies += 1
@@ -433,6 +520,7 @@ class Emulator:
     @web.middleware
     async def _auth(self, request: web.Request, handler: Any) -> web.StreamResponse:
         self.requests.append(f"{request.method} {request.path}")
+        # Interaction callbacks carry no bot token: the interaction's own token is their credential.
         interaction = request.path.startswith("/api/v10/interactions/")
         if (
             request.path.startswith("/api/")
@@ -576,6 +664,25 @@ class Emulator:
         return web.Response(status=204)
 
     # -- lifecycle -----------------------------------------------------------------------------------
+    async def _put_guild_commands(self, request: web.Request) -> web.Response:
+        if int(request.match_info["app"]) != self.app_id:
+            return _error(403, 50001, "Missing Access")
+        guild_id = int(request.match_info["guild"])
+        commands = [
+            {
+                **c,
+                "id": str(self.snowflake()),
+                "application_id": str(self.app_id),
+                "guild_id": str(guild_id),
+                "version": str(self.snowflake()),
+                "default_member_permissions": None,
+                "nsfw": False,
+            }
+            for c in await request.json()
+        ]
+        self.commands[guild_id] = commands
+        return _json(commands)
+
     async def start(self) -> None:
         app = web.Application(middlewares=[self._auth])
         api = "/api/v10"
@@ -593,6 +700,7 @@ class Emulator:
         app.router.add_post(f"{api}/interactions/{{interaction}}/{{token}}/callback", self._interaction_callback)
         app.router.add_post(f"{api}/channels/{{channel}}/threads", self._start_thread)
         app.router.add_put(f"{api}/channels/{{channel}}/thread-members/{{user}}", self._add_thread_member)
+        app.router.add_put(f"{api}/applications/{{app}}/guilds/{{guild}}/commands", self._put_guild_commands)
         # shutdown_timeout: do not wait the default 60 s for the client's open websocket.
         self._runner = web.AppRunner(app, shutdown_timeout=0.5)
         await self._runner.setup()

@@ -21,7 +21,9 @@ LEASES = LeaseSettings(ttl_s=2, retry_s=0.05, max_skew_s=0)
 
 
 def replica(rt: Runtime, instance: str, section: dict[str, Any]) -> DiscordAdapter:
-    ctx = ChannelContext(rt.client, rt.shards, rt.inbox, instance, scripts=rt.scripts, leases=LEASES)
+    ctx = ChannelContext(
+        rt.client, rt.shards, rt.inbox, instance, scripts=rt.scripts, leases=LEASES, impostors=rt.impostor_guard
+    )
     [adapter] = from_config(ctx, section)
     assert isinstance(adapter, DiscordAdapter)
     return adapter

@@ -17,7 +17,9 @@ LEASES = LeaseSettings(ttl_s=0.6, retry_s=0.05, max_skew_s=0)
 
 
 def reader(rt: Runtime, instance: str, mailbox: MailFolder) -> MailboxReader:
-    ctx = ChannelContext(rt.client, rt.shards, rt.inbox, instance, scripts=rt.scripts, leases=LEASES)
+    ctx = ChannelContext(
+        rt.client, rt.shards, rt.inbox, instance, scripts=rt.scripts, leases=LEASES, impostors=rt.impostor_guard
+    )
     found = [a for a in from_config(ctx, email_section(mailbox, None)) if isinstance(a, MailboxReader)]
     assert len(found) == 1
     return found[0]

@@ -207,6 +207,19 @@ class Emulator:
     def push_message(self, chat: dict[str, Any], text: str | None = None, **kw: Any) -> dict[str, Any]:
         return self.push({"message": self.message(chat, text, **kw)})
 
+    def push_chat_member(
+        self, chat: dict[str, Any], user: dict[str, Any], old: str = "left", new: str = "member"
+    ) -> dict[str, Any]:
+        """A ``chat_member`` update (what an admin bot gets when a member joins, leaves, changes)."""
+        changed = {
+            "chat": chat,
+            "from": user,
+            "date": int(time.time()),
+            "old_chat_member": {"status": old, "user": user},
+            "new_chat_member": {"status": new, "user": user},
+        }
+        return self.push({"chat_member": changed})
+
     def push_edit(self, original: dict[str, Any], text: str) -> dict[str, Any]:
         edited = {**original, "text": text, "edit_date": original["date"] + 5}
         edited.pop("entities", None)

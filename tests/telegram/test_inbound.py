@@ -187,7 +187,13 @@ async def test_crash_after_append_before_confirming_is_absorbed(
 ) -> None:
     update = emu.push_message(emu.chat(777), "are you there?")
     ctx = _DiesBeforeSavingOffset(
-        rt.client, rt.shards, rt.inbox, rt.instance, scripts=rt.scripts, leases=rt.settings.leases
+        rt.client,
+        rt.shards,
+        rt.inbox,
+        rt.instance,
+        scripts=rt.scripts,
+        leases=rt.settings.leases,
+        impostors=rt.impostor_guard,
     )
     dying = await make_adapter(ctx)
     await until(lambda: _appended(rt), what="the append")
