@@ -168,6 +168,16 @@ class RulesSettings(BaseModel):
     trainer_python: Path | None = None
 
 
+class KBSettings(BaseModel):
+    """The knowledge base (router/kbstore.py) when none is published, and how it answers."""
+
+    # The knowledge base in force until one is published: a directory of <article id>/<lang>.md
+    # files (empty: the shipped default, kb/default/).
+    directory: Path | None = None
+    # The method, thresholds and example questions (empty: the shipped kb/calibration.json).
+    calibration: Path | None = None
+
+
 class ReviewSettings(BaseModel):
     """The second opinion (router/review.py): a semantic model reviews new conversations that the
     triage model was unsure of, off the hot path. Thresholds: semantic.json's unless set here."""
@@ -281,6 +291,7 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     rules: RulesSettings = RulesSettings()
     review: ReviewSettings = ReviewSettings()
+    kb: KBSettings = KBSettings()
     web: WebSettings = WebSettings()
     alerts: AlertSettings = AlertSettings()
     sandbox: AdapterSection = {}
