@@ -803,7 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from router import kb_cli
 
-    kb_cli.add_parsers(sub)
+    kb_cli.add_parsers(sub, _with_runtime)
     return p
 
 

@@ -3,6 +3,9 @@ request ids, another process's view, and the answerer's embeddings kept across v
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shutil
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -16,6 +19,7 @@ from router.errors import NotFound
 from router.kbstore import KBRefused, KnowledgeBaseStore, files_of, read_dir
 from router.runtime import Runtime
 from tests.conftest import ROUTER_RULES
+from tests.router.test_cli import sb
 
 pytestmark = pytest.mark.cluster
 
@@ -201,3 +205,41 @@ async def test_embeddings_are_kept_in_redis_so_a_start_or_a_publish_embeds_only_
         await rt.kb.publish(edited(files, "api-keys/en.md", "API", "Api"), author="ann")
         _, answerer = await rt.kb.answerer()
         assert len(second.embedded) == 1 and "Api" in second.embedded[0]  # the edited variant only
+
+
+async def test_cli_publish_history_diff_export_rollback_seen_by_this_process(
+    krt: Runtime, env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {**env, "SWITCHBOARD_RULES__FILE": str(FIXTURES / "rules.yaml")}
+    bad = tmp_path / "bad"
+    shutil.copytree(FIXTURES / "kb", bad)
+    (bad / "api-keys" / "en.md").write_text("---\nid: api-keys\n---\nbody\n", encoding="utf-8")
+    refused = await asyncio.to_thread(sb, env, "kb", "publish", str(bad), "--by", "mallory", check=False)
+    assert refused.returncode == 1
+    assert "api-keys/en.md: missing field 'lang'" in refused.stderr
+    assert "the knowledge base in force stays" in refused.stderr
+
+    out = await asyncio.to_thread(sb, env, "kb", "publish", str(FIXTURES / "kb"), "--by", "alice", "--comment", "first")
+    assert "published knowledge base v1 (" in out.stdout and "4 articles) by alice" in out.stdout
+    active = await krt.kb.active()  # this process sees the other's publish
+    assert active is not None and active.version == 1
+
+    await asyncio.to_thread(sb, env, "kb", "export", str(tmp_path / "v1"))
+    exported = tmp_path / "v1" / "withdrawal-times" / "en.md"
+    exported.write_text(exported.read_text(encoding="utf-8").replace("1–3 minutes", "2–5 minutes"), encoding="utf-8")
+    out = await asyncio.to_thread(sb, env, "kb", "import", str(tmp_path / "v1"), "--by", "bob")
+    assert "published knowledge base v2" in out.stdout
+    diff = (await asyncio.to_thread(sb, env, "kb", "diff", "1", "2")).stdout
+    assert diff.startswith("--- v1/withdrawal-times/en.md\n+++ v2/withdrawal-times/en.md\n")
+    assert "+A withdrawal usually arrives within minutes: TRC20 takes 2–5 minutes" in diff
+    history = json.loads((await asyncio.to_thread(sb, env, "kb", "history", "--json")).stdout)
+    assert [(e["action"], e["number"], e["author"]) for e in history] == [("publish", "2", "bob"), ("publish", "1", "alice")]
+    out = await asyncio.to_thread(sb, env, "kb", "rollback", "--by", "carol")
+    assert "knowledge base v1 (" in out.stdout and "is in force again" in out.stdout
+    assert await krt.kb.active_number() == 1
+    missing = await asyncio.to_thread(sb, env, "kb", "rollback", "--to", "7", check=False)
+    assert missing.returncode == 1 and "knowledge base version 7" in missing.stderr
+    await asyncio.to_thread(sb, env, "kb", "export", "--version", "2", str(tmp_path / "v2"))
+    assert (tmp_path / "v2" / "withdrawal-times" / "en.md").read_text(encoding="utf-8") == exported.read_text(
+        encoding="utf-8"
+    )
