@@ -17,6 +17,7 @@ from router.config import WebSettings
 from router.conversations import Conversations
 from router.events import GroupEvents
 from router.inbox import Inbox
+from router.kbstore import KnowledgeBaseStore
 from router.keys import Keys, entry_order
 from router.modelstore import ModelStore
 from router.outbox import FailedReply, failed_replies, retry_failed
@@ -38,6 +39,7 @@ class Backoffice:
         self.queues: Queues = own.queues
         self.rules: RuleStore = own.rules
         self.models: ModelStore = own.models
+        self.kb: KnowledgeBaseStore = own.kb
         self.stats: StatsReader = own.stats
         self.canned = CannedReplies(own.client, own.keys)
         self.samples = Samples(own.client, own.keys, web.sample_s)

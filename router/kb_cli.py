@@ -15,8 +15,8 @@ import logging
 import os
 import sys
 import time
-from pathlib import Path
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from router.config import Settings
@@ -29,7 +29,9 @@ if TYPE_CHECKING:
     from router.runtime import Runtime
 
 #: ``router/cli.py``'s wrapper that runs an async command with a runtime on the configured Redis.
-WithRuntime = Callable[[Callable[[Any, argparse.Namespace], Awaitable[int]]], Callable[[argparse.Namespace, Settings], int]]
+WithRuntime = Callable[
+    [Callable[[Any, argparse.Namespace], Awaitable[int]]], Callable[[argparse.Namespace, Settings], int]
+]
 
 # kb/ (bm25s, numpy: ~0.2 s) is imported by the commands that use it, not by every CLI start.
 
@@ -202,10 +204,10 @@ async def _published(rt: Runtime, args: argparse.Namespace) -> int:
         for text in (await store.diff(args.a, args.b)).values():
             print(text, end="")
     elif args.action == "export":
-        number = args.version if args.version is not None else await store.active_number()
-        files = (await store.get(number)).files if number is not None else files_of(await store.unpublished())
+        shown: int | None = args.version if args.version is not None else await store.active_number()
+        files = (await store.get(shown)).files if shown is not None else files_of(await store.unpublished())
         _write(args.dir, files)
-        what = f"v{number}" if number is not None else "the unpublished knowledge base"
+        what = f"v{shown}" if shown is not None else "the unpublished knowledge base"
         print(f"{what}: {len(files)} file(s) written under {args.dir}")
     return 0
 

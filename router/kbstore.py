@@ -6,7 +6,8 @@ with the loader of ``kb.load_dir``, against the groups of the rule set in force;
 problem is refused (``KBRefused``, every problem on its own line) and the version in force stays.
 A version stores its files in canonical form (``kb.dump_variant``), so diffs between versions show
 what an admin changed, not how the YAML was spelled. Publish and rollback take a request id and
-are safe to send twice (router/requests.py).
+are safe to send twice (router/requests.py); each change is audited in its own transaction
+(router/audit.py).
 
 Every process follows ``kb:active`` (one GET per ``active()``), so a publish is picked up without
 a restart. ``answerer()`` gives the answerer of the version in force, built once per version and
@@ -37,6 +38,7 @@ from typing import TYPE_CHECKING, Any
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 
+from router.audit import Audit
 from router.config import KBSettings
 from router.errors import NotFound, SwitchboardError
 from router.keys import Keys
@@ -143,7 +145,8 @@ def load_files(files: Mapping[str, str], groups: Collection[str]) -> kb.Knowledg
         try:
             return kb.load_dir(root, groups)
         except kb.KBError as exc:  # the reasons, named by the files' paths, not the temporary folder's
-            raise KBRefused([e.replace(f"{root}/", "").replace(str(root), "the knowledge base") for e in exc.errors])
+            errors = [e.replace(f"{root}/", "").replace(str(root), "the knowledge base") for e in exc.errors]
+            raise KBRefused(errors) from None
 
 
 def diff_files(old: Mapping[str, str], new: Mapping[str, str], a: str, b: str) -> dict[str, str]:
@@ -187,6 +190,7 @@ class KnowledgeBaseStore:
         keys: Keys,
         groups: Groups,
         settings: KBSettings,
+        audit: Audit,
         *,
         cache: KBCache | None = None,
         embedder: kb.Embedder | None = None,
@@ -195,6 +199,7 @@ class KnowledgeBaseStore:
         self._keys = keys
         self._groups = groups
         self._settings = settings
+        self._audit = audit
         self._embedder = embedder
         self.cache = cache or KBCache()
 
@@ -334,8 +339,10 @@ class KnowledgeBaseStore:
         return (self._keys.kb_active, self._keys.kb_seq)
 
     def _record(self, pipe: Pipeline, action: str, number: int, digest: str, author: str, comment: str) -> None:
+        """Queue the log entry and the audit record of a change, written only with it."""
         entry = {"action": action, "number": number, "digest": digest, "author": author, "at": time.time()}
         pipe.xadd(self._keys.kb_log, entry | {"comment": comment})
+        self._audit.stage(pipe, f"kb.{action}", actor=author, target=f"version {number} ({digest})", detail=comment)
 
     # -- answering ---------------------------------------------------------------------------
     async def answerer(self) -> tuple[int | None, kb.Answerer]:

@@ -75,8 +75,8 @@ class Runtime:
         audit = Audit(self.client, self.keys, settings.web.audit_max)
         self.models = ModelStore(self.client, self.keys, self.fits, audit, Labels(self.client, self.shards))
         # One answerer cache per process: the console's runtime shares its parent's.
-        self.kb = KnowledgeBaseStore(
-            self.client, self.keys, self._groups, settings.kb, cache=parent.kb.cache if parent else None
+        self.kb: KnowledgeBaseStore = KnowledgeBaseStore(
+            self.client, self.keys, self._groups, settings.kb, audit, cache=parent.kb.cache if parent else None
         )
         self.stats = StatsReader(self.client, self.shards, self.scripts, self.queues, self.rules, self.engine, settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"

@@ -16,7 +16,7 @@ import pytest
 import kb
 from router.config import Settings
 from router.errors import NotFound
-from router.kbstore import KBRefused, KnowledgeBaseStore, files_of, read_dir
+from router.kbstore import KBRefused, files_of, read_dir
 from router.runtime import Runtime
 from tests.conftest import ROUTER_RULES
 from tests.router.test_cli import sb
@@ -35,7 +35,9 @@ def rules_file() -> Path:
 @pytest.fixture
 def kb_settings(settings: Settings) -> Settings:
     """The fixture knowledge base in force until one is published, answered lexically (no embedding)."""
-    return settings.model_copy(update={"kb": settings.kb.model_copy(update={"directory": FIXTURES / "kb", "calibration": LEXICAL})})
+    return settings.model_copy(
+        update={"kb": settings.kb.model_copy(update={"directory": FIXTURES / "kb", "calibration": LEXICAL})}
+    )
 
 
 @pytest.fixture
@@ -151,7 +153,9 @@ async def test_publish_takes_a_knowledge_base_too(krt: Runtime) -> None:
     assert active is not None and active.base == base
 
 
-async def test_another_runtime_follows_a_publish_without_a_restart(krt: Runtime, kb_settings: Settings, redis_url: str) -> None:
+async def test_another_runtime_follows_a_publish_without_a_restart(
+    krt: Runtime, kb_settings: Settings, redis_url: str
+) -> None:
     async with Runtime(kb_settings, redis_url) as other:
         number, answerer = await other.kb.answerer()
         assert number is None
@@ -233,7 +237,10 @@ async def test_cli_publish_history_diff_export_rollback_seen_by_this_process(
     assert diff.startswith("--- v1/withdrawal-times/en.md\n+++ v2/withdrawal-times/en.md\n")
     assert "+A withdrawal usually arrives within minutes: TRC20 takes 2–5 minutes" in diff
     history = json.loads((await asyncio.to_thread(sb, env, "kb", "history", "--json")).stdout)
-    assert [(e["action"], e["number"], e["author"]) for e in history] == [("publish", "2", "bob"), ("publish", "1", "alice")]
+    assert [(e["action"], e["number"], e["author"]) for e in history] == [
+        ("publish", "2", "bob"),
+        ("publish", "1", "alice"),
+    ]
     out = await asyncio.to_thread(sb, env, "kb", "rollback", "--by", "carol")
     assert "knowledge base v1 (" in out.stdout and "is in force again" in out.stdout
     assert await krt.kb.active_number() == 1
