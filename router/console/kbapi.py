@@ -12,7 +12,7 @@ from pydantic import Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from router.errors import BadRequest
+from router.errors import BadRequest, NotFound
 from router.kbstore import files_of
 
 from .api import Admin, Caller, RollbackIn, Service, _Body, idempotency
@@ -61,7 +61,7 @@ async def kb_in_force(user: Admin, c: Service) -> Response:
 async def kb_article(article_id: str, user: Admin, c: Service) -> Response:
     _, base = await c.kb.in_force(user)
     if article_id not in base.ids():
-        raise BadRequest(f"no article {article_id!r} in the knowledge base in force")
+        raise NotFound(f"article {article_id}")
     a = base.get(article_id)
     every = files_of(base)
     files = {lang: every[f"{a.id}/{lang}.md"] for lang in a.variants}

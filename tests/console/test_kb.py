@@ -42,16 +42,28 @@ def changed(path: str, old: str, new: str) -> dict[str, str]:
 async def test_agents_cannot_read_or_change_the_knowledge_base(served: Served) -> None:
     agent = await served.user("ann", "agent", ("payments",))
     async with served.api(agent) as api:
-        assert (await api.get("/api/kb")).status_code == 403
-        publish = await api.post("/api/kb/publish", json={"files": {}, "comment": "x"})
-        assert publish.status_code == 403
-        assert (await api.post("/api/kb/rollback", json={})).status_code == 403
-        assert (await api.get("/api/kb/history")).status_code == 403
+        for method, path, body in (
+            ("GET", "/api/kb", None),
+            ("GET", "/api/kb/articles/api-keys", None),
+            ("POST", "/api/kb/validate", {"files": {}}),
+            ("POST", "/api/kb/publish", {"files": {}, "comment": "x"}),
+            ("GET", "/api/kb/history", None),
+            ("GET", "/api/kb/versions/1", None),
+            ("GET", "/api/kb/diff?a=1&b=2", None),
+            ("POST", "/api/kb/rollback", {}),
+        ):
+            r = await api.request(method, path, json=body)
+            assert r.status_code == 403, (method, path, r.status_code)
     assert await served.rt.kb.active_number() is None
-    client, _ = await served.browser_session("ann")
+    client, csrf = await served.browser_session("ann")
     async with closing(client):
-        assert (await client.get("/admin/kb")).status_code == 403
-        assert (await client.get("/admin/kb/edit?path=api-keys/en.md")).status_code == 403
+        for path in ("/admin/kb", "/admin/kb/edit?path=api-keys/en.md", "/admin/kb/history"):
+            assert (await client.get(path)).status_code == 403, path
+        text = read_dir(FIXTURES / "kb")["api-keys/en.md"]
+        form = {"csrf": csrf, "path": "api-keys/en.md", "text": text, "action": "publish"}
+        assert (await client.post("/admin/kb/edit", data=form)).status_code == 403
+        assert (await client.post("/admin/kb/rollback", data={"csrf": csrf})).status_code == 403
+    assert await served.rt.kb.active_number() is None
 
 
 async def test_admin_validates_publishes_diffs_and_rolls_back(served: Served) -> None:
@@ -113,6 +125,7 @@ async def test_admin_validates_publishes_diffs_and_rolls_back(served: Served) ->
         article = (await api.get("/api/kb/articles/p2p-disputes")).json()
         assert set(article["files"]) == {"en", "es"} and article["auto"] is False
         assert (await api.get("/api/kb/diff", params={"a": "x"})).status_code == 400
+        assert (await api.get("/api/kb/articles/nope")).status_code == 404
     audit = [e.action for e in await served.console.audit.recent(20)]
     assert audit.count("kb.publish") == 3 and audit.count("kb.rollback") == 1
 
