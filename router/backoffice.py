@@ -22,6 +22,7 @@ from router.conversations import Conversations
 from router.events import GroupEvents
 from router.impostors import ImpostorCases
 from router.inbox import Inbox
+from router.kbstore import KnowledgeBaseStore
 from router.keys import Keys, entry_order
 from router.links import PressLinks
 from router.modelstore import ModelStore
@@ -45,6 +46,7 @@ class Backoffice:
         self.queues: Queues = own.queues
         self.rules: RuleStore = own.rules
         self.models: ModelStore = own.models
+        self.kb: KnowledgeBaseStore = own.kb
         self.stats: StatsReader = own.stats
         self.impostors: ImpostorCases = own.impostor_cases
         self.canned = CannedReplies(own.client, own.keys)

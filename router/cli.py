@@ -334,24 +334,6 @@ async def _priority(rt: Any, args: argparse.Namespace) -> int:
 
 
 # -- operators -----------------------------------------------------------------------------------
-async def _kb_shadow(rt: Any, args: argparse.Namespace) -> int:
-    """``kb shadow``: the newest would-be answers of the answerer's shadow mode."""
-    from router.answerer import shadow_answers
-
-    rows = await shadow_answers(rt, args.limit)
-    if args.json:
-        _print_json(rows)
-        return 0
-    if not rows:
-        print('no would-be answers recorded (is [answers] mode = "shadow"?)')
-    for r in rows:
-        now = "closed in " + str(r["group_now"]) if r["status"] == "closed" else f"{r['status']} in {r['group_now']}"
-        replied = "agent replied" if r["agent_replied"] else "no agent reply"
-        print(f"#{r['conversation']} ({r['group']}, {r['lang']}): {r['article']} score {r['score']:.3f} "
-              f"gap {r['gap']:.3f}; now {now}, {replied}")  # fmt: skip
-    return 0
-
-
 def _print_answers(a: dict[str, Any]) -> None:
     """The knowledge-base answerer's lines of ``stats`` (none before it decided anything)."""
 
@@ -864,7 +846,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from router import agent_cli, kb_cli
 
-    kb_cli.add_parsers(sub, _with_runtime(_kb_shadow))
+    kb_cli.add_parsers(sub, _with_runtime)
     agent_cli.add_parsers(sub, _with_runtime)
     from router import impostors_cli
 

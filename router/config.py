@@ -198,6 +198,16 @@ class RulesSettings(BaseModel):
     trainer_python: Path | None = None
 
 
+class KBSettings(BaseModel):
+    """The knowledge base (router/kbstore.py) when none is published, and how it answers."""
+
+    # The knowledge base in force until one is published: a directory of <article id>/<lang>.md
+    # files (empty: the shipped default, kb/default/).
+    directory: Path | None = None
+    # The method, thresholds and example questions (empty: the shipped kb/calibration.json).
+    calibration: Path | None = None
+
+
 class ReviewSettings(BaseModel):
     """The second opinion (router/review.py): a semantic model reviews new conversations that the
     triage model was unsure of, off the hot path. Thresholds: semantic.json's unless set here."""
@@ -239,10 +249,6 @@ class AnswerSettings(BaseModel):
     assume_resolved_after_s: int = Field(86_400, ge=60)
     # The sweeper closing them runs this often (one process at a time per shard).
     sweep_every_s: float = Field(60.0, gt=0)
-    # The knowledge-base directory (empty: the shipped default) until the versioned store serves it,
-    # and its calibration (`switchboard kb calibrate`; empty: the shipped one, made for the default).
-    kb: Path | None = None
-    calibration: Path | None = None
     # (solved, human) labels per language; merged over the defaults.
     labels: dict[str, tuple[str, str]] = Field(default_factory=dict)
     # The shadow stream keeps about this many would-be answers per shard.
@@ -448,6 +454,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     review: ReviewSettings = ReviewSettings()
     answers: AnswerSettings = AnswerSettings()
+    kb: KBSettings = KBSettings()
     web: WebSettings = WebSettings()
     alerts: AlertSettings = AlertSettings()
     impostors: ImpostorSettings = ImpostorSettings()

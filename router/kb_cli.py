@@ -1,7 +1,10 @@
-"""``switchboard kb validate|eval|calibrate``: the knowledge base (kb/) from the command line.
+"""``switchboard kb ...``: the knowledge base (kb/) from the command line.
 
-Offline: no Redis. The articles' groups are checked against the configured rule set's groups
-(``[rules] file``, else the shipped rules), the ones the router can route to.
+``validate``, ``eval``, ``calibrate`` are offline (no Redis): the articles' groups are checked
+against the configured rule set's groups (``[rules] file``, else the shipped rules), the ones the
+router can route to. ``publish`` (and its alias ``import``), ``history``, ``diff``, ``rollback``
+and ``export`` work on the published versions in Redis (router/kbstore.py), checked against the
+rule set in force.
 """
 
 from __future__ import annotations
@@ -12,15 +15,23 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from router.config import Settings
+from router.errors import NotFound
+from router.kbstore import KBRefused, files_of, read_dir
 
 if TYPE_CHECKING:
     import kb
     from kb.evaluate import Ranked
+    from router.runtime import Runtime
+
+#: ``router/cli.py``'s wrapper that runs an async command with a runtime on the configured Redis.
+WithRuntime = Callable[
+    [Callable[[Any, argparse.Namespace], Awaitable[int]]], Callable[[argparse.Namespace, Settings], int]
+]
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -160,11 +171,103 @@ def calibrate_cmd(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], shadow: Handler) -> None:
-    """``kb validate|eval|calibrate|shadow`` under the CLI's subcommands; ``shadow`` (which reads
-    Redis) is given by the CLI, which runs it with a runtime."""
-    top = sub.add_parser("kb", help="the knowledge base: validate articles, evaluate and calibrate the answerer")
+async def published(rt: Runtime, args: argparse.Namespace) -> int:
+    """One of the published-version actions; a refusal is printed with every reason (exit 1)."""
+    try:
+        return await _published(rt, args)
+    except KBRefused as exc:
+        for line in exc.errors:
+            print(line, file=sys.stderr)
+        print(f"refused: {len(exc.errors)} problem(s); the knowledge base in force stays", file=sys.stderr)
+        return 1
+    except NotFound as exc:
+        print(f"refused: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _published(rt: Runtime, args: argparse.Namespace) -> int:
+    store = rt.kb
+    if args.action in ("publish", "import"):
+        files = read_dir(args.dir)
+        number = await store.publish(files, author=args.by, comment=args.comment, request_id=args.request_id)
+        v = await store.get(number)
+        print(f"published knowledge base v{number} ({v.digest}, {v.summary()['articles']} articles) by {v.author}")
+    elif args.action == "rollback":
+        number = await store.rollback(by=args.by, to=args.to, request_id=args.request_id)
+        print(f"knowledge base v{number} ({(await store.get(number)).digest}) is in force again")
+    elif args.action == "history":
+        entries = await store.history(args.count)
+        if args.json:
+            print(json.dumps(entries, indent=2, ensure_ascii=False))
+        for e in [] if args.json else entries:
+            at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(e["at"])))
+            print(f"{at}  {e['action']:<8} v{e['number']} ({e['digest']}) by {e['author']}  {e['comment']}")
+    elif args.action == "diff":
+        for text in (await store.diff(args.a, args.b)).values():
+            print(text, end="")
+    elif args.action == "export":
+        shown: int | None = args.version if args.version is not None else await store.active_number()
+        files = (await store.get(shown)).files if shown is not None else files_of(await store.unpublished())
+        _write(args.dir, files)
+        what = f"v{shown}" if shown is not None else "the unpublished knowledge base"
+        print(f"{what}: {len(files)} file(s) written under {args.dir}")
+    return 0
+
+
+async def shadow(rt: Runtime, args: argparse.Namespace) -> int:
+    """``kb shadow``: the newest would-be answers of the answerer's shadow mode."""
+    from router.answerer import shadow_answers
+
+    rows = await shadow_answers(rt, args.limit)
+    if args.json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return 0
+    if not rows:
+        print('no would-be answers recorded (is [answers] mode = "shadow"?)')
+    for r in rows:
+        now = "closed in " + str(r["group_now"]) if r["status"] == "closed" else f"{r['status']} in {r['group_now']}"
+        replied = "agent replied" if r["agent_replied"] else "no agent reply"
+        print(f"#{r['conversation']} ({r['group']}, {r['lang']}): {r['article']} score {r['score']:.3f} "
+              f"gap {r['gap']:.3f}; now {now}, {replied}")  # fmt: skip
+    return 0
+
+
+def _write(directory: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        path = directory / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+
+
+def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_runtime: WithRuntime) -> None:
+    """``kb validate|eval|calibrate|publish|import|history|diff|rollback|export`` under the CLI's
+    subcommands; ``with_runtime`` runs the ones on the published versions (router/cli.py)."""
+    top = sub.add_parser("kb", help="the knowledge base: validate, publish, evaluate and calibrate the answerer")
     ksub = top.add_subparsers(dest="action", required=True, metavar="ACTION")
+    handler = with_runtime(published)
+    for name, help_ in (
+        ("publish", "validate a knowledge base directory whole and make it the one in force"),
+        ("import", "the same as publish: a directory of Markdown files becomes the version in force"),
+    ):
+        sp = ksub.add_parser(name, help=help_)
+        sp.add_argument("dir", type=Path, help="<article id>/<lang>.md files (what `kb export` writes)")
+        sp.add_argument("--comment", default="", help="what changed (for the history)")
+        _writes(sp, handler)
+    sp = ksub.add_parser("rollback", help="put an earlier version in force again (default: the one before)")
+    sp.add_argument("--to", type=int, help="the version to put in force")
+    _writes(sp, handler)
+    sp = ksub.add_parser("history", help="publish and rollback log, newest first")
+    sp.add_argument("--count", type=int, default=50)
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(handler=handler)
+    sp = ksub.add_parser("diff", help="unified diff, file by file, between two published versions")
+    sp.add_argument("a", type=int)
+    sp.add_argument("b", type=int)
+    sp.set_defaults(handler=handler)
+    sp = ksub.add_parser("export", help="write a version (default: the one in force) as Markdown files")
+    sp.add_argument("dir", type=Path)
+    sp.add_argument("--version", type=int, help="a published version (default: the one in force)")
+    sp.set_defaults(handler=handler)
     kb_help = "a knowledge base directory (<id>/<lang>.md; default: the shipped one)"
     sp = ksub.add_parser("validate", help="check a knowledge base directory; every problem as FILE: reason")
     sp.add_argument("kb", nargs="?", type=Path, help=kb_help)
@@ -195,4 +298,10 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], shadow
     sp = ksub.add_parser("shadow", help="what the answerer in shadow mode would have answered, and what agents did")
     sp.add_argument("--limit", type=int, default=50, help="the newest N would-be answers (50)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp.set_defaults(handler=shadow)
+    sp.set_defaults(handler=with_runtime(shadow))
+
+
+def _writes(sp: argparse.ArgumentParser, handler: Callable[[argparse.Namespace, Settings], int]) -> None:
+    sp.add_argument("--by", default="operator", help="who does it (recorded with the version)")
+    sp.add_argument("--request-id", help="sent again with the same id, it changes nothing twice")
+    sp.set_defaults(handler=handler)

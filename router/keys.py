@@ -71,6 +71,15 @@ model:lives                     home   list      versions made live, newest firs
 model:log                       home   stream    publish / live / shadow / rollback log
 model:observed                  home   stream    the shadow's and live model's answers beside each routed
                                                  message (router/modelstore.py), capped ~20,000
+kb:seq                          home   string    last published knowledge-base version number
+kb:v:{n}                        home   hash      a published knowledge base: digest, author, at, comment, groups
+                                                 (JSON: the rule set's when published), files (JSON: <article
+                                                 id>/<lang>.md -> Markdown, canonical form)
+kb:active                       home   string    the knowledge base in force; none: the configured or shipped one
+kb:log                          home   stream    publish / rollback log
+kb:vectors:{embedder}           home   hash      embeddings of articles' texts and example questions: text
+                                                 digest -> float32 bytes, shared by every version
+                                                 (router/kbstore.py)
 req:{id}                        both   string    a write's result under its request id (TTL 1 day), see
                                                  router/requests.py: a conversation write's in its
                                                  shard, a publish's (rules) at home
@@ -239,6 +248,25 @@ class Keys:
     @property
     def rules_seq(self) -> str:
         return self.prefix + "rules:seq"
+
+    # -- published knowledge bases (router/kbstore.py) -------------------------------------------
+    @property
+    def kb_seq(self) -> str:
+        return self.prefix + "kb:seq"
+
+    def kb_version(self, n: int) -> str:
+        return f"{self.prefix}kb:v:{n}"
+
+    @property
+    def kb_active(self) -> str:
+        return self.prefix + "kb:active"
+
+    @property
+    def kb_log(self) -> str:
+        return self.prefix + "kb:log"
+
+    def kb_vectors(self, embedder: str) -> str:
+        return f"{self.prefix}kb:vectors:{embedder}"
 
     # -- published triage models (router/modelstore.py) ------------------------------------------
     @property

@@ -21,6 +21,7 @@ from router.conversations import Conversations
 from router.errors import ConfigError
 from router.impostors import ImpostorCases, ImpostorGuard
 from router.inbox import Inbox
+from router.kbstore import KnowledgeBaseStore
 from router.keys import Shards
 from router.labels import Labels
 from router.lifecycle import StopRequest
@@ -75,6 +76,10 @@ class Runtime:
         audit = Audit(self.client, self.keys, settings.web.audit_max)
         self.models = ModelStore(self.client, self.keys, self.fits, audit, Labels(self.client, self.shards))
         self.impostor_cases = ImpostorCases(self.client, self.keys, self.scripts)
+        # One answerer cache per process: the console's runtime shares its parent's.
+        self.kb: KnowledgeBaseStore = KnowledgeBaseStore(
+            self.client, self.keys, self._groups, settings.kb, audit, cache=parent.kb.cache if parent else None
+        )
         self.stats = StatsReader(self.client, self.shards, self.scripts, self.queues, self.rules, self.engine, settings)
         self.instance = f"{socket.gethostname()}-{os.getpid()}-{new_id()[-6:]}"
         self._engines: EngineHolder | None = None
@@ -152,6 +157,10 @@ class Runtime:
             await asyncio.to_thread(Engine.from_yaml, published.source, f"published-v{published.number}", model)
         else:
             await asyncio.to_thread(Engine.load, self.settings.rules.file, model)
+
+    async def _groups(self) -> tuple[str, ...]:
+        """The groups of the rule set in force: the ones a knowledge-base article may serve."""
+        return tuple((await self.engine()).groups)
 
     async def engine(self, *, fresh: bool = False) -> Engine:
         """The rule set in force (published, else the configured file or the default)."""

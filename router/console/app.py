@@ -5,9 +5,10 @@ description generated from them; the pages, ``/metrics``, the probes and the sta
 plain Starlette routes beside them, under the same middleware and error handlers.
 
 Errors map to status codes in one place: NotFound 404, Conflict 409, Forbidden 403 (CSRF too),
-Unauthorized 401 (pages redirect to the login), RateLimited 429, BadRequest 400, a body that does
-not validate 422 (415 when it is not JSON). API paths get JSON (``{"error": ...}``), pages an HTML
-error page. Anything else is a bug: 500, logged.
+Unauthorized 401 (pages redirect to the login), RateLimited 429, BadRequest 400, a rule set or a
+knowledge base that does not validate 422 (with every error), a body that does not validate 422
+(415 when it is not JSON). API paths get JSON (``{"error": ...}``), pages an HTML error page.
+Anything else is a bug: 500, logged.
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ from starlette.staticfiles import StaticFiles
 from router.accounts import Forbidden, RateLimited, Unauthorized
 from router.config import Settings
 from router.errors import AppendRefused, BadRequest, Conflict, NotFound
+from router.kbstore import KBRefused
 from router.lifecycle import keep_running, wait_or_stop
 from router.runtime import Runtime
 from router.simulator import SandboxPort
 from rules import RuleSetError
 
-from . import admin, api, metrics, presses, views
+from . import admin, api, kbapi, kbviews, metrics, presses, views
 from .http import PasswordChangeRequired, SecurityHeaders, is_api
 from .pages import HERE, login_url, make_templates, render
 from .service import Console
@@ -92,6 +94,8 @@ async def _handle(request: Request, exc: Exception) -> Response:
         return await _invalid_body(request, exc)
     if isinstance(exc, RuleSetError):
         return await _error(request, 422, "the rule set does not validate", errors=[str(e) for e in exc.errors])
+    if isinstance(exc, KBRefused):
+        return await _error(request, 422, "the knowledge base does not validate", errors=exc.errors)
     if isinstance(exc, HTTPException):  # no such path or method
         return await _error(request, exc.status_code, str(exc.detail))
     if isinstance(exc, BadRequest):
@@ -155,6 +159,7 @@ def create_app(runtime: Runtime, settings: Settings, sandbox: SandboxPort | None
         *views.routes(),
         *admin.routes(),
         *presses.routes(),
+        *kbviews.routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     handlers: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
@@ -167,6 +172,7 @@ def create_app(runtime: Runtime, settings: Settings, sandbox: SandboxPort | None
             RateLimited,
             BadRequest,
             RuleSetError,
+            KBRefused,
             AppendRefused,
             ClientDisconnect,
             RequestValidationError,
@@ -188,6 +194,7 @@ def create_app(runtime: Runtime, settings: Settings, sandbox: SandboxPort | None
         redoc_url=None,
     )
     app.include_router(api.router)
+    app.include_router(kbapi.router)
     app.state.console = console
     app.state.stopping = stopping
     app.state.templates = make_templates()

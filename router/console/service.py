@@ -38,6 +38,7 @@ from router.stats import StatsReader, queue_dict
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
 
 from .access import require_admin, require_group
+from .knowledge import KBConsole
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,7 @@ class Console:
         self.stats: StatsReader = self.office.stats
         self.limiter: LoginLimiter = self.office.limiter
         self.audit: Audit = self.office.audit
+        self.kb = KBConsole(self.office.kb)
         self.sandbox = sandbox
         self.open_streams = 0
         self.streams_of: Counter[str] = Counter()  # user name -> live streams open

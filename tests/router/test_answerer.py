@@ -20,7 +20,7 @@ from kb import Answerer as KBAnswerer
 from kb import Method, Policy, Retriever, calibration_file, load_dir
 from router.actions import Actions, Press
 from router.answerer import Answerer, eligibility, parse_button, service, shadow_answers
-from router.config import AnswerSettings
+from router.config import AnswerSettings, KBSettings
 from router.errors import ConfigError
 from router.keys import ANSWER_GROUP
 from router.model import decode_outbox
@@ -426,18 +426,20 @@ async def test_the_service_is_off_by_default_and_refuses_a_bad_knowledge_base(rt
     article.mkdir(parents=True)
     front = "---\nid: fees\nlang: en\ntitle: Fees\ntags: [fees]\ngroups: [{}]\nauto: true\n---\nFees are 0.1%.\n"
     (article / "en.md").write_text(front.format("trading"), encoding="utf-8")  # no such group here
-    live = rt.settings.model_copy(update={"answers": AnswerSettings(mode="live", kb=tmp_path / "kb")})
-    with pytest.raises(ConfigError, match=r"answers.kb: .*fees/en.md: unknown group\(s\) trading"):
+    live = rt.settings.model_copy(
+        update={"answers": AnswerSettings(mode="live"), "kb": KBSettings(directory=tmp_path / "kb")}
+    )
+    with pytest.raises(ConfigError, match=r"kb.directory: .*fees/en.md: unknown group\(s\) trading"):
         service(rt, live)
     (article / "en.md").write_text(front.format("general"), encoding="utf-8")
     # The shipped calibration's example questions are about the default articles.
-    with pytest.raises(ConfigError, match=r"answers.calibration: .*article 'withdrawal-times' is not in"):
+    with pytest.raises(ConfigError, match=r"kb.calibration: .*article 'withdrawal-times' is not in"):
         service(rt, live)
     (tmp_path / "questions.jsonl").write_text('{"id": "q1", "lang": "en", "text": "fees?", "article": "fees"}\n')
     calibration = json.loads(calibration_file().read_text(encoding="utf-8"))
     calibration["examples"] = str(tmp_path / "questions.jsonl")
     (tmp_path / "calibration.json").write_text(json.dumps(calibration), encoding="utf-8")
-    live.answers.calibration = tmp_path / "calibration.json"
+    live.kb.calibration = tmp_path / "calibration.json"
     built = service(rt, live)
     assert isinstance(built, Answerer) and built.settings.mode == "live"
 

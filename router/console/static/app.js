@@ -122,7 +122,57 @@
   }
 
   document.querySelectorAll("[data-presence]").forEach(presence);
+  // Suggested articles for the latest message, fetched after the page (the answerer may take a
+  // moment): built with textContent only, "insert" copies the article's text into the reply box.
+  function suggestions(box) {
+    const state = box.querySelector("[data-suggest-state]");
+    const list = box.querySelector(".suggestion-list");
+    const reply = document.getElementById(box.dataset.suggestFor);
+    let shown = "";
+    const load = async function () {
+      const response = await fetch(box.dataset.suggestUrl, { credentials: "same-origin" });
+      if (response.status === 202) { setTimeout(load, 2000); return; }
+      if (!response.ok) { state.textContent = "Suggestions are unavailable (" + response.status + ")."; return; }
+      const data = await response.json();
+      const key = data.message + "@" + data.version;
+      if (key === shown) return;
+      shown = key;
+      list.replaceChildren();
+      state.textContent = data.suggestions.length ? "" : "No article to suggest.";
+      data.suggestions.forEach(function (s) {
+        const item = document.createElement("li");
+        item.className = "suggestion";
+        item.dataset.article = s.article;
+        item.dataset.lang = s.lang;
+        const head = document.createElement("div");
+        head.className = "suggestion-head";
+        const title = document.createElement("strong");
+        title.textContent = s.title;
+        const meta = document.createElement("small");
+        meta.className = "muted";
+        meta.textContent = s.article + " · " + s.lang + " · " + s.score.toFixed(2);
+        const insert = document.createElement("button");
+        insert.type = "button";
+        insert.textContent = "Insert";
+        insert.addEventListener("click", function () {
+          reply.value = reply.value ? reply.value + "\n\n" + s.text : s.text;
+          reply.focus();
+        });
+        head.append(title, meta, insert);
+        const text = document.createElement("p");
+        text.className = "suggestion-text";
+        text.textContent = s.text;
+        item.append(head, text);
+        list.append(item);
+      });
+    };
+    load();
+    // A new message arrives through the live timeline: suggest for it.
+    document.addEventListener("sb:updated", load);
+  }
+
   document.querySelectorAll("[data-live-url]").forEach(liveArea);
+  document.querySelectorAll("[data-suggest-url]").forEach(suggestions);
   document.querySelectorAll("[data-poll-url]").forEach(pollArea);
   document.querySelectorAll(".editor").forEach(editor);
   const refresher = document.querySelector("[data-refresh-s]");
