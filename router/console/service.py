@@ -28,8 +28,8 @@ from router.config import Settings, read_secret
 from router.conversations import Conversation, HistoryEntry, parse_priority
 from router.errors import BadRequest, NotFound
 from router.model import decode_envelope
+from router.published import Published
 from router.routing import message_in
-from router.rulestore import Published
 from router.runtime import Runtime
 from router.simulator import SandboxPort
 from router.stats import StatsReader, queue_dict
