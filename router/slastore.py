@@ -12,6 +12,7 @@ due time is the configured ``conversations.sla_s``.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Collection
 
@@ -35,14 +36,28 @@ def groups_named(policy: Policy) -> set[str]:
     return named
 
 
-def check_groups(policy: Policy, groups: Collection[str], filename: str) -> None:
+def _position(source: str, name: str) -> tuple[int, int]:
+    """Where ``name`` is first written as a word in ``source`` (line, column; 1, 1 if nowhere)."""
+    found = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", source)
+    if found is None:
+        return 1, 1
+    line = source.count("\n", 0, found.start()) + 1
+    return line, found.start() - (source.rfind("\n", 0, found.start()) + 1) + 1
+
+
+def check_groups(policy: Policy, groups: Collection[str], source: str, filename: str) -> None:
     """Refuse a policy that names a group the rule set in force does not have."""
     unknown = sorted(groups_named(policy) - set(groups))
     if unknown:
         known = ", ".join(sorted(groups))
         raise PolicyError(
             [
-                RuleError(filename, 1, 1, None, f"group {g!r} is not a group of the rule set in force (known: {known})")
+                RuleError(
+                    filename,
+                    *_position(source, g),
+                    None,
+                    f"group {g!r} is not a group of the rule set in force (known: {known})",
+                )
                 for g in unknown
             ]
         )
@@ -58,7 +73,7 @@ class SlaStore(Versions):
     async def validate(self, source: str, filename: str = "<sla>") -> Policy:
         """The compiled policy, or ``PolicyError`` with every problem (the groups included)."""
         policy = load(source, filename)
-        check_groups(policy, (await self._engine()).groups, filename)
+        check_groups(policy, (await self._engine()).groups, source, filename)
         return policy
 
     async def publish(

@@ -17,6 +17,7 @@ import ipaddress
 import statistics
 import time
 from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -88,6 +89,7 @@ async def collect(c: Console) -> list[Metric]:
     families.append(
         GaugeMetricFamily("switchboard_workers_alive", "Router workers with a live heartbeat", value=workers)
     )
+    families += sla_families(totals.sla())
 
     latencies = await stats.routing_latencies(groups)
     lat = GaugeMetricFamily(
@@ -102,6 +104,24 @@ async def collect(c: Console) -> list[Metric]:
         lat.add_metric(["1"], ordered[-1])
     families.append(lat)
     return families
+
+
+def sla_families(targets: dict[str, dict[str, Any]]) -> list[Metric]:
+    """SLA outcomes per target, as the SLA timer counted them (docs/sla.md), and the share met."""
+    outcomes = CounterMetricFamily(
+        "switchboard_sla_outcomes",
+        "SLA measurements (one per conversation, per next-response cycle) met or breached",
+        labels=["target", "outcome"],
+    )
+    attainment = GaugeMetricFamily(
+        "switchboard_sla_attainment", "Share of SLA measurements met (met / (met + breached))", labels=["target"]
+    )
+    for target, figures in targets.items():
+        outcomes.add_metric([target, "met"], figures["met"])
+        outcomes.add_metric([target, "breached"], figures["breached"])
+        if figures["attainment"] is not None:
+            attainment.add_metric([target], figures["attainment"])
+    return [outcomes, attainment]
 
 
 def _in_flight(flight: Backlog) -> list[Metric]:

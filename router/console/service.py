@@ -193,6 +193,10 @@ class Console:
         await self.conversation(user, conv_id)
         await self.office.conversations.set_priority(conv_id, parse_priority(priority), user.name, request_id)
 
+    async def wait_on_user(self, user: User, conv_id: str, on: bool, request_id: str | None = None) -> None:
+        await self.conversation(user, conv_id)
+        await self.office.conversations.wait_on_user(conv_id, on, user.name, request_id)
+
     async def close(self, user: User, conv_id: str, reason: str = "", request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
         await self.office.conversations.close(conv_id, user.name, reason, request_id)

@@ -6,11 +6,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from redis.exceptions import ResponseError
 
 from router.config import SlaDestination
+from router.console.metrics import _Snapshot, sla_families
 from router.conversations import Conversations, HistoryEntry
 from router.errors import Conflict, NotFound
 from router.runtime import Runtime
@@ -50,6 +53,12 @@ escalations:
 
 H = 3600_000
 M = 60_000
+
+
+def registry_of(families: list[Any]) -> CollectorRegistry:
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(families))
+    return registry
 
 
 def utc_ms(*args: int) -> int:
@@ -232,6 +241,11 @@ async def test_waiting_on_user_pauses_next_response_and_resolution_never_first_r
     clock.now += 1
     await timer.tick()
     assert await stat(rt, "sla_breached:resolution") == 1
+    figures = (await rt.stats.totals()).sla()
+    assert figures["first_response"] == {"met": 1, "breached": 1, "attainment": 0.5}
+    exposition = generate_latest(registry_of(sla_families(figures))).decode()
+    assert 'switchboard_sla_outcomes_total{outcome="breached",target="resolution"} 1.0' in exposition
+    assert 'switchboard_sla_attainment{target="first_response"} 0.5' in exposition
 
 
 async def run_until(clock: FakeClock, until: int, *timers: SlaTimer, step: int = 10 * M) -> list[int]:
