@@ -635,7 +635,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.target == "append":
         return core_bench.append_main(settings, as_json=args.json, messages=args.messages or 4_000)
-    return core_bench.main(settings, as_json=args.json, messages=args.messages or 20_000)
+    return core_bench.main(settings, as_json=args.json, messages=args.messages or 20_000, sla=args.sla)
 
 
 def _bench_kb(args: argparse.Namespace, settings: Settings) -> int:
@@ -835,6 +835,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages per run (router, failover, cluster 20,000; append, wait 4,000 per mode; review 50)",
     )
     sp.add_argument("--workers", type=int, default=3, help="failover: worker processes (one is SIGKILLed)")
+    sp.add_argument("--sla", help="router: publish this SLA policy first; then also time the SLA timer")
     sp.add_argument("--shards", type=int, default=6, help="cluster: virtual shards of the deployment")
     sp.add_argument("--primaries", type=int, default=3, help="cluster: primaries of the private cluster")
     sp.add_argument(
