@@ -536,6 +536,12 @@ def _published_parsers(sub: Any, what: str, handler: Handler) -> None:
     sp.set_defaults(handler=handler)
 
 
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from router import simulate_cli
+
+    return simulate_cli.run(args, sys.stdout, sys.stderr)
+
+
 def cmd_staffing(args: argparse.Namespace, settings: Settings) -> int:
     from router import staffing_cli
 
@@ -820,6 +826,13 @@ def build_parser() -> argparse.ArgumentParser:
     from router import staffing_cli
 
     staffing_cli.arguments(add("staffing", cmd_staffing, "agents needed per group and hour of the week (Erlang C)"))
+    from router import simulate_cli
+
+    simulate_cli.arguments(
+        add(
+            "simulate", cmd_simulate, "replay arrivals through the SLA policy and N agents per group, in simulated time"
+        )
+    )
 
     sp = add(
         "bench",

@@ -73,7 +73,7 @@ class Runtime:
         self.queues = Queues(self.client, self.shards, self.conversations)
         self.rules = RuleStore(self.client, self.keys, self.compile, lambda: self.triage.refresh())
         self.sla = SlaStore(self.client, self.keys, lambda: self.engine(fresh=True))
-        self.sla_policies = SlaPolicies(self.sla, poll_s=settings.worker.rules_poll_s)
+        self.sla_policies = SlaPolicies(self.sla)
         audit = Audit(self.client, self.keys, settings.web.audit_max)
         self.models = ModelStore(self.client, self.keys, self.fits, audit, Labels(self.client, self.shards))
         self.stats = StatsReader(self.client, self.shards, self.scripts, self.queues, self.rules, self.engine, settings)

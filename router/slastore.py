@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Collection
 
 import redis.asyncio as aioredis
@@ -86,27 +85,22 @@ class SlaStore(Versions):
 
 
 class SlaPolicies:
-    """The active policy number (checked at most every ``poll_s``) and every published policy by
-    number, compiled once (a published version never changes)."""
+    """The active policy number and every published policy by number, compiled once (a published
+    version never changes)."""
 
-    def __init__(self, store: SlaStore, *, poll_s: float = 1.0, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, store: SlaStore) -> None:
         self._store = store
-        self._poll_s = poll_s
-        self._clock = clock
-        self._checked: float | None = None
         self._compiled: dict[int, Policy] = {}
         self.active: int | None = None
 
-    async def refresh(self, *, fresh: bool = False) -> int | None:
-        """The active number (None: no policy published)."""
-        now = self._clock()
-        if fresh or self._checked is None or now - self._checked >= self._poll_s:
-            self._checked = now
-            number = await self._store.active_number()
-            if number != self.active:
-                log.info("SLA policy in force: %s", number)
-            self.active = number
-        return self.active
+    async def refresh(self) -> int | None:
+        """The active number (None: no policy published); the workers ask every
+        ``worker.rules_poll_s``, as for the rule set."""
+        number = await self._store.active_number()
+        if number != self.active:
+            log.info("SLA policy in force: %s", number)
+        self.active = number
+        return number
 
     async def policy(self, number: int) -> Policy:
         """Published policy ``number``; a stored one that no longer loads (a newer sla/ refusing

@@ -43,6 +43,8 @@ log = logging.getLogger("switchboard.sla")
 
 #: The timer lease's name under each shard's prefix (lease:sla), checked by conv.lua's ``sla`` op.
 LEASE = "sla"
+#: What the clock needs of the conversation's hash (not its texts).
+CONV_FIELDS = ("sla_v", "created_ms", "prio", "group", "tags")
 
 
 def _instant(ms: int) -> datetime:
@@ -206,11 +208,11 @@ class SlaTimer:
 
     async def _conversation(self, keys: Keys, cid: str, fence: int, now: int) -> int:
         pipe = self._client.pipeline(transaction=False)
-        pipe.hgetall(keys.conv(cid))
+        pipe.hmget(keys.conv(cid), CONV_FIELDS)
         pipe.xrange(keys.history(cid))
         pipe.smembers(keys.sla_fired(cid))
         raw, entries, fired_raw = await pipe.execute()
-        conv = {k.decode(): v.decode() for k, v in raw.items()}
+        conv = {k: v.decode() for k, v in zip(CONV_FIELDS, raw, strict=True) if v is not None}
         if not conv.get("sla_v"):
             await self._client.zrem(keys.sla_due, cid)  # gone (retention), or under no policy
             return 0

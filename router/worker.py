@@ -281,7 +281,7 @@ class Worker:
     async def follow_published(self) -> None:
         """Take up the rule set and the SLA policy in force, if either changed."""
         await self.rules.refresh()
-        number = await self._sla.refresh(fresh=True)
+        number = await self._sla.refresh()
         if number != self._sla_number:
             self._sla_number = number
             self._shared = shared_argument(self.settings, self.shard, self.fence, number)
