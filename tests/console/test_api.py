@@ -177,6 +177,7 @@ async def test_agent_of_group_a_cannot_reach_group_b(served: Served) -> None:
             ("release", None),
             ("transfer", {"group": "payments"}),
             ("priority", {"priority": "P4"}),
+            ("waiting", {"on": True}),
             ("close", None),
         ):
             r = await api.post(f"/api/conversations/{other}/{action}", json=body)
@@ -327,6 +328,10 @@ async def test_queue_claim_reply_priority_transfer_close(served: Served) -> None
         assert "Greeting" in canned
     conv = await served.rt.conversations.get(first)
     assert conv.status == "closed" and conv.priority == 1
+    client, _ = await served.browser_session("ann")
+    timeline = (await client.get(f"/conversations/{first}/timeline")).text
+    await client.aclose()
+    assert "waiting on the user (ann)" in timeline and "no longer waiting on the user (ann)" in timeline
 
 
 async def test_conversation_page_shows_text_as_text_and_secrets_masked(served: Served) -> None:
