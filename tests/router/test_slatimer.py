@@ -248,6 +248,26 @@ async def test_waiting_on_user_pauses_next_response_and_resolution_never_first_r
     assert 'switchboard_sla_attainment{target="first_response"} 0.5' in exposition
 
 
+async def test_a_follow_up_that_raises_the_priority_retargets_the_clock(rt: Runtime) -> None:
+    await rt.sla.publish(POLICY, "admin")
+    start = utc_ms(2026, 12, 28, 8)  # Monday 09:00 Berlin
+    clock = FakeClock(start)
+    cid = await open_conversation(rt, clock, "hello", "followup")  # general (defaults), P3: 4 h
+    timer = SlaTimer(rt, owner="A", clock=clock)
+    await timer.tick()
+    assert await score(rt, cid) == start + 2 * H  # the 50% point of 4 business hours
+    clock.now = start + 10 * M
+    # The rules now know better: payments (24/7 in the policy), P2 — 1 h from the change.
+    assert await open_conversation(rt, clock, "my deposit is missing", "followup") == cid
+    assert await score(rt, cid) == clock.now  # the route script woke the timer
+    await timer.tick()
+    assert await score(rt, cid) == start + 10 * M + 30 * M  # 50% of P2's hour, from the change
+    history = await rt.conversations.history(cid)
+    assert {"prio": 2, "from": 3, "by": "rules"} in [h.data for h in history if h.type == "status"]
+    conv = await rt.conversations.get(cid)
+    assert (conv.group, conv.priority, conv.due_ms) == ("payments", 2, start + 70 * M)
+
+
 async def run_until(clock: FakeClock, until: int, *timers: SlaTimer, step: int = 10 * M) -> list[int]:
     """Move the clock to ``until`` ``step`` by ``step``, each timer ticking at each step (so a
     live timer renews its leases); the steps each carried out."""
