@@ -43,6 +43,8 @@ log = logging.getLogger("switchboard.sla")
 
 #: The timer lease's name under each shard's prefix (lease:sla), checked by conv.lua's ``sla`` op.
 LEASE = "sla"
+#: How long a conversation whose SLA step failed (a script error) waits before the next try.
+RETRY_MS = 60_000
 #: What the clock needs of the conversation's hash (not its texts).
 CONV_FIELDS = ("sla_v", "created_ms", "prio", "group", "tags")
 
@@ -201,7 +203,9 @@ class SlaTimer:
             except ResponseError as exc:
                 if str(exc).startswith("FENCED"):
                     raise LeaseLost(str(exc)) from exc
-                log.error("SLA timer: conversation %s: %s", cid, exc)
+                # Kept (nothing is lost), looked at again in a minute rather than every tick.
+                log.error("SLA timer: conversation %s: %s; trying again in %ds", cid, exc, RETRY_MS // 1000)
+                await self._client.zadd(keys.sla_due, {cid: now + RETRY_MS})
             except NotFound:
                 await self._client.zrem(keys.sla_due, cid)  # deleted (retention) since it was read
         return done

@@ -16,6 +16,7 @@ from router.config import SlaDestination
 from router.console.metrics import _Snapshot, sla_families
 from router.conversations import Conversations, HistoryEntry
 from router.errors import Conflict, NotFound
+from router.retention import DAY_MS, Retention
 from router.runtime import Runtime
 from router.slatimer import SlaTimer
 from router.worker import Worker
@@ -318,3 +319,22 @@ async def test_a_conversation_deleted_meanwhile_leaves_the_timer(rt: Runtime) ->
     assert await score(rt, cid) is None
     with pytest.raises(NotFound):
         await rt.conversations.get(cid)
+
+
+async def test_a_closed_conversation_leaves_the_timer_and_its_records_go_with_it(rt: Runtime) -> None:
+    await rt.sla.publish(POLICY, "admin")
+    clock = FakeClock(utc_ms(2026, 12, 28, 8))
+    cid = await open_conversation(rt, clock, "hello", "closing")
+    conversations = Conversations(rt.client, rt.settings, rt.scripts, shards=rt.shards, clock=clock.now_ms)
+    timer = SlaTimer(rt, owner="A", clock=clock)
+    await timer.tick()
+    clock.now += 30 * M
+    await conversations.close(cid, "ann")  # before the first response's deadline: met
+    assert await score(rt, cid) == clock.now  # the close woke the timer
+    await timer.tick()
+    assert await stat(rt, "sla_met:first_response") == 1
+    assert await score(rt, cid) is None  # nothing left to watch
+    keys = rt.shards.conv_keys(cid)
+    assert await rt.client.scard(keys.sla_fired(cid)) == 1
+    swept = await Retention(rt.client, rt.settings, "sweeper", keys=keys).sweep(clock.now + 31 * DAY_MS)
+    assert swept.conversations == 1 and await rt.client.exists(keys.sla_fired(cid)) == 0
