@@ -209,7 +209,7 @@ class Conversations:
         except ValueError:
             raise NotFound(f"conversation {conv_id}") from None
 
-    async def _op(self, op: str, conv_id: str, request_id: str = "", *, keys: Keys | None = None, **args: Any) -> str:
+    async def _op(self, op: str, conv_id: str, request_id: str, *, keys: Keys | None = None, **args: Any) -> str:
         """``op`` in the shard of ``conv_id`` (of ``keys`` for claim-next, whose id is '')."""
         try:
             result = await self.scripts.conv(
@@ -351,11 +351,14 @@ class Conversations:
         ``Conflict`` while it waits in the queue."""
         await self._write("on_user", conv_id, request_id, on=on, by=by)
 
-    async def apply_sla(self, conv_id: str, fence: int, **args: Any) -> int:
-        """The SLA timer's step (router/slatimer.py; conv.lua op ``sla``): outcomes counted and
-        escalation steps carried out once each, the next wake-up set; refused (``FENCED``) unless
-        the shard's timer lease is held under ``fence``. Returns the steps carried out."""
-        return int(await self._op("sla", conv_id, fence=fence, sla_ms=self._sla_ms, **args))
+    def sla_call(self, conv_id: str, fence: int, **args: Any) -> list[Any]:
+        """The arguments of the SLA timer's step (router/slatimer.py; conv.lua op ``sla``), for
+        ``scripts.run_many``: outcomes counted and escalation steps carried out once each, the
+        next wake-up set; refused (``FENCED``) unless the shard's timer lease is held under
+        ``fence``. The call returns the steps carried out."""
+        payload = json.dumps({"fence": fence, "sla_ms": self._sla_ms, **args}, ensure_ascii=False)
+        at = self._clock() if self._clock else None
+        return argv(self.keys(conv_id).prefix, "sla", conv_id, payload, "", REQUEST_TTL_MS, at=at)
 
     async def close(self, conv_id: str, by: str, reason: str = "", request_id: str | None = None) -> None:
         """Close the conversation; ``reason``: one of ``CLOSE_REASONS`` (default ``resolved``)."""

@@ -26,17 +26,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
-from redis.exceptions import ResponseError
 
 from router.config import SlaSettings
 from router.conversations import Conversations, HistoryEntry, parse_history
-from router.errors import LeaseLost, NotFound
+from router.errors import LeaseLost
 from router.keys import Keys
 from router.leases import Clock, Lease, WallClock
 from router.lifecycle import keep_running, wait_or_stop
 from router.model import OutboxItem, new_id
 from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
+from router.scripts import run_many
 from sla import ClockError, ClockState, DueStep, Event, EventKind, PolicyError, evaluate
 
 log = logging.getLogger("switchboard.sla")
@@ -111,6 +111,7 @@ class SlaTimer:
         self._client = rt.client
         self._shards = rt.shards
         self._policies = rt.sla_policies
+        self._scripts = rt.scripts
         self._conversations = Conversations(
             rt.client, rt.settings, rt.scripts, shards=rt.shards, clock=self.clock.now_ms
         )
@@ -193,33 +194,52 @@ class SlaTimer:
         return done
 
     async def _shard(self, keys: Keys, fence: int) -> int:
+        """The shard's due conversations: read in one round, evaluated, their steps sent in one."""
         now = self.clock.now_ms()
-        due = await self._client.zrangebyscore(keys.sla_due, "-inf", now, start=0, num=self.settings.batch)
+        due = [
+            raw.decode() for raw in await self._client.zrangebyscore(keys.sla_due, "-inf", now, 0, self.settings.batch)
+        ]
+        if not due:
+            return 0
+        pipe = self._client.pipeline(transaction=False)
+        for cid in due:
+            pipe.hmget(keys.conv(cid), CONV_FIELDS)
+            pipe.xrange(keys.history(cid))
+            pipe.smembers(keys.sla_fired(cid))
+        read = await pipe.execute()
+        calls: list[tuple[str, list[Any]]] = []
+        leave: list[str] = []
+        for i, cid in enumerate(due):
+            call = await self._evaluate(cid, fence, now, *read[3 * i : 3 * i + 3])
+            if call is None:
+                leave.append(cid)
+            else:
+                calls.append((cid, call))
+        if leave:
+            await self._client.zrem(keys.sla_due, *leave)
+        results = await run_many(self._client, self._scripts.conv, [c for _, c in calls], raise_on_error=False)
         done = 0
-        for raw in due:
-            cid = raw.decode()
-            try:
-                done += await self._conversation(keys, cid, fence, now)
-            except ResponseError as exc:
-                if str(exc).startswith("FENCED"):
-                    raise LeaseLost(str(exc)) from exc
-                # Kept (nothing is lost), looked at again in a minute rather than every tick.
-                log.error("SLA timer: conversation %s: %s; trying again in %ds", cid, exc, RETRY_MS // 1000)
-                await self._client.zadd(keys.sla_due, {cid: now + RETRY_MS})
-            except NotFound:
+        for (cid, _), result in zip(calls, results, strict=True):
+            if not isinstance(result, Exception):
+                done += int(result)
+            elif str(result).startswith("FENCED"):
+                raise LeaseLost(str(result))
+            elif str(result).startswith("NOTFOUND"):
                 await self._client.zrem(keys.sla_due, cid)  # deleted (retention) since it was read
+            else:
+                # Kept (nothing is lost), looked at again in a minute rather than every tick.
+                log.error("SLA timer: conversation %s: %s; trying again in %ds", cid, result, RETRY_MS // 1000)
+                await self._client.zadd(keys.sla_due, {cid: now + RETRY_MS})
         return done
 
-    async def _conversation(self, keys: Keys, cid: str, fence: int, now: int) -> int:
-        pipe = self._client.pipeline(transaction=False)
-        pipe.hmget(keys.conv(cid), CONV_FIELDS)
-        pipe.xrange(keys.history(cid))
-        pipe.smembers(keys.sla_fired(cid))
-        raw, entries, fired_raw = await pipe.execute()
+    async def _evaluate(
+        self, cid: str, fence: int, now: int, raw: list[bytes | None], entries: Any, fired_raw: set[bytes]
+    ) -> list[Any] | None:
+        """The ``sla`` script call for a conversation; None when it has no clock to keep (gone,
+        under no policy, or one that cannot be evaluated: said once) and leaves the timer."""
         conv = {k: v.decode() for k, v in zip(CONV_FIELDS, raw, strict=True) if v is not None}
         if not conv.get("sla_v"):
-            await self._client.zrem(keys.sla_due, cid)  # gone (retention), or under no policy
-            return 0
+            return None
         history = parse_history(entries)
         try:
             policy = await self._policies.policy(int(conv["sla_v"]))
@@ -234,11 +254,9 @@ class SlaTimer:
                 fired={f.decode().partition("/")[2] for f in fired_raw if f.decode().startswith(f"{opened}/")},
             )
         except (PolicyError, ClockError) as exc:
-            # Nothing to keep time by: said once, and the conversation leaves the timer.
             log.error("SLA timer: conversation %s cannot be timed: %s", cid, exc)
-            await self._client.zrem(keys.sla_due, cid)
-            return 0
-        return await self._conversations.apply_sla(
+            return None
+        return self._conversations.sla_call(
             cid,
             fence,
             seen=history[-1].id if history else "",

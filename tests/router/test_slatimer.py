@@ -304,7 +304,7 @@ async def test_steps_run_in_order_exactly_once_with_two_timers_and_a_restart(rt:
     assert stale is not None
     forged = [{"id": "x/forged", "target": "first_response", "point": "x", "actions": [], "items": {}}]
     with pytest.raises(ResponseError, match="FENCED"):
-        await b._conversations.apply_sla(cid, stale, seen="", todo=forged, due=None, next=None)
+        await rt.scripts.conv(args=rt.conversations.sla_call(cid, stale, seen="", todo=forged, due=None, next=None))
     assert await b.tick() == 0 and b.held() == []
     assert await restarted.tick() == 0
     assert sla_entries(await rt.conversations.history(cid)) == ["50%", "breached first_response", "100%", "+30m"]
