@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO
 
-from router.staffing_cli import InputError, per_group, read_arrivals
+from router.staffing_cli import InputError, parse_instant, per_group, read_arrivals
 from sla import PolicyError, load_file
 from sla.simulate import Arrival, GroupResult, Staff, simulate
 
@@ -146,15 +146,7 @@ def _priority(value: str) -> int:
 
 
 def _start(value: str | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        raise InputError(f"--start {value!r}: not ISO 8601") from None
-    if at.tzinfo is None:
-        raise InputError(f"--start {value!r} has no time zone (add Z or +HH:MM)")
-    return at
+    return datetime.now(UTC) if value is None else parse_instant(value, "--start")
 
 
 def _s(seconds: float | None) -> str:

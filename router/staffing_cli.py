@@ -150,14 +150,19 @@ def _arrival(line: str) -> tuple[str, datetime]:
         except (OverflowError, OSError, ValueError):
             raise InputError(f"received_at {raw} is out of range (unix seconds)") from None
     if isinstance(raw, str):
-        try:
-            at = datetime.fromisoformat(raw)
-        except ValueError:
-            raise InputError(f"received_at {raw!r}: not ISO 8601") from None
-        if at.tzinfo is None:
-            raise InputError(f"received_at {raw!r} has no time zone (add Z or +HH:MM)")
-        return group, at
+        return group, parse_instant(raw, "received_at")
     raise InputError("received_at missing (unix seconds, or ISO 8601 with a zone)")
+
+
+def parse_instant(raw: str, what: str) -> datetime:
+    """An ISO 8601 instant with its zone; ``what`` names the field or option in the error."""
+    try:
+        at = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InputError(f"{what} {raw!r}: not ISO 8601") from None
+    if at.tzinfo is None:
+        raise InputError(f"{what} {raw!r} has no time zone (add Z or +HH:MM)")
+    return at
 
 
 def per_group(values: list[str], option: str) -> dict[str, float]:
