@@ -9,10 +9,11 @@ while one worker routes ``--messages`` messages of the bench corpus (the same mi
 them start a conversation), after ``--warm`` messages of other users routed uncounted (so queues,
 streams and keyspace are the size a bench run reaches). Two runs of the same code agree to 0.1%.
 
-Both sides run on the same corpus: the working tree, and with ``--ref`` the route path of that git
-revision (its lua/route.lua and lua/common.lua, and its router/routing.py that encodes their
-arguments). Instructions are not time (cache misses and malloc are not weighed), so a change should
-also be seen not to lose in ``switchboard bench``. Needs ``valgrind`` on PATH; takes ~30 s a side.
+Both sides run on the same corpus: the working tree (with ``--sla-policy N``: as with SLA policy N
+in force, router/slatimer.py), and with ``--ref`` the route path of that git revision (its
+lua/route.lua and lua/common.lua, and its router/routing.py that encodes their arguments).
+Instructions are not time (cache misses and malloc are not weighed), so a change should also be
+seen not to lose in ``switchboard bench``. Needs ``valgrind`` on PATH; takes ~30 s a side.
 """
 
 from __future__ import annotations
@@ -76,15 +77,20 @@ async def _control(*args: str) -> None:
         raise RuntimeError(f"callgrind_control {' '.join(args)} failed")
 
 
-async def _drive(ref: str | None, messages: int, warm: int, url: str) -> int:
-    """Fill the inbox, route ``warm`` messages uncounted, then ``messages`` counted; how many."""
+async def _drive(ref: str | None, messages: int, warm: int, url: str, sla_policy: int | None = None) -> int:
+    """Fill the inbox, route ``warm`` messages uncounted, then ``messages`` counted; how many.
+    ``sla_policy``: the working tree routes as with that SLA policy number in force."""
     settings = Settings().model_copy(update={"prefix": "bench:"})
     async with Runtime(settings, url) as rt:
         worker = Worker(rt)
         routing = tree_routing if ref is None else _routing_at(ref)
         if ref is not None:
             worker.scripts = replace(rt.scripts, route=rt.client.register_script(_script_at(ref)))
-        worker._shared = routing.shared_argument(worker.settings)
+        worker._shared = (
+            routing.shared_argument(worker.settings)
+            if sla_policy is None
+            else routing.shared_argument(worker.settings, sla_policy=sla_policy)
+        )
         # The worker module's reference: the revision's argument encoding goes with its script.
         worker_module.route_arguments = routing.route_arguments
         envs = bench.corpus(warm, users=warm // 4, seed=5, account="warm")
@@ -105,7 +111,7 @@ async def _drive(ref: str | None, messages: int, warm: int, url: str) -> int:
         return routed
 
 
-def _count(ref: str | None, messages: int, warm: int, tmp: Path) -> dict[str, int | str]:
+def _count(ref: str | None, messages: int, warm: int, tmp: Path, sla_policy: int | None) -> dict[str, int | str]:
     sock, out = tmp / "redis.sock", tmp / "callgrind.out"
     server = [find_redis_server(), "--port", "0", "--unixsocket", str(sock), "--dir", str(tmp), "--appendonly", "yes"]
     server += ["--save", "", "--auto-aof-rewrite-percentage", "0"]
@@ -116,7 +122,7 @@ def _count(ref: str | None, messages: int, warm: int, tmp: Path) -> dict[str, in
             if sock.exists():
                 break
             time.sleep(0.1)
-        routed = asyncio.run(_drive(ref, messages, warm, f"unix://{sock}?db=0"))
+        routed = asyncio.run(_drive(ref, messages, warm, f"unix://{sock}?db=0", None if ref else sla_policy))
     finally:
         proc.terminate()
         proc.wait(60)
@@ -130,6 +136,7 @@ def main() -> int:
     parser.add_argument("--ref", help="also count the route path of this git revision (e.g. HEAD)")
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--warm", type=int, default=8000)
+    parser.add_argument("--sla-policy", type=int, help="the tree routes with this SLA policy number in force")
     args = parser.parse_args()
     if not shutil.which("valgrind"):
         print("valgrind is not on PATH", file=sys.stderr)
@@ -137,7 +144,7 @@ def main() -> int:
     results = []
     for ref in ([args.ref] if args.ref else []) + [None]:
         with tempfile.TemporaryDirectory(prefix="sb-instr-") as tmp:
-            results.append(_count(ref, args.messages, args.warm, Path(tmp)))
+            results.append(_count(ref, args.messages, args.warm, Path(tmp), args.sla_policy))
         print(json.dumps(results[-1]))
     if len(results) == 2:
         before, after = (int(r["redis_instructions_per_msg"]) for r in results)

@@ -6,7 +6,9 @@ On one private redis-server (started here, AOF on, in its own process):
 (a) ceiling — a pipelined XREADGROUP → XADD → XACK loop with the worker's batch size and no rules;
 (b) router  — ``Worker.step`` over the same number of messages with the default rules;
 (c) latency — a worker process routing 2,000 msgs/s offered; the time from each inbox append to
-    its conversation's ``created`` event being read by a console-like XREAD watcher.
+    its conversation's ``created`` event being read by a console-like XREAD watcher;
+(d) with ``--sla FILE`` (the policy published before (b), so routing keeps SLA clocks): the SLA
+    timer (router/slatimer.py) evaluating the conversations (b) made, each due at once.
 
 Machines here are shared and noisy, so the figure that matters is the ratio (b)/(a) of one run,
 and (a) and (b) take turns (``ROUNDS`` each, a share of the messages per turn) so that a burst of
@@ -192,6 +194,7 @@ async def ceiling_and_router(rt: Runtime, n: int, batch: int) -> tuple[Measured,
     await ceiling.fill(n)
     await fill_inbox(rt, corpus(n, users=n // 4))
     worker = Worker(rt)
+    await worker.follow_published()  # an SLA policy published for the run (``--sla``)
     await worker.step()  # leaves recovery: this new consumer has no pending entries
     settle_heap()
     a, b = Measured(), Measured()
@@ -283,17 +286,44 @@ async def latency(rt: Runtime, url: str, rate: int, seconds: float) -> dict[str,
     }
 
 
-async def _main(settings: Settings, messages: int) -> dict[str, Any]:
+async def sla_timer(rt: Runtime) -> dict[str, float]:
+    """(d) with ``--sla``: the SLA timer evaluating every conversation (b) left due (each new
+    conversation is due at once), tick after tick until none is: its CPU and Redis's per
+    conversation evaluated."""
+    from router.slatimer import SlaTimer
+
+    timer, m = SlaTimer(rt), Measured()
+    keys = rt.shards.shard[0]
+    async with no_aof_rewrite(rt), measure(rt, m):
+        while due := await rt.client.zcount(keys.sla_due, "-inf", timer.clock.now_ms()):
+            m.messages += min(due, timer.settings.batch)
+            await timer.tick()
+    await timer.close()
+    return {
+        "sla_timer_conversations": m.messages,
+        "sla_timer_conversations_per_s": round(m.messages / m.seconds),
+        "sla_timer_cpu_us_per_conversation": m.per_msg_us(m.cpu_s),
+        "sla_timer_redis_cpu_us_per_conversation": m.per_msg_us(m.redis_cpu_s),
+    }
+
+
+async def _main(settings: Settings, messages: int, sla: str | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sb-bench-") as tmp:
         server = EmbeddedRedis(Path(tmp) / "redis")
         with server:
             async with Runtime(settings, server.url) as rt:
+                if sla is not None:
+                    source = await asyncio.to_thread(Path(sla).read_text, encoding="utf-8")
+                    await rt.sla.publish(source, "bench", filename=sla)
                 batch = settings.worker.batch
                 a, b = await ceiling_and_router(rt, messages, batch)
+                timer = await sla_timer(rt) if sla is not None else {}
                 async with no_aof_rewrite(rt):
                     lat = await latency(rt, server.url, rate=2000, seconds=5)
     ceiling_rate, router_rate = a.messages / a.seconds, b.messages / b.seconds
     return {
+        "sla_policy": sla,
+        **timer,
         "batch": batch,
         "messages": messages,
         "rounds": ROUNDS,
@@ -311,13 +341,15 @@ async def _main(settings: Settings, messages: int) -> dict[str, Any]:
 
 
 def _run(
-    bench: Callable[[Settings, int], Coroutine[Any, Any, dict[str, Any]]], settings: Settings, messages: int
+    bench: Callable[..., Coroutine[Any, Any, dict[str, Any]]], settings: Settings, messages: int, *args: Any
 ) -> dict[str, Any]:
-    return asyncio.run(bench(settings.model_copy(update={"prefix": "bench:"}), messages))
+    return asyncio.run(bench(settings.model_copy(update={"prefix": "bench:"}), messages, *args))
 
 
-def main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.stdout) -> int:
-    result = _run(_main, settings, messages)
+def main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.stdout, sla: str | None = None) -> int:
+    """``sla``: an SLA policy file published before (b), so that routing keeps SLA clocks; then
+    (d), the SLA timer over the conversations (b) made."""
+    result = _run(_main, settings, messages, sla)
     if as_json:
         print(json.dumps(result), file=out)
         return 0
@@ -338,6 +370,14 @@ def main(settings: Settings, as_json: bool, messages: int, out: TextIO = sys.std
         f"p99 {result['latency_p99_ms']} ms (target ≤ 10), max {result['latency_max_ms']} ms",
         file=out,
     )
+    if sla is not None:
+        print(
+            f"(d) SLA timer over {result['sla_timer_conversations']} due conversations: "
+            f"{result['sla_timer_conversations_per_s']}/s, per conversation its CPU "
+            f"{result['sla_timer_cpu_us_per_conversation']} µs, Redis CPU "
+            f"{result['sla_timer_redis_cpu_us_per_conversation']} µs",
+            file=out,
+        )
     return 0
 
 

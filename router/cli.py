@@ -88,6 +88,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 # hot path, beside the workers.
                 enabled.extend(x for x in [review.service(rt, settings)] if x is not None)
                 enabled.extend(x for x in [answerer.service(rt, settings)] if x is not None)
+                if settings.sla.timer:
+                    from router.slatimer import SlaTimer
+
+                    # Deadlines and escalations: every replica runs one, the timer leases decide.
+                    enabled.append(SlaTimer(rt))
             from router import assignment
 
             # Automatic assignment runs in the worker processes too (none without a policy file).
@@ -333,6 +338,13 @@ async def _priority(rt: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+async def _waiting(rt: Any, args: argparse.Namespace) -> int:
+    await rt.conversations.wait_on_user(args.conversation, args.state == "on", args.agent)
+    state = "waiting on the user" if args.state == "on" else "no longer waiting on the user"
+    print(f"#{args.conversation} is {state}")
+    return 0
+
+
 # -- operators -----------------------------------------------------------------------------------
 def _print_answers(a: dict[str, Any]) -> None:
     """The knowledge-base answerer's lines of ``stats`` (none before it decided anything)."""
@@ -490,31 +502,80 @@ def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _rules_published(rt: Any, args: argparse.Namespace) -> int:
+    return await _published(rt.rules, "rule set", args)
+
+
+async def _sla_published(rt: Any, args: argparse.Namespace) -> int:
+    """``sla validate|publish|rollback|history|diff`` (router/slastore.py)."""
+    from sla import PolicyError
+
+    if args.action != "validate":
+        return await _published(rt.sla, "SLA policy", args)
+    source = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
+    try:
+        policy = await rt.sla.validate(source, args.file)
+    except PolicyError as exc:
+        for err in exc.errors:
+            print(err, file=sys.stderr)
+        print(f"{args.file}: {len(exc.errors)} error(s)", file=sys.stderr)
+        return 1
+    print(f"{args.file}: ok — version {policy.version}, groups checked against the rule set in force")
+    return 0
+
+
+async def _published(store: Any, noun: str, args: argparse.Namespace) -> int:
+    """publish, rollback, history and diff of a versioned store (router/published.py)."""
     from rules import RuleSetError
 
     if args.action == "publish":
         source = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
         try:
-            published = await rt.rules.publish(source, args.author, args.comment, filename=args.file)
-        except RuleSetError as exc:
+            published = await store.publish(source, args.author, args.comment, filename=args.file)
+        except RuleSetError as exc:  # an SLA PolicyError is one too
             for err in exc.errors:
                 print(err, file=sys.stderr)
-            print("refused: the running rule set stays in force", file=sys.stderr)
+            print(f"refused: the running {noun} stays in force", file=sys.stderr)
             return 1
-        print(f"published rule set v{published.number} ({published.version}) by {published.author}")
+        print(f"published {noun} v{published.number} ({published.version}) by {published.author}")
     elif args.action == "rollback":
-        target = await rt.rules.rollback(args.author, args.to)
-        print(f"rule set v{target.number} ({target.version}) is active again")
+        target = await store.rollback(args.author, args.to)
+        print(f"{noun} v{target.number} ({target.version}) is active again")
     elif args.action == "history":
-        entries = await rt.rules.log()
+        entries = await store.log()
         if args.json:
             _print_json(entries)
         for e in [] if args.json else entries:
             at = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(float(e["at"])))
             print(f"{at}  {e['action']:<8} v{e['number']} ({e['version']}) by {e['author']}  {e.get('comment', '')}")
     elif args.action == "diff":
-        print(await rt.rules.diff(args.a, args.b), end="")
+        print(await store.diff(args.a, args.b), end="")
     return 0
+
+
+def _published_parsers(sub: Any, what: str, handler: Handler) -> None:
+    """publish, rollback, history and diff subcommands of a versioned store."""
+    sp = sub.add_parser("publish", help=f"validate and publish a {what}; workers switch within seconds")
+    sp.add_argument("file")
+    sp.add_argument("--author", required=True)
+    sp.add_argument("--comment", default="")
+    sp.set_defaults(handler=handler)
+    sp = sub.add_parser("rollback", help="make an earlier published version active again")
+    sp.add_argument("--to", type=int)
+    sp.add_argument("--author", required=True)
+    sp.set_defaults(handler=handler)
+    sp = sub.add_parser("history", help="who published or rolled back what, and when")
+    sp.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(handler=handler)
+    sp = sub.add_parser("diff", help="diff of two published versions")
+    sp.add_argument("a", type=int)
+    sp.add_argument("b", type=int)
+    sp.set_defaults(handler=handler)
+
+
+def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
+    from router import simulate_cli
+
+    return simulate_cli.run(args, sys.stdout, sys.stderr)
 
 
 def cmd_staffing(args: argparse.Namespace, settings: Settings) -> int:
@@ -620,7 +681,7 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
 
     if args.target == "append":
         return core_bench.append_main(settings, as_json=args.json, messages=args.messages or 4_000)
-    return core_bench.main(settings, as_json=args.json, messages=args.messages or 20_000)
+    return core_bench.main(settings, as_json=args.json, messages=args.messages or 20_000, sla=args.sla)
 
 
 def _bench_kb(args: argparse.Namespace, settings: Settings) -> int:
@@ -736,6 +797,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("priority", choices=["P1", "P2", "P3", "P4", "p1", "p2", "p3", "p4"])
     sp.add_argument("--agent", default="operator")
 
+    sp = add(
+        "waiting",
+        _with_runtime(_waiting),
+        "mark a conversation waiting on the user (its SLA next-response and resolution clocks pause) or not",
+    )
+    sp.add_argument("conversation")
+    sp.add_argument("state", choices=["on", "off"])
+    sp.add_argument("--agent", default="operator")
+
     sp = add("stats", _with_runtime(_stats), "inbox, queues, dead letters, counters, health")
     json_flag(sp)
     add(
@@ -771,22 +841,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(handler=cmd_rules_offline)
     sp = rsub.add_parser("schema", help="print the rule file's JSON Schema")
     sp.set_defaults(handler=cmd_rules_offline)
-    sp = rsub.add_parser("publish", help="validate and publish a rule file; workers switch within seconds")
+    _published_parsers(rsub, "rule file", _with_runtime(_rules_published))
+
+    slas = sub.add_parser("sla", help="validate, publish and roll back SLA policies (docs/sla.md)")
+    ssub = slas.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = ssub.add_parser("validate", help="check a policy file, its groups against the rule set in force")
     sp.add_argument("file")
-    sp.add_argument("--author", required=True)
-    sp.add_argument("--comment", default="")
-    sp.set_defaults(handler=_with_runtime(_rules_published))
-    sp = rsub.add_parser("rollback", help="make an earlier published version active again")
-    sp.add_argument("--to", type=int)
-    sp.add_argument("--author", required=True)
-    sp.set_defaults(handler=_with_runtime(_rules_published))
-    sp = rsub.add_parser("history", help="who published or rolled back what, and when")
-    json_flag(sp)
-    sp.set_defaults(handler=_with_runtime(_rules_published))
-    sp = rsub.add_parser("diff", help="diff of two published versions")
-    sp.add_argument("a", type=int)
-    sp.add_argument("b", type=int)
-    sp.set_defaults(handler=_with_runtime(_rules_published))
+    sp.set_defaults(handler=_with_runtime(_sla_published))
+    _published_parsers(ssub, "SLA policy", _with_runtime(_sla_published))
 
     model = sub.add_parser("model", help="the triage model: labels, training, evaluation, published versions")
     msub = model.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -806,6 +868,13 @@ def build_parser() -> argparse.ArgumentParser:
     from router import staffing_cli
 
     staffing_cli.arguments(add("staffing", cmd_staffing, "agents needed per group and hour of the week (Erlang C)"))
+    from router import simulate_cli
+
+    simulate_cli.arguments(
+        add(
+            "simulate", cmd_simulate, "replay arrivals through the SLA policy and N agents per group, in simulated time"
+        )
+    )
 
     sp = add(
         "bench",
@@ -822,6 +891,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sp.add_argument("--workers", type=int, default=3, help="failover: worker processes (one is SIGKILLed)")
     sp.add_argument("--agents", type=int, default=500, help="assign: agents (capacity 3 each)")
+    sp.add_argument("--sla", help="router: publish this SLA policy first; then also time the SLA timer")
     sp.add_argument("--shards", type=int, default=6, help="cluster: virtual shards of the deployment")
     sp.add_argument("--primaries", type=int, default=3, help="cluster: primaries of the private cluster")
     sp.add_argument(

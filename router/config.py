@@ -13,7 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -167,6 +167,33 @@ class AssignSettings(BaseModel):
         if self.grace_s <= self.heartbeat_s:
             raise ValueError(f"grace_s ({self.grace_s}) must be above heartbeat_s ({self.heartbeat_s})")
         return self
+
+
+class SlaDestination(BaseModel):
+    """Where an escalation's ``notify: WHOM`` is also sent: an outbox item on an existing channel
+    (router/outbox.py), e.g. a supervisors' Telegram chat, Discord channel or e-mail address."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    channel: str = Field(min_length=1)
+    account: str = ""
+    to: str = Field(min_length=1)  # the conversation key there: chat id, channel id, e-mail address
+
+
+class SlaSettings(BaseModel):
+    """The SLA timer (router/slatimer.py); the policies themselves are published data
+    (``switchboard sla publish``, docs/sla.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Run the timer service in `switchboard run`: one process per shard fires (the timer lease).
+    timer: bool = True
+    # How often the timer looks for due conversations; an escalation fires up to this late.
+    tick_s: float = Field(1.0, gt=0)
+    # Due conversations evaluated per shard per tick.
+    batch: int = Field(200, ge=1, le=10_000)
+    # notify: WHOM -> a destination besides the console event (WHOM as the policy writes it).
+    notify: dict[str, SlaDestination] = {}
 
 
 class RetentionSettings(BaseModel):
@@ -450,6 +477,7 @@ class Settings(BaseSettings):
     leases: LeaseSettings = LeaseSettings()
     conversations: ConversationSettings = ConversationSettings()
     assign: AssignSettings = AssignSettings()
+    sla: SlaSettings = SlaSettings()
     retention: RetentionSettings = RetentionSettings()
     rules: RulesSettings = RulesSettings()
     review: ReviewSettings = ReviewSettings()

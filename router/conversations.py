@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,7 @@ class Conversation:
     messages: int
     routed_by: str
     rules_version: str
+    sla_policy: int | None = None  # the SLA policy number it started under (router/slastore.py)
 
     @classmethod
     def from_hash(cls, data: dict[bytes, bytes]) -> Conversation:
@@ -103,6 +104,7 @@ class Conversation:
             messages=int(d.get("messages", 0)),
             routed_by=d.get("routed_by", ""),
             rules_version=d.get("rules_version", ""),
+            sla_policy=int(d["sla_v"]) if d.get("sla_v") else None,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -127,6 +129,7 @@ class Conversation:
             "messages": self.messages,
             "routed_by": self.routed_by,
             "rules_version": self.rules_version,
+            "sla_policy": self.sla_policy,
         }
 
 
@@ -139,6 +142,15 @@ class HistoryEntry:
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "type": self.type, "at_ms": self.at_ms, "data": self.data}
+
+
+def parse_history(entries: list[tuple[bytes, dict[bytes, bytes]]]) -> list[HistoryEntry]:
+    """A history stream's entries (XRANGE), in write order."""
+    out = []
+    for eid, fields in entries:
+        f = {k.decode(): v.decode() for k, v in fields.items()}
+        out.append(HistoryEntry(eid.decode(), f["type"], int(f["at"]), json.loads(f.get("data") or "{}")))
+    return out
 
 
 def _arrival(entry: HistoryEntry) -> tuple[int, int] | None:
@@ -186,8 +198,12 @@ class Conversations:
         scripts: Scripts | None = None,
         *,
         shards: Shards | None = None,
+        clock: Callable[[], int] | None = None,
     ) -> None:
+        """``clock``: the time (ms) the writes record; tests of SLA clocks inject one (default:
+        wall time)."""
         self.client = client
+        self._clock = clock
         self.shards = shards or Shards(settings.prefix, settings.redis.shards)
         self.scripts = scripts or Scripts.register(client)
         # By priority number: the script picks the SLA of the priority the conversation has then.
@@ -200,7 +216,7 @@ class Conversations:
         except ValueError:
             raise NotFound(f"conversation {conv_id}") from None
 
-    async def _op(self, op: str, conv_id: str, request_id: str = "", *, keys: Keys | None = None, **args: Any) -> str:
+    async def _op(self, op: str, conv_id: str, request_id: str, *, keys: Keys | None = None, **args: Any) -> str:
         """``op`` in the shard of ``conv_id`` (of ``keys`` for claim-next, whose id is '')."""
         try:
             result = await self.scripts.conv(
@@ -211,6 +227,7 @@ class Conversations:
                     json.dumps(args, ensure_ascii=False),
                     request_id,
                     REQUEST_TTL_MS,
+                    at=self._clock() if self._clock else None,
                 )
             )
         except ResponseError as exc:
@@ -239,11 +256,7 @@ class Conversations:
     async def history(self, conv_id: str, count: int | None = None) -> list[HistoryEntry]:
         """The conversation's history, inbound messages in arrival order (``arrival_order``)."""
         entries = await self.client.xrange(self.keys(conv_id).history(conv_id), count=count)
-        out = []
-        for eid, fields in entries:
-            f = {k.decode(): v.decode() for k, v in fields.items()}
-            out.append(HistoryEntry(eid.decode(), f["type"], int(f["at"]), json.loads(f.get("data") or "{}")))
-        return arrival_order(out)
+        return arrival_order(parse_history(entries))
 
     async def deliveries(self, conv_id: str) -> dict[str, str]:
         data = await self.client.hgetall(self.keys(conv_id).delivery(conv_id))
@@ -374,6 +387,21 @@ class Conversations:
         """Set the priority (a label, unless ``review``: as for ``transfer``)."""
         extra: dict[str, Any] = {"review": review} if review else {}
         return await self._write("priority", conv_id, request_id, prio=priority, by=by, **extra) != "stale"
+
+    async def wait_on_user(self, conv_id: str, on: bool, by: str, request_id: str | None = None) -> None:
+        """Mark the conversation waiting on the user (``on``) or not: its next-response and
+        resolution clocks pause until the user's next message or ``on=False`` (docs/sla.md);
+        ``Conflict`` while it waits in the queue."""
+        await self._write("on_user", conv_id, request_id, on=on, by=by)
+
+    def sla_call(self, conv_id: str, fence: int, **args: Any) -> list[Any]:
+        """The arguments of the SLA timer's step (router/slatimer.py; conv.lua op ``sla``), for
+        ``scripts.run_many``: outcomes counted and escalation steps carried out once each, the
+        next wake-up set; refused (``FENCED``) unless the shard's timer lease is held under
+        ``fence``. The call returns the steps carried out."""
+        payload = json.dumps({"fence": fence, "sla_ms": self._sla_ms, **args}, ensure_ascii=False)
+        at = self._clock() if self._clock else None
+        return argv(self.keys(conv_id).prefix, "sla", conv_id, payload, "", REQUEST_TTL_MS, at=at)
 
     async def close(self, conv_id: str, by: str, reason: str = "", request_id: str | None = None) -> None:
         """Close the conversation; ``reason``: one of ``CLOSE_REASONS`` (default ``resolved``)."""

@@ -61,6 +61,17 @@ cursor:{channel}:{account}      home   hash      an adapter's durable positions 
 rules:active                    home   string    published rule-set version number
 rules:v:{n}                     home   hash      a published rule set: source, author, at, version hash
 rules:log                       home   stream    publish / rollback log
+rules:seq                       home   string    last rule-set version number handed out
+sla:active, sla:v:{n},          home   ...       published SLA policies (router/slastore.py), as rules:*:
+sla:log, sla:seq                                 source, author, at, version digest; the log; the sequence
+sla:due                         shard  zset      conversation id -> when its SLA clock must be evaluated next
+                                                 (ms): written by route.lua and conv.lua, read and moved by
+                                                 the SLA timer (router/slatimer.py)
+sla:fired:{id}                  shard  set       escalation step ids and outcome ids (met/breached) of a
+                                                 conversation already carried out: checked in the script
+                                                 that does the effect, so each happens once
+lease:sla                       shard  hash      the shard's SLA timer lease (router/slatimer.py; fenced, in
+                                                 the shard's slot: conv.lua's ``sla`` op checks the fence)
 model:seq                       home   string    last published triage model version number
 model:v:{n}                     home   hash      a published model: digest, author, at, comment, files (names
                                                  and sizes, JSON), meta (its triage.json)
@@ -234,20 +245,26 @@ class Keys:
     def health_pattern(self) -> str:
         return f"{self.prefix}health:*"
 
-    @property
-    def rules_active(self) -> str:
-        return self.prefix + "rules:active"
+    # -- published versions of any kind (router/published.py): ``rules`` above, ``sla`` --------
+    def published_active(self, kind: str) -> str:
+        return f"{self.prefix}{kind}:active"
 
-    def rules_version(self, n: int) -> str:
-        return f"{self.prefix}rules:v:{n}"
+    def published_version(self, kind: str, n: int) -> str:
+        return f"{self.prefix}{kind}:v:{n}"
 
-    @property
-    def rules_log(self) -> str:
-        return self.prefix + "rules:log"
+    def published_log(self, kind: str) -> str:
+        return f"{self.prefix}{kind}:log"
 
+    def published_seq(self, kind: str) -> str:
+        return f"{self.prefix}{kind}:seq"
+
+    # -- SLA timers (router/slatimer.py), per shard ------------------------------------------------
     @property
-    def rules_seq(self) -> str:
-        return self.prefix + "rules:seq"
+    def sla_due(self) -> str:
+        return self.prefix + "sla:due"
+
+    def sla_fired(self, conv_id: str) -> str:
+        return f"{self.prefix}sla:fired:{conv_id}"
 
     # -- published knowledge bases (router/kbstore.py) -------------------------------------------
     @property

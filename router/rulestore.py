@@ -4,27 +4,22 @@ A rule set is compiled before it is stored, so a bad file is refused and the run
 stays in force. Workers poll the active version number and swap engines without a restart.
 Compiling runs in a thread (``RuleStore.compile``): a 10,000-rule set takes over a second, which
 on the event loop would stall every request and consumer the process serves.
-Publish and rollback take a request id and are safe to send twice (router/requests.py): a repeat
-returns the version the first one made active, and makes no second version or log entry.
+Publishing, rollback, the log and diffs are router/published.py's, shared with the SLA policies.
 """
 
 from __future__ import annotations
 
 import asyncio
-import difflib
 import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import Pipeline
 
-from router.errors import NotFound
 from router.keys import Keys
-from router.requests import retry_once, run_once
+from router.published import Published, Versions
 from rules import Engine
 
 if TYPE_CHECKING:
@@ -33,21 +28,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("switchboard.rules")
 
 
-@dataclass(frozen=True, slots=True)
-class Published:
-    number: int
-    version: str
-    author: str
-    at: float
-    comment: str
-    source: str
-
-
 #: Validates and compiles a rule file (source, filename); raises ``RuleSetError``.
 Compiler = Callable[[str, str], Engine]
 
 
-class RuleStore:
+class RuleStore(Versions):
     def __init__(
         self,
         client: aioredis.Redis,
@@ -55,8 +40,7 @@ class RuleStore:
         compiler: Compiler = Engine.from_yaml,
         before_publish: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._client = client
-        self._keys = keys
+        super().__init__(client, keys, "rules", "rule set")
         self._compiler = compiler
         # E.g. follow the live triage model first: a process that never routed (the CLI) must
         # validate a rule set against the model the workers use (router/modelstore.py).
@@ -65,21 +49,6 @@ class RuleStore:
     async def compile(self, source: str, filename: str) -> Engine:
         """Validate and compile ``source`` in a thread, so the event loop keeps running."""
         return await asyncio.to_thread(self._compiler, source, filename)
-
-    async def active_number(self) -> int | None:
-        raw = await self._client.get(self._keys.rules_active)
-        return int(raw) if raw else None
-
-    async def get(self, number: int) -> Published:
-        data = await self._client.hgetall(self._keys.rules_version(number))
-        if not data:
-            raise NotFound(f"rule set version {number}")
-        d = {k.decode(): v.decode() for k, v in data.items()}
-        return Published(number, d["version"], d["author"], float(d["at"]), d.get("comment", ""), d["source"])
-
-    async def active(self) -> Published | None:
-        number = await self.active_number()
-        return await self.get(number) if number is not None else None
 
     async def publish(
         self,
@@ -93,88 +62,9 @@ class RuleStore:
         if self._before_publish is not None:
             await self._before_publish()
         engine = await self.compile(source, filename)
-        at = time.time()
-
-        async def stage(pipe: Pipeline) -> int:
-            # Numbered inside the transaction, not by INCR before it: a run that does not commit
-            # leaves no gap, and rollback's "the version before" stays number - 1.
-            number = int(await pipe.get(self._keys.rules_seq) or 0) + 1
-            pipe.multi()
-            pipe.set(self._keys.rules_seq, number)
-            pipe.hset(
-                self._keys.rules_version(number),
-                mapping={"source": source, "author": author, "at": at, "version": engine.version, "comment": comment},
-            )
-            pipe.set(self._keys.rules_active, number)
-            pipe.xadd(
-                self._keys.rules_log,
-                {
-                    "action": "publish",
-                    "number": number,
-                    "version": engine.version,
-                    "author": author,
-                    "at": at,
-                    "comment": comment,
-                },
-            )
-            return number
-
-        number = await self._once(request_id, stage)
-        published = await retry_once(lambda: self.get(number), str(number))
-        log.info("rule set %s (%s) published by %s", number, published.version, author)
+        published = await self._publish(source, engine.version, author, comment, request_id)
+        log.info("rule set %s (%s) published by %s", published.number, published.version, author)
         return published
-
-    async def rollback(self, author: str, to: int | None = None, request_id: str | None = None) -> Published:
-        """Make an earlier version active again (the one before the active one by default)."""
-
-        async def stage(pipe: Pipeline) -> int:
-            raw = await pipe.get(self._keys.rules_active)
-            current = int(raw) if raw else None
-            target = to
-            if target is None:
-                if current is None or current <= 1:
-                    raise NotFound("no earlier rule set version to roll back to")
-                target = current - 1
-            version = await pipe.hget(self._keys.rules_version(target), "version")
-            if version is None:
-                raise NotFound(f"rule set version {target}")
-            pipe.multi()
-            pipe.set(self._keys.rules_active, target)
-            pipe.xadd(
-                self._keys.rules_log,
-                {
-                    "action": "rollback",
-                    "number": target,
-                    "version": version.decode(),
-                    "author": author,
-                    "at": time.time(),
-                    "comment": f"from {current}",
-                },
-            )
-            return target
-
-        number = await self._once(request_id, stage)
-        return await retry_once(lambda: self.get(number), str(number))
-
-    async def _once(self, request_id: str | None, stage: Callable[[Pipeline], Awaitable[int]]) -> int:
-        return await run_once(
-            self._client, self._keys, request_id, (self._keys.rules_active, self._keys.rules_seq), stage
-        )
-
-    async def log(self, count: int = 50) -> list[dict[str, str]]:
-        entries = await self._client.xrevrange(self._keys.rules_log, count=count)
-        return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
-
-    async def diff(self, a: int, b: int) -> str:
-        old, new = await self.get(a), await self.get(b)
-        return "".join(
-            difflib.unified_diff(
-                old.source.splitlines(keepends=True),
-                new.source.splitlines(keepends=True),
-                f"v{a}",
-                f"v{b}",
-            )
-        )
 
 
 class EngineHolder:

@@ -32,6 +32,7 @@ from router.redis import check_cluster_prefix, check_version, connect
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
 from router.shards import check_shard_count
+from router.slastore import SlaPolicies, SlaStore
 from router.stats import StatsReader
 from rules import Engine
 from rules.intent import IntentModel, ModelError
@@ -73,6 +74,8 @@ class Runtime:
         self.conversations = Conversations(self.client, settings, self.scripts, shards=self.shards)
         self.queues = Queues(self.client, self.shards, self.conversations)
         self.rules = RuleStore(self.client, self.keys, self.compile, lambda: self.triage.refresh())
+        self.sla = SlaStore(self.client, self.keys, lambda: self.engine(fresh=True))
+        self.sla_policies = SlaPolicies(self.sla)
         audit = Audit(self.client, self.keys, settings.web.audit_max)
         self.models = ModelStore(self.client, self.keys, self.fits, audit, Labels(self.client, self.shards))
         self.impostor_cases = ImpostorCases(self.client, self.keys, self.scripts)

@@ -89,8 +89,9 @@ def map_error(exc: Exception) -> Exception:
     return exc
 
 
-def argv(prefix: str, *args: Any) -> list[Any]:
-    return [prefix, now_ms(), *args]
+def argv(prefix: str, *args: Any, at: int | None = None) -> list[Any]:
+    """A script call's arguments: the prefix, now in ms (``at``: an injected clock's), ``args``."""
+    return [prefix, now_ms() if at is None else at, *args]
 
 
 #: Rounds of sending again the calls a Redis Cluster redirected (MOVED: the slot moved to another

@@ -56,14 +56,14 @@ def run(args: argparse.Namespace, out: IO[str], err: IO[str]) -> int:
     span: dict[str, str] = {}
     try:
         tz = _zone(args.tz)
-        ahts = _per_group(args.aht, "--aht")
+        ahts = per_group(args.aht, "--aht")
         if args.arrivals is not None:
             arrivals = read_arrivals(args.arrivals)
             first, last = min(map(min, arrivals.values())), max(map(max, arrivals.values()))
             span = {"first": first.isoformat(), "last": last.isoformat()}
             rates = {g: staffing.weekly_rates(times, tz, first, last) for g, times in sorted(arrivals.items())}
         else:
-            rates = {g: [r] for g, r in sorted(_per_group(args.rate, "--rate").items())}
+            rates = {g: [r] for g, r in sorted(per_group(args.rate, "--rate").items())}
         rows = plan(rates, ahts, args.target, args.within, args.max_occupancy)
     except (InputError, ValueError) as exc:
         print(f"switchboard staffing: {exc}", file=err)
@@ -150,17 +150,22 @@ def _arrival(line: str) -> tuple[str, datetime]:
         except (OverflowError, OSError, ValueError):
             raise InputError(f"received_at {raw} is out of range (unix seconds)") from None
     if isinstance(raw, str):
-        try:
-            at = datetime.fromisoformat(raw)
-        except ValueError:
-            raise InputError(f"received_at {raw!r}: not ISO 8601") from None
-        if at.tzinfo is None:
-            raise InputError(f"received_at {raw!r} has no time zone (add Z or +HH:MM)")
-        return group, at
+        return group, parse_instant(raw, "received_at")
     raise InputError("received_at missing (unix seconds, or ISO 8601 with a zone)")
 
 
-def _per_group(values: list[str], option: str) -> dict[str, float]:
+def parse_instant(raw: str, what: str) -> datetime:
+    """An ISO 8601 instant with its zone; ``what`` names the field or option in the error."""
+    try:
+        at = datetime.fromisoformat(raw)
+    except ValueError:
+        raise InputError(f"{what} {raw!r}: not ISO 8601") from None
+    if at.tzinfo is None:
+        raise InputError(f"{what} {raw!r} has no time zone (add Z or +HH:MM)")
+    return at
+
+
+def per_group(values: list[str], option: str) -> dict[str, float]:
     """``["300", "payments=600"]`` -> {"": 300.0, "payments": 600.0} (``--rate``: "" is "all")."""
     out: dict[str, float] = {}
     for value in values:

@@ -41,6 +41,16 @@ class Totals:
         """``{"telegram": 3}`` for the counters ``in:telegram`` ... with ``prefix`` ``"in:"``."""
         return {k[len(prefix) :]: v for k, v in sorted(self.counters.items()) if k.startswith(prefix)}
 
+    def sla(self) -> dict[str, dict[str, Any]]:
+        """Per SLA target: ``met`` and ``breached`` (each measurement counted once, by the SLA
+        timer, router/slatimer.py) and ``attainment``, the share met (None before any)."""
+        met, breached = self.by_prefix("sla_met:"), self.by_prefix("sla_breached:")
+        out: dict[str, dict[str, Any]] = {}
+        for target in sorted(met.keys() | breached.keys()):
+            m, b = met.get(target, 0), breached.get(target, 0)
+            out[target] = {"met": m, "breached": b, "attainment": m / (m + b) if m + b else None}
+        return out
+
 
 class StatsReader:
     """Read-only figures over one client; ``engine`` gives the rule set in force (for its groups),
@@ -119,6 +129,7 @@ class StatsReader:
             "health": health,
             "shard_holders": shard_holders(health),
             "rules": {"active": await self._rules.active_number()},
+            "sla": totals.sla(),
         }
 
     async def sample(self) -> dict[str, Any]:

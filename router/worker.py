@@ -46,7 +46,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,10 +179,12 @@ class Worker:
         settings: Settings | None = None,
         shard: int = 0,
         fence: int = 0,
+        clock: Callable[[], int] | None = None,
     ) -> None:
         """A worker of ``shard`` on ``rt``'s client, scripts and rule set; ``settings`` other than
         the runtime's (tests: a smaller batch, say) on the same key prefix; ``fence``, its lease
-        fence on the shard (0: leases off), which every script that writes checks."""
+        fence on the shard (0: leases off), which every script that writes checks; ``clock``, the
+        time (ms) its routing records (tests of SLA clocks inject one; default: wall time)."""
         self.client = rt.client
         self.settings = settings or rt.settings
         #: The shard's keys (its inbox, conversations, queues ...); health records are home keys.
@@ -200,6 +202,9 @@ class Worker:
         self.retention = Retention(self.client, self.settings, self.name, self.scripts, keys=self.keys)
         self.processed = 0
         self._shared = shared_argument(self.settings, shard, fence)
+        self._sla = rt.sla_policies
+        self._sla_number: int | None = None
+        self._clock = clock
         self._reopen_ms = self.settings.conversations.reopen_window_s * 1000
         self._stopping = asyncio.Event()
         self._recover = True  # read own pending entries before new ones
@@ -263,7 +268,7 @@ class Worker:
             await self.take_over()
         if now - self._last_rules >= self.settings.worker.rules_poll_s:
             self._last_rules = now
-            await self.rules.refresh()
+            await self.follow_published()
         if self.settings.inbox.max_age_s and now - self._last_trim >= self.settings.worker.trim_every_s:
             self._last_trim = now
             await self.trim()
@@ -272,6 +277,14 @@ class Worker:
             await self.reclaim()
             await self.forget_consumers()
         await self.retention.tick()
+
+    async def follow_published(self) -> None:
+        """Take up the rule set and the SLA policy in force, if either changed."""
+        await self.rules.refresh()
+        number = await self._sla.refresh()
+        if number != self._sla_number:
+            self._sla_number = number
+            self._shared = shared_argument(self.settings, self.shard, self.fence, number)
 
     async def _heartbeat(self) -> None:
         record = {
@@ -434,7 +447,7 @@ class Worker:
                     failed[entry_id] = f"{type(exc).__name__}: {exc}"
                     continue
                 if not calls or len(calls[-1][0]) == SCRIPT_CHUNK:
-                    calls.append(([], argv(self.keys.prefix, self._shared)))
+                    calls.append(([], argv(self.keys.prefix, self._shared, at=self._clock() if self._clock else None)))
                 calls[-1][0].append(entry_id)
                 calls[-1][1].extend((entry_id, *args))
                 if shadow is not None and random.random() < self.settings.rules.shadow_sample:

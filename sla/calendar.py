@@ -40,6 +40,11 @@ class Calendar:
     tz: ZoneInfo
     weekly: tuple[tuple[Interval, ...], ...]
     holidays: Mapping[date, tuple[Interval, ...]] = field(default_factory=dict)
+    # Each local day's opening instants, computed once: the SLA timer evaluates clocks over the
+    # same few days again and again, and the zoneinfo conversions were ~80% of an evaluation.
+    _days: dict[date, list[tuple[datetime, datetime]]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
 
     def __post_init__(self) -> None:
         if len(self.weekly) != 7:
@@ -66,7 +71,13 @@ class Calendar:
     # ------------------------------------------------------------------------- local days
 
     def open_intervals(self, day: date) -> list[tuple[datetime, datetime]]:
-        """The real instants (UTC) the calendar is open on local date ``day``."""
+        """The real instants (UTC) the calendar is open on local date ``day`` (do not change the list)."""
+        found = self._days.get(day)
+        if found is None:
+            found = self._days[day] = self._open_intervals(day)
+        return found
+
+    def _open_intervals(self, day: date) -> list[tuple[datetime, datetime]]:
         closed = self.holidays.get(day, ())
         spans: list[tuple[datetime, datetime]] = []
         for start, end in _subtract(self.weekly[day.weekday()], closed):

@@ -121,7 +121,12 @@ def evaluate(
     wakeups: list[datetime] = []
     for span in spans:
         waits = [] if span.target == "first_response" else pauses
-        bounds = [span.start, *(t for t, _ in priorities[1:] if span.start < t < (span.stop or now))]
+        # A change at ``now`` itself starts a segment too: else a timer evaluating in the very
+        # millisecond of the change would schedule its next look by the old priority.
+        bounds = [
+            span.start,
+            *(t for t, _ in priorities[1:] if span.start < t and (t < span.stop if span.stop else t <= now)),
+        ]
         segments = list(zip(bounds, [*bounds[1:], span.stop], strict=True))
         breached = False
         for index, (seg_start, seg_end) in enumerate(segments):

@@ -67,6 +67,10 @@ class AgentProfileIn(_Body):
     capacity: dict[str, int] | None = Field(None, description="open conversations per channel, e.g. {telegram: 3}")
 
 
+class WaitingIn(_Body):
+    on: bool  # true: waiting on the user (SLA next-response and resolution clocks pause)
+
+
 class SourceIn(_Body):
     source: str = Field(max_length=2_000_000)
 
@@ -310,6 +314,16 @@ async def transfer(request: Request, conv_id: str, user: Caller, c: Service, dat
 @router.post("/conversations/{conv_id}/priority", tags=["conversations"], summary="Change the priority (P1..P4)")
 async def priority(request: Request, conv_id: str, user: Caller, c: Service, data: PriorityIn) -> Response:
     await c.set_priority(user, conv_id, data.priority, idempotency(request, user))
+    return ok()
+
+
+@router.post(
+    "/conversations/{conv_id}/waiting",
+    tags=["conversations"],
+    summary="Waiting on the user, or not: the SLA next-response and resolution clocks pause (docs/sla.md)",
+)
+async def waiting(request: Request, conv_id: str, user: Caller, c: Service, data: WaitingIn) -> Response:
+    await c.wait_on_user(user, conv_id, data.on, idempotency(request, user))
     return ok()
 
 

@@ -89,6 +89,7 @@ async def collect(c: Console) -> list[Metric]:
     families.append(
         GaugeMetricFamily("switchboard_workers_alive", "Router workers with a live heartbeat", value=workers)
     )
+    families += sla_families(totals.sla())
 
     families += _answers(answer_stats(totals))
 
@@ -148,6 +149,24 @@ def _answers(a: dict[str, Any]) -> list[Metric]:
         "switchboard_kb_shadow_eligible", "New conversations the shadow mode decided on", value=a["shadow"]["eligible"]
     )
     return [eligible, answers, by_lang, by_article, rate, shadow, shadow_eligible]
+
+
+def sla_families(targets: dict[str, dict[str, Any]]) -> list[Metric]:
+    """SLA outcomes per target, as the SLA timer counted them (docs/sla.md), and the share met."""
+    outcomes = CounterMetricFamily(
+        "switchboard_sla_outcomes",
+        "SLA measurements (one per conversation, per next-response cycle) met or breached",
+        labels=["target", "outcome"],
+    )
+    attainment = GaugeMetricFamily(
+        "switchboard_sla_attainment", "Share of SLA measurements met (met / (met + breached))", labels=["target"]
+    )
+    for target, figures in targets.items():
+        outcomes.add_metric([target, "met"], figures["met"])
+        outcomes.add_metric([target, "breached"], figures["breached"])
+        if figures["attainment"] is not None:
+            attainment.add_metric([target], figures["attainment"])
+    return [outcomes, attainment]
 
 
 def _in_flight(flight: Backlog) -> list[Metric]:

@@ -30,8 +30,8 @@ from router.errors import BadRequest, NotFound
 from router.links import Link
 from router.model import decode_envelope
 from router.presence import Presence
+from router.published import Published
 from router.routing import message_in
-from router.rulestore import Published
 from router.runtime import Runtime
 from router.simulator import SandboxPort
 from router.stats import StatsReader, queue_dict
@@ -202,6 +202,10 @@ class Console:
     async def set_priority(self, user: User, conv_id: str, priority: str, request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)
         await self.office.conversations.set_priority(conv_id, parse_priority(priority), user.name, request_id)
+
+    async def wait_on_user(self, user: User, conv_id: str, on: bool, request_id: str | None = None) -> None:
+        await self.conversation(user, conv_id)
+        await self.office.conversations.wait_on_user(conv_id, on, user.name, request_id)
 
     async def close(self, user: User, conv_id: str, reason: str = "", request_id: str | None = None) -> None:
         await self.conversation(user, conv_id)

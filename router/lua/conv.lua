@@ -52,7 +52,7 @@ if op == 'assign' then
 end
 
 local c = P .. 'conv:' .. cid
-local cur = conv_fields(c, 'status', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'channel', 'account', 'ckey', 'last_platform_id', 'meta')
+local cur = conv_fields(c, 'status', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'channel', 'account', 'ckey', 'last_platform_id', 'meta', 'sla_v')
 if not cur.status then return redis.error_reply('NOTFOUND conversation ' .. cid) end
 local prio = tonumber(cur.prio)
 
@@ -83,6 +83,44 @@ local function requeue(group, p)
   enqueue(cid, group, p, due, NOW)
   redis.call('HSET', c, 'status', 'new', 'agent', '', 'group', group, 'prio', p,
     'waiting_ms', NOWS, 'due_ms', num(due), 'updated_ms', NOWS)
+  cur.status, cur.agent, cur.group, cur.due_ms = 'new', '', group, num(due)
+end
+
+-- A conversation under an SLA policy (sla_v) has its clock evaluated again at the timer's next
+-- tick (router/slatimer.py): a change that may move a deadline (priority, group, a reply, waiting
+-- on the user, closing). LT: never later than an earlier wake-up already set.
+local function wake()
+  if cur.sla_v and cur.sla_v ~= '' then redis.call('ZADD', P .. 'sla:due', 'LT', NOWS, cid) end
+end
+
+-- The changes an agent and an escalation step (op 'sla') make alike, each with its history entry
+-- and event; the callers add their label.
+local function release(by, reason)
+  local agent = cur.agent
+  unassign()
+  requeue(cur.group, prio)
+  hist(cid, 'status', cjson.encode({status = 'new', by = by, reason = reason, agent = agent}))
+  event(cur.group, 'released', cid, cjson.encode({by = by}))
+end
+
+local function move(group, by, reason)
+  local from = cur.group
+  if cur.status == 'new' then dequeue(cid, from) end
+  unassign()
+  requeue(group, prio)
+  hist(cid, 'status', cjson.encode({group = group, from = from, by = by, reason = reason}))
+  event(from, 'moved', cid, cjson.encode({to = group, by = by}))
+  event(group, 'created', cid, cjson.encode({prio = prio, from = from}))
+end
+
+local function set_priority(p, by)
+  redis.call('HSET', c, 'prio', p, 'updated_ms', NOWS)
+  if cur.status == 'new' then
+    redis.call('ZADD', P .. 'queue:' .. cur.group, num(p * 1e13 + tonumber(cur.due_ms)), cid)
+  end
+  hist(cid, 'status', cjson.encode({prio = p, from = prio, by = by}))
+  event(cur.group, 'priority', cid, cjson.encode({prio = p, by = by}))
+  prio, cur.prio = p, num(p)
 end
 
 if op == 'delivery' then
@@ -109,16 +147,79 @@ if op == 'note' then
   return finish('ok')
 end
 
+if op == 'sla' then
+  -- The SLA timer (router/slatimer.py), holding the shard's timer lease under a.fence: the
+  -- targets' outcomes (counted) and the escalation steps due, each carried out only if its id
+  -- was not in sla:fired yet (added here, with the effect: once, across timers and restarts);
+  -- then the next wake-up. a.seen: the history's last entry id the timer evaluated; a newer one
+  -- (a message, a reply meanwhile) means: evaluate again at the next tick.
+  local refused = fence_refused('sla', a.fence)
+  if refused then return refused end
+  local fired = P .. 'sla:fired:' .. cid
+  local last = redis.call('XREVRANGE', P .. 'hist:' .. cid, '+', '-', 'COUNT', 1)
+  local again = #last == 0 or last[1][1] ~= a.seen
+  local done, changed = 0, false
+  -- a.todo: outcomes ({outcome = state, ...}) and steps, in the order they happened.
+  for _, s in ipairs(a.todo) do
+    if s.outcome then
+      if redis.call('SADD', fired, s.id) == 1 then
+        redis.call('HINCRBY', P .. 'stats', 'sla_' .. s.outcome .. ':' .. s.target, 1)
+        if s.outcome == 'breached' then
+          hist(cid, 'sla', cjson.encode({breached = s.target, cycle = s.cycle, deadline_ms = s.at}))
+          event(cur.group, 'sla_breached', cid, cjson.encode({target = s.target}))
+        end
+      end
+    elseif cur.status ~= 'closed' and redis.call('SADD', fired, s.id) == 1 then
+      done = done + 1
+      hist(cid, 'sla', cjson.encode({step = s.id, target = s.target, point = s.point, actions = s.actions}))
+      for _, act in ipairs(s.actions) do
+        local kind, value = act[1], act[2]
+        if kind == 'notify' then
+          event(cur.group, 'sla_notify', cid, cjson.encode({notify = value, target = s.target, point = s.point}))
+          local item = s.items[value]
+          if item then outbox_add(cid, item.channel, item.id, item.raw) end
+        elseif kind == 'raise_priority' then
+          local p = math.max(1, prio - value)
+          if p ~= prio then
+            set_priority(p, 'sla')
+            changed = true
+          end
+        elseif kind == 'reassign' then
+          if cur.agent and cur.agent ~= '' then
+            release('sla', 'reassigned')
+            changed = true
+          end
+        elseif kind == 'move_group' then
+          if value ~= cur.group then
+            move(value, 'sla', 'escalated')
+            changed = true
+          end
+        end
+      end
+    end
+  end
+  if changed or again then
+    -- The clock moved (a new priority or group) or the history did: evaluate again next tick.
+    redis.call('ZADD', P .. 'sla:due', NOWS, cid)
+  else
+    if cur.status == 'new' and a.due ~= cjson.null and a.due ~= tonumber(cur.due_ms) then
+      -- The queue's order follows the policy's first-response deadline (business time).
+      redis.call('HSET', c, 'due_ms', num(a.due))
+      redis.call('ZADD', P .. 'queue:' .. cur.group, num(prio * 1e13 + a.due), cid)
+    end
+    if a.next == cjson.null then redis.call('ZREM', P .. 'sla:due', cid)
+    else redis.call('ZADD', P .. 'sla:due', num(a.next), cid) end
+  end
+  return done
+end
+
 if cur.status == 'closed' and op ~= 'reopen' then
   return redis.error_reply('CONFLICT conversation ' .. cid .. ' is closed')
 end
 
 if op == 'release' then
   if cur.status == 'new' then return redis.error_reply('CONFLICT conversation ' .. cid .. ' is not assigned') end
-  unassign()
-  requeue(cur.group, prio)
-  hist(cid, 'status', cjson.encode({status = 'new', by = a.by, reason = a.reason or 'released', agent = cur.agent}))
-  event(cur.group, 'released', cid, cjson.encode({by = a.by}))
+  release(a.by, a.reason or 'released')
 elseif op == 'reoffer' then
   -- No first reply within the group's time: back to the queue for another agent, only if it is
   -- still the assignment a.token made and nobody answered (a reply makes it 'waiting').
@@ -141,23 +242,24 @@ elseif op == 'reoffer' then
 elseif a.review and (cur.status ~= 'new' or cur.group ~= a.review) then
   return finish('stale')
 elseif op == 'transfer' then
-  if cur.status == 'new' then dequeue(cid, cur.group) end
-  unassign()
-  requeue(a.group, prio)
-  hist(cid, 'status', cjson.encode({group = a.group, from = cur.group, by = a.by, reason = a.reason}))
+  move(a.group, a.by, a.reason)
   if not a.review then label('transfer', a.group, prio, a.reason) end
-  event(cur.group, 'moved', cid, cjson.encode({to = a.group, by = a.by}))
-  event(a.group, 'created', cid, cjson.encode({prio = prio, from = cur.group}))
+  wake()
 elseif op == 'priority' then
   local p = tonumber(a.prio)
-  redis.call('HSET', c, 'prio', p, 'updated_ms', NOWS)
-  if cur.status == 'new' then
-    local due = tonumber(cur.due_ms)
-    redis.call('ZADD', P .. 'queue:' .. cur.group, num(p * 1e13 + due), cid)
-  end
-  hist(cid, 'status', cjson.encode({prio = p, from = prio, by = a.by}))
+  set_priority(p, a.by)
   if not a.review then label('priority', cur.group, p) end
-  event(cur.group, 'priority', cid, cjson.encode({prio = p, by = a.by}))
+  wake()
+elseif op == 'on_user' then
+  -- Waiting on the user (docs/sla.md): next-response and resolution clocks pause until the user's
+  -- next message (route.lua) or this op with on = false; first response never pauses.
+  if cur.status == 'new' then
+    return redis.error_reply('CONFLICT conversation ' .. cid .. ' is in the queue: claim or answer it first')
+  end
+  redis.call('HSET', c, 'status', a.on and 'waiting' or 'assigned', 'updated_ms', NOWS)
+  hist(cid, 'status', cjson.encode({waiting_on_user = a.on, by = a.by}))
+  event(cur.group, 'waiting', cid, cjson.encode({on = a.on, by = a.by}))
+  wake()
 elseif op == 'close' then
   if cur.status == 'new' then dequeue(cid, cur.group) end
   unassign()
@@ -167,6 +269,7 @@ elseif op == 'close' then
   hist(cid, 'status', cjson.encode({status = 'closed', by = a.by, reason = a.reason}))
   label('close', cur.group, prio, a.reason)
   event(cur.group, 'closed', cid, cjson.encode({by = a.by}))
+  wake()  -- the timer records the targets' outcomes, then forgets the conversation
 elseif op == 'reply' then
   -- Answering an unclaimed conversation claims it for the agent who answers.
   if cur.status == 'new' then dequeue(cid, cur.group) end
@@ -185,6 +288,7 @@ elseif op == 'reply' then
   send(cid, cur.channel, item.id, cjson.encode(item))
   redis.call('HINCRBY', P .. 'stats', 'out:' .. cur.channel, 1)
   event(cur.group, 'replied', cid, cjson.encode({by = a.by, reply = item.id}))
+  wake()
   return finish(item.id)  -- a repeat answers with the first reply's id
 else
   return redis.error_reply('ERR unknown op ' .. op)

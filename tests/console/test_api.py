@@ -177,6 +177,7 @@ async def test_agent_of_group_a_cannot_reach_group_b(served: Served) -> None:
             ("release", None),
             ("transfer", {"group": "payments"}),
             ("priority", {"priority": "P4"}),
+            ("waiting", {"on": True}),
             ("close", None),
         ):
             r = await api.post(f"/api/conversations/{other}/{action}", json=body)
@@ -308,9 +309,16 @@ async def test_queue_claim_reply_priority_transfer_close(served: Served) -> None
         detail = (await api.get(f"/api/conversations/{first}")).json()
         assert detail["deliveries"] == {reply.json()["reply"]: "queued"}
         assert (await api.post(f"/api/conversations/{first}/reply", json={"text": ""})).status_code == 422
+        assert (await api.post(f"/api/conversations/{first}/waiting", json={"on": True})).status_code == 200
+        waited = [h["data"] for h in (await api.get(f"/api/conversations/{first}")).json()["history"]]
+        assert {"waiting_on_user": True, "by": "ann"} in waited
+        assert (await api.post(f"/api/conversations/{first}/waiting", json={"on": False})).status_code == 200
+        assert (await api.post(f"/api/conversations/{first}/waiting", json={})).status_code == 422
         assert (await api.post(f"/api/conversations/{first}/priority", json={"priority": "P1"})).status_code == 200
         assert (await api.post(f"/api/conversations/{first}/priority", json={"priority": "P9"})).status_code == 422
         assert (await api.post(f"/api/conversations/{second}/release")).status_code == 200
+        # In the queue there is nothing to wait for yet: refused.
+        assert (await api.post(f"/api/conversations/{second}/waiting", json={"on": True})).status_code == 409
         assert (await api.post(f"/api/conversations/{second}/transfer", json={"group": "nowhere"})).status_code == 400
         assert (await api.post(f"/api/conversations/{second}/transfer", json={"group": "security"})).status_code == 200
         assert (await api.get(f"/api/conversations/{second}")).status_code == 404  # not ann's group any more
@@ -320,6 +328,10 @@ async def test_queue_claim_reply_priority_transfer_close(served: Served) -> None
         assert "Greeting" in canned
     conv = await served.rt.conversations.get(first)
     assert conv.status == "closed" and conv.priority == 1
+    client, _ = await served.browser_session("ann")
+    timeline = (await client.get(f"/conversations/{first}/timeline")).text
+    await client.aclose()
+    assert "waiting on the user (ann)" in timeline and "no longer waiting on the user (ann)" in timeline
 
 
 async def test_conversation_page_shows_text_as_text_and_secrets_masked(served: Served) -> None:

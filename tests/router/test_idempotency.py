@@ -133,7 +133,7 @@ async def test_a_publish_sent_twice_makes_one_version(rt: Runtime, proxied: Prox
     published = await proxied.lose_reply(lambda: proxied.rules.publish(rules("second"), "admin"), b"EXEC")
     assert published.number == 2 == await rt.rules.active_number()
     assert [e["action"] for e in await rt.rules.log()] == ["publish", "publish"]
-    assert await rt.client.exists(rt.keys.rules_version(3)) == 0
+    assert await rt.client.exists(rt.keys.published_version("rules", 3)) == 0
 
 
 async def test_a_rollback_sent_twice_steps_back_once(rt: Runtime, proxied: Proxied) -> None:

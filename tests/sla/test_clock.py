@@ -191,3 +191,14 @@ def test_events_after_now_are_not_known_yet(policy: Policy) -> None:
 def test_events_that_are_not_a_conversation(policy: Policy, events: list[Event], message: str) -> None:
     with pytest.raises(ClockError, match=message):
         evaluate(policy, "security", (), events, utc(13))
+
+
+def test_a_priority_change_at_now_already_retargets(policy: Policy) -> None:
+    # Evaluated in the very instant of the change (a timer woken by it can be that quick): the
+    # deadline and the next wake-up are the new priority's, not the old one's.
+    t0, change = utc(10), utc(10, 10)
+    events = [Event(t0, K.OPENED, priority=3), Event(change, K.PRIORITY, priority=1)]
+    state = evaluate(policy, "security", (), events, change)
+    first = measure(state.measurements, "first_response")
+    assert first.priority == 1 and first.deadline == change + 15 * MIN
+    assert state.next_wakeup is not None and state.next_wakeup <= change + 15 * MIN

@@ -1,0 +1,113 @@
+"""Published SLA policies (docs/sla.md): versioned like rule sets (router/published.py), and the
+policies workers and the SLA timer use.
+
+A policy is validated whole (``sla.load``) and its group names are checked against the rule set in
+force before it is published: a refused policy raises ``PolicyError`` with every reason and the
+active one stays. A conversation keeps the number of the policy it started under (field
+``sla_v``), so ``SlaPolicies.policy(number)`` keeps every published version at hand, compiled once.
+With no policy ever published, nothing changes: conversations carry no ``sla_v`` and the queue's
+due time is the configured ``conversations.sla_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable, Collection
+
+import redis.asyncio as aioredis
+
+from router.keys import Keys
+from router.published import Published, Versions
+from rules import Engine
+from rules.model import RuleError
+from sla import Policy, PolicyError, load
+
+log = logging.getLogger("switchboard.sla")
+
+
+def groups_named(policy: Policy) -> set[str]:
+    """Every group a policy names: its calendars' groups, its group overrides, its move_group targets."""
+    named = set(policy.group_calendars) | set(policy.by_group)
+    for ladder in policy.ladders.values():
+        for step in ladder:
+            named |= {str(a.value) for a in step.actions if a.kind == "move_group"}
+    return named
+
+
+def _position(source: str, name: str) -> tuple[int, int]:
+    """Where ``name`` is first written as a word in ``source`` (line, column; 1, 1 if nowhere)."""
+    found = re.search(rf"(?<![\w-]){re.escape(name)}(?![\w-])", source)
+    if found is None:
+        return 1, 1
+    line = source.count("\n", 0, found.start()) + 1
+    return line, found.start() - (source.rfind("\n", 0, found.start()) + 1) + 1
+
+
+def check_groups(policy: Policy, groups: Collection[str], source: str, filename: str) -> None:
+    """Refuse a policy that names a group the rule set in force does not have."""
+    unknown = sorted(groups_named(policy) - set(groups))
+    if unknown:
+        known = ", ".join(sorted(groups))
+        raise PolicyError(
+            [
+                RuleError(
+                    filename,
+                    *_position(source, g),
+                    None,
+                    f"group {g!r} is not a group of the rule set in force (known: {known})",
+                )
+                for g in unknown
+            ]
+        )
+
+
+class SlaStore(Versions):
+    """Publish, roll back, list and diff SLA policies; ``engine`` gives the rule set in force."""
+
+    def __init__(self, client: aioredis.Redis, keys: Keys, engine: Callable[[], Awaitable[Engine]]) -> None:
+        super().__init__(client, keys, "sla", "SLA policy")
+        self._engine = engine
+
+    async def validate(self, source: str, filename: str = "<sla>") -> Policy:
+        """The compiled policy, or ``PolicyError`` with every problem (the groups included)."""
+        policy = load(source, filename)
+        check_groups(policy, (await self._engine()).groups, source, filename)
+        return policy
+
+    async def publish(
+        self, source: str, author: str, comment: str = "", filename: str = "<sla>", request_id: str | None = None
+    ) -> Published:
+        policy = await self.validate(source, filename)
+        published = await self._publish(source, policy.version, author, comment, request_id)
+        log.info("SLA policy %s (%s) published by %s", published.number, published.version, author)
+        return published
+
+
+class SlaPolicies:
+    """The active policy number and every published policy by number, compiled once (a published
+    version never changes)."""
+
+    def __init__(self, store: SlaStore) -> None:
+        self._store = store
+        self._compiled: dict[int, Policy] = {}
+        self.active: int | None = None
+
+    async def refresh(self) -> int | None:
+        """The active number (None: no policy published); the workers ask every
+        ``worker.rules_poll_s``, as for the rule set."""
+        number = await self._store.active_number()
+        if number != self.active:
+            log.info("SLA policy in force: %s", number)
+        self.active = number
+        return number
+
+    async def policy(self, number: int) -> Policy:
+        """Published policy ``number``; a stored one that no longer loads (a newer sla/ refusing
+        an old text) raises ``PolicyError``."""
+        found = self._compiled.get(number)
+        if found is None:
+            published = await self._store.get(number)
+            found = load(published.source, f"sla-v{number}")
+            self._compiled[number] = found
+        return found
