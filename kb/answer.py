@@ -51,13 +51,13 @@ class Policy:
 
 @dataclass(frozen=True, slots=True)
 class Calibration:
-    """What ``switchboard kb calibrate`` writes: the method, the thresholds, and the labelled
-    questions the question model learns from (a path relative to the calibration file; None:
-    no question model)."""
+    """What ``switchboard kb calibrate`` writes: the method, the thresholds, and the files of
+    labelled questions the question model learns from (paths relative to the calibration file;
+    none: no question model). A file written before several were allowed names one, as a string."""
 
     method: Method
     policy: Policy
-    examples: str | None = None
+    examples: tuple[str, ...] = ()
 
     @classmethod
     def load(cls, path: Path) -> Calibration:
@@ -65,16 +65,26 @@ class Calibration:
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
             policy = Policy(float(data["policy"]["min_score"]), float(data["policy"]["min_gap"]))
-            return cls(Method(**data["method"]), policy, data.get("examples"))
+            return cls(Method(**data["method"]), policy, _examples(data.get("examples")))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise KBError([f"{path}: not a usable calibration file ({exc})"]) from None
 
-    def examples_path(self, calibration_file: Path) -> Path | None:
-        return None if self.examples is None else calibration_file.parent / self.examples
+    def examples_paths(self, calibration_file: Path) -> list[Path]:
+        return [calibration_file.parent / e for e in self.examples]
 
     def dump(self, meta: dict[str, Any]) -> str:
-        data = {"method": asdict(self.method), "policy": asdict(self.policy), "examples": self.examples}
+        data = {"method": asdict(self.method), "policy": asdict(self.policy), "examples": list(self.examples)}
         return json.dumps(data | meta, indent=2, ensure_ascii=False) + "\n"
+
+
+def _examples(value: object) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ValueError(f"examples must be a path or a list of paths, not {value!r}")
 
 
 @dataclass(frozen=True, slots=True)

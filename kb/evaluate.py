@@ -20,7 +20,7 @@ from kb.article import LANGS, KnowledgeBase
 from kb.questions import Question
 from kb.retrieval import Embedder, Hit, Method, Retriever, Vector
 
-__all__ = ["Ranked", "Row", "format_table", "rank", "table"]
+__all__ = ["Ranked", "Row", "folds_of", "format_table", "rank", "rank_out_of_fold", "table"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,25 @@ def examples_of(questions: Iterable[Question]) -> list[tuple[str | None, str]]:
     return [(q.article, q.text) for q in questions]
 
 
+def folds_of(
+    questions: Sequence[Question], examples: Sequence[Question], folds: int = 5
+) -> list[tuple[list[Question], list[Question]]]:
+    """(asked, learned) pairs such that no question is asked of a model that learned it. When
+    some questions are examples too, the questions in id order are dealt round-robin into
+    ``folds``, and each fold is asked of a model of every example not in it (the other folds, and
+    examples that are not questions); otherwise all are asked of a model of all the examples."""
+    asked = {q.id for q in questions}
+    if not asked & {e.id for e in examples}:
+        return [(list(questions), list(examples))]
+    ordered = sorted(questions, key=lambda q: q.id)
+    pairs = []
+    for k in range(folds):
+        held = ordered[k::folds]
+        out = {q.id for q in held}
+        pairs.append((held, [e for e in examples if e.id not in out]))
+    return pairs
+
+
 def rank_out_of_fold(
     kb: KnowledgeBase,
     method: Method,
@@ -59,17 +78,15 @@ def rank_out_of_fold(
     folds: int = 5,
     embedder: Embedder | None = None,
     vectors: dict[str, Vector] | None = None,
+    examples: Sequence[Question] | None = None,
 ) -> list[Ranked]:
-    """Every question ranked by a retriever whose examples are the other folds' questions (the
-    questions in id order, dealt round-robin into ``folds``): how the examples help questions
-    they do not contain. ``vectors`` is used and filled as a cache across the folds."""
+    """Every question ranked by a retriever whose examples (default: the questions themselves)
+    leave out the question's fold (``folds_of``): how the examples help questions they do not
+    contain. ``vectors`` is used and filled as a cache across the folds."""
     cache = {} if vectors is None else vectors
-    ordered = sorted(questions, key=lambda q: q.id)
     ranked: dict[str, Ranked] = {}
-    for k in range(folds):
-        held = ordered[k::folds]
-        rest = [q for j, q in enumerate(ordered) if j % folds != k]
-        retriever = Retriever(kb, method, embedder, cache, examples_of(rest))
+    for held, learned in folds_of(questions, questions if examples is None else examples, folds):
+        retriever = Retriever(kb, method, embedder, cache, examples_of(learned))
         cache |= retriever.new_vectors
         ranked |= {r.question.id: r for r in rank(retriever, held)}
     return [ranked[q.id] for q in questions]

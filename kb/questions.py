@@ -1,8 +1,10 @@
 """Labelled questions (JSON lines): ``{"id", "lang", "text", "article"}``, ``article`` null for a
-question that no article answers. Read with every bad line named."""
+question that no article answers. Read with every bad line named; several files (a tune set and its
+supplements) are read as one set, an id repeated across them refused like one repeated in a file."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -10,7 +12,7 @@ import msgspec
 from kb.article import LANGS, KnowledgeBase
 from kb.loader import KBError
 
-__all__ = ["Question", "load_questions"]
+__all__ = ["Question", "load_question_files", "load_questions"]
 
 
 class Question(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -53,6 +55,28 @@ def load_questions(path: Path, kb: KnowledgeBase | None = None) -> list[Question
         questions.append(q)
     if not questions and not errors:
         errors.append(f"{path}: no questions")
+    if errors:
+        raise KBError(errors)
+    return questions
+
+
+def load_question_files(paths: Sequence[Path], kb: KnowledgeBase | None = None) -> list[Question]:
+    """The questions of every file in ``paths``, in order; ``KBError`` naming every problem of
+    every file, and every id that another file already used."""
+    errors: list[str] = []
+    questions: list[Question] = []
+    first: dict[str, Path] = {}
+    for path in paths:
+        try:
+            batch = load_questions(path, kb)
+        except KBError as exc:
+            errors += exc.errors
+            continue
+        for q in batch:
+            if q.id in first:
+                errors.append(f"{path}: id {q.id!r} repeated (also in {first[q.id]})")
+            first.setdefault(q.id, path)
+        questions += batch
     if errors:
         raise KBError(errors)
     return questions

@@ -82,9 +82,7 @@ def service(rt: Any, settings: Settings) -> Answerer | None:
         raise ConfigError("kb.directory: " + "; ".join(exc.errors)) from None
     path = settings.kb.calibration or kb.calibration_file()
     try:
-        examples = kb.Calibration.load(path).examples_path(path)
-        if examples is not None:
-            kb.load_questions(examples, base)
+        kb.load_question_files(kb.Calibration.load(path).examples_paths(path), base)
     except kb.KBError as exc:
         raise ConfigError("kb.calibration: " + "; ".join(exc.errors[:5])) from None
     return Answerer(rt, settings.answers, rt.kb)

@@ -31,19 +31,16 @@ def measure(
     examples: list[kb.Question],
     embedder: kb.Embedder | None = None,
 ) -> dict[str, Any]:
-    """The figures of one run (``run`` prints them). When the questions are the question model's
-    examples (the tune set), they are asked out of fold: 5 answerers, each with a model of the
-    other folds' questions; ``build_index_s`` is the first, cold one (every variant and example
-    embedded), the others reuse its vectors."""
-    from kb.evaluate import examples_of
+    """The figures of one run (``run`` prints them). Questions that are also the question model's
+    examples (the tune set) are asked out of fold (kb.evaluate.folds_of): 5 answerers, each with a
+    model of the examples outside its fold; ``build_index_s`` is the first, cold one (every
+    variant and example embedded), the others reuse its vectors."""
+    from kb.evaluate import examples_of, folds_of
 
-    folds = 5 if examples and {q.id for q in examples} == {q.id for q in questions} else 1
-    ordered = sorted(questions, key=lambda q: q.id)
+    splits = folds_of(questions, examples)
     cache: dict[str, Any] = {}
     latencies, correct, answerable, sent, build_s = [], 0, 0, 0, 0.0
-    for k in range(folds):
-        held = ordered[k::folds] if folds > 1 else questions
-        learned = [q for j, q in enumerate(ordered) if j % folds != k] if folds > 1 else examples
+    for held, learned in splits:
         started = time.perf_counter()
         retriever = kb.Retriever(base, calibration.method, embedder, cache, examples_of(learned))
         build_s = build_s or time.perf_counter() - started
@@ -65,7 +62,7 @@ def measure(
         "variants": sum(len(a.variants) for a in base.articles),
         "method": calibration.method.name,
         "questions": len(questions),
-        "asked": "out of fold (5 folds)" if folds > 1 else "held out",
+        "asked": f"out of fold ({len(splits)} folds)" if len(splits) > 1 else "held out",
         "build_index_s": round(build_s, 2),
         "answers_per_s": round(len(questions) / total, 1) if total else None,
         "latency_p50_ms": round(float(np.percentile(ms, 50)), 2),
@@ -85,8 +82,7 @@ def run(
     seed: int = 1,
 ) -> int:
     cal = kb.Calibration.load(calibration)
-    path = cal.examples_path(calibration) if cal.method.model_weight else None
-    examples = [] if path is None else kb.load_questions(path, base)
+    examples = kb.load_question_files(cal.examples_paths(calibration), base) if cal.method.model_weight else []
     if articles is not None:
         base = grow(base, articles, seed)
     result = measure(base, questions, cal, examples)

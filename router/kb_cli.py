@@ -70,11 +70,11 @@ def validate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _questions(path: Path, base: kb.KnowledgeBase) -> list[kb.Question] | None:
+def _questions(paths: list[Path], base: kb.KnowledgeBase) -> list[kb.Question] | None:
     import kb
 
     try:
-        return kb.load_questions(path, base)
+        return kb.load_question_files(paths, base)
     except kb.KBError as exc:
         for line in exc.errors:
             print(line, file=sys.stderr)
@@ -84,14 +84,15 @@ def _questions(path: Path, base: kb.KnowledgeBase) -> list[kb.Question] | None:
 def _ranked(
     base: kb.KnowledgeBase, method: kb.Method, questions: list[kb.Question], examples: list[kb.Question]
 ) -> tuple[list[Ranked], str] | None:
-    """The questions ranked; out of fold when they are the question model's examples themselves
-    (a model never ranks a question it learned from); None (printed) for a partial overlap."""
+    """The questions ranked; out of fold when they are among the question model's examples (a
+    model never ranks a question it learned from); None (printed) when only some are."""
     import kb
     from kb.evaluate import examples_of, rank, rank_out_of_fold
 
     asked, learned = {q.id for q in questions}, {q.id for q in examples}
-    if examples and asked == learned:
-        return rank_out_of_fold(base, method, questions), "out of fold: 5 folds, each ranked by a model of the others"
+    if examples and asked <= learned:
+        ranked = rank_out_of_fold(base, method, questions, examples=examples)
+        return ranked, "out of fold: 5 folds, each ranked by a model of the examples not in it"
     if asked & learned:
         print(f"{len(asked & learned)} question(s) are also examples: evaluate on held-out questions", file=sys.stderr)
         return None
@@ -110,8 +111,7 @@ def evaluate(args: argparse.Namespace, settings: Settings) -> int:
         return 1
     path = args.calibration or kb.calibration_file()
     cal = kb.Calibration.load(path)
-    examples_path = cal.examples_path(path) if cal.method.model_weight else None
-    examples = [] if examples_path is None else _questions(examples_path, base)
+    examples = _questions(cal.examples_paths(path), base) if cal.method.model_weight else []
     if examples is None:
         return 1
     started = time.perf_counter()
@@ -157,7 +157,8 @@ def calibrate_cmd(args: argparse.Namespace, settings: Settings) -> int:
     policy = calibrate(ranked, base, targets)
     rows = table(ranked, base, policy)
     where = args.out.parent if args.out is not None else Path.cwd()
-    examples = os.path.relpath(args.questions.resolve(), where.resolve()) if method.model_weight else None
+    relative = (os.path.relpath(q.resolve(), where.resolve()) for q in args.questions)
+    examples = tuple(relative) if method.model_weight else ()
     meta: dict[str, Any] = {"kb": base.digest, "ranked": how}
     meta["targets"] = {"max_wrong": targets.max_wrong, "max_unanswerable": targets.max_unanswerable}
     meta["tuning"] = rows[-1].to_dict()
@@ -273,13 +274,17 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_r
     sp.add_argument("kb", nargs="?", type=Path, help=kb_help)
     sp.set_defaults(handler=validate)
     sp = ksub.add_parser("eval", help="top-1 accuracy and auto-answer figures per language on labelled questions")
-    sp.add_argument("--questions", type=Path, required=True, help="JSON lines: id, lang, text, article (or null)")
+    sp.add_argument(
+        "--questions", type=Path, nargs="+", required=True, help="JSON lines: id, lang, text, article (or null)"
+    )
     sp.add_argument("--kb", type=Path, help=kb_help)
     sp.add_argument("--calibration", type=Path, help="method, thresholds, example questions (default: the shipped)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(handler=evaluate)
     sp = ksub.add_parser("calibrate", help="choose the auto-answer thresholds on labelled questions")
-    sp.add_argument("--questions", type=Path, required=True)
+    sp.add_argument(
+        "--questions", type=Path, nargs="+", required=True, help="JSON lines; also the question model's examples"
+    )
     sp.add_argument("--kb", type=Path, help=kb_help)
     sp.add_argument("--method", choices=["lexical", "dense", "fused"], default="fused")
     sp.add_argument(

@@ -67,17 +67,30 @@ def test_out_of_fold_never_ranks_a_question_with_a_model_that_learned_it(fixture
             assert [h.article for h in got] == [h.article for h in expected]
 
 
+def _examples_file(path: Path, examples: list[tuple[str | None, str]], prefix: str) -> Path:
+    rows = [{"id": f"{prefix}{i}", "lang": "en", "text": t, "article": a} for i, (a, t) in enumerate(examples)]
+    lines = [json.dumps(row) for row in rows]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
 def test_answerer_reads_the_calibrations_examples(tmp_path: Path, fixture_kb: KnowledgeBase) -> None:
-    examples = tmp_path / "examples.jsonl"
-    lines = [json.dumps({"id": f"x{i}", "lang": "en", "text": t, "article": a}) for i, (a, t) in enumerate(EXAMPLES)]
-    examples.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    # The withdrawal phrasings are in the second file only: the answerer learns from both.
+    _examples_file(tmp_path / "examples.jsonl", EXAMPLES[2:], "x")
+    _examples_file(tmp_path / "more.jsonl", EXAMPLES[:2], "y")
     method = {"kind": "dense", "model_weight": 1.0}
-    cal = {"method": method, "policy": {"min_score": 0.0, "min_gap": 0.0}, "examples": "examples.jsonl"}
+    cal = {"method": method, "policy": {"min_score": 0.0, "min_gap": 0.0}, "examples": ["examples.jsonl", "more.jsonl"]}
     (tmp_path / "calibration.json").write_text(json.dumps(cal), encoding="utf-8")
     answerer = kb.answerer(fixture_kb, tmp_path / "calibration.json")
     answer = answerer.answer("coins stuck on the way out, spinning", "zh")
     assert answer.send is not None and answer.send.article.id == "withdrawal-times"
     assert answer.send.variant.lang == "zh"
+    # A calibration file written before several files were allowed names one, as a string.
+    (tmp_path / "calibration.json").write_text(json.dumps(cal | {"examples": "more.jsonl"}), encoding="utf-8")
+    assert kb.Calibration.load(tmp_path / "calibration.json").examples == ("more.jsonl",)
+    (tmp_path / "calibration.json").write_text(json.dumps(cal | {"examples": 3}), encoding="utf-8")
+    with pytest.raises(kb.KBError, match="examples must be a path or a list of paths"):
+        kb.Calibration.load(tmp_path / "calibration.json")
     (tmp_path / "calibration.json").write_text("{}", encoding="utf-8")
     with pytest.raises(kb.KBError, match="not a usable calibration file"):
         kb.answerer(fixture_kb, tmp_path / "calibration.json")

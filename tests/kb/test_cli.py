@@ -65,6 +65,24 @@ def test_calibrate_writes_what_eval_reads(capsys: pytest.CaptureFixture[str], tm
     assert json.loads(capsys.readouterr().out)["rows"][-1]["sent"] == written["tuning"]["sent"]
 
 
+def test_calibrate_on_several_question_files(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    lines = Path(QUESTIONS).read_text(encoding="utf-8").splitlines()
+    (tmp_path / "q").mkdir()
+    first, second = tmp_path / "q" / "tune.jsonl", tmp_path / "q" / "more.jsonl"
+    first.write_text("\n".join(lines[:4]) + "\n", encoding="utf-8")
+    second.write_text("\n".join(lines[4:]) + "\n", encoding="utf-8")
+    out = tmp_path / "calibration.json"
+    assert main(["kb", "calibrate", "--kb", KB, "--questions", str(first), str(second), "--out", str(out)]) == 0
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert written["examples"] == ["q/tune.jsonl", "q/more.jsonl"]  # relative to the calibration file
+    assert written["tuning"]["answerable"] + written["tuning"]["unanswerable"] == 6
+    capsys.readouterr()
+    # One of the example files evaluated: out of fold, each question by a model without it.
+    assert main(["kb", "eval", "--kb", KB, "--questions", str(second), "--calibration", str(out), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["questions"] == 2 and report["examples"] == 6 and report["ranked"].startswith("out of fold")
+
+
 def test_bad_questions_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     bad = tmp_path / "q.jsonl"
     bad.write_text('{"id": "1", "lang": "en", "text": "x", "article": "absent"}\n', encoding="utf-8")

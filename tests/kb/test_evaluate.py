@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from kb import Hit, KBError, KnowledgeBase, Policy, Question, load_questions
+from kb import Hit, KBError, KnowledgeBase, Policy, Question, load_question_files, load_questions
 from kb.calibrate import Targets, calibrate
-from kb.evaluate import Ranked, format_table, table
+from kb.evaluate import Ranked, folds_of, format_table, table
 
 
 def _r(qid: str, lang: str, label: str | None, *hits: tuple[str, float]) -> Ranked:
@@ -84,3 +84,37 @@ def test_bad_question_lines_are_named(tmp_path: Path, fixture_kb: KnowledgeBase)
     assert "lang 'xx'" in errors[0] and "empty text" in errors[1] and "repeated" in errors[2]
     assert "article 'nope' is not in the knowledge base" in errors[3]
     assert "missing required field `article`" in errors[5]
+
+
+def _write(path: Path, *questions: tuple[str, str | None]) -> Path:
+    lines = [json.dumps({"id": qid, "lang": "en", "text": "how", "article": a}) for qid, a in questions]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def test_question_files_are_one_set(tmp_path: Path, fixture_kb: KnowledgeBase) -> None:
+    tune = _write(tmp_path / "tune.jsonl", ("u1", "api-keys"), ("u2", None))
+    more = _write(tmp_path / "more.jsonl", ("w1", None))
+    assert [q.id for q in load_question_files([tune, more], fixture_kb)] == ["u1", "u2", "w1"]
+    # An id another file already used, and every other file's own problems, all named.
+    clash = _write(tmp_path / "clash.jsonl", ("w2", None), ("u2", "api-keys"))
+    bad = _write(tmp_path / "bad.jsonl", ("x1", "nope"))
+    with pytest.raises(KBError) as info:
+        load_question_files([tune, clash, bad], fixture_kb)
+    assert info.value.errors == [
+        f"{clash}: id 'u2' repeated (also in {tune})",
+        f"{bad}:1: article 'nope' is not in the knowledge base",
+    ]
+
+
+def test_folds_never_ask_a_model_that_learned_the_question() -> None:
+    questions = [Question(f"u{i}", "en", "how", None) for i in range(7)]
+    extra = [Question(f"w{i}", "en", "how", None) for i in range(3)]
+    splits = folds_of(questions, questions + extra, folds=3)
+    assert sorted(q.id for held, _ in splits for q in held) == sorted(q.id for q in questions)
+    for held, learned in splits:
+        assert not {q.id for q in held} & {q.id for q in learned}
+        # Everything not held is learned: the other folds and the examples that are not asked.
+        assert len(held) + len(learned) == 10 and {q.id for q in extra} <= {q.id for q in learned}
+    # Held-out questions (none of them an example) are asked of one model of all the examples.
+    assert folds_of(extra, questions) == [(extra, questions)]
