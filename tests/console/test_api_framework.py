@@ -69,8 +69,10 @@ def test_admin_only_is_declared_once_and_shown_in_the_openapi_document(rt: Runti
     assert ("POST", "/api/rules/publish") in admin_only
     assert ("GET", "/api/stats") in admin_only
     assert ("POST", "/api/conversations/{conv_id}/reply") not in admin_only
-    # As many as the hand-written registry declared admin=True, + GET /api/models, + POST /api/sandbox/presses.
-    assert len(admin_only) == 23
+    # As many as the hand-written registry declared admin=True, + GET /api/models, + POST
+    # /api/sandbox/presses, + GET /api/agents and PATCH /api/agents/{name}.
+    assert {("GET", "/api/agents"), ("PATCH", "/api/agents/{name}")} <= admin_only
+    assert len(admin_only) == 25
     assert "/api/rules/versions/{number}" in spec["paths"]
     assert {"HTTPBearer", "APIKeyCookie"} <= set(spec["components"]["securitySchemes"])
 

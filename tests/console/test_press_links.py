@@ -24,7 +24,14 @@ async def _adapter_links(rt: Runtime, served: Served) -> PressLinks:
     """The signer the e-mail adapter gets from its context (same deployment: same secret)."""
     web = WebSettings.model_validate({**served.console.web.model_dump(), "public_url": PUBLIC + "/"})
     ctx = ChannelContext(
-        rt.client, rt.shards, rt.inbox, "mailer", scripts=rt.scripts, leases=rt.settings.leases, web=web
+        rt.client,
+        rt.shards,
+        rt.inbox,
+        "mailer",
+        scripts=rt.scripts,
+        leases=rt.settings.leases,
+        web=web,
+        impostors=rt.impostor_guard,
     )
     links = await ctx.press_links()
     assert links is not None

@@ -30,7 +30,14 @@ BUTTONS = (
 def _sender(rt: Runtime, section: dict[str, Any], public_url: str) -> EmailSender:
     web = WebSettings.model_validate({"public_url": public_url})
     ctx = ChannelContext(
-        rt.client, rt.shards, rt.inbox, "mailer", scripts=rt.scripts, leases=rt.settings.leases, web=web
+        rt.client,
+        rt.shards,
+        rt.inbox,
+        "mailer",
+        scripts=rt.scripts,
+        leases=rt.settings.leases,
+        web=web,
+        impostors=rt.impostor_guard,
     )
     return cast(EmailSender, from_config(ctx, section)[-1])
 
