@@ -55,15 +55,7 @@ if op == 'answer' or op == 'decline' or op == 'shadow' then
     'gap', r.gap, 'kb', r.kb, 'group', cur.group, 'at', NOWS, 'outcome', '')
   redis.call('ZADD', P .. 'answered', NOWS, cid)
   hist(cid, 'answer', cjson.encode(r))
-  local item = a.item
-  item.channel = cur.channel
-  item.account = cur.account
-  item.conversation_key = cur.ckey
-  item.reply_to = cur.last_platform_id
-  item.meta = cjson.decode(cur.meta or '{}')
-  item.conversation = cid
-  send(cid, cur.channel, item.id, cjson.encode(item))
-  redis.call('HINCRBY', P .. 'stats', 'out:' .. cur.channel, 1)
+  send_reply(cid, cur, a.item)
   kb_count('answered', r.lang, r.article, 1)
   event(cur.group, 'answered', cid, cjson.encode({article = r.article}))
   return 'sent'

@@ -73,6 +73,19 @@ local function send(cid, channel, id, raw)
   hist(cid, 'outbound', raw)
 end
 
+-- A reply written for conversation cid (an agent's, the knowledge base's answer), addressed where
+-- the conversation's last message came from (its fields in cur), queued and counted.
+local function send_reply(cid, cur, item)
+  item.channel = cur.channel
+  item.account = cur.account
+  item.conversation_key = cur.ckey
+  item.reply_to = cur.last_platform_id
+  item.meta = cjson.decode(cur.meta or '{}')
+  item.conversation = cid
+  send(cid, cur.channel, item.id, cjson.encode(item))
+  redis.call('HINCRBY', P .. 'stats', 'out:' .. cur.channel, 1)
+end
+
 -- Copy an inbox entry to the dead-letter stream with its reason; the caller has acknowledged it.
 -- Every field of the entry is kept, byte for byte: 'env' as 'payload', any other (a foreign
 -- writer's entry) as 'field:<name>'. 'dead' counts messages: one that `dead retry` sent back

@@ -279,14 +279,7 @@ elseif op == 'reply' then
   end
   redis.call('HSET', c, 'status', 'waiting', 'agent', a.by, 'updated_ms', NOWS)
   local item = a.item
-  item.channel = cur.channel
-  item.account = cur.account
-  item.conversation_key = cur.ckey
-  item.reply_to = cur.last_platform_id
-  item.meta = cjson.decode(cur.meta or '{}')
-  item.conversation = cid
-  send(cid, cur.channel, item.id, cjson.encode(item))
-  redis.call('HINCRBY', P .. 'stats', 'out:' .. cur.channel, 1)
+  send_reply(cid, cur, item)
   event(cur.group, 'replied', cid, cjson.encode({by = a.by, reply = item.id}))
   wake()
   return finish(item.id)  -- a repeat answers with the first reply's id
