@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 
 from router.audit import Audit
 from router.channel import ChannelContext
-from router.config import RulesSettings, Settings
+from router.config import LeaseSettings, RulesSettings, Settings, WebSettings
 from router.conversations import Conversations
 from router.errors import ConfigError
 from router.impostors import ImpostorCases, ImpostorGuard
@@ -169,16 +169,20 @@ class Runtime:
         """The rule set in force (published, else the configured file or the default)."""
         return await self.engines.current(fresh=fresh)
 
-    def channel_context(self) -> ChannelContext:
+    def channel_context(
+        self, instance: str | None = None, *, leases: LeaseSettings | None = None, web: WebSettings | None = None
+    ) -> ChannelContext:
+        """The context channel modules get; ``instance`` (the lease owner), ``leases`` and ``web``
+        other than this process's stand for another replica or deployment (tests)."""
         return ChannelContext(
             self.client,
             self.shards,
             self.inbox,
-            self.instance,
+            instance or self.instance,
             self.stop_request,
             scripts=self.scripts,
-            leases=self.settings.leases,
-            web=self.settings.web,
+            leases=leases or self.settings.leases,
+            web=web or self.settings.web,
             impostors=self.impostor_guard,
             safety_notice=self.settings.safety_notice,
         )

@@ -9,7 +9,6 @@ import time
 
 import httpx
 
-from router.channel import ChannelContext
 from router.config import WebSettings
 from router.links import PressLinks
 from router.runtime import Runtime
@@ -23,16 +22,7 @@ LABEL = "✅ This solved it"
 async def _adapter_links(rt: Runtime, served: Served) -> PressLinks:
     """The signer the e-mail adapter gets from its context (same deployment: same secret)."""
     web = WebSettings.model_validate({**served.console.web.model_dump(), "public_url": PUBLIC + "/"})
-    ctx = ChannelContext(
-        rt.client,
-        rt.shards,
-        rt.inbox,
-        "mailer",
-        scripts=rt.scripts,
-        leases=rt.settings.leases,
-        web=web,
-        impostors=rt.impostor_guard,
-    )
+    ctx = rt.channel_context("mailer", web=web)
     links = await ctx.press_links()
     assert links is not None
     return links

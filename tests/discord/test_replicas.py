@@ -11,7 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from adapters.discord_bot import DiscordAdapter, from_config
-from router.channel import ChannelContext
 from router.config import LeaseSettings
 from router.runtime import Runtime
 from tests.discord.conftest import ACCOUNT, eventually, inbox, wait_inbox
@@ -21,9 +20,7 @@ LEASES = LeaseSettings(ttl_s=2, retry_s=0.05, max_skew_s=0)
 
 
 def replica(rt: Runtime, instance: str, section: dict[str, Any]) -> DiscordAdapter:
-    ctx = ChannelContext(
-        rt.client, rt.shards, rt.inbox, instance, scripts=rt.scripts, leases=LEASES, impostors=rt.impostor_guard
-    )
+    ctx = rt.channel_context(instance, leases=LEASES)
     [adapter] = from_config(ctx, section)
     assert isinstance(adapter, DiscordAdapter)
     return adapter

@@ -12,7 +12,6 @@ import pytest
 
 from adapters.email import EmailSender, from_config
 from router.accounts import load_secret
-from router.channel import ChannelContext
 from router.config import WebSettings
 from router.lifecycle import running
 from router.links import PressLinks
@@ -29,16 +28,7 @@ BUTTONS = (
 
 def _sender(rt: Runtime, section: dict[str, Any], public_url: str) -> EmailSender:
     web = WebSettings.model_validate({"public_url": public_url})
-    ctx = ChannelContext(
-        rt.client,
-        rt.shards,
-        rt.inbox,
-        "mailer",
-        scripts=rt.scripts,
-        leases=rt.settings.leases,
-        web=web,
-        impostors=rt.impostor_guard,
-    )
+    ctx = rt.channel_context("mailer", web=web)
     return cast(EmailSender, from_config(ctx, section)[-1])
 
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import pytest
 
-from router.channel import ChannelContext
 from router.config import LeaseSettings
 from router.leases import Lease
 from router.runtime import Runtime
@@ -208,9 +207,7 @@ async def test_a_bot_that_loses_its_lease_stops_polling_at_once(
     rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
 ) -> None:
     leases = LeaseSettings(ttl_s=0.6, retry_s=0.05, max_skew_s=0)
-    ctx = ChannelContext(
-        rt.client, rt.shards, rt.inbox, "replica-a", scripts=rt.scripts, leases=leases, impostors=rt.impostor_guard
-    )
+    ctx = rt.channel_context("replica-a", leases=leases)
     adapter = await make_adapter(ctx)
     first = emu.push_message(emu.chat(777), "my withdrawal has not arrived")
     await consumed(rt, first)
