@@ -508,26 +508,13 @@ async def _rules_published(rt: Any, args: argparse.Namespace) -> int:
 
 async def _sla_published(rt: Any, args: argparse.Namespace) -> int:
     """``sla validate|publish|rollback|history|diff`` (router/slastore.py)."""
-    from sla import PolicyError
-
     if args.action != "validate":
         return await _published(rt.sla, "SLA policy", args)
-    source = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
-    try:
-        policy = await rt.sla.validate(source, args.file)
-    except PolicyError as exc:
-        for err in exc.errors:
-            print(err, file=sys.stderr)
-        print(f"{args.file}: {len(exc.errors)} error(s)", file=sys.stderr)
-        return 1
-    print(f"{args.file}: ok — version {policy.version}, groups checked against the rule set in force")
-    return 0
+    return await _validate(rt.sla, args, lambda policy: "")
 
 
 async def _assign_published(rt: Any, args: argparse.Namespace) -> int:
     """``assign validate|publish|rollback|history|diff`` (router/assignstore.py)."""
-    from sla.assignment import AssignmentPolicyError
-
     if args.action != "validate":
         first = args.action == "publish" and await rt.assignments.active_number() is None
         code = await _published(rt.assignments, "assignment policy", args)
@@ -535,19 +522,24 @@ async def _assign_published(rt: Any, args: argparse.Namespace) -> int:
             # service() decided at their start that there was nothing to run (docs/assignment.md).
             print("workers started before this first publish start assigning at their next restart")
         return code
+    return await _validate(
+        rt.assignments, args, lambda policies: f", automatic groups: {', '.join(policies.automatic) or 'none'}"
+    )
+
+
+async def _validate(store: Any, args: argparse.Namespace, describe: Callable[[Any], str]) -> int:
+    """``validate`` of a policy store: every error, or ok with the version (and ``describe``'s words)."""
+    from rules import RuleSetError
+
     source = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
     try:
-        policies = await rt.assignments.validate(source, args.file)
-    except AssignmentPolicyError as exc:
+        policy = await store.validate(source, args.file)
+    except RuleSetError as exc:  # SLA and assignment policy errors are ones
         for err in exc.errors:
             print(err, file=sys.stderr)
         print(f"{args.file}: {len(exc.errors)} error(s)", file=sys.stderr)
         return 1
-    automatic = ", ".join(policies.automatic) or "none"
-    print(
-        f"{args.file}: ok — version {policies.version}, automatic groups: {automatic}; "
-        "groups checked against the rule set in force"
-    )
+    print(f"{args.file}: ok — version {policy.version}{describe(policy)}, groups checked against the rule set in force")
     return 0
 
 

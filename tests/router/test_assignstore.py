@@ -136,6 +136,9 @@ async def test_cli_validate_publish_history_diff_rollback(rt: Runtime, env: dict
     assert "ok — version" in out.stdout and "automatic groups: payments" in out.stdout
     refused = await asyncio.to_thread(sb, env, "assign", "validate", str(bad), check=False)
     assert refused.returncode == 1 and f"{bad}:4:3: group 'legal' is not a group" in refused.stderr
+    # The SLA store's validate shares the code: an assignment text is no SLA policy.
+    refused = await asyncio.to_thread(sb, env, "sla", "validate", str(good), check=False)
+    assert refused.returncode == 1 and refused.stderr.endswith("error(s)\n")
     refused = await asyncio.to_thread(sb, env, "assign", "publish", str(bad), "--author", "eve", check=False)
     assert refused.returncode == 1 and "refused: the running assignment policy stays in force" in refused.stderr
     assert await rt.assignments.active_number() is None
