@@ -35,6 +35,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from router.assignstore import PoliciesInForce
 from router.config import AssignSettings, Settings
 from router.conversations import Conversations
 from router.errors import ConfigError, Conflict, NotFound, SwitchboardError
@@ -269,7 +270,9 @@ class Assigner:
         not a label for the triage model either)."""
         reason = f"overflow: no eligible agent for {policy.overflow_s}s"
         try:
-            return await self.conversations.transfer(cid, policy.overflow_to, BY, reason, review=policy.group)
+            return await self.conversations.transfer(
+                cid, policy.overflow_to, BY, reason, review=policy.group, count="assign:overflowed"
+            )
         except (Conflict, NotFound):
             return False  # closed meanwhile
 
@@ -369,7 +372,9 @@ class Assigner:
                 if conv.agent != name or not self.policies.of(conv.group).automatic:
                     continue
                 try:
-                    await self.conversations.release(conv.id, BY, reason="agent offline")
+                    await self.conversations.release(
+                        conv.id, BY, reason="agent offline", count="assign:requeued_offline"
+                    )
                 except (Conflict, NotFound):
                     continue  # closed or released meanwhile (another process's sweep, say)
                 self.counts.requeued_offline += 1
@@ -405,9 +410,16 @@ class AssignService:
     name = "assign"
 
     def __init__(
-        self, rt: Any, policies: AssignmentPolicies, settings: Settings, *, clock: Clock | None = None
+        self,
+        rt: Any,
+        policies: AssignmentPolicies,
+        settings: Settings,
+        *,
+        in_force: PoliciesInForce | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._rt = rt
+        self._in_force = in_force
         self._settings = settings.assign
         self._leases = settings.leases
         self.presence = Presence(rt.client, rt.keys, settings.assign, clock)
@@ -468,6 +480,10 @@ class AssignService:
         return step
 
     async def _sweep_step(self) -> bool:
+        # A newly published (or rolled back) policy version is taken here, before the sweep's
+        # re-offers and requeues, which read it; the shard loops read it at their next pass.
+        if self._in_force is not None and (policies := await self._in_force.changed()) is not None:
+            self.assigner.policies = policies
         await self.assigner.sweep()
         return await wait_or_stop(self._stopping, self._settings.sweep_s)
 
@@ -490,13 +506,18 @@ class AssignService:
             "lost_race": c.lost_race,
             "requeued_offline": c.requeued_offline,
             "settled": c.settled,
+            "policy": self._in_force.number if self._in_force is not None else None,
         }
 
 
-def service(rt: Any, settings: Settings) -> AssignService | None:
-    """The assignment service ``switchboard run``/``worker`` starts, or None (no policy file, or
-    no automatic group in it: today's manual claim only)."""
-    policies = load_policies(settings.assign)
-    if not policies.automatic:
-        return None
-    return AssignService(rt, policies, settings)
+async def service(rt: Any, settings: Settings) -> AssignService | None:
+    """The assignment service ``switchboard run``/``worker`` starts, or None: nothing published
+    and no policy file (or no automatic group in it), so today's manual claim only. Once a
+    version is published the service runs, following the active version (router/assignstore.py)."""
+    in_force = PoliciesInForce(rt.assignments)
+    policies = await in_force.changed()
+    if policies is None:
+        policies = load_policies(settings.assign)
+        if in_force.number is None and not policies.automatic:
+            return None
+    return AssignService(rt, policies, settings, in_force=in_force)

@@ -95,8 +95,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                     enabled.append(SlaTimer(rt))
             from router import assignment
 
-            # Automatic assignment runs in the worker processes too (none without a policy file).
-            enabled.extend(x for x in [assignment.service(rt, settings)] if x is not None)
+            # Automatic assignment runs in the worker processes too (none without a policy file or
+            # a published policy).
+            enabled.extend(x for x in [await assignment.service(rt, settings)] if x is not None)
             where = "configured URL" if settings.redis_url else f"embedded, data in {settings.redis.data_dir}"
             print(
                 f"Switchboard running (redis: {where}; "
@@ -507,19 +508,38 @@ async def _rules_published(rt: Any, args: argparse.Namespace) -> int:
 
 async def _sla_published(rt: Any, args: argparse.Namespace) -> int:
     """``sla validate|publish|rollback|history|diff`` (router/slastore.py)."""
-    from sla import PolicyError
-
     if args.action != "validate":
         return await _published(rt.sla, "SLA policy", args)
+    return await _validate(rt.sla, args, lambda policy: "")
+
+
+async def _assign_published(rt: Any, args: argparse.Namespace) -> int:
+    """``assign validate|publish|rollback|history|diff`` (router/assignstore.py)."""
+    if args.action != "validate":
+        first = args.action == "publish" and await rt.assignments.active_number() is None
+        code = await _published(rt.assignments, "assignment policy", args)
+        if first and code == 0 and rt.settings.assign.policy_file is None:
+            # service() decided at their start that there was nothing to run (docs/assignment.md).
+            print("workers started before this first publish start assigning at their next restart")
+        return code
+    return await _validate(
+        rt.assignments, args, lambda policies: f", automatic groups: {', '.join(policies.automatic) or 'none'}"
+    )
+
+
+async def _validate(store: Any, args: argparse.Namespace, describe: Callable[[Any], str]) -> int:
+    """``validate`` of a policy store: every error, or ok with the version (and ``describe``'s words)."""
+    from rules import RuleSetError
+
     source = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
     try:
-        policy = await rt.sla.validate(source, args.file)
-    except PolicyError as exc:
+        policy = await store.validate(source, args.file)
+    except RuleSetError as exc:  # SLA and assignment policy errors are ones
         for err in exc.errors:
             print(err, file=sys.stderr)
         print(f"{args.file}: {len(exc.errors)} error(s)", file=sys.stderr)
         return 1
-    print(f"{args.file}: ok — version {policy.version}, groups checked against the rule set in force")
+    print(f"{args.file}: ok — version {policy.version}{describe(policy)}, groups checked against the rule set in force")
     return 0
 
 
@@ -531,7 +551,7 @@ async def _published(store: Any, noun: str, args: argparse.Namespace) -> int:
         source = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
         try:
             published = await store.publish(source, args.author, args.comment, filename=args.file)
-        except RuleSetError as exc:  # an SLA PolicyError is one too
+        except RuleSetError as exc:  # SLA and assignment policy errors are ones too
             for err in exc.errors:
                 print(err, file=sys.stderr)
             print(f"refused: the running {noun} stays in force", file=sys.stderr)
@@ -849,6 +869,13 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file")
     sp.set_defaults(handler=_with_runtime(_sla_published))
     _published_parsers(ssub, "SLA policy", _with_runtime(_sla_published))
+
+    assign = sub.add_parser("assign", help="validate, publish and roll back assignment policies (docs/assignment.md)")
+    asub = assign.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = asub.add_parser("validate", help="check a policy file, its groups against the rule set in force")
+    sp.add_argument("file")
+    sp.set_defaults(handler=_with_runtime(_assign_published))
+    _published_parsers(asub, "assignment policy", _with_runtime(_assign_published))
 
     model = sub.add_parser("model", help="the triage model: labels, training, evaluation, published versions")
     msub = model.add_subparsers(dest="action", required=True, metavar="ACTION")

@@ -142,8 +142,9 @@ class ConversationSettings(BaseModel):
 class AssignSettings(BaseModel):
     """Automatic assignment (router/assignment.py, docs/assignment.md).
 
-    policy_file: the assignment policies per group (YAML, sla/assignment.py); none: every group
-    is ``manual`` (agents claim) and no assignment service runs. An agent whose last heartbeat is
+    policy_file: the assignment policies per group (YAML, sla/assignment.py), in force while no
+    policy is published (``switchboard assign publish``, router/assignstore.py); neither: every
+    group is ``manual`` (agents claim) and no assignment service runs. An agent whose last heartbeat is
     older than grace_s is offline: no new conversation goes to it, and its open conversations in
     groups with a policy go back to the queue. A reservation (the first step of an assignment)
     lives reservation_s; one left behind by a crashed process is released once expired (by more

@@ -12,7 +12,7 @@ import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 import redis.asyncio as aioredis
@@ -36,6 +36,8 @@ def priority_label(prio: int) -> str:
 #: (issue 15): the group and priority it was closed in held, except for spam, which says nothing
 #: about where support messages belong (``router/labels.py`` leaves it out of the training export).
 CLOSE_REASONS = ("resolved", "duplicate", "no_reply", "spam")
+#: The assigner's counters a release or transfer may add to (lua/conv.lua; router/stats.py reads them).
+AssignCounter = Literal["assign:overflowed", "assign:requeued_offline"]
 
 
 def parse_close_reason(value: str) -> str:
@@ -323,8 +325,18 @@ class Conversations:
         log.info("claim-next of %s for %s: %d partitions emptied under it; none claimed", group, agent, tries)
         return None
 
-    async def release(self, conv_id: str, by: str, request_id: str | None = None, *, reason: str = "released") -> None:
-        await self._write("release", conv_id, request_id, by=by, reason=reason, sla_ms=self._sla_ms)
+    async def release(
+        self,
+        conv_id: str,
+        by: str,
+        request_id: str | None = None,
+        *,
+        reason: str = "released",
+        count: AssignCounter | None = None,
+    ) -> None:
+        """Back to the queue; ``count``: the assigner's counter this adds one to (per group)."""
+        extra: dict[str, Any] = {"count": count} if count else {}
+        await self._write("release", conv_id, request_id, by=by, reason=reason, sla_ms=self._sla_ms, **extra)
 
     async def assign(
         self,
@@ -371,11 +383,14 @@ class Conversations:
         request_id: str | None = None,
         *,
         review: str | None = None,
+        count: AssignCounter | None = None,
     ) -> bool:
         """Move the conversation to ``group`` (a label, unless ``review``). ``review``: the group
         the reviewer (router/review.py) read it in; then it moves only if still unclaimed there,
-        and returns False where it did not."""
+        and returns False where it did not. ``count``: as for ``release``, per group moved from."""
         extra: dict[str, Any] = {"review": review} if review else {}
+        if count:
+            extra["count"] = count
         result = await self._write(
             "transfer", conv_id, request_id, group=group, by=by, reason=reason, sla_ms=self._sla_ms, **extra
         )

@@ -31,7 +31,8 @@ labels                          shard  stream    agents' corrections (transfer, 
 actions                         shard  stream    button presses from every channel (``press``: JSON, router/actions.py)
                                                  in the shard of the conversation key; consumers' own groups; capped
 pressed:{channel}:{account}:{id} shard string    "1" once that platform press was appended (TTL)
-stats                           shard  hash      counters (in:, dup:, refused:, routed:{channel}, dead, kb:..., ...)
+stats                           shard  hash      counters (in:, dup:, refused:, routed:{channel}, dead, kb:...,
+                                                 assign:{assigned|reoffered|overflowed|requeued_offline}:{group}, ...)
 answer:{id}                     shard  hash      the knowledge-base answer sent on conversation {id}
                                                  (router/answerer.py): answer id, article, lang, score,
                                                  gap, kb version, at, outcome (confirmed, assumed,
@@ -64,6 +65,8 @@ rules:log                       home   stream    publish / rollback log
 rules:seq                       home   string    last rule-set version number handed out
 sla:active, sla:v:{n},          home   ...       published SLA policies (router/slastore.py), as rules:*:
 sla:log, sla:seq                                 source, author, at, version digest; the log; the sequence
+assignment:active,              home   ...       published assignment policies (router/assignstore.py), as
+assignment:v:{n}, :log, :seq                     rules:*
 sla:due                         shard  zset      conversation id -> when its SLA clock must be evaluated next
                                                  (ms): written by route.lua and conv.lua, read and moved by
                                                  the SLA timer (router/slatimer.py)
@@ -245,7 +248,7 @@ class Keys:
     def health_pattern(self) -> str:
         return f"{self.prefix}health:*"
 
-    # -- published versions of any kind (router/published.py): ``rules`` above, ``sla`` --------
+    # -- published versions of any kind (router/published.py): rules, sla, assignment --------
     def published_active(self, kind: str) -> str:
         return f"{self.prefix}{kind}:active"
 

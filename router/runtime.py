@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from router.assignstore import AssignStore
 from router.audit import Audit
 from router.channel import ChannelContext
 from router.config import LeaseSettings, RulesSettings, Settings, WebSettings
@@ -76,6 +77,7 @@ class Runtime:
         self.rules = RuleStore(self.client, self.keys, self.compile, lambda: self.triage.refresh())
         self.sla = SlaStore(self.client, self.keys, lambda: self.engine(fresh=True))
         self.sla_policies = SlaPolicies(self.sla)
+        self.assignments = AssignStore(self.client, self.keys, lambda: self.engine(fresh=True))
         audit = Audit(self.client, self.keys, settings.web.audit_max)
         self.models = ModelStore(self.client, self.keys, self.fits, audit, Labels(self.client, self.shards))
         self.impostor_cases = ImpostorCases(self.client, self.keys, self.scripts)

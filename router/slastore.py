@@ -44,22 +44,26 @@ def _position(source: str, name: str) -> tuple[int, int]:
     return line, found.start() - (source.rfind("\n", 0, found.start()) + 1) + 1
 
 
+def unknown_groups(named: Collection[str], groups: Collection[str], source: str, filename: str) -> list[RuleError]:
+    """One error for each group ``named`` that the rule set in force (``groups``) does not have,
+    where the text first writes it (SLA and assignment policies alike)."""
+    known = ", ".join(sorted(groups))
+    return [
+        RuleError(
+            filename,
+            *_position(source, g),
+            None,
+            f"group {g!r} is not a group of the rule set in force (known: {known})",
+        )
+        for g in sorted(set(named) - set(groups))
+    ]
+
+
 def check_groups(policy: Policy, groups: Collection[str], source: str, filename: str) -> None:
     """Refuse a policy that names a group the rule set in force does not have."""
-    unknown = sorted(groups_named(policy) - set(groups))
-    if unknown:
-        known = ", ".join(sorted(groups))
-        raise PolicyError(
-            [
-                RuleError(
-                    filename,
-                    *_position(source, g),
-                    None,
-                    f"group {g!r} is not a group of the rule set in force (known: {known})",
-                )
-                for g in unknown
-            ]
-        )
+    errors = unknown_groups(groups_named(policy), groups, source, filename)
+    if errors:
+        raise PolicyError(errors)
 
 
 class SlaStore(Versions):

@@ -28,6 +28,8 @@ from rules import Engine
 
 #: Recent routed messages per group behind the routing latency.
 LATENCY_SAMPLE = 20
+#: The assigner's counters (``assign:{name}:{group}`` in the shards' stats hashes).
+ASSIGN_COUNTERS = ("assigned", "reoffered", "overflowed", "requeued_offline")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +52,12 @@ class Totals:
             m, b = met.get(target, 0), breached.get(target, 0)
             out[target] = {"met": m, "breached": b, "attainment": m / (m + b) if m + b else None}
         return out
+
+    def assignment(self) -> dict[str, dict[str, int]]:
+        """Per ``ASSIGN_COUNTERS`` name, by group: automatic assignments, re-offers, overflows
+        (by the group moved from) and offline agents' conversations requeued, each counted by the
+        script that made the change (lua/conv.lua)."""
+        return {name: self.by_prefix(f"assign:{name}:") for name in ASSIGN_COUNTERS}
 
 
 class StatsReader:
@@ -130,6 +138,7 @@ class StatsReader:
             "shard_holders": shard_holders(health),
             "rules": {"active": await self._rules.active_number()},
             "sla": totals.sla(),
+            "assignment": totals.assignment(),
         }
 
     async def sample(self) -> dict[str, Any]:

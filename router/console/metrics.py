@@ -90,6 +90,7 @@ async def collect(c: Console) -> list[Metric]:
         GaugeMetricFamily("switchboard_workers_alive", "Router workers with a live heartbeat", value=workers)
     )
     families += sla_families(totals.sla())
+    families += assignment_families(totals.assignment())
 
     families += _answers(answer_stats(totals))
 
@@ -167,6 +168,29 @@ def sla_families(targets: dict[str, dict[str, Any]]) -> list[Metric]:
         if figures["attainment"] is not None:
             attainment.add_metric([target], figures["attainment"])
     return [outcomes, attainment]
+
+
+#: The Prometheus family of each assigner counter (router/stats.py ``ASSIGN_COUNTERS``).
+_ASSIGN_FAMILIES = {
+    "assigned": ("switchboard_assignments", "Conversations assigned automatically to an agent"),
+    "reoffered": ("switchboard_assignment_reoffers", "Assignments re-offered after no first reply in time"),
+    "overflowed": ("switchboard_assignment_overflows", "Conversations moved to the overflow group (group: from)"),
+    "requeued_offline": (
+        "switchboard_assignment_offline_requeues",
+        "Open conversations of agents gone offline put back in their queue",
+    ),
+}
+
+
+def assignment_families(counters: dict[str, dict[str, int]]) -> list[Metric]:
+    """The assigner's counters per group (docs/assignment.md)."""
+    families: list[Metric] = []
+    for name, (metric, doc) in _ASSIGN_FAMILIES.items():
+        fam = CounterMetricFamily(metric, doc, labels=["group"])
+        for group, value in counters.get(name, {}).items():
+            fam.add_metric([group], value)
+        families.append(fam)
+    return families
 
 
 def _in_flight(flight: Backlog) -> list[Metric]:

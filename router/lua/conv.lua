@@ -48,6 +48,7 @@ if op == 'assign' then
   local data = cjson.encode({status = 'assigned', agent = a.agent, by = 'assign', policy = a.policy, reason = a.reason})
   hist(cid, 'status', data)
   event(a.group, 'assigned', cid, data)
+  redis.call('HINCRBY', P .. 'stats', 'assign:assigned:' .. a.group, 1)
   return finish(cid)
 end
 
@@ -220,6 +221,8 @@ end
 if op == 'release' then
   if cur.status == 'new' then return redis.error_reply('CONFLICT conversation ' .. cid .. ' is not assigned') end
   release(a.by, a.reason or 'released')
+  -- a.count: the assigner's counter of this move (router/assignment.py), per group.
+  if a.count then redis.call('HINCRBY', P .. 'stats', a.count .. ':' .. cur.group, 1) end
 elseif op == 'reoffer' then
   -- No first reply within the group's time: back to the queue for another agent, only if it is
   -- still the assignment a.token made and nobody answered (a reply makes it 'waiting').
@@ -236,12 +239,15 @@ elseif op == 'reoffer' then
   hist(cid, 'status', cjson.encode({status = 'new', by = 'assign', reason = 'no first reply', agent = cur.agent,
     hop = #offered}))
   event(cur.group, 'reoffered', cid, cjson.encode({agent = cur.agent, hop = #offered}))
+  redis.call('HINCRBY', P .. 'stats', 'assign:reoffered:' .. cur.group, 1)
 -- The reviewer's moves (router/review.py, a.review = the group it read): only while nobody has
 -- claimed or moved the conversation since it read it, else nothing; and never a label, since the
 -- model would then learn from its own opinion.
 elseif a.review and (cur.status ~= 'new' or cur.group ~= a.review) then
   return finish('stale')
 elseif op == 'transfer' then
+  -- a.count as for a release, by the group moved from (move sets cur.group to the new one).
+  if a.count then redis.call('HINCRBY', P .. 'stats', a.count .. ':' .. cur.group, 1) end
   move(a.group, a.by, a.reason)
   if not a.review then label('transfer', a.group, prio, a.reason) end
   wake()

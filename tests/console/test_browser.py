@@ -281,7 +281,7 @@ async def test_an_agent_goes_online_and_gets_a_conversation_assigned_live(
     policy.write_text("version: 1\ngroups:\n  payments: {policy: least_loaded}\n")
     settings = served.rt.settings
     assign_settings = settings.assign.model_copy(update={"policy_file": policy, "poll_s": 0.05, "sweep_s": 0.2})
-    service = assignment.service(served.rt, settings.model_copy(update={"assign": assign_settings}))
+    service = await assignment.service(served.rt, settings.model_copy(update={"assign": assign_settings}))
     assert service is not None
     await service.presence.set_profile("ann", capacity={"telegram": 3})
     await service.start()

@@ -316,7 +316,7 @@ async def test_the_service_assigns_under_its_shard_leases(rt: Runtime, tmp_path:
     policy = tmp_path / "assignment.yaml"
     policy.write_text("version: 1\ngroups:\n  payments: {policy: least_loaded}\n")
     assign = SETTINGS.model_copy(update={"policy_file": policy, "poll_s": 0.05, "sweep_s": 0.1})
-    svc = assignment.service(rt, rt.settings.model_copy(update={"assign": assign}))
+    svc = await assignment.service(rt, rt.settings.model_copy(update={"assign": assign}))
     assert svc is not None
     for name in ("ann", "bob"):
         await svc.presence.set_profile(name, groups=["payments"], capacity={"telegram": 2})
