@@ -24,12 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from rules.loader import Positions, duplicate_keys, parse
 from rules.model import RuleError, RuleSetError
 from sla.document import parse_duration
-from sla.policy import _convert
+from sla.policy import read_document
 
 POLICIES = ("manual", "round_robin", "least_loaded")
 PolicyName = Literal["manual", "round_robin", "least_loaded"]
@@ -134,19 +133,9 @@ def eligible(policy: GroupPolicy, agent: Agent, tags: tuple[str, ...] | list[str
 
 def load(text: str, filename: str = "<assignment>") -> AssignmentPolicies:
     """Parse and validate a policy file; ``AssignmentPolicyError`` lists every problem found."""
-    try:
-        root, data = parse(text, filename)
-    except RuleSetError as exc:
-        raise AssignmentPolicyError(exc.errors) from None
-    errors = duplicate_keys(root, filename)
-    if not isinstance(data, dict):
-        raise AssignmentPolicyError([*errors, RuleError(filename, 1, 1, None, "the policy file must be a mapping")])
-    positions = Positions(root)
-    doc: PolicyFile | None = None
-    try:
-        doc = PolicyFile.model_validate(data)
-    except ValidationError as exc:
-        errors.extend(_convert(exc, positions, filename))
+    doc, errors, positions = read_document(
+        text, filename, PolicyFile, AssignmentPolicyError, "the assignment policy file"
+    )
     if doc is not None:
         for name, group in doc.groups.items():
             target = group.overflow.to if group.overflow else None

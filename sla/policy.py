@@ -14,10 +14,10 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from rules.loader import Positions, duplicate_keys, parse
 from rules.model import RuleError, RuleSetError
@@ -91,21 +91,34 @@ class Policy:
         return self.ladders.get(target, ())
 
 
-def load(text: str, filename: str = "<sla>") -> Policy:
-    """Parse, validate and compile a policy; ``PolicyError`` lists every problem found."""
+M = TypeVar("M", bound=BaseModel)
+
+
+def read_document(
+    text: str, filename: str, model: type[M], error: type[RuleSetError], what: str
+) -> tuple[M | None, list[RuleError], Positions]:
+    """A YAML document validated by ``model``: the document (None when it did not validate), every
+    problem found so far with its line and column, and the positions for further checks. A text
+    that is not YAML, or not a mapping, raises ``error`` at once."""
     try:
         root, data = parse(text, filename)
     except RuleSetError as exc:
-        raise PolicyError(exc.errors) from None
+        raise error(exc.errors) from None
     errors = duplicate_keys(root, filename)
     if not isinstance(data, dict):
-        raise PolicyError([*errors, RuleError(filename, 1, 1, None, "the SLA policy must be a YAML mapping")])
+        raise error([*errors, RuleError(filename, 1, 1, None, f"{what} must be a YAML mapping")])
     positions = Positions(root)
-    doc: PolicyFile | None = None
+    doc: M | None = None
     try:
-        doc = PolicyFile.model_validate(data)
+        doc = model.model_validate(data)
     except ValidationError as exc:
         errors.extend(_convert(exc, positions, filename))
+    return doc, errors, positions
+
+
+def load(text: str, filename: str = "<sla>") -> Policy:
+    """Parse, validate and compile a policy; ``PolicyError`` lists every problem found."""
+    doc, errors, positions = read_document(text, filename, PolicyFile, PolicyError, "the SLA policy")
     if doc is not None:
         errors.extend(_unknown_calendars(doc, positions, filename))
     if errors or doc is None:
