@@ -216,10 +216,11 @@ class Console:
         ladder or another target still has a step to come."""
         now = round(time.time() * 1000)
         rows: list[dict[str, Any]] = []
-        for conv in await self.office.conversations.get_many(await self.office.sla_due(now + within_s * 1000, limit)):
-            if conv.status == "closed":
-                continue
-            clock = await self.countdowns(conv, await self.office.conversations.history(conv.id))
+        convs = await self.office.conversations.get_many(await self.office.sla_due(now + within_s * 1000, limit))
+        convs = [conv for conv in convs if conv.status != "closed"]
+        histories = await self.office.conversations.histories([conv.id for conv in convs])
+        for conv, history in zip(convs, histories, strict=True):
+            clock = await self.countdowns(conv, history)
             nearest = nearest_ms(clock["targets"])
             if nearest is not None and nearest <= now + within_s * 1000:
                 rows.append({"conv": conv, "nearest_ms": nearest, "sla": clock})

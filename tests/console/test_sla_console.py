@@ -4,9 +4,12 @@ the deadlines come from the timer's own clock over the conversation's real histo
 from __future__ import annotations
 
 import re
+import time
 from contextlib import aclosing
 
+from router.worker import Worker
 from tests.console.conftest import Served
+from tests.router.helpers import drain, message
 
 POLICY = """\
 version: 1
@@ -17,6 +20,18 @@ targets:
   P4: {first_response: 1h, next_response: 2h, resolution: 8h}
 """
 H = 3600_000
+
+
+async def opened_at(served: Served, text: str, user: str, at_ms: int) -> str:
+    """Route one message by a worker whose clock reads ``at_ms``; its conversation's id."""
+    env = message(text, user=user)
+    await served.rt.inbox.append(env)
+    worker = Worker(served.rt, clock=lambda: at_ms)
+    await worker.follow_published()
+    await drain(worker)
+    cid = await served.rt.client.get(served.rt.keys.conv_key(env.channel, env.account, env.conversation_key))
+    assert cid is not None
+    return str(cid.decode())
 
 
 def by_target(body: dict[str, object]) -> dict[str, dict[str, object]]:
@@ -81,6 +96,13 @@ async def test_supervisors_see_conversations_near_a_deadline_most_urgent_first(s
         assert near.index(f"#{first}<") < near.index(f"#{second}<")  # the older one is due first
         far = (await client.get("/admin/sla?within=30")).text  # first response is an hour away
         assert f"#{first}<" not in far and "No conversation is within 30 minutes" in far
+        # One opened two hours ago (a worker whose clock says so): breached, listed, and first.
+        late = await opened_at(served, "my deposit vanished", "late", int(time.time() * 1000) - 2 * H)
+        rows = re.findall(r'<tr data-conv="(\d+)">', (await client.get("/admin/sla?within=90")).text)
+        assert rows == [late, first, second]
+        assert re.findall(r'<tr data-conv="(\d+)">', (await client.get("/admin/sla?within=30")).text) == [late]
+        await served.rt.conversations.close(late, by="admin")
+        assert f"#{late}<" not in (await client.get("/admin/sla?within=90")).text  # closed: no longer watched
         assert (await client.get("/admin/sla?within=0")).status_code == 400
         assert (await client.get("/admin/sla?within=soon")).status_code == 400
     agent, _ = await served.browser_session("ann")
