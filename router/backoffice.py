@@ -33,6 +33,7 @@ from router.redis import connect
 from router.rulestore import RuleStore
 from router.runtime import Runtime
 from router.samples import Samples
+from router.slastore import SlaPolicies
 from router.stats import StatsReader
 from rules import Engine
 
@@ -54,6 +55,7 @@ class Backoffice:
         self.audit = Audit(own.client, own.keys, web.audit_max)
         self.limiter = LoginLimiter(own.client, own.keys, web)
         self.presence = Presence(own.client, own.keys, rt.settings.assign)
+        self.sla_policies: SlaPolicies = own.sla_policies
         self.events = GroupEvents(own.client, connect(rt.url, max_connections=web.max_streams + 4), own.shards)
         #: Presses of e-mail button links (``/a/{token}``), into the same stream as the adapters'.
         self.actions = Actions(own.client, own.shards, own.scripts)
@@ -97,6 +99,15 @@ class Backoffice:
         entries = [e for part in await pipe.execute() for e in part]
         entries.sort(key=lambda e: entry_order(e[0]), reverse=True)
         return [(entry_id.decode(), fields[b"env"]) for entry_id, fields in entries[:count] if b"env" in fields]
+
+    async def sla_due(self, until_ms: int, limit: int) -> list[str]:
+        """Conversations whose SLA clock is due by ``until_ms`` (router/slatimer.py), at most
+        ``limit`` per shard, the soonest first in each."""
+        ids: list[str] = []
+        for keys in self._rt.shards.shard:
+            found = await self._rt.client.zrangebyscore(keys.sla_due, "-inf", until_ms, 0, limit)
+            ids.extend(raw.decode() for raw in found)
+        return ids
 
     async def failed_replies(self, conversation: str) -> list[FailedReply]:
         return await failed_replies(self._rt.client, self._rt.shards, conversation=conversation)

@@ -260,6 +260,13 @@ class Conversations:
         entries = await self.client.xrange(self.keys(conv_id).history(conv_id), count=count)
         return arrival_order(parse_history(entries))
 
+    async def histories(self, ids: Sequence[str]) -> list[list[HistoryEntry]]:
+        """Several conversations' histories in one round trip, as ``history`` gives each."""
+        pipe = self.client.pipeline(transaction=False)
+        for cid in ids:
+            pipe.xrange(self.keys(cid).history(cid))
+        return [arrival_order(parse_history(entries)) for entries in await pipe.execute()]
+
     async def deliveries(self, conv_id: str) -> dict[str, str]:
         data = await self.client.hgetall(self.keys(conv_id).delivery(conv_id))
         return {k.decode(): v.decode() for k, v in data.items()}

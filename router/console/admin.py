@@ -340,6 +340,23 @@ async def dashboard(request: Request) -> Response:
     )
 
 
+#: The supervisors' view: how far ahead it looks by default, and at most how far (minutes).
+SLA_WATCH_M = 30
+SLA_WATCH_MAX_M = 1440
+#: Due conversations read per shard (the page stays bounded however long the backlog).
+SLA_WATCH_LIMIT = 200
+
+
+async def sla_watch(request: Request) -> Response:
+    await require(request, admin=True)
+    raw = request.query_params.get("within", str(SLA_WATCH_M))
+    if not raw.isdigit() or not 1 <= int(raw) <= SLA_WATCH_MAX_M:
+        raise BadRequest(f"within: minutes from 1 to {SLA_WATCH_MAX_M}")
+    within = int(raw)
+    rows = await console(request).sla_watch(within * 60, SLA_WATCH_LIMIT)
+    return await render(request, "sla_watch.html", rows=rows, within_m=within, limit=SLA_WATCH_LIMIT)
+
+
 def routes() -> list[BaseRoute]:
     return [
         Route("/admin/rules", rules_page, methods=["GET"]),
@@ -351,6 +368,7 @@ def routes() -> list[BaseRoute]:
         Route("/admin/users/{name}/{action}", user_action, methods=["POST"]),
         Route("/admin/canned", canned_save, methods=["POST"]),
         Route("/admin/dashboard", dashboard),
+        Route("/admin/sla", sla_watch),
         Route("/admin/audit", audit_page),
         Route("/admin/answers", answers_page),
         Route("/admin/impostors", impostors_page),

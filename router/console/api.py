@@ -285,6 +285,15 @@ async def conversation(conv_id: str, user: Caller, c: Service) -> Response:
     )
 
 
+@router.get(
+    "/conversations/{conv_id}/sla",
+    tags=["conversations"],
+    summary="The conversation's SLA countdowns: every target's deadline, state and pause, by the server's clock",
+)
+async def sla(conv_id: str, user: Caller, c: Service) -> Response:
+    return JSONResponse(await c.sla(user, conv_id))
+
+
 @router.post("/conversations/{conv_id}/reply", tags=["conversations"], summary="Reply on the conversation's channel")
 async def reply(request: Request, conv_id: str, user: Caller, c: Service, data: TextIn) -> Response:
     reply_id = await c.reply(user, conv_id, data.text, idempotency(request, user))

@@ -15,6 +15,7 @@ import asyncio
 import difflib
 import importlib.resources
 import os
+import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +35,10 @@ from router.published import Published
 from router.routing import message_in
 from router.runtime import Runtime
 from router.simulator import SandboxPort
+from router.slaview import countdowns, nearest_ms
 from router.stats import StatsReader, queue_dict
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
+from sla import ClockError, PolicyError
 
 from .access import require_admin, require_group
 from .knowledge import KBConsole
@@ -156,6 +159,15 @@ class Console:
     async def queue_stats(self, user: User) -> dict[str, dict[str, Any]]:
         return queue_dict(await self.stats.queues(await self.groups_of(user)))
 
+    async def group_agents(self, user: User, group: str) -> list[dict[str, Any]]:
+        """Who serves ``group``: status (offline once the heartbeat lapsed past the grace period),
+        load and capacity per channel (router/presence.py); online first, then away, then offline."""
+        require_group(user, group)
+        now, grace = self.presence.clock.now_ms(), self.presence.grace_ms
+        agents = [a.to_dict(now, grace) for a in await self.presence.all() if group in a.groups]
+        order = {"online": 0, "away": 1}
+        return sorted(agents, key=lambda a: (order.get(a["status"], 2), a["name"]))
+
     async def mine(self, user: User) -> list[Conversation]:
         return [c for c in await self.office.conversations.of_agent(user.name) if user.sees(c.group)]
 
@@ -173,6 +185,47 @@ class Console:
         history = await self.office.conversations.history(conv_id)
         deliveries = await self.office.conversations.deliveries(conv_id)
         return conv, history, deliveries
+
+    # -- SLA countdowns (router/slaview.py) ----------------------------------------------------
+    async def sla(self, user: User, conv_id: str) -> dict[str, Any]:
+        """The conversation's SLA countdowns for an agent of its group (or an admin)."""
+        conv = await self.conversation(user, conv_id)
+        return await self.countdowns(conv, await self.office.conversations.history(conv_id))
+
+    async def countdowns(self, conv: Conversation, history: list[HistoryEntry]) -> dict[str, Any]:
+        """``policy`` (the number it started under, None: not timed), ``now_ms`` (the server's
+        clock: a page counts down from it, not from its own, which may be off), ``targets``
+        (router/slaview.py) and ``error`` (a clock that cannot be evaluated, said rather than
+        hidden)."""
+        now = round(time.time() * 1000)
+        out: dict[str, Any] = {"policy": conv.sla_policy, "now_ms": now, "targets": [], "error": ""}
+        if conv.sla_policy is None:
+            return out
+        try:
+            policy = await self.office.sla_policies.policy(conv.sla_policy)
+            out["targets"] = countdowns(policy, conv, history, now)
+        except (PolicyError, ClockError) as exc:
+            out["error"] = str(exc)
+        return out
+
+    async def sla_watch(self, within_s: int, limit: int = 200) -> list[dict[str, Any]]:
+        """Supervisors: open conversations whose nearest SLA deadline is within ``within_s`` or
+        past, most urgent first. Read from each shard's timer set ``sla:due`` (bounded: ``limit``
+        per shard): a conversation is due there at or before its nearest deadline, so the set up
+        to now + ``within_s`` holds every one about to breach; a breached one stays there while its
+        ladder or another target still has a step to come."""
+        now = round(time.time() * 1000)
+        rows: list[dict[str, Any]] = []
+        convs = await self.office.conversations.get_many(await self.office.sla_due(now + within_s * 1000, limit))
+        convs = [conv for conv in convs if conv.status != "closed"]
+        histories = await self.office.conversations.histories([conv.id for conv in convs])
+        for conv, history in zip(convs, histories, strict=True):
+            clock = await self.countdowns(conv, history)
+            nearest = nearest_ms(clock["targets"])
+            if nearest is not None and nearest <= now + within_s * 1000:
+                rows.append({"conv": conv, "nearest_ms": nearest, "sla": clock})
+        rows.sort(key=lambda r: r["nearest_ms"])
+        return rows
 
     # The writes take the request id of a client's retry (the API's Idempotency-Key), see
     # router/requests.py: sent again with it, a write returns its first result and changes nothing.

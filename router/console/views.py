@@ -148,6 +148,7 @@ async def queues(request: Request) -> Response:
         convs=convs,
         mine=await c.mine(user),
         beat_s=c.settings.assign.heartbeat_s,
+        agents=await c.group_agents(user, selected) if selected else [],
     )
 
 
@@ -211,6 +212,7 @@ async def _conversation_context(request: Request) -> dict[str, Any]:
         "groups": await c.all_groups(),
         "canned": await c.canned(),
         "close_reasons": CLOSE_REASONS,
+        "sla": await c.countdowns(conv, history),
     }
 
 

@@ -79,6 +79,7 @@ class Served:
         worker = Worker(self.rt)
         from tests.router.helpers import drain
 
+        await worker.follow_published()  # the SLA policy in force, as a running worker has it
         await drain(worker)
         cid = await self.rt.client.get(self.rt.keys.conv_key(env.channel, env.account, env.conversation_key))
         assert cid is not None

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -300,3 +302,35 @@ async def test_an_agent_goes_online_and_gets_a_conversation_assigned_live(
             await shot(agent, "assigned-live")
     finally:
         await service.close()
+
+
+SECONDS_POLICY = """\
+version: 1
+targets:
+  P1: {first_response: 6s, resolution: 1h}
+  P2: {first_response: 6s, resolution: 1h}
+  P3: {first_response: 6s, resolution: 1h}
+  P4: {first_response: 6s, resolution: 1h}
+"""
+
+
+async def test_a_countdown_turns_red_at_breach(browser: Browser, served: Served) -> None:
+    await served.user("ann", "agent", ("payments",))
+    await served.rt.sla.publish(SECONDS_POLICY, "admin")
+    async with logged_in(browser, served, "ann") as page:
+        # Opened after the login, so that the six seconds are not spent logging in.
+        cid = await served.route("my deposit is missing since Monday", user="payer")
+        opened = (await served.rt.conversations.get(cid)).created_ms
+        await page.goto(f"{served.url}/conversations/{cid}")
+        first = page.locator("#sla li.countdown[data-target=first_response]")
+        resolution = page.locator("#sla li.countdown[data-target=resolution]")
+        await expect(first).to_have_attribute("data-deadline-ms", str(opened + 6000))
+        if time.time() * 1000 < opened + 5000:  # a loaded machine may have used the seconds up
+            await expect(first).not_to_have_class(re.compile(r"\bbreached\b"))
+            await expect(first.locator(".countdown-value")).to_contain_text("left")
+        await shot(page, "sla-countdown")
+        await expect(first).to_have_class(re.compile(r"\bbreached\b"), timeout=10_000)
+        await expect(first.locator(".countdown-value")).to_contain_text("overdue")
+        await expect(resolution).not_to_have_class(re.compile(r"\bbreached\b"))
+        await expect(resolution.locator(".countdown-value")).to_contain_text("left")
+        await shot(page, "sla-breached")

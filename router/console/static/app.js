@@ -171,7 +171,70 @@
     document.addEventListener("sb:updated", load);
   }
 
+  // SLA countdowns (docs/sla.md): the deadlines are the server's (router/slaview.py, the timer's
+  // own clock); this only counts down to them, by the server's clock (its now_ms, not this
+  // machine's, which may be off), turns a countdown red (class "breached") at its deadline and, on
+  // a page with data-sla-url, fetches them again when the timeline changes (a reply stops a clock).
+  const SLA_NAMES = { first_response: "First response", next_response: "Next response", resolution: "Resolution" };
+
+  function duration(ms) {
+    const s = Math.floor(Math.abs(ms) / 1000);
+    const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
+    return (h ? h + "h " : "") + (h || m ? m + "m " : "") + (s % 60) + "s";
+  }
+
+  function slaClock(box) {
+    const list = box.querySelector(".countdowns");
+    const state = box.querySelector("[data-sla-state]");
+    let offset = 0;
+    const draw = function () {
+      const now = Date.now() + offset;
+      list.querySelectorAll("[data-deadline-ms]").forEach(function (item) {
+        const left = Number(item.dataset.deadlineMs) - now;
+        const late = left <= 0 || item.dataset.state === "breached";
+        item.classList.toggle("breached", late);
+        item.querySelector(".countdown-value").textContent = left > 0 ? duration(left) + " left" : "overdue " + duration(left);
+      });
+    };
+    const show = function (data) {
+      offset = data.now_ms - Date.now();
+      state.textContent = data.error ? "The SLA clock cannot be evaluated: " + data.error
+        : (data.targets.length ? "" : "No target is measured for this conversation.");
+      list.replaceChildren();
+      data.targets.forEach(function (t) {
+        const item = document.createElement("li");
+        item.className = "countdown";
+        item.dataset.target = t.target;
+        item.dataset.state = t.state;
+        const label = document.createElement("span");
+        label.textContent = SLA_NAMES[t.target] + (t.target === "next_response" ? " #" + t.cycle : "");
+        const value = document.createElement("strong");
+        value.className = "countdown-value";
+        item.append(label, value);
+        if (t.deadline_ms !== null) item.title = "due " + new Date(t.deadline_ms).toLocaleString();
+        if (t.open && t.deadline_ms !== null) {
+          item.dataset.deadlineMs = t.deadline_ms;
+        } else {
+          value.textContent = t.open ? "paused (waiting on the user)" : t.state;
+          item.classList.toggle("breached", t.state === "breached");
+        }
+        item.classList.toggle("paused", t.paused);
+        list.append(item);
+      });
+      draw();
+    };
+    show(JSON.parse(box.dataset.sla));
+    setInterval(draw, 500);
+    if (box.dataset.slaUrl) {
+      document.addEventListener("sb:updated", async function () {
+        const response = await fetch(box.dataset.slaUrl, { credentials: "same-origin" });
+        if (response.ok) show(await response.json());
+      });
+    }
+  }
+
   document.querySelectorAll("[data-live-url]").forEach(liveArea);
+  document.querySelectorAll("[data-sla]").forEach(slaClock);
   document.querySelectorAll("[data-suggest-url]").forEach(suggestions);
   document.querySelectorAll("[data-poll-url]").forEach(pollArea);
   document.querySelectorAll(".editor").forEach(editor);
