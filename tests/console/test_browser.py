@@ -300,6 +300,12 @@ async def test_an_agent_goes_online_and_gets_a_conversation_assigned_live(
             await expect(mine).to_contain_text("my deposit is missing since Monday", timeout=15_000)
             await expect(waiting.locator("button", has_text="Claim")).to_have_count(0)  # left the queue
             await shot(agent, "assigned-live")
+            # She answers it.
+            await mine.locator("a", has_text="my deposit is missing since Monday").first.click()
+            await agent.fill("#reply-text", "Hi, we are checking your deposit now.")
+            await agent.click("text=Send reply")
+            await expect(agent.locator(".flash-ok")).to_contain_text("Reply queued")
+            await expect(agent.locator(".timeline")).to_contain_text("we are checking your deposit now")
     finally:
         await service.close()
 
