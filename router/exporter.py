@@ -75,7 +75,15 @@ CREATE TABLE IF NOT EXISTS gaps (
 );
 """
 
-INSERT_EVENT = "INSERT INTO events VALUES (?, ?, ?, ?, ?, epoch_ms(?::BIGINT), ?, ?, ?, ?, ?, ?)"
+# Rows go in as one multi-row VALUES statement per CHUNK: DuckDB's executemany runs one INSERT
+# per row (~1,300 rows/s here), a statement of 500 rows ~12x that.
+CHUNK = 500
+_COLUMNS = ", ".join(f"c{i}" for i in range(12))
+INSERT_EVENTS = (
+    "INSERT INTO events SELECT c0::VARCHAR, c1::VARCHAR, c2::INTEGER, c3::VARCHAR, c4::VARCHAR,"
+    " epoch_ms(c5::BIGINT), c6::VARCHAR, c7::VARCHAR, c8::VARCHAR, c9::VARCHAR, c10::VARCHAR, c11::JSON"
+    f" FROM (VALUES {{}}) v({_COLUMNS})"
+)
 SAVE_CURSOR = """
 INSERT INTO cursors VALUES (?, ?, ?, now()::TIMESTAMP)
 ON CONFLICT (stream) DO UPDATE SET last_id = excluded.last_id, rows = cursors.rows + excluded.rows,
@@ -143,8 +151,10 @@ class Store:
     def commit(self, batch: Batch) -> None:
         self.con.execute("BEGIN TRANSACTION")
         try:
-            if batch.rows:
-                self.con.executemany(INSERT_EVENT, batch.rows)
+            for i in range(0, len(batch.rows), CHUNK):
+                chunk = batch.rows[i : i + CHUNK]
+                values = ", ".join(["(" + ", ".join(["?"] * 12) + ")"] * len(chunk))
+                self.con.execute(INSERT_EVENTS.format(values), [x for row in chunk for x in row])
             if batch.gaps:
                 self.con.executemany(INSERT_GAP, batch.gaps)
             self.con.executemany(SAVE_CURSOR, [(s, last, n) for s, (last, n) in batch.cursors.items()])

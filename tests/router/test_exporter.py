@@ -17,7 +17,7 @@ import duckdb
 import pytest
 
 from router.config import AnalyticsSettings
-from router.exporter import Exporter, status
+from router.exporter import Batch, Exporter, Store, status
 from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
 from router.worker import Workers
@@ -202,3 +202,18 @@ async def test_exactly_once_across_sigkill_and_redis_restart(
     assert len(rows) == len(set(rows)), "no event twice"
     assert set(rows) == expected, f"missing {len(expected - set(rows))}, unexpected {len(set(rows) - expected)}"
     assert len(expected) > total
+
+
+def test_a_failed_commit_leaves_neither_rows_nor_cursor(tmp_path: Path) -> None:
+    store = Store(tmp_path / "s.duckdb")
+
+    def row(entry: str) -> tuple[object, ...]:
+        return (f"events:g@0/{entry}", "events:g", 0, "1", "created", 1, "g", None, None, None, "1", "{}")
+
+    store.commit(Batch(rows=[row("1-0")], cursors={"events:g@0": ("1-0", 1)}))
+    # A row exported twice is a bug: it fails the whole transaction, loudly, rather than being absorbed.
+    with pytest.raises(duckdb.ConstraintException):
+        store.commit(Batch(rows=[row("2-0"), row("1-0")], cursors={"events:g@0": ("2-0", 2)}))
+    assert store.cursors() == {"events:g@0": "1-0"}
+    assert store.status()["rows"] == 1
+    store.close()
