@@ -198,6 +198,8 @@ class Exporter:
         self._task: asyncio.Task[None] | None = None
         self.exported = 0
         self.gaps = 0
+        # Another process holds the DuckDB file (its lock): this one waits for it.
+        self.standby = False
         # Wall time (s) of the start of the latest round that found nothing new; None while busy.
         self.caught_up_at: float | None = None
         self.last_error = ""
@@ -223,7 +225,13 @@ class Exporter:
             self.last_error = str(exc) or type(exc).__name__
 
         await keep_running(
-            step, self._stopping, what="exporter: redis unavailable", retry_on=TRANSIENT_ERRORS, on_error=failed
+            step,
+            self._stopping,
+            what="exporter",
+            # A DuckDB error (a full disk, a duplicate row: a bug) is retried too, and shown in
+            # the health record, rather than ending the export silently.
+            retry_on=(*TRANSIENT_ERRORS, duckdb.Error),
+            on_error=failed,
         )
 
     async def close(self) -> None:
@@ -241,20 +249,28 @@ class Exporter:
             "detail": self.last_error or f"{self.exported} event(s) exported to {self.path}; {self.gaps} gap(s)",
             "exported": self.exported,
             "gaps": self.gaps,
-            "standby": self._store is None,
+            "standby": self.standby,
             "caught_up_at": self.caught_up_at,
         }
 
     async def _open(self) -> None:
         try:
-            self._store = await asyncio.to_thread(Store, self.path)
+            store = await asyncio.to_thread(Store, self.path)
         except duckdb.IOException as exc:
             # Another process writes this file (its lock): stand by and try again.
             self.last_error = f"standby: {exc}"
+            self.standby = True
             return
-        self._cursors = self._store.cursors()
-        self._streams = {}
-        await self._discover()
+        try:
+            self._cursors = store.cursors()
+            self._streams = {}
+            await self._discover()
+        except BaseException:
+            # Opened again, and discovered again, at the next attempt.
+            store.close()
+            raise
+        self._store = store
+        self.standby = False
 
     # -- the work --------------------------------------------------------------------------------
     async def round(self) -> bool:

@@ -217,3 +217,21 @@ def test_a_failed_commit_leaves_neither_rows_nor_cursor(tmp_path: Path) -> None:
     assert store.cursors() == {"events:g@0": "1-0"}
     assert store.status()["rows"] == 1
     store.close()
+
+
+async def test_a_second_writer_stands_by_until_the_file_is_free(
+    rt: Runtime, env: dict[str, str], tmp_path: Path
+) -> None:
+    db = tmp_path / "l.duckdb"
+    await _route(rt, 3, users=3, tag="l")
+    holder = duckdb.connect(str(db))  # another process's writer: this one holds DuckDB's file lock
+    p = _spawn({**env, "SWITCHBOARD_ANALYTICS__DB": str(db), "SWITCHBOARD_ANALYTICS__POLL_S": "0.1"})
+    try:
+        h = await _wait(rt, p.pid, "standing by", 60, lambda h: bool(h.get("standby")))
+        assert "standby" in str(h["detail"]) and h["exported"] == 0
+        holder.close()
+        await _wait(rt, p.pid, "exporting", 60, lambda h: not h.get("standby") and bool(h.get("caught_up_at")))
+    finally:
+        p.send_signal(signal.SIGTERM)
+        p.wait(timeout=20)
+    assert sorted(_rows(db)) == sorted(await _stream_ids(rt))
