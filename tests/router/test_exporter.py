@@ -159,7 +159,7 @@ async def test_exactly_once_across_sigkill_and_redis_restart(
         **env,
         "SWITCHBOARD_ANALYTICS__DB": str(db),
         # Small transactions: the kill must land between two of them (or inside one).
-        "SWITCHBOARD_ANALYTICS__BATCH": "3",
+        "SWITCHBOARD_ANALYTICS__BATCH": "1",
         "SWITCHBOARD_ANALYTICS__POLL_S": "0.1",
     }
     await _route(rt, 1500, users=300, tag="k")
