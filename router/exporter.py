@@ -294,9 +294,8 @@ class Exporter:
         for i, s in enumerate(streams):
             entries_raw, exists, cursor_there = replies[3 * i : 3 * i + 3]
             entries = [(e.decode(), {k.decode(): v.decode() for k, v in f.items()}) for e, f in entries_raw]
-            cursor = self._cursor(s)
-            if exists and (cursor == "0-0" or not cursor_there):
-                await self._check_gap(s, cursor, batch)
+            if exists and not cursor_there:  # also before the first export ("0-0" is no entry)
+                await self._check_gap(s, self._cursor(s), batch)
             if entries:
                 read.append((s, entries))
                 more = more or len(entries) == self.settings.batch
