@@ -93,6 +93,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
                     # Deadlines and escalations: every replica runs one, the timer leases decide.
                     enabled.append(SlaTimer(rt))
+                from router import exporter
+
+                # Every conversation event into the analytics store (docs/analytics.md).
+                enabled.extend(x for x in [exporter.service(rt)] if x is not None)
             from router import assignment
 
             # Automatic assignment runs in the worker processes too (none without a policy file or
@@ -948,6 +952,9 @@ def build_parser() -> argparse.ArgumentParser:
     from router import impostors_cli
 
     impostors_cli.add_parsers(sub, _with_runtime)
+    from router import analytics_cli
+
+    analytics_cli.add_parsers(sub, _with_runtime)
     return p
 
 

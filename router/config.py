@@ -212,6 +212,25 @@ class RetentionSettings(BaseModel):
     batch: int = Field(100, ge=1, le=10_000)
 
 
+class AnalyticsSettings(BaseModel):
+    """The analytics exporter (router/exporter.py, docs/analytics.md): every conversation event
+    into an embedded DuckDB file, exactly once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Run the exporter in `switchboard run` (`switchboard analytics export` runs it alone).
+    enabled: bool = True
+    # The DuckDB file; relative paths are under redis.data_dir. One writing process per file.
+    db: Path = Path("analytics.duckdb")
+    # How often the exporter looks for new events when it has caught up.
+    poll_s: float = Field(1.0, gt=0)
+    # Entries read per stream per round (one DuckDB transaction a round).
+    batch: int = Field(1000, ge=1, le=100_000)
+
+    def path(self, data_dir: Path) -> Path:
+        return self.db if self.db.is_absolute() else data_dir / self.db
+
+
 class RulesSettings(BaseModel):
     # Empty: the shipped default rule set, unless one was published into Redis.
     file: Path | None = None
@@ -480,6 +499,7 @@ class Settings(BaseSettings):
     assign: AssignSettings = AssignSettings()
     sla: SlaSettings = SlaSettings()
     retention: RetentionSettings = RetentionSettings()
+    analytics: AnalyticsSettings = AnalyticsSettings()
     rules: RulesSettings = RulesSettings()
     review: ReviewSettings = ReviewSettings()
     answers: AnswerSettings = AnswerSettings()

@@ -130,6 +130,9 @@ def env(redis_url: str, prefix: str, redis_backend: str) -> dict[str, str]:
         # Port 0: `switchboard run` in tests must not need (or collide on) port 8080.
         SWITCHBOARD_WEB__PORT="0",
         SWITCHBOARD_SAFETY_NOTICE__ENABLED="false",
+        # No DuckDB file in the working directory (`redis.data_dir` is ./var) shared by every
+        # `switchboard run` of the tests; tests/router/test_exporter.py runs `analytics export`.
+        SWITCHBOARD_ANALYTICS__ENABLED="false",
         PYTHONPATH=str(ROOT),
     )
     return e
