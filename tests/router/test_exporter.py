@@ -172,7 +172,9 @@ async def test_exactly_once_across_sigkill_and_redis_restart(
         a.wait()
     before = _rows(db)
     assert 0 < len(before) < total, "the kill must land mid-export"
-    b = _spawn(env)
+    # The second exporter in larger transactions: it has to catch up, not to be killed (one
+    # entry a transaction took it past the test's time limit on a CI machine).
+    b = _spawn({**env, "SWITCHBOARD_ANALYTICS__BATCH": "200"})
     try:
         await _wait(rt, b.pid, "exporting", 60, lambda h: int(h.get("exported", 0)) > 0)
         redis_proc.restart()
