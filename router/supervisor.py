@@ -22,8 +22,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from router.errors import ConfigError
-from router.lifecycle import Service, running, signals_stop, wait_or_stop
+from router.lifecycle import Service, keep_running, running, signals_stop, wait_or_stop
 from router.processes import ProcessSupervisor, RestartPolicy
+from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
 from router.worker import Workers
 
@@ -44,10 +45,14 @@ async def publish_health(rt: Runtime, services: Sequence[Service]) -> None:
 async def _publish_health(rt: Runtime, services: Sequence[Service], stopping: asyncio.Event) -> None:
     # As often as the workers' heartbeat (1 s by default): `stats` reads these records, and one
     # written every 5 s showed "received: 0" well after the messages were routed.
-    while True:
+    async def step() -> bool:
         await publish_health(rt, services)
-        if await wait_or_stop(stopping, rt.settings.worker.heartbeat_s):
-            return
+        return await wait_or_stop(stopping, rt.settings.worker.heartbeat_s)
+
+    # A Redis restart or failover is retried like every other loop's: this task ending would stop
+    # the whole process (serve stops on the first task to end), and it did: an exporter whose
+    # heartbeat landed while Redis restarted exited 1 (tests/router/test_exporter.py).
+    await keep_running(step, stopping, what="health records", retry_on=TRANSIENT_ERRORS)
 
 
 def worker_processes(rt: Runtime, n: int, config: Path | None) -> ProcessSupervisor:

@@ -9,7 +9,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,18 @@ from router.runtime import Runtime
 from router.worker import Workers
 from tests.conftest import SWITCHBOARD, RedisProcess
 from tests.router.helpers import drain, message
+
+
+@pytest.fixture
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisProcess]:
+    """A Redis of this module's own (overriding the session's): one test restarts it, and the
+    session server, after most of the suite, holds every other test's keys (a longer restart,
+    and every process of other tests on it would see the outage too)."""
+    proc = RedisProcess(tmp_path_factory.mktemp("exporter-redis"))
+    proc.start()
+    yield proc
+    proc.stop()
+
 
 TEXTS = ["my account was hacked", "my deposit is missing", "how do I reset 2fa", "hello"]
 
@@ -124,10 +136,9 @@ async def test_trimmed_past_the_cursor_is_a_reported_gap(rt: Runtime, tmp_path: 
 # -- the exporter as a process: SIGKILL mid-export, a Redis restart ----------------------------------
 
 
-def _spawn(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [*SWITCHBOARD, "analytics", "export"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("wb") as err:
+        return subprocess.Popen([*SWITCHBOARD, "analytics", "export"], env=env, stdout=subprocess.DEVNULL, stderr=err)
 
 
 async def _health(rt: Runtime, pid: int) -> dict[str, Any]:
@@ -140,14 +151,17 @@ async def _health(rt: Runtime, pid: int) -> dict[str, Any]:
 
 
 async def _wait(
-    rt: Runtime, pid: int, ok: str, seconds: float, check: Callable[[dict[str, Any]], bool]
+    rt: Runtime, p: subprocess.Popen[bytes], log: Path, ok: str, seconds: float, check: Callable[[dict[str, Any]], bool]
 ) -> dict[str, Any]:
     deadline = time.monotonic() + seconds
     while True:
-        h = await _health(rt, pid)
+        h = await _health(rt, p.pid)
         if h and check(h):
             return h
-        assert time.monotonic() < deadline, f"exporter {pid}: not {ok} after {seconds}s: {h}"
+        # An exporter that exited never gets there: say so now, with why, not after `seconds`.
+        if p.poll() is not None:
+            pytest.fail(f"exporter {p.pid} exited {p.returncode}: {(await asyncio.to_thread(log.read_text))[-2000:]}")
+        assert time.monotonic() < deadline, f"exporter {p.pid}: not {ok} after {seconds}s: {h}"
         await asyncio.sleep(0.05)
 
 
@@ -164,9 +178,9 @@ async def test_exactly_once_across_sigkill_and_redis_restart(
     }
     await _route(rt, 1500, users=300, tag="k")
     total = len(await _stream_ids(rt))
-    a = _spawn(env)
+    a = _spawn(env, tmp_path / "a.log")
     try:
-        await _wait(rt, a.pid, "exporting", 60, lambda h: int(h.get("exported", 0)) > 0)
+        await _wait(rt, a, tmp_path / "a.log", "exporting", 60, lambda h: int(h.get("exported", 0)) > 0)
     finally:
         os.kill(a.pid, signal.SIGKILL)
         a.wait()
@@ -174,10 +188,16 @@ async def test_exactly_once_across_sigkill_and_redis_restart(
     assert 0 < len(before) < total, "the kill must land mid-export"
     # The second exporter in larger transactions: it has to catch up, not to be killed (one
     # entry a transaction took it past the test's time limit on a CI machine).
-    b = _spawn({**env, "SWITCHBOARD_ANALYTICS__BATCH": "200"})
+    b = _spawn({**env, "SWITCHBOARD_ANALYTICS__BATCH": "200"}, tmp_path / "b.log")
     try:
-        await _wait(rt, b.pid, "exporting", 60, lambda h: int(h.get("exported", 0)) > 0)
-        redis_proc.restart()
+        await _wait(rt, b, tmp_path / "b.log", "exporting", 60, lambda h: int(h.get("exported", 0)) > 0)
+        # Down for four heartbeats (SWITCHBOARD_WORKER__HEARTBEAT_S is 0.5), as a restart on a
+        # loaded machine is: the exporter's health record is written while Redis is gone. That
+        # ended the process (exit 1) once, and this test then timed out in CI (a restart of ~0.1 s
+        # alone rarely met a heartbeat).
+        redis_proc.stop()
+        await asyncio.sleep(2)
+        redis_proc.start()
         # Traffic after the restart, while the exporter catches up.
         for _ in range(50):
             try:
@@ -189,7 +209,8 @@ async def test_exactly_once_across_sigkill_and_redis_restart(
         routed_at = time.time()
         h = await _wait(
             rt,
-            b.pid,
+            b,
+            tmp_path / "b.log",
             "caught up",
             120,
             lambda h: (h.get("caught_up_at") or 0) > routed_at,  # type: ignore[operator]
@@ -227,12 +248,13 @@ async def test_a_second_writer_stands_by_until_the_file_is_free(
     db = tmp_path / "l.duckdb"
     await _route(rt, 3, users=3, tag="l")
     holder = duckdb.connect(str(db))  # another process's writer: this one holds DuckDB's file lock
-    p = _spawn({**env, "SWITCHBOARD_ANALYTICS__DB": str(db), "SWITCHBOARD_ANALYTICS__POLL_S": "0.1"})
+    log = tmp_path / "p.log"
+    p = _spawn({**env, "SWITCHBOARD_ANALYTICS__DB": str(db), "SWITCHBOARD_ANALYTICS__POLL_S": "0.1"}, log)
     try:
-        h = await _wait(rt, p.pid, "standing by", 60, lambda h: bool(h.get("standby")))
+        h = await _wait(rt, p, log, "standing by", 60, lambda h: bool(h.get("standby")))
         assert "standby" in str(h["detail"]) and h["exported"] == 0
         holder.close()
-        await _wait(rt, p.pid, "exporting", 60, lambda h: not h.get("standby") and bool(h.get("caught_up_at")))
+        await _wait(rt, p, log, "exporting", 60, lambda h: not h.get("standby") and bool(h.get("caught_up_at")))
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(timeout=20)
