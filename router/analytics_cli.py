@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -58,6 +59,56 @@ async def status(rt: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+async def report(rt: Any, args: argparse.Namespace) -> int:
+    """One report's figures (router/reports.py) from the store, printed, as JSON, or to a CSV or
+    Parquet file; business hours are the calendars of the SLA policy in force (24/7 without one)."""
+    from datetime import datetime
+
+    from router.reports import Filters, ReportError, Reports
+
+    settings = rt.settings
+    number = await rt.sla_policies.refresh()
+    policy = await rt.sla_policies.policy(number) if number is not None else None
+    path = settings.analytics.path(settings.redis.data_dir)
+    if not path.exists():
+        raise ReportError(f"no analytics store at {path}: run the exporter first (docs/analytics.md)")
+    try:
+        filters = Filters(
+            start=datetime.fromisoformat(args.start) if args.start else None,
+            end=datetime.fromisoformat(args.end) if args.end else None,
+            group=args.group,
+            channel=args.channel,
+            language=args.language,
+            tag=args.tag,
+            agent=args.agent,
+        )
+    except ValueError as exc:
+        raise ReportError(f"--from/--to: {exc} (ISO 8601, e.g. 2026-11-02 or 2026-11-02T09:00+08:00)") from exc
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.IOException as exc:
+        raise ReportError(
+            f"the store {path} is held by a running exporter (DuckDB lets one process open a file it writes): {exc}"
+        ) from exc
+    try:
+        reports = Reports(con, policy.calendar if policy is not None else None)
+        options = {k: v for k, v in (("by", args.by), ("bucket", args.bucket)) if v is not None}
+        found = reports.run(args.name, filters, **options)
+        if args.csv or args.parquet:
+            reports.export(found, args.csv or args.parquet, "csv" if args.csv else "parquet", drill=args.drill)
+            print(f"{found.name}: {len(found.rows)} row(s) written to {args.csv or args.parquet}")
+            return 0
+    finally:
+        con.close()
+    if args.json:
+        print(json.dumps(found.records(args.drill), indent=2, default=str))
+        return 0
+    print("  ".join(found.columns) + ("  conv_ids" if args.drill else ""))
+    for row, convs in zip(found.rows, found.convs, strict=True):
+        print("  ".join("-" if v is None else str(v) for v in row) + (f"  {' '.join(convs)}" if args.drill else ""))
+    return 0
+
+
 def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     with_runtime: Callable[[Callable[[Any, argparse.Namespace], Awaitable[int]]], Handler],
@@ -69,3 +120,19 @@ def add_parsers(
     sp = asub.add_parser("status", help="rows, gaps, and the cursor and lag of every stream")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(handler=with_runtime(status))
+    from router.reports import BUCKETS, REPORTS
+
+    sp = sub.add_parser("report", help="one report's figures from the analytics store (docs/analytics.md)")
+    sp.add_argument("name", choices=list(REPORTS))
+    sp.add_argument("--from", dest="start", help="conversations opened at or after (ISO 8601; UTC if no offset)")
+    sp.add_argument("--to", dest="end", help="conversations opened before (ISO 8601)")
+    for name in ("group", "channel", "language", "tag", "agent"):
+        sp.add_argument(f"--{name}", help=f"only conversations of this {name}")
+    sp.add_argument("--by", help="volume: group|tag|language|channel; first-response, resolution: group|agent")
+    sp.add_argument("--bucket", choices=BUCKETS, help="volume: the period of a row (default day)")
+    sp.add_argument("--drill", action="store_true", help="each row's conversation ids")
+    out = sp.add_mutually_exclusive_group()
+    out.add_argument("--csv", type=Path, metavar="FILE", help="write the report as CSV")
+    out.add_argument("--parquet", type=Path, metavar="FILE", help="write the report as Parquet")
+    out.add_argument("--json", action="store_true", help="machine-readable output")
+    sp.set_defaults(handler=with_runtime(report))

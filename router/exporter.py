@@ -58,7 +58,9 @@ CREATE TABLE IF NOT EXISTS events (
     lang VARCHAR,
     agent VARCHAR,
     prio VARCHAR,
-    data JSON
+    data JSON,
+    tags VARCHAR[],                -- the conversation's tags (NULL for a press)
+    sla INTEGER                    -- the SLA policy version it runs under (NULL: none)
 );
 CREATE TABLE IF NOT EXISTS cursors (
     stream VARCHAR PRIMARY KEY,    -- <stream>@<shard>
@@ -78,10 +80,12 @@ CREATE TABLE IF NOT EXISTS gaps (
 # Rows go in as one multi-row VALUES statement per CHUNK: DuckDB's executemany runs one INSERT
 # per row (~1,300 rows/s here), a statement of 500 rows ~12x that.
 CHUNK = 500
-_COLUMNS = ", ".join(f"c{i}" for i in range(12))
+NCOLS = 14
+_COLUMNS = ", ".join(f"c{i}" for i in range(NCOLS))
 INSERT_EVENTS = (
     "INSERT INTO events SELECT c0::VARCHAR, c1::VARCHAR, c2::INTEGER, c3::VARCHAR, c4::VARCHAR,"
-    " epoch_ms(c5::BIGINT), c6::VARCHAR, c7::VARCHAR, c8::VARCHAR, c9::VARCHAR, c10::VARCHAR, c11::JSON"
+    " epoch_ms(c5::BIGINT), c6::VARCHAR, c7::VARCHAR, c8::VARCHAR, c9::VARCHAR, c10::VARCHAR, c11::JSON,"
+    " c12::JSON::VARCHAR[], c13::INTEGER"
     f" FROM (VALUES {{}}) v({_COLUMNS})"
 )
 SAVE_CURSOR = """
@@ -92,6 +96,8 @@ ON CONFLICT (stream) DO UPDATE SET last_id = excluded.last_id, rows = cursors.ro
 INSERT_GAP = "INSERT INTO gaps VALUES (?, ?, ?, ?, now()::TIMESTAMP)"
 
 Row = tuple[Any, ...]
+# A conversation's channel, language, tags (JSON list) and SLA policy version, read at export.
+Conv = tuple[str | None, str | None, str | None, int | None]
 
 
 def _sid(entry: str) -> tuple[int, int]:
@@ -153,7 +159,7 @@ class Store:
         try:
             for i in range(0, len(batch.rows), CHUNK):
                 chunk = batch.rows[i : i + CHUNK]
-                values = ", ".join(["(" + ", ".join(["?"] * 12) + ")"] * len(chunk))
+                values = ", ".join(["(" + ", ".join(["?"] * NCOLS) + ")"] * len(chunk))
                 self.con.execute(INSERT_EVENTS.format(values), [x for row in chunk for x in row])
             if batch.gaps:
                 self.con.executemany(INSERT_GAP, batch.gaps)
@@ -375,21 +381,23 @@ class Exporter:
             "were" if exact else "may have been",
         )
 
-    async def _conversations(self, convs: list[str]) -> dict[str, tuple[str | None, str | None]]:
-        """Channel and language of each conversation (as stored now: the channel never changes,
-        the language is the first one detected); None for one already removed by retention."""
+    async def _conversations(self, convs: list[str]) -> dict[str, Conv]:
+        """Channel, language, tags and SLA policy version of each conversation, as stored now (the
+        channel never changes, the language is the first one detected, tags only grow); Nones for
+        one already removed by retention."""
         if not convs:
             return {}
         pipe = self._client.pipeline(transaction=False)
         for cid in convs:
-            pipe.hmget(self._shards.conv_keys(cid).conv(cid), "channel", "language")
+            pipe.hmget(self._shards.conv_keys(cid).conv(cid), "channel", "language", "tags", "sla_v")
         out = {}
-        for cid, (channel, lang) in zip(convs, await pipe.execute(), strict=True):
-            out[cid] = (channel.decode() if channel else None, lang.decode() if lang else None)
+        for cid, values in zip(convs, await pipe.execute(), strict=True):
+            channel, lang, tags, sla = (v.decode() if v else None for v in values)
+            out[cid] = (channel, lang, tags or "[]", int(sla) if sla and sla != "0" else None)
         return out
 
     @staticmethod
-    def _row(s: Stream, entry: str, f: dict[str, str], info: dict[str, tuple[str | None, str | None]]) -> Row:
+    def _row(s: Stream, entry: str, f: dict[str, str], info: dict[str, Conv]) -> Row:
         at = _sid(entry)[0]
         if s.name == "actions":
             press = json.loads(f.get("press") or "{}")
@@ -406,10 +414,12 @@ class Exporter:
                 None,
                 None,
                 json.dumps(press),
+                None,
+                None,
             )
         data = json.loads(f.get("data") or "{}")
         conv = f.get("conv") or None
-        channel, lang = info.get(conv or "", (None, None))
+        channel, lang, tags, sla = info.get(conv or "", (None, None, None, None))
         agent = data.get("agent") or data.get("by")
         prio = data.get("prio")
         return (
@@ -425,6 +435,8 @@ class Exporter:
             str(agent) if agent else None,
             str(prio) if prio is not None else None,
             json.dumps(data),
+            tags,
+            sla,
         )
 
 

@@ -103,12 +103,13 @@ async def test_row_fields(rt: Runtime, tmp_path: Path) -> None:
     await exporter.close()
     con = duckdb.connect(str(tmp_path / "f.duckdb"), read_only=True)
     got = con.execute(
-        'SELECT type, conv, "group", channel, agent, prio FROM events WHERE conv = ? ORDER BY event_id', [conv]
+        'SELECT type, conv, "group", channel, agent, prio, tags, sla FROM events WHERE conv = ? ORDER BY event_id',
+        [conv],
     ).fetchall()
     con.close()
     assert got == [
-        ("created", conv, "security", "telegram", None, "1"),
-        ("claimed", conv, "security", "telegram", "alice", None),
+        ("created", conv, "security", "telegram", None, "1", ["security", "lang:en"], None),
+        ("claimed", conv, "security", "telegram", "alice", None, ["security", "lang:en"], None),
     ]
 
 
@@ -231,7 +232,7 @@ def test_a_failed_commit_leaves_neither_rows_nor_cursor(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.duckdb")
 
     def row(entry: str) -> tuple[object, ...]:
-        return (f"events:g@0/{entry}", "events:g", 0, "1", "created", 1, "g", None, None, None, "1", "{}")
+        return (f"events:g@0/{entry}", "events:g", 0, "1", "created", 1, "g", None, None, None, "1", "{}", "[]", None)
 
     store.commit(Batch(rows=[row("1-0")], cursors={"events:g@0": ("1-0", 1)}))
     # A row exported twice is a bug: it fails the whole transaction, loudly, rather than being absorbed.

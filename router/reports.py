@@ -1,0 +1,290 @@
+"""Report figures over the analytics store (issue 20, item 3): one method per report.
+
+Every figure is computed from the ``events`` table the exporter fills (router/exporter.py), never
+from Redis. ``Reports`` first folds the events into one row per conversation (``conv_facts``, a
+TEMP table: it works on a read-only connection, and it is a snapshot of the store when made), and
+each report is a query over it, filtered by ``Filters``:
+
+- the period is the conversation's **opening** time (its first ``created`` event that is not a
+  transfer in); a conversation opened before the period is not counted, whatever happened later;
+- group: the conversation was in that group at some point; agent: that agent did something to it
+  (claimed, was assigned, replied, moved, closed); tag, channel, language: of the conversation.
+
+Durations (first response, resolution) are in business seconds of the calendar of the group that
+answered (or closed), ``sla/calendar.py``; p50 and p90 are nearest-rank percentiles (the value at
+rank ``ceil(q * n)``, DuckDB's ``quantile_disc``). Every row carries the ids of the conversations
+behind it (``drill``), and ``export`` writes a report as CSV or Parquet with DuckDB's ``COPY``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from router.errors import ConfigError
+from sla.calendar import Calendar
+
+# One row per conversation: when it opened, where, who answered and closed it, what it went through.
+CONV_FACTS = """
+CREATE OR REPLACE TEMP TABLE conv_facts AS
+SELECT conv,
+    min("at") FILTER (WHERE type = 'created' AND data->>'from' IS NULL) AS opened,
+    arg_min("group", "at") FILTER (WHERE type = 'created' AND data->>'from' IS NULL) AS opened_group,
+    any_value(channel) AS channel,
+    any_value(lang) AS lang,
+    arg_max(tags, "at") AS tags,
+    max(sla) AS sla,
+    list(DISTINCT "group") AS groups,
+    list(DISTINCT agent) FILTER (WHERE agent IS NOT NULL) AS agents,
+    min("at") FILTER (WHERE type = 'replied') AS first_reply,
+    arg_min(agent, "at") FILTER (WHERE type = 'replied') AS first_agent,
+    arg_min("group", "at") FILTER (WHERE type = 'replied') AS reply_group,
+    max("at") FILTER (WHERE type = 'closed') AS closed,
+    arg_max(agent, "at") FILTER (WHERE type = 'closed') AS closed_by,
+    arg_max("group", "at") FILTER (WHERE type = 'closed') AS closed_group,
+    count(*) FILTER (WHERE type = 'reopened') AS reopens,
+    max("at") FILTER (WHERE type = 'reopened') AS last_reopened,
+    min("at") FILTER (WHERE type = 'answered') AS answered,
+    list(DISTINCT data->>'target') FILTER (WHERE type = 'sla_breached') AS breached
+FROM events WHERE conv IS NOT NULL GROUP BY conv
+"""
+
+BUCKETS = ("hour", "day", "week", "month")
+VOLUME_BY = {"group": "opened_group", "channel": "channel", "language": "lang", "tag": "tag"}
+TIME_BY = ("group", "agent")
+SLA_TARGETS = ("first_response", "next_response", "resolution")
+FORMATS = ("csv", "parquet")
+
+
+class ReportError(ConfigError):
+    """A report asked for with a bad name, option or filter."""
+
+
+@dataclass(frozen=True, slots=True)
+class Filters:
+    """Which conversations a report counts (every field optional; all given must hold)."""
+
+    start: datetime | None = None  # opened at or after (UTC)
+    end: datetime | None = None  # opened before
+    group: str | None = None
+    channel: str | None = None
+    language: str | None = None
+    tag: str | None = None
+    agent: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        """The SQL condition on ``conv_facts`` and its parameters."""
+        parts, params = ["opened IS NOT NULL"], list[Any]()
+        for value, sql in (
+            (self.start, "opened >= ?"),
+            (self.end, "opened < ?"),
+            (self.group, "list_contains(groups, ?)"),
+            (self.channel, "channel = ?"),
+            (self.language, "lang = ?"),
+            (self.tag, "list_contains(tags, ?)"),
+            (self.agent, "list_contains(agents, ?)"),
+        ):
+            if value is not None:
+                parts.append(sql)
+                params.append(_naive_utc(value) if isinstance(value, datetime) else value)
+        return " AND ".join(parts), params
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    """A report's figures: ``rows`` under ``columns``, and per row the conversations behind it."""
+
+    name: str
+    columns: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    convs: list[list[str]] = field(default_factory=list)
+
+    def records(self, drill: bool = False) -> list[dict[str, Any]]:
+        out = [dict(zip(self.columns, row, strict=True)) for row in self.rows]
+        if drill:
+            for record, convs in zip(out, self.convs, strict=True):
+                record["conv_ids"] = convs
+        return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest rank: the value at rank ceil(q * n) of the sorted values (DuckDB's quantile_disc)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+
+
+def _naive_utc(at: datetime) -> datetime:
+    # The store's timestamps are naive UTC (TIMESTAMP, not TIMESTAMPTZ).
+    return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
+
+
+def _aware(at: datetime) -> datetime:
+    return at.replace(tzinfo=UTC)
+
+
+class Reports:
+    """The reports over one DuckDB connection (read-only is enough), from a snapshot of its events
+    taken when made. ``calendar(group)`` gives a group's business hours (default: 24/7)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, calendar: Callable[[str], Calendar] | None = None) -> None:
+        self.con = con
+        always = Calendar.always()
+        self.calendar = calendar or (lambda group: always)
+        con.execute(CONV_FACTS)
+
+    def _selected(self, filters: Filters) -> tuple[str, list[Any]]:
+        where, params = filters.where()
+        return f"(SELECT * FROM conv_facts WHERE {where})", params
+
+    def _grouped(self, name: str, columns: tuple[str, ...], sql: str, params: list[Any]) -> Report:
+        """A query whose last column is the list of conversation ids of the row."""
+        rows = self.con.execute(sql, params).fetchall()
+        # A list aggregate over no row (every row filtered out) is NULL, not [].
+        return Report(name, columns, [tuple(r[:-1]) for r in rows], [sorted(r[-1] or []) for r in rows])
+
+    def volume(self, filters: Filters = Filters(), *, by: str = "group", bucket: str = "day") -> Report:
+        """Conversations opened per ``bucket`` (hour, day, week, month; UTC) and ``by`` (group, tag,
+        language, channel). A conversation with several tags counts once under each; none: NULL."""
+        if by not in VOLUME_BY:
+            raise ReportError(f"volume by {by!r}: one of {', '.join(VOLUME_BY)}")
+        if bucket not in BUCKETS:
+            raise ReportError(f"volume bucket {bucket!r}: one of {', '.join(BUCKETS)}")
+        src, params = self._selected(filters)
+        if by == "tag":
+            src = f"(SELECT *, unnest(CASE WHEN len(tags) > 0 THEN tags ELSE [NULL] END) AS tag FROM {src})"
+        key = VOLUME_BY[by]
+        sql = (
+            f"SELECT date_trunc('{bucket}', opened) AS period, {key} AS key, count(*) AS n, list(conv)"
+            f" FROM {src} GROUP BY ALL ORDER BY period, key NULLS LAST"
+        )
+        return self._grouped("volume", ("period", by, "conversations"), sql, params)
+
+    def _durations(self, name: str, src: str, params: list[Any], by: str, end: str, group: str, agent: str) -> Report:
+        """Opening to ``end`` per conversation of ``src``, in business seconds of ``group``'s
+        calendar, p50/p90 per that group or per ``agent``."""
+        if by not in TIME_BY:
+            raise ReportError(f"{name} by {by!r}: one of {', '.join(TIME_BY)}")
+        rows = self.con.execute(
+            f"SELECT conv, {group}, {agent}, opened, {end} FROM {src} WHERE {end} IS NOT NULL", params
+        ).fetchall()
+        per: dict[str | None, list[tuple[float, str]]] = defaultdict(list)
+        for conv, grp, who, start, stop in rows:
+            seconds = self.calendar(grp).business_seconds(_aware(start), _aware(stop))
+            per[grp if by == "group" else who].append((seconds, conv))
+        keys = sorted(per, key=lambda k: (k is None, k or ""))
+        out = []
+        for key in keys:
+            values = [s for s, _ in per[key]]
+            out.append((key, len(values), percentile(values, 0.5), percentile(values, 0.9)))
+        return Report(name, (by, "conversations", "p50_s", "p90_s"), out, [sorted(c for _, c in per[k]) for k in keys])
+
+    def first_response(self, filters: Filters = Filters(), *, by: str = "group") -> Report:
+        """From opening to the first reply, in business seconds of the replying group's calendar,
+        p50/p90 by that group or by the agent who replied; unanswered conversations are left out."""
+        src, params = self._selected(filters)
+        return self._durations("first_response", src, params, by, "first_reply", "reply_group", "first_agent")
+
+    def resolution(self, filters: Filters = Filters(), *, by: str = "group") -> Report:
+        """From opening to the last close, for conversations closed now (not reopened since), in
+        business seconds of the closing group's calendar, by that group or by who closed it."""
+        src, params = self._selected(filters)
+        closed = f"(SELECT * FROM {src} WHERE closed >= coalesce(last_reopened, opened))"
+        return self._durations("resolution", closed, params, by, "closed", "closed_group", "closed_by")
+
+    def sla(self, filters: Filters = Filters()) -> Report:
+        """Per opening group and target: conversations under an SLA policy, how many breached the
+        target (the SLA timer's ``sla_breached`` event), and the share that did not."""
+        src, params = self._selected(filters)
+        targets = ", ".join(f"('{t}')" for t in SLA_TARGETS)
+        sql = (
+            "SELECT opened_group, target, count(*) AS n, count(*) FILTER (WHERE list_contains(breached, target)),"
+            " round(1 - count(*) FILTER (WHERE list_contains(breached, target)) / count(*), 4),"
+            " list(conv) FILTER (WHERE list_contains(breached, target))"
+            f" FROM {src} AS c, (VALUES {targets}) t(target) WHERE sla IS NOT NULL"
+            " GROUP BY ALL ORDER BY opened_group, target"
+        )
+        return self._grouped("sla", ("group", "target", "conversations", "breached", "attainment"), sql, params)
+
+    def reopens(self, filters: Filters = Filters()) -> Report:
+        """Per opening group: conversations closed at least once, how many were reopened, the rate;
+        the drill-down lists the reopened ones."""
+        src, params = self._selected(filters)
+        sql = (
+            "SELECT opened_group, count(*), count(*) FILTER (WHERE reopens > 0),"
+            " round(count(*) FILTER (WHERE reopens > 0) / count(*), 4), list(conv) FILTER (WHERE reopens > 0)"
+            f" FROM {src} WHERE closed IS NOT NULL GROUP BY ALL ORDER BY opened_group"
+        )
+        return self._grouped("reopens", ("group", "closed", "reopened", "reopen_rate"), sql, params)
+
+    def answers(self, filters: Filters = Filters()) -> Report:
+        """What happened after the knowledge base answered: ``reopened`` (the user wrote again or
+        said it did not help), ``solved`` (closed by the answer), ``closed`` (by someone else),
+        ``open``; per opening group."""
+        src, params = self._selected(filters)
+        sql = (
+            "SELECT opened_group, CASE WHEN last_reopened >= answered THEN 'reopened'"
+            " WHEN closed_by = 'kb' THEN 'solved' WHEN closed IS NOT NULL THEN 'closed' ELSE 'open' END AS outcome,"
+            f" count(*), list(conv) FROM {src} WHERE answered IS NOT NULL GROUP BY ALL ORDER BY ALL"
+        )
+        return self._grouped("answers", ("group", "outcome", "conversations"), sql, params)
+
+    def transfers(self, filters: Filters = Filters()) -> Report:
+        """Moves between groups (an agent's transfer or a rule's escalation): from, to, how many,
+        and the conversations moved; where routing is wrong shows as a large pair."""
+        src, params = self._selected(filters)
+        sql = (
+            "SELECT e.\"group\", e.data->>'to', count(*), list(DISTINCT e.conv)"
+            f" FROM events e JOIN {src} c ON e.conv = c.conv WHERE e.type = 'moved'"
+            " GROUP BY ALL ORDER BY 3 DESC, 1, 2"
+        )
+        return self._grouped("transfers", ("from", "to", "transfers"), sql, params)
+
+    def run(self, name: str, filters: Filters = Filters(), **options: str) -> Report:
+        """The report called ``name`` (a method above), with its options (``by``, ``bucket``)."""
+        method = REPORTS.get(name)
+        if method is None:
+            raise ReportError(f"unknown report {name!r}: one of {', '.join(REPORTS)}")
+        try:
+            return method(self, filters, **options)
+        except TypeError as exc:
+            raise ReportError(f"report {name}: {exc}") from exc
+
+    def export(self, report: Report, path: Path, fmt: str, *, drill: bool = False) -> None:
+        """Write ``report`` to ``path`` as CSV or Parquet (DuckDB's COPY), with each row's
+        conversation ids as a last column when ``drill``."""
+        if fmt not in FORMATS:
+            raise ReportError(f"format {fmt!r}: one of {', '.join(FORMATS)}")
+        columns = [*report.columns, *(["conv_ids"] if drill else [])]
+        rows = [(*row, convs) if drill else row for row, convs in zip(report.rows, report.convs, strict=True)]
+        names = ", ".join(f'"{c}"' for c in columns)
+        if rows:
+            values = ", ".join("(" + ", ".join("?" * len(columns)) + ")" for _ in rows)
+            self.con.execute(
+                f"CREATE OR REPLACE TEMP TABLE report_out AS SELECT * FROM (VALUES {values}) v({names})",
+                [x for row in rows for x in row],
+            )
+        else:  # an empty report is a file with its header (CSV) or schema (Parquet)
+            typed = ", ".join(f'"{c}" VARCHAR' for c in columns)
+            self.con.execute(f"CREATE OR REPLACE TEMP TABLE report_out ({typed})")
+        options = "FORMAT csv, HEADER true" if fmt == "csv" else "FORMAT parquet"
+        # COPY takes no parameter for its target: the path is quoted as a literal.
+        target = str(path).replace("'", "''")
+        self.con.execute(f"COPY report_out TO '{target}' ({options})")
+
+
+REPORTS: dict[str, Callable[..., Report]] = {
+    "volume": Reports.volume,
+    "first-response": Reports.first_response,
+    "resolution": Reports.resolution,
+    "sla": Reports.sla,
+    "reopens": Reports.reopens,
+    "answers": Reports.answers,
+    "transfers": Reports.transfers,
+}
