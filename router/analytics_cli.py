@@ -91,7 +91,7 @@ async def report(rt: Any, args: argparse.Namespace) -> int:
             f"the store {path} is held by a running exporter (DuckDB lets one process open a file it writes): {exc}"
         ) from exc
     try:
-        reports = Reports(con, policy.calendar if policy is not None else None)
+        reports = Reports(con, policy.calendar if policy is not None else None, drill=args.drill)
         options = {k: v for k, v in (("by", args.by), ("bucket", args.bucket)) if v is not None}
         found = reports.run(args.name, filters, **options)
         if args.csv or args.parquet:

@@ -93,7 +93,7 @@ async def audit(rt: Any, capacity: dict[str, int]) -> Audit:
     return Audit(len(keys), assignments, over, max_load, doubles)
 
 
-async def _route(rt: Runtime, waiting: int) -> None:
+async def route_waiting(rt: Runtime, waiting: int) -> None:
     """``waiting`` new conversations, routed by a real worker."""
     for start in range(0, waiting, 1000):
         await rt.inbox.append_many(
@@ -143,7 +143,7 @@ async def bench(settings: Settings, agents: int, waiting: int) -> dict[str, Any]
             for name in names:
                 await presence.set_profile(name, groups=groups, capacity={CHANNEL: CAPACITY})
                 await presence.set_status(name, "online")
-            await _route(rt, waiting)
+            await route_waiting(rt, waiting)
             assigner = Assigner(
                 rt.client,
                 rt.shards,

@@ -676,6 +676,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
         from router import bench_review
 
         return bench_review.main(settings, args.json, sys.stdout, args.messages or 50)
+    if args.target == "reports":
+        from router import bench_reports
+
+        return bench_reports.main(settings, args.json, args.events, args.messages or 9_000, args.runs)
     if args.target == "assign":
         from router import bench_assign
 
@@ -913,12 +917,15 @@ def build_parser() -> argparse.ArgumentParser:
         "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak, "
         "the cluster failover drill, the cost of WAIT, the work per primary of a sharded cluster, the knowledge base",
     )
-    targets = ["router", "rules", "append", "soak", "console", "review", "failover", "wait", "cluster", "kb", "assign"]
+    targets = [
+        *("router", "rules", "append", "soak", "console", "review", "failover", "wait", "cluster", "kb", "assign"),
+        "reports",
+    ]
     sp.add_argument("target", nargs="?", choices=targets, default="router")
     sp.add_argument(
         "--messages",
         type=int,
-        help="messages per run (router, failover, cluster 20,000; append, wait 4,000 per mode; review 50)",
+        help="messages per run (router, failover, cluster 20,000; append, wait 4,000 a mode; review 50; reports 9,000)",
     )
     sp.add_argument("--workers", type=int, default=3, help="failover: worker processes (one is SIGKILLed)")
     sp.add_argument("--agents", type=int, default=500, help="assign: agents (capacity 3 each)")
@@ -939,6 +946,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument(
         "--isolate", action="store_true", help="console: the console and its attackers on one CPU, routing on the rest"
     )
+    sp.add_argument("--events", type=int, default=10_000_000, help="reports: events generated for the queries")
+    sp.add_argument("--runs", type=int, default=20, help="reports: runs of each report query")
     sp.add_argument("--articles", type=int, help="kb: grow the knowledge base to N articles (generated, seeded)")
     sp.add_argument("--questions", type=Path, help="kb: labelled questions (default: the checkout's tune set)")
     sp.add_argument("--kb", type=Path, help="kb: a knowledge base directory (default: the shipped one)")

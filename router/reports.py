@@ -18,11 +18,9 @@ behind it (``drill``), and ``export`` writes a report as CSV or Parquet with Duc
 
 from __future__ import annotations
 
-import math
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -114,30 +112,29 @@ class Report:
         return out
 
 
-def percentile(values: list[float], q: float) -> float:
-    """Nearest rank: the value at rank ceil(q * n) of the sorted values (DuckDB's quantile_disc)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
 def _naive_utc(at: datetime) -> datetime:
     # The store's timestamps are naive UTC (TIMESTAMP, not TIMESTAMPTZ).
     return at.astimezone(UTC).replace(tzinfo=None) if at.tzinfo else at
 
 
-def _aware(at: datetime) -> datetime:
-    return at.replace(tzinfo=UTC)
-
-
 class Reports:
     """The reports over one DuckDB connection (read-only is enough), from a snapshot of its events
-    taken when made. ``calendar(group)`` gives a group's business hours (default: 24/7)."""
+    taken when made. ``calendar(group)`` gives a group's business hours (default: 24/7); without
+    ``drill`` the rows carry no conversation ids (``Report.convs`` lists are empty)."""
 
-    def __init__(self, con: duckdb.DuckDBPyConnection, calendar: Callable[[str], Calendar] | None = None) -> None:
+    def __init__(
+        self, con: duckdb.DuckDBPyConnection, calendar: Callable[[str], Calendar] | None = None, *, drill: bool = True
+    ) -> None:
         self.con = con
+        self.drill = drill
         always = Calendar.always()
         self.calendar = calendar or (lambda group: always)
         con.execute(CONV_FACTS)
+
+    def _ids(self, aggregate: str) -> str:
+        """The drill-down column: the conversation ids of a row, or NULL without ``drill`` (the
+        lists are most of a report's cost over millions of events)."""
+        return aggregate if self.drill else "NULL"
 
     def _selected(self, filters: Filters) -> tuple[str, list[Any]]:
         where, params = filters.where()
@@ -161,7 +158,7 @@ class Reports:
             src = f"(SELECT *, unnest(CASE WHEN len(tags) > 0 THEN tags ELSE [NULL] END) AS tag FROM {src})"
         key = VOLUME_BY[by]
         sql = (
-            f"SELECT date_trunc('{bucket}', opened) AS period, {key} AS key, count(*) AS n, list(conv)"
+            f"SELECT date_trunc('{bucket}', opened) AS period, {key} AS key, count(*) AS n, {self._ids('list(conv)')}"
             f" FROM {src} GROUP BY ALL ORDER BY period, key NULLS LAST"
         )
         return self._grouped("volume", ("period", by, "conversations"), sql, params)
@@ -171,19 +168,54 @@ class Reports:
         calendar, p50/p90 per that group or per ``agent``."""
         if by not in TIME_BY:
             raise ReportError(f"{name} by {by!r}: one of {', '.join(TIME_BY)}")
-        rows = self.con.execute(
-            f"SELECT conv, {group}, {agent}, opened, {end} FROM {src} WHERE {end} IS NOT NULL", params
-        ).fetchall()
-        per: dict[str | None, list[tuple[float, str]]] = defaultdict(list)
-        for conv, grp, who, start, stop in rows:
-            seconds = self.calendar(grp).business_seconds(_aware(start), _aware(stop))
-            per[grp if by == "group" else who].append((seconds, conv))
-        keys = sorted(per, key=lambda k: (k is None, k or ""))
-        out = []
-        for key in keys:
-            values = [s for s, _ in per[key]]
-            out.append((key, len(values), percentile(values, 0.5), percentile(values, 0.9)))
-        return Report(name, (by, "conversations", "p50_s", "p90_s"), out, [sorted(c for _, c in per[k]) for k in keys])
+        spans = (
+            f"(SELECT conv, {group} AS grp, {agent} AS who, opened AS t0, {end} AS t1"
+            f" FROM {src} WHERE {end} IS NOT NULL)"
+        )
+        office = self._opening_table(spans, params)
+        # B(t): open seconds from the table's first interval to t (the last interval starting at
+        # or before t, plus what of it had passed); no interval before t: 0.
+        at = (
+            "coalesce(o{n}.cum + least(greatest(epoch_ms(d.t{n}) - epoch_ms(o{n}.lo), 0),"
+            " epoch_ms(o{n}.hi) - epoch_ms(o{n}.lo)) / 1000, 0)"
+        )
+        sql = (
+            f"SELECT {'d.grp' if by == 'group' else 'd.who'} AS key, count(*),"
+            f" quantile_disc(s, 0.5), quantile_disc(s, 0.9), {self._ids('list(d.conv)')}"
+            " FROM (SELECT d.*, CASE WHEN list_contains(?, d.grp)"
+            f" THEN greatest({at.format(n=1)} - {at.format(n=0)}, 0)"
+            " ELSE greatest(epoch_ms(d.t1) - epoch_ms(d.t0), 0) / 1000 END::DOUBLE AS s"
+            f" FROM {spans} d ASOF LEFT JOIN opening o0 ON d.grp = o0.grp AND d.t0 >= o0.lo"
+            " ASOF LEFT JOIN opening o1 ON d.grp = o1.grp AND d.t1 >= o1.lo) d"
+            " GROUP BY key ORDER BY key NULLS LAST"
+        )
+        return self._grouped(name, (by, "conversations", "p50_s", "p90_s"), sql, [office, *params])
+
+    def _opening_table(self, spans: str, params: list[Any]) -> list[str]:
+        """TEMP table ``opening``: every opening interval of the groups of ``spans`` that keep
+        business hours, over the days the spans cover, each with the open seconds before it
+        (``cum``). The intervals come from the calendars themselves (time zones, holidays); the
+        groups open 24/7 are left out and counted in wall time. Returns those groups."""
+        found = self.con.execute(f"SELECT list(DISTINCT grp), min(t0), max(t1) FROM {spans}", params).fetchone()
+        rows: list[tuple[str, datetime, datetime, float]] = []
+        office: list[str] = []
+        if found is not None and found[1] is not None:
+            groups, first, last = found
+            for grp in groups:
+                calendar = self.calendar(grp)
+                if calendar.around_the_clock:
+                    continue
+                office.append(grp)
+                cum, day = 0.0, first.date() - timedelta(days=1)
+                while day <= last.date() + timedelta(days=1):
+                    for lo, hi in calendar.open_intervals(day):
+                        rows.append((grp, _naive_utc(lo), _naive_utc(hi), cum))
+                        cum += (hi - lo).total_seconds()
+                    day += timedelta(days=1)
+        self.con.execute("CREATE OR REPLACE TEMP TABLE opening (grp VARCHAR, lo TIMESTAMP, hi TIMESTAMP, cum DOUBLE)")
+        if rows:
+            self.con.executemany("INSERT INTO opening VALUES (?, ?, ?, ?)", rows)
+        return office
 
     def first_response(self, filters: Filters = Filters(), *, by: str = "group") -> Report:
         """From opening to the first reply, in business seconds of the replying group's calendar,
@@ -206,7 +238,7 @@ class Reports:
         sql = (
             "SELECT opened_group, target, count(*) AS n, count(*) FILTER (WHERE list_contains(breached, target)),"
             " round(1 - count(*) FILTER (WHERE list_contains(breached, target)) / count(*), 4),"
-            " list(conv) FILTER (WHERE list_contains(breached, target))"
+            f" {self._ids('list(conv) FILTER (WHERE list_contains(breached, target))')}"
             f" FROM {src} AS c, (VALUES {targets}) t(target) WHERE sla IS NOT NULL"
             " GROUP BY ALL ORDER BY opened_group, target"
         )
@@ -218,7 +250,8 @@ class Reports:
         src, params = self._selected(filters)
         sql = (
             "SELECT opened_group, count(*), count(*) FILTER (WHERE reopens > 0),"
-            " round(count(*) FILTER (WHERE reopens > 0) / count(*), 4), list(conv) FILTER (WHERE reopens > 0)"
+            " round(count(*) FILTER (WHERE reopens > 0) / count(*), 4),"
+            f" {self._ids('list(conv) FILTER (WHERE reopens > 0)')}"
             f" FROM {src} WHERE closed IS NOT NULL GROUP BY ALL ORDER BY opened_group"
         )
         return self._grouped("reopens", ("group", "closed", "reopened", "reopen_rate"), sql, params)
@@ -231,7 +264,7 @@ class Reports:
         sql = (
             "SELECT opened_group, CASE WHEN last_reopened >= answered THEN 'reopened'"
             " WHEN closed_by = 'kb' THEN 'solved' WHEN closed IS NOT NULL THEN 'closed' ELSE 'open' END AS outcome,"
-            f" count(*), list(conv) FROM {src} WHERE answered IS NOT NULL GROUP BY ALL ORDER BY ALL"
+            f" count(*), {self._ids('list(conv)')} FROM {src} WHERE answered IS NOT NULL GROUP BY ALL ORDER BY ALL"
         )
         return self._grouped("answers", ("group", "outcome", "conversations"), sql, params)
 
@@ -240,7 +273,7 @@ class Reports:
         and the conversations moved; where routing is wrong shows as a large pair."""
         src, params = self._selected(filters)
         sql = (
-            "SELECT e.\"group\", e.data->>'to', count(*), list(DISTINCT e.conv)"
+            f"SELECT e.\"group\", e.data->>'to', count(*), {self._ids('list(DISTINCT e.conv)')}"
             f" FROM events e JOIN {src} c ON e.conv = c.conv WHERE e.type = 'moved'"
             " GROUP BY ALL ORDER BY 3 DESC, 1, 2"
         )

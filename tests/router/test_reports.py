@@ -263,3 +263,13 @@ def test_report_command(store_path: Path, env: dict[str, str], tmp_path: Path) -
     assert (tmp_path / "t.csv").read_text().splitlines() == ["from,to,transfers", "payments,security,1"]
     done = report("volume", "--from", "last week")
     assert done.returncode != 0 and "--from/--to" in done.stderr
+
+
+def test_without_drill_down_the_same_figures_and_no_ids(store_path: Path) -> None:
+    con = duckdb.connect(str(store_path), read_only=True)
+    plain = Reports(con, lambda group: OFFICE if group == "payments" else Calendar.always(), drill=False)
+    r = plain.first_response(by="group")
+    assert r.rows == [("payments", 2, 3600.0, 3600.0), ("security", 2, 300.0, 1200.0)]
+    assert r.convs == [[], []]
+    assert plain.reopens().rows == [("payments", 2, 0, 0.0), ("security", 2, 1, 0.5)]
+    con.close()
