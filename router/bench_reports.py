@@ -86,7 +86,8 @@ async def _routing(settings: Settings, url: str, prefix: str, n: int, db: Path |
     """Route ``n`` conversations under ``prefix``, with an exporter into ``db`` running meanwhile
     when given; messages a second, and the events that exporter wrote."""
     async with Runtime(settings.model_copy(update={"prefix": prefix}), url) as rt:
-        exporter = Exporter(rt, AnalyticsSettings(db=db, poll_s=0.05)) if db else None
+        # As configured by default in `switchboard run` (poll_s 1 s, batch 1,000).
+        exporter = Exporter(rt, AnalyticsSettings(db=db)) if db else None
         if exporter:
             await exporter.start()
         started = time.perf_counter()

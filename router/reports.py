@@ -179,23 +179,26 @@ class Reports:
             "coalesce(o{n}.cum + least(greatest(epoch_ms(d.t{n}) - epoch_ms(o{n}.lo), 0),"
             " epoch_ms(o{n}.hi) - epoch_ms(o{n}.lo)) / 1000, 0)"
         )
+        # Only the rows of groups that keep hours go through the joins; 24/7 ones are a subtraction.
         sql = (
             f"SELECT {'d.grp' if by == 'group' else 'd.who'} AS key, count(*),"
-            f" quantile_disc(s, 0.5), quantile_disc(s, 0.9), {self._ids('list(d.conv)')}"
-            " FROM (SELECT d.*, CASE WHEN list_contains(?, d.grp)"
-            f" THEN greatest({at.format(n=1)} - {at.format(n=0)}, 0)"
-            " ELSE greatest(epoch_ms(d.t1) - epoch_ms(d.t0), 0) / 1000 END::DOUBLE AS s"
-            f" FROM {spans} d ASOF LEFT JOIN opening o0 ON d.grp = o0.grp AND d.t0 >= o0.lo"
-            " ASOF LEFT JOIN opening o1 ON d.grp = o1.grp AND d.t1 >= o1.lo) d"
+            f" quantile_disc(s, 0.5), quantile_disc(s, 0.9), {self._ids('list(d.conv)')} FROM ("
+            f" SELECT d.*, greatest({at.format(n=1)} - {at.format(n=0)}, 0)::DOUBLE AS s"
+            f" FROM (SELECT * FROM {spans} WHERE list_contains(?, grp)) d"
+            " ASOF LEFT JOIN opening o0 ON d.grp = o0.grp AND d.t0 >= o0.lo"
+            " ASOF LEFT JOIN opening o1 ON d.grp = o1.grp AND d.t1 >= o1.lo"
+            " UNION ALL BY NAME"
+            " SELECT d.*, (greatest(epoch_ms(d.t1) - epoch_ms(d.t0), 0) / 1000)::DOUBLE AS s"
+            f" FROM {spans} d WHERE NOT coalesce(list_contains(?, d.grp), false)) d"
             " GROUP BY key ORDER BY key NULLS LAST"
         )
-        return self._grouped(name, (by, "conversations", "p50_s", "p90_s"), sql, [office, *params])
+        return self._grouped(name, (by, "conversations", "p50_s", "p90_s"), sql, [*params, office, *params, office])
 
     def _opening_table(self, spans: str, params: list[Any]) -> list[str]:
         """TEMP table ``opening``: every opening interval of the groups of ``spans`` that keep
         business hours, over the days the spans cover, each with the open seconds before it
         (``cum``). The intervals come from the calendars themselves (time zones, holidays); the
-        groups open 24/7 are left out and counted in wall time. Returns those groups."""
+        groups open 24/7 are left out (counted in wall time). Returns the groups that keep hours."""
         found = self.con.execute(f"SELECT list(DISTINCT grp), min(t0), max(t1) FROM {spans}", params).fetchone()
         rows: list[tuple[str, datetime, datetime, float]] = []
         office: list[str] = []
