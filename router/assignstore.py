@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 import redis.asyncio as aioredis
 
 from router.keys import Keys
-from router.published import Published, Versions
+from router.published import Compiled, Versions
 from router.slastore import unknown_groups
 from rules import Engine
 from sla.assignment import AssignmentPolicies, AssignmentPolicyError, load
@@ -46,39 +46,19 @@ class AssignStore(Versions):
             raise AssignmentPolicyError(errors)
         return policies
 
-    async def publish(
-        self,
-        source: str,
-        author: str,
-        comment: str = "",
-        filename: str = "<assignment>",
-        request_id: str | None = None,
-    ) -> Published:
-        policies = await self.validate(source, filename)
-        published = await self._publish(source, policies.version, author, comment, request_id)
-        log.info("assignment policy %s (%s) published by %s", published.number, published.version, author)
-        return published
+    async def _checked(self, source: str, filename: str) -> str:
+        return (await self.validate(source, filename)).version
 
 
 class PoliciesInForce:
     """Follows the active published version for a running assignment service (the configured
-    file is in force until one is published). Each version is compiled once (it never changes)."""
+    file is in force until one is published)."""
 
     def __init__(self, store: AssignStore) -> None:
         self._store = store
         #: The active published number last seen (None: nothing published yet).
         self.number: int | None = None
-        self._compiled: dict[int, AssignmentPolicies] = {}
-
-    async def load(self, number: int) -> AssignmentPolicies:
-        """Published version ``number``; one stored that no longer loads (a newer sla/ refusing
-        an old text) raises ``AssignmentPolicyError``."""
-        found = self._compiled.get(number)
-        if found is None:
-            published = await self._store.get(number)
-            found = load(published.source, f"assignment-v{number}")
-            self._compiled[number] = found
-        return found
+        self._compiled = Compiled(store, load, "assignment")
 
     async def changed(self) -> AssignmentPolicies | None:
         """The policies of a newly published (or rolled back to) version since the last call, or
@@ -88,7 +68,7 @@ class PoliciesInForce:
         if number is None or number == self.number:
             return None
         try:
-            policies = await self.load(number)
+            policies = await self._compiled.get(number)
         except AssignmentPolicyError as exc:
             log.error("assignment policy %s does not load, the one in force stays:\n%s", number, exc)
             self.number = number  # logged once, not at every poll

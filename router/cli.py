@@ -11,7 +11,7 @@ import asyncio
 import json
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -554,7 +554,7 @@ async def _published(store: Any, noun: str, args: argparse.Namespace) -> int:
     if args.action == "publish":
         source = await asyncio.to_thread(Path(args.file).read_text, encoding="utf-8")
         try:
-            published = await store.publish(source, args.author, args.comment, filename=args.file)
+            published = await store.publish(source, args.author, args.comment, args.file, args.request_id)
         except RuleSetError as exc:  # SLA and assignment policy errors are ones too
             for err in exc.errors:
                 print(err, file=sys.stderr)
@@ -562,10 +562,10 @@ async def _published(store: Any, noun: str, args: argparse.Namespace) -> int:
             return 1
         print(f"published {noun} v{published.number} ({published.version}) by {published.author}")
     elif args.action == "rollback":
-        target = await store.rollback(args.author, args.to)
+        target = await store.rollback(args.author, args.to, args.request_id)
         print(f"{noun} v{target.number} ({target.version}) is active again")
     elif args.action == "history":
-        entries = await store.log()
+        entries = await store.log(args.count)
         if args.json:
             _print_json(entries)
         for e in [] if args.json else entries:
@@ -576,24 +576,50 @@ async def _published(store: Any, noun: str, args: argparse.Namespace) -> int:
     return 0
 
 
-def _published_parsers(sub: Any, what: str, handler: Handler) -> None:
-    """publish, rollback, history and diff subcommands of a versioned store."""
-    sp = sub.add_parser("publish", help=f"validate and publish a {what}; workers switch within seconds")
-    sp.add_argument("file")
-    sp.add_argument("--author", required=True)
-    sp.add_argument("--comment", default="")
-    sp.set_defaults(handler=handler)
-    sp = sub.add_parser("rollback", help="make an earlier published version active again")
-    sp.add_argument("--to", type=int)
-    sp.add_argument("--author", required=True)
-    sp.set_defaults(handler=handler)
-    sp = sub.add_parser("history", help="who published or rolled back what, and when")
+def _published_parsers(
+    sub: Any,
+    what: str,
+    handler: Handler,
+    *,
+    source: str = "file",
+    source_help: str | None = None,
+    aliases: Sequence[str] = (),
+) -> None:
+    """publish (also under ``aliases``), rollback, history and diff subcommands of a versioned
+    store; ``source`` names what publish reads (a file, or a directory)."""
+    sp = sub.add_parser(
+        "publish", aliases=aliases, help=f"validate and publish a {what}; every process switches within seconds"
+    )
+    sp.add_argument(source, help=source_help)
+    sp.add_argument("--comment", default="", help="what changed (for the history)")
+    _change_arguments(sp, handler)
+    sp = sub.add_parser("rollback", help="make an earlier published version active again (default: the one before)")
+    sp.add_argument("--to", type=int, help="the version to make active")
+    _change_arguments(sp, handler)
+    sp = sub.add_parser("history", help="who published or rolled back what, and when, newest first")
+    sp.add_argument("--count", type=int, default=50, help="the newest N entries (50)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(handler=handler)
-    sp = sub.add_parser("diff", help="diff of two published versions")
+    sp = sub.add_parser("diff", help="unified diff of two published versions")
     sp.add_argument("a", type=int)
     sp.add_argument("b", type=int)
     sp.set_defaults(handler=handler)
+
+
+def _change_arguments(sp: argparse.ArgumentParser, handler: Handler) -> None:
+    sp.add_argument("--author", required=True, help="who does it (recorded with the version)")
+    sp.add_argument("--request-id", help="sent again with the same id, it changes nothing twice")
+    sp.set_defaults(handler=handler)
+
+
+def _policy_parsers(sub: Any, name: str, help_: str, what: str, handler: Handler) -> None:
+    """``NAME validate|publish|rollback|history|diff`` of a policy store whose groups are checked
+    against the rule set in force (SLA, assignment)."""
+    psub = sub.add_parser(name, help=help_).add_subparsers(dest="action", required=True, metavar="ACTION")
+    sp = psub.add_parser("validate", help="check a policy file, its groups against the rule set in force")
+    sp.add_argument("file")
+    sp.set_defaults(handler=handler)
+    _published_parsers(psub, what, handler)
 
 
 def cmd_simulate(args: argparse.Namespace, settings: Settings) -> int:
@@ -871,19 +897,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp.set_defaults(handler=cmd_rules_offline)
     _published_parsers(rsub, "rule file", _with_runtime(_rules_published))
 
-    slas = sub.add_parser("sla", help="validate, publish and roll back SLA policies (docs/sla.md)")
-    ssub = slas.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sp = ssub.add_parser("validate", help="check a policy file, its groups against the rule set in force")
-    sp.add_argument("file")
-    sp.set_defaults(handler=_with_runtime(_sla_published))
-    _published_parsers(ssub, "SLA policy", _with_runtime(_sla_published))
-
-    assign = sub.add_parser("assign", help="validate, publish and roll back assignment policies (docs/assignment.md)")
-    asub = assign.add_subparsers(dest="action", required=True, metavar="ACTION")
-    sp = asub.add_parser("validate", help="check a policy file, its groups against the rule set in force")
-    sp.add_argument("file")
-    sp.set_defaults(handler=_with_runtime(_assign_published))
-    _published_parsers(asub, "assignment policy", _with_runtime(_assign_published))
+    _policy_parsers(
+        sub,
+        "sla",
+        "validate, publish and roll back SLA policies (docs/sla.md)",
+        "SLA policy",
+        _with_runtime(_sla_published),
+    )
+    _policy_parsers(
+        sub,
+        "assign",
+        "validate, publish and roll back assignment policies (docs/assignment.md)",
+        "assignment policy",
+        _with_runtime(_assign_published),
+    )
 
     model = sub.add_parser("model", help="the triage model: labels, training, evaluation, published versions")
     msub = model.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -956,7 +983,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     from router import agent_cli, kb_cli
 
-    kb_cli.add_parsers(sub, _with_runtime)
+    ksub = kb_cli.add_parsers(sub, _with_runtime)
+    _published_parsers(
+        ksub,
+        "knowledge base directory",
+        _with_runtime(kb_cli.published),
+        source="dir",
+        source_help="<article id>/<lang>.md files (what `kb export` writes)",
+        aliases=["import"],
+    )
     agent_cli.add_parsers(sub, _with_runtime)
     from router import impostors_cli
 

@@ -33,8 +33,6 @@ WithRuntime = Callable[
     [Callable[[Any, argparse.Namespace], Awaitable[int]]], Callable[[argparse.Namespace, Settings], int]
 ]
 
-Handler = Callable[[argparse.Namespace, Settings], int]
-
 # kb/ (bm25s, numpy: ~0.2 s) is imported by the commands that use it, not by every CLI start.
 
 
@@ -189,12 +187,12 @@ async def published(rt: Runtime, args: argparse.Namespace) -> int:
 async def _published(rt: Runtime, args: argparse.Namespace) -> int:
     store = rt.kb
     if args.action in ("publish", "import"):
-        files = read_dir(args.dir)
-        number = await store.publish(files, author=args.by, comment=args.comment, request_id=args.request_id)
+        files = read_dir(Path(args.dir))
+        number = await store.publish(files, author=args.author, comment=args.comment, request_id=args.request_id)
         v = await store.get(number)
         print(f"published knowledge base v{number} ({v.digest}, {v.summary()['articles']} articles) by {v.author}")
     elif args.action == "rollback":
-        number = await store.rollback(by=args.by, to=args.to, request_id=args.request_id)
+        number = await store.rollback(author=args.author, to=args.to, request_id=args.request_id)
         print(f"knowledge base v{number} ({(await store.get(number)).digest}) is in force again")
     elif args.action == "history":
         entries = await store.history(args.count)
@@ -240,31 +238,16 @@ def _write(directory: Path, files: dict[str, str]) -> None:
         path.write_text(text, encoding="utf-8")
 
 
-def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_runtime: WithRuntime) -> None:
-    """``kb validate|eval|calibrate|publish|import|history|diff|rollback|export`` under the CLI's
-    subcommands; ``with_runtime`` runs the ones on the published versions (router/cli.py)."""
+def add_parsers(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], with_runtime: WithRuntime
+) -> argparse._SubParsersAction[argparse.ArgumentParser]:
+    """``kb validate|eval|calibrate|export|shadow`` under the CLI's subcommands; ``with_runtime``
+    runs the ones on the published versions (router/cli.py). The CLI adds ``publish`` (``import``),
+    ``history``, ``diff`` and ``rollback`` to the subcommands returned, with ``published`` as their
+    handler: the same as for rule sets and policies."""
     top = sub.add_parser("kb", help="the knowledge base: validate, publish, evaluate and calibrate the answerer")
     ksub = top.add_subparsers(dest="action", required=True, metavar="ACTION")
     handler = with_runtime(published)
-    for name, help_ in (
-        ("publish", "validate a knowledge base directory whole and make it the one in force"),
-        ("import", "the same as publish: a directory of Markdown files becomes the version in force"),
-    ):
-        sp = ksub.add_parser(name, help=help_)
-        sp.add_argument("dir", type=Path, help="<article id>/<lang>.md files (what `kb export` writes)")
-        sp.add_argument("--comment", default="", help="what changed (for the history)")
-        _writes(sp, handler)
-    sp = ksub.add_parser("rollback", help="put an earlier version in force again (default: the one before)")
-    sp.add_argument("--to", type=int, help="the version to put in force")
-    _writes(sp, handler)
-    sp = ksub.add_parser("history", help="publish and rollback log, newest first")
-    sp.add_argument("--count", type=int, default=50)
-    sp.add_argument("--json", action="store_true", help="machine-readable output")
-    sp.set_defaults(handler=handler)
-    sp = ksub.add_parser("diff", help="unified diff, file by file, between two published versions")
-    sp.add_argument("a", type=int)
-    sp.add_argument("b", type=int)
-    sp.set_defaults(handler=handler)
     sp = ksub.add_parser("export", help="write a version (default: the one in force) as Markdown files")
     sp.add_argument("dir", type=Path)
     sp.add_argument("--version", type=int, help="a published version (default: the one in force)")
@@ -304,9 +287,4 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser], with_r
     sp.add_argument("--limit", type=int, default=50, help="the newest N would-be answers (50)")
     sp.add_argument("--json", action="store_true", help="machine-readable output")
     sp.set_defaults(handler=with_runtime(shadow))
-
-
-def _writes(sp: argparse.ArgumentParser, handler: Callable[[argparse.Namespace, Settings], int]) -> None:
-    sp.add_argument("--by", default="operator", help="who does it (recorded with the version)")
-    sp.add_argument("--request-id", help="sent again with the same id, it changes nothing twice")
-    sp.set_defaults(handler=handler)
+    return ksub

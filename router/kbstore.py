@@ -306,7 +306,7 @@ class KnowledgeBaseStore:
         log.info("knowledge base %s (%s, %d articles) published by %s", number, base.digest, len(base), author)
         return number
 
-    async def rollback(self, *, by: str, to: int | None = None, request_id: str | None = None) -> int:
+    async def rollback(self, *, author: str, to: int | None = None, request_id: str | None = None) -> int:
         """Make an earlier version the one in force again (by default the one before the version
         in force); it must still fit the rule set in force (``KBRefused`` otherwise)."""
         digest = ""
@@ -327,11 +327,11 @@ class KnowledgeBaseStore:
             digest = version.digest
             pipe.multi()
             pipe.set(self._keys.kb_active, target)
-            self._record(pipe, "rollback", target, version.digest, by, f"from {current}")
+            self._record(pipe, "rollback", target, version.digest, author, f"from {current}")
             return target
 
         number = await run_once(self._client, self._keys, request_id, self._watched, stage)
-        log.info("knowledge base %s (%s) in force again, rolled back by %s", number, digest or "repeat", by)
+        log.info("knowledge base %s (%s) in force again, rolled back by %s", number, digest or "repeat", author)
         return number
 
     @property

@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable, Collection
 import redis.asyncio as aioredis
 
 from router.keys import Keys
-from router.published import Published, Versions
+from router.published import Compiled, Versions
 from rules import Engine
 from rules.model import RuleError
 from sla import Policy, PolicyError, load
@@ -79,22 +79,16 @@ class SlaStore(Versions):
         check_groups(policy, (await self._engine()).groups, source, filename)
         return policy
 
-    async def publish(
-        self, source: str, author: str, comment: str = "", filename: str = "<sla>", request_id: str | None = None
-    ) -> Published:
-        policy = await self.validate(source, filename)
-        published = await self._publish(source, policy.version, author, comment, request_id)
-        log.info("SLA policy %s (%s) published by %s", published.number, published.version, author)
-        return published
+    async def _checked(self, source: str, filename: str) -> str:
+        return (await self.validate(source, filename)).version
 
 
 class SlaPolicies:
-    """The active policy number and every published policy by number, compiled once (a published
-    version never changes)."""
+    """The active policy number and every published policy by number, compiled once."""
 
     def __init__(self, store: SlaStore) -> None:
         self._store = store
-        self._compiled: dict[int, Policy] = {}
+        self._compiled = Compiled(store, load, "sla")
         self.active: int | None = None
 
     async def refresh(self) -> int | None:
@@ -109,9 +103,4 @@ class SlaPolicies:
     async def policy(self, number: int) -> Policy:
         """Published policy ``number``; a stored one that no longer loads (a newer sla/ refusing
         an old text) raises ``PolicyError``."""
-        found = self._compiled.get(number)
-        if found is None:
-            published = await self._store.get(number)
-            found = load(published.source, f"sla-v{number}")
-            self._compiled[number] = found
-        return found
+        return await self._compiled.get(number)

@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, Union
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -108,6 +109,20 @@ ClockTime = Annotated[
     WithJsonSchema({"type": "string", "pattern": r"^([01]\d|2[0-3]):[0-5]\d$|^24:00$"}),
 ]
 
+
+def _time_zone(value: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise _error(
+            "time_zone", "unknown time zone {value!r} (an IANA name such as Europe/Berlin)", value=value
+        ) from None
+    return value
+
+
+#: An IANA time zone name (rule windows, SLA calendars).
+TimeZone = Annotated[str, AfterValidator(_time_zone)]
+
 Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
 
@@ -146,19 +161,10 @@ OneOrMany = Annotated[
 class Window(_Strict):
     """A weekly time window in a time zone: ``{tz, days, from, to}``; ``to`` is exclusive."""
 
-    tz: str = "UTC"
+    tz: TimeZone = "UTC"
     days: list[Day] = Field(default_factory=lambda: _all_days(), min_length=1)
     start: ClockTime = Field(default="00:00", alias="from")
     end: ClockTime = Field(default="24:00", alias="to")
-
-    @field_validator("tz")
-    @classmethod
-    def _tz_exists(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise _error("time_zone", "invalid time zone {value!r}", value=value) from None
-        return value
 
     @model_validator(mode="after")
     def _non_empty(self) -> Window:

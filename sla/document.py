@@ -11,7 +11,6 @@ import re
 from datetime import date
 from itertools import pairwise
 from typing import Annotated, Any, Literal, Union
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     BaseModel,
@@ -26,12 +25,11 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from rules.document import ClockTime, Priority, one_key_tag
+from rules.document import DAYS, ClockTime, Priority, TimeZone, one_key_tag
 
 #: The measured targets, in the order the clock reports them.
 TARGETS: tuple[str, ...] = ("first_response", "next_response", "resolution")
 TargetName = Literal["first_response", "next_response", "resolution"]
-DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 AROUND_THE_CLOCK = "24/7"
 
 _DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
@@ -136,20 +134,9 @@ def _holiday(value: Any) -> Any:
 class CalendarDoc(_Strict):
     """A group's working time: a time zone, weekly intervals per day (or 24/7), holidays."""
 
-    tz: str = "UTC"
+    tz: TimeZone = "UTC"
     hours: dict[str, list[OpenInterval]]
     holidays: list[Annotated[Holiday, BeforeValidator(_holiday)]] = Field(default_factory=list)
-
-    @field_validator("tz")
-    @classmethod
-    def _tz_exists(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise _error(
-                "time_zone", "unknown time zone {value!r} (an IANA name such as Europe/Berlin)", value=value
-            ) from None
-        return value
 
     @field_validator("hours", mode="before")
     @classmethod

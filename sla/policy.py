@@ -19,6 +19,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ValidationError
 
+from rules.document import DAYS
 from rules.loader import Positions, duplicate_keys, parse
 from rules.model import RuleError, RuleSetError
 from sla import document
@@ -205,7 +206,7 @@ def _calendar(cal: document.CalendarDoc) -> Calendar:
     weekly: list[list[Interval]] = [[] for _ in range(7)]
     for key, intervals in cal.hours.items():
         for day in day_keys(key):
-            index = document.DAYS.index(day)
+            index = DAYS.index(day)
             weekly[index].extend(_span(i) for i in intervals)
     holidays: dict[date, list[Interval]] = {}
     for holiday in cal.holidays:

@@ -129,7 +129,7 @@ class KBConsole:
 
     async def rollback(self, user: User, to: int | None, request_id: str | None = None) -> KBVersion:
         require_admin(user)
-        number = await self.store.rollback(by=user.name, to=to, request_id=request_id)
+        number = await self.store.rollback(author=user.name, to=to, request_id=request_id)
         return await self.store.get(number)
 
     async def history(self, user: User) -> list[dict[str, str]]:

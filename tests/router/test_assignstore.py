@@ -145,15 +145,20 @@ async def test_cli_validate_publish_history_diff_rollback(rt: Runtime, env: dict
     out = await asyncio.to_thread(sb, env, "assign", "publish", str(good), "--author", "ann")
     assert "published assignment policy v1" in out.stdout and "next restart" in out.stdout
     good.write_text(POLICY.replace("least_loaded", "round_robin"))
-    out = await asyncio.to_thread(sb, env, "assign", "publish", str(good), "--author", "bob")
-    assert "published assignment policy v2" in out.stdout and "restart" not in out.stdout
+    # Sent twice with its request id, a publish or a rollback changes things once (one log entry).
+    for _ in range(2):
+        out = await asyncio.to_thread(sb, env, "assign", "publish", str(good), "--author", "bob", "--request-id", "p")
+        assert "published assignment policy v2" in out.stdout and "restart" not in out.stdout
     diff = (await asyncio.to_thread(sb, env, "assign", "diff", "1", "2")).stdout
     assert diff.startswith("--- v1\n+++ v2\n") and "+  payments: {policy: round_robin}" in diff
-    out = await asyncio.to_thread(sb, env, "assign", "rollback", "--author", "carol")
-    assert "assignment policy v1 (" in out.stdout and await rt.assignments.active_number() == 1
+    for _ in range(2):
+        out = await asyncio.to_thread(sb, env, "assign", "rollback", "--author", "carol", "--request-id", "r")
+        assert "assignment policy v1 (" in out.stdout and await rt.assignments.active_number() == 1
     history = json.loads((await asyncio.to_thread(sb, env, "assign", "history", "--json")).stdout)
     assert [(e["action"], e["number"], e["author"]) for e in history] == [
         ("rollback", "1", "carol"),
         ("publish", "2", "bob"),
         ("publish", "1", "ann"),
     ]
+    newest = json.loads((await asyncio.to_thread(sb, env, "assign", "history", "--json", "--count", "1")).stdout)
+    assert newest == history[:1]

@@ -117,22 +117,22 @@ async def test_diff_per_file_and_rollback(krt: Runtime) -> None:
     assert "-A withdrawal usually arrives within minutes: TRC20 takes 1–3 minutes" in diff["withdrawal-times/en.md"]
     assert "+A withdrawal usually arrives within minutes: TRC20 takes 2–5 minutes" in diff["withdrawal-times/en.md"]
     assert "+++ /dev/null" in diff["password-reset/ko.md"]
-    assert await krt.kb.rollback(by="carol") == 1
+    assert await krt.kb.rollback(author="carol") == 1
     active = await krt.kb.active()
     assert active is not None and active.version == 1 and "ko" in active.base.get("password-reset").variants
     top = (await krt.kb.history())[0]
     assert (top["action"], top["number"], top["author"], top["comment"]) == ("rollback", "1", "carol", "from 2")
-    assert await krt.kb.rollback(by="carol", to=2) == 2
+    assert await krt.kb.rollback(author="carol", to=2) == 2
     with pytest.raises(NotFound):
-        await krt.kb.rollback(by="carol", to=9)
+        await krt.kb.rollback(author="carol", to=9)
 
 
 async def test_rollback_needs_an_earlier_version(krt: Runtime) -> None:
     with pytest.raises(NotFound, match="no earlier"):
-        await krt.kb.rollback(by="ann")
+        await krt.kb.rollback(author="ann")
     await krt.kb.publish(fixture_files(), author="ann")
     with pytest.raises(NotFound, match="no earlier"):
-        await krt.kb.rollback(by="ann")
+        await krt.kb.rollback(author="ann")
 
 
 async def test_a_publish_sent_twice_with_its_request_id_makes_one_version(krt: Runtime) -> None:
@@ -141,8 +141,8 @@ async def test_a_publish_sent_twice_with_its_request_id_makes_one_version(krt: R
     assert await krt.kb.publish(edited(files, "api-keys/en.md", "API", "Api"), author="ann", request_id="r1") == 1
     assert len(await krt.kb.history()) == 1
     assert await krt.kb.publish(files, author="ann", request_id="r2") == 2
-    assert await krt.kb.rollback(by="ann", request_id="r3") == 1
-    assert await krt.kb.rollback(by="ann", request_id="r3") == 1
+    assert await krt.kb.rollback(author="ann", request_id="r3") == 1
+    assert await krt.kb.rollback(author="ann", request_id="r3") == 1
     assert len(await krt.kb.history()) == 3
 
 
@@ -218,12 +218,14 @@ async def test_cli_publish_history_diff_export_rollback_seen_by_this_process(
     bad = tmp_path / "bad"
     shutil.copytree(FIXTURES / "kb", bad)
     (bad / "api-keys" / "en.md").write_text("---\nid: api-keys\n---\nbody\n", encoding="utf-8")
-    refused = await asyncio.to_thread(sb, env, "kb", "publish", str(bad), "--by", "mallory", check=False)
+    refused = await asyncio.to_thread(sb, env, "kb", "publish", str(bad), "--author", "mallory", check=False)
     assert refused.returncode == 1
     assert "api-keys/en.md: missing field 'lang'" in refused.stderr
     assert "the knowledge base in force stays" in refused.stderr
 
-    out = await asyncio.to_thread(sb, env, "kb", "publish", str(FIXTURES / "kb"), "--by", "alice", "--comment", "first")
+    out = await asyncio.to_thread(
+        sb, env, "kb", "publish", str(FIXTURES / "kb"), "--author", "alice", "--comment", "first"
+    )
     assert "published knowledge base v1 (" in out.stdout and "4 articles) by alice" in out.stdout
     active = await krt.kb.active()  # this process sees the other's publish
     assert active is not None and active.version == 1
@@ -231,7 +233,7 @@ async def test_cli_publish_history_diff_export_rollback_seen_by_this_process(
     await asyncio.to_thread(sb, env, "kb", "export", str(tmp_path / "v1"))
     exported = tmp_path / "v1" / "withdrawal-times" / "en.md"
     exported.write_text(exported.read_text(encoding="utf-8").replace("1–3 minutes", "2–5 minutes"), encoding="utf-8")
-    out = await asyncio.to_thread(sb, env, "kb", "import", str(tmp_path / "v1"), "--by", "bob")
+    out = await asyncio.to_thread(sb, env, "kb", "import", str(tmp_path / "v1"), "--author", "bob")
     assert "published knowledge base v2" in out.stdout
     diff = (await asyncio.to_thread(sb, env, "kb", "diff", "1", "2")).stdout
     assert diff.startswith("--- v1/withdrawal-times/en.md\n+++ v2/withdrawal-times/en.md\n")
@@ -241,10 +243,10 @@ async def test_cli_publish_history_diff_export_rollback_seen_by_this_process(
         ("publish", "2", "bob"),
         ("publish", "1", "alice"),
     ]
-    out = await asyncio.to_thread(sb, env, "kb", "rollback", "--by", "carol")
+    out = await asyncio.to_thread(sb, env, "kb", "rollback", "--author", "carol")
     assert "knowledge base v1 (" in out.stdout and "is in force again" in out.stdout
     assert await krt.kb.active_number() == 1
-    missing = await asyncio.to_thread(sb, env, "kb", "rollback", "--to", "7", check=False)
+    missing = await asyncio.to_thread(sb, env, "kb", "rollback", "--to", "7", "--author", "carol", check=False)
     assert missing.returncode == 1 and "knowledge base version 7" in missing.stderr
     await asyncio.to_thread(sb, env, "kb", "export", "--version", "2", str(tmp_path / "v2"))
     assert (tmp_path / "v2" / "withdrawal-times" / "en.md").read_text(encoding="utf-8") == exported.read_text(

@@ -75,7 +75,7 @@ def test_every_error_at_once_with_positions() -> None:
         hits = [r for (ln, _c, rid), r in got.items() if ln == line and rid == rule]
         assert any(needle in r for r in hits), (line, rule, needle, got)
 
-    find(5, None, "invalid time zone 'Mars/Olympus'")
+    find(5, None, "unknown time zone 'Mars/Olympus' (an IANA name such as Europe/Berlin)")
     find(5, None, "bad time '25:00'")
     find(6, None, "unknown group 'nowhere'")
     find(11, "a", "empty keyword")
