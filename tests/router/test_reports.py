@@ -263,6 +263,23 @@ def test_report_command(store_path: Path, env: dict[str, str], tmp_path: Path) -
     assert (tmp_path / "t.csv").read_text().splitlines() == ["from,to,transfers", "payments,security,1"]
     done = report("volume", "--from", "last week")
     assert done.returncode != 0 and "--from/--to" in done.stderr
+    # With an SLA policy in force, its calendars: payments on office hours, c3's 65 h become 3600 s.
+    policy = tmp_path / "sla.yaml"
+    policy.write_text(
+        "version: 1\ncalendars:\n  office:\n    tz: UTC\n    hours:\n      mon-fri: ['09:00-17:00']\n"
+        "default_calendar: 24/7\ngroups:\n  payments: office\ntargets:\n"
+        + "".join(f"  P{p}: {{first_response: 1h}}\n" for p in range(1, 5))
+    )
+    published = subprocess.run(
+        [*SWITCHBOARD, "sla", "publish", str(policy), "--author", "test"], env=env, capture_output=True, text=True
+    )
+    assert published.returncode == 0, published.stderr
+    done = report("first-response", "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == [
+        {"group": "payments", "conversations": 2, "p50_s": 3600.0, "p90_s": 3600.0},
+        {"group": "security", "conversations": 2, "p50_s": 300.0, "p90_s": 1200.0},
+    ]
 
 
 def test_without_drill_down_the_same_figures_and_no_ids(store_path: Path) -> None:
