@@ -93,6 +93,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
                     # Deadlines and escalations: every replica runs one, the timer leases decide.
                     enabled.append(SlaTimer(rt))
+                from router import csat
+
+                # Satisfaction surveys after close: every replica runs one, the survey leases decide.
+                enabled.extend(x for x in [csat.service(rt)] if x is not None)
             from router import assignment
 
             # Automatic assignment runs in the worker processes too (none without a policy file or
