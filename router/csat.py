@@ -33,7 +33,7 @@ from router.actions import ActionReader, Actions, Pressed
 from router.config import CsatSettings
 from router.errors import LeaseLost
 from router.keys import CSAT_GROUP, Keys
-from router.leases import Clock, Lease, WallClock
+from router.leases import Clock, WallClock, keep_or_take, shard_leases
 from router.lifecycle import keep_running, wait_or_stop
 from router.model import Button, new_id
 from router.redis import TRANSIENT_ERRORS
@@ -91,20 +91,7 @@ class CsatService:
         self._shards = rt.shards
         self._scripts = rt.scripts
         self.owner = owner or rt.instance
-        leases = rt.settings.leases
-        self.leases = [
-            Lease(
-                rt.client,
-                rt.scripts,
-                keys.prefix,
-                LEASE,
-                self.owner,
-                ttl_ms=leases.ttl_ms,
-                max_skew_ms=leases.max_skew_ms,
-                clock=self.clock,
-            )
-            for keys in rt.shards.shard
-        ]
+        self.leases = shard_leases(rt.client, rt.scripts, rt.shards, rt.settings.leases, LEASE, self.owner, self.clock)
         self._block_ms = block_ms
         self._presses: ActionReader = Actions(rt.client, rt.shards, rt.scripts).reader(
             CSAT_GROUP, self.owner, claim_idle_ms=claim_idle_ms
@@ -161,12 +148,11 @@ class CsatService:
         shards held. Returns the surveys sent."""
         sent = 0
         for i, lease in enumerate(self.leases):
-            if not await lease.renew():
-                await lease.acquire()
-            if lease.fence is None:
+            fence = await keep_or_take(lease)
+            if fence is None:
                 continue
             try:
-                sent += await self._shard(self._shards.shard[i], lease.fence)
+                sent += await self._shard(self._shards.shard[i], fence)
             except LeaseLost as exc:
                 log.warning("CSAT surveys of shard %d: %s", i, exc)
                 lease.fence = None

@@ -56,12 +56,17 @@ def rules_file(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def settings(settings: Settings) -> Settings:
+def csat_on(settings: Settings) -> Settings:
+    """``settings`` with surveys on: 10 minutes after close (1 for payments), none for security."""
     csat = CsatSettings(
         enabled=True, delay_s=600, group_delay_s={"payments": 60}, skip_groups=["security"], comment_window_s=3600
     )
     return settings.model_copy(update={"csat": csat})
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    return csat_on(settings)
 
 
 @dataclass
@@ -72,9 +77,13 @@ class FakeClock:
         return self.now
 
 
+def now_clock() -> FakeClock:
+    return FakeClock(int(time.time() * 1000))
+
+
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock(int(time.time() * 1000))
+    return now_clock()
 
 
 @pytest.fixture
@@ -101,11 +110,15 @@ async def send(rt: Runtime, user: str, text: str) -> str:
 async def closed(rt: Runtime, clock: FakeClock, user: str, text: str, reason: str = "resolved") -> str:
     """A conversation of ``user`` claimed by agent ``ann`` and closed by her."""
     cid = await send(rt, user, text)
+    await closed_by_agent(rt, clock, cid, reason)
+    return cid
+
+
+async def closed_by_agent(rt: Runtime, clock: FakeClock, cid: str, reason: str = "resolved") -> None:
     c = convs(rt, clock)
     conv = await c.get(cid)
     assert await c.claim(conv.group, "ann", cid) == cid
     await c.close(cid, "ann", reason)
-    return cid
 
 
 async def surveys_of(rt: Runtime, cid: str) -> list[dict[str, Any]]:
