@@ -39,7 +39,7 @@ from router.config import AnswerSettings, Settings
 from router.conversations import first_inbound
 from router.errors import ConfigError, NotFound
 from router.keys import ANSWER_GROUP, Keys, Shards, entry_order
-from router.lifecycle import keep_running
+from router.lifecycle import cancel_all, keep_running
 from router.model import Button, new_id
 from router.scripts import Scripts
 
@@ -178,11 +178,7 @@ class Answerer:
 
     async def close(self) -> None:
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
 
     def health(self) -> dict[str, Any]:
         return {

@@ -34,7 +34,7 @@ from router.config import CsatSettings
 from router.errors import LeaseLost
 from router.keys import CSAT_GROUP, Keys
 from router.leases import Clock, WallClock, keep_or_take, shard_leases
-from router.lifecycle import keep_running, wait_or_stop
+from router.lifecycle import cancel_all, keep_running, wait_or_stop
 from router.model import Button, new_id
 from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
@@ -122,11 +122,7 @@ class CsatService:
 
     async def close(self) -> None:
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
         self._tasks = []
         for lease in self.leases:
             with contextlib.suppress(*TRANSIENT_ERRORS):

@@ -23,6 +23,7 @@ from router.config import CsatSettings, Settings
 from router.conversations import Conversations, HistoryEntry
 from router.csat import CsatService, button_data, parse_button, service
 from router.errors import LeaseLost
+from router.lifecycle import running
 from router.model import decode_outbox
 from router.runtime import Runtime
 from router.worker import Worker, Workers
@@ -359,9 +360,38 @@ async def test_the_sandbox_command_rates(
         assert out.decode().strip() == "pressed '5' as jo"
         await surveys.press_step()
         assert [e["rating"] for e in csat_entries(await rt.conversations.history(cid))] == [5]
+        proc = await asyncio.create_subprocess_exec(*SWITCHBOARD, "stats", env=env, stdout=asyncio.subprocess.PIPE)
+        out, _ = await proc.communicate()
+        assert "csat: 1 surveys sent, 1 rated (1:0 2:0 3:0 4:0 5:1), average 5.0, 0 comments" in out.decode()
     finally:
         for adapter in adapters:
             await adapter.close()
+
+
+async def test_the_running_service_sends_and_records_then_stops(rt: Runtime, clock: FakeClock) -> None:
+    svc = CsatService(
+        rt, owner="A", clock=clock, block_ms=20, settings=rt.settings.csat.model_copy(update={"tick_s": 0.05})
+    )
+    cid = await closed(rt, clock, "kim", "hello, a question")
+    clock.now += 10 * MIN
+    async with running([svc]):
+        for _ in range(200):
+            if await surveys_of(rt, cid):
+                break
+            await asyncio.sleep(0.02)
+        await press(rt, "kim", button_data(cid, await survey_of(rt, cid), 4), 1)
+        for _ in range(200):
+            if csat_entries(await rt.conversations.history(cid)):
+                break
+            await asyncio.sleep(0.02)
+        health = svc.health()
+        assert (health["connected"] and health["held"] == [rt.shards.of_conv(cid)]) or rt.shards.count > 1
+    assert [e["rating"] for e in csat_entries(await rt.conversations.history(cid))] == [4]
+    assert svc.counts["sent"] == 1 and svc.counts["rated"] == 1
+    # Closed: its leases are released, another replica takes over at once.
+    other = CsatService(rt, owner="B", clock=clock)
+    await other.leases[0].acquire()
+    assert other.leases[0].fence is not None
 
 
 def test_button_data_parses_and_refuses_what_is_not_a_survey() -> None:
