@@ -29,6 +29,7 @@ from router.runtime import Runtime
 from router.worker import Worker, Workers
 from tests.conftest import SWITCHBOARD
 from tests.router.helpers import drain
+from tests.router.test_answerer import FAQ, answerer
 
 pytestmark = pytest.mark.cluster(shards=4)
 
@@ -208,6 +209,25 @@ async def test_skipped_closes_schedule_nothing(
     assert await surveys.tick() == 0, why
     assert await surveys_of(rt, cid) == []
     assert await rt.client.zscore(rt.shards.conv_keys(cid).csat_due, cid) is None
+
+
+async def test_a_close_by_the_knowledge_base_is_not_surveyed(
+    rt: Runtime, clock: FakeClock, surveys: CsatService
+) -> None:
+    bot = await answerer(rt)
+    cid = await send(rt, "lea", FAQ)
+    await bot.step()
+    assert (await rt.conversations.get(cid)).status == "answered"
+    entries = await rt.client.xrange(rt.shards.conv_keys(cid).outbox("sandbox"))
+    [answer] = [i for i in (decode_outbox(f[b"item"]) for _, f in entries) if i.conversation == cid]
+    await press(rt, "lea", answer.buttons[0].data, 1)  # "this solved it": the bot closes it
+    await bot.press_step()
+    await surveys.press_step()  # the survey service reads the same press, and ignores it
+    assert (await rt.conversations.get(cid)).status == "closed"
+    clock.now += 24 * 60 * MIN
+    assert await surveys.tick() == 0
+    assert await rt.client.zscore(rt.shards.conv_keys(cid).csat_due, cid) is None
+    assert await surveys_of(rt, cid) == []
 
 
 async def test_reopened_before_due_and_asked_within_the_cooldown_are_skipped(
