@@ -225,11 +225,7 @@ class CsatService:
             return "ignored"
         self.counts["presses"] += 1
         cid, survey, rating = parsed
-        try:
-            keys = self._shards.conv_keys(cid)
-        except ValueError:
-            self.counts["ignored"] += 1
-            return "unknown"
+        keys = self._shards.conv_keys(cid)
         now = self.clock.now_ms()
         args: dict[str, Any] = {
             "conv": cid,

@@ -231,6 +231,8 @@ local function route(entry, payload, hist_raw, reply)
   if state == 'reopened' then
     hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'reopened'}))
     redis.call('ZREM', P .. 'closed', cid)
+    -- A survey's comment is awaited only while the conversation stays closed (lua/csat.lua).
+    redis.call('HDEL', c, 'csat_until')
   end
   if answered then hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'follow-up to an answer'})) end
   if answered or state == 'reopened' then answer_outcome(cid, 'reopened') end
