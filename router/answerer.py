@@ -340,11 +340,7 @@ class Answerer:
     async def press_step(self) -> None:
         """Reads presses (its own consumer group on the press streams) and records each one that
         is an answer's button; acknowledges them all (other consumers read their own group)."""
-        presses = await self._presses.read(block_ms=self._block_ms)
-        for pressed in presses:
-            await self.handle_press(pressed)
-        if presses:
-            await self._presses.ack(presses)
+        await self._presses.step(self.handle_press, block_ms=self._block_ms)
 
     async def handle_press(self, pressed: Pressed) -> str:
         press = pressed.press

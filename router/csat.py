@@ -209,11 +209,7 @@ class CsatService:
     async def press_step(self) -> None:
         """Reads presses (the ``csat`` consumer group on the press streams), records each one that
         is a survey's button, and acknowledges them all (other consumers read their own group)."""
-        presses = await self._presses.read(block_ms=self._block_ms)
-        for pressed in presses:
-            await self.handle_press(pressed)
-        if presses:
-            await self._presses.ack(presses)
+        await self._presses.step(self.handle_press, block_ms=self._block_ms)
 
     async def handle_press(self, pressed: Pressed) -> str:
         """What a press did: ``rated``, ``follow-up`` (rated, and the follow-up question sent),

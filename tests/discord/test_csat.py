@@ -12,8 +12,8 @@ from router.config import Settings
 from router.csat import CsatService
 from router.runtime import Runtime
 from router.worker import Worker
-from tests.discord.conftest import conversation_id, eventually, wait_inbox
-from tests.discord.emulator import Emulator, Json
+from tests.discord.conftest import conversation_id, eventually, pressed, wait_inbox
+from tests.discord.emulator import Emulator
 from tests.router.helpers import drain
 from tests.router.test_csat import MIN, closed_by_agent, csat_entries, csat_on, now_clock
 
@@ -21,16 +21,6 @@ from tests.router.test_csat import MIN, closed_by_agent, csat_entries, csat_on, 
 @pytest.fixture
 def settings(settings: Settings) -> Settings:
     return csat_on(settings)
-
-
-async def _press(emu: Emulator, message: Json, custom_id: str, user: Json) -> None:
-    before = len(emu.responses)
-    await emu.press(message, custom_id, user)
-
-    async def answered() -> bool:
-        return len(emu.responses) > before
-
-    await eventually(answered, 5, "the interaction's response")
 
 
 async def test_a_low_rating_asks_why_and_takes_the_comment(rt: Runtime, emu: Emulator, bot: DiscordAdapter) -> None:
@@ -57,14 +47,14 @@ async def test_a_low_rating_asks_why_and_takes_the_comment(rt: Runtime, emu: Emu
     buttons = row["components"]
     assert [b["label"] for b in buttons] == ["1", "2", "3", "4", "5"]
 
-    await _press(emu, survey, buttons[0]["custom_id"], user)
+    await pressed(emu, survey, user, ":1")
     await surveys.press_step()
 
     async def asked() -> bool:
         return any(m["content"].startswith("What could we have done better?") for m in emu.messages.get(dm, []))
 
     await eventually(asked, 10, "the follow-up question")
-    await _press(emu, survey, buttons[4]["custom_id"], user)  # the first press stands
+    await pressed(emu, survey, user, ":5")  # the first press stands
     await surveys.press_step()
     assert surveys.counts["late"] == 1
 

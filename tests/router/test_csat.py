@@ -123,6 +123,14 @@ async def closed_by_agent(rt: Runtime, clock: FakeClock, cid: str, reason: str =
     await c.close(cid, "ann", reason)
 
 
+async def surveyed(rt: Runtime, clock: FakeClock, surveys: CsatService, user: str, text: str) -> tuple[str, str]:
+    """A conversation of ``user`` closed by an agent and surveyed; (conversation id, survey id)."""
+    cid = await closed(rt, clock, user, text)
+    clock.now += 10 * MIN
+    assert await surveys.tick() == 1
+    return cid, await survey_of(rt, cid)
+
+
 async def surveys_of(rt: Runtime, cid: str) -> list[dict[str, Any]]:
     entries = await rt.client.xrange(rt.shards.conv_keys(cid).outbox("sandbox"))
     items = [decode_outbox(f[b"item"]) for _, f in entries]
@@ -258,10 +266,7 @@ async def test_reopened_before_due_and_asked_within_the_cooldown_are_skipped(
 async def test_a_press_is_recorded_once_and_a_second_is_ignored(
     rt: Runtime, clock: FakeClock, surveys: CsatService
 ) -> None:
-    cid = await closed(rt, clock, "eve", "hello, how do fees work")
-    clock.now += 10 * MIN
-    await surveys.tick()
-    sid = await survey_of(rt, cid)
+    cid, sid = await surveyed(rt, clock, surveys, "eve", "hello, how do fees work")
     await press(rt, "eve", button_data(cid, sid, 4), 1)
     await press(rt, "eve", button_data(cid, sid, 1), 2)  # changes her mind: the first stands
     await press(rt, "eve", button_data(cid, "01FORGED00000000000000000", 1), 3)
@@ -283,10 +288,7 @@ async def test_a_press_is_recorded_once_and_a_second_is_ignored(
 
 
 async def test_another_member_cannot_rate(rt: Runtime, clock: FakeClock, surveys: CsatService) -> None:
-    cid = await closed(rt, clock, "fay", "hello")
-    clock.now += 10 * MIN
-    await surveys.tick()
-    sid = await survey_of(rt, cid)
+    cid, sid = await surveyed(rt, clock, surveys, "fay", "hello")
     await press(rt, "fay", button_data(cid, sid, 1), 1, by="mallory")
     await surveys.press_step()
     assert csat_entries(await rt.conversations.history(cid)) == []
@@ -298,10 +300,7 @@ async def test_another_member_cannot_rate(rt: Runtime, clock: FakeClock, surveys
 async def test_a_low_rating_asks_why_and_the_next_message_is_the_comment(
     rt: Runtime, clock: FakeClock, surveys: CsatService
 ) -> None:
-    cid = await closed(rt, clock, "gus", "hello, my deposit")
-    clock.now += 10 * MIN
-    await surveys.tick()
-    sid = await survey_of(rt, cid)
+    cid, sid = await surveyed(rt, clock, surveys, "gus", "hello, my deposit")
     await press(rt, "gus", button_data(cid, sid, 2), 1)
     await surveys.press_step()
     follow_up = [i for i in await surveys_of(rt, cid) if not i["buttons"]]
