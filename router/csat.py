@@ -29,6 +29,8 @@ import json
 import logging
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from router.actions import ActionReader, Actions, Pressed
 from router.config import CsatSettings
 from router.errors import LeaseLost
@@ -230,10 +232,21 @@ class CsatService:
             "user": press.user,
             "window_ms": self.settings.comment_window_s * 1000,
         }
-        if rating <= self.settings.follow_up_at_most:
-            lang = _lang(await self._client.hget(keys.conv(cid), "language"))
-            args["follow_up"] = self._item(self.settings.text("follow_up", lang), now)
-        result = await self._scripts.csat(args=argv(keys.prefix, "press", json.dumps(args, ensure_ascii=False), at=now))
+        try:
+            if rating <= self.settings.follow_up_at_most:
+                lang = _lang(await self._client.hget(keys.conv(cid), "language"))
+                args["follow_up"] = self._item(self.settings.text("follow_up", lang), now)
+            result = await self._scripts.csat(
+                args=argv(keys.prefix, "press", json.dumps(args, ensure_ascii=False), at=now)
+            )
+        except ResponseError as exc:
+            if isinstance(exc, TRANSIENT_ERRORS):
+                raise  # a failover's MOVED, CLUSTERDOWN ...: the press stays pending, read again
+            # Not transient (a script error, a key of another type): it would fail again on every
+            # read. The press stays in the stream (acknowledging deletes nothing) and is said here.
+            log.error("CSAT press %s on conversation %s not recorded: %s", press.id, cid, exc)
+            self.counts["ignored"] += 1
+            return "failed"
         outcome = result.decode() if isinstance(result, bytes) else str(result)
         if outcome in ("rated", "follow-up"):
             self.counts["rated"] += 1

@@ -287,6 +287,15 @@ async def test_a_press_is_recorded_once_and_a_second_is_ignored(
     assert await surveys._presses.read(block_ms=10) == []  # all acknowledged
 
 
+async def test_a_press_whose_script_fails_is_said_and_not_read_again(rt: Runtime, surveys: CsatService) -> None:
+    broken = "40004"
+    await rt.client.set(rt.shards.conv_keys(broken).conv(broken), "not a hash")  # WRONGTYPE in the script
+    await press(rt, "zed", button_data(broken, "01ABC", 3), 1)
+    await surveys.press_step()  # logged, not raised: the loop goes on
+    assert surveys.counts["ignored"] == 1
+    assert await surveys._presses.read(block_ms=10) == []  # acknowledged: not read again
+
+
 async def test_another_member_cannot_rate(rt: Runtime, clock: FakeClock, surveys: CsatService) -> None:
     cid, sid = await surveyed(rt, clock, surveys, "fay", "hello")
     await press(rt, "fay", button_data(cid, sid, 1), 1, by="mallory")
