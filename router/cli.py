@@ -93,6 +93,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
                     # Deadlines and escalations: every replica runs one, the timer leases decide.
                     enabled.append(SlaTimer(rt))
+                from router import csat
+
+                # Satisfaction surveys after close: every replica runs one, the survey leases decide.
+                enabled.extend(x for x in [csat.service(rt)] if x is not None)
             from router import assignment
 
             # Automatic assignment runs in the worker processes too (none without a policy file or
@@ -382,8 +386,14 @@ async def _stats(rt: Any, args: argparse.Namespace) -> int:
     for group, q in stats["queues"].items():
         oldest = f"{q['oldest_wait_s']:.0f}s" if q["oldest_wait_s"] is not None else "-"
         print(f"  {group:<14} depth {q['depth']:<6} oldest {oldest:<8} past SLA {q['overdue']}")
-    print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["counters"].items()) if not k.startswith("kb:")))
+    shown = ("kb:", "csat:")  # their own lines
+    print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["counters"].items()) if not k.startswith(shown)))
     _print_answers(stats["answers"])
+    c = stats["csat"]
+    if c["sent"]:
+        ratings = " ".join(f"{r}:{n}" for r, n in c["ratings"].items())
+        print(f"csat: {c['sent']} surveys sent, {c['rated']} rated ({ratings}), average {c['average'] or '-'}, "
+              f"{c['comments']} comments")  # fmt: skip
     print("health:")
     for name, record in sorted(stats["health"].items()):
         print(f"  {name}: {json.dumps(record, ensure_ascii=False)}")

@@ -295,6 +295,78 @@ class AnswerSettings(BaseModel):
         return merged.get(lang) or merged["en"]
 
 
+#: The survey's question and its follow-up per language (``[csat] question`` and ``follow_up``
+#: merge over these; ``en`` for a language not listed, ``zh`` for every Chinese variant).
+DEFAULT_CSAT_QUESTION: dict[str, str] = {
+    "en": "How did we do? Rate our help from 1 (poor) to 5 (excellent).",
+    "zh": "我们的服务怎么样？请为本次服务评分：1（很差）到 5（很好）。",
+    "ru": "Как мы справились? Оцените нашу помощь от 1 (плохо) до 5 (отлично).",
+    "es": "¿Qué tal lo hicimos? Valora nuestra ayuda de 1 (mala) a 5 (excelente).",
+    "tr": "Nasıldık? Yardımımızı 1 (kötü) ile 5 (mükemmel) arasında puanlayın.",
+    "vi": "Chúng tôi hỗ trợ thế nào? Hãy chấm điểm từ 1 (kém) đến 5 (xuất sắc).",
+}
+DEFAULT_CSAT_FOLLOW_UP: dict[str, str] = {
+    "en": "What could we have done better? Your next message here goes to our support lead.",
+    "zh": "我们哪里可以做得更好？您在这里发送的下一条消息将转给我们的客服主管。",
+    "ru": "Что мы могли бы сделать лучше? Ваше следующее сообщение здесь получит руководитель поддержки.",
+    "es": "¿Qué podríamos haber hecho mejor? Tu próximo mensaje aquí llegará a nuestro responsable de soporte.",
+    "tr": "Neyi daha iyi yapabilirdik? Buraya yazacağınız bir sonraki mesaj destek sorumlumuza iletilir.",
+    "vi": "Chúng tôi có thể làm tốt hơn điều gì? Tin nhắn tiếp theo của bạn tại đây sẽ đến trưởng nhóm hỗ trợ.",
+}
+
+
+class CsatSettings(BaseModel):
+    """Satisfaction surveys after close (router/csat.py, docs/csat.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Off: closing schedules nothing and no survey service runs.
+    enabled: bool = False
+    # The survey goes this long after an agent closes a conversation; per group in group_delay_s.
+    delay_s: int = Field(600, ge=0)
+    group_delay_s: dict[str, int] = {}
+    # Groups that never survey (an internal or abuse group), and close reasons that do not.
+    skip_groups: list[str] = []
+    skip_reasons: list[str] = Field(default_factory=lambda: ["spam", "duplicate"])
+    # A user asked once is not asked again for this long (per shard: docs/csat.md).
+    cooldown_days: float = Field(30.0, ge=0)
+    # A rating at or under this asks the follow-up question; the user's next message within
+    # comment_window_s is its answer (the CSAT comment), not a new conversation.
+    follow_up_at_most: int = Field(3, ge=0, le=5)
+    comment_window_s: int = Field(86_400, ge=60)
+    # The survey service: how often it looks for due surveys, and how many per shard per tick.
+    tick_s: float = Field(5.0, gt=0)
+    batch: int = Field(100, ge=1, le=10_000)
+    # Texts per language, merged over the defaults.
+    question: dict[str, str] = {}
+    follow_up: dict[str, str] = {}
+
+    @field_validator("group_delay_s")
+    @classmethod
+    def _delays(cls, v: dict[str, int]) -> dict[str, int]:
+        for group, seconds in v.items():
+            if seconds < 0:
+                raise ValueError(f"group_delay_s.{group}: a delay cannot be negative ({seconds})")
+        return v
+
+    @field_validator("question", "follow_up")
+    @classmethod
+    def _texts(cls, v: dict[str, str]) -> dict[str, str]:
+        for lang, text in v.items():
+            if not text.strip() or len(text) > 1000:
+                raise ValueError(f"{lang}: a text needs 1 to 1000 characters")
+        return v
+
+    def delay_ms(self, group: str) -> int:
+        return self.group_delay_s.get(group, self.delay_s) * 1000
+
+    def text(self, which: Literal["question", "follow_up"], lang: str) -> str:
+        """The survey's ``which`` text in ``lang`` (its base language, else English)."""
+        defaults = DEFAULT_CSAT_QUESTION if which == "question" else DEFAULT_CSAT_FOLLOW_UP
+        merged = {**defaults, **(self.question if which == "question" else self.follow_up)}
+        return merged.get(lang) or merged.get(lang.split("-", 1)[0]) or merged["en"]
+
+
 class WebSettings(BaseModel):
     """The web console and HTTP API (``switchboard web``, and inside ``switchboard run``)."""
 
@@ -483,6 +555,7 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     review: ReviewSettings = ReviewSettings()
     answers: AnswerSettings = AnswerSettings()
+    csat: CsatSettings = CsatSettings()
     kb: KBSettings = KBSettings()
     web: WebSettings = WebSettings()
     alerts: AlertSettings = AlertSettings()

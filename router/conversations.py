@@ -210,6 +210,7 @@ class Conversations:
         self.scripts = scripts or Scripts.register(client)
         # By priority number: the script picks the SLA of the priority the conversation has then.
         self._sla_ms = {k[1:]: v * 1000 for k, v in settings.conversations.sla_s.items()}
+        self._csat = settings.csat
 
     def keys(self, conv_id: str) -> Keys:
         """The keys of the shard holding ``conv_id`` (``NotFound`` for what is no conversation id)."""
@@ -426,8 +427,18 @@ class Conversations:
         return argv(self.keys(conv_id).prefix, "sla", conv_id, payload, "", REQUEST_TTL_MS, at=at)
 
     async def close(self, conv_id: str, by: str, reason: str = "", request_id: str | None = None) -> None:
-        """Close the conversation; ``reason``: one of ``CLOSE_REASONS`` (default ``resolved``)."""
-        await self._write("close", conv_id, request_id, by=by, reason=parse_close_reason(reason))
+        """Close the conversation; ``reason``: one of ``CLOSE_REASONS`` (default ``resolved``). With
+        ``[csat]`` on, schedules its satisfaction survey (router/csat.py) unless the reason or the
+        group skips it."""
+        reason = parse_close_reason(reason)
+        args: dict[str, Any] = {"by": by, "reason": reason}
+        if self._csat.enabled and reason not in self._csat.skip_reasons:
+            # The survey's delay by group (conv.lua knows the group): -1 for a group that skips.
+            groups = {g: self._csat.delay_ms(g) for g in self._csat.group_delay_s} | dict.fromkeys(
+                self._csat.skip_groups, -1
+            )
+            args["csat"] = {"delay": self._csat.delay_s * 1000, "groups": groups}
+        await self._write("close", conv_id, request_id, **args)
 
     async def note(self, conv_id: str, by: str, text: str, request_id: str | None = None) -> None:
         await self._write("note", conv_id, request_id, by=by, text=text)

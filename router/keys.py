@@ -42,6 +42,13 @@ answered                        shard  zset      conversations answered with no 
 answers:shadow                  shard  stream    would-be answers in shadow mode: conv, group, article, lang,
                                                  score, gap, kb; capped ([answers] shadow_max)
 answers:lock                    shard  string    one assumed-resolved sweeper at a time per shard (TTL)
+csat:due                        shard  zset      closed conversation id -> when its satisfaction survey is due (ms):
+                                                 written by conv.lua's close, read by the survey service
+                                                 (router/csat.py); the survey's state is in conv:{id}
+                                                 (csat_state, csat_id, csat_agent, csat_rating, csat_until)
+csat:asked:{channel}:{account}:{user}
+                                shard  string    "1" while that user was asked (TTL [csat] cooldown_days)
+lease:csat                      shard  hash      the survey service's lease on the shard (fenced, as lease:sla)
 health:{kind}:{name}            home   string    JSON health record with a TTL (worker, adapter, supervisor)
 lease:{name}                    home   hash      a fenced lease (router/leases.py): owner, fence, until (ms);
                                                  PX TTL. Names: ``adapter:{channel}:{account}``
@@ -143,6 +150,8 @@ ROUTER_GROUP = "routers"
 SENDER_GROUP = "senders"
 #: The answerer's consumer group on the group event streams and on the press streams.
 ANSWER_GROUP = "answerer"
+#: The satisfaction surveys' consumer group on the press streams (router/csat.py).
+CSAT_GROUP = "csat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +224,11 @@ class Keys:
     @property
     def actions(self) -> str:
         return self.prefix + "actions"
+
+    # -- satisfaction surveys (router/csat.py, lua/csat.lua) ---------------------------------------
+    @property
+    def csat_due(self) -> str:
+        return self.prefix + "csat:due"
 
     # -- knowledge-base answers (router/answerer.py, lua/answer.lua) -------------------------------
     def answer(self, conv_id: str) -> str:

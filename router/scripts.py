@@ -71,6 +71,7 @@ class Scripts:
     fenced_lease: Script
     press: Script
     answer: Script
+    csat: Script
     assign: Script
     impostor: Script
 

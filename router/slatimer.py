@@ -31,7 +31,7 @@ from router.config import SlaSettings
 from router.conversations import Conversations, HistoryEntry, parse_history
 from router.errors import LeaseLost
 from router.keys import Keys
-from router.leases import Clock, Lease, WallClock
+from router.leases import Clock, WallClock, keep_or_take, shard_leases
 from router.lifecycle import keep_running, wait_or_stop
 from router.model import OutboxItem, new_id
 from router.redis import TRANSIENT_ERRORS
@@ -115,21 +115,8 @@ class SlaTimer:
         self._conversations = Conversations(
             rt.client, rt.settings, rt.scripts, shards=rt.shards, clock=self.clock.now_ms
         )
-        leases = rt.settings.leases
         self.owner = owner or rt.instance
-        self.leases = [
-            Lease(
-                rt.client,
-                rt.scripts,
-                keys.prefix,
-                LEASE,
-                self.owner,
-                ttl_ms=leases.ttl_ms,
-                max_skew_ms=leases.max_skew_ms,
-                clock=self.clock,
-            )
-            for keys in rt.shards.shard
-        ]
+        self.leases = shard_leases(rt.client, rt.scripts, rt.shards, rt.settings.leases, LEASE, self.owner, self.clock)
         self._encoder = msgspec.json.Encoder()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -180,13 +167,11 @@ class SlaTimer:
         shards held. Returns the escalation steps carried out."""
         done = 0
         for i, lease in enumerate(self.leases):
-            # A lease that lapsed (this process paused past its expiry) is taken again if free.
-            if not await lease.renew():
-                await lease.acquire()
-            if lease.fence is None:
+            fence = await keep_or_take(lease)
+            if fence is None:
                 continue
             try:
-                done += await self._shard(self._shards.shard[i], lease.fence)
+                done += await self._shard(self._shards.shard[i], fence)
             except LeaseLost as exc:
                 log.warning("SLA timer of shard %d: %s", i, exc)
                 lease.fence = None

@@ -267,6 +267,8 @@ elseif op == 'on_user' then
   event(cur.group, 'waiting', cid, cjson.encode({on = a.on, by = a.by}))
   wake()
 elseif op == 'close' then
+  -- The agent the survey rates: the one who had it, else the one who closes it.
+  local rated = (cur.agent or '') ~= '' and cur.agent or a.by
   if cur.status == 'new' then dequeue(cid, cur.group) end
   unassign()
   redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', NOWS, 'updated_ms', NOWS)
@@ -276,6 +278,16 @@ elseif op == 'close' then
   label('close', cur.group, prio, a.reason)
   event(cur.group, 'closed', cid, cjson.encode({by = a.by}))
   wake()  -- the timer records the targets' outcomes, then forgets the conversation
+  -- a.csat (router/conversations.py; absent: surveys off or a reason that skips them): the
+  -- survey's delay in ms, by group (-1: this group never surveys); the survey service sends it.
+  if a.csat then
+    local delay = tonumber(a.csat.groups[cur.group] or a.csat.delay)
+    if delay >= 0 then
+      redis.call('HSET', c, 'csat_state', 'due', 'csat_agent', rated)
+      redis.call('HDEL', c, 'csat_until')
+      redis.call('ZADD', P .. 'csat:due', num(NOW + delay), cid)
+    end
+  end
 elseif op == 'reply' then
   -- Answering an unclaimed conversation claims it for the agent who answers.
   if cur.status == 'new' then dequeue(cid, cur.group) end

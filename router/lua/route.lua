@@ -64,6 +64,30 @@ local function count(t, key)
   t[key] = (t[key] or 0) + 1
 end
 
+-- The answer to a satisfaction survey's follow-up question (router/csat.py, lua/csat.lua): the
+-- user's next message with text, within the window, is the survey's comment, recorded as a 'csat'
+-- history entry (its redacted text, as any message's) instead of reopening the conversation.
+-- Another member of a group chat writing meanwhile is an ordinary message. True when taken.
+local function csat_comment(cid, c, hist_raw, until_ms)
+  local f = conv_fields(c, 'csat_state', 'csat_id', 'csat_rating', 'csat_agent', 'sender_id', 'group', 'channel',
+    'language')
+  if NOW > until_ms or f.csat_state ~= 'commenting' then
+    redis.call('HDEL', c, 'csat_until')
+    return false
+  end
+  local h = cjson.decode(hist_raw)
+  local sender = type(h.sender) == 'table' and h.sender.id or nil
+  if type(h.text) ~= 'string' or h.text == '' or ((f.sender_id or '') ~= '' and sender ~= f.sender_id) then return false end
+  hist(cid, 'csat', cjson.encode({survey = f.csat_id, rating = tonumber(f.csat_rating), comment = h.text, at = NOW,
+    agent = f.csat_agent or '', group = f.group, channel = f.channel, language = f.language or '',
+    msg = h.msg}))
+  redis.call('HSET', c, 'csat_state', 'done', 'updated_ms', NOWS)
+  redis.call('HDEL', c, 'csat_until')
+  redis.call('HINCRBY', P .. 'stats', 'csat:comments', 1)
+  event(f.group, 'csat', cid, cjson.encode({rating = tonumber(f.csat_rating), comment = true}))
+  return true
+end
+
 local function route(entry, payload, hist_raw, reply)
   local ck, channel, kind, to_group, to_prio, routed_by, escalate, retry, reply_id, to_tags, values,
     account, ckey = unpack(payload)
@@ -87,8 +111,11 @@ local function route(entry, payload, hist_raw, reply)
     elseif cur.status == 'closed' then
       -- Asked only of a closed conversation: a field absent from a small hash (stored as one list)
       -- is a walk through all of its fields.
-      local closed_ms = redis.call('HGET', c, 'closed_ms')
-      if NOW - tonumber(closed_ms or '0') <= REOPEN_MS then state = 'reopened' else cid = nil end
+      local closed = conv_fields(c, 'closed_ms', 'csat_until')
+      if closed.csat_until and kind == 'message' and csat_comment(cid, c, hist_raw, tonumber(closed.csat_until)) then
+        return
+      end
+      if NOW - tonumber(closed.closed_ms or '0') <= REOPEN_MS then state = 'reopened' else cid = nil end
     else
       state = 'follow_up'
     end
@@ -204,6 +231,8 @@ local function route(entry, payload, hist_raw, reply)
   if state == 'reopened' then
     hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'reopened'}))
     redis.call('ZREM', P .. 'closed', cid)
+    -- A survey's comment is awaited only while the conversation stays closed (lua/csat.lua).
+    redis.call('HDEL', c, 'csat_until')
   end
   if answered then hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'follow-up to an answer'})) end
   if answered or state == 'reopened' then answer_outcome(cid, 'reopened') end

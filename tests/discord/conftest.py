@@ -12,7 +12,7 @@ import pytest
 from adapters.discord_bot import DiscordAdapter, from_config
 from router.model import Envelope, decode_envelope
 from router.runtime import Runtime
-from tests.discord.emulator import Emulator
+from tests.discord.emulator import Emulator, Json
 
 TOKEN = "MTIz.emulated.bot-token"
 ACCOUNT = "test-bot"
@@ -111,3 +111,17 @@ async def conversation_id(rt: Runtime, key: str) -> str:
     raw = await rt.client.get(rt.keys.conv_key("discord", ACCOUNT, key))
     assert raw is not None, f"no conversation for key {key}"
     return str(raw.decode())
+
+
+async def pressed(emu: Emulator, message: Json, user: Json, suffix: str) -> None:
+    """``user`` presses the button of ``message`` whose data ends with ``suffix``; waits until the
+    adapter answered the interaction."""
+    [row] = message["components"]
+    [data] = [b["custom_id"] for b in row["components"] if b["custom_id"].endswith(suffix)]
+    before = len(emu.responses)
+    await emu.press(message, data, user)
+
+    async def answered() -> bool:
+        return len(emu.responses) > before
+
+    await eventually(answered, 5, "the interaction's response")
