@@ -10,7 +10,9 @@
 -- router/routing.py. The payload is a JSON array, positional because a
 -- message's routing decodes nothing else (keys would double the tokens to parse):
 --   [ck, channel, kind, group, prio, routed_by, escalate, retry, reply_id or '', tags[],
---    values[] (of FIELDS, in order: the conversation fields every message sets), account, ckey]
+--    values[] (of FIELDS, in order: the conversation fields every message sets), account, ckey,
+--    hold ('' or why the message is kept out of the queues: banned, muted, spam)]
+-- shared.adm: admission control (the Admission section below; absent: off).
 -- The history entry and the outbox item are stored without decoding them; the item's
 -- conversation id is prepended here.
 -- A message whose entry was acknowledged already (a reclaimed entry that its first worker did
@@ -64,14 +66,99 @@ local function count(t, key)
   t[key] = (t[key] or 0) + 1
 end
 
+-- Admission (docs/admission.md, router/admission.py) ----------------------------------------
+-- A token bucket per sender and channel, in the shard of the message's conversation, checked and
+-- taken here so that it holds across workers. shared.adm = {def = {rate/s, burst}, ch = {channel =
+-- {rate/s, burst}}, window_ms, notice = {lang = text}}. A message over the limit is never dropped:
+-- it goes into the history of its conversation (or, if it would start one, of the sender's latest
+-- open conversation) marked throttled, with no queue, auto-reply or event of its own, and the
+-- sender gets one notice per window. adm:{channel}:{sender} = "milli-tokens at-ms notice-ms conv":
+-- one GET and one SET a message.
+local ADM = shared.adm
+local throttled_n = {}
+
+local function adm_take(channel, sender)
+  local lim = ADM.ch[channel] or ADM.def
+  local cap = lim[2] * 1000
+  local a = {key = P .. 'adm:' .. channel .. ':' .. sender, lim = lim, tokens = cap, at = NOW, notice = 0, conv = ''}
+  local raw = redis.call('GET', a.key)
+  if raw then
+    local t, at, notice, conv = string.match(raw, '^(%d+) (%d+) (%d+) ?(%d*)$')
+    if t then
+      -- Workers' clocks may differ a little: time never runs backwards for a bucket.
+      a.at = math.max(tonumber(at), NOW)
+      a.tokens = math.min(cap, tonumber(t) + math.floor((a.at - tonumber(at)) * lim[1]))
+      a.notice, a.conv = tonumber(notice), conv
+    end
+  end
+  a.ok = a.tokens >= 1000
+  if a.ok then a.tokens = a.tokens - 1000 end
+  return a
+end
+
+local function adm_save(a, cid)
+  -- Kept until the bucket is full again and the notice window is over: then it is a fresh one.
+  local ttl = math.max(math.ceil(a.lim[2] * 1000 / a.lim[1]), ADM.window_ms)
+  redis.call('SET', a.key, num(a.tokens) .. ' ' .. num(a.at) .. ' ' .. num(a.notice) .. ' ' .. cid, 'PX', num(ttl))
+end
+
+-- The conversation a throttled message goes into when its own does not exist: the sender's
+-- latest, while open (a flood spread over chats or threads still makes one queue entry).
+local function adm_fold(a)
+  if a.conv == '' then return nil end
+  local st = redis.call('HGET', P .. 'conv:' .. a.conv, 'status')
+  if st and st ~= 'closed' then return a.conv end
+  return nil
+end
+
+-- A throttled message into conversation cid: its history (marked, and where it came from when
+-- folded), the counters, and the notice once per window, in the message's language.
+local function adm_throttled(a, cid, ck, channel, account, ckey, values, entry, hist_raw, folded)
+  local c = P .. 'conv:' .. cid
+  local mark = '{"admission":"throttled",'
+  if folded then mark = mark .. '"folded_from":' .. cjson.encode(ck) .. ',' end
+  hist(cid, 'inbound', mark .. string.sub(hist_raw, 2))
+  redis.call('HINCRBY', c, 'messages', 1)
+  redis.call('HINCRBY', c, 'throttled', 1)
+  count(throttled_n, channel)
+  if NOW - a.notice >= ADM.window_ms then
+    a.notice = NOW
+    local id = 'notice-' .. entry
+    send(cid, channel, id, cjson.encode({id = id, conversation = cid, channel = channel, account = account,
+      conversation_key = ckey, text = ADM.notice[values[3]] or ADM.notice.en, author = 'auto',
+      reply_to = values[5], meta = cjson.decode(values[7]), auto = true, created_at = NOW / 1000}))
+    count(sent, channel)
+    event(redis.call('HGET', c, 'group'), 'throttled', cid)
+  end
+  adm_save(a, a.conv)
+end
+
+-- A message of a banned or muted sender, or tagged spam, into its open conversation: recorded,
+-- and the conversation held (common.lua hold_conversation).
+local function adm_hold(cid, c, cur, hold, to_tags, hist_raw)
+  hist(cid, 'inbound', hist_raw)
+  local tags = cjson.decode(cur.tags or '[]')
+  local seen = {}
+  for _, t in ipairs(tags) do seen[t] = true end
+  for _, t in ipairs(to_tags) do
+    if not seen[t] then tags[#tags + 1] = t end
+  end
+  redis.call('HSET', c, 'updated_ms', NOWS, 'messages', num((tonumber(cur.messages) or 0) + 1), 'tags', cjson.encode(tags))
+  if cur.status ~= 'held' then hold_conversation(cid, c, cur, hold, 'admission') end
+end
+-- --------------------------------------------------------------------------------------------
+
 local function route(entry, payload, hist_raw, reply)
   local ck, channel, kind, to_group, to_prio, routed_by, escalate, retry, reply_id, to_tags, values,
-    account, ckey = unpack(payload)
+    account, ckey, hold = unpack(payload)
   if redis.call('XACK', P .. 'inbox', ROUTER_GROUP, entry) == 0 then
     return
   end
   count(routed, channel)
   if retry then redis.call('HDEL', P .. 'failures', entry) end
+  -- The sender's bucket: a held message is not counted (it reaches nobody).
+  local adm = nil
+  if ADM and kind == 'message' and hold == '' then adm = adm_take(channel, values[1]) end
 
   local ckk = P .. 'ck:' .. ck
   local cid = redis.call('GET', ckk)
@@ -99,6 +186,24 @@ local function route(entry, payload, hist_raw, reply)
     return
   end
 
+  if adm and not adm.ok then
+    local into = cid or adm_fold(adm)
+    if into then
+      return adm_throttled(adm, into, ck, channel, account, ckey, values, entry, hist_raw, not cid)
+    end
+    -- Nowhere to fold it: it starts its conversation like an admitted one (never dropped).
+  end
+  if hold ~= '' and cid then
+    -- Into a closed conversation: recorded, it stays closed.
+    if state == 'reopened' then
+      hist(cid, 'inbound', hist_raw)
+      redis.call('HINCRBY', c, 'messages', 1)
+    else
+      adm_hold(cid, c, cur, hold, to_tags, hist_raw)
+    end
+    return
+  end
+
   if not cid then
     -- The id tells the shard (n * shards + shard; n, this shard's own count): ids stay numbers,
     -- unique over the deployment, and with one shard the count itself.
@@ -106,10 +211,17 @@ local function route(entry, payload, hist_raw, reply)
     c = P .. 'conv:' .. cid
     redis.call('SET', ckk, cid)
     local due = NOW + SLA[to_prio]
-    local set = fields({'id', cid, 'group', to_group, 'prio', PRIO[to_prio], 'status', 'new',
+    -- A held message (banned, muted, spam) starts its conversation held: out of the queues.
+    local set = fields({'id', cid, 'group', to_group, 'prio', PRIO[to_prio], 'status', hold == '' and 'new' or 'held',
       'agent', '', 'created_ms', NOWS, 'updated_ms', NOWS, 'waiting_ms', NOWS, 'due_ms', num(due),
       'tags', cjson.encode(to_tags), 'messages', '1', 'routed_by', routed_by,
       'channel', channel, 'account', account, 'ckey', ckey}, values)
+    if hold ~= '' then
+      put(set, 'held', hold)
+      redis.call('HSET', c, unpack(set))
+      hist(cid, 'inbound', hist_raw)
+      return
+    end
     if SLAV ~= 0 then
       put(set, 'sla_v', num(SLAV))
       wake(cid)
@@ -122,6 +234,7 @@ local function route(entry, payload, hist_raw, reply)
       send(cid, channel, reply_id, '{"conversation":"' .. cid .. '",' .. string.sub(reply, 2))
       count(sent, channel)
     end
+    if adm then adm_save(adm, cid) end
     return
   end
 
@@ -159,9 +272,11 @@ local function route(entry, payload, hist_raw, reply)
   local status = cur.status
   local due = was_due
   local since = was_since
-  -- Answered from the knowledge base (lua/answer.lua): a further message wants a person.
+  -- Answered from the knowledge base (lua/answer.lua): a further message wants a person; so does
+  -- a message (not held) into a conversation admission control held.
   local answered = status == 'answered'
-  if state == 'reopened' or answered or (moved and agent ~= '') then
+  local unheld = status == 'held'
+  if state == 'reopened' or answered or unheld or (moved and agent ~= '') then
     -- A reopened or escalated conversation goes back to a queue, with a fresh SLA.
     if agent ~= '' then redis.call('SREM', P .. 'agent:' .. agent, cid) end
     agent = ''
@@ -192,6 +307,7 @@ local function route(entry, payload, hist_raw, reply)
   if due ~= was_due then put(set, 'due_ms', num(due)) end
   if tagged then put(set, 'tags', cjson.encode(tags)) end
   if moved then put(set, 'routed_by', routed_by) end
+  if unheld then put(set, 'held', '') end
   -- A reopened conversation starts a new SLA clock under the policy in force; a message may start a
   -- next-response cycle or end a wait on the user (the agent had answered: status 'waiting'), or
   -- move a deadline (a new priority, group or tag).
@@ -206,6 +322,7 @@ local function route(entry, payload, hist_raw, reply)
     redis.call('ZREM', P .. 'closed', cid)
   end
   if answered then hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'follow-up to an answer'})) end
+  if unheld then hist(cid, 'status', cjson.encode({status = 'new', by = 'admission', reason = 'a message not held'})) end
   if answered or state == 'reopened' then answer_outcome(cid, 'reopened') end
   if SLAV ~= 0 and prio ~= was_prio then
     -- In the history for the SLA clock, which re-targets from a priority change (docs/sla.md);
@@ -217,7 +334,8 @@ local function route(entry, payload, hist_raw, reply)
       reason = escalate and 'escalated' or 'routed by ' .. routed_by}))
     event(cur.group, 'moved', cid, cjson.encode({to = group}))
   end
-  event(group, (state == 'reopened' or answered) and 'reopened' or 'message', cid, '{"prio":' .. PRIO[prio] .. '}')
+  event(group, (state == 'reopened' or answered or unheld) and 'reopened' or 'message', cid, '{"prio":' .. PRIO[prio] .. '}')
+  if adm then adm_save(adm, cid) end
 end
 
 local out = {0}
@@ -241,4 +359,5 @@ for i = 4, #ARGV, 4 do
 end
 for channel, n in pairs(routed) do redis.call('HINCRBY', P .. 'stats', 'routed:' .. channel, n) end
 for channel, n in pairs(sent) do redis.call('HINCRBY', P .. 'stats', 'out:' .. channel, n) end
+for channel, n in pairs(throttled_n) do redis.call('HINCRBY', P .. 'stats', 'throttled:' .. channel, n) end
 return out
