@@ -67,21 +67,26 @@ local function count(t, key)
 end
 
 -- Admission (docs/admission.md, router/admission.py) ----------------------------------------
--- A token bucket per sender and channel, in the shard of the message's conversation, checked and
--- taken here so that it holds across workers. shared.adm = {def = {rate/s, burst}, ch = {channel =
--- {rate/s, burst}}, window_ms, notice = {lang = text}}. A message over the limit is never dropped:
--- it goes into the history of its conversation (or, if it would start one, of the sender's latest
--- open conversation) marked throttled, with no queue, auto-reply or event of its own, and the
--- sender gets one notice per window. adm:{channel}:{sender} = "milli-tokens at-ms notice-ms conv":
--- one GET and one SET a message.
+-- Token buckets per sender and channel, checked and taken here so that they hold across workers.
+-- shared.adm = {def = {rate/s, burst}, ch = {channel = {rate/s, burst}}, window_ms, notice =
+-- {lang = text}}. Two buckets, both of the channel's limit:
+-- * the sender's messages in a conversation: field adm:{sender} of its hash, "milli-tokens
+--   refill-ms notice-ms", read with the conversation's other fields and written with them (no
+--   command of its own: a follow-up is most of the traffic);
+-- * the conversations a sender starts: the string adm:{channel}:{sender}, "milli-tokens refill-ms
+--   notice-ms conversation" (PX TTL), read and written only when a message starts a conversation.
+-- A message over its bucket is never dropped: it goes into its conversation's history (one over the
+-- second bucket: into the sender's latest open conversation, "folded") marked throttled, with no
+-- queue move, auto-reply or event of its own; the sender gets one notice per window there.
 local ADM = shared.adm
 local throttled_n = {}
 
-local function adm_take(channel, sender)
+-- The bucket stored as raw (nil: a fresh one) for channel, refilled to NOW and a token taken if
+-- there is one (.ok).
+local function adm_take(channel, raw)
   local lim = ADM.ch[channel] or ADM.def
   local cap = lim[2] * 1000
-  local a = {key = P .. 'adm:' .. channel .. ':' .. sender, lim = lim, tokens = cap, at = NOW, notice = 0, conv = ''}
-  local raw = redis.call('GET', a.key)
+  local a = {lim = lim, tokens = cap, at = NOW, notice = 0, conv = ''}
   if raw then
     local t, at, notice, conv = string.match(raw, '^(%d+) (%d+) (%d+) ?(%d*)$')
     if t then
@@ -96,25 +101,20 @@ local function adm_take(channel, sender)
   return a
 end
 
-local function adm_save(a, cid)
-  -- Kept until the bucket is full again and the notice window is over: then it is a fresh one.
-  local ttl = math.max(math.ceil(a.lim[2] * 1000 / a.lim[1]), ADM.window_ms)
-  redis.call('SET', a.key, num(a.tokens) .. ' ' .. num(a.at) .. ' ' .. num(a.notice) .. ' ' .. cid, 'PX', num(ttl))
+local function adm_value(a)
+  return num(a.tokens) .. ' ' .. num(a.at) .. ' ' .. num(a.notice)
 end
 
--- The conversation a throttled message goes into when its own does not exist: the sender's
--- latest, while open (a flood spread over chats or threads still makes one queue entry).
-local function adm_fold(a)
-  if a.conv == '' then return nil end
-  local st = redis.call('HGET', P .. 'conv:' .. a.conv, 'status')
-  if st and st ~= 'closed' then return a.conv end
-  return nil
+-- The sender's bucket of conversations started, pointing at cid (its latest conversation). Kept
+-- until it would be full again: then it is a fresh one.
+local function adm_save_sender(key, a, cid)
+  redis.call('SET', key, adm_value(a) .. ' ' .. cid, 'PX', num(math.ceil(a.lim[2] * 1000 / a.lim[1])))
 end
 
--- A throttled message into conversation cid: its history (marked, and where it came from when
--- folded), the counters, and the notice once per window, in the message's language.
-local function adm_throttled(a, cid, ck, channel, account, ckey, values, entry, hist_raw, folded)
-  local c = P .. 'conv:' .. cid
+-- A throttled message into conversation cid (hash c), a the sender's bucket there, field its field:
+-- the history (marked, and where it came from when folded), the counters, and the notice once per
+-- window, in the message's language.
+local function adm_throttled(a, field, cid, c, ck, channel, account, ckey, values, entry, hist_raw, folded)
   local mark = '{"admission":"throttled",'
   if folded then mark = mark .. '"folded_from":' .. cjson.encode(ck) .. ',' end
   hist(cid, 'inbound', mark .. string.sub(hist_raw, 2))
@@ -130,7 +130,7 @@ local function adm_throttled(a, cid, ck, channel, account, ckey, values, entry, 
     count(sent, channel)
     event(redis.call('HGET', c, 'group'), 'throttled', cid)
   end
-  adm_save(a, a.conv)
+  redis.call('HSET', c, field, adm_value(a))
 end
 
 -- A message of a banned or muted sender, or tagged spam, into its open conversation: recorded,
@@ -151,15 +151,15 @@ end
 local function route(entry, payload, hist_raw, reply)
   local ck, channel, kind, to_group, to_prio, routed_by, escalate, retry, reply_id, to_tags, values,
     account, ckey, hold = unpack(payload)
+  hold = hold or ''
   if redis.call('XACK', P .. 'inbox', ROUTER_GROUP, entry) == 0 then
     return
   end
   count(routed, channel)
   if retry then redis.call('HDEL', P .. 'failures', entry) end
-  -- The sender's bucket: a held message is not counted (it reaches nobody).
-  local adm = nil
-  if ADM and kind == 'message' and hold == '' then adm = adm_take(channel, values[1]) end
-
+  -- The sender's buckets count messages, not edits, nor held messages (they reach nobody).
+  local afield = ADM and kind == 'message' and hold == '' and 'adm:' .. values[1]
+  local adm, akey = nil, nil
   local ckk = P .. 'ck:' .. ck
   local cid = redis.call('GET', ckk)
   local c
@@ -168,7 +168,7 @@ local function route(entry, payload, hist_raw, reply)
   if cid then
     c = P .. 'conv:' .. cid
     cur = conv_fields(c, 'status', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'tags', 'routed_by',
-      'messages')
+      'messages', afield or nil)
     if not cur.status then
       cid = nil
     elseif cur.status == 'closed' then
@@ -186,14 +186,28 @@ local function route(entry, payload, hist_raw, reply)
     return
   end
 
-  if adm and not adm.ok then
-    local into = cid or adm_fold(adm)
-    if into then
-      return adm_throttled(adm, into, ck, channel, account, ckey, values, entry, hist_raw, not cid)
+  if afield and cid then
+    adm = adm_take(channel, cur[afield])
+    if not adm.ok then
+      return adm_throttled(adm, afield, cid, c, ck, channel, account, ckey, values, entry, hist_raw, false)
     end
-    -- Nowhere to fold it: it starts its conversation like an admitted one (never dropped).
+  elseif afield then
+    akey = P .. 'adm:' .. channel .. ':' .. values[1]
+    local started = adm_take(channel, redis.call('GET', akey))
+    if not started.ok and started.conv ~= '' then
+      local fc = P .. 'conv:' .. started.conv
+      local f = redis.call('HMGET', fc, 'status', afield)
+      if f[1] and f[1] ~= 'closed' then
+        adm_save_sender(akey, started, started.conv)
+        return adm_throttled(adm_take(channel, f[2]), afield, started.conv, fc, ck, channel, account, ckey, values,
+          entry, hist_raw, true)
+      end
+    end
+    -- Admitted, or nowhere to fold it: it starts its conversation (never dropped), with a fresh
+    -- bucket there.
+    adm = started
   end
-  if hold ~= '' and cid then
+  if hold ~= '' and cid and kind == 'message' then
     -- Into a closed conversation: recorded, it stays closed.
     if state == 'reopened' then
       hist(cid, 'inbound', hist_raw)
@@ -218,6 +232,8 @@ local function route(entry, payload, hist_raw, reply)
       'channel', channel, 'account', account, 'ckey', ckey}, values)
     if hold ~= '' then
       put(set, 'held', hold)
+      -- Under the policy in force once restored (conv.lua restore wakes the SLA timer).
+      if SLAV ~= 0 then put(set, 'sla_v', num(SLAV)) end
       redis.call('HSET', c, unpack(set))
       hist(cid, 'inbound', hist_raw)
       return
@@ -225,6 +241,10 @@ local function route(entry, payload, hist_raw, reply)
     if SLAV ~= 0 then
       put(set, 'sla_v', num(SLAV))
       wake(cid)
+    end
+    if akey then
+      adm_save_sender(akey, adm, cid)
+      put(set, afield, adm_value(adm_take(channel, nil)))
     end
     redis.call('HSET', c, unpack(set))
     enqueue(cid, to_group, to_prio, due, NOW)
@@ -234,7 +254,6 @@ local function route(entry, payload, hist_raw, reply)
       send(cid, channel, reply_id, '{"conversation":"' .. cid .. '",' .. string.sub(reply, 2))
       count(sent, channel)
     end
-    if adm then adm_save(adm, cid) end
     return
   end
 
@@ -308,11 +327,12 @@ local function route(entry, payload, hist_raw, reply)
   if tagged then put(set, 'tags', cjson.encode(tags)) end
   if moved then put(set, 'routed_by', routed_by) end
   if unheld then put(set, 'held', '') end
+  if adm then put(set, afield, adm_value(adm)) end
   -- A reopened conversation starts a new SLA clock under the policy in force; a message may start a
   -- next-response cycle or end a wait on the user (the agent had answered: status 'waiting'), or
   -- move a deadline (a new priority, group or tag).
   if SLAV ~= 0 and state == 'reopened' then put(set, 'sla_v', num(SLAV)) end
-  if SLAV ~= 0 and (state == 'reopened' or cur.status == 'waiting' or prio ~= was_prio or moved or tagged) then
+  if SLAV ~= 0 and (state == 'reopened' or unheld or cur.status == 'waiting' or prio ~= was_prio or moved or tagged) then
     wake(cid)
   end
   redis.call('HSET', c, unpack(fields(set, values)))
@@ -335,7 +355,6 @@ local function route(entry, payload, hist_raw, reply)
     event(cur.group, 'moved', cid, cjson.encode({to = group}))
   end
   event(group, (state == 'reopened' or answered or unheld) and 'reopened' or 'message', cid, '{"prio":' .. PRIO[prio] .. '}')
-  if adm then adm_save(adm, cid) end
 end
 
 local out = {0}

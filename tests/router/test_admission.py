@@ -263,3 +263,19 @@ async def test_unban_and_bad_input(rt: Runtime) -> None:
             await rt.senders.block("ban", bad, by="admin")
     with pytest.raises(BadRequest):
         await rt.senders.block("kick", "discord:42", by="admin")
+
+
+async def test_in_a_group_chat_one_members_flood_does_not_throttle_the_others(rt: Runtime) -> None:
+    rt.settings.admission.burst = 5
+    worker = Worker(rt, clock=Clock())
+    first = message("pump 0", user="loud", key="group-1")
+    await rt.inbox.append(first)
+    for i in range(1, 30):
+        await rt.inbox.append(message(f"pump {i}", user="loud", key="group-1"))
+    for i in range(3):
+        await rt.inbox.append(message(f"my deposit is missing {i}", user="calm", key="group-1"))
+    await drain(worker)
+    conv = await conversation_of(rt, first)
+    inbound = [h.data for h in await rt.conversations.history(conv.id) if h.type == "inbound"]
+    throttled = Counter(d["sender"]["id"] for d in inbound if d.get("admission") == "throttled")
+    assert throttled == Counter({"loud": 25}) and len(inbound) == 33
