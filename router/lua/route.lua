@@ -69,60 +69,43 @@ end
 -- Admission (docs/admission.md, router/admission.py) ----------------------------------------
 -- Token buckets per sender and channel, checked and taken here so that they hold across workers.
 -- shared.adm = {def = {rate/s, burst}, ch = {channel = {rate/s, burst}}, window_ms, notice =
--- {lang = text}}. Two buckets, both of the channel's limit:
--- * the sender's messages in a conversation: field adm:{sender} of its hash, "milli-tokens
---   refill-ms notice-ms", read with the conversation's other fields and written with them (no
---   command of its own: a follow-up is most of the traffic);
--- * the conversations a sender starts: the string adm:{channel}:{sender}, "milli-tokens refill-ms
---   notice-ms conversation" (PX TTL), read and written only when a message starts a conversation.
+-- {lang = text}}. Each bucket is kept as one number, its theoretical arrival time in ms (GCRA: a
+-- message at NOW passes while tat - NOW <= (burst - 1) * interval, and moves tat one interval on;
+-- the same decisions as a bucket of burst tokens refilled at rate, without a refill to compute).
+-- Two buckets, both of the channel's limit:
+-- * the sender's messages in a conversation: field adm:{sender} of its hash, read with the
+--   conversation's other fields and written with them (no command of its own: a follow-up is most
+--   of the traffic); admn:{sender}, the last notice (ms), read only when a message is throttled;
+-- * the conversations a sender starts: the string adm:{channel}:{sender} = "tat latest-conversation"
+--   (PX TTL), read and written only when a message would start a conversation.
 -- A message over its bucket is never dropped: it goes into its conversation's history (one over the
 -- second bucket: into the sender's latest open conversation, "folded") marked throttled, with no
 -- queue move, auto-reply or event of its own; the sender gets one notice per window there.
 local ADM = shared.adm
 local throttled_n = {}
 
--- The bucket stored as raw (nil: a fresh one) for channel, refilled to NOW and a token taken if
--- there is one (.ok).
-local function adm_take(channel, raw)
+-- Whether a message at NOW passes the bucket stored as tat (nil: a fresh one), and the bucket's
+-- new value (unchanged when it does not pass).
+local function adm_take(channel, tat)
   local lim = ADM.ch[channel] or ADM.def
-  local cap = lim[2] * 1000
-  local a = {lim = lim, tokens = cap, at = NOW, notice = 0, conv = ''}
-  if raw then
-    local t, at, notice, conv = string.match(raw, '^(%d+) (%d+) (%d+) ?(%d*)$')
-    if t then
-      -- Workers' clocks may differ a little: time never runs backwards for a bucket.
-      a.at = math.max(tonumber(at), NOW)
-      a.tokens = math.min(cap, tonumber(t) + math.floor((a.at - tonumber(at)) * lim[1]))
-      a.notice, a.conv = tonumber(notice), conv
-    end
-  end
-  a.ok = a.tokens >= 1000
-  if a.ok then a.tokens = a.tokens - 1000 end
-  return a
+  local interval = 1000 / lim[1]
+  tat = math.max(tonumber(tat) or NOW, NOW)
+  if tat - NOW > (lim[2] - 1) * interval then return false, tat end
+  return true, math.ceil(tat + interval)
 end
 
-local function adm_value(a)
-  return num(a.tokens) .. ' ' .. num(a.at) .. ' ' .. num(a.notice)
-end
-
--- The sender's bucket of conversations started, pointing at cid (its latest conversation). Kept
--- until it would be full again: then it is a fresh one.
-local function adm_save_sender(key, a, cid)
-  redis.call('SET', key, adm_value(a) .. ' ' .. cid, 'PX', num(math.ceil(a.lim[2] * 1000 / a.lim[1])))
-end
-
--- A throttled message into conversation cid (hash c), a the sender's bucket there, field its field:
--- the history (marked, and where it came from when folded), the counters, and the notice once per
--- window, in the message's language.
-local function adm_throttled(a, field, cid, c, ck, channel, account, ckey, values, entry, hist_raw, folded)
+-- A throttled message into conversation cid (hash c): the history (marked, and where it came from
+-- when folded), the counters, and the notice once per window, in the message's language.
+local function adm_throttled(cid, c, ck, channel, account, ckey, values, entry, hist_raw, folded)
   local mark = '{"admission":"throttled",'
   if folded then mark = mark .. '"folded_from":' .. cjson.encode(ck) .. ',' end
   hist(cid, 'inbound', mark .. string.sub(hist_raw, 2))
   redis.call('HINCRBY', c, 'messages', 1)
   redis.call('HINCRBY', c, 'throttled', 1)
   count(throttled_n, channel)
-  if NOW - a.notice >= ADM.window_ms then
-    a.notice = NOW
+  local nfield = 'admn:' .. values[1]
+  if NOW - (tonumber(redis.call('HGET', c, nfield)) or 0) >= ADM.window_ms then
+    redis.call('HSET', c, nfield, NOWS)
     local id = 'notice-' .. entry
     send(cid, channel, id, cjson.encode({id = id, conversation = cid, channel = channel, account = account,
       conversation_key = ckey, text = ADM.notice[values[3]] or ADM.notice.en, author = 'auto',
@@ -130,7 +113,12 @@ local function adm_throttled(a, field, cid, c, ck, channel, account, ckey, value
     count(sent, channel)
     event(redis.call('HGET', c, 'group'), 'throttled', cid)
   end
-  redis.call('HSET', c, field, adm_value(a))
+end
+
+-- The sender's bucket of conversations started, pointing at cid (their latest conversation), kept
+-- until it is fresh again.
+local function adm_started(key, tat, cid)
+  redis.call('SET', key, num(tat) .. ' ' .. cid, 'PX', num(math.max(1, tat - NOW)))
 end
 
 -- A message of a banned or muted sender, or tagged spam, into its open conversation: recorded,
@@ -159,7 +147,7 @@ local function route(entry, payload, hist_raw, reply)
   if retry then redis.call('HDEL', P .. 'failures', entry) end
   -- The sender's buckets count messages, not edits, nor held messages (they reach nobody).
   local afield = ADM and kind == 'message' and hold == '' and 'adm:' .. values[1]
-  local adm, akey = nil, nil
+  local atat, akey = nil, nil  -- the sender's bucket as it will be stored; the started bucket's key
   local ckk = P .. 'ck:' .. ck
   local cid = redis.call('GET', ckk)
   local c
@@ -187,25 +175,22 @@ local function route(entry, payload, hist_raw, reply)
   end
 
   if afield and cid then
-    adm = adm_take(channel, cur[afield])
-    if not adm.ok then
-      return adm_throttled(adm, afield, cid, c, ck, channel, account, ckey, values, entry, hist_raw, false)
-    end
+    local ok
+    ok, atat = adm_take(channel, cur[afield])
+    if not ok then return adm_throttled(cid, c, ck, channel, account, ckey, values, entry, hist_raw, false) end
   elseif afield then
     akey = P .. 'adm:' .. channel .. ':' .. values[1]
-    local started = adm_take(channel, redis.call('GET', akey))
-    if not started.ok and started.conv ~= '' then
-      local fc = P .. 'conv:' .. started.conv
-      local f = redis.call('HMGET', fc, 'status', afield)
-      if f[1] and f[1] ~= 'closed' then
-        adm_save_sender(akey, started, started.conv)
-        return adm_throttled(adm_take(channel, f[2]), afield, started.conv, fc, ck, channel, account, ckey, values,
-          entry, hist_raw, true)
+    local tat, latest = string.match(redis.call('GET', akey) or '', '^(%d+) (%d*)$')
+    local ok
+    ok, atat = adm_take(channel, tat)
+    if not ok and latest and latest ~= '' then
+      local fc = P .. 'conv:' .. latest
+      local st = redis.call('HGET', fc, 'status')
+      if st and st ~= 'closed' then
+        return adm_throttled(latest, fc, ck, channel, account, ckey, values, entry, hist_raw, true)
       end
     end
-    -- Admitted, or nowhere to fold it: it starts its conversation (never dropped), with a fresh
-    -- bucket there.
-    adm = started
+    -- Admitted, or nowhere to fold it: it starts its conversation (never dropped).
   end
   if hold ~= '' and cid and kind == 'message' then
     -- Into a closed conversation: recorded, it stays closed.
@@ -243,8 +228,9 @@ local function route(entry, payload, hist_raw, reply)
       wake(cid)
     end
     if akey then
-      adm_save_sender(akey, adm, cid)
-      put(set, afield, adm_value(adm_take(channel, nil)))
+      adm_started(akey, atat, cid)
+      local _, fresh = adm_take(channel, nil)
+      put(set, afield, num(fresh))  -- the sender's bucket in the new conversation
     end
     redis.call('HSET', c, unpack(set))
     enqueue(cid, to_group, to_prio, due, NOW)
@@ -327,7 +313,7 @@ local function route(entry, payload, hist_raw, reply)
   if tagged then put(set, 'tags', cjson.encode(tags)) end
   if moved then put(set, 'routed_by', routed_by) end
   if unheld then put(set, 'held', '') end
-  if adm then put(set, afield, adm_value(adm)) end
+  if atat then put(set, afield, num(atat)) end
   -- A reopened conversation starts a new SLA clock under the policy in force; a message may start a
   -- next-response cycle or end a wait on the user (the agent had answered: status 'waiting'), or
   -- move a deadline (a new priority, group or tag).
