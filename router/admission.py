@@ -2,9 +2,10 @@
 
 Two mechanisms, both applied before a message reaches a queue and neither ever dropping one:
 
-* **The token bucket** per sender and channel lives in Redis beside the sender's conversation and
-  is checked and taken inside ``lua/route.lua`` (its "Admission" section), so it holds across every
-  worker. This module only hands the script its configuration (``admission_argument``).
+* **Token buckets** per sender and channel (their messages in a conversation, the conversations
+  they start) live in Redis beside the sender's conversation and are checked and taken inside
+  ``lua/route.lua`` (its "Admission" section), so they hold across every worker. This module only
+  hands the script their configuration (``admission_argument``).
 * **Bans and mutes** of a sender (``channel:platform id``) are set by admins (``Senders``: the CLI's
   ``switchboard sender`` and the console), kept in one home hash, and read by every worker
   (``BlockList``, refreshed every ``worker.rules_poll_s``): a message of a blocked sender, or one

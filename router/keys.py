@@ -124,8 +124,8 @@ impostors:case:{platform}:{account}:{user}
                                                  reason, staff alike, where, seen count, status, decision
 impostors:log                   home   stream    cases opened, dismissed and confirmed (``event``: JSON), capped
 adm:{channel}:{sender}          shard  string    a token bucket of the conversations a sender started (lua/route.lua):
-                                                 "milli-tokens refill-ms notice-ms latest-conversation", PX TTL; the
-                                                 bucket of their messages in a conversation is its field adm:{sender}
+                                                 "theoretical-arrival-ms latest-conversation", PX TTL; the bucket of
+                                                 their messages in a conversation is its field adm:{sender}
 senders:blocked                 home   hash      ``{channel}:{sender id}`` -> banned or muted (JSON: mode, until_ms,
                                                  reason, by, at_ms; router/admission.py), read by every worker
 ==============================  =====  ========  ==========================================================
