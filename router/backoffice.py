@@ -14,6 +14,7 @@ from typing import Any
 
 from router.accounts import LoginLimiter, Sessions, Users, load_secret
 from router.actions import Actions
+from router.admission import Senders
 from router.answerer import shadow_answers
 from router.audit import Audit
 from router.canned import CannedReplies
@@ -50,6 +51,7 @@ class Backoffice:
         self.kb: KnowledgeBaseStore = own.kb
         self.stats: StatsReader = own.stats
         self.impostors: ImpostorCases = own.impostor_cases
+        self.senders: Senders = own.senders
         self.canned = CannedReplies(own.client, own.keys)
         self.samples = Samples(own.client, own.keys, web.sample_s)
         self.audit = Audit(own.client, own.keys, web.audit_max)

@@ -990,9 +990,10 @@ def build_parser() -> argparse.ArgumentParser:
         aliases=["import"],
     )
     agent_cli.add_parsers(sub, _with_runtime)
-    from router import impostors_cli
+    from router import impostors_cli, sender_cli
 
     impostors_cli.add_parsers(sub, _with_runtime)
+    sender_cli.add_parsers(sub, _with_runtime)
     return p
 
 

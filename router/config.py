@@ -535,6 +535,52 @@ class SafetyNoticeSettings(BaseModel):
         return self
 
 
+class AdmissionLimit(BaseModel):
+    """A sender's token bucket: ``rate_per_s`` messages a second sustained, ``burst`` at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_per_s: float = Field(gt=0, le=1000)
+    burst: int = Field(ge=1, le=100_000)
+
+
+class AdmissionSettings(BaseModel):
+    """Admission control at ingest (docs/admission.md): a token bucket per sender and channel,
+    checked in the route script (atomic across workers). A message over the limit is never
+    dropped: it joins the sender's conversation's history marked ``throttled``, without a second
+    queue entry, and the sender gets one notice per ``notice_window_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: Generous by default: a person types in bursts of a few messages, not 20 in a row, and not
+    #: more than one every two seconds for minutes.
+    rate_per_s: float = Field(0.5, gt=0, le=1000)
+    burst: int = Field(20, ge=1, le=100_000)
+    #: channel -> its own limit (an e-mail sender writes less often than a chat user).
+    channels: dict[str, AdmissionLimit] = {}
+    notice_window_s: int = Field(600, ge=1)
+    #: The notice by the message's language; "en" is the fallback.
+    notice: dict[str, str] = {
+        "en": "We have received your messages and will answer them together shortly. Thank you for your patience.",
+        "zh": "我们已收到您的消息，稍后会一并回复。感谢您的耐心等待。",
+        "ru": "Мы получили ваши сообщения и скоро ответим на них все вместе. Спасибо за терпение.",
+        "es": "Hemos recibido sus mensajes y los responderemos juntos en breve. Gracias por su paciencia.",
+        "tr": "Mesajlarınızı aldık, kısa süre içinde hepsine birlikte yanıt vereceğiz. Sabrınız için teşekkürler.",
+        "vi": "Chúng tôi đã nhận được tin nhắn của bạn và sẽ sớm trả lời tất cả. Cảm ơn bạn đã kiên nhẫn.",
+    }
+
+    @model_validator(mode="after")
+    def _fallback(self) -> AdmissionSettings:
+        if "en" not in self.notice:
+            raise ValueError("notice needs an 'en' text (the fallback for other languages)")
+        return self
+
+    def limit(self, channel: str) -> AdmissionLimit:
+        """The limit of ``channel``: its override, else the default."""
+        return self.channels.get(channel) or AdmissionLimit(rate_per_s=self.rate_per_s, burst=self.burst)
+
+
 AdapterSection = dict[str, Any]
 
 
@@ -549,6 +595,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     leases: LeaseSettings = LeaseSettings()
     conversations: ConversationSettings = ConversationSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     assign: AssignSettings = AssignSettings()
     sla: SlaSettings = SlaSettings()
     retention: RetentionSettings = RetentionSettings()

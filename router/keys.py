@@ -130,6 +130,11 @@ impostors:case:{platform}:{account}:{user}
                                 home   hash      one member's case (router/impostors.py): names, verdict,
                                                  reason, staff alike, where, seen count, status, decision
 impostors:log                   home   stream    cases opened, dismissed and confirmed (``event``: JSON), capped
+adm:{channel}:{sender}          shard  string    a token bucket of the conversations a sender started (lua/route.lua):
+                                                 "theoretical-arrival-ms latest-conversation", PX TTL; the bucket of
+                                                 their messages in a conversation is its field adm:{sender}
+senders:blocked                 home   hash      ``{channel}:{sender id}`` -> banned or muted (JSON: mode, until_ms,
+                                                 reason, by, at_ms; router/admission.py), read by every worker
 ==============================  =====  ========  ==========================================================
 
 How long each key is kept (retention): docs/operations.md, "Retention".
@@ -406,6 +411,13 @@ class Keys:
     @property
     def impostors_log(self) -> str:
         return self.prefix + "impostors:log"
+
+    def sender_admission(self, channel: str, sender: str) -> str:
+        return self.prefix + "adm:" + channel + ":" + sender
+
+    @property
+    def senders_blocked(self) -> str:
+        return self.prefix + "senders:blocked"
 
     @property
     def shard_count(self) -> str:

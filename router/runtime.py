@@ -14,6 +14,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from router.admission import Senders
 from router.assignstore import AssignStore
 from router.audit import Audit
 from router.channel import ChannelContext
@@ -81,6 +82,7 @@ class Runtime:
         audit = Audit(self.client, self.keys, settings.web.audit_max)
         self.models = ModelStore(self.client, self.keys, self.fits, audit, Labels(self.client, self.shards))
         self.impostor_cases = ImpostorCases(self.client, self.keys, self.scripts)
+        self.senders = Senders(self.client, self.keys, audit, self.conversations)
         # One answerer cache per process: the console's runtime shares its parent's.
         self.kb: KnowledgeBaseStore = KnowledgeBaseStore(
             self.client, self.keys, self._groups, settings.kb, audit, cache=parent.kb.cache if parent else None

@@ -53,6 +53,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
+from router.admission import BlockList, hold_of
 from router.config import Settings
 from router.errors import LeaseLost
 from router.inbox import ensure_group
@@ -202,6 +203,8 @@ class Worker:
         self.retention = Retention(self.client, self.settings, self.name, self.scripts, keys=self.keys)
         self.processed = 0
         self._shared = shared_argument(self.settings, shard, fence)
+        # Bans and mutes (router/admission.py), read with the rule set's poll.
+        self.blocked = BlockList(rt.senders, self.settings.worker.rules_poll_s)
         self._sla = rt.sla_policies
         self._sla_number: int | None = None
         self._clock = clock
@@ -438,10 +441,14 @@ class Worker:
                 follow_up = await self._known_conversations([env for _, env in parsed])
             else:
                 follow_up = [False] * len(parsed)
+            await self.blocked.refresh()  # I/O only once every rules_poll_s
+            now_ms = self._clock() if self._clock else int(time.time() * 1000)
+            blocks = self.blocked.blocks
             for (entry_id, env), known in zip(parsed, follow_up, strict=True):
                 try:
                     decision = engine.evaluate(message_in(env, new_conversation=not known))
-                    args = route_arguments(entry_id, env, decision, retry=attempts > 1)
+                    hold = hold_of(blocks, env.channel, env.sender.id, decision.tags, now_ms)
+                    args = route_arguments(entry_id, env, decision, retry=attempts > 1, hold=hold)
                 except Exception as exc:  # a rule-engine bug must not stop the other messages
                     log.exception("routing %s failed", entry_id.decode())
                     failed[entry_id] = f"{type(exc).__name__}: {exc}"

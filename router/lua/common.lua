@@ -150,3 +150,16 @@ local function answer_outcome(cid, outcome)
   kb_count(outcome, cur[2], cur[3], 1)
   return true
 end
+
+-- Admission control (docs/admission.md): conversation cid (hash c; cur: its status, group and
+-- agent) held out of the queues and off its agent for ``reason`` (banned, muted, spam), and off
+-- the SLA timer (an escalation step would move it back into a queue), until restored (conv.lua
+-- restore) or a message that is not held comes (route.lua).
+local function hold_conversation(cid, c, cur, reason, by)
+  if cur.status == 'new' then dequeue(cid, cur.group) end
+  if (cur.agent or '') ~= '' then redis.call('SREM', P .. 'agent:' .. cur.agent, cid) end
+  redis.call('ZREM', P .. 'sla:due', cid)
+  redis.call('HSET', c, 'status', 'held', 'agent', '', 'held', reason, 'updated_ms', NOWS)
+  hist(cid, 'status', cjson.encode({status = 'held', from = cur.status, by = by, reason = reason}))
+  event(cur.group, 'held', cid, cjson.encode({reason = reason, by = by}))
+end

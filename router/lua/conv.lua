@@ -301,6 +301,21 @@ elseif op == 'reply' then
   event(cur.group, 'replied', cid, cjson.encode({by = a.by, reply = item.id}))
   wake()
   return finish(item.id)  -- a repeat answers with the first reply's id
+elseif op == 'hold' then
+  -- An admin's ban from the conversation (router/console): held like a banned sender's message
+  -- holds it in route.lua; holding a held one changes nothing.
+  if cur.status ~= 'held' then hold_conversation(cid, c, cur, a.reason, a.by) end
+elseif op == 'restore' then
+  -- A conversation admission control held (route.lua: a banned or muted sender, spam) back in
+  -- its queue, with a fresh SLA: its wait starts now (docs/admission.md).
+  if cur.status ~= 'held' then return redis.error_reply('CONFLICT conversation ' .. cid .. ' is not held') end
+  local held = redis.call('HGET', c, 'held') or ''
+  local due = NOW + tonumber(a.sla_ms[cur.prio])
+  enqueue(cid, cur.group, prio, due, NOW)
+  redis.call('HSET', c, 'status', 'new', 'held', '', 'waiting_ms', NOWS, 'due_ms', num(due), 'updated_ms', NOWS)
+  hist(cid, 'status', cjson.encode({status = 'new', by = a.by, reason = 'restored', from = held}))
+  event(cur.group, 'created', cid, cjson.encode({prio = prio, by = a.by}))
+  wake()
 else
   return redis.error_reply('ERR unknown op ' .. op)
 end

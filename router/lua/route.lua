@@ -10,7 +10,9 @@
 -- router/routing.py. The payload is a JSON array, positional because a
 -- message's routing decodes nothing else (keys would double the tokens to parse):
 --   [ck, channel, kind, group, prio, routed_by, escalate, retry, reply_id or '', tags[],
---    values[] (of FIELDS, in order: the conversation fields every message sets), account, ckey]
+--    values[] (of FIELDS, in order: the conversation fields every message sets), account, ckey,
+--    hold ('' or why the message is kept out of the queues: banned, muted, spam)]
+-- shared.adm: admission control (the Admission section below; absent: off).
 -- The history entry and the outbox item are stored without decoding them; the item's
 -- conversation id is prepended here.
 -- A message whose entry was acknowledged already (a reclaimed entry that its first worker did
@@ -88,15 +90,88 @@ local function csat_comment(cid, c, hist_raw, until_ms)
   return true
 end
 
+-- Admission (docs/admission.md, router/admission.py) ----------------------------------------
+-- Token buckets per sender and channel, checked and taken here so that they hold across workers.
+-- shared.adm = {def = {rate/s, burst}, ch = {channel = {rate/s, burst}}, window_ms, notice =
+-- {lang = text}}. Each bucket is kept as one number, its theoretical arrival time in ms (GCRA: a
+-- message at NOW passes while tat - NOW <= (burst - 1) * interval, and moves tat one interval on;
+-- the same decisions as a bucket of burst tokens refilled at rate, without a refill to compute).
+-- Two buckets, both of the channel's limit:
+-- * the sender's messages in a conversation: field adm:{sender} of its hash, read with the
+--   conversation's other fields and written with them (no command of its own: a follow-up is most
+--   of the traffic); admn:{sender}, the last notice (ms), read only when a message is throttled;
+-- * the conversations a sender starts: the string adm:{channel}:{sender} = "tat latest-conversation"
+--   (PX TTL), read and written only when a message would start a conversation.
+-- A message over its bucket is never dropped: it goes into its conversation's history (one over the
+-- second bucket: into the sender's latest open conversation, "folded") marked throttled, with no
+-- queue move, auto-reply or event of its own; the sender gets one notice per window there.
+local ADM = shared.adm
+local throttled_n = {}
+
+-- Whether a message at NOW passes the bucket stored as tat (nil: a fresh one), and the bucket's
+-- new value (unchanged when it does not pass).
+local function adm_take(channel, tat)
+  local lim = ADM.ch[channel] or ADM.def
+  local interval = 1000 / lim[1]
+  tat = math.max(tonumber(tat) or NOW, NOW)
+  if tat - NOW > (lim[2] - 1) * interval then return false, tat end
+  return true, math.ceil(tat + interval)
+end
+
+-- A throttled message into conversation cid (hash c): the history (marked, and where it came from
+-- when folded), the counters, and the notice once per window, in the message's language.
+local function adm_throttled(cid, c, ck, channel, account, ckey, values, entry, hist_raw, folded)
+  local mark = '{"admission":"throttled",'
+  if folded then mark = mark .. '"folded_from":' .. cjson.encode(ck) .. ',' end
+  hist(cid, 'inbound', mark .. string.sub(hist_raw, 2))
+  redis.call('HINCRBY', c, 'messages', 1)
+  redis.call('HINCRBY', c, 'throttled', 1)
+  count(throttled_n, channel)
+  local nfield = 'admn:' .. values[1]
+  if NOW - (tonumber(redis.call('HGET', c, nfield)) or 0) >= ADM.window_ms then
+    redis.call('HSET', c, nfield, NOWS)
+    local id = 'notice-' .. entry
+    send(cid, channel, id, cjson.encode({id = id, conversation = cid, channel = channel, account = account,
+      conversation_key = ckey, text = ADM.notice[values[3]] or ADM.notice.en, author = 'auto',
+      reply_to = values[5], meta = cjson.decode(values[7]), auto = true, created_at = NOW / 1000}))
+    count(sent, channel)
+    event(redis.call('HGET', c, 'group'), 'throttled', cid)
+  end
+end
+
+-- The sender's bucket of conversations started, pointing at cid (their latest conversation), kept
+-- until it is fresh again.
+local function adm_started(key, tat, cid)
+  redis.call('SET', key, num(tat) .. ' ' .. cid, 'PX', num(math.max(1, tat - NOW)))
+end
+
+-- A message of a banned or muted sender, or tagged spam, into its open conversation: recorded,
+-- and the conversation held (common.lua hold_conversation).
+local function adm_hold(cid, c, cur, hold, to_tags, hist_raw)
+  hist(cid, 'inbound', hist_raw)
+  local tags = cjson.decode(cur.tags or '[]')
+  local seen = {}
+  for _, t in ipairs(tags) do seen[t] = true end
+  for _, t in ipairs(to_tags) do
+    if not seen[t] then tags[#tags + 1] = t end
+  end
+  redis.call('HSET', c, 'updated_ms', NOWS, 'messages', num((tonumber(cur.messages) or 0) + 1), 'tags', cjson.encode(tags))
+  if cur.status ~= 'held' then hold_conversation(cid, c, cur, hold, 'admission') end
+end
+-- --------------------------------------------------------------------------------------------
+
 local function route(entry, payload, hist_raw, reply)
   local ck, channel, kind, to_group, to_prio, routed_by, escalate, retry, reply_id, to_tags, values,
-    account, ckey = unpack(payload)
+    account, ckey, hold = unpack(payload)
+  hold = hold or ''
   if redis.call('XACK', P .. 'inbox', ROUTER_GROUP, entry) == 0 then
     return
   end
   count(routed, channel)
   if retry then redis.call('HDEL', P .. 'failures', entry) end
-
+  -- The sender's buckets count messages, not edits, nor held messages (they reach nobody).
+  local afield = ADM and kind == 'message' and hold == '' and 'adm:' .. values[1]
+  local atat, akey = nil, nil  -- the sender's bucket as it will be stored; the started bucket's key
   local ckk = P .. 'ck:' .. ck
   local cid = redis.call('GET', ckk)
   local c
@@ -105,7 +180,7 @@ local function route(entry, payload, hist_raw, reply)
   if cid then
     c = P .. 'conv:' .. cid
     cur = conv_fields(c, 'status', 'group', 'prio', 'agent', 'due_ms', 'waiting_ms', 'tags', 'routed_by',
-      'messages')
+      'messages', afield or nil)
     if not cur.status then
       cid = nil
     elseif cur.status == 'closed' then
@@ -126,6 +201,35 @@ local function route(entry, payload, hist_raw, reply)
     return
   end
 
+  if afield and cid then
+    local ok
+    ok, atat = adm_take(channel, cur[afield])
+    if not ok then return adm_throttled(cid, c, ck, channel, account, ckey, values, entry, hist_raw, false) end
+  elseif afield then
+    akey = P .. 'adm:' .. channel .. ':' .. values[1]
+    local tat, latest = string.match(redis.call('GET', akey) or '', '^(%d+) (%d*)$')
+    local ok
+    ok, atat = adm_take(channel, tat)
+    if not ok and latest and latest ~= '' then
+      local fc = P .. 'conv:' .. latest
+      local st = redis.call('HGET', fc, 'status')
+      if st and st ~= 'closed' then
+        return adm_throttled(latest, fc, ck, channel, account, ckey, values, entry, hist_raw, true)
+      end
+    end
+    -- Admitted, or nowhere to fold it: it starts its conversation (never dropped).
+  end
+  if hold ~= '' and cid and kind == 'message' then
+    -- Into a closed conversation: recorded, it stays closed.
+    if state == 'reopened' then
+      hist(cid, 'inbound', hist_raw)
+      redis.call('HINCRBY', c, 'messages', 1)
+    else
+      adm_hold(cid, c, cur, hold, to_tags, hist_raw)
+    end
+    return
+  end
+
   if not cid then
     -- The id tells the shard (n * shards + shard; n, this shard's own count): ids stay numbers,
     -- unique over the deployment, and with one shard the count itself.
@@ -133,13 +237,27 @@ local function route(entry, payload, hist_raw, reply)
     c = P .. 'conv:' .. cid
     redis.call('SET', ckk, cid)
     local due = NOW + SLA[to_prio]
-    local set = fields({'id', cid, 'group', to_group, 'prio', PRIO[to_prio], 'status', 'new',
+    -- A held message (banned, muted, spam) starts its conversation held: out of the queues.
+    local set = fields({'id', cid, 'group', to_group, 'prio', PRIO[to_prio], 'status', hold == '' and 'new' or 'held',
       'agent', '', 'created_ms', NOWS, 'updated_ms', NOWS, 'waiting_ms', NOWS, 'due_ms', num(due),
       'tags', cjson.encode(to_tags), 'messages', '1', 'routed_by', routed_by,
       'channel', channel, 'account', account, 'ckey', ckey}, values)
+    if hold ~= '' then
+      put(set, 'held', hold)
+      -- Under the policy in force once restored (conv.lua restore wakes the SLA timer).
+      if SLAV ~= 0 then put(set, 'sla_v', num(SLAV)) end
+      redis.call('HSET', c, unpack(set))
+      hist(cid, 'inbound', hist_raw)
+      return
+    end
     if SLAV ~= 0 then
       put(set, 'sla_v', num(SLAV))
       wake(cid)
+    end
+    if akey then
+      adm_started(akey, atat, cid)
+      local _, fresh = adm_take(channel, nil)
+      put(set, afield, num(fresh))  -- the sender's bucket in the new conversation
     end
     redis.call('HSET', c, unpack(set))
     enqueue(cid, to_group, to_prio, due, NOW)
@@ -186,9 +304,11 @@ local function route(entry, payload, hist_raw, reply)
   local status = cur.status
   local due = was_due
   local since = was_since
-  -- Answered from the knowledge base (lua/answer.lua): a further message wants a person.
+  -- Answered from the knowledge base (lua/answer.lua): a further message wants a person; so does
+  -- a message (not held) into a conversation admission control held.
   local answered = status == 'answered'
-  if state == 'reopened' or answered or (moved and agent ~= '') then
+  local unheld = status == 'held'
+  if state == 'reopened' or answered or unheld or (moved and agent ~= '') then
     -- A reopened or escalated conversation goes back to a queue, with a fresh SLA.
     if agent ~= '' then redis.call('SREM', P .. 'agent:' .. agent, cid) end
     agent = ''
@@ -219,11 +339,13 @@ local function route(entry, payload, hist_raw, reply)
   if due ~= was_due then put(set, 'due_ms', num(due)) end
   if tagged then put(set, 'tags', cjson.encode(tags)) end
   if moved then put(set, 'routed_by', routed_by) end
+  if unheld then put(set, 'held', '') end
+  if atat then put(set, afield, num(atat)) end
   -- A reopened conversation starts a new SLA clock under the policy in force; a message may start a
   -- next-response cycle or end a wait on the user (the agent had answered: status 'waiting'), or
   -- move a deadline (a new priority, group or tag).
   if SLAV ~= 0 and state == 'reopened' then put(set, 'sla_v', num(SLAV)) end
-  if SLAV ~= 0 and (state == 'reopened' or cur.status == 'waiting' or prio ~= was_prio or moved or tagged) then
+  if SLAV ~= 0 and (state == 'reopened' or unheld or cur.status == 'waiting' or prio ~= was_prio or moved or tagged) then
     wake(cid)
   end
   redis.call('HSET', c, unpack(fields(set, values)))
@@ -235,6 +357,7 @@ local function route(entry, payload, hist_raw, reply)
     redis.call('HDEL', c, 'csat_until')
   end
   if answered then hist(cid, 'status', cjson.encode({status = 'new', by = 'system', reason = 'follow-up to an answer'})) end
+  if unheld then hist(cid, 'status', cjson.encode({status = 'new', by = 'admission', reason = 'a message not held'})) end
   if answered or state == 'reopened' then answer_outcome(cid, 'reopened') end
   if SLAV ~= 0 and prio ~= was_prio then
     -- In the history for the SLA clock, which re-targets from a priority change (docs/sla.md);
@@ -246,7 +369,7 @@ local function route(entry, payload, hist_raw, reply)
       reason = escalate and 'escalated' or 'routed by ' .. routed_by}))
     event(cur.group, 'moved', cid, cjson.encode({to = group}))
   end
-  event(group, (state == 'reopened' or answered) and 'reopened' or 'message', cid, '{"prio":' .. PRIO[prio] .. '}')
+  event(group, (state == 'reopened' or answered or unheld) and 'reopened' or 'message', cid, '{"prio":' .. PRIO[prio] .. '}')
 end
 
 local out = {0}
@@ -270,4 +393,5 @@ for i = 4, #ARGV, 4 do
 end
 for channel, n in pairs(routed) do redis.call('HINCRBY', P .. 'stats', 'routed:' .. channel, n) end
 for channel, n in pairs(sent) do redis.call('HINCRBY', P .. 'stats', 'out:' .. channel, n) end
+for channel, n in pairs(throttled_n) do redis.call('HINCRBY', P .. 'stats', 'throttled:' .. channel, n) end
 return out
