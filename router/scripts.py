@@ -73,6 +73,7 @@ class Scripts:
     answer: Script
     assign: Script
     impostor: Script
+    incident: Script
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
