@@ -290,3 +290,14 @@ async def test_a_broadcaster_cancelled_midway_is_resumed_by_another(rt: Runtime)
             break
     assert await resolved_texts(rt, cids) == dict.fromkeys(cids, 1)
     assert all([await queued(rt, cid, "payments") for cid in cids])
+
+
+async def broadcast_all(rt: Runtime, incident_id: str, clock: FakeClock) -> None:
+    """Broadcaster rounds until the incident is resolved (the end-to-end tests of each channel)."""
+    b = Broadcaster(rt, rt.incidents, owner="e2e", clock=clock)
+    for _ in range(20):
+        await b.tick()
+        if (await rt.incidents.get(incident_id)).state == "resolved":
+            await b.close()
+            return
+    raise AssertionError(f"incident {incident_id} not resolved after 20 rounds")
