@@ -22,6 +22,7 @@ from router.conversations import Conversations
 from router.events import GroupEvents
 from router.impostors import ImpostorCases
 from router.inbox import Inbox
+from router.incidents import Incidents
 from router.kbstore import KnowledgeBaseStore
 from router.keys import Keys, entry_order
 from router.links import PressLinks
@@ -50,6 +51,7 @@ class Backoffice:
         self.kb: KnowledgeBaseStore = own.kb
         self.stats: StatsReader = own.stats
         self.impostors: ImpostorCases = own.impostor_cases
+        self.incidents: Incidents = own.incidents
         self.canned = CannedReplies(own.client, own.keys)
         self.samples = Samples(own.client, own.keys, web.sample_s)
         self.audit = Audit(own.client, own.keys, web.audit_max)
