@@ -16,7 +16,6 @@ that dies midway leaves the rest to the next holder of the lease.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import math
@@ -26,11 +25,10 @@ from router.config import IncidentSettings
 from router.errors import LeaseLost
 from router.incidents import Incident, Incidents, status_item, text_for
 from router.keys import Keys
-from router.leases import Clock, Lease, WallClock
-from router.lifecycle import keep_running, wait_or_stop
-from router.redis import TRANSIENT_ERRORS
+from router.leases import Clock, WallClock
 from router.runtime import Runtime
 from router.scripts import argv
+from router.shardrounds import ShardRounds
 
 log = logging.getLogger("switchboard.incidents")
 
@@ -61,74 +59,36 @@ class Broadcaster:
         self._client = rt.client
         self._incidents = incidents
         self._sla_ms = {k[1:]: v * 1000 for k, v in rt.settings.conversations.sla_s.items()}
-        leases = rt.settings.leases
         self.owner = owner or rt.instance
-        self.leases = [
-            Lease(
-                rt.client,
-                rt.scripts,
-                keys.prefix,
-                LEASE,
-                self.owner,
-                ttl_ms=leases.ttl_ms,
-                max_skew_ms=leases.max_skew_ms,
-                clock=self.clock,
-            )
-            for keys in rt.shards.shard
-        ]
+        self.rounds = ShardRounds(rt, LEASE, self.owner, self.clock)
+        self.leases = self.rounds.leases
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sent = 0
-        self.last_error = ""
 
     async def start(self) -> None:
         self._stopping.clear()
-        self._task = asyncio.create_task(self.run())
-
-    async def run(self) -> None:
-        async def step() -> None:
-            await self.tick()
-            await wait_or_stop(self._stopping, self.settings.tick_s)
-
-        async def failed(exc: BaseException) -> None:
-            self.last_error = str(exc) or type(exc).__name__
-
-        await keep_running(
-            step, self._stopping, what="incident broadcast: redis unavailable", retry_on=TRANSIENT_ERRORS,
-            on_error=failed,
-        )  # fmt: skip
+        self._task = asyncio.create_task(self.rounds.run(self.tick, self._stopping, self.settings.tick_s))
 
     async def close(self) -> None:
         self._stopping.set()
         if self._task is not None:
             await self._task
             self._task = None
-        for lease in self.leases:
-            with contextlib.suppress(*TRANSIENT_ERRORS):
-                await lease.release()
+        await self.rounds.release()
 
     def health(self) -> dict[str, Any]:
-        held = [i for i, lease in enumerate(self.leases) if lease.fence is not None]
+        held, error = self.rounds.held(), self.rounds.last_error
         return {
-            "connected": not self.last_error,
-            "detail": self.last_error or f"broadcast lease of shard(s) {held or 'none'}; {self.sent} sent",
+            "connected": not error,
+            "detail": error or f"broadcast lease of shard(s) {held or 'none'}; {self.sent} sent",
             "held": held,
             "sent": self.sent,
         }
 
     async def tick(self) -> int:
         """One round over the shards; returns the resolution texts queued."""
-        done = 0
-        for i, lease in enumerate(self.leases):
-            if not await lease.renew():
-                await lease.acquire()
-            if lease.fence is None:
-                continue
-            try:
-                done += await self._shard(i, self._rt.shards.shard[i], lease.fence)
-            except LeaseLost as exc:
-                log.warning("incident broadcast of shard %d: %s", i, exc)
-                lease.fence = None
+        done = await self.rounds.round(self._shard)
         self.sent += done
         return done
 

@@ -96,19 +96,11 @@ class Linker:
     async def resume(self) -> None:
         """Each group stream from the stored position; a stream without one from its end (a first
         start links conversations created from now on)."""
-        groups = sorted((await self._rt.engine()).groups)
-        stored = {k.decode(): v.decode() for k, v in (await self._rt.client.hgetall(self._cursor)).items()}
-        ends = await self._events.ends(groups)
-        self._positions = {name: stored.get(name) or end for name, end in ends.items()}
-        await self._rt.client.hset(self._cursor, mapping=self._positions)
+        self._positions = await self._events.resume(self._cursor, sorted((await self._rt.engine()).groups))
 
     async def follow_groups(self) -> None:
         """A group published since the start is read from its stream's start."""
-        streams = self._events.streams(sorted((await self._rt.engine()).groups))
-        new = {name: "0-0" for name in streams if name not in self._positions}
-        if new:
-            self._positions.update(new)
-            await self._rt.client.hset(self._cursor, mapping=new)
+        await self._events.follow(self._cursor, self._positions, sorted((await self._rt.engine()).groups))
 
     async def step(self) -> None:
         await self.follow_groups()

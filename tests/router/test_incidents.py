@@ -246,12 +246,7 @@ async def test_the_broadcast_is_rate_limited_per_channel_and_exactly_once_across
     heir = Broadcaster(rt, rt.incidents, owner="heir", clock=clock, settings=slow)
     assert await heir.tick() == 0
     clock.now += rt.settings.leases.ttl_ms + 1
-    total = first
-    for _ in range(40):
-        total += await heir.tick()
-        if (await rt.incidents.get(inc.id)).state == "resolved":
-            break
-    assert total == len(cids)
+    assert first + await broadcast_all(rt, inc.id, clock, heir) == len(cids)
     # The dead one wakes up: its leases are gone, and a script call under an old fence is
     # refused whole. Nothing is sent twice.
     assert await dead.tick() == 0
@@ -274,7 +269,7 @@ async def test_a_broadcaster_cancelled_midway_is_resumed_by_another(rt: Runtime)
     await rt.incidents.resolve(inc.id, "admin", RESOLVED, "requeue")
     slow = IncidentSettings(rates={"sandbox": 1.0}, tick_s=0.01)
     first = Broadcaster(rt, rt.incidents, owner="first", clock=clock, settings=slow)
-    run = asyncio.create_task(first.run())
+    run = asyncio.create_task(first.rounds.run(first.tick, asyncio.Event(), slow.tick_s))
     for _ in range(200):
         if first.sent:
             break
@@ -283,21 +278,18 @@ async def test_a_broadcaster_cancelled_midway_is_resumed_by_another(rt: Runtime)
     with pytest.raises(asyncio.CancelledError):
         await run
     clock.now += rt.settings.leases.ttl_ms + 1
-    second = Broadcaster(rt, rt.incidents, owner="second", clock=clock, settings=slow)
-    for _ in range(40):
-        await second.tick()
-        if (await rt.incidents.get(inc.id)).state == "resolved":
-            break
+    await broadcast_all(rt, inc.id, clock, Broadcaster(rt, rt.incidents, owner="second", clock=clock, settings=slow))
     assert await resolved_texts(rt, cids) == dict.fromkeys(cids, 1)
     assert all([await queued(rt, cid, "payments") for cid in cids])
 
 
-async def broadcast_all(rt: Runtime, incident_id: str, clock: FakeClock) -> None:
-    """Broadcaster rounds until the incident is resolved (the end-to-end tests of each channel)."""
-    b = Broadcaster(rt, rt.incidents, owner="e2e", clock=clock)
-    for _ in range(20):
-        await b.tick()
+async def broadcast_all(rt: Runtime, incident_id: str, clock: FakeClock, b: Broadcaster | None = None) -> int:
+    """Broadcaster rounds (of ``b``, else a new one) until the incident is resolved; the texts sent."""
+    b = b or Broadcaster(rt, rt.incidents, owner="e2e", clock=clock)
+    sent = 0
+    for _ in range(40):
+        sent += await b.tick()
         if (await rt.incidents.get(incident_id)).state == "resolved":
             await b.close()
-            return
-    raise AssertionError(f"incident {incident_id} not resolved after 20 rounds")
+            return sent
+    raise AssertionError(f"incident {incident_id} not resolved after 40 rounds")
