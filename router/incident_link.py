@@ -30,13 +30,12 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
-from router.conversations import first_inbound
-from router.errors import NotFound
+from router.conversations import Conversation, first_inbound, parse_history
 from router.events import GroupEvent, GroupEvents
 from router.incidents import Incident, Incidents, status_item, text_for
 from router.lifecycle import keep_running
 from router.runtime import Runtime
-from router.scripts import argv
+from router.scripts import argv, run_per_prefix
 from rules import MessageIn
 from rules.matcher import Matcher
 
@@ -109,8 +108,9 @@ class Linker:
             self._next_prune = time.monotonic() + PRUNE_EVERY_S
             await self.prune()
         events = await self._events.after(self._positions, self._block_ms)
+        if self._open:
+            await self.handle(events)
         for event in events:
-            await self.handle(event)
             self._positions[event.stream] = event.entry
         if events:
             await self._rt.client.hset(self._cursor, mapping=self._positions)
@@ -124,22 +124,57 @@ class Linker:
             if (inc.id, inc.updated_ms) not in self._matchers:
                 self._matchers[(inc.id, inc.updated_ms)] = Matcher(inc.when)
 
-    async def handle(self, event: GroupEvent) -> str:
-        """What the linker did with one event (for logs and tests)."""
-        if not self._open:
-            return "none open"
-        if event.type == "message":
-            return await self._recollapse(event.conv)
-        if event.type != "created" or "from" in event.data:
-            return "ignored"
-        convs = self._rt.conversations
-        try:
-            conv = await convs.get(event.conv)
-        except NotFound:
-            return "gone"
-        message = first_inbound(await convs.history(event.conv, count=5))
-        if message is None:
-            return "no message"
+    async def handle(self, events: list[GroupEvent]) -> list[str]:
+        """A batch of events: what they need read in one pipelined round, the link scripts run in
+        one round per shard. Returns each call's result (for logs and tests)."""
+        # Only the router's creations ('created' with 'from' is a transfer), and follow-ups.
+        created = [e.conv for e in events if e.type == "created" and "from" not in e.data]
+        follow_ups = [e.conv for e in events if e.type == "message"]
+        shards = self._rt.shards
+        pipe = self._rt.client.pipeline(transaction=False)
+        for cid in created:
+            keys = shards.conv_keys(cid)
+            pipe.hgetall(keys.conv(cid))
+            pipe.xrange(keys.history(cid), count=5)
+        for cid in follow_ups:
+            pipe.hget(shards.conv_keys(cid).conv(cid), "incident")
+        read = await pipe.execute()
+        now = self._clock()
+        calls: list[tuple[str, dict[str, Any]]] = []
+        for i, cid in enumerate(created):
+            raw, history = read[2 * i], read[2 * i + 1]
+            message = first_inbound(parse_history(history)) if raw else None
+            if message is None:
+                continue  # gone (retention) or without a message
+            args = self._link(cid, Conversation.from_hash(raw), message, now)
+            if args is None:
+                self.counts["unmatched"] += 1
+            else:
+                calls.append((cid, args))
+        open_ids = {i.id for i in self._open}
+        for cid, linked in zip(follow_ups, read[2 * len(created) :], strict=True):
+            if linked and linked.decode() in open_ids:
+                calls.append((cid, {"conv": cid, "incident": linked.decode(), "recollapse": True}))
+        if not calls:
+            return []
+        results = await run_per_prefix(
+            self._rt.client,
+            self._rt.scripts.incident,
+            [
+                argv(shards.conv_keys(cid).prefix, "link", json.dumps(args, ensure_ascii=False), at=now)
+                for cid, args in calls
+            ],
+        )
+        out = [r.decode() if isinstance(r, bytes) else str(r) for r in results]
+        for result in out:
+            if result in ("linked", "collapsed", "recollapsed"):
+                self.counts["linked" if result != "recollapsed" else "recollapsed"] += 1
+                self.counts["collapsed"] += result == "collapsed"
+        return out
+
+    def _link(self, cid: str, conv: Conversation, message: dict[str, Any], now: int) -> dict[str, Any] | None:
+        """The link script's arguments for the first open incident whose matcher takes the
+        conversation's first message; None when none does."""
         sender = message.get("sender") or {}
         decision = message.get("decision") or {}
         received = message.get("received_at")
@@ -154,35 +189,10 @@ class Linker:
             received_at=datetime.fromtimestamp(float(received), UTC) if received else None,
         )
         for inc in self._open:
-            if not self._matchers[(inc.id, inc.updated_ms)].matches(msg):
-                continue
-            now = self._clock()
-            item = status_item(text_for(inc.texts, conv.language or msg.language), now / 1000)
-            args = {"conv": event.conv, "incident": inc.id, "title": inc.title, "item": item}
-            result = await self._op(event.conv, args, now)
-            if result in ("linked", "collapsed"):
-                self.counts["linked"] += 1
-                self.counts["collapsed"] += result == "collapsed"
-            return result
-        self.counts["unmatched"] += 1
-        return "unmatched"
-
-    async def _recollapse(self, conv_id: str) -> str:
-        keys = self._rt.shards.conv_keys(conv_id)
-        linked = await self._rt.client.hget(keys.conv(conv_id), "incident")
-        if not linked or linked.decode() not in {i.id for i in self._open}:
-            return "ignored"
-        args = {"conv": conv_id, "incident": linked.decode(), "recollapse": True}
-        result = await self._op(conv_id, args, self._clock())
-        self.counts["recollapsed"] += result == "recollapsed"
-        return result
-
-    async def _op(self, conv_id: str, args: dict[str, Any], now: int) -> str:
-        keys = self._rt.shards.conv_keys(conv_id)
-        raw = await self._rt.scripts.incident(
-            args=argv(keys.prefix, "link", json.dumps(args, ensure_ascii=False), at=now)
-        )
-        return str(raw.decode() if isinstance(raw, bytes) else raw)
+            if self._matchers[(inc.id, inc.updated_ms)].matches(msg):
+                item = status_item(text_for(inc.texts, conv.language or msg.language), now / 1000)
+                return {"conv": cid, "incident": inc.id, "title": inc.title, "item": item}
+        return None
 
     async def prune(self) -> int:
         groups = sorted((await self._rt.engine()).groups)

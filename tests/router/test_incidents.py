@@ -17,6 +17,7 @@ import pytest
 from adapters.sandbox import SandboxUsers
 from router.config import IncidentSettings
 from router.errors import BadRequest, Conflict, LeaseLost
+from router.events import GroupEvent
 from router.incident_broadcast import Broadcaster
 from router.incident_link import Linker
 from router.incidents import Incident, text_for
@@ -143,8 +144,8 @@ async def test_matching_conversations_are_linked_answered_and_collapsed(rt: Runt
     assert await rt.conversations.claim("payments", "agent1") == other
     assert await rt.conversations.claim("payments", "agent1") is None
     # Handled again (a linker that restarts before storing its position): nothing twice.
-    for cid in (en, zh):
-        assert await link._op(cid, {"conv": cid, "incident": inc.id, "title": "t", "item": {}}, clock.now) == "done"
+    again = [GroupEvent("payments", "payments", "0-1", "created", cid, 0, {}) for cid in (en, zh)]
+    assert await link.handle(again) == ["done", "done"]
     assert await replies(rt, en) == [TEXTS["en"]]
 
 
