@@ -10,6 +10,7 @@ releases both pools.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from router.accounts import LoginLimiter, Sessions, Users, load_secret
@@ -36,6 +37,7 @@ from router.runtime import Runtime
 from router.samples import Samples
 from router.slastore import SlaPolicies
 from router.stats import StatsReader
+from router.surge import Suggestion, suggestions
 from rules import Engine
 
 
@@ -66,6 +68,10 @@ class Backoffice:
         self.users: Users
         self.sessions: Sessions
         self.links: PressLinks
+
+    async def surges(self) -> list[Suggestion]:
+        """Suggested incidents now (router/surge.py)."""
+        return await suggestions(self._rt.client, self._rt.shards, self._rt.settings.incidents, int(time.time() * 1000))
 
     async def start(self) -> None:
         await self._rt.__aenter__()

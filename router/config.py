@@ -308,6 +308,13 @@ class IncidentSettings(BaseModel):
     default_rate: float = Field(20.0, gt=0)
     # The broadcaster's round: each round sends up to rate * tick_s per channel.
     tick_s: float = Field(1.0, gt=0)
+    # Surge detection (router/surge.py): a tag on at least ``surge_min`` new conversations in the
+    # last ``surge_window_m`` minutes, ``surge_factor`` times its average over as long a window in
+    # the ``surge_baseline_h`` hours before the current one, is a suggested incident.
+    surge_window_m: int = Field(10, ge=1, le=60)
+    surge_baseline_h: int = Field(24, ge=1, le=25)
+    surge_factor: float = Field(5.0, gt=1)
+    surge_min: int = Field(20, ge=1)
 
     @field_validator("rates")
     @classmethod

@@ -106,6 +106,18 @@ async def run(rt: Any, args: argparse.Namespace) -> int:
         inc = await store.resolve(args.incident, args.by, texts, args.mode)
         print(f"incident #{inc.id} {inc.state}: the resolution goes to every linked conversation, then {args.mode}")
         return 0
+    if args.action == "suggest":
+        from router.surge import suggestions
+
+        found = await suggestions(rt.client, rt.shards, rt.settings.incidents, int(time.time() * 1000))
+        if args.json:
+            print(json.dumps([s.to_dict() for s in found], ensure_ascii=False, indent=2))
+            return 0
+        for s in found:
+            ratio = f"{s.ratio}x its baseline ({s.baseline} per {s.window_m} min)" if s.ratio else "no baseline"
+            print(f"tag {s.tag}: {s.recent} new conversations in the last {s.window_m} min, {ratio}")
+        print(f"{len(found)} suggested incident(s)")
+        return 0
     cid = await store.claim(args.incident, args.group, args.agent, args.conversation or "")
     if cid is None:
         print(f"no conversation of {args.group} collapsed under incident #{args.incident}")
@@ -152,6 +164,9 @@ def add_parsers(
     sp.add_argument("--text", action="append", metavar="LANG=TEXT", help="resolution text in a language (repeat)")
     sp.add_argument("--mode", choices=MODES, default="close", help="what happens to collapsed conversations")
     sp.add_argument("--by", required=True)
+    sp.set_defaults(handler=handler)
+    sp = isub.add_parser("suggest", help="tags whose rate rose N times above their baseline: suggested incidents")
+    sp.add_argument("--json", action="store_true")
     sp.set_defaults(handler=handler)
     sp = isub.add_parser("claim", help="take a conversation collapsed under the incident (the most urgent)")
     sp.add_argument("incident")

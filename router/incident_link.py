@@ -108,8 +108,7 @@ class Linker:
             self._next_prune = time.monotonic() + PRUNE_EVERY_S
             await self.prune()
         events = await self._events.after(self._positions, self._block_ms)
-        if self._open:
-            await self.handle(events)
+        await self.handle(events)
         for event in events:
             self._positions[event.stream] = event.entry
         if events:
@@ -129,7 +128,7 @@ class Linker:
         one round per shard. Returns each call's result (for logs and tests)."""
         # Only the router's creations ('created' with 'from' is a transfer), and follow-ups.
         created = [e.conv for e in events if e.type == "created" and "from" not in e.data]
-        follow_ups = [e.conv for e in events if e.type == "message"]
+        follow_ups = [e.conv for e in events if e.type == "message"] if self._open else []
         shards = self._rt.shards
         pipe = self._rt.client.pipeline(transaction=False)
         for cid in created:
@@ -141,36 +140,43 @@ class Linker:
         read = await pipe.execute()
         now = self._clock()
         calls: list[tuple[str, dict[str, Any]]] = []
+        counts: list[tuple[str, dict[str, Any]]] = []
         for i, cid in enumerate(created):
             raw, history = read[2 * i], read[2 * i + 1]
             message = first_inbound(parse_history(history)) if raw else None
             if message is None:
                 continue  # gone (retention) or without a message
-            args = self._link(cid, Conversation.from_hash(raw), message, now)
+            conv = Conversation.from_hash(raw)
+            # The surge detector's counts (router/surge.py), language tags aside.
+            counts.append((cid, {"conv": cid, "tags": [t for t in conv.tags if not t.startswith("lang:")]}))
+            args = self._link(cid, conv, message, now) if self._open else None
             if args is None:
-                self.counts["unmatched"] += 1
+                self.counts["unmatched"] += bool(self._open)
             else:
                 calls.append((cid, args))
+        if counts:
+            await self._run("count", counts, now)
         open_ids = {i.id for i in self._open}
         for cid, linked in zip(follow_ups, read[2 * len(created) :], strict=True):
             if linked and linked.decode() in open_ids:
                 calls.append((cid, {"conv": cid, "incident": linked.decode(), "recollapse": True}))
         if not calls:
             return []
-        results = await run_per_prefix(
-            self._rt.client,
-            self._rt.scripts.incident,
-            [
-                argv(shards.conv_keys(cid).prefix, "link", json.dumps(args, ensure_ascii=False), at=now)
-                for cid, args in calls
-            ],
-        )
-        out = [r.decode() if isinstance(r, bytes) else str(r) for r in results]
+        out = [r.decode() if isinstance(r, bytes) else str(r) for r in await self._run("link", calls, now)]
         for result in out:
             if result in ("linked", "collapsed", "recollapsed"):
                 self.counts["linked" if result != "recollapsed" else "recollapsed"] += 1
                 self.counts["collapsed"] += result == "collapsed"
         return out
+
+    async def _run(self, op: str, calls: list[tuple[str, dict[str, Any]]], now: int) -> list[Any]:
+        """lua/incident.lua ``op`` once per (conversation, arguments), one round per shard."""
+        shards = self._rt.shards
+        return await run_per_prefix(
+            self._rt.client,
+            self._rt.scripts.incident,
+            [argv(shards.conv_keys(c).prefix, op, json.dumps(a, ensure_ascii=False), at=now) for c, a in calls],
+        )
 
     def _link(self, cid: str, conv: Conversation, message: dict[str, Any], now: int) -> dict[str, Any] | None:
         """The link script's arguments for the first open incident whose matcher takes the

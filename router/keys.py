@@ -139,6 +139,9 @@ incident:sent:{id}              shard  set       linked conversations its resolu
 incident:held:{id}:{group}      shard  zset      the group's conversations collapsed under the incident, score
                                                  as queue:{group}'s
 lease:incident                  shard  hash      the shard's broadcast lease (fenced, checked by incident.lua)
+tagrate:m:{minute}              shard  hash      tag -> new conversations with it in that minute (epoch minute), TTL 2 h
+tagrate:h:{hour}                shard  hash      the same per hour (epoch hour), TTL 26 h: the surge detector's baseline
+                                                 (router/surge.py)
 ==============================  =====  ========  ==========================================================
 
 How long each key is kept (retention): docs/operations.md, "Retention".
@@ -323,6 +326,10 @@ class Keys:
 
     def incident_held(self, incident_id: str, group: str) -> str:
         return f"{self.prefix}incident:held:{incident_id}:{group}"
+
+    def tag_rate(self, unit: str, n: int) -> str:
+        """``unit`` m (epoch minute ``n``) or h (epoch hour ``n``)."""
+        return f"{self.prefix}tagrate:{unit}:{n}"
 
     # -- published knowledge bases (router/kbstore.py) -------------------------------------------
     @property

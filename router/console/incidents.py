@@ -51,9 +51,20 @@ def matcher_of(form: FormData) -> Any:
 
 async def incidents_page(request: Request, error: str = "", form: dict[str, str] | None = None) -> Response:
     await require(request, admin=True)
-    found = await console(request).office.incidents.recent()
+    c = console(request)
+    found = await c.office.incidents.recent()
+    suggested = await c.office.surges()
     status = 400 if error else 200
-    return await render(request, "incidents.html", status, incidents=found, error=error, form=form or {})
+    return await render(
+        request,
+        "incidents.html",
+        status,
+        incidents=found,
+        suggested=suggested,
+        error=error,
+        # "Open one" of a suggestion comes with its title.
+        form=form or {"title": request.query_params.get("title", "")},
+    )
 
 
 async def incident_open(request: Request) -> Response:

@@ -57,6 +57,21 @@ if op == 'link' then
   return collapse(cid, id, cur) and 'collapsed' or 'linked'
 end
 
+if op == 'count' then
+  -- The surge detector's counts (router/surge.py): a new conversation's tags, once per
+  -- conversation (its field 'tag_counted'), in the minute and hour buckets of NOW. a: conv, tags.
+  if redis.call('HSETNX', P .. 'conv:' .. a.conv, 'tag_counted', NOWS) == 0 then return 0 end
+  local m = P .. 'tagrate:m:' .. num(math.floor(NOW / 60000))
+  local h = P .. 'tagrate:h:' .. num(math.floor(NOW / 3600000))
+  for _, tag in ipairs(a.tags) do
+    redis.call('HINCRBY', m, tag, 1)
+    redis.call('HINCRBY', h, tag, 1)
+  end
+  redis.call('PEXPIRE', m, 7200000)
+  redis.call('PEXPIRE', h, 93600000)
+  return #a.tags
+end
+
 if op == 'claim' then
   -- An agent who opened the incident takes the most urgent of the group's collapsed
   -- conversations (a.conv: that one). a: incident, group, by. Returns the conversation id or ''.

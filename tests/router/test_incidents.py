@@ -23,6 +23,7 @@ from router.incident_link import Linker
 from router.incidents import Incident, text_for
 from router.model import decode_outbox
 from router.runtime import Runtime
+from router.surge import suggestions
 from router.worker import Workers
 from tests.router.helpers import drain
 
@@ -294,3 +295,27 @@ async def broadcast_all(rt: Runtime, incident_id: str, clock: FakeClock, b: Broa
             await b.close()
             return sent
     raise AssertionError(f"incident {incident_id} not resolved after 40 rounds")
+
+
+async def test_a_tag_surging_above_its_baseline_is_suggested(rt: Runtime) -> None:
+    clock = FakeClock()
+    link = await linker(rt, clock)
+    settings = IncidentSettings(surge_window_m=30, surge_baseline_h=1, surge_factor=3.0, surge_min=4)
+    # The hour before: security usual (8: 4 a 30-minute window), payments rare (1).
+    clock.now -= 3_600_000
+    for i in range(8):
+        await send(rt, f"s{i}", "I was hacked")
+    await send(rt, "p0", "withdrawal late")
+    await link_all(link)
+    clock.now += 3_600_000
+    # Now: payments 6 (12x its 0.5 a window), security 5 (1.25x: usual).
+    now = [await send(rt, f"p{i}", "withdrawal late") for i in range(1, 7)]
+    now += [await send(rt, f"s{i}", "hacked again") for i in range(8, 13)]
+    await link_all(link)
+    found = await suggestions(rt.client, rt.shards, settings, clock.now)
+    assert [(s.tag, s.recent, s.baseline, s.ratio) for s in found] == [("payments", 6, 0.5, 12.0)]
+    # Counted once per conversation: the same events handled again (a restarted linker) add nothing.
+    await link.handle([GroupEvent("payments", "payments", "0-1", "created", cid, 0, {}) for cid in now])
+    assert await suggestions(rt.client, rt.shards, settings, clock.now) == found
+    # Under the minimum count, however steep, no suggestion.
+    assert await suggestions(rt.client, rt.shards, settings.model_copy(update={"surge_min": 7}), clock.now) == []
