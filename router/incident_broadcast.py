@@ -103,6 +103,7 @@ class Broadcaster:
             left = sorted(m.decode() for m in unsent)
             if not left:
                 if await self._call(keys, "finish", {"incident": inc.id, "fence": fence}) == 1:
+                    log.info("incident %s: the resolution broadcast of shard %d is done", inc.id, shard)
                     await self._incidents.shard_done(inc.id, shard)
                 continue
             sent += await self._send(keys, inc, left, fence, budget)

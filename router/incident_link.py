@@ -22,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -38,8 +37,6 @@ from router.runtime import Runtime
 from router.scripts import argv, run_per_prefix
 from rules import MessageIn
 from rules.matcher import Matcher
-
-log = logging.getLogger("switchboard.incidents")
 
 #: How often the collapsed sets are cleared of conversations taken out of them by other scripts.
 PRUNE_EVERY_S = 30.0
