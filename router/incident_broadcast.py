@@ -36,6 +36,9 @@ log = logging.getLogger("switchboard.incidents")
 LEASE = "incident"
 #: Conversations per script call (one atomic step; a few ms).
 BATCH = 100
+#: Conversations not yet sent to whose channel a round reads (the oldest first): far more than a
+#: round's rates allow, without reading tens of thousands every second.
+CANDIDATES = 2000
 
 
 class Broadcaster:
@@ -100,7 +103,7 @@ class Broadcaster:
         for incident_id in ids:
             inc = await self._incidents.get(incident_id)
             unsent = await self._client.sdiff(keys.incident_linked(inc.id), keys.incident_sent(inc.id))
-            left = sorted(m.decode() for m in unsent)
+            left = sorted((m.decode() for m in unsent), key=int)[:CANDIDATES]
             if not left:
                 if await self._call(keys, "finish", {"incident": inc.id, "fence": fence}) == 1:
                     log.info("incident %s: the resolution broadcast of shard %d is done", inc.id, shard)
