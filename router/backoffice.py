@@ -10,6 +10,7 @@ releases both pools.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from router.accounts import LoginLimiter, Sessions, Users, load_secret
@@ -23,6 +24,7 @@ from router.conversations import Conversations
 from router.events import GroupEvents
 from router.impostors import ImpostorCases
 from router.inbox import Inbox
+from router.incidents import Incidents
 from router.kbstore import KnowledgeBaseStore
 from router.keys import Keys, entry_order
 from router.links import PressLinks
@@ -36,6 +38,7 @@ from router.runtime import Runtime
 from router.samples import Samples
 from router.slastore import SlaPolicies
 from router.stats import StatsReader
+from router.surge import Suggestion, suggestions
 from rules import Engine
 
 
@@ -52,6 +55,7 @@ class Backoffice:
         self.stats: StatsReader = own.stats
         self.impostors: ImpostorCases = own.impostor_cases
         self.senders: Senders = own.senders
+        self.incidents: Incidents = own.incidents
         self.canned = CannedReplies(own.client, own.keys)
         self.samples = Samples(own.client, own.keys, web.sample_s)
         self.audit = Audit(own.client, own.keys, web.audit_max)
@@ -66,6 +70,10 @@ class Backoffice:
         self.users: Users
         self.sessions: Sessions
         self.links: PressLinks
+
+    async def surges(self) -> list[Suggestion]:
+        """Suggested incidents now (router/surge.py)."""
+        return await suggestions(self._rt.client, self._rt.shards, self._rt.settings.incidents, int(time.time() * 1000))
 
     async def start(self) -> None:
         await self._rt.__aenter__()

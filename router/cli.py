@@ -97,6 +97,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
                 # Satisfaction surveys after close: every replica runs one, the survey leases decide.
                 enabled.extend(x for x in [csat.service(rt)] if x is not None)
+                if settings.incidents.enabled:
+                    from router.incident_broadcast import Broadcaster
+                    from router.incident_link import Linker
+
+                    # Linking off the hot path; the resolution broadcast under per-shard leases.
+                    enabled.extend([Linker(rt, rt.incidents), Broadcaster(rt, rt.incidents)])
             from router import assignment
 
             # Automatic assignment runs in the worker processes too (none without a policy file or
@@ -223,6 +229,8 @@ async def _queue(rt: Any, args: argparse.Namespace) -> int:
     [stats] = await rt.queues.stats([args.group])
     # The list is cut at --limit: say so, in both forms, so that no one reads it as the whole queue.
     truncated = stats.depth > len(convs)
+    # Conversations collapsed under an incident: one row each (switchboard incident claim).
+    collapsed = await rt.incidents.collapsed(args.group)
     if args.json:
         _print_json(
             {
@@ -231,11 +239,14 @@ async def _queue(rt: Any, args: argparse.Namespace) -> int:
                 "shown": len(convs),
                 "truncated": truncated,
                 "conversations": [c.to_dict() for c in convs],
+                "incidents": [{"id": inc.id, "title": inc.title, "collapsed": n} for inc, n in collapsed],
             }
         )
         return 0
     oldest = f", oldest waiting {stats.oldest_wait_s:.0f}s" if stats.oldest_wait_s is not None else ""
     print(f"queue {args.group}: {stats.depth} waiting{oldest}, {stats.overdue} past SLA")
+    for inc, n in collapsed:
+        print(f"Incident #{inc.id}: {inc.title} ({n:,})")
     for c in convs:
         print(_conv_line(c))
     if truncated:
@@ -990,10 +1001,11 @@ def build_parser() -> argparse.ArgumentParser:
         aliases=["import"],
     )
     agent_cli.add_parsers(sub, _with_runtime)
-    from router import impostors_cli, sender_cli
+    from router import impostors_cli, incident_cli, sender_cli
 
     impostors_cli.add_parsers(sub, _with_runtime)
     sender_cli.add_parsers(sub, _with_runtime)
+    incident_cli.add_parsers(sub, _with_runtime)
     return p
 
 

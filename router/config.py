@@ -367,6 +367,39 @@ class CsatSettings(BaseModel):
         return merged.get(lang) or merged.get(lang.split("-", 1)[0]) or merged["en"]
 
 
+class IncidentSettings(BaseModel):
+    """Incidents (router/incidents.py, docs/incidents.md): the linker and the resolution broadcast."""
+
+    # The linker and the broadcaster run in ``switchboard run`` (every replica: leases decide).
+    enabled: bool = True
+    # Resolution texts queued per second per channel, over the deployment (each shard's
+    # broadcaster takes its share): the platforms' own limits (Telegram ~30 msgs/s to different
+    # chats, Discord ~50 requests/s); e-mail: what the SMTP relay accepts.
+    rates: dict[str, float] = Field(default_factory=lambda: {"telegram": 30.0, "discord": 50.0, "email": 10.0})
+    # A channel not in ``rates``.
+    default_rate: float = Field(20.0, gt=0)
+    # The broadcaster's round: each round sends up to rate * tick_s per channel.
+    tick_s: float = Field(1.0, gt=0)
+    # Surge detection (router/surge.py): a tag on at least ``surge_min`` new conversations in the
+    # last ``surge_window_m`` minutes, ``surge_factor`` times its average over as long a window in
+    # the ``surge_baseline_h`` hours before the current one, is a suggested incident.
+    surge_window_m: int = Field(10, ge=1, le=60)
+    surge_baseline_h: int = Field(24, ge=1, le=25)
+    surge_factor: float = Field(5.0, gt=1)
+    surge_min: int = Field(20, ge=1)
+
+    @field_validator("rates")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for channel, rate in v.items():
+            if rate <= 0:
+                raise ValueError(f"rates.{channel}: messages per second must be above 0")
+        return v
+
+    def rate(self, channel: str) -> float:
+        return self.rates.get(channel, self.default_rate)
+
+
 class WebSettings(BaseModel):
     """The web console and HTTP API (``switchboard web``, and inside ``switchboard run``)."""
 
@@ -603,6 +636,7 @@ class Settings(BaseSettings):
     review: ReviewSettings = ReviewSettings()
     answers: AnswerSettings = AnswerSettings()
     csat: CsatSettings = CsatSettings()
+    incidents: IncidentSettings = IncidentSettings()
     kb: KBSettings = KBSettings()
     web: WebSettings = WebSettings()
     alerts: AlertSettings = AlertSettings()

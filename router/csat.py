@@ -24,7 +24,6 @@ the comment — a reader keeps one row per survey, the last entry.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 from typing import Any
@@ -35,12 +34,13 @@ from router.actions import ActionReader, Actions, Pressed
 from router.config import CsatSettings
 from router.errors import LeaseLost
 from router.keys import CSAT_GROUP, Keys
-from router.leases import Clock, WallClock, keep_or_take, shard_leases
+from router.leases import Clock, WallClock
 from router.lifecycle import cancel_all, keep_running, wait_or_stop
 from router.model import Button, new_id
 from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
 from router.scripts import argv, run_many
+from router.shardrounds import ShardRounds
 
 log = logging.getLogger("switchboard.csat")
 
@@ -93,7 +93,8 @@ class CsatService:
         self._shards = rt.shards
         self._scripts = rt.scripts
         self.owner = owner or rt.instance
-        self.leases = shard_leases(rt.client, rt.scripts, rt.shards, rt.settings.leases, LEASE, self.owner, self.clock)
+        self.rounds = ShardRounds(rt, LEASE, self.owner, self.clock)
+        self.leases = self.rounds.leases
         self._block_ms = block_ms
         self._presses: ActionReader = Actions(rt.client, rt.shards, rt.scripts).reader(
             CSAT_GROUP, self.owner, claim_idle_ms=claim_idle_ms
@@ -126,12 +127,10 @@ class CsatService:
         self._stopping.set()
         await cancel_all(self._tasks)
         self._tasks = []
-        for lease in self.leases:
-            with contextlib.suppress(*TRANSIENT_ERRORS):
-                await lease.release()  # a standby takes the shard over at its next tick
+        await self.rounds.release()  # a standby takes the shards over at its next tick
 
     def health(self) -> dict[str, Any]:
-        held = [i for i, lease in enumerate(self.leases) if lease.fence is not None]
+        held = self.rounds.held()
         return {
             "connected": not self.last_error and bool(self._tasks) and not any(t.done() for t in self._tasks),
             "detail": self.last_error
@@ -144,17 +143,7 @@ class CsatService:
     async def tick(self) -> int:
         """One round over the shards: keep or take each survey lease, then send what is due in the
         shards held. Returns the surveys sent."""
-        sent = 0
-        for i, lease in enumerate(self.leases):
-            fence = await keep_or_take(lease)
-            if fence is None:
-                continue
-            try:
-                sent += await self._shard(self._shards.shard[i], fence)
-            except LeaseLost as exc:
-                log.warning("CSAT surveys of shard %d: %s", i, exc)
-                lease.fence = None
-        return sent
+        return await self.rounds.round(lambda _, keys, fence: self._shard(keys, fence))
 
     async def _shard(self, keys: Keys, fence: int) -> int:
         now = self.clock.now_ms()

@@ -135,6 +135,25 @@ adm:{channel}:{sender}          shard  string    a token bucket of the conversat
                                                  their messages in a conversation is its field adm:{sender}
 senders:blocked                 home   hash      ``{channel}:{sender id}`` -> banned or muted (JSON: mode, until_ms,
                                                  reason, by, at_ms; router/admission.py), read by every worker
+incidents                       home   zset      incident id -> opened at (ms) (router/incidents.py)
+incident:seq                    home   string    last incident number
+incident:{id}                   home   hash      an incident: title, matcher, texts and resolution (JSON per
+                                                 language), state (open, resolving, resolved), who, times, counts
+incident:log:{id}               home   stream    the incident's history: opened, texts changed, resolving, resolved
+incident:done:{id}              home   set       shards whose resolution broadcast is finished
+incident:cursor                 home   hash      the linker's position in each group event stream
+                                                 (router/incident_link.py)
+incidents:open                  shard  set       open incidents: the link script links only to these
+incidents:resolving             shard  set       incidents whose resolution the shard's broadcaster sends
+incident:linked:{id}            shard  set       conversations linked to the incident (kept after it resolves)
+incident:sent:{id}              shard  set       linked conversations its resolution was queued for: checked
+                                                 in the script that queues it, so each gets it once
+incident:held:{id}:{group}      shard  zset      the group's conversations collapsed under the incident, score
+                                                 as queue:{group}'s
+lease:incident                  shard  hash      the shard's broadcast lease (fenced, checked by incident.lua)
+tagrate:m:{minute}              shard  hash      tag -> new conversations with it in that minute (epoch minute), TTL 2 h
+tagrate:h:{hour}                shard  hash      the same per hour (epoch hour), TTL 26 h: the surge detector's baseline
+                                                 (router/surge.py)
 ==============================  =====  ========  ==========================================================
 
 How long each key is kept (retention): docs/operations.md, "Retention".
@@ -287,6 +306,49 @@ class Keys:
 
     def sla_fired(self, conv_id: str) -> str:
         return f"{self.prefix}sla:fired:{conv_id}"
+
+    # -- incidents (router/incidents.py): the home keys, then the shard keys ---------------------
+    @property
+    def incidents(self) -> str:
+        return self.prefix + "incidents"
+
+    @property
+    def incident_seq(self) -> str:
+        return self.prefix + "incident:seq"
+
+    def incident(self, incident_id: str) -> str:
+        return f"{self.prefix}incident:{incident_id}"
+
+    def incident_log(self, incident_id: str) -> str:
+        return f"{self.prefix}incident:log:{incident_id}"
+
+    def incident_done(self, incident_id: str) -> str:
+        return f"{self.prefix}incident:done:{incident_id}"
+
+    @property
+    def incident_cursor(self) -> str:
+        return self.prefix + "incident:cursor"
+
+    @property
+    def incidents_open(self) -> str:
+        return self.prefix + "incidents:open"
+
+    @property
+    def incidents_resolving(self) -> str:
+        return self.prefix + "incidents:resolving"
+
+    def incident_linked(self, incident_id: str) -> str:
+        return f"{self.prefix}incident:linked:{incident_id}"
+
+    def incident_sent(self, incident_id: str) -> str:
+        return f"{self.prefix}incident:sent:{incident_id}"
+
+    def incident_held(self, incident_id: str, group: str) -> str:
+        return f"{self.prefix}incident:held:{incident_id}:{group}"
+
+    def tag_rate(self, unit: str, n: int) -> str:
+        """``unit`` m (epoch minute ``n``) or h (epoch hour ``n``)."""
+        return f"{self.prefix}tagrate:{unit}:{n}"
 
     # -- published knowledge bases (router/kbstore.py) -------------------------------------------
     @property

@@ -23,6 +23,7 @@ from router.conversations import Conversations
 from router.errors import ConfigError
 from router.impostors import ImpostorCases, ImpostorGuard
 from router.inbox import Inbox
+from router.incidents import Incidents
 from router.kbstore import KnowledgeBaseStore
 from router.keys import Shards
 from router.labels import Labels
@@ -83,6 +84,7 @@ class Runtime:
         self.models = ModelStore(self.client, self.keys, self.fits, audit, Labels(self.client, self.shards))
         self.impostor_cases = ImpostorCases(self.client, self.keys, self.scripts)
         self.senders = Senders(self.client, self.keys, audit, self.conversations)
+        self.incidents = Incidents(self.client, self.shards, self.scripts, audit)
         # One answerer cache per process: the console's runtime shares its parent's.
         self.kb: KnowledgeBaseStore = KnowledgeBaseStore(
             self.client, self.keys, self._groups, settings.kb, audit, cache=parent.kb.cache if parent else None

@@ -74,6 +74,7 @@ class Scripts:
     csat: Script
     assign: Script
     impostor: Script
+    incident: Script
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:
