@@ -9,6 +9,14 @@ shard (the default) shard 0's prefix is the home prefix: the layout of a deploym
 key                             where  type      content
 ==============================  =====  ========  ==========================================================
 inbox                           shard  stream    envelopes (field ``env``: JSON), consumer group ``routers``
+lane                            shard  stream    the P1 lane: envelopes the ingest precheck suspects of a P1 situation
+                                                 (and the conversation's later ones while one waits there), read by
+                                                 its own group ``routers`` first; routed entries kept up to
+                                                 ``inbox.lane_maxlen`` (docs/surge.md)
+lane:waiting                    shard  string    the lane's entries not acknowledged yet (append.lua up, route.lua and
+                                                 dead.lua down)
+tail:{channel}:{account}:{key}  shard  string    the stream (``i`` inbox, ``l`` lane) and entry id of the conversation's
+                                                 last append, while the lane is on (TTL ``inbox.lane_order_ttl_s``)
 dead                            shard  stream    dead letters: ``reason``, ``entry``, ``payload``, ``at``
 failures                        shard  hash      inbox entry id -> last processing error (until dead-lettered)
 dedup:{channel}:{account}:{pid} shard  string    inbox entry id of that platform message (TTL)
@@ -140,6 +148,8 @@ from dataclasses import dataclass, field
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 ROUTER_GROUP = "routers"
+#: The streams router workers read, each through its own group ``routers``: the P1 lane first.
+STREAMS = ("lane", "inbox")
 SENDER_GROUP = "senders"
 #: The answerer's consumer group on the group event streams and on the press streams.
 ANSWER_GROUP = "answerer"
@@ -152,6 +162,14 @@ class Keys:
     @property
     def inbox(self) -> str:
         return self.prefix + "inbox"
+
+    @property
+    def lane(self) -> str:
+        return self.prefix + "lane"
+
+    def stream(self, name: str) -> str:
+        """A stream the router workers read: ``inbox`` or ``lane`` (``STREAMS``)."""
+        return self.prefix + name
 
     @property
     def dead(self) -> str:
