@@ -13,6 +13,7 @@ lane                            shard  stream    the P1 lane: envelopes the inge
                                                  (and the conversation's later ones while one waits there), read by
                                                  its own group ``routers`` first; routed entries kept up to
                                                  ``inbox.lane_maxlen`` (docs/surge.md)
+lane:failures                   shard  hash      like ``failures``, for lane entries (ids are unique per stream only)
 lane:waiting                    shard  string    the lane's entries not acknowledged yet (append.lua up, route.lua and
                                                  dead.lua down)
 tail:{channel}:{account}:{key}  shard  string    the stream (``i`` inbox, ``l`` lane) and entry id of the conversation's
@@ -170,6 +171,11 @@ class Keys:
     def stream(self, name: str) -> str:
         """A stream the router workers read: ``inbox`` or ``lane`` (``STREAMS``)."""
         return self.prefix + name
+
+    def failures_of(self, stream: str) -> str:
+        """The failure records of a stream's entries (``STREAMS``): entry ids are unique per
+        stream only."""
+        return self.failures if stream == "inbox" else f"{self.prefix}{stream}:failures"
 
     @property
     def dead(self) -> str:

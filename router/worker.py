@@ -203,6 +203,7 @@ class Worker:
         self.name = name or worker_name(rt, shard)
         self.stream = stream
         self.source = self.keys.stream(stream)
+        self.failures = self.keys.failures_of(stream)
         self.lane: Worker | None = None
         if stream == "inbox":
             self.lane = Worker(
@@ -507,7 +508,7 @@ class Worker:
             _raise_if_fenced(exc)
             raise
         if batch.failed:
-            await self.client.hset(self.keys.failures, mapping=batch.failed)
+            await self.client.hset(self.failures, mapping=batch.failed)
         results = await run_many(
             self.client, self.scripts.route, [args for _, args in batch.calls], raise_on_error=False
         )
@@ -527,7 +528,7 @@ class Worker:
             _raise_if_fenced(result)
             log.error("route script failed for %d entries from %s: %s", len(entry_ids), entry_ids[0].decode(), result)
             await self.client.hset(
-                self.keys.failures, mapping={entry_id: f"route script: {result}" for entry_id in entry_ids}
+                self.failures, mapping={entry_id: f"route script: {result}" for entry_id in entry_ids}
             )
             return
         done, *failed = result

@@ -22,7 +22,7 @@ local shared = cjson.decode(ARGV[3])
 local REOPEN_MS = shared.reopen_ms
 local SHARDS, SHARD = shared.shards, shared.shard
 local SLAV = shared.slav or 0
-local STREAM, WAITING = worker_stream(shared.stream or 'inbox')
+local STREAM, FAILURES, WAITING = worker_stream(shared.stream or 'inbox')
 local acked = 0
 local refused = fence_refused('shard:' .. SHARD, shared.fence)
 if refused then return refused end
@@ -76,7 +76,7 @@ local function route(entry, payload, hist_raw, reply)
   end
   acked = acked + 1
   count(routed, channel)
-  if retry then redis.call('HDEL', P .. 'failures', entry) end
+  if retry then redis.call('HDEL', FAILURES, entry) end
 
   local ckk = P .. 'ck:' .. ck
   local cid = redis.call('GET', ckk)
@@ -238,7 +238,7 @@ for i = 4, #ARGV, 4 do
     -- The entry may be acknowledged already (its XACK runs first): it goes to the dead letters,
     -- where it can be retried, rather than nowhere.
     local reason = 'route script: ' .. (type(res) == 'table' and tostring(res.err) or tostring(res))
-    pcall(dead_letter, entry, reason, 1, STREAM)
+    pcall(dead_letter, entry, reason, 1, STREAM, FAILURES)
     local sent, n = pcall(redis.call, 'XACK', STREAM, ROUTER_GROUP, entry)
     if sent and n == 1 then acked = acked + 1 end
     out[#out + 1] = entry
