@@ -17,7 +17,8 @@ On one private redis-server (started here, AOF as configured):
   route script that queued it); ``peak_memory_mb``, Redis' ``used_memory_peak``.
 
 ``p1_latency_*`` are over the P1 messages the drill wrote (all of them, caught by the precheck
-or not), ``backlog_latency_*`` over the others. ``--lane off|rules|model`` sets ``inbox.p1_lane``
+or not), ``p1_lane_latency_*`` over those it sent to the lane, ``backlog_latency_*`` over the
+others. ``--lane off|rules|model`` sets ``inbox.p1_lane``
 for the run (workers and appenders alike) to compare (docs/surge.md).
 """
 
@@ -27,7 +28,6 @@ import asyncio
 import json
 import os
 import random
-import signal
 import statistics
 import subprocess
 import sys
@@ -37,6 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TextIO
 
+from router.bench_failover import inbound_records, spawn_worker, stop_workers
 from router.config import Settings
 from router.errors import AppendRefused
 from router.model import Envelope, Sender, new_id
@@ -154,19 +155,15 @@ async def _histories(rt: Runtime) -> tuple[Counter[str], dict[str, list[int]]]:
     history entry's id against the inbox or lane entry's: both Redis' clock)."""
     seen: Counter[str] = Counter()
     latency: dict[str, list[int]] = {}
-    keys = [key async for key in rt.client.scan_iter(match=rt.shards.glob("hist:*"), count=1000)]
-    for i in range(0, len(keys), 500):
-        pipe = rt.client.pipeline(transaction=False)
-        for key in keys[i : i + 500]:
-            pipe.xrange(key)
-        for entries in await pipe.execute():
-            for hist_id, fields in entries:
-                if fields[b"type"] != b"inbound":
-                    continue
-                data = json.loads(fields[b"data"])
-                seen[data["msg"]] += 1
-                latency.setdefault(data["msg"], []).append(_ms(hist_id.decode()) - _ms(data["entry"]))
+    async for hist_id, data in inbound_records(rt):
+        seen[data["msg"]] += 1
+        latency.setdefault(data["msg"], []).append(_ms(hist_id) - _ms(data["entry"]))
     return seen, latency
+
+
+async def _in_lane(rt: Runtime) -> set[str]:
+    """The message ids of the lane's entries (routed ones are kept up to ``inbox.lane_maxlen``)."""
+    return {json.loads(fields[b"env"])["id"] for _, fields in await rt.client.xrange(rt.keys.lane)}
 
 
 def _pct(values: list[int], q: float) -> float:
@@ -187,10 +184,6 @@ async def _wait_workers(rt: Runtime, procs: list[subprocess.Popen[bytes]], secon
         await asyncio.sleep(0.1)
 
 
-def _spawn_worker(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "router", "worker"], env=env, stdin=subprocess.DEVNULL)
-
-
 async def drill(settings: Settings, url: str, messages: int, *, settle_s: float = 600.0) -> dict[str, Any]:
     """One surge on the server at ``url`` (empty, under ``settings.prefix``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWITCHBOARD_INBOX__P1_LANE")}
@@ -203,7 +196,7 @@ async def drill(settings: Settings, url: str, messages: int, *, settle_s: float 
     p1_ids = {e.id for e in envs if e.meta["drill"] == "p1"}
     async with Runtime(settings, url) as rt:
         await rt.engines.current()  # the precheck's rules, compiled before the clock starts
-        procs = [_spawn_worker(env) for _ in range(WORKERS)]
+        procs = [spawn_worker(env) for _ in range(WORKERS)]
         try:
             await _wait_workers(rt, procs)
             start = time.perf_counter()
@@ -216,21 +209,15 @@ async def drill(settings: Settings, url: str, messages: int, *, settle_s: float 
                 await asyncio.sleep(0.02)
             drain_s = time.perf_counter() - start
             seen, latency = await _histories(rt)
+            laned = await _in_lane(rt)
             memory = await rt.client.info("memory")
             stats = await rt.client.hgetall(rt.keys.stats)
             dead = await rt.client.xlen(rt.keys.dead)
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_workers(procs)
     sent = {e.id for e in envs}
     p1 = [ms for m in p1_ids for ms in latency.get(m, [])]
+    p1_laned = [ms for m in p1_ids & laned for ms in latency.get(m, [])]
     rest = [ms for m in sent - p1_ids for ms in latency.get(m, [])]
     in_lane = sum(int(v) for k, v in stats.items() if k.startswith(b"lane:"))
     return {
@@ -247,6 +234,11 @@ async def drill(settings: Settings, url: str, messages: int, *, settle_s: float 
         "p1_latency_p50_ms": statistics.median(p1) if p1 else 0.0,
         "p1_latency_p99_ms": _pct(p1, 0.99),
         "p1_latency_max_ms": float(max(p1, default=0)),
+        # The P1 messages the precheck sent to the lane, and those it missed (routed in turn).
+        "p1_in_lane": len(p1_ids & laned),
+        "p1_lane_latency_p50_ms": statistics.median(p1_laned) if p1_laned else 0.0,
+        "p1_lane_latency_p99_ms": _pct(p1_laned, 0.99),
+        "lane_false_positives": len(laned - p1_ids),
         "backlog_latency_p50_ms": statistics.median(rest) if rest else 0.0,
         "backlog_latency_p99_ms": _pct(rest, 0.99),
         "lost": len(sent - set(seen)),
@@ -274,8 +266,9 @@ def main(settings: Settings, as_json: bool, messages: int, lane: str | None = No
         print(
             f"surge of {result['messages']} messages (p1_lane {result['p1_lane']}, {WORKERS} workers, "
             f"{APPENDERS} appenders): appended in {result['append_s']} s ({result['append_msgs_per_s']} msgs/s), "
-            f"drained in {result['drain_s']} s; P1 ({result['p1_messages']}, {result['lane_entries']} via the lane) "
-            f"append->queued p50 {result['p1_latency_p50_ms']} ms, p99 {result['p1_latency_p99_ms']} ms; "
+            f"drained in {result['drain_s']} s; P1 ({result['p1_messages']}, {result['p1_in_lane']} via the lane) "
+            f"append->queued p50 {result['p1_latency_p50_ms']} ms, p99 {result['p1_latency_p99_ms']} ms "
+            f"(via the lane p99 {result['p1_lane_latency_p99_ms']} ms); "
             f"the others p50 {result['backlog_latency_p50_ms']} ms, p99 {result['backlog_latency_p99_ms']} ms; "
             f"lost {result['lost']}, duplicated {result['duplicated']}; Redis peak {result['peak_memory_mb']} MB",
             file=out,
