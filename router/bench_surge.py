@@ -100,8 +100,8 @@ def surge_corpus(n: int, seed: int = 18, p1_share: float = 0.01, surge_share: fl
         if p1_every and i % p1_every == p1_every // 2:
             text, user, kind = rnd.choice(P1_TEXTS), f"victim{i}", "p1"
         else:
-            pool = SURGE_TEXTS if rnd.random() < surge_share / (1 - p1_share) else OTHER_TEXTS
-            text, user, kind = rnd.choice(pool), f"u{rnd.randrange(users)}", "other"
+            kind = "surge" if rnd.random() < surge_share / (1 - p1_share) else "other"
+            text, user = rnd.choice(SURGE_TEXTS if kind == "surge" else OTHER_TEXTS), f"u{rnd.randrange(users)}"
         msg_id = new_id()
         out.append(
             Envelope(
