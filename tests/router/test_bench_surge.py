@@ -16,11 +16,9 @@ def test_the_corpus_mixes_p1_the_surge_question_and_the_rest() -> None:
     assert kinds.count("p1") == 20
     p1_users = [e.conversation_key for e in envs if e.meta["drill"] == "p1"]
     assert len(set(p1_users)) == 20  # each the first message of its conversation
-    assert {e.text for e in envs if e.meta["drill"] == "p1"} <= {t.format(n=n) for t in P1_TEXTS for n in range(5, 501)}
+    for kind, texts in (("p1", P1_TEXTS), ("surge", SURGE_TEXTS)):
+        assert {e.text for e in envs if e.meta["drill"] == kind} <= {t.format(n=n) for t in texts for n in range(5, 501)}
     assert 0.55 < kinds.count("surge") / 2000 < 0.65
-    assert {e.text for e in envs if e.meta["drill"] == "surge"} <= {
-        t.format(n=n) for t in SURGE_TEXTS for n in range(5, 501)
-    }
 
 
 def test_a_small_surge_loses_nothing_and_routes_p1_first() -> None:
