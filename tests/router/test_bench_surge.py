@@ -17,7 +17,8 @@ def test_the_corpus_mixes_p1_the_surge_question_and_the_rest() -> None:
     p1_users = [e.conversation_key for e in envs if e.meta["drill"] == "p1"]
     assert len(set(p1_users)) == 20  # each the first message of its conversation
     for kind, texts in (("p1", P1_TEXTS), ("surge", SURGE_TEXTS)):
-        assert {e.text for e in envs if e.meta["drill"] == kind} <= {t.format(n=n) for t in texts for n in range(5, 501)}
+        written = {t.format(n=n) for t in texts for n in range(5, 501)}
+        assert {e.text for e in envs if e.meta["drill"] == kind} <= written
     assert 0.55 < kinds.count("surge") / 2000 < 0.65
 
 
