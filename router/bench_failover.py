@@ -51,7 +51,7 @@ from router.bench import corpus
 from router.cluster import scan_step
 from router.config import Settings
 from router.errors import AppendRefused, BadRequest
-from router.keys import ROUTER_GROUP
+from router.keys import ROUTER_GROUP, STREAMS
 from router.localcluster import Failover, LocalCluster
 from router.model import Envelope, decode_envelope
 from router.redis import TRANSIENT_ERRORS
@@ -137,14 +137,15 @@ async def _scan(rt: Runtime, match: str) -> list[bytes]:
 
 
 async def in_inbox(rt: Runtime) -> set[str]:
-    """The message ids of every inbox entry."""
+    """The message ids of every inbox and P1 lane entry."""
     ids: set[str] = set()
-    start = "-"
-    while entries := await rt.client.xrange(rt.keys.inbox, min=start, max="+", count=5000):
-        for _, fields in entries:
-            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                ids.add(decode_envelope(fields[b"env"]).id)
-        start = "(" + entries[-1][0].decode()
+    for stream in STREAMS:
+        start = "-"
+        while entries := await rt.client.xrange(rt.keys.stream(stream), min=start, max="+", count=5000):
+            for _, fields in entries:
+                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                    ids.add(decode_envelope(fields[b"env"]).id)
+            start = "(" + entries[-1][0].decode()
     return ids
 
 
@@ -169,12 +170,13 @@ async def routed(rt: Runtime) -> Counter[str]:
 
 
 async def _settled(rt: Runtime) -> bool:
-    """Every inbox entry delivered to the routers' group and none pending."""
-    stream = await rt.client.xinfo_stream(rt.keys.inbox)
-    [group] = [
-        g for g in await rt.client.xinfo_groups(rt.keys.inbox) if g["name"] in (ROUTER_GROUP, ROUTER_GROUP.encode())
-    ]
-    return bool(group["pending"] == 0 and group["last-delivered-id"] == stream["last-generated-id"])
+    """Every inbox and P1 lane entry delivered to the routers' group and none pending."""
+    for key in map(rt.keys.stream, STREAMS):
+        stream = await rt.client.xinfo_stream(key)
+        [group] = [g for g in await rt.client.xinfo_groups(key) if g["name"] in (ROUTER_GROUP, ROUTER_GROUP.encode())]
+        if group["pending"] or group["last-delivered-id"] != stream["last-generated-id"]:
+            return False
+    return True
 
 
 async def _until(what: str, check: Any, seconds: float) -> None:
