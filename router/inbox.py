@@ -66,7 +66,7 @@ class Inbox:
         self._shards = shards
         self._settings = settings
         self._scripts = scripts or Scripts.register(client)
-        self._suspects = suspects if settings.p1_lane != "off" else None
+        self._suspects = suspects
         # Per shard, learnt at start from the server holding it (on a cluster, a shard's node).
         self._wait: list[durability.Wait | None] = []
         self._started = False
@@ -108,8 +108,9 @@ class Inbox:
         if not self._started:
             await self.start()
         envs = [scrubbed(env) for env in envs]
-        suspects: list[bool | None] = [None] * len(envs)
-        if self._suspects is not None:
+        # With the lane on, every append writes its conversation's marker, suspect or not.
+        suspects: list[bool | None] = [None if self._settings.p1_lane == "off" else False] * len(envs)
+        if self._suspects is not None and self._settings.p1_lane != "off":
             suspects = list(await self._suspects(envs))
         where = [self._shards.of_key(env.channel, env.account, env.conversation_key) for env in envs]
         by_shard: dict[int, list[int]] = {}

@@ -14,6 +14,8 @@ lane                            shard  stream    the P1 lane: envelopes the inge
                                                  its own group ``routers`` first; routed entries kept up to
                                                  ``inbox.lane_maxlen`` (docs/surge.md)
 lane:failures                   shard  hash      like ``failures``, for lane entries (ids are unique per stream only)
+lane:since                      shard  string    ms since which appends write ``tail:`` markers (the lane on); an append
+                                                 with the lane off deletes it
 lane:waiting                    shard  string    the lane's entries not acknowledged yet (append.lua up, route.lua and
                                                  dead.lua down)
 tail:{channel}:{account}:{key}  shard  string    the stream (``i`` inbox, ``l`` lane) and entry id of the conversation's

@@ -83,29 +83,41 @@ end
 -- message is routed (or when it is in the lane itself), and any message follows one of its
 -- conversation still waiting in the lane. ``lane:waiting`` counts the lane's unacknowledged
 -- entries (route.lua and dead.lua count them down), so the usual append asks nothing more.
+-- ``lane:since`` holds when appends began writing markers (the lane turned on; an append with the
+-- lane off deletes it): an entry appended before that has none.
 local to_lane = false
 local tk, waiting_key
+local since_key = P .. 'lane:since'
 if ARGV[9] then
   tk, waiting_key = P .. 'tail:' .. ARGV[9], P .. 'lane:waiting'
   local suspect = ARGV[10] == '1'
   local waiting = tonumber(redis.call('GET', waiting_key) or '0')
   local tail
   if suspect or waiting > 0 then tail = redis.call('GET', tk) end
-  local horizon = 0
-  if tail == false then
+  local since = redis.call('GET', since_key)
+  local now_ms
+  if tail == false or not since then
     local t = redis.call('TIME')
-    horizon = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[12]) * 1000
+    now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
   end
+  if not since then
+    since = now_ms
+    redis.call('SET', since_key, string.format('%d', now_ms))
+  else
+    since = tonumber(since)
+  end
+  local horizon = (now_ms or 0) - tonumber(ARGV[12]) * 1000
   if tail and string.sub(tail, 1, 1) == 'l' then
     to_lane = suspect or not acked(lane, string.sub(tail, 2))
   elseif suspect and waiting < tonumber(ARGV[11]) then
     if tail then
       to_lane = acked(inbox, string.sub(tail, 2))
     else
-      -- No marker: the conversation's messages, if any, are older than its TTL; none is unrouted
-      -- when the inbox's oldest unrouted entry is younger than that.
+      -- No marker: the conversation's messages, if any, are older than its TTL or were appended
+      -- before markers were written; none is unrouted when the inbox's oldest unrouted entry is
+      -- younger than both.
       local oldest = oldest_unrouted(inbox)
-      to_lane = oldest == nil or oldest > horizon
+      to_lane = oldest == nil or (oldest > horizon and oldest >= since)
     end
   end
   if not to_lane and tail == false and waiting > 0 then
@@ -115,6 +127,8 @@ if ARGV[9] then
     to_lane = oldest ~= nil and oldest <= horizon
   end
 end
+
+if not ARGV[9] and redis.call('EXISTS', since_key) == 1 then redis.call('DEL', since_key) end
 
 if to_lane then
   -- Beyond the cap when all of it waits: a message that must follow its conversation there.

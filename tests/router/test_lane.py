@@ -137,13 +137,33 @@ async def test_a_lane_entry_that_fails_is_dead_lettered_and_counted_down(rt: Run
 
 async def test_with_the_lane_off_everything_goes_to_the_inbox(rt: Runtime) -> None:
     rt.settings.inbox.p1_lane = "off"
-    rt.inbox._suspects = None  # as built with the setting off
     p1 = message(HACKED, user="gina")
     await rt.inbox.append(p1)
     assert await _where(rt, p1) == "inbox"
     assert not await rt.client.exists(_keys(rt, p1).prefix + f"tail:{p1.channel}:{p1.account}:gina")
     await drain(Worker(rt))
     assert set(await inbound_ids(rt)) == {p1.id}
+
+
+async def test_entries_appended_before_the_lane_was_on_keep_their_conversations_in_the_inbox(rt: Runtime) -> None:
+    """Appends with the lane off write no marker: once it is on, a suspect without a marker takes
+    the lane only when no inbox entry from before is still unrouted."""
+    rt.settings.inbox.p1_lane = "off"
+    hello = message("hello, a question", user="jack")
+    await rt.inbox.append(hello)
+    rt.settings.inbox.p1_lane = "model"
+    hacked = message(HACKED, user="jack")
+    await rt.inbox.append(hacked)
+    assert await _where(rt, hacked) == "inbox"  # behind "hello", unmarked but unrouted
+    await drain(Worker(rt))
+    later = message(HACKED, user="kate")
+    await rt.inbox.append(later)
+    assert await _where(rt, later) == "lane"
+    await drain(Worker(rt))
+    keys = _keys(rt, hello)
+    conv_id = (await rt.client.get(f"{keys.prefix}ck:{hello.channel}:{hello.account}:jack")).decode()
+    written = await rt.client.xrange(keys.history(conv_id))
+    assert [json.loads(f[b"data"])["msg"] for _, f in written if f[b"type"] == b"inbound"] == [hello.id, hacked.id]
 
 
 async def test_the_console_replay_reads_the_lane_too(rt: Runtime) -> None:
