@@ -174,9 +174,10 @@ def _pct(values: list[int], q: float) -> float:
 
 
 async def _wait_workers(rt: Runtime, procs: list[subprocess.Popen[bytes]], seconds: float = 120.0) -> None:
-    """Until every worker process beats (an inbox loop and a lane loop each)."""
+    """Until every worker process beats (its inbox loop and its lane loop)."""
     deadline = time.monotonic() + seconds
-    while len([k async for k in rt.client.scan_iter(match=rt.keys.health("worker", "*"))]) < 2 * len(procs):
+    beats = [rt.keys.health(kind, "*") for kind in ("worker", "lane")]
+    while sum([len([k async for k in rt.client.scan_iter(match=b)]) for b in beats]) < 2 * len(procs):
         if any(p.poll() is not None for p in procs):
             raise RuntimeError("a worker process exited at start-up (its output is above)")
         if time.monotonic() > deadline:

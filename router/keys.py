@@ -53,7 +53,7 @@ answered                        shard  zset      conversations answered with no 
 answers:shadow                  shard  stream    would-be answers in shadow mode: conv, group, article, lang,
                                                  score, gap, kb; capped ([answers] shadow_max)
 answers:lock                    shard  string    one assumed-resolved sweeper at a time per shard (TTL)
-health:{kind}:{name}            home   string    JSON health record with a TTL (worker, adapter, supervisor)
+health:{kind}:{name}            home   string    JSON health record with a TTL (worker, lane, adapter, supervisor)
 lease:{name}                    home   hash      a fenced lease (router/leases.py): owner, fence, until (ms);
                                                  PX TTL. Names: ``adapter:{channel}:{account}``
 lease:shard:{i}                 shard  hash      shard i's lease, held by the worker process that reads it

@@ -64,7 +64,7 @@ from router.modelstore import OBSERVED_MAXLEN, observation
 from router.redis import TRANSIENT_ERRORS
 from router.retention import Retention
 from router.routing import conversation_ref, message_in, route_arguments, shared_argument
-from router.rulestore import settle_heap
+from router.rulestore import EngineHolder, settle_heap
 from router.runtime import Runtime
 from router.scripts import argv, run_many
 from router.shardlease import GROUP, ShardLeases, lease_name
@@ -185,6 +185,7 @@ class Worker:
         fence: int = 0,
         clock: Callable[[], int] | None = None,
         stream: str = "inbox",
+        rules: EngineHolder | None = None,
     ) -> None:
         """A worker of ``shard`` on ``rt``'s client, scripts and rule set; ``settings`` other than
         the runtime's (tests: a smaller batch, say) on the same key prefix; ``fence``, its lease
@@ -194,7 +195,8 @@ class Worker:
         ``stream``: the stream it reads (router/keys.py STREAMS). A worker of the inbox runs a
         worker of the shard's P1 lane beside it (``lane``, consumer ``{name}-lane``, its own loop
         in the same event loop): a lane entry is read as soon as it is appended and routed
-        between two of the inbox's batches, ahead of the backlog (docs/surge.md)."""
+        between two of the inbox's batches, ahead of the backlog (docs/surge.md). ``rules``: the
+        engine holder to share (the lane's loop shares its inbox loop's)."""
         self.client = rt.client
         self.settings = settings or rt.settings
         #: The shard's keys (its inbox, conversations, queues ...); health records are home keys.
@@ -208,14 +210,25 @@ class Worker:
         self.stream = stream
         self.source = self.keys.stream(stream)
         self.failures = self.keys.failures_of(stream)
+        # Heartbeats: health:worker:{name} for the inbox's loop (what `check`, the supervisor and
+        # the worker count read), health:lane:{name} for the lane's.
+        self._beat_kind = "worker" if stream == "inbox" else "lane"
+        self.scripts = rt.scripts
+        # Settings of its own may name another rule file: then an engine of its own too (shared
+        # with its lane's loop).
+        self.rules = rules or (rt.engines if settings is None else rt.engine_holder(self.settings))
         self.lane: Worker | None = None
         if stream == "inbox":
             self.lane = Worker(
-                rt, f"{self.name}-lane", settings=settings, shard=shard, fence=fence, clock=clock, stream="lane"
+                rt,
+                f"{self.name}-lane",
+                settings=settings,
+                shard=shard,
+                fence=fence,
+                clock=clock,
+                stream="lane",
+                rules=self.rules,
             )
-        self.scripts = rt.scripts
-        # Settings of its own may name another rule file: then an engine of its own too.
-        self.rules = rt.engines if settings is None else rt.engine_holder(self.settings)
         self.triage = rt.triage
         self.retention = Retention(self.client, self.settings, self.name, self.scripts, keys=self.keys)
         self.routed = 0  # by this loop (``processed``: with its lane's)
@@ -286,7 +299,7 @@ class Worker:
                 await self.flush()
                 await self._finish_next()
             with contextlib.suppress(*TRANSIENT_ERRORS):
-                await self.client.delete(self.home.health("worker", self.name))
+                await self.client.delete(self.home.health(self._beat_kind, self.name))
             log.info("worker %s stopped after %d messages", self.name, self.processed)
 
     async def _turn(self) -> None:
@@ -344,7 +357,7 @@ class Worker:
             "at": time.time(),
         }
         ttl = max(1, int(self.settings.worker.heartbeat_s * 3))
-        await self.client.set(self.home.health("worker", self.name), json.dumps(record), ex=ttl)
+        await self.client.set(self.home.health(self._beat_kind, self.name), json.dumps(record), ex=ttl)
 
     # -- the loop ------------------------------------------------------------------------------
     async def step(self) -> int:
@@ -625,7 +638,7 @@ class Worker:
         if not self.fence:
             pipe = self.client.pipeline(transaction=False)
             for name in holders:
-                pipe.exists(self.home.health("worker", name))
+                pipe.exists(self.home.health(self._beat_kind, name))
             alive = await pipe.execute()
         # Two takers at once need the idle time to tell each other apart; a lease holder is alone.
         idle = 0 if self.fence else wcfg.claim_dead_idle_ms
