@@ -26,7 +26,7 @@ from router.impostors import ImpostorCases
 from router.inbox import Inbox
 from router.incidents import Incidents
 from router.kbstore import KnowledgeBaseStore
-from router.keys import Keys, entry_order
+from router.keys import STREAMS, Keys, entry_order
 from router.links import PressLinks
 from router.modelstore import ModelStore
 from router.outbox import FailedReply, failed_replies, retry_failed
@@ -101,11 +101,12 @@ class Backoffice:
         return bool(await self._rt.client.exists(self._rt.shards.conv_keys(conv_id).request(request_id)))
 
     async def recent_inbox(self, count: int) -> list[tuple[str, bytes]]:
-        """The last ``count`` inbox entries over every shard, newest first: (entry id, encoded
-        envelope); entries without an envelope (scrubbed) are left out."""
+        """The last ``count`` inbox entries over every shard and its P1 lane, newest first: (entry
+        id, encoded envelope); entries without an envelope (scrubbed) are left out."""
         pipe = self._rt.client.pipeline(transaction=False)
         for keys in self._rt.shards.shard:
-            pipe.xrevrange(keys.inbox, count=count)
+            for stream in STREAMS:
+                pipe.xrevrange(keys.stream(stream), count=count)
         entries = [e for part in await pipe.execute() for e in part]
         entries.sort(key=lambda e: entry_order(e[0]), reverse=True)
         return [(entry_id.decode(), fields[b"env"]) for entry_id, fields in entries[:count] if b"env" in fields]

@@ -733,6 +733,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             f"switchboard bench {args.target} measures a deployment of one shard; redis.shards is "
             f'{settings.redis.shards} (docs/architecture.md, "Virtual shards")'
         )
+    if args.target == "surge":
+        from router import bench_surge
+
+        return bench_surge.main(settings, args.json, args.messages or 100_000, args.lane)
     if args.target == "soak":
         from router import bench_soak
 
@@ -955,14 +959,34 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         cmd_bench,
         "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak, "
-        "the cluster failover drill, the cost of WAIT, the work per primary of a sharded cluster, the knowledge base",
+        "the cluster failover drill, the cost of WAIT, the work per primary of a sharded cluster, the knowledge base, "
+        "the surge drill (P1 ahead of a backlog)",
     )
-    targets = ["router", "rules", "append", "soak", "console", "review", "failover", "wait", "cluster", "kb", "assign"]
+    targets = [
+        "router",
+        "rules",
+        "append",
+        "soak",
+        "console",
+        "review",
+        "failover",
+        "wait",
+        "cluster",
+        "kb",
+        "assign",
+        "surge",
+    ]
     sp.add_argument("target", nargs="?", choices=targets, default="router")
     sp.add_argument(
         "--messages",
         type=int,
-        help="messages per run (router, failover, cluster 20,000; append, wait 4,000 per mode; review 50)",
+        help="messages per run (router, failover, cluster 20,000; append, wait 4,000 per mode; review 50; "
+        "surge 100,000)",
+    )
+    sp.add_argument(
+        "--lane",
+        choices=["off", "rules", "model"],
+        help="surge: inbox.p1_lane for the run (default: as configured)",
     )
     sp.add_argument("--workers", type=int, default=3, help="failover: worker processes (one is SIGKILLed)")
     sp.add_argument("--agents", type=int, default=500, help="assign: agents (capacity 3 each)")

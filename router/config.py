@@ -60,6 +60,18 @@ class InboxSettings(BaseModel):
     # returns; 0 for a single server.
     replicas: int = Field(0, ge=0)
     wait_timeout_ms: int = Field(2000, ge=1)
+    # The P1 lane (docs/surge.md): the ingest precheck that sends a suspected P1 situation to a
+    # stream the workers read first — "model" (the rule set's P1 rules, then the triage model's
+    # P(P1) where the rule set has a model section), "rules" (the P1 rules alone: ~40% of the P1
+    # development set against ~95%, at about half the appending CPU), "off" (one stream, no
+    # per-conversation marker written).
+    p1_lane: Literal["off", "rules", "model"] = "model"
+    # At this many entries waiting in a shard's lane, no new conversation enters it (false
+    # positives cost lane capacity; later messages of a conversation waiting there still do).
+    lane_maxlen: int = Field(10_000, ge=1)
+    # How long the marker of a conversation's last append lives: a suspect enters the lane only
+    # while the inbox's oldest unrouted entry is younger (else its marker may have expired).
+    lane_order_ttl_s: int = Field(3600, ge=60)
 
 
 class WorkerSettings(BaseModel):

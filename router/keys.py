@@ -9,6 +9,17 @@ shard (the default) shard 0's prefix is the home prefix: the layout of a deploym
 key                             where  type      content
 ==============================  =====  ========  ==========================================================
 inbox                           shard  stream    envelopes (field ``env``: JSON), consumer group ``routers``
+lane                            shard  stream    the P1 lane: envelopes the ingest precheck suspects of a P1 situation
+                                                 (and the conversation's later ones while one waits there), read by
+                                                 its own group ``routers`` first; routed entries kept up to
+                                                 ``inbox.lane_maxlen`` (docs/surge.md)
+lane:failures                   shard  hash      like ``failures``, for lane entries (ids are unique per stream only)
+lane:since                      shard  string    ms since which appends write ``tail:`` markers (the lane on); an append
+                                                 with the lane off deletes it
+lane:waiting                    shard  string    the lane's entries not acknowledged yet (append.lua up, route.lua and
+                                                 dead.lua down)
+tail:{channel}:{account}:{key}  shard  string    the stream (``i`` inbox, ``l`` lane) and entry id of the conversation's
+                                                 last append, while the lane is on (TTL ``inbox.lane_order_ttl_s``)
 dead                            shard  stream    dead letters: ``reason``, ``entry``, ``payload``, ``at``
 failures                        shard  hash      inbox entry id -> last processing error (until dead-lettered)
 dedup:{channel}:{account}:{pid} shard  string    inbox entry id of that platform message (TTL)
@@ -49,7 +60,7 @@ csat:due                        shard  zset      closed conversation id -> when 
 csat:asked:{channel}:{account}:{user}
                                 shard  string    "1" while that user was asked (TTL [csat] cooldown_days)
 lease:csat                      shard  hash      the survey service's lease on the shard (fenced, as lease:sla)
-health:{kind}:{name}            home   string    JSON health record with a TTL (worker, adapter, supervisor)
+health:{kind}:{name}            home   string    JSON health record with a TTL (worker, lane, adapter, supervisor)
 lease:{name}                    home   hash      a fenced lease (router/leases.py): owner, fence, until (ms);
                                                  PX TTL. Names: ``adapter:{channel}:{account}``
 lease:shard:{i}                 shard  hash      shard i's lease, held by the worker process that reads it
@@ -171,6 +182,8 @@ from dataclasses import dataclass, field
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 ROUTER_GROUP = "routers"
+#: The streams router workers read, each through its own group ``routers``: the P1 lane first.
+STREAMS = ("lane", "inbox")
 SENDER_GROUP = "senders"
 #: The answerer's consumer group on the group event streams and on the press streams.
 ANSWER_GROUP = "answerer"
@@ -185,6 +198,19 @@ class Keys:
     @property
     def inbox(self) -> str:
         return self.prefix + "inbox"
+
+    @property
+    def lane(self) -> str:
+        return self.prefix + "lane"
+
+    def stream(self, name: str) -> str:
+        """A stream the router workers read: ``inbox`` or ``lane`` (``STREAMS``)."""
+        return self.prefix + name
+
+    def failures_of(self, stream: str) -> str:
+        """The failure records of a stream's entries (``STREAMS``): entry ids are unique per
+        stream only."""
+        return self.failures if stream == "inbox" else f"{self.prefix}{stream}:failures"
 
     @property
     def dead(self) -> str:

@@ -95,10 +95,13 @@ def inbound_record(
     return _encoder.encode(record)
 
 
-def shared_argument(settings: Settings, shard: int = 0, fence: int = 0, sla_policy: int | None = None) -> bytes:
+def shared_argument(
+    settings: Settings, shard: int = 0, fence: int = 0, sla_policy: int | None = None, stream: str = "inbox"
+) -> bytes:
     """What every message of a route script call to ``shard`` shares (its ARGV[3]); ``fence``, the
     worker's lease fence on the shard (0: leases off, router/shardlease.py); ``sla_policy``, the
-    number of the SLA policy in force (None: none published, router/slastore.py)."""
+    number of the SLA policy in force (None: none published, router/slastore.py); ``stream``, the
+    name of the stream the entries are of (router/keys.py STREAMS)."""
     sla = {label[1:]: seconds * 1000 for label, seconds in settings.conversations.sla_s.items()}
     reopen_ms = settings.conversations.reopen_window_s * 1000
     return _encoder.encode(
@@ -110,6 +113,7 @@ def shared_argument(settings: Settings, shard: int = 0, fence: int = 0, sla_poli
             "fence": fence,
             "slav": sla_policy or 0,
             **({"adm": admission_argument(settings.admission)} if settings.admission.enabled else {}),
+            "stream": stream,
         }
     )
 

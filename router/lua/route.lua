@@ -1,5 +1,7 @@
 -- Apply a batch of routing decisions; each message's writes and the XACK of its inbox entry
 -- happen together (the whole script is atomic, and a message that fails leaves the others be).
+-- The entries are of the stream named by the shared argument's ``stream`` (router/keys.py
+-- STREAMS; absent: inbox); the P1 lane's count of entries waiting goes down by those acknowledged.
 -- ARGV[3] = JSON of what every message of the call shares: sla {"1".."4": ms}, reopen_ms, and
 -- shards and shard: the deployment's shard count and the shard of the prefix (router/keys.py);
 -- fence: the worker's lease fence on the shard (0 or absent: leases off). A call whose fence is
@@ -22,6 +24,8 @@ local shared = cjson.decode(ARGV[3])
 local REOPEN_MS = shared.reopen_ms
 local SHARDS, SHARD = shared.shards, shared.shard
 local SLAV = shared.slav or 0
+local STREAM, FAILURES, WAITING = worker_stream(shared.stream or 'inbox')
+local acked = 0
 local refused = fence_refused('shard:' .. SHARD, shared.fence)
 if refused then return refused end
 local SLA = {}
@@ -164,11 +168,12 @@ local function route(entry, payload, hist_raw, reply)
   local ck, channel, kind, to_group, to_prio, routed_by, escalate, retry, reply_id, to_tags, values,
     account, ckey, hold = unpack(payload)
   hold = hold or ''
-  if redis.call('XACK', P .. 'inbox', ROUTER_GROUP, entry) == 0 then
+  if redis.call('XACK', STREAM, ROUTER_GROUP, entry) == 0 then
     return
   end
+  acked = acked + 1
   count(routed, channel)
-  if retry then redis.call('HDEL', P .. 'failures', entry) end
+  if retry then redis.call('HDEL', FAILURES, entry) end
   -- The sender's buckets count messages, not edits, nor held messages (they reach nobody).
   local afield = ADM and kind == 'message' and hold == '' and 'adm:' .. values[1]
   local atat, akey = nil, nil  -- the sender's bucket as it will be stored; the started bucket's key
@@ -385,12 +390,14 @@ for i = 4, #ARGV, 4 do
     -- The entry may be acknowledged already (its XACK runs first): it goes to the dead letters,
     -- where it can be retried, rather than nowhere.
     local reason = 'route script: ' .. (type(res) == 'table' and tostring(res.err) or tostring(res))
-    pcall(dead_letter, entry, reason, 1)
-    pcall(redis.call, 'XACK', P .. 'inbox', ROUTER_GROUP, entry)
+    pcall(dead_letter, entry, reason, 1, STREAM, FAILURES)
+    local sent, n = pcall(redis.call, 'XACK', STREAM, ROUTER_GROUP, entry)
+    if sent and n == 1 then acked = acked + 1 end
     out[#out + 1] = entry
     out[#out + 1] = reason
   end
 end
+if WAITING and acked > 0 then redis.call('DECRBY', WAITING, acked) end
 for channel, n in pairs(routed) do redis.call('HINCRBY', P .. 'stats', 'routed:' .. channel, n) end
 for channel, n in pairs(sent) do redis.call('HINCRBY', P .. 'stats', 'out:' .. channel, n) end
 for channel, n in pairs(throttled_n) do redis.call('HINCRBY', P .. 'stats', 'throttled:' .. channel, n) end

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from adapters.discord_bot import DiscordAdapter, from_config
+from router.keys import STREAMS, entry_order
 from router.model import Envelope, decode_envelope
 from router.runtime import Runtime
 from tests.discord.emulator import Emulator, Json
@@ -93,8 +94,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0,
 
 
 async def inbox(rt: Runtime) -> list[Envelope]:
-    """The Discord envelopes in the inbox stream, in order."""
-    entries = await rt.client.xrange(rt.keys.inbox)
+    """The Discord envelopes in the inbox and the P1 lane (docs/surge.md), in arrival order."""
+    entries = [e for name in STREAMS for e in await rt.client.xrange(rt.keys.stream(name))]
+    entries.sort(key=lambda e: entry_order(e[0]))
     envs = [decode_envelope(fields[b"env"]) for _, fields in entries]
     return [e for e in envs if e.channel == "discord"]
 
