@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import json
 import shutil
 import subprocess
@@ -29,6 +30,7 @@ import time
 import types
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from router import bench
 from router import routing as tree_routing
@@ -58,6 +60,19 @@ def _script_at(ref: str) -> str:
     """The route script as router/scripts.py assembles it, from ``ref``'s Lua files."""
     groups = f"local ROUTER_GROUP, SENDER_GROUP = '{ROUTER_GROUP}', '{SENDER_GROUP}'\n"
     return groups + _at(ref, "router/lua/common.lua") + "\n" + _at(ref, "router/lua/route.lua")
+
+
+def _route_arguments(routing: types.ModuleType) -> Any:
+    """``routing.route_arguments``; of a revision before admission control (router/admission.py),
+    taking the worker's ``hold`` too (always "" for the bench corpus: nobody banned, no spam)."""
+    encode_args = routing.route_arguments
+    if "hold" in inspect.signature(encode_args).parameters:
+        return encode_args
+
+    def without_hold(entry_id: bytes, env: Any, decision: Any, *, retry: bool, hold: str = "") -> Any:
+        return encode_args(entry_id, env, decision, retry=retry)
+
+    return without_hold
 
 
 async def _route(worker: Worker, n: int) -> int:
@@ -92,7 +107,7 @@ async def _drive(ref: str | None, messages: int, warm: int, url: str, sla_policy
             else routing.shared_argument(worker.settings, sla_policy=sla_policy)
         )
         # The worker module's reference: the revision's argument encoding goes with its script.
-        worker_module.route_arguments = routing.route_arguments
+        worker_module.route_arguments = _route_arguments(routing)
         envs = bench.corpus(warm, users=warm // 4, seed=5, account="warm")
         envs += bench.corpus(messages + 2 * settings.worker.batch, users=messages // 4, seed=3)
         pipe = rt.client.pipeline(transaction=False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, NamedTuple
 
 import msgspec
@@ -140,6 +140,17 @@ class ActionReader:
             return found
         fresh = await asyncio.gather(*(self._read(i, ">", count, block_ms) for i in range(len(self._streams))))
         return [p for shard in fresh for p in shard]
+
+    async def step(self, handle: Callable[[Pressed], Awaitable[object]], *, block_ms: int) -> int:
+        """Reads the next presses (``read``), hands each to ``handle`` (which ignores another
+        consumer's buttons), then acknowledges them all; how many were read. A press whose
+        handling raised stays pending and is read again."""
+        presses = await self.read(block_ms=block_ms)
+        for pressed in presses:
+            await handle(pressed)
+        if presses:
+            await self.ack(presses)
+        return len(presses)
 
     async def ack(self, done: Sequence[Pressed]) -> None:
         by_shard: dict[int, list[str]] = {}

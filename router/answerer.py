@@ -39,7 +39,7 @@ from router.config import AnswerSettings, Settings
 from router.conversations import first_inbound
 from router.errors import ConfigError, NotFound
 from router.keys import ANSWER_GROUP, Keys, Shards, entry_order
-from router.lifecycle import keep_running
+from router.lifecycle import cancel_all, keep_running
 from router.model import Button, new_id
 from router.scripts import Scripts
 
@@ -178,11 +178,7 @@ class Answerer:
 
     async def close(self) -> None:
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_all(self._tasks)
 
     def health(self) -> dict[str, Any]:
         return {
@@ -344,11 +340,7 @@ class Answerer:
     async def press_step(self) -> None:
         """Reads presses (its own consumer group on the press streams) and records each one that
         is an answer's button; acknowledges them all (other consumers read their own group)."""
-        presses = await self._presses.read(block_ms=self._block_ms)
-        for pressed in presses:
-            await self.handle_press(pressed)
-        if presses:
-            await self._presses.ack(presses)
+        await self._presses.step(self.handle_press, block_ms=self._block_ms)
 
     async def handle_press(self, pressed: Pressed) -> str:
         press = pressed.press

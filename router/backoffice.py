@@ -10,10 +10,12 @@ releases both pools.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from router.accounts import LoginLimiter, Sessions, Users, load_secret
 from router.actions import Actions
+from router.admission import Senders
 from router.answerer import shadow_answers
 from router.audit import Audit
 from router.canned import CannedReplies
@@ -22,8 +24,9 @@ from router.conversations import Conversations
 from router.events import GroupEvents
 from router.impostors import ImpostorCases
 from router.inbox import Inbox
+from router.incidents import Incidents
 from router.kbstore import KnowledgeBaseStore
-from router.keys import Keys, entry_order
+from router.keys import STREAMS, Keys, entry_order
 from router.links import PressLinks
 from router.modelstore import ModelStore
 from router.outbox import FailedReply, failed_replies, retry_failed
@@ -35,6 +38,7 @@ from router.runtime import Runtime
 from router.samples import Samples
 from router.slastore import SlaPolicies
 from router.stats import StatsReader
+from router.surge import Suggestion, suggestions
 from rules import Engine
 
 
@@ -50,6 +54,8 @@ class Backoffice:
         self.kb: KnowledgeBaseStore = own.kb
         self.stats: StatsReader = own.stats
         self.impostors: ImpostorCases = own.impostor_cases
+        self.senders: Senders = own.senders
+        self.incidents: Incidents = own.incidents
         self.canned = CannedReplies(own.client, own.keys)
         self.samples = Samples(own.client, own.keys, web.sample_s)
         self.audit = Audit(own.client, own.keys, web.audit_max)
@@ -64,6 +70,10 @@ class Backoffice:
         self.users: Users
         self.sessions: Sessions
         self.links: PressLinks
+
+    async def surges(self) -> list[Suggestion]:
+        """Suggested incidents now (router/surge.py)."""
+        return await suggestions(self._rt.client, self._rt.shards, self._rt.settings.incidents, int(time.time() * 1000))
 
     async def start(self) -> None:
         await self._rt.__aenter__()
@@ -91,11 +101,12 @@ class Backoffice:
         return bool(await self._rt.client.exists(self._rt.shards.conv_keys(conv_id).request(request_id)))
 
     async def recent_inbox(self, count: int) -> list[tuple[str, bytes]]:
-        """The last ``count`` inbox entries over every shard, newest first: (entry id, encoded
-        envelope); entries without an envelope (scrubbed) are left out."""
+        """The last ``count`` inbox entries over every shard and its P1 lane, newest first: (entry
+        id, encoded envelope); entries without an envelope (scrubbed) are left out."""
         pipe = self._rt.client.pipeline(transaction=False)
         for keys in self._rt.shards.shard:
-            pipe.xrevrange(keys.inbox, count=count)
+            for stream in STREAMS:
+                pipe.xrevrange(keys.stream(stream), count=count)
         entries = [e for part in await pipe.execute() for e in part]
         entries.sort(key=lambda e: entry_order(e[0]), reverse=True)
         return [(entry_id.decode(), fields[b"env"]) for entry_id, fields in entries[:count] if b"env" in fields]

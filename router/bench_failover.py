@@ -39,6 +39,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -50,7 +51,7 @@ from router.bench import corpus
 from router.cluster import scan_step
 from router.config import Settings
 from router.errors import AppendRefused, BadRequest
-from router.keys import ROUTER_GROUP
+from router.keys import ROUTER_GROUP, STREAMS
 from router.localcluster import Failover, LocalCluster
 from router.model import Envelope, decode_envelope
 from router.redis import TRANSIENT_ERRORS
@@ -136,40 +137,46 @@ async def _scan(rt: Runtime, match: str) -> list[bytes]:
 
 
 async def in_inbox(rt: Runtime) -> set[str]:
-    """The message ids of every inbox entry."""
+    """The message ids of every inbox and P1 lane entry."""
     ids: set[str] = set()
-    start = "-"
-    while entries := await rt.client.xrange(rt.keys.inbox, min=start, max="+", count=5000):
-        for _, fields in entries:
-            with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                ids.add(decode_envelope(fields[b"env"]).id)
-        start = "(" + entries[-1][0].decode()
+    for stream in STREAMS:
+        start = "-"
+        while entries := await rt.client.xrange(rt.keys.stream(stream), min=start, max="+", count=5000):
+            for _, fields in entries:
+                with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                    ids.add(decode_envelope(fields[b"env"]).id)
+            start = "(" + entries[-1][0].decode()
     return ids
 
 
-async def routed(rt: Runtime) -> Counter[str]:
-    """How many times each message id is in a conversation's history, over every shard (what the
-    workers routed)."""
-    seen: Counter[str] = Counter()
+async def inbound_records(rt: Runtime) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """Every inbound record of every conversation's history, over every shard: its history entry
+    id and its data (router/routing.py inbound_record)."""
     keys = [key async for key in rt.client.scan_iter(match=rt.shards.glob("hist:*"), count=1000)]
     for i in range(0, len(keys), 500):
         pipe = rt.client.pipeline(transaction=False)
         for key in keys[i : i + 500]:
             pipe.xrange(key)
         for entries in await pipe.execute():
-            for _, fields in entries:
+            for hist_id, fields in entries:
                 if fields[b"type"] == b"inbound":
-                    seen[json.loads(fields[b"data"])["msg"]] += 1
-    return seen
+                    yield hist_id.decode(), json.loads(fields[b"data"])
+
+
+async def routed(rt: Runtime) -> Counter[str]:
+    """How many times each message id is in a conversation's history, over every shard (what the
+    workers routed)."""
+    return Counter([data["msg"] async for _, data in inbound_records(rt)])
 
 
 async def _settled(rt: Runtime) -> bool:
-    """Every inbox entry delivered to the routers' group and none pending."""
-    stream = await rt.client.xinfo_stream(rt.keys.inbox)
-    [group] = [
-        g for g in await rt.client.xinfo_groups(rt.keys.inbox) if g["name"] in (ROUTER_GROUP, ROUTER_GROUP.encode())
-    ]
-    return bool(group["pending"] == 0 and group["last-delivered-id"] == stream["last-generated-id"])
+    """Every inbox and P1 lane entry delivered to the routers' group and none pending."""
+    for key in map(rt.keys.stream, STREAMS):
+        stream = await rt.client.xinfo_stream(key)
+        [group] = [g for g in await rt.client.xinfo_groups(key) if g["name"] in (ROUTER_GROUP, ROUTER_GROUP.encode())]
+        if group["pending"] or group["last-delivered-id"] != stream["last-generated-id"]:
+            return False
+    return True
 
 
 async def _until(what: str, check: Any, seconds: float) -> None:
@@ -183,13 +190,27 @@ async def _until(what: str, check: Any, seconds: float) -> None:
         await asyncio.sleep(0.1)
 
 
-def _spawn_worker(env: dict[str, str], log: Path | None) -> subprocess.Popen[bytes]:
+def spawn_worker(env: dict[str, str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """A ``switchboard worker`` process with ``env``, its output to ``log`` (default: ours)."""
     if log is None:
         return subprocess.Popen([sys.executable, "-m", "router", "worker"], env=env, stdin=subprocess.DEVNULL)
     with log.open("ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "router", "worker"], env=env, stdout=out, stderr=subprocess.STDOUT
         )
+
+
+def stop_workers(procs: list[subprocess.Popen[bytes]]) -> None:
+    """SIGTERM to those still running (they finish their batch), SIGKILL after 30 s."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 async def drill(
@@ -217,7 +238,7 @@ async def drill(
     envs = corpus(messages, seed=len(kind), users=max(1, messages // 4), account=f"drill-{kind}")
     async with Runtime(settings, cluster.url) as rt:
         await rt.inbox.start()
-        procs = [_spawn_worker(worker_env, logs / f"worker-{kind}-{n}.log" if logs else None) for n in range(workers)]
+        procs = [spawn_worker(worker_env, logs / f"worker-{kind}-{n}.log" if logs else None) for n in range(workers)]
         try:
 
             async def all_beating() -> bool:
@@ -249,15 +270,7 @@ async def drill(
             counts = await routed(rt)
             dead = await rt.client.xlen(rt.keys.dead)
         finally:
-            for proc in procs:
-                if proc.poll() is None:
-                    proc.send_signal(signal.SIGTERM)
-            for proc in procs:
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+            stop_workers(procs)
     exits = [proc.returncode for proc in procs[1:]]
     sent = {e.id for e in envs}
     lost_acknowledged = sorted(set(appender.acked) - inbox_ids)

@@ -97,6 +97,16 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
                 # Every conversation event into the analytics store (docs/analytics.md).
                 enabled.extend(x for x in [exporter.service(rt)] if x is not None)
+                from router import csat
+
+                # Satisfaction surveys after close: every replica runs one, the survey leases decide.
+                enabled.extend(x for x in [csat.service(rt)] if x is not None)
+                if settings.incidents.enabled:
+                    from router.incident_broadcast import Broadcaster
+                    from router.incident_link import Linker
+
+                    # Linking off the hot path; the resolution broadcast under per-shard leases.
+                    enabled.extend([Linker(rt, rt.incidents), Broadcaster(rt, rt.incidents)])
             from router import assignment
 
             # Automatic assignment runs in the worker processes too (none without a policy file or
@@ -223,6 +233,8 @@ async def _queue(rt: Any, args: argparse.Namespace) -> int:
     [stats] = await rt.queues.stats([args.group])
     # The list is cut at --limit: say so, in both forms, so that no one reads it as the whole queue.
     truncated = stats.depth > len(convs)
+    # Conversations collapsed under an incident: one row each (switchboard incident claim).
+    collapsed = await rt.incidents.collapsed(args.group)
     if args.json:
         _print_json(
             {
@@ -231,11 +243,14 @@ async def _queue(rt: Any, args: argparse.Namespace) -> int:
                 "shown": len(convs),
                 "truncated": truncated,
                 "conversations": [c.to_dict() for c in convs],
+                "incidents": [{"id": inc.id, "title": inc.title, "collapsed": n} for inc, n in collapsed],
             }
         )
         return 0
     oldest = f", oldest waiting {stats.oldest_wait_s:.0f}s" if stats.oldest_wait_s is not None else ""
     print(f"queue {args.group}: {stats.depth} waiting{oldest}, {stats.overdue} past SLA")
+    for inc, n in collapsed:
+        print(f"Incident #{inc.id}: {inc.title} ({n:,})")
     for c in convs:
         print(_conv_line(c))
     if truncated:
@@ -386,8 +401,14 @@ async def _stats(rt: Any, args: argparse.Namespace) -> int:
     for group, q in stats["queues"].items():
         oldest = f"{q['oldest_wait_s']:.0f}s" if q["oldest_wait_s"] is not None else "-"
         print(f"  {group:<14} depth {q['depth']:<6} oldest {oldest:<8} past SLA {q['overdue']}")
-    print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["counters"].items()) if not k.startswith("kb:")))
+    shown = ("kb:", "csat:")  # their own lines
+    print("counters: " + ", ".join(f"{k}={v}" for k, v in sorted(stats["counters"].items()) if not k.startswith(shown)))
     _print_answers(stats["answers"])
+    c = stats["csat"]
+    if c["sent"]:
+        ratings = " ".join(f"{r}:{n}" for r, n in c["ratings"].items())
+        print(f"csat: {c['sent']} surveys sent, {c['rated']} rated ({ratings}), average {c['average'] or '-'}, "
+              f"{c['comments']} comments")  # fmt: skip
     print("health:")
     for name, record in sorted(stats["health"].items()):
         print(f"  {name}: {json.dumps(record, ensure_ascii=False)}")
@@ -720,6 +741,10 @@ def cmd_bench(args: argparse.Namespace, settings: Settings) -> int:
             f"switchboard bench {args.target} measures a deployment of one shard; redis.shards is "
             f'{settings.redis.shards} (docs/architecture.md, "Virtual shards")'
         )
+    if args.target == "surge":
+        from router import bench_surge
+
+        return bench_surge.main(settings, args.json, args.messages or 100_000, args.lane)
     if args.target == "soak":
         from router import bench_soak
 
@@ -942,17 +967,35 @@ def build_parser() -> argparse.ArgumentParser:
         "bench",
         cmd_bench,
         "benchmarks: the router end to end (default), the rules engine, inbox appends, a soak, "
-        "the cluster failover drill, the cost of WAIT, the work per primary of a sharded cluster, the knowledge base",
+        "the cluster failover drill, the cost of WAIT, the work per primary of a sharded cluster, the knowledge base, "
+        "the surge drill (P1 ahead of a backlog)",
     )
     targets = [
-        *("router", "rules", "append", "soak", "console", "review", "failover", "wait", "cluster", "kb", "assign"),
+        "router",
+        "rules",
+        "append",
+        "soak",
+        "console",
+        "review",
+        "failover",
+        "wait",
+        "cluster",
+        "kb",
+        "assign",
+        "surge",
         "reports",
     ]
     sp.add_argument("target", nargs="?", choices=targets, default="router")
     sp.add_argument(
         "--messages",
         type=int,
-        help="messages per run (router, failover, cluster 20,000; append, wait 4,000 a mode; review 50; reports 9,000)",
+        help="messages per run (router, failover, cluster 20,000; append, wait 4,000 per mode; review 50; "
+        "surge 100,000; reports 9,000)",
+    )
+    sp.add_argument(
+        "--lane",
+        choices=["off", "rules", "model"],
+        help="surge: inbox.p1_lane for the run (default: as configured)",
     )
     sp.add_argument("--workers", type=int, default=3, help="failover: worker processes (one is SIGKILLed)")
     sp.add_argument("--agents", type=int, default=500, help="assign: agents (capacity 3 each)")
@@ -993,9 +1036,11 @@ def build_parser() -> argparse.ArgumentParser:
         aliases=["import"],
     )
     agent_cli.add_parsers(sub, _with_runtime)
-    from router import impostors_cli
+    from router import impostors_cli, incident_cli, sender_cli
 
     impostors_cli.add_parsers(sub, _with_runtime)
+    sender_cli.add_parsers(sub, _with_runtime)
+    incident_cli.add_parsers(sub, _with_runtime)
     from router import analytics_cli
 
     analytics_cli.add_parsers(sub, _with_runtime)

@@ -60,6 +60,18 @@ class InboxSettings(BaseModel):
     # returns; 0 for a single server.
     replicas: int = Field(0, ge=0)
     wait_timeout_ms: int = Field(2000, ge=1)
+    # The P1 lane (docs/surge.md): the ingest precheck that sends a suspected P1 situation to a
+    # stream the workers read first — "model" (the rule set's P1 rules, then the triage model's
+    # P(P1) where the rule set has a model section), "rules" (the P1 rules alone: ~40% of the P1
+    # development set against ~95%, at about half the appending CPU), "off" (one stream, no
+    # per-conversation marker written).
+    p1_lane: Literal["off", "rules", "model"] = "model"
+    # At this many entries waiting in a shard's lane, no new conversation enters it (false
+    # positives cost lane capacity; later messages of a conversation waiting there still do).
+    lane_maxlen: int = Field(10_000, ge=1)
+    # How long the marker of a conversation's last append lives: a suspect enters the lane only
+    # while the inbox's oldest unrouted entry is younger (else its marker may have expired).
+    lane_order_ttl_s: int = Field(3600, ge=60)
 
 
 class WorkerSettings(BaseModel):
@@ -314,6 +326,111 @@ class AnswerSettings(BaseModel):
         return merged.get(lang) or merged["en"]
 
 
+#: The survey's question and its follow-up per language (``[csat] question`` and ``follow_up``
+#: merge over these; ``en`` for a language not listed, ``zh`` for every Chinese variant).
+DEFAULT_CSAT_QUESTION: dict[str, str] = {
+    "en": "How did we do? Rate our help from 1 (poor) to 5 (excellent).",
+    "zh": "我们的服务怎么样？请为本次服务评分：1（很差）到 5（很好）。",
+    "ru": "Как мы справились? Оцените нашу помощь от 1 (плохо) до 5 (отлично).",
+    "es": "¿Qué tal lo hicimos? Valora nuestra ayuda de 1 (mala) a 5 (excelente).",
+    "tr": "Nasıldık? Yardımımızı 1 (kötü) ile 5 (mükemmel) arasında puanlayın.",
+    "vi": "Chúng tôi hỗ trợ thế nào? Hãy chấm điểm từ 1 (kém) đến 5 (xuất sắc).",
+}
+DEFAULT_CSAT_FOLLOW_UP: dict[str, str] = {
+    "en": "What could we have done better? Your next message here goes to our support lead.",
+    "zh": "我们哪里可以做得更好？您在这里发送的下一条消息将转给我们的客服主管。",
+    "ru": "Что мы могли бы сделать лучше? Ваше следующее сообщение здесь получит руководитель поддержки.",
+    "es": "¿Qué podríamos haber hecho mejor? Tu próximo mensaje aquí llegará a nuestro responsable de soporte.",
+    "tr": "Neyi daha iyi yapabilirdik? Buraya yazacağınız bir sonraki mesaj destek sorumlumuza iletilir.",
+    "vi": "Chúng tôi có thể làm tốt hơn điều gì? Tin nhắn tiếp theo của bạn tại đây sẽ đến trưởng nhóm hỗ trợ.",
+}
+
+
+class CsatSettings(BaseModel):
+    """Satisfaction surveys after close (router/csat.py, docs/csat.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Off: closing schedules nothing and no survey service runs.
+    enabled: bool = False
+    # The survey goes this long after an agent closes a conversation; per group in group_delay_s.
+    delay_s: int = Field(600, ge=0)
+    group_delay_s: dict[str, int] = {}
+    # Groups that never survey (an internal or abuse group), and close reasons that do not.
+    skip_groups: list[str] = []
+    skip_reasons: list[str] = Field(default_factory=lambda: ["spam", "duplicate"])
+    # A user asked once is not asked again for this long (per shard: docs/csat.md).
+    cooldown_days: float = Field(30.0, ge=0)
+    # A rating at or under this asks the follow-up question; the user's next message within
+    # comment_window_s is its answer (the CSAT comment), not a new conversation.
+    follow_up_at_most: int = Field(3, ge=0, le=5)
+    comment_window_s: int = Field(86_400, ge=60)
+    # The survey service: how often it looks for due surveys, and how many per shard per tick.
+    tick_s: float = Field(5.0, gt=0)
+    batch: int = Field(100, ge=1, le=10_000)
+    # Texts per language, merged over the defaults.
+    question: dict[str, str] = {}
+    follow_up: dict[str, str] = {}
+
+    @field_validator("group_delay_s")
+    @classmethod
+    def _delays(cls, v: dict[str, int]) -> dict[str, int]:
+        for group, seconds in v.items():
+            if seconds < 0:
+                raise ValueError(f"group_delay_s.{group}: a delay cannot be negative ({seconds})")
+        return v
+
+    @field_validator("question", "follow_up")
+    @classmethod
+    def _texts(cls, v: dict[str, str]) -> dict[str, str]:
+        for lang, text in v.items():
+            if not text.strip() or len(text) > 1000:
+                raise ValueError(f"{lang}: a text needs 1 to 1000 characters")
+        return v
+
+    def delay_ms(self, group: str) -> int:
+        return self.group_delay_s.get(group, self.delay_s) * 1000
+
+    def text(self, which: Literal["question", "follow_up"], lang: str) -> str:
+        """The survey's ``which`` text in ``lang`` (its base language, else English)."""
+        defaults = DEFAULT_CSAT_QUESTION if which == "question" else DEFAULT_CSAT_FOLLOW_UP
+        merged = {**defaults, **(self.question if which == "question" else self.follow_up)}
+        return merged.get(lang) or merged.get(lang.split("-", 1)[0]) or merged["en"]
+
+
+class IncidentSettings(BaseModel):
+    """Incidents (router/incidents.py, docs/incidents.md): the linker and the resolution broadcast."""
+
+    # The linker and the broadcaster run in ``switchboard run`` (every replica: leases decide).
+    enabled: bool = True
+    # Resolution texts queued per second per channel, over the deployment (each shard's
+    # broadcaster takes its share): the platforms' own limits (Telegram ~30 msgs/s to different
+    # chats, Discord ~50 requests/s); e-mail: what the SMTP relay accepts.
+    rates: dict[str, float] = Field(default_factory=lambda: {"telegram": 30.0, "discord": 50.0, "email": 10.0})
+    # A channel not in ``rates``.
+    default_rate: float = Field(20.0, gt=0)
+    # The broadcaster's round: each round sends up to rate * tick_s per channel.
+    tick_s: float = Field(1.0, gt=0)
+    # Surge detection (router/surge.py): a tag on at least ``surge_min`` new conversations in the
+    # last ``surge_window_m`` minutes, ``surge_factor`` times its average over as long a window in
+    # the ``surge_baseline_h`` hours before the current one, is a suggested incident.
+    surge_window_m: int = Field(10, ge=1, le=60)
+    surge_baseline_h: int = Field(24, ge=1, le=25)
+    surge_factor: float = Field(5.0, gt=1)
+    surge_min: int = Field(20, ge=1)
+
+    @field_validator("rates")
+    @classmethod
+    def _positive(cls, v: dict[str, float]) -> dict[str, float]:
+        for channel, rate in v.items():
+            if rate <= 0:
+                raise ValueError(f"rates.{channel}: messages per second must be above 0")
+        return v
+
+    def rate(self, channel: str) -> float:
+        return self.rates.get(channel, self.default_rate)
+
+
 class WebSettings(BaseModel):
     """The web console and HTTP API (``switchboard web``, and inside ``switchboard run``)."""
 
@@ -482,6 +599,52 @@ class SafetyNoticeSettings(BaseModel):
         return self
 
 
+class AdmissionLimit(BaseModel):
+    """A sender's token bucket: ``rate_per_s`` messages a second sustained, ``burst`` at once."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_per_s: float = Field(gt=0, le=1000)
+    burst: int = Field(ge=1, le=100_000)
+
+
+class AdmissionSettings(BaseModel):
+    """Admission control at ingest (docs/admission.md): a token bucket per sender and channel,
+    checked in the route script (atomic across workers). A message over the limit is never
+    dropped: it joins the sender's conversation's history marked ``throttled``, without a second
+    queue entry, and the sender gets one notice per ``notice_window_s``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    #: Generous by default: a person types in bursts of a few messages, not 20 in a row, and not
+    #: more than one every two seconds for minutes.
+    rate_per_s: float = Field(0.5, gt=0, le=1000)
+    burst: int = Field(20, ge=1, le=100_000)
+    #: channel -> its own limit (an e-mail sender writes less often than a chat user).
+    channels: dict[str, AdmissionLimit] = {}
+    notice_window_s: int = Field(600, ge=1)
+    #: The notice by the message's language; "en" is the fallback.
+    notice: dict[str, str] = {
+        "en": "We have received your messages and will answer them together shortly. Thank you for your patience.",
+        "zh": "我们已收到您的消息，稍后会一并回复。感谢您的耐心等待。",
+        "ru": "Мы получили ваши сообщения и скоро ответим на них все вместе. Спасибо за терпение.",
+        "es": "Hemos recibido sus mensajes y los responderemos juntos en breve. Gracias por su paciencia.",
+        "tr": "Mesajlarınızı aldık, kısa süre içinde hepsine birlikte yanıt vereceğiz. Sabrınız için teşekkürler.",
+        "vi": "Chúng tôi đã nhận được tin nhắn của bạn và sẽ sớm trả lời tất cả. Cảm ơn bạn đã kiên nhẫn.",
+    }
+
+    @model_validator(mode="after")
+    def _fallback(self) -> AdmissionSettings:
+        if "en" not in self.notice:
+            raise ValueError("notice needs an 'en' text (the fallback for other languages)")
+        return self
+
+    def limit(self, channel: str) -> AdmissionLimit:
+        """The limit of ``channel``: its override, else the default."""
+        return self.channels.get(channel) or AdmissionLimit(rate_per_s=self.rate_per_s, burst=self.burst)
+
+
 AdapterSection = dict[str, Any]
 
 
@@ -496,6 +659,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     leases: LeaseSettings = LeaseSettings()
     conversations: ConversationSettings = ConversationSettings()
+    admission: AdmissionSettings = AdmissionSettings()
     assign: AssignSettings = AssignSettings()
     sla: SlaSettings = SlaSettings()
     retention: RetentionSettings = RetentionSettings()
@@ -503,6 +667,8 @@ class Settings(BaseSettings):
     rules: RulesSettings = RulesSettings()
     review: ReviewSettings = ReviewSettings()
     answers: AnswerSettings = AnswerSettings()
+    csat: CsatSettings = CsatSettings()
+    incidents: IncidentSettings = IncidentSettings()
     kb: KBSettings = KBSettings()
     web: WebSettings = WebSettings()
     alerts: AlertSettings = AlertSettings()

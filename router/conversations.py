@@ -78,6 +78,8 @@ class Conversation:
     routed_by: str
     rules_version: str
     sla_policy: int | None = None  # the SLA policy number it started under (router/slastore.py)
+    held: str = ""  # status "held": why (banned, muted, spam; router/admission.py)
+    throttled: int = 0  # its messages over the sender's admission limit (in its history, marked)
 
     @classmethod
     def from_hash(cls, data: dict[bytes, bytes]) -> Conversation:
@@ -107,6 +109,8 @@ class Conversation:
             routed_by=d.get("routed_by", ""),
             rules_version=d.get("rules_version", ""),
             sla_policy=int(d["sla_v"]) if d.get("sla_v") else None,
+            held=d.get("held", ""),
+            throttled=int(d.get("throttled", 0)),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +136,8 @@ class Conversation:
             "routed_by": self.routed_by,
             "rules_version": self.rules_version,
             "sla_policy": self.sla_policy,
+            "held": self.held,
+            "throttled": self.throttled,
         }
 
 
@@ -210,6 +216,7 @@ class Conversations:
         self.scripts = scripts or Scripts.register(client)
         # By priority number: the script picks the SLA of the priority the conversation has then.
         self._sla_ms = {k[1:]: v * 1000 for k, v in settings.conversations.sla_s.items()}
+        self._csat = settings.csat
 
     def keys(self, conv_id: str) -> Keys:
         """The keys of the shard holding ``conv_id`` (``NotFound`` for what is no conversation id)."""
@@ -426,8 +433,28 @@ class Conversations:
         return argv(self.keys(conv_id).prefix, "sla", conv_id, payload, "", REQUEST_TTL_MS, at=at)
 
     async def close(self, conv_id: str, by: str, reason: str = "", request_id: str | None = None) -> None:
-        """Close the conversation; ``reason``: one of ``CLOSE_REASONS`` (default ``resolved``)."""
-        await self._write("close", conv_id, request_id, by=by, reason=parse_close_reason(reason))
+        """Close the conversation; ``reason``: one of ``CLOSE_REASONS`` (default ``resolved``). With
+        ``[csat]`` on, schedules its satisfaction survey (router/csat.py) unless the reason or the
+        group skips it."""
+        reason = parse_close_reason(reason)
+        args: dict[str, Any] = {"by": by, "reason": reason}
+        if self._csat.enabled and reason not in self._csat.skip_reasons:
+            # The survey's delay by group (conv.lua knows the group): -1 for a group that skips.
+            groups = {g: self._csat.delay_ms(g) for g in self._csat.group_delay_s} | dict.fromkeys(
+                self._csat.skip_groups, -1
+            )
+            args["csat"] = {"delay": self._csat.delay_s * 1000, "groups": groups}
+        await self._write("close", conv_id, request_id, **args)
+
+    async def hold(self, conv_id: str, by: str, reason: str, request_id: str | None = None) -> None:
+        """Hold a conversation out of the queues and off its agent (an admin's ban from it; the
+        route script holds one itself for a blocked sender's message, docs/admission.md)."""
+        await self._write("hold", conv_id, request_id, by=by, reason=reason)
+
+    async def restore(self, conv_id: str, by: str, request_id: str | None = None) -> None:
+        """Put a conversation admission control held (a banned or muted sender, spam) back in its
+        queue with a fresh SLA (``Conflict`` when it is not held; docs/admission.md)."""
+        await self._write("restore", conv_id, request_id, by=by, sla_ms=self._sla_ms)
 
     async def note(self, conv_id: str, by: str, text: str, request_id: str | None = None) -> None:
         await self._write("note", conv_id, request_id, by=by, text=text)

@@ -93,6 +93,23 @@ class GroupEvents:
                 )
         return out
 
+    async def resume(self, cursor: str, groups: list[str]) -> dict[str, str]:
+        """The positions of a reader that keeps them in the hash ``cursor`` (the reviewer, the
+        incident linker): each of ``groups``' streams from its stored position, a stream without
+        one from its end (a first start reads from now on); stored back at once."""
+        stored = {k.decode(): v.decode() for k, v in (await self._client.hgetall(cursor)).items()}
+        positions = {name: stored.get(name) or end for name, end in (await self.ends(groups)).items()}
+        await self._client.hset(cursor, mapping=positions)
+        return positions
+
+    async def follow(self, cursor: str, positions: dict[str, str], groups: list[str]) -> None:
+        """Adds to ``positions`` (and ``cursor``) the streams of groups published since: from their
+        start, so that nothing they hold is missed."""
+        new = {name: "0-0" for name in self.streams(groups) if name not in positions}
+        if new:
+            positions.update(new)
+            await self._client.hset(cursor, mapping=new)
+
     def _stream(self, name: str) -> tuple[str, str]:
         """The group and stream key of a position name (one of ``streams``')."""
         if self._shards.count == 1:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,12 +17,18 @@ from router import durability
 from router.cluster import at_slot
 from router.config import InboxSettings
 from router.errors import AppendRefused, InboxFull, RedisFull
-from router.keys import ROUTER_GROUP, Keys, Shards
+from router.keys import ROUTER_GROUP, STREAMS, Keys, Shards
 from router.model import Envelope, encode
+from router.routing import conversation_ref
 from router.scripts import Scripts, argv, run_many
 from rules import redact_secrets
 
 log = logging.getLogger("switchboard.inbox")
+
+
+#: The ingest precheck of the P1 lane (router/runtime.py): for scrubbed envelopes, whether each
+#: looks like a P1 situation.
+Suspects = Callable[[Sequence[Envelope]], Awaitable[list[bool]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +49,9 @@ class Inbox:
     and nothing routed to trim), ``RedisFull`` (Redis out of memory), ``NotDurable`` — and the
     adapter confirms nothing and tries again later. Nothing unrouted is ever trimmed, so the
     dedup key of an append that returned always names a message that is in the inbox or routed.
+
+    With ``suspects`` (and ``inbox.p1_lane`` on), a message it suspects of a P1 situation goes to
+    its shard's lane stream instead, which the workers read first (lua/append.lua, docs/surge.md).
     """
 
     def __init__(
@@ -51,11 +60,13 @@ class Inbox:
         shards: Shards,
         settings: InboxSettings,
         scripts: Scripts | None = None,
+        suspects: Suspects | None = None,
     ) -> None:
         self._client = client
         self._shards = shards
         self._settings = settings
         self._scripts = scripts or Scripts.register(client)
+        self._suspects = suspects
         # Per shard, learnt at start from the server holding it (on a cluster, a shard's node).
         self._wait: list[durability.Wait | None] = []
         self._started = False
@@ -67,15 +78,20 @@ class Inbox:
         self._wait = [await durability.plan(self._client, self._settings, k.inbox) for k in self._shards.shard]
         self._started = True
 
-    def _args(self, keys: Keys, env: Envelope) -> list[object]:
+    def _args(self, keys: Keys, env: Envelope, suspect: bool | None) -> list[object]:
+        """The append script's arguments for ``env`` (scrubbed); ``suspect``: the precheck's
+        answer, None with the lane off."""
+        cfg = self._settings
+        lane = () if suspect is None else (conversation_ref(env), int(suspect), cfg.lane_maxlen, cfg.lane_order_ttl_s)
         return argv(
             keys.prefix,
             f"{env.channel}:{env.account}:{env.platform_id}",
-            self._settings.dedup_ttl_s,
-            self._settings.maxlen,
-            encode(scrubbed(env)),
+            cfg.dedup_ttl_s,
+            cfg.maxlen,
+            encode(env),
             env.channel,
             ROUTER_GROUP,
+            *lane,
         )
 
     async def append(self, env: Envelope) -> Appended:
@@ -91,11 +107,18 @@ class Inbox:
         """
         if not self._started:
             await self.start()
+        envs = [scrubbed(env) for env in envs]
+        # With the lane on, every append writes its conversation's marker, suspect or not.
+        suspects: list[bool | None] = [None if self._settings.p1_lane == "off" else False] * len(envs)
+        if self._suspects is not None and self._settings.p1_lane != "off":
+            suspects = list(await self._suspects(envs))
         where = [self._shards.of_key(env.channel, env.account, env.conversation_key) for env in envs]
         by_shard: dict[int, list[int]] = {}
         for i, shard in enumerate(where):
             by_shard.setdefault(shard, []).append(i)
-        sent = await asyncio.gather(*(self._append_shard(n, [envs[i] for i in at]) for n, at in by_shard.items()))
+        sent = await asyncio.gather(
+            *(self._append_shard(n, [(envs[i], suspects[i]) for i in at]) for n, at in by_shard.items())
+        )
         results: list[Any] = [None] * len(envs)
         for at, (got, _) in zip(by_shard.values(), sent, strict=True):
             for i, result in zip(at, got, strict=True):
@@ -116,11 +139,12 @@ class Inbox:
                 wait.check(wait_reply)
         return [Appended(_str(entry), status == 0) for status, entry in results]
 
-    async def _append_shard(self, shard: int, envs: Sequence[Envelope]) -> tuple[list[Any], Any]:
-        """The append script's results for ``envs`` of one shard, and the reply of the command
-        that waits for their durability (None when there is none)."""
+    async def _append_shard(self, shard: int, envs: Sequence[tuple[Envelope, bool | None]]) -> tuple[list[Any], Any]:
+        """The append script's results for ``envs`` (each with the precheck's answer) of one
+        shard, and the reply of the command that waits for their durability (None when there is
+        none)."""
         keys, wait = self._shards.shard[shard], self._wait[shard]
-        calls = [self._args(keys, env) for env in envs]
+        calls = [self._args(keys, env, suspect) for env, suspect in envs]
         then = wait.command if wait is not None else ()
         results = await run_many(self._client, self._scripts.append, calls, raise_on_error=False, then=then)
         return results, results.pop() if wait is not None else None
@@ -142,9 +166,11 @@ class Inbox:
         )
 
     async def ensure_group(self) -> None:
-        """Create the routers' consumer group (and the stream) of every shard if missing."""
+        """Create the routers' consumer groups (and the streams: the inbox, the P1 lane) of every
+        shard if missing."""
         for keys in self._shards.shard:
-            await ensure_group(self._client, keys.inbox, ROUTER_GROUP)
+            for stream in STREAMS:
+                await ensure_group(self._client, keys.stream(stream), ROUTER_GROUP)
 
 
 _IDENTIFIER = re.compile(r"(^|_)ids?$|references|reply_to")

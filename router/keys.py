@@ -9,6 +9,17 @@ shard (the default) shard 0's prefix is the home prefix: the layout of a deploym
 key                             where  type      content
 ==============================  =====  ========  ==========================================================
 inbox                           shard  stream    envelopes (field ``env``: JSON), consumer group ``routers``
+lane                            shard  stream    the P1 lane: envelopes the ingest precheck suspects of a P1 situation
+                                                 (and the conversation's later ones while one waits there), read by
+                                                 its own group ``routers`` first; routed entries kept up to
+                                                 ``inbox.lane_maxlen`` (docs/surge.md)
+lane:failures                   shard  hash      like ``failures``, for lane entries (ids are unique per stream only)
+lane:since                      shard  string    ms since which appends write ``tail:`` markers (the lane on); an append
+                                                 with the lane off deletes it
+lane:waiting                    shard  string    the lane's entries not acknowledged yet (append.lua up, route.lua and
+                                                 dead.lua down)
+tail:{channel}:{account}:{key}  shard  string    the stream (``i`` inbox, ``l`` lane) and entry id of the conversation's
+                                                 last append, while the lane is on (TTL ``inbox.lane_order_ttl_s``)
 dead                            shard  stream    dead letters: ``reason``, ``entry``, ``payload``, ``at``
 failures                        shard  hash      inbox entry id -> last processing error (until dead-lettered)
 dedup:{channel}:{account}:{pid} shard  string    inbox entry id of that platform message (TTL)
@@ -42,7 +53,14 @@ answered                        shard  zset      conversations answered with no 
 answers:shadow                  shard  stream    would-be answers in shadow mode: conv, group, article, lang,
                                                  score, gap, kb; capped ([answers] shadow_max)
 answers:lock                    shard  string    one assumed-resolved sweeper at a time per shard (TTL)
-health:{kind}:{name}            home   string    JSON health record with a TTL (worker, adapter, supervisor)
+csat:due                        shard  zset      closed conversation id -> when its satisfaction survey is due (ms):
+                                                 written by conv.lua's close, read by the survey service
+                                                 (router/csat.py); the survey's state is in conv:{id}
+                                                 (csat_state, csat_id, csat_agent, csat_rating, csat_until)
+csat:asked:{channel}:{account}:{user}
+                                shard  string    "1" while that user was asked (TTL [csat] cooldown_days)
+lease:csat                      shard  hash      the survey service's lease on the shard (fenced, as lease:sla)
+health:{kind}:{name}            home   string    JSON health record with a TTL (worker, lane, adapter, supervisor)
 lease:{name}                    home   hash      a fenced lease (router/leases.py): owner, fence, until (ms);
                                                  PX TTL. Names: ``adapter:{channel}:{account}``
 lease:shard:{i}                 shard  hash      shard i's lease, held by the worker process that reads it
@@ -123,6 +141,30 @@ impostors:case:{platform}:{account}:{user}
                                 home   hash      one member's case (router/impostors.py): names, verdict,
                                                  reason, staff alike, where, seen count, status, decision
 impostors:log                   home   stream    cases opened, dismissed and confirmed (``event``: JSON), capped
+adm:{channel}:{sender}          shard  string    a token bucket of the conversations a sender started (lua/route.lua):
+                                                 "theoretical-arrival-ms latest-conversation", PX TTL; the bucket of
+                                                 their messages in a conversation is its field adm:{sender}
+senders:blocked                 home   hash      ``{channel}:{sender id}`` -> banned or muted (JSON: mode, until_ms,
+                                                 reason, by, at_ms; router/admission.py), read by every worker
+incidents                       home   zset      incident id -> opened at (ms) (router/incidents.py)
+incident:seq                    home   string    last incident number
+incident:{id}                   home   hash      an incident: title, matcher, texts and resolution (JSON per
+                                                 language), state (open, resolving, resolved), who, times, counts
+incident:log:{id}               home   stream    the incident's history: opened, texts changed, resolving, resolved
+incident:done:{id}              home   set       shards whose resolution broadcast is finished
+incident:cursor                 home   hash      the linker's position in each group event stream
+                                                 (router/incident_link.py)
+incidents:open                  shard  set       open incidents: the link script links only to these
+incidents:resolving             shard  set       incidents whose resolution the shard's broadcaster sends
+incident:linked:{id}            shard  set       conversations linked to the incident (kept after it resolves)
+incident:sent:{id}              shard  set       linked conversations its resolution was queued for: checked
+                                                 in the script that queues it, so each gets it once
+incident:held:{id}:{group}      shard  zset      the group's conversations collapsed under the incident, score
+                                                 as queue:{group}'s
+lease:incident                  shard  hash      the shard's broadcast lease (fenced, checked by incident.lua)
+tagrate:m:{minute}              shard  hash      tag -> new conversations with it in that minute (epoch minute), TTL 2 h
+tagrate:h:{hour}                shard  hash      the same per hour (epoch hour), TTL 26 h: the surge detector's baseline
+                                                 (router/surge.py)
 ==============================  =====  ========  ==========================================================
 
 How long each key is kept (retention): docs/operations.md, "Retention".
@@ -140,9 +182,13 @@ from dataclasses import dataclass, field
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 
 ROUTER_GROUP = "routers"
+#: The streams router workers read, each through its own group ``routers``: the P1 lane first.
+STREAMS = ("lane", "inbox")
 SENDER_GROUP = "senders"
 #: The answerer's consumer group on the group event streams and on the press streams.
 ANSWER_GROUP = "answerer"
+#: The satisfaction surveys' consumer group on the press streams (router/csat.py).
+CSAT_GROUP = "csat"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +198,19 @@ class Keys:
     @property
     def inbox(self) -> str:
         return self.prefix + "inbox"
+
+    @property
+    def lane(self) -> str:
+        return self.prefix + "lane"
+
+    def stream(self, name: str) -> str:
+        """A stream the router workers read: ``inbox`` or ``lane`` (``STREAMS``)."""
+        return self.prefix + name
+
+    def failures_of(self, stream: str) -> str:
+        """The failure records of a stream's entries (``STREAMS``): entry ids are unique per
+        stream only."""
+        return self.failures if stream == "inbox" else f"{self.prefix}{stream}:failures"
 
     @property
     def dead(self) -> str:
@@ -216,6 +275,11 @@ class Keys:
     def actions(self) -> str:
         return self.prefix + "actions"
 
+    # -- satisfaction surveys (router/csat.py, lua/csat.lua) ---------------------------------------
+    @property
+    def csat_due(self) -> str:
+        return self.prefix + "csat:due"
+
     # -- knowledge-base answers (router/answerer.py, lua/answer.lua) -------------------------------
     def answer(self, conv_id: str) -> str:
         return f"{self.prefix}answer:{conv_id}"
@@ -268,6 +332,49 @@ class Keys:
 
     def sla_fired(self, conv_id: str) -> str:
         return f"{self.prefix}sla:fired:{conv_id}"
+
+    # -- incidents (router/incidents.py): the home keys, then the shard keys ---------------------
+    @property
+    def incidents(self) -> str:
+        return self.prefix + "incidents"
+
+    @property
+    def incident_seq(self) -> str:
+        return self.prefix + "incident:seq"
+
+    def incident(self, incident_id: str) -> str:
+        return f"{self.prefix}incident:{incident_id}"
+
+    def incident_log(self, incident_id: str) -> str:
+        return f"{self.prefix}incident:log:{incident_id}"
+
+    def incident_done(self, incident_id: str) -> str:
+        return f"{self.prefix}incident:done:{incident_id}"
+
+    @property
+    def incident_cursor(self) -> str:
+        return self.prefix + "incident:cursor"
+
+    @property
+    def incidents_open(self) -> str:
+        return self.prefix + "incidents:open"
+
+    @property
+    def incidents_resolving(self) -> str:
+        return self.prefix + "incidents:resolving"
+
+    def incident_linked(self, incident_id: str) -> str:
+        return f"{self.prefix}incident:linked:{incident_id}"
+
+    def incident_sent(self, incident_id: str) -> str:
+        return f"{self.prefix}incident:sent:{incident_id}"
+
+    def incident_held(self, incident_id: str, group: str) -> str:
+        return f"{self.prefix}incident:held:{incident_id}:{group}"
+
+    def tag_rate(self, unit: str, n: int) -> str:
+        """``unit`` m (epoch minute ``n``) or h (epoch hour ``n``)."""
+        return f"{self.prefix}tagrate:{unit}:{n}"
 
     # -- published knowledge bases (router/kbstore.py) -------------------------------------------
     @property
@@ -392,6 +499,13 @@ class Keys:
     @property
     def impostors_log(self) -> str:
         return self.prefix + "impostors:log"
+
+    def sender_admission(self, channel: str, sender: str) -> str:
+        return self.prefix + "adm:" + channel + ":" + sender
+
+    @property
+    def senders_blocked(self) -> str:
+        return self.prefix + "senders:blocked"
 
     @property
     def shard_count(self) -> str:

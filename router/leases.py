@@ -30,6 +30,8 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
+from router.config import LeaseSettings
+from router.keys import Shards
 from router.lifecycle import wait_or_stop
 from router.scripts import Scripts
 
@@ -145,6 +147,40 @@ class Lease:
     def held(self) -> bool:
         """Whether this owner may act as the holder now (acquired, and before its deadline)."""
         return self.fence is not None and self.monotonic() < self.deadline
+
+
+def shard_leases(
+    client: aioredis.Redis,
+    scripts: Scripts,
+    shards: Shards,
+    settings: LeaseSettings,
+    name: str,
+    owner: str,
+    clock: Clock,
+) -> list[Lease]:
+    """The lease ``name`` of every shard, under its prefix (beside the keys its holder writes, so
+    that its scripts can check the fence): a per-shard service's, the SLA timer's or the surveys'."""
+    return [
+        Lease(
+            client,
+            scripts,
+            keys.prefix,
+            name,
+            owner,
+            ttl_ms=settings.ttl_ms,
+            max_skew_ms=settings.max_skew_ms,
+            clock=clock,
+        )
+        for keys in shards.shard
+    ]
+
+
+async def keep_or_take(lease: Lease) -> int | None:
+    """The fence ``lease`` is held under once renewed, or taken again when it lapsed (a pause past
+    its expiry) or was never held; None while another owner holds it."""
+    if not await lease.renew():
+        await lease.acquire()
+    return lease.fence
 
 
 class Holder:

@@ -86,6 +86,15 @@ class Backoff:
         return float(delay * random.uniform(0.5, 1.0))
 
 
+async def cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
+    """Cancel ``tasks`` and wait until each has ended (a service's loops, at its close)."""
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
 async def wait_or_stop(stopping: asyncio.Event, delay: float) -> bool:
     """Wait ``delay`` seconds, or less if ``stopping`` is set meanwhile; True when stopping."""
     # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the event is

@@ -110,12 +110,8 @@ class Reviewer:
         """Takes up each group stream where the cursor stored in Redis is (``step`` goes on from there)."""
         engine = await self._rt.engine()
         self._groups = set(engine.groups)  # the model may know groups this rule set has not
-        groups = sorted(self._groups)
-        stored = {k.decode(): v.decode() for k, v in (await self._rt.client.hgetall(self._cursor_key)).items()}
-        ends = await self._events.ends(groups)
         # A stream without a cursor starts at its end: a first start reviews from now on.
-        self._positions = {name: stored.get(name) or end for name, end in ends.items()}
-        await self._rt.client.hset(self._cursor_key, mapping=self._positions)
+        self._positions = await self._events.resume(self._cursor_key, sorted(self._groups))
 
     async def follow_groups(self) -> None:
         """Takes up the groups of a rule set published since the start, from their streams' start
@@ -123,11 +119,7 @@ class Reviewer:
         conversations to groups it dropped."""
         engine = await self._rt.engine()
         self._groups = set(engine.groups)
-        streams = self._events.streams(sorted(self._groups))
-        new = {name: "0-0" for name in streams if name not in self._positions}
-        if new:
-            self._positions.update(new)
-            await self._rt.client.hset(self._cursor_key, mapping=new)
+        await self._events.follow(self._cursor_key, self._positions, sorted(self._groups))
 
     async def close(self) -> None:
         self._stopping.set()

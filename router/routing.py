@@ -16,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from router.admission import admission_argument
 from router.config import Settings
 from router.model import Envelope, new_id
 from rules import Decision, MessageIn, redact_secrets
@@ -49,7 +50,7 @@ def message_in(env: Envelope, *, new_conversation: bool = True) -> MessageIn:
 
 
 def inbound_record(
-    entry_id: bytes, env: Envelope, decision: Decision, full_body: str | None, *, auto_reply_sent: bool
+    entry_id: bytes, env: Envelope, decision: Decision, full_body: str | None, *, auto_reply_sent: bool, hold: str = ""
 ) -> bytes:
     """The history entry of an inbound message (its kind is the entry's type). Empty, null and
     false parts are left out (readers take them as absent), and so is an auto-reply that was
@@ -89,13 +90,18 @@ def inbound_record(
         record["reply_to"] = env.reply_to
     if full_body is not None:
         record["full_body"] = redact_secrets(full_body)
+    if hold:
+        record["admission"] = hold  # kept out of the queues: banned, muted, spam (router/admission.py)
     return _encoder.encode(record)
 
 
-def shared_argument(settings: Settings, shard: int = 0, fence: int = 0, sla_policy: int | None = None) -> bytes:
+def shared_argument(
+    settings: Settings, shard: int = 0, fence: int = 0, sla_policy: int | None = None, stream: str = "inbox"
+) -> bytes:
     """What every message of a route script call to ``shard`` shares (its ARGV[3]); ``fence``, the
     worker's lease fence on the shard (0: leases off, router/shardlease.py); ``sla_policy``, the
-    number of the SLA policy in force (None: none published, router/slastore.py)."""
+    number of the SLA policy in force (None: none published, router/slastore.py); ``stream``, the
+    name of the stream the entries are of (router/keys.py STREAMS)."""
     sla = {label[1:]: seconds * 1000 for label, seconds in settings.conversations.sla_s.items()}
     reopen_ms = settings.conversations.reopen_window_s * 1000
     return _encoder.encode(
@@ -106,13 +112,18 @@ def shared_argument(settings: Settings, shard: int = 0, fence: int = 0, sla_poli
             "shard": shard,
             "fence": fence,
             "slav": sla_policy or 0,
+            **({"adm": admission_argument(settings.admission)} if settings.admission.enabled else {}),
+            "stream": stream,
         }
     )
 
 
-def route_arguments(entry_id: bytes, env: Envelope, decision: Decision, *, retry: bool) -> tuple[bytes, bytes, bytes]:
+def route_arguments(
+    entry_id: bytes, env: Envelope, decision: Decision, *, retry: bool, hold: str = ""
+) -> tuple[bytes, bytes, bytes]:
     """The route script's arguments for one message: its payload, its history entry and its
-    auto-reply's outbox item (``b""`` for none), the last two stored as they are."""
+    auto-reply's outbox item (``b""`` for none), the last two stored as they are. ``hold``: why
+    the message is kept out of the queues (``router/admission.py``: banned, muted, spam), or ""."""
     full_body = env.meta.get("full_body")
     # Only the evaluated, redacted text may travel; an adapter's copy of the whole body (e-mail
     # quotes included) is kept in the history alone, with its secrets masked too.
@@ -120,7 +131,8 @@ def route_arguments(entry_id: bytes, env: Envelope, decision: Decision, *, retry
     reply = b""
     reply_id = None
     # Never answer an auto-reply, bounce or list mail automatically: two robots would loop.
-    if decision.auto_reply and not env.meta.get("auto_submitted"):
+    # Nor a held message: its sender is banned, muted or a spammer.
+    if decision.auto_reply and not env.meta.get("auto_submitted") and not hold:
         reply_id = new_id()
         # Without its conversation id: the script, which knows it, puts it first.
         reply = _encoder.encode(
@@ -137,7 +149,7 @@ def route_arguments(entry_id: bytes, env: Envelope, decision: Decision, *, retry
                 "created_at": time.time(),
             }
         )
-    history = inbound_record(entry_id, env, decision, full_body, auto_reply_sent=reply_id is not None)
+    history = inbound_record(entry_id, env, decision, full_body, auto_reply_sent=reply_id is not None, hold=hold)
     # The conversation fields every message sets, in route.lua's FIELDS order.
     values = [
         env.sender.id,
@@ -162,10 +174,11 @@ def route_arguments(entry_id: bytes, env: Envelope, decision: Decision, *, retry
         decision.escalate,
         retry,
         reply_id or "",
-        decision.tags,
+        [*decision.tags, hold] if hold and hold not in decision.tags else decision.tags,
         values,
         env.account,
         env.conversation_key,
+        hold,
     )
     # Bytes, as Redis takes them: no decode here and re-encode in redis-py.
     return _encoder.encode(payload), history, reply

@@ -9,11 +9,13 @@ import asyncio
 import logging
 import os
 import socket
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from router.admission import Senders
 from router.assignstore import AssignStore
 from router.audit import Audit
 from router.channel import ChannelContext
@@ -22,14 +24,16 @@ from router.conversations import Conversations
 from router.errors import ConfigError
 from router.impostors import ImpostorCases, ImpostorGuard
 from router.inbox import Inbox
+from router.incidents import Incidents
 from router.kbstore import KnowledgeBaseStore
 from router.keys import Shards
 from router.labels import Labels
 from router.lifecycle import StopRequest
-from router.model import new_id
+from router.model import Envelope, new_id
 from router.modelstore import ModelHolder, ModelStore
 from router.queues import Queues
 from router.redis import check_cluster_prefix, check_version, connect
+from router.routing import message_in
 from router.rulestore import EngineHolder, RuleStore
 from router.scripts import Scripts
 from router.shards import check_shard_count
@@ -71,7 +75,7 @@ class Runtime:
         check_cluster_prefix(url, settings.prefix)
         self.client: aioredis.Redis = connect(url, max_connections=max_connections, wait_s=wait_s)
         self.scripts = Scripts.register(self.client)
-        self.inbox = Inbox(self.client, self.shards, settings.inbox, self.scripts)
+        self.inbox = Inbox(self.client, self.shards, settings.inbox, self.scripts, self.suspects_p1)
         self.conversations = Conversations(self.client, settings, self.scripts, shards=self.shards)
         self.queues = Queues(self.client, self.shards, self.conversations)
         self.rules = RuleStore(self.client, self.keys, self.compile, lambda: self.triage.refresh())
@@ -81,6 +85,8 @@ class Runtime:
         audit = Audit(self.client, self.keys, settings.web.audit_max)
         self.models = ModelStore(self.client, self.keys, self.fits, audit, Labels(self.client, self.shards))
         self.impostor_cases = ImpostorCases(self.client, self.keys, self.scripts)
+        self.senders = Senders(self.client, self.keys, audit, self.conversations)
+        self.incidents = Incidents(self.client, self.shards, self.scripts, audit)
         # One answerer cache per process: the console's runtime shares its parent's.
         self.kb: KnowledgeBaseStore = KnowledgeBaseStore(
             self.client, self.keys, self._groups, settings.kb, audit, cache=parent.kb.cache if parent else None
@@ -126,6 +132,13 @@ class Runtime:
         if self._engines is None:
             self._engines = self.engine_holder(self.settings)
         return self._engines
+
+    async def suspects_p1(self, envs: Sequence[Envelope]) -> list[bool]:
+        """The P1 lane's ingest precheck (``inbox.p1_lane``) by the rule set in force, checked
+        against the published one at most once a second."""
+        engine = await self.engines.current()
+        model = self.settings.inbox.p1_lane == "model"
+        return [engine.suspects_p1(message_in(env), model=model) for env in envs]
 
     def engine_holder(self, settings: Settings) -> EngineHolder:
         """An engine holder of ``settings``' rule file, compiled with the live triage model."""

@@ -71,8 +71,10 @@ class Scripts:
     fenced_lease: Script
     press: Script
     answer: Script
+    csat: Script
     assign: Script
     impostor: Script
+    incident: Script
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

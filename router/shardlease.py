@@ -67,7 +67,8 @@ def rebalance(running: Collection[int], assigned: Collection[int]) -> tuple[list
 class ShardLoop(Protocol):
     """What runs one shard (router/worker.py ``Worker``)."""
 
-    processed: int
+    @property
+    def processed(self) -> int: ...
 
     async def run(self) -> None: ...
 

@@ -19,7 +19,6 @@ and only with a policy published; everything else happens here.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -31,12 +30,11 @@ from router.config import SlaSettings
 from router.conversations import Conversations, HistoryEntry, parse_history
 from router.errors import LeaseLost
 from router.keys import Keys
-from router.leases import Clock, Lease, WallClock
-from router.lifecycle import keep_running, wait_or_stop
+from router.leases import Clock, WallClock
 from router.model import OutboxItem, new_id
-from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
 from router.scripts import run_many
+from router.shardrounds import ShardRounds
 from sla import ClockError, ClockState, DueStep, Event, EventKind, PolicyError, evaluate
 
 log = logging.getLogger("switchboard.sla")
@@ -115,26 +113,13 @@ class SlaTimer:
         self._conversations = Conversations(
             rt.client, rt.settings, rt.scripts, shards=rt.shards, clock=self.clock.now_ms
         )
-        leases = rt.settings.leases
         self.owner = owner or rt.instance
-        self.leases = [
-            Lease(
-                rt.client,
-                rt.scripts,
-                keys.prefix,
-                LEASE,
-                self.owner,
-                ttl_ms=leases.ttl_ms,
-                max_skew_ms=leases.max_skew_ms,
-                clock=self.clock,
-            )
-            for keys in rt.shards.shard
-        ]
+        self.rounds = ShardRounds(rt, LEASE, self.owner, self.clock)
+        self.leases = self.rounds.leases
         self._encoder = msgspec.json.Encoder()
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.fired = 0
-        self.last_error = ""
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
@@ -142,54 +127,33 @@ class SlaTimer:
         self._task = asyncio.create_task(self.run())
 
     async def run(self) -> None:
-        async def step() -> None:
-            await self.tick()
-            await wait_or_stop(self._stopping, self.settings.tick_s)
-
-        async def failed(exc: BaseException) -> None:
-            self.last_error = str(exc) or type(exc).__name__
-
-        await keep_running(
-            step, self._stopping, what="SLA timer: redis unavailable", retry_on=TRANSIENT_ERRORS, on_error=failed
-        )
+        await self.rounds.run(self.tick, self._stopping, self.settings.tick_s)
 
     async def close(self) -> None:
         self._stopping.set()
         if self._task is not None:
             await self._task
             self._task = None
-        for lease in self.leases:
-            with contextlib.suppress(*TRANSIENT_ERRORS):
-                await lease.release()  # a standby takes the shard over at its next tick
+        await self.rounds.release()
 
     def health(self) -> dict[str, Any]:
         held = self.held()
+        error = self.rounds.last_error
         return {
-            "connected": not self.last_error,
-            "detail": self.last_error or f"timer lease of shard(s) {held or 'none'}; {self.fired} step(s) fired",
+            "connected": not error,
+            "detail": error or f"timer lease of shard(s) {held or 'none'}; {self.fired} step(s) fired",
             "held": held,
             "fired": self.fired,
         }
 
     def held(self) -> list[int]:
-        return [i for i, lease in enumerate(self.leases) if lease.fence is not None]
+        return self.rounds.held()
 
     # -- the work --------------------------------------------------------------------------------
     async def tick(self) -> int:
         """One round over the shards: keep or take each timer lease, then fire what is due in the
         shards held. Returns the escalation steps carried out."""
-        done = 0
-        for i, lease in enumerate(self.leases):
-            # A lease that lapsed (this process paused past its expiry) is taken again if free.
-            if not await lease.renew():
-                await lease.acquire()
-            if lease.fence is None:
-                continue
-            try:
-                done += await self._shard(self._shards.shard[i], lease.fence)
-            except LeaseLost as exc:
-                log.warning("SLA timer of shard %d: %s", i, exc)
-                lease.fence = None
+        done = await self.rounds.round(lambda _, keys, fence: self._shard(keys, fence))
         self.fired += done
         return done
 

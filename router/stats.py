@@ -134,6 +134,7 @@ class StatsReader:
             "queues": queue_dict(qstats),
             "counters": totals.counters,
             "answers": answer_stats(totals),
+            "csat": csat_stats(totals),
             "health": health,
             "shard_holders": shard_holders(health),
             "rules": {"active": await self._rules.active_number()},
@@ -250,6 +251,41 @@ def answer_stats(totals: Totals) -> dict[str, Any]:
             "by_language": would_lang,
             "by_article": would_article,
         },
+    }
+
+
+#: The ratings of a satisfaction survey (router/csat.py).
+RATINGS = ("1", "2", "3", "4", "5")
+
+
+def csat_stats(totals: Totals) -> dict[str, Any]:
+    """The satisfaction surveys' figures from the ``csat:`` counters (lua/csat.lua, route.lua):
+    surveys sent and skipped, ratings in all, by group and by agent (rating -> count), the
+    average, the share of 4 and 5 (CSAT as usually quoted), presses after the first, comments."""
+    c = totals.counters
+
+    def split(prefix: str) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        for key, n in totals.by_prefix(prefix).items():
+            who, _, rating = key.rpartition(":")
+            if rating in RATINGS:
+                out.setdefault(who, {})[rating] = n
+        return out
+
+    ratings = {r: c.get(f"csat:rating:{r}", 0) for r in RATINGS}
+    rated = sum(ratings.values())
+    return {
+        "sent": c.get("csat:sent", 0),
+        "skipped": totals.by_prefix("csat:skipped:"),
+        "rated": rated,
+        "ratings": ratings,
+        "average": round(sum(int(r) * n for r, n in ratings.items()) / rated, 2) if rated else None,
+        "satisfied": _rate(ratings["4"] + ratings["5"], rated),
+        "by_group": split("csat:group:"),
+        "by_agent": split("csat:agent:"),
+        "late": c.get("csat:late", 0),
+        "follow_ups": c.get("csat:follow_ups", 0),
+        "comments": c.get("csat:comments", 0),
     }
 
 

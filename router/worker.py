@@ -53,6 +53,7 @@ from typing import Any
 import msgspec
 from redis.exceptions import ResponseError
 
+from router.admission import BlockList, hold_of
 from router.config import Settings
 from router.errors import LeaseLost
 from router.inbox import ensure_group
@@ -64,7 +65,7 @@ from router.modelstore import OBSERVED_MAXLEN, observation
 from router.redis import TRANSIENT_ERRORS
 from router.retention import Retention
 from router.routing import conversation_ref, message_in, route_arguments, shared_argument
-from router.rulestore import settle_heap
+from router.rulestore import EngineHolder, settle_heap
 from router.runtime import Runtime
 from router.scripts import argv, run_many
 from router.shardlease import GROUP, ShardLeases, lease_name
@@ -78,6 +79,10 @@ Entry = tuple[bytes, dict[bytes, bytes]]
 # the next batch's reads) for the whole batch, ~5 ms. 25 measured ~10% faster than 10 and no
 # slower than 50 or 100 (three interleaved runs of 10,000 messages), and a call stays near 1 ms.
 SCRIPT_CHUNK = 25
+# The longest a batch's evaluation holds the event loop (s): a batch takes ~5 ms of CPU (more on a
+# busy machine), and the P1 lane's loop, in the same event loop, must not wait for it. Each
+# yield lets one event-loop turn in (its I/O polled, ready tasks run); ~5 µs each.
+YIELD_S = 0.001
 
 
 @dataclass(slots=True)
@@ -180,11 +185,19 @@ class Worker:
         shard: int = 0,
         fence: int = 0,
         clock: Callable[[], int] | None = None,
+        stream: str = "inbox",
+        rules: EngineHolder | None = None,
     ) -> None:
         """A worker of ``shard`` on ``rt``'s client, scripts and rule set; ``settings`` other than
         the runtime's (tests: a smaller batch, say) on the same key prefix; ``fence``, its lease
         fence on the shard (0: leases off), which every script that writes checks; ``clock``, the
-        time (ms) its routing records (tests of SLA clocks inject one; default: wall time)."""
+        time (ms) its routing records (tests of SLA clocks inject one; default: wall time).
+
+        ``stream``: the stream it reads (router/keys.py STREAMS). A worker of the inbox runs a
+        worker of the shard's P1 lane beside it (``lane``, consumer ``{name}-lane``, its own loop
+        in the same event loop): a lane entry is read as soon as it is appended and routed
+        between two of the inbox's batches, ahead of the backlog (docs/surge.md). ``rules``: the
+        engine holder to share (the lane's loop shares its inbox loop's)."""
         self.client = rt.client
         self.settings = settings or rt.settings
         #: The shard's keys (its inbox, conversations, queues ...); health records are home keys.
@@ -195,13 +208,34 @@ class Worker:
         # What the dead-letter script checks the fence with (nothing with leases off).
         self._fence_args: tuple[str | int, ...] = (lease_name(shard), fence) if fence else ()
         self.name = name or worker_name(rt, shard)
+        self.stream = stream
+        self.source = self.keys.stream(stream)
+        self.failures = self.keys.failures_of(stream)
+        # Heartbeats: health:worker:{name} for the inbox's loop (what `check`, the supervisor and
+        # the worker count read), health:lane:{name} for the lane's.
+        self._beat_kind = "worker" if stream == "inbox" else "lane"
         self.scripts = rt.scripts
-        # Settings of its own may name another rule file: then an engine of its own too.
-        self.rules = rt.engines if settings is None else rt.engine_holder(self.settings)
+        # Settings of its own may name another rule file: then an engine of its own too (shared
+        # with its lane's loop).
+        self.rules = rules or (rt.engines if settings is None else rt.engine_holder(self.settings))
+        self.lane: Worker | None = None
+        if stream == "inbox":
+            self.lane = Worker(
+                rt,
+                f"{self.name}-lane",
+                settings=settings,
+                shard=shard,
+                fence=fence,
+                clock=clock,
+                stream="lane",
+                rules=self.rules,
+            )
         self.triage = rt.triage
         self.retention = Retention(self.client, self.settings, self.name, self.scripts, keys=self.keys)
-        self.processed = 0
-        self._shared = shared_argument(self.settings, shard, fence)
+        self.routed = 0  # by this loop (``processed``: with its lane's)
+        self._shared = shared_argument(self.settings, shard, fence, stream=stream)
+        # Bans and mutes (router/admission.py), read with the rule set's poll.
+        self.blocked = BlockList(rt.senders, self.settings.worker.rules_poll_s)
         self._sla = rt.sla_policies
         self._sla_number: int | None = None
         self._clock = clock
@@ -217,12 +251,38 @@ class Worker:
         self._last_rules = 0.0
         self._last_trim = 0.0
 
+    @property
+    def processed(self) -> int:
+        """Messages routed by this worker and its lane's."""
+        return self.routed + (self.lane.routed if self.lane else 0)
+
     # -- lifecycle -----------------------------------------------------------------------------
     def stop(self) -> None:
         """Finish the batch in hand, then return from ``run``."""
         self._stopping.set()
+        if self.lane is not None:
+            self.lane.stop()
 
     async def run(self) -> None:
+        """Route until ``stop()``, the lane's loop beside this one; the two stop together (a lane
+        loop that failed stops this one, and its error is raised)."""
+        if self.lane is None:
+            await self._run()
+            return
+        lane = asyncio.create_task(self.lane.run())
+
+        def failed(done: asyncio.Task[None]) -> None:
+            if not done.cancelled() and done.exception() is not None:
+                self.stop()
+
+        lane.add_done_callback(failed)
+        try:
+            await self._run()
+        finally:
+            self.stop()
+            await lane
+
+    async def _run(self) -> None:
         """Route until ``stop()``; Redis errors are waited out (``keep_running``), and the entries
         in hand then are recovered from this consumer's pending ones."""
         settle_heap()
@@ -242,7 +302,7 @@ class Worker:
                 await self.flush()
                 await self._finish_next()
             with contextlib.suppress(*TRANSIENT_ERRORS):
-                await self.client.delete(self.home.health("worker", self.name))
+                await self.client.delete(self.home.health(self._beat_kind, self.name))
             log.info("worker %s stopped after %d messages", self.name, self.processed)
 
     async def _turn(self) -> None:
@@ -253,7 +313,7 @@ class Worker:
             _raise_if_fenced(exc)
             if "NOGROUP" not in str(exc):
                 raise
-            await ensure_group(self.client, self.keys.inbox, ROUTER_GROUP)
+            await ensure_group(self.client, self.source, ROUTER_GROUP)
 
     async def _lost_redis(self, exc: BaseException) -> None:
         # What was read ahead is dropped: recovery reads it again from this consumer's pending.
@@ -269,13 +329,15 @@ class Worker:
         if now - self._last_rules >= self.settings.worker.rules_poll_s:
             self._last_rules = now
             await self.follow_published()
-        if self.settings.inbox.max_age_s and now - self._last_trim >= self.settings.worker.trim_every_s:
-            self._last_trim = now
-            await self.trim()
         if now - self._last_reclaim >= self.settings.worker.claim_idle_ms / 2000:
             self._last_reclaim = now
             await self.reclaim()
             await self.forget_consumers()
+        if self.lane is None:
+            return  # a lane's worker: the inbox's trims the inbox and runs the retention
+        if self.settings.inbox.max_age_s and now - self._last_trim >= self.settings.worker.trim_every_s:
+            self._last_trim = now
+            await self.trim()
         await self.retention.tick()
 
     async def follow_published(self) -> None:
@@ -284,13 +346,13 @@ class Worker:
         number = await self._sla.refresh()
         if number != self._sla_number:
             self._sla_number = number
-            self._shared = shared_argument(self.settings, self.shard, self.fence, number)
+            self._shared = shared_argument(self.settings, self.shard, self.fence, number, self.stream)
 
     async def _heartbeat(self) -> None:
         record = {
             "pid": os.getpid(),
             "host": socket.gethostname(),
-            "processed": self.processed,
+            "processed": self.routed,
             "rules": self.rules.engine.version,
             "model": self.triage.state.live,  # the published triage model version; null: the configured one
             "shard": self.shard,
@@ -298,7 +360,7 @@ class Worker:
             "at": time.time(),
         }
         ttl = max(1, int(self.settings.worker.heartbeat_s * 3))
-        await self.client.set(self.home.health("worker", self.name), json.dumps(record), ex=ttl)
+        await self.client.set(self.home.health(self._beat_kind, self.name), json.dumps(record), ex=ttl)
 
     # -- the loop ------------------------------------------------------------------------------
     async def step(self) -> int:
@@ -349,7 +411,7 @@ class Worker:
         streams = await self.client.xreadgroup(
             ROUTER_GROUP,
             self.name,
-            {self.keys.inbox: ">"},
+            {self.source: ">"},
             count=self.settings.worker.batch,
             block=self.settings.worker.block_ms if block else None,
         )
@@ -361,9 +423,9 @@ class Worker:
         if self._recover_after == "-":
             # Join the group now, as XREADGROUP ">" does only once it delivers something: a quiet
             # worker is a consumer too (forget_consumers tells it from one that left).
-            await self.client.xgroup_createconsumer(self.keys.inbox, ROUTER_GROUP, self.name)
+            await self.client.xgroup_createconsumer(self.source, ROUTER_GROUP, self.name)
         pending = await self.client.xpending_range(
-            self.keys.inbox,
+            self.source,
             ROUTER_GROUP,
             min=self._recover_after,
             max="+",
@@ -379,7 +441,7 @@ class Worker:
         """The inbox entries of ``ids``; one gone from the stream (trimmed) has no fields."""
         pipe = self.client.pipeline(transaction=False)
         for entry_id in ids:
-            pipe.xrange(self.keys.inbox, entry_id, entry_id)
+            pipe.xrange(self.source, entry_id, entry_id)
         found = await pipe.execute()
         return [(entry_id, got[0][1] if got else {}) for entry_id, got in zip(ids, found, strict=True)]
 
@@ -438,10 +500,20 @@ class Worker:
                 follow_up = await self._known_conversations([env for _, env in parsed])
             else:
                 follow_up = [False] * len(parsed)
+            await self.blocked.refresh()  # I/O only once every rules_poll_s
+            now_ms = self._clock() if self._clock else int(time.time() * 1000)
+            blocks = self.blocked.blocks
+            yielded = time.perf_counter()
             for (entry_id, env), known in zip(parsed, follow_up, strict=True):
+                if time.perf_counter() - yielded > YIELD_S:
+                    # Let the other loops of this process in: the P1 lane's, whose read or route
+                    # reply may be waiting (docs/surge.md).
+                    await asyncio.sleep(0)
+                    yielded = time.perf_counter()
                 try:
                     decision = engine.evaluate(message_in(env, new_conversation=not known))
-                    args = route_arguments(entry_id, env, decision, retry=attempts > 1)
+                    hold = hold_of(blocks, env.channel, env.sender.id, decision.tags, now_ms)
+                    args = route_arguments(entry_id, env, decision, retry=attempts > 1, hold=hold)
                 except Exception as exc:  # a rule-engine bug must not stop the other messages
                     log.exception("routing %s failed", entry_id.decode())
                     failed[entry_id] = f"{type(exc).__name__}: {exc}"
@@ -454,7 +526,7 @@ class Worker:
                     state, live = self.triage.state, self.triage.live
                     observed.append(observation(env.id, conversation_ref(env), state, decision, shadow, live))
         dead_calls = [
-            argv(self.keys.prefix, entry_id, ROUTER_GROUP, reason, attempts, *self._fence_args)
+            argv(self.keys.prefix, entry_id, self.stream, reason, attempts, *self._fence_args)
             for entry_id, reason in dead
         ]
         return _Batch(dead_calls, failed, calls, {conversation_ref(env) for _, env in parsed}, observed)
@@ -466,7 +538,7 @@ class Worker:
             _raise_if_fenced(exc)
             raise
         if batch.failed:
-            await self.client.hset(self.keys.failures, mapping=batch.failed)
+            await self.client.hset(self.failures, mapping=batch.failed)
         results = await run_many(
             self.client, self.scripts.route, [args for _, args in batch.calls], raise_on_error=False
         )
@@ -486,11 +558,11 @@ class Worker:
             _raise_if_fenced(result)
             log.error("route script failed for %d entries from %s: %s", len(entry_ids), entry_ids[0].decode(), result)
             await self.client.hset(
-                self.keys.failures, mapping={entry_id: f"route script: {result}" for entry_id in entry_ids}
+                self.failures, mapping={entry_id: f"route script: {result}" for entry_id in entry_ids}
             )
             return
         done, *failed = result
-        self.processed += done
+        self.routed += done
         for entry_id, reason in zip(failed[::2], failed[1::2], strict=True):  # dead-lettered by the script
             log.error("routing %s failed in Redis, dead-lettered: %s", entry_id.decode(), reason.decode())
 
@@ -527,13 +599,13 @@ class Worker:
         ``forget_consumer_s`` (workers that exited or died; their entries were reclaimed)."""
         limit_ms = self.settings.worker.forget_consumer_s * 1000
         gone: list[str] = []
-        for consumer in await self.client.xinfo_consumers(self.keys.inbox, ROUTER_GROUP):
+        for consumer in await self.client.xinfo_consumers(self.source, ROUTER_GROUP):
             raw = consumer["name"]
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             if name == self.name or consumer["pending"] or consumer["idle"] <= limit_ms:
                 continue
             # The script checks "nothing pending" again, atomically with the removal.
-            if await self.scripts.forget(args=argv(self.keys.prefix, ROUTER_GROUP, name)):
+            if await self.scripts.forget(args=argv(self.keys.prefix, ROUTER_GROUP, name, self.stream)):
                 gone.append(name)
         if gone:
             log.info("removed %d idle consumers from the group: %s", len(gone), ", ".join(gone))
@@ -545,7 +617,7 @@ class Worker:
         entries were claimed or dead-lettered."""
         wcfg = self.settings.worker
         pending = await self.client.xpending_range(
-            self.keys.inbox, ROUTER_GROUP, min="-", max="+", count=wcfg.batch, idle=wcfg.claim_idle_ms
+            self.source, ROUTER_GROUP, min="-", max="+", count=wcfg.batch, idle=wcfg.claim_idle_ms
         )
         if self._recover:
             # Its own entries, idle while Redis was away, are being recovered: claiming them would
@@ -562,7 +634,7 @@ class Worker:
         many entries were claimed or dead-lettered."""
         wcfg = self.settings.worker
         holders = []
-        for consumer in await self.client.xinfo_consumers(self.keys.inbox, ROUTER_GROUP):
+        for consumer in await self.client.xinfo_consumers(self.source, ROUTER_GROUP):
             raw = consumer["name"]
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             if consumer["pending"] and name != self.name:
@@ -573,7 +645,7 @@ class Worker:
         if not self.fence:
             pipe = self.client.pipeline(transaction=False)
             for name in holders:
-                pipe.exists(self.home.health("worker", name))
+                pipe.exists(self.home.health(self._beat_kind, name))
             alive = await pipe.execute()
         # Two takers at once need the idle time to tell each other apart; a lease holder is alone.
         idle = 0 if self.fence else wcfg.claim_dead_idle_ms
@@ -581,7 +653,7 @@ class Worker:
         for name in (name for name, live in zip(holders, alive, strict=True) if not live):
             while True:
                 pending = await self.client.xpending_range(
-                    self.keys.inbox,
+                    self.source,
                     ROUTER_GROUP,
                     min="-",
                     max="+",
@@ -610,7 +682,7 @@ class Worker:
                 self.client,
                 self.scripts.dead,
                 [
-                    argv(self.keys.prefix, p["message_id"], ROUTER_GROUP, "", p["times_delivered"], *self._fence_args)
+                    argv(self.keys.prefix, p["message_id"], self.stream, "", p["times_delivered"], *self._fence_args)
                     for p in exhausted
                 ],
             )
@@ -619,7 +691,7 @@ class Worker:
             raise
         entries: list[Entry] = []
         if retry:
-            claimed = await self.client.xclaim(self.keys.inbox, ROUTER_GROUP, self.name, min_idle_ms, retry)
+            claimed = await self.client.xclaim(self.source, ROUTER_GROUP, self.name, min_idle_ms, retry)
             # XCLAIM returns (id, None) for entries deleted from the stream meanwhile.
             entries = [(eid, fields or {}) for eid, fields in claimed]
             if entries:

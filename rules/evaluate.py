@@ -22,6 +22,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from rules import detectors
 from rules.compile import CompiledRules, compile_rules
 from rules.conditions import FieldNode, ModelNode, iter_nodes
@@ -231,6 +233,14 @@ class Engine:
             for rule in compiled.rules
             for node in iter_nodes(rule.condition)
         )
+        # The ingest precheck's rules (suspects_p1): those that set P1, and whether one reads the language.
+        self._p1_rules = frozenset(rule.index for rule in compiled.rules if rule.then.priority == 1)
+        self._p1_reads_language = any(
+            isinstance(node, FieldNode) and node.field == "language"
+            for rule in compiled.rules
+            if rule.index in self._p1_rules
+            for node in iter_nodes(rule.condition)
+        )
         # Found in one detector pass at the start: the secrets, and what ungated rules ask for.
         self._eager = compiled.eager_kinds | _SECRET_KINDS
         # A run gate (n, id) holds when the normalised subject or text has a run of >= n ASCII
@@ -388,30 +398,36 @@ class Engine:
         choosing a policy offline (triage/evaluate.py), where the model's predictions are known."""
         return self._apply_rules(msg).ruled
 
-    def _apply_rules(self, msg: MessageIn) -> _Ruling:
+    def _prepare(self, msg: MessageIn, model: Predictor | None) -> _Message:
+        """The message view with its fields normalised and scanned, the eager detectors run and,
+        when no hint came, the language detected."""
         compiled = self._compiled
-        ctx = _Message(msg, compiled.regexes, compiled.regex_leads, self._model)
+        ctx = _Message(msg, compiled.regexes, compiled.regex_leads, model)
         ctx._norm["text"] = normalize(msg.text)
         ctx._norm["subject"] = normalize(msg.subject) if msg.subject else _EMPTY
         ctx.text_hits = self._scan(ctx._norm["text"].text)
         ctx.subject_hits = self._scan(ctx._norm["subject"].text)
-
         # One detector pass per field: the secrets, and the kinds of detector gates.
         eager_text = ctx.findings("text", self._eager)
-        eager_subject = ctx.findings("subject", self._eager) if msg.subject else []
-        secret_text = [x for x in eager_text if x.kind in _SECRET_KINDS]
-        secret = bool(secret_text) or any(x.kind in _SECRET_KINDS for x in eager_subject)
+        if msg.subject:
+            ctx.findings("subject", self._eager)
         if ctx.language is None:
+            secret_text = [x for x in eager_text if x.kind in _SECRET_KINDS]
             ctx.language = self._detector.detect(_without(msg.text, secret_text), secrets_removed=True)
+        return ctx
 
+    def _candidates(self, ctx: _Message) -> set[int]:
+        """The rules whose gate (a keyword, a detector finding, a run of letters) the message
+        passes, and the ungated ones: the only rules that can match."""
+        compiled = self._compiled
         candidates = set(compiled.ungated)
         keyword_rules = compiled.keyword_rules
         for kw in ctx.text_hits:
             candidates.update(keyword_rules.get(kw, ()))
         for kw in ctx.subject_hits:
             candidates.update(keyword_rules.get(kw, ()))
-        if compiled.detector_gates and (eager_text or eager_subject):
-            found_text, found_subject = ctx._found["text"], ctx._found["subject"]
+        found_text, found_subject = ctx._found["text"], ctx._found["subject"]
+        if compiled.detector_gates and (found_text or found_subject):
             for kind, gate_id in compiled.detector_gates.items():
                 if found_text.get(kind) or found_subject.get(kind):
                     candidates.update(keyword_rules[gate_id])
@@ -420,6 +436,37 @@ class Engine:
             for run, gate_id in self._run_gates:
                 if run is None or (texts[0] and run.search(texts[0])) or (texts[1] and run.search(texts[1])):
                     candidates.update(keyword_rules[gate_id])
+        return candidates
+
+    def suspects_p1(self, msg: MessageIn, *, model: bool = False) -> bool:
+        """Whether ``msg`` looks like a P1 situation: the ingest precheck of the P1 lane
+        (router/inbox.py, docs/surge.md). First the rules that set P1, each tried whatever the
+        rules before it did (no ``stop``), without the triage model (its conditions do not hold)
+        and with the language detected only when one of them reads it; then, with ``model`` and
+        a rule set whose ``model:`` section raises to P1, the model's P(P1) against that
+        threshold (~5x the cost of the rules). A false positive costs lane capacity; a miss is
+        routed in turn, by the full evaluation."""
+        p1 = self._p1_rules
+        if p1:
+            probe = msg
+            if msg.language is None and not self._p1_reads_language:
+                # No P1 rule asks: skip the detector (the costliest step after the scan).
+                probe = msgspec.structs.replace(msg, language="")
+            ctx = self._prepare(probe, None)
+            rules = self._compiled.rules
+            if any(rules[i].condition.match(ctx) is not None for i in sorted(self._candidates(ctx) & p1)):
+                return True
+        policy = self._compiled.policy
+        if not model or self._model is None or policy is None:
+            return False
+        return self._model.predict(msg.text, msg.subject).priority.get("P1", 0.0) >= policy.p1_min
+
+    def _apply_rules(self, msg: MessageIn) -> _Ruling:
+        compiled = self._compiled
+        ctx = self._prepare(msg, self._model)
+        found_text, found_subject = ctx._found["text"], ctx._found["subject"]
+        secret = any(kind in _SECRET_KINDS for kind in (*found_text, *found_subject))
+        candidates = self._candidates(ctx)
 
         tags: dict[str, None] = {}
         priority: int | None = None

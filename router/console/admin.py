@@ -269,6 +269,33 @@ async def impostor_decide(request: Request) -> Response:
     return redirect(request, "/admin/impostors", f"{case} {decision}.")
 
 
+# -- senders (admission control, router/admission.py) --------------------------------------------
+async def senders_page(request: Request) -> Response:
+    """Banned and muted senders, and the form to ban or mute one."""
+    user = await require(request, admin=True)
+    c = console(request)
+    blocks = await c.blocked_senders(user)
+    return await render(request, "senders.html", blocks=blocks, poll_s=f"{c.settings.worker.rules_poll_s:g}")
+
+
+async def senders_block(request: Request) -> Response:
+    user = await require(request, admin=True)
+    form = await request.form()
+    action = _field(form, "action")
+    block = await console(request).block_sender(
+        user, action, _field(form, "sender"), _field(form, "for"), _field(form, "reason")
+    )
+    return redirect(request, "/admin/senders", f"{block.channel}:{block.sender} {block.mode}.")
+
+
+async def senders_unban(request: Request) -> Response:
+    user = await require(request, admin=True)
+    sender = request.path_params["sender"]
+    if not await console(request).unban_sender(user, sender):
+        raise BadRequest(f"{sender} is neither banned nor muted")
+    return redirect(request, "/admin/senders", f"{sender} unbanned.")
+
+
 async def audit_page(request: Request) -> Response:
     await require(request, admin=True)
     before = request.query_params.get("before") or None
@@ -373,4 +400,7 @@ def routes() -> list[BaseRoute]:
         Route("/admin/answers", answers_page),
         Route("/admin/impostors", impostors_page),
         Route("/admin/impostors/{case}/{action}", impostor_decide, methods=["POST"]),
+        Route("/admin/senders", senders_page, methods=["GET"]),
+        Route("/admin/senders", senders_block, methods=["POST"]),
+        Route("/admin/senders/{sender}/unban", senders_unban, methods=["POST"]),
     ]

@@ -37,7 +37,7 @@ from router.runtime import Runtime
 from router.simulator import SandboxPort
 from rules import RuleSetError
 
-from . import admin, api, kbapi, kbviews, metrics, presses, views
+from . import admin, api, incidents, kbapi, kbviews, metrics, presses, views
 from .http import PasswordChangeRequired, SecurityHeaders, is_api
 from .pages import HERE, login_url, make_templates, render
 from .service import Console
@@ -160,6 +160,7 @@ def create_app(runtime: Runtime, settings: Settings, sandbox: SandboxPort | None
         *admin.routes(),
         *presses.routes(),
         *kbviews.routes(),
+        *incidents.routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     handlers: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {

@@ -27,7 +27,7 @@ from starlette.responses import PlainTextResponse, Response
 
 from router.backlog import Backlog
 from router.config import read_secret
-from router.stats import LATENCY_SAMPLE, OUTCOMES, answer_stats
+from router.stats import LATENCY_SAMPLE, OUTCOMES, answer_stats, csat_stats
 
 from .http import client_ip, console
 from .service import Console
@@ -93,6 +93,7 @@ async def collect(c: Console) -> list[Metric]:
     families += assignment_families(totals.assignment())
 
     families += _answers(answer_stats(totals))
+    families += csat_families(csat_stats(totals))
 
     latencies = await stats.routing_latencies(groups)
     lat = GaugeMetricFamily(
@@ -150,6 +151,27 @@ def _answers(a: dict[str, Any]) -> list[Metric]:
         "switchboard_kb_shadow_eligible", "New conversations the shadow mode decided on", value=a["shadow"]["eligible"]
     )
     return [eligible, answers, by_lang, by_article, rate, shadow, shadow_eligible]
+
+
+def csat_families(c: dict[str, Any]) -> list[Metric]:
+    """The satisfaction surveys (router/csat.py): what became of them, and the ratings per group."""
+    surveys = CounterMetricFamily(
+        "switchboard_csat_surveys",
+        "Satisfaction surveys: sent, skipped (reopened, cooldown), presses after the first, follow-ups, comments",
+        labels=["outcome"],
+    )
+    surveys.add_metric(["sent"], c["sent"])
+    for why, n in c["skipped"].items():
+        surveys.add_metric([f"skipped_{why}"], n)
+    for outcome in ("late", "follow_ups", "comments"):
+        surveys.add_metric([outcome], c[outcome])
+    ratings = CounterMetricFamily(
+        "switchboard_csat_ratings", "Satisfaction ratings (1-5) per group", labels=["group", "rating"]
+    )
+    for group, counts in c["by_group"].items():
+        for rating, n in counts.items():
+            ratings.add_metric([group, rating], n)
+    return [surveys, ratings]
 
 
 def sla_families(targets: dict[str, dict[str, Any]]) -> list[Metric]:

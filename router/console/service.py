@@ -23,6 +23,7 @@ from typing import Any
 
 from router import drafts
 from router.accounts import FIRST_ADMIN, LoginLimiter, Sessions, User, Users
+from router.admission import Block, parse_duration
 from router.audit import Audit
 from router.backoffice import Backoffice
 from router.config import Settings, read_secret
@@ -269,6 +270,37 @@ class Console:
         if not text.strip():
             raise BadRequest("a note needs text")
         await self.office.conversations.note(conv_id, user.name, text, request_id)
+
+    # -- admission control (router/admission.py) -----------------------------------------------
+    async def blocked_senders(self, user: User) -> list[Block]:
+        require_admin(user)
+        return await self.office.senders.list()
+
+    async def block_sender(
+        self, user: User, action: str, sender: str, for_: str = "", reason: str = "", conv_id: str = ""
+    ) -> Block:
+        """Ban or mute ``sender`` (``CHANNEL:ID``), for ``for_`` (``1h``; "" until unbanned); from
+        a conversation (``conv_id``), its sender, and the conversation is held at once."""
+        require_admin(user)
+        if conv_id:
+            conv = await self.conversation(user, conv_id)
+            sender = f"{conv.channel}:{conv.sender_id}"
+        block = await self.office.senders.block(
+            action, sender, by=user.name, for_s=parse_duration(for_) if for_.strip() else None, reason=reason
+        )
+        if conv_id:
+            await self.office.conversations.hold(conv_id, user.name, block.mode)
+        return block
+
+    async def unban_sender(self, user: User, sender: str) -> bool:
+        require_admin(user)
+        return await self.office.senders.unban(sender, by=user.name)
+
+    async def restore(self, user: User, conv_id: str) -> None:
+        """Put a held conversation back in its queue."""
+        require_admin(user)
+        await self.conversation(user, conv_id)
+        await self.office.senders.restore(conv_id, by=user.name)
 
     # -- canned responses ----------------------------------------------------------------------
     async def canned(self) -> dict[str, str]:

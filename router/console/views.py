@@ -146,6 +146,7 @@ async def queues(request: Request) -> Response:
         selected=selected,
         stats=await c.queue_stats(user),
         convs=convs,
+        incidents=await c.office.incidents.collapsed(selected) if selected else [],
         mine=await c.mine(user),
         beat_s=c.settings.assign.heartbeat_s,
         agents=await c.group_agents(user, selected) if selected else [],
@@ -161,6 +162,7 @@ async def queue_rows(request: Request) -> Response:
         request,
         "_queue_rows.html",
         convs=await c.queue(user, group),
+        incidents=await c.office.incidents.collapsed(group),
         selected=group,
         stats=await c.queue_stats(user),
         mine=await c.mine(user),
@@ -252,6 +254,13 @@ async def conversation_action(request: Request) -> Response:
     if action == "close":
         await c.close(user, cid, _field(form, "reason"))
         return redirect(request, "/queues", f"#{cid} closed.")
+    if action in ("ban", "mute"):
+        # The conversation's sender, from its page (admins only): held at once, audited.
+        block = await c.block_sender(user, action, "", _field(form, "for"), _field(form, "reason"), conv_id=cid)
+        return redirect(request, here, f"{block.channel}:{block.sender} {block.mode}; #{cid} held out of the queues.")
+    if action == "restore":
+        await c.restore(user, cid)
+        return redirect(request, here, f"#{cid} is back in its queue.")
     if action == "retry-failed":
         # `switchboard outbox retry --conversation ID` from the page, after a fix (admins only).
         queued = await c.retry_failed(user, cid)

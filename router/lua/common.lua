@@ -86,12 +86,20 @@ local function send_reply(cid, cur, item)
   redis.call('HINCRBY', P .. 'stats', 'out:' .. cur.channel, 1)
 end
 
--- Copy an inbox entry to the dead-letter stream with its reason; the caller has acknowledged it.
+-- A stream the router workers read (router/keys.py STREAMS) by its name: its key, the hash of
+-- its entries' failures (entry ids are unique per stream only), and the key of its count of
+-- entries waiting (unacknowledged), kept for the P1 lane only (lua/append.lua reads it).
+local function worker_stream(name)
+  if name == 'lane' then return P .. 'lane', P .. 'lane:failures', P .. 'lane:waiting' end
+  return P .. 'inbox', P .. 'failures', nil
+end
+
+-- Copy an entry of ``stream`` (an inbox or lane key) to the dead-letter stream with its reason; the caller has acknowledged it.
 -- Every field of the entry is kept, byte for byte: 'env' as 'payload', any other (a foreign
 -- writer's entry) as 'field:<name>'. 'dead' counts messages: one that `dead retry` sent back
 -- ('retry_of') and that fails again was counted the first time.
-local function dead_letter(entry, reason, attempts)
-  local found = redis.call('XRANGE', P .. 'inbox', entry, entry)
+local function dead_letter(entry, reason, attempts, stream, failures)
+  local found = redis.call('XRANGE', stream, entry, entry)
   local out = {'entry', entry, 'reason', reason, 'payload', '', 'attempts', attempts, 'at', NOWS}
   local again = false
   if #found > 0 then
@@ -108,7 +116,7 @@ local function dead_letter(entry, reason, attempts)
     end
   end
   redis.call('XADD', P .. 'dead', '*', unpack(out))
-  redis.call('HDEL', P .. 'failures', entry)
+  redis.call('HDEL', failures, entry)
   if not again then redis.call('HINCRBY', P .. 'stats', 'dead', 1) end
 end
 
@@ -149,4 +157,17 @@ local function answer_outcome(cid, outcome)
   if was == 'assumed' then kb_count('assumed', cur[2], cur[3], -1) end
   kb_count(outcome, cur[2], cur[3], 1)
   return true
+end
+
+-- Admission control (docs/admission.md): conversation cid (hash c; cur: its status, group and
+-- agent) held out of the queues and off its agent for ``reason`` (banned, muted, spam), and off
+-- the SLA timer (an escalation step would move it back into a queue), until restored (conv.lua
+-- restore) or a message that is not held comes (route.lua).
+local function hold_conversation(cid, c, cur, reason, by)
+  if cur.status == 'new' then dequeue(cid, cur.group) end
+  if (cur.agent or '') ~= '' then redis.call('SREM', P .. 'agent:' .. cur.agent, cid) end
+  redis.call('ZREM', P .. 'sla:due', cid)
+  redis.call('HSET', c, 'status', 'held', 'agent', '', 'held', reason, 'updated_ms', NOWS)
+  hist(cid, 'status', cjson.encode({status = 'held', from = cur.status, by = by, reason = reason}))
+  event(cur.group, 'held', cid, cjson.encode({reason = reason, by = by}))
 end

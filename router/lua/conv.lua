@@ -267,6 +267,8 @@ elseif op == 'on_user' then
   event(cur.group, 'waiting', cid, cjson.encode({on = a.on, by = a.by}))
   wake()
 elseif op == 'close' then
+  -- The agent the survey rates: the one who had it, else the one who closes it.
+  local rated = (cur.agent or '') ~= '' and cur.agent or a.by
   if cur.status == 'new' then dequeue(cid, cur.group) end
   unassign()
   redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', NOWS, 'updated_ms', NOWS)
@@ -276,6 +278,16 @@ elseif op == 'close' then
   label('close', cur.group, prio, a.reason)
   event(cur.group, 'closed', cid, cjson.encode({by = a.by}))
   wake()  -- the timer records the targets' outcomes, then forgets the conversation
+  -- a.csat (router/conversations.py; absent: surveys off or a reason that skips them): the
+  -- survey's delay in ms, by group (-1: this group never surveys); the survey service sends it.
+  if a.csat then
+    local delay = tonumber(a.csat.groups[cur.group] or a.csat.delay)
+    if delay >= 0 then
+      redis.call('HSET', c, 'csat_state', 'due', 'csat_agent', rated)
+      redis.call('HDEL', c, 'csat_until')
+      redis.call('ZADD', P .. 'csat:due', num(NOW + delay), cid)
+    end
+  end
 elseif op == 'reply' then
   -- Answering an unclaimed conversation claims it for the agent who answers.
   if cur.status == 'new' then dequeue(cid, cur.group) end
@@ -289,6 +301,21 @@ elseif op == 'reply' then
   event(cur.group, 'replied', cid, cjson.encode({by = a.by, reply = item.id}))
   wake()
   return finish(item.id)  -- a repeat answers with the first reply's id
+elseif op == 'hold' then
+  -- An admin's ban from the conversation (router/console): held like a banned sender's message
+  -- holds it in route.lua; holding a held one changes nothing.
+  if cur.status ~= 'held' then hold_conversation(cid, c, cur, a.reason, a.by) end
+elseif op == 'restore' then
+  -- A conversation admission control held (route.lua: a banned or muted sender, spam) back in
+  -- its queue, with a fresh SLA: its wait starts now (docs/admission.md).
+  if cur.status ~= 'held' then return redis.error_reply('CONFLICT conversation ' .. cid .. ' is not held') end
+  local held = redis.call('HGET', c, 'held') or ''
+  local due = NOW + tonumber(a.sla_ms[cur.prio])
+  enqueue(cid, cur.group, prio, due, NOW)
+  redis.call('HSET', c, 'status', 'new', 'held', '', 'waiting_ms', NOWS, 'due_ms', num(due), 'updated_ms', NOWS)
+  hist(cid, 'status', cjson.encode({status = 'new', by = a.by, reason = 'restored', from = held}))
+  event(cur.group, 'created', cid, cjson.encode({prio = prio, by = a.by}))
+  wake()
 else
   return redis.error_reply('ERR unknown op ' .. op)
 end

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from adapters.discord_bot import DiscordAdapter, from_config
+from router.keys import STREAMS, entry_order
 from router.model import Envelope, decode_envelope
 from router.runtime import Runtime
-from tests.discord.emulator import Emulator
+from tests.discord.emulator import Emulator, Json
 
 TOKEN = "MTIz.emulated.bot-token"
 ACCOUNT = "test-bot"
@@ -93,8 +94,9 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0,
 
 
 async def inbox(rt: Runtime) -> list[Envelope]:
-    """The Discord envelopes in the inbox stream, in order."""
-    entries = await rt.client.xrange(rt.keys.inbox)
+    """The Discord envelopes in the inbox and the P1 lane (docs/surge.md), in arrival order."""
+    entries = [e for name in STREAMS for e in await rt.client.xrange(rt.keys.stream(name))]
+    entries.sort(key=lambda e: entry_order(e[0]))
     envs = [decode_envelope(fields[b"env"]) for _, fields in entries]
     return [e for e in envs if e.channel == "discord"]
 
@@ -111,3 +113,17 @@ async def conversation_id(rt: Runtime, key: str) -> str:
     raw = await rt.client.get(rt.keys.conv_key("discord", ACCOUNT, key))
     assert raw is not None, f"no conversation for key {key}"
     return str(raw.decode())
+
+
+async def pressed(emu: Emulator, message: Json, user: Json, suffix: str) -> None:
+    """``user`` presses the button of ``message`` whose data ends with ``suffix``; waits until the
+    adapter answered the interaction."""
+    [row] = message["components"]
+    [data] = [b["custom_id"] for b in row["components"] if b["custom_id"].endswith(suffix)]
+    before = len(emu.responses)
+    await emu.press(message, data, user)
+
+    async def answered() -> bool:
+        return len(emu.responses) > before
+
+    await eventually(answered, 5, "the interaction's response")

@@ -8,7 +8,7 @@ from adapters.discord_bot import DiscordAdapter
 from router.answerer import Answerer
 from router.runtime import Runtime
 from router.worker import Worker
-from tests.discord.conftest import conversation_id, eventually, wait_inbox
+from tests.discord.conftest import conversation_id, eventually, pressed, wait_inbox
 from tests.discord.emulator import Emulator, Json
 from tests.router.helpers import drain
 from tests.router.test_answerer import FAQ, answerer, queued, record
@@ -45,21 +45,9 @@ async def _answered(rt: Runtime, emu: Emulator, name: str) -> tuple[str, str, Js
     return cid, group, message, other, a
 
 
-async def _pressed(emu: Emulator, message: Json, user: Json, suffix: str) -> None:
-    [row] = message["components"]
-    [data] = [b["custom_id"] for b in row["components"] if b["custom_id"].endswith(suffix)]
-    before = len(emu.responses)
-    await emu.press(message, data, user)
-
-    async def answered() -> bool:
-        return len(emu.responses) > before
-
-    await eventually(answered, 5, "the interaction's response")
-
-
 async def test_talk_to_a_person_queues_the_conversation(rt: Runtime, emu: Emulator, bot: DiscordAdapter) -> None:
     cid, group, message, user, a = await _answered(rt, emu, "alice")
-    await _pressed(emu, message, user, ":human")
+    await pressed(emu, message, user, ":human")
     await a.press_step()
     assert await queued(rt, cid, group)
     assert (await record(rt, cid))["outcome"] == "human"
@@ -67,7 +55,7 @@ async def test_talk_to_a_person_queues_the_conversation(rt: Runtime, emu: Emulat
 
 async def test_this_solved_it_closes_the_conversation(rt: Runtime, emu: Emulator, bot: DiscordAdapter) -> None:
     cid, _, message, user, a = await _answered(rt, emu, "bob")
-    await _pressed(emu, message, user, ":solved")
+    await pressed(emu, message, user, ":solved")
     await a.press_step()
     assert (await rt.conversations.get(cid)).status == "closed"
     assert (await record(rt, cid))["outcome"] == "confirmed"

@@ -16,6 +16,7 @@ from adapters.email import EmailSender, MailboxReader, from_config
 from adapters.email.config import parse_config
 from adapters.email.imap import _Connection
 from router.errors import ConfigError
+from router.keys import STREAMS
 from router.lifecycle import running
 from router.model import Envelope, OutboxItem, new_id
 from router.outbox import PermanentFailure, TemporaryFailure
@@ -74,11 +75,14 @@ def raw_mail(subject_header: str, body: bytes, content_type: str, *, msgid: str,
 
 
 async def envelopes(rt: Runtime, n: int, limit: float = 10.0) -> list[Envelope]:
+    """The envelopes appended, once there are ``n``: in the inbox and the P1 lane (docs/surge.md)."""
+    streams = [rt.keys.stream(name) for name in STREAMS]
+
     async def enough() -> bool:
-        return int(await rt.client.xlen(rt.keys.inbox)) >= n
+        return sum([int(await rt.client.xlen(key)) for key in streams]) >= n
 
     await wait_until(enough, limit, f"{n} inbox entries")
-    return await inbox_envelopes(rt.client, rt.keys.inbox)
+    return [env for key in streams for env in await inbox_envelopes(rt.client, key)]
 
 
 def adapters_of(rt: Runtime, section: dict[str, Any]) -> tuple[MailboxReader, EmailSender]:

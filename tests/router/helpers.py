@@ -6,7 +6,7 @@ from typing import Any
 
 from router.actions import Actions, Pressed
 from router.bench_failover import routed
-from router.keys import ROUTER_GROUP
+from router.keys import ROUTER_GROUP, STREAMS
 from router.model import Envelope, Sender, new_id, now
 from router.runtime import Runtime
 from router.shardlease import ShardLeases
@@ -29,13 +29,18 @@ def message(text: str, *, user: str = "u1", channel: str = "telegram", key: str 
 
 
 async def drain(worker: Worker | Workers) -> int:
-    """Route everything in the inbox (own pending entries first) and wait for the last batch;
-    with ``Workers``, in every shard (holding their leases, with several shards: see
+    """Route everything in the P1 lane and the inbox (own pending entries first) and wait for the
+    last batch; with ``Workers``, in every shard (holding their leases, with several shards: see
     ``_run_until_drained``)."""
     if isinstance(worker, Workers):
         if worker.leases is not None:
             return await _run_until_drained(worker, worker.leases)
         return sum([await drain(w) for w in worker.each])
+    lane = await _drain_stream(worker.lane) if worker.lane is not None else 0
+    return lane + await _drain_stream(worker)
+
+
+async def _drain_stream(worker: Worker) -> int:
     total = 0
     while True:
         n = await worker.step()
@@ -66,11 +71,11 @@ async def _run_until_drained(workers: Workers, leases: ShardLeases) -> int:
 
 
 async def _all_acked(leases: ShardLeases) -> bool:
-    for keys in leases.shards.shard:
-        if not await leases.client.exists(keys.inbox):
+    for stream in (keys.stream(name) for keys in leases.shards.shard for name in STREAMS):
+        if not await leases.client.exists(stream):
             continue
-        last = (await leases.client.xinfo_stream(keys.inbox))["last-generated-id"]
-        for group in await leases.client.xinfo_groups(keys.inbox):
+        last = (await leases.client.xinfo_stream(stream))["last-generated-id"]
+        for group in await leases.client.xinfo_groups(stream):
             ours = group["name"] in (ROUTER_GROUP, ROUTER_GROUP.encode())
             if ours and (group["pending"] or group["last-delivered-id"] != last):
                 return False

@@ -42,7 +42,10 @@ async def test_a_published_intent_rule_routes_live_traffic(rt: Runtime) -> None:
     await rt.rules.publish(RULES, "admin")
     await rt.inbox.append_many([message(TAKEOVER, user="victim"), message("what is the trading fee", user="q")])
     worker = Worker(rt)
-    assert await worker.rules.refresh()  # as its loop does every rules_poll_s
+    # As its loop does every rules_poll_s (the appends' P1 precheck, on the same holder, may have
+    # taken the published version up already).
+    await worker.rules.refresh()
+    assert worker.rules.engine.version == (await rt.engine(fresh=True)).version
     await drain(worker)
     taken = (await _history(rt, "victim"))["decision"]
     asked = (await _history(rt, "q"))["decision"]

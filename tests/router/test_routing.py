@@ -297,8 +297,10 @@ async def test_secret_is_redacted_everywhere_and_the_inbox_entry_kept_masked(rt:
     assert "secret-leak" in conv.tags
     dump = json.dumps([h.to_dict() for h in await rt.conversations.history(conv.id)]) + conv.last_text
     assert "pluck" not in dump and "jaguar" not in dump
-    # Masked on append, so the entry stays for replays like any routed message.
-    [(_, fields)] = await rt.client.xrange(rt.keys.inbox)
+    # Masked on append, so the entry stays for replays like any routed message (in the P1 lane:
+    # a pasted seed phrase is a P1 situation).
+    assert await rt.client.xlen(rt.keys.inbox) == 0
+    [(_, fields)] = await rt.client.xrange(rt.keys.lane)
     assert b"[redacted:seed_phrase]" in fields[b"env"] and b"jaguar" not in fields[b"env"]
 
 

@@ -1,0 +1,208 @@
+"""The incident linker: new conversations that match an open incident are linked to it, off the
+hot path (docs/incidents.md).
+
+Workers route as before. This service reads the group event streams (``events:{group}`` of every
+shard, router/events.py) from a position kept in Redis (``incident:cursor``), like the reviewer:
+
+* ``created`` (by the router, not a transfer): the conversation's first message is matched against
+  each open incident's matcher (rules/matcher.py), oldest incident first; the first that matches
+  gets it: lua/incident.lua ``link`` records the link, queues the status text in the user's
+  language on the conversation's own channel (the outbox) and collapses it out of its queue (not
+  a P1, not one an agent has), all in one step.
+* ``message`` on a linked conversation: a follow-up put it back in its queue (route.lua); while
+  the incident is open it is collapsed again (``recollapse``: no second status text).
+
+A crash loses nothing and doubles nothing: the position is stored after the events were handled
+(so some are read again), and the script does nothing the second time (the conversation's
+``incident`` field). Every process may run one; they do the same idempotent work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from router.conversations import Conversation, first_inbound, parse_history
+from router.events import GroupEvent, GroupEvents
+from router.incidents import Incident, Incidents, status_item, text_for
+from router.lifecycle import keep_running
+from router.runtime import Runtime
+from router.scripts import argv, run_per_prefix
+from rules import MessageIn
+from rules.matcher import Matcher
+
+#: How often the collapsed sets are cleared of conversations taken out of them by other scripts.
+PRUNE_EVERY_S = 30.0
+
+
+class Linker:
+    """A ``Service`` (``switchboard run``). ``clock``: ms, for the scripts and the replies."""
+
+    name = "incident-linker"
+
+    def __init__(
+        self,
+        rt: Runtime,
+        incidents: Incidents,
+        *,
+        clock: Callable[[], int] | None = None,
+        block_ms: int = 1000,
+    ) -> None:
+        self._rt = rt
+        self._incidents = incidents
+        self._clock = clock or incidents.clock
+        self._block_ms = block_ms
+        self._events = GroupEvents(rt.client, rt.client, rt.shards)
+        self._cursor = rt.keys.incident_cursor
+        self._positions: dict[str, str] = {}
+        self._matchers: dict[tuple[str, int], Matcher] = {}
+        self._open: list[Incident] = []
+        self._next_prune = 0.0
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.counts = {"linked": 0, "collapsed": 0, "recollapsed": 0, "unmatched": 0, "pruned": 0}
+
+    async def start(self) -> None:
+        await self.resume()
+        self._task = asyncio.create_task(
+            keep_running(self.step, self._stopping, what="incident linker", retry_on=(RedisError, OSError))
+        )
+
+    async def close(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "connected": self._task is not None and not self._task.done(),
+            "detail": ", ".join(f"{k} {v}" for k, v in self.counts.items()),
+            **self.counts,
+        }
+
+    async def resume(self) -> None:
+        """Each group stream from the stored position; a stream without one from its end (a first
+        start links conversations created from now on)."""
+        self._positions = await self._events.resume(self._cursor, sorted((await self._rt.engine()).groups))
+
+    async def follow_groups(self) -> None:
+        """A group published since the start is read from its stream's start."""
+        await self._events.follow(self._cursor, self._positions, sorted((await self._rt.engine()).groups))
+
+    async def step(self) -> None:
+        await self.follow_groups()
+        await self.refresh()
+        if self._open and time.monotonic() >= self._next_prune:
+            self._next_prune = time.monotonic() + PRUNE_EVERY_S
+            await self.prune()
+        events = await self._events.after(self._positions, self._block_ms)
+        await self.handle(events)
+        for event in events:
+            self._positions[event.stream] = event.entry
+        if events:
+            await self._rt.client.hset(self._cursor, mapping=self._positions)
+
+    async def refresh(self) -> None:
+        """The open incidents, oldest first, each matcher compiled once per change."""
+        self._open = sorted(await self._incidents.recent("open"), key=lambda i: int(i.id))
+        live = {(i.id, i.updated_ms) for i in self._open}
+        self._matchers = {k: m for k, m in self._matchers.items() if k in live}
+        for inc in self._open:
+            if (inc.id, inc.updated_ms) not in self._matchers:
+                self._matchers[(inc.id, inc.updated_ms)] = Matcher(inc.when)
+
+    async def handle(self, events: list[GroupEvent]) -> list[str]:
+        """A batch of events: what they need read in one pipelined round, the link scripts run in
+        one round per shard. Returns each call's result (for logs and tests)."""
+        # Only the router's creations ('created' with 'from' is a transfer), and follow-ups.
+        created = [e.conv for e in events if e.type == "created" and "from" not in e.data]
+        follow_ups = [e.conv for e in events if e.type == "message"] if self._open else []
+        shards = self._rt.shards
+        pipe = self._rt.client.pipeline(transaction=False)
+        for cid in created:
+            keys = shards.conv_keys(cid)
+            pipe.hgetall(keys.conv(cid))
+            pipe.xrange(keys.history(cid), count=5)
+        for cid in follow_ups:
+            pipe.hget(shards.conv_keys(cid).conv(cid), "incident")
+        read = await pipe.execute()
+        now = self._clock()
+        calls: list[tuple[str, dict[str, Any]]] = []
+        counts: list[tuple[str, dict[str, Any]]] = []
+        for i, cid in enumerate(created):
+            raw, history = read[2 * i], read[2 * i + 1]
+            message = first_inbound(parse_history(history)) if raw else None
+            if message is None:
+                continue  # gone (retention) or without a message
+            conv = Conversation.from_hash(raw)
+            # The surge detector's counts (router/surge.py), language tags aside.
+            counts.append((cid, {"conv": cid, "tags": [t for t in conv.tags if not t.startswith("lang:")]}))
+            args = self._link(cid, conv, message, now) if self._open else None
+            if args is None:
+                self.counts["unmatched"] += bool(self._open)
+            else:
+                calls.append((cid, args))
+        if counts:
+            await self._run("count", counts, now)
+        open_ids = {i.id for i in self._open}
+        for cid, linked in zip(follow_ups, read[2 * len(created) :], strict=True):
+            if linked and linked.decode() in open_ids:
+                calls.append((cid, {"conv": cid, "incident": linked.decode(), "recollapse": True}))
+        if not calls:
+            return []
+        out = [r.decode() if isinstance(r, bytes) else str(r) for r in await self._run("link", calls, now)]
+        for result in out:
+            if result in ("linked", "collapsed", "recollapsed"):
+                self.counts["linked" if result != "recollapsed" else "recollapsed"] += 1
+                self.counts["collapsed"] += result == "collapsed"
+        return out
+
+    async def _run(self, op: str, calls: list[tuple[str, dict[str, Any]]], now: int) -> list[Any]:
+        """lua/incident.lua ``op`` once per (conversation, arguments), one round per shard."""
+        shards = self._rt.shards
+        return await run_per_prefix(
+            self._rt.client,
+            self._rt.scripts.incident,
+            [argv(shards.conv_keys(c).prefix, op, json.dumps(a, ensure_ascii=False), at=now) for c, a in calls],
+        )
+
+    def _link(self, cid: str, conv: Conversation, message: dict[str, Any], now: int) -> dict[str, Any] | None:
+        """The link script's arguments for the first open incident whose matcher takes the
+        conversation's first message; None when none does."""
+        sender = message.get("sender") or {}
+        decision = message.get("decision") or {}
+        received = message.get("received_at")
+        msg = MessageIn(
+            channel=conv.channel,
+            text=str(message.get("text") or ""),
+            subject=message.get("subject"),
+            account=conv.account,
+            sender={str(k): str(v) for k, v in (sender.get("attributes") or {}).items()},
+            language=decision.get("language") or sender.get("language"),
+            new_conversation=True,
+            received_at=datetime.fromtimestamp(float(received), UTC) if received else None,
+        )
+        for inc in self._open:
+            if self._matchers[(inc.id, inc.updated_ms)].matches(msg):
+                item = status_item(text_for(inc.texts, conv.language or msg.language), now / 1000)
+                return {"conv": cid, "incident": inc.id, "title": inc.title, "item": item}
+        return None
+
+    async def prune(self) -> int:
+        groups = sorted((await self._rt.engine()).groups)
+        n = 0
+        for inc in self._open:
+            args = json.dumps({"incident": inc.id, "groups": groups})
+            for keys in self._rt.shards.shard:
+                n += int(await self._rt.scripts.incident(args=argv(keys.prefix, "prune", args, at=self._clock())))
+        self.counts["pruned"] += n
+        return n

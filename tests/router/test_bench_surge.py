@@ -1,0 +1,39 @@
+"""``switchboard bench surge`` small: nothing lost or doubled, and the P1 situations the precheck
+caught are routed ahead of the backlog (docs/surge.md)."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from router.bench_surge import P1_TEXTS, SURGE_TEXTS, main, surge_corpus
+from router.config import load_settings
+
+
+def test_the_corpus_mixes_p1_the_surge_question_and_the_rest() -> None:
+    envs = surge_corpus(2000)
+    kinds = [e.meta["drill"] for e in envs]
+    assert kinds.count("p1") == 20
+    p1_users = [e.conversation_key for e in envs if e.meta["drill"] == "p1"]
+    assert len(set(p1_users)) == 20  # each the first message of its conversation
+    for kind, texts in (("p1", P1_TEXTS), ("surge", SURGE_TEXTS)):
+        written = {t.format(n=n) for t in texts for n in range(5, 501)}
+        assert {e.text for e in envs if e.meta["drill"] == kind} <= written
+    assert 0.55 < kinds.count("surge") / 2000 < 0.65
+
+
+def test_a_small_surge_loses_nothing_and_routes_p1_first() -> None:
+    out = io.StringIO()
+    status = main(load_settings(None), True, 3000, out=out)
+    result = json.loads(out.getvalue())
+    assert status == 0
+    assert result["messages"] == 3000
+    assert (result["lost"], result["duplicated"], result["dead_letters"]) == (0, 0, 0)
+    assert result["p1_messages"] == 30
+    # With the default precheck ("model"); the rules alone miss one text in ten (a scam told in
+    # plain words).
+    assert result["p1_lane"] == "model"
+    assert result["p1_in_lane"] >= 27
+    assert result["lane_false_positives"] == 0
+    # Ahead of the backlog: the lane's P1 are queued before half the others are.
+    assert result["p1_lane_latency_p99_ms"] < result["backlog_latency_p50_ms"]
