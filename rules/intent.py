@@ -75,7 +75,8 @@ def tokens(text: str, subject: str | None = None) -> str:
         low = _EMAIL_RE.sub(" _email_ ", low)
     low = _HEX_RE.sub(" _hex_ ", low)
     low = _NUM_RE.sub(" _num_ ", low)
-    low = _NO_SPACE_RE.sub(_spaced, low)
+    if not low.isascii():  # O(1): CPython keeps the flag
+        low = _NO_SPACE_RE.sub(_spaced, low)
     return " ".join(_TOKEN_RE.findall(low))
 
 
@@ -83,10 +84,16 @@ def calibrated(probs: dict[str, float], temperature: float) -> dict[str, float]:
     """Softmax probabilities re-tempered: p_i^(1/T), normalised. The temperature is the one
     triage/train.py fitted on out-of-fold predictions, so that 0.9 means right about 9 times in 10;
     training fits it with this same function."""
+    return dict(zip(probs, _tempered(list(probs.values()), temperature), strict=True))
+
+
+def _tempered(probs: list[float], temperature: float) -> list[float]:
+    """``calibrated`` on the values alone, in their order (the same arithmetic, term for term:
+    the same floats), without a dict built for each step."""
     power = 1.0 / temperature
-    scaled = {k: max(p, 1e-9) ** power for k, p in probs.items()}
-    total = sum(scaled.values())
-    return {k: v / total for k, v in scaled.items()}
+    scaled = [max(p, 1e-9) ** power for p in probs]
+    total = sum(scaled)
+    return [v / total for v in scaled]
 
 
 class ModelError(ValueError):
@@ -134,10 +141,15 @@ class IntentModel:
         one: both have the bound ``f.predict``); ``meta``: triage.json's content."""
         self.meta = meta
         self._predict = model.f.predict  # the bound C++ call: no NumPy arrays, no label parsing
-        self._split = {f"__label__{x}": split_label(x) for x in meta["labels"]}
-        self._k = len(self._split)
         self._groups = tuple(meta["group"]["labels"])
         self._priorities = tuple(meta["priority"]["labels"])
+        # fastText's label -> (index of its group, of its priority): the sums are kept in lists.
+        self._index = {
+            f"__label__{x}": (self._groups.index(g), self._priorities.index(q))
+            for x in meta["labels"]
+            for g, q in (split_label(x),)
+        }
+        self._k = len(self._index)
         self._temperatures = float(meta["group"]["temperature"]), float(meta["priority"]["temperature"])
 
     @classmethod
@@ -190,20 +202,28 @@ class IntentModel:
     def marginals(self, text: str, subject: str | None = None) -> tuple[dict[str, float], dict[str, float]]:
         """The model's probabilities of each group and each priority for a message, before
         calibration: sums over the pairs (training fits the temperatures on these)."""
+        group, priority = self._sums(text, subject)
+        return dict(zip(self._groups, group, strict=True)), dict(zip(self._priorities, priority, strict=True))
+
+    def _sums(self, text: str, subject: str | None) -> tuple[list[float], list[float]]:
+        """``marginals``' values, in the order of the group and priority labels."""
         line = tokens(text, subject) + "\n"  # fastText reads the line's end as a word, as in training
-        group = dict.fromkeys(self._groups, 0.0)
-        priority = dict.fromkeys(self._priorities, 0.0)
-        split = self._split
+        group = [0.0] * len(self._groups)
+        priority = [0.0] * len(self._priorities)
+        index = self._index
         for p, label in self._predict(line, self._k, 0.0, "strict"):
-            g, q = split[label]
+            g, q = index[label]
             group[g] += p
             priority[q] += p
         return group, priority
 
     def predict(self, text: str, subject: str | None = None) -> Prediction:
-        group, priority = self.marginals(text, subject)
+        group, priority = self._sums(text, subject)
         t_group, t_priority = self._temperatures
-        return Prediction(calibrated(group, t_group), calibrated(priority, t_priority))
+        return Prediction(
+            dict(zip(self._groups, _tempered(group, t_group), strict=True)),
+            dict(zip(self._priorities, _tempered(priority, t_priority), strict=True)),
+        )
 
 
 def split_label(label: str) -> tuple[str, str]:

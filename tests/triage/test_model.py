@@ -12,7 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from rules.intent import FORMAT, IntentModel, ModelError, Policy, Prediction, Ruled, combine, tokens
+from rules.intent import (
+    FORMAT,
+    IntentModel,
+    ModelError,
+    Policy,
+    Prediction,
+    Ruled,
+    calibrated,
+    combine,
+    tokens,
+)
 
 TINY = Path(__file__).resolve().parent / "tiny-model"
 
@@ -31,6 +41,28 @@ def test_a_model_directory_loads_and_predicts_calibrated_probabilities() -> None
     p = model.predict("my withdrawal has not arrived", "help")
     assert set(p.group) == set(model.meta["group"]["labels"]) and set(p.priority) == {"P1", "P2", "P3", "P4"}
     assert abs(sum(p.group.values()) - 1) < 1e-6 and abs(sum(p.priority.values()) - 1) < 1e-6
+
+
+def test_predict_is_calibrated_marginals_to_the_last_bit() -> None:
+    # predict() sums and calibrates in lists (the hot path); training fits the temperatures with
+    # marginals() and calibrated() on dicts: the two must give the very same floats, in label order.
+    model = IntentModel.load(TINY)
+    t_group, t_priority = model.meta["group"]["temperature"], model.meta["priority"]["temperature"]
+    for text, subject in [
+        ("my withdrawal has not arrived", "help"),
+        ("我的提现还没到账 0x" + "ab" * 32, None),
+        ("", None),
+    ]:
+        group, priority = model.marginals(text, subject)
+        p = model.predict(text, subject)
+        assert list(group) == list(model.group_labels) and list(priority) == list(model.priority_labels)
+        assert list(p.group.items()) == list(calibrated(group, t_group).items())
+        assert list(p.priority.items()) == list(calibrated(priority, t_priority).items())
+
+
+def test_tokens_of_ascii_text_skip_no_space_scripts_alone() -> None:
+    assert tokens("Withdrawal 0.5 BTC, txid 0x" + "ab" * 32 + "!") == "withdrawal _num_ btc , txid _hex_ !"
+    assert tokens("提现 BTC") == "提 现 btc"
 
 
 def _copy(tmp_path: Path) -> Path:
