@@ -20,7 +20,6 @@ A crash loses nothing and doubles nothing: the position is stored after the even
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -32,7 +31,7 @@ from redis.exceptions import RedisError
 from router.conversations import Conversation, first_inbound, parse_history
 from router.events import GroupEvent, GroupEvents
 from router.incidents import Incident, Incidents, status_item, text_for
-from router.lifecycle import keep_running
+from router.lifecycle import cancel_all, keep_running
 from router.runtime import Runtime
 from router.scripts import argv, run_per_prefix
 from rules import MessageIn
@@ -78,9 +77,7 @@ class Linker:
     async def close(self) -> None:
         self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_all([self._task])
 
     def health(self) -> dict[str, Any]:
         return {

@@ -20,7 +20,6 @@ may raise it to P1 (never lowers). Its moves are not labels: the model would lea
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -33,7 +32,7 @@ from router.config import ReviewSettings, RulesSettings, Settings
 from router.conversations import first_inbound
 from router.errors import ConfigError
 from router.events import GroupEvent, GroupEvents
-from router.lifecycle import keep_running
+from router.lifecycle import cancel_all, keep_running
 from rules.intent import IntentModel, ModelError
 from rules.semantic import ReviewPolicy, SemanticModel, needs_review, review
 
@@ -124,9 +123,7 @@ class Reviewer:
     async def close(self) -> None:
         self._stopping.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_all([self._task])
 
     def health(self) -> dict[str, Any]:
         reviewed = self.counts["reviewed"]
