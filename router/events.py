@@ -4,8 +4,11 @@ after a position.
 
 A live view keeps a position per stream, named by ``streams``: the group itself with one shard
 (as before shards), ``group@shard`` with several. On a single server every stream is read in one
-XREAD; on a Redis Cluster an XREAD stays in one slot, so the streams are read per shard at once,
-and the first answer wins (the others are cancelled: XREAD moves no position, nothing is lost).
+XREAD; on a Redis Cluster an XREAD stays in one slot, so the streams are read per slot at once
+(``_per_slot``): first without blocking, and only when no slot has anything, blocking for at most
+``CLUSTER_BLOCK_MS``. Every read is awaited, none is cancelled: a cancelled redis-py cluster
+command drops its connection in the middle of a reply (CI saw those sockets leak and a step
+return before the slots that had events answered).
 
 Reads that block (XREAD ... BLOCK) use a pool of their own, so that open live views never starve
 the rest of the process of connections.
@@ -22,6 +25,10 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from router.keys import Shards
+
+# On a cluster a blocking read waits for every slot's answer, so the wait is bounded: an event in
+# one slot is seen at most this late. An idle reader then costs one XREAD per slot this often.
+CLUSTER_BLOCK_MS = 250
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +77,7 @@ class GroupEvents:
             parts: dict[int, dict[str, str]] = {}
             for key, (name, _) in by_key.items():
                 parts.setdefault(self._blocking.keyslot(key), {})[key] = positions[name]
-            reply = await self._first(list(parts.values()), block_ms, count)
+            reply = await self._per_slot(list(parts.values()), block_ms, count)
         else:
             reply = await self._blocking.xread(
                 {key: positions[name] for key, (name, _) in by_key.items()}, block=block_ms, count=count
@@ -117,23 +124,15 @@ class GroupEvents:
         group, _, shard = name.rpartition("@")
         return group, self._shards.shard[int(shard)].events(group)
 
-    async def _first(self, parts: list[dict[str, str]], block_ms: int, count: int) -> list[Any]:
-        """XREAD of each slot's streams at once; the replies of those that answered first."""
-        reads = [asyncio.ensure_future(self._blocking.xread(part, block=block_ms, count=count)) for part in parts]
-        try:
-            await asyncio.wait(reads, return_when=asyncio.FIRST_COMPLETED)
-            # Those that answered within the same moment too: their events are as new.
-            await asyncio.sleep(0)
-        finally:
-            for read in reads:
-                if not read.done():
-                    read.cancel()
-            await asyncio.gather(*reads, return_exceptions=True)
-        out: list[Any] = []
-        for read in reads:
-            if read.done() and not read.cancelled():
-                out += read.result() or []
-        return out
+    async def _per_slot(self, parts: list[dict[str, str]], block_ms: int, count: int) -> list[Any]:
+        """XREAD of each slot's streams at once, every reply awaited: all that is there now, or
+        else what came within ``min(block_ms, CLUSTER_BLOCK_MS)``."""
+
+        async def read(block: int | None) -> list[Any]:
+            replies = await asyncio.gather(*(self._blocking.xread(part, block=block, count=count) for part in parts))
+            return [stream for reply in replies for stream in reply or []]
+
+        return await read(None) or (await read(min(block_ms, CLUSTER_BLOCK_MS)) if block_ms else [])
 
     async def close(self) -> None:
         await self._blocking.aclose()
