@@ -11,9 +11,18 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,6 +30,7 @@ from pydantic_settings import (
 )
 
 from router.errors import ConfigError
+from rules.locale import FALLBACK_LANGUAGE, localized
 
 #: The most virtual shards a deployment may have (``redis.shards``): each then has a contiguous
 #: slice of 16 of the 16384 slots (router/keys.py shard_prefix), enough for 1024 primaries.
@@ -28,6 +38,16 @@ MAX_SHARDS = 1024
 
 
 DEFAULT_CONFIG = Path("switchboard.toml")
+
+
+def _has_fallback(texts: dict[str, str]) -> dict[str, str]:
+    if FALLBACK_LANGUAGE not in texts:
+        raise ValueError(f"needs a text in {FALLBACK_LANGUAGE!r} (the fallback for other languages)")
+    return texts
+
+
+#: A text per language code, with one in the fallback language (rules/locale.py ``localized``).
+LocalizedTexts = Annotated[dict[str, str], AfterValidator(_has_fallback)]
 
 
 class RedisSettings(BaseModel):
@@ -323,7 +343,7 @@ class AnswerSettings(BaseModel):
 
     def button_labels(self, lang: str) -> tuple[str, str]:
         merged = {**DEFAULT_BUTTON_LABELS, **self.labels}
-        return merged.get(lang) or merged["en"]
+        return localized(merged, lang)
 
 
 #: The survey's question and its follow-up per language (``[csat] question`` and ``follow_up``
@@ -395,7 +415,7 @@ class CsatSettings(BaseModel):
         """The survey's ``which`` text in ``lang`` (its base language, else English)."""
         defaults = DEFAULT_CSAT_QUESTION if which == "question" else DEFAULT_CSAT_FOLLOW_UP
         merged = {**defaults, **(self.question if which == "question" else self.follow_up)}
-        return merged.get(lang) or merged.get(lang.split("-", 1)[0]) or merged["en"]
+        return localized(merged, lang)
 
 
 class IncidentSettings(BaseModel):
@@ -560,7 +580,7 @@ class ImpostorSettings(BaseModel):
     warn_in_group: bool = True
     #: The warning, by language ("{name}": the member's name, "{staff}": the staff name alike);
     #: "en" is the fallback.
-    warning: dict[str, str] = {
+    warning: LocalizedTexts = {
         "en": "Careful: {name} is not a member of our staff (looks like {staff}). Staff never DM first.",
     }
     #: rapidfuzz similarity (0-100) for "impostor" (with a trick) and "review" (without).
@@ -569,19 +589,13 @@ class ImpostorSettings(BaseModel):
     #: A member already checked is checked again only for new names, or after this long.
     recheck_s: int = Field(3600, ge=0)
 
-    @model_validator(mode="after")
-    def _fallback(self) -> ImpostorSettings:
-        if "en" not in self.warning:
-            raise ValueError("warning needs an 'en' text (the fallback for other languages)")
-        return self
-
 
 class SafetyNoticeSettings(BaseModel):
     """The notice added to the first reply of a conversation (docs/impostors.md, "Safety notice")."""
 
     enabled: bool = True
     #: By language of the conversation; "en" is the fallback.
-    text: dict[str, str] = {
+    text: LocalizedTexts = {
         "en": "Staff never DM you first and never ask for your recovery phrase.",
         "zh": "工作人员绝不会主动私信您，也绝不会索要您的助记词。",
         "ru": "Сотрудники никогда не пишут первыми и никогда не просят вашу фразу восстановления.",
@@ -591,12 +605,6 @@ class SafetyNoticeSettings(BaseModel):
         "ko": "직원은 먼저 DM을 보내지 않으며 복구 문구를 절대 요구하지 않습니다.",
         "pt": "A equipe nunca envia mensagem primeiro e nunca pede sua frase de recuperação.",
     }
-
-    @model_validator(mode="after")
-    def _fallback(self) -> SafetyNoticeSettings:
-        if self.enabled and "en" not in self.text:
-            raise ValueError("text needs an 'en' notice (the fallback for other languages)")
-        return self
 
 
 class AdmissionLimit(BaseModel):
@@ -625,7 +633,7 @@ class AdmissionSettings(BaseModel):
     channels: dict[str, AdmissionLimit] = {}
     notice_window_s: int = Field(600, ge=1)
     #: The notice by the message's language; "en" is the fallback.
-    notice: dict[str, str] = {
+    notice: LocalizedTexts = {
         "en": "We have received your messages and will answer them together shortly. Thank you for your patience.",
         "zh": "我们已收到您的消息，稍后会一并回复。感谢您的耐心等待。",
         "ru": "Мы получили ваши сообщения и скоро ответим на них все вместе. Спасибо за терпение.",
@@ -633,12 +641,6 @@ class AdmissionSettings(BaseModel):
         "tr": "Mesajlarınızı aldık, kısa süre içinde hepsine birlikte yanıt vereceğiz. Sabrınız için teşekkürler.",
         "vi": "Chúng tôi đã nhận được tin nhắn của bạn và sẽ sớm trả lời tất cả. Cảm ơn bạn đã kiên nhẫn.",
     }
-
-    @model_validator(mode="after")
-    def _fallback(self) -> AdmissionSettings:
-        if "en" not in self.notice:
-            raise ValueError("notice needs an 'en' text (the fallback for other languages)")
-        return self
 
     def limit(self, channel: str) -> AdmissionLimit:
         """The limit of ``channel``: its override, else the default."""

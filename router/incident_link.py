@@ -30,11 +30,12 @@ from redis.exceptions import RedisError
 
 from router.conversations import Conversation, first_inbound, parse_history
 from router.events import GroupEvent, GroupEvents
-from router.incidents import Incident, Incidents, status_item, text_for
+from router.incidents import Incident, Incidents, status_item
 from router.lifecycle import cancel_all, keep_running
 from router.runtime import Runtime
 from router.scripts import argv, run_per_prefix
 from rules import MessageIn
+from rules.locale import localized
 from rules.matcher import Matcher
 
 #: How often the collapsed sets are cleared of conversations taken out of them by other scripts.
@@ -190,7 +191,7 @@ class Linker:
         )
         for inc in self._open:
             if self._matchers[(inc.id, inc.updated_ms)].matches(msg):
-                item = status_item(text_for(inc.texts, conv.language or msg.language), now / 1000)
+                item = status_item(localized(inc.texts, conv.language or msg.language), now / 1000)
                 return {"conv": cid, "incident": inc.id, "title": inc.title, "item": item}
         return None
 

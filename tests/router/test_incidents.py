@@ -20,11 +20,12 @@ from router.errors import BadRequest, Conflict, LeaseLost
 from router.events import GroupEvent
 from router.incident_broadcast import Broadcaster
 from router.incident_link import Linker
-from router.incidents import Incident, text_for
+from router.incidents import Incident
 from router.model import decode_outbox
 from router.runtime import Runtime
 from router.surge import suggestions
 from router.worker import Workers
+from rules.locale import localized
 from tests.router.helpers import drain
 
 pytestmark = pytest.mark.cluster(shards=4)
@@ -120,7 +121,7 @@ async def test_a_bad_matcher_or_texts_are_refused_with_the_reason(rt: Runtime) -
     with pytest.raises(BadRequest, match="title"):
         await rt.incidents.open(" ", TRON, TEXTS, "admin")
     assert await rt.incidents.recent() == []
-    assert text_for(TEXTS, "zh-Hans") == TEXTS["zh"] and text_for(TEXTS, "ru") == TEXTS["en"]
+    assert localized(TEXTS, "zh-Hans") == TEXTS["zh"] and localized(TEXTS, "ru") == TEXTS["en"]
 
 
 async def test_matching_conversations_are_linked_answered_and_collapsed(rt: Runtime) -> None:
