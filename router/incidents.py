@@ -29,7 +29,6 @@ from router.scripts import Scripts, argv
 from rules.locale import FALLBACK_LANGUAGE
 from rules.matcher import Matcher, MatcherError
 
-#: The language every text must have: the one a user whose language has no text gets.
 MAX_TITLE = 200
 MAX_TEXT = 2000
 LOG_MAX = 1000

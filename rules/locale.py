@@ -19,7 +19,5 @@ def localized(texts: Mapping[str, T], lang: str | None) -> T:
     """The text in ``lang``, else in its base language (``zh-Hans`` finds ``zh``), else in
     ``FALLBACK_LANGUAGE`` (KeyError if ``texts`` lacks it: the texts' validators require it)."""
     lang = (lang or "").lower()
-    found = texts.get(lang)
-    if found is None:
-        found = texts.get(lang.split("-", 1)[0])
-    return found if found is not None else texts[FALLBACK_LANGUAGE]
+    # ``or``, as every copy this replaced did: an empty text counts as none.
+    return texts.get(lang) or texts.get(lang.split("-", 1)[0]) or texts[FALLBACK_LANGUAGE]
