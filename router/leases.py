@@ -198,6 +198,7 @@ class Holder:
         self._retry_s = retry_s  # after a failed renewal, while the deadline allows
         self._guarded: set[asyncio.Task[Any]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        self._closing = False
 
     async def __aenter__(self) -> Holder:
         self.start()
@@ -213,6 +214,10 @@ class Holder:
 
     async def close(self) -> None:
         if self._renewer is not None:
+            # The flag as well as the cancel: a cancel that lands inside a Redis command can be
+            # swallowed there (seen once in CI: the renewer went on renewing and close() waited
+            # forever), and the loop then ends at its next turn instead.
+            self._closing = True
             self._renewer.cancel()
             await asyncio.wait({self._renewer})
             self._renewer = None
@@ -243,6 +248,8 @@ class Holder:
         while True:
             # Never sleep past the deadline: a lease found lost must stop its tasks in time.
             await asyncio.sleep(max(0.0, min(wait, lease.deadline - lease.monotonic())))
+            if self._closing:
+                return
             left = lease.deadline - lease.monotonic()
             if left <= 0:
                 return self._lose("no renewal confirmed before its deadline")

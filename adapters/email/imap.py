@@ -402,7 +402,10 @@ class MailboxReader:
         #: ``own_copies``: our own replies seen in the folder and left out of the inbox (own.py).
         self.state = Health.counting(("received", "duplicates", "own_copies", "reconnects"))
         self.last_uid = 0
-        #: Set after each catch-up (tests and health use it to know the reader is up to date).
+        #: Set while the reader waits for news (in IDLE, acknowledged by the server, or between
+        #: polls) with everything before taken in; cleared while it catches up. Mail delivered
+        #: once it is set is announced to this wait: a server that announces only changes made
+        #: during IDLE (pymap) would otherwise hold mail delivered just before it until the renewal.
         self.caught_up = asyncio.Event()
 
     # -- Adapter -------------------------------------------------------------------------------
@@ -542,6 +545,7 @@ class MailboxReader:
 
     async def _catch_up(self, conn: _Connection) -> None:
         self.mode = "catching up"
+        self.caught_up.clear()
         last = await self._cursor(conn)
         self.last_uid = last
         first = last + 1
@@ -551,7 +555,6 @@ class MailboxReader:
         while uids := await conn.search_uids(first):
             last = await self._take(conn, uids, last)
             first = max(last, uids[-1]) + 1
-        self.caught_up.set()
 
     async def _take(self, conn: _Connection, uids: list[int], last: int) -> int:
         """Fetch and append ``uids`` in batches, moving the cursor after each; the new last UID."""
@@ -617,6 +620,7 @@ class MailboxReader:
                 log.warning("%s: IDLE refused (%s); polling every %.0fs", self.name, exc, self.cfg.poll_interval_s)
                 self.state.error(f"IDLE refused: {exc}", disconnected=False)
         self.mode = "polling"
+        self.caught_up.set()
         stop = asyncio.ensure_future(self._stopping.wait())
         lost = asyncio.ensure_future(conn.lost.wait())
         try:
@@ -633,6 +637,7 @@ class MailboxReader:
         imap = conn.imap
         idle_task = await conn.call(imap.idle_start(timeout=self.cfg.idle_renew_s))
         self.mode = "idle"
+        self.caught_up.set()
         push = asyncio.ensure_future(imap.wait_server_push(timeout=self.cfg.idle_renew_s + self.cfg.timeout_s))
         stop = asyncio.ensure_future(self._stopping.wait())
         lost = asyncio.ensure_future(conn.lost.wait())

@@ -35,9 +35,9 @@ async def test_status_text_then_one_resolution_per_thread(
     inc = await open_tron(rt)
     reader, sender = adapters_of(rt, email_section(mailbox, smtp_server))
     async with running([reader, sender]):
-        await reader.caught_up.wait()
         customers = {"ann@customer.test": "<t1@customer.test>", "ben@customer.test": "<t2@customer.test>"}
         for n, (addr, msgid) in enumerate(customers.items(), 1):
+            await reader.caught_up.wait()  # in IDLE again: the next delivery is announced to it
             await mailbox.deliver(mail("TRON withdrawal", "My TRON withdrawal is stuck.", frm=addr, msgid=msgid))
             await envelopes(rt, n)
         await drain(Worker(rt))
