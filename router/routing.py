@@ -17,9 +17,10 @@ from typing import Any
 import msgspec
 
 from router.admission import admission_argument
-from router.config import Settings
+from router.config import Settings, WaitSettings
 from router.model import Envelope, new_id
 from rules import Decision, MessageIn, redact_secrets
+from rules.placeholders import has_placeholders, without_estimate
 
 _encoder = msgspec.json.Encoder()
 
@@ -113,17 +114,25 @@ def shared_argument(
             "fence": fence,
             "slav": sla_policy or 0,
             **({"adm": admission_argument(settings.admission)} if settings.admission.enabled else {}),
+            "wt": {"w": settings.waits.window_min, "b": settings.waits.band},
             "stream": stream,
         }
     )
 
 
 def route_arguments(
-    entry_id: bytes, env: Envelope, decision: Decision, *, retry: bool, hold: str = ""
+    entry_id: bytes,
+    env: Envelope,
+    decision: Decision,
+    *,
+    retry: bool,
+    hold: str = "",
+    waits: WaitSettings | None = None,
 ) -> tuple[bytes, bytes, bytes]:
     """The route script's arguments for one message: its payload, its history entry and its
     auto-reply's outbox item (``b""`` for none), the last two stored as they are. ``hold``: why
-    the message is kept out of the queues (``router/admission.py``: banned, muted, spam), or ""."""
+    the message is kept out of the queues (``router/admission.py``: banned, muted, spam), or "".
+    ``waits``: the fallback phrases of an auto-reply with placeholders (default: the shipped ones)."""
     full_body = env.meta.get("full_body")
     # Only the evaluated, redacted text may travel; an adapter's copy of the whole body (e-mail
     # quotes included) is kept in the history alone, with its secrets masked too.
@@ -164,7 +173,7 @@ def route_arguments(
     if decision.subject:
         values.append(decision.subject)
     # Positional, as route.lua unpacks it.
-    payload = (
+    payload: tuple[Any, ...] = (
         conversation_ref(env),
         env.channel,
         env.kind,
@@ -180,5 +189,9 @@ def route_arguments(
         env.conversation_key,
         hold,
     )
+    if reply and has_placeholders(decision.auto_reply or ""):
+        # The script fills the placeholders; without an estimate it takes this text instead.
+        phrase = (waits or WaitSettings()).phrase(decision.language or "")
+        payload = (*payload, without_estimate(decision.auto_reply or "", phrase))
     # Bytes, as Redis takes them: no decode here and re-encode in redis-py.
     return _encoder.encode(payload), history, reply

@@ -48,6 +48,31 @@ local function dequeue(cid, group)
   redis.call('ZREM', P .. 'waiting:' .. group, cid)
 end
 
+-- Wait estimates (docs/waits.md). A conversation taken out of group's queue by a claim, an
+-- assignment, or an agent's reply or close (``taken`` false for a close: nobody served it) is
+-- counted in served:{group}:{minute}, the group's service rate the route script reads, kept
+-- SERVED_TTL_MS (the longest window, 120 min, plus one minute). A conversation whose auto-reply
+-- said a wait (its field wait_est = "at est_ms min max group", lua/route.lua) leaves its real wait
+-- beside that estimate on the waits stream when first taken from that group; any first departure
+-- ends the estimate.
+local SERVED_TTL_MS = '7260000'
+local WAITS_MAXLEN = '10000'
+
+local function served(cid, group, taken)
+  local k = P .. 'served:' .. group .. ':' .. num(math.floor(NOW / 60000))
+  redis.call('INCR', k)
+  redis.call('PEXPIRE', k, SERVED_TTL_MS)
+  local c = P .. 'conv:' .. cid
+  local est = redis.call('HGET', c, 'wait_est')
+  if not est then return end
+  redis.call('HDEL', c, 'wait_est')
+  local at, ms, lo, hi, g = string.match(est, '^(%d+) (%d+) (%d+) (%d+) (.*)$')
+  if taken and g == group then
+    redis.call('XADD', P .. 'waits', 'MAXLEN', '~', WAITS_MAXLEN, '*', 'group', group, 'conv', cid,
+      'est_ms', ms, 'min', lo, 'max', hi, 'real_ms', num(NOW - tonumber(at)), 'at', NOWS)
+  end
+end
+
 local function conv_fields(c, ...)
   local names = {...}
   local vals = redis.call('HMGET', c, unpack(names))
