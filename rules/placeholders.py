@@ -8,6 +8,7 @@ Only ``{name}`` with a name of letters, digits and ``_`` is a placeholder; other
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 POSITION = "queue_position"
 WAIT_MIN = "wait_min"
@@ -39,21 +40,26 @@ def has_placeholders(text: str) -> bool:
     return any(m in PLACEHOLDERS for m in _PLACEHOLDER.findall(text))
 
 
-def without_estimate(text: str, phrase: str) -> str:
+def without_estimate(text: str, phrase: str, names: Iterable[str] = WAITS) -> str:
     """``text`` for when there is no estimate: each sentence holding ``{wait_min}`` or
-    ``{wait_max}`` replaced by ``phrase`` (a whole sentence, e.g. "We will answer as soon as an
-    agent is free."), the whitespace around it kept; ``{queue_position}`` stays to be filled."""
+    ``{wait_max}`` (or any of ``names``) replaced by ``phrase`` (a whole sentence, e.g. "We will
+    answer as soon as an agent is free."), the whitespace around it kept; ``{queue_position}``
+    stays to be filled unless named. Consecutive replaced sentences say the phrase once."""
+    marks = ["{" + n + "}" for n in names]
     out: list[str] = []
     start = 0
+    said = False
     for end in [m.end() for m in _SENTENCE_END.finditer(text)] + [len(text)]:
         if end <= start:
             continue
         sentence = text[start:end]
-        if any("{" + w + "}" in sentence for w in WAITS):
+        start = end
+        if not any(m in sentence for m in marks):
+            out.append(sentence)
+            said = False
+        elif not said:
             body = sentence.strip()
             lead = sentence[: len(sentence) - len(sentence.lstrip())]
-            trail = sentence[len(lead) + len(body) :]
-            sentence = lead + phrase + trail
-        out.append(sentence)
-        start = end
+            out.append(lead + phrase + sentence[len(lead) + len(body) :])
+            said = True
     return "".join(out)

@@ -73,6 +73,38 @@ local function served(cid, group, taken)
   end
 end
 
+local function fill(text, name, value)
+  return (string.gsub(text, '{' .. name .. '}', value))
+end
+
+-- text (an auto-reply's, an incident's status text) for conversation cid (hash c) waiting in
+-- group's queue, its placeholders (rules/placeholders.py) filled: {queue_position}, the place in
+-- this shard's partition of the queue (ZRANK: priority, then due time, as claims take them)
+-- scaled by the shard count; {wait_min}-{wait_max}, the estimate e = place / rate (rate: the
+-- group's departures from this shard over the last w whole minutes, per minute) as
+-- floor(e * (1 - b)) to ceil(e * (1 + b)) minutes, recorded in wait_est. With no departure in
+-- the window, fallback (the text without an estimate, made by the router) instead; nil when cid
+-- is not in the queue (an agent has it).
+local function wait_said(cid, c, group, text, fallback, w, b, shards)
+  local ahead = redis.call('ZRANK', P .. 'queue:' .. group, cid)
+  if not ahead then return nil end
+  local minute = math.floor(NOW / 60000)
+  local keys = {}
+  for m = minute - w, minute - 1 do keys[#keys + 1] = P .. 'served:' .. group .. ':' .. num(m) end
+  local n = 0
+  for _, v in ipairs(redis.call('MGET', unpack(keys))) do n = n + (tonumber(v) or 0) end
+  if n == 0 then
+    text = fallback
+  else
+    local est = (ahead + 1) * w / n
+    local lo, hi = num(math.floor(est * (1 - b))), num(math.ceil(est * (1 + b)))
+    text = fill(fill(text, 'wait_min', lo), 'wait_max', hi)
+    redis.call('HSET', c, 'wait_est', NOWS .. ' ' .. num(math.floor(est * 60000 + 0.5)) .. ' ' .. lo .. ' ' .. hi .. ' '
+      .. group)
+  end
+  return fill(text, 'queue_position', num(ahead * shards + 1))
+end
+
 local function conv_fields(c, ...)
   local names = {...}
   local vals = redis.call('HMGET', c, unpack(names))

@@ -277,7 +277,8 @@ elseif op == 'close' then
   end
   unassign()
   redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', NOWS, 'updated_ms', NOWS)
-  redis.call('HDEL', c, 'offered')  -- re-offer hops count per opening (router/assignment.py)
+  -- Re-offer hops count per opening (router/assignment.py); a wait said is for this opening only.
+  redis.call('HDEL', c, 'offered', 'wait_est')
   redis.call('ZADD', P .. 'closed', NOWS, cid)  -- the retention sweep's index (router/retention.py)
   hist(cid, 'status', cjson.encode({status = 'closed', by = a.by, reason = a.reason}))
   label('close', cur.group, prio, a.reason)

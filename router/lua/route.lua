@@ -166,37 +166,13 @@ local function adm_hold(cid, c, cur, hold, to_tags, hist_raw)
 end
 -- --------------------------------------------------------------------------------------------
 
--- Wait estimates (docs/waits.md, rules/placeholders.py) ------------------------------------
--- shared.wt = {w = window (whole minutes), b = band}. The auto-reply of conversation cid (hash
--- c), just queued in group, with its placeholders filled: {queue_position}, the place in this
--- shard's partition of the queue (ZRANK: priority, then due time, as claims take them) scaled by
--- the shard count; {wait_min}-{wait_max}, the estimate e = place / rate (rate: the group's
--- departures from this shard over the last w whole minutes, common.lua served, per minute) as
--- floor(e * (1 - b)) to ceil(e * (1 + b)) minutes, recorded in wait_est; with no departure in
--- the window, the text without an estimate (made by the router, fallback) instead.
+-- Wait estimates (docs/waits.md): shared.wt = {w = window (whole minutes), b = band}; the
+-- auto-reply of a conversation just queued, its placeholders filled (common.lua wait_said).
 local WT = shared.wt
 
-local function fill(text, name, value)
-  return (string.gsub(text, '{' .. name .. '}', value))
-end
-
 local function estimated(cid, c, group, reply, fallback)
-  local ahead = redis.call('ZRANK', P .. 'queue:' .. group, cid)
-  local minute = math.floor(NOW / 60000)
-  local keys = {}
-  for m = minute - WT.w, minute - 1 do keys[#keys + 1] = P .. 'served:' .. group .. ':' .. num(m) end
-  local n = 0
-  for _, v in ipairs(redis.call('MGET', unpack(keys))) do n = n + (tonumber(v) or 0) end
   local item = cjson.decode(reply)
-  local text = fallback
-  if n > 0 then
-    local est = (ahead + 1) * WT.w / n
-    local lo, hi = num(math.floor(est * (1 - WT.b))), num(math.ceil(est * (1 + WT.b)))
-    text = fill(fill(item.text, 'wait_min', lo), 'wait_max', hi)
-    redis.call('HSET', c, 'wait_est', NOWS .. ' ' .. num(math.floor(est * 60000 + 0.5)) .. ' ' .. lo .. ' ' .. hi .. ' '
-      .. group)
-  end
-  item.text = fill(text, 'queue_position', num(ahead * SHARDS + 1))
+  item.text = wait_said(cid, c, group, item.text, fallback, WT.w, WT.b, SHARDS)
   return cjson.encode(item)
 end
 -- --------------------------------------------------------------------------------------------

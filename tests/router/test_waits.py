@@ -11,12 +11,16 @@ from pathlib import Path
 import pytest
 
 from router import analytics_cli
+from router.audit import Audit
 from router.conversations import Conversations
+from router.errors import BadRequest
+from router.incident_link import Linker
+from router.incidents import Incidents
 from router.model import Envelope, decode_outbox
 from router.rulestore import RuleStore
 from router.runtime import Runtime
-from router.worker import Worker
 from router.waits import Observed, accuracy
+from router.worker import Worker
 from rules.model import RuleSetError
 from rules.placeholders import without_estimate
 from tests.router.helpers import drain, message
@@ -190,3 +194,55 @@ def test_accuracy_by_hand() -> None:
     [payments] = accuracy(found, "payments")
     assert (payments.n, payments.median_abs_error_s, payments.inside) == (3, 60.0, 2 / 3)
     assert [a.group for a in accuracy(found)] == ["payments", "security"]
+
+
+TRON = {"all": [{"contains_any": ["withdrawal"]}, {"contains_any": ["tron"]}]}
+STATUS = (
+    "TRON withdrawals are delayed. You are number {queue_position} in line. Wait: {wait_min} to {wait_max} minutes."
+)
+
+
+async def test_incident_status_text_says_the_position_and_the_wait(rt: Runtime) -> None:
+    clock = Clock()
+    shard = Shard(rt, clock)
+    conversations = Conversations(rt.client, rt.settings, rt.scripts, shards=rt.shards, clock=clock)
+    incidents = Incidents(rt.client, rt.shards, rt.scripts, Audit(rt.client, rt.keys, 1000), clock=clock)
+    link = Linker(rt, incidents, clock=clock, block_ms=20)
+    await link.resume()
+    # Payments (P2): two taken at minutes 1 and 2, one still waiting.
+    first, second, third = [(await shard.route(f"my withdrawal is late, queue {i}"))[0] for i in range(3)]
+    for minute, cid in ((1, first), (2, second)):
+        clock.ms = T0 + minute * MIN
+        assert await conversations.claim("payments", "ann", cid) == cid
+    inc = await incidents.open("TRON withdrawals delayed", TRON, {"en": STATUS}, "admin")
+    clock.ms = T0 + 15 * MIN
+    tron, _ = await shard.route("my tron withdrawal is stuck in the queue")
+    for _ in range(50):  # linker steps until it reads nothing more (a cluster answers slot by slot)
+        before = dict(link._positions)
+        await link.step()
+        if link._positions == before:
+            break
+    # One ahead (third): position 2; 2 departures in 15 minutes: 2 / (2 / 15) = 15 min: 7 to 23.
+    status = [
+        decode_outbox(f[b"item"]).text
+        for _, f in await rt.client.xrange(rt.shards.conv_keys(tron).outbox("telegram"))
+        if decode_outbox(f[b"item"]).conversation == tron and decode_outbox(f[b"item"]).author != "auto"
+    ]
+    shown = 1 * rt.shards.count + 1
+    assert status == [f"TRON withdrawals are delayed. You are number {shown} in line. Wait: 7 to 23 minutes."]
+    assert (await conversations.get(tron)).status == "incident"
+    # Taken from the incident 12 minutes later: error 180 s, inside 7..23.
+    clock.ms = T0 + 27 * MIN
+    assert await incidents.claim(inc.id, "payments", "bob") == tron
+    assert await _printed(rt, argparse.Namespace(group="payments", json=True)) == [
+        {"group": "payments", "n": 1, "median_abs_error_s": 180.0, "inside": 1.0}
+    ]
+    assert third  # still waiting: not counted
+
+
+async def test_incident_texts_with_unknown_placeholders_are_refused(rt: Runtime) -> None:
+    with pytest.raises(BadRequest, match=r"texts.en: unknown placeholder \{eta\}"):
+        await rt.incidents.open("x", TRON, {"en": "Delayed, back at {eta}."}, "admin")
+    inc = await rt.incidents.open("x", TRON, {"en": STATUS}, "admin")
+    with pytest.raises(BadRequest, match="status texts only"):
+        await rt.incidents.resolve(inc.id, "admin", {"en": "Fixed. You were number {queue_position}."}, "close")
