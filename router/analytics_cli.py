@@ -114,11 +114,13 @@ async def report(rt: Any, args: argparse.Namespace) -> int:
 async def waits(rt: Any, args: argparse.Namespace) -> int:
     """``report waits``: the wait estimates said against the real waits, per group, from Redis
     (router/waits.py; not the analytics store)."""
+    from dataclasses import asdict
+
     from router.waits import accuracy, observations
 
     found = accuracy(await observations(rt.client, rt.shards), args.group)
     if args.json:
-        print(json.dumps([a.to_dict() for a in found], indent=2))
+        print(json.dumps([asdict(a) for a in found], indent=2))
         return 0
     print("group  n  median_abs_error_s  inside")
     for a in found:

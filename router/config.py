@@ -11,9 +11,18 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -28,6 +37,16 @@ MAX_SHARDS = 1024
 
 
 DEFAULT_CONFIG = Path("switchboard.toml")
+
+
+def _english_required(texts: dict[str, str]) -> dict[str, str]:
+    if "en" not in texts:
+        raise ValueError("needs an 'en' text (the fallback for other languages)")
+    return texts
+
+
+#: Texts by language (a notice, a warning, a phrase): "en" required, said in other languages' stead.
+ByLanguage = Annotated[dict[str, str], AfterValidator(_english_required)]
 
 
 class RedisSettings(BaseModel):
@@ -560,7 +579,7 @@ class ImpostorSettings(BaseModel):
     warn_in_group: bool = True
     #: The warning, by language ("{name}": the member's name, "{staff}": the staff name alike);
     #: "en" is the fallback.
-    warning: dict[str, str] = {
+    warning: ByLanguage = {
         "en": "Careful: {name} is not a member of our staff (looks like {staff}). Staff never DM first.",
     }
     #: rapidfuzz similarity (0-100) for "impostor" (with a trick) and "review" (without).
@@ -568,12 +587,6 @@ class ImpostorSettings(BaseModel):
     review_ratio: float = Field(97.0, ge=0, le=100)
     #: A member already checked is checked again only for new names, or after this long.
     recheck_s: int = Field(3600, ge=0)
-
-    @model_validator(mode="after")
-    def _fallback(self) -> ImpostorSettings:
-        if "en" not in self.warning:
-            raise ValueError("warning needs an 'en' text (the fallback for other languages)")
-        return self
 
 
 class SafetyNoticeSettings(BaseModel):
@@ -625,7 +638,7 @@ class AdmissionSettings(BaseModel):
     channels: dict[str, AdmissionLimit] = {}
     notice_window_s: int = Field(600, ge=1)
     #: The notice by the message's language; "en" is the fallback.
-    notice: dict[str, str] = {
+    notice: ByLanguage = {
         "en": "We have received your messages and will answer them together shortly. Thank you for your patience.",
         "zh": "我们已收到您的消息，稍后会一并回复。感谢您的耐心等待。",
         "ru": "Мы получили ваши сообщения и скоро ответим на них все вместе. Спасибо за терпение.",
@@ -633,12 +646,6 @@ class AdmissionSettings(BaseModel):
         "tr": "Mesajlarınızı aldık, kısa süre içinde hepsine birlikte yanıt vereceğiz. Sabrınız için teşekkürler.",
         "vi": "Chúng tôi đã nhận được tin nhắn của bạn và sẽ sớm trả lời tất cả. Cảm ơn bạn đã kiên nhẫn.",
     }
-
-    @model_validator(mode="after")
-    def _fallback(self) -> AdmissionSettings:
-        if "en" not in self.notice:
-            raise ValueError("notice needs an 'en' text (the fallback for other languages)")
-        return self
 
     def limit(self, channel: str) -> AdmissionLimit:
         """The limit of ``channel``: its override, else the default."""
@@ -660,7 +667,7 @@ class WaitSettings(BaseModel):
     #: Said instead of the sentence holding {wait_min}/{wait_max} when there is no estimate (no
     #: departure in the window: nothing measured yet, or nobody answering), by the message's
     #: language; "en" is the fallback.
-    fallback: dict[str, str] = {
+    fallback: ByLanguage = {
         "en": "We will answer as soon as an agent is free.",
         "zh": "客服有空时会尽快回复您。",
         "ru": "Мы ответим, как только освободится специалист.",
@@ -668,12 +675,6 @@ class WaitSettings(BaseModel):
         "tr": "Bir temsilci müsait olur olmaz yanıt vereceğiz.",
         "vi": "Chúng tôi sẽ trả lời ngay khi có nhân viên rảnh.",
     }
-
-    @model_validator(mode="after")
-    def _fallback(self) -> WaitSettings:
-        if "en" not in self.fallback:
-            raise ValueError("fallback needs an 'en' text (the fallback for other languages)")
-        return self
 
     def phrase(self, language: str) -> str:
         return self.fallback.get(language) or self.fallback["en"]

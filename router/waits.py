@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
 
@@ -40,14 +39,6 @@ class WaitAccuracy:
     median_abs_error_s: float
     #: The share of real waits within the range said, [wait_min, wait_max] minutes.
     inside: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "group": self.group,
-            "n": self.n,
-            "median_abs_error_s": self.median_abs_error_s,
-            "inside": self.inside,
-        }
 
 
 def _observed(fields: dict[bytes, bytes]) -> Observed:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -40,16 +41,21 @@ RULES = f"""
 """
 
 
+ROUTER_RULES = (Path(__file__).parent / "rules.yaml").read_text()
+
+
 @pytest.fixture
 def rules_file(tmp_path: Path) -> Path:
-    path = tmp_path / "rules.yaml"
-    path.write_text((Path(__file__).parent / "rules.yaml").read_text() + RULES)
-    return path
+    """The router tests' rule set and two rules whose auto-replies say the wait."""
+    (tmp_path / "rules.yaml").write_text(ROUTER_RULES + RULES)
+    return tmp_path / "rules.yaml"
 
 
+@dataclass
 class Clock:
-    def __init__(self) -> None:
-        self.ms = T0
+    """The injected clock (ms), moved by the test."""
+
+    ms: int = T0
 
     def __call__(self) -> int:
         return self.ms
@@ -166,7 +172,7 @@ async def test_texts_without_placeholders_go_as_before(rt: Runtime) -> None:
 
 async def test_unknown_placeholder_refused_and_the_running_version_stays(rt: Runtime) -> None:
     store = RuleStore(rt.client, rt.keys)
-    good = (Path(__file__).parent / "rules.yaml").read_text() + RULES
+    good = ROUTER_RULES + RULES
     first = await store.publish(good, "admin")
     bad = good.replace("{wait_max} minutes", "{wait_max} minutes ({eta})", 1)
     with pytest.raises(RuleSetError, match=r"unknown placeholder \{eta\}"):
