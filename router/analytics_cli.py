@@ -116,8 +116,16 @@ async def waits(rt: Any, args: argparse.Namespace) -> int:
     (router/waits.py; not the analytics store)."""
     from dataclasses import asdict
 
+    from router.reports import ReportError
     from router.waits import accuracy, observations
 
+    ignored = [
+        k
+        for k in ("start", "end", "channel", "language", "tag", "agent", "by", "bucket", "csv", "parquet")
+        if getattr(args, k)
+    ]
+    if ignored or args.drill:
+        raise ReportError("report waits takes --group and --json only")
     found = accuracy(await observations(rt.client, rt.shards), args.group)
     if args.json:
         print(json.dumps([asdict(a) for a in found], indent=2))

@@ -18,6 +18,7 @@ from router.errors import BadRequest
 from router.incident_link import Linker
 from router.incidents import Incidents
 from router.model import Envelope, decode_outbox
+from router.reports import ReportError
 from router.rulestore import RuleStore
 from router.runtime import Runtime
 from router.waits import Observed, accuracy
@@ -140,9 +141,24 @@ async def test_placeholders_filled_from_the_queue_and_the_departures(rt: Runtime
     await conversations.release(p3, "ann")
     assert await conversations.claim("general", "ann", p3) == p3
 
-    out = await _printed(rt, argparse.Namespace(group=None, json=True))
+    out = await _printed(rt, _report_args(group=None))
     assert out == [{"group": "general", "n": 2, "median_abs_error_s": 240.0, "inside": 0.5}]
-    assert await _printed(rt, argparse.Namespace(group="security", json=True)) == []
+    assert await _printed(rt, _report_args(group="security")) == []
+
+
+def _report_args(**given: object) -> argparse.Namespace:
+    """``switchboard report waits`` as parsed (``--json``, ``given``)."""
+    from router.cli import build_parser
+
+    args = build_parser().parse_args(["report", "waits", "--json"])
+    for k, v in given.items():
+        setattr(args, k, v)
+    return args
+
+
+async def test_report_waits_refuses_options_it_does_not_take(rt: Runtime) -> None:
+    with pytest.raises(ReportError, match="--group and --json only"):
+        await analytics_cli.waits(rt, _report_args(start="2026-11-01"))
 
 
 async def _printed(rt: Runtime, args: argparse.Namespace) -> object:
@@ -240,7 +256,7 @@ async def test_incident_status_text_says_the_position_and_the_wait(rt: Runtime) 
     # Taken from the incident 12 minutes later: error 180 s, inside 7..23.
     clock.ms = T0 + 27 * MIN
     assert await incidents.claim(inc.id, "payments", "bob") == tron
-    assert await _printed(rt, argparse.Namespace(group="payments", json=True)) == [
+    assert await _printed(rt, _report_args(group="payments")) == [
         {"group": "payments", "n": 1, "median_abs_error_s": 180.0, "inside": 1.0}
     ]
     assert third  # still waiting: not counted
