@@ -52,9 +52,11 @@ end
 -- assignment, or an agent's reply or close (``taken`` false for a close: nobody served it) is
 -- counted in served:{group}:{minute}, the group's service rate the route script reads, kept
 -- SERVED_TTL_MS (the longest window, 120 min, plus one minute). A conversation whose auto-reply
--- said a wait (its field wait_est = "at est_ms min max group", lua/route.lua) leaves its real wait
--- beside that estimate on the waits stream when first taken from that group; any first departure
--- ends the estimate.
+-- said a wait (its field wait_est = "at est_ms min max group", wait_said below) leaves its real
+-- wait beside that estimate on the waits stream when first taken from that group (also from an
+-- incident it was collapsed under, lua/incident.lua); any departure counted here ends the
+-- estimate, and so do a hold, a knowledge-base answer and a close (nobody took it: nothing to
+-- compare). One moved to another group is compared in none (the group recorded is checked).
 local SERVED_TTL_MS = '7260000'
 local WAITS_MAXLEN = '10000'
 
@@ -225,6 +227,7 @@ local function hold_conversation(cid, c, cur, reason, by)
   if (cur.agent or '') ~= '' then redis.call('SREM', P .. 'agent:' .. cur.agent, cid) end
   redis.call('ZREM', P .. 'sla:due', cid)
   redis.call('HSET', c, 'status', 'held', 'agent', '', 'held', reason, 'updated_ms', NOWS)
+  redis.call('HDEL', c, 'wait_est')  -- a wait said is not compared once held (docs/waits.md)
   hist(cid, 'status', cjson.encode({status = 'held', from = cur.status, by = by, reason = reason}))
   event(cur.group, 'held', cid, cjson.encode({reason = reason, by = by}))
 end

@@ -21,7 +21,7 @@ from router.model import Envelope, decode_outbox
 from router.reports import ReportError
 from router.rulestore import RuleStore
 from router.runtime import Runtime
-from router.waits import Observed, accuracy
+from router.waits import Observed, accuracy, observations
 from router.worker import Worker
 from rules.model import RuleSetError
 from rules.placeholders import without_estimate
@@ -98,8 +98,10 @@ def text_of(raw: bytes) -> str:
 
 
 async def test_fallback_phrase_without_measurements(rt: Runtime) -> None:
-    shard = Shard(rt, Clock())
+    clock = Clock()
+    shard = Shard(rt, clock)
     _, first = await shard.route("where am I in the queue?")
+    clock.ms += 1  # a due time of its own: ties in a queue go by id, as text
     _, second = await shard.route("queue again, another user")
     phrase = rt.settings.waits.fallback["en"]
     assert text_of(first) == f"Thanks. You are number 1 in line. {phrase}"
@@ -268,3 +270,35 @@ async def test_incident_texts_with_unknown_placeholders_are_refused(rt: Runtime)
     inc = await rt.incidents.open("x", TRON, {"en": STATUS}, "admin")
     with pytest.raises(BadRequest, match="status texts only"):
         await rt.incidents.resolve(inc.id, "admin", {"en": "Fixed. You were number {queue_position}."}, "close")
+
+
+async def test_an_estimate_is_compared_once_and_only_for_the_wait_it_was_about(rt: Runtime) -> None:
+    clock = Clock()
+    shard = Shard(rt, clock)
+    conversations = Conversations(rt.client, rt.settings, rt.scripts, shards=rt.shards, clock=clock)
+    first, _ = await shard.route("queue first")
+    clock.ms = T0 + MIN
+    assert await conversations.claim("general", "ann", first) == first  # one departure: 1 in 15 min
+    clock.ms = T0 + 2 * MIN
+    said: dict[str, str] = {}
+    for name in ("moved", "held", "closed", "kept"):
+        clock.ms += 1  # a due time of its own: ties in a queue go by id, as text
+        cid, raw = await shard.route(f"queue {name}")
+        said[name] = cid
+        assert "Expected wait:" in text_of(raw)
+    await conversations.transfer(said["moved"], "payments", "ann")
+    await conversations.hold(said["held"], "admin", "spam")
+    await conversations.restore(said["held"], "admin")
+    await conversations.close(said["closed"], "ann")
+    clock.ms = T0 + 10 * MIN
+    assert await conversations.claim("payments", "ann", said["moved"]) == said["moved"]
+    assert await conversations.claim("general", "ann", said["held"]) == said["held"]
+    assert await conversations.claim("general", "ann", said["kept"]) == said["kept"]
+    await conversations.release(said["kept"], "ann")
+    assert await conversations.claim("general", "ann", said["kept"]) == said["kept"]
+    # Only "kept": 3 ahead of it when said (moved, held, closed were not yet gone): 4 / (1 / 15) = 60
+    # min, said 30 to 90; taken after 8 minutes (less the 4 ms it was routed after minute 2), once.
+    found = await observations(rt.client, rt.shards)
+    assert [(o.conv, o.group, o.est_ms, o.min_m, o.max_m, o.real_ms) for o in found] == [
+        (said["kept"], "general", 60 * MIN, 30, 90, 8 * MIN - 4)
+    ]
