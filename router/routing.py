@@ -139,18 +139,25 @@ def route_arguments(
     meta = {k: v for k, v in env.meta.items() if k != "full_body"} if full_body is not None else env.meta
     reply = b""
     reply_id = None
+    # The auto-reply's texts for the script to fill (docs/waits.md): with placeholders, and
+    # without an estimate; None when it has none (sent as written).
+    texts: tuple[str, str] | None = None
     # Never answer an auto-reply, bounce or list mail automatically: two robots would loop.
     # Nor a held message: its sender is banned, muted or a spammer.
     if decision.auto_reply and not env.meta.get("auto_submitted") and not hold:
         reply_id = new_id()
-        # Without its conversation id: the script, which knows it, puts it first.
+        if has_placeholders(decision.auto_reply):
+            phrase = (waits or WaitSettings()).phrase(decision.language or "")
+            texts = (decision.auto_reply, without_estimate(decision.auto_reply, phrase))
+        # Without its conversation id: the script, which knows it, puts it first; and without
+        # its text when the script fills it in (appended there: the item is never decoded).
         reply = _encoder.encode(
             {
                 "id": reply_id,
                 "channel": env.channel,
                 "account": env.account,
                 "conversation_key": env.conversation_key,
-                "text": decision.auto_reply,
+                **({} if texts else {"text": decision.auto_reply}),
                 "author": "auto",
                 "reply_to": env.platform_id,
                 "meta": meta,
@@ -189,9 +196,7 @@ def route_arguments(
         env.conversation_key,
         hold,
     )
-    if reply and has_placeholders(decision.auto_reply or ""):
-        # The script fills the placeholders; without an estimate it takes this text instead.
-        phrase = (waits or WaitSettings()).phrase(decision.language or "")
-        payload = (*payload, without_estimate(decision.auto_reply or "", phrase))
+    if texts:
+        payload = (*payload, texts)
     # Bytes, as Redis takes them: no decode here and re-encode in redis-py.
     return _encoder.encode(payload), history, reply
