@@ -30,6 +30,7 @@ from pydantic_settings import (
 )
 
 from router.errors import ConfigError
+from rules.locale import FALLBACK_LANGUAGE, localized
 
 #: The most virtual shards a deployment may have (``redis.shards``): each then has a contiguous
 #: slice of 16 of the 16384 slots (router/keys.py shard_prefix), enough for 1024 primaries.
@@ -39,14 +40,14 @@ MAX_SHARDS = 1024
 DEFAULT_CONFIG = Path("switchboard.toml")
 
 
-def _english_required(texts: dict[str, str]) -> dict[str, str]:
-    if "en" not in texts:
-        raise ValueError("needs an 'en' text (the fallback for other languages)")
+def _has_fallback(texts: dict[str, str]) -> dict[str, str]:
+    if FALLBACK_LANGUAGE not in texts:
+        raise ValueError(f"needs a text in {FALLBACK_LANGUAGE!r} (the fallback for other languages)")
     return texts
 
 
-#: Texts by language (a notice, a warning, a phrase): "en" required, said in other languages' stead.
-ByLanguage = Annotated[dict[str, str], AfterValidator(_english_required)]
+#: A text per language code, with one in the fallback language (rules/locale.py ``localized``).
+LocalizedTexts = Annotated[dict[str, str], AfterValidator(_has_fallback)]
 
 
 class RedisSettings(BaseModel):
@@ -342,7 +343,7 @@ class AnswerSettings(BaseModel):
 
     def button_labels(self, lang: str) -> tuple[str, str]:
         merged = {**DEFAULT_BUTTON_LABELS, **self.labels}
-        return merged.get(lang) or merged["en"]
+        return localized(merged, lang)
 
 
 #: The survey's question and its follow-up per language (``[csat] question`` and ``follow_up``
@@ -414,7 +415,7 @@ class CsatSettings(BaseModel):
         """The survey's ``which`` text in ``lang`` (its base language, else English)."""
         defaults = DEFAULT_CSAT_QUESTION if which == "question" else DEFAULT_CSAT_FOLLOW_UP
         merged = {**defaults, **(self.question if which == "question" else self.follow_up)}
-        return merged.get(lang) or merged.get(lang.split("-", 1)[0]) or merged["en"]
+        return localized(merged, lang)
 
 
 class IncidentSettings(BaseModel):
@@ -579,7 +580,7 @@ class ImpostorSettings(BaseModel):
     warn_in_group: bool = True
     #: The warning, by language ("{name}": the member's name, "{staff}": the staff name alike);
     #: "en" is the fallback.
-    warning: ByLanguage = {
+    warning: LocalizedTexts = {
         "en": "Careful: {name} is not a member of our staff (looks like {staff}). Staff never DM first.",
     }
     #: rapidfuzz similarity (0-100) for "impostor" (with a trick) and "review" (without).
@@ -594,7 +595,7 @@ class SafetyNoticeSettings(BaseModel):
 
     enabled: bool = True
     #: By language of the conversation; "en" is the fallback.
-    text: dict[str, str] = {
+    text: LocalizedTexts = {
         "en": "Staff never DM you first and never ask for your recovery phrase.",
         "zh": "工作人员绝不会主动私信您，也绝不会索要您的助记词。",
         "ru": "Сотрудники никогда не пишут первыми и никогда не просят вашу фразу восстановления.",
@@ -604,12 +605,6 @@ class SafetyNoticeSettings(BaseModel):
         "ko": "직원은 먼저 DM을 보내지 않으며 복구 문구를 절대 요구하지 않습니다.",
         "pt": "A equipe nunca envia mensagem primeiro e nunca pede sua frase de recuperação.",
     }
-
-    @model_validator(mode="after")
-    def _fallback(self) -> SafetyNoticeSettings:
-        if self.enabled and "en" not in self.text:
-            raise ValueError("text needs an 'en' notice (the fallback for other languages)")
-        return self
 
 
 class AdmissionLimit(BaseModel):
@@ -638,7 +633,7 @@ class AdmissionSettings(BaseModel):
     channels: dict[str, AdmissionLimit] = {}
     notice_window_s: int = Field(600, ge=1)
     #: The notice by the message's language; "en" is the fallback.
-    notice: ByLanguage = {
+    notice: LocalizedTexts = {
         "en": "We have received your messages and will answer them together shortly. Thank you for your patience.",
         "zh": "我们已收到您的消息，稍后会一并回复。感谢您的耐心等待。",
         "ru": "Мы получили ваши сообщения и скоро ответим на них все вместе. Спасибо за терпение.",
@@ -667,7 +662,7 @@ class WaitSettings(BaseModel):
     #: Said instead of the sentence holding {wait_min}/{wait_max} when there is no estimate (no
     #: departure in the window: nothing measured yet, or nobody answering), by the message's
     #: language; "en" is the fallback.
-    fallback: ByLanguage = {
+    fallback: LocalizedTexts = {
         "en": "We will answer as soon as an agent is free.",
         "zh": "客服有空时会尽快回复您。",
         "ru": "Мы ответим, как только освободится специалист.",
@@ -677,7 +672,7 @@ class WaitSettings(BaseModel):
     }
 
     def phrase(self, language: str) -> str:
-        return self.fallback.get(language) or self.fallback["en"]
+        return localized(self.fallback, language)
 
 
 AdapterSection = dict[str, Any]

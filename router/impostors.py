@@ -27,6 +27,7 @@ from router.config import ImpostorSettings
 from router.errors import NotFound
 from router.keys import Keys
 from router.scripts import Scripts, argv, map_error
+from rules.locale import localized
 
 log = logging.getLogger("switchboard.impostors")
 
@@ -214,9 +215,7 @@ class ImpostorGuard:
         return Flag(verdict, opened, self.warning(verdict, language) if warn else None)
 
     def warning(self, verdict: Verdict, language: str = "") -> str:
-        texts = self.settings.warning
-        text = texts.get(language) or texts.get(language.split("-", 1)[0]) or texts["en"]
-        return text.format(name=verdict.name, staff=verdict.staff_name)
+        return localized(self.settings.warning, language).format(name=verdict.name, staff=verdict.staff_name)
 
     def verify_text(self, platform: str, user_id: str, label: str) -> str:
         """The answer to ``/verify``: whether the account ``user_id`` (shown as ``label``) is staff."""

@@ -23,12 +23,13 @@ from typing import Any
 
 from router.config import IncidentSettings
 from router.errors import LeaseLost
-from router.incidents import Incident, Incidents, status_item, text_for
+from router.incidents import Incident, Incidents, status_item
 from router.keys import Keys
 from router.leases import Clock, WallClock
 from router.runtime import Runtime
 from router.scripts import argv
 from router.shardrounds import ShardRounds
+from rules.locale import localized
 
 log = logging.getLogger("switchboard.incidents")
 
@@ -128,7 +129,7 @@ class Broadcaster:
                 continue
             budget[channel] -= 1
             lang = lang_raw.decode() if lang_raw else None
-            items[cid] = status_item(text_for(inc.resolution, lang), now / 1000)
+            items[cid] = status_item(localized(inc.resolution, lang), now / 1000)
         sent = 0
         batch = list(items.items())
         for start in range(0, len(batch), BATCH):

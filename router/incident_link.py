@@ -30,11 +30,12 @@ from redis.exceptions import RedisError
 
 from router.conversations import Conversation, first_inbound, parse_history
 from router.events import GroupEvent, GroupEvents
-from router.incidents import Incident, Incidents, status_item, text_for
+from router.incidents import Incident, Incidents, status_item
 from router.lifecycle import cancel_all, keep_running
 from router.runtime import Runtime
 from router.scripts import argv, run_per_prefix
 from rules import MessageIn
+from rules.locale import localized
 from rules.matcher import Matcher
 from rules.placeholders import PLACEHOLDERS, has_placeholders, without_estimate
 
@@ -192,7 +193,7 @@ class Linker:
         for inc in self._open:
             if self._matchers[(inc.id, inc.updated_ms)].matches(msg):
                 lang = conv.language or msg.language
-                text = text_for(inc.texts, lang)
+                text = localized(inc.texts, lang)
                 link = {"conv": cid, "incident": inc.id, "title": inc.title, "item": status_item(text, now / 1000)}
                 if has_placeholders(text):
                     # The script fills them (docs/waits.md); these are its texts without an estimate.

@@ -26,11 +26,11 @@ from router.errors import BadRequest, Conflict, NotFound
 from router.keys import Shards
 from router.model import new_id
 from router.scripts import Scripts, argv
+from rules.locale import FALLBACK_LANGUAGE
 from rules.matcher import Matcher, MatcherError
 from rules.placeholders import check_text, has_placeholders
 
 #: The language every text must have: the one a user whose language has no text gets.
-FALLBACK = "en"
 MAX_TITLE = 200
 MAX_TEXT = 2000
 LOG_MAX = 1000
@@ -39,18 +39,12 @@ MODES = ("close", "requeue")
 Mode = Literal["close", "requeue"]
 
 
-def text_for(texts: Mapping[str, str], lang: str | None) -> str:
-    """The text in ``lang`` (``zh-Hans`` finds ``zh``), else the fallback language's."""
-    lang = (lang or "").lower()
-    return texts.get(lang) or texts.get(lang.split("-")[0]) or texts[FALLBACK]
-
-
 def check_texts(texts: Mapping[str, str], what: str, *, placeholders: bool = True) -> dict[str, str]:
     """``texts`` cleaned, or BadRequest naming the problem: an unknown ``{placeholder}``, or
     without ``placeholders`` (resolution texts: nobody waits any more) any (docs/waits.md)."""
     out = {str(k).strip().lower(): str(v).strip() for k, v in texts.items()}
-    if not out.get(FALLBACK):
-        raise BadRequest(f"{what}: a text in '{FALLBACK}' is required (users without their language get it)")
+    if not out.get(FALLBACK_LANGUAGE):
+        raise BadRequest(f"{what}: a text in '{FALLBACK_LANGUAGE}' is required (users without their language get it)")
     for lang, text in out.items():
         if not lang.replace("-", "").isalpha() or len(lang) > 8:
             raise BadRequest(f"{what}: {lang!r} is not a language code (en, zh, ru ...)")

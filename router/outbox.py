@@ -49,6 +49,7 @@ from router.lifecycle import Backoff, keep_running
 from router.model import OutboxItem, decode_outbox, now
 from router.redis import TRANSIENT_ERRORS
 from router.scripts import Scripts, argv, map_error
+from rules.locale import localized
 
 log = logging.getLogger("switchboard.outbox")
 
@@ -353,9 +354,7 @@ class OutboxConsumer:
             replies, language = await pipe.execute()
         if any(reply.decode() < item.id for reply in replies):
             return item
-        texts = self.notice.text
-        lang = language.decode() if language else ""
-        text = texts.get(lang) or texts.get(lang.split("-", 1)[0]) or texts["en"]
+        text = localized(self.notice.text, language.decode() if language else None)
         return msgspec.structs.replace(item, text=f"{item.text}\n\n{text}")
 
     async def _attempts(self, entry_id: str, item: OutboxItem, send: SendFn) -> None:

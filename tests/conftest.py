@@ -5,6 +5,7 @@ Each test gets its own key prefix, so tests never see each other's data and need
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
@@ -146,4 +147,21 @@ async def rt(settings: Settings, redis_url: str) -> AsyncIterator[object]:
     from router.runtime import Runtime
 
     async with Runtime(settings, redis_url) as runtime:
-        yield runtime
+        # A test that hangs fails on pytest-timeout's 120 s, whose traceback shows only the event
+        # loop waiting; the coroutines' stacks show what each waits for.
+        watchdog = asyncio.get_running_loop().call_later(HUNG_S, print_tasks)
+        try:
+            yield runtime
+        finally:
+            watchdog.cancel()
+
+
+HUNG_S = 100
+
+
+def print_tasks() -> None:
+    out = sys.__stderr__
+    print(f"\n=== a test has run for {HUNG_S} s; its tasks ===", file=out)
+    for task in asyncio.all_tasks():
+        print(task, file=out)
+        task.print_stack(file=out)

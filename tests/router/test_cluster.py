@@ -62,7 +62,8 @@ async def test_calls_to_a_slot_that_moved_are_sent_again_to_its_new_node(
         owner = _port_of_slot(redis_cluster, slot)
         assert (await run_many(rt.client, script, [[prefix]]))[0][1] == str(owner).encode()
         other = next(p for p in redis_cluster.ports if p != owner)
-        clients = [syncredis.Redis(port=p, decode_responses=True) for p in redis_cluster.ports]
+        # SETSLOT writes nodes.conf: on a loaded CI machine it took longer than the 5 s default timeout.
+        clients = [syncredis.Redis(port=p, decode_responses=True, socket_timeout=60) for p in redis_cluster.ports]
         ids = {p: c.execute_command("CLUSTER", "MYID") for p, c in zip(redis_cluster.ports, clients, strict=True)}
         try:
             for target in (other, owner):  # moved away, then back: the cluster is left as it was

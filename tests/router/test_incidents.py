@@ -20,11 +20,12 @@ from router.errors import BadRequest, Conflict, LeaseLost
 from router.events import GroupEvent
 from router.incident_broadcast import Broadcaster
 from router.incident_link import Linker
-from router.incidents import Incident, text_for
+from router.incidents import Incident
 from router.model import decode_outbox
 from router.runtime import Runtime
 from router.surge import suggestions
 from router.worker import Workers
+from rules.locale import localized
 from tests.router.helpers import drain
 
 pytestmark = pytest.mark.cluster(shards=4)
@@ -67,12 +68,23 @@ class FakeClock:
 
 async def send(rt: Runtime, user: str, text: str) -> str:
     """A sandbox message from ``user``, routed; its conversation id."""
-    await SandboxUsers(rt.channel_context()).send(user, text)
+    return (await send_all(rt, [(user, text)]))[0]
+
+
+async def send_all(rt: Runtime, messages: list[tuple[str, str]]) -> list[str]:
+    """Sandbox messages (user, text), routed in one run of the workers (a run takes every shard's
+    lease first: one per message made the cluster tests slow); their conversation ids."""
+    users = SandboxUsers(rt.channel_context())
+    for user, text in messages:
+        await users.send(user, text)
     await drain(Workers(rt))
-    keys = rt.shards.shard[rt.shards.of_key("sandbox", "default", user)]
-    cid = await rt.client.get(keys.conv_key("sandbox", "default", user))
-    assert cid is not None
-    return str(cid.decode())
+    cids = []
+    for user, _ in messages:
+        keys = rt.shards.shard[rt.shards.of_key("sandbox", "default", user)]
+        cid = await rt.client.get(keys.conv_key("sandbox", "default", user))
+        assert cid is not None
+        cids.append(str(cid.decode()))
+    return cids
 
 
 async def replies(rt: Runtime, cid: str) -> list[str]:
@@ -120,17 +132,22 @@ async def test_a_bad_matcher_or_texts_are_refused_with_the_reason(rt: Runtime) -
     with pytest.raises(BadRequest, match="title"):
         await rt.incidents.open(" ", TRON, TEXTS, "admin")
     assert await rt.incidents.recent() == []
-    assert text_for(TEXTS, "zh-Hans") == TEXTS["zh"] and text_for(TEXTS, "ru") == TEXTS["en"]
+    assert localized(TEXTS, "zh-Hans") == TEXTS["zh"] and localized(TEXTS, "ru") == TEXTS["en"]
 
 
 async def test_matching_conversations_are_linked_answered_and_collapsed(rt: Runtime) -> None:
     clock = FakeClock()
     link = await linker(rt, clock)
     inc = await open_tron(rt)
-    en = await send(rt, "alice", "my TRON withdrawal has not arrived")
-    zh = await send(rt, "bo", "我的TRC20提现还没到账")
-    other = await send(rt, "carol", "my BTC withdrawal has not arrived")
-    p1 = await send(rt, "dave", "hacked! and my tron withdrawal is gone")
+    en, zh, other, p1 = await send_all(
+        rt,
+        [
+            ("alice", "my TRON withdrawal has not arrived"),
+            ("bo", "我的TRC20提现还没到账"),
+            ("carol", "my BTC withdrawal has not arrived"),
+            ("dave", "hacked! and my tron withdrawal is gone"),
+        ],
+    )
     await link_all(link)
 
     for cid, text in ((en, TEXTS["en"]), (zh, TEXTS["zh"])):
@@ -201,8 +218,9 @@ async def test_resolve_sends_the_resolution_once_and_closes_or_requeues(rt: Runt
     clock = FakeClock()
     link = await linker(rt, clock)
     inc = await open_tron(rt)
-    cids = [await send(rt, f"u{i}", "tron withdrawal stuck") for i in range(5)]
-    p1 = await send(rt, "victim", "hacked, tron withdrawal gone")
+    *cids, p1 = await send_all(
+        rt, [*((f"u{i}", "tron withdrawal stuck") for i in range(5)), ("victim", "hacked, tron withdrawal gone")]
+    )
     await link_all(link)
     taken = await rt.incidents.claim(inc.id, "payments", "agent1")
     assert taken is not None
@@ -242,7 +260,7 @@ async def test_the_broadcast_is_rate_limited_per_channel_and_exactly_once_across
     clock = FakeClock()
     link = await linker(rt, clock)
     inc = await open_tron(rt)
-    cids = [await send(rt, f"user{i}", "tron withdrawal stuck") for i in range(12)]
+    cids = await send_all(rt, [(f"user{i}", "tron withdrawal stuck") for i in range(12)])
     await link_all(link)
     await rt.incidents.resolve(inc.id, "admin", RESOLVED, "close")
     slow = IncidentSettings(rates={"sandbox": 1.0})  # one a round per shard at least
@@ -272,7 +290,7 @@ async def test_a_broadcaster_cancelled_midway_is_resumed_by_another(rt: Runtime)
     clock = FakeClock()
     link = await linker(rt, clock)
     inc = await open_tron(rt)
-    cids = [await send(rt, f"v{i}", "tron withdrawal stuck") for i in range(8)]
+    cids = await send_all(rt, [(f"v{i}", "tron withdrawal stuck") for i in range(8)])
     await link_all(link)
     await rt.incidents.resolve(inc.id, "admin", RESOLVED, "requeue")
     slow = IncidentSettings(rates={"sandbox": 1.0}, tick_s=0.01)
@@ -309,14 +327,13 @@ async def test_a_tag_surging_above_its_baseline_is_suggested(rt: Runtime) -> Non
     settings = IncidentSettings(surge_window_m=30, surge_baseline_h=1, surge_factor=3.0, surge_min=4)
     # The hour before: security usual (8: 4 a 30-minute window), payments rare (1).
     clock.now -= 3_600_000
-    for i in range(8):
-        await send(rt, f"s{i}", "I was hacked")
-    await send(rt, "p0", "withdrawal late")
+    await send_all(rt, [*((f"s{i}", "I was hacked") for i in range(8)), ("p0", "withdrawal late")])
     await link_all(link)
     clock.now += 3_600_000
     # Now: payments 6 (12x its 0.5 a window), security 5 (1.25x: usual).
-    now = [await send(rt, f"p{i}", "withdrawal late") for i in range(1, 7)]
-    now += [await send(rt, f"s{i}", "hacked again") for i in range(8, 13)]
+    now = await send_all(
+        rt, [*((f"p{i}", "withdrawal late") for i in range(1, 7)), *((f"s{i}", "hacked again") for i in range(8, 13))]
+    )
     await link_all(link)
     found = await suggestions(rt.client, rt.shards, settings, clock.now)
     assert [(s.tag, s.recent, s.baseline, s.ratio) for s in found] == [("payments", 6, 0.5, 12.0)]
