@@ -63,16 +63,17 @@ def _script_at(ref: str) -> str:
 
 
 def _route_arguments(routing: types.ModuleType) -> Any:
-    """``routing.route_arguments``; of a revision before admission control (router/admission.py),
-    taking the worker's ``hold`` too (always "" for the bench corpus: nobody banned, no spam)."""
+    """``routing.route_arguments``; of a revision before admission control (router/admission.py)
+    or wait estimates (docs/waits.md), taking the worker's ``hold`` and ``waits`` too, passed on
+    only to a revision that takes them (``hold`` is always "" for the bench corpus: nobody banned,
+    no spam; its auto-replies have no placeholders)."""
     encode_args = routing.route_arguments
-    if "hold" in inspect.signature(encode_args).parameters:
-        return encode_args
+    known = inspect.signature(encode_args).parameters
 
-    def without_hold(entry_id: bytes, env: Any, decision: Any, *, retry: bool, hold: str = "") -> Any:
-        return encode_args(entry_id, env, decision, retry=retry)
+    def as_the_revision_takes(entry_id: bytes, env: Any, decision: Any, *, retry: bool, **rest: Any) -> Any:
+        return encode_args(entry_id, env, decision, retry=retry, **{k: v for k, v in rest.items() if k in known})
 
-    return without_hold
+    return as_the_revision_takes
 
 
 async def _route(worker: Worker, n: int) -> int:

@@ -66,6 +66,8 @@ async def report(rt: Any, args: argparse.Namespace) -> int:
 
     from router.reports import Filters, ReportError, Reports
 
+    if args.name == "waits":
+        return await waits(rt, args)
     settings = rt.settings
     number = await rt.sla_policies.refresh()
     policy = await rt.sla_policies.policy(number) if number is not None else None
@@ -109,6 +111,31 @@ async def report(rt: Any, args: argparse.Namespace) -> int:
     return 0
 
 
+async def waits(rt: Any, args: argparse.Namespace) -> int:
+    """``report waits``: the wait estimates said against the real waits, per group, from Redis
+    (router/waits.py; not the analytics store)."""
+    from dataclasses import asdict
+
+    from router.reports import ReportError
+    from router.waits import accuracy, observations
+
+    ignored = [
+        k
+        for k in ("start", "end", "channel", "language", "tag", "agent", "by", "bucket", "csv", "parquet")
+        if getattr(args, k)
+    ]
+    if ignored or args.drill:
+        raise ReportError("report waits takes --group and --json only")
+    found = accuracy(await observations(rt.client, rt.shards), args.group)
+    if args.json:
+        print(json.dumps([asdict(a) for a in found], indent=2))
+        return 0
+    print("group  n  median_abs_error_s  inside")
+    for a in found:
+        print(f"{a.group}  {a.n}  {a.median_abs_error_s:.1f}  {a.inside:.3f}")
+    return 0
+
+
 def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     with_runtime: Callable[[Callable[[Any, argparse.Namespace], Awaitable[int]]], Handler],
@@ -122,8 +149,11 @@ def add_parsers(
     sp.set_defaults(handler=with_runtime(status))
     from router.reports import BUCKETS, REPORTS
 
-    sp = sub.add_parser("report", help="one report's figures from the analytics store (docs/analytics.md)")
-    sp.add_argument("name", choices=list(REPORTS))
+    sp = sub.add_parser(
+        "report",
+        help="one report's figures from the analytics store (docs/analytics.md); waits: from Redis (docs/waits.md)",
+    )
+    sp.add_argument("name", choices=[*REPORTS, "waits"])
     sp.add_argument("--from", dest="start", help="conversations opened at or after (ISO 8601; UTC if no offset)")
     sp.add_argument("--to", dest="end", help="conversations opened before (ISO 8601)")
     for name in ("group", "channel", "language", "tag", "agent"):

@@ -647,6 +647,34 @@ class AdmissionSettings(BaseModel):
         return self.channels.get(channel) or AdmissionLimit(rate_per_s=self.rate_per_s, burst=self.burst)
 
 
+class WaitSettings(BaseModel):
+    """Wait estimates in auto-replies (docs/waits.md): ``{wait_min}``-``{wait_max}`` minutes from
+    the conversation's place in its queue and the group's departures over the last
+    ``window_min`` whole minutes."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Minutes of departures the service rate is measured over; the route script keeps each
+    #: minute's count for 120 minutes (lua/common.lua SERVED_TTL_MS), the longest window.
+    window_min: int = Field(15, ge=1, le=120)
+    #: The range said around the estimate e: from floor(e * (1 - band)) to ceil(e * (1 + band)).
+    band: float = Field(0.5, ge=0, lt=1)
+    #: Said instead of the sentence holding {wait_min}/{wait_max} when there is no estimate (no
+    #: departure in the window: nothing measured yet, or nobody answering), by the message's
+    #: language; "en" is the fallback.
+    fallback: LocalizedTexts = {
+        "en": "We will answer as soon as an agent is free.",
+        "zh": "客服有空时会尽快回复您。",
+        "ru": "Мы ответим, как только освободится специалист.",
+        "es": "Le responderemos en cuanto un agente esté disponible.",
+        "tr": "Bir temsilci müsait olur olmaz yanıt vereceğiz.",
+        "vi": "Chúng tôi sẽ trả lời ngay khi có nhân viên rảnh.",
+    }
+
+    def phrase(self, language: str) -> str:
+        return localized(self.fallback, language)
+
+
 AdapterSection = dict[str, Any]
 
 
@@ -671,6 +699,7 @@ class Settings(BaseSettings):
     answers: AnswerSettings = AnswerSettings()
     csat: CsatSettings = CsatSettings()
     incidents: IncidentSettings = IncidentSettings()
+    waits: WaitSettings = WaitSettings()
     kb: KBSettings = KBSettings()
     web: WebSettings = WebSettings()
     alerts: AlertSettings = AlertSettings()

@@ -37,6 +37,7 @@ from router.scripts import argv, run_per_prefix
 from rules import MessageIn
 from rules.locale import localized
 from rules.matcher import Matcher
+from rules.placeholders import PLACEHOLDERS, has_placeholders, without_estimate
 
 #: How often the collapsed sets are cleared of conversations taken out of them by other scripts.
 PRUNE_EVERY_S = 30.0
@@ -191,8 +192,21 @@ class Linker:
         )
         for inc in self._open:
             if self._matchers[(inc.id, inc.updated_ms)].matches(msg):
-                item = status_item(localized(inc.texts, conv.language or msg.language), now / 1000)
-                return {"conv": cid, "incident": inc.id, "title": inc.title, "item": item}
+                lang = conv.language or msg.language
+                text = localized(inc.texts, lang)
+                link = {"conv": cid, "incident": inc.id, "title": inc.title, "item": status_item(text, now / 1000)}
+                if has_placeholders(text):
+                    # The script fills them (docs/waits.md); these are its texts without an estimate.
+                    waits = self._rt.settings.waits
+                    phrase = waits.phrase(lang or "")
+                    link["wait"] = {
+                        "fallback": without_estimate(text, phrase),
+                        "unqueued": without_estimate(text, phrase, PLACEHOLDERS),
+                        "w": waits.window_min,
+                        "b": waits.band,
+                        "shards": self._rt.shards.count,
+                    }
+                return link
         return None
 
     async def prune(self) -> int:

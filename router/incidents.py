@@ -28,6 +28,7 @@ from router.model import new_id
 from router.scripts import Scripts, argv
 from rules.locale import FALLBACK_LANGUAGE
 from rules.matcher import Matcher, MatcherError
+from rules.placeholders import check_text, has_placeholders
 
 MAX_TITLE = 200
 MAX_TEXT = 2000
@@ -37,8 +38,9 @@ MODES = ("close", "requeue")
 Mode = Literal["close", "requeue"]
 
 
-def check_texts(texts: Mapping[str, str], what: str) -> dict[str, str]:
-    """``texts`` cleaned, or BadRequest naming the problem."""
+def check_texts(texts: Mapping[str, str], what: str, *, placeholders: bool = True) -> dict[str, str]:
+    """``texts`` cleaned, or BadRequest naming the problem: an unknown ``{placeholder}``, or
+    without ``placeholders`` (resolution texts: nobody waits any more) any (docs/waits.md)."""
     out = {str(k).strip().lower(): str(v).strip() for k, v in texts.items()}
     if not out.get(FALLBACK_LANGUAGE):
         raise BadRequest(f"{what}: a text in '{FALLBACK_LANGUAGE}' is required (users without their language get it)")
@@ -47,6 +49,12 @@ def check_texts(texts: Mapping[str, str], what: str) -> dict[str, str]:
             raise BadRequest(f"{what}: {lang!r} is not a language code (en, zh, ru ...)")
         if not text or len(text) > MAX_TEXT:
             raise BadRequest(f"{what}.{lang}: needs 1 to {MAX_TEXT} characters")
+        try:
+            check_text(text)
+        except ValueError as exc:
+            raise BadRequest(f"{what}.{lang}: {exc}") from None
+        if not placeholders and has_placeholders(text):
+            raise BadRequest(f"{what}.{lang}: placeholders are filled in status texts only, not here")
     return out
 
 
@@ -253,7 +261,7 @@ class Incidents:
         if inc.state == "resolved":
             raise Conflict(f"incident {incident_id} is resolved already")
         if inc.state == "open":
-            clean = check_texts(texts, "resolution")
+            clean = check_texts(texts, "resolution", placeholders=False)
             key = self._keys.incident(incident_id)
             async with self._client.pipeline(transaction=True) as pipe:
                 await pipe.watch(key)

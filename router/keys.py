@@ -165,6 +165,12 @@ lease:incident                  shard  hash      the shard's broadcast lease (fe
 tagrate:m:{minute}              shard  hash      tag -> new conversations with it in that minute (epoch minute), TTL 2 h
 tagrate:h:{hour}                shard  hash      the same per hour (epoch hour), TTL 26 h: the surge detector's baseline
                                                  (router/surge.py)
+served:{group}:{minute}         shard  string    conversations taken from the group's queue in that minute (epoch
+                                                 minute: claim, assignment, an agent's reply or close), TTL 121 min:
+                                                 the service rate of wait estimates (docs/waits.md)
+waits                           shard  stream    a said wait beside the real one, when its conversation is first
+                                                 taken: group, conv, est_ms, min, max (minutes), real_ms, at;
+                                                 capped ~10,000 (router/waits.py)
 ==============================  =====  ========  ==========================================================
 
 How long each key is kept (retention): docs/operations.md, "Retention".
@@ -254,6 +260,13 @@ class Keys:
 
     def waiting(self, group: str) -> str:
         return f"{self.prefix}waiting:{group}"
+
+    def served(self, group: str, minute: int) -> str:
+        return f"{self.prefix}served:{group}:{minute}"
+
+    @property
+    def waits(self) -> str:
+        return self.prefix + "waits"
 
     def agent(self, name: str) -> str:
         return f"{self.prefix}agent:{name}"

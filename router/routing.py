@@ -17,9 +17,10 @@ from typing import Any
 import msgspec
 
 from router.admission import admission_argument
-from router.config import Settings
+from router.config import Settings, WaitSettings
 from router.model import Envelope, new_id
 from rules import Decision, MessageIn, redact_secrets
+from rules.placeholders import has_placeholders, without_estimate
 
 _encoder = msgspec.json.Encoder()
 
@@ -113,35 +114,50 @@ def shared_argument(
             "fence": fence,
             "slav": sla_policy or 0,
             **({"adm": admission_argument(settings.admission)} if settings.admission.enabled else {}),
+            "wt": {"w": settings.waits.window_min, "b": settings.waits.band},
             "stream": stream,
         }
     )
 
 
 def route_arguments(
-    entry_id: bytes, env: Envelope, decision: Decision, *, retry: bool, hold: str = ""
+    entry_id: bytes,
+    env: Envelope,
+    decision: Decision,
+    *,
+    retry: bool,
+    hold: str = "",
+    waits: WaitSettings | None = None,
 ) -> tuple[bytes, bytes, bytes]:
     """The route script's arguments for one message: its payload, its history entry and its
     auto-reply's outbox item (``b""`` for none), the last two stored as they are. ``hold``: why
-    the message is kept out of the queues (``router/admission.py``: banned, muted, spam), or ""."""
+    the message is kept out of the queues (``router/admission.py``: banned, muted, spam), or "".
+    ``waits``: the fallback phrases of an auto-reply with placeholders (default: the shipped ones)."""
     full_body = env.meta.get("full_body")
     # Only the evaluated, redacted text may travel; an adapter's copy of the whole body (e-mail
     # quotes included) is kept in the history alone, with its secrets masked too.
     meta = {k: v for k, v in env.meta.items() if k != "full_body"} if full_body is not None else env.meta
     reply = b""
     reply_id = None
+    # The auto-reply's texts for the script to fill (docs/waits.md): with placeholders, and
+    # without an estimate; None when it has none (sent as written).
+    texts: tuple[str, str] | None = None
     # Never answer an auto-reply, bounce or list mail automatically: two robots would loop.
     # Nor a held message: its sender is banned, muted or a spammer.
     if decision.auto_reply and not env.meta.get("auto_submitted") and not hold:
         reply_id = new_id()
-        # Without its conversation id: the script, which knows it, puts it first.
+        if has_placeholders(decision.auto_reply):
+            phrase = (waits or WaitSettings()).phrase(decision.language or "")
+            texts = (decision.auto_reply, without_estimate(decision.auto_reply, phrase))
+        # Without its conversation id: the script, which knows it, puts it first; and without
+        # its text when the script fills it in (appended there: the item is never decoded).
         reply = _encoder.encode(
             {
                 "id": reply_id,
                 "channel": env.channel,
                 "account": env.account,
                 "conversation_key": env.conversation_key,
-                "text": decision.auto_reply,
+                **({} if texts else {"text": decision.auto_reply}),
                 "author": "auto",
                 "reply_to": env.platform_id,
                 "meta": meta,
@@ -164,7 +180,7 @@ def route_arguments(
     if decision.subject:
         values.append(decision.subject)
     # Positional, as route.lua unpacks it.
-    payload = (
+    payload: tuple[Any, ...] = (
         conversation_ref(env),
         env.channel,
         env.kind,
@@ -180,5 +196,7 @@ def route_arguments(
         env.conversation_key,
         hold,
     )
+    if texts:
+        payload = (*payload, texts)
     # Bytes, as Redis takes them: no decode here and re-encode in redis-py.
     return _encoder.encode(payload), history, reply

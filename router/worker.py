@@ -513,7 +513,9 @@ class Worker:
                 try:
                     decision = engine.evaluate(message_in(env, new_conversation=not known))
                     hold = hold_of(blocks, env.channel, env.sender.id, decision.tags, now_ms)
-                    args = route_arguments(entry_id, env, decision, retry=attempts > 1, hold=hold)
+                    args = route_arguments(
+                        entry_id, env, decision, retry=attempts > 1, hold=hold, waits=self.settings.waits
+                    )
                 except Exception as exc:  # a rule-engine bug must not stop the other messages
                     log.exception("routing %s failed", entry_id.decode())
                     failed[entry_id] = f"{type(exc).__name__}: {exc}"

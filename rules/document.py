@@ -32,6 +32,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from rules.placeholders import check_text
+
 DAYS: tuple[str, ...] = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 PRIORITIES: tuple[str, ...] = ("P1", "P2", "P3", "P4")
 #: The detector kinds documented in docs/architecture.md ("address" = any of the three).
@@ -486,6 +488,17 @@ When = Annotated[
 
 
 Template = Annotated[dict[NonEmptyStr, str], Field(min_length=1)]
+
+
+def _placeholders_known(texts: dict[str, str]) -> None:
+    """An auto-reply's texts by language use no placeholder but rules/placeholders.py's."""
+    for lang, text in texts.items():
+        try:
+            check_text(text)
+        except ValueError as exc:
+            raise _error("unknown_placeholder", "{lang}: {exc}", lang=lang, exc=exc) from None
+
+
 #: What of a rule's decision may be soft: the triage model may override it (``model:``'s
 #: ``override_route_min`` / ``override_priority_min``).
 SoftPart = Literal["route", "priority"]
@@ -519,6 +532,8 @@ class Then(_Strict):
         ctx = _validation_context(info)
         if ctx is not None and isinstance(value, str) and value not in ctx.templates:
             raise _error("unknown_template", "unknown template {value!r}", value=value)
+        if isinstance(value, dict):
+            _placeholders_known(value)
         return value
 
     @model_validator(mode="after")
@@ -584,6 +599,13 @@ class RuleFile(_Strict):
     templates: dict[NonEmptyStr, Template] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list)
     model: ModelPolicy | None = None
+
+    @field_validator("templates")
+    @classmethod
+    def _template_placeholders(cls, value: dict[str, dict[str, str]]) -> dict[str, dict[str, str]]:
+        for texts in value.values():
+            _placeholders_known(texts)
+        return value
 
     @field_validator("templates", "rules", mode="before")
     @classmethod

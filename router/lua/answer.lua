@@ -49,6 +49,7 @@ if op == 'answer' or op == 'decline' or op == 'shadow' then
   end
   dequeue(cid, cur.group)
   redis.call('HSET', c, 'status', 'answered', 'updated_ms', NOWS)
+  redis.call('HDEL', c, 'wait_est')  -- answered without an agent: a wait said is not compared (docs/waits.md)
   local r = a.record
   redis.call('HSET', P .. 'answer:' .. cid, 'id', r.id, 'article', r.article, 'lang', r.lang, 'variant', r.variant,
     'score', r.score,

@@ -48,6 +48,65 @@ local function dequeue(cid, group)
   redis.call('ZREM', P .. 'waiting:' .. group, cid)
 end
 
+-- Wait estimates (docs/waits.md). A conversation taken out of group's queue by a claim, an
+-- assignment, or an agent's reply or close (``taken`` false for a close: nobody served it) is
+-- counted in served:{group}:{minute}, the group's service rate the route script reads, kept
+-- SERVED_TTL_MS (the longest window, 120 min, plus one minute). A conversation whose auto-reply
+-- said a wait (its field wait_est = "at est_ms min max group", wait_said below) leaves its real
+-- wait beside that estimate on the waits stream when first taken from that group (also from an
+-- incident it was collapsed under, lua/incident.lua); any departure counted here ends the
+-- estimate, and so do a hold, a knowledge-base answer and a close (nobody took it: nothing to
+-- compare). One moved to another group is compared in none (the group recorded is checked).
+local SERVED_TTL_MS = '7260000'
+local WAITS_MAXLEN = '10000'
+
+local function served(cid, group, taken)
+  local k = P .. 'served:' .. group .. ':' .. num(math.floor(NOW / 60000))
+  redis.call('INCR', k)
+  redis.call('PEXPIRE', k, SERVED_TTL_MS)
+  local c = P .. 'conv:' .. cid
+  local est = redis.call('HGET', c, 'wait_est')
+  if not est then return end
+  redis.call('HDEL', c, 'wait_est')
+  local at, ms, lo, hi, g = string.match(est, '^(%d+) (%d+) (%d+) (%d+) (.*)$')
+  if taken and g == group then
+    redis.call('XADD', P .. 'waits', 'MAXLEN', '~', WAITS_MAXLEN, '*', 'group', group, 'conv', cid,
+      'est_ms', ms, 'min', lo, 'max', hi, 'real_ms', num(NOW - tonumber(at)), 'at', NOWS)
+  end
+end
+
+local function fill(text, name, value)
+  return (string.gsub(text, '{' .. name .. '}', value))
+end
+
+-- text (an auto-reply's, an incident's status text) for conversation cid (hash c) waiting in
+-- group's queue, its placeholders (rules/placeholders.py) filled: {queue_position}, the place in
+-- this shard's partition of the queue (ZRANK: priority, then due time, as claims take them)
+-- scaled by the shard count; {wait_min}-{wait_max}, the estimate e = place / rate (rate: the
+-- group's departures from this shard over the last w whole minutes, per minute) as
+-- floor(e * (1 - b)) to ceil(e * (1 + b)) minutes, recorded in wait_est. With no departure in
+-- the window, fallback (the text without an estimate, made by the router) instead; nil when cid
+-- is not in the queue (an agent has it).
+local function wait_said(cid, c, group, text, fallback, w, b, shards)
+  local ahead = redis.call('ZRANK', P .. 'queue:' .. group, cid)
+  if not ahead then return nil end
+  local minute = math.floor(NOW / 60000)
+  local keys = {}
+  for m = minute - w, minute - 1 do keys[#keys + 1] = P .. 'served:' .. group .. ':' .. num(m) end
+  local n = 0
+  for _, v in ipairs(redis.call('MGET', unpack(keys))) do n = n + (tonumber(v) or 0) end
+  if n == 0 then
+    text = fallback
+  else
+    local est = (ahead + 1) * w / n
+    local lo, hi = num(math.floor(est * (1 - b))), num(math.ceil(est * (1 + b)))
+    text = fill(fill(text, 'wait_min', lo), 'wait_max', hi)
+    redis.call('HSET', c, 'wait_est', NOWS .. ' ' .. num(math.floor(est * 60000 + 0.5)) .. ' ' .. lo .. ' ' .. hi .. ' '
+      .. group)
+  end
+  return fill(text, 'queue_position', num(ahead * shards + 1))
+end
+
 local function conv_fields(c, ...)
   local names = {...}
   local vals = redis.call('HMGET', c, unpack(names))
@@ -168,6 +227,7 @@ local function hold_conversation(cid, c, cur, reason, by)
   if (cur.agent or '') ~= '' then redis.call('SREM', P .. 'agent:' .. cur.agent, cid) end
   redis.call('ZREM', P .. 'sla:due', cid)
   redis.call('HSET', c, 'status', 'held', 'agent', '', 'held', reason, 'updated_ms', NOWS)
+  redis.call('HDEL', c, 'wait_est')  -- a wait said is not compared once held (docs/waits.md)
   hist(cid, 'status', cjson.encode({status = 'held', from = cur.status, by = by, reason = reason}))
   event(cur.group, 'held', cid, cjson.encode({reason = reason, by = by}))
 end

@@ -22,6 +22,7 @@ if op == 'claim' then
     return finish('')
   end
   redis.call('ZREM', P .. 'waiting:' .. a.group, cid)
+  served(cid, a.group, true)
   local c = P .. 'conv:' .. cid
   -- last_agent: the agent a sticky assignment policy gives the conversation back to (assign, below).
   redis.call('HSET', c, 'status', 'assigned', 'agent', a.by, 'assigned_ms', NOWS, 'updated_ms', NOWS, 'last_agent', a.by)
@@ -39,6 +40,7 @@ if op == 'assign' then
   if NOW > tonumber(a['until']) then return finish('expired') end
   if redis.call('ZREM', P .. 'queue:' .. a.group, cid) == 0 then return finish('') end
   redis.call('ZREM', P .. 'waiting:' .. a.group, cid)
+  served(cid, a.group, true)
   local c = P .. 'conv:' .. cid
   redis.call('HSET', c, 'status', 'assigned', 'agent', a.agent, 'assigned_ms', NOWS, 'updated_ms', NOWS,
     'last_agent', a.agent, 'assign_token', a.token)
@@ -269,10 +271,14 @@ elseif op == 'on_user' then
 elseif op == 'close' then
   -- The agent the survey rates: the one who had it, else the one who closes it.
   local rated = (cur.agent or '') ~= '' and cur.agent or a.by
-  if cur.status == 'new' then dequeue(cid, cur.group) end
+  if cur.status == 'new' then
+    dequeue(cid, cur.group)
+    served(cid, cur.group, false)
+  end
   unassign()
   redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', NOWS, 'updated_ms', NOWS)
-  redis.call('HDEL', c, 'offered')  -- re-offer hops count per opening (router/assignment.py)
+  -- Re-offer hops count per opening (router/assignment.py); a wait said is for this opening only.
+  redis.call('HDEL', c, 'offered', 'wait_est')
   redis.call('ZADD', P .. 'closed', NOWS, cid)  -- the retention sweep's index (router/retention.py)
   hist(cid, 'status', cjson.encode({status = 'closed', by = a.by, reason = a.reason}))
   label('close', cur.group, prio, a.reason)
@@ -290,7 +296,10 @@ elseif op == 'close' then
   end
 elseif op == 'reply' then
   -- Answering an unclaimed conversation claims it for the agent who answers.
-  if cur.status == 'new' then dequeue(cid, cur.group) end
+  if cur.status == 'new' then
+    dequeue(cid, cur.group)
+    served(cid, cur.group, true)
+  end
   if cur.agent ~= a.by then
     unassign()
     redis.call('SADD', P .. 'agent:' .. a.by, cid)

@@ -51,6 +51,12 @@ if op == 'link' then
   redis.call('HSETNX', c, 'kb', 'incident')
   redis.call('SADD', P .. 'incident:linked:' .. id, cid)
   hist(cid, 'incident', cjson.encode({incident = id, title = a.title, linked = true}))
+  -- a.wait (a status text with placeholders, docs/waits.md): fallback, the text without an
+  -- estimate; unqueued, without any placeholder (an agent has the conversation); w, b, shards.
+  local wt = a.wait
+  if wt then
+    a.item.text = wait_said(cid, c, cur.group, a.item.text, wt.fallback, wt.w, wt.b, wt.shards) or wt.unqueued
+  end
   send_reply(cid, cur, a.item)
   redis.call('HINCRBY', P .. 'stats', 'incident:linked', 1)
   event(cur.group, 'linked', cid, cjson.encode({incident = id}))
@@ -91,6 +97,7 @@ if op == 'claim' then
       redis.call('HSET', c, 'status', 'assigned', 'agent', a.by, 'assigned_ms', NOWS, 'updated_ms', NOWS,
         'last_agent', a.by)
       redis.call('SADD', P .. 'agent:' .. a.by, cid)
+      served(cid, a.group, true)
       hist(cid, 'status', cjson.encode({status = 'assigned', agent = a.by, by = a.by, incident = a.incident}))
       event(a.group, 'claimed', cid, cjson.encode({agent = a.by}))
       return cid
@@ -152,6 +159,7 @@ if op == 'send' then
           redis.call('ZREM', held_key(id, cur.group), cid)
           if a.mode == 'close' then
             redis.call('HSET', c, 'status', 'closed', 'agent', '', 'closed_ms', NOWS, 'updated_ms', NOWS)
+            redis.call('HDEL', c, 'wait_est')  -- nobody took it: no real wait to compare
             redis.call('ZADD', P .. 'closed', NOWS, cid)  -- the retention sweep's index
             hist(cid, 'status', cjson.encode({status = 'closed', by = 'incident', reason = 'resolved'}))
             event(cur.group, 'closed', cid, cjson.encode({by = 'incident'}))

@@ -13,7 +13,10 @@
 -- message's routing decodes nothing else (keys would double the tokens to parse):
 --   [ck, channel, kind, group, prio, routed_by, escalate, retry, reply_id or '', tags[],
 --    values[] (of FIELDS, in order: the conversation fields every message sets), account, ckey,
---    hold ('' or why the message is kept out of the queues: banned, muted, spam)]
+--    hold ('' or why the message is kept out of the queues: banned, muted, spam),
+--    and, only when the auto-reply's text has placeholders, [that text, the text without an
+--    estimate]: the outbox item then comes without its text, which is appended here]
+-- shared.wt: wait estimates (the Wait estimates section below).
 -- shared.adm: admission control (the Admission section below; absent: off).
 -- The history entry and the outbox item are stored without decoding them; the item's
 -- conversation id is prepended here.
@@ -164,9 +167,19 @@ local function adm_hold(cid, c, cur, hold, to_tags, hist_raw)
 end
 -- --------------------------------------------------------------------------------------------
 
+-- Wait estimates (docs/waits.md): shared.wt = {w = window (whole minutes), b = band}; the
+-- auto-reply of a conversation just queued, its placeholders filled (common.lua wait_said).
+local WT = shared.wt
+
+local function estimated(cid, c, group, reply, texts)
+  local text = wait_said(cid, c, group, texts[1], texts[2], WT.w, WT.b, SHARDS)
+  return string.sub(reply, 1, -2) .. ',"text":' .. cjson.encode(text) .. '}'
+end
+-- --------------------------------------------------------------------------------------------
+
 local function route(entry, payload, hist_raw, reply)
   local ck, channel, kind, to_group, to_prio, routed_by, escalate, retry, reply_id, to_tags, values,
-    account, ckey, hold = unpack(payload)
+    account, ckey, hold, wait_texts = unpack(payload)
   hold = hold or ''
   if redis.call('XACK', STREAM, ROUTER_GROUP, entry) == 0 then
     return
@@ -269,6 +282,7 @@ local function route(entry, payload, hist_raw, reply)
     hist(cid, 'inbound', hist_raw)
     event(to_group, 'created', cid, '{"prio":' .. PRIO[to_prio] .. '}')
     if reply ~= '' then
+      if wait_texts then reply = estimated(cid, c, to_group, reply, wait_texts) end
       send(cid, channel, reply_id, '{"conversation":"' .. cid .. '",' .. string.sub(reply, 2))
       count(sent, channel)
     end
