@@ -93,6 +93,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
                     # Deadlines and escalations: every replica runs one, the timer leases decide.
                     enabled.append(SlaTimer(rt))
+                from router.online import OnlineCounts
+
+                # Agents online per group, copied where the wait estimates read them.
+                enabled.append(OnlineCounts(rt, settings))
                 from router import exporter
 
                 # Every conversation event into the analytics store (docs/analytics.md).

@@ -659,6 +659,9 @@ class WaitSettings(BaseModel):
     window_min: int = Field(15, ge=1, le=120)
     #: The range said around the estimate e: from floor(e * (1 - band)) to ceil(e * (1 + band)).
     band: float = Field(0.5, ge=0, lt=1)
+    #: How often the agents online per group are copied where the route script reads them
+    #: (router/online.py): the rate is scaled by online now / online over the window.
+    online_every_s: float = Field(30.0, gt=0, le=600)
     #: Said instead of the sentence holding {wait_min}/{wait_max} when there is no estimate (no
     #: departure in the window: nothing measured yet, or nobody answering), by the message's
     #: language; "en" is the fallback.

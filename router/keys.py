@@ -168,6 +168,9 @@ tagrate:h:{hour}                shard  hash      the same per hour (epoch hour),
 served:{group}:{minute}         shard  string    conversations taken from the group's queue in that minute (epoch
                                                  minute: claim, assignment, an agent's reply or close), TTL 121 min:
                                                  the service rate of wait estimates (docs/waits.md)
+online:{group}                  shard  string    agents online in the group now (router/online.py), TTL 3 periods
+online:{group}:{minute}         shard  string    the same for that minute, TTL 121 min: who served the window's
+                                                 departures (docs/waits.md)
 waits                           shard  stream    a said wait beside the real one, when its conversation is first
                                                  taken: group, conv, est_ms, min, max (minutes), real_ms, at;
                                                  capped ~10,000 (router/waits.py)
@@ -263,6 +266,9 @@ class Keys:
 
     def served(self, group: str, minute: int) -> str:
         return f"{self.prefix}served:{group}:{minute}"
+
+    def online(self, group: str, minute: int | None = None) -> str:
+        return f"{self.prefix}online:{group}" + ("" if minute is None else f":{minute}")
 
     @property
     def waits(self) -> str:

@@ -84,21 +84,34 @@ end
 -- this shard's partition of the queue (ZRANK: priority, then due time, as claims take them)
 -- scaled by the shard count; {wait_min}-{wait_max}, the estimate e = place / rate (rate: the
 -- group's departures from this shard over the last w whole minutes, per minute) as
--- floor(e * (1 - b)) to ceil(e * (1 + b)) minutes, recorded in wait_est. With no departure in
--- the window, fallback (the text without an estimate, made by the router) instead; nil when cid
--- is not in the queue (an agent has it).
+-- floor(e * (1 - b)) to ceil(e * (1 + b)) minutes, recorded in wait_est. Where agents' presence
+-- is known (router/online.py: online:{group} now, online:{group}:{minute} in the window), the rate
+-- is scaled by the agents online now over their mean in the window's minutes that have a count.
+-- With no departure in the window, or nobody online now, fallback (the text without an estimate,
+-- made by the router) instead; nil when cid is not in the queue (an agent has it).
 local function wait_said(cid, c, group, text, fallback, w, b, shards)
   local ahead = redis.call('ZRANK', P .. 'queue:' .. group, cid)
   if not ahead then return nil end
   local minute = math.floor(NOW / 60000)
-  local keys = {}
-  for m = minute - w, minute - 1 do keys[#keys + 1] = P .. 'served:' .. group .. ':' .. num(m) end
+  local served, staffed = {}, {}
+  for m = minute - w, minute - 1 do
+    served[#served + 1] = P .. 'served:' .. group .. ':' .. num(m)
+    staffed[#staffed + 1] = P .. 'online:' .. group .. ':' .. num(m)
+  end
   local n = 0
-  for _, v in ipairs(redis.call('MGET', unpack(keys))) do n = n + (tonumber(v) or 0) end
-  if n == 0 then
+  for _, v in ipairs(redis.call('MGET', unpack(served))) do n = n + (tonumber(v) or 0) end
+  local now_on = tonumber(redis.call('GET', P .. 'online:' .. group))
+  if n == 0 or now_on == 0 then
     text = fallback
   else
     local est = (ahead + 1) * w / n
+    if now_on then
+      local sum, minutes = 0, 0
+      for _, v in ipairs(redis.call('MGET', unpack(staffed))) do
+        if v then sum, minutes = sum + tonumber(v), minutes + 1 end
+      end
+      if sum > 0 then est = est * sum / (minutes * now_on) end
+    end
     local lo, hi = num(math.floor(est * (1 - b))), num(math.ceil(est * (1 + b)))
     text = fill(fill(text, 'wait_min', lo), 'wait_max', hi)
     redis.call('HSET', c, 'wait_est', NOWS .. ' ' .. num(math.floor(est * 60000 + 0.5)) .. ' ' .. lo .. ' ' .. hi .. ' '

@@ -18,6 +18,8 @@ from router.errors import BadRequest
 from router.incident_link import Linker
 from router.incidents import Incidents
 from router.model import Envelope, decode_outbox
+from router.online import OnlineCounts
+from router.presence import Presence
 from router.reports import ReportError
 from router.rulestore import RuleStore
 from router.runtime import Runtime
@@ -59,6 +61,9 @@ class Clock:
     ms: int = T0
 
     def __call__(self) -> int:
+        return self.ms
+
+    def now_ms(self) -> int:
         return self.ms
 
 
@@ -146,6 +151,48 @@ async def test_placeholders_filled_from_the_queue_and_the_departures(rt: Runtime
     out = await _printed(rt, _report_args(group=None))
     assert out == [{"group": "general", "n": 2, "median_abs_error_s": 240.0, "inside": 0.5}]
     assert await _printed(rt, _report_args(group="security")) == []
+
+
+async def test_the_rate_is_scaled_by_the_agents_online(rt: Runtime) -> None:
+    clock = Clock()
+    shard = Shard(rt, clock)
+    conversations = Conversations(rt.client, rt.settings, rt.scripts, shards=rt.shards, clock=clock)
+    presence = Presence(rt.client, rt.keys, rt.settings.assign, clock)
+    online = OnlineCounts(rt, rt.settings, clock=clock)
+
+    async def staffed(names: list[str], status: str = "online") -> dict[str, int]:
+        for name in names:  # a status is a heartbeat
+            await presence.set_profile(name, groups=["general"])
+            await presence.set_status(name, status)
+        return await online.write()
+
+    # Two agents served the window (counted at minutes 0 and 7; the minutes between have no count).
+    assert await staffed(["ann", "bob"]) == {"general": 2}
+    waiting = [(await shard.route(f"queue {i}"))[0] for i in range(10)]
+    clock.ms = T0 + 2 * MIN
+    for cid in waiting[:3]:
+        assert await conversations.claim("general", "ann", cid) == cid
+    clock.ms = T0 + 5 * MIN
+    for cid in waiting[3:6]:
+        assert await conversations.claim("general", "bob", cid) == cid
+    clock.ms = T0 + 7 * MIN
+    await staffed(["ann", "bob"])
+    # Minute 15: four online now, twice the window's mean, so twice the rate: the 12.5 minutes of
+    # test_placeholders_filled_from_the_queue_and_the_departures become 6.25: 3 to 10.
+    clock.ms = T0 + 15 * MIN
+    assert await staffed(["ann", "bob", "cat", "dan"]) == {"general": 4}
+    _, reply = await shard.route("queue, me too")
+    shown = 4 * rt.shards.count + 1
+    assert text_of(reply) == f"Thanks. You are number {shown} in line. Expected wait: 3 to 10 minutes."
+    # Nobody online now: no number, whatever the window says.
+    assert await staffed(["ann", "bob", "cat", "dan"], "offline") == {"general": 0}
+    _, reply = await shard.route("queue, and me")
+    phrase = rt.settings.waits.fallback["en"]
+    assert text_of(reply) == f"Thanks. You are number {shown + rt.shards.count} in line. {phrase}"
+    # Only the groups agents with a presence belong to are written: others stay unscaled.
+    keys = rt.shards.shard[shard.shard]
+    assert await rt.client.get(keys.online("security")) is None
+    assert await rt.client.get(keys.online("general", (T0 + 7 * MIN) // MIN)) == b"2"
 
 
 def _report_args(**given: object) -> argparse.Namespace:
