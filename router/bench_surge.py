@@ -14,7 +14,13 @@ On one private redis-server (started here, AOF as configured):
 - once every message is routed: ``lost`` and ``duplicated`` counted by message id over every
   conversation's history; the latency of each message from its append to its queue entry, both
   read from Redis' own clock (the inbox or lane entry id, the history entry id written by the
-  route script that queued it); ``peak_memory_mb``, Redis' ``used_memory_peak``.
+  route script that queued it); ``peak_memory_mb``, Redis' ``used_memory_peak``;
+- an incident ("TRON withdrawals delayed", matching the surge's question) is open before the first
+  message, and the incident linker (router/incident_link.py) runs in this process throughout, as
+  in ``switchboard run``: ``incident_linked`` of ``incident_conversations`` (conversations whose
+  first message is the surge's question), ``incident_collapsed`` out of the queues,
+  ``incident_link_lag_s`` (from the last message routed until the linker has read every event),
+  and ``queued_after``, the rows left in the groups' queues for agents.
 
 ``p1_latency_*`` are over the P1 messages the drill wrote (all of them, caught by the precheck
 or not), ``p1_lane_latency_*`` over those it sent to the lane, ``backlog_latency_*`` over the
@@ -40,6 +46,8 @@ from typing import Any, TextIO
 from router.bench_failover import inbound_records, spawn_worker, stop_workers
 from router.config import Settings
 from router.errors import AppendRefused
+from router.incident_link import Linker
+from router.lifecycle import running
 from router.model import Envelope, Sender, new_id
 from router.redis import TRANSIENT_ERRORS, EmbeddedRedis
 from router.runtime import Runtime
@@ -74,6 +82,9 @@ SURGE_TEXTS = [
     "TRON çekimleri gecikiyor mu? {n} dakikadır bekliyorum",
     "Rút TRON bị chậm à? Đã {n} phút rồi",
 ]
+#: The drill's incident: what an admin would open for the surge's question (SURGE_TEXTS).
+INCIDENT_MATCHER = {"contains_any": ["tron", "trx", "波场"]}
+INCIDENT_TEXTS = {"en": "TRON withdrawals are delayed; we are on it.", "zh": "TRON 提现延迟，我们正在处理。"}
 OTHER_TEXTS = [
     "How do I complete KYC level 2? My selfie was rejected",
     "What is the fee for withdrawing ETH on Arbitrum?",
@@ -197,18 +208,23 @@ async def drill(settings: Settings, url: str, messages: int, *, settle_s: float 
     p1_ids = {e.id for e in envs if e.meta["drill"] == "p1"}
     async with Runtime(settings, url) as rt:
         await rt.engines.current()  # the precheck's rules, compiled before the clock starts
+        await rt.incidents.open("TRON withdrawals delayed", INCIDENT_MATCHER, INCIDENT_TEXTS, "bench")
+        linker = Linker(rt, rt.incidents)
         procs = [spawn_worker(env) for _ in range(WORKERS)]
         try:
             await _wait_workers(rt, procs)
-            start = time.perf_counter()
-            retries = await _append_all(rt, envs)
-            append_s = time.perf_counter() - start
-            deadline = start + settle_s
-            while await _routed_count(rt) < messages:
-                if time.perf_counter() > deadline:
-                    raise TimeoutError(f"not every message routed within {settle_s:.0f} s")
-                await asyncio.sleep(0.02)
-            drain_s = time.perf_counter() - start
+            async with running([linker]):
+                start = time.perf_counter()
+                retries = await _append_all(rt, envs)
+                append_s = time.perf_counter() - start
+                deadline = start + settle_s
+                while await _routed_count(rt) < messages:
+                    if time.perf_counter() > deadline:
+                        raise TimeoutError(f"not every message routed within {settle_s:.0f} s")
+                    await asyncio.sleep(0.02)
+                drain_s = time.perf_counter() - start
+                link_lag_s = await _settled(linker, deadline) - start - drain_s
+            queued = await _queued(rt)
             seen, latency = await _histories(rt)
             laned = await _in_lane(rt)
             memory = await rt.client.info("memory")
@@ -246,7 +262,39 @@ async def drill(settings: Settings, url: str, messages: int, *, settle_s: float 
         "duplicated": sum(1 for m in sent if seen[m] > 1),
         "dead_letters": int(dead),
         "peak_memory_mb": round(int(memory["used_memory_peak"]) / 2**20, 1),
+        "incident_conversations": _first_surge(envs),
+        "incident_linked": linker.counts["linked"],
+        "incident_collapsed": linker.counts["collapsed"],
+        "incident_link_lag_s": round(link_lag_s, 3),
+        "queued_after": queued,
     }
+
+
+def _first_surge(envs: list[Envelope]) -> int:
+    """Conversations whose first message is the surge's question: the ones the incident links."""
+    first: dict[tuple[str, str], str] = {}
+    for e in envs:
+        first.setdefault((e.channel, e.conversation_key), e.meta["drill"])
+    return sum(kind == "surge" for kind in first.values())
+
+
+async def _settled(linker: Linker, deadline: float, quiet_s: float = 2.0) -> float:
+    """When the linker has read every event (its counts still for ``quiet_s``; the moment the last
+    one moved is returned, perf_counter)."""
+    last, moved = dict(linker.counts), time.perf_counter()
+    while time.perf_counter() - moved < quiet_s:
+        if time.perf_counter() > deadline:
+            raise TimeoutError("the incident linker did not catch up in time")
+        await asyncio.sleep(0.05)
+        if linker.counts != last:
+            last, moved = dict(linker.counts), time.perf_counter()
+    return moved
+
+
+async def _queued(rt: Runtime) -> int:
+    """Rows in the groups' queues: what agents see (an incident's collapsed ones are not there)."""
+    groups = (await rt.engine()).groups
+    return sum([int(await rt.client.zcard(rt.keys.queue(g))) for g in groups])
 
 
 async def _main(settings: Settings, messages: int) -> dict[str, Any]:
@@ -271,7 +319,10 @@ def main(settings: Settings, as_json: bool, messages: int, lane: str | None = No
             f"append->queued p50 {result['p1_latency_p50_ms']} ms, p99 {result['p1_latency_p99_ms']} ms "
             f"(via the lane p99 {result['p1_lane_latency_p99_ms']} ms); "
             f"the others p50 {result['backlog_latency_p50_ms']} ms, p99 {result['backlog_latency_p99_ms']} ms; "
-            f"lost {result['lost']}, duplicated {result['duplicated']}; Redis peak {result['peak_memory_mb']} MB",
+            f"lost {result['lost']}, duplicated {result['duplicated']}; Redis peak {result['peak_memory_mb']} MB; "
+            f"incident linked {result['incident_linked']} of {result['incident_conversations']} "
+            f"({result['incident_collapsed']} collapsed, {result['incident_link_lag_s']} s after the drain), "
+            f"{result['queued_after']} left in the queues",
             file=out,
         )
     return 0 if result["lost"] == 0 and result["duplicated"] == 0 else 1
