@@ -41,8 +41,8 @@ run: $(STAMP)
 	$(BIN)/switchboard run
 
 lint: $(STAMP)
-	$(BIN)/ruff check router adapters rules sla triage kb impostors tests bench
-	$(BIN)/ruff format --check router adapters rules sla triage kb impostors tests bench
+	$(BIN)/ruff check router adapters rules sla triage kb impostors insight tests bench
+	$(BIN)/ruff format --check router adapters rules sla triage kb impostors insight tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -68,7 +68,7 @@ test-latest:
 	$(LATEST)/bin/python -m pip install --quiet --upgrade pip
 	$(LATEST)/bin/python -m pip install --quiet --upgrade -e '.[dev]'
 	@echo "newest versions (compare with $(LOCK)):"; $(LATEST)/bin/python -m pip freeze --exclude-editable
-	$(LATEST)/bin/ruff check router adapters rules sla triage kb impostors tests bench
+	$(LATEST)/bin/ruff check router adapters rules sla triage kb impostors insight tests bench
 	$(LATEST)/bin/mypy
 	$(LATEST)/bin/python -m pytest
 

@@ -68,6 +68,10 @@ async def report(rt: Any, args: argparse.Namespace) -> int:
 
     if args.name == "waits":
         return await waits(rt, args)
+    if args.name == "complaints":
+        return await complaints(rt, args)
+    if args.days is not None:
+        raise ReportError("--days is for report complaints (the others take --from/--to)")
     settings = rt.settings
     number = await rt.sla_policies.refresh()
     policy = await rt.sla_policies.policy(number) if number is not None else None
@@ -121,7 +125,7 @@ async def waits(rt: Any, args: argparse.Namespace) -> int:
 
     ignored = [
         k
-        for k in ("start", "end", "channel", "language", "tag", "agent", "by", "bucket", "csv", "parquet")
+        for k in ("start", "end", "channel", "language", "tag", "agent", "by", "bucket", "csv", "parquet", "days")
         if getattr(args, k)
     ]
     if ignored or args.drill:
@@ -133,6 +137,48 @@ async def waits(rt: Any, args: argparse.Namespace) -> int:
     print("group  n  median_abs_error_s  inside")
     for a in found:
         print(f"{a.group}  {a.n}  {a.median_abs_error_s:.1f}  {a.inside:.3f}")
+    return 0
+
+
+async def complaints(rt: Any, args: argparse.Namespace) -> int:
+    """``report complaints``: the last ``--days`` of complaints grouped into causes, with the
+    previous period's sizes, from the Redis histories (router/complaints.py; docs/complaints.md)."""
+    from datetime import UTC, datetime
+
+    from router.complaints import complaint_causes
+    from router.reports import ReportError
+
+    ignored = [
+        k
+        for k in ("start", "end", "group", "channel", "language", "tag", "agent", "by", "bucket", "csv", "parquet")
+        if getattr(args, k)
+    ]
+    if ignored or args.drill:
+        raise ReportError("report complaints takes --days and --json only")
+    days = 7.0 if args.days is None else args.days
+    if days <= 0:
+        raise ReportError(f"--days must be positive, not {days:g}")
+    found = await complaint_causes(rt, days)
+    if args.json:
+        print(json.dumps(found.to_dict(), indent=2, ensure_ascii=False))
+        return 0
+
+    def day(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, UTC).strftime("%Y-%m-%d %H:%M")
+
+    f = found.found
+    period = f"{day(found.start_ms)} to {day(found.end_ms)} UTC"
+    print(f"complaints {period}: {f.complaints} (the {days:g} days before: {f.previous})")
+    for n, cause in enumerate(f.causes, 1):
+        flag = "  SPIKE" if cause.spike else ""
+        print(f"\n{n}. {cause.name}  {cause.size} (before {cause.previous}, {cause.change:+d}){flag}")
+        for lang, terms in cause.terms.items():
+            print(f"   {lang}: {', '.join(terms)}")
+        for q in cause.quotes:
+            print(f'   "{q.text}"  ({q.lang}, {q.ref})')
+        print(f"   conversations: {' '.join(cause.examples)}")
+    if f.unmatched:
+        print(f"\nprevious period's complaints near no current cause: {f.unmatched}")
     return 0
 
 
@@ -151,9 +197,12 @@ def add_parsers(
 
     sp = sub.add_parser(
         "report",
-        help="one report's figures from the analytics store (docs/analytics.md); waits: from Redis (docs/waits.md)",
+        help=(
+            "one report's figures from the analytics store (docs/analytics.md); "
+            "waits, complaints: from Redis (docs/waits.md, docs/complaints.md)"
+        ),
     )
-    sp.add_argument("name", choices=[*REPORTS, "waits"])
+    sp.add_argument("name", choices=[*REPORTS, "waits", "complaints"])
     sp.add_argument("--from", dest="start", help="conversations opened at or after (ISO 8601; UTC if no offset)")
     sp.add_argument("--to", dest="end", help="conversations opened before (ISO 8601)")
     for name in ("group", "channel", "language", "tag", "agent"):
@@ -161,6 +210,7 @@ def add_parsers(
     sp.add_argument("--by", help="volume: group|tag|language|channel; first-response, resolution: group|agent")
     sp.add_argument("--bucket", choices=BUCKETS, help="volume: the period of a row (default day)")
     sp.add_argument("--drill", action="store_true", help="each row's conversation ids")
+    sp.add_argument("--days", type=float, help="complaints: the period, ending now (default 7), and the one before")
     out = sp.add_mutually_exclusive_group()
     out.add_argument("--csv", type=Path, metavar="FILE", help="write the report as CSV")
     out.add_argument("--parquet", type=Path, metavar="FILE", help="write the report as Parquet")

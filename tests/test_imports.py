@@ -5,6 +5,7 @@
 - ``kb/`` (the knowledge base) is pure too: nothing from ``router``, ``adapters`` or ``triage``, and
   of ``rules`` only its text normalisation (``rules.normalize``);
 - ``impostors/`` (the lookalike-name matcher) is pure too: nothing from the project at all;
+- ``insight/`` (complaint clustering) is pure too and stands alone, like ``impostors/``;
 - ``router/`` imports nothing from ``adapters`` except the composition root, ``router/cli.py``;
 - ``adapters/`` import from the core only its public API for channels, ``router.channel``, and
   the rules library through its public API (``rules``);
@@ -62,8 +63,17 @@ def violations(path: Path) -> list[str]:
             top in {"router", "adapters", "triage"} or (top == "rules" and module != "rules.normalize")
         ):
             found.append(f"{path}:{line}: kb/ is pure and shares only rules.normalize, imports {module}")
-        elif layer == "impostors" and top in {"router", "adapters", "triage", "rules", "sla", "kb"}:
-            found.append(f"{path}:{line}: impostors/ is pure and stands alone, imports {module}")
+        elif layer in ("impostors", "insight") and top in {
+            "router",
+            "adapters",
+            "triage",
+            "rules",
+            "sla",
+            "kb",
+            "impostors",
+            "insight",
+        } - {layer}:
+            found.append(f"{path}:{line}: {layer}/ is pure and stands alone, imports {module}")
         elif layer == "router" and top == "adapters" and path != COMPOSITION_ROOT:
             found.append(f"{path}:{line}: only {COMPOSITION_ROOT} may import adapters ({module})")
         elif layer == "adapters" and top == "router" and module != CHANNEL_API:
@@ -82,7 +92,7 @@ def violations(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.parametrize("layer", ["rules", "sla", "router", "adapters", "kb", "impostors"])
+@pytest.mark.parametrize("layer", ["rules", "sla", "router", "adapters", "kb", "impostors", "insight"])
 def test_imports_follow_the_layers(layer: str) -> None:
     sources = _sources(layer)
     assert len(sources) >= 4, f"no sources found under {layer}/"
@@ -95,6 +105,7 @@ def test_the_check_catches_each_kind_of_violation(tmp_path: Path, monkeypatch: p
     files = {
         "rules/bad.py": "from router.config import Settings\n",
         "impostors/bad.py": "from rules.normalize import fold\n",
+        "insight/bad.py": "from router.conversations import first_inbound\nfrom insight.terms import tokens\n",
         "sla/bad.py": "def f():\n    import router.redis\n",
         "router/bad.py": "def f():\n    import adapters.telegram\n",
         "router/cli.py": "import adapters\n",  # the composition root may
@@ -114,6 +125,9 @@ def test_the_check_catches_each_kind_of_violation(tmp_path: Path, monkeypatch: p
     assert found["sla/bad.py"] == ["sla/bad.py:2: sla/ is pure, imports router.redis"]
     assert found["impostors/bad.py"] == [
         "impostors/bad.py:1: impostors/ is pure and stands alone, imports rules.normalize"
+    ]
+    assert found["insight/bad.py"] == [
+        "insight/bad.py:1: insight/ is pure and stands alone, imports router.conversations"
     ]
     assert found["router/bad.py"] == ["router/bad.py:2: only router/cli.py may import adapters (adapters.telegram)"]
     assert found["router/cli.py"] == []
