@@ -7,6 +7,7 @@ Rand index (insight/metrics.py).
 
     python -m insight.evaluate                 # dev and test at the default threshold
     python -m insight.evaluate --sweep         # dev (and test, for the record) over thresholds
+    python -m insight.evaluate --timing 1000   # how long 1,000 complaints take, step by step
 """
 
 from __future__ import annotations
@@ -57,6 +58,13 @@ def load(part: str) -> list[Labelled]:
     return out
 
 
+def vectors_of(rows: list[Labelled]) -> Vectors:
+    """The part's embeddings, centred per language over the part, as the report does a period."""
+    langs = [r.complaint.lang for r in rows]
+    raw = embed([r.complaint.text for r in rows])
+    return Centering.fit(raw, langs).apply(raw, langs)
+
+
 def score(part: str, rows: list[Labelled], vectors: Vectors, threshold: float) -> Score:
     labels = agglomerate(vectors, threshold).tolist()
     truth = [r.cause for r in rows]
@@ -73,28 +81,52 @@ def score(part: str, rows: list[Labelled], vectors: Vectors, threshold: float) -
     )
 
 
+def timing(n: int) -> str:
+    """Time ``n`` complaints (both parts' texts, repeated with a number so none is a duplicate)
+    through embedding, centring and agglomeration, and the naming of the clusters."""
+    rows = load("dev") + load("test")
+    picked = [(k, r.complaint) for k in range(n // len(rows) + 1) for r in rows][:n]
+    complaints = [Complaint(str(i), f"{c.text} ({k})" if k else c.text, c.lang) for i, (k, c) in enumerate(picked)]
+    langs = [c.lang for c in complaints]
+    start = time.perf_counter()
+    raw = embed([c.text for c in complaints])
+    embedded = time.perf_counter()
+    vectors = Centering.fit(raw, langs).apply(raw, langs)
+    labels = agglomerate(vectors, DEFAULT_THRESHOLD)
+    grouped = time.perf_counter()
+    found = cluster(complaints, vectors)
+    named = time.perf_counter()
+    return (
+        f"{n} complaints: embedding {embedded - start:.1f} s, centring and agglomeration "
+        f"{grouped - embedded:.2f} s ({labels.max() + 1} clusters), cluster() with terms and quotes "
+        f"{named - grouped:.2f} s ({len(found)} clusters)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m insight.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--sweep", action="store_true", help="thresholds 0.80 to 1.10 by 0.02")
     parser.add_argument("--show", choices=PARTS, help="print the clusters of this part")
+    parser.add_argument("--timing", type=int, metavar="N", help="time N complaints instead of scoring")
     args = parser.parse_args(argv)
+    if args.timing:
+        print(timing(args.timing))
+        return 0
     thresholds = [round(0.80 + 0.02 * k, 2) for k in range(16)] if args.sweep else [args.threshold]
     print("part  threshold  items  causes  clusters  singletons  purity  ari")
     for part in PARTS:
         rows = load(part)
         start = time.perf_counter()
-        raw = embed([r.complaint.text for r in rows])
+        vectors = vectors_of(rows)
         took = time.perf_counter() - start
-        langs = [r.complaint.lang for r in rows]
-        vectors = Centering.fit(raw, langs).apply(raw, langs)
         for t in thresholds:
             s = score(part, rows, vectors, t)
             print(
                 f"{s.part:<5} {s.threshold:<10.2f} {s.items:<6} {s.causes:<7} {s.clusters:<9} "
                 f"{s.singletons:<11} {s.purity:.3f}   {s.ari:.3f}"
             )
-        print(f"# {part}: embedding {len(rows)} texts took {took:.1f} s")
+        print(f"# {part}: embedding and centring {len(rows)} texts took {took:.1f} s")
         if args.show == part:
             for c in cluster([r.complaint for r in rows], vectors, args.threshold):
                 causes = ", ".join(f"{k}:{v}" for k, v in sorted(_count(rows, c.members).items(), key=lambda x: -x[1]))
