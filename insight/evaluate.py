@@ -8,6 +8,7 @@ Rand index (insight/metrics.py).
     python -m insight.evaluate                 # dev and test at the default threshold
     python -m insight.evaluate --sweep         # dev (and test, for the record) over thresholds
     python -m insight.evaluate --timing 1000   # how long 1,000 complaints take, step by step
+    python -m insight.evaluate --subsets 40    # small periods: random subsets of dev
 """
 
 from __future__ import annotations
@@ -103,13 +104,40 @@ def timing(n: int) -> str:
     )
 
 
+def subsets(n: int, threshold: float) -> str:
+    """Small periods, as a small deployment's week: ``n`` random subsets of the dev set (seed 0)
+    of 2 to 4 causes and 10 to 30 complaints, each centred and clustered alone."""
+    rows = load("dev")
+    raw = embed([r.complaint.text for r in rows])
+    rng = np.random.default_rng(0)
+    causes = sorted({r.cause for r in rows})
+    scores = []
+    for _ in range(n):
+        picked = set(rng.choice(causes, size=int(rng.integers(2, 5)), replace=False))
+        pool = [i for i, r in enumerate(rows) if r.cause in picked]
+        idx = sorted(rng.choice(pool, size=min(len(pool), int(rng.integers(10, 31))), replace=False))
+        some = [rows[i] for i in idx]
+        langs = [r.complaint.lang for r in some]
+        vectors = Centering.fit(raw[idx], langs).apply(raw[idx], langs)
+        scores.append(score("dev", some, vectors, threshold))
+    return (
+        f"{n} dev subsets at {threshold}: mean clusters {np.mean([s.clusters for s in scores]):.1f} "
+        f"for {np.mean([s.causes for s in scores]):.1f} causes, purity {np.mean([s.purity for s in scores]):.3f}, "
+        f"ARI {np.mean([s.ari for s in scores]):.3f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m insight.evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--threshold", type=float, default=DEFAULT_THRESHOLD)
     parser.add_argument("--sweep", action="store_true", help="thresholds 0.80 to 1.10 by 0.02")
     parser.add_argument("--show", choices=PARTS, help="print the clusters of this part")
     parser.add_argument("--timing", type=int, metavar="N", help="time N complaints instead of scoring")
+    parser.add_argument("--subsets", type=int, metavar="N", help="score N small random subsets of dev instead")
     args = parser.parse_args(argv)
+    if args.subsets:
+        print(subsets(args.subsets, args.threshold))
+        return 0
     if args.timing:
         print(timing(args.timing))
         return 0
