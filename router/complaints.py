@@ -6,7 +6,7 @@ history keeps it (secrets masked) — and the comments of satisfaction surveys r
 ``LOW_CSAT`` or lower (docs/csat.md) on conversations created in it. The analytics store has no
 texts, so they are read here: a SCAN of the conversations (``conv:*``, every shard), their
 creation time, tags, language and survey rating, then the histories of the ones that qualify.
-Closed conversations stay in Redis ``retention.closed_days`` (30 by default), so a 7-day report
+Closed conversations stay in Redis ``retention.closed_conversation_days`` (30 by default), so a 7-day report
 and its previous 7 days are there.
 
 The clustering and the comparison are insight/ (pure); ``complaint_causes`` is the one call a
@@ -104,7 +104,8 @@ async def complaints_between(rt: Runtime, start_ms: int, end_ms: int) -> tuple[l
             if created is None or not start_ms - span <= int(created) < end_ms:
                 continue
             tags = json.loads(tags_raw or b"[]")
-            tags = tags if isinstance(tags, list) else []  # Lua's cjson writes an empty list as {}
+            # Lua's cjson writes an empty list as {}; lang:xx (every message has one) names no cause.
+            tags = [t for t in tags if not t.startswith("lang:")] if isinstance(tags, list) else []
             low = rating is not None and int(rating) <= LOW_CSAT
             if TAG in tags or low:
                 picked.append((int(created), cid, tags, (lang or b"").decode() or "und", low))
