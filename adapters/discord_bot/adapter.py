@@ -180,6 +180,9 @@ class DiscordAdapter:
         self._backoff = Backoff(base=1.0, cap=60.0)
         self._places: dict[int, Place | None] = {}
         self._private: dict[tuple[int, int], int] = {}
+        # One opening at a time per user and channel: a live message and the backfill (or two
+        # quick messages) would otherwise both find no thread and open one each.
+        self._opening: dict[tuple[int, int], asyncio.Lock] = {}
         self._unpublished: set[int] = set()  # messages the bot deleted: not the user's deletions
         self._fresh_threads: set[int] = set()  # private threads opened here, not yet told why
         self._backfill_lock = asyncio.Lock()
@@ -500,6 +503,12 @@ class DiscordAdapter:
 
     async def _private_thread(self, message: discord.Message, place: Place) -> int | None:
         key = (place.channel_id, message.author.id)
+        if key in self._private:
+            return self._private[key]
+        async with self._opening.setdefault(key, asyncio.Lock()):
+            return await self._open_private_thread(message, place, key)
+
+    async def _open_private_thread(self, message: discord.Message, place: Place, key: tuple[int, int]) -> int | None:
         name = f"pt:{place.channel_id}:{message.author.id}"
         if key not in self._private:
             stored = await self._ctx.cursor_get(CHANNEL, self.account, name)
