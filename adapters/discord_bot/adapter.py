@@ -437,6 +437,7 @@ class DiscordAdapter:
         # Discord replayed the missed events: nothing to read back.
         self.state.counters["resumes"] += 1
         self.state.connected = True
+        self._cursors.resumed()
         if not self._backfill_lock.locked():
             await self._cursors.release()
 
@@ -732,6 +733,7 @@ class DiscordAdapter:
         """
         async with self._backfill_lock:
             self.state.counters["backfills"] += 1
+            gap = self._cursors.gap  # a disconnect from now on needs a backfill of its own
             snap = await self._cursors.snapshot()
             targets = await self._targets(snap.since, snap.last, snap.places)
             if only is not None:
@@ -750,7 +752,7 @@ class DiscordAdapter:
             left = {place.target for place, _ in targets} - covered
             for channel_id in left:
                 self._cursors.block(channel_id)
-            await self._cursors.release(covered)
+            await self._cursors.release(covered, after_gap=gap)
             if left and not self._closing.is_set():
                 self._backfill_soon()
                 self._backfill_failures += 1
