@@ -781,7 +781,7 @@ class DiscordAdapter:
         allows — once, however many are waiting."""
         if not self._backfill_due and not self._closing.is_set():
             self._backfill_due = True
-            backoff = min(300.0, 15.0 * 2 ** min(self._backfill_failures, 4))
+            backoff = min(300.0, self.config.backfill_retry_s * 2 ** min(self._backfill_failures, 4))
             self._spawn(self._backfill_later(max(backoff, self._budget.window_free_in())))
 
     async def _targets(self, since: int, last: dict[int, int], places: dict[int, Place]) -> list[tuple[Place, int]]:
