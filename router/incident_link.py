@@ -28,7 +28,6 @@ linked too.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -41,7 +40,7 @@ from redis.exceptions import RedisError
 from router.conversations import Conversation, first_inbound, parse_history
 from router.events import GroupEvent, GroupEvents
 from router.incidents import Incident, Incidents, status_item
-from router.lifecycle import cancel_all, keep_running
+from router.lifecycle import Loop
 from router.runtime import Runtime
 from router.scripts import argv, run_per_prefix
 from rules import MessageIn
@@ -83,8 +82,7 @@ class Linker:
         self._matchers: dict[tuple[str, int], Matcher] = {}
         self._open: list[Incident] = []
         self._next_prune = 0.0
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Loop("incident linker", (RedisError, OSError))
         self.counts = {
             "linked": 0,
             "collapsed": 0,
@@ -98,18 +96,14 @@ class Linker:
 
     async def start(self) -> None:
         await self.resume()
-        self._task = asyncio.create_task(
-            keep_running(self.step, self._stopping, what="incident linker", retry_on=(RedisError, OSError))
-        )
+        self._loop.start(self.step)
 
     async def close(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await cancel_all([self._task])
+        await self._loop.close()
 
     def health(self) -> dict[str, Any]:
         return {
-            "connected": self._task is not None and not self._task.done(),
+            "connected": self._loop.alive,
             "detail": ", ".join(f"{k} {v}" for k, v in self.counts.items()),
             **self.counts,
         }
