@@ -38,6 +38,7 @@ import duckdb
 import redis.asyncio as aioredis
 
 from router.config import ReportSettings
+from router.exporter import Exporter
 from router.keys import Keys
 from router.leases import Clock, WallClock
 from router.lifecycle import keep_running, wait_or_stop
@@ -84,17 +85,23 @@ def due_week(now: datetime, settings: ReportSettings) -> Week:
     return last if send_time(last, settings) <= now else last.shift(-1)
 
 
-def store_reader(path: Path, exporter: Any | None = None) -> Connector:
-    """Read the store through the exporter of this process while it holds the file (a cursor of
-    its connection: DuckDB allows one writing process), else read-only when no process holds it."""
+def store_reader(path: Path, exporter: Exporter | None = None) -> Connector:
+    """Read the store through ``exporter``, this process's, while it holds the file (a cursor of
+    its connection: DuckDB allows one writing process); without one, read-only when no process
+    holds the file. Beside an exporter of its own it never opens the file itself: a read-only
+    opening would keep that exporter out of it (DuckDB: one configuration per file in a process)."""
 
     @contextmanager
     def connect() -> Any:
-        cursor = exporter.reader() if exporter is not None else None
-        if cursor is None:
-            if not path.exists():
+        if exporter is not None:
+            cursor = exporter.reader()
+            if cursor is None:  # starting, or standing by while another process holds the file
                 yield None
                 return
+        elif not path.exists():
+            yield None
+            return
+        else:
             try:
                 cursor = duckdb.connect(str(path), read_only=True)
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
