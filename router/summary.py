@@ -178,13 +178,18 @@ def _change(now: int, before: int, known: bool) -> str:
         return "change missing: the store has no events from the week before"
     if before == 0:
         return "week before 0" + ("" if now == 0 else ", change not a percentage")
-    return f"week before {before}, {(now - before) / before:+.0%}"
+    return f"week before {before}, {_percent(now, before)}"
+
+
+def _percent(now: int, before: int) -> str:
+    # Rounded first, so that a change under half a percent is +0%, never -0%.
+    return f"{round((now - before) * 100 / before):+d}%"
 
 
 def _short_change(now: int, before: int, known: bool) -> str:
     if not known:
         return ""
-    return " (week before 0)" if before == 0 else f" ({(now - before) / before:+.0%})"
+    return " (week before 0)" if before == 0 else f" ({_percent(now, before)})"
 
 
 def _volume(f: Figures, known: bool) -> _Section:

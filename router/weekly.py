@@ -143,7 +143,11 @@ class WeeklyReports:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.sent: dict[str, str] = {}  # recipient -> the last week this process sent it
-        self.last_error = ""
+        self.last_error = ""  # the last tick's failed sends
+        self.standby = ""  # why the last tick could not compute the summary here
+        # The due week's summary once computed (one conv_facts snapshot: tens of seconds over
+        # millions of events), so that a retry does not compute it again.
+        self._made: Summary | None = None
 
     async def start(self) -> None:
         self._stopping.clear()
@@ -170,7 +174,7 @@ class WeeklyReports:
         sent = ", ".join(f"{k} {v}" for k, v in self.sent.items()) or "nothing yet"
         return {
             "connected": not self.last_error,
-            "detail": self.last_error or f"weekly summary to {to}; sent by this process: {sent}",
+            "detail": self.last_error or self.standby or f"weekly summary to {to}; sent by this process: {sent}",
             "sent": self.sent,
         }
 
@@ -185,11 +189,17 @@ class WeeklyReports:
     async def deliver(self, week: Week) -> dict[str, str]:
         """``week``'s summary to each recipient not marked for it (also ``report weekly --send``)."""
         pending = [r for r in self.recipients if not await self._client.exists(self._key(week, r))]
+        self.standby = ""
         if not pending:
+            self.last_error = ""
             return {}
-        summary = await self.summary(week)
+        if self._made is not None and self._made.week == week.label:
+            summary: Summary | None = self._made  # a retry sends what the first try computed
+        else:
+            summary = self._made = await self.summary(week)
         if summary is None:
-            self.last_error = "the analytics store cannot be read here (another process's exporter holds it)"
+            # Not an error: the replica whose exporter holds the file sends.
+            self.standby = f"{week.label} due; the analytics store cannot be read here (another process holds it)"
             return {r.name: "no store" for r in pending}
         out = {r.name: await self._send(week, r, summary) for r in pending}
         failed = [f"{name}: {what}" for name, what in out.items() if what.startswith("failed")]

@@ -74,6 +74,7 @@ def parsed(raw: bytes) -> EmailMessage:
     return msg
 
 
+@pytest.mark.cluster
 async def test_two_services_racing_send_it_once(rt: Runtime, smtp_server: SmtpServer, store: Path) -> None:
     clock = FakeClock(SEND_MS - 60_000)
     a, b = (
@@ -105,6 +106,7 @@ async def test_two_services_racing_send_it_once(rt: Runtime, smtp_server: SmtpSe
     assert mark is not None and mark.decode().startswith("sent ")
 
 
+@pytest.mark.cluster
 async def test_a_failed_send_is_not_marked_and_goes_at_the_next_tick(rt: Runtime, store: Path) -> None:
     port = free_port()  # no SMTP server there yet
     weekly = WeeklyReports(rt, [recipient(port)], store_reader(store), settings=SETTINGS, clock=FakeClock(SEND_MS))
