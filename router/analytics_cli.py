@@ -74,8 +74,7 @@ async def report(rt: Any, args: argparse.Namespace) -> int:
     if args.week or args.send:
         raise ReportError("--week and --send are for report weekly")
     settings = rt.settings
-    number = await rt.sla_policies.refresh()
-    policy = await rt.sla_policies.policy(number) if number is not None else None
+    calendars = await rt.sla_policies.calendars()
     path = settings.analytics.path(settings.redis.data_dir)
     if not path.exists():
         raise ReportError(f"no analytics store at {path}: run the exporter first (docs/analytics.md)")
@@ -98,7 +97,7 @@ async def report(rt: Any, args: argparse.Namespace) -> int:
             f"the store {path} is held by a running exporter (DuckDB lets one process open a file it writes): {exc}"
         ) from exc
     try:
-        reports = Reports(con, policy.calendar if policy is not None else None, drill=args.drill)
+        reports = Reports(con, calendars, drill=args.drill)
         options = {k: v for k, v in (("by", args.by), ("bucket", args.bucket)) if v is not None}
         found = reports.run(args.name, filters, **options)
         if args.csv or args.parquet:

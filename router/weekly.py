@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from contextlib import AbstractContextManager, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,7 +44,6 @@ from router.lifecycle import keep_running, wait_or_stop
 from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
 from router.summary import Summary, Week, gather, render
-from sla.calendar import Calendar
 
 log = logging.getLogger("switchboard.weekly")
 
@@ -208,7 +206,7 @@ class WeeklyReports:
 
     async def summary(self, week: Week) -> Summary | None:
         """``week``'s summary, business hours from the SLA policy in force; None without a store."""
-        calendar = await self._calendar()
+        calendar = await self._rt.sla_policies.calendars()
 
         def compute() -> Summary | None:
             with self._connector() as con:
@@ -217,11 +215,6 @@ class WeeklyReports:
                 return render(gather(con, week, calendar, top_transfers=self.settings.top_transfers))
 
         return await asyncio.to_thread(compute)
-
-    async def _calendar(self) -> Callable[[str], Calendar] | None:
-        number = await self._rt.sla_policies.refresh()
-        policy = await self._rt.sla_policies.policy(number) if number is not None else None
-        return policy.calendar if policy is not None else None
 
     def _key(self, week: Week, r: Recipient) -> str:
         return self._keys.weekly_report(week.label, r.name)
