@@ -67,12 +67,12 @@ async def report(rt: Any, args: argparse.Namespace) -> int:
 
     from router.reports import Filters, ReportError, Reports
 
+    if args.name != "weekly" and (args.week or args.send):
+        raise ReportError("--week and --send are for report weekly")
     if args.name == "waits":
         return await waits(rt, args)
     if args.name == "weekly":
         return await weekly(rt, args)
-    if args.week or args.send:
-        raise ReportError("--week and --send are for report weekly")
     settings = rt.settings
     calendars = await rt.sla_policies.calendars()
     path = settings.analytics.path(settings.redis.data_dir)
@@ -125,20 +125,7 @@ async def waits(rt: Any, args: argparse.Namespace) -> int:
 
     ignored = [
         k
-        for k in (
-            "start",
-            "end",
-            "channel",
-            "language",
-            "tag",
-            "agent",
-            "by",
-            "bucket",
-            "csv",
-            "parquet",
-            "week",
-            "send",
-        )
+        for k in ("start", "end", "channel", "language", "tag", "agent", "by", "bucket", "csv", "parquet")
         if getattr(args, k)
     ]
     if ignored or args.drill:

@@ -186,3 +186,5 @@ smtp_password_env = "REPORT_SMTP_PASSWORD"
     assert len(smtp_server.recorder.messages) == 1
     bad = await asyncio.to_thread(switchboard, "report", "weekly", "--week", "2026-W99")
     assert bad.returncode != 0 and "an ISO week such as 2026-W45" in bad.stderr
+    other = await asyncio.to_thread(switchboard, "report", "volume", "--send")
+    assert other.returncode != 0 and "--week and --send are for report weekly" in other.stderr
