@@ -1,7 +1,8 @@
 """Where the weekly summary reads the analytics store (router/weekly.py ``store_reader``): through
 the exporter of its own process while that holds the file (DuckDB: one writing process, and in
 that process no read-only second opening), and not at all while another process holds it — then
-nothing is claimed, and the replica whose exporter holds the file sends."""
+nothing is claimed, and the replica whose exporter holds the file sends. And each recipient is
+marked on its own: one that failed is retried without sending the other again."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 from router.config import ReportSettings
 from router.exporter import Exporter
@@ -33,15 +35,20 @@ class Clock:
 
 @dataclass
 class Recorder:
-    """A recipient that keeps what it was given (the real ones: tests/email, tests/telegram)."""
+    """A recipient that keeps what it was given, after refusing the first ``fail`` sends (the
+    real ones, against real servers: tests/email, tests/telegram)."""
 
     name: str = "telegram"
+    fail: int = 0
     got: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        return "a recorder"
+        return f"recorder {self.name}"
 
     async def send(self, subject: str, text: str, html: str) -> str:
+        if self.fail:
+            self.fail -= 1
+            raise ConnectionError("far side down")
         self.got.append(subject)
         return "kept"
 
@@ -84,3 +91,17 @@ async def test_nothing_is_claimed_while_another_process_holds_the_store(rt: Runt
         await asyncio.wait_for(holder.wait(), 10)
     assert await weekly.tick() == {"telegram": "sent"}  # the file is free: read-only works
     assert recorder.got == ["Support weekly summary 2026-W45"]
+
+
+async def test_each_recipient_is_marked_on_its_own(rt: Runtime, tmp_path: Path) -> None:
+    path = write_store(tmp_path / "s.duckdb", LOG, CONVS)
+    mail, chat = Recorder("email"), Recorder("telegram", fail=2)
+    weekly = WeeklyReports(rt, [mail, chat], store_reader(path), settings=SETTINGS, clock=Clock())
+    assert await weekly.tick() == {"email": "sent", "telegram": "failed: far side down"}
+    assert not weekly.health()["connected"]
+    # The e-mail is marked and not sent again; the chat is retried at each tick until it goes.
+    assert await weekly.tick() == {"telegram": "failed: far side down"}
+    assert await weekly.tick() == {"telegram": "sent"}
+    assert await weekly.tick() == {}
+    assert mail.got == chat.got == ["Support weekly summary 2026-W45"]
+    assert weekly.health()["connected"]
