@@ -255,6 +255,13 @@ class Exporter:
             "caught_up_at": self.caught_up_at,
         }
 
+    def reader(self) -> duckdb.DuckDBPyConnection | None:
+        """A connection of its own to the store while this exporter holds the file (None when it
+        does not): for readers in this process, such as the weekly summary, since DuckDB lets no
+        other process open a file one writes. Its TEMP tables are its own; close it after use."""
+        store = self._store
+        return store.con.cursor() if store is not None else None
+
     async def _open(self) -> None:
         try:
             store = await asyncio.to_thread(Store, self.path)
