@@ -14,7 +14,7 @@ from typing import Any
 import aiosmtplib
 
 from adapters.email.config import MailboxConfig, parse_config
-from adapters.email.smtp import SmtpSettingError, _classify, _client, login_needed
+from adapters.email.smtp import SmtpSettingError, classify_error, login_needed, smtp_client
 from router.channel import ConfigError, PermanentFailure
 
 
@@ -49,14 +49,14 @@ class ReportMail:
         msg = self.message(subject, text, html)
         cfg = self.cfg
         try:
-            async with _client(cfg) as smtp:
+            async with smtp_client(cfg) as smtp:
                 if login_needed(cfg, self.password, smtp.supports_extension("auth")):
                     await smtp.login(cfg.smtp_login, self.password)
                 _errors, response = await smtp.send_message(msg)
         except SmtpSettingError as exc:
             raise PermanentFailure(str(exc)) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
-            raise _classify(exc, cfg.smtp_host) from exc
+            raise classify_error(exc, cfg.smtp_host) from exc
         return f"{msg['Message-ID']} accepted by {cfg.smtp_host}: {response}"
 
 
