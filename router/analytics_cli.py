@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -66,15 +67,18 @@ async def report(rt: Any, args: argparse.Namespace) -> int:
 
     from router.reports import Filters, ReportError, Reports
 
+    if args.name != "weekly" and (args.week or args.send):
+        raise ReportError("--week and --send are for report weekly")
     if args.name == "waits":
         return await waits(rt, args)
+    if args.name == "weekly":
+        return await weekly(rt, args)
     if args.name == "complaints":
         return await complaints(rt, args)
     if args.days is not None:
         raise ReportError("--days is for report complaints (the others take --from/--to)")
     settings = rt.settings
-    number = await rt.sla_policies.refresh()
-    policy = await rt.sla_policies.policy(number) if number is not None else None
+    calendars = await rt.sla_policies.calendars()
     path = settings.analytics.path(settings.redis.data_dir)
     if not path.exists():
         raise ReportError(f"no analytics store at {path}: run the exporter first (docs/analytics.md)")
@@ -97,7 +101,7 @@ async def report(rt: Any, args: argparse.Namespace) -> int:
             f"the store {path} is held by a running exporter (DuckDB lets one process open a file it writes): {exc}"
         ) from exc
     try:
-        reports = Reports(con, policy.calendar if policy is not None else None, drill=args.drill)
+        reports = Reports(con, calendars, drill=args.drill)
         options = {k: v for k, v in (("by", args.by), ("bucket", args.bucket)) if v is not None}
         found = reports.run(args.name, filters, **options)
         if args.csv or args.parquet:
@@ -137,6 +141,56 @@ async def waits(rt: Any, args: argparse.Namespace) -> int:
     print("group  n  median_abs_error_s  inside")
     for a in found:
         print(f"{a.group}  {a.n}  {a.median_abs_error_s:.1f}  {a.inside:.3f}")
+    return 0
+
+
+async def weekly(rt: Any, args: argparse.Namespace) -> int:
+    """``report weekly``: the support lead's weekly summary (router/summary.py) of ``--week`` (else
+    the latest week due), printed, or sent now (``--send``) to the ``[reports]`` recipients not
+    sent that week's yet — the same claim as the scheduled service, so it is not sent again."""
+    from datetime import UTC, datetime
+
+    from router.reports import ReportError
+    from router.summary import Week
+    from router.weekly import WeeklyReports, due_week, store_reader
+
+    ignored = [
+        k
+        for k in (
+            *("start", "end", "group", "channel", "language", "tag", "agent"),
+            *("by", "bucket", "csv", "parquet", "days"),
+        )
+        if getattr(args, k)
+    ]
+    if ignored or args.drill:
+        raise ReportError("report weekly takes --week, --send and --json only")
+    settings = rt.settings.reports
+    week = Week.parse(args.week, settings.timezone) if args.week else due_week(datetime.now(UTC), settings)
+    path = rt.settings.analytics.path(rt.settings.redis.data_dir)
+    if not path.exists():
+        raise ReportError(f"no analytics store at {path}: run the exporter first (docs/analytics.md)")
+    recipients = args.recipients(rt.settings) if args.send else []
+    if args.send and not recipients:
+        raise ReportError("[reports] names no recipient: set email_to (and email_mailbox) or telegram_chat")
+    service = WeeklyReports(rt, recipients, store_reader(path), settings=settings)
+    held = f"the store {path} is held by a running exporter (DuckDB lets one process open a file it writes)"
+    if args.send:
+        out = await service.deliver(week)
+        if "no store" in out.values():
+            raise ReportError(f"{held}: the running switchboard run sends the summary on schedule")
+        results = {r.describe(): out.get(r.name, "already sent") for r in recipients}
+        if args.json:
+            print(json.dumps({"week": week.label, "sent": results}, indent=2))
+        else:
+            print("".join(f"{week.label} to {who}: {what}\n" for who, what in results.items()), end="")
+        return 1 if any(what.startswith("failed") for what in results.values()) else 0
+    summary = await service.summary(week)
+    if summary is None:
+        raise ReportError(held)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(summary), indent=2))
+    else:
+        print(summary.text, end="")
     return 0
 
 
@@ -185,7 +239,10 @@ async def complaints(rt: Any, args: argparse.Namespace) -> int:
 def add_parsers(
     sub: argparse._SubParsersAction[argparse.ArgumentParser],
     with_runtime: Callable[[Callable[[Any, argparse.Namespace], Awaitable[int]]], Handler],
+    recipients: Callable[[Settings], list[Any]],
 ) -> None:
+    """``recipients``: the weekly summary's (router/weekly.py ``Recipient``), built by the CLI
+    from the adapters, which this module may not import."""
     top = sub.add_parser("analytics", help="every conversation event in DuckDB (docs/analytics.md)")
     asub = top.add_subparsers(dest="action", required=True, metavar="ACTION")
     sp = asub.add_parser("export", help="run the exporter alone until SIGTERM (exactly once, resumes where it stopped)")
@@ -197,12 +254,10 @@ def add_parsers(
 
     sp = sub.add_parser(
         "report",
-        help=(
-            "one report's figures from the analytics store (docs/analytics.md); "
-            "waits, complaints: from Redis (docs/waits.md, docs/complaints.md)"
-        ),
+        help="one report's figures from the analytics store (docs/analytics.md); waits, complaints: from Redis"
+        " (docs/waits.md, docs/complaints.md); weekly: the support lead's summary",
     )
-    sp.add_argument("name", choices=[*REPORTS, "waits", "complaints"])
+    sp.add_argument("name", choices=[*REPORTS, "waits", "weekly", "complaints"])
     sp.add_argument("--from", dest="start", help="conversations opened at or after (ISO 8601; UTC if no offset)")
     sp.add_argument("--to", dest="end", help="conversations opened before (ISO 8601)")
     for name in ("group", "channel", "language", "tag", "agent"):
@@ -215,4 +270,6 @@ def add_parsers(
     out.add_argument("--csv", type=Path, metavar="FILE", help="write the report as CSV")
     out.add_argument("--parquet", type=Path, metavar="FILE", help="write the report as Parquet")
     out.add_argument("--json", action="store_true", help="machine-readable output")
-    sp.set_defaults(handler=with_runtime(report))
+    sp.add_argument("--week", help="weekly: the ISO week, e.g. 2026-W45 (default: the latest one due)")
+    sp.add_argument("--send", action="store_true", help="weekly: send it now to the [reports] recipients not sent yet")
+    sp.set_defaults(handler=with_runtime(report), recipients=recipients)

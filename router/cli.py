@@ -52,6 +52,21 @@ def _with_runtime(fn: Callable[[Any, argparse.Namespace], Awaitable[int]]) -> Ha
     return handler
 
 
+def _weekly_recipients(settings: Settings) -> list[Any]:
+    """The weekly summary's recipients from ``[reports]``, through the adapters' own settings
+    (an [email] mailbox's SMTP, a [telegram] bot); ConfigError naming what is missing."""
+    reports, out = settings.reports, list[Any]()
+    if reports.email_to:
+        from adapters.email.report import report_mail
+
+        out.append(report_mail(settings.email, reports.email_mailbox, reports.email_to))
+    if reports.telegram_chat is not None:
+        from adapters.telegram.report import report_chat
+
+        out.append(report_chat(settings.telegram, reports.telegram_bot, reports.telegram_chat))
+    return out
+
+
 # -- run / worker --------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     import adapters
@@ -100,7 +115,15 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                 from router import exporter
 
                 # Every conversation event into the analytics store (docs/analytics.md).
-                enabled.extend(x for x in [exporter.service(rt)] if x is not None)
+                export = exporter.service(rt)
+                enabled.extend(x for x in [export] if x is not None)
+                if settings.reports.weekly:
+                    from router.weekly import WeeklyReports, store_reader
+
+                    # The weekly summary: every replica runs one, a key per week decides who sends;
+                    # it reads the store through this process's exporter when there is one.
+                    store = store_reader(settings.analytics.path(settings.redis.data_dir), export)
+                    enabled.append(WeeklyReports(rt, _weekly_recipients(settings), store))
                 from router import csat
 
                 # Satisfaction surveys after close: every replica runs one, the survey leases decide.
@@ -1047,7 +1070,7 @@ def build_parser() -> argparse.ArgumentParser:
     incident_cli.add_parsers(sub, _with_runtime)
     from router import analytics_cli
 
-    analytics_cli.add_parsers(sub, _with_runtime)
+    analytics_cli.add_parsers(sub, _with_runtime, _weekly_recipients)
     return p
 
 

@@ -9,9 +9,10 @@ they come from the environment or from a file named by a ``…_file`` setting, a
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import (
     AfterValidator,
@@ -681,6 +682,71 @@ class WaitSettings(BaseModel):
 AdapterSection = dict[str, Any]
 
 
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+WEEKDAYS: tuple[str, ...] = get_args(Weekday)
+
+
+class ReportSettings(BaseModel):
+    """The weekly summary for the support lead (router/weekly.py, docs/analytics.md "Scheduled
+    reports"): the week before, sent once a week by one ``switchboard run`` replica."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # Off: no summary is sent on schedule (`switchboard report weekly` still prints one).
+    weekly: bool = False
+    # When: the first `weekday` at `hour`:00 in `timezone` after the reported ISO week ends (that
+    # week is Monday to Sunday in the same time zone).
+    weekday: Weekday = "monday"
+    hour: int = Field(9, ge=0, le=23)
+    timezone: str = "UTC"
+    # E-mail recipients, sent through the SMTP settings of the [email] mailbox `email_mailbox`.
+    email_to: list[str] = []
+    email_mailbox: str = ""
+    # A Telegram chat (a user's or a group's id), sent by the [telegram] bot `telegram_bot`.
+    telegram_chat: int | None = None
+    telegram_bot: str = ""
+    # How many transfer pairs the summary lists.
+    top_transfers: int = Field(5, ge=1, le=50)
+    # How often the service looks whether a summary is due (a failed send is retried this often).
+    tick_s: float = Field(60.0, gt=0)
+    # A replica's claim on a week's send; a replica that died mid-send is replaced after this.
+    claim_s: float = Field(600.0, ge=10)
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Europe/Berlin or Asia/Shanghai)") from None
+        return v
+
+    @field_validator("email_to")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        bad = [a for a in v if not re.fullmatch(r"[^@\s<>,]+@[^@\s<>,]+\.[^@\s<>,]+", a)]
+        if bad:
+            raise ValueError(f"not an e-mail address: {', '.join(map(repr, bad))}")
+        return v
+
+    @model_validator(mode="after")
+    def _recipients(self) -> ReportSettings:
+        if self.email_to and not self.email_mailbox:
+            raise ValueError("email_to needs email_mailbox: the [email] mailbox whose SMTP settings send it")
+        if self.telegram_chat is not None and not self.telegram_bot:
+            raise ValueError("telegram_chat needs telegram_bot: the [telegram] bot that sends it")
+        if self.weekly and not self.email_to and self.telegram_chat is None:
+            raise ValueError("weekly = true needs a recipient: email_to (with email_mailbox) or telegram_chat")
+        return self
+
+    @property
+    def weekday_number(self) -> int:
+        """ISO weekday, 1 (Monday) to 7."""
+        return WEEKDAYS.index(self.weekday) + 1
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SWITCHBOARD_", env_nested_delimiter="__", extra="forbid")
 
@@ -701,6 +767,7 @@ class Settings(BaseSettings):
     review: ReviewSettings = ReviewSettings()
     answers: AnswerSettings = AnswerSettings()
     csat: CsatSettings = CsatSettings()
+    reports: ReportSettings = ReportSettings()
     incidents: IncidentSettings = IncidentSettings()
     waits: WaitSettings = WaitSettings()
     kb: KBSettings = KBSettings()

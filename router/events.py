@@ -31,6 +31,16 @@ from router.keys import Shards
 CLUSTER_BLOCK_MS = 250
 
 
+def entry_id(entry: str) -> tuple[int, int]:
+    """A stream entry id ("1796548478990-3") as a pair that compares like Redis does."""
+    ms, _, seq = entry.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _text(raw: Any) -> str:
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
+
+
 @dataclass(frozen=True, slots=True)
 class GroupEvent:
     group: str
@@ -116,6 +126,21 @@ class GroupEvents:
         if new:
             positions.update(new)
             await self._client.hset(cursor, mapping=new)
+
+    async def trimmed(self, positions: dict[str, str]) -> bool:
+        """Whether any of these streams (position names) lost entries past its position to its
+        cap: XINFO STREAM's ``max-deleted-entry-id`` (Redis >= 7; before, its oldest entry being
+        past the position, which may also be an entry deleted by hand)."""
+        pipe = self._client.pipeline(transaction=False)
+        for name in positions:
+            pipe.xinfo_stream(self._stream(name)[1])
+        for position, info in zip(positions.values(), await pipe.execute(), strict=True):
+            deleted = info.get("max-deleted-entry-id")
+            first = info.get("first-entry")
+            mark = deleted if deleted is not None else (first[0] if first else None)
+            if mark is not None and entry_id(_text(mark)) > entry_id(position):
+                return True
+        return False
 
     def _stream(self, name: str) -> tuple[str, str]:
         """The group and stream key of a position name (one of ``streams``')."""

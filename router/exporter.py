@@ -38,6 +38,7 @@ import redis.asyncio as aioredis
 
 from router.cluster import scan_step
 from router.config import AnalyticsSettings
+from router.events import entry_id
 from router.keys import Keys, Shards
 from router.lifecycle import keep_running, wait_or_stop
 from router.redis import TRANSIENT_ERRORS
@@ -98,11 +99,6 @@ INSERT_GAP = "INSERT INTO gaps VALUES (?, ?, ?, ?, now()::TIMESTAMP)"
 Row = tuple[Any, ...]
 # A conversation's channel, language, tags (JSON list) and SLA policy version, read at export.
 Conv = tuple[str | None, str | None, str | None, int | None]
-
-
-def _sid(entry: str) -> tuple[int, int]:
-    ms, _, seq = entry.partition("-")
-    return int(ms), int(seq or 0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +255,13 @@ class Exporter:
             "caught_up_at": self.caught_up_at,
         }
 
+    def reader(self) -> duckdb.DuckDBPyConnection | None:
+        """A connection of its own to the store while this exporter holds the file (None when it
+        does not): for readers in this process, such as the weekly summary, since DuckDB lets no
+        other process open a file one writes. Its TEMP tables are its own; close it after use."""
+        store = self._store
+        return store.con.cursor() if store is not None else None
+
     async def _open(self) -> None:
         try:
             store = await asyncio.to_thread(Store, self.path)
@@ -364,7 +367,7 @@ class Exporter:
         if deleted is not None:
             # Redis >= 7: exact. Anything deleted past the cursor was never exported.
             deleted_id = deleted.decode() if isinstance(deleted, bytes) else str(deleted)
-            if _sid(deleted_id) <= _sid(cursor):
+            if entry_id(deleted_id) <= entry_id(cursor):
                 return
             exact = True
         else:
@@ -398,7 +401,7 @@ class Exporter:
 
     @staticmethod
     def _row(s: Stream, entry: str, f: dict[str, str], info: dict[str, Conv]) -> Row:
-        at = _sid(entry)[0]
+        at = entry_id(entry)[0]
         if s.name == "actions":
             press = json.loads(f.get("press") or "{}")
             return (
@@ -469,6 +472,6 @@ async def lags(rt: Runtime, cursors: dict[str, dict[str, Any]]) -> dict[str, dic
         pipe.xrange(s.key, f"({cursors[name]['last_id']}", "+", count=100_000)
     out = {}
     for name, after in zip(names, await pipe.execute(), strict=True):
-        lag_ms = _sid(after[-1][0].decode())[0] - _sid(cursors[name]["last_id"])[0] if after else 0
+        lag_ms = entry_id(after[-1][0].decode())[0] - entry_id(cursors[name]["last_id"])[0] if after else 0
         out[name] = {**cursors[name], "lag": len(after), "lag_s": lag_ms / 1000}
     return out

@@ -15,12 +15,21 @@ shard, router/events.py) from a position kept in Redis (``incident:cursor``), li
 A crash loses nothing and doubles nothing: the position is stored after the events were handled
 (so some are read again), and the script does nothing the second time (the conversation's
 ``incident`` field). Every process may run one; they do the same idempotent work.
+
+The event streams keep their newest ~10,000 entries (lua/common.lua ``event``). A linker that fell
+further behind (a surge: the drill linked 13% before this) finds the streams trimmed past its
+position (XINFO's ``max-deleted-entry-id``, as the exporter checks): it then jumps to the streams'
+ends and **sweeps** the groups' queues instead, matching every waiting conversation that is not
+linked and collapsing again the linked ones a follow-up put back. The sweep reads each waiting
+conversation once, where the events would have been several per conversation. A sweep also runs
+when this linker first sees an incident: conversations already waiting when it was opened are
+linked too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -31,7 +40,7 @@ from redis.exceptions import RedisError
 from router.conversations import Conversation, first_inbound, parse_history
 from router.events import GroupEvent, GroupEvents
 from router.incidents import Incident, Incidents, status_item
-from router.lifecycle import cancel_all, keep_running
+from router.lifecycle import Loop
 from router.runtime import Runtime
 from router.scripts import argv, run_per_prefix
 from rules import MessageIn
@@ -39,8 +48,15 @@ from rules.locale import localized
 from rules.matcher import Matcher
 from rules.placeholders import PLACEHOLDERS, has_placeholders, without_estimate
 
+log = logging.getLogger("switchboard.incidents")
+
 #: How often the collapsed sets are cleared of conversations taken out of them by other scripts.
 PRUNE_EVERY_S = 30.0
+#: Events read per stream per step (router/events.py); a stream that gave this many is lagging,
+#: and only then is it checked for a gap.
+READ_COUNT = 100
+#: Waiting conversations read per round of a sweep.
+SWEEP_BATCH = 500
 
 
 class Linker:
@@ -66,24 +82,28 @@ class Linker:
         self._matchers: dict[tuple[str, int], Matcher] = {}
         self._open: list[Incident] = []
         self._next_prune = 0.0
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self.counts = {"linked": 0, "collapsed": 0, "recollapsed": 0, "unmatched": 0, "pruned": 0}
+        self._loop = Loop("incident linker", (RedisError, OSError))
+        self.counts = {
+            "linked": 0,
+            "collapsed": 0,
+            "recollapsed": 0,
+            "unmatched": 0,
+            "pruned": 0,
+            "gaps": 0,
+            "swept": 0,
+        }
+        self._swept_for: set[str] = set()  # the incidents a sweep has run for since they were seen
 
     async def start(self) -> None:
         await self.resume()
-        self._task = asyncio.create_task(
-            keep_running(self.step, self._stopping, what="incident linker", retry_on=(RedisError, OSError))
-        )
+        self._loop.start(self.step)
 
     async def close(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await cancel_all([self._task])
+        await self._loop.close()
 
     def health(self) -> dict[str, Any]:
         return {
-            "connected": self._task is not None and not self._task.done(),
+            "connected": self._loop.alive,
             "detail": ", ".join(f"{k} {v}" for k, v in self.counts.items()),
             **self.counts,
         }
@@ -103,12 +123,28 @@ class Linker:
         if self._open and time.monotonic() >= self._next_prune:
             self._next_prune = time.monotonic() + PRUNE_EVERY_S
             await self.prune()
-        events = await self._events.after(self._positions, self._block_ms)
+        before = dict(self._positions)
+        events = await self._events.after(self._positions, self._block_ms, READ_COUNT)
+        read: dict[str, int] = {}
+        for event in events:
+            read[event.stream] = read.get(event.stream, 0) + 1
+        lagging = {name: before[name] for name, n in read.items() if n >= READ_COUNT}
+        if self._open and lagging and await self._events.trimmed(lagging):
+            # Events were lost to the streams' cap: what they said is read from the queues.
+            self.counts["gaps"] += 1
+            log.warning("incident linker: the event streams were trimmed past its position; sweeping the queues")
+            self._positions = await self._events.ends(sorted((await self._rt.engine()).groups))
+            await self._rt.client.hset(self._cursor, mapping=self._positions)
+            await self.sweep()
+            return
         await self.handle(events)
         for event in events:
             self._positions[event.stream] = event.entry
         if events:
             await self._rt.client.hset(self._cursor, mapping=self._positions)
+        if unseen := {i.id for i in self._open} - self._swept_for:
+            self._swept_for |= unseen
+            await self.sweep()
 
     async def refresh(self) -> None:
         """The open incidents, oldest first, each matcher compiled once per change."""
@@ -125,6 +161,28 @@ class Linker:
         # Only the router's creations ('created' with 'from' is a transfer), and follow-ups.
         created = [e.conv for e in events if e.type == "created" and "from" not in e.data]
         follow_ups = [e.conv for e in events if e.type == "message"] if self._open else []
+        return await self._examine(created, follow_ups, sweep=False)
+
+    async def sweep(self) -> int:
+        """Every group queue's waiting conversations, as if just created (not counted again for the
+        surge detector): the unlinked ones matched, the linked ones collapsed again. Returns how
+        many were read."""
+        groups = sorted((await self._rt.engine()).groups)
+        n = 0
+        for keys in self._rt.shards.shard:
+            for group in groups:
+                waiting = [c.decode() for c in await self._rt.client.zrange(keys.queue(group), 0, -1)]
+                for i in range(0, len(waiting), SWEEP_BATCH):
+                    await self._examine(waiting[i : i + SWEEP_BATCH], [], sweep=True)
+                n += len(waiting)
+        self.counts["swept"] += n
+        return n
+
+    async def _examine(self, created: list[str], follow_ups: list[str], *, sweep: bool) -> list[str]:
+        """Link ``created`` conversations that match an open incident (and count them for the
+        surge detector, unless in a ``sweep``); collapse again ``follow_ups`` linked to an open
+        incident. In a sweep, a "created" one already linked is a follow-up: a sweep finds both
+        in the queues."""
         shards = self._rt.shards
         pipe = self._rt.client.pipeline(transaction=False)
         for cid in created:
@@ -137,14 +195,19 @@ class Linker:
         now = self._clock()
         calls: list[tuple[str, dict[str, Any]]] = []
         counts: list[tuple[str, dict[str, Any]]] = []
+        linked_before: list[tuple[str, bytes | None]] = list(zip(follow_ups, read[2 * len(created) :], strict=True))
         for i, cid in enumerate(created):
             raw, history = read[2 * i], read[2 * i + 1]
             message = first_inbound(parse_history(history)) if raw else None
             if message is None:
                 continue  # gone (retention) or without a message
+            if sweep and raw.get(b"incident"):
+                linked_before.append((cid, raw[b"incident"]))
+                continue
             conv = Conversation.from_hash(raw)
-            # The surge detector's counts (router/surge.py), language tags aside.
-            counts.append((cid, {"conv": cid, "tags": [t for t in conv.tags if not t.startswith("lang:")]}))
+            if not sweep:
+                # The surge detector's counts (router/surge.py), language tags aside.
+                counts.append((cid, {"conv": cid, "tags": [t for t in conv.tags if not t.startswith("lang:")]}))
             args = self._link(cid, conv, message, now) if self._open else None
             if args is None:
                 self.counts["unmatched"] += bool(self._open)
@@ -153,7 +216,7 @@ class Linker:
         if counts:
             await self._run("count", counts, now)
         open_ids = {i.id for i in self._open}
-        for cid, linked in zip(follow_ups, read[2 * len(created) :], strict=True):
+        for cid, linked in linked_before:
             if linked and linked.decode() in open_ids:
                 calls.append((cid, {"conv": cid, "incident": linked.decode(), "recollapse": True}))
         if not calls:

@@ -124,6 +124,10 @@ canned                          home   hash      canned responses: title -> text
 web:secret                      home   string    generated session secret when none is configured
 samples                         home   stream    the dashboard's time series (field ``s``: JSON sample), capped
 samples:lock                    home   string    one sampler per interval across console processes (TTL)
+report:weekly:{week}:{to}       home   string    the weekly summary of ISO week {week} (2026-W45) to recipient {to}
+                                                 (email, telegram): "sending ..." while a replica sends it (SET NX,
+                                                 PX [reports] claim_s), "sent ..." once sent (TTL 8 weeks)
+                                                 (router/weekly.py)
 shards                          home   string    the shard count, recorded at the first start (router/shards.py)
 agents                          home   set       names of agents with a presence or profile (router/presence.py)
 ag:{name}                       home   hash      an agent's presence and profile: status (online/away/offline), beat
@@ -394,6 +398,11 @@ class Keys:
     def tag_rate(self, unit: str, n: int) -> str:
         """``unit`` m (epoch minute ``n``) or h (epoch hour ``n``)."""
         return f"{self.prefix}tagrate:{unit}:{n}"
+
+    # -- the weekly summary (router/weekly.py) ---------------------------------------------------
+    def weekly_report(self, week: str, to: str) -> str:
+        """``week``: ISO week, e.g. 2026-W45; ``to``: the recipient (email, telegram)."""
+        return f"{self.prefix}report:weekly:{week}:{to}"
 
     # -- published knowledge bases (router/kbstore.py) -------------------------------------------
     @property

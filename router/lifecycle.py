@@ -95,6 +95,29 @@ async def cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
             await task
 
 
+class Loop:
+    """A service's one background loop: ``step`` again and again (``keep_running``, errors of
+    ``retry_on`` logged and retried) from ``start`` until ``close``, which stops and awaits it."""
+
+    def __init__(self, what: str, retry_on: tuple[type[BaseException], ...]) -> None:
+        self.what = what
+        self.retry_on = retry_on
+        self.stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, step: Callable[[], Awaitable[bool | None]]) -> None:
+        self._task = asyncio.create_task(keep_running(step, self.stopping, what=self.what, retry_on=self.retry_on))
+
+    async def close(self) -> None:
+        self.stopping.set()
+        if self._task is not None:
+            await cancel_all([self._task])
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+
 async def wait_or_stop(stopping: asyncio.Event, delay: float) -> bool:
     """Wait ``delay`` seconds, or less if ``stopping`` is set meanwhile; True when stopping."""
     # Not asyncio.wait_for: on Python 3.11 it swallows a cancellation that arrives as the event is

@@ -18,7 +18,6 @@ estimate, not a "nobody is online". Every replica may run it: they write the sam
 
 from __future__ import annotations
 
-import asyncio
 from collections import Counter
 from typing import Any
 
@@ -27,7 +26,7 @@ from redis.exceptions import RedisError
 from router.config import Settings
 from router.keys import Shards
 from router.leases import Clock, WallClock
-from router.lifecycle import cancel_all, keep_running, wait_or_stop
+from router.lifecycle import Loop, wait_or_stop
 from router.presence import Presence
 
 #: How long a minute's count is kept: the departures counts' TTL (lua/common.lua SERVED_TTL_MS).
@@ -45,30 +44,25 @@ class OnlineCounts:
         self.clock = clock or WallClock()
         self._presence = Presence(rt.client, rt.keys, settings.assign, self.clock)
         self._every_s = settings.waits.online_every_s
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Loop("online counts", (RedisError, OSError))
         self.online: dict[str, int] = {}  # the last counts written, for health
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(
-            keep_running(self._step, self._stopping, what="online counts", retry_on=(RedisError, OSError))
-        )
+        self._loop.start(self._step)
 
     async def close(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await cancel_all([self._task])
+        await self._loop.close()
 
     def health(self) -> dict[str, Any]:
         return {
-            "connected": self._task is not None and not self._task.done(),
+            "connected": self._loop.alive,
             "detail": ", ".join(f"{g} {n}" for g, n in sorted(self.online.items())) or "no agent with a presence",
             "online": self.online,
         }
 
     async def _step(self) -> bool:
         await self.write()
-        return await wait_or_stop(self._stopping, self._every_s)
+        return await wait_or_stop(self._loop.stopping, self._every_s)
 
     async def write(self) -> dict[str, int]:
         """Count the agents online per group now and write the counts into every shard."""

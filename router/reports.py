@@ -271,6 +271,19 @@ class Reports:
         )
         return self._grouped("answers", ("group", "outcome", "conversations"), sql, params)
 
+    def csat(self, filters: Filters = Filters()) -> Report:
+        """Satisfaction ratings (the ``csat`` event of each rated survey, router/csat.py) per
+        opening group: how many, their average (1-5) and the share of 4 and 5."""
+        src, params = self._selected(filters)
+        rating = "(e.data->>'rating')::INTEGER"
+        sql = (
+            f"SELECT c.opened_group, count(*), round(avg({rating}), 2), round(count(*) FILTER (WHERE {rating} >= 4)"
+            f" / count(*), 4), {self._ids('list(DISTINCT e.conv)')}"
+            f" FROM events e JOIN {src} c ON e.conv = c.conv WHERE e.type = 'csat'"
+            " GROUP BY ALL ORDER BY 1"
+        )
+        return self._grouped("csat", ("group", "ratings", "average", "satisfied"), sql, params)
+
     def transfers(self, filters: Filters = Filters()) -> Report:
         """Moves between groups (an agent's transfer or a rule's escalation): from, to, how many,
         and the conversations moved; where routing is wrong shows as a large pair."""
@@ -323,4 +336,5 @@ REPORTS: dict[str, Callable[..., Report]] = {
     "reopens": Reports.reopens,
     "answers": Reports.answers,
     "transfers": Reports.transfers,
+    "csat": Reports.csat,
 }

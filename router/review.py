@@ -32,7 +32,7 @@ from router.config import ReviewSettings, RulesSettings, Settings
 from router.conversations import first_inbound
 from router.errors import ConfigError
 from router.events import GroupEvent, GroupEvents
-from router.lifecycle import cancel_all, keep_running
+from router.lifecycle import Loop
 from rules.intent import IntentModel, ModelError
 from rules.semantic import ReviewPolicy, SemanticModel, needs_review, review
 
@@ -94,16 +94,13 @@ class Reviewer:
         self._cursor_key = f"{rt.keys.prefix}review:cursor"
         self._positions: dict[str, str] = {}
         self._groups: set[str] = set()
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Loop("review", (RedisError, OSError))
         self.counts = dict.fromkeys(COUNTS, 0)
         self.seconds = 0.0  # spent in the semantic model
 
     async def start(self) -> None:
         await self.resume()
-        self._task = asyncio.create_task(
-            keep_running(self.step, self._stopping, what="review", retry_on=(RedisError, OSError))
-        )
+        self._loop.start(self.step)
 
     async def resume(self) -> None:
         """Takes up each group stream where the cursor stored in Redis is (``step`` goes on from there)."""
@@ -121,14 +118,12 @@ class Reviewer:
         await self._events.follow(self._cursor_key, self._positions, sorted(self._groups))
 
     async def close(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await cancel_all([self._task])
+        await self._loop.close()
 
     def health(self) -> dict[str, Any]:
         reviewed = self.counts["reviewed"]
         return {
-            "connected": self._task is not None and not self._task.done(),
+            "connected": self._loop.alive,
             "detail": ", ".join(f"{k} {v}" for k, v in self.counts.items()),
             **self.counts,
             "ms_per_review": round(1000 * self.seconds / reviewed, 1) if reviewed else None,

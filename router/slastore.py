@@ -22,6 +22,7 @@ from router.published import Compiled, Versions
 from rules import Engine
 from rules.model import RuleError
 from sla import Policy, PolicyError, load
+from sla.calendar import Calendar
 
 log = logging.getLogger("switchboard.sla")
 
@@ -104,3 +105,9 @@ class SlaPolicies:
         """Published policy ``number``; a stored one that no longer loads (a newer sla/ refusing
         an old text) raises ``PolicyError``."""
         return await self._compiled.get(number)
+
+    async def calendars(self) -> Callable[[str], Calendar] | None:
+        """The business-hours calendar of each group under the policy in force (the reports'
+        durations); None without a published policy."""
+        number = await self.refresh()
+        return (await self.policy(number)).calendar if number is not None else None

@@ -180,6 +180,9 @@ class DiscordAdapter:
         self._backoff = Backoff(base=1.0, cap=60.0)
         self._places: dict[int, Place | None] = {}
         self._private: dict[tuple[int, int], int] = {}
+        # One opening at a time per user and channel: a live message and the backfill (or two
+        # quick messages) would otherwise both find no thread and open one each.
+        self._opening: dict[tuple[int, int], asyncio.Lock] = {}
         self._unpublished: set[int] = set()  # messages the bot deleted: not the user's deletions
         self._fresh_threads: set[int] = set()  # private threads opened here, not yet told why
         self._backfill_lock = asyncio.Lock()
@@ -434,6 +437,7 @@ class DiscordAdapter:
         # Discord replayed the missed events: nothing to read back.
         self.state.counters["resumes"] += 1
         self.state.connected = True
+        self._cursors.resumed()
         if not self._backfill_lock.locked():
             await self._cursors.release()
 
@@ -500,6 +504,12 @@ class DiscordAdapter:
 
     async def _private_thread(self, message: discord.Message, place: Place) -> int | None:
         key = (place.channel_id, message.author.id)
+        if key in self._private:
+            return self._private[key]
+        async with self._opening.setdefault(key, asyncio.Lock()):
+            return await self._open_private_thread(message, place, key)
+
+    async def _open_private_thread(self, message: discord.Message, place: Place, key: tuple[int, int]) -> int | None:
         name = f"pt:{place.channel_id}:{message.author.id}"
         if key not in self._private:
             stored = await self._ctx.cursor_get(CHANNEL, self.account, name)
@@ -723,6 +733,7 @@ class DiscordAdapter:
         """
         async with self._backfill_lock:
             self.state.counters["backfills"] += 1
+            gap = self._cursors.gap  # a disconnect from now on needs a backfill of its own
             snap = await self._cursors.snapshot()
             targets = await self._targets(snap.since, snap.last, snap.places)
             if only is not None:
@@ -741,7 +752,7 @@ class DiscordAdapter:
             left = {place.target for place, _ in targets} - covered
             for channel_id in left:
                 self._cursors.block(channel_id)
-            await self._cursors.release(covered)
+            await self._cursors.release(covered, after_gap=gap)
             if left and not self._closing.is_set():
                 self._backfill_soon()
                 self._backfill_failures += 1
@@ -770,7 +781,7 @@ class DiscordAdapter:
         allows — once, however many are waiting."""
         if not self._backfill_due and not self._closing.is_set():
             self._backfill_due = True
-            backoff = min(300.0, 15.0 * 2 ** min(self._backfill_failures, 4))
+            backoff = min(300.0, self.config.backfill_retry_s * 2 ** min(self._backfill_failures, 4))
             self._spawn(self._backfill_later(max(backoff, self._budget.window_free_in())))
 
     async def _targets(self, since: int, last: dict[int, int], places: dict[int, Place]) -> list[tuple[Place, int]]:

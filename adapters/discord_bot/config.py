@@ -69,6 +69,9 @@ class DiscordConfig(BaseModel):
     backfill_requests_per_pass: int = Field(100, ge=1)
     #: History requests all passes together may make in any 10 minutes (see docs/discord.md).
     backfill_requests_per_10min: int = Field(600, ge=1)
+    #: The first wait before a pass that left channels behind (a failure, or no budget left) is
+    #: continued; it doubles with each such pass, up to 300 s (and waits for the window's room).
+    backfill_retry_s: float = Field(15.0, gt=0, le=300)
     #: discord.py waits out a 429 up to this long inside the request (30 s is its minimum); a longer
     #: wait fails the send at once and the outbox retries it after ``retry_after``.
     max_ratelimit_wait_s: float = Field(30.0, ge=30)

@@ -10,7 +10,10 @@ Stored in the adapter's cursor hash (``cursor:discord:{account}``):
 
 While the gateway session is being replaced, cursors are *held*: live messages are appended as
 they come but their ids are only kept in memory, so the backfill still starts from the position
-before the outage. After a channel's backfill the held ids are written.
+before the outage. After a channel's backfill the held ids are written. Each hold is a numbered
+gap: a backfill that began before the latest gap (a slow one, still reading when the connection
+dropped again) must not end the hold, or the live messages of the new session would move the
+cursors past the messages of the gap before its own backfill reads them.
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ class Cursors:
         self._blocked: set[int] = set()
         self._lock = asyncio.Lock()
         self.held = True
+        #: Holds so far (each disconnect) and the last one whose events a RESUME replayed.
+        self.gap = 0
+        self._replayed = 0
 
     async def snapshot(self) -> Snapshot:
         fields = await self._ctx.cursor_all(CHANNEL, self._account)
@@ -83,13 +89,22 @@ class Cursors:
 
     def hold(self) -> None:
         self.held = True
+        self.gap += 1
 
-    async def release(self, covered: set[int] | None = None) -> None:
+    def resumed(self) -> None:
+        """The session was resumed: Discord replayed what the gap missed. The hold ends now, or,
+        with a backfill running, when it ends."""
+        self._replayed = self.gap
+
+    async def release(self, covered: set[int] | None = None, *, after_gap: int | None = None) -> None:
         """Stop holding; write the held positions, except for channels still blocked.
 
-        ``covered``: channels a backfill just covered; they are unblocked first.
+        ``covered``: channels a backfill just covered; they are unblocked first. ``after_gap``: the
+        gap the backfill began after; a later gap not replayed keeps the hold for its own backfill.
         """
         self._blocked -= covered or set()
+        if after_gap is not None and after_gap != self.gap and self._replayed != self.gap:
+            return
         self.held = False
         for channel_id, (place, message_id) in list(self._pending.items()):
             if channel_id in self._blocked:

@@ -151,7 +151,7 @@ class Outgoing:
     threads: ThreadIndex
 
 
-def _classify(exc: BaseException, host: str) -> Exception:
+def classify_error(exc: BaseException, host: str) -> Exception:
     """Map an aiosmtplib error to the outbox's PermanentFailure / TemporaryFailure."""
     if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
         codes = [r.code for r in exc.recipients]
@@ -201,7 +201,7 @@ def login_needed(cfg: MailboxConfig, password: str, offers_auth: bool) -> bool:
     return False
 
 
-def _client(cfg: MailboxConfig) -> aiosmtplib.SMTP:
+def smtp_client(cfg: MailboxConfig) -> aiosmtplib.SMTP:
     """A connection (used as ``async with``) that has said EHLO, through STARTTLS when configured."""
     return _Smtp(
         hostname=cfg.smtp_host,
@@ -265,7 +265,7 @@ class EmailSender:
         # Before sending: the customer's answer may arrive before this call returns.
         await out.threads.remember(message_id, item.conversation_key, normalize_subject(item.meta.get("subject", "")))
         try:
-            async with _client(cfg) as smtp:
+            async with smtp_client(cfg) as smtp:
                 if login_needed(cfg, out.password, smtp.supports_extension("auth")):
                     await smtp.login(cfg.smtp_login, out.password)
                 _errors, response = await smtp.send_message(msg)
@@ -273,7 +273,7 @@ class EmailSender:
             self.state.error(str(exc), disconnected=False)
             raise PermanentFailure(str(exc)) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
-            failure = _classify(exc, cfg.smtp_host)
+            failure = classify_error(exc, cfg.smtp_host)
             self.state.error(str(failure), disconnected=False)
             raise failure from exc
         self.state.last_error = ""
@@ -295,12 +295,12 @@ class EmailSender:
     async def _probe(self, out: Outgoing) -> None:
         cfg = out.cfg
         try:
-            async with _client(cfg) as smtp:
+            async with smtp_client(cfg) as smtp:
                 login_needed(cfg, out.password, smtp.supports_extension("auth"))
         except SmtpSettingError as exc:
             raise ConfigError(str(exc)) from None
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as exc:
-            self.state.error(str(_classify(exc, cfg.smtp_host)), disconnected=False)
+            self.state.error(str(classify_error(exc, cfg.smtp_host)), disconnected=False)
             log.warning(
                 "%s: SMTP server not checked at start (%s); replies wait for it", cfg.name, self.state.last_error
             )

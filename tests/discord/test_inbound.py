@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import aiohttp
+import discord
 
 from adapters.discord_bot import DiscordAdapter
 from router.runtime import Runtime
@@ -138,6 +139,29 @@ async def test_private_thread_per_user(rt: Runtime, emu: Emulator, make_bot: Ada
     envs = await wait_inbox(rt, 3)
     assert {e.conversation_key for e in envs} == {str(thread)}
     assert [c for c in emu.channels.values() if c["type"] == 12] == [emu.channels[thread]]
+
+
+async def test_the_live_handler_and_the_backfill_open_one_private_thread(
+    rt: Runtime, emu: Emulator, make_bot: AdapterFactory
+) -> None:
+    """The same message handled at once by the live handler and by a backfill (a reconnect while
+    it arrives): both find no thread yet, and only one may open it."""
+    bot = await make_bot(private_threads=True)
+    bob = emu.user("bob")
+    posted = await emu.post(SUPPORT, bob, "my deposit is missing")
+    [env] = await wait_inbox(rt, 1)
+    assert bot._client is not None
+    support = bot._client.get_channel(SUPPORT)
+    assert isinstance(support, discord.TextChannel)
+    # Stored, not dispatched: no live handler; the two calls below stand for it and the backfill.
+    stored = emu.store(SUPPORT, emu.user("carol"), "me too")
+    message = await support.fetch_message(int(stored["id"]))
+    place = await bot._place(support)
+    assert place is not None and posted["id"] != message.id
+    first, second = await asyncio.gather(*(bot._conversation_place(message, place) for _ in range(2)))
+    assert first == second
+    threads = [c for c in emu.channels.values() if c["type"] == 12]
+    assert len(threads) == 2 and {int(c["id"]) for c in threads} == {int(env.conversation_key), first.target}
 
 
 SEED = "abandon ability able about above absent absorb abstract absurd abuse access accident"

@@ -36,21 +36,8 @@ async def drain(worker: Worker | Workers) -> int:
         if worker.leases is not None:
             return await _run_until_drained(worker, worker.leases)
         return sum([await drain(w) for w in worker.each])
-    lane = await _drain_stream(worker.lane) if worker.lane is not None else 0
-    return lane + await _drain_stream(worker)
-
-
-async def _drain_stream(worker: Worker) -> int:
-    total = 0
-    while True:
-        n = await worker.step()
-        total += n
-        if n == 0 and not worker._recover:
-            n = await worker.step()
-            total += n
-            if n == 0:
-                await worker.flush()
-                return total
+    lane = await worker.lane.drain() if worker.lane is not None else 0
+    return lane + await worker.drain()
 
 
 async def _run_until_drained(workers: Workers, leases: ShardLeases) -> int:

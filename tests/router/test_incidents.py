@@ -193,6 +193,37 @@ async def test_a_follow_up_is_collapsed_again_and_an_agent_claims_from_the_incid
     assert (conv.status, conv.agent) == ("assigned", "agent1")
 
 
+async def test_conversations_waiting_when_an_incident_opens_are_linked_too(rt: Runtime) -> None:
+    clock = FakeClock()
+    early, other = await send_all(rt, [("hana", "tron withdrawal stuck"), ("ivan", "my BTC withdrawal is late")])
+    link = await linker(rt, clock)  # from the streams' ends: these two's events are behind it
+    inc = await open_tron(rt)
+    await link_all(link)
+    assert (await rt.conversations.get(early)).status == "incident" and await replies(rt, early) == [TEXTS["en"]]
+    assert await queued(rt, other, "payments") and await replies(rt, other) == []
+    assert await rt.incidents.linked(inc.id) == [early]
+    assert link.counts["swept"] == 2 and link.counts["gaps"] == 0
+
+
+async def test_a_linker_behind_the_streams_cap_reads_the_queues_instead(rt: Runtime) -> None:
+    """The event streams keep their newest ~10,000 entries: a linker further behind (a surge)
+    would never see the trimmed ones. Here the cap is played by an exact XTRIM."""
+    clock = FakeClock()
+    link = await linker(rt, clock)
+    inc = await open_tron(rt)
+    await link.step()  # it has seen the incident (and swept an empty queue)
+    shard = rt.shards.of_key("sandbox", "default", "u0")
+    users = [u for u in (f"u{i}" for i in range(2000)) if rt.shards.of_key("sandbox", "default", u) == shard][:130]
+    cids = await send_all(rt, [(u, "tron withdrawal stuck") for u in users])
+    stream = rt.shards.shard[shard].events("payments")
+    assert await rt.client.xlen(stream) >= 130
+    await rt.client.xtrim(stream, maxlen=110, approximate=False)  # 20+ created events lost
+    await link_all(link)
+    assert link.counts["gaps"] == 1
+    assert sorted(await rt.incidents.linked(inc.id), key=int) == sorted(cids, key=int)
+    assert all([await replies(rt, cid) == [TEXTS["en"]] for cid in cids])  # each told once
+
+
 async def test_stale_collapsed_entries_are_pruned(rt: Runtime) -> None:
     clock = FakeClock()
     link = await linker(rt, clock)

@@ -5,6 +5,7 @@ phrase with nothing measured, unknown placeholders refused, and the error report
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from router.conversations import Conversations
 from router.errors import BadRequest
 from router.incident_link import Linker
 from router.incidents import Incidents
+from router.lifecycle import running
 from router.model import Envelope, decode_outbox
 from router.online import OnlineCounts
 from router.presence import Presence
@@ -193,6 +195,22 @@ async def test_the_rate_is_scaled_by_the_agents_online(rt: Runtime) -> None:
     keys = rt.shards.shard[shard.shard]
     assert await rt.client.get(keys.online("security")) is None
     assert await rt.client.get(keys.online("general", (T0 + 7 * MIN) // MIN)) == b"2"
+
+
+async def test_the_online_counts_service_writes_at_start_and_stops(rt: Runtime) -> None:
+    clock = Clock()
+    presence = Presence(rt.client, rt.keys, rt.settings.assign, clock)
+    await presence.set_profile("ann", groups=["general"])
+    await presence.set_status("ann", "online")
+    service = OnlineCounts(rt, rt.settings, clock=clock)
+    key = rt.shards.shard[-1].online("general")
+    async with running([service]):
+        for _ in range(200):
+            if await rt.client.get(key) == b"1":
+                break
+            await asyncio.sleep(0.01)
+        assert service.health() == {"connected": True, "detail": "general 1", "online": {"general": 1}}
+    assert service.health()["connected"] is False
 
 
 def _report_args(**given: object) -> argparse.Namespace:

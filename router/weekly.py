@@ -1,0 +1,260 @@
+"""The weekly summary, sent once a week across every replica (issue 20, item 5).
+
+Every ``switchboard run`` process with ``[reports] weekly = true`` runs ``WeeklyReports``. Every
+``tick_s`` it works out the week due (``due_week``: the last ISO week whose send time, the
+configured weekday and hour in the configured time zone after it, has passed) and, for each
+recipient (``email``, ``telegram``) not marked for that week, computes the summary and sends it:
+
+- **one sender per week and recipient**: the key ``report:weekly:{week}:{to}`` (router/keys.py) is
+  taken with ``SET NX PX claim_s`` ("sending ...") before the send, so of two replicas racing one
+  sends and the other finds the key;
+- **marked only once sent**: after the recipient accepted it, the claim becomes "sent ..." (kept 8
+  weeks) — only while it is still this process's claim (WATCH/MULTI);
+- **a failed send is retried**: the claim is deleted (again only if it is still ours), nothing is
+  marked, and the next tick tries again. A process that dies mid-send leaves its claim to expire
+  after ``claim_s``, and another replica sends: a crash after the recipient accepted and before the
+  mark sends that week twice (at least once across crashes, exactly once across races).
+
+The summary needs the analytics store (DuckDB, one writing process per file). Inside the process
+that runs the exporter it is read through a cursor of the exporter's own connection; elsewhere the
+file is opened read-only, which fails while another process's exporter holds it: then this replica
+claims nothing and waits, and the replica whose exporter holds the file sends.
+
+A week is never back-filled: only the latest due week is sent (a deployment down for three weeks
+sends the last one when it is back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from contextlib import AbstractContextManager, contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import redis.asyncio as aioredis
+
+from router.config import ReportSettings
+from router.exporter import Exporter
+from router.keys import Keys
+from router.leases import Clock, WallClock
+from router.lifecycle import keep_running, wait_or_stop
+from router.redis import TRANSIENT_ERRORS
+from router.runtime import Runtime
+from router.summary import Summary, Week, gather, render
+
+log = logging.getLogger("switchboard.weekly")
+
+#: How long a "sent" mark is kept: longer than any week a replica could still find due.
+SENT_TTL_S = 8 * 7 * 86400
+
+
+class Recipient(Protocol):
+    """Where the summary goes (built by the CLI from the adapters: adapters/email/report.py,
+    adapters/telegram/report.py). ``name`` is the key's last part; ``send`` raises on failure."""
+
+    name: str
+
+    def describe(self) -> str: ...
+
+    async def send(self, subject: str, text: str, html: str) -> str:
+        """Send it; returns what the far side answered (for the log)."""
+        ...
+
+
+class Connector(Protocol):
+    """A DuckDB connection to read the store through, for the length of a ``with``; None when
+    the store cannot be read now (another process's exporter holds it)."""
+
+    def __call__(self) -> AbstractContextManager[duckdb.DuckDBPyConnection | None]: ...
+
+
+def send_time(week: Week, settings: ReportSettings) -> datetime:
+    """When ``week``'s summary is due: the configured weekday and hour of the week after it."""
+    after = week.shift(1)
+    return after.start + timedelta(days=settings.weekday_number - 1, hours=settings.hour)
+
+
+def due_week(now: datetime, settings: ReportSettings) -> Week:
+    """The latest week whose summary is due at ``now`` (aware)."""
+    last = Week.of(now, settings.timezone).shift(-1)
+    return last if send_time(last, settings) <= now else last.shift(-1)
+
+
+def store_reader(path: Path, exporter: Exporter | None = None) -> Connector:
+    """Read the store through ``exporter``, this process's, while it holds the file (a cursor of
+    its connection: DuckDB allows one writing process); without one, read-only when no process
+    holds the file. Beside an exporter of its own it never opens the file itself: a read-only
+    opening would keep that exporter out of it (DuckDB: one configuration per file in a process)."""
+
+    @contextmanager
+    def connect() -> Any:
+        if exporter is not None:
+            cursor = exporter.reader()
+            if cursor is None:  # starting, or standing by while another process holds the file
+                yield None
+                return
+        elif not path.exists():
+            yield None
+            return
+        else:
+            try:
+                cursor = duckdb.connect(str(path), read_only=True)
+            except (duckdb.IOException, duckdb.ConnectionException) as exc:
+                log.info("weekly summary: the analytics store %s cannot be read here now: %s", path, exc)
+                yield None
+                return
+        try:
+            yield cursor
+        finally:
+            cursor.close()
+
+    return connect
+
+
+class WeeklyReports:
+    """A ``Service``: every ``tick_s``, sends the due week's summary to each recipient not marked
+    sent for it. ``clock`` decides what is due (a fake one in tests, which call ``tick``)."""
+
+    name = "weekly-report"
+
+    def __init__(
+        self,
+        rt: Runtime,
+        recipients: list[Recipient],
+        connector: Connector,
+        *,
+        settings: ReportSettings | None = None,
+        clock: Clock | None = None,
+        owner: str | None = None,
+    ) -> None:
+        self.settings = settings or rt.settings.reports
+        self.recipients = recipients
+        self.clock = clock or WallClock()
+        self.owner = owner or rt.instance
+        self._rt = rt
+        self._client: aioredis.Redis = rt.client
+        self._keys: Keys = rt.keys
+        self._connector = connector
+        self._stopping = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.sent: dict[str, str] = {}  # recipient -> the last week this process sent it
+        self.last_error = ""  # the last tick's failed sends
+        self.standby = ""  # why the last tick could not compute the summary here
+        # The due week's summary once computed (one conv_facts snapshot: tens of seconds over
+        # millions of events), so that a retry does not compute it again.
+        self._made: Summary | None = None
+
+    async def start(self) -> None:
+        self._stopping.clear()
+
+        async def step() -> None:
+            await self.tick()
+            await wait_or_stop(self._stopping, self.settings.tick_s)
+
+        async def failed(exc: BaseException) -> None:
+            self.last_error = str(exc) or type(exc).__name__
+
+        self._task = asyncio.create_task(
+            keep_running(step, self._stopping, what="weekly summary", retry_on=TRANSIENT_ERRORS, on_error=failed)
+        )
+
+    async def close(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            await self._task
+            self._task = None
+
+    def health(self) -> dict[str, Any]:
+        to = ", ".join(r.describe() for r in self.recipients)
+        sent = ", ".join(f"{k} {v}" for k, v in self.sent.items()) or "nothing yet"
+        return {
+            "connected": not self.last_error,
+            "detail": self.last_error or self.standby or f"weekly summary to {to}; sent by this process: {sent}",
+            "sent": self.sent,
+        }
+
+    def now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock.now_ms() / 1000, UTC)
+
+    async def tick(self) -> dict[str, str]:
+        """Send the due week's summary where it is not sent yet: recipient -> what happened
+        (``sent``, ``taken`` by another replica, ``failed: ...``, ``no store``)."""
+        return await self.deliver(due_week(self.now(), self.settings))
+
+    async def deliver(self, week: Week) -> dict[str, str]:
+        """``week``'s summary to each recipient not marked for it (also ``report weekly --send``)."""
+        pending = [r for r in self.recipients if not await self._client.exists(self._key(week, r))]
+        self.standby = ""
+        if not pending:
+            self.last_error = ""
+            return {}
+        if self._made is not None and self._made.week == week.label:
+            summary: Summary | None = self._made  # a retry sends what the first try computed
+        else:
+            summary = self._made = await self.summary(week)
+        if summary is None:
+            # Not an error: the replica whose exporter holds the file sends.
+            self.standby = f"{week.label} due; the analytics store cannot be read here (another process holds it)"
+            return {r.name: "no store" for r in pending}
+        out = {r.name: await self._send(week, r, summary) for r in pending}
+        failed = [f"{name}: {what}" for name, what in out.items() if what.startswith("failed")]
+        self.last_error = "; ".join(failed)
+        return out
+
+    async def summary(self, week: Week) -> Summary | None:
+        """``week``'s summary, business hours from the SLA policy in force; None without a store."""
+        calendar = await self._rt.sla_policies.calendars()
+
+        def compute() -> Summary | None:
+            with self._connector() as con:
+                if con is None:
+                    return None
+                return render(gather(con, week, calendar, top_transfers=self.settings.top_transfers))
+
+        return await asyncio.to_thread(compute)
+
+    def _key(self, week: Week, r: Recipient) -> str:
+        return self._keys.weekly_report(week.label, r.name)
+
+    async def _send(self, week: Week, r: Recipient, summary: Summary) -> str:
+        key = self._key(week, r)
+        claim = f"sending {self.owner} {self.clock.now_ms()}"
+        if not await self._client.set(key, claim, nx=True, px=round(self.settings.claim_s * 1000)):
+            return "taken"
+        try:
+            answer = await r.send(summary.subject, summary.text, summary.html)
+        except Exception as exc:
+            # Not marked: the claim goes, and the next tick (here or in another replica) tries again.
+            await self._swap(key, claim, None)
+            log.error(
+                "weekly summary %s to %s failed (retried in %.0f s): %s",
+                week.label,
+                r.describe(),
+                self.settings.tick_s,
+                exc,
+            )
+            return f"failed: {exc}"
+        mark = f"sent {self.owner} {self.clock.now_ms()} {answer}"[:500]
+        if not await self._swap(key, claim, mark):
+            log.warning("weekly summary %s to %s: sent, but the claim had expired meanwhile", week.label, r.describe())
+        self.sent[r.name] = week.label
+        log.info("weekly summary %s sent to %s: %s", week.label, r.describe(), answer)
+        return "sent"
+
+    async def _swap(self, key: str, claim: str, value: str | None) -> bool:
+        """Replace (``value``) or delete (None) ``key`` if it still holds ``claim``."""
+        async with self._client.pipeline(transaction=True) as pipe:
+            await pipe.watch(key)
+            current = await pipe.get(key)
+            if current is None or current.decode() != claim:
+                return False
+            pipe.multi()
+            if value is None:
+                pipe.delete(key)
+            else:
+                pipe.set(key, value, ex=SENT_TTL_S)
+            await pipe.execute()
+        return True
