@@ -44,6 +44,7 @@ from router.leases import Clock, Exclusive, Lease, WallClock
 from router.lifecycle import keep_running, wait_or_stop
 from router.model import new_id
 from router.presence import AgentState, Presence
+from router.redis import reply_text
 from router.scripts import Scripts
 from sla.assignment import Agent, AssignmentPolicies, AssignmentPolicyError, GroupPolicy, eligible, load_file
 
@@ -67,10 +68,6 @@ class Counts:
     freed: int = 0
     adopted: int = 0
     decision_ms: list[float] = field(default_factory=list)
-
-
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 class Assigner:
@@ -195,7 +192,7 @@ class Assigner:
         if not raw and len(everyone) > len(cands):
             # The shortlist was full or away by now (the snapshot is older): ask of everyone once.
             raw = await self._home("reserve", cands=sorted({a.name for a in everyone} | set(cands)), **args)
-        agent_name = _text(raw)
+        agent_name = reply_text(raw)
         if not agent_name:
             self.counts.no_agent += 1
             return None
@@ -250,11 +247,11 @@ class Assigner:
                 continue
             pipe = self.client.pipeline(transaction=False)
             for member in head:
-                pipe.hmget(keys.conv(_text(member)), *_FIELDS)
+                pipe.hmget(keys.conv(reply_text(member)), *_FIELDS)
             rows = await pipe.execute()
             for member, row in zip(head, rows, strict=True):
-                cid = _text(member)
-                conv = {k: _text(v) for k, v in zip(_FIELDS, row, strict=True) if v is not None}
+                cid = reply_text(member)
+                conv = {k: reply_text(v) for k, v in zip(_FIELDS, row, strict=True) if v is not None}
                 if conv.get("status") != "new" or conv.get("group") != group:
                     continue
                 if await self.assign_one(policy, cid, conv):
@@ -302,7 +299,7 @@ class Assigner:
         raw = await pipe.execute()
         out: dict[str, set[str]] = {name: set() for name in names}
         for i, members in enumerate(raw):
-            out[names[i % len(names)]].update(_text(m) for m in members)
+            out[names[i % len(names)]].update(reply_text(m) for m in members)
         return out
 
     async def _reconcile_load(self, names: list[str]) -> None:
@@ -316,28 +313,28 @@ class Assigner:
                 pipe.hgetall(self.keys.load(name))
             pipe.hkeys(self.keys.reservations)
             raw = await pipe.execute()
-        reserved = {_text(k) for k in raw[-1]}
+        reserved = {reply_text(k) for k in raw[-1]}
         truth = await self._truth(names)
         for name, load in zip(names, raw[:-1], strict=True):
-            counted = {_text(k): _text(v) for k, v in load.items()}
+            counted = {reply_text(k): reply_text(v) for k, v in load.items()}
             free = {c: v for c, v in counted.items() if c not in reserved and c not in truth[name]}
             adopt = sorted(truth[name] - counted.keys(), key=int)
             if free:
                 for cid in await self._home("free", agent=name, items=free):
-                    self._took(name, free[_text(cid)].split()[0], -1)
+                    self._took(name, free[reply_text(cid)].split()[0], -1)
                     self.counts.freed += 1
             if adopt:
                 channels = await self._channels(adopt)
                 if channels:
                     for cid in await self._home("adopt", agent=name, items=channels):
-                        self._took(name, channels[_text(cid)], 1)
+                        self._took(name, channels[reply_text(cid)], 1)
                         self.counts.adopted += 1
 
     async def _channels(self, ids: list[str]) -> dict[str, str]:
         pipe = self.client.pipeline(transaction=False)
         for cid in ids:
             pipe.hget(self.conversations.keys(cid).conv(cid), "channel")
-        return {cid: _text(ch) for cid, ch in zip(ids, await pipe.execute(), strict=True) if ch}
+        return {cid: reply_text(ch) for cid, ch in zip(ids, await pipe.execute(), strict=True) if ch}
 
     async def settle_expired(self) -> None:
         """Reservations past their expiry (and the allowed skew): kept as load if their step 2
@@ -346,7 +343,7 @@ class Assigner:
             self.keys.reservations_due, "-inf", self.clock.now_ms() - self.max_skew_ms
         )
         for member in due:
-            cid = _text(member)
+            cid = reply_text(member)
             raw = await self.client.hget(self.keys.reservations, cid)
             if raw is None:
                 continue
@@ -355,7 +352,9 @@ class Assigner:
                 self.conversations.keys(cid).conv(cid), "status", "assign_token"
             )
             assigned = (
-                status is not None and _text(status) in ("assigned", "waiting") and _text(conv_token or b"") == token
+                status is not None
+                and reply_text(status) in ("assigned", "waiting")
+                and reply_text(conv_token or b"") == token
             )
             self.counts.settled += int(await self._home("settle", cid=cid, token=token, assigned=assigned))
 
@@ -384,11 +383,13 @@ class Assigner:
         keys = self.shards.shard[shard]
         due = await self.client.zrangebyscore(keys.offers, "-inf", self.clock.now_ms())
         for member in due:
-            cid = _text(member)
+            cid = reply_text(member)
             group, token = await self.client.hmget(keys.conv(cid), "group", "assign_token")
-            policy = self.policies.of(_text(group or b""))
+            policy = self.policies.of(reply_text(group or b""))
             try:
-                self.counts.reoffered += await self.conversations.reoffer(cid, _text(token or b""), policy.max_hops)
+                self.counts.reoffered += await self.conversations.reoffer(
+                    cid, reply_text(token or b""), policy.max_hops
+                )
             except (Conflict, NotFound):
                 continue  # closed meanwhile: nothing to re-offer
 

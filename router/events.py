@@ -25,6 +25,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
 
 from router.keys import Shards
+from router.redis import reply_text
 
 # On a cluster a blocking read waits for every slot's answer, so the wait is bounded: an event in
 # one slot is seen at most this late. An idle reader then costs one XREAD per slot this often.
@@ -37,8 +38,11 @@ def entry_id(entry: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
+def deleted_past(info: dict[str, Any], position: str) -> bool | None:
+    """From a stream's XINFO STREAM reply: whether entries past ``position`` were deleted (its
+    cap, XTRIM, XDEL), by ``max-deleted-entry-id``; None when the server cannot tell (before 7)."""
+    deleted = info.get("max-deleted-entry-id")
+    return None if deleted is None else entry_id(reply_text(deleted)) > entry_id(position)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,16 +133,17 @@ class GroupEvents:
 
     async def trimmed(self, positions: dict[str, str]) -> bool:
         """Whether any of these streams (position names) lost entries past its position to its
-        cap: XINFO STREAM's ``max-deleted-entry-id`` (Redis >= 7; before, its oldest entry being
-        past the position, which may also be an entry deleted by hand)."""
+        cap (``deleted_past``; before Redis 7, its oldest entry being past the position, which may
+        also be an entry deleted by hand)."""
         pipe = self._client.pipeline(transaction=False)
         for name in positions:
             pipe.xinfo_stream(self._stream(name)[1])
         for position, info in zip(positions.values(), await pipe.execute(), strict=True):
-            deleted = info.get("max-deleted-entry-id")
-            first = info.get("first-entry")
-            mark = deleted if deleted is not None else (first[0] if first else None)
-            if mark is not None and entry_id(_text(mark)) > entry_id(position):
+            past = deleted_past(info, position)
+            if past is None:
+                first = info.get("first-entry")
+                past = bool(first) and entry_id(reply_text(first[0])) > entry_id(position)
+            if past:
                 return True
         return False
 

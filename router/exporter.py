@@ -38,10 +38,10 @@ import redis.asyncio as aioredis
 
 from router.cluster import scan_step
 from router.config import AnalyticsSettings
-from router.events import entry_id
+from router.events import deleted_past, entry_id
 from router.keys import Keys, Shards
 from router.lifecycle import keep_running, wait_or_stop
-from router.redis import TRANSIENT_ERRORS
+from router.redis import TRANSIENT_ERRORS, reply_text
 from router.runtime import Runtime
 
 log = logging.getLogger("switchboard.exporter")
@@ -362,19 +362,13 @@ class Exporter:
         first = info.get("first-entry")
         if not first:
             return
-        first_id = first[0].decode() if isinstance(first[0], bytes) else str(first[0])
-        deleted = info.get("max-deleted-entry-id")
-        if deleted is not None:
-            # Redis >= 7: exact. Anything deleted past the cursor was never exported.
-            deleted_id = deleted.decode() if isinstance(deleted, bytes) else str(deleted)
-            if entry_id(deleted_id) <= entry_id(cursor):
-                return
-            exact = True
-        else:
-            # Redis 6.2: nothing to tell by; a first export cannot know what came before.
-            if cursor == "0-0":
-                return
-            exact = False
+        first_id = reply_text(first[0])
+        past = deleted_past(info, cursor)
+        # Redis >= 7: exact, anything deleted past the cursor was never exported. Redis 6.2:
+        # nothing to tell by; a first export cannot know what came before.
+        if past is False or (past is None and cursor == "0-0"):
+            return
+        exact = past is True
         batch.gaps.append((s.id, cursor, first_id, exact))
         log.warning(
             "exporter: stream %s was trimmed past its cursor %s (oldest entry now %s): events %s lost to the store",

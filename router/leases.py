@@ -33,6 +33,7 @@ import redis.asyncio as aioredis
 from router.config import LeaseSettings
 from router.keys import Shards
 from router.lifecycle import wait_or_stop
+from router.redis import reply_text
 from router.scripts import Scripts
 
 log = logging.getLogger("switchboard.leases")
@@ -55,10 +56,6 @@ class Held:
     owner: str
     fence: int
     until_ms: int
-
-
-def _text(raw: Any) -> str:
-    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 class Lease:
@@ -111,7 +108,7 @@ class Lease:
         self.fence = int(fence) if got == 1 else None
         if got == 1:
             self._valid_from(sent)
-        return Held(_text(owner), int(fence), int(until))
+        return Held(reply_text(owner), int(fence), int(until))
 
     async def renew(self) -> bool:
         """Push the expiry TTL ahead; False (and ``fence`` None) when the lease was lost."""
@@ -141,7 +138,7 @@ class Lease:
         if not found:
             return None
         owner, fence, until = found
-        return Held(_text(owner), int(fence), int(until))
+        return Held(reply_text(owner), int(fence), int(until))
 
     @property
     def held(self) -> bool:

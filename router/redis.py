@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
@@ -69,6 +69,11 @@ MIN_VERSION = (6, 2)
 
 #: A URL with this scheme names the nodes of a Redis Cluster (any of them, comma-separated).
 CLUSTER_SCHEME = "redis+cluster://"
+
+
+def reply_text(raw: Any) -> str:
+    """A Redis reply (bytes, or already decoded) as text."""
+    return raw.decode() if isinstance(raw, bytes) else str(raw)
 
 
 def find_redis_server() -> str:
