@@ -31,6 +31,7 @@ from pydantic_settings import (
 )
 
 from router.errors import ConfigError
+from rules.document import TimeZone
 from rules.locale import FALLBACK_LANGUAGE, localized
 
 #: The most virtual shards a deployment may have (``redis.shards``): each then has a contiguous
@@ -698,7 +699,7 @@ class ReportSettings(BaseModel):
     # week is Monday to Sunday in the same time zone).
     weekday: Weekday = "monday"
     hour: int = Field(9, ge=0, le=23)
-    timezone: str = "UTC"
+    timezone: TimeZone = "UTC"
     # E-mail recipients, sent through the SMTP settings of the [email] mailbox `email_mailbox`.
     email_to: list[str] = []
     email_mailbox: str = ""
@@ -711,17 +712,6 @@ class ReportSettings(BaseModel):
     tick_s: float = Field(60.0, gt=0)
     # A replica's claim on a week's send; a replica that died mid-send is replaced after this.
     claim_s: float = Field(600.0, ge=10)
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, v: str) -> str:
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(v)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise ValueError(f"unknown time zone {v!r} (an IANA name such as Europe/Berlin or Asia/Shanghai)") from None
-        return v
 
     @field_validator("email_to")
     @classmethod
