@@ -30,7 +30,7 @@ from router.conversations import HistoryEntry, first_inbound
 if TYPE_CHECKING:
     from router.runtime import Runtime
 
-__all__ = ["LOW_CSAT", "TAG", "ComplaintReport", "complaint_causes", "complaints_between"]
+__all__ = ["LOW_CSAT", "TAG", "ComplaintReport", "complaint_causes", "complaint_causes_between", "complaints_between"]
 
 TAG = "complaint"
 #: A survey rated at or under this is a complaint when it has a comment (the follow-up question).
@@ -128,11 +128,22 @@ async def complaint_causes(
     if days <= 0:
         raise ValueError(f"days must be positive, not {days}")
     end = now_ms if now_ms is not None else int(time.time() * 1000)
-    start = end - int(days * DAY_MS)
-    previous, current = await complaints_between(rt, start, end)
+    return await complaint_causes_between(rt, end - int(days * DAY_MS), end, threshold)
+
+
+async def complaint_causes_between(
+    rt: Runtime, start_ms: int, end_ms: int, threshold: float = DEFAULT_THRESHOLD
+) -> ComplaintReport:
+    """The complaints of conversations created in ``[start_ms, end_ms)`` grouped into causes, each
+    with its size in the period of the same length before (the weekly summary passes an ISO week's
+    bounds, which a time zone's summer-time change makes 167 or 169 hours long)."""
+    if end_ms <= start_ms:
+        raise ValueError(f"the period must end after it starts, not [{start_ms}, {end_ms})")
+    previous, current = await complaints_between(rt, start_ms, end_ms)
 
     def compute() -> Causes:
         vectors = embed([c.text for c in current + previous])
         return causes(current, vectors[: len(current)], previous, vectors[len(current) :], threshold)
 
-    return ComplaintReport(start, end, days, threshold, await asyncio.to_thread(compute))
+    found = await asyncio.to_thread(compute)
+    return ComplaintReport(start_ms, end_ms, (end_ms - start_ms) / DAY_MS, threshold, found)

@@ -708,6 +708,8 @@ class ReportSettings(BaseModel):
     telegram_bot: str = ""
     # How many transfer pairs the summary lists.
     top_transfers: int = Field(5, ge=1, le=50)
+    # How many complaint causes (router/complaints.py) the summary lists, largest first.
+    top_causes: int = Field(5, ge=1, le=50)
     # How often the service looks whether a summary is due (a failed send is retried this often).
     tick_s: float = Field(60.0, gt=0)
     # A replica's claim on a week's send; a replica that died mid-send is replaced after this.

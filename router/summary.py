@@ -15,7 +15,7 @@ import html
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import duckdb
@@ -23,9 +23,14 @@ import duckdb
 from router.reports import Filters, Report, ReportError, Reports
 from sla.calendar import Calendar
 
+if TYPE_CHECKING:
+    from router.complaints import ComplaintReport
+
 #: The reports a summary is made of, each over the week (``volume_*_before``: the week before).
 PARTS = ("first_response", "resolution", "sla", "reopens", "csat", "answers", "transfers")
 ANSWER_OUTCOMES = ("solved", "closed", "reopened", "open")
+#: A quoted complaint is cut to this many characters (an e-mail, not the conversation).
+QUOTE_CHARS = 160
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +97,18 @@ class Figures:
 
 
 @dataclass(frozen=True, slots=True)
+class WeekCauses:
+    """What users complained about in the week (router/complaints.py reads it from Redis, not from
+    the store): the report, or why there is none (``missing``); ``before_missing`` says why the
+    week before's sizes are no comparison (Redis no longer holds all of that week)."""
+
+    report: ComplaintReport | None
+    missing: str = ""
+    before_missing: str = ""
+    top: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class Summary:
     week: str
     subject: str
@@ -135,8 +152,10 @@ class _Section:
     headline: str = ""  # above the table in the HTML
 
 
-def render(f: Figures) -> Summary:
-    """The summary of ``f`` as plain text (Telegram, the e-mail's text part) and HTML."""
+def render(f: Figures, causes: WeekCauses | None = None) -> Summary:
+    """The summary of ``f`` as plain text (Telegram, the e-mail's text part) and HTML, with the
+    week's complaint causes when given (the weekly service always gives them; without, the section
+    is left out rather than said empty)."""
     week, before = f.week, f.week.shift(-1)
     last = week.end - timedelta(days=1)
     span = f"{week.start:%a %d %b} - {last:%a %d %b %Y} ({week.zone})"
@@ -157,6 +176,8 @@ def render(f: Figures) -> Summary:
         _answers(f),
         _transfers(f),
     ]
+    if causes is not None:
+        sections.append(_causes(causes))
     text = "\n".join([title, *notes, ""] + [line for s in sections for line in (s.title, *s.lines, "")])
     return Summary(week.label, title, text.rstrip() + "\n", _html(title, notes, sections))
 
@@ -291,6 +312,48 @@ def _transfers(f: Figures) -> _Section:
         return _Section("Top transfers", ["  none"])
     table = [["from", "to", "transfers"]] + [[str(a), str(b), str(n)] for a, b, n in rows]
     return _Section("Top transfers", [f"  {a} -> {b}: {n}" for a, b, n in rows], table)
+
+
+def _causes(c: WeekCauses) -> _Section:
+    title = "What users complained about"
+    if c.report is None:
+        return _Section(title, [f"  missing: {c.missing}"])
+    found = c.report.found
+    known = not c.before_missing
+    before = f"{found.previous} the week before" if known else "the week before unknown"
+    if not found.causes:
+        return _Section(title, [f"  no complaint in the week ({before})"])
+    head = f"{found.complaints} complaints ({before}); the {min(c.top, len(found.causes))} largest causes"
+    lines = [f"  {head}"]
+    if not known:
+        lines.append(f"  change missing: {c.before_missing}")
+    table = [["cause", "complaints", "week before", "change", "as a user wrote it"]]
+    for cause in found.causes[: c.top]:
+        change = f" (week before {cause.previous}, {cause.change:+d})" if known else ""
+        spike = "  SPIKE" if cause.spike and known else ""
+        quote = _quote(cause.quotes[0].text) if cause.quotes else ""
+        lines.append(f"  {cause.name}: {cause.size}{change}{spike}")
+        if quote:
+            lines.append(f'    "{quote}"')
+        table.append(
+            [
+                cause.name + (" (spike)" if spike else ""),
+                str(cause.size),
+                str(cause.previous) if known else "-",
+                f"{cause.change:+d}" if known else "-",
+                quote,
+            ]
+        )
+    if len(found.causes) > c.top:
+        rest = found.causes[c.top :]
+        lines.append(f"  {len(rest)} smaller causes: {sum(x.size for x in rest)} complaints")
+    return _Section(title, lines, table, head)
+
+
+def _quote(text: str) -> str:
+    """One line of at most QUOTE_CHARS, cut with an ellipsis (the words as written otherwise)."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= QUOTE_CHARS else flat[: QUOTE_CHARS - 1].rstrip() + "\u2026"
 
 
 def _html(title: str, notes: list[str], sections: list[_Section]) -> str:

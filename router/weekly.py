@@ -36,6 +36,7 @@ from typing import Any, Protocol
 import duckdb
 import redis.asyncio as aioredis
 
+from router.complaints import DAY_MS, complaint_causes_between
 from router.config import ReportSettings
 from router.exporter import Exporter
 from router.keys import Keys
@@ -43,7 +44,7 @@ from router.leases import Clock, WallClock
 from router.lifecycle import keep_running, wait_or_stop
 from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
-from router.summary import Summary, Week, gather, render
+from router.summary import Figures, Summary, Week, WeekCauses, gather, render
 
 log = logging.getLogger("switchboard.weekly")
 
@@ -81,6 +82,33 @@ def due_week(now: datetime, settings: ReportSettings) -> Week:
     """The latest week whose summary is due at ``now`` (aware)."""
     last = Week.of(now, settings.timezone).shift(-1)
     return last if send_time(last, settings) <= now else last.shift(-1)
+
+
+def _ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
+async def week_causes(rt: Runtime, week: Week, now: datetime, top: int) -> WeekCauses:
+    """``week``'s complaint causes (router/complaints.py, from Redis: the store keeps no texts),
+    or why Redis cannot tell them. A closed conversation is deleted
+    ``retention.closed_conversation_days`` after it closed (0: never), so every conversation
+    created since ``now`` minus that is still there and one created before may be gone: a period
+    that began earlier is said missing, never counted short."""
+    if week.start > now:
+        return WeekCauses(None, "the week has not begun", top=top)
+    start, end = _ms(week.start), _ms(week.end)
+    before_start = start - (end - start)  # complaint_causes_between's period before
+    keep = rt.settings.retention.closed_conversation_days
+    kept_from = _ms(now) - round(keep * DAY_MS) if keep else None
+    why = f"Redis keeps a closed conversation {keep:g} days (retention.closed_conversation_days)"
+    if kept_from is not None and start < kept_from:
+        return WeekCauses(
+            None, f"{why} and the week began before that: its complaints may no longer all be there", top=top
+        )
+    before = (
+        f"{why} and the week before began before that" if kept_from is not None and before_start < kept_from else ""
+    )
+    return WeekCauses(await complaint_causes_between(rt, start, end), before_missing=before, top=top)
 
 
 def store_reader(path: Path, exporter: Exporter | None = None) -> Connector:
@@ -205,16 +233,22 @@ class WeeklyReports:
         return out
 
     async def summary(self, week: Week) -> Summary | None:
-        """``week``'s summary, business hours from the SLA policy in force; None without a store."""
+        """``week``'s summary, business hours from the SLA policy in force, with the week's
+        complaint causes; None without a store."""
         calendar = await self._rt.sla_policies.calendars()
 
-        def compute() -> Summary | None:
+        def compute() -> Figures | None:
             with self._connector() as con:
                 if con is None:
                     return None
-                return render(gather(con, week, calendar, top_transfers=self.settings.top_transfers))
+                return gather(con, week, calendar, top_transfers=self.settings.top_transfers)
 
-        return await asyncio.to_thread(compute)
+        figures = await asyncio.to_thread(compute)
+        if figures is None:
+            return None  # not read from Redis either: the replica that holds the store sends
+        # Embedding the week's complaints takes seconds per thousand; complaint_causes_between
+        # does it in a thread, and deliver() keeps the result for the retries.
+        return render(figures, await week_causes(self._rt, week, self.now(), self.settings.top_causes))
 
     def _key(self, week: Week, r: Recipient) -> str:
         return self._keys.weekly_report(week.label, r.name)

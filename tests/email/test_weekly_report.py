@@ -1,6 +1,7 @@
 """The weekly summary by e-mail (router/weekly.py, adapters/email/report.py) through a real SMTP
 server (aiosmtpd): two services racing send it once; a send that failed is not marked and goes at
-the next tick; `switchboard report weekly` prints it and `--send` sends what is not sent yet."""
+the next tick; `switchboard report weekly` prints it and `--send` sends what is not sent yet; the
+complaints routed in the week are its causes, quoted as written."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import email
 import email.policy
 import subprocess
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
@@ -21,10 +22,12 @@ from adapters.email.report import ReportMail, report_mail
 from router.config import ReportSettings
 from router.errors import ConfigError
 from router.runtime import Runtime
-from router.weekly import WeeklyReports, store_reader
+from router.summary import Week
+from router.weekly import WeeklyReports, store_reader, week_causes
 from tests.conftest import SWITCHBOARD, free_port
 from tests.email.conftest import SMTP_PASSWORD, SMTP_USER, SmtpRecorder, SmtpServer, _authenticator
 from tests.router.eventlog import write_store
+from tests.router.test_complaints import DEFAULT_RULES, SHIPPED, Clock, route
 from tests.router.test_summary import CONVS, LOG
 
 LEAD = "lead@exchange.test"
@@ -125,6 +128,39 @@ async def test_a_failed_send_is_not_marked_and_goes_at_the_next_tick(rt: Runtime
         controller.stop()
     assert len(recorder.messages) == 1
     assert weekly.health()["connected"]
+
+
+@pytest.mark.cluster
+@pytest.mark.parametrize("rules_file", [DEFAULT_RULES])  # the shipped rules tag the complaints
+async def test_the_weeks_complaint_causes_in_the_mail(rt: Runtime, smtp_server: SmtpServer, store: Path) -> None:
+    day = 86_400_000
+    clock = Clock(SEND_MS - 10 * day)  # Fri 30 Oct: W44
+    await route(rt, clock, [SHIPPED[0]])
+    clock.ms = SEND_MS - 5 * day  # Wed 04 Nov: W45
+    await route(rt, clock, [*SHIPPED, "how do I enable 2FA on my account?"])  # the last is no complaint
+    weekly = WeeklyReports(
+        rt, [recipient(smtp_server.port)], store_reader(store), settings=SETTINGS, clock=FakeClock(SEND_MS)
+    )
+    assert await weekly.tick() == {"email": "sent"}
+    [got] = smtp_server.recorder.messages
+    text, html = (parsed(got.content).get_body((kind,)) for kind in ("plain", "html"))
+    assert text is not None and html is not None
+    lines = text.get_content().splitlines()  # the last section: to the end
+    part = lines[lines.index("What users complained about") + 1 :]
+    assert part[0].startswith("  3 complaints (1 the week before); the ")
+    # Every complaint of the week is in a cause, each cause quoting one as the user wrote it.
+    assert sum(int(line.split(": ")[1].split(" ")[0]) for line in part[1:] if not line.startswith("    ")) == 3
+    quoted = [line.strip().strip('"') for line in part if line.startswith('    "')]
+    assert quoted and set(quoted) <= set(SHIPPED)
+    assert f"<td>{quoted[0]}</td>" in html.get_content()
+    # A week Redis no longer holds whole (closed conversations kept 30 days) is said missing.
+    later = datetime.fromtimestamp(SEND_MS / 1000, UTC) + timedelta(days=35)
+    gone = await week_causes(rt, Week(2026, 45), later, 5)
+    assert gone.report is None and "retention.closed_conversation_days" in gone.missing
+    # 25 days after W45 began: W45 is whole in Redis, the week before may not be.
+    half = await week_causes(rt, Week(2026, 45), Week(2026, 45).start + timedelta(days=25), 5)
+    assert half.report is not None and half.report.found.complaints == 3
+    assert "the week before began before that" in half.before_missing
 
 
 async def test_a_refused_recipient_is_a_failure_not_a_send(rt: Runtime, smtp_server: SmtpServer, store: Path) -> None:

@@ -27,10 +27,12 @@ from zoneinfo import ZoneInfo
 import duckdb
 import pytest
 
+from insight.causes import Cause, Causes, Quote
+from router.complaints import ComplaintReport
 from router.config import ReportSettings
 from router.errors import ConfigError
 from router.reports import ReportError, Reports
-from router.summary import Week, gather, render
+from router.summary import QUOTE_CHARS, Week, WeekCauses, gather, render
 from router.weekly import due_week, send_time
 from sla.calendar import Calendar
 from tests.router.eventlog import Log, write_store
@@ -142,6 +144,85 @@ def test_the_summary_text_and_html(con: duckdb.DuckDBPyConnection) -> None:
     assert "<td>channel discord</td><td>1</td><td>0</td><td>week before 0, change not a percentage</td>" in s.html
     assert "<td>channel telegram</td><td>4</td><td>1</td><td>week before 1, +300%</td>" in s.html
     assert "<h3>CSAT</h3>\n<p>average 3.50 of 5 over 2 ratings</p>" in s.html
+
+
+LONG = "my withdrawal of 2 BTC is stuck since monday <b>nobody</b> answers " * 5
+
+
+def cause(name: str, size: int, previous: int, spike: bool, quote: str) -> Cause:
+    return Cause(name, size, previous, spike, {"en": tuple(name.split())}, (), (Quote("c1", "en", quote),), ("c1",))
+
+
+# W45's complaints: the withdrawals spiked (3 -> 14); 6 causes, of which the summary lists 5.
+REPORT = ComplaintReport(
+    int(W45.start.timestamp() * 1000),
+    int(W45.end.timestamp() * 1000),
+    7.0,
+    0.5,
+    Causes(
+        (
+            cause("withdrawal stuck pending", 14, 3, True, LONG),
+            cause("p2p seller scam", 10, 10, False, "the seller took my money\n and left"),
+            cause("fees high", 8, 9, False, "why are the fees so high"),
+            cause("account frozen", 6, 6, False, "my account is frozen"),
+            cause("liquidation", 4, 0, False, "I was liquidated during the outage"),
+            cause("app crash", 2, 1, False, "the app crashes"),
+        ),
+        complaints=44,
+        previous=31,
+        unmatched=2,
+    ),
+)
+
+
+def section(text: str) -> list[str]:
+    lines = [*text.splitlines(), ""]  # the last section ends the text
+    start = lines.index("What users complained about")
+    return lines[start + 1 : lines.index("", start)]
+
+
+def test_the_complaint_causes_section(con: duckdb.DuckDBPyConnection) -> None:
+    s = render(gather(con, W45, calendar), WeekCauses(REPORT, top=5))
+    cut = " ".join(LONG.split())[: QUOTE_CHARS - 1].rstrip() + "\u2026"
+    assert len(cut) == QUOTE_CHARS
+    assert section(s.text) == [
+        "  44 complaints (31 the week before); the 5 largest causes",
+        "  withdrawal stuck pending: 14 (week before 3, +11)  SPIKE",
+        f'    "{cut}"',
+        "  p2p seller scam: 10 (week before 10, +0)",
+        '    "the seller took my money and left"',  # one line, as written otherwise
+        "  fees high: 8 (week before 9, -1)",
+        '    "why are the fees so high"',
+        "  account frozen: 6 (week before 6, +0)",
+        '    "my account is frozen"',
+        "  liquidation: 4 (week before 0, +4)",
+        '    "I was liquidated during the outage"',
+        "  1 smaller causes: 2 complaints",
+    ]
+    assert "<h3>What users complained about</h3>\n<p>44 complaints (31 the week before)" in s.html
+    # The user's words are escaped, never markup in the lead's mail.
+    assert "<td>withdrawal stuck pending (spike)</td><td>14</td><td>3</td><td>+11</td>" in s.html
+    assert "&lt;b&gt;nobody&lt;/b&gt;" in s.html and "<b>nobody</b>" not in s.html
+    assert "app crash" not in s.html
+
+
+def test_complaint_causes_that_cannot_be_read_are_said_missing(con: duckdb.DuckDBPyConnection) -> None:
+    f = gather(con, W45, calendar)
+    gone = WeekCauses(None, "Redis keeps a closed conversation 30 days")
+    assert section(render(f, gone).text) == ["  missing: Redis keeps a closed conversation 30 days"]
+    # The week before unknown: sizes, but no change and no spike (it could be the lost history).
+    half = render(f, WeekCauses(REPORT, before_missing="the week before began before that", top=1)).text
+    assert section(half) == [
+        "  44 complaints (the week before unknown); the 1 largest causes",
+        "  change missing: the week before began before that",
+        "  withdrawal stuck pending: 14",
+        f'    "{" ".join(LONG.split())[: QUOTE_CHARS - 1].rstrip()}\u2026"',
+        "  5 smaller causes: 30 complaints",
+    ]
+    none = ComplaintReport(REPORT.start_ms, REPORT.end_ms, 7.0, 0.5, Causes((), 0, 4, 4))
+    assert section(render(f, WeekCauses(none)).text) == ["  no complaint in the week (4 the week before)"]
+    # Without causes (not read at all) the section is left out, not said empty.
+    assert "What users complained about" not in render(f).text
 
 
 def test_a_week_in_another_time_zone(con: duckdb.DuckDBPyConnection) -> None:
