@@ -116,7 +116,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
                 # Every conversation event into the analytics store (docs/analytics.md).
                 export = exporter.service(rt)
-                enabled.extend(x for x in [export] if x is not None)
+                if export is not None:
+                    # The same tables into PostgreSQL too, when configured (router/pgstore.py).
+                    enabled.extend(x for x in [export, exporter.postgres_service(rt)] if x is not None)
                 if settings.reports.weekly:
                     from router.weekly import WeeklyReports, store_reader
 
