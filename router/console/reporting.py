@@ -130,7 +130,7 @@ def chart(report: Report) -> dict[str, Any]:
         return {"labels": labels, "datasets": datasets, "stacked": report.name != "sla", "unit": unit}
     labels = [f"{_label(r[0])} → {_label(r[1])}" if report.name == "transfers" else _label(r[0]) for r in rows]
     index = list(range(len(rows)))
-    if report.name in ("first-response", "resolution"):
+    if report.name in ("first_response", "resolution"):
         datasets = [
             {"label": c.removesuffix("_s"), "data": [round(r[cols.index(c)] / 3600, 2) for r in rows], "rows": index}
             for c in _DURATION

@@ -69,7 +69,7 @@ def _day(params: Any, name: str) -> date | None:
     try:
         return date.fromisoformat(raw)
     except ValueError:
-        raise BadRequest(f"{name}: a day as YYYY-MM-DD, not {raw[:40]!r}") from None
+        raise BadRequest(f"{name}: a day as YYYY-MM-DD (not {raw[:40]})") from None
 
 
 async def _groups(request: Request, user: User) -> list[str]:
@@ -94,7 +94,7 @@ def _asked(request: Request, user: User, name: str, groups: list[str]) -> Asked:
     for option, choices in PAGES[name][2].items():
         value = params.get(option) or choices[0]
         if value not in choices:
-            raise BadRequest(f"{option}: one of {', '.join(choices)}, not {value[:40]!r}")
+            raise BadRequest(f"{option}: one of {', '.join(choices)} (not {value[:40]})")
         options[option] = value
     start, end = _day(params, "start"), _day(params, "end")
     if start and end and end < start:
@@ -173,7 +173,7 @@ async def drill(request: Request) -> Response:
     asked, _, report = await _report(request)
     raw = request.query_params.get("row", "")
     if not raw.isdigit() or int(raw) >= len(report.rows):
-        raise BadRequest(f"row: a row number from 0 to {len(report.rows) - 1}, not {raw[:20]!r}")
+        raise BadRequest(f"row: a row number from 0 to {len(report.rows) - 1} (not {raw[:20]})")
     row = int(raw)
     return await render(
         request,
