@@ -5,12 +5,12 @@ a store that cannot be read."""
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import html
 import io
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -87,7 +87,9 @@ async def test_export_csv_and_parquet_with_the_conversation_ids(served: Served, 
         response = await api.get("/reports/reopens.csv")
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/csv")
-        assert re.match(r'attachment; filename="switchboard-reopens-\d{8}-\d{4}\.csv"', response.headers["content-disposition"])
+        assert re.match(
+            r'attachment; filename="switchboard-reopens-\d{8}-\d{4}\.csv"', response.headers["content-disposition"]
+        )
         rows = list(csv.reader(io.StringIO(response.text)))
         # Closed: payments c3 c4, security c1 c2; reopened: c2 only (c5 was never closed).
         assert rows == [
@@ -157,15 +159,16 @@ async def test_a_store_that_cannot_be_read_is_said_so(served: Served) -> None:
         write_store(path, LOG, CONVS)
         # Another process writes the file (an exporter elsewhere): DuckDB lets nobody else open it.
         hold = "import duckdb, sys; c = duckdb.connect(sys.argv[1]); print('held', flush=True); sys.stdin.read()"
-        holder = subprocess.Popen([sys.executable, "-c", hold, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", hold, str(path), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
         try:
-            assert holder.stdout is not None and holder.stdout.readline() == b"held\n"
+            assert holder.stdout is not None and await holder.stdout.readline() == b"held\n"
             response = await api.get("/reports/sla.csv")
             assert response.status_code == 503
             assert f"{path} is held by another process's exporter" in html.unescape(response.text)
         finally:
-            assert holder.stdin is not None and holder.stdout is not None
+            assert holder.stdin is not None
             holder.stdin.close()
-            holder.wait(10)
-            holder.stdout.close()
+            await holder.wait()
         assert (await api.get("/reports/sla")).status_code == 200

@@ -35,7 +35,7 @@
     data: {
       labels: spec.labels,
       datasets: spec.datasets.map((d, i) => ({
-        label: d.label, data: d.data, backgroundColor: palette[i % palette.length], borderRadius: 2,
+        label: d.label, data: d.data, backgroundColor: palette[i % palette.length], borderRadius: 2, maxBarThickness: 72,
       })),
     },
     options: {
