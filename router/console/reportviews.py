@@ -22,7 +22,7 @@ from starlette.routing import BaseRoute, Route
 
 from router.accounts import Forbidden, User
 from router.errors import BadRequest, NotFound
-from router.reports import BUCKETS, FORMATS, TIME_BY, VOLUME_BY, Filters, Report, ReportError
+from router.reports import BUCKETS, CSAT_BY, FORMATS, TIME_BY, VOLUME_BY, Filters, Report, ReportError
 
 from .access import require_reports
 from .http import console, require
@@ -53,7 +53,11 @@ PAGES: dict[str, tuple[str, str, dict[str, tuple[str, ...]]]] = {
         "After the knowledge base answered: solved, reopened, closed by someone else, or open.",
         {},
     ),
-    "csat": ("CSAT", "Satisfaction ratings per group: how many, their average and the share of 4 and 5.", {}),
+    "csat": (
+        "CSAT",
+        "Satisfaction ratings by group, rated agent, language or tag: how many, the average, the share of 4 and 5.",
+        {"by": tuple(CSAT_BY)},
+    ),
     "transfers": ("Transfers", "Moves between groups: a large pair shows where routing is wrong.", {}),
 }
 FILTERS = ("channel", "language", "tag", "agent")

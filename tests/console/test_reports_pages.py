@@ -19,9 +19,9 @@ import duckdb
 import httpx
 import pytest
 
-from tests.console.conftest import Served
+from tests.console.conftest import PASSWORD, Served
 from tests.router.eventlog import write_store
-from tests.router.test_reports import CONVS, LOG
+from tests.router.test_reports import CONVS, CSAT, LOG
 
 
 @pytest.fixture
@@ -172,3 +172,24 @@ async def test_a_store_that_cannot_be_read_is_said_so(served: Served) -> None:
             holder.stdin.close()
             await holder.wait()
         assert (await api.get("/reports/sla")).status_code == 200
+
+
+async def test_csat_by_agent_and_supervisors_made_through_the_api(served: Served) -> None:
+    settings = served.rt.settings
+    write_store(settings.analytics.path(settings.redis.data_dir), LOG + CSAT, CONVS)
+    async with served.api(await served.user("boss", "admin")) as api:
+        data = page_data(await api.get("/reports/csat", params={"by": "agent"}))
+        # tests/router/test_reports.py's hand-computed figures: alice 5 + 4, bob 2, nobody 3.
+        assert data["rows"] == [["alice", 2, 4.5, 1.0], ["bob", 1, 2.0, 0.0], [None, 1, 3.0, 0.0]]
+        assert data["chart"]["labels"] == ["alice", "bob", "(none)"]
+        made = await api.post("/api/users", json={"name": "sue", "role": "supervisor", "groups": ["security"]})
+        assert made.status_code in (200, 201), made.text
+        assert (await api.get("/api/users/sue")).json()["role"] == "supervisor"
+    # A supervisor's ratings are those of conversations that were in their group.
+    await served.console.users.set_password("sue", PASSWORD)
+    client, _ = await served.browser_session("sue")
+    try:
+        data = page_data(await client.get("/reports/csat"))
+        assert data["rows"] == [["payments", 1, 4.0, 1.0], ["security", 2, 3.5, 0.5]]
+    finally:
+        await client.aclose()
