@@ -5,9 +5,10 @@ description generated from them; the pages, ``/metrics``, the probes and the sta
 plain Starlette routes beside them, under the same middleware and error handlers.
 
 Errors map to status codes in one place: NotFound 404, Conflict 409, Forbidden 403 (CSRF too),
-Unauthorized 401 (pages redirect to the login), RateLimited 429, BadRequest 400, a rule set or a
-knowledge base that does not validate 422 (with every error), a body that does not validate 422
-(415 when it is not JSON). API paths get JSON (``{"error": ...}``), pages an HTML error page.
+Unauthorized 401 (pages redirect to the login), RateLimited 429, BadRequest 400, an analytics store
+the reports cannot read here 503 (with the reason), a rule set or a knowledge base that does not
+validate 422 (with every error), a body that does not validate 422 (415 when it is not JSON). API
+paths get JSON (``{"error": ...}``), pages an HTML error page.
 Anything else is a bug: 500, logged.
 """
 

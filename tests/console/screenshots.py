@@ -226,19 +226,9 @@ def write_month(path: Path) -> int:
 
 async def route_complaints(rt: Runtime) -> None:
     """The labelled complaints of six causes, routed by the real worker (tagged complaint)."""
-    dev = [
-        json.loads(line)
-        for line in (Path(insight.__file__).parent / "complaints" / "dev.jsonl").read_text().splitlines()
-    ]
-    causes = {
-        "withdrawal_delay": 24,
-        "p2p_dispute": 12,
-        "outage": 10,
-        "fees": 10,
-        "account_frozen": 10,
-        "liquidation": 8,
-    }
-    for cause, count in causes.items():
+    labelled = Path(insight.__file__).parent / "complaints" / "dev.jsonl"
+    dev = [json.loads(line) for line in labelled.read_text().splitlines()]
+    for cause, count in COMPLAINTS.items():
         for i, row in enumerate([r for r in dev if r["cause"] == cause][:count]):
             await rt.inbox.append(message(row["text"], user=f"{cause}-{i}"))
     await drain(Worker(rt))
