@@ -39,8 +39,10 @@ from router.redis import EmbeddedRedis
 from router.runtime import Runtime
 from router.weekly import store_opener
 from router.worker import Worker
+from tests.conftest import ROUTER_RULES
 from tests.console.conftest import PASSWORD
 from tests.console.test_browser import ARGS, CHROMIUM
+from tests.console.test_reports_pages import TAG_ALL
 from tests.router.helpers import drain, message
 
 START = datetime(2026, 11, 1, tzinfo=UTC)
@@ -87,11 +89,6 @@ HOURLY = [
     0.4,
 ]
 INCIDENT_DAY = 17  # the 18th
-TAG_ALL = """
-  - id: complaint
-    when: {not: {contains_any: [2fa]}}
-    then: {tags: [complaint]}
-"""
 #: Complaints routed per cause of the labelled set.
 COMPLAINTS = {
     "withdrawal_delay": 24,
@@ -237,7 +234,7 @@ async def route_complaints(rt: Runtime) -> None:
 async def main(out: Path) -> None:
     with tempfile.TemporaryDirectory(prefix="sb-report-shots-") as tmp:
         rules = Path(tmp) / "rules.yaml"
-        rules.write_text((Path(__file__).parents[1] / "router" / "rules.yaml").read_text() + TAG_ALL)
+        rules.write_text(ROUTER_RULES.read_text() + TAG_ALL)
         settings = load_settings(
             None,
             prefix="shots:",

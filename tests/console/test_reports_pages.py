@@ -19,9 +19,17 @@ import duckdb
 import httpx
 import pytest
 
+from tests.conftest import ROUTER_RULES
 from tests.console.conftest import PASSWORD, Served
 from tests.router.eventlog import write_store
 from tests.router.test_reports import CONVS, CSAT, LOG
+
+# Every message but a 2FA question is a complaint (as in tests/router/test_complaints.py).
+TAG_ALL = """
+  - id: complaint
+    when: {not: {contains_any: [2fa]}}
+    then: {tags: [complaint]}
+"""
 
 
 @pytest.fixture
@@ -193,3 +201,32 @@ async def test_csat_by_agent_and_supervisors_made_through_the_api(served: Served
         assert data["rows"] == [["payments", 1, 4.0, 1.0], ["security", 2, 3.5, 0.5]]
     finally:
         await client.aclose()
+
+
+@pytest.fixture
+def rules_file(tmp_path: Path) -> Path:
+    """The router tests' rules, and every message but a 2FA question tagged a complaint."""
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(ROUTER_RULES.read_text() + TAG_ALL)
+    return rules
+
+
+async def test_complaint_causes_with_their_conversations_kept_a_while(served: Served) -> None:
+    texts = [
+        "my withdrawal has been pending for 3 days",
+        "withdrawal still pending after two days, where is my money",
+        "提现三天了还没到账",
+    ]
+    convs = [await served.route(text, user=f"u{i}") for i, text in enumerate(texts)]
+    await served.route("how do I enable 2fa", user="q")
+    async with served.api(await served.user("boss", "admin")) as api:
+        response = await api.get("/reports/complaints", params={"days": "7"})
+        assert response.status_code == 200, response.text
+        page = html.unescape(response.text)
+        assert re.search(r'Complaints</span><span class="kpi-value">3<', page)
+        assert sorted(re.findall(r'href="/conversations/(\w+)"', page)) == sorted(convs)
+        assert any(f"“{text}”" in page for text in texts)  # quoted as written
+        kept = served.console.reports._complaints[7.0][1]
+        again = await api.get("/reports/complaints")
+        assert again.status_code == 200 and served.console.reports._complaints[7.0][1] is kept
+        assert (await api.get("/reports/complaints", params={"days": "0"})).status_code == 400
