@@ -2,13 +2,13 @@
 ``python -m tests.console.screenshots docs/img`` (``make report-screenshots``).
 
 The month (November 2026, UTC) is written straight into an analytics store through the exporter's
-own ``Store.commit``, in the rows the exporter writes: ~2,900 conversations (~15,000 events) with a weekly and daily
+own ``Store.commit``, in the rows the exporter writes: ~2,900 conversations (~14,000 events) with a weekly and daily
 rhythm (busiest 01:00-13:00 UTC, weekends lighter) and an incident on the 18th (withdrawals stuck),
 four groups (tests/router/rules.yaml), three channels, six languages, 22 agents; first responses and
 resolutions drawn from long-tailed (log-normal) times, slower off-hours; SLA breaches where they
 passed the targets (1 h first response, 8 h resolution); knowledge-base answers that solve, get
 reopened or are handed on; misroutes moved between groups; reopens; CSAT ratings. The complaints
-page needs texts, which the store does not keep: 74 complaints of the labelled set
+page needs texts, which the store does not keep: 70 complaints of the labelled set
 (insight/complaints/dev.jsonl) are routed by the real worker into a private Redis.
 
 Chromium (Debian's, as the browser tests) opens each page as an admin at 1200x800 and saves
@@ -91,7 +91,7 @@ HOURLY = [
 INCIDENT_DAY = 17  # the 18th
 #: Complaints routed per cause of the labelled set.
 COMPLAINTS = {
-    "withdrawal_delay": 24,
+    "withdrawal_delay": 20,
     "p2p_dispute": 12,
     "outage": 10,
     "fees": 10,
