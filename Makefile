@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit postgres-server bench clean lock test-latest test-discord-floor model model-semantic lock-train
+.PHONY: install run test lint typecheck unit postgres-server bench clean lock test-latest test-discord-floor model model-semantic lock-train report-screenshots
 
 # Every install (run, test, CI) takes the exact versions and hashes of requirements.lock, so a
 # new release of a dependency never changes behaviour under a green history. `make lock` renews
@@ -59,6 +59,10 @@ postgres-server:
 		echo "warning: could not install postgresql; the PostgreSQL export's tests will fail"
 
 test: lint typecheck unit test-discord-floor
+
+# The report pages' screenshots in docs/analytics.md, from a generated month of traffic (Chromium).
+report-screenshots: $(STAMP)
+	$(BIN)/python -m tests.console.screenshots docs/img
 
 bench: $(STAMP)
 	$(BIN)/switchboard bench

@@ -57,6 +57,9 @@ FROM events WHERE conv IS NOT NULL GROUP BY conv
 BUCKETS = ("hour", "day", "week", "month")
 VOLUME_BY = {"group": "opened_group", "channel": "channel", "language": "lang", "tag": "tag"}
 TIME_BY = ("group", "agent")
+CSAT_BY = {"group": "c.opened_group", "agent": "e.agent", "language": "c.lang", "tag": "c.tag"}
+# One row per tag of each conversation (an untagged one: one row, tag NULL).
+PER_TAG = "(SELECT *, unnest(CASE WHEN len(tags) > 0 THEN tags ELSE [NULL] END) AS tag FROM {src})"
 SLA_TARGETS = ("first_response", "next_response", "resolution")
 FORMATS = ("csv", "parquet")
 
@@ -155,7 +158,7 @@ class Reports:
             raise ReportError(f"volume bucket {bucket!r}: one of {', '.join(BUCKETS)}")
         src, params = self._selected(filters)
         if by == "tag":
-            src = f"(SELECT *, unnest(CASE WHEN len(tags) > 0 THEN tags ELSE [NULL] END) AS tag FROM {src})"
+            src = PER_TAG.format(src=src)
         key = VOLUME_BY[by]
         sql = (
             f"SELECT date_trunc('{bucket}', opened) AS period, {key} AS key, count(*) AS n, {self._ids('list(conv)')}"
@@ -271,18 +274,23 @@ class Reports:
         )
         return self._grouped("answers", ("group", "outcome", "conversations"), sql, params)
 
-    def csat(self, filters: Filters = Filters()) -> Report:
+    def csat(self, filters: Filters = Filters(), *, by: str = "group") -> Report:
         """Satisfaction ratings (the ``csat`` event of each rated survey, router/csat.py) per
-        opening group: how many, their average (1-5) and the share of 4 and 5."""
+        opening group, rated agent, language or tag (a conversation with several tags counts
+        under each): how many, their average (1-5) and the share of 4 and 5."""
+        if by not in CSAT_BY:
+            raise ReportError(f"csat by {by!r}: one of {', '.join(CSAT_BY)}")
         src, params = self._selected(filters)
+        if by == "tag":
+            src = PER_TAG.format(src=src)
         rating = "(e.data->>'rating')::INTEGER"
         sql = (
-            f"SELECT c.opened_group, count(*), round(avg({rating}), 2), round(count(*) FILTER (WHERE {rating} >= 4)"
+            f"SELECT {CSAT_BY[by]}, count(*), round(avg({rating}), 2), round(count(*) FILTER (WHERE {rating} >= 4)"
             f" / count(*), 4), {self._ids('list(DISTINCT e.conv)')}"
             f" FROM events e JOIN {src} c ON e.conv = c.conv WHERE e.type = 'csat'"
-            " GROUP BY ALL ORDER BY 1"
+            " GROUP BY ALL ORDER BY 1 NULLS LAST"
         )
-        return self._grouped("csat", ("group", "ratings", "average", "satisfied"), sql, params)
+        return self._grouped("csat", (by, "ratings", "average", "satisfied"), sql, params)
 
     def transfers(self, filters: Filters = Filters()) -> Report:
         """Moves between groups (an agent's transfer or a rule's escalation): from, to, how many,
