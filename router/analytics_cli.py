@@ -19,11 +19,14 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 async def export(rt: Any, args: argparse.Namespace) -> int:
     """The exporter as a process of its own (another machine, or `[analytics] enabled = false` in
     `switchboard run`), until SIGTERM/SIGINT."""
+    from router import archive
     from router.exporter import Exporter
     from router.supervisor import serve
 
     exporter = Exporter(rt)
-    await serve(rt, [exporter], workers=0)
+    # With [retention] archive on, the archiver beside it: the store's writer is here.
+    archiver = archive.service(rt, exporter.reader)
+    await serve(rt, [exporter, *([archiver] if archiver else [])], workers=0)
     return 0
 
 

@@ -83,6 +83,11 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
         async with Runtime(settings, url) as rt:
             enabled: list[Any] = []
             if not args.workers_only:
+                from router import archive, exporter
+
+                # Every conversation event into the analytics store (docs/analytics.md); started
+                # below, it is made first: the console reads archived conversations through it.
+                export = exporter.service(rt)
                 sections = {name: getattr(settings, name) for name in adapters.CHANNELS}
                 enabled.extend(adapters.build(rt.channel_context(), sections))
                 if settings.web.enabled:
@@ -92,7 +97,9 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                     # The console is one more service: started after the adapters, closed first.
                     enabled.append(
                         ConsoleServer(
-                            create_app(rt, settings, SandboxUsers(rt.channel_context())),
+                            create_app(
+                                rt, settings, SandboxUsers(rt.channel_context()), archive.reader(settings, export)
+                            ),
                             settings.web.host,
                             settings.web.port,
                         )
@@ -112,11 +119,10 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
                 # Agents online per group, copied where the wait estimates read them.
                 enabled.append(OnlineCounts(rt, settings))
-                from router import exporter
-
-                # Every conversation event into the analytics store (docs/analytics.md).
-                export = exporter.service(rt)
                 enabled.extend(x for x in [export] if x is not None)
+                if export is not None:
+                    # Closed conversations into the archive, through the exporter's connection.
+                    enabled.extend(x for x in [archive.service(rt, export.reader)] if x is not None)
                 if settings.reports.weekly:
                     from router.weekly import WeeklyReports, store_reader
 
@@ -170,7 +176,11 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     async def main(url: str) -> int:
         async with Runtime(settings, url) as rt:
             host, port = args.host or settings.web.host, args.port if args.port is not None else settings.web.port
-            server = ConsoleServer(create_app(rt, settings, SandboxUsers(rt.channel_context())), host, port)
+            from router import archive
+
+            # Archived conversations read-only from the store, while no other process holds it.
+            app = create_app(rt, settings, SandboxUsers(rt.channel_context()), archive.reader(settings))
+            server = ConsoleServer(app, host, port)
             await serve(
                 rt,
                 [server],

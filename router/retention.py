@@ -1,11 +1,13 @@
 """Retention: delete from Redis what is past its keeping time, in bounded batches.
 
-Redis holds what is in flight; without an archive (docs/architecture.md), what is no longer in
-flight is kept for a configurable time and then deleted (docs/operations.md, "Retention"):
+Redis holds what is in flight; what is no longer in flight is kept for a configurable time and
+then deleted (docs/operations.md, "Retention"):
 
 - closed conversations — state, history, delivery records, conversation-key mapping — some days
   after closing, through the ``closed`` index (id -> closed at) that the close op fills and a
-  reopen empties (router/lua/retention.lua does the deleting, atomically per batch);
+  reopen empties (router/lua/retention.lua does the deleting, atomically per batch). With
+  ``retention.archive`` on, only those the archive holds as they are (router/archive.py): one not
+  archived yet, or changed since, is kept and handed to the archiver (``archive:again``);
 - dead letters older than a number of days or beyond a count;
 - conversations closed before the index existed (an upgrade) are indexed first, by a SCAN whose
   cursor is kept in Redis (``retention:backfill``), a bounded number of keys per sweep, once;
@@ -93,7 +95,8 @@ class Retention:
         self._task: asyncio.Task[None] | None = None
 
     def warn_once(self) -> None:
-        """Say loudly, once, that closed conversations' history is deleted (there is no archive)."""
+        """Say loudly, once, what becomes of closed conversations: kept for ever, deleted once
+        archived, or deleted unarchived (their history gone)."""
         if self._warned:
             return
         self._warned = True
@@ -104,11 +107,18 @@ class Retention:
                 "(retention.closed_conversation_days = 0): Redis memory grows with every conversation"
             )
             return
-        log.warning(
-            "retention: the history of closed conversations is DELETED %g days after closing, because no "
-            "archive is configured (retention.closed_conversation_days)",
-            days,
-        )
+        if self.settings.archive:
+            log.info(
+                "retention: closed conversations are deleted from Redis %g days after closing once the archive "
+                "holds them (an archiver runs beside the analytics exporter; until it has, they stay)",
+                days,
+            )
+        else:
+            log.warning(
+                "retention: the history of closed conversations is DELETED %g days after closing, because no "
+                "archive is configured (retention.closed_conversation_days; retention.archive = true keeps it)",
+                days,
+            )
         if days * 86400 < self._reopen_window_s:
             log.warning(
                 "retention: closed conversations are deleted before conversations.reopen_window_s ends: "
@@ -177,10 +187,12 @@ class Retention:
             async for _ in self._backfill():
                 yield SweepResult()
             cutoff = now - int(self.settings.closed_conversation_days * DAY_MS)
+            archive, kept = int(self.settings.archive), 0
             while True:
-                deleted, examined = await self.scripts.retention(
-                    args=argv(self.keys.prefix, cutoff, self.settings.batch)
+                deleted, examined, kept_now = await self.scripts.retention(
+                    args=argv(self.keys.prefix, cutoff, self.settings.batch, archive, kept, at=now)
                 )
+                kept += int(kept_now)
                 yield SweepResult(conversations=int(deleted))
                 if int(examined) < self.settings.batch:
                     break

@@ -35,6 +35,7 @@ from router.kbstore import KBRefused
 from router.lifecycle import keep_running, wait_or_stop
 from router.runtime import Runtime
 from router.simulator import SandboxPort
+from router.weekly import Connector
 from rules import RuleSetError
 
 from . import admin, api, incidents, kbapi, kbviews, metrics, presses, views
@@ -128,10 +129,13 @@ async def _sampler(console: Console, stopping: asyncio.Event) -> None:
     await keep_running(step, stopping, what="taking a dashboard sample", retry_on=(Exception,))
 
 
-def create_app(runtime: Runtime, settings: Settings, sandbox: SandboxPort | None = None) -> FastAPI:
+def create_app(
+    runtime: Runtime, settings: Settings, sandbox: SandboxPort | None = None, archive: Connector | None = None
+) -> FastAPI:
     """The console and API over an entered ``Runtime``; its lifespan starts and stops the sampler.
-    ``sandbox``: the sandbox channel behind the simulator (None: the simulator answers 404)."""
-    console = Console(runtime, settings, sandbox)
+    ``sandbox``: the sandbox channel behind the simulator (None: the simulator answers 404);
+    ``archive``: where deleted closed conversations are read (router/archive.py ``reader``)."""
+    console = Console(runtime, settings, sandbox, archive)
     stopping = asyncio.Event()
 
     @contextlib.asynccontextmanager

@@ -23,6 +23,7 @@ from typing import Any
 
 from router import drafts
 from router.accounts import FIRST_ADMIN, LoginLimiter, Sessions, User, Users
+from router.archive import Archived, ArchiveUnreadable, read
 from router.admission import Block, parse_duration
 from router.audit import Audit
 from router.backoffice import Backoffice
@@ -38,6 +39,7 @@ from router.runtime import Runtime
 from router.simulator import SandboxPort
 from router.slaview import countdowns, nearest_ms
 from router.stats import StatsReader, queue_dict
+from router.weekly import Connector
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
 from sla import ClockError, PolicyError
 
@@ -68,14 +70,29 @@ class ReplayRow:
     changed: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A conversation as its page shows it; ``archived`` when read from the archive (read-only)."""
+
+    conv: Conversation
+    history: list[HistoryEntry]
+    deliveries: dict[str, str]
+    archived: Archived | None = None
+
+
 FIRST_ADMIN_FILE = "first-admin-password"
 
 
 class Console:
     """The console's services over one Runtime (built by ``create_app``; started by its lifespan)."""
 
-    def __init__(self, rt: Runtime, settings: Settings, sandbox: SandboxPort | None = None) -> None:
+    def __init__(
+        self, rt: Runtime, settings: Settings, sandbox: SandboxPort | None = None, archive: Connector | None = None
+    ) -> None:
+        """``archive``: where closed conversations deleted from Redis are read (router/archive.py
+        ``reader``); None: the archive is off."""
         self.office = Backoffice(rt, settings.web)
+        self.archive = archive
         self.settings = settings
         self.web = settings.web
         self.stats: StatsReader = self.office.stats
@@ -182,10 +199,33 @@ class Console:
         return conv
 
     async def detail(self, user: User, conv_id: str) -> tuple[Conversation, list[HistoryEntry], dict[str, str]]:
-        conv = await self.conversation(user, conv_id)
+        record = await self.record(user, conv_id)
+        return record.conv, record.history, record.deliveries
+
+    async def record(self, user: User, conv_id: str) -> Record:
+        """The conversation with its history and delivery states: from Redis, or, once retention
+        deleted it there, from the archive (read-only; NotFound as for Redis when the user may not
+        see it, ArchiveUnreadable when this process cannot read the archive)."""
+        try:
+            conv = await self.conversation(user, conv_id)
+        except NotFound:
+            archived = await self._archived(conv_id)
+            if archived is None or not user.sees(archived.conv.group):
+                raise
+            return Record(archived.conv, archived.history, archived.deliveries, archived)
         history = await self.office.conversations.history(conv_id)
         deliveries = await self.office.conversations.deliveries(conv_id)
-        return conv, history, deliveries
+        return Record(conv, history, deliveries)
+
+    async def _archived(self, conv_id: str) -> Archived | None:
+        # Only for a conversation Redis no longer holds: one there, in a group the user does not
+        # see, is not looked up (its archived copy may be from before a transfer).
+        if self.archive is None or not conv_id.isdigit() or await self.office.conversations.exists(conv_id):
+            return None
+        with self.archive() as con:
+            if con is None:
+                raise ArchiveUnreadable(conv_id)
+            return await asyncio.to_thread(read, con, conv_id)
 
     # -- SLA countdowns (router/slaview.py) ----------------------------------------------------
     async def sla(self, user: User, conv_id: str) -> dict[str, Any]:
