@@ -163,9 +163,7 @@ def write(con: duckdb.DuckDBPyConnection, snaps: list[Snapshot], now_ms: int) ->
 
 def read(con: duckdb.DuckDBPyConnection, conv_id: str) -> Archived | None:
     """The archived conversation ``conv_id``; None when the store holds none (or no archive)."""
-    found = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'archive'"
-    ).fetchone()
+    found = con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name = 'archive'").fetchone()
     if not found or not found[0]:
         return None
     row = con.execute(

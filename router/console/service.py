@@ -23,8 +23,8 @@ from typing import Any
 
 from router import drafts
 from router.accounts import FIRST_ADMIN, LoginLimiter, Sessions, User, Users
-from router.archive import Archived, ArchiveUnreadable, read
 from router.admission import Block, parse_duration
+from router.archive import Archived, ArchiveUnreadable, read
 from router.audit import Audit
 from router.backoffice import Backoffice
 from router.config import Settings, read_secret

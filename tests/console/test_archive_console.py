@@ -103,7 +103,7 @@ async def test_a_deleted_conversation_is_shown_from_the_archive(
 async def test_no_archive_readable_here_says_so(
     rt: Runtime, served: Served, exporter: Exporter, web_settings: Settings, tmp_path: Path
 ) -> None:
-    cid, group, _ = await _archived_and_deleted(served, exporter, tmp_path)
+    cid, _, _ = await _archived_and_deleted(served, exporter, tmp_path)
     settings = archive_settings(web_settings, tmp_path)
     # A console without the exporter: the file is held (here by this process's own exporter, as by
     # another process's in `switchboard web`), so a read-only opening is refused.

@@ -96,7 +96,9 @@ async def setup(rt: Runtime, tmp_path: Path) -> AsyncIterator[Setup]:
 async def route(rt: Runtime, user: str, text: str = "my deposit is missing") -> str:
     await rt.inbox.append(message(text, user=user))
     await drain(Worker(rt))
-    raw = await rt.client.get(rt.shards.shard[rt.shards.of_key("telegram", "bot1", user)].conv_key("telegram", "bot1", user))
+    raw = await rt.client.get(
+        rt.shards.shard[rt.shards.of_key("telegram", "bot1", user)].conv_key("telegram", "bot1", user)
+    )
     assert raw is not None
     return str(raw.decode())
 
@@ -256,9 +258,7 @@ async def test_retention_goes_past_the_conversations_it_keeps(setup: Setup) -> N
     assert await setup.round_at(last + HOUR_MS) == 5
     for cid in ids[:3]:  # changed since archived (as a survey's rating changes it): kept
         await rt.client.hset(rt.shards.conv_keys(cid).conv(cid), "csat_state", "rated")
-    settings = setup.settings.model_copy(
-        update={"retention": setup.settings.retention.model_copy(update={"batch": 2})}
-    )
+    settings = setup.settings.model_copy(update={"retention": setup.settings.retention.model_copy(update={"batch": 2})})
     result = await Retention(rt.client, settings, "sweeper").sweep(last + 31 * DAY_MS)
     assert result.conversations == 2
     assert [await in_redis(rt, cid) for cid in ids] == [True, True, True, False, False]
