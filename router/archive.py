@@ -3,26 +3,30 @@ analytics store, so that retention may delete them from Redis and the console st
 
 With ``retention.archive`` on, the ``Archiver`` runs where the store's writer is (beside the
 exporter: ``switchboard run``, or ``switchboard analytics export``) and writes through a
-connection of the exporter's (DuckDB: one writing process per file). Every round, per shard:
+connection of the exporter's (DuckDB: one writing process per file). Each store (a file: one per
+machine, as for the events) has an id of its own, made once in the file (``archive_store``), and
+holds every archived conversation. Every round, per shard:
 
 1. it takes the conversations of the ``closed`` index (id -> closed at) closed more than
-   ``retention.archive_after_s`` ago after its position (``archive:cursor``), and those retention
-   handed back (``archive:again``: due for deletion but not archived as they are now);
+   ``retention.archive_after_s`` ago after its store's position (``archive:cursor:{store}``),
+   and those retention handed back (``archive:again``: due for deletion but not archived as they
+   are now);
 2. router/lua/archive.lua reads each one's state, delivery records and history in one go, with
-   their digest (lua/common.lua ``conv_digest``); one already archived as it is, or reopened, is
-   skipped;
+   their digest (lua/common.lua ``conv_digest``); one this store holds as it is already, or
+   reopened, is skipped;
 3. it upserts them in the ``archive`` table (PRIMARY KEY conv: a conversation archived twice,
    e.g. reopened and closed again, has one row, its latest) and commits;
-4. only then, in one MULTI, marks each archived (``archived``: id -> the digest archived) and
-   moves its position past them.
+4. only then, in one MULTI, marks each archived in this store (``archived:{store}``: id -> the
+   digest archived) and moves the store's position past them.
 
-Retention deletes a closed conversation only while its mark is the digest of what Redis holds
-(router/lua/retention.lua): never one not archived yet, nor one changed since it was archived (a
-late delivery record, a rating, a reopen) — that one goes to ``archive:again`` and is archived
-again. A crash between the commit (3) and the mark (4) leaves the position where it was: the next
-round archives the same conversations again (an upsert, one row each). Nothing is deleted that
-the store has not committed; what Redis keeps is redacted already (secrets never in clear), and so
-is the archive.
+Retention deletes a closed conversation only while the mark of every store whose archiver ran
+within ``retention.archive_forget_store_days`` (``archive:stores``, refreshed each round) is the
+digest of what Redis holds (router/lua/retention.lua): never one not archived yet, nor one
+changed since it was archived (a late delivery record, a rating, a reopen) — that one goes to
+``archive:again`` and is archived again — and nothing while no archiver has run. A crash between
+the commit (3) and the mark (4) leaves the position where it was: the next round archives the
+same conversations again (an upsert, one row each). Nothing is deleted that a store has not
+committed; what Redis keeps is redacted already (secrets never in clear), and so is the archive.
 
 Redis trims a history's head beyond ~10,000 entries (lua/common.lua): when a conversation is
 archived again, entries the row held from before the oldest one still in Redis are kept.
@@ -33,6 +37,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -65,6 +70,9 @@ CREATE TABLE IF NOT EXISTS archive (
     history JSON NOT NULL,         -- [{id (stream id), type, at_ms, data}] in write order, redacted
     digest VARCHAR NOT NULL,       -- conv_digest (lua/common.lua) of what was archived
     archived_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS archive_store (
+    id VARCHAR NOT NULL            -- this file's store id, made once: its marks in Redis
 );
 """
 UPSERT = """
@@ -126,10 +134,20 @@ class Archived:
     archived_ms: int
 
 
+def store_id(con: duckdb.DuckDBPyConnection) -> str:
+    """This file's store id (made, with the schema, at the first call)."""
+    con.execute(SCHEMA)
+    row = con.execute("SELECT id FROM archive_store").fetchone()
+    if row is not None:
+        return str(row[0])
+    made = uuid.uuid4().hex[:12]
+    con.execute("INSERT INTO archive_store VALUES (?)", [made])
+    return made
+
+
 def write(con: duckdb.DuckDBPyConnection, snaps: list[Snapshot], now_ms: int) -> None:
     """Upsert ``snaps`` in one transaction, each history with the entries its row held from
     before the oldest entry Redis still has (trimmed there since)."""
-    con.execute(SCHEMA)
     con.execute("BEGIN TRANSACTION")
     try:
         ids = [s.conv for s in snaps]
@@ -215,6 +233,7 @@ class Archiver:
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.archived = 0
+        self.store = ""  # the store's id, once read from it
         self.standby = False  # the store is not this process's to write now
         self.last_error = ""
 
@@ -248,9 +267,15 @@ class Archiver:
         detail = self.last_error or (
             "standing by: the analytics store is not this process's to write"
             if self.standby
-            else f"{self.archived} closed conversation(s) archived"
+            else f"{self.archived} closed conversation(s) archived in store {self.store or '?'}"
         )
-        return {"connected": not self.last_error, "detail": detail, "archived": self.archived, "standby": self.standby}
+        return {
+            "connected": not self.last_error,
+            "detail": detail,
+            "archived": self.archived,
+            "store": self.store,
+            "standby": self.standby,
+        }
 
     async def round(self) -> bool:
         """Archive one batch of every shard's conversations due; True when a shard had more."""
@@ -259,6 +284,9 @@ class Archiver:
         if con is None:
             return False
         try:
+            self.store = await asyncio.to_thread(store_id, con)
+            # Retention waits for the stores whose archivers run: this one, from now on.
+            await self._client.hset(self._shards.home.archive_stores, self.store, self.clock.now_ms())
             more = False
             for shard, keys in enumerate(self._shards.shard):
                 more = await self._shard(con, shard, keys) or more
@@ -270,7 +298,7 @@ class Archiver:
         """The index's conversations after the position, closed at or before ``upto``: their ids,
         the position after them, and whether more are due."""
         batch = self.settings.batch
-        position = _position(await self._client.get(keys.archive_cursor))
+        position = _position(await self._client.get(keys.archive_cursor(self.store)))
         low = position[0] if position else "-inf"
         limit = batch
         while True:
@@ -290,16 +318,16 @@ class Archiver:
         ids = list(dict.fromkeys(fresh + again))
         if not ids:
             return False
-        replies = await self._scripts.archive(args=argv(keys.prefix, *ids, at=now))
+        replies = await self._scripts.archive(args=argv(keys.prefix, self.store, *ids, at=now))
         snaps = [Snapshot.parse(shard, r) for r in replies if r[1] == b"snap"]
         if snaps:
             await asyncio.to_thread(write, con, snaps, now)
         # Only once committed: a crash before this archives them again next round (an upsert).
         pipe = self._client.pipeline(transaction=True)
         if snaps:
-            pipe.hset(keys.archived, mapping={s.conv: s.digest for s in snaps})
+            pipe.hset(keys.archived(self.store), mapping={s.conv: s.digest for s in snaps})
         if position is not None:
-            pipe.set(keys.archive_cursor, f"{position[0]} {position[1]}")
+            pipe.set(keys.archive_cursor(self.store), f"{position[0]} {position[1]}")
         if again:
             pipe.zrem(keys.archive_again, *again)
         await pipe.execute()

@@ -242,6 +242,9 @@ class RetentionSettings(BaseModel):
     # (false: deleted unarchived, their history gone). The console reads deleted ones from there.
     archive: bool = False
     archive_after_s: float = Field(3600.0, ge=0)
+    # Each store (a DuckDB file: one per machine) holds every archived conversation; one whose
+    # archiver has not run for this long (a replica removed for good) no longer holds deletions back.
+    archive_forget_store_days: float = Field(7.0, gt=0)
     # Dead letters older than this, or beyond the newest dead_letter_max, are dropped.
     dead_letter_days: float = Field(30.0, ge=0)
     dead_letter_max: int = Field(100_000, ge=1)

@@ -87,6 +87,7 @@ class Retention:
         self.client = client
         self.settings = settings.retention
         self.keys = keys or Keys(settings.prefix)
+        self._home = Keys(settings.prefix)
         self.name = name
         self.scripts = scripts or Scripts.register(client)
         self._reopen_window_s = settings.conversations.reopen_window_s
@@ -188,9 +189,10 @@ class Retention:
                 yield SweepResult()
             cutoff = now - int(self.settings.closed_conversation_days * DAY_MS)
             archive, kept = int(self.settings.archive), 0
+            stores = await self._archive_stores(now) if self.settings.archive else []
             while True:
                 deleted, examined, kept_now = await self.scripts.retention(
-                    args=argv(self.keys.prefix, cutoff, self.settings.batch, archive, kept, at=now)
+                    args=argv(self.keys.prefix, cutoff, self.settings.batch, archive, kept, *stores, at=now)
                 )
                 kept += int(kept_now)
                 yield SweepResult(conversations=int(deleted))
@@ -198,6 +200,13 @@ class Retention:
                     break
         yield SweepResult(dead_letters=await self._dead_letters(now))
         yield SweepResult(failures=await self._failures())
+
+    async def _archive_stores(self, now: int) -> list[str]:
+        """The archive stores whose archivers ran within ``archive_forget_store_days``: a closed
+        conversation is deleted once each of them holds it (none: nothing is deleted)."""
+        seen = await self.client.hgetall(self._home.archive_stores)
+        since = now - self.settings.archive_forget_store_days * DAY_MS
+        return sorted(store.decode() for store, at in seen.items() if int(at) >= since)
 
     async def _backfill(self) -> AsyncIterator[None]:
         """Index the closed conversations that the ``closed`` index does not know (those closed

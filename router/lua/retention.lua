@@ -5,19 +5,30 @@
 -- (it starts a new conversation).
 -- ARGV[3] = cutoff ms, ARGV[4] = batch, ARGV[5] = '1' when closed conversations are archived
 -- before they are deleted (router/archive.py), ARGV[6] = due entries that earlier calls of this
--- sweep kept (skipped: they are still at the head of the index). Index: 'closed' (zset id ->
--- closed ms), kept by the close op (conv.lua) and the reopen (route.lua).
--- With the archive on, a closed conversation is deleted only while its archive mark is the
--- digest of what it holds now (conv_digest, lua/common.lua): archived, and not changed since.
--- Else it stays, in the index and in archive:again, where the archiver finds it.
--- Returns {deleted, index entries examined, kept}.
+-- sweep kept (skipped: they are still at the head of the index), ARGV[7..] = the archive stores
+-- to wait for. Index: 'closed' (zset id -> closed ms), kept by the close op (conv.lua) and the
+-- reopen (route.lua).
+-- With the archive on, a closed conversation is deleted only while each store's archive mark is
+-- the digest of what it holds now (conv_digest, lua/common.lua): archived in every store, and not
+-- changed since; never while no store is given. Else it stays, in the index and in
+-- archive:again, where the archivers find it. Returns {deleted, index entries examined, kept}.
+local function unarchived(cid)
+  if ARGV[5] ~= '1' then return false end
+  if #ARGV < 7 then return true end
+  local digest = conv_digest(cid)
+  for i = 7, #ARGV do
+    if redis.call('HGET', P .. 'archived:' .. ARGV[i], cid) ~= digest then return true end
+  end
+  return false
+end
+
 local due = redis.call('ZRANGEBYSCORE', P .. 'closed', '-inf', ARGV[3], 'LIMIT', tonumber(ARGV[6]), tonumber(ARGV[4]))
 local deleted, kept = 0, 0
 for _, cid in ipairs(due) do
   local c = P .. 'conv:' .. cid
   local cur = conv_fields(c, 'status', 'channel', 'account', 'ckey')
   local closed = cur.status == 'closed'
-  if closed and ARGV[5] == '1' and redis.call('HGET', P .. 'archived', cid) ~= conv_digest(cid) then
+  if closed and unarchived(cid) then
     redis.call('ZADD', P .. 'archive:again', 'NX', NOWS, cid)
     kept = kept + 1
   else
@@ -28,7 +39,7 @@ for _, cid in ipairs(due) do
       redis.call('ZREM', P .. 'sla:due', cid)
       deleted = deleted + 1
     end
-    redis.call('HDEL', P .. 'archived', cid)
+    for i = 7, #ARGV do redis.call('HDEL', P .. 'archived:' .. ARGV[i], cid) end
     redis.call('ZREM', P .. 'archive:again', cid)
     redis.call('ZREM', P .. 'closed', cid)
   end

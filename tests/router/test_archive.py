@@ -16,7 +16,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from router.archive import Archiver, Snapshot, read, write
+from router.archive import Archiver, Snapshot, read, store_id, write
 from router.config import AnalyticsSettings, Settings
 from router.exporter import Exporter
 from router.keys import Keys
@@ -49,6 +49,22 @@ class Setup:
 
     def retention(self, keys: Keys | None = None) -> Retention:
         return Retention(self.rt.client, self.settings, "sweeper", keys=keys)
+
+    async def alive(self, now: int) -> None:
+        """This store's archiver runs at ``now``: its record refreshed, as every round does, and
+        nothing archived."""
+        con = self.exporter.reader()
+        assert con is not None
+        try:
+            await self.rt.client.hset(self.rt.keys.archive_stores, store_id(con), now)
+        finally:
+            con.close()
+
+    async def sweep(self, now: int) -> int:
+        """A retention sweep at ``now`` while this store's archiver runs; how many conversations
+        it deleted."""
+        await self.alive(now)
+        return (await self.retention().sweep(now)).conversations
 
     def rows(self) -> list[tuple[Any, ...]]:
         con = self.exporter.reader()
@@ -127,9 +143,10 @@ async def test_archived_then_deleted_with_its_whole_history(setup: Setup) -> Non
     assert await setup.round_at(closed + HOUR_MS) == 1
     assert await setup.round_at(closed + 2 * HOUR_MS) == 0  # archived as it is: not again
 
-    assert (await setup.retention().sweep(closed + 31 * DAY_MS)).conversations == 1
+    assert await setup.sweep(closed + 31 * DAY_MS) == 1
     assert not await in_redis(rt, cid)
-    assert not await rt.client.hexists(rt.shards.conv_keys(cid).archived, cid)  # the mark goes too
+    marks = rt.shards.conv_keys(cid).archived(setup.archiver.store)
+    assert not await rt.client.hexists(marks, cid)  # the mark goes too
 
     archived = setup.archived(cid)
     assert archived is not None
@@ -147,19 +164,19 @@ async def test_a_conversation_not_archived_is_never_deleted(setup: Setup) -> Non
     keys = rt.shards.conv_keys(cid)
 
     # Due for deletion, never archived (the archiver down, or its store held elsewhere): kept.
-    assert (await setup.retention().sweep(closed + 31 * DAY_MS)).conversations == 0
+    assert await setup.sweep(closed + 31 * DAY_MS) == 0
     assert await in_redis(rt, cid)
     assert await rt.client.zscore(keys.archive_again, cid) is not None  # handed to the archiver
     assert await rt.client.zscore(keys.closed, cid) is not None
 
     standby = Archiver(rt, lambda: None, settings=setup.settings, clock=Clock(closed + 2 * HOUR_MS))
     assert not await standby.round() and standby.standby and standby.archived == 0
-    assert (await setup.retention().sweep(closed + 32 * DAY_MS)).conversations == 0
+    assert await setup.sweep(closed + 32 * DAY_MS) == 0
     assert await in_redis(rt, cid)
 
     assert await setup.round_at(closed + 32 * DAY_MS) == 1
     assert await rt.client.zcard(keys.archive_again) == 0
-    assert (await setup.retention().sweep(closed + 32 * DAY_MS)).conversations == 1
+    assert await setup.sweep(closed + 32 * DAY_MS) == 1
     assert not await in_redis(rt, cid)
 
 
@@ -174,10 +191,10 @@ async def test_changed_after_archiving_is_archived_again_before_deleting(setup: 
     record = {"reply": reply, "status": "delivered", "detail": "", "at": closed + 2 * HOUR_MS, "entry": ""}
     await rt.scripts.conv(args=argv(rt.shards.conv_keys(cid).prefix, "delivery", cid, json.dumps(record)))
 
-    assert (await setup.retention().sweep(closed + 31 * DAY_MS)).conversations == 0
+    assert await setup.sweep(closed + 31 * DAY_MS) == 0
     assert await in_redis(rt, cid)
     assert await setup.round_at(closed + 31 * DAY_MS) == 1
-    assert (await setup.retention().sweep(closed + 31 * DAY_MS)).conversations == 1
+    assert await setup.sweep(closed + 31 * DAY_MS) == 1
     archived = setup.archived(cid)
     assert archived is not None and archived.deliveries == {reply: "delivered"}
     assert archived.history[-1].type == "delivery"
@@ -191,7 +208,7 @@ async def test_reopened_after_archiving_is_not_deleted_and_closed_again_has_one_
     assert await setup.round_at(closed + HOUR_MS) == 1
     assert await route(rt, "dave", "still nothing") == cid  # reopened (within the reopen window)
 
-    assert (await setup.retention().sweep(closed + 31 * DAY_MS)).conversations == 0
+    assert await setup.sweep(closed + 31 * DAY_MS) == 0
     assert (await rt.conversations.get(cid)).status == "new"
     assert await setup.round_at(closed + 31 * DAY_MS) == 0  # open: nothing to archive
 
@@ -199,7 +216,7 @@ async def test_reopened_after_archiving_is_not_deleted_and_closed_again_has_one_
     again = await closed_at(rt, cid)
     assert await setup.round_at(again + HOUR_MS) == 1
     history = await rt.conversations.history(cid)
-    assert (await setup.retention().sweep(again + 31 * DAY_MS)).conversations == 1
+    assert await setup.sweep(again + 31 * DAY_MS) == 1
     rows = setup.rows()
     assert [conv for conv, _ in rows] == [cid]
     assert [h["id"] for h in json.loads(rows[0][1])] == [h.id for h in history]
@@ -220,14 +237,14 @@ async def test_crash_between_commit_and_mark_archives_again_once(setup: Setup) -
     shard = rt.shards.of_conv(cid)
 
     # The round's first steps alone: the snapshot, then the commit; the process dies before the mark.
-    replies = await rt.scripts.archive(args=argv(keys.prefix, cid))
     con = setup.exporter.reader()
     assert con is not None
+    replies = await rt.scripts.archive(args=argv(keys.prefix, store_id(con), cid))
     write(con, [Snapshot.parse(shard, r) for r in replies], closed + HOUR_MS)
-    con.close()
     assert len(setup.rows()) == 1
-    assert not await rt.client.hexists(keys.archived, cid)
-    assert (await setup.retention().sweep(closed + 31 * DAY_MS)).conversations == 0  # not marked: kept
+    assert not await rt.client.hexists(keys.archived(store_id(con)), cid)
+    con.close()
+    assert await setup.sweep(closed + 31 * DAY_MS) == 0  # not marked: kept
 
     # Reopened and closed again before the archiver's next round: archived again, one row.
     assert await route(rt, "erin", "hello again") == cid
@@ -237,7 +254,62 @@ async def test_crash_between_commit_and_mark_archives_again_once(setup: Setup) -
     rows = setup.rows()
     assert len(rows) == 1
     assert [h["id"] for h in json.loads(rows[0][1])] == [h.id for h in await rt.conversations.history(cid)]
-    assert (await setup.retention().sweep(again + 31 * DAY_MS)).conversations == 1
+    assert await setup.sweep(again + 31 * DAY_MS) == 1
+
+
+async def test_every_store_holds_it_before_it_is_deleted(setup: Setup, tmp_path: Path) -> None:
+    """Two machines, a store each (as for the events): deleted once both hold it."""
+    rt = setup.rt
+    cid = await route(rt, "gail")
+    await rt.conversations.close(cid, "agent-a")
+    closed = await closed_at(rt, cid)
+    other = Exporter(rt, AnalyticsSettings(db=tmp_path / "other.duckdb"))
+    await other._open()
+    try:
+        assert await setup.round_at(closed + 30 * DAY_MS) == 1
+        # The second store's archiver runs, and has not archived it yet (its file was busy, say).
+        second = Archiver(rt, other.reader, settings=setup.settings, clock=Clock(closed))
+        assert not await second.round() and second.archived == 0  # registers its store
+        await rt.client.hset(rt.keys.archive_stores, second.store, closed + 30 * DAY_MS)
+        assert second.store and second.store != setup.archiver.store
+        assert await setup.sweep(closed + 31 * DAY_MS) == 0
+        assert await in_redis(rt, cid)
+
+        second.clock = Clock(closed + 31 * DAY_MS)
+        assert not await second.round() and second.archived == 1
+        assert await setup.sweep(closed + 31 * DAY_MS) == 1
+        con = other.reader()
+        assert con is not None
+        try:
+            assert read(con, cid) is not None
+        finally:
+            con.close()
+    finally:
+        await other.close()
+
+
+async def test_a_store_gone_for_good_is_no_longer_waited_for(setup: Setup) -> None:
+    rt = setup.rt
+    cid = await route(rt, "hugo")
+    await rt.conversations.close(cid, "agent-a")
+    closed = await closed_at(rt, cid)
+    assert await setup.round_at(closed + 31 * DAY_MS) == 1
+    # Another store's archiver last ran 6 days before the sweep: waited for ...
+    await rt.client.hset(rt.keys.archive_stores, "elsewhere", closed + 25 * DAY_MS)
+    assert await setup.sweep(closed + 31 * DAY_MS) == 0
+    # ... 8 days before it (archive_forget_store_days = 7): no longer.
+    await rt.client.hset(rt.keys.archive_stores, "elsewhere", closed + 23 * DAY_MS)
+    assert await setup.sweep(closed + 31 * DAY_MS) == 1
+
+
+async def test_nothing_is_deleted_before_an_archiver_ran(setup: Setup) -> None:
+    rt = setup.rt
+    cid = await route(rt, "ines")
+    await rt.conversations.close(cid, "agent-a")
+    closed = await closed_at(rt, cid)
+    assert await rt.client.hlen(rt.keys.archive_stores) == 0
+    assert (await setup.retention().sweep(closed + 31 * DAY_MS)).conversations == 0
+    assert await in_redis(rt, cid)
 
 
 async def test_archive_off_deletes_as_before(rt: Runtime, tmp_path: Path) -> None:
@@ -259,6 +331,7 @@ async def test_retention_goes_past_the_conversations_it_keeps(setup: Setup) -> N
     for cid in ids[:3]:  # changed since archived (as a survey's rating changes it): kept
         await rt.client.hset(rt.shards.conv_keys(cid).conv(cid), "csat_state", "rated")
     settings = setup.settings.model_copy(update={"retention": setup.settings.retention.model_copy(update={"batch": 2})})
+    await setup.alive(last + 31 * DAY_MS)
     result = await Retention(rt.client, settings, "sweeper").sweep(last + 31 * DAY_MS)
     assert result.conversations == 2
     assert [await in_redis(rt, cid) for cid in ids] == [True, True, True, False, False]
