@@ -23,7 +23,7 @@ from router.keys import Keys
 from router.retention import DAY_MS, Retention
 from router.runtime import Runtime
 from router.scripts import argv
-from router.worker import Worker
+from router.worker import Workers
 from tests.router.helpers import drain, message
 
 pytestmark = pytest.mark.cluster
@@ -111,7 +111,7 @@ async def setup(rt: Runtime, tmp_path: Path) -> AsyncIterator[Setup]:
 
 async def route(rt: Runtime, user: str, text: str = "my deposit is missing") -> str:
     await rt.inbox.append(message(text, user=user))
-    await drain(Worker(rt))
+    await drain(Workers(rt))
     raw = await rt.client.get(
         rt.shards.shard[rt.shards.of_key("telegram", "bot1", user)].conv_key("telegram", "bot1", user)
     )
@@ -351,3 +351,22 @@ def test_the_store_without_an_archive_reads_nothing(tmp_path: Path) -> None:
         assert read(con, "1") is None
     finally:
         con.close()
+
+
+@pytest.mark.cluster(shards=4)
+async def test_every_shard_is_archived_then_swept(setup: Setup) -> None:
+    rt = setup.rt
+    ids = [await route(rt, f"shard-user{i}") for i in range(12)]
+    for cid in ids:
+        await rt.conversations.close(cid, "agent-a")
+    last = max([await closed_at(rt, cid) for cid in ids])
+    if rt.shards.count > 1:
+        assert len({rt.shards.of_conv(cid) for cid in ids}) > 1
+    assert await setup.round_at(last + HOUR_MS) == len(ids)
+    await setup.alive(last + 31 * DAY_MS)
+    deleted = 0
+    for keys in rt.shards.shard:  # each shard's retention, as each shard's worker runs it
+        deleted += (await setup.retention(keys).sweep(last + 31 * DAY_MS)).conversations
+    assert deleted == len(ids)
+    assert [await in_redis(rt, cid) for cid in ids] == [False] * len(ids)
+    assert sorted(conv for conv, _ in setup.rows()) == sorted(ids)
