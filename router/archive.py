@@ -9,8 +9,8 @@ holds every archived conversation. Every round, per shard:
 
 1. it takes the conversations of the ``closed`` index (id -> closed at) closed more than
    ``retention.archive_after_s`` ago after its store's position (``archive:cursor:{store}``),
-   and those retention handed back (``archive:again``: due for deletion but not archived as they
-   are now);
+   and those retention handed back to it (``archive:again:{store}``: due for deletion but not in
+   this store as they are now);
 2. router/lua/archive.lua reads each one's state, delivery records and history in one go, with
    their digest (lua/common.lua ``conv_digest``); one this store holds as it is already, or
    reopened, is skipped;
@@ -23,10 +23,11 @@ Retention deletes a closed conversation only while the mark of every store whose
 within ``retention.archive_forget_store_days`` (``archive:stores``, refreshed each round) is the
 digest of what Redis holds (router/lua/retention.lua): never one not archived yet, nor one
 changed since it was archived (a late delivery record, a rating, a reopen) — that one goes to
-``archive:again`` and is archived again — and nothing while no archiver has run. A crash between
-the commit (3) and the mark (4) leaves the position where it was: the next round archives the
-same conversations again (an upsert, one row each). Nothing is deleted that a store has not
-committed; what Redis keeps is redacted already (secrets never in clear), and so is the archive.
+the ``archive:again:{store}`` of each store lacking it and is archived again — and nothing while
+no archiver has run. A crash between the commit (3) and the mark (4) leaves the position where it
+was: the next round archives the same conversations again (an upsert, one row each). Nothing is
+deleted that a store has not committed; what Redis keeps is redacted already (secrets never in
+clear), and so is the archive.
 
 Redis trims a history's head beyond ~10,000 entries (lua/common.lua): when a conversation is
 archived again, entries the row held from before the oldest one still in Redis are kept.
@@ -314,7 +315,8 @@ class Archiver:
     async def _shard(self, con: duckdb.DuckDBPyConnection, shard: int, keys: Keys) -> bool:
         now = self.clock.now_ms()
         fresh, position, more = await self._due(keys, now - int(self.settings.archive_after_s * 1000))
-        again = [m.decode() for m in await self._client.zrange(keys.archive_again, 0, self.settings.batch - 1)]
+        again_key = keys.archive_again(self.store)
+        again = [m.decode() for m in await self._client.zrange(again_key, 0, self.settings.batch - 1)]
         ids = list(dict.fromkeys(fresh + again))
         if not ids:
             return False
@@ -329,7 +331,7 @@ class Archiver:
         if position is not None:
             pipe.set(keys.archive_cursor(self.store), f"{position[0]} {position[1]}")
         if again:
-            pipe.zrem(keys.archive_again, *again)
+            pipe.zrem(again_key, *again)
         await pipe.execute()
         self.archived += len(snaps)
         if snaps:

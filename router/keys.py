@@ -34,8 +34,9 @@ archived:{store}                shard  hash      closed conversation id -> diges
                                                  it (router/archive.py; lua/common.lua conv_digest): retention deletes
                                                  it only while that is the digest of what Redis holds, in every store
 archive:cursor:{store}          shard  string    that store's archiver's position in ``closed``: "closed-ms conv-id"
-archive:again                   shard  zset      closed conversations retention found due but not archived as they are
-                                                 now (changed since, or never marked) -> when found (ms): archived again
+archive:again:{store}           shard  zset      closed conversations retention found due but not in that store as they
+                                                 are now (changed since, or never marked) -> when found (ms): its
+                                                 archiver archives them again
 archive:stores                  home   hash      archive store id -> when its archiver last ran (ms): the stores
                                                  retention waits for
 queue:{group}                   shard  zset      unassigned open conversations, score priority*1e13+due_ms
@@ -277,9 +278,8 @@ class Keys:
     def archive_cursor(self, store: str) -> str:
         return f"{self.prefix}archive:cursor:{store}"
 
-    @property
-    def archive_again(self) -> str:
-        return self.prefix + "archive:again"
+    def archive_again(self, store: str) -> str:
+        return f"{self.prefix}archive:again:{store}"
 
     @property
     def archive_stores(self) -> str:

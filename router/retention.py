@@ -7,7 +7,7 @@ then deleted (docs/operations.md, "Retention"):
   after closing, through the ``closed`` index (id -> closed at) that the close op fills and a
   reopen empties (router/lua/retention.lua does the deleting, atomically per batch). With
   ``retention.archive`` on, only those the archive holds as they are (router/archive.py): one not
-  archived yet, or changed since, is kept and handed to the archiver (``archive:again``);
+  archived yet, or changed since, is kept and handed to the archivers (``archive:again:{store}``);
 - dead letters older than a number of days or beyond a count;
 - conversations closed before the index existed (an upgrade) are indexed first, by a SCAN whose
   cursor is kept in Redis (``retention:backfill``), a bounded number of keys per sweep, once;

@@ -10,16 +10,20 @@
 -- reopen (route.lua).
 -- With the archive on, a closed conversation is deleted only while each store's archive mark is
 -- the digest of what it holds now (conv_digest, lua/common.lua): archived in every store, and not
--- changed since; never while no store is given. Else it stays, in the index and in
--- archive:again, where the archivers find it. Returns {deleted, index entries examined, kept}.
+-- changed since; never while no store is given. Else it stays in the index, and in the
+-- archive:again:{store} of each store that lacks it, where that store's archiver finds it.
+-- Returns {deleted, index entries examined, kept}.
 local function unarchived(cid)
   if ARGV[5] ~= '1' then return false end
   if #ARGV < 7 then return true end
-  local digest = conv_digest(cid)
+  local digest, lacking = conv_digest(cid), false
   for i = 7, #ARGV do
-    if redis.call('HGET', P .. 'archived:' .. ARGV[i], cid) ~= digest then return true end
+    if redis.call('HGET', P .. 'archived:' .. ARGV[i], cid) ~= digest then
+      redis.call('ZADD', P .. 'archive:again:' .. ARGV[i], 'NX', NOWS, cid)
+      lacking = true
+    end
   end
-  return false
+  return lacking
 end
 
 local due = redis.call('ZRANGEBYSCORE', P .. 'closed', '-inf', ARGV[3], 'LIMIT', tonumber(ARGV[6]), tonumber(ARGV[4]))
@@ -29,7 +33,6 @@ for _, cid in ipairs(due) do
   local cur = conv_fields(c, 'status', 'channel', 'account', 'ckey')
   local closed = cur.status == 'closed'
   if closed and unarchived(cid) then
-    redis.call('ZADD', P .. 'archive:again', 'NX', NOWS, cid)
     kept = kept + 1
   else
     if closed then
@@ -39,8 +42,10 @@ for _, cid in ipairs(due) do
       redis.call('ZREM', P .. 'sla:due', cid)
       deleted = deleted + 1
     end
-    for i = 7, #ARGV do redis.call('HDEL', P .. 'archived:' .. ARGV[i], cid) end
-    redis.call('ZREM', P .. 'archive:again', cid)
+    for i = 7, #ARGV do
+      redis.call('HDEL', P .. 'archived:' .. ARGV[i], cid)
+      redis.call('ZREM', P .. 'archive:again:' .. ARGV[i], cid)
+    end
     redis.call('ZREM', P .. 'closed', cid)
   end
 end

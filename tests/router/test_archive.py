@@ -46,6 +46,7 @@ class Setup:
     exporter: Exporter
     archiver: Archiver
     clock: Clock
+    store: str  # the store id of the exporter's file
 
     def retention(self, keys: Keys | None = None) -> Retention:
         return Retention(self.rt.client, self.settings, "sweeper", keys=keys)
@@ -53,12 +54,7 @@ class Setup:
     async def alive(self, now: int) -> None:
         """This store's archiver runs at ``now``: its record refreshed, as every round does, and
         nothing archived."""
-        con = self.exporter.reader()
-        assert con is not None
-        try:
-            await self.rt.client.hset(self.rt.keys.archive_stores, store_id(con), now)
-        finally:
-            con.close()
+        await self.rt.client.hset(self.rt.keys.archive_stores, self.store, now)
 
     async def sweep(self, now: int) -> int:
         """A retention sweep at ``now`` while this store's archiver runs; how many conversations
@@ -103,8 +99,13 @@ async def setup(rt: Runtime, tmp_path: Path) -> AsyncIterator[Setup]:
     exporter = Exporter(rt, settings.analytics)
     await exporter._open()  # holds the file, as in `switchboard run`
     clock = Clock()
+    con = exporter.reader()
+    assert con is not None
+    store = store_id(con)
+    con.close()
     try:
-        yield Setup(rt, settings, exporter, Archiver(rt, exporter.reader, settings=settings, clock=clock), clock)
+        archiver = Archiver(rt, exporter.reader, settings=settings, clock=clock)
+        yield Setup(rt, settings, exporter, archiver, clock, store)
     finally:
         await exporter.close()
 
@@ -166,7 +167,7 @@ async def test_a_conversation_not_archived_is_never_deleted(setup: Setup) -> Non
     # Due for deletion, never archived (the archiver down, or its store held elsewhere): kept.
     assert await setup.sweep(closed + 31 * DAY_MS) == 0
     assert await in_redis(rt, cid)
-    assert await rt.client.zscore(keys.archive_again, cid) is not None  # handed to the archiver
+    assert await rt.client.zscore(keys.archive_again(setup.store), cid) is not None  # handed to its archiver
     assert await rt.client.zscore(keys.closed, cid) is not None
 
     standby = Archiver(rt, lambda: None, settings=setup.settings, clock=Clock(closed + 2 * HOUR_MS))
@@ -175,7 +176,7 @@ async def test_a_conversation_not_archived_is_never_deleted(setup: Setup) -> Non
     assert await in_redis(rt, cid)
 
     assert await setup.round_at(closed + 32 * DAY_MS) == 1
-    assert await rt.client.zcard(keys.archive_again) == 0
+    assert await rt.client.zcard(keys.archive_again(setup.store)) == 0
     assert await setup.sweep(closed + 32 * DAY_MS) == 1
     assert not await in_redis(rt, cid)
 
@@ -274,6 +275,9 @@ async def test_every_store_holds_it_before_it_is_deleted(setup: Setup, tmp_path:
         assert second.store and second.store != setup.archiver.store
         assert await setup.sweep(closed + 31 * DAY_MS) == 0
         assert await in_redis(rt, cid)
+        keys = rt.shards.conv_keys(cid)  # handed back to the store that lacks it only
+        assert await rt.client.zscore(keys.archive_again(second.store), cid) is not None
+        assert await rt.client.zscore(keys.archive_again(setup.store), cid) is None
 
         second.clock = Clock(closed + 31 * DAY_MS)
         assert not await second.round() and second.archived == 1
