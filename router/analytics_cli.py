@@ -19,12 +19,15 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 async def export(rt: Any, args: argparse.Namespace) -> int:
     """The exporter as a process of its own (another machine, or `[analytics] enabled = false` in
     `switchboard run`), until SIGTERM/SIGINT."""
+    from router import archive
     from router.exporter import Exporter, postgres_service
     from router.supervisor import serve
 
-    # The file's exporter, and PostgreSQL's when configured (each with cursors of its own).
-    exporters = [x for x in [Exporter(rt), postgres_service(rt)] if x is not None]
-    await serve(rt, exporters, workers=0)
+    exporter = Exporter(rt)
+    # PostgreSQL's exporter when configured (cursors of its own); with [retention] archive on, the
+    # archiver beside the file's exporter: the store's writer is here.
+    others = [postgres_service(rt), archive.service(rt, exporter.reader)]
+    await serve(rt, [exporter, *(x for x in others if x is not None)], workers=0)
     return 0
 
 

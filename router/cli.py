@@ -85,11 +85,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             if not args.workers_only:
                 sections = {name: getattr(settings, name) for name in adapters.CHANNELS}
                 enabled.extend(adapters.build(rt.channel_context(), sections))
-                from router import exporter
+                from router import archive, exporter
                 from router.weekly import store_opener
 
-                # Every conversation event into the analytics store (docs/analytics.md); this
-                # process's readers (the console's reports, the weekly summary) read through it.
+                # Every conversation event into the analytics store (docs/analytics.md); started
+                # below, it is made first: this process's readers (the console's reports and
+                # archived conversations, the weekly summary) read through it.
                 export = exporter.service(rt)
                 store = settings.analytics.path(settings.redis.data_dir)
                 if settings.web.enabled:
@@ -119,9 +120,12 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
                 # Agents online per group, copied where the wait estimates read them.
                 enabled.append(OnlineCounts(rt, settings))
-                # The same tables into PostgreSQL too, when configured (router/pgstore.py).
-                postgres = exporter.postgres_service(rt) if export is not None else None
-                enabled.extend(x for x in [export, postgres] if x is not None)
+                # The same tables into PostgreSQL too, when configured (router/pgstore.py); closed
+                # conversations into the archive, through the exporter's connection.
+                if export is not None:
+                    enabled.append(export)
+                    others = [exporter.postgres_service(rt), archive.service(rt, export.reader)]
+                    enabled.extend(x for x in others if x is not None)
                 if settings.reports.weekly:
                     from router.weekly import WeeklyReports, store_reader
 

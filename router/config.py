@@ -235,8 +235,16 @@ class RetentionSettings(BaseModel):
     """How long Redis keeps what is no longer in flight (router/retention.py; docs/operations.md)."""
 
     # Closed conversations (state, history, delivery records, conversation-key mapping) are
-    # deleted this long after closing: there is no archive yet. 0 keeps them for ever.
+    # deleted this long after closing. 0 keeps them for ever.
     closed_conversation_days: float = Field(30.0, ge=0)
+    # Archive closed conversations in the analytics store (router/archive.py, run beside the
+    # exporter) archive_after_s after closing, and delete from Redis only what is archived as it is
+    # (false: deleted unarchived, their history gone). The console reads deleted ones from there.
+    archive: bool = False
+    archive_after_s: float = Field(3600.0, ge=0)
+    # Each store (a DuckDB file: one per machine) holds every archived conversation; one whose
+    # archiver has not run for this long (a replica removed for good) no longer holds deletions back.
+    archive_forget_store_days: float = Field(7.0, gt=0)
     # Dead letters older than this, or beyond the newest dead_letter_max, are dropped.
     dead_letter_days: float = Field(30.0, ge=0)
     dead_letter_max: int = Field(100_000, ge=1)
@@ -244,6 +252,16 @@ class RetentionSettings(BaseModel):
     # conversations (~5 ms of Redis at 100: Redis serves nobody else meanwhile).
     sweep_every_s: float = Field(60.0, gt=0)
     batch: int = Field(100, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _archive_before_deleting(self) -> RetentionSettings:
+        days = self.closed_conversation_days
+        if self.archive and days and self.archive_after_s >= days * 86400:
+            raise ValueError(
+                f"retention.archive_after_s ({self.archive_after_s:g}) must be less than "
+                f"retention.closed_conversation_days ({days:g} days): a conversation is archived before it is due"
+            )
+        return self
 
 
 class AnalyticsSettings(BaseModel):

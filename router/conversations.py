@@ -256,6 +256,9 @@ class Conversations:
             raise NotFound(f"conversation {conv_id}")
         return Conversation.from_hash(data)
 
+    async def exists(self, conv_id: str) -> bool:
+        return bool(await self.client.exists(self.keys(conv_id).conv(conv_id)))
+
     async def get_many(self, ids: list[str]) -> list[Conversation]:
         pipe = self.client.pipeline(transaction=False)
         for cid in ids:

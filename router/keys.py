@@ -30,6 +30,15 @@ hist:{id}                       shard  stream    the conversation's history (inb
 closed                          shard  zset      closed conversation id -> closed at (ms): the retention index
 retention:lock                  shard  string    one retention sweep per interval across workers (TTL)
 retention:backfill              shard  string    SCAN cursor indexing conversations closed before ``closed``; "done"
+archived:{store}                shard  hash      closed conversation id -> digest of what archive store {store} holds of
+                                                 it (router/archive.py; lua/common.lua conv_digest): retention deletes
+                                                 it only while that is the digest of what Redis holds, in every store
+archive:cursor:{store}          shard  string    that store's archiver's position in ``closed``: "closed-ms conv-id"
+archive:again:{store}           shard  zset      closed conversations retention found due but not in that store as they
+                                                 are now (changed since, or never marked) -> when found (ms): its
+                                                 archiver archives them again
+archive:stores                  home   hash      archive store id -> when its archiver last ran (ms): the stores
+                                                 retention waits for
 queue:{group}                   shard  zset      unassigned open conversations, score priority*1e13+due_ms
 waiting:{group}                 shard  zset      same members, score waiting-since ms (oldest wait)
 agent:{name}                    shard  set       conversations assigned to the agent
@@ -261,6 +270,20 @@ class Keys:
     @property
     def retention_backfill(self) -> str:
         return self.prefix + "retention:backfill"
+
+    # -- the archive of closed conversations (router/archive.py) ---------------------------------
+    def archived(self, store: str) -> str:
+        return f"{self.prefix}archived:{store}"
+
+    def archive_cursor(self, store: str) -> str:
+        return f"{self.prefix}archive:cursor:{store}"
+
+    def archive_again(self, store: str) -> str:
+        return f"{self.prefix}archive:again:{store}"
+
+    @property
+    def archive_stores(self) -> str:
+        return self.prefix + "archive:stores"
 
     def queue(self, group: str) -> str:
         return f"{self.prefix}queue:{group}"

@@ -1,11 +1,13 @@
 """Retention: delete from Redis what is past its keeping time, in bounded batches.
 
-Redis holds what is in flight; without an archive (docs/architecture.md), what is no longer in
-flight is kept for a configurable time and then deleted (docs/operations.md, "Retention"):
+Redis holds what is in flight; what is no longer in flight is kept for a configurable time and
+then deleted (docs/operations.md, "Retention"):
 
 - closed conversations — state, history, delivery records, conversation-key mapping — some days
   after closing, through the ``closed`` index (id -> closed at) that the close op fills and a
-  reopen empties (router/lua/retention.lua does the deleting, atomically per batch);
+  reopen empties (router/lua/retention.lua does the deleting, atomically per batch). With
+  ``retention.archive`` on, only those the archive holds as they are (router/archive.py): one not
+  archived yet, or changed since, is kept and handed to the archivers (``archive:again:{store}``);
 - dead letters older than a number of days or beyond a count;
 - conversations closed before the index existed (an upgrade) are indexed first, by a SCAN whose
   cursor is kept in Redis (``retention:backfill``), a bounded number of keys per sweep, once;
@@ -85,6 +87,7 @@ class Retention:
         self.client = client
         self.settings = settings.retention
         self.keys = keys or Keys(settings.prefix)
+        self._home = Keys(settings.prefix)
         self.name = name
         self.scripts = scripts or Scripts.register(client)
         self._reopen_window_s = settings.conversations.reopen_window_s
@@ -93,7 +96,8 @@ class Retention:
         self._task: asyncio.Task[None] | None = None
 
     def warn_once(self) -> None:
-        """Say loudly, once, that closed conversations' history is deleted (there is no archive)."""
+        """Say loudly, once, what becomes of closed conversations: kept for ever, deleted once
+        archived, or deleted unarchived (their history gone)."""
         if self._warned:
             return
         self._warned = True
@@ -104,11 +108,18 @@ class Retention:
                 "(retention.closed_conversation_days = 0): Redis memory grows with every conversation"
             )
             return
-        log.warning(
-            "retention: the history of closed conversations is DELETED %g days after closing, because no "
-            "archive is configured (retention.closed_conversation_days)",
-            days,
-        )
+        if self.settings.archive:
+            log.info(
+                "retention: closed conversations are deleted from Redis %g days after closing once the archive "
+                "holds them (an archiver runs beside the analytics exporter; until it has, they stay)",
+                days,
+            )
+        else:
+            log.warning(
+                "retention: the history of closed conversations is DELETED %g days after closing, because no "
+                "archive is configured (retention.closed_conversation_days; retention.archive = true keeps it)",
+                days,
+            )
         if days * 86400 < self._reopen_window_s:
             log.warning(
                 "retention: closed conversations are deleted before conversations.reopen_window_s ends: "
@@ -177,15 +188,25 @@ class Retention:
             async for _ in self._backfill():
                 yield SweepResult()
             cutoff = now - int(self.settings.closed_conversation_days * DAY_MS)
+            archive, kept = int(self.settings.archive), 0
+            stores = await self._archive_stores(now) if self.settings.archive else []
             while True:
-                deleted, examined = await self.scripts.retention(
-                    args=argv(self.keys.prefix, cutoff, self.settings.batch)
+                deleted, examined, kept_now = await self.scripts.retention(
+                    args=argv(self.keys.prefix, cutoff, self.settings.batch, archive, kept, *stores, at=now)
                 )
+                kept += int(kept_now)
                 yield SweepResult(conversations=int(deleted))
                 if int(examined) < self.settings.batch:
                     break
         yield SweepResult(dead_letters=await self._dead_letters(now))
         yield SweepResult(failures=await self._failures())
+
+    async def _archive_stores(self, now: int) -> list[str]:
+        """The archive stores whose archivers ran within ``archive_forget_store_days``: a closed
+        conversation is deleted once each of them holds it (none: nothing is deleted)."""
+        seen = await self.client.hgetall(self._home.archive_stores)
+        since = now - self.settings.archive_forget_store_days * DAY_MS
+        return sorted(store.decode() for store, at in seen.items() if int(at) >= since)
 
     async def _backfill(self) -> AsyncIterator[None]:
         """Index the closed conversations that the ``closed`` index does not know (those closed

@@ -67,6 +67,7 @@ class Scripts:
     lease: Script
     backlog: Script
     retention: Script
+    archive: Script
     requeue: Script
     fenced_lease: Script
     press: Script

@@ -276,12 +276,19 @@ async def events(request: Request, user: Caller) -> Response:
 @router.get(
     "/conversations/{conv_id}",
     tags=["conversations"],
-    summary="A conversation with its history and delivery states",
+    summary="A conversation with its history and delivery states (from the archive once deleted from Redis)",
 )
 async def conversation(conv_id: str, user: Caller, c: Service) -> Response:
-    conv, history, deliveries = await c.detail(user, conv_id)
+    record = await c.record(user, conv_id)
+    archived = record.archived
     return JSONResponse(
-        {"conversation": conv.to_dict(), "history": [h.to_dict() for h in history], "deliveries": deliveries}
+        {
+            "conversation": record.conv.to_dict(),
+            "history": [h.to_dict() for h in record.history],
+            "deliveries": record.deliveries,
+            # Read from the archive (retention deleted it from Redis): read-only.
+            "archived": {"closed_ms": archived.closed_ms, "archived_ms": archived.archived_ms} if archived else None,
+        }
     )
 
 

@@ -24,6 +24,7 @@ from typing import Any
 from router import drafts
 from router.accounts import FIRST_ADMIN, LoginLimiter, Sessions, User, Users
 from router.admission import Block, parse_duration
+from router.archive import Archived, ArchiveUnreadable, read
 from router.audit import Audit
 from router.backoffice import Backoffice
 from router.config import Settings, read_secret
@@ -38,7 +39,7 @@ from router.runtime import Runtime
 from router.simulator import SandboxPort
 from router.slaview import countdowns, nearest_ms
 from router.stats import StatsReader, queue_dict
-from router.weekly import Opener, store_opener
+from router.weekly import Opener, StoreUnreadable, store_opener
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
 from sla import ClockError, PolicyError
 
@@ -70,6 +71,16 @@ class ReplayRow:
     changed: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A conversation as its page shows it; ``archived`` when read from the archive (read-only)."""
+
+    conv: Conversation
+    history: list[HistoryEntry]
+    deliveries: dict[str, str]
+    archived: Archived | None = None
+
+
 FIRST_ADMIN_FILE = "first-admin-password"
 
 
@@ -87,8 +98,10 @@ class Console:
         self.audit: Audit = self.office.audit
         self.kb = KBConsole(self.office.kb)
         self.sandbox = sandbox
-        # The analytics store: as given (the CLI's composition), else read-only when nobody writes it.
-        self.reports = ConsoleReports(rt, store or store_opener(settings.analytics.path(settings.redis.data_dir)))
+        # The analytics store: as given (the CLI's composition), else read-only when nobody writes it;
+        # the reports read it, and so do the pages of archived conversations (router/archive.py).
+        self.store = store or store_opener(settings.analytics.path(settings.redis.data_dir))
+        self.reports = ConsoleReports(rt, self.store)
         self.open_streams = 0
         self.streams_of: Counter[str] = Counter()  # user name -> live streams open
 
@@ -188,10 +201,36 @@ class Console:
         return conv
 
     async def detail(self, user: User, conv_id: str) -> tuple[Conversation, list[HistoryEntry], dict[str, str]]:
-        conv = await self.conversation(user, conv_id)
+        record = await self.record(user, conv_id)
+        return record.conv, record.history, record.deliveries
+
+    async def record(self, user: User, conv_id: str) -> Record:
+        """The conversation with its history and delivery states: from Redis, or, once retention
+        deleted it there, from the archive (read-only; NotFound as for Redis when the user may not
+        see it, ArchiveUnreadable when this process cannot read the archive)."""
+        try:
+            conv = await self.conversation(user, conv_id)
+        except NotFound:
+            archived = await self._archived(conv_id)
+            if archived is None or not user.sees(archived.conv.group):
+                raise
+            return Record(archived.conv, archived.history, archived.deliveries, archived)
         history = await self.office.conversations.history(conv_id)
         deliveries = await self.office.conversations.deliveries(conv_id)
-        return conv, history, deliveries
+        return Record(conv, history, deliveries)
+
+    async def _archived(self, conv_id: str) -> Archived | None:
+        # Only for a conversation Redis no longer holds: one there, in a group the user does not
+        # see, is not looked up (its archived copy may be from before a transfer).
+        if not self.settings.retention.archive or not conv_id.isdigit():
+            return None
+        if await self.office.conversations.exists(conv_id):
+            return None
+        try:
+            with self.store() as con:
+                return await asyncio.to_thread(read, con, conv_id)
+        except StoreUnreadable as exc:
+            raise ArchiveUnreadable(conv_id, str(exc)) from exc
 
     # -- SLA countdowns (router/slaview.py) ----------------------------------------------------
     async def sla(self, user: User, conv_id: str) -> dict[str, Any]:

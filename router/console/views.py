@@ -202,13 +202,15 @@ def timeline(history: list[HistoryEntry], deliveries: dict[str, str]) -> list[di
 async def _conversation_context(request: Request) -> dict[str, Any]:
     user = await require(request)
     c = console(request)
-    conv, history, deliveries = await c.detail(user, request.path_params["conv_id"])
+    record = await c.record(user, request.path_params["conv_id"])
+    conv, history = record.conv, record.history
     inbound = [h for h in history if h.type == "inbound"]
     last_decision = inbound[-1].data.get("decision", {}) if inbound else {}
     attachments = [a for h in inbound for a in h.data.get("attachments", [])]
     return {
         "conv": conv,
-        "timeline": timeline(history, deliveries),
+        "timeline": timeline(history, record.deliveries),
+        "archived": record.archived,
         "decision": last_decision,
         "attachments": attachments,
         "groups": await c.all_groups(),

@@ -244,3 +244,23 @@ local function hold_conversation(cid, c, cur, reason, by)
   hist(cid, 'status', cjson.encode({status = 'held', from = cur.status, by = by, reason = reason}))
   event(cur.group, 'held', cid, cjson.encode({reason = reason, by = by}))
 end
+
+-- What the archive holds of a closed conversation (router/archive.py), as one digest: its state
+-- and delivery records (fields sorted, each length-prefixed) and its history's last entry id (a
+-- history only grows at its tail). Retention deletes an archived conversation only while its
+-- archive mark is this digest: a rating or a delivery record written since archiving keeps it.
+local function hash_text(key)
+  local flat = redis.call('HGETALL', key)
+  local items = {}
+  for i = 1, #flat, 2 do
+    items[#items + 1] = #flat[i] .. ':' .. flat[i] .. #flat[i + 1] .. ':' .. flat[i + 1]
+  end
+  table.sort(items)
+  return table.concat(items)
+end
+
+local function conv_digest(cid)
+  local last = redis.call('XREVRANGE', P .. 'hist:' .. cid, '+', '-', 'COUNT', 1)
+  local text = hash_text(P .. 'conv:' .. cid) .. '|' .. hash_text(P .. 'delivery:' .. cid) .. '|'
+  return redis.sha1hex(text .. (last[1] and last[1][1] or ''))
+end
