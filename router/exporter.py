@@ -37,6 +37,7 @@ import duckdb
 import redis.asyncio as aioredis
 
 from router.cluster import scan_step
+from router import convfacts
 from router.config import AnalyticsSettings
 from router.events import deleted_past, entry_id
 from router.keys import Keys, Shards
@@ -79,12 +80,14 @@ CREATE TABLE IF NOT EXISTS gaps (
 """
 
 # Rows go in as one multi-row VALUES statement per CHUNK: DuckDB's executemany runs one INSERT
-# per row (~1,300 rows/s here), a statement of 500 rows ~12x that.
+# per row (~1,300 rows/s here), a statement of 500 rows ~12x that. They go first into a TEMP table
+# (``batch``), from which they are copied into ``events`` and folded into ``conversations``.
 CHUNK = 500
 NCOLS = 14
 _COLUMNS = ", ".join(f"c{i}" for i in range(NCOLS))
-INSERT_EVENTS = (
-    "INSERT INTO events SELECT c0::VARCHAR, c1::VARCHAR, c2::INTEGER, c3::VARCHAR, c4::VARCHAR,"
+NEW_BATCH = "CREATE OR REPLACE TEMP TABLE batch AS SELECT * FROM events LIMIT 0"
+INSERT_BATCH = (
+    "INSERT INTO batch SELECT c0::VARCHAR, c1::VARCHAR, c2::INTEGER, c3::VARCHAR, c4::VARCHAR,"
     " epoch_ms(c5::BIGINT), c6::VARCHAR, c7::VARCHAR, c8::VARCHAR, c9::VARCHAR, c10::VARCHAR, c11::JSON,"
     " c12::JSON::VARCHAR[], c13::INTEGER"
     f" FROM (VALUES {{}}) v({_COLUMNS})"
@@ -145,7 +148,15 @@ class Store:
             return
         path.parent.mkdir(parents=True, exist_ok=True)
         self.con = duckdb.connect(str(path))
-        self.con.execute(SCHEMA)
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            self.con.execute(SCHEMA)
+            convfacts.migrate(self.con)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            self.con.close()
+            raise
 
     def cursors(self) -> dict[str, str]:
         return {s: last for s, last in self.con.execute("SELECT stream, last_id FROM cursors").fetchall()}
@@ -153,10 +164,15 @@ class Store:
     def commit(self, batch: Batch) -> None:
         self.con.execute("BEGIN TRANSACTION")
         try:
+            self.con.execute(NEW_BATCH)
             for i in range(0, len(batch.rows), CHUNK):
                 chunk = batch.rows[i : i + CHUNK]
                 values = ", ".join(["(" + ", ".join(["?"] * NCOLS) + ")"] * len(chunk))
-                self.con.execute(INSERT_EVENTS.format(values), [x for row in chunk for x in row])
+                self.con.execute(INSERT_BATCH.format(values), [x for row in chunk for x in row])
+            # The rows, then each touched conversation's row: in this transaction, so both or neither.
+            self.con.execute("INSERT INTO events SELECT * FROM batch")
+            convfacts.fold(self.con, "batch")
+            self.con.execute("DROP TABLE batch")
             if batch.gaps:
                 self.con.executemany(INSERT_GAP, batch.gaps)
             self.con.executemany(SAVE_CURSOR, [(s, last, n) for s, (last, n) in batch.cursors.items()])
