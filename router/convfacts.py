@@ -87,22 +87,26 @@ FROM {source} WHERE conv IS NOT NULL GROUP BY conv
 """
 
 
+def _taken(pick: str, values: tuple[str, ...]) -> list[str]:
+    return [f"CASE WHEN {pick} THEN n.{v} ELSE o.{v} END AS {v}" for v in values]
+
+
 def _first(at: str, *values: str) -> list[str]:
     """``at`` the earliest of the stored row's (o) and the batch's (n), ``values`` those taken then."""
-    pick = f"o.{at} IS NULL OR n.{at} < o.{at}"
-    return [f"least(o.{at}, n.{at}) AS {at}"] + [f"CASE WHEN {pick} THEN n.{v} ELSE o.{v} END AS {v}" for v in values]
+    return [f"least(o.{at}, n.{at}) AS {at}", *_taken(f"o.{at} IS NULL OR n.{at} < o.{at}", values)]
 
 
 def _last(at: str, *values: str) -> list[str]:
-    pick = f"o.{at} IS NULL OR n.{at} >= o.{at}"
-    return [f"greatest(o.{at}, n.{at}) AS {at}"] + [f"CASE WHEN {pick} THEN n.{v} ELSE o.{v} END AS {v}" for v in values]
+    """``at`` the latest of the two, ``values`` those taken then (the batch's on a tie)."""
+    return [f"greatest(o.{at}, n.{at}) AS {at}", *_taken(f"o.{at} IS NULL OR n.{at} >= o.{at}", values)]
 
 
 def _joined(column: str, distinct: bool) -> str:
     # A list aggregate over no row is NULL, and stays NULL when neither side has one.
     both = f"list_concat(o.{column}, n.{column})"
     both = f"list_distinct({both})" if distinct else both
-    return f"CASE WHEN o.{column} IS NULL THEN n.{column} WHEN n.{column} IS NULL THEN o.{column} ELSE {both} END AS {column}"
+    old, new = f"o.{column}", f"n.{column}"
+    return f"CASE WHEN {old} IS NULL THEN {new} WHEN {new} IS NULL THEN {old} ELSE {both} END AS {column}"
 
 
 _MERGED = [
@@ -125,6 +129,8 @@ _MERGED = [
     _joined("moves", False),
     _joined("ratings", False),
 ]
+
+
 def fold(con: duckdb.DuckDBPyConnection, source: str) -> None:
     """Merge the events of table ``source`` (a batch, not yet in any row) into the conversations'
     rows; inside the caller's transaction."""

@@ -36,8 +36,8 @@ from typing import Any
 import duckdb
 import redis.asyncio as aioredis
 
-from router.cluster import scan_step
 from router import convfacts
+from router.cluster import scan_step
 from router.config import AnalyticsSettings
 from router.events import deleted_past, entry_id
 from router.keys import Keys, Shards

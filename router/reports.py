@@ -152,8 +152,8 @@ class Reports:
         # snapshot: an exporter's commit in between would add spans past the intervals made for them.
         with self.snapshot():
             self.con.execute(
-                "CREATE OR REPLACE TEMP TABLE spans AS"
-                f" SELECT conv, {group} AS grp, {agent} AS who, opened AS t0, {end} AS t1 FROM {src} WHERE {end} IS NOT NULL",
+                f"CREATE OR REPLACE TEMP TABLE spans AS SELECT conv, {group} AS grp, {agent} AS who,"
+                f" opened AS t0, {end} AS t1 FROM {src} WHERE {end} IS NOT NULL",
                 params,
             )
             office = self._opening_table()

@@ -5,7 +5,6 @@ little as it changes the events."""
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 from typing import Any
@@ -15,11 +14,11 @@ import pytest
 
 from router import convfacts
 from router.config import AnalyticsSettings
-from router.exporter import Batch, Exporter, Row, Store
+from router.exporter import Batch, Exporter, Store
 from router.reports import REPORTS, Reports
 from router.runtime import Runtime
 from tests.router import test_reports, test_summary
-from tests.router.eventlog import Convs, Log, ms, write_store
+from tests.router.eventlog import Log, ms, rows_of, write_store
 from tests.router.test_exporter import _export_all, _route
 
 # Lists are sets to the reports (list_contains), except moves and ratings (counted): all compared sorted.
@@ -48,27 +47,13 @@ def _kept_and_folded(path: Path) -> tuple[dict[str, dict[str, Any]], dict[str, d
         )
 
 
-def _rows(log: Log, convs: Convs) -> list[Row]:
-    rows: list[Row] = []
-    for i, (conv, group, typ, when, data) in enumerate(log):
-        at = ms(when.removeprefix("-"), 10) if when.startswith("-") else ms(when)
-        channel, lang, tags, sla = convs[conv]
-        agent: Any = data.get("agent") or data.get("by")
-        prio = data.get("prio")
-        rows.append((
-            f"events:{group}@0/{at}-{i}", f"events:{group}", 0, conv, typ, at, group, channel, lang,
-            agent, None if prio is None else str(prio), json.dumps(data), json.dumps(tags), sla,
-        ))  # fmt: skip
-    return rows
-
-
 @pytest.mark.parametrize("module", [test_reports, test_summary], ids=["reports-log", "summary-log"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_kept_in_batches_in_any_order_it_equals_a_whole_fold(module: Any, seed: int, tmp_path: Path) -> None:
     """The test logs committed in shuffled batches of 1-5 events (streams of different groups are
     read in any order, and a conversation's events span many commits): the merged rows are the
     whole fold, column for column, and every report's figures are those of the hand-checked tests."""
-    rows = _rows(module.LOG, module.CONVS)
+    rows = rows_of(module.LOG, module.CONVS)
     random.Random(seed).shuffle(rows)
     store = Store(tmp_path / "b.duckdb")
     i = 0
@@ -97,7 +82,7 @@ def test_a_batch_updates_a_conversation_already_in_the_table(tmp_path: Path) -> 
         ("c1", "security", "created", "02 10:00", {"prio": 2}),
         ("c1", "security", "claimed", "02 10:01", {"agent": "alice"}),
     ]
-    store.commit(Batch(rows=_rows(first, convs), cursors={"events:security@0": ("1-0", 2)}))
+    store.commit(Batch(rows=rows_of(first, convs), cursors={"events:security@0": ("1-0", 2)}))
     row = store.con.execute(f"SELECT opened, first_reply, closed, agents FROM {convfacts.TABLE}").fetchall()
     assert row == [(_at("02 10:00"), None, None, ["alice"])]
     later: Log = [
@@ -106,7 +91,7 @@ def test_a_batch_updates_a_conversation_already_in_the_table(tmp_path: Path) -> 
         ("c1", "security", "closed", "02 09:00", {"by": "carol"}),  # late, and earlier: not the last close
         ("c1", "security", "closed", "02 12:00", {}),  # the last close, by nobody: closed_by is the last named
     ]
-    rows = [(f"{r[0]}x", *r[1:]) for r in _rows(later, convs)]
+    rows = [(f"{r[0]}x", *r[1:]) for r in rows_of(later, convs)]
     store.commit(Batch(rows=rows, cursors={"events:security@0": ("2-0", 4)}))
     got = store.con.execute(
         f"SELECT opened, first_reply, first_agent, closed, closed_by, list_sort(agents) FROM {convfacts.TABLE}"
@@ -125,10 +110,10 @@ def _at(when: str) -> Any:
 def test_a_failed_commit_leaves_the_table_as_it_was(tmp_path: Path) -> None:
     store = Store(tmp_path / "f.duckdb")
     convs = {"c1": ("telegram", "en", ["security"], 1)}
-    rows = _rows([("c1", "security", "created", "02 10:00", {"prio": 2})], convs)
+    rows = rows_of([("c1", "security", "created", "02 10:00", {"prio": 2})], convs)
     store.commit(Batch(rows=rows, cursors={"events:security@0": ("1-0", 1)}))
     before = store.con.execute(f"SELECT * FROM {convfacts.TABLE}").fetchall()
-    closed = _rows([("c1", "security", "closed", "02 11:00", {"by": "bob"})], convs)
+    closed = rows_of([("c1", "security", "closed", "02 11:00", {"by": "bob"})], convs)
     renamed = [(f"{closed[0][0]}x", *closed[0][1:])]
     # The close and a row exported twice: the duplicate fails the whole transaction, the close's fold too.
     with pytest.raises(duckdb.ConstraintException):
