@@ -10,9 +10,12 @@ events never sit in Redis at once.
   exports the first run's events from scratch: ``export_events_per_s``.
 - **Queries**, over ``--events`` (default 10,000,000) events generated straight into a DuckDB file
   (a month of conversations of 8 events each, in 5 groups, 4 channels, 6 languages, 40 agents,
-  transfers, reopens, knowledge-base answers, SLA breaches; one group on office hours so the
-  business-hours path is timed). ``facts_ms``: folding them into one row per conversation (once
-  per ``Reports``, i.e. per page load); then each report ``--runs`` times: ``query_p99_ms`` is the
+  transfers, reopens, knowledge-base answers, SLA breaches, CSAT ratings; one group on office hours
+  so the business-hours path is timed), as a store made before the ``conversations`` table:
+  ``migration_ms`` is its first opening by the exporter's ``Store`` (the whole fold, once per store);
+  ``store_commit_ms`` the exporter's commit of ``COMMIT_BATCH`` events touching as many conversations
+  spread over the store (the events and the merge of their rows), ``COMMIT_RUNS`` times;
+  ``reports_init_ms`` making a ``Reports``; then each report ``--runs`` times: ``query_p99_ms`` is the
   slowest report's p99 (nearest rank), ``queries`` each report's.
 """
 

@@ -152,8 +152,10 @@ class Reports:
         # snapshot: an exporter's commit in between would add spans past the intervals made for them.
         with self.snapshot():
             self.con.execute(
-                f"CREATE OR REPLACE TEMP TABLE spans AS SELECT conv, {group} AS grp, {agent} AS who,"
-                f" opened AS t0, {end} AS t1 FROM {src} WHERE {end} IS NOT NULL",
+                # Only the columns the figures need: the ids (a third of the cost at 10M) with drill.
+                f"CREATE OR REPLACE TEMP TABLE spans AS SELECT {self._ids('conv')} AS conv, {group} AS grp,"
+                f" {agent if by == 'agent' else 'NULL'} AS who, opened AS t0, {end} AS t1 FROM {src}"
+                f" WHERE {end} IS NOT NULL",
                 params,
             )
             office = self._opening_table()
@@ -224,7 +226,12 @@ class Reports:
                     day += timedelta(days=1)
         self.con.execute("CREATE OR REPLACE TEMP TABLE opening (grp VARCHAR, lo TIMESTAMP, hi TIMESTAMP, cum DOUBLE)")
         if rows:
-            self.con.executemany("INSERT INTO opening VALUES (?, ?, ?, ?)", rows)
+            # One statement over column lists: executemany runs one INSERT per row (~1 ms each).
+            self.con.execute(
+                "INSERT INTO opening SELECT unnest(?::VARCHAR[]), unnest(?::TIMESTAMP[]), unnest(?::TIMESTAMP[]),"
+                " unnest(?::DOUBLE[])",
+                [list(column) for column in zip(*rows, strict=True)],
+            )
         return office
 
     def first_response(self, filters: Filters = Filters(), *, by: str = "group") -> Report:
