@@ -6,8 +6,10 @@ little as it changes the events."""
 from __future__ import annotations
 
 import random
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import duckdb
 import pytest
@@ -17,6 +19,7 @@ from router.config import AnalyticsSettings
 from router.exporter import Batch, Exporter, Store
 from router.reports import REPORTS, Reports
 from router.runtime import Runtime
+from sla.calendar import Calendar
 from tests.router import test_reports, test_summary
 from tests.router.eventlog import Log, ms, rows_of, write_store
 from tests.router.test_exporter import _export_all, _route
@@ -154,3 +157,39 @@ async def test_the_exporter_keeps_it_over_real_streams(rt: Runtime, tmp_path: Pa
     kept, folded = _kept_and_folded(tmp_path / "k.duckdb")
     assert kept == folded
     assert len(kept) == 15 and sum(len(r["agents"] or []) for r in kept.values()) == 2
+
+
+def test_business_seconds_across_utc_midnight_are_the_calendars(tmp_path: Path) -> None:
+    """Los Angeles office hours (09:00-18:00 local: 17:00-02:00 UTC, across UTC midnight) with a
+    holiday: each conversation's first response (one agent each, so p50 is its own figure) is
+    ``Calendar.business_seconds`` of its span, over spans of minutes to days."""
+    tz = ZoneInfo("America/Los_Angeles")
+    weekdays = tuple(((9 * 60, 18 * 60),) if d < 5 else () for d in range(7))
+    office = Calendar(tz, weekdays, {date(2026, 11, 26): ((0, 1440),)})  # Thanksgiving closed
+    rng = random.Random(7)
+    log: Log = []
+    convs = {}
+    expected = {}
+    for i in range(40):
+        start = ms("02 00:00") + rng.randrange(0, 20 * 86_400_000, 60_000)
+        end = start + rng.choice([60_000, 3_600_000, 86_400_000]) * rng.randint(1, 9)
+        conv, agent = f"c{i}", f"agent{i}"
+        convs[conv] = ("telegram", "en", [], None)
+        log += [
+            (conv, "la", "created", _when(start), {}),
+            (conv, "la", "replied", _when(end), {"by": agent}),
+        ]
+        expected[agent] = office.business_seconds(
+            datetime.fromtimestamp(start / 1000, UTC), datetime.fromtimestamp(end / 1000, UTC)
+        )
+    with duckdb.connect(str(write_store(tmp_path / "la.duckdb", log, convs)), read_only=True) as con:
+        rows = Reports(con, lambda group: office).first_response(by="agent").rows
+    assert {agent: p50 for agent, _, p50, _ in rows} == pytest.approx(expected)
+    assert any(0 < s < 9 * 3600 for s in expected.values()) and any(s > 9 * 3600 for s in expected.values())
+
+
+def _when(at_ms: int) -> str:
+    """``eventlog``'s "DD HH:MM:SS" of an instant in November 2026."""
+    at = datetime.fromtimestamp(at_ms / 1000, UTC)
+    assert at.month == 11
+    return at.strftime("%d %H:%M:%S")
