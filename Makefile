@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit bench clean lock test-latest test-discord-floor model model-semantic lock-train
+.PHONY: install run test lint typecheck unit postgres-server bench clean lock test-latest test-discord-floor model model-semantic lock-train report-screenshots
 
 # Every install (run, test, CI) takes the exact versions and hashes of requirements.lock, so a
 # new release of a dependency never changes behaviour under a green history. `make lock` renews
@@ -47,10 +47,22 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(TRAIN)/.installed-stamp
+unit: $(STAMP) $(TRAIN)/.installed-stamp postgres-server
 	$(BIN)/python -m pytest
 
+# The PostgreSQL export's tests (tests/router/test_exporter_postgres.py) start a private server
+# from Debian's package: installed here when missing (as root with apt-get), else they say why.
+postgres-server:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		[ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } || \
+		echo "warning: could not install postgresql; the PostgreSQL export's tests will fail"
+
 test: lint typecheck unit test-discord-floor
+
+# The report pages' screenshots in docs/analytics.md, from a generated month of traffic (Chromium).
+report-screenshots: $(STAMP)
+	$(BIN)/python -m tests.console.screenshots docs/img
 
 bench: $(STAMP)
 	$(BIN)/switchboard bench

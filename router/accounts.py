@@ -45,8 +45,9 @@ from router.config import WebSettings, read_secret
 from router.errors import BadRequest, Conflict, NotFound, SwitchboardError
 from router.keys import Keys
 
-Role = Literal["admin", "agent"]
-ROLES: tuple[Role, ...] = ("admin", "agent")
+# A supervisor works the queues of their groups like an agent and also sees those groups' reports.
+Role = Literal["admin", "supervisor", "agent"]
+ROLES: tuple[Role, ...] = ("admin", "supervisor", "agent")
 Scope = Literal["read", "reply", "admin"]
 #: Each scope includes the ones before it: read = GET only; reply = what an agent does; admin = all.
 SCOPES: tuple[Scope, ...] = ("read", "reply", "admin")
@@ -82,7 +83,7 @@ class PasswordExpired(Unauthorized):
 
 @dataclass(frozen=True, slots=True)
 class User:
-    """A console user. Admins see every group; an agent sees only ``groups``."""
+    """A console user. Admins see every group; a supervisor or an agent sees only ``groups``."""
 
     name: str
     role: Role
@@ -98,6 +99,11 @@ class User:
     @property
     def is_admin(self) -> bool:
         return self.role == "admin"
+
+    @property
+    def sees_reports(self) -> bool:
+        """Admins see every report; supervisors those of their groups; agents none."""
+        return self.role in ("admin", "supervisor")
 
     def sees(self, group: str) -> bool:
         return self.is_admin or group in self.groups
@@ -185,7 +191,7 @@ class Users:
     @staticmethod
     def _from_hash(data: dict[bytes, bytes]) -> User:
         d = {k.decode(): v.decode() for k, v in data.items()}
-        role: Role = "admin" if d.get("role") == "admin" else "agent"
+        role: Role = next((r for r in ROLES if r == d.get("role")), "agent")
         return User(
             name=d["name"],
             role=role,

@@ -19,11 +19,12 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 async def export(rt: Any, args: argparse.Namespace) -> int:
     """The exporter as a process of its own (another machine, or `[analytics] enabled = false` in
     `switchboard run`), until SIGTERM/SIGINT."""
-    from router.exporter import Exporter
+    from router.exporter import Exporter, postgres_service
     from router.supervisor import serve
 
-    exporter = Exporter(rt)
-    await serve(rt, [exporter], workers=0)
+    # The file's exporter, and PostgreSQL's when configured (each with cursors of its own).
+    exporters = [x for x in [Exporter(rt), postgres_service(rt)] if x is not None]
+    await serve(rt, exporters, workers=0)
     return 0
 
 

@@ -85,6 +85,13 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
             if not args.workers_only:
                 sections = {name: getattr(settings, name) for name in adapters.CHANNELS}
                 enabled.extend(adapters.build(rt.channel_context(), sections))
+                from router import exporter
+                from router.weekly import store_opener
+
+                # Every conversation event into the analytics store (docs/analytics.md); this
+                # process's readers (the console's reports, the weekly summary) read through it.
+                export = exporter.service(rt)
+                store = settings.analytics.path(settings.redis.data_dir)
                 if settings.web.enabled:
                     from adapters.sandbox import SandboxUsers
                     from router.console import ConsoleServer, create_app
@@ -92,7 +99,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
                     # The console is one more service: started after the adapters, closed first.
                     enabled.append(
                         ConsoleServer(
-                            create_app(rt, settings, SandboxUsers(rt.channel_context())),
+                            create_app(rt, settings, SandboxUsers(rt.channel_context()), store_opener(store, export)),
                             settings.web.host,
                             settings.web.port,
                         )
@@ -112,18 +119,14 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 
                 # Agents online per group, copied where the wait estimates read them.
                 enabled.append(OnlineCounts(rt, settings))
-                from router import exporter
-
-                # Every conversation event into the analytics store (docs/analytics.md).
-                export = exporter.service(rt)
-                enabled.extend(x for x in [export] if x is not None)
+                # The same tables into PostgreSQL too, when configured (router/pgstore.py).
+                postgres = exporter.postgres_service(rt) if export is not None else None
+                enabled.extend(x for x in [export, postgres] if x is not None)
                 if settings.reports.weekly:
                     from router.weekly import WeeklyReports, store_reader
 
-                    # The weekly summary: every replica runs one, a key per week decides who sends;
-                    # it reads the store through this process's exporter when there is one.
-                    store = store_reader(settings.analytics.path(settings.redis.data_dir), export)
-                    enabled.append(WeeklyReports(rt, _weekly_recipients(settings), store))
+                    # The weekly summary: every replica runs one, a key per week decides who sends.
+                    enabled.append(WeeklyReports(rt, _weekly_recipients(settings), store_reader(store, export)))
                 from router import csat
 
                 # Satisfaction surveys after close: every replica runs one, the survey leases decide.
@@ -166,11 +169,14 @@ def cmd_web(args: argparse.Namespace, settings: Settings) -> int:
     from router.redis import redis_server
     from router.runtime import Runtime
     from router.supervisor import serve
+    from router.weekly import store_opener
 
     async def main(url: str) -> int:
         async with Runtime(settings, url) as rt:
             host, port = args.host or settings.web.host, args.port if args.port is not None else settings.web.port
-            server = ConsoleServer(create_app(rt, settings, SandboxUsers(rt.channel_context())), host, port)
+            # No exporter in this process: the reports read the store when no process writes it.
+            store = store_opener(settings.analytics.path(settings.redis.data_dir))
+            server = ConsoleServer(create_app(rt, settings, SandboxUsers(rt.channel_context()), store), host, port)
             await serve(
                 rt,
                 [server],
@@ -838,7 +844,7 @@ def build_parser() -> argparse.ArgumentParser:
     usub = users.add_subparsers(dest="action", required=True, metavar="ACTION")
     sp = usub.add_parser("add", help="add a console user (prints a one-time password)")
     sp.add_argument("name")
-    sp.add_argument("--role", choices=["admin", "agent"], default="agent")
+    sp.add_argument("--role", choices=["admin", "supervisor", "agent"], default="agent")
     sp.add_argument("--group", action="append", default=[], metavar="G", help="a group the agent works (repeat)")
     sp.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
     sp.set_defaults(handler=_with_runtime(_users))

@@ -260,6 +260,16 @@ class AnalyticsSettings(BaseModel):
     poll_s: float = Field(1.0, gt=0)
     # Entries read per stream per round (one DuckDB transaction a round).
     batch: int = Field(1000, ge=1, le=100_000)
+    # Also export the same tables into this PostgreSQL database (postgresql://user:pass@host/db),
+    # by a second exporter with cursors of its own (router/pgstore.py); empty: DuckDB only.
+    postgres: str = ""
+
+    @field_validator("postgres")
+    @classmethod
+    def _postgres_url(cls, url: str) -> str:
+        if url and not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError("a PostgreSQL URL: postgresql://user:password@host:port/database")
+        return url
 
     def path(self, data_dir: Path) -> Path:
         return self.db if self.db.is_absolute() else data_dir / self.db

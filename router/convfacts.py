@@ -14,7 +14,7 @@ A merge needs to know *when* each "first/last" value happened: ``arg_min``/``arg
 whose value is NULL (an agent-less close), so the instant of such a value is kept in a column of its
 own (``tags_at``, ``first_agent_at``, ``closed_by_at``). Ties (two values at the same millisecond)
 are arbitrary in a whole fold as well. ``moves`` (each transfer: from, to) and ``ratings`` (each CSAT
-rating) let the transfers and CSAT reports read this table instead of scanning the events.
+rating, with the agent rated) let the transfers and CSAT reports read this table instead of scanning the events.
 
 A store made before this table existed gets it at its first opening for writing (``migrate``: a
 whole fold of its events, in one transaction); a read-only reader of such a file folds it into a TEMP
@@ -49,7 +49,7 @@ CREATE TABLE IF NOT EXISTS {TABLE} (
     answered TIMESTAMP,            -- the knowledge base's first answer
     breached VARCHAR[],            -- the SLA targets breached
     moves STRUCT("from" VARCHAR, "to" VARCHAR)[],
-    ratings INTEGER[],
+    ratings STRUCT(rating INTEGER, agent VARCHAR)[],  -- each CSAT rating and the agent rated
     tags_at TIMESTAMP,             -- when tags, first_agent, closed_by were taken (for the merge)
     first_agent_at TIMESTAMP,
     closed_by_at TIMESTAMP
@@ -79,7 +79,7 @@ SELECT conv,
     list(DISTINCT data->>'target') FILTER (WHERE type = 'sla_breached') AS breached,
     list({{'from': "group", 'to': data->>'to'}}) FILTER (WHERE type = 'moved') AS moves,
     -- TRY_CAST: a bad rating must not stall the exporter's commit; it counts as a rating without value.
-    list(TRY_CAST(data->>'rating' AS INTEGER)) FILTER (WHERE type = 'csat') AS ratings,
+    list({{'rating': TRY_CAST(data->>'rating' AS INTEGER), 'agent': agent}}) FILTER (WHERE type = 'csat') AS ratings,
     max("at") FILTER (WHERE tags IS NOT NULL) AS tags_at,
     min("at") FILTER (WHERE type = 'replied' AND agent IS NOT NULL) AS first_agent_at,
     max("at") FILTER (WHERE type = 'closed' AND agent IS NOT NULL) AS closed_by_at

@@ -21,6 +21,9 @@ possible gap (``exact`` false).
 
 DuckDB allows one writing process per file: a second exporter on the same file stands by (its
 health says so) and retries, so two ``switchboard run`` replicas on one machine share one file.
+
+The same tables can also go to PostgreSQL (``[analytics] postgres``, router/pgstore.py): a second
+``Exporter`` over a ``PgStore``, with cursors of its own, beside the one that fills the file.
 """
 
 from __future__ import annotations
@@ -29,9 +32,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import duckdb
 import redis.asyncio as aioredis
@@ -146,6 +150,26 @@ def stream_of(shards: Shards, stream_id: str) -> Stream | None:
     return None
 
 
+class StoreBusy(Exception):
+    """The store cannot be opened now: another exporter writes to it, or its server is away. The
+    exporter stands by and tries again."""
+
+
+class StoreFailed(Exception):
+    """A store's read or write failed and was rolled back (a server restart, a lost connection):
+    retried, through a new connection when the old one is broken (``usable``)."""
+
+
+class ExportStore(Protocol):
+    """Where an exporter writes: the DuckDB file (``Store``) or PostgreSQL (router/pgstore.py)."""
+
+    def cursors(self) -> dict[str, str]: ...
+    def commit(self, batch: Batch) -> None: ...
+    def status(self) -> dict[str, Any]: ...
+    def usable(self) -> bool: ...
+    def close(self) -> None: ...
+
+
 @dataclass
 class Batch:
     """What one round read: the rows, each stream's new cursor and row count, the gaps found."""
@@ -153,6 +177,19 @@ class Batch:
     rows: list[Row] = field(default_factory=list)
     cursors: dict[str, tuple[str, int]] = field(default_factory=dict)
     gaps: list[Row] = field(default_factory=list)
+
+
+def tables_status(con: Any) -> dict[str, Any]:
+    """Rows, gaps and cursors of the tables, through ``con`` (a DuckDB or psycopg connection:
+    both have ``execute`` returning a cursor)."""
+    rows = con.execute("SELECT count(*) FROM events").fetchone()
+    gaps = con.execute("SELECT count(*) FROM gaps").fetchone()
+    cursors = con.execute("SELECT stream, last_id, rows FROM cursors ORDER BY stream").fetchall()
+    return {
+        "rows": rows[0] if rows else 0,
+        "gaps": gaps[0] if gaps else 0,
+        "cursors": {s: {"last_id": last, "rows": n} for s, last, n in cursors},
+    }
 
 
 class Store:
@@ -163,7 +200,13 @@ class Store:
             self.con = duckdb.connect(str(path), read_only=True)
             return
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(path))
+        try:
+            self.con = duckdb.connect(str(path))
+        except duckdb.IOException as exc:
+            # Another process writes this file (its lock).
+            raise StoreBusy(str(exc)) from exc
+        # The schema, and the conversations table of a store made before it (router/convfacts.py),
+        # in one transaction: a crash in the migration leaves the store as it was.
         self.con.execute("BEGIN TRANSACTION")
         try:
             self.con.execute(SCHEMA)
@@ -173,6 +216,9 @@ class Store:
             self.con.execute("ROLLBACK")
             self.con.close()
             raise
+
+    def usable(self) -> bool:
+        return True  # a file: an error is the transaction's, the connection stays good
 
     def cursors(self) -> dict[str, str]:
         return {s: last for s, last in self.con.execute("SELECT stream, last_id FROM cursors").fetchall()}
@@ -196,14 +242,7 @@ class Store:
             raise
 
     def status(self) -> dict[str, Any]:
-        rows = self.con.execute("SELECT count(*) FROM events").fetchone()
-        gaps = self.con.execute("SELECT count(*) FROM gaps").fetchone()
-        cursors = self.con.execute("SELECT stream, last_id, rows FROM cursors ORDER BY stream").fetchall()
-        return {
-            "rows": rows[0] if rows else 0,
-            "gaps": gaps[0] if gaps else 0,
-            "cursors": {s: {"last_id": last, "rows": n} for s, last, n in cursors},
-        }
+        return tables_status(self.con)
 
     def close(self) -> None:
         self.con.close()
@@ -214,15 +253,27 @@ class Exporter:
     after its cursor and commits the rows with the cursors; stands by while another process
     holds the DuckDB file."""
 
-    name = "exporter"
-
-    def __init__(self, rt: Runtime, settings: AnalyticsSettings | None = None) -> None:
+    def __init__(
+        self,
+        rt: Runtime,
+        settings: AnalyticsSettings | None = None,
+        *,
+        store: Callable[[], ExportStore] | None = None,
+        name: str = "exporter",
+        where: str = "",
+    ) -> None:
+        """The DuckDB file of ``settings`` by default; ``store`` opens another target (a
+        ``PgStore``), ``where`` names it in the health record."""
         self.settings = settings or rt.settings.analytics
         self.path = self.settings.path(rt.settings.redis.data_dir)
+        self.name = name
+        self.where = where or str(self.path)
+        path = self.path
+        self._open_store: Callable[[], ExportStore] = store or (lambda: Store(path))
         self._rt = rt
         self._client: aioredis.Redis = rt.client
         self._shards: Shards = rt.shards
-        self._store: Store | None = None
+        self._store: ExportStore | None = None
         self._cursors: dict[str, str] = {}
         self._streams: dict[str, Stream] = {}
         self._xinfo_exact: bool | None = None
@@ -255,14 +306,18 @@ class Exporter:
 
         async def failed(exc: BaseException) -> None:
             self.last_error = str(exc) or type(exc).__name__
+            if self._store is not None and not self._store.usable():
+                # A lost server connection: open again, and read the cursors again from the store.
+                self._store.close()
+                self._store = None
 
         await keep_running(
             step,
             self._stopping,
-            what="exporter",
-            # A DuckDB error (a full disk, a duplicate row: a bug) is retried too, and shown in
-            # the health record, rather than ending the export silently.
-            retry_on=(*TRANSIENT_ERRORS, duckdb.Error),
+            what=self.name,
+            # A store's error (a full disk, a duplicate row: a bug; a PostgreSQL restart) is
+            # retried too, and shown in the health record, rather than ending the export silently.
+            retry_on=(*TRANSIENT_ERRORS, duckdb.Error, StoreFailed),
             on_error=failed,
         )
 
@@ -278,7 +333,7 @@ class Exporter:
     def health(self) -> dict[str, Any]:
         return {
             "connected": not self.last_error,
-            "detail": self.last_error or f"{self.exported} event(s) exported to {self.path}; {self.gaps} gap(s)",
+            "detail": self.last_error or f"{self.exported} event(s) exported to {self.where}; {self.gaps} gap(s)",
             "exported": self.exported,
             "gaps": self.gaps,
             "standby": self.standby,
@@ -290,13 +345,13 @@ class Exporter:
         does not): for readers in this process, such as the weekly summary, since DuckDB lets no
         other process open a file one writes. Its TEMP tables are its own; close it after use."""
         store = self._store
-        return store.con.cursor() if store is not None else None
+        return store.con.cursor() if isinstance(store, Store) else None
 
     async def _open(self) -> None:
         try:
-            store = await asyncio.to_thread(Store, self.path)
-        except duckdb.IOException as exc:
-            # Another process writes this file (its lock): stand by and try again.
+            store = await asyncio.to_thread(self._open_store)
+        except StoreBusy as exc:
+            # Another process writes to this store (or its server is away): stand by, try again.
             self.last_error = f"standby: {exc}"
             self.standby = True
             return
@@ -470,6 +525,16 @@ class Exporter:
 def service(rt: Runtime) -> Exporter | None:
     """The exporter when ``[analytics] enabled``."""
     return Exporter(rt) if rt.settings.analytics.enabled else None
+
+
+def postgres_service(rt: Runtime) -> Exporter | None:
+    """The exporter into PostgreSQL when ``[analytics] postgres`` is set (router/pgstore.py)."""
+    url = rt.settings.analytics.postgres
+    if not url:
+        return None
+    from router.pgstore import PgStore, redacted_url
+
+    return Exporter(rt, store=lambda: PgStore(url), name="exporter-postgres", where=redacted_url(url))
 
 
 def status(settings: AnalyticsSettings, data_dir: Path) -> dict[str, Any]:

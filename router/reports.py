@@ -35,6 +35,9 @@ from sla.calendar import Calendar
 BUCKETS = ("hour", "day", "week", "month")
 VOLUME_BY = {"group": "opened_group", "channel": "channel", "language": "lang", "tag": "tag"}
 TIME_BY = ("group", "agent")
+CSAT_BY = {"group": "opened_group", "agent": "r.agent", "language": "lang", "tag": "tag"}
+# One row per tag of each conversation (an untagged one: one row, tag NULL).
+PER_TAG = "(SELECT *, unnest(CASE WHEN len(tags) > 0 THEN tags ELSE [NULL] END) AS tag FROM {src})"
 SLA_TARGETS = ("first_response", "next_response", "resolution")
 FORMATS = ("csv", "parquet")
 
@@ -168,7 +171,7 @@ class Reports:
             raise ReportError(f"volume bucket {bucket!r}: one of {', '.join(BUCKETS)}")
         src, params = self._selected(filters)
         if by == "tag":
-            src = f"(SELECT *, unnest(CASE WHEN len(tags) > 0 THEN tags ELSE [NULL] END) AS tag FROM {src})"
+            src = PER_TAG.format(src=src)
         key = VOLUME_BY[by]
         sql = (
             f"SELECT date_trunc('{bucket}', opened) AS period, {key} AS key, count(*) AS n, {self._ids('list(conv)')}"
@@ -319,17 +322,23 @@ class Reports:
         )
         return self._grouped("answers", ("group", "outcome", "conversations"), sql, params)
 
-    def csat(self, filters: Filters = Filters()) -> Report:
+    def csat(self, filters: Filters = Filters(), *, by: str = "group") -> Report:
         """Satisfaction ratings (the ``csat`` event of each rated survey, router/csat.py) per
-        opening group: how many, their average (1-5) and the share of 4 and 5."""
+        opening group, rated agent, language or tag (a conversation with several tags counts
+        under each): how many, their average (1-5) and the share of 4 and 5."""
+        if by not in CSAT_BY:
+            raise ReportError(f"csat by {by!r}: one of {', '.join(CSAT_BY)}")
         src, params = self._selected(filters)
+        tag = "tag" if by == "tag" else "NULL AS tag"
+        if by == "tag":
+            src = PER_TAG.format(src=src)
         sql = (
-            "SELECT opened_group, count(*), round(avg(rating), 2), round(count(*) FILTER (WHERE rating >= 4)"
-            f" / count(*), 4), {self._ids('list(DISTINCT conv)')}"
-            f" FROM (SELECT opened_group, conv, unnest(ratings) AS rating FROM {src} WHERE len(ratings) > 0)"
-            " GROUP BY ALL ORDER BY 1"
+            f"SELECT {CSAT_BY[by]}, count(*), round(avg(r.rating), 2), round(count(*) FILTER (WHERE r.rating >= 4)"
+            f" / count(*), 4), {self._ids('list(DISTINCT conv)')} FROM (SELECT conv, opened_group, lang, {tag},"
+            f" unnest(ratings) AS r FROM {src} WHERE len(ratings) > 0)"
+            " GROUP BY ALL ORDER BY 1 NULLS LAST"
         )
-        return self._grouped("csat", ("group", "ratings", "average", "satisfied"), sql, params)
+        return self._grouped("csat", (by, "ratings", "average", "satisfied"), sql, params)
 
     def transfers(self, filters: Filters = Filters()) -> Report:
         """Moves between groups (an agent's transfer or a rule's escalation): from, to, how many,

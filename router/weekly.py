@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +39,7 @@ import redis.asyncio as aioredis
 
 from router.complaints import DAY_MS, complaint_causes_between
 from router.config import ReportSettings
+from router.errors import SwitchboardError
 from router.exporter import Exporter
 from router.keys import Keys
 from router.leases import Clock, WallClock
@@ -111,33 +113,63 @@ async def week_causes(rt: Runtime, week: Week, now: datetime, top: int) -> WeekC
     return WeekCauses(await complaint_causes_between(rt, start, end), before_missing=before, top=top)
 
 
-def store_reader(path: Path, exporter: Exporter | None = None) -> Connector:
+class StoreUnreadable(SwitchboardError):
+    """The analytics store cannot be read from this process now; the message says why."""
+
+
+class Opener(Protocol):
+    """A DuckDB connection to read the store through, for the length of a ``with``; raises
+    ``StoreUnreadable`` when it cannot be read now."""
+
+    def __call__(self) -> AbstractContextManager[duckdb.DuckDBPyConnection]: ...
+
+
+def store_opener(path: Path, exporter: Exporter | None = None) -> Opener:
     """Read the store through ``exporter``, this process's, while it holds the file (a cursor of
     its connection: DuckDB allows one writing process); without one, read-only when no process
     holds the file. Beside an exporter of its own it never opens the file itself: a read-only
     opening would keep that exporter out of it (DuckDB: one configuration per file in a process)."""
 
     @contextmanager
-    def connect() -> Any:
+    def connect() -> Iterator[duckdb.DuckDBPyConnection]:
         if exporter is not None:
             cursor = exporter.reader()
-            if cursor is None:  # starting, or standing by while another process holds the file
-                yield None
-                return
+            if cursor is None:
+                raise StoreUnreadable(
+                    f"this process's exporter does not hold {path} now (starting, or standing by while"
+                    " another process's exporter writes it)"
+                )
         elif not path.exists():
-            yield None
-            return
+            raise StoreUnreadable(f"there is no analytics store at {path} yet (the exporter has written nothing)")
         else:
             try:
                 cursor = duckdb.connect(str(path), read_only=True)
             except (duckdb.IOException, duckdb.ConnectionException) as exc:
-                log.info("weekly summary: the analytics store %s cannot be read here now: %s", path, exc)
-                yield None
-                return
+                raise StoreUnreadable(
+                    f"{path} is held by another process's exporter (DuckDB lets no other process open"
+                    f" a file one writes): {exc}"
+                ) from exc
         try:
             yield cursor
         finally:
             cursor.close()
+
+    return connect
+
+
+def store_reader(path: Path, exporter: Exporter | None = None) -> Connector:
+    """``store_opener``'s connection, or None (logged) when the store cannot be read now."""
+    opener = store_opener(path, exporter)
+
+    @contextmanager
+    def connect() -> Iterator[duckdb.DuckDBPyConnection | None]:
+        with ExitStack() as stack:
+            try:
+                con: duckdb.DuckDBPyConnection | None = stack.enter_context(opener())
+            except StoreUnreadable as exc:
+                log.info("weekly summary: the analytics store cannot be read here now: %s", exc)
+                con = None
+            yield con
 
     return connect
 

@@ -19,3 +19,11 @@ def require_admin(user: User) -> None:
 def require_group(user: User, group: str) -> None:
     if not user.sees(group):
         raise Forbidden(f"group {group} is not one of yours")
+
+
+def require_reports(user: User, group: str | None = None) -> None:
+    """Reports: admins all, supervisors those of their groups (``group``), agents none."""
+    if not user.sees_reports:
+        raise Forbidden("reports are for admins and supervisors")
+    if group is not None:
+        require_group(user, group)

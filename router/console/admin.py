@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from router.accounts import SCOPES, Role
+from router.accounts import ROLES, SCOPES, Role
 from router.errors import BadRequest, SwitchboardError
 from router.impostors import DECISIONS
 from router.stats import answer_stats
@@ -173,9 +173,10 @@ async def users_page(request: Request, created: dict[str, str] | None = None) ->
 
 
 def _role(value: str) -> Role:
-    if value not in ("admin", "agent"):
-        raise BadRequest("role must be admin or agent")
-    return "admin" if value == "admin" else "agent"
+    for role in ROLES:
+        if value == role:
+            return role
+    raise BadRequest(f"role must be one of {', '.join(ROLES)}")
 
 
 async def users_add(request: Request) -> Response:

@@ -102,13 +102,13 @@ class RollbackIn(_Body):
 
 class UserIn(_Body):
     name: str
-    role: Literal["admin", "agent"] = "agent"
+    role: Literal["admin", "supervisor", "agent"] = "agent"
     groups: list[str] = []
     password: str | None = Field(None, description="omitted: a one-time password is generated and returned")
 
 
 class UserPatch(_Body):
-    role: Literal["admin", "agent"] | None = None
+    role: Literal["admin", "supervisor", "agent"] | None = None
     groups: list[str] | None = None
     password: str | None = Field(None, description="a new password the user must change at next login")
 

@@ -5,9 +5,10 @@ description generated from them; the pages, ``/metrics``, the probes and the sta
 plain Starlette routes beside them, under the same middleware and error handlers.
 
 Errors map to status codes in one place: NotFound 404, Conflict 409, Forbidden 403 (CSRF too),
-Unauthorized 401 (pages redirect to the login), RateLimited 429, BadRequest 400, a rule set or a
-knowledge base that does not validate 422 (with every error), a body that does not validate 422
-(415 when it is not JSON). API paths get JSON (``{"error": ...}``), pages an HTML error page.
+Unauthorized 401 (pages redirect to the login), RateLimited 429, BadRequest 400, an analytics store
+the reports cannot read here 503 (with the reason), a rule set or a knowledge base that does not
+validate 422 (with every error), a body that does not validate 422 (415 when it is not JSON). API
+paths get JSON (``{"error": ...}``), pages an HTML error page.
 Anything else is a bug: 500, logged.
 """
 
@@ -35,9 +36,10 @@ from router.kbstore import KBRefused
 from router.lifecycle import keep_running, wait_or_stop
 from router.runtime import Runtime
 from router.simulator import SandboxPort
+from router.weekly import Opener, StoreUnreadable
 from rules import RuleSetError
 
-from . import admin, api, incidents, kbapi, kbviews, metrics, presses, views
+from . import admin, api, incidents, kbapi, kbviews, metrics, presses, reportviews, views
 from .http import PasswordChangeRequired, SecurityHeaders, is_api
 from .pages import HERE, login_url, make_templates, render
 from .service import Console
@@ -100,6 +102,8 @@ async def _handle(request: Request, exc: Exception) -> Response:
         return await _error(request, exc.status_code, str(exc.detail))
     if isinstance(exc, BadRequest):
         return await _error(request, 400, str(exc).strip("'\""))
+    if isinstance(exc, StoreUnreadable):  # the reports: another process writes the store, or none yet
+        return await _error(request, 503, f"the analytics store cannot be read from this process: {exc}")
     # A bug: Starlette's ServerErrorMiddleware sends this answer and re-raises, so uvicorn logs it.
     return await _error(request, 500, "internal error")
 
@@ -128,10 +132,13 @@ async def _sampler(console: Console, stopping: asyncio.Event) -> None:
     await keep_running(step, stopping, what="taking a dashboard sample", retry_on=(Exception,))
 
 
-def create_app(runtime: Runtime, settings: Settings, sandbox: SandboxPort | None = None) -> FastAPI:
+def create_app(
+    runtime: Runtime, settings: Settings, sandbox: SandboxPort | None = None, store: Opener | None = None
+) -> FastAPI:
     """The console and API over an entered ``Runtime``; its lifespan starts and stops the sampler.
-    ``sandbox``: the sandbox channel behind the simulator (None: the simulator answers 404)."""
-    console = Console(runtime, settings, sandbox)
+    ``sandbox``: the sandbox channel behind the simulator (None: the simulator answers 404);
+    ``store``: how the reports read the analytics store (None: read-only, router/weekly.py)."""
+    console = Console(runtime, settings, sandbox, store)
     stopping = asyncio.Event()
 
     @contextlib.asynccontextmanager
@@ -161,6 +168,7 @@ def create_app(runtime: Runtime, settings: Settings, sandbox: SandboxPort | None
         *presses.routes(),
         *kbviews.routes(),
         *incidents.routes(),
+        *reportviews.routes(),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
     handlers: dict[int | type[Exception], Callable[[Request, Any], Coroutine[Any, Any, Response]]] = {
@@ -172,6 +180,7 @@ def create_app(runtime: Runtime, settings: Settings, sandbox: SandboxPort | None
             Conflict,
             RateLimited,
             BadRequest,
+            StoreUnreadable,
             RuleSetError,
             KBRefused,
             AppendRefused,

@@ -56,6 +56,18 @@ def _seconds(value: float | None) -> str:
     return _ago(time.time() * 1000 - value * 1000)
 
 
+def _hours(seconds: float | None) -> str:
+    """A duration of the reports (business seconds) as hours and minutes: "2h 05m", "14m"."""
+    if seconds is None:
+        return "-"
+    minutes = round(seconds / 60)
+    return f"{minutes // 60}h {minutes % 60:02d}m" if minutes >= 60 else f"{minutes}m"
+
+
+def _percent(share: float | None) -> str:
+    return "-" if share is None else f"{share * 100:.1f}%"
+
+
 # Bidirectional controls (embeddings, overrides, isolates, marks): in a customer's text or file
 # name they reorder what is shown — "invoice\u202efdp.exe" reads as "invoiceexe.pdf".
 _BIDI = {code: f"[U+{code:04X}]" for code in (*range(0x202A, 0x202F), *range(0x2066, 0x206A), 0x200E, 0x200F)}
@@ -76,7 +88,7 @@ def make_templates() -> Jinja2Templates:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(ago=_ago, clock=_clock, due=_due, seconds=_seconds)
+    env.filters.update(ago=_ago, clock=_clock, due=_due, seconds=_seconds, hours=_hours, percent=_percent)
     return Jinja2Templates(env=env)
 
 

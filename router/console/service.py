@@ -38,11 +38,13 @@ from router.runtime import Runtime
 from router.simulator import SandboxPort
 from router.slaview import countdowns, nearest_ms
 from router.stats import StatsReader, queue_dict
+from router.weekly import Opener, store_opener
 from rules import Decision, Engine, MessageIn, RuleError, RuleSetError
 from sla import ClockError, PolicyError
 
 from .access import require_admin, require_group
 from .knowledge import KBConsole
+from .reporting import ConsoleReports
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +76,9 @@ FIRST_ADMIN_FILE = "first-admin-password"
 class Console:
     """The console's services over one Runtime (built by ``create_app``; started by its lifespan)."""
 
-    def __init__(self, rt: Runtime, settings: Settings, sandbox: SandboxPort | None = None) -> None:
+    def __init__(
+        self, rt: Runtime, settings: Settings, sandbox: SandboxPort | None = None, store: Opener | None = None
+    ) -> None:
         self.office = Backoffice(rt, settings.web)
         self.settings = settings
         self.web = settings.web
@@ -83,6 +87,8 @@ class Console:
         self.audit: Audit = self.office.audit
         self.kb = KBConsole(self.office.kb)
         self.sandbox = sandbox
+        # The analytics store: as given (the CLI's composition), else read-only when nobody writes it.
+        self.reports = ConsoleReports(rt, store or store_opener(settings.analytics.path(settings.redis.data_dir)))
         self.open_streams = 0
         self.streams_of: Counter[str] = Counter()  # user name -> live streams open
 

@@ -142,9 +142,9 @@ def _spawn(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen([*SWITCHBOARD, "analytics", "export"], env=env, stdout=subprocess.DEVNULL, stderr=err)
 
 
-async def _health(rt: Runtime, pid: int) -> dict[str, Any]:
+async def _health(rt: Runtime, pid: int, service: str) -> dict[str, Any]:
     try:
-        keys = await rt.client.keys(rt.keys.health("service", f"exporter@*-{pid}-*"))
+        keys = await rt.client.keys(rt.keys.health("service", f"{service}@*-{pid}-*"))
         raw = await rt.client.get(keys[0]) if keys else None
     except TRANSIENT_ERRORS:  # the pool's connections to a restarted server fail once each
         return {}
@@ -152,17 +152,25 @@ async def _health(rt: Runtime, pid: int) -> dict[str, Any]:
 
 
 async def _wait(
-    rt: Runtime, p: subprocess.Popen[bytes], log: Path, ok: str, seconds: float, check: Callable[[dict[str, Any]], bool]
+    rt: Runtime,
+    p: subprocess.Popen[bytes],
+    log: Path,
+    ok: str,
+    seconds: float,
+    check: Callable[[dict[str, Any]], bool],
+    service: str = "exporter",
 ) -> dict[str, Any]:
+    """``check`` holds for the health record of ``p``'s ``service`` (the exporter, or
+    ``exporter-postgres``) within ``seconds``."""
     deadline = time.monotonic() + seconds
     while True:
-        h = await _health(rt, p.pid)
+        h = await _health(rt, p.pid, service)
         if h and check(h):
             return h
         # An exporter that exited never gets there: say so now, with why, not after `seconds`.
         if p.poll() is not None:
             pytest.fail(f"exporter {p.pid} exited {p.returncode}: {(await asyncio.to_thread(log.read_text))[-2000:]}")
-        assert time.monotonic() < deadline, f"exporter {p.pid}: not {ok} after {seconds}s: {h}"
+        assert time.monotonic() < deadline, f"{service} {p.pid}: not {ok} after {seconds}s: {h}"
         await asyncio.sleep(0.05)
 
 

@@ -201,6 +201,43 @@ def test_transfers_between_groups(reports: Reports) -> None:
     assert reports.transfers(Filters(agent="bob")).rows == []
 
 
+# Ratings (csat.lua's event: the rated agent, "" when nobody was, e.g. the knowledge base closed it).
+CSAT = [
+    ("c1", "security", "csat", "02 12:00", {"rating": 5, "agent": "alice"}),
+    ("c2", "security", "csat", "02 16:00", {"rating": 2, "agent": "bob"}),
+    ("c3", "security", "csat", "09 11:00", {"rating": 4, "agent": "alice"}),
+    ("c4", "payments", "csat", "03 09:00", {"rating": 3, "agent": ""}),
+]
+
+
+def test_csat_by_group_agent_language_and_tag(tmp_path: Path) -> None:
+    with duckdb.connect(str(write_store(tmp_path / "csat.duckdb", LOG + CSAT, CONVS)), read_only=True) as con:
+        reports = Reports(con)
+        # Opening group: payments c3 4, c4 3 (avg 3.5, one of two >= 4); security c1 5, c2 2.
+        assert reports.csat().rows == [("payments", 2, 3.5, 0.5), ("security", 2, 3.5, 0.5)]
+        assert reports.csat().columns == ("group", "ratings", "average", "satisfied")
+        # Rated agent: alice c1 5 + c3 4; bob c2 2; nobody c4 3.
+        r = reports.csat(by="agent")
+        assert r.rows == [("alice", 2, 4.5, 1.0), ("bob", 1, 2.0, 0.0), (None, 1, 3.0, 0.0)]
+        assert r.convs == [["c1", "c3"], ["c2"], ["c4"]]
+        assert reports.csat(by="language").rows == [("en", 2, 4.5, 1.0), ("ru", 1, 3.0, 0.0), ("zh", 1, 2.0, 0.0)]
+        # Each tag of a conversation: payments c3; security c1 c2; vip c2; untagged c4.
+        r = reports.run("csat", Filters(), by="tag")
+        assert r.rows == [
+            ("payments", 1, 4.0, 1.0),
+            ("security", 2, 3.5, 0.5),
+            ("vip", 1, 2.0, 0.0),
+            (None, 1, 3.0, 0.0),
+        ]
+        assert r.convs[1] == ["c1", "c2"]
+        assert reports.csat(Filters(language="en"), by="tag").rows == [
+            ("payments", 1, 4.0, 1.0),
+            ("security", 1, 5.0, 1.0),
+        ]
+        with pytest.raises(ReportError, match="csat by 'channel'"):
+            reports.csat(by="channel")
+
+
 def test_csv_and_parquet_export_with_drill_down(reports: Reports, tmp_path: Path) -> None:
     report = reports.first_response(by="group")
     reports.export(report, tmp_path / "fr.csv", "csv", drill=True)

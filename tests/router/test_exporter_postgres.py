@@ -1,0 +1,167 @@
+"""The analytics tables in PostgreSQL (router/pgstore.py), against a real PostgreSQL server: the
+same rows as the DuckDB file, exactly once across a SIGKILL of the exporter and a restart of
+PostgreSQL and of Redis (counted by event id), one writer per database."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import duckdb
+import psycopg
+import pytest
+
+from router.config import AnalyticsSettings
+from router.exporter import Batch, Exporter, StoreBusy, StoreFailed
+from router.pgstore import PgStore, redacted_url
+from router.redis import TRANSIENT_ERRORS
+from router.runtime import Runtime
+from tests.conftest import RedisProcess
+from tests.postgres import PostgresProcess
+from tests.router.test_exporter import _export_all, _route, _spawn, _stream_ids, _wait
+from tests.router.test_exporter import redis_proc as redis_proc  # this module restarts its Redis too
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PostgresProcess]:
+    server = PostgresProcess()
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresProcess) -> Iterator[str]:
+    """A database of the test's own on the module's server."""
+    name = f"t{os.getpid()}_{time.monotonic_ns()}"
+    with psycopg.connect(postgres.url, autocommit=True) as con:
+        con.execute(f"CREATE DATABASE {name}")
+    yield postgres.url.rsplit("/", 1)[0] + f"/{name}"
+    with psycopg.connect(postgres.url, autocommit=True) as con:
+        con.execute(f"DROP DATABASE {name} WITH (FORCE)")
+
+
+def _pg_ids(url: str) -> list[str]:
+    with psycopg.connect(url) as con:
+        return [r[0] for r in con.execute("SELECT event_id FROM events").fetchall()]
+
+
+COLUMNS = 'event_id, stream, shard, conv, type, "at", "group", channel, lang, agent, prio, tags, sla'
+
+
+@pytest.mark.cluster(shards=4)
+async def test_the_same_rows_as_the_file(rt: Runtime, tmp_path: Path, pg_url: str) -> None:
+    await _route(rt, 200, users=30, tag="p")
+    await rt.conversations.claim("security", "alice")
+    settings = AnalyticsSettings(db=tmp_path / "p.duckdb", batch=70)
+    for exporter in (Exporter(rt, settings), Exporter(rt, settings, store=lambda: PgStore(pg_url))):
+        await exporter._open()
+        await _export_all(exporter)
+        await exporter.close()
+    con = duckdb.connect(str(tmp_path / "p.duckdb"), read_only=True)
+    in_file = con.execute(f"SELECT {COLUMNS}, data FROM events ORDER BY event_id").fetchall()
+    con.close()
+    with psycopg.connect(pg_url) as pg:
+        in_pg = pg.execute(f'SELECT {COLUMNS}, data FROM events ORDER BY event_id COLLATE "C"').fetchall()
+        cursors = dict(pg.execute("SELECT stream, rows FROM cursors").fetchall())
+    assert len(in_file) >= 201 and {r[0] for r in in_file} == await _stream_ids(rt)
+    # JSON text from DuckDB, a parsed value from JSONB: compared as values.
+    assert [(*r[:-1], json.loads(r[-1])) for r in in_file] == in_pg
+    assert sum(cursors.values()) == len(in_pg)
+
+
+async def test_one_writer_per_database(tmp_path: Path, pg_url: str) -> None:
+    first = PgStore(pg_url)
+    with pytest.raises(StoreBusy, match="another exporter"):
+        PgStore(pg_url)
+    first.close()  # the lock goes with the connection
+    PgStore(pg_url).close()
+
+
+async def test_a_failed_commit_leaves_neither_rows_nor_cursor(pg_url: str) -> None:
+    store = PgStore(pg_url)
+
+    def row(entry: str) -> tuple[object, ...]:
+        return (f"events:g@0/{entry}", "events:g", 0, "1", "created", 1, "g", None, None, None, "1", "{}", "[]", None)
+
+    store.commit(Batch(rows=[row("1-0")], cursors={"events:g@0": ("1-0", 1)}))
+    with pytest.raises(StoreFailed, match="duplicate key"):
+        store.commit(Batch(rows=[row("2-0"), row("1-0")], cursors={"events:g@0": ("2-0", 2)}))
+    assert store.usable()  # the transaction failed, not the connection
+    assert store.cursors() == {"events:g@0": "1-0"}
+    assert store.status()["rows"] == 1
+    store.close()
+
+
+def test_the_url_in_health_records_has_no_password() -> None:
+    assert redacted_url("postgresql://sb:s3cret@db.internal:5433/x") == "postgresql://sb:***@db.internal:5433/x"
+    assert redacted_url("postgresql://sb@db/x") == "postgresql://sb@db/x"
+
+
+async def test_exactly_once_across_sigkill_and_restarts(
+    rt: Runtime,
+    env: dict[str, str],
+    redis_proc: RedisProcess,
+    postgres: PostgresProcess,
+    pg_url: str,
+    tmp_path: Path,
+) -> None:
+    env = {
+        **env,
+        "SWITCHBOARD_ANALYTICS__DB": str(tmp_path / "x.duckdb"),
+        "SWITCHBOARD_ANALYTICS__POSTGRES": pg_url,
+        "SWITCHBOARD_ANALYTICS__BATCH": "1",  # small transactions: the kill lands between or inside one
+        "SWITCHBOARD_ANALYTICS__POLL_S": "0.1",
+    }
+    service = "exporter-postgres"
+    await _route(rt, 1000, users=200, tag="q")
+    total = len(await _stream_ids(rt))
+    a = _spawn(env, tmp_path / "a.log")
+    try:
+        await _wait(rt, a, tmp_path / "a.log", "exporting", 60, lambda h: int(h.get("exported", 0)) > 0, service)
+    finally:
+        os.kill(a.pid, signal.SIGKILL)
+        a.wait()
+    before = _pg_ids(pg_url)
+    assert 0 < len(before) < total, "the kill must land mid-export"
+    b = _spawn({**env, "SWITCHBOARD_ANALYTICS__BATCH": "200"}, tmp_path / "b.log")
+    try:
+        await _wait(rt, b, tmp_path / "b.log", "exporting", 60, lambda h: int(h.get("exported", 0)) > 0, service)
+        # PostgreSQL restarts under the exporter (its connection breaks: a new one, the cursors
+        # read again), then Redis does.
+        await asyncio.to_thread(postgres.restart)
+        redis_proc.stop()
+        await asyncio.sleep(2)
+        redis_proc.start()
+        for _ in range(50):
+            try:
+                await rt.client.ping()
+                break
+            except TRANSIENT_ERRORS:
+                await asyncio.sleep(0.1)
+        await _route(rt, 200, users=200, tag="q")
+        routed_at = time.time()
+        h = await _wait(
+            rt,
+            b,
+            tmp_path / "b.log",
+            "caught up",
+            120,
+            lambda h: (h.get("caught_up_at") or 0) > routed_at,  # type: ignore[operator]
+            service,
+        )
+        assert h["gaps"] == 0
+    finally:
+        b.send_signal(signal.SIGTERM)
+        b.wait(timeout=20)
+    assert b.returncode == 0
+    rows = _pg_ids(pg_url)
+    expected = await _stream_ids(rt)
+    assert len(rows) == len(set(rows)), "no event twice"
+    assert set(rows) == expected, f"missing {len(expected - set(rows))}, unexpected {len(set(rows) - expected)}"
+    assert len(expected) > total
