@@ -148,7 +148,9 @@ def fold(con: duckdb.DuckDBPyConnection, source: str) -> None:
 def exists(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the store has the table (a store made before it did not)."""
     found = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [TABLE]
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary"
+        " AND database_name = current_database() AND schema_name = 'main'",
+        [TABLE],
     ).fetchone()
     return bool(found and found[0])
 
