@@ -10,9 +10,12 @@ events never sit in Redis at once.
   exports the first run's events from scratch: ``export_events_per_s``.
 - **Queries**, over ``--events`` (default 10,000,000) events generated straight into a DuckDB file
   (a month of conversations of 8 events each, in 5 groups, 4 channels, 6 languages, 40 agents,
-  transfers, reopens, knowledge-base answers, SLA breaches; one group on office hours so the
-  business-hours path is timed). ``facts_ms``: folding them into one row per conversation (once
-  per ``Reports``, i.e. per page load); then each report ``--runs`` times: ``query_p99_ms`` is the
+  transfers, reopens, knowledge-base answers, SLA breaches, CSAT ratings; one group on office hours
+  so the business-hours path is timed), as a store made before the ``conversations`` table:
+  ``migration_ms`` is its first opening by the exporter's ``Store`` (the whole fold, once per store);
+  ``store_commit_ms`` the exporter's commit of ``COMMIT_BATCH`` events touching as many conversations
+  spread over the store (the events and the merge of their rows), ``COMMIT_RUNS`` times;
+  ``reports_init_ms`` making a ``Reports``; then each report ``--runs`` times: ``query_p99_ms`` is the
   slowest report's p99 (nearest rank), ``queries`` each report's.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import random
 import sys
 import tempfile
 import time
@@ -33,7 +37,7 @@ import duckdb
 
 from router.bench_assign import route_waiting
 from router.config import AnalyticsSettings, Settings
-from router.exporter import SCHEMA, Exporter
+from router.exporter import SCHEMA, Batch, Exporter, Row, Store
 from router.redis import EmbeddedRedis
 from router.reports import Filters, Reports
 from router.runtime import Runtime
@@ -42,6 +46,9 @@ from sla.calendar import Calendar
 EVENTS_PER_CONV = 8
 MONTH_MS = 30 * 86_400_000
 START_MS = 1_793_491_200_000  # 2026-11-01 00:00 UTC
+# Batches committed into the generated store (``store_commit_ms``), and their size.
+COMMIT_RUNS = 5
+COMMIT_BATCH = 1000
 OFFICE = Calendar(ZoneInfo("Asia/Shanghai"), tuple(((9 * 60, 18 * 60),) if d < 5 else () for d in range(7)))
 
 # Slot k of conversation i is one event; h is a per-conversation hash in [0, 1000).
@@ -61,7 +68,7 @@ WITH c AS (
         WHEN 4 THEN CASE WHEN h BETWEEN 200 AND 349 THEN 'answered' ELSE 'replied' END
         WHEN 5 THEN 'closed'
         WHEN 6 THEN CASE WHEN h BETWEEN 400 AND 479 THEN 'reopened' ELSE 'delivery' END
-        ELSE CASE WHEN h BETWEEN 400 AND 479 THEN 'closed' ELSE 'delivery' END END AS type,
+        ELSE CASE WHEN h BETWEEN 400 AND 479 THEN 'closed' WHEN h >= 500 THEN 'csat' ELSE 'delivery' END END AS type,
         t0 + k * (60_000 + (h * 7919 + k * 104_729) % 3_600_000) AS at_ms
     FROM c, range({EVENTS_PER_CONV}) k(k)
 )
@@ -70,7 +77,7 @@ SELECT 'events:' || grp || '@0/' || at_ms || '-' || i || '-' || k, 'events:' || 
     CASE WHEN type IN ('claimed', 'replied', 'moved', 'closed') THEN agent END,
     CASE WHEN type IN ('created', 'reopened') THEN (1 + h % 4)::VARCHAR END,
     CASE type WHEN 'moved' THEN '{{"to": "payments"}}' WHEN 'sla_breached' THEN '{{"target": "first_response"}}'
-        ELSE '{{}}' END::JSON,
+        WHEN 'csat' THEN '{{"rating": ' || (1 + h % 5) || '}}' ELSE '{{}}' END::JSON,
     CASE WHEN h % 3 = 0 THEN [grp, 'vip'] ELSE [grp] END,
     CASE WHEN h % 2 = 0 THEN 1 END
 FROM s
@@ -128,17 +135,45 @@ async def export_part(settings: Settings, messages: int, tmp: Path) -> dict[str,
     }
 
 
+def _late_batch(convs: int, k: int) -> Batch:
+    """``COMMIT_BATCH`` replies to as many conversations spread over the whole store, as the
+    exporter would commit them (one transaction: the events and the conversations' rows)."""
+    rng = random.Random(k)
+    rows: list[Row] = []
+    for j, i in enumerate(rng.sample(range(convs), min(COMMIT_BATCH, convs))):
+        at = START_MS + MONTH_MS + k * COMMIT_BATCH + j
+        rows.append((
+            f"events:general@0/{at}-{k}", "events:general", 0, f"c{i}", "replied", at, "general", "telegram",
+            "en", "agent1", None, "{}", '["general"]', None,
+        ))  # fmt: skip
+    return Batch(rows=rows, cursors={"events:general@0": (f"{rows[-1][5]}-{k}", len(rows))})
+
+
 def query_part(events: int, runs: int, tmp: Path) -> dict[str, Any]:
     convs = max(1, events // EVENTS_PER_CONV)
-    con = duckdb.connect(str(tmp / "reports.duckdb"))
+    path = tmp / "reports.duckdb"
+    con = duckdb.connect(str(path))
+    # The events alone, as in a store made before the conversations table: its opening migrates it.
     con.execute(SCHEMA)
     started = time.perf_counter()
     con.execute(GENERATE, {"convs": convs})
     generated = time.perf_counter() - started
+    con.close()
+    started = time.perf_counter()
+    store = Store(path)
+    migrated = time.perf_counter() - started
+    # The exporter's commit into a store this big: the events and the merge of each touched row.
+    commits = []
+    for k in range(COMMIT_RUNS):
+        batch = _late_batch(convs, k)
+        started = time.perf_counter()
+        store.commit(batch)
+        commits.append((time.perf_counter() - started) * 1000)
+    con = store.con
     started = time.perf_counter()
     # The figures only: drill-down lists of a million ids are a separate, per-click query.
     reports = Reports(con, lambda group: OFFICE if group == "kyc" else Calendar.always(), drill=False)
-    facts = time.perf_counter() - started
+    made = time.perf_counter() - started
     day = 86_400_000
     week = Filters(
         start=datetime.fromtimestamp((START_MS + 7 * day) / 1000, UTC),
@@ -156,6 +191,7 @@ def query_part(events: int, runs: int, tmp: Path) -> dict[str, Any]:
         "reopens": lambda: reports.reopens(),
         "answers": lambda: reports.answers(),
         "transfers": lambda: reports.transfers(),
+        "csat": lambda: reports.csat(),
     }
     queries = {}
     for name, run in cases.items():
@@ -165,12 +201,15 @@ def query_part(events: int, runs: int, tmp: Path) -> dict[str, Any]:
             run()
             times.append((time.perf_counter() - t) * 1000)
         queries[name] = round(_p99(times), 1)
-    con.close()
+    store.close()
     return {
         "events": convs * EVENTS_PER_CONV,
         "conversations": convs,
         "generate_seconds": round(generated, 1),
-        "facts_ms": round(facts * 1000, 1),
+        "migration_ms": round(migrated * 1000, 1),
+        "store_commit_events": COMMIT_BATCH,
+        "store_commit_ms": [round(t, 1) for t in commits],
+        "reports_init_ms": round(made * 1000, 1),
         "query_runs": runs,
         "query_p99_ms": max(queries.values()),
         "queries": queries,

@@ -124,14 +124,15 @@ def gather(
     top_transfers: int = 5,
 ) -> Figures:
     """Run the reports over ``week`` on ``con`` (a read-only connection, or a cursor of the
-    exporter's): one ``conv_facts`` snapshot for all of them."""
+    exporter's, which may commit meanwhile): every report over one snapshot of the store."""
     reports = Reports(con, calendar, drill=False)
     before = week.shift(-1)
-    found = {name: reports.run(name.replace("_", "-"), week.filters()) for name in PARTS}
-    for by in ("group", "channel"):
-        found[f"volume_{by}"] = reports.volume(week.filters(), by=by, bucket="week")
-        found[f"volume_{by}_before"] = reports.volume(before.filters(), by=by, bucket="week")
-    row = con.execute('SELECT min("at"), max("at") FROM events WHERE conv IS NOT NULL').fetchone()
+    with reports.snapshot():
+        found = {name: reports.run(name.replace("_", "-"), week.filters()) for name in PARTS}
+        for by in ("group", "channel"):
+            found[f"volume_{by}"] = reports.volume(week.filters(), by=by, bucket="week")
+            found[f"volume_{by}_before"] = reports.volume(before.filters(), by=by, bucket="week")
+        row = con.execute('SELECT min("at"), max("at") FROM events WHERE conv IS NOT NULL').fetchone()
     oldest, newest = (None, None) if row is None else (_utc(row[0]), _utc(row[1]))
     # "Business hours" only when a calendar keeps hours for a group that answered or closed.
     groups = {r[0] for name in ("first_response", "resolution") for r in found[name].rows if r[0] is not None}

@@ -203,8 +203,8 @@ class WeeklyReports:
         self.sent: dict[str, str] = {}  # recipient -> the last week this process sent it
         self.last_error = ""  # the last tick's failed sends
         self.standby = ""  # why the last tick could not compute the summary here
-        # The due week's summary once computed (one conv_facts snapshot: tens of seconds over
-        # millions of events), so that a retry does not compute it again.
+        # The due week's summary once computed (a dozen queries and the complaint causes, which
+        # embed texts: tens of seconds), so that a retry does not compute it again.
         self._made: Summary | None = None
 
     async def start(self) -> None:

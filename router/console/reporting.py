@@ -4,8 +4,8 @@ The figures are router/reports.py's, over the analytics store (DuckDB). The cons
 through the ``Opener`` it is given (router/weekly.py ``store_opener``: inside ``switchboard run`` a
 cursor of that process's exporter, in ``switchboard web`` a read-only opening when no process
 writes the file); a store it cannot read raises ``StoreUnreadable``, which the console shows as
-a 503 with the reason. Every query runs in a thread (DuckDB blocks), from a fresh snapshot of the
-events (``Reports`` folds them into conversations when made).
+a 503 with the reason. Every query runs in a thread (DuckDB blocks), each report over one
+snapshot of the store (its ``conversations`` table, which the exporter keeps).
 
 ``chart`` turns a report into one Chart.js bar chart: labels, datasets, and for every bar the
 index of the report row behind it, which the page uses to list that row's conversations.

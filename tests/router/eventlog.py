@@ -24,10 +24,9 @@ def ms(when: str, month: int = 11) -> int:
     return int(datetime(2026, month, int(day), parts[0], parts[1], parts[2], tzinfo=UTC).timestamp() * 1000)
 
 
-def write_store(path: Path, log: Log, convs: Convs, extra: Iterable[Row] = (), *, month: int = 11) -> Path:
-    """The store at ``path`` holding ``log`` (and the ``extra`` rows as they are); a "DD" of the
-    form "-DD" is that day of the month before ``month``."""
-    store = Store(path)
+def rows_of(log: Log, convs: Convs, *, month: int = 11) -> list[Row]:
+    """The exporter's rows of ``log``; a "DD" of the form "-DD" is that day of the month before
+    ``month``."""
     rows: list[Row] = []
     for i, (conv, group, typ, when, data) in enumerate(log):
         at = ms(when.removeprefix("-"), month - 1) if when.startswith("-") else ms(when, month)
@@ -38,7 +37,14 @@ def write_store(path: Path, log: Log, convs: Convs, extra: Iterable[Row] = (), *
             f"events:{group}@0/{at}-{i}", f"events:{group}", 0, conv, typ, at, group, channel, lang,
             agent, None if prio is None else str(prio), json.dumps(data), json.dumps(tags), sla,
         ))  # fmt: skip
-    rows += extra
+    return rows
+
+
+def write_store(path: Path, log: Log, convs: Convs, extra: Iterable[Row] = (), *, month: int = 11) -> Path:
+    """The store at ``path`` holding ``log`` (``rows_of``) and the ``extra`` rows as they are, in
+    one commit."""
+    store = Store(path)
+    rows = [*rows_of(log, convs, month=month), *extra]
     store.commit(Batch(rows=rows, cursors={"events:all@0": ("1-0", len(rows))}))
     store.close()
     return path

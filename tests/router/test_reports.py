@@ -207,6 +207,10 @@ CSAT = [
     ("c2", "security", "csat", "02 16:00", {"rating": 2, "agent": "bob"}),
     ("c3", "security", "csat", "09 11:00", {"rating": 4, "agent": "alice"}),
     ("c4", "payments", "csat", "03 09:00", {"rating": 3, "agent": ""}),
+    # The follow-up's answers to the ratings of 3 and under (lua/route.lua): the same surveys'
+    # comments, not ratings again.
+    ("c2", "security", "csat", "02 16:05", {"rating": 2, "comment": True}),
+    ("c4", "payments", "csat", "03 09:10", {"rating": 3, "comment": True}),
 ]
 
 
