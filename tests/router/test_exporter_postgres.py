@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,11 +18,10 @@ import pytest
 from router.config import AnalyticsSettings
 from router.exporter import Batch, Exporter, StoreBusy, StoreFailed
 from router.pgstore import PgStore, redacted_url
-from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
 from tests.conftest import RedisProcess
 from tests.postgres import PostgresProcess
-from tests.router.test_exporter import _export_all, _route, _spawn, _stream_ids, _wait
+from tests.router.test_exporter import _export_all, _route, _stream_ids, exactly_once_across_sigkill_and_restarts
 from tests.router.test_exporter import redis_proc as redis_proc  # this module restarts its Redis too
 
 
@@ -111,57 +109,12 @@ async def test_exactly_once_across_sigkill_and_restarts(
     pg_url: str,
     tmp_path: Path,
 ) -> None:
-    env = {
-        **env,
-        "SWITCHBOARD_ANALYTICS__DB": str(tmp_path / "x.duckdb"),
-        "SWITCHBOARD_ANALYTICS__POSTGRES": pg_url,
-        "SWITCHBOARD_ANALYTICS__BATCH": "1",  # small transactions: the kill lands between or inside one
-        "SWITCHBOARD_ANALYTICS__POLL_S": "0.1",
-    }
-    service = "exporter-postgres"
-    await _route(rt, 1000, users=200, tag="q")
-    total = len(await _stream_ids(rt))
-    a = _spawn(env, tmp_path / "a.log")
-    try:
-        await _wait(rt, a, tmp_path / "a.log", "exporting", 60, lambda h: int(h.get("exported", 0)) > 0, service)
-    finally:
-        os.kill(a.pid, signal.SIGKILL)
-        a.wait()
-    before = _pg_ids(pg_url)
-    assert 0 < len(before) < total, "the kill must land mid-export"
-    b = _spawn({**env, "SWITCHBOARD_ANALYTICS__BATCH": "200"}, tmp_path / "b.log")
-    try:
-        await _wait(rt, b, tmp_path / "b.log", "exporting", 60, lambda h: int(h.get("exported", 0)) > 0, service)
-        # PostgreSQL restarts under the exporter (its connection breaks: a new one, the cursors
-        # read again), then Redis does.
+    env = {**env, "SWITCHBOARD_ANALYTICS__DB": str(tmp_path / "x.duckdb"), "SWITCHBOARD_ANALYTICS__POSTGRES": pg_url}
+
+    async def restart_postgres() -> None:
+        # Under the exporter: its connection breaks; a new one, the cursors read again.
         await asyncio.to_thread(postgres.restart)
-        redis_proc.stop()
-        await asyncio.sleep(2)
-        redis_proc.start()
-        for _ in range(50):
-            try:
-                await rt.client.ping()
-                break
-            except TRANSIENT_ERRORS:
-                await asyncio.sleep(0.1)
-        await _route(rt, 200, users=200, tag="q")
-        routed_at = time.time()
-        h = await _wait(
-            rt,
-            b,
-            tmp_path / "b.log",
-            "caught up",
-            120,
-            lambda h: (h.get("caught_up_at") or 0) > routed_at,  # type: ignore[operator]
-            service,
-        )
-        assert h["gaps"] == 0
-    finally:
-        b.send_signal(signal.SIGTERM)
-        b.wait(timeout=20)
-    assert b.returncode == 0
-    rows = _pg_ids(pg_url)
-    expected = await _stream_ids(rt)
-    assert len(rows) == len(set(rows)), "no event twice"
-    assert set(rows) == expected, f"missing {len(expected - set(rows))}, unexpected {len(set(rows) - expected)}"
-    assert len(expected) > total
+
+    await exactly_once_across_sigkill_and_restarts(
+        rt, env, redis_proc, tmp_path, lambda: _pg_ids(pg_url), "exporter-postgres", restart_postgres
+    )
