@@ -14,6 +14,11 @@ before the outage. After a channel's backfill the held ids are written. Each hol
 gap: a backfill that began before the latest gap (a slow one, still reading when the connection
 dropped again) must not end the hold, or the live messages of the new session would move the
 cursors past the messages of the gap before its own backfill reads them.
+
+A backfill also reads the channels known only from held messages (a DM whose first message came
+during a hold has no stored cursor, and discord.py has no list of a bot's DMs): ``snapshot``
+gives each of them the position just before the first message held, so a gap after it is read
+back even when no backfill has released the hold since.
 """
 
 from __future__ import annotations
@@ -43,6 +48,9 @@ class Cursors:
         self._written: dict[int, int] = {}
         self._placed: set[int] = set()
         self._pending: dict[int, tuple[Place, int]] = {}
+        # The first message id held per pending channel: where a backfill reads it from when no
+        # cursor of it is stored yet.
+        self._first_held: dict[int, int] = {}
         # Channels whose cursor must not move until a backfill covered them (a failed backfill or
         # a message that could not be appended).
         self._blocked: set[int] = set()
@@ -67,6 +75,11 @@ class Cursors:
                 snap.last[int(ident)] = int(value)
             elif kind == "place" and (place := Place.decode(value)) is not None:
                 snap.places[int(ident)] = place
+        for channel_id, (place, _) in self._pending.items():
+            # A support channel without a cursor is read from ``since`` (backfill.targets).
+            if place.kind != "channel" and channel_id not in snap.last:
+                snap.last[channel_id] = self._first_held[channel_id] - 1
+                snap.places.setdefault(channel_id, place)
         return snap
 
     async def advance(self, channel_id: int, place: Place, message_id: int, *, backfill: bool = False) -> None:
@@ -75,6 +88,7 @@ class Cursors:
             known = self._pending.get(channel_id)
             if known is None or known[1] < message_id:
                 self._pending[channel_id] = (place, message_id)
+            self._first_held[channel_id] = min(message_id, self._first_held.get(channel_id, message_id))
             return
         await self._write(channel_id, place, message_id)
 
@@ -110,6 +124,7 @@ class Cursors:
             if channel_id in self._blocked:
                 continue
             del self._pending[channel_id]
+            self._first_held.pop(channel_id, None)
             await self._write(channel_id, place, message_id)
 
     async def _write(self, channel_id: int, place: Place, message_id: int) -> None:

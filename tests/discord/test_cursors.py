@@ -2,7 +2,9 @@
 
 Seen in CI: a backfill still reading when the connection dropped again ended the hold; the new
 session's live messages then moved the cursors past the messages of the second gap, and its own
-backfill read nothing (7 messages never reached the inbox)."""
+backfill read nothing (7 messages never reached the inbox). Also seen in CI: a DM whose first
+message came while the first session's backfill was still reading had no stored cursor when the
+connection dropped, so the new session's backfill did not read it (3 messages lost)."""
 
 from __future__ import annotations
 
@@ -38,3 +40,18 @@ async def test_a_resume_replayed_the_gap_so_a_running_backfill_ends_the_hold(rt:
     await cursors.advance(SUPPORT.target, SUPPORT, 300)
     await cursors.release({SUPPORT.target}, after_gap=first)
     assert not cursors.held and await _last(rt) == "300"
+
+
+async def test_a_dm_known_only_from_held_messages_is_read_back_after_a_second_gap(rt: Runtime) -> None:
+    cursors = Cursors(rt.channel_context(), "bot")
+    dm = Place("dm", 77, None)
+    first = cursors.gap  # the first session's backfill begins
+    await cursors.advance(dm.target, dm, 500)  # a DM's first message, live, while held
+    await cursors.advance(dm.target, dm, 503)
+    cursors.hold()  # the connection drops before that backfill released anything
+    await cursors.release(set(), after_gap=first)
+    snap = await cursors.snapshot()  # the new session's backfill
+    # Read from just before the first held message: the gap's messages after it are read back.
+    assert snap.last[dm.target] == 499 and snap.places[dm.target] == dm
+    await cursors.release(set(), after_gap=cursors.gap)
+    assert (await cursors.snapshot()).last[dm.target] == 503  # written: the stored cursor now
