@@ -21,14 +21,15 @@ from router.keys import ROUTER_GROUP, STREAMS, Keys, Shards
 from router.model import Envelope, encode
 from router.routing import conversation_ref
 from router.scripts import Scripts, argv, run_many
-from rules import redact_secrets
+from rules import Precheck, redact_secrets
 
 log = logging.getLogger("switchboard.inbox")
+_NOT_SUSPECT = Precheck(False)
 
 
 #: The ingest precheck of the P1 lane (router/runtime.py): for scrubbed envelopes, whether each
-#: looks like a P1 situation.
-Suspects = Callable[[Sequence[Envelope]], Awaitable[list[bool]]]
+#: looks like a P1 situation, and the triage model's prediction made on the way (carried).
+Prechecks = Callable[[Sequence[Envelope]], Awaitable[list[Precheck]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +51,11 @@ class Inbox:
     adapter confirms nothing and tries again later. Nothing unrouted is ever trimmed, so the
     dedup key of an append that returned always names a message that is in the inbox or routed.
 
-    With ``suspects`` (and ``inbox.p1_lane`` on), a message it suspects of a P1 situation goes to
+    With ``precheck`` (and ``inbox.p1_lane`` on), a message it suspects of a P1 situation goes to
     its shard's lane stream instead, which the workers read first (lua/append.lua, docs/surge.md).
+    The triage model's prediction made by the precheck goes with the envelope (``triage``), unless
+    it would take the entry past ``inbox.max_message_bytes``: the router uses it instead of
+    predicting again.
     """
 
     def __init__(
@@ -60,13 +64,13 @@ class Inbox:
         shards: Shards,
         settings: InboxSettings,
         scripts: Scripts | None = None,
-        suspects: Suspects | None = None,
+        precheck: Prechecks | None = None,
     ) -> None:
         self._client = client
         self._shards = shards
         self._settings = settings
         self._scripts = scripts or Scripts.register(client)
-        self._suspects = suspects
+        self._precheck = precheck
         # Per shard, learnt at start from the server holding it (on a cluster, a shard's node).
         self._wait: list[durability.Wait | None] = []
         self._started = False
@@ -78,17 +82,26 @@ class Inbox:
         self._wait = [await durability.plan(self._client, self._settings, k.inbox) for k in self._shards.shard]
         self._started = True
 
-    def _args(self, keys: Keys, env: Envelope, suspect: bool | None) -> list[object]:
-        """The append script's arguments for ``env`` (scrubbed); ``suspect``: the precheck's
+    def _args(self, keys: Keys, env: Envelope, checked: Precheck | None) -> list[object]:
+        """The append script's arguments for ``env`` (scrubbed); ``checked``: the precheck's
         answer, None with the lane off."""
         cfg = self._settings
-        lane = () if suspect is None else (conversation_ref(env), int(suspect), cfg.lane_maxlen, cfg.lane_order_ttl_s)
+        lane = (
+            ()
+            if checked is None
+            else (conversation_ref(env), int(checked.suspect), cfg.lane_maxlen, cfg.lane_order_ttl_s)
+        )
+        data = encode(env)
+        if checked is not None and checked.triage is not None:
+            carried = encode(msgspec.structs.replace(env, triage=checked.triage))
+            if len(carried) <= cfg.max_message_bytes or len(data) > cfg.max_message_bytes:
+                data = carried
         return argv(
             keys.prefix,
             f"{env.channel}:{env.account}:{env.platform_id}",
             cfg.dedup_ttl_s,
             cfg.maxlen,
-            encode(env),
+            data,
             env.channel,
             ROUTER_GROUP,
             *lane,
@@ -109,15 +122,15 @@ class Inbox:
             await self.start()
         envs = [scrubbed(env) for env in envs]
         # With the lane on, every append writes its conversation's marker, suspect or not.
-        suspects: list[bool | None] = [None if self._settings.p1_lane == "off" else False] * len(envs)
-        if self._suspects is not None and self._settings.p1_lane != "off":
-            suspects = list(await self._suspects(envs))
+        checked: list[Precheck | None] = [None if self._settings.p1_lane == "off" else _NOT_SUSPECT] * len(envs)
+        if self._precheck is not None and self._settings.p1_lane != "off":
+            checked = list(await self._precheck(envs))
         where = [self._shards.of_key(env.channel, env.account, env.conversation_key) for env in envs]
         by_shard: dict[int, list[int]] = {}
         for i, shard in enumerate(where):
             by_shard.setdefault(shard, []).append(i)
         sent = await asyncio.gather(
-            *(self._append_shard(n, [(envs[i], suspects[i]) for i in at]) for n, at in by_shard.items())
+            *(self._append_shard(n, [(envs[i], checked[i]) for i in at]) for n, at in by_shard.items())
         )
         results: list[Any] = [None] * len(envs)
         for at, (got, _) in zip(by_shard.values(), sent, strict=True):
@@ -139,12 +152,14 @@ class Inbox:
                 wait.check(wait_reply)
         return [Appended(_str(entry), status == 0) for status, entry in results]
 
-    async def _append_shard(self, shard: int, envs: Sequence[tuple[Envelope, bool | None]]) -> tuple[list[Any], Any]:
+    async def _append_shard(
+        self, shard: int, envs: Sequence[tuple[Envelope, Precheck | None]]
+    ) -> tuple[list[Any], Any]:
         """The append script's results for ``envs`` (each with the precheck's answer) of one
         shard, and the reply of the command that waits for their durability (None when there is
         none)."""
         keys, wait = self._shards.shard[shard], self._wait[shard]
-        calls = [self._args(keys, env, suspect) for env, suspect in envs]
+        calls = [self._args(keys, env, checked) for env, checked in envs]
         then = wait.command if wait is not None else ()
         results = await run_many(self._client, self._scripts.append, calls, raise_on_error=False, then=then)
         return results, results.pop() if wait is not None else None
@@ -204,6 +219,8 @@ def scrubbed(env: Envelope) -> Envelope:
     meta = {k: v if _IDENTIFIER.search(k) else redact_secrets(v) for k, v in env.meta.items()}
     if meta != env.meta:
         changes["meta"] = meta
+    if env.triage is not None:
+        changes["triage"] = None  # only the inbox's own precheck says what the model predicted
     return msgspec.structs.replace(env, **changes) if changes else env
 
 

@@ -12,6 +12,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from rules.model import Triage
+
 ENVELOPE_VERSION = 1
 
 # Bounds checked when an envelope is decoded from the inbox (not when one is built in Python): an
@@ -71,6 +73,9 @@ class Envelope(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     reply_to: Label | None = None
     kind: MessageKind = "message"
     meta: dict[str, str] = {}
+    # The triage model's prediction, made by the inbox's P1 precheck (router/inbox.py: only it sets
+    # this; one an adapter gave is dropped), so that the router does not predict again.
+    triage: Triage | None = None
 
 
 ButtonData = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[\x21-\x7e]+$")]

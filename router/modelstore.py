@@ -21,7 +21,6 @@ The worker writes what the shadow (and the live model) said of each routed messa
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import tempfile
@@ -40,7 +39,7 @@ from router.keys import Keys
 from router.labels import Labels
 from router.requests import retry_once, run_once
 from rules import Decision, RuleSetError
-from rules.intent import IntentModel, ModelError, Prediction, Predictor
+from rules.intent import IntentModel, ModelError, Prediction, Predictor, files_digest
 
 log = logging.getLogger("switchboard.models")
 
@@ -91,13 +90,6 @@ def read_dir(directory: Path) -> dict[str, bytes]:
     if size > MAX_MODEL_BYTES:
         raise ModelRefused(f"{directory}: {size} bytes, more than a model's {MAX_MODEL_BYTES}")
     return files
-
-
-def digest(files: Mapping[str, bytes]) -> str:
-    h = hashlib.sha256()
-    for name in sorted(files):
-        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
-    return h.hexdigest()[:16]
 
 
 def load_files(files: Mapping[str, bytes]) -> IntentModel:
@@ -161,7 +153,7 @@ class ModelStore:
         made live, or the shadow with ``shadow``."""
         model = await self._validate(files)
         sizes = {name: len(data) for name, data in files.items()}
-        version = digest(files)
+        version = files_digest(files)
         at = time.time()
         state = "shadow" if shadow else "live"
 

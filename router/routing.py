@@ -47,6 +47,7 @@ def message_in(env: Envelope, *, new_conversation: bool = True) -> MessageIn:
         language=env.sender.language,
         new_conversation=new_conversation,
         received_at=datetime.fromtimestamp(env.received_at, UTC),
+        triage=env.triage,
     )
 
 

@@ -39,7 +39,7 @@ from router.scripts import Scripts
 from router.shards import check_shard_count
 from router.slastore import SlaPolicies, SlaStore
 from router.stats import StatsReader
-from rules import Engine
+from rules import Engine, Precheck
 from rules.intent import IntentModel, ModelError
 
 log = logging.getLogger("switchboard")
@@ -75,7 +75,7 @@ class Runtime:
         check_cluster_prefix(url, settings.prefix)
         self.client: aioredis.Redis = connect(url, max_connections=max_connections, wait_s=wait_s)
         self.scripts = Scripts.register(self.client)
-        self.inbox = Inbox(self.client, self.shards, settings.inbox, self.scripts, self.suspects_p1)
+        self.inbox = Inbox(self.client, self.shards, settings.inbox, self.scripts, self.precheck)
         self.conversations = Conversations(self.client, settings, self.scripts, shards=self.shards)
         self.queues = Queues(self.client, self.shards, self.conversations)
         self.rules = RuleStore(self.client, self.keys, self.compile, lambda: self.triage.refresh())
@@ -133,12 +133,12 @@ class Runtime:
             self._engines = self.engine_holder(self.settings)
         return self._engines
 
-    async def suspects_p1(self, envs: Sequence[Envelope]) -> list[bool]:
+    async def precheck(self, envs: Sequence[Envelope]) -> list[Precheck]:
         """The P1 lane's ingest precheck (``inbox.p1_lane``) by the rule set in force, checked
         against the published one at most once a second."""
         engine = await self.engines.current()
         model = self.settings.inbox.p1_lane == "model"
-        return [engine.suspects_p1(message_in(env), model=model) for env in envs]
+        return [engine.precheck(message_in(env), model=model) for env in envs]
 
     def engine_holder(self, settings: Settings) -> EngineHolder:
         """An engine holder of ``settings``' rule file, compiled with the live triage model."""

@@ -3,6 +3,7 @@
 Public API (see docs/architecture.md and docs/rules.md)::
 
     from rules import Engine, MessageIn, Decision, Redaction, TraceEntry, RuleSetError, RuleError
+    from rules import Precheck, Triage  # the P1 lane's ingest precheck, and the prediction it carries
     from rules import redact_secrets, detect, SECRET_KINDS  # the built-in detectors, for text kept aside
 
 The names are imported lazily, so that ``import rules.normalize`` (or the document alone, for the
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from rules.detectors import SECRET_KINDS, detect
-    from rules.evaluate import Engine, default_source, redact_secrets
+    from rules.evaluate import Engine, Precheck, default_source, redact_secrets
     from rules.model import (
         Decision,
         GroupInfo,
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
         RuleError,
         RuleSetError,
         TraceEntry,
+        Triage,
     )
 
 __all__ = [
@@ -41,10 +43,12 @@ __all__ = [
     "GroupInfo",
     "Hours",
     "MessageIn",
+    "Precheck",
     "Redaction",
     "RuleError",
     "RuleSetError",
     "TraceEntry",
+    "Triage",
     "default_source",
     "detect",
     "redact_secrets",
@@ -52,6 +56,7 @@ __all__ = [
 
 _HOME = {name: "rules.model" for name in __all__} | {
     "Engine": "rules.evaluate",
+    "Precheck": "rules.evaluate",
     "redact_secrets": "rules.evaluate",
     "default_source": "rules.evaluate",
     "SECRET_KINDS": "rules.detectors",

