@@ -51,7 +51,7 @@ from router.conversations import Conversation, HistoryEntry, arrival_order
 from router.errors import NotFound
 from router.keys import Keys, Shards, entry_order
 from router.leases import Clock, WallClock
-from router.lifecycle import keep_running, wait_or_stop
+from router.lifecycle import Loop
 from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
 from router.scripts import Scripts, argv
@@ -228,47 +228,28 @@ class Archiver:
         self._shards: Shards = rt.shards
         self._scripts: Scripts = rt.scripts
         self._store = store
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # A DuckDB error (a full disk) is retried too, and shown in the health record: until the
+        # archive holds a conversation, retention keeps it in Redis.
+        self._loop = Loop("archiver", (*TRANSIENT_ERRORS, duckdb.Error), graceful=True)
         self.archived = 0
         self.store = ""  # the store's id, once read from it
         self.standby = False  # the store is not this process's to write now
-        self.last_error = ""
 
     async def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self.run())
-
-    async def run(self) -> None:
-        async def step() -> None:
-            more = await self.round()
-            self.last_error = ""
-            if not more:
-                await wait_or_stop(self._stopping, self.settings.sweep_every_s)
-
-        async def failed(exc: BaseException) -> None:
-            self.last_error = str(exc) or type(exc).__name__
-
-        # A DuckDB error (a full disk) is retried too, and shown in the health record: until the
-        # archive holds a conversation, retention keeps it in Redis.
-        await keep_running(
-            step, self._stopping, what="archiver", retry_on=(*TRANSIENT_ERRORS, duckdb.Error), on_error=failed
-        )
+        self._loop.rounds(self.round, lambda: self.settings.sweep_every_s)
 
     async def close(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._loop.close()
 
     def health(self) -> dict[str, Any]:
-        detail = self.last_error or (
+        last_error = self._loop.last_error
+        detail = last_error or (
             "standing by: the analytics store is not this process's to write"
             if self.standby
             else f"{self.archived} closed conversation(s) archived in store {self.store or '?'}"
         )
         return {
-            "connected": not self.last_error,
+            "connected": not last_error,
             "detail": detail,
             "archived": self.archived,
             "store": self.store,

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import os
 import signal
 import statistics
@@ -52,10 +53,13 @@ from router.cluster import scan_step
 from router.config import Settings
 from router.errors import AppendRefused, BadRequest
 from router.keys import ROUTER_GROUP, STREAMS
+from router.lifecycle import cancel_all
 from router.localcluster import Failover, LocalCluster
 from router.model import Envelope, decode_envelope
 from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
+
+log = logging.getLogger("switchboard.bench")
 
 FAILOVERS = ("manual", "kill", "kill-lagging")
 #: In the ``kill-lagging`` drill, the replica misses the primary's writes of this long before the kill.
@@ -88,7 +92,10 @@ class Appender:
 
     def reached(self, n: int) -> asyncio.Event:
         """Set once ``n`` messages are acknowledged."""
-        return self._marks.setdefault(n, asyncio.Event())
+        mark = self._marks.setdefault(n, asyncio.Event())
+        if len(self.acked) >= n:
+            mark.set()
+        return mark
 
     async def run(self) -> None:
         start = last = time.monotonic()
@@ -98,9 +105,15 @@ class Appender:
                 try:
                     await self.rt.inbox.append_many(burst)
                     break
-                except (*TRANSIENT_ERRORS, RedisError, AppendRefused) as exc:
+                except Exception as exc:
+                    # Whatever the error, the burst is sent again until acknowledged, as an
+                    # adapter does (the dedup keys make it safe); counted by kind in the result.
+                    # One an append is not expected to raise is logged, with its traceback, once.
+                    name = type(exc).__name__
+                    if not isinstance(exc, (*TRANSIENT_ERRORS, RedisError, AppendRefused)) and not self.errors[name]:
+                        log.exception("drill append failed with an unexpected error; retried")
                     self.retries += 1
-                    self.errors[type(exc).__name__] += 1
+                    self.errors[name] += 1
                     await asyncio.sleep(RETRY_S)
             now = time.monotonic()
             self.acked.update((e.id, now) for e in burst)
@@ -179,6 +192,22 @@ async def _settled(rt: Runtime) -> bool:
     return True
 
 
+async def _reached(mark: asyncio.Event, appending: asyncio.Task[None], what: str, seconds: float) -> None:
+    """Until ``mark`` is set; an error if the appender ended first (its own error, if any) or
+    ``seconds`` passed: a drill that cannot go on says why instead of waiting for ever."""
+    waiter = asyncio.ensure_future(mark.wait())
+    try:
+        await asyncio.wait({waiter, appending}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+    if mark.is_set():
+        return
+    if appending.done():
+        appending.result()  # its error
+        raise RuntimeError(f"the appender ended before {what}")
+    raise TimeoutError(f"{what} not within {seconds:.0f} s")
+
+
 async def _until(what: str, check: Any, seconds: float) -> None:
     deadline = time.monotonic() + seconds
     while True:
@@ -239,6 +268,7 @@ async def drill(
     async with Runtime(settings, cluster.url) as rt:
         await rt.inbox.start()
         procs = [spawn_worker(worker_env, logs / f"worker-{kind}-{n}.log" if logs else None) for n in range(workers)]
+        tasks: list[asyncio.Task[None]] = []
         try:
 
             async def all_beating() -> bool:
@@ -250,10 +280,13 @@ async def drill(
             quarter, half = appender.reached(messages // 4), appender.reached(messages // 2)
             appending = asyncio.create_task(appender.run())
             stalls = asyncio.create_task(_longest_stall(rt, appender))
-            await quarter.wait()
+            tasks += [appending, stalls]
+            # At the drill's rate with a failover's pause: a stuck appender is an error, not a hang.
+            budget = messages / rate + settle_s
+            await _reached(quarter, appending, "a quarter of the appends acknowledged", budget)
             os.kill(procs[0].pid, signal.SIGKILL)
             procs[0].wait()
-            await half.wait()
+            await _reached(half, appending, "half of the appends acknowledged", budget)
             key = rt.keys.inbox
             if kind == "manual":
                 done: Failover = await asyncio.to_thread(cluster.failover, key)
@@ -261,15 +294,18 @@ async def drill(
                 lag_s = LAG_S if kind == "kill-lagging" else 0.0
                 done = await asyncio.to_thread(functools.partial(cluster.kill_primary, key, lag_s=lag_s))
                 await asyncio.to_thread(cluster.restart, done.old)
+            done_mark = appender.reached(messages)
+            await _reached(done_mark, appending, "every append acknowledged", budget)
             await appending
             await _until("routing every inbox entry", lambda: _settled(rt), settle_s)
-            stalls.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stalls
+            await cancel_all([stalls])
             inbox_ids = await in_inbox(rt)
             counts = await routed(rt)
             dead = await rt.client.xlen(rt.keys.dead)
         finally:
+            for task in tasks:  # after an error: the appender and the sampler stop with it
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # their errors were raised already
             stop_workers(procs)
     exits = [proc.returncode for proc in procs[1:]]
     sent = {e.id for e in envs}

@@ -45,7 +45,7 @@ from router.cluster import scan_step
 from router.config import AnalyticsSettings
 from router.events import deleted_past, entry_id
 from router.keys import Keys, Shards
-from router.lifecycle import keep_running, wait_or_stop
+from router.lifecycle import Loop
 from router.redis import TRANSIENT_ERRORS, reply_text
 from router.runtime import Runtime
 
@@ -277,63 +277,46 @@ class Exporter:
         self._cursors: dict[str, str] = {}
         self._streams: dict[str, Stream] = {}
         self._xinfo_exact: bool | None = None
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        # A store's error (a full disk, a duplicate row: a bug; a PostgreSQL restart) is retried
+        # too, and shown in the health record, rather than ending the export silently.
+        self._loop = Loop(self.name, (*TRANSIENT_ERRORS, duckdb.Error, StoreFailed), graceful=True)
         self.exported = 0
         self.gaps = 0
-        # Another process holds the DuckDB file (its lock): this one waits for it.
+        # Another process holds the DuckDB file (its lock), or the server is away: this one waits.
         self.standby = False
+        self.standby_reason = ""
         # Wall time (s) of the start of the latest round that found nothing new; None while busy.
         self.caught_up_at: float | None = None
-        self.last_error = ""
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
-        self._stopping.clear()
-        self._task = asyncio.create_task(self.run())
-
-    async def run(self) -> None:
-        async def step() -> None:
+        async def step() -> bool:
             if self._store is None:
                 await self._open()
                 if self._store is None:
-                    await wait_or_stop(self._stopping, self.settings.poll_s * 5)
-                    return
-            more = await self.round()
-            self.last_error = ""
-            if not more:
-                await wait_or_stop(self._stopping, self.settings.poll_s)
+                    return False
+            return await self.round()
 
         async def failed(exc: BaseException) -> None:
-            self.last_error = str(exc) or type(exc).__name__
             if self._store is not None and not self._store.usable():
                 # A lost server connection: open again, and read the cursors again from the store.
                 self._store.close()
                 self._store = None
 
-        await keep_running(
-            step,
-            self._stopping,
-            what=self.name,
-            # A store's error (a full disk, a duplicate row: a bug; a PostgreSQL restart) is
-            # retried too, and shown in the health record, rather than ending the export silently.
-            retry_on=(*TRANSIENT_ERRORS, duckdb.Error, StoreFailed),
-            on_error=failed,
-        )
+        # Standing by, the store is tried again less often.
+        self._loop.rounds(step, lambda: self.settings.poll_s * (5 if self._store is None else 1), failed)
 
     async def close(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._loop.close()
         if self._store is not None:
             self._store.close()
             self._store = None
 
     def health(self) -> dict[str, Any]:
+        last_error = self._loop.last_error or (f"standby: {self.standby_reason}" if self.standby else "")
         return {
-            "connected": not self.last_error,
-            "detail": self.last_error or f"{self.exported} event(s) exported to {self.where}; {self.gaps} gap(s)",
+            "connected": not last_error,
+            "detail": last_error or f"{self.exported} event(s) exported to {self.where}; {self.gaps} gap(s)",
             "exported": self.exported,
             "gaps": self.gaps,
             "standby": self.standby,
@@ -352,8 +335,7 @@ class Exporter:
             store = await asyncio.to_thread(self._open_store)
         except StoreBusy as exc:
             # Another process writes to this store (or its server is away): stand by, try again.
-            self.last_error = f"standby: {exc}"
-            self.standby = True
+            self.standby, self.standby_reason = True, str(exc)
             return
         try:
             self._cursors = store.cursors()

@@ -91,11 +91,12 @@ class Inbox:
             if checked is None
             else (conversation_ref(env), int(checked.suspect), cfg.lane_maxlen, cfg.lane_order_ttl_s)
         )
-        data = encode(env)
         if checked is not None and checked.triage is not None:
-            carried = encode(msgspec.structs.replace(env, triage=checked.triage))
-            if len(carried) <= cfg.max_message_bytes or len(data) > cfg.max_message_bytes:
-                data = carried
+            data = encode(msgspec.structs.replace(env, triage=checked.triage))
+            if len(data) > cfg.max_message_bytes:  # the prediction must not cost the message
+                data = encode(env)
+        else:
+            data = encode(env)
         return argv(
             keys.prefix,
             f"{env.channel}:{env.account}:{env.platform_id}",

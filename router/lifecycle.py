@@ -97,21 +97,60 @@ async def cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
 
 class Loop:
     """A service's one background loop: ``step`` again and again (``keep_running``, errors of
-    ``retry_on`` logged and retried) from ``start`` until ``close``, which stops and awaits it."""
+    ``retry_on`` logged, kept in ``last_error`` and retried) from ``start`` until ``close``, which
+    stops and awaits it. ``graceful``: ``close`` lets the step in hand finish (a store's
+    transaction, a send) rather than cancel it; its waits (``wait_or_stop`` on ``stopping``) end
+    at once."""
 
-    def __init__(self, what: str, retry_on: tuple[type[BaseException], ...]) -> None:
+    def __init__(self, what: str, retry_on: tuple[type[BaseException], ...], *, graceful: bool = False) -> None:
         self.what = what
         self.retry_on = retry_on
+        self.graceful = graceful
         self.stopping = asyncio.Event()
+        self.last_error = ""  # the last failed step's error, until a round succeeds (``rounds``)
         self._task: asyncio.Task[None] | None = None
 
-    def start(self, step: Callable[[], Awaitable[bool | None]]) -> None:
-        self._task = asyncio.create_task(keep_running(step, self.stopping, what=self.what, retry_on=self.retry_on))
+    def start(
+        self,
+        step: Callable[[], Awaitable[bool | None]],
+        on_error: Callable[[BaseException], Awaitable[float | None]] | None = None,
+    ) -> None:
+        """Run ``step`` (True: stop); ``on_error`` as ``keep_running``'s, after ``last_error`` is set."""
+
+        async def failed(exc: BaseException) -> float | None:
+            self.last_error = str(exc) or type(exc).__name__
+            return await on_error(exc) if on_error is not None else None
+
+        self.stopping.clear()
+        self._task = asyncio.create_task(
+            keep_running(step, self.stopping, what=self.what, retry_on=self.retry_on, on_error=failed)
+        )
+
+    def rounds(
+        self,
+        round_: Callable[[], Awaitable[bool | None]],
+        idle_s: Callable[[], float],
+        on_error: Callable[[BaseException], Awaitable[float | None]] | None = None,
+    ) -> None:
+        """Run ``round_`` again at once while it returns True (more is waiting), else after
+        ``idle_s()`` seconds; each round that succeeds clears ``last_error``."""
+
+        async def step() -> None:
+            more = await round_()
+            self.last_error = ""
+            if not more:
+                await wait_or_stop(self.stopping, idle_s())
+
+        self.start(step, on_error)
 
     async def close(self) -> None:
         self.stopping.set()
         if self._task is not None:
-            await cancel_all([self._task])
+            if self.graceful:
+                await self._task
+            else:
+                await cancel_all([self._task])
+            self._task = None
 
     @property
     def alive(self) -> bool:

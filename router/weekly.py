@@ -43,7 +43,7 @@ from router.errors import SwitchboardError
 from router.exporter import Exporter
 from router.keys import Keys
 from router.leases import Clock, WallClock
-from router.lifecycle import keep_running, wait_or_stop
+from router.lifecycle import Loop
 from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
 from router.summary import Figures, Summary, Week, WeekCauses, gather, render
@@ -198,41 +198,30 @@ class WeeklyReports:
         self._client: aioredis.Redis = rt.client
         self._keys: Keys = rt.keys
         self._connector = connector
-        self._stopping = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._loop = Loop("weekly summary", TRANSIENT_ERRORS, graceful=True)
         self.sent: dict[str, str] = {}  # recipient -> the last week this process sent it
-        self.last_error = ""  # the last tick's failed sends
+        self.failed_sends = ""  # the last tick's
         self.standby = ""  # why the last tick could not compute the summary here
         # The due week's summary once computed (a dozen queries and the complaint causes, which
         # embed texts: tens of seconds), so that a retry does not compute it again.
         self._made: Summary | None = None
 
     async def start(self) -> None:
-        self._stopping.clear()
-
-        async def step() -> None:
+        async def tick() -> None:
             await self.tick()
-            await wait_or_stop(self._stopping, self.settings.tick_s)
 
-        async def failed(exc: BaseException) -> None:
-            self.last_error = str(exc) or type(exc).__name__
-
-        self._task = asyncio.create_task(
-            keep_running(step, self._stopping, what="weekly summary", retry_on=TRANSIENT_ERRORS, on_error=failed)
-        )
+        self._loop.rounds(tick, lambda: self.settings.tick_s)
 
     async def close(self) -> None:
-        self._stopping.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._loop.close()
 
     def health(self) -> dict[str, Any]:
         to = ", ".join(r.describe() for r in self.recipients)
         sent = ", ".join(f"{k} {v}" for k, v in self.sent.items()) or "nothing yet"
+        last_error = self._loop.last_error or self.failed_sends
         return {
-            "connected": not self.last_error,
-            "detail": self.last_error or self.standby or f"weekly summary to {to}; sent by this process: {sent}",
+            "connected": not last_error,
+            "detail": last_error or self.standby or f"weekly summary to {to}; sent by this process: {sent}",
             "sent": self.sent,
         }
 
@@ -249,7 +238,7 @@ class WeeklyReports:
         pending = [r for r in self.recipients if not await self._client.exists(self._key(week, r))]
         self.standby = ""
         if not pending:
-            self.last_error = ""
+            self.failed_sends = ""
             return {}
         if self._made is not None and self._made.week == week.label:
             summary: Summary | None = self._made  # a retry sends what the first try computed
@@ -261,7 +250,7 @@ class WeeklyReports:
             return {r.name: "no store" for r in pending}
         out = {r.name: await self._send(week, r, summary) for r in pending}
         failed = [f"{name}: {what}" for name, what in out.items() if what.startswith("failed")]
-        self.last_error = "; ".join(failed)
+        self.failed_sends = "; ".join(failed)
         return out
 
     async def summary(self, week: Week) -> Summary | None:

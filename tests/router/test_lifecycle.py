@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from router.lifecycle import Backoff, keep_running, running, signals_stop
+from router.lifecycle import Backoff, Loop, keep_running, running, signals_stop
 
 pytestmark = pytest.mark.cluster
 
@@ -76,6 +76,56 @@ async def test_keep_running_returns_when_the_step_says_done_or_stopping_cuts_the
 
 async def _done() -> bool:
     return True
+
+
+async def test_loop_rounds_go_on_at_once_while_there_is_more_and_keep_the_last_error() -> None:
+    """``Loop.rounds``: again at once after a round that says there is more, after ``idle_s``
+    otherwise (here a day: the test ends long before, so a wait would show); a failed round's
+    error is ``last_error`` until a round succeeds; a graceful close lets the round in hand end."""
+    loop = Loop("test", (Flaky,), graceful=True)
+    outcomes = iter([True, Flaky("disk full"), "hold", True, False])
+    seen: list[str] = []
+    held, release, failed_errors = asyncio.Event(), asyncio.Event(), []
+
+    async def round_() -> bool:
+        outcome = next(outcomes)
+        seen.append(str(outcome))
+        if isinstance(outcome, Exception):
+            raise outcome
+        if outcome == "hold":
+            assert loop.last_error == "disk full"  # until this round succeeds
+            held.set()
+            await release.wait()
+            return True
+        return bool(outcome)
+
+    async def on_error(exc: BaseException) -> float:
+        failed_errors.append(loop.last_error)
+        return 0.0  # no backoff: straight to the next round
+
+    loop.rounds(round_, lambda: 86400.0, on_error)
+    await asyncio.wait_for(held.wait(), 5)
+    closing = asyncio.create_task(loop.close())
+    await asyncio.sleep(0.05)
+    assert not closing.done()  # graceful: the round in hand goes on
+    release.set()
+    await asyncio.wait_for(closing, 5)
+    assert failed_errors == ["disk full"] and loop.last_error == "" and not loop.alive
+    # The held round said "more", but the loop was stopping: no round after it.
+    assert seen == ["True", "disk full", "hold"]
+
+
+async def test_a_loop_that_is_not_graceful_cancels_the_step_in_hand() -> None:
+    loop, started = Loop("test", (Flaky,)), asyncio.Event()
+
+    async def step() -> None:
+        started.set()
+        await asyncio.Event().wait()  # never set
+
+    loop.start(step)
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.wait_for(loop.close(), 5)
+    assert not loop.alive
 
 
 async def test_signals_stop_installs_and_removes_the_handlers() -> None:
