@@ -226,7 +226,13 @@ def test_bench_small_run_json() -> None:
         assert set(r[key]) == {"10", "100", "1000", "10000"}
     assert r["avg_rules_matched"]["10000"] <= 2 * r["avg_rules_matched"]["10"]
     assert r["redos_ms"] < 1000
-    assert "default_msgs_per_s" in r
+    for key in (
+        "default_msgs_per_s",
+        "default_no_model_msgs_per_s",
+        "default_carried_msgs_per_s",
+        "precheck_msgs_per_s",
+    ):
+        assert r[key] > 0, key
 
 
 def test_cli_rules_validate(rule_file: Path) -> None:
