@@ -23,7 +23,7 @@ from router.localcluster import Failover, LocalCluster
 from router.redis import TRANSIENT_ERRORS
 from router.runtime import Runtime
 from router.worker import Worker
-from tests.conftest import ROOT, ROUTER_RULES
+from tests.conftest import HUNG_S, ROOT, ROUTER_RULES, print_tasks
 
 MESSAGES = 2000
 WORKERS = 3
@@ -53,6 +53,15 @@ async def _collect_at_the_end() -> AsyncIterator[None]:
         for _ in range(5):
             await asyncio.sleep(0.1)
             gc.collect()
+
+
+@pytest.fixture(autouse=True)
+async def _watchdog() -> AsyncIterator[None]:
+    """As the ``rt`` fixture's: the stacks of every task when a drill runs past ``HUNG_S`` (one
+    timed out once in a fresh-clone CI run, with nothing to say where it waited)."""
+    handle = asyncio.get_running_loop().call_later(HUNG_S, print_tasks)
+    yield
+    handle.cancel()
 
 
 @pytest.fixture(scope="module")
