@@ -491,7 +491,7 @@ class Engine:
             if msg.language is None and not self._p1_reads_language:
                 # No P1 rule asks: skip the detector (the costliest step after the scan).
                 probe = msgspec.structs.replace(msg, language="")
-            ctx = self._prepare(probe, self._model if asks_model else None)
+            ctx = self._prepare(probe, None)
             rules = compiled.rules
             if any(rules[i].condition.match(ctx) is not None for i in sorted(self._candidates(ctx) & p1)):
                 return Precheck(True)
@@ -499,6 +499,8 @@ class Engine:
             return Precheck(False)
         if ctx is None:
             ctx = _Message(msg, compiled.regexes, compiled.regex_leads, self._model)
+        else:
+            ctx._model = self._model  # now, after the P1 rules: their model conditions did not hold
         prediction = ctx.prediction()
         assert prediction is not None  # a model was given
         return Precheck(prediction.priority.get("P1", 0.0) >= compiled.policy.p1_min, ctx.triage())

@@ -7,6 +7,7 @@ per-test key prefix of the ``rt`` fixture, so tests never see each other's users
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from router.config import Settings
 from router.console import ConsoleServer, create_app
 from router.console.service import Console
 from router.runtime import Runtime
+from router.weekly import Opener
 from router.worker import Worker
 from tests.router.helpers import message
 
@@ -86,15 +88,23 @@ class Served:
         return str(cid.decode())
 
 
-@pytest.fixture
-async def served(rt: Runtime, web_settings: Settings) -> AsyncIterator[Served]:
-    app = create_app(rt, web_settings, SandboxUsers(rt.channel_context()))
+@contextlib.asynccontextmanager
+async def serving(rt: Runtime, settings: Settings, store: Opener | None = None) -> AsyncIterator[Served]:
+    """The console of ``settings`` over ``rt``, with the sandbox, on a free port; ``store``: how its
+    reports and archive read the analytics store (``create_app``'s)."""
+    app = create_app(rt, settings, SandboxUsers(rt.channel_context()), store)
     server = ConsoleServer(app, "127.0.0.1", 0)
     await server.start()
     try:
         yield Served(server, app.state.console, rt)
     finally:
         await server.close()
+
+
+@pytest.fixture
+async def served(rt: Runtime, web_settings: Settings) -> AsyncIterator[Served]:
+    async with serving(rt, web_settings) as console:
+        yield console
 
 
 async def eventually(check: Callable[[], Awaitable[bool]], seconds: float = 15) -> None:

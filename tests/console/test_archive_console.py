@@ -9,15 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sandbox import SandboxUsers
 from router.archive import Archiver
 from router.config import Settings
-from router.console import ConsoleServer, create_app
 from router.exporter import Exporter
 from router.retention import DAY_MS, Retention
 from router.runtime import Runtime
 from router.weekly import store_opener
-from tests.console.conftest import Served
+from tests.console.conftest import Served, serving
 from tests.router.test_archive import Clock, archive_settings, closed_at, in_redis
 
 pytestmark = pytest.mark.cluster
@@ -36,14 +34,10 @@ async def exporter(rt: Runtime, web_settings: Settings, tmp_path: Path) -> Async
 @pytest.fixture
 async def served(rt: Runtime, web_settings: Settings, tmp_path: Path, exporter: Exporter) -> AsyncIterator[Served]:
     settings = archive_settings(web_settings, tmp_path)
-    path = settings.analytics.path(settings.redis.data_dir)
-    app = create_app(rt, settings, SandboxUsers(rt.channel_context()), store_opener(path, exporter))
-    server = ConsoleServer(app, "127.0.0.1", 0)
-    await server.start()
-    try:
-        yield Served(server, app.state.console, rt)
-    finally:
-        await server.close()
+    async with serving(
+        rt, settings, store_opener(settings.analytics.path(settings.redis.data_dir), exporter)
+    ) as console:
+        yield console
 
 
 async def _archived_and_deleted(served: Served, exporter: Exporter, tmp_path: Path) -> tuple[str, str, list[str]]:
@@ -109,16 +103,9 @@ async def test_no_archive_readable_here_says_so(
     settings = archive_settings(web_settings, tmp_path)
     # A console without the exporter: the file is held (here by this process's own exporter, as by
     # another process's in `switchboard web`), so a read-only opening is refused.
-    path = settings.analytics.path(settings.redis.data_dir)
-    app = create_app(rt, settings, SandboxUsers(rt.channel_context()), store_opener(path))
-    server = ConsoleServer(app, "127.0.0.1", 0)
-    await server.start()
-    try:
-        elsewhere = Served(server, app.state.console, rt)
+    async with serving(rt, settings, store_opener(settings.analytics.path(settings.redis.data_dir))) as elsewhere:
         token = await served.console.users.issue_token("admin")
         async with elsewhere.api(token) as api:
             got = await api.get(f"/api/conversations/{cid}")
-        assert got.status_code == 404
-        assert "not in Redis, and the archive cannot be read by this process" in got.json()["error"]
-    finally:
-        await server.close()
+    assert got.status_code == 404
+    assert "not in Redis, and the archive cannot be read by this process" in got.json()["error"]

@@ -14,13 +14,11 @@ from pathlib import Path
 import pytest
 from playwright.async_api import Browser, expect
 
-from adapters.sandbox import SandboxUsers
 from router.config import Settings
-from router.console import ConsoleServer, create_app
 from router.exporter import Exporter
 from router.runtime import Runtime
 from router.weekly import store_opener
-from tests.console.conftest import Served
+from tests.console.conftest import Served, serving
 from tests.console.test_browser import browser, logged_in, shot  # noqa: F401  (the session's Chromium)
 
 # (user, text): what each conversation opens with, and where tests/router/rules.yaml routes it.
@@ -40,13 +38,10 @@ async def exported(rt: Runtime, web_settings: Settings) -> AsyncIterator[tuple[S
     exporter = Exporter(rt)
     await exporter.start()
     path = rt.settings.analytics.path(rt.settings.redis.data_dir)
-    app = create_app(rt, web_settings, SandboxUsers(rt.channel_context()), store_opener(path, exporter))
-    server = ConsoleServer(app, "127.0.0.1", 0)
-    await server.start()
     try:
-        yield Served(server, app.state.console, rt), exporter
+        async with serving(rt, web_settings, store_opener(path, exporter)) as console:
+            yield console, exporter
     finally:
-        await server.close()
         await exporter.close()
 
 
