@@ -12,6 +12,17 @@ from router.runtime import Runtime
 from router.shardlease import ShardLeases
 from router.worker import Worker, Workers
 
+#: The head of a small rule set (three groups, defaults, ``rules:``) that tests complete with their rules.
+THREE_GROUPS = """
+version: 1
+groups:
+  - {id: security, name: Security}
+  - {id: payments, name: Payments}
+  - {id: general, name: General}
+defaults: {group: general, priority: P3}
+rules:
+"""
+
 
 def message(text: str, *, user: str = "u1", channel: str = "telegram", key: str | None = None, **kw: Any) -> Envelope:
     msg_id = new_id()

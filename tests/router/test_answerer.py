@@ -28,7 +28,7 @@ from router.retention import Retention
 from router.runtime import Runtime
 from router.worker import Workers
 from tests.conftest import SWITCHBOARD
-from tests.router.helpers import drain
+from tests.router.helpers import THREE_GROUPS, drain
 
 pytestmark = pytest.mark.cluster(shards=4)
 
@@ -36,14 +36,9 @@ FIXTURES = Path(__file__).resolve().parents[1] / "kb" / "fixtures" / "kb"
 GROUPS = ("payments", "security", "verification", "trading", "general", "complaints")
 DAY = 86_400.0
 
-RULES = """
-version: 1
-groups:
-  - {id: security, name: Security}
-  - {id: payments, name: Payments}
-  - {id: general, name: General}
-defaults: {group: general, priority: P3}
-rules:
+RULES = (
+    THREE_GROUPS
+    + """\
   - id: txid-tag
     when: {detector: txid}
     then: {tags: [txid]}
@@ -57,6 +52,7 @@ rules:
     when: {contains_any: [withdrawal]}
     then: {tags: [faq], priority: P3, route: payments}
 """
+)
 
 FAQ = "I forgot my password, how do I reset it"
 

@@ -28,19 +28,14 @@ from router.model import decode_outbox
 from router.runtime import Runtime
 from router.worker import Worker, Workers
 from tests.conftest import SWITCHBOARD
-from tests.router.helpers import drain
+from tests.router.helpers import THREE_GROUPS, drain
 from tests.router.test_answerer import FAQ, answerer
 
 pytestmark = pytest.mark.cluster(shards=4)
 
-RULES = """
-version: 1
-groups:
-  - {id: security, name: Security}
-  - {id: payments, name: Payments}
-  - {id: general, name: General}
-defaults: {group: general, priority: P3}
-rules:
+RULES = (
+    THREE_GROUPS
+    + """\
   - id: hacked
     when: {contains_any: [hacked]}
     then: {priority: P1, route: security}
@@ -48,6 +43,7 @@ rules:
     when: {contains_any: [withdrawal, 提现]}
     then: {route: payments}
 """
+)
 MIN = 60_000
 
 

@@ -26,18 +26,13 @@ from router.runtime import Runtime
 from router.surge import suggestions
 from router.worker import Workers
 from rules.locale import localized
-from tests.router.helpers import drain
+from tests.router.helpers import THREE_GROUPS, drain
 
 pytestmark = pytest.mark.cluster(shards=4)
 
-RULES = """
-version: 1
-groups:
-  - {id: security, name: Security}
-  - {id: payments, name: Payments}
-  - {id: general, name: General}
-defaults: {group: general, priority: P3}
-rules:
+RULES = (
+    THREE_GROUPS
+    + """\
   - id: hacked
     when: {contains_any: [hacked]}
     then: {tags: [security], priority: P1, route: security}
@@ -45,6 +40,7 @@ rules:
     when: {contains_any: [withdrawal, 提现]}
     then: {tags: [payments], priority: P3, route: payments}
 """
+)
 
 TRON = {"all": [{"contains_any": ["withdrawal", "提现"]}, {"contains_any": ["tron", "trc20"]}]}
 TEXTS = {"en": "TRON withdrawals are delayed; we are on it.", "zh": "TRON 提现延迟，我们正在处理。"}
