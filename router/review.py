@@ -169,8 +169,13 @@ class Reviewer:
             group = opinion.group
             self.counts["moved"] += 1
             log.info("review moved %s from %s to %s", event.conv, event.group, group)
-        raise_p1 = opinion.raise_p1 and message.get("priority") != "P1"
-        if raise_p1 and await convs.set_priority(event.conv, 1, BY, review=group):
+        # Only a conversation not at P1 already (the router's decision, or an agent's change since):
+        # raising one that is would record a change from P1 to P1.
+        if (
+            opinion.raise_p1
+            and (await convs.get(event.conv)).priority != 1
+            and await convs.set_priority(event.conv, 1, BY, review=group)
+        ):
             self.counts["raised"] += 1
         if group == event.group and not opinion.raise_p1:
             self.counts["kept"] += 1

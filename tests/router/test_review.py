@@ -83,6 +83,21 @@ async def test_an_unsure_unclaimed_conversation_is_moved_and_raised_without_a_la
     assert (r.counts["reviewed"], r.counts["moved"], r.counts["raised"]) == (1, 1, 1)
 
 
+async def test_a_conversation_at_p1_already_is_not_raised_again(rt: Runtime, semantic: SemanticModel) -> None:
+    """Found running `make run`: the reviewer read the routed priority from the wrong place of the
+    history record and "raised" a P1 conversation, recording a change from P1 to P1."""
+    r = reviewer(rt, semantic)
+    await r.resume()
+    cid = await routed(rt, "what is the trading fee", "u9")
+    await rt.conversations.set_priority(cid, 1, "alice")  # an agent raised it before the review
+    await r.step()
+    conv = await rt.conversations.get(cid)
+    assert (conv.group, conv.priority) == ("verification", 1)
+    changes = [e.data for e in await rt.conversations.history(cid) if e.type == "status"]
+    assert [c.get("by") for c in changes if "prio" in c] == ["alice"]
+    assert (r.counts["moved"], r.counts["raised"]) == (1, 0)
+
+
 async def test_a_conversation_claimed_before_the_move_stays(rt: Runtime, semantic: SemanticModel) -> None:
     r = reviewer(rt, semantic)
     await r.resume()
