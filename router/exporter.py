@@ -282,9 +282,9 @@ class Exporter:
         self._loop = Loop(self.name, (*TRANSIENT_ERRORS, duckdb.Error, StoreFailed), graceful=True)
         self.exported = 0
         self.gaps = 0
-        # Another process holds the DuckDB file (its lock), or the server is away: this one waits.
-        self.standby = False
-        self.standby_reason = ""
+        # Why this one waits ("" when it does not): another process holds the DuckDB file (its
+        # lock), or the server is away.
+        self.standby = ""
         # Wall time (s) of the start of the latest round that found nothing new; None while busy.
         self.caught_up_at: float | None = None
 
@@ -313,13 +313,13 @@ class Exporter:
             self._store = None
 
     def health(self) -> dict[str, Any]:
-        last_error = self._loop.last_error or (f"standby: {self.standby_reason}" if self.standby else "")
+        last_error = self._loop.last_error or (f"standby: {self.standby}" if self.standby else "")
         return {
             "connected": not last_error,
             "detail": last_error or f"{self.exported} event(s) exported to {self.where}; {self.gaps} gap(s)",
             "exported": self.exported,
             "gaps": self.gaps,
-            "standby": self.standby,
+            "standby": bool(self.standby),
             "caught_up_at": self.caught_up_at,
         }
 
@@ -335,7 +335,7 @@ class Exporter:
             store = await asyncio.to_thread(self._open_store)
         except StoreBusy as exc:
             # Another process writes to this store (or its server is away): stand by, try again.
-            self.standby, self.standby_reason = True, str(exc)
+            self.standby = str(exc) or type(exc).__name__
             return
         try:
             self._cursors = store.cursors()
@@ -346,7 +346,7 @@ class Exporter:
             store.close()
             raise
         self._store = store
-        self.standby = False
+        self.standby = ""
 
     # -- the work --------------------------------------------------------------------------------
     async def round(self) -> bool:

@@ -207,7 +207,7 @@ class WeeklyReports:
         self._made: Summary | None = None
 
     async def start(self) -> None:
-        async def tick() -> None:
+        async def tick() -> None:  # a round's "more" is not what tick returns (what it sent)
             await self.tick()
 
         self._loop.rounds(tick, lambda: self.settings.tick_s)
