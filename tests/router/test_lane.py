@@ -26,22 +26,24 @@ def _keys(rt: Runtime, env: Envelope) -> Keys:
     return rt.shards.shard[rt.shards.of_key(env.channel, env.account, env.conversation_key)]
 
 
-async def _where(rt: Runtime, env: Envelope) -> str:
-    """The stream ``env`` was appended to: "inbox" or "lane"."""
+async def _entry(rt: Runtime, env: Envelope) -> tuple[str, bytes]:
+    """The stream ``env`` was appended to ("inbox" or "lane"), and the envelope as it holds it."""
     keys = _keys(rt, env)
     entry_id = (await rt.client.get(f"{keys.prefix}dedup:{env.channel}:{env.account}:{env.platform_id}")).decode()
     # Entry ids are unique per stream only: the envelope tells.
     lane = await rt.client.xrange(keys.lane, entry_id, entry_id)
-    return "lane" if lane and json.loads(lane[0][1][b"env"])["id"] == env.id else "inbox"
+    if lane and json.loads(lane[0][1][b"env"])["id"] == env.id:
+        return "lane", lane[0][1][b"env"]
+    [(_, fields)] = await rt.client.xrange(keys.inbox, entry_id, entry_id)
+    return "inbox", fields[b"env"]
+
+
+async def _where(rt: Runtime, env: Envelope) -> str:
+    return (await _entry(rt, env))[0]
 
 
 async def _stored(rt: Runtime, env: Envelope) -> Envelope:
-    """``env`` as its stream holds it."""
-    keys = _keys(rt, env)
-    entry_id = (await rt.client.get(f"{keys.prefix}dedup:{env.channel}:{env.account}:{env.platform_id}")).decode()
-    stream = keys.lane if await _where(rt, env) == "lane" else keys.inbox
-    [(_, fields)] = await rt.client.xrange(stream, entry_id, entry_id)
-    return decode_envelope(fields[b"env"])
+    return decode_envelope((await _entry(rt, env))[1])
 
 
 async def _waiting(rt: Runtime) -> int:
