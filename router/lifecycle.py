@@ -107,7 +107,7 @@ class Loop:
         self.retry_on = retry_on
         self.graceful = graceful
         self.stopping = asyncio.Event()
-        self.last_error = ""  # the last failed step's error, until a round succeeds (``rounds``)
+        self.last_error = ""  # the last failed step's error, until a step (a round) succeeds
         self._task: asyncio.Task[None] | None = None
 
     def start(
@@ -115,15 +115,21 @@ class Loop:
         step: Callable[[], Awaitable[bool | None]],
         on_error: Callable[[BaseException], Awaitable[float | None]] | None = None,
     ) -> None:
-        """Run ``step`` (True: stop); ``on_error`` as ``keep_running``'s, after ``last_error`` is set."""
+        """Run ``step`` (True: stop); ``on_error`` as ``keep_running``'s, after ``last_error`` is set.
+        A step that succeeds clears ``last_error``: health says an outage is over once it is."""
 
         async def failed(exc: BaseException) -> float | None:
             self.last_error = str(exc) or type(exc).__name__
             return await on_error(exc) if on_error is not None else None
 
+        async def stepped() -> bool | None:
+            done = await step()
+            self.last_error = ""
+            return done
+
         self.stopping.clear()
         self._task = asyncio.create_task(
-            keep_running(step, self.stopping, what=self.what, retry_on=self.retry_on, on_error=failed)
+            keep_running(stepped, self.stopping, what=self.what, retry_on=self.retry_on, on_error=failed)
         )
 
     def rounds(
@@ -133,7 +139,7 @@ class Loop:
         on_error: Callable[[BaseException], Awaitable[float | None]] | None = None,
     ) -> None:
         """Run ``round_`` again at once while it returns True (more is waiting), else after
-        ``idle_s()`` seconds; each round that succeeds clears ``last_error``."""
+        ``idle_s()`` seconds; each round that succeeds clears ``last_error`` (before the wait)."""
 
         async def step() -> None:
             more = await round_()

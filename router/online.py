@@ -55,8 +55,10 @@ class OnlineCounts:
 
     def health(self) -> dict[str, Any]:
         return {
-            "connected": self._loop.alive,
-            "detail": ", ".join(f"{g} {n}" for g, n in sorted(self.online.items())) or "no agent with a presence",
+            "connected": self._loop.alive and not self._loop.last_error,
+            "detail": self._loop.last_error
+            or ", ".join(f"{g} {n}" for g, n in sorted(self.online.items()))
+            or "no agent with a presence",
             "online": self.online,
         }
 

@@ -115,6 +115,33 @@ async def test_loop_rounds_go_on_at_once_while_there_is_more_and_keep_the_last_e
     assert seen == ["True", "disk full", "hold"]
 
 
+async def test_a_loop_keeps_a_failed_steps_error_until_a_step_succeeds() -> None:
+    """``Loop.start``: what a service's health reports (``last_error``) is the outage while it
+    lasts, and nothing once a step got through again."""
+    loop = Loop("test", (Flaky,))
+    outcomes = iter([Flaky("redis down"), "check", None, "check again"])
+    checked, seen = asyncio.Event(), []
+
+    async def step() -> bool:
+        outcome = next(outcomes)
+        if isinstance(outcome, Exception):
+            raise outcome
+        seen.append((outcome, loop.last_error))
+        if outcome == "check again":
+            checked.set()
+            return True
+        return False
+
+    async def on_error(exc: BaseException) -> float:
+        return 0.0
+
+    loop.start(step, on_error)
+    await asyncio.wait_for(checked.wait(), 5)
+    await loop.close()
+    # During the step after the failure the error stands; once that step succeeded, it is gone.
+    assert seen == [("check", "redis down"), (None, ""), ("check again", "")]
+
+
 async def test_a_loop_that_is_not_graceful_cancels_the_step_in_hand() -> None:
     loop, started = Loop("test", (Flaky,)), asyncio.Event()
 
