@@ -544,7 +544,9 @@ def cmd_rules_offline(args: argparse.Namespace, settings: Settings) -> int:
     if args.action == "validate":
         return rules_cli.validate(args.file, sys.stdout, load_model(settings.rules))
     if args.action == "eval":
-        return rules_cli.evaluate_samples(args.file, args.samples, args.json, sys.stdout, load_model(settings.rules))
+        return rules_cli.evaluate_samples(
+            args.file, args.samples, args.json, sys.stdout, load_model(settings.rules), only_figures=args.figures_only
+        )
     return rules_cli.schema(sys.stdout)
 
 
@@ -554,7 +556,15 @@ def cmd_model_eval(args: argparse.Namespace, settings: Settings) -> int:
     from router.runtime import load_model
 
     semantic = load_semantic(settings.rules, settings.review)
-    return rules_cli.model_eval(args.file, args.samples, args.json, sys.stdout, load_model(settings.rules), semantic)
+    return rules_cli.model_eval(
+        args.file,
+        args.samples,
+        args.json,
+        sys.stdout,
+        load_model(settings.rules),
+        semantic,
+        only_figures=args.figures_only,
+    )
 
 
 def cmd_route(args: argparse.Namespace, settings: Settings) -> int:
@@ -831,6 +841,13 @@ def build_parser() -> argparse.ArgumentParser:
     def json_flag(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--json", action="store_true", help="machine-readable output")
 
+    def figures_flag(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument(
+            "--figures-only",
+            action="store_true",
+            help="leave out the samples it got wrong (a test set that whoever tunes must not read)",
+        )
+
     sp = add("run", cmd_run, "run everything: embedded Redis if needed, workers, adapters")
     sp.add_argument("--workers", type=int, default=1)
     sp.set_defaults(workers_only=False, supervised_by=None)
@@ -953,6 +970,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = rsub.add_parser("eval", help="accuracy of a rule file on labelled samples")
     sp.add_argument("file", nargs="?")
     sp.add_argument("--samples", required=True)
+    figures_flag(sp)
     json_flag(sp)
     sp.set_defaults(handler=cmd_rules_offline)
     sp = rsub.add_parser("schema", help="print the rule file's JSON Schema")
@@ -982,6 +1000,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = msub.add_parser("eval", help="the rules eval table for the rules alone, the model alone and both")
     sp.add_argument("file", nargs="?", help="a rule file (default: the shipped rules)")
     sp.add_argument("--samples", required=True)
+    figures_flag(sp)
     json_flag(sp)
     sp.set_defaults(handler=cmd_model_eval)
     _model_versions_parsers(msub)

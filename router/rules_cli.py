@@ -15,7 +15,16 @@ from typing import Any, TextIO
 import msgspec
 import yaml
 
-from router.rules_samples import InputError, Report, Sample, message_from_json, print_summary, read_samples, summarize
+from router.rules_samples import (
+    InputError,
+    Report,
+    Sample,
+    figures_only,
+    message_from_json,
+    print_summary,
+    read_samples,
+    summarize,
+)
 from rules import Engine, RuleSetError, default_source
 from rules.intent import IntentModel
 from rules.semantic import SemanticModel, needs_review, review
@@ -89,9 +98,16 @@ def _json_line(out: TextIO, obj: Any) -> None:
 
 
 def evaluate_samples(
-    rules_path: str | None, samples_path: str, as_json: bool, out: TextIO, model: IntentModel | None = None
+    rules_path: str | None,
+    samples_path: str,
+    as_json: bool,
+    out: TextIO,
+    model: IntentModel | None = None,
+    *,
+    only_figures: bool = False,
 ) -> int:
-    """``switchboard rules eval FILE --samples JSONL [--json]``: how well the rules do."""
+    """``switchboard rules eval FILE --samples JSONL [--json] [--figures-only]``: how well the
+    rules do; ``only_figures``: without the samples they got wrong (``figures_only``)."""
     try:
         engine = Engine.load(rules_path, model)
     except RuleSetError as exc:
@@ -104,6 +120,8 @@ def evaluate_samples(
         print(f"{samples_path}: cannot read: {exc}", file=out)
         return 1
     summary = summarize(engine, report)
+    if only_figures:
+        summary = figures_only(summary)
     if as_json:
         _json_line(out, summary)
     else:
@@ -140,10 +158,13 @@ def model_eval(
     out: TextIO,
     model: IntentModel | None,
     semantic: SemanticModel | None = None,
+    *,
+    only_figures: bool = False,
 ) -> int:
-    """``switchboard model eval [FILE] --samples JSONL [--json]``: the ``rules eval`` table for the
-    rules alone, the triage model alone (its best group and priority), both as configured, and
-    (with ``semantic``) both with the reviewer's second opinion."""
+    """``switchboard model eval [FILE] --samples JSONL [--json] [--figures-only]``: the ``rules
+    eval`` table for the rules alone, the triage model alone (its best group and priority), both
+    as configured, and (with ``semantic``) both with the reviewer's second opinion."""
+    shown = figures_only if only_figures else dict
     if model is None:
         print("no triage model: [rules] model is off", file=out)
         return 1
@@ -171,14 +192,14 @@ def model_eval(
         except OSError as exc:
             print(f"{samples_path}: cannot read: {exc}", file=out)
             return 1
-        summaries[name] = summarize(engine, report)
+        summaries[name] = shown(summarize(engine, report))
         if not as_json:
             print(f"== {dict(rules='rules alone', model='model alone', both='rules and model')[name]}", file=out)
             print_summary(summaries[name], report.samples, out)
         if name == "both" and semantic is not None:
             reviewed, asked = second_opinion(report.samples, engine, model, semantic)
             report = Report(reviewed, report.bad_lines)
-            summaries["second_opinion"] = {**summarize(engine, report), "reviewed": asked}
+            summaries["second_opinion"] = {**shown(summarize(engine, report)), "reviewed": asked}
             if not as_json:
                 print(f"== rules, model and second opinion ({semantic.policy}; {asked} reviewed)", file=out)
                 print_summary(summaries["second_opinion"], report.samples, out)

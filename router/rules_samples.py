@@ -19,7 +19,17 @@ from typing import Any, TextIO
 
 from rules import SECRET_KINDS, Decision, Engine, MessageIn
 
-__all__ = ["InputError", "Report", "Sample", "message_from_json", "print_summary", "read_samples", "summarize"]
+__all__ = [
+    "LISTINGS",
+    "InputError",
+    "Report",
+    "Sample",
+    "figures_only",
+    "message_from_json",
+    "print_summary",
+    "read_samples",
+    "summarize",
+]
 
 
 class InputError(ValueError):
@@ -229,6 +239,11 @@ def summarize(engine: Engine, report: Report) -> dict[str, Any]:
             "support": support,
         }
     p1 = [s for s in samples if s.expected_priority == "P1"]
+    p4 = [s for s in samples if s.expected_priority == "P4"]
+    priorities: dict[str, Counter[str]] = defaultdict(Counter)
+    for s in samples:
+        if s.expected_priority is not None:  # a sample may expect a group alone
+            priorities[s.expected_priority][f"P{s.decision.priority}"] += 1
 
     def line(s: Sample) -> dict[str, Any]:
         return {
@@ -252,10 +267,14 @@ def summarize(engine: Engine, report: Report) -> dict[str, Any]:
         "priority_accuracy": _ratio(sum(s.priority_ok for s in samples), n),
         "p1_recall": _ratio(sum(f"P{s.decision.priority}" == "P1" for s in p1), len(p1)),
         "p1_support": len(p1),
+        # Issue 15's bound: how many P4 messages (questions) were raised to P1 (the security lane).
+        "p4_to_p1": _ratio(sum(s.decision.priority == 1 for s in p4), len(p4)),
+        "p4_support": len(p4),
         "tag_accuracy": _ratio(sum(s.tags_ok for s in samples), n),
         "secrets": _secret_check(samples),
         "per_group": per_group,
         "confusion": {e: dict(sorted(c.items())) for e, c in sorted(confusion.items())},
+        "priority_confusion": {e: dict(sorted(c.items())) for e, c in sorted(priorities.items())},
         "misrouted": [line(s) for s in samples if not s.group_ok],
         "priority_misses": [line(s) for s in samples if s.group_ok and not s.priority_ok],
         "tag_misses": [line(s) for s in samples if s.group_ok and s.priority_ok and not s.tags_ok],
@@ -266,7 +285,19 @@ def _pct(value: float | None) -> str:
     return "   n/a" if value is None else f"{value * 100:5.1f}%"
 
 
+#: The summary's lists of the samples it got wrong, each with its text: ``figures_only`` leaves
+#: them out, for a test set that whoever tunes the rules or the model must not read (issue 15).
+LISTINGS = ("misrouted", "priority_misses", "tag_misses")
+
+
+def figures_only(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` without the listings of samples (``LISTINGS``): the figures alone."""
+    return {k: v for k, v in summary.items() if k not in LISTINGS}
+
+
 def print_summary(summary: dict[str, Any], samples: list[Sample], out: TextIO) -> None:
+    """The table of ``summarize``'s figures, then the samples it got wrong (where ``summary``
+    still has its ``LISTINGS``)."""
     n = summary["samples"]
 
     def count(attr: str) -> int:
@@ -282,6 +313,8 @@ def print_summary(summary: dict[str, Any], samples: list[Sample], out: TextIO) -
         file=out,
     )
     print(f"P1 recall:         {_pct(summary['p1_recall'])} ({p1_ok}/{p1})", file=out)
+    p4 = summary["p4_support"]
+    print(f"P4 raised to P1:   {_pct(summary['p4_to_p1'])} ({round((summary['p4_to_p1'] or 0) * p4)}/{p4})", file=out)
     print(f"tag accuracy:      {_pct(summary['tag_accuracy'])} ({count('tags_ok')}/{n})", file=out)
     print(
         f"secrets:           {sec['redacted']}/{sec['expected']} redacted, "
@@ -303,12 +336,15 @@ def print_summary(summary: dict[str, Any], samples: list[Sample], out: TextIO) -
     for e in cols:
         row = summary["confusion"].get(e, {})
         print(f"{e:<14}" + "".join(f"{row.get(c, 0):>9}" for c in cols), file=out)
-    for title, key in (
-        ("misrouted", "misrouted"),
-        ("priority misses", "priority_misses"),
-        ("tag misses", "tag_misses"),
-    ):
-        rows = summary[key]
+    print(file=out)
+    print("priorities (rows: expected, columns: got)", file=out)
+    levels = ("P1", "P2", "P3", "P4")
+    print(f"{'':<14}" + "".join(f"{c:>9}" for c in levels), file=out)
+    for e in levels:
+        row = summary["priority_confusion"].get(e, {})
+        print(f"{e:<14}" + "".join(f"{row.get(c, 0):>9}" for c in levels), file=out)
+    for title, key in zip(("misrouted", "priority misses", "tag misses"), LISTINGS, strict=True):
+        rows = summary.get(key)
         if not rows:
             continue
         print(f"\n{title} ({len(rows)}):", file=out)

@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 
 from router.rules_cli import second_opinion
-from router.rules_samples import Report, Sample, message_from_json, print_summary, read_samples, summarize
+from router.rules_samples import Report, Sample, figures_only, message_from_json, print_summary, read_samples, summarize
 from rules import Engine
 from rules.document import ModelPolicy, RuleFile
 from rules.evaluate import default_source
@@ -292,7 +292,7 @@ def _headline(title: str, engine: Engine, report: Report, out: io.TextIOBase | A
     summary = summarize(engine, report)
     print(f"\n== {title}", file=out)
     buf = io.StringIO()
-    print_summary({**summary, "misrouted": [], "priority_misses": [], "tag_misses": []}, report.samples, buf)
+    print_summary(figures_only(summary), report.samples, buf)
     print(
         "\n".join(line for line in buf.getvalue().splitlines() if not line.startswith(("tag accuracy", "secrets"))),
         file=out,

@@ -131,6 +131,7 @@ def test_model_eval_prints_rules_alone_model_alone_and_both(tmp_path: Path) -> N
     import io
 
     from router import rules_cli
+    from router.rules_samples import LISTINGS
     from rules.intent import IntentModel, Prediction
     from tests.rules.conftest import SAMPLES
 
@@ -151,6 +152,10 @@ def test_model_eval_prints_rules_alone_model_alone_and_both(tmp_path: Path) -> N
     )
     assert tables["model"]["group_accuracy"] == pytest.approx(right / len(lines), abs=1e-4)  # rounded to 4 places
     assert rules_cli.model_eval(None, str(samples), False, io.StringIO(), None) == 1  # [rules] model = "off"
+    figures = io.StringIO()
+    assert rules_cli.model_eval(None, str(samples), True, figures, model, only_figures=True) == 0
+    only = json.loads(figures.getvalue())
+    assert only == {name: {k: v for k, v in t.items() if k not in LISTINGS} for name, t in tables.items()}
 
 
 async def test_the_console_runtime_shares_the_engine_and_the_model(rt: Runtime) -> None:

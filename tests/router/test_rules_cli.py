@@ -194,6 +194,55 @@ def test_eval_text(rule_file: Path, samples: Path) -> None:
     assert "confusion" in text and SEED not in text
 
 
+def test_eval_counts_p4_raised_to_p1_in_a_table_of_priorities(rule_file: Path, samples: Path) -> None:
+    """Issue 15 bounds the questions the model or a rule sends to the P1 lane: the table says
+    how many P4 samples were decided P1, and every expected priority against the one decided."""
+    question = {
+        "id": "s6",
+        "channel": "telegram",
+        "text": "how do I avoid getting hacked?",
+        "expect": {"group": "general", "priority": "P4"},
+        "note": "a question, caught by the P1 rule",
+    }
+    with samples.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(question) + "\n")
+    out = io.StringIO()
+    rules_cli.evaluate_samples(str(rule_file), str(samples), True, out)
+    report = json.loads(out.getvalue())
+    assert report["p4_to_p1"] == 1.0 and report["p4_support"] == 1
+    assert report["priority_confusion"] == {"P1": {"P1": 2, "P3": 1}, "P2": {"P2": 1}, "P3": {"P3": 1}, "P4": {"P1": 1}}
+    out = io.StringIO()
+    rules_cli.evaluate_samples(str(rule_file), str(samples), False, out)
+    text = out.getvalue()
+    assert "P4 raised to P1:   100.0% (1/1)" in text
+    table = text.split("priorities (rows: expected, columns: got)\n")[1].splitlines()[:5]
+    assert table[1].split() == ["P1", "2", "0", "1", "0"] and table[4].split() == ["P4", "1", "0", "0", "0"]
+
+
+def test_eval_figures_only_leaves_out_the_samples_it_got_wrong(rule_file: Path, samples: Path) -> None:
+    """``--figures-only``: the figures of a test set without a word of its messages, for whoever
+    tunes rules or a model and must not read that set."""
+    full, figures = io.StringIO(), io.StringIO()
+    rules_cli.evaluate_samples(str(rule_file), str(samples), True, full)
+    rules_cli.evaluate_samples(str(rule_file), str(samples), True, figures, only_figures=True)
+    whole = json.loads(full.getvalue())
+    assert whole["misrouted"] and json.loads(figures.getvalue()) == {
+        k: v for k, v in whole.items() if k not in ("misrouted", "priority_misses", "tag_misses")
+    }
+    text = io.StringIO()
+    rules_cli.evaluate_samples(str(rule_file), str(samples), False, text, only_figures=True)
+    assert "group accuracy:" in text.getvalue() and "misrouted" not in text.getvalue()
+    assert "hijacked" not in text.getvalue() and "s5" not in text.getvalue()
+    cli = subprocess.run(
+        [sys.executable, "-m", "router", "rules", "eval", str(rule_file), "--samples", str(samples), "--figures-only"],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        check=False,
+    )
+    assert cli.returncode == 0 and "P1 recall:" in cli.stdout and "hijacked" not in cli.stdout, cli.stderr
+
+
 def test_secret_check_fails_when_a_secret_is_not_redacted(rule_file: Path, tmp_path: Path) -> None:
     path = tmp_path / "s.jsonl"
     path.write_text(
