@@ -57,14 +57,22 @@ async def test_calls_to_a_slot_that_moved_are_sent_again_to_its_new_node(
 ) -> None:
     async with Runtime(settings, redis_cluster.url) as rt:
         script = Script(rt.client.register_script(WHERE))
-        prefix = f"{{t{new_id()}}}:"  # no key in its slot: the slot can be given to another node as is
-        slot = rt.client.keyslot(prefix)
-        owner = _port_of_slot(redis_cluster, slot)
+        # SETSLOT writes nodes.conf: on a loaded CI machine it took longer than the 5 s default timeout.
+        by_port = {p: syncredis.Redis(port=p, decode_responses=True, socket_timeout=60) for p in redis_cluster.ports}
+        clients = list(by_port.values())
+        # A slot with no key, which can be given to another node as it is. The cluster is shared by
+        # the whole run: another test's keys may hash to a new prefix's slot (a CI run hit one).
+        for _ in range(100):
+            prefix = f"{{t{new_id()}}}:"
+            slot = rt.client.keyslot(prefix)
+            owner = _port_of_slot(redis_cluster, slot)
+            if by_port[owner].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0:
+                break
+        else:
+            raise AssertionError("no empty slot in 100 tries")
         assert (await run_many(rt.client, script, [[prefix]]))[0][1] == str(owner).encode()
         other = next(p for p in redis_cluster.ports if p != owner)
-        # SETSLOT writes nodes.conf: on a loaded CI machine it took longer than the 5 s default timeout.
-        clients = [syncredis.Redis(port=p, decode_responses=True, socket_timeout=60) for p in redis_cluster.ports]
-        ids = {p: c.execute_command("CLUSTER", "MYID") for p, c in zip(redis_cluster.ports, clients, strict=True)}
+        ids = {p: c.execute_command("CLUSTER", "MYID") for p, c in by_port.items()}
         try:
             for target in (other, owner):  # moved away, then back: the cluster is left as it was
                 for client in clients:
