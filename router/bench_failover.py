@@ -53,7 +53,7 @@ from router.cluster import scan_step
 from router.config import Settings
 from router.errors import AppendRefused, BadRequest
 from router.keys import ROUTER_GROUP, STREAMS
-from router.lifecycle import cancel_all
+from router.lifecycle import wait_or_stop
 from router.localcluster import Failover, LocalCluster
 from router.model import Envelope, decode_envelope
 from router.redis import TRANSIENT_ERRORS
@@ -127,12 +127,14 @@ class Appender:
                 await asyncio.sleep(delay)
 
 
-async def _longest_stall(rt: Runtime, appender: Appender) -> None:
-    """Sample the routed counters every 50 ms; note in ``appender`` the longest time they stood
-    still while acknowledged messages were waiting (cancelled at the end)."""
+async def _longest_stall(rt: Runtime, appender: Appender, stopping: asyncio.Event) -> None:
+    """Sample the routed counters every 50 ms until ``stopping`` is set; note in ``appender`` the
+    longest time they stood still while acknowledged messages were waiting."""
+    # Stopped by an event, not by a cancel: a fresh-clone CI run hung for 300 s awaiting this
+    # loop after cancelling it; the cancel had reached it inside a cluster client call during the
+    # failover and did not come out of it, so the loop went on sampling.
     done, since = 0, time.monotonic()
-    while True:
-        await asyncio.sleep(0.05)
+    while not await wait_or_stop(stopping, 0.05):
         with contextlib.suppress(*TRANSIENT_ERRORS, RedisError):
             counters = await rt.client.hgetall(rt.keys.stats)
             now = sum(int(v) for k, v in counters.items() if k.startswith(b"routed:"))
@@ -269,6 +271,7 @@ async def drill(
         await rt.inbox.start()
         procs = [spawn_worker(worker_env, logs / f"worker-{kind}-{n}.log" if logs else None) for n in range(workers)]
         tasks: list[asyncio.Task[None]] = []
+        stopping = asyncio.Event()
         try:
 
             async def all_beating() -> bool:
@@ -279,7 +282,7 @@ async def drill(
 
             quarter, half = appender.reached(messages // 4), appender.reached(messages // 2)
             appending = asyncio.create_task(appender.run())
-            stalls = asyncio.create_task(_longest_stall(rt, appender))
+            stalls = asyncio.create_task(_longest_stall(rt, appender, stopping))
             tasks += [appending, stalls]
             # At the drill's rate with a failover's pause: a stuck appender is an error, not a hang.
             budget = messages / rate + settle_s
@@ -298,14 +301,22 @@ async def drill(
             await _reached(done_mark, appending, "every append acknowledged", budget)
             await appending
             await _until("routing every inbox entry", lambda: _settled(rt), settle_s)
-            await cancel_all([stalls])
+            stopping.set()
+            await asyncio.wait({stalls}, timeout=10)  # it ends within a sample (else see below)
             inbox_ids = await in_inbox(rt)
             counts = await routed(rt)
             dead = await rt.client.xlen(rt.keys.dead)
         finally:
+            stopping.set()
             for task in tasks:  # after an error: the appender and the sampler stop with it
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)  # their errors were raised already
+            # A task a cancel does not end (as above) is left behind after a while rather than
+            # hang the drill; the errors of those that ended were raised already.
+            if tasks:
+                ended, _ = await asyncio.wait(tasks, timeout=10)
+                for task in ended:
+                    if not task.cancelled():
+                        task.exception()  # retrieved, so asyncio does not log it a second time
             stop_workers(procs)
     exits = [proc.returncode for proc in procs[1:]]
     sent = {e.id for e in envs}
