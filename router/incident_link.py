@@ -103,8 +103,7 @@ class Linker:
 
     def health(self) -> dict[str, Any]:
         return {
-            "connected": self._loop.alive and not self._loop.last_error,
-            "detail": self._loop.last_error or ", ".join(f"{k} {v}" for k, v in self.counts.items()),
+            **self._loop.health(", ".join(f"{k} {v}" for k, v in self.counts.items())),
             **self.counts,
         }
 

@@ -162,6 +162,11 @@ class Loop:
     def alive(self) -> bool:
         return self._task is not None and not self._task.done()
 
+    def health(self, detail: str) -> dict[str, Any]:
+        """A service's ``connected`` and ``detail``: connected while the loop runs and its last
+        step got through; else the step's error, else the service's own ``detail``."""
+        return {"connected": self.alive and not self.last_error, "detail": self.last_error or detail}
+
 
 async def wait_or_stop(stopping: asyncio.Event, delay: float) -> bool:
     """Wait ``delay`` seconds, or less if ``stopping`` is set meanwhile; True when stopping."""

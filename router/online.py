@@ -55,10 +55,9 @@ class OnlineCounts:
 
     def health(self) -> dict[str, Any]:
         return {
-            "connected": self._loop.alive and not self._loop.last_error,
-            "detail": self._loop.last_error
-            or ", ".join(f"{g} {n}" for g, n in sorted(self.online.items()))
-            or "no agent with a presence",
+            **self._loop.health(
+                ", ".join(f"{g} {n}" for g, n in sorted(self.online.items())) or "no agent with a presence"
+            ),
             "online": self.online,
         }
 

@@ -123,8 +123,7 @@ class Reviewer:
     def health(self) -> dict[str, Any]:
         reviewed = self.counts["reviewed"]
         return {
-            "connected": self._loop.alive and not self._loop.last_error,
-            "detail": self._loop.last_error or ", ".join(f"{k} {v}" for k, v in self.counts.items()),
+            **self._loop.health(", ".join(f"{k} {v}" for k, v in self.counts.items())),
             **self.counts,
             "ms_per_review": round(1000 * self.seconds / reviewed, 1) if reviewed else None,
         }

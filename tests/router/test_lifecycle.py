@@ -116,8 +116,8 @@ async def test_loop_rounds_go_on_at_once_while_there_is_more_and_keep_the_last_e
 
 
 async def test_a_loop_keeps_a_failed_steps_error_until_a_step_succeeds() -> None:
-    """``Loop.start``: what a service's health reports (``last_error``) is the outage while it
-    lasts, and nothing once a step got through again."""
+    """``Loop.start``: what a service's health reports (``Loop.health``) is the outage while it
+    lasts, and the service's own detail once a step got through again."""
     loop = Loop("test", (Flaky,))
     outcomes = iter([Flaky("redis down"), "check", None, "check again"])
     checked, seen = asyncio.Event(), []
@@ -126,7 +126,7 @@ async def test_a_loop_keeps_a_failed_steps_error_until_a_step_succeeds() -> None
         outcome = next(outcomes)
         if isinstance(outcome, Exception):
             raise outcome
-        seen.append((outcome, loop.last_error))
+        seen.append((outcome, loop.health("fine")))
         if outcome == "check again":
             checked.set()
             return True
@@ -139,7 +139,9 @@ async def test_a_loop_keeps_a_failed_steps_error_until_a_step_succeeds() -> None
     await asyncio.wait_for(checked.wait(), 5)
     await loop.close()
     # During the step after the failure the error stands; once that step succeeded, it is gone.
-    assert seen == [("check", "redis down"), (None, ""), ("check again", "")]
+    down, up = {"connected": False, "detail": "redis down"}, {"connected": True, "detail": "fine"}
+    assert seen == [("check", down), (None, up), ("check again", up)]
+    assert loop.health("fine") == {"connected": False, "detail": "fine"}, "a closed loop is not connected"
 
 
 async def test_a_loop_that_is_not_graceful_cancels_the_step_in_hand() -> None:
