@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import redis as syncredis
 
@@ -58,30 +60,29 @@ async def test_calls_to_a_slot_that_moved_are_sent_again_to_its_new_node(
     async with Runtime(settings, redis_cluster.url) as rt:
         script = Script(rt.client.register_script(WHERE))
         # SETSLOT writes nodes.conf: on a loaded CI machine it took longer than the 5 s default timeout.
-        by_port = {p: syncredis.Redis(port=p, decode_responses=True, socket_timeout=60) for p in redis_cluster.ports}
-        clients = list(by_port.values())
-        # A slot with no key, which can be given to another node as it is. The cluster is shared by
-        # the whole run: another test's keys may hash to a new prefix's slot (a CI run hit one).
-        for _ in range(100):
-            prefix = f"{{t{new_id()}}}:"
-            slot = rt.client.keyslot(prefix)
-            owner = _port_of_slot(redis_cluster, slot)
-            if by_port[owner].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0:
-                break
-        else:
-            raise AssertionError("no empty slot in 100 tries")
-        assert (await run_many(rt.client, script, [[prefix]]))[0][1] == str(owner).encode()
-        other = next(p for p in redis_cluster.ports if p != owner)
-        ids = {p: c.execute_command("CLUSTER", "MYID") for p, c in by_port.items()}
-        try:
+        with contextlib.ExitStack() as clients:
+            by_port = {
+                p: clients.enter_context(syncredis.Redis(port=p, decode_responses=True, socket_timeout=60))
+                for p in redis_cluster.ports
+            }
+            # A slot with no key, which can be given to another node as it is. The cluster is shared
+            # by the whole run: another test's keys may hash to a new prefix's slot (a CI run hit one).
+            for _ in range(100):
+                prefix = f"{{t{new_id()}}}:"
+                slot = rt.client.keyslot(prefix)
+                owner = _port_of_slot(redis_cluster, slot)
+                if by_port[owner].execute_command("CLUSTER", "COUNTKEYSINSLOT", slot) == 0:
+                    break
+            else:
+                raise AssertionError("no empty slot in 100 tries")
+            assert (await run_many(rt.client, script, [[prefix]]))[0][1] == str(owner).encode()
+            other = next(p for p in redis_cluster.ports if p != owner)
+            ids = {p: c.execute_command("CLUSTER", "MYID") for p, c in by_port.items()}
             for target in (other, owner):  # moved away, then back: the cluster is left as it was
-                for client in clients:
+                for client in by_port.values():
                     client.execute_command("CLUSTER", "SETSLOT", slot, "NODE", ids[target])
                 # The client still maps the slot to its old node: answered MOVED, sent again.
                 assert (await run_many(rt.client, script, [[prefix], [prefix]]))[1][1] == str(target).encode()
-        finally:
-            for client in clients:
-                client.close()
 
 
 async def test_server_commands_and_scans_ask_the_node_of_the_prefix_slot(
