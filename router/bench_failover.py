@@ -301,17 +301,16 @@ async def drill(
             await _reached(done_mark, appending, "every append acknowledged", budget)
             await appending
             await _until("routing every inbox entry", lambda: _settled(rt), settle_s)
-            stopping.set()
-            await asyncio.wait({stalls}, timeout=10)  # it ends within a sample (else see below)
             inbox_ids = await in_inbox(rt)
             counts = await routed(rt)
             dead = await rt.client.xlen(rt.keys.dead)
         finally:
+            # The sampler stops at its next sample; after an error the appender stops with it. A
+            # task that a cancel does not end (see _longest_stall) is left behind after a while
+            # rather than hang the drill; the errors of those that ended were raised already.
             stopping.set()
-            for task in tasks:  # after an error: the appender and the sampler stop with it
+            for task in tasks:
                 task.cancel()
-            # A task a cancel does not end (as above) is left behind after a while rather than
-            # hang the drill; the errors of those that ended were raised already.
             if tasks:
                 ended, _ = await asyncio.wait(tasks, timeout=10)
                 for task in ended:
