@@ -18,7 +18,6 @@ $(STAMP): pyproject.toml $(LOCK)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || \
 		{ echo "could not create a virtual environment: on Debian/Ubuntu run 'apt-get install python3-venv'"; exit 1; }
 	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
-	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@# The console's browser tests drive Debian's Chromium (never a downloaded browser build).
 	@test -x /usr/bin/chromium || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
@@ -35,19 +34,29 @@ $(TRAIN)/.installed-stamp: $(TRAIN_LOCK)
 	$(TRAIN)/bin/python -m pip install --quiet --require-hashes --no-deps -r $(TRAIN_LOCK)
 	@touch $@
 
-install: $(STAMP)
+# The project itself, editable, with the rules engine's per-message path compiled by mypyc
+# (setup.py): built again whenever a module of rules/ changes, so a compiled module never runs
+# older code than its source (rules/__init__.py warns if one does).
+BUILT := $(VENV)/.built-stamp
+$(BUILT): $(STAMP) setup.py pyproject.toml $(wildcard rules/*.py)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# setuptools copies an unchanged extension with its old time: built now, so dated now.
+	@touch rules/*.so 2>/dev/null || true
+	@touch $@
 
-run: $(STAMP)
+install: $(BUILT)
+
+run: $(BUILT)
 	$(BIN)/switchboard run
 
-lint: $(STAMP)
+lint: $(BUILT)
 	$(BIN)/ruff check router adapters rules sla triage kb impostors insight tests bench
 	$(BIN)/ruff format --check router adapters rules sla triage kb impostors insight tests bench
 
-typecheck: $(STAMP)
+typecheck: $(BUILT)
 	$(BIN)/mypy
 
-unit: $(STAMP) $(TRAIN)/.installed-stamp postgres-server
+unit: $(BUILT) $(TRAIN)/.installed-stamp postgres-server
 	$(BIN)/python -m pytest
 
 # The PostgreSQL export's tests (tests/router/test_exporter_postgres.py) start a private server
@@ -61,15 +70,15 @@ postgres-server:
 test: lint typecheck unit test-discord-floor
 
 # The report pages' screenshots in docs/analytics.md, from a generated month of traffic (Chromium).
-report-screenshots: $(STAMP)
+report-screenshots: $(BUILT)
 	$(BIN)/python -m tests.console.screenshots docs/img
 
-bench: $(STAMP)
+bench: $(BUILT)
 	$(BIN)/switchboard bench
 	$(BIN)/switchboard bench rules
 
 # The lock covers Python 3.11 and newer on every platform (markers), the build backend included.
-lock: $(STAMP)
+lock: $(BUILT)
 	$(BIN)/uv pip compile pyproject.toml deploy/build-requirements.in --extra dev --universal \
 		--python-version 3.11 --generate-hashes --quiet -o $(LOCK)
 
@@ -90,7 +99,7 @@ test-latest:
 # .pth file), so it costs a few seconds, not a second full install; CI runs it as part of `make test`.
 FLOOR := .venv-discord-floor
 DISCORD_FLOOR = $(shell sed -n 's/^ *discord = \["discord\.py>=\([0-9.]*\)"\]/\1/p' pyproject.toml)
-test-discord-floor: $(STAMP)
+test-discord-floor: $(BUILT)
 	rm -rf $(FLOOR)
 	$(PYTHON) -m venv --without-pip $(FLOOR)
 	$(BIN)/python -m pip install --quiet --no-deps --target "$$(echo $(FLOOR)/lib/python3*/site-packages)" 'discord.py==$(DISCORD_FLOOR)'
@@ -108,7 +117,7 @@ model: $(TRAIN)/.installed-stamp
 model-semantic: $(TRAIN)/.installed-stamp
 	PYTHONPATH=. $(TRAIN)/bin/python -m triage.semantic
 
-lock-train: $(STAMP)
+lock-train: $(BUILT)
 	$(BIN)/uv pip compile deploy/train-requirements.in --universal --python-version 3.11 --generate-hashes \
 		--quiet -o $(TRAIN_LOCK)
 

@@ -13,13 +13,18 @@ Modules, one concept each: ``document`` (the YAML schema an admin writes), ``loa
 -> validated document, errors with line and column), ``regex`` (RE2 patterns and their limits),
 ``prefilter`` (what a regex's matches must contain), ``conditions`` (the compiled condition
 nodes), ``compile`` (document -> compiled rule set), ``evaluate`` (the engine), ``model`` (the
-values it takes and gives), ``normalize``, ``detectors``, ``secrets``, ``language``, ``intent``.
+values it takes and gives), ``normalize``, ``detectors``, ``secrets``, ``language``, ``intent``;
+``native`` (whether the per-message modules run compiled, setup.py).
 """
 
 from __future__ import annotations
 
 import importlib
 from typing import TYPE_CHECKING, Any
+
+from rules import native
+
+native.warn_if_stale()
 
 if TYPE_CHECKING:
     from rules.detectors import SECRET_KINDS, detect

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from rules import Engine
 
 # ../shared beside the project (where CI puts it too), unless SWITCHBOARD_SAMPLES says otherwise.
 SAMPLES = Path(
@@ -41,3 +46,13 @@ def make_engine():  # type: ignore[no-untyped-def]
         return Engine.from_yaml(rules_yaml(body), "test.yaml")
 
     return make
+
+
+def ungated(engine: Engine) -> Engine:
+    """The same rule set, every rule tried on every message (gating off): what gating must match.
+    Built through the constructor (the engine may be compiled, without an instance ``__dict__``)."""
+    from rules import Engine
+
+    compiled = engine._compiled
+    everything = dataclasses.replace(compiled, ungated=frozenset(range(len(compiled.rules))))
+    return Engine(everything, engine.version, engine.warnings, engine.model)

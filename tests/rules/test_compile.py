@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import pytest
 
 from rules import Engine, MessageIn
@@ -12,7 +10,7 @@ from rules.normalize import normalize
 from rules.prefilter import lead_excludes, leading_words, required_alnum_run, required_literals
 from rules.regex import compile_regex, regex_error, search_utf8
 
-from .conftest import SAMPLES
+from .conftest import SAMPLES, ungated
 
 
 def test_re2_refusals_say_why() -> None:
@@ -180,9 +178,7 @@ def test_gating_gives_the_same_decisions_as_evaluating_every_rule(make_engine) -
     )
     engine = make_engine(body)
     assert engine._compiled.ungated == frozenset({2, 4})  # `not`, and a one-letter literal
-    brute = Engine.__new__(Engine)
-    brute.__dict__.update(engine.__dict__)
-    brute._compiled = dataclasses.replace(engine._compiled, ungated=frozenset(range(len(engine._compiled.rules))))
+    brute = ungated(engine)
     for text in [
         "usdt withdraw",
         "USDT trc20 提现",
@@ -240,14 +236,11 @@ def test_default_rules_gating_is_exact_on_the_samples() -> None:
     from router.rules_samples import message_from_json
 
     engine = Engine.default()
-    ungated = {engine._compiled.rules[i].id for i in engine._compiled.ungated}
-    assert ungated == {"greeting", "vip-sender"}
+    assert {engine._compiled.rules[i].id for i in engine._compiled.ungated} == {"greeting", "vip-sender"}
     samples = SAMPLES
     if not samples.exists():
         pytest.skip("samples not available")
-    brute = Engine.__new__(Engine)
-    brute.__dict__.update(engine.__dict__)
-    brute._compiled = dataclasses.replace(engine._compiled, ungated=frozenset(range(len(engine._compiled.rules))))
+    brute = ungated(engine)
     for line in samples.read_text(encoding="utf-8").splitlines():
         if line.strip():
             m = message_from_json(json.loads(line))
