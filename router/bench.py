@@ -315,7 +315,7 @@ async def sla_timer(rt: Runtime) -> dict[str, float]:
 
 async def _main(settings: Settings, messages: int, sla: str | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="sb-bench-") as tmp:
-        server = EmbeddedRedis(Path(tmp) / "redis")
+        server = EmbeddedRedis(Path(tmp) / "redis", private=True)
         with server:
             async with Runtime(settings, server.url) as rt:
                 if sla is not None:
@@ -408,7 +408,7 @@ async def _append_main(settings: Settings, messages: int) -> dict[str, Any]:
             for mode in modes:
                 mode_settings = settings.model_copy(deep=True)
                 mode_settings.inbox.durability = mode  # type: ignore[assignment]
-                server = EmbeddedRedis(Path(tmp) / mode, appendfsync=appendfsync(mode_settings.inbox))
+                server = EmbeddedRedis(Path(tmp) / mode, appendfsync=appendfsync(mode_settings.inbox), private=True)
                 servers.enter_context(server)
                 runtimes[mode] = await stack.enter_async_context(Runtime(mode_settings, server.url))
             share = -(-messages // ROUNDS)

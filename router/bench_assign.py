@@ -133,7 +133,10 @@ async def _pings(rt: Runtime, n: int = 500) -> list[float]:
 
 
 async def bench(settings: Settings, agents: int, waiting: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="sb-bench-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="sb-bench-") as tmp,
+        EmbeddedRedis(Path(tmp) / "redis", private=True) as server,
+    ):
         async with Runtime(settings, server.url) as rt:
             engine = await rt.engine()
             groups = sorted(engine.groups)

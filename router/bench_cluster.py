@@ -136,7 +136,7 @@ async def _main(settings: Settings, messages: int, shards: int, primaries: int) 
     a, b = Side(), Side()
     with (
         tempfile.TemporaryDirectory(prefix="sb-bench-cluster-") as tmp,
-        EmbeddedRedis(Path(tmp) / "single") as single,
+        EmbeddedRedis(Path(tmp) / "single", private=True) as single,
         LocalCluster(Path(tmp) / "cluster", primaries=primaries) as cluster,
     ):
         async with Runtime(single_settings, single.url) as one, Runtime(cluster_settings, cluster.url) as many:

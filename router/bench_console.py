@@ -175,7 +175,10 @@ async def _main(
     web_cpus = {cpus[-1]} if isolate else None
     if isolate:  # this process, and so Redis and the worker it starts, on the others
         os.sched_setaffinity(0, set(cpus[:-1]))
-    with tempfile.TemporaryDirectory(prefix="sb-bench-console-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as redis:
+    with (
+        tempfile.TemporaryDirectory(prefix="sb-bench-console-") as tmp,
+        EmbeddedRedis(Path(tmp) / "redis", private=True) as redis,
+    ):
         # A key prefix per phase: the latency run appends the same messages each time, and they
         # must open new conversations again.
         names = ("console", "alone", "attacked", "after")

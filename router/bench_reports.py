@@ -121,7 +121,7 @@ async def _export(settings: Settings, url: str, prefix: str, db: Path) -> tuple[
 
 
 async def export_part(settings: Settings, messages: int, tmp: Path) -> dict[str, Any]:
-    with EmbeddedRedis(tmp / "redis") as server:
+    with EmbeddedRedis(tmp / "redis", private=True) as server:
         alone, _ = await _routing(settings, server.url, "bench:a:", messages, None)
         beside, _ = await _routing(settings, server.url, "bench:b:", messages, tmp / "beside.duckdb")
         exported, seconds = await _export(settings, server.url, "bench:a:", tmp / "export.duckdb")

@@ -125,7 +125,7 @@ async def _sample(rt: Runtime, t: float) -> dict[str, Any]:
 async def _main(settings: Settings, minutes: float, rate: int, users: int, sample_s: float) -> dict[str, Any]:
     seconds = minutes * 60
     with tempfile.TemporaryDirectory(prefix="sb-soak-") as tmp:
-        server = EmbeddedRedis(Path(tmp) / "redis")
+        server = EmbeddedRedis(Path(tmp) / "redis", private=True)
         with server:
             async with Runtime(settings, server.url) as rt:
                 env = {**os.environ, **soak_env(), "SWITCHBOARD_REDIS__URL": server.url}

@@ -298,7 +298,10 @@ async def _queued(rt: Runtime) -> int:
 
 
 async def _main(settings: Settings, messages: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="sb-surge-") as tmp, EmbeddedRedis(Path(tmp) / "redis") as server:
+    with (
+        tempfile.TemporaryDirectory(prefix="sb-surge-") as tmp,
+        EmbeddedRedis(Path(tmp) / "redis", private=True) as server,
+    ):
         return await drill(settings, server.url, messages)
 
 

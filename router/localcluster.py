@@ -24,6 +24,7 @@ from pathlib import Path
 import redis as syncredis
 
 from router.errors import RedisUnavailable
+from router.orphans import dies_with_parent
 from router.redis import CLUSTER_SCHEME, find_redis_server
 
 # The cluster bus listens on port + 10000 (Redis 6.2 has no cluster-port setting).
@@ -88,7 +89,12 @@ class LocalCluster:
         args += ["--cluster-node-timeout", str(NODE_TIMEOUT_MS), "--save", "", "--appendonly", "no"]
         args += ["--loglevel", "notice"]
         with (node_dir / "redis.log").open("ab") as log:
-            proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+            # Dies with this process (a killed test run or drill leaves no node behind); a node
+            # restarted from a worker thread is tied to that thread, which the default executor
+            # keeps as long as its loop runs (router/orphans.py).
+            proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=dies_with_parent()
+            )
         self.processes[port] = proc
 
     def start(self, timeout: float = 30.0) -> None:

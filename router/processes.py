@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import json
 import logging
 import os
 import signal
 import socket
-import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,11 +32,10 @@ import redis.asyncio as aioredis
 
 from router.config import WorkerSettings
 from router.lifecycle import Backoff, wait_or_stop
+from router.orphans import set_parent_death_signal
 from router.redis import TRANSIENT_ERRORS
 
 log = logging.getLogger("switchboard.supervisor")
-
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,10 +262,9 @@ def watch_parent(spec: str, grace_s: float) -> None:
     SIGTERM to this process lets it stop as it would when told to; after ``grace_s`` it is killed.
     """
     parent, fd = (int(part) for part in spec.split(":"))
-    if sys.platform == "linux":
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+    failed = set_parent_death_signal(signal.SIGTERM)
+    if failed:
+        log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", failed)
     # The parent may have died between the fork and the prctl above: then nothing would signal us.
     if os.getppid() != parent:
         log.warning("parent process %d is gone before this one started: exiting", parent)

@@ -35,6 +35,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from router.config import Settings
 from router.durability import appendfsync
 from router.errors import ConfigError, RedisUnavailable
+from router.orphans import dies_with_parent
 
 log = logging.getLogger("switchboard.redis")
 
@@ -124,6 +125,10 @@ class EmbeddedRedis:
     appendfsync: str = "everysec"
     # Beyond it, writes are refused (noeviction): an append raises RedisFull, nothing is evicted.
     maxmemory: str = "0"
+    # A benchmark's or a test's server, for this process alone: it gets SIGTERM when this process
+    # dies, however it dies (router/orphans.py). The run command's outlives a crash instead, so
+    # that its AOF is flushed, and the next start adopts it.
+    private: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     # A server started by a Switchboard process that died (an orphan), taken over by this one.
     adopted_pid: int | None = field(default=None, init=False)
@@ -227,6 +232,7 @@ class EmbeddedRedis:
                 stderr=stderr,
                 start_new_session=True,  # Ctrl-C in a terminal must not kill it before we flush
                 umask=0o077,  # its AOF, RDB and log: readable by this user only
+                preexec_fn=dies_with_parent() if self.private else None,
             )
         deadline = time.monotonic() + timeout
         import redis as syncredis

@@ -33,7 +33,7 @@ class RedisProcess:
     """A real redis-server on a loopback port with AOF on, restartable on the same port and data."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.server = EmbeddedRedis(data_dir, port=free_port())
+        self.server = EmbeddedRedis(data_dir, port=free_port(), private=True)
 
     @property
     def url(self) -> str:

@@ -245,7 +245,7 @@ async def main(out: Path) -> None:
         path = settings.analytics.path(settings.redis.data_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         print(f"{write_month(path)} events in {path}", file=sys.stderr)
-        with EmbeddedRedis(Path(tmp) / "redis") as redis:
+        with EmbeddedRedis(Path(tmp) / "redis", private=True) as redis:
             async with Runtime(settings, redis.url) as rt:
                 await route_complaints(rt)
                 app = create_app(rt, settings, SandboxUsers(rt.channel_context()), store_opener(path))

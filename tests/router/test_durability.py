@@ -92,7 +92,7 @@ async def _missing(rt: Runtime, envs: list[Envelope]) -> int:
 async def power_loss(tmp_path: Path, settings: Settings, durability: str, seconds: float = 1.0) -> Drill:
     settings = settings.model_copy(deep=True)
     settings.inbox.durability = durability  # type: ignore[assignment]
-    server = EmbeddedRedis(tmp_path / "redis", port=free_port(), appendfsync=appendfsync(settings.inbox))
+    server = EmbeddedRedis(tmp_path / "redis", port=free_port(), appendfsync=appendfsync(settings.inbox), private=True)
     server.start()
     aof = server.data_dir / "appendonly.aof"
     confirmed: list[Confirmed] = []
@@ -144,7 +144,7 @@ async def test_durable_refuses_to_start_on_a_server_that_cannot_give_it(tmp_path
     settings = settings.model_copy(deep=True)
     settings.inbox.durability = "durable"
     with (
-        EmbeddedRedis(tmp_path / "redis", port=free_port(), appendfsync="everysec") as server,
+        EmbeddedRedis(tmp_path / "redis", port=free_port(), appendfsync="everysec", private=True) as server,
         pytest.raises(ConfigError, match=r"needs Redis >= 7\.2 \(WAITAOF\) or appendfsync always"),
     ):
         async with Runtime(settings, server.url):

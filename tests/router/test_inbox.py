@@ -78,7 +78,7 @@ async def test_only_acknowledged_entries_make_room(rt: Runtime) -> None:
 
 
 async def test_an_out_of_memory_redis_refuses_appends_cleanly(tmp_path: Path, rt: Runtime) -> None:
-    server = EmbeddedRedis(tmp_path / "redis", port=free_port(), maxmemory="3mb")
+    server = EmbeddedRedis(tmp_path / "redis", port=free_port(), maxmemory="3mb", private=True)
     with server:
         async with Runtime(rt.settings, server.url) as small:
             policy = await small.client.config_get("maxmemory-policy")
