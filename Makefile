@@ -42,6 +42,7 @@ $(BUILT): $(STAMP) setup.py pyproject.toml $(wildcard rules/*.py)
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	@# setuptools copies an unchanged extension with its old time: built now, so dated now.
 	@touch rules/*.so 2>/dev/null || true
+	@$(BIN)/python -c 'from rules import native; native.compiled() or print("warning: the rules engine was not compiled (no C compiler?): it runs as plain Python, ~1.3x slower; see setup.py")'
 	@touch $@
 
 install: $(BUILT)

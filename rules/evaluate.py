@@ -479,12 +479,13 @@ class Engine:
         and with the language detected only when one of them reads it; then, with ``model`` and
         a rule set whose ``model:`` section raises to P1, the model's P(P1) against that
         threshold (~5x the cost of the rules). A false positive costs lane capacity; a miss is
-        routed in turn, by the full evaluation. The model's prediction comes back to be carried
-        with the message (``Triage``): the router's evaluation uses it instead of predicting the
-        same text again."""
+        routed in turn, by the full evaluation. The model's prediction (made with ``model``
+        whether or not a P1 rule caught the message) comes back to be carried with the message
+        (``Triage``): the router's evaluation uses it instead of predicting the same text again."""
         compiled = self._compiled
         ctx: _Message | None = None
         asks_model = model and self._model is not None and compiled.policy is not None
+        caught = False
         p1 = self._p1_rules
         if p1:
             probe = msg
@@ -493,17 +494,19 @@ class Engine:
                 probe = msgspec.structs.replace(msg, language="")
             ctx = self._prepare(probe, None)
             rules = compiled.rules
-            if any(rules[i].condition.match(ctx) is not None for i in sorted(self._candidates(ctx) & p1)):
-                return Precheck(True)
+            caught = any(rules[i].condition.match(ctx) is not None for i in sorted(self._candidates(ctx) & p1))
         if not asks_model or compiled.policy is None:
-            return Precheck(False)
+            return Precheck(caught)
         if ctx is None:
             ctx = _Message(msg, compiled.regexes, compiled.regex_leads, self._model)
         else:
             ctx._model = self._model  # now, after the P1 rules: their model conditions did not hold
+        # Asked even when a P1 rule caught the message: the router's evaluation asks the model of
+        # every message anyway (the P1 threshold applies to all), and the appending processes
+        # scale out where the router's shard does not.
         prediction = ctx.prediction()
         assert prediction is not None  # a model was given
-        return Precheck(prediction.priority.get("P1", 0.0) >= compiled.policy.p1_min, ctx.triage())
+        return Precheck(caught or prediction.priority.get("P1", 0.0) >= compiled.policy.p1_min, ctx.triage())
 
     def _apply_rules(self, msg: MessageIn) -> _Ruling:
         compiled = self._compiled

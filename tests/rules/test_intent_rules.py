@@ -366,18 +366,18 @@ def test_a_carried_prediction_decides_exactly_as_predicting_again(shipped: Inten
     engine gives predicting itself, and the model is not asked again."""
     watching = Watching(shipped)
     engine = Engine.default(watching)
-    carried = 0
+    caught = 0
     for msg in sample_messages():
         fresh = engine.evaluate(msg)
-        triage = engine.precheck(msg, model=True).triage
-        if triage is None:  # a P1 rule matched first: the precheck did not ask the model
-            continue
-        carried += 1
-        triage = msgspec.json.decode(msgspec.json.encode(triage), type=Triage)
+        checked = engine.precheck(msg, model=True)
+        # Carried also where a P1 rule caught the message (the router would ask the model anyway).
+        assert checked.triage is not None, msg.text
+        caught += engine.precheck(msg).suspect  # the rules' part alone
+        triage = msgspec.json.decode(msgspec.json.encode(checked.triage), type=Triage)
         asked = len(watching.seen)
         assert engine.evaluate(msgspec.structs.replace(msg, triage=triage)) == fresh, msg.text
         assert len(watching.seen) == asked
-    assert carried >= 150  # of 220: most messages match no P1 rule
+    assert caught >= 20  # of 220: the P1 rules' messages are among those carried
 
 
 def test_a_prediction_of_another_model_or_shape_is_not_used(tiny: IntentModel, shipped: IntentModel) -> None:
