@@ -117,11 +117,14 @@ class GroupEvents:
     async def resume(self, cursor: str, groups: list[str]) -> dict[str, str]:
         """The positions of a reader that keeps them in the hash ``cursor`` (the reviewer, the
         incident linker): each of ``groups``' streams from its stored position, a stream without
-        one from its end (a first start reads from now on); stored back at once."""
+        one from its end (a first start reads from now on), stored at once. Only those are written:
+        a replica standing by must not set back what the running one stored meanwhile."""
         stored = {k.decode(): v.decode() for k, v in (await self._client.hgetall(cursor)).items()}
-        positions = {name: stored.get(name) or end for name, end in (await self.ends(groups)).items()}
-        await self._client.hset(cursor, mapping=positions)
-        return positions
+        ends = await self.ends(groups)
+        first = {name: end for name, end in ends.items() if not stored.get(name)}
+        if first:
+            await self._client.hset(cursor, mapping=first)
+        return {name: stored.get(name) or end for name, end in ends.items()}
 
     async def follow(self, cursor: str, positions: dict[str, str], groups: list[str]) -> None:
         """Adds to ``positions`` (and ``cursor``) the streams of groups published since: from their

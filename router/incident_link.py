@@ -14,7 +14,9 @@ shard, router/events.py) from a position kept in Redis (``incident:cursor``), li
 
 A crash loses nothing and doubles nothing: the position is stored after the events were handled
 (so some are read again), and the script does nothing the second time (the conversation's
-``incident`` field). Every process may run one; they do the same idempotent work.
+``incident`` field). Every ``switchboard run`` starts one, and one replica at a time runs it, the
+holder of the deployment's lease ``incident-linker`` (router/leases.py): the others stand by and
+take over, from the stored position, when it stops or dies.
 
 The event streams keep their newest ~10,000 entries (lua/common.lua ``event``). A linker that fell
 further behind (a surge: the drill linked 13% before this) finds the streams trimmed past its
@@ -60,7 +62,9 @@ SWEEP_BATCH = 500
 
 
 class Linker:
-    """A ``Service`` (``switchboard run``). ``clock``: ms, for the scripts and the replies."""
+    """A ``Service``: ``switchboard run`` starts one in every replica, and the one that holds the
+    deployment's lease ``incident-linker`` runs it (they share the cursor); the others stand by.
+    ``clock``: ms, for the scripts and the replies; ``instance``: the lease owner (tests)."""
 
     name = "incident-linker"
 
@@ -71,8 +75,10 @@ class Linker:
         *,
         clock: Callable[[], int] | None = None,
         block_ms: int = 1000,
+        instance: str | None = None,
     ) -> None:
         self._rt = rt
+        self._instance = instance
         self._incidents = incidents
         self._clock = clock or incidents.clock
         self._block_ms = block_ms
@@ -95,8 +101,11 @@ class Linker:
         self._swept_for: set[str] = set()  # the incidents a sweep has run for since they were seen
 
     async def start(self) -> None:
+        # Where the cursor is now (a first start: the streams' ends), then again each time this
+        # replica takes the lease over: the holder in between moved the cursor on.
         await self.resume()
-        self._loop.start(self.step)
+        exclusive = self._rt.exclusive(self.name, self._instance)
+        self._loop.start(exclusive.resuming(self.resume, self.step), under=exclusive)
 
     async def close(self) -> None:
         await self._loop.close()

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -300,6 +300,23 @@ class Exclusive:
             "holder": holder.owner if holder else None,
             "fence": holder.fence if holder else None,
         }
+
+    def resuming(
+        self, resume: Callable[[], Awaitable[None]], step: Callable[[], Awaitable[None]]
+    ) -> Callable[[], Awaitable[None]]:
+        """``step``, with ``resume`` before the first step of each holding: whoever held the lease
+        in between moved what it shares on (a service's cursor), so this process reads it again."""
+        resumed: int | None = None
+
+        async def stepped() -> None:
+            nonlocal resumed
+            fence = self.lease.fence
+            if fence is None or fence != resumed:
+                await resume()
+                resumed = fence
+            await step()
+
+        return stepped
 
     async def run(self, body: Callable[[], Coroutine[Any, Any, None]], stopping: asyncio.Event) -> None:
         lease = self.lease

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import signal
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 log = logging.getLogger("switchboard")
@@ -95,12 +95,21 @@ async def cancel_all(tasks: Sequence[asyncio.Task[Any]]) -> None:
             await task
 
 
+class Guard(Protocol):
+    """What a loop may run under: ``run`` calls ``body`` only while a condition holds (one replica
+    of a deployment: router/leases.py ``Exclusive``), and returns once ``stopping`` is set."""
+
+    async def run(self, body: Callable[[], Coroutine[Any, Any, None]], stopping: asyncio.Event) -> None: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+
 class Loop:
     """A service's one background loop: ``step`` again and again (``keep_running``, errors of
     ``retry_on`` logged, kept in ``last_error`` and retried) from ``start`` until ``close``, which
     stops and awaits it. ``graceful``: ``close`` lets the step in hand finish (a store's
     transaction, a send) rather than cancel it; its waits (``wait_or_stop`` on ``stopping``) end
-    at once."""
+    at once. ``under``: the steps run only while that guard lets them (one replica at a time)."""
 
     def __init__(self, what: str, retry_on: tuple[type[BaseException], ...], *, graceful: bool = False) -> None:
         self.what = what
@@ -109,14 +118,18 @@ class Loop:
         self.stopping = asyncio.Event()
         self.last_error = ""  # the last failed step's error, until a step (a round) succeeds
         self._task: asyncio.Task[None] | None = None
+        self._under: Guard | None = None
 
     def start(
         self,
         step: Callable[[], Awaitable[bool | None]],
         on_error: Callable[[BaseException], Awaitable[float | None]] | None = None,
+        *,
+        under: Guard | None = None,
     ) -> None:
         """Run ``step`` (True: stop); ``on_error`` as ``keep_running``'s, after ``last_error`` is set.
-        A step that succeeds clears ``last_error``: health says an outage is over once it is."""
+        A step that succeeds clears ``last_error``: health says an outage is over once it is.
+        ``under``: only while that guard lets it (``Guard.run``)."""
 
         async def failed(exc: BaseException) -> float | None:
             self.last_error = str(exc) or type(exc).__name__
@@ -127,10 +140,12 @@ class Loop:
             self.last_error = ""
             return done
 
+        async def body() -> None:
+            await keep_running(stepped, self.stopping, what=self.what, retry_on=self.retry_on, on_error=failed)
+
         self.stopping.clear()
-        self._task = asyncio.create_task(
-            keep_running(stepped, self.stopping, what=self.what, retry_on=self.retry_on, on_error=failed)
-        )
+        self._under = under
+        self._task = asyncio.create_task(body() if under is None else under.run(body, self.stopping))
 
     def rounds(
         self,
@@ -164,8 +179,10 @@ class Loop:
 
     def health(self, detail: str) -> dict[str, Any]:
         """A service's ``connected`` and ``detail``: connected while the loop runs and its last
-        step got through; else the step's error, else the service's own ``detail``."""
-        return {"connected": self.alive and not self.last_error, "detail": self.last_error or detail}
+        step got through; else the step's error, else the service's own ``detail``. Under a
+        guard, also its state (``lease``: held or standby, and by whom)."""
+        out = {"connected": self.alive and not self.last_error, "detail": self.last_error or detail}
+        return out if self._under is None else {**out, **self._under.state()}
 
 
 async def wait_or_stop(stopping: asyncio.Event, delay: float) -> bool:

@@ -13,6 +13,8 @@ may raise it to P1 (never lowers). Its moves are not labels: the model would lea
   ``max_age_s`` ago is skipped (and counted), so a reviewer that fell behind catches up at once.
 * Its position in each stream (the cursor) is kept in Redis after every event: a restart neither
   reviews a conversation twice nor misses one created meanwhile.
+* One replica at a time runs it, the holder of the deployment's lease ``review``
+  (router/leases.py); the others stand by and take over from the cursor when it stops or dies.
 * fastText's full probabilities come from asking it again on the stored (masked) text: 50 µs,
   and the trace keeps only its top labels.
 """
@@ -70,7 +72,9 @@ def service(rt: Any, settings: Settings) -> Reviewer | None:
 
 
 class Reviewer:
-    """A ``Service``: ``switchboard run`` starts one (the cursor is shared: run one per deployment)."""
+    """A ``Service``: ``switchboard run`` starts one in every replica, and the one that holds the
+    deployment's lease ``review`` runs it (they share the cursor); the others stand by and take
+    over when it stops or dies. ``instance``: the lease owner, another replica's in tests."""
 
     name = "review"
 
@@ -83,8 +87,10 @@ class Reviewer:
         *,
         clock: Callable[[], float] = time.time,
         block_ms: int = 1000,
+        instance: str | None = None,
     ) -> None:
         self._rt = rt
+        self._instance = instance
         self._model = model
         self._semantic = semantic
         self._max_age_ms = settings.max_age_s * 1000
@@ -99,8 +105,11 @@ class Reviewer:
         self.seconds = 0.0  # spent in the semantic model
 
     async def start(self) -> None:
+        # Where the cursor is now (a first start: the streams' ends), then again each time this
+        # replica takes the lease over: the holder in between moved the cursor on.
         await self.resume()
-        self._loop.start(self.step)
+        exclusive = self._rt.exclusive(self.name, self._instance)
+        self._loop.start(exclusive.resuming(self.resume, self.step), under=exclusive)
 
     async def resume(self) -> None:
         """Takes up each group stream where the cursor stored in Redis is (``step`` goes on from there)."""

@@ -28,6 +28,7 @@ from router.incidents import Incidents
 from router.kbstore import KnowledgeBaseStore
 from router.keys import Shards
 from router.labels import Labels
+from router.leases import Exclusive, Lease
 from router.lifecycle import StopRequest
 from router.model import Envelope, new_id
 from router.modelstore import ModelHolder, ModelStore
@@ -183,6 +184,22 @@ class Runtime:
     async def engine(self, *, fresh: bool = False) -> Engine:
         """The rule set in force (published, else the configured file or the default)."""
         return await self.engines.current(fresh=fresh)
+
+    def exclusive(self, name: str, instance: str | None = None) -> Exclusive:
+        """The lease ``name`` of the deployment (on the home shard), held by this process (its
+        ``instance``; another stands for another replica in tests) while it runs a service that
+        only one replica may run (router/leases.py ``Exclusive``)."""
+        leases = self.settings.leases
+        lease = Lease(
+            self.client,
+            self.scripts,
+            self.keys.prefix,
+            name,
+            instance or self.instance,
+            ttl_ms=leases.ttl_ms,
+            max_skew_ms=leases.max_skew_ms,
+        )
+        return Exclusive(lease, retry_s=leases.retry_s)
 
     def channel_context(
         self, instance: str | None = None, *, leases: LeaseSettings | None = None, web: WebSettings | None = None

@@ -12,6 +12,7 @@ import asyncio
 import io
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -172,6 +173,43 @@ async def test_switchboard_run_composes_the_reviewer_and_its_loop_moves(rt: Runt
     finally:
         await r.close()
     assert [c.sender_id for c in await rt.queues.head("verification")] == ["u6"]
+
+
+async def until(holds: Callable[[], bool], seconds: float = 15.0) -> None:
+    """Wait for the loops' own pace (the lease's retry, the review); not a timing assertion."""
+    deadline = time.monotonic() + seconds
+    while not holds():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+async def test_one_replica_reviews_and_another_takes_over_from_the_cursor(rt: Runtime, semantic: SemanticModel) -> None:
+    """Two replicas' reviewers share the cursor: the holder of the deployment's lease ``review``
+    runs, the other stands by; when the holder stops (it releases the lease), the other takes
+    over where the cursor is, so nothing is reviewed twice or missed."""
+    assert rt.model is not None
+    settings = ReviewSettings(max_age_s=30)
+    a = Reviewer(rt, rt.model, semantic, settings, block_ms=50, instance="replica-a")
+    b = Reviewer(rt, rt.model, semantic, settings, block_ms=50, instance="replica-b")
+    await a.start()
+    try:
+        await until(lambda: a.health().get("lease") == "held")
+        await b.start()
+        await until(lambda: b.health().get("lease") == "standby" and b.health()["holder"] == "replica-a")
+        assert b.health()["connected"]  # standing by is healthy
+        await rt.inbox.append_many([message("what is the trading fee", user="u7")])
+        await drain(Worker(rt))
+        await until(lambda: a.counts["moved"] == 1)
+        await a.close()
+        await until(lambda: b.health().get("lease") == "held")
+        await rt.inbox.append_many([message("how do I change my nickname", user="u8")])
+        await drain(Worker(rt))
+        await until(lambda: b.counts["moved"] == 1)
+        assert (a.counts["reviewed"], b.counts["reviewed"]) == (1, 1)
+    finally:
+        await a.close()
+        await b.close()
+    assert sorted(c.sender_id for c in await rt.queues.head("verification")) == ["u7", "u8"]
 
 
 def test_model_eval_prints_the_second_opinion_as_the_reviewer_applies_it(
