@@ -40,7 +40,7 @@ from router.config import AssignSettings, Settings
 from router.conversations import Conversations
 from router.errors import ConfigError, Conflict, NotFound, SwitchboardError
 from router.keys import Keys, Shards
-from router.leases import Clock, Exclusive, Lease, WallClock
+from router.leases import Clock, Exclusive, WallClock
 from router.lifecycle import keep_running, wait_or_stop
 from router.model import new_id
 from router.presence import AgentState, Presence
@@ -447,16 +447,7 @@ class AssignService:
             if not self._settings.leases:
                 self._tasks.append(asyncio.create_task(self._keep(step, f"assign shard {shard}")))
                 continue
-            lease = Lease(
-                self._rt.client,
-                self._rt.scripts,
-                self._rt.keys.prefix,
-                f"assign:{shard}",
-                self._rt.instance,
-                ttl_ms=self._leases.ttl_ms,
-                max_skew_ms=self._leases.max_skew_ms,
-            )
-            exclusive = Exclusive(lease, retry_s=self._leases.retry_s)
+            exclusive = self._rt.exclusive(f"assign:{shard}")
             self._exclusive.append(exclusive)
             body = self._bound(step, f"assign shard {shard}")
             self._tasks.append(asyncio.create_task(exclusive.run(body, self._stopping)))
