@@ -25,6 +25,7 @@ import resource
 import sys
 from typing import Any
 
+from router.children import exit_status
 from rules import Engine, RuleError, RuleSetError
 
 FILENAME = "draft.yaml"
@@ -63,8 +64,11 @@ async def check(source: str, memory_mb: int, timeout_s: float) -> tuple[list[Rul
         result = json.loads(out)
         return _decode(result["errors"]), _decode(result["warnings"])
     except (ValueError, KeyError, TypeError):
-        # Killed by a limit (SIGKILL/SIGXCPU) or a crash: no verdict, so the draft is refused.
-        tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [f"exit status {proc.returncode}"]
+        # Killed by a limit (SIGXCPU) or a crash: no verdict, so the draft is refused. Out of
+        # address space, the child raises MemoryError (above) where Python allocates, but a C
+        # library may crash (SIGSEGV) or retry until the CPU limit instead: seen with the compiled
+        # engine, whose smaller heap leaves the failing allocation to one of them.
+        tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [exit_status(proc.returncode)]
         return [_finding(f"the draft could not be compiled within the limits ({memory_mb} MB): {tail[0]}")], []
 
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import redis as syncredis
 
+from router.children import dies_with_parent
 from router.errors import RedisUnavailable
-from router.orphans import dies_with_parent
 from router.redis import CLUSTER_SCHEME, find_redis_server
 
 # The cluster bus listens on port + 10000 (Redis 6.2 has no cluster-port setting).
@@ -91,7 +91,7 @@ class LocalCluster:
         with (node_dir / "redis.log").open("ab") as log:
             # Dies with this process (a killed test run or drill leaves no node behind); a node
             # restarted from a worker thread is tied to that thread, which the default executor
-            # keeps as long as its loop runs (router/orphans.py).
+            # keeps as long as its loop runs (router/children.py).
             proc = subprocess.Popen(
                 args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, preexec_fn=dies_with_parent()
             )

@@ -30,9 +30,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from router.children import exit_status, set_parent_death_signal
 from router.config import WorkerSettings
 from router.lifecycle import Backoff, wait_or_stop
-from router.orphans import set_parent_death_signal
 from router.redis import TRANSIENT_ERRORS
 
 log = logging.getLogger("switchboard.supervisor")
@@ -70,15 +70,6 @@ class _Slot:
             "last_exit": self.last_exit,
             "since": self.since,
         }
-
-
-def _exit_status(code: int | None) -> str:
-    if code is None:
-        return "not started"
-    if code < 0:
-        with contextlib.suppress(ValueError):
-            return f"killed by {signal.Signals(-code).name}"
-    return f"exit code {code}"
 
 
 class ProcessSupervisor:
@@ -169,7 +160,7 @@ class ProcessSupervisor:
                 self.kind,
                 slot.name,
                 slot.pid,
-                _exit_status(code),
+                exit_status(code),
                 ran,
                 slot.restarts + 1,
                 delay,
@@ -216,7 +207,7 @@ class ProcessSupervisor:
             stopper.cancel()
             if proc.returncode is None:  # cancelled: never leave a child behind
                 proc.kill()
-        slot.alive, slot.last_exit, slot.since = False, _exit_status(code), time.time()
+        slot.alive, slot.last_exit, slot.since = False, exit_status(code), time.time()
         self._changed.set()
         return code
 

@@ -32,10 +32,10 @@ from redis.exceptions import (
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from router.children import dies_with_parent
 from router.config import Settings
 from router.durability import appendfsync
 from router.errors import ConfigError, RedisUnavailable
-from router.orphans import dies_with_parent
 
 log = logging.getLogger("switchboard.redis")
 
@@ -126,7 +126,7 @@ class EmbeddedRedis:
     # Beyond it, writes are refused (noeviction): an append raises RedisFull, nothing is evicted.
     maxmemory: str = "0"
     # A benchmark's or a test's server, for this process alone: it gets SIGTERM when this process
-    # dies, however it dies (router/orphans.py). The run command's outlives a crash instead, so
+    # dies, however it dies (router/children.py). The run command's outlives a crash instead, so
     # that its AOF is flushed, and the next start adopts it.
     private: bool = False
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)

@@ -108,12 +108,17 @@ async def test_a_draft_over_the_memory_limit_is_refused_and_the_console_stays_up
 ) -> None:
     # The loader's limits refuse every hostile draft we know of; this shows the backstop for the
     # ones we do not: the child process that runs out of its address space refuses the draft.
-    served.console.web = served.console.web.model_copy(update={"draft_memory_mb": 64})
+    # Where the allocation fails decides how: a MemoryError where Python allocates, or a C library
+    # that crashes or retries until the time limit (seen with the compiled engine, in CI); every
+    # way, the draft is refused with the limit named and the console runs on.
+    served.console.web = served.console.web.model_copy(update={"draft_memory_mb": 64, "draft_timeout_s": 3.0})
     token = await served.user("ann", "admin")
     async with served.api(token) as client:
         source = (importlib.resources.files("rules") / "default.yaml").read_text(encoding="utf-8")
         got = (await client.post("/api/rules/validate", json={"source": source})).json()
-        assert got["valid"] is False and "needs more than 64 MB" in got["errors"][0]["reason"], got
+        reason = got["errors"][0]["reason"]
+        assert got["valid"] is False, got
+        assert re.search(r"needs more than 64 MB|within the limits \(64 MB\)|longer than 3 s", reason), got
         assert (await client.get("/healthz")).status_code == 200
 
 

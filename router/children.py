@@ -1,4 +1,5 @@
-"""Children that must not outlive the process that started them: Linux's parent-death signal.
+"""Child processes: how one ended, and children that must not outlive the process that started
+them (Linux's parent-death signal).
 
 ``set_parent_death_signal`` asks the kernel to send this process a signal when its parent dies
 (``PR_SET_PDEATHSIG``); ``dies_with_parent`` is the same for a child that is not Python (a
@@ -9,6 +10,7 @@ signalled when that thread ends. Elsewhere than Linux both do nothing.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -16,6 +18,17 @@ import sys
 from collections.abc import Callable
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def exit_status(code: int | None) -> str:
+    """How a child ended, for people: ``killed by SIGKILL``, ``exit code 1`` (``code``: a
+    ``returncode``, negative for a signal; None: it never started)."""
+    if code is None:
+        return "not started"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
 
 
 def set_parent_death_signal(sig: int = signal.SIGTERM) -> int:

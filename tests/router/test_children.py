@@ -1,4 +1,4 @@
-"""A benchmark's or a test's redis-server dies with the process that started it (router/orphans.py),
+"""A benchmark's or a test's redis-server dies with the process that started it (router/children.py),
 however that process dies; the run command's outlives it (to flush its AOF and be adopted)."""
 
 from __future__ import annotations
