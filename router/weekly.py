@@ -13,7 +13,8 @@ recipient (``email``, ``telegram``) not marked for that week, computes the summa
 - **a failed send is retried**: the claim is deleted (again only if it is still ours), nothing is
   marked, and the next tick tries again. A process that dies mid-send leaves its claim to expire
   after ``claim_s``, and another replica sends: a crash after the recipient accepted and before the
-  mark sends that week twice (at least once across crashes, exactly once across races).
+  mark sends that week twice (at least once across crashes, exactly once across races); by e-mail
+  with the same Message-ID both times (adapters/email/report.py), which mail clients may drop.
 
 The summary needs the analytics store (DuckDB, one writing process per file). Inside the process
 that runs the exporter it is read through a cursor of the exporter's own connection; elsewhere the

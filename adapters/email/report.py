@@ -4,11 +4,12 @@ connection, TLS and login rules as the mailbox's replies (adapters/email/smtp.py
 
 from __future__ import annotations
 
+import hashlib
 import ssl
 from collections.abc import Mapping
 from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate
 from typing import Any
 
 import aiosmtplib
@@ -37,12 +38,21 @@ class ReportMail:
         msg["To"] = ", ".join(self.to)
         msg["Subject"] = subject
         msg["Date"] = formatdate(usegmt=True)
-        msg["Message-ID"] = make_msgid(domain=self.cfg.domain)
+        msg["Message-ID"] = self.message_id(subject)
         # A report, not a person: out-of-office replies should not answer it.
         msg["Auto-Submitted"] = "auto-generated"
         msg.set_content(text)
         msg.add_alternative(html, subtype="html")
         return msg
+
+    def message_id(self, subject: str) -> str:
+        """The same for every sending of one summary: made of what identifies it (the subject,
+        which names the week, the sender and the recipients). router/weekly.py sends at least
+        once: a replica that dies between the send and its mark leaves the week to another, which
+        sends it again. Mail clients and servers that drop a message whose Message-ID they already
+        hold (Gmail does) then show one summary, not two."""
+        identity = "\0".join([subject, self.cfg.address, *sorted(self.to)])
+        return f"<weekly-{hashlib.sha256(identity.encode('utf-8')).hexdigest()[:32]}@{self.cfg.domain}>"
 
     async def send(self, subject: str, text: str, html: str) -> str:
         """Send it; raises the outbox's TemporaryFailure (4xx, network) or PermanentFailure."""

@@ -109,6 +109,28 @@ async def test_two_services_racing_send_it_once(rt: Runtime, smtp_server: SmtpSe
     assert mark is not None and mark.decode().startswith("sent ")
 
 
+async def test_a_summary_sent_again_after_a_crash_has_the_same_message_id(
+    rt: Runtime, smtp_server: SmtpServer, store: Path
+) -> None:
+    """At least once: a replica that sent and died before its mark (its claim then expires) leaves
+    the week to another, which sends it again; the second copy is the same message to the mail
+    clients that drop duplicates by Message-ID. Another week is another message."""
+    clock = FakeClock(SEND_MS)
+    a, b = (
+        WeeklyReports(rt, [recipient(smtp_server.port)], store_reader(store), settings=SETTINGS, clock=clock, owner=o)
+        for o in ("a", "b")
+    )
+    assert await a.tick() == {"email": "sent"}
+    await rt.client.delete(rt.keys.weekly_report("2026-W45", "email"))  # a's crash: never marked
+    assert await b.tick() == {"email": "sent"}
+    clock.now = SEND_MS + 7 * 86_400_000  # the next week's
+    assert await b.tick() == {"email": "sent"}
+    first, again, later = (parsed(m.content) for m in smtp_server.recorder.messages)
+    assert first["Subject"] == again["Subject"] != later["Subject"]
+    assert first["Message-ID"] == again["Message-ID"] != later["Message-ID"]
+    assert str(first["Message-ID"]).endswith("@exchange.test>")
+
+
 @pytest.mark.cluster
 async def test_a_failed_send_is_not_marked_and_goes_at_the_next_tick(rt: Runtime, store: Path) -> None:
     port = free_port()  # no SMTP server there yet
