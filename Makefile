@@ -124,3 +124,4 @@ lock-train: $(BUILT)
 
 clean:
 	rm -rf $(VENV) $(LATEST) $(FLOOR) $(TRAIN) .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf build rules/*.so rules_native__mypyc*.so  # the compiled modules (setup.py)
