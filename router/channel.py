@@ -21,7 +21,7 @@ from router.errors import AppendRefused, ConfigError, NotFound, SwitchboardError
 from router.impostors import Flag, ImpostorGuard
 from router.inbox import Appended, Inbox
 from router.keys import Keys, Shards
-from router.leases import Exclusive, Lease
+from router.leases import Exclusive
 from router.lifecycle import Backoff, Service, keep_running, wait_or_stop
 from router.links import PressLinks, load_links
 from router.model import (
@@ -214,17 +214,9 @@ class ChannelContext:
     def exclusive(self, channel: str, account: str) -> Exclusive:
         """The lease ``adapter:{channel}:{account}``, held by this process (its ``instance``) while
         it runs the account's inbound loop under ``Exclusive.run``; other replicas stand by."""
-        cfg = self._leases
-        lease = Lease(
-            self._client,
-            self._scripts,
-            self._keys.prefix,
-            f"adapter:{channel}:{account}",
-            self.instance,
-            ttl_ms=cfg.ttl_ms,
-            max_skew_ms=cfg.max_skew_ms,
+        return Exclusive.named(
+            self._client, self._scripts, self._keys.prefix, f"adapter:{channel}:{account}", self.instance, self._leases
         )
-        return Exclusive(lease, retry_s=cfg.retry_s)
 
     def store(self, namespace: str) -> ChannelStore:
         return ChannelStore(self._client, self._keys.prefix, namespace)

@@ -283,6 +283,15 @@ class Exclusive:
         #: Set once the first attempt answered: this process runs the loop, or stands by.
         self.decided = asyncio.Event()
 
+    @classmethod
+    def named(
+        cls, client: aioredis.Redis, scripts: Scripts, prefix: str, name: str, owner: str, settings: LeaseSettings
+    ) -> Exclusive:
+        """The lease ``name`` under ``prefix`` (``lease:{name}``), for ``owner``, with the
+        deployment's lease settings: an adapter's per-account loop, a service one replica runs."""
+        lease = Lease(client, scripts, prefix, name, owner, ttl_ms=settings.ttl_ms, max_skew_ms=settings.max_skew_ms)
+        return cls(lease, retry_s=settings.retry_s)
+
     @property
     def held(self) -> bool:
         """Whether this process may act as the holder now: a loop checks it before each step

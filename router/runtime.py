@@ -28,7 +28,7 @@ from router.incidents import Incidents
 from router.kbstore import KnowledgeBaseStore
 from router.keys import Shards
 from router.labels import Labels
-from router.leases import Exclusive, Lease
+from router.leases import Exclusive
 from router.lifecycle import StopRequest
 from router.model import Envelope, new_id
 from router.modelstore import ModelHolder, ModelStore
@@ -189,17 +189,9 @@ class Runtime:
         """The lease ``name`` of the deployment (on the home shard), held by this process (its
         ``instance``; another stands for another replica in tests) while it runs a service that
         only one replica may run (router/leases.py ``Exclusive``)."""
-        leases = self.settings.leases
-        lease = Lease(
-            self.client,
-            self.scripts,
-            self.keys.prefix,
-            name,
-            instance or self.instance,
-            ttl_ms=leases.ttl_ms,
-            max_skew_ms=leases.max_skew_ms,
+        return Exclusive.named(
+            self.client, self.scripts, self.keys.prefix, name, instance or self.instance, self.settings.leases
         )
-        return Exclusive(lease, retry_s=leases.retry_s)
 
     def channel_context(
         self, instance: str | None = None, *, leases: LeaseSettings | None = None, web: WebSettings | None = None
