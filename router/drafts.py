@@ -65,9 +65,9 @@ async def check(source: str, memory_mb: int, timeout_s: float) -> tuple[list[Rul
         return _decode(result["errors"]), _decode(result["warnings"])
     except (ValueError, KeyError, TypeError):
         # Killed by a limit (SIGXCPU) or a crash: no verdict, so the draft is refused. Out of
-        # address space, the child raises MemoryError (above) where Python allocates, but a C
-        # library may crash (SIGSEGV) or retry until the CPU limit instead: seen with the compiled
-        # engine, whose smaller heap leaves the failing allocation to one of them.
+        # address space the child usually raises MemoryError (above); with the compiled engine it
+        # was also seen to crash (SIGSEGV) or to loop until the CPU limit (which allocation does
+        # that was not found).
         tail = err.decode("utf-8", "replace").strip().splitlines()[-1:] or [exit_status(proc.returncode)]
         return [_finding(f"the draft could not be compiled within the limits ({memory_mb} MB): {tail[0]}")], []
 

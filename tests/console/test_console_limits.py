@@ -108,8 +108,8 @@ async def test_a_draft_over_the_memory_limit_is_refused_and_the_console_stays_up
 ) -> None:
     # The loader's limits refuse every hostile draft we know of; this shows the backstop for the
     # ones we do not: the child process that runs out of its address space refuses the draft.
-    # Where the allocation fails decides how: a MemoryError where Python allocates, or a C library
-    # that crashes or retries until the time limit (seen with the compiled engine, in CI); every
+    # Usually a MemoryError; with the compiled engine the child was also seen to crash (CI:
+    # SIGSEGV) or to loop until the time limit (the allocation that does it was not found). Every
     # way, the draft is refused with the limit named and the console runs on.
     served.console.web = served.console.web.model_copy(update={"draft_memory_mb": 64, "draft_timeout_s": 3.0})
     token = await served.user("ann", "admin")
