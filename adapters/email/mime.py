@@ -225,8 +225,91 @@ def strip_quotes(text: str) -> str:
         if _MOBILE_SIG.match(lines[i]):
             lines = lines[:i]
             break
-    result = _tidy("\n".join(lines))
+    result = _tidy(_without_disclaimer("\n".join(lines)))
     return result or _tidy(text)
+
+
+# A company's legal footer ("This e-mail and any attachments are confidential… if you received it
+# in error, notify the sender and delete it… unauthorised use is prohibited") says nothing about
+# the request, yet its words are the ones routing reads as urgent: "unauthorised", "security",
+# "delete". It is recognised by the kinds of statement such footers make, in the languages the
+# desk serves: a trailing paragraph (or the trailing lines of the last one) making at least three
+# of them, one of them confidentiality or the intended recipient, is cut with everything after
+# it. User prose rarely makes three in one paragraph at a message's end; what was cut still
+# reaches the agent in the whole body (imap.py: full_body).
+_DISCLAIMER_KINDS = tuple(
+    re.compile(kind, re.IGNORECASE)
+    for kind in (
+        # confidential, privileged
+        r"confidential|privileged|vertraulich|confidencial|riservat|конфиденциальн|保密|机密|機密|gizli"
+        r"|bảo mật|기밀",
+        # the intended recipient, the addressee
+        r"intended recipient|addressee|destinatari|destinatário|empfänger|адресат|получател|收件人|收件者"
+        r"|alıcı|người nhận|수신인|수신자",
+        # received in error: notify the sender, delete it
+        r"\bin error\b|by mistake|notify the sender|\bdelete\b|\bdestroy|irrtümlich|löschen|por error"
+        r"|por engano|elimin|apague|borre|по ошибке|удалит|уничтож|错收|誤收|误收|删除|刪除|yanlışlıkla"
+        r"|\bsil(?:in|iniz)\b|nhầm|xóa|xoá|잘못 수신|삭제",
+        # use, disclosure, copying prohibited
+        r"prohibited|forbidden|\bdisclos|dissemination|distribution|untersagt|prohibid|proibid|запрещ"
+        r"|разглаш|禁止|yasak|nghiêm cấm|금지",
+        # this e-mail (and its attachments)
+        r"this (?:e-?mail|message|communication|transmission)|attachments?\b|diese (?:e-?mail|nachricht)"
+        r"|este (?:correo|e-?mail|mensaje)|esta mensagem|это (?:письмо|сообщение)|本邮件|此邮件|本郵件"
+        r"|此郵件|bu (?:e-?posta|mesaj)|email này|thư này|이 (?:메일|이메일)|첨부|before printing",
+    )
+)
+_DISCLAIMER_MIN_KINDS = 3
+
+
+def _kinds(text: str) -> int:
+    return sum(1 for kind in _DISCLAIMER_KINDS if kind.search(text))
+
+
+def _is_footer(text: str) -> bool:
+    """Three kinds of statement, one of them the two that only a footer makes (confidential, the
+    intended recipient): a user who asks to delete a key or forbid a withdrawal makes neither."""
+    return _kinds(text) >= _DISCLAIMER_MIN_KINDS and any(kind.search(text) for kind in _DISCLAIMER_KINDS[:2])
+
+
+def _footer_paragraph(paragraphs: list[str]) -> int | None:
+    """The first trailing paragraph of a footer: one that makes three kinds of statement, under
+    which each paragraph makes at least one ("Please consider the environment before printing
+    this e-mail"). Never the first paragraph: then it is the message."""
+    start = None
+    for i in range(len(paragraphs) - 1, 0, -1):
+        kinds = _kinds(paragraphs[i])
+        if not kinds:
+            break
+        if _is_footer(paragraphs[i]):
+            start = i
+    return start
+
+
+def _footer_line(lines: list[str]) -> int | None:
+    """The first line of a footer straight under the sign-off, in one paragraph: the shortest tail
+    of lines that makes three kinds of statement together (a footer wrapped at 72 columns spreads
+    them over its lines), and the lines above it that make one each. Never the first line."""
+    for i in range(len(lines) - 1, 0, -1):
+        if _is_footer("\n".join(lines[i:])):
+            while i > 1 and _kinds(lines[i - 1]):
+                i -= 1
+            return i
+    return None
+
+
+def _without_disclaimer(text: str) -> str:
+    """``text`` less a legal footer at its end: whole paragraphs, or else the last paragraph's
+    trailing lines."""
+    paragraphs = re.split(r"\n[ \t]*\n", text.strip())
+    cut = _footer_paragraph(paragraphs)
+    if cut is not None:
+        return "\n\n".join(paragraphs[:cut])
+    lines = paragraphs[-1].split("\n")
+    cut = _footer_line(lines)
+    if cut is None:
+        return text
+    return "\n\n".join([*paragraphs[:-1], "\n".join(lines[:cut])])
 
 
 _BLANKS = re.compile(r"\n{3,}")

@@ -12,6 +12,9 @@ from adapters.email.mime import decode_bytes, decode_header_value, normalize_sub
 from adapters.email.smtp import reply_references, reply_subject
 from adapters.email.threads import related
 from router.errors import ConfigError
+from rules import Engine
+from rules.intent import IntentModel
+from rules.model import MessageIn
 
 
 @pytest.mark.parametrize(
@@ -36,10 +39,56 @@ from router.errors import ConfigError
         # Only quotes: keep the text rather than route nothing.
         ("> all quoted", "> all quoted"),
         ("I was sent from my iPhone support page\nand more\nand more\nand more\nand more", None),
+        # A company's legal footer goes: its words ("unauthorised", "security") are not the request.
+        (
+            "How long does a SEPA deposit take?\n\nThanks\nAna\n\nThis e-mail and any attachments are "
+            "confidential. If you received it in error, delete it. Unauthorised use or disclosure is "
+            "prohibited. Account security is our priority.\n\nPlease consider the environment before "
+            "printing this e-mail.",
+            "How long does a SEPA deposit take?\n\nThanks\nAna",
+        ),
+        # Straight under the sign-off and wrapped at 72 columns: the lines that make it.
+        (
+            "My withdrawal is stuck.\nRegards,\nJohn Smith\nCFO, Foo Ltd\nCONFIDENTIALITY NOTICE: the "
+            "information in this e-mail\nis meant for its addressee only. If you are not the\nintended "
+            "recipient, please\nnotify the sender and delete it.",
+            "My withdrawal is stuck.\nRegards,\nJohn Smith\nCFO, Foo Ltd",
+        ),
+        (
+            "我的USDT提现三天了还没到账。\n\n王伟\n\n本邮件及其附件含有保密信息，仅限于指定收件人。如果您错收了"
+            "本邮件，请立即通知发件人并删除本邮件！",
+            "我的USDT提现三天了还没到账。\n\n王伟",
+        ),
+        (
+            "No me llegó el depósito.\n\nSaludos\n\nEste mensaje es confidencial y está dirigido a su "
+            "destinatario. Si lo ha recibido por error, bórrelo.",
+            "No me llegó el depósito.\n\nSaludos",
+        ),
+        # A user's own words stay: no footer says "delete my API key" without "confidential" or
+        # "intended recipient", and a first paragraph is the message whatever it says.
+        (
+            "Hi\n\nI did not make this withdrawal. Delete the new API key, lock the account, no "
+            "disclosure of my data to anyone.\n\nJohn",
+            None,
+        ),
+        ("Someone withdrew it all! This message is confidential: delete my card, disclose nothing.", None),
     ],
 )
 def test_strip_quotes(text: str, expected: str | None) -> None:
     assert strip_quotes(text) == (expected if expected is not None else text)
+
+
+def test_a_legal_footer_does_not_route_a_deposit_question_to_security() -> None:
+    engine = Engine.default(model=IntentModel.shipped())
+    body = (
+        "How long does a SEPA deposit take? I sent EUR yesterday.\n\nThanks\nAna\n\nThis e-mail and any "
+        "attachments are confidential. If you received it in error, delete it. Unauthorised use or "
+        "disclosure is prohibited. Account security is our priority."
+    )
+    whole = engine.evaluate(MessageIn(channel="email", text=body, subject="SEPA deposit"))
+    routed = engine.evaluate(MessageIn(channel="email", text=strip_quotes(body), subject="SEPA deposit"))
+    assert whole.priority == 1  # what the footer's words did ("unauthorised", "security")
+    assert routed.group == "payments" and routed.priority > 1
 
 
 @pytest.mark.parametrize(
