@@ -162,21 +162,41 @@ def html_to_text(html: str) -> str:
 
 # -- quotes and signatures ---------------------------------------------------------------------
 
-# A line that starts the quoted earlier message; everything from it on is the quote.
-_QUOTE_HEADERS = [
-    re.compile(r"^\s*On\b.{0,300}\bwrote:\s*$", re.IGNORECASE),  # Gmail, Apple Mail, Thunderbird
-    re.compile(r"^\s*-{2,}\s*Original Message\s*-{2,}\s*$", re.IGNORECASE),  # Outlook
+# A line that starts the quoted earlier message; everything from it on is the quote: Outlook's
+# separators and "From:/Sent:" headers, and the attributions ("On …, Name <addr> wrote:"), of the
+# mail clients in each language the desk serves (a quote without "> " marks, as Outlook writes it,
+# would otherwise be routed as if the user had written it).
+_QUOTE_SEPARATORS = [
+    re.compile(
+        r"^\s*-{2,}\s*(?:Original Message|Mensaje original|Mensagem original|Исходное сообщение"
+        r"|Ursprüngliche Nachricht|Message d'origine|Orijinal İleti|Özgün ileti|Thư gốc|원본 메시지)\s*-{2,}\s*$",
+        re.IGNORECASE,
+    ),
     re.compile(r"^\s*-{2,}\s*(?:原始邮件|原始郵件|原邮件)\s*-{2,}\s*$"),  # Outlook zh, QQ Mail
+]
+_ATTRIBUTIONS = [
+    re.compile(r"^\s*On\b.{0,300}\bwrote:\s*$", re.IGNORECASE),  # Gmail, Apple Mail, Thunderbird
     re.compile(r"^\s*在.{0,300}写道\s*[:：]\s*$"),  # Gmail / Apple Mail zh-CN: "在 … 写道："
     re.compile(r"^\s*.{0,300}\s于\s.{0,100}写道\s*[:：]\s*$"),  # Foxmail: "张三 于 2024年1月1日 写道："
     re.compile(r"^\s*在.{0,300}寫道\s*[:：]\s*$"),  # zh-TW
     re.compile(r"^\s*Le\b.{0,300}\ba écrit\s*:\s*$", re.IGNORECASE),
     re.compile(r"^\s*Am\b.{0,300}\bschrieb\b.{0,200}:\s*$", re.IGNORECASE),
     re.compile(r"^\s*El\b.{0,300}\bescribió\s*:\s*$", re.IGNORECASE),
+    re.compile(r"^\s*Em\b.{0,300}\bescreveu\s*:\s*$", re.IGNORECASE),  # pt
+    re.compile(
+        r"^.{0,300}\d{4}\s*г\.?,?\s*в\s*\d{1,2}:\d{2}.{0,300}:\s*$"
+    ),  # ru Gmail: "пт, 5 дек. 2026 г. в 10:14, …:"
+    re.compile(r"^.{0,300}\b(?:написал(?:а|\(а\))?|пишет)\s*:\s*$", re.IGNORECASE),  # ru Thunderbird, Yandex
+    re.compile(r"^.{0,300}\bşunu yazdı\s*:\s*$", re.IGNORECASE),  # tr
+    re.compile(r"^\s*Vào\b.{0,300}\bđã viết\s*:\s*$", re.IGNORECASE),  # vi
+    re.compile(r"^.{0,300}님이 작성\s*:\s*$"),  # ko
 ]
-# Outlook's "From: … / Sent: …" block (and its Chinese form) starts a quote too.
-_FROM_LINE = re.compile(r"^\s*\*?(?:From|发件人|寄件者)\s*\*?\s*[:：]", re.IGNORECASE)
-_SENT_LINE = re.compile(r"^\s*\*?(?:Sent|Date|发送时间|日期|寄件日期|時間)\s*\*?\s*[:：]", re.IGNORECASE)
+_FROM_LINE = re.compile(r"^\s*\*?(?:From|发件人|寄件者|От|De|Von|Kimden|Từ|보낸 사람)\s*\*?\s*[:：]", re.IGNORECASE)
+_SENT_LINE = re.compile(
+    r"^\s*\*?(?:Sent|Date|发送时间|日期|寄件日期|時間|Отправлено|Дата|Enviado(?: el| em)?|Enviada em|Fecha"
+    r"|Data|Gesendet|Datum|Gönderildi|Gönderilme tarihi|Tarih|Đã gửi|Ngày gửi|Ngày|보낸 날짜|날짜)\s*\*?\s*[:：]",
+    re.IGNORECASE,
+)
 _SEPARATOR = re.compile(r"^\s*(?:_{5,}|-{5,})\s*$")
 # Signatures: the RFC 3676 delimiter and the mobile clients' tag lines.
 _SIG_DELIM = re.compile(r"^--\s?$")
@@ -187,14 +207,25 @@ _MOBILE_SIG = re.compile(
 )
 
 
+# A client's attribution names the time or the address it quotes; a user telling a story does
+# not ("On Telegram the 'admin' wrote:", "Мне написал:", "bana şunu yazdı:" — what follows is the
+# scam itself, which routing must read).
+_ATTRIBUTION_SIGN = re.compile(r"\d{1,2}[:.]\d{2}|\d{4}|@")
+
+
 def _quote_start(lines: list[str]) -> int | None:
     for i, line in enumerate(lines):
         # Gmail wraps a long attribution over two lines: "On …, Name <addr>" / "wrote:".
-        joined = f"{line} {lines[i + 1]}" if i + 1 < len(lines) else line
-        for pattern in _QUOTE_HEADERS:
-            if pattern.match(line):
+        nxt = lines[i + 1] if i + 1 < len(lines) else ">"
+        joined = line if nxt.lstrip().startswith(">") else f"{line} {nxt}"
+        if any(pattern.match(line) for pattern in _QUOTE_SEPARATORS):
+            return i
+        if line.lstrip().startswith(">"):
+            continue  # a quoted attribution: the "> " filter drops it, and an answer may follow
+        for pattern in _ATTRIBUTIONS:
+            if pattern.match(line) and _ATTRIBUTION_SIGN.search(line):
                 return i
-            if pattern.match(joined) and not line.lstrip().startswith(">"):
+            if pattern.match(joined) and _ATTRIBUTION_SIGN.search(joined):
                 return i
         if _FROM_LINE.match(line) and any(_SENT_LINE.match(nxt) for nxt in lines[i + 1 : i + 4]):
             return i

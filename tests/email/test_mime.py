@@ -32,6 +32,26 @@ from rules.model import MessageIn
         ("收到。\n\n在 2024年1月2日 周二 09:00，客服 <s@x.test> 写道：\n> 旧", "收到。"),
         ("收到。\n\n张三 于 2024年1月2日 写道:\n> 旧", "收到。"),
         ("收到。\n\n发件人：客服\n发送时间：2024年1月2日\n收件人：我\n\n旧", "收到。"),
+        # The attributions and Outlook headers of the desk's other languages.
+        ("Ok.\n\nEm seg., 1 de dez. de 2026 às 10:14, Suporte <s@x.test> escreveu:\n> antigo", "Ok."),
+        ("Спасибо.\n\nпт, 5 дек. 2026 г. в 10:14, Support <s@x.test>:\n> старое", "Спасибо."),
+        ("Не пришло.\n\n05.12.2026 10:14, Support пишет:\n> старое", "Не пришло."),
+        (
+            "Не пришло.\n\nОт: Support <s@x.test>\nОтправлено: 5 декабря 2026 г. 10:14\nКому: я\n\nВывод выполнен",
+            "Не пришло.",
+        ),
+        (
+            "Sigue sin llegar.\n\nDe: Soporte <s@x.test>\nEnviado el: viernes, 5 de diciembre de 2026\n\nListo",
+            "Sigue sin llegar.",
+        ),
+        ("Tamam.\n\nSupport <s@x.test>, 5 Ara 2026 Cum, 10:14 tarihinde şunu yazdı:\n> eski", "Tamam."),
+        ("Chưa nhận.\n\nVào Th 6, 5 thg 12, 2026 vào lúc 10:14 Support <s@x.test> đã viết:\n> cũ", "Chưa nhận."),
+        ("아직이요.\n\n2026년 12월 5일 (금) 오전 10:14, Support <s@x.test>님이 작성:\n> 이전", "아직이요."),
+        ("Noch nichts.\n\n-----Ursprüngliche Nachricht-----\nVon: Support\nGesendet: Freitag", "Noch nichts."),
+        # A user quoting the scammer is telling the story routing must read: no time, no address.
+        ("The 'admin' messaged me.\nOn Telegram the admin wrote:\nsend me your 2FA code\nand I did", None),
+        ("Мне в личку админ написал:\nскиньте код из смс\nя скинул, и всё списали", None),
+        ("Destek ekibi bana şunu yazdı:\nşifreni gönder\nben de gönderdim", None),
         ("answer one\n> question one\nanswer two\n>> deeper\n", "answer one\nanswer two"),
         ("Hello\n\n-- \nAlice\nCEO, Example", "Hello"),
         ("Hello\n\nSent from my iPhone", "Hello"),
