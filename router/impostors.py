@@ -214,6 +214,20 @@ class ImpostorGuard:
         warn = opened and verdict.level == "impostor" and self.settings.warn_in_group
         return Flag(verdict, opened, self.warning(verdict, language) if warn else None)
 
+    async def check_forwarded(
+        self, platform: str, account: str, user_id: str, names: Sequence[str], where: str, language: str = ""
+    ) -> str | None:
+        """The account a forwarded message came from: checked like a member (a flagged one gets a
+        case, once), and the warning for whoever forwarded it, each time: every forward is someone
+        asking whether that account is staff. None: no warning (fine, ``review``, or warnings off)."""
+        if not self.settings.enabled:
+            return None
+        verdict = self.matcher.check(platform, user_id, tuple(n for n in names if n))
+        await self.check(platform, account, user_id, names, where, language)
+        if verdict.level != "impostor" or not self.settings.warn_in_group:
+            return None
+        return self.warning(verdict, language)
+
     def warning(self, verdict: Verdict, language: str = "") -> str:
         return localized(self.settings.warning, language).format(name=verdict.name, staff=verdict.staff_name)
 

@@ -90,6 +90,8 @@ def inbound_record(
         record["attachments"] = env.attachments
     if env.reply_to:
         record["reply_to"] = env.reply_to
+    if forwarded_from := env.meta.get("forwarded_from"):
+        record["forwarded_from"] = forwarded_from  # the text is someone else's words (a channel says whose)
     if full_body is not None:
         record["full_body"] = redact_secrets(full_body)
     if hold:

@@ -85,8 +85,12 @@ def place_of(channel: object, support: dict[int, int]) -> Place | None:
     return None
 
 
-def sender_of(author: discord.User | discord.Member) -> Sender:
+def sender_of(author: discord.User | discord.Member, *, forwarded: bool = False) -> Sender:
+    """``forwarded``: the message forwards another (its words are someone else's; a rule can
+    tell by the attribute ``forwarded``, as for Telegram's forwards)."""
     attributes = {"bot": "true"} if author.bot else {}
+    if forwarded:
+        attributes["forwarded"] = "message"
     return Sender(
         id=str(author.id),
         name=author.display_name,
@@ -141,19 +145,24 @@ def envelope_of(
     # A forward's reference points at the original message, elsewhere: it is not a reply.
     replying = ref is not None and ref.message_id and ref.type == discord.MessageReferenceType.reply
     reply_to = str(ref.message_id) if replying and ref is not None else None
+    meta = place.meta(message.id)
+    forwarded = ref is not None and ref.type == discord.MessageReferenceType.forward
+    if forwarded and ref is not None:
+        # Discord gives a forward's words and attachments, not its author: where it was is all.
+        meta["forwarded_from"] = f"a Discord message in channel {ref.channel_id}"
     return Envelope(
         id=new_id(),
         channel=CHANNEL,
         account=account,
         platform_id=platform_id,
         conversation_key=place.conversation_key(message.author.id),
-        sender=sender_of(message.author),
+        sender=sender_of(message.author, forwarded=forwarded),
         text=text_of(message),
         attachments=attachments_of(message),
         received_at=message.created_at.timestamp() if kind == "message" else now(),
         reply_to=reply_to,
         kind=kind,
-        meta=place.meta(message.id),
+        meta=meta,
     )
 
 

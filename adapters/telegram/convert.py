@@ -8,13 +8,27 @@ conversation of the chat (and topic) of the message that carried the button.
 Keys (the router relies on them): ``platform_id = "{chat_id}:{message_id}"`` (an edit appends
 ``":edit:{edit_date}"``), ``conversation_key = "{chat_id}"`` or ``"{chat_id}:{thread_id}"`` for a
 forum topic; ``meta`` holds ``chat_id``, ``message_id``, ``chat_type`` and ``thread_id`` (topics).
+
+A forwarded message is the user showing us someone else's words, usually a stranger's DM ("is this
+really your support?"): ``meta["forwarded_from"]`` names where it came from, as Telegram tells
+(``Origin``), so the agent reads it as a quote, and the sender attribute ``forwarded`` (``user``,
+``hidden_user``, ``chat``, ``channel``) lets a rule tell it from the user's own words.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from aiogram.types import CallbackQuery, Message, MessageEntity, Update
+from aiogram.types import (
+    CallbackQuery,
+    Message,
+    MessageEntity,
+    MessageOriginChannel,
+    MessageOriginChat,
+    MessageOriginHiddenUser,
+    MessageOriginUser,
+    Update,
+)
 
 from router.channel import Attachment, Envelope, Press, Sender, new_id, now
 
@@ -40,6 +54,40 @@ class Policy:
 
     allowed_chats: frozenset[int]
     private_chats: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a forwarded message came from: its kind (``user``, ``hidden_user``, ``chat``,
+    ``channel``), the account's id where Telegram gives one, its names (display name, username)."""
+
+    kind: str
+    id: int | None
+    names: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        """How an agent sees it: "Anna Support (@anna_help, id 666)"."""
+        name, *handles = self.names
+        extra = [f"@{h}" for h in handles if h] + ([f"id {self.id}"] if self.id is not None else [])
+        return f"{name} ({', '.join(extra)})" if extra else name
+
+
+def origin_of(msg: Message) -> Origin | None:
+    """Where ``msg`` was forwarded from (None: it was not)."""
+    origin = msg.forward_origin
+    if isinstance(origin, MessageOriginUser):
+        user = origin.sender_user
+        return Origin("user", user.id, (user.full_name, user.username or ""))
+    if isinstance(origin, MessageOriginHiddenUser):
+        return Origin("hidden_user", None, (origin.sender_user_name,))
+    if isinstance(origin, MessageOriginChat | MessageOriginChannel):
+        chat = origin.sender_chat if isinstance(origin, MessageOriginChat) else origin.chat
+        title = chat.title or chat.full_name or str(chat.id)
+        if origin.author_signature:
+            title = f"{origin.author_signature}, {title}"
+        return Origin(origin.type, chat.id, (title, chat.username or ""))
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,6 +140,10 @@ def convert(update: Update, account: str, me: BotIdentity, policy: Policy) -> En
         # The app's UI language, not the message's: a rule may use it, but it is not given as the
         # language hint, which would switch the rules' language detection off.
         attributes["language_code"] = user.language_code
+    origin = origin_of(msg)
+    if origin is not None:
+        attributes["forwarded"] = origin.kind
+        meta["forwarded_from"] = origin.label
     replied = msg.reply_to_message
     reply_to = None
     if replied is not None and not _is_topic_root(msg, replied):

@@ -5,7 +5,9 @@ Every update the bot receives is screened before it is converted: the sender of 
 ``chat_member`` updates) and members seen under new names (a rename shows on their next message or
 member update) are checked against the staff names by ``ChannelContext.impostors``. A flagged
 member gets a case in the review queue; an ``impostor`` verdict also gets one warning in the group
-(``[impostors] warn_in_group``). Nothing is banned or muted: moderators decide.
+(``[impostors] warn_in_group``). Nothing is banned or muted: moderators decide. The account a
+forwarded message came from is checked too (a user showing us a stranger's DM, privately or in a
+group): a lookalike gets a case, and the warning answers the forward in that chat.
 
 ``/verify`` (replying to someone's message, or ``/verify @username``) answers in the chat whether
 that account is staff — by id. A ``@username`` is turned into an id only from what this bot saw
@@ -25,7 +27,7 @@ from aiogram import Bot
 from aiogram.exceptions import AiogramError
 from aiogram.types import Message, ReplyParameters, Update, User
 
-from adapters.telegram.convert import CHANNEL, GROUP_TYPES, BotIdentity
+from adapters.telegram.convert import CHANNEL, GROUP_TYPES, BotIdentity, origin_of
 from adapters.telegram.outbound import RateLimiter
 from router.channel import ChannelContext, ImpostorGuard
 
@@ -69,6 +71,9 @@ class GroupGuard:
                 await self._check(msg.from_user, msg.chat.id, f"chat {msg.chat.id}")
         elif msg.chat.type != "private":
             return False
+        origin = origin_of(msg)
+        if origin is not None and origin.kind == "user" and origin.id is not None and update.message is not None:
+            await self._check_forwarded(msg, origin.id, origin.names)
         if update.message is not None and _command(msg, me) == "/verify":
             await self._verify(msg)
             return True
@@ -87,6 +92,19 @@ class GroupGuard:
         flag = await self._guard.check(CHANNEL, self._account, str(user.id), names, where, user.language_code or "")
         if flag is not None and flag.warning is not None:
             self._spawn(self._say(chat_id, flag.warning, None))
+
+    async def _check_forwarded(self, msg: Message, origin_id: int, names: tuple[str, ...]) -> None:
+        """A stranger's DM forwarded to us ("is this your support?") or into a group: the account
+        it came from is checked like a member, and a lookalike is answered with the warning under
+        the forward. User accounts only: a channel or a group is never staff by id, and the
+        exchange's own channels are not configured as staff."""
+        forwarder = msg.from_user
+        where = f"forwarded by {forwarder.id if forwarder else '?'} in chat {msg.chat.id}"
+        language = (forwarder.language_code if forwarder else None) or ""
+        warning = await self._guard.check_forwarded(CHANNEL, self._account, str(origin_id), names, where, language)
+        if warning is not None:
+            thread = msg.message_thread_id if msg.is_topic_message else None
+            self._spawn(self._say(msg.chat.id, warning, msg.message_id, thread))
 
     async def _remember(self, user: User) -> None:
         if not user.username:

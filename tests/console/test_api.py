@@ -349,6 +349,12 @@ async def test_conversation_page_shows_text_as_text_and_secrets_masked(served: S
     secret_page = (await client.get(f"/conversations/{leaked}")).text
     assert "abandon abandon" not in secret_page
     assert "seed_phrase" in secret_page and "secret-leak" in secret_page
+    # A forward is shown as someone else's words, with where the channel says it came from.
+    origin = "Anna <b>Support</b> (@anna_help, id 669)"
+    forwarded = await served.route("hacked? they asked for my 2FA code", user="fwd", meta={"forwarded_from": origin})
+    forward_page = (await client.get(f"/conversations/{forwarded}")).text
+    assert "forwarded from Anna &lt;b&gt;Support&lt;/b&gt; (@anna_help, id 669)" in forward_page
+    assert "forwarded from" not in page
     await client.aclose()
 
 

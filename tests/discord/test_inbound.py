@@ -224,8 +224,14 @@ async def test_forwarded_message_is_routed_with_the_forwarded_text(
     [env] = await wait_inbox(rt, 1)
     assert env.platform_id == forward["id"] and env.text == "Withdrawal of 0.5 BTC stuck"
     assert env.reply_to is None  # the forwarded message is elsewhere: not a reply in this conversation
+    # Someone else's words, as the agent and the rules are told (Discord does not say whose).
+    assert env.meta["forwarded_from"] == f"a Discord message in channel {SUPPORT}"
+    assert env.sender.attributes["forwarded"] == "message"
     await drain(Worker(rt))
-    assert {c.key for c in await rt.queues.head("payments")} == {str(dm)}
+    [conv] = await rt.queues.head("payments")
+    assert conv.key == str(dm)
+    [entry] = [e for e in await rt.conversations.history(conv.id) if e.type == "inbound"]
+    assert entry.data["forwarded_from"] == f"a Discord message in channel {SUPPORT}"
 
 
 async def test_attachment_urls_are_fetched_fresh_when_opened(rt: Runtime, emu: Emulator, bot: DiscordAdapter) -> None:

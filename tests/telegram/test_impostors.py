@@ -5,6 +5,7 @@ from __future__ import annotations
 from router.channel import ChannelContext
 from router.config import ImpostorSettings
 from router.impostors import ImpostorGuard
+from router.model import decode_envelope
 from router.runtime import Runtime
 from tests.conftest import free_port
 from tests.telegram.conftest import GROUP, OTHER_GROUP, MakeAdapter, consumed, until
@@ -112,3 +113,40 @@ async def test_webhook_updates_are_screened_and_verify_is_answered(
     assert case.user_id == "668"
     await until(lambda: any("NOT a member" in s["text"] for s in emu.sent), what="the /verify answer")
     assert await rt.client.xlen(rt.keys.inbox) == 0
+
+
+async def test_a_forwarded_dm_from_a_lookalike_is_answered_with_the_warning_each_time(
+    rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
+) -> None:
+    # Users forward a stranger's DM to ask "is this really your support?": the account it came
+    # from is checked by id, a case opens once, and every forwarder gets the warning under it.
+    await make_adapter(context(rt))
+    fake = emu.user(669, "Anna Kovacs", "coinly_anna_desk")
+    staff = emu.user(STAFF_ID, "Anna Kovacs", "coinly_anna")
+    dm = "send me your 2FA code to verify the withdrawal"
+    alice, bob = emu.user(901, "Alice", "alice"), emu.user(902, "Bob", None)
+    emu.push_message(emu.chat(901), dm, sender=alice, forward_origin={"type": "user", "date": 1, "sender_user": fake})
+    emu.push_message(emu.chat(902), dm, sender=bob, forward_origin={"type": "user", "date": 1, "sender_user": fake})
+    emu.push_message(
+        emu.chat(901), "hi", sender=alice, forward_origin={"type": "user", "date": 1, "sender_user": staff}
+    )
+    last = emu.push_message(
+        emu.chat(901),
+        "Hello",
+        sender=alice,
+        forward_origin={"type": "hidden_user", "date": 1, "sender_user_name": "Anna K"},
+    )
+    await consumed(rt, last)
+    await until(lambda: len(warnings(emu, 901)) == 1 and len(warnings(emu, 902)) == 1, what="both warnings")
+    [case] = await rt.impostor_cases.open_cases()
+    assert case.user_id == "669" and case.level == "impostor" and case.where == "forwarded by 901 in chat 901"
+    warned = [s for s in emu.sent if s["text"].startswith("Careful")]
+    assert len(warned) == 2 and all(s["reply_parameters"] is not None for s in warned)  # under each forward
+    # The forwards are support messages too, marked as someone else's words.
+    envs = [decode_envelope(fields[b"env"]) for _, fields in await rt.client.xrange(rt.keys.inbox)]
+    assert [(e.meta["forwarded_from"], e.sender.attributes["forwarded"]) for e in envs] == [
+        ("Anna Kovacs (@coinly_anna_desk, id 669)", "user"),
+        ("Anna Kovacs (@coinly_anna_desk, id 669)", "user"),
+        (f"Anna Kovacs (@coinly_anna, id {STAFF_ID})", "user"),
+        ("Anna K", "hidden_user"),
+    ]
