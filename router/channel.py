@@ -138,7 +138,8 @@ class ChannelContext:
     """What the runtime hands a channel module, and all it hands it.
 
     - ``append`` / ``append_many``: the inbox append (idempotent on the platform message id);
-      confirm a message to its platform only after it returned.
+      confirm a message to its platform only after it returned. ``unreadable``: what cannot be
+      read at all goes to the dead-letter stream with the reason and its bytes instead.
     - ``outbox(channel)``: the consumer of the channel's outbox stream; a reply's ``buttons`` are
       drawn the channel's way and each press recorded with ``press`` (router/actions.py).
     - ``cursor_get`` / ``cursor_set`` / ``cursor_all``: durable positions (update offset, UIDs ...).
@@ -190,6 +191,12 @@ class ChannelContext:
     async def append_many(self, envs: Sequence[Envelope]) -> list[Appended]:
         """A burst in one round trip; raises ``AppendRefused`` when any was refused."""
         return await self._inbox.append_many(envs)
+
+    async def unreadable(self, channel: str, account: str, reason: str, original: bytes | dict[str, Any]) -> None:
+        """Keep an input the channel's client cannot read in the dead-letter stream, with the
+        reason and its bytes or JSON (secrets masked): confirm it to the platform only after this
+        returned, and go on with what came after it (router/inbox.py ``Inbox.unreadable``)."""
+        await self._inbox.unreadable(f"{channel} {account}", reason, original)
 
     async def press(self, press: Press) -> bool:
         """Record a press of a reply's button (router/actions.py); False when this platform press

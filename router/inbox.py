@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -181,12 +183,49 @@ class Inbox:
             f"embedded server); {exc}"
         )
 
+    async def unreadable(self, source: str, reason: str, original: bytes | dict[str, Any]) -> None:
+        """Keep what a channel received but cannot read (an update its client library refuses)
+        in the dead-letter stream, with the reason and its bytes or its JSON, so that it neither
+        blocks what comes after it nor is lost: ``switchboard dead list`` shows it. Its secrets are
+        masked first, as in an envelope (it holds a person's words): in JSON, each string on its
+        own (masking the serialised text could take its quotes with a phrase). Not an envelope, so
+        never retried: an operator reads it and drops it."""
+        if isinstance(original, bytes):
+            text = redact_secrets(original.decode("utf-8", "replace"))
+        else:
+            text = json.dumps(_masked(original), ensure_ascii=False)
+        keys = self._shards.shard[0]  # where `switchboard dead list` reads (a shard's keys share one slot)
+        pipe = self._client.pipeline(transaction=True)
+        pipe.xadd(
+            keys.dead,
+            {
+                "entry": "",
+                "reason": f"{source}: unreadable: {reason}"[:2000],
+                "payload": "",
+                "at": str(int(time.time())),
+                "field:original": text,
+            },
+        )
+        pipe.hincrby(keys.stats, "dead", 1)
+        await pipe.execute()
+
     async def ensure_group(self) -> None:
         """Create the routers' consumer groups (and the streams: the inbox, the P1 lane) of every
         shard if missing."""
         for keys in self._shards.shard:
             for stream in STREAMS:
                 await ensure_group(self._client, keys.stream(stream), ROUTER_GROUP)
+
+
+def _masked(value: Any) -> Any:
+    """A JSON value with every string masked (``redact_secrets``), keys and structure kept."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, dict):
+        return {k: _masked(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_masked(v) for v in value]
+    return value
 
 
 _IDENTIFIER = re.compile(r"(^|_)ids?$|references|reply_to")

@@ -51,6 +51,13 @@ def message_in(env: Envelope, *, new_conversation: bool = True) -> MessageIn:
     )
 
 
+# What a channel tells of a message beyond its text, shown to the agent with it in the history
+# (secrets masked, as in the text) and kept out of the conversation's reply metadata: whose words
+# a forward is ("forwarded_from"), the urls behind its text links ("links", one a line).
+_SHOWN_META = ("forwarded_from", "links")
+_HISTORY_ONLY = frozenset(("full_body", *_SHOWN_META))
+
+
 def inbound_record(
     entry_id: bytes, env: Envelope, decision: Decision, full_body: str | None, *, auto_reply_sent: bool, hold: str = ""
 ) -> bytes:
@@ -90,8 +97,9 @@ def inbound_record(
         record["attachments"] = env.attachments
     if env.reply_to:
         record["reply_to"] = env.reply_to
-    if forwarded_from := env.meta.get("forwarded_from"):
-        record["forwarded_from"] = forwarded_from  # the text is someone else's words (a channel says whose)
+    for key in _SHOWN_META:
+        if value := env.meta.get(key):
+            record[key] = redact_secrets(value)
     if full_body is not None:
         record["full_body"] = redact_secrets(full_body)
     if hold:
@@ -138,8 +146,13 @@ def route_arguments(
     ``waits``: the fallback phrases of an auto-reply with placeholders (default: the shipped ones)."""
     full_body = env.meta.get("full_body")
     # Only the evaluated, redacted text may travel; an adapter's copy of the whole body (e-mail
-    # quotes included) is kept in the history alone, with its secrets masked too.
-    meta = {k: v for k, v in env.meta.items() if k != "full_body"} if full_body is not None else env.meta
+    # quotes included), and what is shown beside the text, are kept in the history alone, with
+    # their secrets masked too.
+    meta = (
+        {k: v for k, v in env.meta.items() if k not in _HISTORY_ONLY}
+        if not _HISTORY_ONLY.isdisjoint(env.meta)
+        else env.meta
+    )
     reply = b""
     reply_id = None
     # The auto-reply's texts for the script to fill (docs/waits.md): with placeholders, and

@@ -26,6 +26,7 @@ from aiogram.client.session.aiohttp import AiohttpSession
 from aiogram.client.telegram import TelegramAPIServer
 from aiogram.exceptions import (
     AiogramError,
+    ClientDecodeError,
     TelegramBadRequest,
     TelegramMigrateToChat,
     TelegramNotFound,
@@ -59,7 +60,8 @@ log = logging.getLogger("switchboard.telegram")
 
 #: The figures each bot counts (in its health record).
 COUNTERS = (
-    "received", "duplicates", "ignored", "verified", "sent", "failed", "rate_limited", "presses", "presses_refused"
+    "received", "duplicates", "ignored", "unreadable", "verified", "sent", "failed", "rate_limited", "presses",
+    "presses_refused",
 )  # fmt: skip
 #: What the user's Telegram shows for a moment after a tap (answerCallbackQuery's text).
 PRESS_NOTED = "Thanks, noted."
@@ -205,12 +207,16 @@ class BotRunner:
             await self.bot.delete_webhook(drop_pending_updates=False)
             self._webhook_cleared = True
         while not self._stopping.is_set():
-            updates = await self._get_updates()
+            try:
+                updates = await self._get_updates()
+                last = None
+            except ClientDecodeError as exc:
+                updates, last = await self._salvage(exc)
             if updates is None:
                 return
             self.state.connected = True
-            if updates:
-                await self._ingest(updates)
+            if updates or last is not None:
+                await self._ingest(updates, last)
             self._backoff.reset()  # only once the batch is in the inbox: refused appends back off
 
     async def _get_updates(self) -> list[Update] | None:
@@ -239,7 +245,40 @@ class BotRunner:
                     await poll
         return None if poll.cancelled() else poll.result()
 
-    async def _ingest(self, updates: list[Update]) -> None:
+    async def _salvage(self, exc: ClientDecodeError) -> tuple[list[Update], int]:
+        """A batch aiogram could not read as a whole (one update it refuses, e.g. a field Telegram
+        left out that aiogram requires: aiogram#1587, #1840): the updates it can read, and the
+        last update id of the batch. The others go to the dead-letter stream, with the reason and
+        their JSON, before anything is confirmed: one bad update would otherwise come back first
+        in every poll, and block the bot for good. A response that is not a batch of updates with
+        ids is not salvaged (the error goes on to the backoff)."""
+        data = exc.data
+        raw = data.get("result") if isinstance(data, dict) and data.get("ok") is True else None
+        ids_known = isinstance(raw, list) and all(
+            isinstance(u, dict) and isinstance(u.get("update_id"), int) for u in raw
+        )
+        if not ids_known or not raw:
+            raise exc  # not a batch of updates with ids: nothing to tell apart
+        updates: list[Update] = []
+        for item in raw:
+            try:
+                updates.append(Update.model_validate(item, context={"bot": self.bot}))
+            except ValidationError as error:
+                await self._unreadable(item, error)
+        return updates, max(u["update_id"] for u in raw)
+
+    async def _unreadable(self, item: dict[str, Any], error: ValidationError) -> None:
+        update_id = item.get("update_id")
+        reason = f"update {update_id}: " + "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5]
+        )
+        log.warning("telegram bot %s: unreadable %s; kept as a dead letter", self.name, reason)
+        await self.ctx.unreadable(CHANNEL, self.name, reason, item)
+        self.state.counters["unreadable"] += 1
+
+    async def _ingest(self, updates: list[Update], last: int | None = None) -> None:
+        """Append a batch and confirm it (``last``: the batch's last update id, when some of it
+        could not be read and is not in ``updates``)."""
         me = self.me
         assert me is not None  # _run identifies before polling
         envelopes: list[Envelope] = []
@@ -259,7 +298,7 @@ class BotRunner:
         for query in queries:
             await self._press(query)
         # Only now is the batch safe: the next getUpdates confirms it to Telegram.
-        self.offset = max(u.update_id for u in updates) + 1
+        self.offset = max([u.update_id for u in updates] + ([last] if last is not None else [])) + 1
         self.last_update_at = time.time()
         await self.ctx.cursor_set(CHANNEL, self.name, "offset", str(self.offset))
 
@@ -303,8 +342,11 @@ class BotRunner:
         try:
             update = Update.model_validate(data, context={"bot": self.bot})
         except ValidationError as exc:
-            log.warning("telegram bot %s: unreadable webhook update dropped: %s", self.name, exc)
-            self.state.counters["ignored"] += 1
+            try:
+                await self._unreadable(data, exc)
+            except TRANSIENT_ERRORS as error:
+                self._fail(f"redis: {error}")
+                return 503  # not kept yet: Telegram sends it again
             return 200
         try:
             if update.callback_query is not None:

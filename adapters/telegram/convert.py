@@ -12,7 +12,8 @@ forum topic; ``meta`` holds ``chat_id``, ``message_id``, ``chat_type`` and ``thr
 A forwarded message is the user showing us someone else's words, usually a stranger's DM ("is this
 really your support?"): ``meta["forwarded_from"]`` names where it came from, as Telegram tells
 (``Origin``), so the agent reads it as a quote, and the sender attribute ``forwarded`` (``user``,
-``hidden_user``, ``chat``, ``channel``) lets a rule tell it from the user's own words.
+``hidden_user``, ``chat``, ``channel``) lets a rule tell it from the user's own words. The urls
+behind text links ("click here") are kept in ``meta["links"]``, one a line.
 """
 
 from __future__ import annotations
@@ -90,6 +91,18 @@ def origin_of(msg: Message) -> Origin | None:
     return None
 
 
+#: At most this many hidden links are kept of one message.
+MAX_LINKS = 10
+
+
+def hidden_links(msg: Message) -> list[str]:
+    """The targets of the message's text links ("click here" over a url): the text shows only the
+    words, and a forwarded phishing message's url is what the agent needs to report it."""
+    entities = msg.entities or msg.caption_entities or []
+    urls = [e.url for e in entities if e.type == "text_link" and e.url]
+    return list(dict.fromkeys(urls))[:MAX_LINKS]
+
+
 @dataclass(frozen=True, slots=True)
 class Ignored:
     """An update Switchboard does not take, with the reason (for logs and counters)."""
@@ -144,6 +157,8 @@ def convert(update: Update, account: str, me: BotIdentity, policy: Policy) -> En
     if origin is not None:
         attributes["forwarded"] = origin.kind
         meta["forwarded_from"] = origin.label
+    if links := hidden_links(msg):
+        meta["links"] = "\n".join(links)
     replied = msg.reply_to_message
     reply_to = None
     if replied is not None and not _is_topic_root(msg, replied):

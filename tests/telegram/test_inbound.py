@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from typing import Any
 
 import pytest
 
 from router.channel import ChannelContext
+from router.deadletters import DeadLetters
 from router.model import Envelope, decode_envelope
 from router.runtime import Runtime
+from tests.conftest import free_port
 from tests.router.helpers import message
 from tests.telegram.conftest import (
     ACCOUNT,
@@ -228,3 +232,72 @@ async def test_a_full_inbox_is_not_confirmed_to_telegram_and_is_taken_later(
 
     await until(taken, within=20, what="the update taken after the refusal")
     assert [m.text for m in await inbox(rt)][-1] == "my withdrawal has not arrived"
+
+
+async def test_a_forwarded_phishing_message_shows_its_origin_and_the_urls_behind_its_links(
+    rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
+) -> None:
+    text = "Your account is restricted. Verify here within 24h or lose your funds"
+    link = {"type": "text_link", "offset": 40, "length": 4, "url": "https://zentrex-verify.example/login"}
+    origin = {
+        "type": "channel",
+        "date": 1,
+        "chat": {"id": -1001, "type": "channel", "title": "Zentrex Alerts"},
+        "message_id": 9,
+    }
+    forward = emu.push_message(emu.chat(777), text, entities=[link, dict(link)], forward_origin=origin)
+    await make_adapter()
+    await consumed(rt, forward)
+    [env] = await inbox(rt)
+    assert env.text == text  # the words as the user saw them; the url beside them
+    assert env.meta["links"] == "https://zentrex-verify.example/login"
+    assert env.meta["forwarded_from"] == "Zentrex Alerts (id -1001)" and env.sender.attributes["forwarded"] == "channel"
+    await route(rt)
+    cid = await conversation_id(rt, "777")
+    assert cid is not None
+    [entry] = [e for e in await rt.conversations.history(cid) if e.type == "inbound"]
+    assert entry.data["links"] == "https://zentrex-verify.example/login"
+    assert entry.data["forwarded_from"] == "Zentrex Alerts (id -1001)"
+    # Shown beside the text only: the conversation's reply metadata stays what replies need.
+    meta = json.loads(await rt.client.hget(rt.keys.conv(cid), "meta"))
+    assert meta["chat_id"] == "777" and "links" not in meta and "forwarded_from" not in meta
+
+
+def _unreadable_update(emu: Emulator, text: str) -> dict[str, Any]:
+    """A message whose forward origin lacks a field aiogram requires (as Telegram has sent:
+    aiogram#1587, #1840): aiogram cannot read the getUpdates batch it is in."""
+    broken = {"type": "channel", "date": 1, "chat": {"id": -1002, "type": "channel", "title": "x"}}  # no message_id
+    return emu.message(emu.chat(778), text, forward_origin=broken)
+
+
+async def test_an_unreadable_update_is_a_dead_letter_and_does_not_block_the_ones_after_it(
+    rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
+) -> None:
+    seed = "abandon " * 11 + "about"
+    emu.push_message(emu.chat(777), "deposit missing")
+    bad = emu.push({"message": _unreadable_update(emu, f"is this real? they asked for {seed}")})
+    after = emu.push_message(emu.chat(777), "still missing")
+    adapter = await make_adapter()
+    await consumed(rt, after)
+    assert [m.text for m in await inbox(rt)] == ["deposit missing", "still missing"]
+    [dead] = await DeadLetters(rt.client, rt.shards).entries()
+    assert dead["reason"].startswith(
+        f"telegram supportbot: unreadable: update {bad['update_id']}: message.forward_origin"
+    )
+    assert "abandon abandon" not in dead["field:original"] and "[redacted:seed_phrase]" in dead["field:original"]
+    assert json.loads(dead["field:original"])["update_id"] == bad["update_id"]
+    assert adapter.health()["bots"]["supportbot"]["unreadable"] == 1
+    # Not an envelope: never retried into the inbox, only dropped once read.
+    result = await DeadLetters(rt.client, rt.shards).retry(None)
+    assert result.retried == 0 and "not an envelope" in result.skipped[0][1]
+
+
+async def test_an_unreadable_webhook_update_is_a_dead_letter(
+    rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
+) -> None:
+    port = free_port()
+    await make_adapter(mode="webhook", webhook={"url": f"http://127.0.0.1:{port}/hook", "port": port})
+    assert await emu.deliver({"update_id": 7, "message": _unreadable_update(emu, "hello")}) == 200
+    [dead] = await DeadLetters(rt.client, rt.shards).entries()
+    assert dead["reason"].startswith("telegram supportbot: unreadable: update 7:")
+    assert await rt.client.xlen(rt.keys.inbox) == 0
