@@ -53,3 +53,32 @@ def test_a_user_who_did_nothing_and_asks_if_it_is_real_stays_a_p2_phishing_repor
 )
 def test_staff_or_dm_alone_is_not_a_staff_dm_report(text: str) -> None:
     assert decide(text)[2] is False
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # Someone who only said they were support, and a code handed over: scam-with-loss, P1.
+        "destek diye yazan biri google authenticator kodumu aldı, bakiyem sıfırlandı",
+        "Có người nhắn tự xưng là hỗ trợ, tôi đưa mã 2FA và giờ không đăng nhập được",
+        "alguien me escribió diciendo que era soporte y le di mi código de Google Authenticator",
+        "a guy claiming to be support called, I read out the code from the SMS and my USDT is gone",
+        "자칭 고객센터 직원한테 인증번호 알려줬는데 로그인이 안 돼요",
+    ],
+)
+def test_a_code_handed_to_someone_who_said_they_were_support_is_security_p1(text: str) -> None:
+    d = ENGINE.evaluate(MessageIn(channel="telegram", text=text))
+    assert (d.group, d.priority) == ("security", 1) and "scam-with-loss" in {t.rule_id for t in d.trace}
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "gave my UID to someone who said he was support before I realised. no codes. am I at risk?",
+        "Sàn yêu cầu tôi quay video cầm CCCD và đọc mã số để mở khóa chức năng rút",
+        "지인이 알려줬는데 텔레그램에 제 이름을 쓴 사칭 계정이 있대요. 제 계정은 문제 없어요",
+    ],
+)
+def test_a_uid_a_kyc_video_or_a_friends_tip_is_not_a_handed_over_code(text: str) -> None:
+    d = ENGINE.evaluate(MessageIn(channel="telegram", text=text))
+    assert "scam-with-loss" not in {t.rule_id for t in d.trace}
