@@ -17,10 +17,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, cast
 
 import aiohttp
@@ -69,7 +70,11 @@ COUNTERS = (
     "left_public",
     "presses",
     "presses_refused",
+    "unreadable",
 )
+#: The gateway events whose payload is a message someone wrote: one that discord.py cannot read
+#: is kept as a dead letter (the others are logged and counted).
+MESSAGE_EVENTS = frozenset({"MESSAGE_CREATE", "MESSAGE_UPDATE"})
 #: The ephemeral answers to a press (only the presser sees them).
 PRESS_NOTED = "Thanks, noted."
 PRESS_REFUSED = "This button no longer works."
@@ -105,6 +110,12 @@ class _Client(discord.Client):
     def __init__(self, adapter: DiscordAdapter, **options: Any) -> None:
         super().__init__(**options)
         self._adapter = adapter
+        # discord.py reads each gateway event with its parser before any handler runs; one that
+        # raises (a payload it cannot read) ends the session, and with it every event behind it.
+        # Each parser is wrapped: what it cannot read is handed to the adapter instead.
+        parsers = self._connection.parsers
+        for event, parse in list(parsers.items()):
+            parsers[event] = functools.partial(_guarded_parse, adapter, event, parse)
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         # discord.py waits 5 s before every IDENTIFY after the first (Discord allows one per 5 s
@@ -691,6 +702,41 @@ class DiscordAdapter:
                 where = await self._conversation_place(message, place)
                 await self._append(envelope_of(message, where, self.account, kind="edit"))
 
+    def _unreadable_event(self, event: str, data: Any, exc: Exception) -> None:
+        """A gateway event discord.py could not read (``_guarded_parse``); the session goes on."""
+        reason = f"{event}: {_describe(exc)}"
+        log.warning("discord %s: unreadable gateway event %s", self.account, reason)
+        self.state.counters["unreadable"] += 1
+        if event in MESSAGE_EVENTS and isinstance(data, dict):
+            self._spawn(self._keep_unreadable(reason, data))
+
+    async def _keep_unreadable(self, reason: str, data: dict[str, Any]) -> None:
+        """Keep an unreadable message as a dead letter (router/inbox.py ``Inbox.unreadable``). If
+        that fails, its channel's cursor stays before it, and the next backfill reads it again."""
+        try:
+            await self._ctx.unreadable(CHANNEL, self.account, f"message {data.get('id')}: {reason}", data)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("discord %s: unreadable message not kept yet (%s); read again later", self.account, exc)
+            channel = str(data.get("channel_id", ""))
+            if channel.isdigit():
+                self._cursors.block(int(channel))
+                self._backfill_soon()
+
+    async def _keep_unread_history(self, data: Mapping[str, Any], exc: Exception, place: Place) -> bool:
+        """A message of a backfill page that discord.py cannot read: kept as a dead letter, and
+        the channel's cursor moved past it. False when it could not be kept (the cursor stays)."""
+        reason = f"message {data.get('id')}: history: {_describe(exc)}"
+        log.warning("discord %s: unreadable %s", self.account, reason)
+        self.state.counters["unreadable"] += 1
+        try:
+            await self._ctx.unreadable(CHANNEL, self.account, reason, dict(data))
+        except TRANSIENT_ERRORS as error:
+            self._cursors.block(place.target)
+            self.state.error(f"backfill of {place.target}: {_describe(error)}", disconnected=False)
+            return False
+        await self._cursors.advance(place.target, place, int(data["id"]), backfill=True)
+        return True
+
     async def _on_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
         async with self._in_order(payload.channel_id):
             await self._record_delete(payload)
@@ -803,7 +849,7 @@ class DiscordAdapter:
         """Read ``place`` from ``after`` one page (one request from the budget) at a time; True
         when it is read to its end."""
         assert self._client is not None
-        channel: discord.abc.Messageable | None = None
+        channel: discord.TextChannel | discord.PartialMessageable | None = None
         if self.config.private_threads and place.kind == "channel":
             cached = self._client.get_channel(place.channel_id)
             channel = cached if isinstance(cached, discord.TextChannel) else None
@@ -812,12 +858,20 @@ class DiscordAdapter:
         count = 0
         try:
             while self._budget.take():
-                # One request: up to PAGE messages after `after`, oldest first.
-                page = [m async for m in channel.history(after=discord.Object(after), limit=PAGE, oldest_first=True)]
-                for message in page:
-                    if not await self._ingest(message, place, backfill=True):
-                        return False
-                    after = message.id
+                # One request: up to PAGE messages after `after`, newest first. Read here rather
+                # than by `history()`, which reads the whole page as messages and fails it for one
+                # that discord.py cannot read: that one is kept as a dead letter and passed.
+                page = await self._client.http.logs_from(channel.id, PAGE, after=after)
+                for data in reversed(page):
+                    try:
+                        message = self._client._connection.create_message(channel=channel, data=data)
+                    except Exception as exc:  # as _guarded_parse: one message never blocks its channel
+                        if not await self._keep_unread_history(data, exc, place):
+                            return False
+                    else:
+                        if not await self._ingest(message, place, backfill=True):
+                            return False
+                    after = int(data["id"])
                 count += len(page)
                 if len(page) < PAGE:
                     return True
@@ -831,6 +885,13 @@ class DiscordAdapter:
             self.state.error(f"backfill of {place.target}: {_describe(exc)}", disconnected=False)
             log.warning("discord %s: %s", self.account, self.state.last_error)
         return False
+
+
+def _guarded_parse(adapter: DiscordAdapter, event: str, parse: Callable[[Any], None], data: Any) -> None:
+    try:
+        parse(data)
+    except Exception as exc:  # whatever discord.py cannot read must not end the session
+        adapter._unreadable_event(event, data, exc)
 
 
 def _describe(exc: BaseException) -> str:
