@@ -9,9 +9,9 @@ from rules import Engine, MessageIn
 ENGINE = Engine.default()
 
 
-def decide(text: str) -> tuple[str, int, bool]:
+def decide(text: str, rule: str = "staff-dm-report") -> tuple[str, int, bool]:
     d = ENGINE.evaluate(MessageIn(channel="discord", text=text))
-    return d.group, d.priority, "staff-dm-report" in {t.rule_id for t in d.trace}
+    return d.group, d.priority, rule in {t.rule_id for t in d.trace}
 
 
 @pytest.mark.parametrize(
@@ -67,8 +67,7 @@ def test_staff_or_dm_alone_is_not_a_staff_dm_report(text: str) -> None:
     ],
 )
 def test_a_code_handed_to_someone_who_said_they_were_support_is_security_p1(text: str) -> None:
-    d = ENGINE.evaluate(MessageIn(channel="telegram", text=text))
-    assert (d.group, d.priority) == ("security", 1) and "scam-with-loss" in {t.rule_id for t in d.trace}
+    assert decide(text, "scam-with-loss") == ("security", 1, True)
 
 
 @pytest.mark.parametrize(
@@ -80,5 +79,4 @@ def test_a_code_handed_to_someone_who_said_they_were_support_is_security_p1(text
     ],
 )
 def test_a_uid_a_kyc_video_or_a_friends_tip_is_not_a_handed_over_code(text: str) -> None:
-    d = ENGINE.evaluate(MessageIn(channel="telegram", text=text))
-    assert "scam-with-loss" not in {t.rule_id for t in d.trace}
+    assert decide(text, "scam-with-loss")[2] is False
