@@ -192,10 +192,10 @@ class ChannelContext:
         """A burst in one round trip; raises ``AppendRefused`` when any was refused."""
         return await self._inbox.append_many(envs)
 
-    async def unreadable(self, channel: str, account: str, reason: str, original: bytes | dict[str, Any]) -> None:
+    async def unreadable(self, channel: str, account: str, reason: str, original: dict[str, Any]) -> None:
         """Keep an input the channel's client cannot read in the dead-letter stream, with the
-        reason and its bytes or JSON (secrets masked): confirm it to the platform only after this
-        returned, and go on with what came after it (router/inbox.py ``Inbox.unreadable``)."""
+        reason and its JSON (secrets masked): confirm it to the platform only after this returned,
+        and go on with what came after it (router/inbox.py ``Inbox.unreadable``)."""
         await self._inbox.unreadable(f"{channel} {account}", reason, original)
 
     async def press(self, press: Press) -> bool:

@@ -183,17 +183,14 @@ class Inbox:
             f"embedded server); {exc}"
         )
 
-    async def unreadable(self, source: str, reason: str, original: bytes | dict[str, Any]) -> None:
-        """Keep what a channel received but cannot read (an update its client library refuses)
-        in the dead-letter stream, with the reason and its bytes or its JSON, so that it neither
-        blocks what comes after it nor is lost: ``switchboard dead list`` shows it. Its secrets are
-        masked first, as in an envelope (it holds a person's words): in JSON, each string on its
-        own (masking the serialised text could take its quotes with a phrase). Not an envelope, so
-        never retried: an operator reads it and drops it."""
-        if isinstance(original, bytes):
-            text = redact_secrets(original.decode("utf-8", "replace"))
-        else:
-            text = json.dumps(_masked(original), ensure_ascii=False)
+    async def unreadable(self, source: str, reason: str, original: dict[str, Any]) -> None:
+        """Keep what a channel received but cannot read (an update or event its client library
+        refuses) in the dead-letter stream, with the reason and its JSON, so that it neither blocks
+        what comes after it nor is lost: ``switchboard dead list`` shows it. Its secrets are masked
+        first, as in an envelope (it holds a person's words): each string on its own (masking the
+        serialised text could take its quotes with a phrase). Not an envelope, so never retried:
+        an operator reads it and drops it."""
+        text = json.dumps(_masked(original), ensure_ascii=False)
         keys = self._shards.shard[0]  # where `switchboard dead list` reads (a shard's keys share one slot)
         pipe = self._client.pipeline(transaction=True)
         pipe.xadd(
@@ -202,7 +199,7 @@ class Inbox:
                 "entry": "",
                 "reason": f"{source}: unreadable: {reason}"[:2000],
                 "payload": "",
-                "at": str(int(time.time())),
+                "at": str(int(time.time() * 1000)),  # ms, as the route script's dead letters
                 "field:original": text,
             },
         )
