@@ -285,7 +285,7 @@ _DISCLAIMER_KINDS = tuple(
         r"prohibited|forbidden|\bdisclos|dissemination|distribution|untersagt|prohibid|proibid|запрещ"
         r"|разглаш|禁止|yasak|nghiêm cấm|금지",
         # this e-mail (and its attachments)
-        r"this (?:e-?mail|message|communication|transmission)|attachments?\b|diese (?:e-?mail|nachricht)"
+        r"this (?:e-?mail|message|communication|transmission)|(?:any|all|its) attachments|diese (?:e-?mail|nachricht)"
         r"|este (?:correo|e-?mail|mensaje)|esta mensagem|это (?:письмо|сообщение)|本邮件|此邮件|本郵件"
         r"|此郵件|bu (?:e-?posta|mesaj)|email này|thư này|이 (?:메일|이메일)|첨부|before printing",
     )
