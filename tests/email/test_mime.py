@@ -92,6 +92,11 @@ from rules.model import MessageIn
             None,
         ),
         ("Someone withdrew it all! This message is confidential: delete my card, disclose nothing.", None),
+        (
+            "Hello,\n\nMy KYC was rejected.\n\nI sent my passport again as an attachment. It is "
+            "confidential, please delete it after the review.",
+            None,
+        ),
     ],
 )
 def test_strip_quotes(text: str, expected: str | None) -> None:
