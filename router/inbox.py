@@ -199,7 +199,8 @@ class Inbox:
                 "entry": "",
                 "reason": f"{source}: unreadable: {reason}"[:2000],
                 "payload": "",
-                "at": str(int(time.time() * 1000)),  # ms, as the route script's dead letters
+                "attempts": "0",  # the fields of the route script's dead letters (lua/common.lua)
+                "at": str(int(time.time() * 1000)),  # ms, as there
                 "field:original": text,
             },
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import logging
@@ -10,6 +11,7 @@ from typing import Any
 import pytest
 
 from router.channel import ChannelContext
+from router.cli import _dead
 from router.deadletters import DeadLetters
 from router.model import Envelope, decode_envelope
 from router.runtime import Runtime
@@ -271,7 +273,7 @@ def _unreadable_update(emu: Emulator, text: str) -> dict[str, Any]:
 
 
 async def test_an_unreadable_update_is_a_dead_letter_and_does_not_block_the_ones_after_it(
-    rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
+    rt: Runtime, emu: Emulator, make_adapter: MakeAdapter, capsys: pytest.CaptureFixture[str]
 ) -> None:
     seed = "abandon " * 11 + "about"
     emu.push_message(emu.chat(777), "deposit missing")
@@ -287,6 +289,9 @@ async def test_an_unreadable_update_is_a_dead_letter_and_does_not_block_the_ones
     assert "abandon abandon" not in dead["field:original"] and "[redacted:seed_phrase]" in dead["field:original"]
     assert json.loads(dead["field:original"])["update_id"] == bad["update_id"]
     assert adapter.health()["bots"]["supportbot"]["unreadable"] == 1
+    # `switchboard dead list` shows it beside the route script's dead letters.
+    assert await _dead(rt, argparse.Namespace(action="list", limit=100, json=False)) == 0
+    assert f"unreadable: update {bad['update_id']}" in capsys.readouterr().out
     # Not an envelope: never retried into the inbox, only dropped once read.
     result = await DeadLetters(rt.client, rt.shards).retry(None)
     assert result.retried == 0 and "not an envelope" in result.skipped[0][1]
