@@ -563,7 +563,7 @@ class DiscordAdapter:
         where = await self._conversation_place(message, place)
         appended = await self._append(envelope_of(message, where, self.account))
         if appended is None:
-            self._cursors.block(place.target)
+            self._cursors.block(place.target, missed=(place, message.id))
             return False
         if backfill and not appended.duplicate:
             self.state.counters["backfilled"] += 1
@@ -708,33 +708,35 @@ class DiscordAdapter:
         log.warning("discord %s: unreadable gateway event %s", self.account, reason)
         self.state.counters["unreadable"] += 1
         if event in MESSAGE_EVENTS and isinstance(data, dict):
-            self._spawn(self._keep_unreadable(reason, data))
+            self._spawn(self._pass_unreadable(reason, data))
 
-    async def _keep_unreadable(self, reason: str, data: dict[str, Any]) -> None:
-        """Keep an unreadable message as a dead letter (router/inbox.py ``Inbox.unreadable``). If
-        that fails, its channel's cursor stays before it, and the next backfill reads it again."""
-        try:
-            await self._ctx.unreadable(CHANNEL, self.account, f"message {data.get('id')}: {reason}", data)
-        except TRANSIENT_ERRORS as exc:
-            log.warning("discord %s: unreadable message not kept yet (%s); read again later", self.account, exc)
-            channel = str(data.get("channel_id", ""))
-            if channel.isdigit():
-                self._cursors.block(int(channel))
-                self._backfill_soon()
+    async def _pass_unreadable(self, reason: str, data: dict[str, Any]) -> None:
+        """A live message discord.py could not read: kept, or else its channel's cursor stays
+        before it and a backfill soon reads it again."""
+        if await self._keep_unreadable(f"message {data.get('id')}: {reason}", data):
+            return
+        assert self._client is not None
+        channel_id, message_id, guild_id = (str(data.get(k) or "") for k in ("channel_id", "id", "guild_id"))
+        if not (channel_id.isdigit() and message_id.isdigit()):
+            log.error("discord %s: unreadable message %s without a channel is lost", self.account, message_id)
+            return
+        channel = self._client.get_channel(int(channel_id)) or self._client.get_partial_messageable(
+            int(channel_id), guild_id=int(guild_id) if guild_id.isdigit() else None
+        )
+        place = await self._place(channel)
+        if place is not None:
+            self._cursors.block(place.target, missed=(place, int(message_id)))
+            self._backfill_soon()
 
-    async def _keep_unread_history(self, data: Mapping[str, Any], exc: Exception, place: Place) -> bool:
-        """A message of a backfill page that discord.py cannot read: kept as a dead letter, and
-        the channel's cursor moved past it. False when it could not be kept (the cursor stays)."""
-        reason = f"message {data.get('id')}: history: {_describe(exc)}"
-        log.warning("discord %s: unreadable %s", self.account, reason)
-        self.state.counters["unreadable"] += 1
+    async def _keep_unreadable(self, reason: str, data: Mapping[str, Any]) -> bool:
+        """Keep a message discord.py cannot read as a dead letter (router/inbox.py
+        ``Inbox.unreadable``); False when it could not be kept."""
         try:
             await self._ctx.unreadable(CHANNEL, self.account, reason, dict(data))
-        except TRANSIENT_ERRORS as error:
-            self._cursors.block(place.target)
-            self.state.error(f"backfill of {place.target}: {_describe(error)}", disconnected=False)
+        except TRANSIENT_ERRORS as exc:
+            log.warning("discord %s: unreadable message not kept yet (%s); read again later", self.account, exc)
+            self.state.error(f"unreadable message {data.get('id')} not kept: {_describe(exc)}", disconnected=False)
             return False
-        await self._cursors.advance(place.target, place, int(data["id"]), backfill=True)
         return True
 
     async def _on_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
@@ -866,8 +868,12 @@ class DiscordAdapter:
                     try:
                         message = self._client._connection.create_message(channel=channel, data=data)
                     except Exception as exc:  # as _guarded_parse: one message never blocks its channel
-                        if not await self._keep_unread_history(data, exc, place):
-                            return False
+                        reason = f"message {data.get('id')}: history: {_describe(exc)}"
+                        log.warning("discord %s: unreadable %s", self.account, reason)
+                        self.state.counters["unreadable"] += 1
+                        if not await self._keep_unreadable(reason, data):
+                            return False  # the channel is left for a later pass, from here
+                        await self._cursors.advance(place.target, place, int(data["id"]), backfill=True)
                     else:
                         if not await self._ingest(message, place, backfill=True):
                             return False

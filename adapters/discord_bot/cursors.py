@@ -18,7 +18,8 @@ cursors past the messages of the gap before its own backfill reads them.
 A backfill also reads the channels known only from held messages (a DM whose first message came
 during a hold has no stored cursor, and discord.py has no list of a bot's DMs): ``snapshot``
 gives each of them the position just before the first message held, so a gap after it is read
-back even when no backfill has released the hold since.
+back even when no backfill has released the hold since. The same for a DM or thread whose first
+message could not be appended (``block`` with ``missed``) and whose next one was.
 """
 
 from __future__ import annotations
@@ -48,9 +49,9 @@ class Cursors:
         self._written: dict[int, int] = {}
         self._placed: set[int] = set()
         self._pending: dict[int, tuple[Place, int]] = {}
-        # The first message id held per pending channel: where a backfill reads it from when no
-        # cursor of it is stored yet.
-        self._first_held: dict[int, int] = {}
+        # Per channel, the first message held or missed (not appended) and its place: where a
+        # backfill reads it from when no cursor of it is stored yet.
+        self._first: dict[int, tuple[Place, int]] = {}
         # Channels whose cursor must not move until a backfill covered them (a failed backfill or
         # a message that could not be appended).
         self._blocked: set[int] = set()
@@ -75,10 +76,10 @@ class Cursors:
                 snap.last[int(ident)] = int(value)
             elif kind == "place" and (place := Place.decode(value)) is not None:
                 snap.places[int(ident)] = place
-        for channel_id, (place, _) in self._pending.items():
+        for channel_id, (place, first) in self._first.items():
             # A support channel without a cursor is read from ``since`` (backfill.targets).
             if place.kind != "channel" and channel_id not in snap.last:
-                snap.last[channel_id] = self._first_held[channel_id] - 1
+                snap.last[channel_id] = first - 1
                 snap.places.setdefault(channel_id, place)
         return snap
 
@@ -88,13 +89,24 @@ class Cursors:
             known = self._pending.get(channel_id)
             if known is None or known[1] < message_id:
                 self._pending[channel_id] = (place, message_id)
-            self._first_held[channel_id] = min(message_id, self._first_held.get(channel_id, message_id))
+            self._note_first(channel_id, place, message_id)
             return
         await self._write(channel_id, place, message_id)
 
-    def block(self, channel_id: int) -> None:
-        """Keep ``channel_id``'s cursor where it is until the next backfill of it succeeds."""
+    def block(self, channel_id: int, missed: tuple[Place, int] | None = None) -> None:
+        """Keep ``channel_id``'s cursor where it is until the next backfill of it succeeds.
+
+        ``missed``: the place and id of a message that could not be appended. A DM or thread
+        without a stored cursor is then read back from just before it, not from the first message
+        that was appended after it."""
         self._blocked.add(channel_id)
+        if missed is not None:
+            self._note_first(channel_id, *missed)
+
+    def _note_first(self, channel_id: int, place: Place, message_id: int) -> None:
+        known = self._first.get(channel_id)
+        if known is None or message_id < known[1]:
+            self._first[channel_id] = (place, message_id)
 
     @property
     def blocked(self) -> set[int]:
@@ -124,8 +136,10 @@ class Cursors:
             if channel_id in self._blocked:
                 continue
             del self._pending[channel_id]
-            self._first_held.pop(channel_id, None)
             await self._write(channel_id, place, message_id)
+        for channel_id in list(self._first):
+            if channel_id not in self._pending and channel_id not in self._blocked:
+                del self._first[channel_id]
 
     async def _write(self, channel_id: int, place: Place, message_id: int) -> None:
         async with self._lock:

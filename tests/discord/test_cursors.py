@@ -55,3 +55,19 @@ async def test_a_dm_known_only_from_held_messages_is_read_back_after_a_second_ga
     assert snap.last[dm.target] == 499 and snap.places[dm.target] == dm
     await cursors.release(set(), after_gap=cursors.gap)
     assert (await cursors.snapshot()).last[dm.target] == 503  # written: the stored cursor now
+
+
+async def test_a_dm_whose_first_message_was_not_appended_is_read_back_from_before_it(rt: Runtime) -> None:
+    # The DM's first message could not be appended (Redis away past the retries, or an unreadable
+    # message not kept), the next one was: the backfill must not start after the one appended.
+    cursors = Cursors(rt.channel_context(), "bot")
+    await cursors.release(set(), after_gap=cursors.gap)  # the first session's backfill is done
+    dm = Place("dm", 78, None)
+    cursors.block(dm.target, missed=(dm, 600))
+    await cursors.advance(dm.target, dm, 601)
+    snap = await cursors.snapshot()
+    assert snap.last[dm.target] == 599 and snap.places[dm.target] == dm
+    await cursors.advance(dm.target, dm, 601, backfill=True)  # the backfill read 600 and 601
+    await cursors.release({dm.target})
+    assert (await cursors.snapshot()).last[dm.target] == 601
+    assert not cursors.blocked

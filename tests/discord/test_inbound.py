@@ -7,6 +7,7 @@ from typing import Any
 
 import aiohttp
 import discord
+import pytest
 
 from adapters.discord_bot import DiscordAdapter
 from router.runtime import Runtime
@@ -249,3 +250,24 @@ async def test_attachment_urls_are_fetched_fresh_when_opened(rt: Runtime, emu: E
     assert fresh != stale and fresh.split("?")[0] == stale.split("?")[0]
     assert await bot.fetch_attachment(ACCOUNT, att.ref) == b"\x89PNG receipt"
     assert f"GET /api/v10/channels/{dm}/messages/{posted['id']}" in emu.requests  # the message, fetched again
+
+
+async def test_a_dms_first_message_that_could_not_be_appended_is_appended_by_a_backfill(
+    rt: Runtime, emu: Emulator, make_bot: AdapterFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bot = await make_bot(append_retry_s=0, backfill_retry_s=0.2)
+    append = bot._ctx.append
+    failures = [ConnectionError("redis away")]
+
+    async def flaky(env: Any) -> Any:
+        if failures:
+            raise failures.pop()
+        return await append(env)
+
+    monkeypatch.setattr(bot._ctx, "append", flaky)
+    alice = emu.user("alice")
+    dm = emu.dm(alice)
+    await emu.post(dm, alice, "my first message")
+    await emu.post(dm, alice, "my second message")
+    envs = await wait_inbox(rt, 2)
+    assert sorted(e.text for e in envs) == ["my first message", "my second message"]
