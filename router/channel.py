@@ -192,11 +192,14 @@ class ChannelContext:
         """A burst in one round trip; raises ``AppendRefused`` when any was refused."""
         return await self._inbox.append_many(envs)
 
-    async def unreadable(self, channel: str, account: str, reason: str, original: dict[str, Any]) -> None:
+    async def unreadable(
+        self, channel: str, account: str, platform_id: str, reason: str, original: dict[str, Any]
+    ) -> bool:
         """Keep an input the channel's client cannot read in the dead-letter stream, with the
         reason and its JSON (secrets masked): confirm it to the platform only after this returned,
-        and go on with what came after it (router/inbox.py ``Inbox.unreadable``)."""
-        await self._inbox.unreadable(f"{channel} {account}", reason, original)
+        and go on with what came after it. Once per ``platform_id`` (False: kept before), so a
+        batch read again keeps nothing twice (router/inbox.py ``Inbox.unreadable``)."""
+        return await self._inbox.unreadable(f"{channel} {account}", platform_id, reason, original)
 
     async def press(self, press: Press) -> bool:
         """Record a press of a reply's button (router/actions.py); False when this platform press

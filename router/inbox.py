@@ -6,7 +6,6 @@ import asyncio
 import json
 import logging
 import re
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -183,29 +182,20 @@ class Inbox:
             f"embedded server); {exc}"
         )
 
-    async def unreadable(self, source: str, reason: str, original: dict[str, Any]) -> None:
+    async def unreadable(self, source: str, platform_id: str, reason: str, original: dict[str, Any]) -> bool:
         """Keep what a channel received but cannot read (an update or event its client library
         refuses) in the dead-letter stream, with the reason and its JSON, so that it neither blocks
-        what comes after it nor is lost: ``switchboard dead list`` shows it. Its secrets are masked
-        first, as in an envelope (it holds a person's words): each string on its own (masking the
-        serialised text could take its quotes with a phrase). Not an envelope, so never retried:
-        an operator reads it and drops it."""
+        what comes after it nor is lost: ``switchboard dead list`` shows it. Once per
+        ``platform_id`` of ``source`` within the dedup TTL (False: kept before), as an append.
+
+        Its secrets are masked first, as in an envelope (it holds a person's words): each string
+        on its own (masking the serialised text could take its quotes with a phrase). Not an
+        envelope, so never retried: an operator reads it and drops it."""
         text = json.dumps(_masked(original), ensure_ascii=False)
         keys = self._shards.shard[0]  # where `switchboard dead list` reads (a shard's keys share one slot)
-        pipe = self._client.pipeline(transaction=True)
-        pipe.xadd(
-            keys.dead,
-            {
-                "entry": "",
-                "reason": f"{source}: unreadable: {reason}"[:2000],
-                "payload": "",
-                "attempts": "0",  # the fields of the route script's dead letters (lua/common.lua)
-                "at": str(int(time.time() * 1000)),  # ms, as there
-                "field:original": text,
-            },
-        )
-        pipe.hincrby(keys.stats, "dead", 1)
-        await pipe.execute()
+        reason = f"{source}: unreadable: {reason}"[:2000]
+        args = argv(keys.prefix, f"{source}:{platform_id}", self._settings.dedup_ttl_s, reason, text)
+        return bool(await self._scripts.unreadable(args=args))
 
     async def ensure_group(self) -> None:
         """Create the routers' consumer groups (and the streams: the inbox, the P1 lane) of every

@@ -23,6 +23,7 @@ tail:{channel}:{account}:{key}  shard  string    the stream (``i`` inbox, ``l`` 
 dead                            shard  stream    dead letters: ``reason``, ``entry``, ``payload``, ``at``
 failures                        shard  hash      inbox entry id -> last processing error (until dead-lettered)
 dedup:{channel}:{account}:{pid} shard  string    inbox entry id of that platform message (TTL)
+unreadable:{source}:{pid}      shard  string    an unreadable input kept as a dead letter (TTL; shard 0 only)
 seq:conv                        shard  string    last conversation number
 ck:{channel}:{account}:{key}    shard  string    conversation id for a conversation key
 conv:{id}                       shard  hash      the conversation's state

@@ -76,6 +76,7 @@ class Scripts:
     assign: Script
     impostor: Script
     incident: Script
+    unreadable: Script
 
     @classmethod
     def register(cls, client: aioredis.Redis) -> Scripts:

@@ -732,7 +732,7 @@ class DiscordAdapter:
         """Keep a message discord.py cannot read as a dead letter (router/inbox.py
         ``Inbox.unreadable``); False when it could not be kept."""
         try:
-            await self._ctx.unreadable(CHANNEL, self.account, reason, dict(data))
+            await self._ctx.unreadable(CHANNEL, self.account, str(data.get("id")), reason, dict(data))
         except TRANSIENT_ERRORS as exc:
             log.warning("discord %s: unreadable message not kept yet (%s); read again later", self.account, exc)
             self.state.error(f"unreadable message {data.get('id')} not kept: {_describe(exc)}", disconnected=False)

@@ -273,8 +273,8 @@ class BotRunner:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors()[:5]
         )
         log.warning("telegram bot %s: unreadable %s; kept as a dead letter", self.name, reason)
-        await self.ctx.unreadable(CHANNEL, self.name, reason, item)
-        self.state.counters["unreadable"] += 1
+        if await self.ctx.unreadable(CHANNEL, self.name, str(update_id), reason, item):
+            self.state.counters["unreadable"] += 1
 
     async def _ingest(self, updates: list[Update], last: int | None = None) -> None:
         """Append a batch and confirm it (``last``: the batch's last update id, when some of it

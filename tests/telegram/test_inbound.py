@@ -297,6 +297,33 @@ async def test_an_unreadable_update_is_a_dead_letter_and_does_not_block_the_ones
     assert result.retried == 0 and "not an envelope" in result.skipped[0][1]
 
 
+async def test_a_batch_read_again_after_redis_failed_part_way_keeps_each_unreadable_update_once(
+    rt: Runtime, emu: Emulator, make_adapter: MakeAdapter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The second unreadable update of a batch cannot be kept (Redis away): nothing is confirmed,
+    # the batch comes back, and the first one, kept already, is not kept a second time.
+    keep = ChannelContext.unreadable
+    calls = 0
+
+    async def flaky(self: ChannelContext, *args: Any) -> bool:
+        nonlocal calls
+        calls += 1
+        if calls == 2:
+            raise ConnectionError("redis away")
+        return await keep(self, *args)
+
+    monkeypatch.setattr(ChannelContext, "unreadable", flaky)
+    first = emu.push({"message": _unreadable_update(emu, "first")})
+    second = emu.push({"message": _unreadable_update(emu, "second")})
+    after = emu.push_message(emu.chat(777), "still missing")
+    adapter = await make_adapter()
+    await consumed(rt, after)
+    dead = await DeadLetters(rt.client, rt.shards).entries()
+    assert [json.loads(d["field:original"])["update_id"] for d in dead] == [first["update_id"], second["update_id"]]
+    assert calls == 4 and adapter.health()["bots"]["supportbot"]["unreadable"] == 2
+    assert [m.text for m in await inbox(rt)] == ["still missing"]
+
+
 async def test_an_unreadable_webhook_update_is_a_dead_letter(
     rt: Runtime, emu: Emulator, make_adapter: MakeAdapter
 ) -> None:
