@@ -186,11 +186,43 @@ class ImpostorGuard:
             return None
         names = tuple(n for n in names if n)
         member = (platform, account, user_id)
-        seen = self._checked.get(member)
-        now = self._clock()
-        if seen is not None and seen[0] == names and now - seen[1] < self.settings.recheck_s:
+        if not self._due(member, names):
             return None
         verdict = self.matcher.check(platform, user_id, names)
+        opened = await self._report(member, names, verdict, where)
+        if not verdict.flagged:
+            return None
+        warn = opened and verdict.level == "impostor" and self.settings.warn_in_group
+        return Flag(verdict, opened, self.warning(verdict, language) if warn else None)
+
+    async def check_forwarded(
+        self, platform: str, account: str, user_id: str, names: Sequence[str], where: str, language: str = ""
+    ) -> str | None:
+        """The account a forwarded message came from: checked like a member (a flagged one gets a
+        case, once), and the warning for whoever forwarded it, each time: every forward is someone
+        asking whether that account is staff. None: no warning (fine, ``review``, or warnings off)."""
+        if not self.settings.enabled:
+            return None
+        names = tuple(n for n in names if n)
+        member = (platform, account, user_id)
+        verdict = self.matcher.check(platform, user_id, names)
+        if self._due(member, names):
+            await self._report(member, names, verdict, where)
+        if verdict.level != "impostor" or not self.settings.warn_in_group:
+            return None
+        return self.warning(verdict, language)
+
+    def _due(self, member: tuple[str, str, str], names: tuple[str, ...]) -> bool:
+        """Whether ``member`` is to be checked: not with these names within ``recheck_s``."""
+        seen = self._checked.get(member)
+        return seen is None or seen[0] != names or self._clock() - seen[1] >= self.settings.recheck_s
+
+    async def _report(self, member: tuple[str, str, str], names: tuple[str, ...], verdict: Verdict, where: str) -> bool:
+        """Open or update the case of a flagged member, then remember the check; whether the
+        report opened the case."""
+        platform, account, user_id = member
+        now = self._clock()
+        opened = False
         if verdict.flagged:
             _, opened = await self.cases.report(platform, account, user_id, names, verdict, where)
             log.info(
@@ -209,24 +241,7 @@ class ImpostorGuard:
         self._checked.move_to_end(member)
         while len(self._checked) > _MEMORY:
             self._checked.popitem(last=False)
-        if not verdict.flagged:
-            return None
-        warn = opened and verdict.level == "impostor" and self.settings.warn_in_group
-        return Flag(verdict, opened, self.warning(verdict, language) if warn else None)
-
-    async def check_forwarded(
-        self, platform: str, account: str, user_id: str, names: Sequence[str], where: str, language: str = ""
-    ) -> str | None:
-        """The account a forwarded message came from: checked like a member (a flagged one gets a
-        case, once), and the warning for whoever forwarded it, each time: every forward is someone
-        asking whether that account is staff. None: no warning (fine, ``review``, or warnings off)."""
-        if not self.settings.enabled:
-            return None
-        verdict = self.matcher.check(platform, user_id, tuple(n for n in names if n))
-        await self.check(platform, account, user_id, names, where, language)
-        if verdict.level != "impostor" or not self.settings.warn_in_group:
-            return None
-        return self.warning(verdict, language)
+        return opened
 
     def warning(self, verdict: Verdict, language: str = "") -> str:
         return localized(self.settings.warning, language).format(name=verdict.name, staff=verdict.staff_name)
