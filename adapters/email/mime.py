@@ -291,16 +291,21 @@ _DISCLAIMER_KINDS = tuple(
     )
 )
 _DISCLAIMER_MIN_KINDS = 3
+# Confidential, the intended recipient: the two that only a footer makes (a user who asks to
+# delete a key or forbid a withdrawal makes neither).
+_FOOTER_ONLY = frozenset({0, 1})
 
 
-def _kinds(text: str) -> int:
-    return sum(1 for kind in _DISCLAIMER_KINDS if kind.search(text))
+def _kinds(text: str) -> frozenset[int]:
+    """The kinds of statement ``text`` makes (their places in ``_DISCLAIMER_KINDS``). No pattern
+    matches across a line's end (none holds a newline, a dot or a whitespace class), so a text's
+    kinds are the union of its lines' kinds."""
+    return frozenset(i for i, kind in enumerate(_DISCLAIMER_KINDS) if kind.search(text))
 
 
-def _is_footer(text: str) -> bool:
-    """Three kinds of statement, one of them the two that only a footer makes (confidential, the
-    intended recipient): a user who asks to delete a key or forbid a withdrawal makes neither."""
-    return _kinds(text) >= _DISCLAIMER_MIN_KINDS and any(kind.search(text) for kind in _DISCLAIMER_KINDS[:2])
+def _is_footer(kinds: frozenset[int]) -> bool:
+    """Three kinds of statement, one of them confidentiality or the intended recipient."""
+    return len(kinds) >= _DISCLAIMER_MIN_KINDS and not kinds.isdisjoint(_FOOTER_ONLY)
 
 
 def _footer_paragraph(paragraphs: list[str]) -> int | None:
@@ -312,7 +317,7 @@ def _footer_paragraph(paragraphs: list[str]) -> int | None:
         kinds = _kinds(paragraphs[i])
         if not kinds:
             break
-        if _is_footer(paragraphs[i]):
+        if _is_footer(kinds):
             start = i
     return start
 
@@ -320,9 +325,12 @@ def _footer_paragraph(paragraphs: list[str]) -> int | None:
 def _footer_line(lines: list[str]) -> int | None:
     """The first line of a footer straight under the sign-off, in one paragraph: the shortest tail
     of lines that makes three kinds of statement together (a footer wrapped at 72 columns spreads
-    them over its lines), and the lines above it that make one each. Never the first line."""
+    them over its lines), and the lines above it that make one each. Never the first line. The
+    tail's kinds are gathered line by line: one pass, however long the paragraph."""
+    tail: frozenset[int] = frozenset()
     for i in range(len(lines) - 1, 0, -1):
-        if _is_footer("\n".join(lines[i:])):
+        tail |= _kinds(lines[i])
+        if _is_footer(tail):
             while i > 1 and _kinds(lines[i - 1]):
                 i -= 1
             return i

@@ -8,7 +8,14 @@ from typing import Any
 import pytest
 
 from adapters.email.config import parse_config
-from adapters.email.mime import decode_bytes, decode_header_value, normalize_subject, parse, strip_quotes
+from adapters.email.mime import (
+    _DISCLAIMER_KINDS,
+    decode_bytes,
+    decode_header_value,
+    normalize_subject,
+    parse,
+    strip_quotes,
+)
 from adapters.email.smtp import reply_references, reply_subject
 from adapters.email.threads import related
 from router.errors import ConfigError
@@ -114,6 +121,14 @@ def test_a_legal_footer_does_not_route_a_deposit_question_to_security() -> None:
     routed = engine.evaluate(MessageIn(channel="email", text=strip_quotes(body), subject="SEPA deposit"))
     assert whole.priority == 1  # what the footer's words did ("unauthorised", "security")
     assert routed.group == "payments" and routed.priority > 1
+
+
+def test_no_footer_pattern_matches_across_a_line_end() -> None:
+    # mime._footer_line gathers a tail's kinds line by line: exact only while no pattern can match
+    # a newline. A pattern written with \s, a dot, a negated class or a newline would break that.
+    for kind in _DISCLAIMER_KINDS:
+        assert "\\s" not in kind.pattern and "\n" not in kind.pattern and "[^" not in kind.pattern
+        assert "." not in kind.pattern.replace("\\.", ""), kind.pattern
 
 
 @pytest.mark.parametrize(
