@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint typecheck unit postgres-server bench clean lock test-latest test-discord-floor model model-semantic lock-train report-screenshots
+.PHONY: install run test lint typecheck unit postgres-server bench clean lock test-latest test-discord-floor model model-semantic heldout lock-train report-screenshots
 
 # Every install (run, test, CI) takes the exact versions and hashes of requirements.lock, so a
 # new release of a dependency never changes behaviour under a green history. `make lock` renews
@@ -117,6 +117,12 @@ model: $(TRAIN)/.installed-stamp
 
 model-semantic: $(TRAIN)/.installed-stamp
 	PYTHONPATH=. $(TRAIN)/bin/python -m triage.semantic
+
+# The triage figures on both held-out sets (docs/triage.md): figures only, never their messages,
+# which whoever tunes the rules or the model must not read.
+heldout: $(BUILT)
+	$(BIN)/switchboard model eval --samples triage/corpus/dev --figures-only
+	$(BIN)/switchboard model eval --samples triage/corpus/dev2 --figures-only
 
 lock-train: $(BUILT)
 	$(BIN)/uv pip compile deploy/train-requirements.in --universal --python-version 3.11 --generate-hashes \

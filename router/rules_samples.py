@@ -15,6 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, TextIO
 
 from rules import SECRET_KINDS, Decision, Engine, MessageIn
@@ -129,7 +130,27 @@ class Report:
 
 
 def read_samples(engine: Engine, path: str) -> Report:
+    """Evaluate the labelled samples of ``path``: a JSONL file, or a directory whose ``*.jsonl``
+    files are read in name order as one set (``triage/corpus/dev2``). An empty directory is an
+    OSError, as a missing file is."""
     report = Report()
+    files = _sample_files(Path(path))
+    for file in files:
+        where = f"{file.name} " if len(files) > 1 else ""
+        _read_sample_file(engine, file, where, report)
+    return report
+
+
+def _sample_files(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    files = sorted(path.glob("*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no *.jsonl file in the directory {path}")
+    return files
+
+
+def _read_sample_file(engine: Engine, path: Path, where: str, report: Report) -> None:
     with open(path, encoding="utf-8") as fh:
         for lineno, line in enumerate(fh, 1):
             if not line.strip():
@@ -145,7 +166,7 @@ def read_samples(engine: Engine, path: str) -> Report:
                     raise InputError("'expect.group' must be a group or a list of groups")
             except (ValueError, InputError) as exc:
                 reason = exc.msg if isinstance(exc, json.JSONDecodeError) else str(exc)
-                report.bad_lines.append(f"line {lineno}: {reason}")
+                report.bad_lines.append(f"{where}line {lineno}: {reason}")
                 continue
             report.samples.append(
                 Sample(
@@ -158,7 +179,6 @@ def read_samples(engine: Engine, path: str) -> Report:
                     decision=engine.evaluate(msg),
                 )
             )
-    return report
 
 
 _HEX64 = re.compile(r"(?<![0-9a-fA-F])(?:0x)?[0-9a-fA-F]{64}(?![0-9a-fA-F])")

@@ -185,6 +185,30 @@ def test_eval_json(rule_file: Path, samples: Path) -> None:
     assert report["per_group"]["security"]["precision"] == 1.0
 
 
+def test_eval_reads_a_directory_of_sample_files_as_one_set(rule_file: Path, samples: Path, tmp_path: Path) -> None:
+    """A held-out set kept as several files (triage/corpus/dev2/) is one ``--samples`` argument."""
+    whole = io.StringIO()
+    rules_cli.evaluate_samples(str(rule_file), str(samples), True, whole)
+    lines = samples.read_text(encoding="utf-8").splitlines()
+    parts = tmp_path / "parts"
+    parts.mkdir()
+    (parts / "A.jsonl").write_text("\n".join(lines[:2]) + "\n", encoding="utf-8")
+    (parts / "B.jsonl").write_text("\n".join(lines[2:]) + "\n", encoding="utf-8")
+    (parts / "notes.txt").write_text("not a sample file", encoding="utf-8")
+    out = io.StringIO()
+    assert rules_cli.evaluate_samples(str(rule_file), str(parts), True, out) == 0
+    assert json.loads(out.getvalue()) == json.loads(whole.getvalue())
+    with (parts / "B.jsonl").open("a", encoding="utf-8") as f:
+        f.write("not json\n")
+    out = io.StringIO()
+    assert rules_cli.evaluate_samples(str(rule_file), str(parts), True, out) == 1  # a bad line is an error
+    assert json.loads(out.getvalue())["bad_lines"] == [f"B.jsonl line {len(lines) - 1}: Expecting value"]
+    (tmp_path / "empty").mkdir()
+    out = io.StringIO()
+    assert rules_cli.evaluate_samples(str(rule_file), str(tmp_path / "empty"), True, out) == 1
+    assert "no *.jsonl file" in out.getvalue()
+
+
 def test_eval_text(rule_file: Path, samples: Path) -> None:
     out = io.StringIO()
     assert rules_cli.evaluate_samples(str(rule_file), str(samples), False, out) == 0
