@@ -65,3 +65,24 @@ def test_training_is_deterministic_for_a_seed(tmp_path: Path, corpus: list[Path]
     model = IntentModel.load(tmp_path / "a")
     assert set(model.predict("提现还没到账").priority) == {"P1", "P2", "P3", "P4"}
     assert _digest(tmp_path / "a" / "triage.ftz") == _digest(Path(__file__).parent / "tiny-model" / "triage.ftz")
+
+
+def test_vietnamese_and_russian_are_also_learnt_in_their_other_script() -> None:
+    """``augmented``: each Vietnamese message with diacritics is learnt again without them, each
+    Russian one in Cyrillic again in Latin letters, with the same labels; nothing else is added."""
+    from triage.train import augmented
+
+    expect = {"group": "payments", "priority": "P2"}
+    rows = [
+        {"id": "v", "lang": "vi", "text": "Rút tiền chưa về, đã 2 ngày", "expect": expect},
+        {"id": "a", "lang": "vi", "text": "rut tien chua ve", "expect": expect},  # already without
+        {"id": "r", "lang": "ru", "text": "Вывод не пришёл", "subject": "Счёт", "expect": expect},
+        {"id": "l", "lang": "ru", "text": "vivod ne prishel", "expect": expect},  # already Latin
+        {"id": "e", "lang": "en", "text": "withdrawal not arrived", "expect": expect},
+    ]
+    out = augmented(rows)
+    assert out[: len(rows)] == rows
+    assert [(r["id"], r["text"], r.get("subject"), r["expect"]) for r in out[len(rows) :]] == [
+        ("v", "Rut tien chua ve, da 2 ngay", None, expect),
+        ("r", "vyvod ne prishel", "schet", expect),
+    ]
