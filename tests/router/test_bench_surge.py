@@ -34,7 +34,12 @@ def test_a_small_surge_loses_nothing_and_routes_p1_first() -> None:
     # plain words).
     assert result["p1_lane"] == "model"
     assert result["p1_in_lane"] >= 27
-    assert result["lane_false_positives"] == 0
+    # The model's suspects are P1 at its threshold (0.2, chosen for recall): one of the drill's
+    # ordinary texts can sit over it after a retraining ("Meu saque está pendente há um dia, o que
+    # faço?" at 0.204 since the augmentation of 2026-12-07, docs/triage.md), and then each of its
+    # ~100 copies goes through the lane too. That costs the lane capacity, not its order (below);
+    # the bound is issue 15's for questions raised to P1: 5% of what is not P1.
+    assert result["lane_false_positives"] <= 0.05 * (result["messages"] - result["p1_messages"])
     # Ahead of the backlog. (A backlog of 3,000 drains in about a second, so the margins are tens
     # of milliseconds: the lane's p99 under the backlog's median held on a quiet machine and not
     # beside a CI run; the drill's 100,000 is where the figures are measured, docs/surge.md.)
@@ -45,5 +50,8 @@ def test_a_small_surge_loses_nothing_and_routes_p1_first() -> None:
     # appenders at once reorder messages, so "first" in the corpus is not always first in Redis.
     assert result["incident_conversations"] > 1000
     assert abs(result["incident_linked"] - result["incident_conversations"]) <= 0.02 * result["incident_conversations"]
-    assert result["incident_collapsed"] == result["incident_linked"]
+    # Each linked one collapsed, unless it is P1 by then (a P1 is never collapsed): a follow-up the
+    # model raised to P1 before the linker reached the conversation (a lane false positive above).
+    assert result["incident_linked"] - result["lane_false_positives"] <= result["incident_collapsed"]
+    assert result["incident_collapsed"] <= result["incident_linked"]
     assert result["queued_after"] < result["incident_conversations"]
