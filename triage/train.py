@@ -116,6 +116,8 @@ def latinised(text: str) -> str:
     return text.lower().translate(_TRANSLIT)
 
 
+#: The other script each language's messages are also learnt in (``augmented``).
+_OTHER_SCRIPT: dict[str, Callable[[str], str]] = {"vi": unaccented, "ru": latinised}
 #: What ``augmented`` adds, as triage.json records it.
 AUGMENT = ["vi: without diacritics", "ru: in Latin letters"]
 
@@ -128,7 +130,7 @@ def augmented(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     19.4% against 11.3%)."""
     extra: list[dict[str, Any]] = []
     for row in rows:
-        convert = {"vi": unaccented, "ru": latinised}.get(row["lang"])
+        convert = _OTHER_SCRIPT.get(row["lang"])
         if convert is None:
             continue
         text = convert(row["text"])
@@ -138,12 +140,11 @@ def augmented(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return [*rows, *extra]
 
 
-def fit(rows: Sequence[dict[str, Any]], params: dict[str, Any], seed: int, *, augment: bool = True) -> Any:
-    """A model trained on ``rows`` (``augment``: and their other scripts, ``augmented``); only what
-    it learns from is augmented, so cross-validation scores the messages as they were written."""
-    lines = augmented(rows) if augment else rows
+def fit(rows: Sequence[dict[str, Any]], params: dict[str, Any], seed: int) -> Any:
+    """A model trained on ``rows`` and their other scripts (``augmented``); only what it learns
+    from is augmented, so cross-validation scores the messages as they were written."""
     with tempfile.NamedTemporaryFile("w", suffix=".txt", encoding="utf-8") as f:
-        f.write("\n".join(_line(r) for r in lines) + "\n")
+        f.write("\n".join(_line(r) for r in augmented(rows)) + "\n")
         f.flush()
         return fasttext.train_supervised(
             f.name, thread=1, seed=seed, verbose=0, loss="softmax", **{"bucket": BUCKET, **params}
