@@ -43,7 +43,7 @@ from rules.intent import IntentModel, ModelError, Prediction, Predictor, files_d
 
 log = logging.getLogger("switchboard.models")
 
-#: A model directory larger than this is refused (the shipped one is ~4 MB).
+#: A model directory larger than this is refused (the shipped one is ~5 MB: two views of 2.5 MB).
 MAX_MODEL_BYTES = 64 * 1024 * 1024
 #: ``model:observed`` keeps about this many entries (~300 bytes each).
 OBSERVED_MAXLEN = 20_000

@@ -23,7 +23,7 @@ import json
 import math
 import re
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -44,9 +44,11 @@ __all__ = [
     "joint_label",
     "split_label",
     "tokens",
+    "views",
 ]
 
-FORMAT = 2  # of triage.json, as triage/train.py writes it (1: a model per task, no longer read)
+FORMAT = 3  # of triage.json, as triage/train.py writes it (1: a model per task, no longer read)
+READS = (2, 3)  # 2: one view, ``triage.ftz`` (a model trained before format 3 still loads)
 SEP = "|"  # between the group and the priority of a label of the one model
 
 _SECRET_RE = re.compile(r"\[redacted:[a-z_]+\]")
@@ -136,20 +138,30 @@ def joint_label(group: str, priority: str) -> str:
 
 
 class IntentModel:
-    """The triage model of a directory (``triage.ftz``, ``triage.json``): one fastText classifier
-    over every (group, priority) pair, whose probabilities are summed into a group's and a
-    priority's. One model, not one per task: a prediction looks the message's words and character
-    n-grams up once (in place, beside the rules, a second model cost as much again, ~45 µs), and
-    the two tasks learn from each other (5-fold cross-validation on the training corpus: group
-    84.8 vs 84.5%, priority 82.5 vs 81.2% for two models, docs/triage.md)."""
+    """The triage model of a directory (``triage.json`` and a fastText file per view): fastText
+    classifiers over every (group, priority) pair, whose probabilities are averaged over the views
+    and summed into a group's and a priority's.
 
-    def __init__(self, meta: dict[str, Any], model: Any, digest: str | None = None) -> None:
-        """``model``: a loaded fastText model (fasttext-predict's, or the trainer's fasttext-wheel
-        one: both have the bound ``f.predict``); ``meta``: triage.json's content; ``digest``: of
-        the files it was loaded from (``files_digest``)."""
+    One label set for both tasks, not a model per task: a prediction looks the message's words and
+    character n-grams up once (in place, beside the rules, a second model cost as much again,
+    ~45 µs), and the two tasks learn from each other (5-fold cross-validation on the training
+    corpus: group 84.8 vs 84.5%, priority 82.5 vs 81.2% for two models, docs/triage.md).
+
+    Views (format 3, ``meta["views"]``: file name -> its parameters over ``meta["params"]``): the
+    same labels learnt from different features of the same tokens, ``triage.ftz`` from words, word
+    bigrams and character n-grams, ``words.ftz`` from words and word bigrams alone. Their errors
+    differ, so their average ranks better than either (docs/triage.md, "Views")."""
+
+    def __init__(self, meta: dict[str, Any], models: Sequence[Any], digest: str | None = None) -> None:
+        """``models``: the loaded fastText model of each view, in the order of ``views(meta)``
+        (fasttext-predict's, or the trainer's fasttext-wheel ones: both have the bound
+        ``f.predict``); ``meta``: triage.json's content; ``digest``: of the files it was loaded
+        from (``files_digest``)."""
+        if not models:
+            raise ModelError("a model needs at least one view")
         self.meta = meta
         self._digest = digest
-        self._predict = model.f.predict  # the bound C++ call: no NumPy arrays, no label parsing
+        self._predicts = tuple(m.f.predict for m in models)  # the bound C++ calls: no NumPy, no label parsing
         self._groups = tuple(meta["group"]["labels"])
         self._priorities = tuple(meta["priority"]["labels"])
         # fastText's label -> (index of its group, of its priority): the sums are kept in lists.
@@ -178,29 +190,34 @@ class IntentModel:
         except (OSError, ValueError) as exc:
             raise ModelError(f"{directory}: no readable triage.json ({exc})") from exc
         found = meta.get("format") if isinstance(meta, dict) else None
-        if found != FORMAT:
+        if found not in READS:
             hint = " (two models: retrain it with `switchboard model train`)" if found == 1 else ""
-            raise ModelError(f"{directory}: triage.json has format {found!r}, this version reads {FORMAT}{hint}")
+            reads = " or ".join(map(str, READS))
+            raise ModelError(f"{directory}: triage.json has format {found!r}, this version reads {reads}{hint}")
         try:
             labels = sorted(str(x) for x in meta["labels"])
             groups = {str(x) for x in meta["group"]["labels"]}
             priorities = {str(x) for x in meta["priority"]["labels"]}
             temperatures = float(meta["group"]["temperature"]), float(meta["priority"]["temperature"])
+            names = views(meta)
         except (KeyError, TypeError, ValueError) as exc:
-            raise ModelError(f"{directory}: triage.json lacks the labels or temperatures ({exc})") from exc
+            raise ModelError(f"{directory}: triage.json lacks the labels, temperatures or views ({exc})") from exc
         pairs = [split_label(x) for x in labels]
         if {g for g, _ in pairs} != groups or {p for _, p in pairs} != priorities or min(temperatures) <= 0:
             raise ModelError(f"{directory}: triage.json's labels {labels} do not make its groups and priorities")
-        try:
-            files["triage.ftz"] = (directory / "triage.ftz").read_bytes()
-            model = fasttext.load_model(str(directory / "triage.ftz"))
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{directory}: the model cannot be loaded ({exc})") from exc
-        # fasttext-predict has no label list: every label comes back for k=-1.
-        got = sorted(str(x)[9:] for x in model.predict("probe", k=-1, threshold=0.0)[0])
-        if got != labels:
-            raise ModelError(f"{directory}: the model's labels {got} are not those of triage.json {labels}")
-        return cls(meta, model, files_digest(files))
+        models = []
+        for name in names:
+            try:
+                files[name] = (directory / name).read_bytes()
+                model = fasttext.load_model(str(directory / name))
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"{directory}: the model cannot be loaded: view {name} ({exc})") from exc
+            # fasttext-predict has no label list: every label comes back for k=-1.
+            got = sorted(str(x)[9:] for x in model.predict("probe", k=-1, threshold=0.0)[0])
+            if got != labels:
+                raise ModelError(f"{directory}: the labels of view {name} {got} are not those of triage.json {labels}")
+            models.append(model)
+        return cls(meta, models, files_digest(files))
 
     @property
     def digest(self) -> str | None:
@@ -226,10 +243,15 @@ class IntentModel:
         group = [0.0] * len(self._groups)
         priority = [0.0] * len(self._priorities)
         index = self._index
-        for p, label in self._predict(line, self._k, 0.0, "strict"):
-            g, q = index[label]
-            group[g] += p
-            priority[q] += p
+        for predict in self._predicts:
+            for p, label in predict(line, self._k, 0.0, "strict"):
+                g, q = index[label]
+                group[g] += p
+                priority[q] += p
+        if len(self._predicts) > 1:  # the views' average (one view: its own sums, untouched)
+            n = len(self._predicts)
+            group = [v / n for v in group]
+            priority = [v / n for v in priority]
         return group, priority
 
     def predict(self, text: str, subject: str | None = None) -> Prediction:
@@ -239,6 +261,19 @@ class IntentModel:
             dict(zip(self._groups, _tempered(group, t_group), strict=True)),
             dict(zip(self._priorities, _tempered(priority, t_priority), strict=True)),
         )
+
+
+def views(meta: Mapping[str, Any]) -> tuple[str, ...]:
+    """The file of each view of a model's triage.json, in order (format 2: ``triage.ftz`` alone)."""
+    if meta.get("format") == 2:
+        return ("triage.ftz",)
+    given = meta["views"]  # file -> its parameters (as training writes it), or a list of files
+    names = tuple(given) if isinstance(given, dict | list) else ()
+    if not names or not all(isinstance(x, str) and x and "/" not in x and x[0] != "." for x in names):
+        raise ValueError(f"views {given!r}: one or more plain file names are needed")
+    if "triage.json" in names or len(set(names)) < len(names):
+        raise ValueError(f"views {given!r}: each view is a file of its own")
+    return names
 
 
 def files_digest(files: Mapping[str, bytes]) -> str:

@@ -118,7 +118,7 @@ def out_of_fold(
     for train_idx, test_idx in folds(rows, 5, seed):
         heads = {t: head(x[train_idx], [first(TASKS[t], rows[i]) for i in train_idx]) for t in TASKS}
         model = SemanticModel.from_meta(meta_of(heads["group"], heads["priority"], ReviewPolicy()))  # the runtime's
-        ft = wrap(fit([rows[i] for i in train_idx], fast_meta["params"], seed), temperatures)
+        ft = wrap(fit([rows[i] for i in train_idx], fast_meta["params"], seed, fast_meta["views"]), temperatures)
         for i in test_idx:
             semantic[i] = model.of_vector(x[i])
             fast[i] = ft.predict(rows[i]["text"], rows[i].get("subject"))

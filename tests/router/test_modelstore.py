@@ -48,7 +48,7 @@ async def test_a_published_model_routes_in_a_running_worker_without_a_restart(rt
     before = worker.rules.engine
     published = await rt.models.publish(tiny_files(), "alice", "tiny one")
     assert (published.number, published.author, published.comment) == (1, "alice", "tiny one")
-    assert published.meta["messages"] == 120 and set(published.files) == {"triage.ftz", "triage.json"}
+    assert published.meta["messages"] == 120 and set(published.files) == {"triage.ftz", "words.ftz", "triage.json"}
     assert await worker.rules.refresh()  # as its loop does every rules_poll_s
     assert worker.rules.engine is not before
     await rt.inbox.append_many([message(TAKEOVER, user="victim")])
@@ -94,7 +94,7 @@ async def test_a_corrupt_file_or_an_unknown_format_is_refused_and_the_running_mo
         await rt.models.publish(tiny_files(**{"triage.ftz": b"\x00" * 100}), "mallory")
     meta = json.loads((TINY / "triage.json").read_text())
     unknown = json.dumps({**meta, "format": FORMAT + 1}).encode()
-    with pytest.raises(ModelRefused, match=f"format {FORMAT + 1}, this version reads {FORMAT}"):
+    with pytest.raises(ModelRefused, match=f"format {FORMAT + 1}, this version reads 2 or 3"):
         await rt.models.publish(tiny_files(**{"triage.json": unknown}), "mallory", shadow=True)
     assert await rt.models.state() == ModelState(first.number, None)
     assert [v.number for v in await rt.models.versions()] == [first.number]
@@ -120,7 +120,7 @@ TEXTS = {
     "hacked": ("my account was hacked, unauthorized withdrawal", ("security", "P2"), ("security", "P1")),
     "deposit": ("deposit not arrived after 3 hours", ("security", "P2"), ("payments", "P2")),
     "kyc": ("KYC verification rejected again", ("security", "P2"), ("verification", "P3")),
-    "fee": ("what is the trading fee", ("security", "P3"), ("general", "P4")),
+    "fee": ("what is the trading fee", ("security", "P2"), ("general", "P4")),
     "complain": ("I want to complain about your support", ("security", "P2"), ("complaints", "P2")),
 }
 

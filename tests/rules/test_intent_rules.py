@@ -403,7 +403,8 @@ def test_a_prediction_of_another_model_or_shape_is_not_used(tiny: IntentModel, s
 def test_a_model_without_files_carries_no_prediction(tiny: IntentModel) -> None:
     import fasttext
 
-    unnamed = IntentModel(tiny.meta, fasttext.load_model(str(TINY / "triage.ftz")))  # as training makes one
+    views = [fasttext.load_model(str(TINY / name)) for name in ("triage.ftz", "words.ftz")]
+    unnamed = IntentModel(tiny.meta, views)  # as training makes one
     engine = Engine.from_yaml(GROUPS + "model: {p1_min: 0.9}\n", model=unnamed)
     checked = engine.precheck(MessageIn("sandbox", PLAIN), model=True)
     assert checked.suspect is False and checked.triage is None

@@ -75,17 +75,18 @@ def test_an_unknown_format_is_refused(tmp_path: Path) -> None:
     d = _copy(tmp_path)
     meta = json.loads((d / "triage.json").read_text())
     (d / "triage.json").write_text(json.dumps({**meta, "format": FORMAT + 1}))
-    with pytest.raises(ModelError, match=f"format {FORMAT + 1}, this version reads {FORMAT}"):
+    with pytest.raises(ModelError, match=f"format {FORMAT + 1}, this version reads 2 or 3"):
         IntentModel.load(d)
 
 
 def test_a_corrupt_or_missing_model_file_is_refused(tmp_path: Path) -> None:
     d = _copy(tmp_path)
     (d / "triage.ftz").write_bytes(b"\x00" * 100)
-    with pytest.raises(ModelError, match="the model cannot be loaded"):
+    with pytest.raises(ModelError, match=r"the model cannot be loaded: view triage\.ftz"):
         IntentModel.load(d)
-    (d / "triage.ftz").unlink()
-    with pytest.raises(ModelError, match="the model cannot be loaded"):
+    shutil.copy(TINY / "triage.ftz", d / "triage.ftz")
+    (d / "words.ftz").unlink()  # every view is needed
+    with pytest.raises(ModelError, match=r"the model cannot be loaded: view words\.ftz"):
         IntentModel.load(d)
     with pytest.raises(ModelError, match=r"no readable triage\.json"):
         IntentModel.load(tmp_path / "nowhere")
@@ -100,11 +101,54 @@ def test_labels_that_differ_from_the_metadata_are_refused(tmp_path: Path) -> Non
         IntentModel.load(d)
 
 
+def test_the_prediction_is_the_average_of_the_views() -> None:
+    """Each view on its own is a model of format 2 (``triage.ftz`` alone, still read); the model's
+    uncalibrated probabilities are their average, pair by pair."""
+    import fasttext
+
+    model = IntentModel.load(TINY)
+    assert model.meta["format"] == FORMAT == 3 and list(model.meta["views"]) == ["triage.ftz", "words.ftz"]
+    one = [IntentModel(model.meta, [fasttext.load_model(str(TINY / name))]) for name in model.meta["views"]]
+    for text in ("my withdrawal has not arrived", "我的提现还没到账", "hacked!!"):
+        group, priority = model.marginals(text)
+        parts = [m.marginals(text) for m in one]
+        assert parts[0] != parts[1]  # the views differ
+        for label in group:
+            assert group[label] == pytest.approx((parts[0][0][label] + parts[1][0][label]) / 2, abs=1e-12)
+        for label in priority:
+            assert priority[label] == pytest.approx((parts[0][1][label] + parts[1][1][label]) / 2, abs=1e-12)
+
+
+def test_a_model_of_format_2_loads_as_its_one_view(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    meta = json.loads((d / "triage.json").read_text())
+    del meta["views"]
+    (d / "triage.json").write_text(json.dumps({**meta, "format": 2}))
+    (d / "words.ftz").unlink()
+    old = IntentModel.load(d)
+    import fasttext
+
+    alone = IntentModel(meta, [fasttext.load_model(str(TINY / "triage.ftz"))])
+    assert old.marginals("my withdrawal has not arrived") == alone.marginals("my withdrawal has not arrived")
+
+
+NOT_VIEWS = [[], ["../triage.ftz"], ["triage.json"], "triage.ftz", None, ["triage.ftz", "triage.ftz"], [1]]
+
+
+@pytest.mark.parametrize("views", NOT_VIEWS)
+def test_views_that_are_not_plain_file_names_are_refused(tmp_path: Path, views: object) -> None:
+    d = _copy(tmp_path)
+    meta = json.loads((d / "triage.json").read_text())
+    (d / "triage.json").write_text(json.dumps({**meta, "views": views}))
+    with pytest.raises(ModelError, match="views"):
+        IntentModel.load(d)
+
+
 def test_a_two_model_directory_of_format_1_is_refused_with_what_to_do(tmp_path: Path) -> None:
     d = _copy(tmp_path)
     meta = json.loads((d / "triage.json").read_text())
     (d / "triage.json").write_text(json.dumps({**meta, "format": 1}))
-    with pytest.raises(ModelError, match=r"reads 2 \(two models: retrain it with `switchboard model train`\)"):
+    with pytest.raises(ModelError, match=r"reads 2 or 3 \(two models: retrain it with `switchboard model train`\)"):
         IntentModel.load(d)
 
 
@@ -113,7 +157,7 @@ def test_pairs_missing_from_the_model_are_refused(tmp_path: Path) -> None:
     meta = json.loads((d / "triage.json").read_text())
     meta["labels"].append("general|P1" if "general|P1" not in meta["labels"] else "security|P4")
     (d / "triage.json").write_text(json.dumps(meta))
-    with pytest.raises(ModelError, match=r"the model's labels .* are not those of triage\.json"):
+    with pytest.raises(ModelError, match=r"the labels of view triage\.ftz .* are not those of triage\.json"):
         IntentModel.load(d)
 
 

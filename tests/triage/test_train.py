@@ -56,7 +56,7 @@ def test_training_is_deterministic_for_a_seed(tmp_path: Path, corpus: list[Path]
     train(tmp_path / "a", corpus)
     train(tmp_path / "b", corpus)
     train(tmp_path / "c", corpus, seed=2)
-    for name in ("triage.ftz", "triage.json"):
+    for name in ("triage.ftz", "words.ftz", "triage.json"):
         assert _digest(tmp_path / "a" / name) == _digest(tmp_path / "b" / name), name
     assert _digest(tmp_path / "a" / "triage.ftz") != _digest(tmp_path / "c" / "triage.ftz")
     meta = json.loads((tmp_path / "a" / "triage.json").read_text())
@@ -64,7 +64,8 @@ def test_training_is_deterministic_for_a_seed(tmp_path: Path, corpus: list[Path]
     # What the trainer wrote, the runtime's predictor reads (the fixture is this same output).
     model = IntentModel.load(tmp_path / "a")
     assert set(model.predict("提现还没到账").priority) == {"P1", "P2", "P3", "P4"}
-    assert _digest(tmp_path / "a" / "triage.ftz") == _digest(Path(__file__).parent / "tiny-model" / "triage.ftz")
+    for name in ("triage.ftz", "words.ftz"):
+        assert _digest(tmp_path / "a" / name) == _digest(Path(__file__).parent / "tiny-model" / name), name
 
 
 def test_vietnamese_and_russian_are_also_learnt_in_their_other_script() -> None:
