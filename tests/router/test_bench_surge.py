@@ -36,7 +36,8 @@ def test_a_small_surge_loses_nothing_and_routes_p1_first() -> None:
     assert result["p1_in_lane"] >= 27
     # The model's suspects are P1 at its threshold (0.2, chosen for recall): one of the drill's
     # ordinary texts can sit over it after a retraining ("Meu saque está pendente há um dia, o que
-    # faço?" at 0.204 since the augmentation of 2026-12-07, docs/triage.md), and then each of its
+    # faço?" was at 0.204 with the augmentation's model of 2026-12-07, and is at 0.186 with the two
+    # views that followed it, docs/triage.md; this drill had no false positive then), and then each of its
     # ~100 copies goes through the lane too. That costs the lane capacity, not its order (below);
     # the bound is issue 15's for questions raised to P1: 5% of what is not P1.
     assert result["lane_false_positives"] <= 0.05 * (result["messages"] - result["p1_messages"])
