@@ -22,6 +22,8 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from redis.exceptions import ConnectionError as RedisUnavailable
+from redis.exceptions import TimeoutError as RedisTimeout
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -84,6 +86,12 @@ async def _handle(request: Request, exc: Exception) -> Response:
         return await _error(request, 409, str(exc))
     if isinstance(exc, AppendRefused):  # the inbox is full or Redis out of memory: try again later
         response = await _error(request, 503, str(exc))
+        response.headers["Retry-After"] = "5"
+        return response
+    if isinstance(exc, RedisUnavailable | RedisTimeout):
+        # No pool connection within web.redis_wait_s (a burst), or Redis away: overloaded, not a bug.
+        log.warning("console: Redis unavailable for %s %s: %s", request.method, request.url.path, exc)
+        response = await _error(request, 503, "busy: the data store did not answer in time; retry later")
         response.headers["Retry-After"] = "5"
         return response
     if isinstance(exc, RateLimited):
@@ -184,6 +192,8 @@ def create_app(
             RuleSetError,
             KBRefused,
             AppendRefused,
+            RedisUnavailable,
+            RedisTimeout,
             ClientDisconnect,
             RequestValidationError,
             HTTPException,
