@@ -39,6 +39,9 @@ from router.errors import ConfigError, RedisUnavailable
 
 log = logging.getLogger("switchboard.redis")
 
+#: What redis-py raises when no connection comes in time (a pool's wait, a timeout) or Redis is away.
+CLIENT_UNAVAILABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
+
 
 class Unblocked(ResponseError):  # type: ignore[misc]  # redis-py is untyped here (pyproject.toml)
     """``UNBLOCKED``: the server ended a blocking read (XREADGROUP … BLOCK) because it stopped

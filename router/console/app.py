@@ -22,8 +22,6 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from redis.exceptions import ConnectionError as RedisUnavailable
-from redis.exceptions import TimeoutError as RedisTimeout
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -36,6 +34,7 @@ from router.config import Settings
 from router.errors import AppendRefused, BadRequest, Conflict, NotFound
 from router.kbstore import KBRefused
 from router.lifecycle import keep_running, wait_or_stop
+from router.redis import CLIENT_UNAVAILABLE
 from router.runtime import Runtime
 from router.simulator import SandboxPort
 from router.weekly import Opener, StoreUnreadable
@@ -88,7 +87,7 @@ async def _handle(request: Request, exc: Exception) -> Response:
         response = await _error(request, 503, str(exc))
         response.headers["Retry-After"] = "5"
         return response
-    if isinstance(exc, RedisUnavailable | RedisTimeout):
+    if isinstance(exc, CLIENT_UNAVAILABLE):
         # No pool connection within web.redis_wait_s (a burst), or Redis away: overloaded, not a bug.
         log.warning("console: Redis unavailable for %s %s: %s", request.method, request.url.path, exc)
         response = await _error(request, 503, "busy: the data store did not answer in time; retry later")
@@ -192,8 +191,7 @@ def create_app(
             RuleSetError,
             KBRefused,
             AppendRefused,
-            RedisUnavailable,
-            RedisTimeout,
+            *CLIENT_UNAVAILABLE,
             ClientDisconnect,
             RequestValidationError,
             HTTPException,
