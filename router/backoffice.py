@@ -44,7 +44,7 @@ from rules import Engine
 
 class Backoffice:
     def __init__(self, rt: Runtime, web: WebSettings) -> None:
-        self._rt = own = rt.for_console()
+        self._rt = own = rt.for_console(web)
         self.keys: Keys = own.keys
         self.inbox: Inbox = own.inbox
         self.conversations: Conversations = own.conversations

@@ -39,9 +39,6 @@ from router.errors import ConfigError, RedisUnavailable
 
 log = logging.getLogger("switchboard.redis")
 
-#: What redis-py raises when no connection comes in time (a pool's wait, a timeout) or Redis is away.
-CLIENT_UNAVAILABLE: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError)
-
 
 class Unblocked(ResponseError):  # type: ignore[misc]  # redis-py is untyped here (pyproject.toml)
     """``UNBLOCKED``: the server ended a blocking read (XREADGROUP … BLOCK) because it stopped
@@ -53,21 +50,24 @@ class Unblocked(ResponseError):  # type: ignore[misc]  # redis-py is untyped her
 # manual failover of the drill). Registered once, for every client and parser.
 BaseParser.EXCEPTION_CLASSES["UNBLOCKED"] = Unblocked
 
-#: The errors after which a loop backs off and tries again rather than failing. On a Redis
-#: Cluster, also those of a failover in progress, after which redis-py has refreshed (or will
-#: refresh) its slot map: the command did not run.
-TRANSIENT_ERRORS = (
+#: What redis-py raises when Redis did not serve a command now: no connection in time (a pool's
+#: wait, a timeout), Redis away or loading; on a Redis Cluster, a failover in progress, after which
+#: redis-py has refreshed (or will refresh) its slot map. The command did not run. The console
+#: answers these 503 (router/console/app.py).
+REDIS_UNAVAILABLE = (
     RedisConnectionError,
     RedisTimeoutError,
     BusyLoadingError,
-    ConnectionError,
-    OSError,
     ClusterDownError,
     TryAgainError,
     SlotNotCoveredError,
     RedisClusterUnreachableError,
     Unblocked,
 )
+
+#: The errors after which a loop backs off and tries again rather than failing: Redis's, and the
+#: socket's own (a reset mid-reply that redis-py does not wrap).
+TRANSIENT_ERRORS = (*REDIS_UNAVAILABLE, ConnectionError, OSError)
 
 MIN_VERSION = (6, 2)
 

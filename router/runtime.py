@@ -115,11 +115,11 @@ class Runtime:
     async def __aexit__(self, *exc: object) -> None:
         await self.client.aclose()
 
-    def for_console(self) -> Runtime:
+    def for_console(self, web: WebSettings) -> Runtime:
         """A runtime on the same Redis with a pool of its own (``web.redis_connections``), whose
         commands wait up to ``web.redis_wait_s`` for a free connection: a burst of console
-        requests queues for its own connections, and never takes the workers' and adapters'."""
-        web = self.settings.web
+        requests queues for its own connections, and never takes the workers' and adapters'.
+        ``web``: the console's settings (the ones it was created with, not this runtime's)."""
         return Runtime(
             self.settings, self.url, max_connections=web.redis_connections, wait_s=web.redis_wait_s, parent=self
         )

@@ -34,7 +34,7 @@ from router.config import Settings
 from router.errors import AppendRefused, BadRequest, Conflict, NotFound
 from router.kbstore import KBRefused
 from router.lifecycle import keep_running, wait_or_stop
-from router.redis import CLIENT_UNAVAILABLE
+from router.redis import REDIS_UNAVAILABLE
 from router.runtime import Runtime
 from router.simulator import SandboxPort
 from router.weekly import Opener, StoreUnreadable
@@ -87,8 +87,8 @@ async def _handle(request: Request, exc: Exception) -> Response:
         response = await _error(request, 503, str(exc))
         response.headers["Retry-After"] = "5"
         return response
-    if isinstance(exc, CLIENT_UNAVAILABLE):
-        # No pool connection within web.redis_wait_s (a burst), or Redis away: overloaded, not a bug.
+    if isinstance(exc, REDIS_UNAVAILABLE):
+        # No pool connection within web.redis_wait_s (a burst), Redis away, a failover: not a bug.
         log.warning("console: Redis unavailable for %s %s: %s", request.method, request.url.path, exc)
         response = await _error(request, 503, "busy: the data store did not answer in time; retry later")
         response.headers["Retry-After"] = "5"
@@ -191,7 +191,7 @@ def create_app(
             RuleSetError,
             KBRefused,
             AppendRefused,
-            *CLIENT_UNAVAILABLE,
+            *REDIS_UNAVAILABLE,
             ClientDisconnect,
             RequestValidationError,
             HTTPException,

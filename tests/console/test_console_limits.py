@@ -14,7 +14,8 @@ import pytest
 from pydantic import SecretStr
 
 from router.config import Settings
-from tests.console.conftest import Served
+from router.runtime import Runtime
+from tests.console.conftest import Served, serving
 from tests.rules.test_limits import alias_bomb
 
 METRICS_TOKEN = "scrape-me-please"
@@ -59,6 +60,29 @@ async def test_500_parallel_event_streams_get_no_500(served: Served) -> None:
 
     await asyncio.gather(*(open_one(tokens[i % len(tokens)]) for i in range(500)))
     assert 500 not in codes and set(codes) <= {200, 429, 503}, sorted(set(codes))
+
+
+async def test_a_request_that_gets_no_connection_in_time_is_503_with_retry_after(
+    rt: Runtime, web_settings: Settings
+) -> None:
+    """Every connection of the console's pool is taken (here by the test itself): a request waits
+    web.redis_wait_s, then is told to come back, never 500. The pool is the console's settings'."""
+    web = web_settings.web.model_copy(update={"redis_connections": 2, "redis_wait_s": 0.3})
+    async with serving(rt, web_settings.model_copy(update={"web": web})) as served:
+        token = await served.user("ann", "admin")
+        pool = served.console.office._rt.client.connection_pool  # the console's own pool
+        assert pool.max_connections == 2
+        held = [await pool.get_connection() for _ in range(2)]
+        try:
+            async with served.api(token) as client:
+                busy = await client.get("/api/stats")
+        finally:
+            for connection in held:
+                await pool.release(connection)
+        assert busy.status_code == 503 and busy.headers["Retry-After"] == "5", busy.text
+        assert "did not answer in time" in busy.json()["error"]
+        async with served.api(token) as client:
+            assert (await client.get("/api/stats")).status_code == 200
 
 
 async def test_one_user_cannot_take_every_stream(served: Served) -> None:

@@ -162,6 +162,6 @@ def test_model_eval_prints_rules_alone_model_alone_and_both(tmp_path: Path) -> N
 async def test_the_console_runtime_shares_the_engine_and_the_model(rt: Runtime) -> None:
     """One triage model and one compiled rule set per process: the console's runtime (a pool of its
     own) reads its parent's instead of loading and compiling them again."""
-    async with rt.for_console() as console:
+    async with rt.for_console(rt.settings.web) as console:
         assert console.client is not rt.client
         assert console.engines is rt.engines and console.model is rt.model

@@ -103,7 +103,15 @@ async def test_two_run_replicas_sharing_a_store_send_the_week_once(
             found = await details()
             return len(found) == 2 and sum("sent by this process: telegram" in d for d in found) == 1
 
-        await until(settled, 30, "one replica to send the summary, the other to stand by")
+        try:
+            # Two processes start, one opens the store and embeds the week's complaints: on a busy
+            # two-core machine that took over 30 s; test_replicas.py gives one start 60 s.
+            await until(settled, 120, "one replica to send the summary, the other to stand by")
+        except BaseException:
+            said = "\n".join(await details())
+            logs = "\n".join(f"{n}.log: {(tmp_path / f'{n}.log').read_text()[-3000:]}" for n in ("a", "b"))
+            print(f"the weekly services said:\n{said}\n{logs}")  # shown by pytest with the failure
+            raise
     finally:
         for proc in procs:
             proc.kill()
