@@ -69,6 +69,13 @@ async def _error(request: Request, status: int, message: str, **extra: object) -
     return await render(request, "error.html", status, status=status, message=message)
 
 
+async def _retry_later(request: Request, status: int, message: str, after_s: int = 5) -> Response:
+    """``_error`` telling the client when to come back (``Retry-After``, seconds)."""
+    response = await _error(request, status, message)
+    response.headers["Retry-After"] = str(after_s)
+    return response
+
+
 async def _handle(request: Request, exc: Exception) -> Response:
     api_call = is_api(request)
     if isinstance(exc, PasswordChangeRequired) and not api_call:
@@ -84,19 +91,13 @@ async def _handle(request: Request, exc: Exception) -> Response:
     if isinstance(exc, Conflict):
         return await _error(request, 409, str(exc))
     if isinstance(exc, AppendRefused):  # the inbox is full or Redis out of memory: try again later
-        response = await _error(request, 503, str(exc))
-        response.headers["Retry-After"] = "5"
-        return response
+        return await _retry_later(request, 503, str(exc))
     if isinstance(exc, REDIS_UNAVAILABLE):
         # No pool connection within web.redis_wait_s (a burst), Redis away, a failover: not a bug.
         log.warning("console: Redis unavailable for %s %s: %s", request.method, request.url.path, exc)
-        response = await _error(request, 503, "busy: the data store did not answer in time; retry later")
-        response.headers["Retry-After"] = "5"
-        return response
+        return await _retry_later(request, 503, "busy: the data store did not answer in time; retry later")
     if isinstance(exc, RateLimited):
-        response = await _error(request, 429, str(exc))
-        response.headers["Retry-After"] = str(exc.retry_after)
-        return response
+        return await _retry_later(request, 429, str(exc), exc.retry_after)
     if isinstance(exc, ClientDisconnect):  # gone mid-body (or cut at the request deadline): nobody to answer
         return Response(status_code=400)
     if isinstance(exc, RequestValidationError):
